@@ -1,0 +1,326 @@
+"""Line configuration: one TOML file per line, loaded once into frozen dataclasses.
+
+Every problem is a `ConfigError` whose message names the file, the key and what was wrong,
+so the CLI can print it as one line. `load_config(None)` loads the demo line shipped here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inspection.errors import ConfigError
+from inspection.frame import IDENT_PATTERN, LINE_TYPES, SURFACES
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_DIR = PACKAGE_DIR.parent
+DEMO_CONFIG = PACKAGE_DIR / "lines" / "demo.toml"
+CAMERA_SOURCES = ("simulator", "folder", "pylon", "genicam")
+
+log = logging.getLogger(__name__)
+
+
+def default_models_dir() -> Path:
+    """The model registry: $STEEL_INSPECT_MODELS, else the checkout's models/ folder."""
+    return Path(os.environ.get("STEEL_INSPECT_MODELS") or REPO_DIR / "models")
+
+
+def default_datasets_dir() -> Path:
+    """The public datasets: $STEEL_INSPECT_DATASETS, else ../shared/datasets beside the checkout."""
+    return Path(os.environ.get("STEEL_INSPECT_DATASETS") or REPO_DIR.parent / "shared" / "datasets")
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    id: str
+    surface: str
+    source: str
+    width_px: int
+    frame_height_px: int
+    mm_per_px_across: float
+    mm_per_px_along: float
+    offset_mm: float
+    endpoint: str
+    live: bool
+    send_hwm: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    registry: Path
+
+
+@dataclass(frozen=True)
+class EndpointsConfig:
+    results: str
+    plc: str
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    batch_size: int
+    max_wait_ms: float
+    providers: str
+    intra_op_threads: int
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    seed: int
+    coil_length_m: float
+    defects_per_100m: float
+    split: str
+    datasets: Path
+    realtime: bool
+
+
+@dataclass(frozen=True)
+class RecordsConfig:
+    rules: Path | None
+    coverage_min: float
+    crop_margin_px: int
+    crop_retention_days: int
+
+
+@dataclass(frozen=True)
+class LineConfig:
+    path: Path
+    id: str
+    type: str
+    strip_width_mm: float
+    speed_m_per_s: float
+    database: Path
+    crops_dir: Path
+    model: ModelConfig
+    cameras: tuple[CameraConfig, ...]
+    endpoints: EndpointsConfig
+    worker: WorkerConfig
+    simulator: SimulatorConfig
+    records: RecordsConfig
+
+    def camera(self, camera_id: str | None = None) -> CameraConfig:
+        """The camera with this id, or the first camera when `camera_id` is None."""
+        if camera_id is None:
+            return self.cameras[0]
+        for cam in self.cameras:
+            if cam.id == camera_id:
+                return cam
+        known = ", ".join(c.id for c in self.cameras)
+        raise ConfigError(f"{self.path}: no camera {camera_id!r} (cameras: {known})")
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-able view of everything applied, for the start-up log."""
+        return _jsonable(asdict(self))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+class _Section:
+    """Typed access to one TOML table; every error names file and key."""
+
+    def __init__(self, path: Path, prefix: str, table: Any) -> None:
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {prefix}: expected a table, got {type(table).__name__}")
+        self.path, self.prefix, self.table = path, prefix, table
+        self.used: set[str] = set()
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}.{key}" if self.prefix else key
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {self._key(key)}: {problem}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        self.used.add(key)
+        if key not in self.table:
+            if default is ...:
+                raise self.error(key, "missing")
+            return default
+        value = self.table[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and kind is not bool:
+            raise self.error(key, f"expected {_kind_name(kind)}, got {value!r}")
+        if not isinstance(value, kind):
+            raise self.error(key, f"expected {_kind_name(kind)}, got {value!r}")
+        return value
+
+    def positive(self, key: str, kind: type, default: Any = ...) -> Any:
+        value = self.get(key, kind, default)
+        if value <= 0:
+            raise self.error(key, f"expected a number > 0, got {value!r}")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: Any = ...) -> str:
+        value = self.get(key, str, default)
+        if value not in choices:
+            raise self.error(key, f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def ident(self, key: str) -> str:
+        import re
+
+        value = self.get(key, str)
+        if not re.fullmatch(IDENT_PATTERN, value):
+            raise self.error(key, f"expected an identifier matching {IDENT_PATTERN!r}, got {value!r}")
+        return value
+
+    def path_value(self, key: str, default: Path | None) -> Path | None:
+        value = self.get(key, str, "")
+        return Path(value).expanduser() if value else default
+
+    def check_unknown(self) -> None:
+        unknown = sorted(set(self.table) - self.used)
+        if unknown:
+            raise self.error(unknown[0], "unknown key (a typo?)")
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+             dict: "a table", list: "an array"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def load_config(path: str | Path | None = None) -> LineConfig:
+    """Load and validate a line config; `None` loads the demo line."""
+    path = Path(path) if path is not None else DEMO_CONFIG
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return _build(path, raw)
+
+
+def _build(path: Path, raw: dict[str, Any]) -> LineConfig:
+    top = _Section(path, "", raw)
+    line = _Section(path, "line", top.get("line", dict))
+    line_type = line.choice("type", LINE_TYPES)
+    config = LineConfig(
+        path=path,
+        id=line.ident("id"),
+        type=line_type,
+        strip_width_mm=line.positive("strip_width_mm", float),
+        speed_m_per_s=line.positive("speed_m_per_s", float),
+        database=Path(line.get("database", str)).expanduser(),
+        crops_dir=Path(line.get("crops_dir", str)).expanduser(),
+        model=_model(path, top.get("model", dict), line_type),
+        cameras=_cameras(path, top.get("cameras", list)),
+        endpoints=_endpoints(path, top.get("endpoints", dict)),
+        worker=_worker(path, top.get("worker", dict, {})),
+        simulator=_simulator(path, top.get("simulator", dict, {})),
+        records=_records(path, top.get("records", dict, {})),
+    )
+    line.check_unknown()
+    top.check_unknown()
+    return config
+
+
+def _model(path: Path, table: Any, line_type: str) -> ModelConfig:
+    s = _Section(path, "model", table)
+    model = ModelConfig(name=s.get("name", str, line_type), registry=s.path_value("registry", None)
+                        or default_models_dir())
+    s.check_unknown()
+    return model
+
+
+def _cameras(path: Path, items: list[Any]) -> tuple[CameraConfig, ...]:
+    if not items:
+        raise ConfigError(f"{path}: cameras: expected at least one [[cameras]] entry")
+    cameras = []
+    for i, table in enumerate(items):
+        s = _Section(path, f"cameras[{i}]", table)
+        cam = CameraConfig(
+            id=s.ident("id"),
+            surface=s.choice("surface", SURFACES),
+            source=s.choice("source", CAMERA_SOURCES, "simulator"),
+            width_px=s.positive("width_px", int),
+            frame_height_px=s.positive("frame_height_px", int),
+            mm_per_px_across=s.positive("mm_per_px_across", float),
+            mm_per_px_along=s.positive("mm_per_px_along", float),
+            offset_mm=s.get("offset_mm", float, 0.0),
+            endpoint=s.get("endpoint", str),
+            live=s.get("live", bool, True),
+            send_hwm=s.positive("send_hwm", int, 16),
+            options=dict(s.get("options", dict, {})),
+        )
+        s.check_unknown()
+        cameras.append(cam)
+    ids = [c.id for c in cameras]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ConfigError(f"{path}: cameras: duplicate camera id {dupes[0]!r}")
+    return tuple(cameras)
+
+
+def _endpoints(path: Path, table: Any) -> EndpointsConfig:
+    s = _Section(path, "endpoints", table)
+    endpoints = EndpointsConfig(results=s.get("results", str), plc=s.get("plc", str))
+    s.check_unknown()
+    return endpoints
+
+
+def _worker(path: Path, table: Any) -> WorkerConfig:
+    s = _Section(path, "worker", table)
+    worker = WorkerConfig(
+        batch_size=s.positive("batch_size", int, 8),
+        max_wait_ms=s.positive("max_wait_ms", float, 20.0),
+        providers=s.choice("providers", ("auto", "cpu"), "auto"),
+        intra_op_threads=s.get("intra_op_threads", int, 0),
+    )
+    s.check_unknown()
+    return worker
+
+
+def _simulator(path: Path, table: Any) -> SimulatorConfig:
+    s = _Section(path, "simulator", table)
+    sim = SimulatorConfig(
+        seed=s.get("seed", int, 7),
+        coil_length_m=s.positive("coil_length_m", float, 120.0),
+        defects_per_100m=s.get("defects_per_100m", float, 40.0),
+        split=s.choice("split", ("train", "val", "test"), "test"),
+        datasets=s.path_value("datasets", None) or default_datasets_dir(),
+        realtime=s.get("realtime", bool, True),
+    )
+    s.check_unknown()
+    return sim
+
+
+def _records(path: Path, table: Any) -> RecordsConfig:
+    s = _Section(path, "records", table)
+    coverage_min = s.get("coverage_min", float, 0.995)
+    if not 0.0 <= coverage_min <= 1.0:
+        raise s.error("coverage_min", f"expected a share between 0 and 1, got {coverage_min!r}")
+    records = RecordsConfig(
+        rules=s.path_value("rules", None),
+        coverage_min=coverage_min,
+        crop_margin_px=s.get("crop_margin_px", int, 16),
+        crop_retention_days=s.positive("crop_retention_days", int, 30),
+    )
+    s.check_unknown()
+    return records
+
+
+def log_config(config: LineConfig, logger: logging.Logger | None = None) -> None:
+    """Log everything a process applied, once, at start."""
+    import json
+
+    (logger or log).info("config %s: %s", config.path, json.dumps(config.summary(), sort_keys=True))

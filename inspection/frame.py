@@ -1,0 +1,222 @@
+"""The values that travel from cameras to inference workers: `Frame` and `CoilEvent`.
+
+Both are small, frozen and validated on construction: a bad field raises `FrameError`
+naming the field, what was expected and what arrived. They are the only things a camera
+stream carries, in order: ``coil_start``, that coil's frames, ``coil_end``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from inspection.errors import FrameError
+
+LineType = Literal["hot", "cold"]
+Surface = Literal["top", "bottom"]
+EventKind = Literal["coil_start", "coil_end"]
+
+LINE_TYPES: tuple[str, ...] = ("hot", "cold")
+SURFACES: tuple[str, ...] = ("top", "bottom")
+EVENT_KINDS: tuple[str, ...] = ("coil_start", "coil_end")
+PIXEL_DTYPES: tuple[str, ...] = ("uint8", "uint16")
+
+# Identifiers end up in file names, SQL rows and PLC messages: keep them boring.
+IDENT_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}"
+_IDENT = re.compile(IDENT_PATTERN)
+
+
+def check_ident(name: str, value: object) -> str:
+    """Return `value` if it is a valid identifier, else raise `FrameError` naming the field."""
+    if not isinstance(value, str) or not _IDENT.fullmatch(value):
+        raise FrameError(
+            f"{name}: expected an identifier matching {IDENT_PATTERN!r}, got {_show(value)}"
+        )
+    return value
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise FrameError(f"{name}: expected one of {', '.join(choices)}, got {_show(value)}")
+
+
+def _check_int(name: str, value: object, minimum: int = 0) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise FrameError(f"{name}: expected an integer >= {minimum}, got {_show(value)}")
+
+
+def _check_float(name: str, value: object, *, positive: bool = False, minimum: float | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise FrameError(f"{name}: expected a finite number, got {_show(value)}")
+    if positive and value <= 0:
+        raise FrameError(f"{name}: expected a number > 0, got {_show(value)}")
+    if minimum is not None and value < minimum:
+        raise FrameError(f"{name}: expected a number >= {minimum}, got {_show(value)}")
+
+
+@dataclass(frozen=True)
+class StreamKey:
+    """Who sent a message: the line, its type, the camera and the surface it looks at."""
+
+    line: str
+    line_type: LineType
+    camera: str
+    surface: Surface
+
+    def __post_init__(self) -> None:
+        check_ident("line", self.line)
+        _check_choice("line_type", self.line_type, LINE_TYPES)
+        check_ident("camera", self.camera)
+        _check_choice("surface", self.surface, SURFACES)
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One block of strip image from one camera, with where it lies on the strip.
+
+    - ``seq``: the camera stream's sequence number, shared with coil events, so a gap is visible.
+    - ``index``: the frame's number within its coil (0, 1, ...), the unit of coverage.
+    - ``position_mm``: position of the first image row along the strip, from the coil head.
+    - ``offset_mm``: position of the first image column across the strip, from the drive-side edge.
+    - ``mm_per_px_x`` / ``mm_per_px_y``: pixel size across / along the strip.
+    - ``pixels``: 2-D (rows along the strip, columns across), uint8 or uint16, C-contiguous.
+    """
+
+    source: StreamKey
+    coil: str
+    seq: int
+    index: int
+    captured_ns: int
+    position_mm: float
+    offset_mm: float
+    mm_per_px_x: float
+    mm_per_px_y: float
+    pixels: np.ndarray = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.source, StreamKey):
+            raise FrameError(f"source: expected a StreamKey, got {_show(self.source)}")
+        check_ident("coil", self.coil)
+        _check_int("seq", self.seq)
+        _check_int("index", self.index)
+        _check_int("captured_ns", self.captured_ns)
+        _check_float("position_mm", self.position_mm, minimum=0.0)
+        _check_float("offset_mm", self.offset_mm)
+        _check_float("mm_per_px_x", self.mm_per_px_x, positive=True)
+        _check_float("mm_per_px_y", self.mm_per_px_y, positive=True)
+        px = self.pixels
+        if not isinstance(px, np.ndarray):
+            raise FrameError(f"pixels: expected a numpy array, got {type(px).__name__}")
+        if px.ndim != 2:
+            raise FrameError(f"pixels: expected a 2-D array (rows, columns), got shape {px.shape}")
+        if px.dtype.name not in PIXEL_DTYPES:
+            raise FrameError(f"pixels: expected dtype uint8 or uint16, got {px.dtype}")
+        if px.shape[0] == 0 or px.shape[1] == 0:
+            raise FrameError(f"pixels: expected a non-empty image, got shape {px.shape}")
+        if not px.flags.c_contiguous:
+            raise FrameError("pixels: expected a C-contiguous array (use np.ascontiguousarray)")
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def length_mm(self) -> float:
+        """Strip length this frame covers."""
+        return self.height * self.mm_per_px_y
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Frame):
+            return NotImplemented
+        return (
+            self.header_fields() == other.header_fields()
+            and self.pixels.dtype == other.pixels.dtype
+            and np.array_equal(self.pixels, other.pixels)
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable pixel buffers make frames unhashable
+
+    def header_fields(self) -> dict[str, object]:
+        """Every field except the pixels, flat, as the wire header carries them."""
+        return {
+            "line": self.source.line,
+            "line_type": self.source.line_type,
+            "camera": self.source.camera,
+            "surface": self.source.surface,
+            "coil": self.coil,
+            "seq": self.seq,
+            "index": self.index,
+            "captured_ns": self.captured_ns,
+            "position_mm": self.position_mm,
+            "offset_mm": self.offset_mm,
+            "mm_per_px_x": self.mm_per_px_x,
+            "mm_per_px_y": self.mm_per_px_y,
+        }
+
+
+@dataclass(frozen=True)
+class CoilEvent:
+    """Coil start or end on a camera stream.
+
+    ``coil_end`` carries what the camera produced for the coil: ``frames`` (all frames it
+    captured, sent or not), ``dropped`` (frames it could not send) and ``length_mm`` (strip
+    length it saw), so the recorder can prove coverage before it grades.
+    """
+
+    kind: EventKind
+    source: StreamKey
+    coil: str
+    seq: int
+    time_ns: int
+    length_mm: float | None = None
+    frames: int | None = None
+    dropped: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("kind", self.kind, EVENT_KINDS)
+        if not isinstance(self.source, StreamKey):
+            raise FrameError(f"source: expected a StreamKey, got {_show(self.source)}")
+        check_ident("coil", self.coil)
+        _check_int("seq", self.seq)
+        _check_int("time_ns", self.time_ns)
+        if self.length_mm is not None:
+            _check_float("length_mm", self.length_mm, minimum=0.0)
+        for name in ("frames", "dropped"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_int(name, value)
+        missing_end = self.frames is None or self.dropped is None or self.length_mm is None
+        if self.kind == "coil_end" and missing_end:
+            raise FrameError("coil_end: expected frames, dropped and length_mm, got a missing value")
+        if self.frames is not None and self.dropped is not None and self.dropped > self.frames:
+            raise FrameError(f"dropped: expected at most frames={self.frames}, got {self.dropped}")
+
+    def header_fields(self) -> dict[str, object]:
+        return {
+            "line": self.source.line,
+            "line_type": self.source.line_type,
+            "camera": self.source.camera,
+            "surface": self.source.surface,
+            "coil": self.coil,
+            "seq": self.seq,
+            "time_ns": self.time_ns,
+            "length_mm": self.length_mm,
+            "frames": self.frames,
+            "dropped": self.dropped,
+        }
+
+
+StreamMessage = Frame | CoilEvent

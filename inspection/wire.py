@@ -1,0 +1,185 @@
+"""Wire format of camera streams: pure `encode` and `decode`, no pickle.
+
+A message is a ZeroMQ multipart message:
+
+- frame: ``[header, pixels]``; event: ``[header]``
+- ``header`` is UTF-8 JSON: ``{"v": 1, "type": "frame" | "coil_start" | "coil_end", ...fields}``;
+  a frame header adds ``dtype`` (``uint8`` | ``uint16``, little-endian) and ``shape`` ``[rows, cols]``.
+- ``pixels`` is the raw C-order buffer, sent and received without a copy.
+
+`decode` must be safe against any bytes a broken camera or an attacker can send: every
+failure is a `FrameError` naming what was wrong, and nothing else escapes it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from inspection.errors import FrameError
+from inspection.frame import CoilEvent, Frame, StreamKey, StreamMessage
+
+__all__ = ["WIRE_VERSION", "FrameError", "decode", "encode", "DEFAULT_MAX_PIXELS", "MAX_HEADER_BYTES"]
+
+WIRE_VERSION = 1
+DEFAULT_MAX_PIXELS = 64 * 1024 * 1024  # 64 Mpx: far above any line-scan frame, far below memory limits
+MAX_HEADER_BYTES = 64 * 1024
+_WIRE_DTYPES = {"uint8": np.dtype("u1"), "uint16": np.dtype("<u2")}
+_FRAME_KEYS = frozenset(
+    "v type line line_type camera surface coil seq index captured_ns position_mm offset_mm "
+    "mm_per_px_x mm_per_px_y dtype shape".split()
+)
+_EVENT_KEYS = frozenset(
+    "v type line line_type camera surface coil seq time_ns length_mm frames dropped".split()
+)
+
+
+def encode(message: StreamMessage) -> list[bytes | memoryview]:
+    """Encode a `Frame` or `CoilEvent` into multipart message parts (pixels are not copied)."""
+    if isinstance(message, Frame):
+        pixels = message.pixels
+        if pixels.dtype.byteorder == ">":
+            pixels = pixels.astype("<u2")
+        header = {"v": WIRE_VERSION, "type": "frame", **message.header_fields(),
+                  "dtype": pixels.dtype.name, "shape": list(pixels.shape)}
+        return [_dump(header), memoryview(pixels).cast("B")]
+    if isinstance(message, CoilEvent):
+        header = {"v": WIRE_VERSION, "type": message.kind, **message.header_fields()}
+        return [_dump(header)]
+    raise FrameError(f"message: expected a Frame or CoilEvent, got {type(message).__name__}")
+
+
+def _dump(header: dict[str, Any]) -> bytes:
+    return json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+
+
+def decode(parts: Sequence[Any], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> StreamMessage:
+    """Decode multipart message parts into a `Frame` or `CoilEvent`.
+
+    Raises `FrameError` for anything malformed; no other exception escapes.
+    """
+    try:
+        return _decode(parts, max_pixels)
+    except FrameError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the contract: nothing but FrameError escapes
+        raise FrameError(f"malformed message: {type(exc).__name__}: {exc}") from None
+
+
+def _decode(parts: Sequence[Any], max_pixels: int) -> StreamMessage:
+    if isinstance(parts, bytes | bytearray | memoryview | str) or not isinstance(parts, Sequence):
+        raise FrameError(f"parts: expected a sequence of message parts, got {type(parts).__name__}")
+    if len(parts) not in (1, 2):
+        raise FrameError(f"parts: expected 1 (event) or 2 (frame) parts, got {len(parts)}")
+    header = _parse_header(_buffer(parts[0], "header"))
+    version = header.get("v")
+    if version != WIRE_VERSION:
+        raise FrameError(f"header.v: expected wire version {WIRE_VERSION}, got {version!r}")
+    kind = header.get("type")
+    if kind == "frame":
+        if len(parts) != 2:
+            raise FrameError(f"parts: a frame has 2 parts (header, pixels), got {len(parts)}")
+        _check_keys(header, _FRAME_KEYS)
+        return _frame_from(header, _buffer(parts[1], "pixels"), max_pixels)
+    if kind in ("coil_start", "coil_end"):
+        if len(parts) != 1:
+            raise FrameError(f"parts: a {kind} event has 1 part, got {len(parts)}")
+        _check_keys(header, _EVENT_KEYS)
+        return CoilEvent(
+            kind=kind,
+            source=_source(header),
+            coil=header["coil"],
+            seq=header["seq"],
+            time_ns=header["time_ns"],
+            length_mm=header["length_mm"],
+            frames=header["frames"],
+            dropped=header["dropped"],
+        )
+    raise FrameError(f"header.type: expected frame, coil_start or coil_end, got {kind!r}")
+
+
+def _buffer(part: Any, name: str) -> memoryview:
+    try:
+        view = memoryview(part)
+    except TypeError:
+        raise FrameError(f"{name}: expected a bytes-like part, got {type(part).__name__}") from None
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    return view
+
+
+def _reject_constant(token: str) -> float:
+    raise FrameError(f"header: non-finite number {token} is not allowed")
+
+
+def _parse_header(view: memoryview) -> dict[str, Any]:
+    if len(view) > MAX_HEADER_BYTES:
+        raise FrameError(f"header: expected at most {MAX_HEADER_BYTES} bytes, got {len(view)}")
+    try:
+        text = bytes(view).decode("utf-8")
+        header = json.loads(text, parse_constant=_reject_constant)
+    except FrameError:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise FrameError(f"header: not valid UTF-8 JSON ({type(exc).__name__})") from None
+    if not isinstance(header, dict):
+        raise FrameError(f"header: expected a JSON object, got {type(header).__name__}")
+    return header
+
+
+def _check_keys(header: dict[str, Any], expected: frozenset[str]) -> None:
+    missing = expected - header.keys()
+    if missing:
+        raise FrameError(f"header: missing field(s) {', '.join(sorted(missing))}")
+    extra = header.keys() - expected
+    if extra:
+        raise FrameError(f"header: unknown field(s) {', '.join(sorted(extra))}")
+
+
+def _source(header: dict[str, Any]) -> StreamKey:
+    return StreamKey(
+        line=header["line"], line_type=header["line_type"], camera=header["camera"], surface=header["surface"]
+    )
+
+
+def _frame_from(header: dict[str, Any], pixels: memoryview, max_pixels: int) -> Frame:
+    dtype_name = header["dtype"]
+    if not isinstance(dtype_name, str) or dtype_name not in _WIRE_DTYPES:
+        raise FrameError(f"header.dtype: expected uint8 or uint16, got {dtype_name!r}")
+    dtype = _WIRE_DTYPES[dtype_name]
+    shape = header["shape"]
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)
+    ):
+        raise FrameError(f"header.shape: expected [rows, cols] of positive integers, got {shape!r}")
+    rows, cols = shape
+    if rows * cols > max_pixels:
+        raise FrameError(f"header.shape: {rows}x{cols} exceeds the maximum of {max_pixels} pixels")
+    expected = rows * cols * dtype.itemsize
+    if len(pixels) != expected:
+        raise FrameError(
+            f"pixels: expected {expected} bytes for {rows}x{cols} {dtype_name}, got {len(pixels)}"
+        )
+    array = np.frombuffer(pixels, dtype=dtype).reshape(rows, cols)
+    for name in ("position_mm", "offset_mm", "mm_per_px_x", "mm_per_px_y"):
+        value = header[name]
+        if isinstance(value, float) and not math.isfinite(value):
+            raise FrameError(f"header.{name}: expected a finite number, got {value!r}")
+    return Frame(
+        source=_source(header),
+        coil=header["coil"],
+        seq=header["seq"],
+        index=header["index"],
+        captured_ns=header["captured_ns"],
+        position_mm=header["position_mm"],
+        offset_mm=header["offset_mm"],
+        mm_per_px_x=header["mm_per_px_x"],
+        mm_per_px_y=header["mm_per_px_y"],
+        pixels=array,
+    )
