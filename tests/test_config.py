@@ -1,0 +1,65 @@
+"""Line config: the demo file loads; every bad file gives one clear error naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from inspection.config import DEMO_CONFIG, load_config
+from inspection.errors import ConfigError
+
+
+def test_demo_config_loads_and_is_frozen() -> None:
+    config = load_config()
+    assert config.type == "hot"
+    assert [c.surface for c in config.cameras] == ["top", "bottom"]
+    assert config.camera().id == config.cameras[0].id
+    assert config.camera("bottom-1").surface == "bottom"
+    with pytest.raises(AttributeError):
+        config.id = "other"  # type: ignore[misc]
+    assert config.summary()["cameras"][0]["id"] == "top-1"
+
+
+def _write(tmp_path: Path, old: str, new: str) -> Path:
+    text = DEMO_CONFIG.read_text()
+    assert old in text, old
+    path = tmp_path / "line.toml"
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('type = "hot"', 'type = "warm"', "line.type: expected one of hot, cold, got 'warm'"),
+        ("strip_width_mm = 1600.0", "strip_width_mm = -5", "line.strip_width_mm: expected a number > 0"),
+        ("strip_width_mm = 1600.0", 'strip_width_mm = "wide"', "line.strip_width_mm: expected a number"),
+        ('surface = "top"', 'surface = "side"', "cameras[0].surface: expected one of top, bottom"),
+        ('id = "top-1"', 'id = "bottom-1"', "cameras: duplicate camera id 'bottom-1'"),
+        ('id = "demo-hot-1"', 'id = "demo hot"', "line.id: expected an identifier"),
+        ("batch_size = 8", "batch_size = 0", "worker.batch_size: expected a number > 0"),
+        ("batch_size = 8", "batch_sise = 8", "worker.batch_sise: unknown key"),
+        ("live = true", "live = 1", "cameras[0].live: expected true or false, got 1"),
+        ("coverage_min = 0.995", "coverage_min = 1.5", "records.coverage_min: expected a share"),
+        ('results = "tcp://127.0.0.1:5560"', "", "endpoints.results: missing"),
+        ("[line]", "[line]\n[line]", "not valid TOML"),
+    ],
+)
+def test_bad_config_names_key_and_problem(tmp_path: Path, old: str, new: str, message: str) -> None:
+    path = _write(tmp_path, old, new)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert message in str(info.value)
+    assert str(path) in str(info.value)
+    assert "\n" not in str(info.value).strip() or "TOML" in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_unknown_camera(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no camera 'side-9' \\(cameras: top-1, bottom-1\\)"):
+        load_config().camera("side-9")
