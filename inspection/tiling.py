@@ -1,0 +1,134 @@
+"""Cut frames into overlapping model tiles, and merge what tiles (or frames) found twice.
+
+Frames from a line-scan camera (e.g. 4096 x 1024 px) are larger than what a model was
+trained on. They are covered by a regular grid of equal tiles that overlap by at least the
+size of a typical defect, so every defect lies wholly inside at least one tile; equal tiles
+batch well on a GPU. The same defect seen in two tiles (or at the edge of two consecutive
+frames) is then merged into one box.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A tile's top-left corner in the frame and its size, in pixels."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        return (self.x, self.y, self.x + self.width, self.y + self.height)
+
+
+def _starts(length: int, tile: int, overlap: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)  # the last tile ends exactly at the border
+    return starts
+
+
+def tile_grid(width: int, height: int, tile: int, overlap: int) -> list[Tile]:
+    """Equal tiles covering a width x height image, overlapping by at least `overlap` px.
+
+    A side shorter than `tile` gets one tile of that side's length.
+    """
+    if tile <= 0 or not 0 <= overlap < tile:
+        raise ValueError(f"tile grid: expected tile > 0 and 0 <= overlap < tile, got {tile}, {overlap}")
+    tw, th = min(tile, width), min(tile, height)
+    return [Tile(x, y, tw, th) for y in _starts(height, tile, overlap) for x in _starts(width, tile, overlap)]
+
+
+def tiles_touching(tiles: list[Tile], regions: np.ndarray) -> list[Tile]:
+    """The tiles that intersect any region (x1, y1, x2, y2 rows), in grid order."""
+    if len(regions) == 0:
+        return []
+    regions = np.asarray(regions, dtype=np.float32).reshape(-1, 4)
+    chosen = []
+    for t in tiles:
+        x1, y1, x2, y2 = t.box
+        hit = (regions[:, 0] < x2) & (regions[:, 2] > x1) & (regions[:, 1] < y2) & (regions[:, 3] > y1)
+        if hit.any():
+            chosen.append(t)
+    return chosen
+
+
+def _overlap_matrix(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairwise IoU and intersection over the smaller box."""
+    x1 = np.maximum(boxes[:, None, 0], boxes[None, :, 0])
+    y1 = np.maximum(boxes[:, None, 1], boxes[None, :, 1])
+    x2 = np.minimum(boxes[:, None, 2], boxes[None, :, 2])
+    y2 = np.minimum(boxes[:, None, 3], boxes[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    union = area[:, None] + area[None, :] - inter
+    iou = np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+    smaller = np.minimum(area[:, None], area[None, :])
+    iomin = np.where(smaller > 0, inter / np.maximum(smaller, 1e-9), 0.0)
+    return iou, iomin
+
+
+def merge_boxes(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    *,
+    iou: float = 0.3,
+    containment: float = 0.6,
+    touch_px: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Merge boxes of the same class that are one defect seen twice.
+
+    Two boxes of one class merge when their IoU >= `iou`, when one lies mostly inside the
+    other (intersection / smaller area >= `containment`: a tile that saw only part of a
+    defect), or, when `touch_px` > 0, when they come within `touch_px` of each other (the
+    halves of a defect cut by a frame seam). Merged
+    boxes take the union extent and the highest score. Groups are transitive (union-find).
+    Returns (boxes, scores, labels), highest score first.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    n = len(boxes)
+    if n <= 1:
+        return boxes, scores, labels
+    grown = boxes + np.array([-touch_px, -touch_px, touch_px, touch_px], dtype=np.float32) / 2
+    iou_m, iomin_m = _overlap_matrix(grown)
+    same = labels[:, None] == labels[None, :]
+    link = same & ((iou_m >= iou) | (iomin_m >= containment))
+    if touch_px > 0:
+        link |= same & (iomin_m > 0)
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in zip(*np.nonzero(np.triu(link, k=1)), strict=True):
+        parent[find(int(i))] = find(int(j))
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(find(i), []).append(i)
+    out_boxes, out_scores, out_labels = [], [], []
+    for members in groups.values():
+        m = np.array(members)
+        out_boxes.append([boxes[m, 0].min(), boxes[m, 1].min(), boxes[m, 2].max(), boxes[m, 3].max()])
+        out_scores.append(scores[m].max())
+        out_labels.append(labels[m[np.argmax(scores[m])]])
+    order = np.argsort(-np.array(out_scores), kind="stable")
+    return (
+        np.array(out_boxes, dtype=np.float32)[order],
+        np.array(out_scores, dtype=np.float32)[order],
+        np.array(out_labels, dtype=np.int64)[order],
+    )

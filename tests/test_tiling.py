@@ -1,0 +1,114 @@
+"""Tiling with overlap and merging of split defects, as tables of cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inspection.candidates import CandidateSettings, find_candidates
+from inspection.tiling import Tile, merge_boxes, tile_grid, tiles_touching
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "tile", "overlap", "xs", "ys"),
+    [
+        (512, 512, 512, 64, [0], [0]),
+        (200, 100, 512, 64, [0], [0]),
+        (1024, 512, 512, 64, [0, 448, 512], [0]),
+        (4096, 1024, 512, 64, [0, 448, 896, 1344, 1792, 2240, 2688, 3136, 3584], [0, 448, 512]),
+        (1000, 600, 256, 32, [0, 224, 448, 672, 744], [0, 224, 344]),
+    ],
+)
+def test_tile_grid_covers_frame_with_overlap(
+    width: int, height: int, tile: int, overlap: int, xs: list[int], ys: list[int]
+) -> None:
+    tiles = tile_grid(width, height, tile, overlap)
+    assert sorted({t.x for t in tiles}) == xs
+    assert sorted({t.y for t in tiles}) == ys
+    covered = np.zeros((height, width), bool)
+    for t in tiles:
+        assert t.x + t.width <= width and t.y + t.height <= height
+        assert (t.width, t.height) == (min(tile, width), min(tile, height))
+        covered[t.y:t.y + t.height, t.x:t.x + t.width] = True
+    assert covered.all()
+
+
+def test_every_defect_up_to_the_overlap_lies_inside_one_tile() -> None:
+    tiles = tile_grid(4096, 1024, 512, 64)
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        size = rng.integers(1, 65, 2)
+        x, y = rng.integers(0, 4096 - size[0]), rng.integers(0, 1024 - size[1])
+        inside = [t for t in tiles if t.x <= x and t.y <= y and x + size[0] <= t.x + t.width
+                  and y + size[1] <= t.y + t.height]
+        assert inside, (x, y, size)
+
+
+def test_tile_grid_rejects_bad_overlap() -> None:
+    with pytest.raises(ValueError, match="0 <= overlap < tile"):
+        tile_grid(100, 100, 64, 64)
+
+
+def test_tiles_touching_regions() -> None:
+    tiles = [Tile(0, 0, 10, 10), Tile(10, 0, 10, 10), Tile(20, 0, 10, 10)]
+    assert tiles_touching(tiles, np.array([[12, 2, 14, 4]])) == [tiles[1]]
+    assert tiles_touching(tiles, np.array([[8, 2, 22, 4]])) == tiles
+    assert tiles_touching(tiles, np.zeros((0, 4))) == []
+
+
+@pytest.mark.parametrize(
+    ("boxes", "scores", "labels", "kwargs", "expected_boxes", "expected_labels"),
+    [
+        # the same defect seen by two overlapping tiles: one box, union extent
+        ([[100, 100, 140, 130], [102, 98, 141, 131]], [0.9, 0.8], [1, 1], {}, [[100, 98, 141, 131]], [1]),
+        # one tile saw only part of a long scratch: contained, so merged
+        ([[0, 0, 200, 20], [150, 2, 190, 18]], [0.7, 0.9], [2, 2], {}, [[0, 0, 200, 20]], [2]),
+        # two different classes at the same place stay two defects
+        ([[0, 0, 50, 50], [0, 0, 50, 50]], [0.7, 0.9], [0, 1], {}, [[0, 0, 50, 50], [0, 0, 50, 50]], [1, 0]),
+        # far apart: unchanged, highest score first
+        ([[0, 0, 10, 10], [100, 100, 110, 110]], [0.2, 0.9], [0, 0], {},
+         [[100, 100, 110, 110], [0, 0, 10, 10]], [0, 0]),
+        # a defect cut by a frame seam: the halves touch, merged only with touch_px
+        ([[10, 0, 30, 40], [12, 40, 31, 70]], [0.5, 0.6], [3, 3], {},
+         [[12, 40, 31, 70], [10, 0, 30, 40]], [3, 3]),
+        ([[10, 0, 30, 40], [12, 40, 31, 70]], [0.5, 0.6], [3, 3], {"touch_px": 4}, [[10, 0, 31, 70]], [3]),
+        # chains merge transitively
+        ([[0, 0, 10, 10], [5, 0, 15, 10], [10, 0, 20, 10]], [0.1, 0.2, 0.3], [0, 0, 0], {},
+         [[0, 0, 20, 10]], [0]),
+        ([], [], [], {}, np.zeros((0, 4)), []),
+    ],
+)
+def test_merge_boxes(boxes, scores, labels, kwargs, expected_boxes, expected_labels) -> None:  # noqa: ANN001
+    out_boxes, out_scores, out_labels = merge_boxes(
+        np.array(boxes), np.array(scores), np.array(labels), **kwargs
+    )
+    np.testing.assert_allclose(out_boxes, np.array(expected_boxes, dtype=np.float32).reshape(-1, 4))
+    assert out_labels.tolist() == expected_labels
+    if len(scores):
+        best = max(s for s, lab in zip(scores, labels, strict=True) if lab == expected_labels[0])
+        assert out_scores[0] == pytest.approx(best)
+
+
+def _strip(seed: int = 0, shape: tuple[int, int] = (1024, 1600)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    shading = np.linspace(90, 140, shape[1], dtype=np.float32)[None, :]
+    return np.clip(shading + rng.normal(0, 4, shape), 0, 255).astype(np.uint8)
+
+
+def test_candidates_find_a_dark_spot_and_nothing_on_clean_strip() -> None:
+    clean = _strip()
+    assert len(find_candidates(clean)) == 0
+    spotted = clean.copy()
+    spotted[500:530, 800:840] = 40
+    boxes = find_candidates(spotted)
+    assert len(boxes) == 1
+    x1, y1, x2, y2 = boxes[0]
+    assert x1 <= 800 and y1 <= 500 and x2 >= 840 and y2 >= 530
+    assert (x2 - x1) * (y2 - y1) < 200 * 200
+
+
+def test_candidate_settings_validated() -> None:
+    with pytest.raises(ValueError, match="odd background_px"):
+        CandidateSettings(background_px=10)
+    with pytest.raises(ValueError, match="expected a 2-D image"):
+        find_candidates(np.zeros((4, 4, 3), np.uint8))
