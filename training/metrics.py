@@ -1,0 +1,237 @@
+"""Detection metrics (numpy only, torch-free): AP, mAP, detection rate, false detections, accuracy.
+
+Definitions (what the evaluation JSON reports):
+
+- **AP** per class at an IoU threshold: predictions of that class over all images, sorted by
+  score (descending; ties keep input order), each matched greedily to the *unmatched*
+  ground-truth box of the same class with the highest IoU >= threshold (COCO-style matching);
+  AP is the area under the precision envelope of the PR curve with **all-point interpolation**
+  (PASCAL VOC 2010+ style, not COCO's 101-point sampling). A class without ground truth has
+  AP None and is left out of the mean; a class with ground truth but no predictions has AP 0.
+- **mAP@0.5** = mean AP over classes with ground truth at IoU 0.5; **mAP@0.5:0.95** = mean
+  of the mAPs at IoU 0.50, 0.55, ..., 0.95.
+- **detection rate**: share of ground-truth boxes overlapped at IoU >= 0.3 by at least one
+  prediction of ANY class scoring >= the operating threshold.
+- **false detections per image**: predictions scoring >= the operating threshold that overlap
+  no ground-truth box (any class) at IoU >= 0.3, divided by the number of images.
+- **image accuracy**: the class of the image's top-scoring prediction (any score, the
+  threshold does not apply: every image of these data sets shows a defect) equals the
+  image's file-name class; an image without predictions counts as wrong.
+- **confusion matrix** at the operating threshold: predictions and ground-truth boxes are
+  paired class-agnostically, greedily by descending IoU (>= 0.5), each box used once; rows
+  are the ground-truth class, columns the predicted class, the last row/column is
+  "background" (a GT box left unpaired is a miss in column background; an unpaired
+  prediction is a false detection in row background).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
+DETECTION_IOU = 0.3
+CONFUSION_IOU = 0.5
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """Ground truth and predictions for one image (labels are class indices)."""
+
+    gt_boxes: np.ndarray  # [n, 4] x1 y1 x2 y2
+    gt_labels: np.ndarray  # int [n]
+    pred_boxes: np.ndarray  # [m, 4]
+    pred_scores: np.ndarray  # [m]
+    pred_labels: np.ndarray  # int [m]
+    image_label: int | None = None  # file-name class index, None when unknown
+
+    def __post_init__(self) -> None:
+        for name in ("gt_boxes", "pred_boxes"):
+            value = np.asarray(getattr(self, name), dtype=np.float64).reshape(-1, 4)
+            object.__setattr__(self, name, value)
+        for name in ("gt_labels", "pred_labels"):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.int64).reshape(-1))
+        object.__setattr__(self, "pred_scores", np.asarray(self.pred_scores, dtype=np.float64).reshape(-1))
+        if len(self.gt_labels) != len(self.gt_boxes):
+            raise ValueError(f"gt_labels: {len(self.gt_labels)} labels for {len(self.gt_boxes)} boxes")
+        if not len(self.pred_boxes) == len(self.pred_scores) == len(self.pred_labels):
+            raise ValueError(f"predictions: {len(self.pred_boxes)} boxes, {len(self.pred_scores)} scores, "
+                             f"{len(self.pred_labels)} labels")
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box in `a` [n, 4] with every box in `b` [m, 4] -> [n, m]."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def average_precision(recall: np.ndarray, precision: np.ndarray) -> float:
+    """All-point interpolated area under a PR curve (VOC 2010+)."""
+    r = np.concatenate([[0.0], np.asarray(recall, dtype=np.float64), [1.0]])
+    p = np.concatenate([[1.0], np.asarray(precision, dtype=np.float64), [0.0]])
+    p = np.maximum.accumulate(p[::-1])[::-1]  # precision envelope: best precision at >= this recall
+    steps = np.nonzero(r[1:] != r[:-1])[0]
+    return float(np.sum((r[steps + 1] - r[steps]) * p[steps + 1]))
+
+
+def pr_curve(images: Sequence[ImageResult], class_index: int, iou: float = 0.5
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(recall, precision, scores) after each prediction of the class, and the GT count."""
+    n_gt = int(sum(int(np.sum(im.gt_labels == class_index)) for im in images))
+    entries = []  # (score, image index, prediction index)
+    for i, im in enumerate(images):
+        for j in np.nonzero(im.pred_labels == class_index)[0]:
+            entries.append((im.pred_scores[j], i, j))
+    entries.sort(key=lambda e: -e[0])  # stable: ties keep input order
+    taken = [np.zeros(int(np.sum(im.gt_labels == class_index)), dtype=bool) for im in images]
+    gt_of_class = [im.gt_boxes[im.gt_labels == class_index] for im in images]
+    true_pos = np.zeros(len(entries), dtype=bool)
+    for k, (_, i, j) in enumerate(entries):
+        if not len(gt_of_class[i]):
+            continue
+        ious = iou_matrix(images[i].pred_boxes[j], gt_of_class[i])[0]
+        ious[taken[i]] = -1.0
+        best = int(np.argmax(ious))
+        if ious[best] >= iou:
+            taken[i][best] = True
+            true_pos[k] = True
+    tp = np.cumsum(true_pos)
+    recall = tp / n_gt if n_gt else np.zeros(len(entries))
+    precision = tp / np.arange(1, len(entries) + 1)
+    scores = np.array([e[0] for e in entries], dtype=np.float64)
+    return recall, precision, scores, n_gt
+
+
+def class_ap(images: Sequence[ImageResult], class_index: int, iou: float = 0.5) -> float | None:
+    recall, precision, _, n_gt = pr_curve(images, class_index, iou)
+    if n_gt == 0:
+        return None
+    return average_precision(recall, precision) if len(recall) else 0.0
+
+
+def mean_ap(images: Sequence[ImageResult], num_classes: int, iou: float = 0.5) -> float | None:
+    aps = [ap for c in range(num_classes) if (ap := class_ap(images, c, iou)) is not None]
+    return float(np.mean(aps)) if aps else None
+
+
+def _above(im: ImageResult, threshold: float) -> np.ndarray:
+    return im.pred_scores >= threshold
+
+
+def detection_rate(images: Sequence[ImageResult], threshold: float,
+                   iou: float = DETECTION_IOU) -> float | None:
+    found = total = 0
+    for im in images:
+        total += len(im.gt_boxes)
+        preds = im.pred_boxes[_above(im, threshold)]
+        if len(im.gt_boxes) and len(preds):
+            found += int(np.sum(iou_matrix(im.gt_boxes, preds).max(axis=1) >= iou))
+    return found / total if total else None
+
+
+def false_detections(images: Sequence[ImageResult], threshold: float, iou: float = DETECTION_IOU) -> int:
+    count = 0
+    for im in images:
+        preds = im.pred_boxes[_above(im, threshold)]
+        if not len(im.gt_boxes):
+            count += len(preds)
+        elif len(preds):
+            count += int(np.sum(iou_matrix(preds, im.gt_boxes).max(axis=1) < iou))
+    return count
+
+
+def image_accuracy(images: Sequence[ImageResult]) -> float | None:
+    judged = correct = 0
+    for im in images:
+        if im.image_label is None:
+            continue
+        judged += 1
+        if len(im.pred_scores):
+            top = int(np.argmax(im.pred_scores))  # first of equal maxima, i.e. model order
+            correct += int(im.pred_labels[top] == im.image_label)
+    return correct / judged if judged else None
+
+
+def confusion_matrix(images: Sequence[ImageResult], num_classes: int, threshold: float,
+                     iou: float = CONFUSION_IOU) -> np.ndarray:
+    """[(C+1), (C+1)] counts; index C is background (see module docstring)."""
+    bg = num_classes
+    matrix = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
+    for im in images:
+        keep = _above(im, threshold)
+        boxes, labels = im.pred_boxes[keep], im.pred_labels[keep]
+        ious = iou_matrix(im.gt_boxes, boxes)
+        gt_used = np.zeros(len(im.gt_boxes), dtype=bool)
+        pred_used = np.zeros(len(boxes), dtype=bool)
+        if ious.size:
+            pairs = np.argwhere(ious >= iou)
+            order = np.argsort(-ious[pairs[:, 0], pairs[:, 1]], kind="stable")
+            for g, p in pairs[order]:
+                if not gt_used[g] and not pred_used[p]:
+                    gt_used[g] = pred_used[p] = True
+                    matrix[im.gt_labels[g], labels[p]] += 1
+        for g in np.nonzero(~gt_used)[0]:
+            matrix[im.gt_labels[g], bg] += 1
+        for p in np.nonzero(~pred_used)[0]:
+            matrix[bg, labels[p]] += 1
+    return matrix
+
+
+def precision_recall_at(images: Sequence[ImageResult], class_index: int, threshold: float,
+                        iou: float = 0.5) -> tuple[float | None, float | None]:
+    """Precision and recall of one class at a score threshold (same matching as AP)."""
+    recall, precision, scores, n_gt = pr_curve(images, class_index, iou)
+    upto = int(np.sum(scores >= threshold))
+    p = float(precision[upto - 1]) if upto else None
+    r = (float(recall[upto - 1]) if upto else 0.0) if n_gt else None
+    return p, r
+
+
+def compute_metrics(images: Sequence[ImageResult], classes: Sequence[str], threshold: float) -> dict:
+    """Every figure of the evaluation JSON (see module docstring for the definitions)."""
+    n = len(classes)
+    per_class = {}
+    for c, name in enumerate(classes):
+        aps = [class_ap(images, c, t) for t in IOU_THRESHOLDS]
+        precision, recall = precision_recall_at(images, c, threshold)
+        per_class[name] = {
+            "gt_boxes": int(sum(int(np.sum(im.gt_labels == c)) for im in images)),
+            "ap50": _round(aps[0]), "ap50_95": _round(None if aps[0] is None else float(np.mean(aps))),
+            "precision_at_threshold": _round(precision), "recall_at_threshold": _round(recall),
+        }
+    maps = [mean_ap(images, n, t) for t in IOU_THRESHOLDS]
+    matrix = confusion_matrix(images, n, threshold)
+    n_images = len(images)
+    false_count = false_detections(images, threshold)
+    return {
+        "images": n_images,
+        "gt_boxes": int(sum(len(im.gt_boxes) for im in images)),
+        "operating_threshold": threshold,
+        "map50": _round(maps[0]),
+        "map50_95": _round(None if maps[0] is None else float(np.mean([m or 0.0 for m in maps]))),
+        "per_class": per_class,
+        "detection_rate": _round(detection_rate(images, threshold)),
+        "false_detections": false_count,
+        "false_detections_per_image": _round(false_count / n_images if n_images else None),
+        "image_accuracy": _round(image_accuracy(images)),
+        "confusion_matrix": {"labels": [*classes, "background"], "rows": "ground truth",
+                             "columns": "prediction", "iou": CONFUSION_IOU, "matrix": matrix.tolist()},
+        "definitions": {"ap": "all-point interpolated (VOC 2010+), COCO-style greedy matching",
+                        "iou_thresholds_map50_95": list(IOU_THRESHOLDS), "detection_iou": DETECTION_IOU,
+                        "image_accuracy": "top-scoring prediction at any score vs file-name class"},
+    }
+
+
+def _round(value: float | None, digits: int = 6) -> float | None:
+    return None if value is None else round(float(value), digits)
