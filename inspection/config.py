@@ -64,10 +64,17 @@ class EndpointsConfig:
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    batch_size: int
-    max_wait_ms: float
+    batch_size: int  # frames per batch
+    max_wait_ms: float  # a partial batch goes after this long
     providers: str
     intra_op_threads: int
+    tile_px: int
+    tile_overlap_px: int
+    first_stage: str  # candidates | none
+    candidate_k_sigma: float
+    uint16_shift: int
+    reload_check_s: float  # how often the registry is checked for a new active model
+    heartbeat_s: float
 
 
 @dataclass(frozen=True)
@@ -285,7 +292,19 @@ def _worker(path: Path, table: Any) -> WorkerConfig:
         max_wait_ms=s.positive("max_wait_ms", float, 20.0),
         providers=s.choice("providers", ("auto", "cpu"), "auto"),
         intra_op_threads=s.get("intra_op_threads", int, 0),
+        tile_px=s.positive("tile_px", int, 512),
+        tile_overlap_px=s.get("tile_overlap_px", int, 128),
+        first_stage=s.choice("first_stage", ("candidates", "none"), "candidates"),
+        candidate_k_sigma=s.positive("candidate_k_sigma", float, 4.0),
+        uint16_shift=s.get("uint16_shift", int, 8),
+        reload_check_s=s.positive("reload_check_s", float, 1.0),
+        heartbeat_s=s.positive("heartbeat_s", float, 1.0),
     )
+    if not 0 <= worker.tile_overlap_px < worker.tile_px:
+        raise s.error("tile_overlap_px", f"expected 0 <= overlap < tile_px={worker.tile_px}, "
+                      f"got {worker.tile_overlap_px}")
+    if not 0 <= worker.uint16_shift <= 8:
+        raise s.error("uint16_shift", f"expected 0..8, got {worker.uint16_shift}")
     s.check_unknown()
     return worker
 

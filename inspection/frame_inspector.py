@@ -1,0 +1,130 @@
+"""Turn frames into defects on the strip: first stage, tiles, model, merge, millimetres.
+
+Pure compute, no sockets: the worker process (`inspection.worker`) feeds it batches of frames
+and sends what it returns to the recorder. All tiles of a batch of frames go to the model
+together, so a GPU sees full batches even when each frame has only a few candidate tiles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from inspection.candidates import CandidateSettings, find_candidates
+from inspection.detector import Detections, Detector
+from inspection.frame import Frame
+from inspection.tiling import Tile, merge_boxes, tile_grid, tiles_touching
+
+
+@dataclass(frozen=True)
+class InspectorSettings:
+    tile_px: int = 512
+    tile_overlap_px: int = 128
+    first_stage: str = "candidates"  # candidates: only tiles near something unusual; none: every tile
+    candidates: CandidateSettings = CandidateSettings()
+    uint16_shift: int = 8  # uint16 frames are reduced to the model's 8 bits by this right shift
+    crop_margin_px: int = 16
+    min_score: float | None = None  # None: the model's operating threshold
+
+    def __post_init__(self) -> None:
+        if self.first_stage not in ("candidates", "none"):
+            raise ValueError(f"first_stage: expected candidates or none, got {self.first_stage!r}")
+
+
+@dataclass(frozen=True)
+class FoundDefect:
+    """One defect in one frame: where in the frame (px) and where on the strip (mm)."""
+
+    index: int  # defect number within its frame, part of the natural key
+    cls: str
+    score: float
+    box_px: tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
+    along_mm: float  # centre, from the coil head
+    across_mm: float  # centre, from the drive-side edge
+    length_mm: float  # extent along the strip
+    width_mm: float  # extent across the strip
+    area_mm2: float  # bounding-box area
+    crop_png: bytes  # the defect with a margin, PNG
+
+
+@dataclass(frozen=True)
+class FrameInspection:
+    frame: Frame
+    defects: tuple[FoundDefect, ...]
+    tiles_total: int  # grid tiles of the frame
+    tiles_inspected: int  # tiles the model actually saw
+
+
+def to_uint8(pixels: np.ndarray, uint16_shift: int) -> np.ndarray:
+    if pixels.dtype == np.uint8:
+        return pixels
+    return np.clip(pixels >> uint16_shift, 0, 255).astype(np.uint8)
+
+
+class FrameInspector:
+    """Inspect batches of frames with one detector."""
+
+    def __init__(self, detector: Detector, settings: InspectorSettings = InspectorSettings()) -> None:
+        self.detector = detector
+        self.settings = settings
+
+    def inspect(self, frames: list[Frame]) -> list[FrameInspection]:
+        s = self.settings
+        images = [to_uint8(f.pixels, s.uint16_shift) for f in frames]
+        plans: list[tuple[list[Tile], int]] = []
+        crops: list[np.ndarray] = []
+        for image in images:
+            grid = tile_grid(image.shape[1], image.shape[0], s.tile_px, s.tile_overlap_px)
+            if s.first_stage == "candidates":
+                tiles = tiles_touching(grid, find_candidates(image, s.candidates))
+            else:
+                tiles = grid
+            plans.append((tiles, len(grid)))
+            crops.extend(image[t.y:t.y + t.height, t.x:t.x + t.width] for t in tiles)
+        detections = self.detector.detect(crops, min_score=s.min_score) if crops else []
+        results, at = [], 0
+        for frame, image, (tiles, total) in zip(frames, images, plans, strict=True):
+            found = detections[at:at + len(tiles)]
+            at += len(tiles)
+            defects = self._defects(frame, image, tiles, found)
+            results.append(FrameInspection(frame, defects, total, len(tiles)))
+        return results
+
+    def _defects(
+        self, frame: Frame, image: np.ndarray, tiles: list[Tile], found: list[Detections]
+    ) -> tuple[FoundDefect, ...]:
+        boxes, scores, labels = [], [], []
+        for tile, det in zip(tiles, found, strict=True):
+            if len(det):
+                boxes.append(det.boxes + np.array([tile.x, tile.y, tile.x, tile.y], np.float32))
+                scores.append(det.scores)
+                labels.append(det.labels)
+        if not boxes:
+            return ()
+        merged = merge_boxes(np.concatenate(boxes), np.concatenate(scores), np.concatenate(labels))
+        classes = self.detector.manifest.classes
+        defects = []
+        for i, (box, score, label) in enumerate(zip(*merged, strict=True)):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            length = (y2 - y1) * frame.mm_per_px_y
+            width = (x2 - x1) * frame.mm_per_px_x
+            defects.append(FoundDefect(
+                index=i, cls=classes[int(label)], score=float(score), box_px=(x1, y1, x2, y2),
+                along_mm=frame.position_mm + (y1 + y2) / 2 * frame.mm_per_px_y,
+                across_mm=frame.offset_mm + (x1 + x2) / 2 * frame.mm_per_px_x,
+                length_mm=length, width_mm=width, area_mm2=length * width,
+                crop_png=_crop_png(image, (x1, y1, x2, y2), self.settings.crop_margin_px),
+            ))
+        return tuple(defects)
+
+
+def _crop_png(image: np.ndarray, box: tuple[float, float, float, float], margin: int) -> bytes:
+    h, w = image.shape
+    x1, y1 = max(0, int(box[0]) - margin), max(0, int(box[1]) - margin)
+    x2, y2 = min(w, int(np.ceil(box[2])) + margin), min(h, int(np.ceil(box[3])) + margin)
+    ok, png = cv2.imencode(".png", np.ascontiguousarray(image[y1:y2, x1:x2]))
+    if not ok:  # cannot happen for a non-empty uint8 array; keep the defect without a crop
+        return b""
+    return png.tobytes()

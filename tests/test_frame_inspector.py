@@ -1,0 +1,96 @@
+"""Frame inspection with a tiny real ONNX model: tiles, first stage, merge, millimetres."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from inspection.detector import Detector
+from inspection.frame import Frame, StreamKey
+from inspection.frame_inspector import FrameInspector, InspectorSettings
+from inspection.registry import Registry
+from tests.tiny_models import DARK, add_tiny_model, blob_value
+
+SOURCE = StreamKey("L1", "hot", "top-1", "top")
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory: pytest.TempPathFactory) -> Detector:
+    root = tmp_path_factory.mktemp("registry")
+    manifest = add_tiny_model(Registry(root / "models"), root, activate=True)
+    return Detector(manifest, providers="cpu")
+
+
+def _frame(pixels: np.ndarray, position_mm: float = 5000.0, offset_mm: float = 100.0) -> Frame:
+    return Frame(source=SOURCE, coil="C1", seq=7, index=3, captured_ns=1, position_mm=position_mm,
+                 offset_mm=offset_mm, mm_per_px_x=0.5, mm_per_px_y=2.0, pixels=pixels)
+
+
+def _noisy_strip(shape: tuple[int, int] = (1024, 1600), seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.normal(DARK, 2, shape), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("first_stage", ["none", "candidates"])
+def test_finds_blob_with_strip_coordinates(detector: Detector, first_stage: str) -> None:
+    pixels = _noisy_strip()
+    pixels[402:416, 1000:1020] = blob_value(1, 2)  # inside one 32-px model cell: x 992..1024, y 384..416
+    inspector = FrameInspector(detector, InspectorSettings(first_stage=first_stage))
+    [result] = inspector.inspect([_frame(pixels)])
+    assert len(result.defects) == 1
+    d = result.defects[0]
+    assert d.cls == "bright_spot"
+    assert d.box_px == (1000.0, 402.0, 1020.0, 416.0)
+    assert d.along_mm == pytest.approx(5000.0 + 409.0 * 2.0)
+    assert d.across_mm == pytest.approx(100.0 + 1010.0 * 0.5)
+    assert (d.length_mm, d.width_mm, d.area_mm2) == pytest.approx((28.0, 10.0, 280.0))
+    crop = cv2.imdecode(np.frombuffer(d.crop_png, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert crop.shape == (14 + 32, 20 + 32)  # the box plus the 16-px margin on each side
+    if first_stage == "none":
+        assert result.tiles_inspected == result.tiles_total
+    else:
+        assert 1 <= result.tiles_inspected < result.tiles_total
+
+
+def test_blob_in_tile_overlap_is_one_defect(detector: Detector) -> None:
+    pixels = _noisy_strip()
+    pixels[10:20, 400:410] = blob_value(0, 2)  # x 400 lies in tiles starting at 0 and at 384
+    [result] = FrameInspector(detector, InspectorSettings(first_stage="none")).inspect([_frame(pixels)])
+    assert [d.cls for d in result.defects] == ["dark_spot"]
+
+
+def test_clean_frame_has_no_defects_and_candidates_skip_the_model(detector: Detector) -> None:
+    [result] = FrameInspector(detector).inspect([_frame(_noisy_strip())])
+    assert result.defects == ()
+    assert result.tiles_inspected == 0
+
+
+def test_batch_of_frames_keeps_results_apart(detector: Detector) -> None:
+    a, b = _noisy_strip(seed=1), _noisy_strip(seed=2)
+    b[100:110, 100:110] = blob_value(0, 2)
+    frames = [_frame(a), _frame(b, position_mm=7048.0)]
+    results = FrameInspector(detector, InspectorSettings(first_stage="none")).inspect(frames)
+    assert [len(r.defects) for r in results] == [0, 1]
+    assert results[1].frame is frames[1]
+    assert results[1].defects[0].along_mm == pytest.approx(7048.0 + 105.0 * 2.0)
+
+
+def test_uint16_frames_are_shifted_to_8_bits(detector: Detector) -> None:
+    pixels = (_noisy_strip().astype(np.uint16) << 4)
+    pixels[100:110, 100:110] = blob_value(1, 2) << 4
+    settings = InspectorSettings(first_stage="none", uint16_shift=4)
+    [result] = FrameInspector(detector, settings).inspect([_frame(pixels)])
+    assert [d.cls for d in result.defects] == ["bright_spot"]
+
+
+def test_bad_settings() -> None:
+    with pytest.raises(ValueError, match="first_stage: expected candidates or none"):
+        InspectorSettings(first_stage="all")
+
+
+def test_tiny_model_fixture_is_real(tmp_path: Path, detector: Detector) -> None:
+    assert Path(detector.manifest.model_path).stat().st_size > 0
+    assert detector.providers == ["CPUExecutionProvider"]
