@@ -1,0 +1,367 @@
+"""The model registry: `models/<line_type>/<version>/{model.onnx, manifest.json}` + `registry.json`.
+
+A manifest travels with its model file and is checked on every load: required fields,
+their types, and the sha256 of the model file (a mismatch is refused with `ManifestError`).
+`models/registry.json` records which version is active per line type and the history of
+promotions and rollbacks; it is rewritten atomically (temp file + `os.replace`) so a
+worker that reads it while the CLI writes never sees half a file. Workers poll
+`Registry.state_token()` to notice a change cheaply.
+
+Version names: `<line_type>-<YYYYMMDD>-<n>` (UTC date of registration, n = 1, 2, ... per day),
+e.g. `hot-20261123-1`. Any identifier is accepted when given explicitly.
+
+Rollback semantics: promotions of a line type form a stack (promote pushes, rollback pops);
+`rollback(line_type)` re-activates the version that was active before the current one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inspection.config import default_models_dir
+from inspection.errors import ManifestError, SteelInspectError
+from inspection.frame import IDENT_PATTERN, LINE_TYPES
+
+log = logging.getLogger(__name__)
+
+SCHEMA = 1
+MODEL_FILE = "model.onnx"
+MANIFEST_FILE = "manifest.json"
+REGISTRY_FILE = "registry.json"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class RegistryError(SteelInspectError):
+    """The registry state is invalid, or a version / line type is unknown or cannot change."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated model manifest; `data` is the raw JSON content."""
+
+    version: str
+    line_type: str
+    classes: tuple[str, ...]
+    operating_threshold: float
+    model_path: Path
+    sha256: str
+    data: dict[str, Any]
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.model_path.parent / MANIFEST_FILE
+
+    @property
+    def size_multiple(self) -> int:
+        return int(self.data["input"].get("size_multiple", 1))
+
+    @property
+    def input_name(self) -> str:
+        return str(self.data["input"].get("name", "image"))
+
+    def summary(self) -> dict[str, Any]:
+        """What a record or a log line needs to say which model this is."""
+        return {"version": self.version, "line_type": self.line_type, "sha256": self.sha256,
+                "model_path": str(self.model_path)}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _field(path: Path, data: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    if key not in data:
+        raise ManifestError(f"{path}: field {key!r} is missing")
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, kind):
+        want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ManifestError(f"{path}: field {key!r}: expected {want}, got {value!r}"[:300])
+    return value
+
+
+def validate_manifest(path: Path, data: Any) -> None:
+    """Raise `ManifestError` naming the file and field for any contract violation."""
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    schema = _field(path, data, "schema", int)
+    if schema != SCHEMA:
+        raise ManifestError(f"{path}: field 'schema': expected {SCHEMA}, got {schema}")
+    version = _field(path, data, "version", str)
+    if not re.fullmatch(IDENT_PATTERN, version):
+        raise ManifestError(f"{path}: field 'version': expected an identifier, got {version!r}")
+    if _field(path, data, "line_type", str) not in LINE_TYPES:
+        raise ManifestError(f"{path}: field 'line_type': expected one of {LINE_TYPES}, "
+                            f"got {data['line_type']!r}")
+    model_file = _field(path, data, "model_file", str)
+    if Path(model_file).name != model_file or model_file in ("", ".", ".."):
+        raise ManifestError(f"{path}: field 'model_file': expected a file name beside the manifest, "
+                            f"got {model_file!r}")
+    if not _SHA256.fullmatch(_field(path, data, "sha256", str)):
+        raise ManifestError(f"{path}: field 'sha256': expected 64 lowercase hex digits, "
+                            f"got {data['sha256']!r}")
+    classes = _field(path, data, "classes", list)
+    if not classes or not all(isinstance(c, str) and c for c in classes) or len(set(classes)) != len(classes):
+        raise ManifestError(f"{path}: field 'classes': expected a non-empty list of distinct names, "
+                            f"got {classes!r}"[:300])
+    threshold = _field(path, data, "operating_threshold", (int, float))
+    if not 0.0 <= threshold <= 1.0:
+        raise ManifestError(f"{path}: field 'operating_threshold': expected 0..1, got {threshold!r}")
+    spec = _field(path, data, "input", dict)
+    if spec.get("dtype", "uint8") != "uint8" or spec.get("channels", 1) != 1:
+        raise ManifestError(f"{path}: field 'input': expected dtype uint8 and 1 channel, got {spec!r}"[:300])
+    multiple = spec.get("size_multiple", 1)
+    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+        raise ManifestError(f"{path}: field 'input.size_multiple': expected an integer >= 1, "
+                            f"got {multiple!r}")
+    _field(path, data, "outputs", dict)
+    if "size_bytes" in data:
+        _field(path, data, "size_bytes", int)
+
+
+def load_manifest(path: Path, verify: bool = True) -> Manifest:
+    """Load `manifest.json` (or the manifest beside a `model.onnx`, or in a version folder)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST_FILE
+    elif path.suffix == ".onnx":
+        path = path.parent / MANIFEST_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: no such manifest file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{path}: cannot read manifest: {exc}") from None
+    validate_manifest(path, data)
+    model_path = path.parent / data["model_file"]
+    if not model_path.is_file():
+        raise ManifestError(f"{path}: model file {model_path} does not exist")
+    if verify:
+        if "size_bytes" in data and model_path.stat().st_size != data["size_bytes"]:
+            raise ManifestError(f"{path}: model file {model_path} has {model_path.stat().st_size} bytes, "
+                                f"manifest says {data['size_bytes']}: refusing to load it")
+        actual = file_sha256(model_path)
+        if actual != data["sha256"]:
+            raise ManifestError(f"{path}: sha256 of {model_path} is {actual}, manifest says "
+                                f"{data['sha256']}: refusing to load a model that does not match "
+                                f"its manifest")
+    return Manifest(version=data["version"], line_type=data["line_type"], classes=tuple(data["classes"]),
+                    operating_threshold=float(data["operating_threshold"]), model_path=model_path,
+                    sha256=data["sha256"], data=data)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Write JSON so readers see the old file or the new one, never a partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+class Registry:
+    """Versions on disk under `root`, and which one is active per line type."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_models_dir()
+        self.state_path = self.root / REGISTRY_FILE
+
+    # -- state -------------------------------------------------------------------------
+    def _read_state(self) -> dict[str, Any]:
+        try:
+            state = json.loads(self.state_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {"active": {lt: None for lt in LINE_TYPES}, "history": []}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RegistryError(f"{self.state_path}: cannot read registry state: {exc}") from None
+        if (not isinstance(state, dict) or not isinstance(state.get("active"), dict)
+                or not isinstance(state.get("history"), list)):
+            raise RegistryError(f"{self.state_path}: expected {{'active': {{...}}, 'history': [...]}}")
+        for lt in LINE_TYPES:
+            state["active"].setdefault(lt, None)
+        return state
+
+    @contextmanager
+    def _locked_state(self) -> Iterator[dict[str, Any]]:
+        """Read-modify-write of registry.json under an exclusive lock (two CLIs at once)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / ".registry.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            state = self._read_state()
+            yield state
+            atomic_write_json(self.state_path, state)
+
+    def state_token(self) -> str:
+        """Changes whenever registry.json changes; cheap enough to poll between batches."""
+        try:
+            return hashlib.sha256(self.state_path.read_bytes()).hexdigest()
+        except FileNotFoundError:
+            return "absent"
+
+    def active(self, line_type: str) -> str | None:
+        _check_line_type(line_type)
+        return self._read_state()["active"][line_type]
+
+    def history(self) -> list[dict[str, Any]]:
+        return list(self._read_state()["history"])
+
+    # -- versions ----------------------------------------------------------------------
+    def versions(self, line_type: str | None = None) -> list[Manifest]:
+        """Every registered version (manifest checked, sha256 not), oldest first."""
+        types = LINE_TYPES if line_type is None else (_check_line_type(line_type),)
+        found = []
+        for lt in types:
+            for manifest_path in sorted((self.root / lt).glob(f"*/{MANIFEST_FILE}")):
+                try:
+                    found.append(load_manifest(manifest_path, verify=False))
+                except ManifestError as exc:
+                    log.warning("skipping invalid registry entry: %s", exc)
+        return sorted(found, key=lambda m: (m.line_type, str(m.data.get("created", "")), m.version))
+
+    def _version_dir(self, version: str) -> Path | None:
+        for lt in LINE_TYPES:
+            candidate = self.root / lt / version
+            if (candidate / MANIFEST_FILE).is_file():
+                return candidate
+        return None
+
+    def resolve(self, name_or_path: str | Path) -> Manifest:
+        """`hot`/`cold` (the active version), a version name, or a path; sha256 verified."""
+        name = str(name_or_path)
+        if name in LINE_TYPES:
+            version = self.active(name)
+            if version is None:
+                raise RegistryError(f"no active {name} model in {self.root}: register one and run "
+                                    f"`steel-inspect models promote VERSION`")
+            return self._load_version(version)
+        if re.fullmatch(IDENT_PATTERN, name) and self._version_dir(name) is not None:
+            return self._load_version(name)
+        path = Path(name_or_path)
+        if path.exists():
+            return load_manifest(path)
+        known = ", ".join(m.version for m in self.versions()) or "none"
+        raise RegistryError(f"{name!r} is neither hot, cold, a registered version (known: {known}) "
+                            f"nor an existing path")
+
+    def _load_version(self, version: str) -> Manifest:
+        folder = self._version_dir(version)
+        if folder is None:
+            raise RegistryError(f"version {version!r} is not registered in {self.root}")
+        manifest = load_manifest(folder / MANIFEST_FILE)
+        if manifest.version != version or manifest.line_type != folder.parent.name:
+            raise ManifestError(f"{manifest.manifest_path}: says version {manifest.version!r} / line type "
+                                f"{manifest.line_type!r} but lives in {folder}")
+        return manifest
+
+    def next_version(self, line_type: str, when: dt.datetime | None = None) -> str:
+        day = (when or dt.datetime.now(dt.UTC)).strftime("%Y%m%d")
+        prefix = f"{_check_line_type(line_type)}-{day}-"
+        taken = [p.name for p in (self.root / line_type).glob(f"{prefix}*")]
+        numbers = [int(t[len(prefix):]) for t in taken if t[len(prefix):].isdigit()]
+        return f"{prefix}{max(numbers, default=0) + 1}"
+
+    def add(self, model_file: Path, manifest: dict[str, Any], version: str | None = None,
+            activate: bool = False, by: str | None = None) -> Manifest:
+        """Copy `model_file` into the registry with `manifest` (sha256/size computed here)."""
+        model_file = Path(model_file)
+        if not model_file.is_file():
+            raise RegistryError(f"model file {model_file} does not exist")
+        data = dict(manifest)
+        line_type = data.get("line_type")
+        if line_type not in LINE_TYPES:
+            raise ManifestError(f"manifest for {model_file}: field 'line_type': expected one of "
+                                f"{LINE_TYPES}, got {line_type!r}")
+        version = version or data.get("version") or self.next_version(line_type)
+        if self._version_dir(version) is not None:
+            raise RegistryError(f"version {version!r} is already registered; versions are immutable")
+        data.update(schema=SCHEMA, version=version, model_file=MODEL_FILE, sha256=file_sha256(model_file),
+                    size_bytes=model_file.stat().st_size)
+        data.setdefault("created", _now())
+        final = self.root / line_type / version
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=final.parent))
+        try:
+            shutil.copyfile(model_file, staging / MODEL_FILE)
+            atomic_write_json(staging / MANIFEST_FILE, data)
+            load_manifest(staging / MANIFEST_FILE)  # validates content and the copy's sha256
+            os.rename(staging, final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        log.info("registered %s (%s, sha256 %s)", version, line_type, data["sha256"][:12])
+        if activate:
+            self.promote(version, by=by, reason="activated when added")
+        return self._load_version(version)
+
+    # -- activation --------------------------------------------------------------------
+    def promote(self, version: str, by: str | None = None, reason: str | None = None) -> Manifest:
+        """Make `version` the active model of its line type (refused if it does not load)."""
+        manifest = self._load_version(version)
+        with self._locked_state() as state:
+            previous = state["active"][manifest.line_type]
+            state["active"][manifest.line_type] = version
+            state["history"].append(_entry(manifest.line_type, version, previous, "promote", by, reason))
+        log.info("promoted %s for %s (previous: %s)", version, manifest.line_type, previous)
+        return manifest
+
+    def rollback(self, line_type: str, by: str | None = None, reason: str | None = None) -> Manifest:
+        """Re-activate the version that was active before the current one."""
+        _check_line_type(line_type)
+        with self._locked_state() as state:
+            stack: list[str] = []
+            for item in state["history"]:
+                if item.get("line_type") != line_type:
+                    continue
+                if item.get("action") == "promote":
+                    stack.append(item["version"])
+                elif item.get("action") == "rollback" and stack:
+                    stack.pop()
+            current = state["active"][line_type]
+            if len(stack) < 2:
+                raise RegistryError(f"{line_type}: no earlier active version to roll back to "
+                                    f"(active: {current})")
+            target = stack[-2]
+            manifest = self._load_version(target)
+            state["active"][line_type] = target
+            state["history"].append(_entry(line_type, target, current, "rollback", by, reason))
+        log.info("rolled back %s from %s to %s", line_type, current, target)
+        return manifest
+
+
+def _entry(line_type: str, version: str, previous: str | None, action: str, by: str | None,
+           reason: str | None) -> dict[str, Any]:
+    return {"time": _now(), "line_type": line_type, "version": version, "previous": previous,
+            "action": action, "by": by or os.environ.get("USER") or "unknown", "reason": reason}
+
+
+def _check_line_type(line_type: str) -> str:
+    if line_type not in LINE_TYPES:
+        raise RegistryError(f"unknown line type {line_type!r}: expected one of {', '.join(LINE_TYPES)}")
+    return line_type
