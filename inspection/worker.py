@@ -1,0 +1,221 @@
+"""The inference worker: frames in, defects out, the active model hot-swapped between batches.
+
+The loop receives camera messages, batches frames (up to `batch_size` frames, or whatever
+arrived within `max_wait_ms` of the first), runs them through `FrameInspector`, and sends
+one `FrameResult` per frame to the recorder. Coil events are forwarded in stream order: a
+batch is flushed before the event that follows it, so a coil end never overtakes the
+coil's frames inside one worker. A frame the model fails on is reported as `FrameDropped`
+(it counts against coverage), never silently lost.
+
+Hot reload: every `reload_check_s` the worker compares the registry's state token; when
+the model it runs is no longer the active one, it loads the new model beside the old one
+and switches between two batches. Every frame is inspected by exactly one model and every
+result carries that model's version and sha256.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from inspection.candidates import CandidateSettings
+from inspection.config import LineConfig
+from inspection.detector import Detector
+from inspection.frame import LINE_TYPES, CoilEvent, Frame, StreamMessage
+from inspection.frame_inspector import FrameInspection, FrameInspector, InspectorSettings
+from inspection.records.messages import DefectRecord, FrameDropped, FrameResult, ResultMessage
+from inspection.registry import Manifest, Registry
+from inspection.severity import SeverityRule, severity
+
+log = logging.getLogger(__name__)
+
+Receive = Callable[[float], StreamMessage | None]  # timeout in seconds -> message or None
+Send = Callable[[ResultMessage], None]
+
+
+@dataclass
+class WorkerStats:
+    frames_received: int = 0
+    frames_inspected: int = 0
+    frames_failed: int = 0
+    events_forwarded: int = 0
+    defects: int = 0
+    batches: int = 0
+    tiles_total: int = 0
+    tiles_inspected: int = 0
+    reloads: int = 0
+    models: dict[str, str] = field(default_factory=dict)  # line type -> version in use
+
+
+def inspector_settings(config: LineConfig) -> InspectorSettings:
+    w = config.worker
+    return InspectorSettings(
+        tile_px=w.tile_px, tile_overlap_px=w.tile_overlap_px, first_stage=w.first_stage,
+        candidates=CandidateSettings(k_sigma=w.candidate_k_sigma), uint16_shift=w.uint16_shift,
+        crop_margin_px=config.records.crop_margin_px,
+    )
+
+
+class ModelSlot:
+    """The model a worker runs for one line type, reloaded when the registry changes."""
+
+    def __init__(self, registry: Registry, name: str, providers: str, threads: int, batch: int) -> None:
+        self.registry, self.name = registry, name
+        self.providers, self.threads, self.batch = providers, threads, batch
+        self.token = registry.state_token()
+        self.detector = self._load(registry.resolve(name))
+
+    def _load(self, manifest: Manifest) -> Detector:
+        return Detector(
+            manifest, providers=self.providers, intra_op_threads=self.threads, max_batch=self.batch
+        )
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.detector.manifest
+
+    def refresh(self) -> bool:
+        """Load the newly active model if the registry changed; True when the model was switched."""
+        token = self.registry.state_token()
+        if token == self.token:
+            return False
+        self.token = token
+        manifest = self.registry.resolve(self.name)
+        if manifest.version == self.manifest.version and manifest.sha256 == self.manifest.sha256:
+            return False
+        new = self._load(manifest)  # loaded beside the old one: a failure here keeps the old model
+        log.info("model for %s: %s -> %s", self.name, self.manifest.version, manifest.version)
+        self.detector = new
+        return True
+
+
+class InferenceWorker:
+    """Batches frames, inspects them, sends results; see the module docstring."""
+
+    def __init__(self, config: LineConfig, registry: Registry, receive: Receive, send: Send,
+                 severity_rule: SeverityRule | None = None) -> None:
+        self.config = config
+        self.registry = registry
+        self.receive, self.send = receive, send
+        self.settings = inspector_settings(config)
+        self.severity_rule = severity_rule or SeverityRule()
+        self.slots: dict[str, ModelSlot] = {}
+        self.stats = WorkerStats()
+        self._pending: list[Frame] = []
+        self._first_at = 0.0
+        self._last_reload_check = time.monotonic()
+
+    def _slot(self, line_type: str) -> ModelSlot:
+        slot = self.slots.get(line_type)
+        if slot is None:
+            configured = self.config.model.name
+            # The configured model serves the config's line type; other types use their active model.
+            name = configured if line_type == self.config.type or configured not in LINE_TYPES else line_type
+            w = self.config.worker
+            slot = ModelSlot(self.registry, name, w.providers, w.intra_op_threads, max(16, w.batch_size * 8))
+            self.slots[line_type] = slot
+            self.stats.models[line_type] = slot.manifest.version
+        return slot
+
+    def run(self, should_stop: Callable[[], bool], max_frames: int | None = None) -> WorkerStats:
+        """Loop until `should_stop()` or `max_frames` frames were handled; flushes what is pending."""
+        max_wait = self.config.worker.max_wait_ms / 1000.0
+        try:
+            while not should_stop():
+                if max_frames is not None and self.stats.frames_received >= max_frames and not self._pending:
+                    break
+                timeout = max_wait
+                if self._pending:
+                    timeout = max(0.0, self._first_at + max_wait - time.monotonic())
+                message = self.receive(timeout)
+                if message is not None:
+                    self.handle(message)
+                if self._pending and (len(self._pending) >= self.config.worker.batch_size
+                                      or time.monotonic() - self._first_at >= max_wait):
+                    self.flush()
+                self._maybe_reload()
+        finally:
+            self.flush()
+        return self.stats
+
+    def handle(self, message: StreamMessage) -> None:
+        if isinstance(message, CoilEvent):
+            self.flush()  # the coil's frames go before its end event
+            self.send(message)
+            self.stats.events_forwarded += 1
+            return
+        if not self._pending:
+            self._first_at = time.monotonic()
+        self._pending.append(message)
+        self.stats.frames_received += 1
+
+    def _maybe_reload(self) -> None:
+        now = time.monotonic()
+        if self._pending or now - self._last_reload_check < self.config.worker.reload_check_s:
+            return
+        self._last_reload_check = now
+        for line_type, slot in self.slots.items():
+            try:
+                switched = slot.refresh()
+            except Exception as exc:  # noqa: BLE001 - a bad new model must not stop the line
+                log.error("model reload for %s failed, keeping %s: %s", line_type, slot.manifest.version, exc)
+                continue
+            if switched:
+                self.stats.reloads += 1
+                self.stats.models[line_type] = slot.manifest.version
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        frames, self._pending = self._pending, []
+        by_type: dict[str, list[Frame]] = {}
+        for frame in frames:
+            by_type.setdefault(frame.source.line_type, []).append(frame)
+        for line_type, group in by_type.items():
+            self._inspect(line_type, group)
+        self.stats.batches += 1
+
+    def _inspect(self, line_type: str, frames: list[Frame]) -> None:
+        try:
+            slot = self._slot(line_type)
+            results = FrameInspector(slot.detector, self.settings).inspect(frames)
+        except Exception as exc:  # noqa: BLE001 - report the frames as not inspected, keep running
+            log.exception("inspection of %d %s frame(s) failed", len(frames), line_type)
+            for frame in frames:
+                self.send(FrameDropped(frame.source, frame.coil, frame.seq, frame.index, frame.captured_ns,
+                                       reason=f"inspection failed: {type(exc).__name__}: {exc}"[:500]))
+            self.stats.frames_failed += len(frames)
+            return
+        manifest = slot.manifest
+        for result in results:
+            self.send(self._result(result, manifest))
+            self.stats.frames_inspected += 1
+            self.stats.defects += len(result.defects)
+            self.stats.tiles_total += result.tiles_total
+            self.stats.tiles_inspected += result.tiles_inspected
+
+    def _result(self, inspection: FrameInspection, manifest: Manifest) -> FrameResult:
+        frame = inspection.frame
+        defects = tuple(
+            DefectRecord(
+                cls=d.cls, score=min(1.0, max(0.0, d.score)),
+                severity=severity(d.cls, d.length_mm, d.width_mm, d.area_mm2, d.score, self.severity_rule),
+                box=d.box_px, along_mm=max(0.0, d.along_mm), across_mm=d.across_mm, length_mm=d.length_mm,
+                width_mm=d.width_mm, area_mm2=d.area_mm2, crop_png=d.crop_png or None,
+            )
+            for d in inspection.defects
+        )
+        return FrameResult(
+            source=frame.source, coil=frame.coil, seq=frame.seq, index=frame.index,
+            captured_ns=frame.captured_ns, position_mm=frame.position_mm, length_mm=frame.length_mm,
+            model_version=manifest.version, model_sha256=manifest.sha256, inspected_ns=time.time_ns(),
+            defects=defects,
+        )
+
+
+def status_path(config: LineConfig, name: str) -> Path:
+    """Where a process writes its health for the console: beside the database."""
+    return config.database.parent / "status" / f"{name}.json"

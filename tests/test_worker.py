@@ -1,0 +1,134 @@
+"""The inference worker in-process, with a tiny real ONNX model and a real registry on disk."""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inspection.config import LineConfig, load_config
+from inspection.frame import CoilEvent, Frame, StreamKey
+from inspection.records.messages import FrameDropped, FrameResult
+from inspection.registry import Registry
+from inspection.worker import InferenceWorker
+from tests.tiny_models import DARK, add_tiny_model, blob_value
+
+SOURCE = StreamKey("demo-hot-1", "hot", "top-1", "top")
+
+
+def _config(registry_root: Path, **worker: object) -> LineConfig:
+    config = load_config()
+    model = dataclasses.replace(config.model, registry=registry_root, name="hot")
+    w = dataclasses.replace(config.worker, providers="cpu", first_stage="none", reload_check_s=0.01,
+                            max_wait_ms=5.0, **worker)
+    return dataclasses.replace(config, model=model, worker=w)
+
+
+def _frame(index: int, blob: bool = False) -> Frame:
+    pixels = np.full((256, 512), DARK, np.uint8)
+    if blob:
+        pixels[100:110, 100:110] = blob_value(1, 2)
+    return Frame(source=SOURCE, coil="C1", seq=index + 1, index=index, captured_ns=index,
+                 position_mm=256.0 * index, offset_mm=0.0, mm_per_px_x=1.0, mm_per_px_y=1.0, pixels=pixels)
+
+
+class Feed:
+    """A camera stand-in: messages in a queue; `receive` waits up to the timeout like a socket."""
+
+    def __init__(self, messages: list[object]) -> None:
+        self.q: queue.Queue[object] = queue.Queue()
+        for m in messages:
+            self.q.put(m)
+
+    def receive(self, timeout: float) -> object | None:
+        try:
+            return self.q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    reg = Registry(tmp_path / "models")
+    add_tiny_model(reg, tmp_path, version="hot-a", activate=True)
+    return reg
+
+
+def test_frames_become_results_and_coil_end_follows_its_frames(registry: Registry) -> None:
+    start = CoilEvent("coil_start", SOURCE, "C1", seq=0, time_ns=0)
+    frames = [_frame(i, blob=(i == 2)) for i in range(5)]
+    end = CoilEvent("coil_end", SOURCE, "C1", seq=6, time_ns=9, length_mm=1280.0, frames=5, dropped=0)
+    feed, sent = Feed([start, *frames, end]), []
+    worker = InferenceWorker(_config(registry.root, batch_size=3), registry, feed.receive, sent.append)
+    stats = worker.run(should_stop=lambda: feed.q.empty() and not worker._pending and len(sent) >= 7)
+    assert [type(m).__name__ for m in sent] == ["CoilEvent"] + ["FrameResult"] * 5 + ["CoilEvent"]
+    results = [m for m in sent if isinstance(m, FrameResult)]
+    assert [r.index for r in results] == [0, 1, 2, 3, 4]
+    assert [len(r.defects) for r in results] == [0, 0, 1, 0, 0]
+    defect = results[2].defects[0]
+    assert defect.cls == "bright_spot" and defect.severity in (1, 2, 3)
+    assert defect.along_mm == pytest.approx(512.0 + 105.0)
+    assert defect.crop_png and defect.crop_png.startswith(b"\x89PNG")
+    assert {r.model_version for r in results} == {"hot-a"}
+    assert stats.frames_inspected == 5 and stats.batches >= 2
+
+
+def test_hot_reload_switches_between_batches_without_loss_or_duplicates(
+    registry: Registry, tmp_path: Path
+) -> None:
+    (tmp_path / "b").mkdir()
+    add_tiny_model(registry, tmp_path / "b", version="hot-b")
+    feed, sent = Feed([]), []
+    worker = InferenceWorker(_config(registry.root, batch_size=2), registry, feed.receive, sent.append)
+    n, promoted = 40, False
+
+    def should_stop() -> bool:
+        nonlocal promoted
+        done = sum(isinstance(m, FrameResult) for m in sent)
+        if done >= 10 and not promoted:
+            registry.promote("hot-b", by="test", reason="hot reload under load")
+            promoted = True
+        fed = worker.stats.frames_received + feed.q.qsize()
+        if fed < n:
+            feed.q.put(_frame(fed))
+        return done >= n
+
+    stats = worker.run(should_stop)
+    results = [m for m in sent if isinstance(m, FrameResult)]
+    assert sorted(r.index for r in results) == list(range(n))  # none lost, none twice
+    versions = [r.model_version for r in results]
+    assert versions[0] == "hot-a" and versions[-1] == "hot-b"
+    switch = versions.index("hot-b")
+    assert set(versions[switch:]) == {"hot-b"}  # never back to the old model
+    assert stats.reloads == 1 and stats.models == {"hot": "hot-b"}
+
+
+def test_a_failing_model_reports_frames_as_dropped(registry: Registry) -> None:
+    feed, sent = Feed([_frame(0), _frame(1)]), []
+    worker = InferenceWorker(_config(registry.root, batch_size=2), registry, feed.receive, sent.append)
+    worker._slot("hot").detector.detect = _boom  # type: ignore[method-assign]
+    worker.run(should_stop=lambda: len(sent) >= 2)
+    assert [type(m) for m in sent] == [FrameDropped, FrameDropped]
+    assert "inspection failed: RuntimeError: GPU fell off" in sent[0].reason
+    assert worker.stats.frames_failed == 2
+
+
+def _boom(*_: object, **__: object) -> list[object]:
+    raise RuntimeError("GPU fell off")
+
+
+def test_a_broken_new_model_keeps_the_old_one(registry: Registry, tmp_path: Path) -> None:
+    (tmp_path / "b").mkdir()
+    manifest = add_tiny_model(registry, tmp_path / "b", version="hot-b")
+    feed, sent = Feed([_frame(0)]), []
+    worker = InferenceWorker(_config(registry.root, batch_size=1), registry, feed.receive, sent.append)
+    worker.run(should_stop=lambda: len(sent) >= 1)
+    registry.promote("hot-b")
+    Path(manifest.model_path).write_bytes(b"corrupt")  # broken after promotion: the load must refuse it
+    feed.q.put(_frame(1))
+    worker._last_reload_check = 0.0
+    worker.run(should_stop=lambda: len(sent) >= 2)
+    assert [m.model_version for m in sent if isinstance(m, FrameResult)] == ["hot-a", "hot-a"]
