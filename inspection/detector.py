@@ -1,0 +1,233 @@
+"""Run a registered ONNX detector: `Detector(manifest).detect(images) -> list[Detections]`.
+
+Execution providers are probed once at start, in order TensorRT, then CUDA, then CPU: a GPU
+provider is used only if ONNX Runtime lists it *and* a session actually starts on it
+(onnxruntime-gpu lists CUDA even on machines without a GPU or without the CUDA libraries, and
+then silently runs on CPU). Every failed probe is logged, and the choice is logged.
+
+GPU notes (unverified here, no GPU on the development machine): TensorRT gets
+`trt_fp16_enable` (TensorRT only uses fp16 kernels where the GPU supports them) and an engine
+cache in `$STEEL_INSPECT_TRT_CACHE` (default `~/.cache/steel-inspect/trt`), because building
+engines takes minutes; the cache is keyed by model, so a hot reload builds once per version.
+
+On CPU: `intra_op_threads` (0 = ONNX Runtime's default, one per core), one inter-op thread
+and sequential execution, since the graph is a single chain and workers scale by process.
+
+The runtime pads each image at its bottom and right edges (replicate border) to the
+manifest's `size_multiple`, so box coordinates need no shift; boxes are clipped to the
+original image and boxes lying wholly in the padding are dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+from inspection.errors import ManifestError, SteelInspectError
+from inspection.registry import Manifest
+
+log = logging.getLogger(__name__)
+
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+CPU_PROVIDER = "CPUExecutionProvider"
+OUTPUT_NAMES = ("boxes", "scores", "labels")
+_failed_providers: dict[str, str] = {}  # provider -> why; probed once per process
+
+
+class DetectorError(SteelInspectError, ValueError):
+    """Images given to a detector are not 2-D uint8 arrays, or a score threshold is invalid."""
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Detections in one image: boxes x1, y1, x2, y2 in pixels of that image."""
+
+    boxes: np.ndarray  # float32 [n, 4]
+    scores: np.ndarray  # float32 [n]
+    labels: np.ndarray  # int64 [n], index into classes
+    classes: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        boxes, scores, labels = self.boxes, self.scores, self.labels
+        if (not isinstance(boxes, np.ndarray) or boxes.dtype != np.float32 or boxes.ndim != 2
+                or boxes.shape[1] != 4):
+            raise DetectorError(f"Detections.boxes: expected float32 [n, 4], got {_describe(boxes)}")
+        n = boxes.shape[0]
+        if not isinstance(scores, np.ndarray) or scores.dtype != np.float32 or scores.shape != (n,):
+            raise DetectorError(f"Detections.scores: expected float32 [{n}], got {_describe(scores)}")
+        if not isinstance(labels, np.ndarray) or labels.dtype != np.int64 or labels.shape != (n,):
+            raise DetectorError(f"Detections.labels: expected int64 [{n}], got {_describe(labels)}")
+        if n and (labels.min() < 0 or labels.max() >= len(self.classes)):
+            raise DetectorError(f"Detections.labels: expected 0..{len(self.classes) - 1}, "
+                                f"got {sorted(set(labels.tolist()))}")
+        if n and not (np.all(boxes[:, 2] >= boxes[:, 0]) and np.all(boxes[:, 3] >= boxes[:, 1])):
+            raise DetectorError("Detections.boxes: expected x2 >= x1 and y2 >= y1")
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    @property
+    def class_names(self) -> list[str]:
+        return [self.classes[i] for i in self.labels.tolist()]
+
+    def to_list(self) -> list[dict[str, Any]]:
+        """JSON-able: [{"class", "score", "box": [x1, y1, x2, y2]}], highest score first."""
+        return [{"class": name, "score": round(float(score), 6), "box": [round(float(v), 2) for v in box]}
+                for name, score, box in zip(self.class_names, self.scores, self.boxes, strict=True)]
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype} array of shape {value.shape}"
+    return type(value).__name__
+
+
+def _trt_options() -> dict[str, Any]:
+    default = Path.home() / ".cache" / "steel-inspect" / "trt"
+    cache = Path(os.environ.get("STEEL_INSPECT_TRT_CACHE") or default)
+    return {"trt_fp16_enable": True, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)}
+
+
+def _session_options(intra_op_threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(0, int(intra_op_threads))
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return options
+
+
+def create_session(model_path: Path, providers: str | Sequence[str] = "auto",
+                   intra_op_threads: int = 0) -> ort.InferenceSession:
+    """A session on the first provider that really starts: TensorRT, CUDA, then CPU."""
+    if providers == "cpu":
+        wanted: list[str] = [CPU_PROVIDER]
+    elif providers == "auto":
+        wanted = [*GPU_PROVIDERS, CPU_PROVIDER]
+    elif isinstance(providers, str):
+        raise DetectorError(f"providers: expected 'auto', 'cpu' or a list of provider names, "
+                            f"got {providers!r}")
+    else:
+        wanted = [*providers, CPU_PROVIDER] if CPU_PROVIDER not in providers else list(providers)
+    available = set(ort.get_available_providers())
+    for provider in wanted:
+        if provider != CPU_PROVIDER and (provider not in available or provider in _failed_providers):
+            continue
+        options = _trt_options() if provider == "TensorrtExecutionProvider" else {}
+        try:
+            # enable_fallback=0: ONNX Runtime would otherwise retry on CPU by itself (printing to
+            # stdout) and we could not tell that the GPU provider failed.
+            session = ort.InferenceSession(str(model_path), sess_options=_session_options(intra_op_threads),
+                                           providers=[(provider, options)], enable_fallback=0)
+        except Exception as exc:  # noqa: BLE001 - any provider failure means: try the next one
+            if provider == CPU_PROVIDER:
+                raise ManifestError(f"{model_path}: ONNX Runtime cannot load the model: {exc}") from None
+            _failed_providers[provider] = str(exc).strip().splitlines()[0][:300]
+            log.warning("execution provider %s failed to start, trying the next one: %s", provider,
+                        _failed_providers[provider])
+            continue
+        used = session.get_providers()
+        if provider != CPU_PROVIDER and (not used or used[0] != provider):
+            _failed_providers[provider] = f"session started on {used} instead"
+            log.warning("execution provider %s is listed but did not start (session uses %s)", provider, used)
+            continue
+        return session
+    raise DetectorError(f"none of the execution providers {wanted} could start")  # not reached: CPU raises
+
+
+class Detector:
+    """An ONNX Runtime session for one registered model, plus the thin pre/post-processing."""
+
+    def __init__(self, manifest: Manifest, providers: str | Sequence[str] = "auto", intra_op_threads: int = 0,
+                 max_batch: int = 16) -> None:
+        if max_batch < 1:
+            raise DetectorError(f"max_batch: expected >= 1, got {max_batch}")
+        self.manifest = manifest
+        self.max_batch = max_batch
+        self.session = create_session(manifest.model_path, providers, intra_op_threads)
+        self.providers: list[str] = list(self.session.get_providers())
+        self._check_io()
+        log.info("model %s (%s, sha256 %s) on %s", manifest.version, manifest.line_type, manifest.sha256[:12],
+                 ", ".join(self.providers))
+
+    def _check_io(self) -> None:
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name for o in self.session.get_outputs()}
+        path = self.manifest.model_path
+        if self.manifest.input_name not in inputs:
+            raise ManifestError(f"{path}: no input {self.manifest.input_name!r} (inputs: {sorted(inputs)})")
+        if inputs[self.manifest.input_name].type != "tensor(uint8)":
+            raise ManifestError(f"{path}: input {self.manifest.input_name!r} is "
+                                f"{inputs[self.manifest.input_name].type}, expected tensor(uint8)")
+        missing = [name for name in OUTPUT_NAMES if name not in outputs]
+        if missing:
+            raise ManifestError(f"{path}: missing outputs {missing} (outputs: {sorted(outputs)})")
+
+    def detect(self, images: Sequence[np.ndarray], min_score: float | None = None) -> list[Detections]:
+        """Detections per image, in input order; `min_score` defaults to the operating threshold."""
+        threshold = self.manifest.operating_threshold if min_score is None else min_score
+        if (isinstance(threshold, bool) or not isinstance(threshold, int | float)
+                or not 0.0 <= threshold <= 1.0):
+            raise DetectorError(f"min_score: expected a number in 0..1, got {threshold!r}")
+        if isinstance(images, np.ndarray):
+            raise DetectorError(f"images: expected a sequence of 2-D uint8 arrays, "
+                                f"got one {_describe(images)}")
+        for index, image in enumerate(images):
+            if (not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 2
+                    or image.size == 0):
+                raise DetectorError(f"images[{index}]: expected a non-empty 2-D uint8 array (H, W), "
+                                    f"got {_describe(image)}")
+        results: list[Detections | None] = [None] * len(images)
+        by_shape: dict[tuple[int, int], list[int]] = {}
+        for index, image in enumerate(images):
+            by_shape.setdefault(image.shape, []).append(index)
+        for (height, width), indices in by_shape.items():
+            for start in range(0, len(indices), self.max_batch):
+                chunk = indices[start:start + self.max_batch]
+                outputs = self._run(np.stack([self._pad(images[i]) for i in chunk])[:, None])
+                for row, index in enumerate(chunk):
+                    results[index] = self._post(outputs, row, height, width, float(threshold))
+        return results  # type: ignore[return-value]
+
+    def _pad(self, image: np.ndarray) -> np.ndarray:
+        multiple = self.manifest.size_multiple
+        bottom = -image.shape[0] % multiple
+        right = -image.shape[1] % multiple
+        if bottom == 0 and right == 0:
+            return image
+        return cv2.copyMakeBorder(image, 0, bottom, 0, right, cv2.BORDER_REPLICATE)
+
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        boxes, scores, labels = self.session.run(list(OUTPUT_NAMES), {self.manifest.input_name: batch})
+        n = batch.shape[0]
+        if boxes.ndim != 3 or boxes.shape[0] != n or boxes.shape[2] != 4 or scores.shape != boxes.shape[:2] \
+                or labels.shape != boxes.shape[:2]:
+            raise ManifestError(f"{self.manifest.model_path}: outputs have shapes boxes {boxes.shape}, "
+                                f"scores {scores.shape}, labels {labels.shape}; "
+                                f"expected [N, K, 4], [N, K], [N, K]")
+        return boxes, scores, labels
+
+    def _post(self, outputs: tuple[np.ndarray, np.ndarray, np.ndarray], row: int, height: int, width: int,
+              threshold: float) -> Detections:
+        boxes, scores, labels = (o[row] for o in outputs)
+        keep = (scores >= threshold) & (scores > 0)
+        boxes = boxes[keep].astype(np.float32, copy=True)
+        np.clip(boxes[:, 0::2], 0, width, out=boxes[:, 0::2])
+        np.clip(boxes[:, 1::2], 0, height, out=boxes[:, 1::2])
+        inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        labels = labels[keep][inside].astype(np.int64)
+        if labels.size and (labels.min() < 0 or labels.max() >= len(self.manifest.classes)):
+            raise ManifestError(f"{self.manifest.model_path}: label {int(labels.max())} outside the "
+                                f"{len(self.manifest.classes)} classes of the manifest")
+        order = np.argsort(-scores[keep][inside], kind="stable")
+        return Detections(boxes=boxes[inside][order], scores=scores[keep][inside][order].astype(np.float32),
+                          labels=labels[order], classes=self.manifest.classes)
