@@ -1,0 +1,251 @@
+"""PLC / L2 output: JSON messages on a ZeroMQ PUB socket, topics defect, coil, alarm, heartbeat.
+
+Framing: multipart ``[topic, json]``, the topic as ASCII bytes (subscribers filter on it), the
+body UTF-8 JSON with ``schema_version``, ``topic``, ``seq``, ``line``, ``time`` and the topic's
+fields. ``inspection/schemas/plc-<topic>.schema.json`` is the contract; every message is checked
+against it before it leaves, so a bug raises `PlcMessageError` here instead of reaching a PLC.
+A refused message does not consume a sequence number (no false gap).
+
+Why ``seq``: a PUB socket never blocks and never tells the sender it dropped a message. When a
+subscriber is slower than the line and its queue (SNDHWM here, RCVHWM there) is full, ZeroMQ
+discards messages for that subscriber only, silently. So the publisher cannot count those
+drops; each subscriber sees them as a jump in the per-topic ``seq`` (starting at 1; a drop back
+to 1 means the publisher restarted). What the publisher can count (`stats`): messages sent per
+topic, messages refused by validation, and sends that failed outright.
+
+Threading: a ZeroMQ socket must be used from one thread only, so this class has no timer
+thread and no queue. The owner (the recorder's loop) calls `tick()` between units of work and
+the heartbeat goes out when due. That is deliberate: a heartbeat proves the owner's loop is
+alive, whereas a timer thread would keep beating while the loop is wedged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import zmq
+
+from inspection.errors import SteelInspectError, TransportError
+from inspection.schemas import TOPICS, load_schema, validate
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+DEFAULT_SNDHWM = 10_000  # messages per subscriber; at ~500 B each about 5 MB, minutes of defects
+DEFAULT_HEARTBEAT_S = 1.0
+DEFAULT_ALARM_SEVERITY = 3
+ENVELOPE = ("schema_version", "topic", "seq", "line", "time")
+
+
+class PlcMessageError(SteelInspectError, ValueError):
+    """An outgoing PLC message does not match its JSON Schema; it was not sent."""
+
+
+def parse_endpoint(spec: str, default_role: str = "bind") -> tuple[str, str]:
+    """``"bind:tcp://..."`` / ``"connect:tcp://..."`` / ``"tcp://..."`` -> (role, address)."""
+    role, sep, address = spec.partition(":")
+    if sep and role in ("bind", "connect"):
+        spec, default_role = address, role
+    if "://" not in spec:
+        raise TransportError(f"PLC endpoint {spec!r}: expected [bind:|connect:]transport://address")
+    return default_role, spec
+
+
+def iso_time(time_ns: int | None = None) -> str:
+    """ISO 8601 UTC with milliseconds and a ``Z``, e.g. ``2026-11-23T15:40:00.123Z``."""
+    ns = time.time_ns() if time_ns is None else int(time_ns)
+    stamp = datetime.fromtimestamp(ns / 1e9, UTC)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def build_message(topic: str, payload: Mapping[str, Any], *, seq: int, line: str,
+                  time_ns: int | None = None) -> dict[str, Any]:
+    """The full message (envelope + payload), checked against the schema; `PlcMessageError` if not."""
+    if topic not in TOPICS:
+        raise PlcMessageError(f"PLC topic: expected one of {', '.join(TOPICS)}, got {topic!r}")
+    clash = sorted(set(ENVELOPE) & set(payload))
+    if clash:
+        raise PlcMessageError(f"PLC {topic} payload: {clash[0]} is set by the publisher, not the payload")
+    message = {"schema_version": SCHEMA_VERSION, "topic": topic, "seq": seq, "line": line,
+               "time": iso_time(time_ns), **_plain(payload)}
+    errors = validate(topic, message)
+    if errors:
+        raise PlcMessageError(f"PLC {topic} message refused: {'; '.join(errors[:5])}")
+    return message
+
+
+def defect_payload(record: Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
+    """The defect topic's fields picked from a defect record (extra keys such as box pixels are
+    ignored); ``captured_ns`` becomes ``captured_time``; `overrides` win (e.g. model_version)."""
+    merged = {**record, **overrides}
+    if merged.get("captured_time") is None and merged.get("captured_ns") is not None:
+        merged["captured_time"] = iso_time(merged["captured_ns"])
+    merged.setdefault("defect_id", merged.get("id"))
+    fields = set(load_schema("defect")["properties"]) - set(ENVELOPE)
+    return {key: merged[key] for key in sorted(fields) if key in merged}
+
+
+def severe_defect_alarm(defect: Mapping[str, Any], min_severity: int = DEFAULT_ALARM_SEVERITY,
+                        ) -> dict[str, Any] | None:
+    """The ``severe_defect`` alarm payload for a defect at or above `min_severity`, else None."""
+    severity = defect.get("severity")
+    if not isinstance(severity, int) or severity < min_severity:
+        return None
+    keys = ("camera", "surface", "frame_index", "defect_index", "class", "score", "along_mm", "across_mm",
+            "defect_id")
+    return {
+        "kind": "severe_defect", "coil": defect.get("coil"), "severity": severity,
+        "message": (f"severity {severity} {defect.get('class')} on coil {defect.get('coil')} "
+                    f"({defect.get('surface')}) at {_mm(defect.get('along_mm'))} along, "
+                    f"{_mm(defect.get('across_mm'))} across"),
+        "details": {k: defect[k] for k in keys if k in defect},
+    }
+
+
+def periodic_defect_alarm(*, coil: str, surface: str, defect_class: str, across_mm: float, pitch_mm: float,
+                          count: int, roll_diameter_mm: float | None = None, severity: int = 2,
+                          **extra: Any) -> dict[str, Any]:
+    """The ``periodic_defect`` alarm payload (roll marks); the diameter defaults to pitch / pi."""
+    import math
+
+    diameter = roll_diameter_mm if roll_diameter_mm is not None else pitch_mm / math.pi
+    details = {"class": defect_class, "surface": surface, "across_mm": across_mm, "pitch_mm": pitch_mm,
+               "roll_diameter_mm": diameter, "count": count, **extra}
+    return {"kind": "periodic_defect", "coil": coil, "severity": severity, "details": details,
+            "message": (f"periodic {defect_class} on coil {coil} ({surface}) at {_mm(across_mm)} across: "
+                        f"{count} marks, pitch {_mm(pitch_mm)}, roll diameter ~{_mm(diameter)}")}
+
+
+def coverage_alarm(*, coil: str, coverage: float, required: float, severity: int = 2) -> dict[str, Any]:
+    """The ``coverage`` alarm payload: a coil inspected below the required share (put on hold)."""
+    return {"kind": "coverage", "coil": coil, "severity": severity,
+            "message": f"coil {coil} inspected {coverage:.2%} < required {required:.2%}: on hold",
+            "details": {"coverage": coverage, "required": required}}
+
+
+class PlcPublisher:
+    """PUB socket for PLC messages; use from one thread; call `tick()` often from the owner's loop."""
+
+    def __init__(self, endpoint: str, line: str, *, process: str = "recorder",
+                 sndhwm: int = DEFAULT_SNDHWM, heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+                 alarm_min_severity: int | None = DEFAULT_ALARM_SEVERITY, linger_ms: int = 500,
+                 context: zmq.Context | None = None) -> None:
+        if heartbeat_s <= 0:
+            raise ValueError(f"heartbeat_s: expected a number > 0, got {heartbeat_s!r}")
+        self.line, self.process = line, process
+        self.heartbeat_s, self.alarm_min_severity = heartbeat_s, alarm_min_severity
+        self.counters: dict[str, int] = {"frames": 0, "defects": 0, "drops": 0}
+        self.status = "ok"
+        self._seq = dict.fromkeys(TOPICS, 0)
+        self._sent = dict.fromkeys(TOPICS, 0)
+        self._refused = 0
+        self._send_failures = 0
+        self._started = time.monotonic()
+        self._next_heartbeat = self._started  # the first tick() beats at once
+        role, address = parse_endpoint(endpoint)
+        self._socket = (context or zmq.Context.instance()).socket(zmq.PUB)
+        self._socket.setsockopt(zmq.SNDHWM, sndhwm)
+        self._socket.setsockopt(zmq.LINGER, linger_ms)
+        try:
+            getattr(self._socket, role)(address)
+        except zmq.ZMQError as exc:
+            self._socket.close(0)
+            raise TransportError(f"PLC endpoint {endpoint!r}: cannot {role}: {exc}") from None
+        self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT) if role == "bind" else address
+        log.info("PLC publisher %s %s (line %s, SNDHWM %d, heartbeat every %.1f s)",
+                 role, self.endpoint, line, sndhwm, heartbeat_s)
+
+    @classmethod
+    def from_config(cls, config: Any, **kwargs: Any) -> PlcPublisher:
+        """A publisher on the line config's ``endpoints.plc`` for its line id."""
+        return cls(config.endpoints.plc, config.id, **kwargs)
+
+    def publish(self, topic: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate, number and send one message; returns what was sent."""
+        try:
+            message = build_message(topic, payload, seq=self._seq.get(topic, 0) + 1, line=self.line)
+            body = json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
+        except (PlcMessageError, TypeError, ValueError) as exc:
+            self._refused += 1
+            raise exc if isinstance(exc, PlcMessageError) else PlcMessageError(
+                f"PLC {topic} message refused: {exc}") from None
+        self._seq[topic] = message["seq"]
+        try:
+            self._socket.send_multipart([topic.encode(), body], flags=zmq.NOBLOCK)
+            self._sent[topic] += 1
+        except zmq.Again:  # not raised by PUB today (it drops instead); counted should that change
+            self._send_failures += 1
+        except zmq.ZMQError as exc:
+            self._send_failures += 1
+            raise TransportError(f"PLC publisher {self.endpoint}: send failed: {exc}") from None
+        return message
+
+    def defect(self, payload: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Publish a defect, plus a ``severe_defect`` alarm when it reaches the alarm severity."""
+        sent = [self.publish("defect", payload)]
+        if self.alarm_min_severity is not None:
+            alarm = severe_defect_alarm(payload, self.alarm_min_severity)
+            if alarm is not None:
+                sent.append(self.publish("alarm", alarm))
+        return sent
+
+    def coil(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Publish a coil grade event (graded | regraded | hold | override)."""
+        return self.publish("coil", payload)
+
+    def alarm(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Publish an alarm payload (see the ``*_alarm`` helpers)."""
+        return self.publish("alarm", payload)
+
+    def heartbeat(self) -> dict[str, Any]:
+        """Publish a heartbeat now with the current `status` and `counters`."""
+        self._next_heartbeat = time.monotonic() + self.heartbeat_s
+        return self.publish("heartbeat", {
+            "process": self.process, "pid": os.getpid(), "uptime_s": round(self.uptime_s, 3),
+            "interval_s": self.heartbeat_s, "status": self.status, "counters": dict(self.counters)})
+
+    def tick(self) -> dict[str, Any] | None:
+        """Send the heartbeat if it is due; returns it, or None. Call from the owner's loop."""
+        return self.heartbeat() if time.monotonic() >= self._next_heartbeat else None
+
+    @property
+    def uptime_s(self) -> float:
+        return time.monotonic() - self._started
+
+    def stats(self) -> dict[str, Any]:
+        """What the sender can know: sent per topic, refused, failed sends, last seq per topic."""
+        return {"sent": dict(self._sent), "refused": self._refused, "send_failures": self._send_failures,
+                "last_seq": dict(self._seq)}
+
+    def close(self) -> None:
+        """Close the socket; queued messages get up to the linger time to leave, never a hang."""
+        if not self._socket.closed:
+            self._socket.close()
+            log.info("PLC publisher %s closed: %s", self.endpoint, json.dumps(self.stats()))
+
+    def __enter__(self) -> PlcPublisher:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def _plain(value: Any) -> Any:
+    """Numpy scalars (from the worker) as Python numbers, without importing numpy here."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def _mm(value: Any) -> str:
+    return f"{value:.0f} mm" if isinstance(value, int | float) else "? mm"
