@@ -1,0 +1,58 @@
+"""`steel-inspect evaluate --model M --data DIR --json OUT [--split train|val|test] [--min-score S]`.
+
+DIR is any folder laid out like the datasets (images/ + annotations/, VOC .xml or YOLO .txt;
+YOLO class ids are mapped with the model manifest's classes). With `--split`, DIR is a dataset
+folder (or the datasets root) whose committed split file `models/splits/<dataset>.json` names
+the images; the dataset is the model's (neu-det for hot, cr7-det for cold) unless DIR is
+named like a known dataset. PNG plots (PR curves, confusion matrix) are written next to the
+JSON as `<OUT stem>_pr_curves.png` and `<OUT stem>_confusion_matrix.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from inspection.commands.predict import add_model_arguments, load_detector, write_json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("evaluate",
+                                   help="AP, mAP, detection rate, confusion matrix on labelled images",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(parser)
+    parser.add_argument("--data", type=Path, required=True, metavar="DIR",
+                        help="folder with images/ + annotations/ (or a dataset root with --split)")
+    parser.add_argument("--split", choices=("train", "val", "test"), default=None,
+                        help="evaluate only this split of a dataset "
+                             "(figures on 'train' are not test figures)")
+    parser.add_argument("--json", type=Path, required=True, metavar="OUT", help="where to write the figures")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def load_evaluation_samples(data: Path, split: str | None, classes: tuple[str, ...], line_type: str) -> list:
+    from inspection.datasets import DATASET_CLASSES, LINE_DATASETS, load_samples, load_split
+
+    if split is None:
+        return load_samples(data, classes)
+    dataset = data.name if data.name in DATASET_CLASSES else LINE_DATASETS[line_type]
+    return load_split(data, dataset, split)
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.evaluate import evaluate
+
+    detector = load_detector(args)
+    manifest = detector.manifest
+    samples = load_evaluation_samples(args.data, args.split, manifest.classes, manifest.line_type)
+    figures = evaluate(detector, samples, out_dir=args.json.parent, progress=not args.no_progress,
+                       min_score=args.min_score, plot_prefix=f"{args.json.stem}_")
+    figures["data"] = {"folder": str(args.data), "split": args.split}
+    write_json(args.json, figures)
+    print(json.dumps({k: figures[k] for k in ("images", "gt_boxes", "map50", "map50_95", "detection_rate",
+                                              "false_detections_per_image", "image_accuracy")}))
+    print(f"wrote {args.json} and {', '.join(figures['plots'])}", file=sys.stderr)
+    return 0

@@ -1,0 +1,96 @@
+"""`steel-inspect models list | show VERSION | promote VERSION | rollback LINE_TYPE | history`.
+
+The registry lives in `--registry DIR` (default: $STEEL_INSPECT_MODELS or the checkout's
+models/). `show` verifies the model file's sha256 against the manifest; `promote` refuses a
+version that does not verify. Every promote and rollback is appended to the history in
+`registry.json` with the time, who, why and what was active before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from inspection.frame import LINE_TYPES
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("models", help="list, show, promote and roll back registered models",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--registry", type=Path, default=None, metavar="DIR", help="model registry folder")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    listing = actions.add_parser("list", help="every version, with its test figures and the active marker")
+    listing.add_argument("--line-type", choices=LINE_TYPES, default=None)
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    show = actions.add_parser("show", help="print a version's manifest (sha256 verified)")
+    show.add_argument("version", help="a version, hot/cold, or a path")
+    promote = actions.add_parser("promote", help="make a version the active model of its line type")
+    promote.add_argument("version")
+    promote.add_argument("--by", default=None, help="who promotes (default: $USER)")
+    promote.add_argument("--reason", default=None, help="why, for the history")
+    rollback = actions.add_parser("rollback", help="re-activate the version active before the current one")
+    rollback.add_argument("line_type", choices=LINE_TYPES)
+    rollback.add_argument("--by", default=None)
+    rollback.add_argument("--reason", default=None)
+    history = actions.add_parser("history", help="what was active when")
+    history.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(func=run)
+
+
+def _test_figure(data: dict[str, Any], key: str) -> str:
+    value = ((data.get("metrics") or {}).get("test") or {}).get(key)
+    return "-" if value is None else f"{value:.3f}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from inspection.registry import Registry
+
+    registry = Registry(args.registry)
+    if args.action == "list":
+        versions = registry.versions(args.line_type)
+        active = {lt: registry.active(lt) for lt in LINE_TYPES}
+        rows = [{"version": m.version, "line_type": m.line_type, "active": active[m.line_type] == m.version,
+                 "created": m.data.get("created"), "size_bytes": m.data.get("size_bytes"),
+                 "classes": len(m.classes), "map50_test": _test_figure(m.data, "map50"),
+                 "detection_rate_test": _test_figure(m.data, "detection_rate")} for m in versions]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        elif not rows:
+            print(f"no models registered in {registry.root}")
+        else:
+            print(f"{'':2}{'version':<24}{'line':<6}{'created':<27}{'MB':>7}  {'mAP50':>6}  {'det.rate':>8}")
+            for r in rows:
+                size = f"{(r['size_bytes'] or 0) / 1e6:.2f}"
+                mark = "*" if r["active"] else " "
+                print(f"{mark:2}{r['version']:<24}{r['line_type']:<6}{r['created'] or '-':<27}"
+                      f"{size:>7}  {r['map50_test']:>6}  {r['detection_rate_test']:>8}")
+            print("* = active")
+    elif args.action == "show":
+        manifest = registry.resolve(args.version)
+        print(json.dumps(manifest.data, indent=2))
+        active = registry.active(manifest.line_type) == manifest.version
+        print(f"sha256 verified: {manifest.model_path}; {'active' if active else 'not active'} "
+              f"for {manifest.line_type}")
+    elif args.action == "promote":
+        manifest = registry.resolve(args.version)
+        previous = registry.active(manifest.line_type)
+        registry.promote(manifest.version, by=args.by, reason=args.reason)
+        print(f"{manifest.line_type}: active model is now {manifest.version} (was {previous})")
+    elif args.action == "rollback":
+        previous = registry.active(args.line_type)
+        manifest = registry.rollback(args.line_type, by=args.by, reason=args.reason)
+        print(f"{args.line_type}: rolled back from {previous} to {manifest.version}")
+    elif args.action == "history":
+        entries = registry.history()
+        if args.json:
+            print(json.dumps(entries, indent=2))
+        elif not entries:
+            print("no promotions yet")
+        for e in [] if args.json else entries:
+            reason = f": {e['reason']}" if e.get("reason") else ""
+            print(f"{e.get('time')}  {e.get('line_type'):<5} {e.get('action'):<9} {e.get('version')} "
+                  f"(was {e.get('previous')}) by {e.get('by')}{reason}")
+    return 0

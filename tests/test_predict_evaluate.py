@@ -1,0 +1,219 @@
+"""CLI predict / evaluate / models on folders the tests write, with a tiny real ONNX model.
+
+The folder (VOC or YOLO) has four 64 x 64 images, built so that every figure is known:
+
+| image         | ground truth        | drawn                          | model sees (score)       |
+| ------------- | ------------------- | ------------------------------ | ------------------------ |
+| bright_spot_1 | bright (36,36,60,60)| bright blob, value 224         | bright, 0.878, exact     |
+| bright_spot_2 | bright (4,36,20,60) | dim blob, value 140            | dark, 0.549: wrong class |
+| dark_spot_1   | dark (4,4,20,20)    | dim blob, value 160            | dark, 0.627, exact       |
+| dark_spot_2   | dark (40,4,56,20)   | no blob there; one elsewhere   | miss + bright FP, 0.784  |
+
+dark: preds dark_spot_1 (TP .627), bright_spot_2 (FP .549) over 2 GT -> AP 0.5.
+bright: preds bright_spot_1 (TP .878), dark_spot_2 (FP .784) over 2 GT -> AP 0.5.
+Boxes are exact, so AP is the same at every IoU: mAP@0.5 = mAP@0.5:0.95 = 0.5.
+Detection rate (any class, IoU >= .3, score >= .5): 3 of 4. False detections: 1 in 4 images.
+Image accuracy: dark_spot_1 and bright_spot_1 right, the other two wrong: 0.5.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from inspection.cli import main
+from inspection.registry import Registry
+from tests.tiny_models import BRIGHT, DARK, add_tiny_model
+
+CLASSES = ("dark_spot", "bright_spot")
+# name: (GT boxes with class index, drawn blobs as (box, pixel value))
+SCENE = {
+    "bright_spot_1": ([((36, 36, 60, 60), 1)], [((36, 36, 60, 60), 224)]),
+    "bright_spot_2": ([((4, 36, 20, 60), 1)], [((4, 36, 20, 60), 140)]),
+    "dark_spot_1": ([((4, 4, 20, 20), 0)], [((4, 4, 20, 20), 160)]),
+    "dark_spot_2": ([((40, 4, 56, 20), 0)], [((4, 40, 12, 48), 200)]),
+}
+
+
+def write_folder(root: Path, fmt: str) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    for name, (truth, drawn) in SCENE.items():
+        image = np.full((64, 64), DARK, np.uint8)
+        for (x1, y1, x2, y2), value in drawn:
+            assert value >= BRIGHT
+            image[y1:y2, x1:x2] = value
+        cv2.imwrite(str(root / "images" / f"{name}.png"), image)
+        if fmt == "voc":
+            objects = "".join(
+                f"<object><name>{CLASSES[c]}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin>"
+                f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>" for (x1, y1, x2, y2), c in truth)
+            (root / "annotations" / f"{name}.xml").write_text(
+                f"<annotation><filename>{name}.png</filename><size><width>64</width><height>64</height>"
+                f"<depth>1</depth></size>{objects}</annotation>")
+        else:
+            lines = [f"{c} {(x1 + x2) / 128} {(y1 + y2) / 128} {(x2 - x1) / 64} {(y2 - y1) / 64}"
+                     for (x1, y1, x2, y2), c in truth]
+            (root / "annotations" / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture()
+def registry(tmp_path: Path) -> Registry:
+    registry = Registry(tmp_path / "models")
+    add_tiny_model(registry, tmp_path, classes=CLASSES, version="hot-test-1", activate=True,
+                   operating_threshold=0.5)
+    return registry
+
+
+def cli(*args: str) -> int:
+    return main([*args])
+
+
+@pytest.mark.parametrize("model", ["hot", "hot-test-1", "PATH"])
+def test_predict_writes_one_entry_per_image(registry: Registry, tmp_path: Path, model: str,
+                                            capsys: pytest.CaptureFixture) -> None:
+    folder = write_folder(tmp_path / "data", "voc")
+    if model == "PATH":
+        model = str(registry.root / "hot" / "hot-test-1" / "model.onnx")
+    out = tmp_path / "out" / "pred.json"
+    assert cli("predict", "--model", model, "--registry", str(registry.root), "--images",
+               str(folder / "images"), "--json", str(out), "--providers", "cpu", "--no-progress") == 0
+    entries = json.loads(out.read_text())
+    assert [e["image"] for e in entries] == [f"{n}.png" for n in sorted(SCENE)]
+    assert all((e["width"], e["height"]) == (64, 64) for e in entries)
+    by_name = {e["image"]: e["defects"] for e in entries}
+    assert by_name["bright_spot_1.png"] == [{"class": "bright_spot", "score": round(224 / 255, 6),
+                                             "box": [36.0, 36.0, 60.0, 60.0]}]
+    assert by_name["dark_spot_2.png"] == [{"class": "bright_spot", "score": round(200 / 255, 6),
+                                           "box": [4.0, 40.0, 12.0, 48.0]}]
+    assert "4 images, 4 defects at score >= 0.5, 0 unreadable" in capsys.readouterr().err
+
+
+def test_predict_min_score_and_unreadable_images(registry: Registry, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    images = write_folder(tmp_path / "data", "voc") / "images"
+    (images / "broken.png").write_bytes(b"not a png at all")
+    out = tmp_path / "pred.json"
+    args = ["predict", "--model", "hot", "--registry", str(registry.root), "--images", str(images),
+            "--json", str(out), "--providers", "cpu", "--no-progress", "--min-score", "0.8"]
+    assert cli(*args) == 0
+    entries = {e["image"]: e for e in json.loads(out.read_text())}
+    assert entries["broken.png"]["defects"] == [] and entries["broken.png"]["width"] is None
+    assert "not a decodable image" in entries["broken.png"]["error"]
+    # only the 0.878 blob is at or above 0.8
+    assert sum(len(e["defects"]) for e in entries.values()) == 1
+    assert "1 unreadable: broken.png" in capsys.readouterr().err
+    assert cli(*args, "--strict") == 1
+
+
+def test_predict_bad_input_is_one_line_and_exit_2(registry: Registry, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "empty").mkdir()
+    assert cli("predict", "--model", "hot", "--registry", str(registry.root), "--images",
+               str(tmp_path / "empty"), "--json", str(tmp_path / "p.json")) == 2
+    assert "no image files" in capsys.readouterr().err
+    images = write_folder(tmp_path / "data", "voc") / "images"
+    assert cli("predict", "--model", "cold", "--registry", str(registry.root), "--images", str(images),
+               "--json", str(tmp_path / "p.json")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no active cold model" in err
+
+
+@pytest.mark.parametrize("fmt", ["voc", "yolo"])
+def test_evaluate_figures_and_plots(registry: Registry, tmp_path: Path, fmt: str,
+                                    capsys: pytest.CaptureFixture) -> None:
+    folder = write_folder(tmp_path / fmt, fmt)
+    out = tmp_path / "eval" / f"{fmt}.json"
+    assert cli("evaluate", "--model", "hot", "--registry", str(registry.root), "--data", str(folder),
+               "--json", str(out), "--providers", "cpu", "--no-progress") == 0
+    figures = json.loads(out.read_text())
+    assert (figures["images"], figures["gt_boxes"]) == (4, 4)
+    assert figures["per_class"]["dark_spot"]["ap50"] == pytest.approx(0.5)
+    assert figures["per_class"]["bright_spot"]["ap50"] == pytest.approx(0.5)
+    assert figures["map50"] == pytest.approx(0.5) and figures["map50_95"] == pytest.approx(0.5)
+    assert figures["detection_rate"] == pytest.approx(0.75)
+    assert figures["false_detections"] == 1 and figures["false_detections_per_image"] == pytest.approx(0.25)
+    assert figures["image_accuracy"] == pytest.approx(0.5)
+    assert figures["confusion_matrix"]["labels"] == [*CLASSES, "background"]
+    assert figures["confusion_matrix"]["matrix"] == [[1, 0, 1], [1, 1, 0], [0, 1, 0]]
+    assert figures["model"]["version"] == "hot-test-1" and figures["operating_threshold"] == 0.5
+    for name in (f"{fmt}_pr_curves.png", f"{fmt}_confusion_matrix.png"):
+        data = (out.parent / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+        assert cv2.imread(str(out.parent / name)).shape[0] > 300
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["map50"] == pytest.approx(0.5)
+
+
+def test_evaluate_min_score_moves_the_threshold_figures_only(registry: Registry, tmp_path: Path) -> None:
+    folder = write_folder(tmp_path / "voc", "voc")
+    out = tmp_path / "eval.json"
+    assert cli("evaluate", "--model", "hot-test-1", "--registry", str(registry.root), "--data", str(folder),
+               "--json", str(out), "--providers", "cpu", "--no-progress", "--min-score", "0.6") == 0
+    figures = json.loads(out.read_text())
+    assert figures["map50"] == pytest.approx(0.5)  # AP uses every score
+    assert figures["detection_rate"] == pytest.approx(0.5)  # the 0.549 prediction no longer counts
+
+
+def test_evaluate_rejects_boxes_of_unknown_classes(registry: Registry, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    folder = write_folder(tmp_path / "voc", "voc")
+    xml = folder / "annotations" / "dark_spot_1.xml"
+    xml.write_text(xml.read_text().replace("<name>dark_spot</name>", "<name>rust</name>"))
+    assert cli("evaluate", "--model", "hot", "--registry", str(registry.root), "--data", str(folder),
+               "--json", str(tmp_path / "e.json"), "--providers", "cpu", "--no-progress") == 2
+    assert "rust" in capsys.readouterr().err
+
+
+def test_evaluate_split_of_the_real_dataset(tmp_path: Path, datasets_dir: Path) -> None:
+    # The blob model knows nothing about steel: this checks the --split plumbing on real files,
+    # not accuracy (the figures are whatever a brightness rule scores).
+    from inspection.datasets import DATASET_CLASSES, read_split_file
+
+    registry = Registry(tmp_path / "models")
+    add_tiny_model(registry, tmp_path, classes=DATASET_CLASSES["neu-det"], version="hot-blob", activate=True)
+    out = tmp_path / "neu.json"
+    assert cli("evaluate", "--model", "hot", "--registry", str(registry.root), "--data",
+               str(datasets_dir / "neu-det"), "--split", "test", "--json", str(out), "--providers", "cpu",
+               "--no-progress") == 0
+    figures = json.loads(out.read_text())
+    assert figures["images"] == len(read_split_file("neu-det")["test"])
+    assert figures["data"] == {"folder": str(datasets_dir / "neu-det"), "split": "test"}
+    assert set(figures["per_class"]) == set(DATASET_CLASSES["neu-det"])
+
+
+def test_models_cli_list_show_promote_rollback_history(registry: Registry, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    add_tiny_model(registry, tmp_path, classes=CLASSES, version="hot-test-2")
+    root = str(registry.root)
+    assert cli("models", "--registry", root, "list") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("* hot-test-1") for line in lines)
+    assert any(line.startswith("  hot-test-2") for line in lines)
+    assert cli("models", "--registry", root, "promote", "hot-test-2", "--by", "qa", "--reason", "better") == 0
+    assert "active model is now hot-test-2 (was hot-test-1)" in capsys.readouterr().out
+    assert cli("models", "--registry", root, "show", "hot") == 0
+    out = capsys.readouterr().out
+    assert '"version": "hot-test-2"' in out and "sha256 verified" in out and "active for hot" in out
+    assert cli("models", "--registry", root, "rollback", "hot") == 0
+    assert "rolled back from hot-test-2 to hot-test-1" in capsys.readouterr().out
+    assert cli("models", "--registry", root, "history", "--json") == 0
+    history = json.loads(capsys.readouterr().out)
+    assert [(h["action"], h["version"], h["by"]) for h in history][1:] == [
+        ("promote", "hot-test-2", "qa"), ("rollback", "hot-test-1", history[2]["by"])]
+    assert cli("models", "--registry", root, "list", "--json") == 0
+    rows = {r["version"]: r["active"] for r in json.loads(capsys.readouterr().out)}
+    assert rows == {"hot-test-1": True, "hot-test-2": False}
+
+
+def test_models_cli_refuses_a_tampered_model(registry: Registry, capsys: pytest.CaptureFixture) -> None:
+    model = registry.root / "hot" / "hot-test-1" / "model.onnx"
+    data = model.read_bytes()
+    model.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    assert cli("models", "--registry", str(registry.root), "show", "hot-test-1") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "refusing to load" in err

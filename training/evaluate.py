@@ -1,0 +1,127 @@
+"""Evaluate a `Detector` on labelled samples: figures as a dict, plots as PNG (torch-free).
+
+The detector runs with min_score 0 (every output slot with a score > 0), so AP sees the whole
+PR curve; the threshold-dependent figures (detection rate, false detections, confusion
+matrix, precision/recall per class) use the model's operating threshold unless `min_score`
+is given. See `training.metrics` for the exact definitions.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from inspection.datasets import Sample, read_image
+from inspection.detector import Detector
+from inspection.errors import SteelInspectError
+from training.metrics import ImageResult, compute_metrics, pr_curve
+
+log = logging.getLogger(__name__)
+
+CHUNK = 16  # images read and detected together; bounds memory on large folders
+
+
+class EvaluationError(SteelInspectError):
+    """Samples cannot be evaluated with this model (e.g. a box class the model does not know)."""
+
+
+def _image_result(sample: Sample, classes: tuple[str, ...], boxes: np.ndarray, scores: np.ndarray,
+                  labels: np.ndarray) -> ImageResult:
+    index = {name: i for i, name in enumerate(classes)}
+    unknown = sorted(set(sample.labels) - set(index))
+    if unknown:
+        raise EvaluationError(f"{sample.image_path}: box class {unknown[0]!r} is not one of the model's "
+                              f"classes ({', '.join(classes)})")
+    gt_labels = np.array([index[n] for n in sample.labels], dtype=int)
+    return ImageResult(gt_boxes=sample.boxes, gt_labels=gt_labels,
+                       pred_boxes=boxes, pred_scores=scores, pred_labels=labels,
+                       image_label=index.get(sample.image_class))
+
+
+def evaluate(detector: Detector, samples: Sequence[Sample], out_dir: Path | None = None,
+             progress: bool = True, min_score: float | None = None, plot_prefix: str = "") -> dict[str, Any]:
+    """Every evaluation figure for `samples`; with `out_dir`, also PR-curve and confusion PNGs."""
+    if not samples:
+        raise EvaluationError("no samples to evaluate")
+    manifest = detector.manifest
+    threshold = manifest.operating_threshold if min_score is None else float(min_score)
+    results: list[ImageResult] = []
+    started = time.perf_counter()
+    detect_seconds = 0.0
+    bar = tqdm(total=len(samples), desc=f"evaluate {manifest.version}", unit="img", disable=not progress)
+    with bar:
+        for start in range(0, len(samples), CHUNK):
+            chunk = samples[start:start + CHUNK]
+            images = [read_image(s.image_path) for s in chunk]
+            t0 = time.perf_counter()
+            detections = detector.detect(images, min_score=0.0)
+            detect_seconds += time.perf_counter() - t0
+            for sample, det in zip(chunk, detections, strict=True):
+                results.append(_image_result(sample, manifest.classes, det.boxes, det.scores, det.labels))
+            bar.update(len(chunk))
+    figures = compute_metrics(results, manifest.classes, threshold)
+    unjudged = sum(1 for r in results if r.image_label is None)
+    figures.update({
+        "model": {"version": manifest.version, "line_type": manifest.line_type, "sha256": manifest.sha256},
+        "images_without_known_class": unjudged,
+        "providers": detector.providers,
+        "seconds": round(time.perf_counter() - started, 3),
+        "detect_ms_per_image": round(1000 * detect_seconds / len(samples), 3),
+        "hardware": f"{platform.machine()} {platform.processor() or ''}".strip(),
+    })
+    if out_dir is not None:
+        figures["plots"] = write_plots(results, manifest.classes, figures, Path(out_dir), plot_prefix)
+    log.info("evaluated %s on %d images: mAP@0.5 %s, detection rate %s, image accuracy %s", manifest.version,
+             len(samples), figures["map50"], figures["detection_rate"], figures["image_accuracy"])
+    return figures
+
+
+def write_plots(results: Sequence[ImageResult], classes: Sequence[str], figures: dict[str, Any],
+                out_dir: Path, prefix: str = "") -> list[str]:
+    """PR curves per class (IoU 0.5) and the confusion matrix as PNG files; returns their names."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: never needs a display
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pr_path = out_dir / f"{prefix}pr_curves.png"
+    fig, ax = plt.subplots(figsize=(7, 6))
+    for c, name in enumerate(classes):
+        recall, precision, _, n_gt = pr_curve(results, c, 0.5)
+        if n_gt == 0:
+            continue
+        ap = figures["per_class"][name]["ap50"]
+        ax.plot(np.concatenate([[0.0], recall]), np.concatenate([[1.0], precision]),
+                label=f"{name} (AP {ap:.3f})")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
+           title=f"PR curves at IoU 0.5, mAP@0.5 {figures['map50']}")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(pr_path, dpi=110)
+    plt.close(fig)
+
+    cm_path = out_dir / f"{prefix}confusion_matrix.png"
+    matrix = np.array(figures["confusion_matrix"]["matrix"])
+    labels = figures["confusion_matrix"]["labels"]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(labels), 0.8 + 0.75 * len(labels)))
+    ax.imshow(matrix, cmap="Blues")
+    for (row, col), value in np.ndenumerate(matrix):
+        ax.text(col, row, str(value), ha="center", va="center", fontsize=8,
+                color="white" if value > matrix.max() / 2 else "black")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.set(xlabel="predicted", ylabel="ground truth",
+           title=f"confusion at score >= {figures['operating_threshold']}, IoU >= 0.5")
+    fig.tight_layout()
+    fig.savefig(cm_path, dpi=110)
+    plt.close(fig)
+    return [pr_path.name, cm_path.name]
