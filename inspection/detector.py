@@ -226,7 +226,8 @@ class Detector:
         inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         labels = labels[keep][inside].astype(np.int64)
         if labels.size and (labels.min() < 0 or labels.max() >= len(self.manifest.classes)):
-            raise ManifestError(f"{self.manifest.model_path}: label {int(labels.max())} outside the "
+            bad = sorted({int(v) for v in labels if not 0 <= v < len(self.manifest.classes)})
+            raise ManifestError(f"{self.manifest.model_path}: labels {bad} outside the "
                                 f"{len(self.manifest.classes)} classes of the manifest")
         order = np.argsort(-scores[keep][inside], kind="stable")
         return Detections(boxes=boxes[inside][order], scores=scores[keep][inside][order].astype(np.float32),
