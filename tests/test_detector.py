@@ -197,3 +197,14 @@ def test_first_gpu_provider_that_starts_wins_and_tensorrt_gets_fp16(
 def test_unknown_provider_setting() -> None:
     with pytest.raises(DetectorError, match="providers: expected 'auto', 'cpu'"):
         detector_module.create_session(Path("x.onnx"), providers="gpu")
+
+
+def test_model_labels_beyond_the_manifest_classes_are_refused(tmp_path: Path) -> None:
+    from tests.tiny_models import build_blob_model, tiny_manifest
+
+    model = build_blob_model(tmp_path / "three.onnx", num_classes=3)  # emits labels 0..2
+    manifest = Registry(tmp_path / "models").add(model, tiny_manifest(classes=("a", "b"), version="hot-2c"))
+    detector = Detector(manifest, providers="cpu")
+    image = blob_image(64, 64, [((2, 2, 8, 8), 2)], num_classes=3)
+    with pytest.raises(ManifestError, match=r"labels \[2\] outside the 2 classes"):
+        detector.detect([image])
