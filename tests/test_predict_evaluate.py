@@ -217,3 +217,19 @@ def test_models_cli_refuses_a_tampered_model(registry: Registry, capsys: pytest.
     assert cli("models", "--registry", str(registry.root), "show", "hot-test-1") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "refusing to load" in err
+
+
+def test_evaluate_counts_images_the_model_was_trained_on(tmp_path: Path) -> None:
+    from tests.tiny_models import build_blob_model, tiny_manifest
+
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["dark_spot_1.png", "other.png"], "val": [], "test": []}))
+    registry = Registry(tmp_path / "models")
+    manifest = tiny_manifest(classes=CLASSES, version="hot-trained")
+    manifest["data"] = {"dataset": "toy", "split_file": str(split)}
+    registry.add(build_blob_model(tmp_path / "m.onnx"), manifest, activate=True)
+    folder = write_folder(tmp_path / "voc", "voc")
+    out = tmp_path / "e.json"
+    assert cli("evaluate", "--model", "hot", "--registry", str(registry.root), "--data", str(folder),
+               "--json", str(out), "--providers", "cpu", "--no-progress") == 0
+    assert json.loads(out.read_text())["training_images_evaluated"] == 1

@@ -8,6 +8,7 @@ is given. See `training.metrics` for the exact definitions.
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import time
@@ -45,6 +46,22 @@ def _image_result(sample: Sample, classes: tuple[str, ...], boxes: np.ndarray, s
                        image_label=index.get(sample.image_class))
 
 
+def training_overlap(manifest_data: dict[str, Any], samples: Sequence[Sample]) -> int | None:
+    """How many samples the model was trained on (per its manifest's split file); None if unknown."""
+    from inspection.config import REPO_DIR
+
+    split_file = (manifest_data.get("data") or {}).get("split_file")
+    if not split_file:
+        return None
+    path = Path(split_file) if Path(split_file).is_absolute() else REPO_DIR / split_file
+    try:
+        trained = set(json.loads(path.read_text(encoding="utf-8"))["train"])
+    except (OSError, ValueError, KeyError, TypeError):
+        log.warning("cannot read the training list of %s to check for overlap", path)
+        return None
+    return sum(1 for s in samples if s.image_path.name in trained)
+
+
 def evaluate(detector: Detector, samples: Sequence[Sample], out_dir: Path | None = None,
              progress: bool = True, min_score: float | None = None, plot_prefix: str = "") -> dict[str, Any]:
     """Every evaluation figure for `samples`; with `out_dir`, also PR-curve and confusion PNGs."""
@@ -68,7 +85,12 @@ def evaluate(detector: Detector, samples: Sequence[Sample], out_dir: Path | None
             bar.update(len(chunk))
     figures = compute_metrics(results, manifest.classes, threshold)
     unjudged = sum(1 for r in results if r.image_label is None)
+    overlap = training_overlap(manifest.data, samples)
+    if overlap:
+        log.warning("%d of %d evaluated images were used to train %s: these are not test figures",
+                    overlap, len(samples), manifest.version)
     figures.update({
+        "training_images_evaluated": overlap,
         "model": {"version": manifest.version, "line_type": manifest.line_type, "sha256": manifest.sha256},
         "images_without_known_class": unjudged,
         "providers": detector.providers,
