@@ -1,0 +1,174 @@
+"""Tamper-evident audit log: a hash chain over every mutating event, plus row digests.
+
+Each ``audit_log`` row holds ``seq`` (1, 2, ...), ``time_ns``, ``kind``, ``actor``, ``event`` (the
+event as canonical JSON: sorted keys, no spaces, UTF-8) and ``prev_hash`` / ``hash`` where
+
+    hash = sha256(prev_hash | seq | time_ns | kind | actor | event)   (hex; the first prev_hash is 64 zeros)
+
+An event that inserted rows into an evidence table (`schema.AUDITED_TABLES`) carries
+``"rows": {table: [first_rowid, last_rowid, count, sha256]}`` where sha256 is `digest_rows` of
+exactly those rows as stored. `verify` walks the chain in order and, for each event, re-reads
+and re-hashes its rows; it stops at the first broken link:
+
+- an edited, inserted or deleted ``audit_log`` row breaks the chain (seq gap, prev_hash or hash);
+- an edited or deleted evidence row changes its range's digest or count;
+- a row inserted behind the system's back is not covered by any event.
+
+Limit: deleting the *newest* audit rows together with every row they cover cannot be told apart
+from those events never having happened; anchor the chain head elsewhere (it is printed in each
+coil report and by ``audit verify``) to close that gap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlite_utils import Database
+
+from inspection.records.schema import AUDITED_TABLES
+
+GENESIS = "0" * 64
+
+
+def canonical_json(value: Any) -> str:
+    """The one JSON spelling of `value` that every hash in this module is computed over."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def link_hash(prev_hash: str, seq: int, time_ns: int, kind: str, actor: str, event: str) -> str:
+    text = f"{prev_hash}|{seq}|{time_ns}|{kind}|{actor}|{event}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def digest_rows(db: Database, table: str, first: int, last: int) -> tuple[int, str]:
+    """(count, sha256) of the rows of `table` with rowid in [first, last], in rowid order."""
+    rows = db.execute(
+        f"SELECT rowid, * FROM [{table}] WHERE rowid BETWEEN ? AND ? ORDER BY rowid", (first, last)
+    ).fetchall()
+    return len(rows), sha256_rows(rows)
+
+
+def sha256_rows(rows: list[Any]) -> str:
+    """sha256 of rows (tuples as read from SQLite, rowid first) in their JSON spelling."""
+    return hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+def max_rowid(db: Database, table: str) -> int:
+    return db.execute(f"SELECT coalesce(max(rowid), 0) FROM [{table}]").fetchone()[0]
+
+
+def rows_since(db: Database, table: str, before: int) -> list[Any] | None:
+    """The audit entry for rows inserted into `table` after rowid `before`, or None if none were."""
+    last = max_rowid(db, table)
+    if last <= before:
+        return None
+    count, sha = digest_rows(db, table, before + 1, last)
+    return [before + 1, last, count, sha]
+
+
+def append(db: Database, kind: str, actor: str, event: dict[str, Any], time_ns: int) -> int:
+    """Append one event to the chain; call inside the transaction that made the change."""
+    head = db.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+    seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
+    text = canonical_json(event)
+    db.execute(
+        "INSERT INTO audit_log (seq, time_ns, kind, actor, event, prev_hash, hash) VALUES (?,?,?,?,?,?,?)",
+        (seq, time_ns, kind, actor, text, prev, link_hash(prev, seq, time_ns, kind, actor, text)),
+    )
+    return seq
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Result of `verify`: ``ok``, how many events were checked, the head hash, the first problem."""
+
+    ok: bool
+    events: int
+    head: str
+    problem: str | None = None
+    seq: int | None = None
+
+
+def verify(db: Database) -> Verdict:
+    """Walk the chain and the row digests; stop at the first broken link."""
+    prev, expected_seq, events = GENESIS, 1, 0
+    covered: dict[str, tuple[int, int]] = {}  # table -> (rows covered, highest rowid covered)
+    cursor = db.conn.execute(
+        "SELECT seq, time_ns, kind, actor, event, prev_hash, hash FROM audit_log ORDER BY seq"
+    )
+    for seq, time_ns, kind, actor, text, prev_hash, stored in cursor:
+        if seq != expected_seq:
+            return Verdict(
+                False,
+                events,
+                prev,
+                f"audit_log seq {expected_seq} is missing (deleted?); next row is seq {seq}",
+                expected_seq,
+            )
+        if prev_hash != prev:
+            return Verdict(
+                False,
+                events,
+                prev,
+                f"audit_log seq {seq}: prev_hash does not match the hash of "
+                f"seq {seq - 1} (row edited or re-linked)",
+                seq,
+            )
+        if link_hash(prev_hash, seq, time_ns, kind, actor, text) != stored:
+            return Verdict(
+                False,
+                events,
+                prev,
+                f"audit_log seq {seq} ({kind}): hash does not match its content (row edited)",
+                seq,
+            )
+        problem = _check_rows(db, seq, kind, text, covered)
+        if problem:
+            return Verdict(False, events, prev, problem, seq)
+        prev, expected_seq, events = stored, seq + 1, events + 1
+    for table in AUDITED_TABLES:
+        if not db[table].exists():
+            continue
+        count, highest = covered.get(table, (0, 0))
+        actual = db.execute(f"SELECT count(*), coalesce(max(rowid), 0) FROM [{table}]").fetchone()
+        if tuple(actual) != (count, highest):
+            extra = db.execute(f"SELECT min(rowid) FROM [{table}] WHERE rowid > ?", (highest,)).fetchone()[0]
+            where = f"first uncovered rowid {extra}" if extra else "rows missing"
+            return Verdict(
+                False,
+                events,
+                prev,
+                f"{table}: {actual[0]} rows, audit covers {count} ({where}; "
+                "rows added or deleted behind the system's back)",
+                None,
+            )
+    return Verdict(True, events, prev)
+
+
+def _check_rows(
+    db: Database, seq: int, kind: str, text: str, covered: dict[str, tuple[int, int]]
+) -> str | None:
+    try:
+        rows = json.loads(text).get("rows", {})
+    except (ValueError, AttributeError):
+        return f"audit_log seq {seq}: event is not a JSON object"
+    for table, (first, last, count, sha) in sorted(rows.items()):
+        if table not in AUDITED_TABLES:
+            return f"audit_log seq {seq}: unknown table {table!r}"
+        actual_count, actual_sha = digest_rows(db, table, first, last)
+        if actual_count != count:
+            return (
+                f"{table} rowid {first}..{last} (audit seq {seq}, {kind}): {count} rows recorded, "
+                f"{actual_count} found (rows deleted)"
+            )
+        if actual_sha != sha:
+            return (
+                f"{table} rowid {first}..{last} (audit seq {seq}, {kind}): "
+                "content changed since it was recorded"
+            )
+        n, _ = covered.get(table, (0, 0))
+        covered[table] = (n + count, last)
+    return None

@@ -1,0 +1,237 @@
+"""Coil grading: TOML rule sets (versioned, sha256-hashed), zones, limits, and the coverage gate.
+
+The rule-set format and the grade names are documented in `inspection/rules/standard.toml` (the
+built-in set). `grade` is a pure function of a `GradeInput`: the coil's effective defects (after
+reviews), its length, width and inspection coverage. A coil whose coverage is below
+``coverage_min`` gets ``hold`` ("inspection incomplete"), never prime, whatever its defects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inspection.records.errors import RulesError
+from inspection.severity import SeverityError, SeverityRule, rule_from_table
+
+GRADES: tuple[str, ...] = ("prime", "secondary", "downgrade", "reject")  # best to worst
+HOLD = "hold"
+ALL_GRADES: tuple[str, ...] = (*GRADES, HOLD)
+ZONES = ("any", "head", "tail", "body", "edge", "centre")
+SURFACES = ("any", "top", "bottom")
+PER = ("coil", "100m", "m2")
+STANDARD_RULES = Path(__file__).resolve().parent.parent / "rules" / "standard.toml"
+
+
+@dataclass(frozen=True)
+class Limit:
+    id: str
+    text: str
+    classes: tuple[str, ...]  # empty: any class
+    severity_min: int
+    zone: str
+    surface: str
+    per: str
+    max: float
+    grade: str
+
+    def describe(self) -> str:
+        classes = ", ".join(self.classes) if self.classes else "any class"
+        surface = "both surfaces" if self.surface == "any" else f"{self.surface} surface"
+        return (
+            f"{self.id} ({self.text}; {classes}; severity >= {self.severity_min}; "
+            f"zone {self.zone}; {surface})"
+        )
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    name: str
+    version: str
+    sha256: str
+    path: str
+    description: str
+    edge_mm: float
+    head_m: float
+    tail_m: float
+    limits: tuple[Limit, ...]
+    severity: SeverityRule
+
+
+@dataclass(frozen=True)
+class GradeDefect:
+    """What grading needs of one defect (its effective class after reviews)."""
+
+    cls: str
+    severity: int
+    surface: str
+    along_mm: float
+    across_mm: float
+
+
+@dataclass(frozen=True)
+class GradeInput:
+    coil: str
+    length_m: float
+    width_mm: float
+    coverage: float  # inspected share of the coil, 0..1 (worst camera)
+    defects: Sequence[GradeDefect]
+
+
+@dataclass(frozen=True)
+class GradeResult:
+    grade: str
+    reasons: tuple[str, ...]
+    counted: int
+    coverage: float
+
+
+def load_rules(path: str | Path | None = None) -> RuleSet:
+    """Load and validate a rule set; `None` loads the built-in standard set."""
+    path = Path(path) if path else STANDARD_RULES
+    try:
+        data = path.read_bytes()
+        raw = tomllib.loads(data.decode("utf-8"))
+    except FileNotFoundError:
+        raise RulesError(f"{path}: no such rule set") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise RulesError(f"{path}: cannot read rule set: {exc}") from None
+    try:
+        return _build(path, hashlib.sha256(data).hexdigest(), raw)
+    except SeverityError as exc:
+        raise RulesError(f"{path}: {exc}") from None
+
+
+def _build(path: Path, sha: str, raw: dict[str, Any]) -> RuleSet:
+    def need(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+        if key not in table:
+            raise RulesError(f"{path}: {where}{key}: missing")
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise RulesError(
+                f"{path}: {where}{key}: expected {getattr(kind, '__name__', kind)}, got {value!r}"
+            )
+        return value
+
+    unknown = set(raw) - {"name", "version", "description", "zones", "limit", "severity"}
+    if unknown:
+        raise RulesError(f"{path}: unknown key {sorted(unknown)[0]!r}")
+    zones = raw.get("zones", {})
+    limits = []
+    seen: set[str] = set()
+    for i, item in enumerate(raw.get("limit", [])):
+        where = f"limit[{i}]."
+        allowed = {"id", "text", "classes", "severity_min", "zone", "surface", "per", "max", "grade"}
+        if set(item) - allowed:
+            raise RulesError(f"{path}: {where}{sorted(set(item) - allowed)[0]}: unknown key")
+        limit = Limit(
+            id=need(item, "id", str, where),
+            text=item.get("text", ""),
+            classes=tuple(item.get("classes", [])),
+            severity_min=int(item.get("severity_min", 1)),
+            zone=item.get("zone", "any"),
+            surface=item.get("surface", "any"),
+            per=need(item, "per", str, where),
+            max=float(need(item, "max", (int, float), where)),
+            grade=need(item, "grade", str, where),
+        )
+        for key, value, choices in (
+            ("zone", limit.zone, ZONES),
+            ("surface", limit.surface, SURFACES),
+            ("per", limit.per, PER),
+            ("grade", limit.grade, GRADES[1:]),
+        ):
+            if value not in choices:
+                raise RulesError(f"{path}: {where}{key}: expected one of {', '.join(choices)}, got {value!r}")
+        if limit.severity_min not in (1, 2, 3):
+            raise RulesError(f"{path}: {where}severity_min: expected 1, 2 or 3, got {limit.severity_min!r}")
+        if limit.id in seen:
+            raise RulesError(f"{path}: {where}id: duplicate limit id {limit.id!r}")
+        seen.add(limit.id)
+        limits.append(limit)
+    return RuleSet(
+        name=need(raw, "name", str, ""),
+        version=str(need(raw, "version", (str, int), "")),
+        sha256=sha,
+        path=str(path),
+        description=raw.get("description", ""),
+        edge_mm=float(zones.get("edge_mm", 50.0)),
+        head_m=float(zones.get("head_m", 10.0)),
+        tail_m=float(zones.get("tail_m", 10.0)),
+        limits=tuple(limits),
+        severity=rule_from_table(raw.get("severity")),
+    )
+
+
+def grade(data: GradeInput, rules: RuleSet, coverage_min: float) -> GradeResult:
+    """Grade one coil: the worst grade of every exceeded limit, or hold below the coverage gate."""
+    if data.coverage < coverage_min:
+        reason = (
+            f"hold: inspection incomplete: coverage {data.coverage:.2%} < required {coverage_min:.2%}"
+            " (coverage gate)"
+        )
+        return GradeResult(HOLD, (reason,), len(data.defects), data.coverage)
+    length_m = max(data.length_m, 1e-6)
+    worst, reasons = GRADES[0], []
+    for limit in rules.limits:
+        count = sum(1 for d in data.defects if _matches(limit, d, rules, length_m, data.width_mm))
+        zone_len, zone_width = _zone_size(limit.zone, rules, length_m, data.width_mm)
+        surfaces = 2 if limit.surface == "any" else 1
+        if limit.per == "coil":
+            value, unit = float(count), "per coil"
+        elif limit.per == "100m":
+            value, unit = count / max(zone_len / 100.0, 1e-6), "per 100 m"
+        else:
+            value, unit = count / max(zone_len * zone_width / 1000.0 * surfaces, 1e-6), "per m2"
+        if value > limit.max:
+            reasons.append(
+                f"{limit.describe()}: {count} defects = {value:.3g} {unit} > limit {limit.max:g} "
+                f"-> {limit.grade}"
+            )
+            if GRADES.index(limit.grade) > GRADES.index(worst):
+                worst = limit.grade
+    if not reasons:
+        reasons.append(
+            f"prime: all {len(rules.limits)} limits of rule set {rules.name} v{rules.version} met "
+            f"({len(data.defects)} defects counted, coverage {data.coverage:.2%})"
+        )
+    return GradeResult(worst, tuple(reasons), len(data.defects), data.coverage)
+
+
+def zone_of(d: GradeDefect, rules: RuleSet, length_m: float, width_mm: float) -> set[str]:
+    zones = {"any"}
+    along_m = d.along_mm / 1000.0
+    if along_m < rules.head_m:
+        zones.add("head")
+    elif along_m > length_m - rules.tail_m:
+        zones.add("tail")
+    else:
+        zones.add("body")
+    zones.add("edge" if d.across_mm < rules.edge_mm or d.across_mm > width_mm - rules.edge_mm else "centre")
+    return zones
+
+
+def _matches(limit: Limit, d: GradeDefect, rules: RuleSet, length_m: float, width_mm: float) -> bool:
+    return (
+        (not limit.classes or d.cls in limit.classes)
+        and d.severity >= limit.severity_min
+        and (limit.surface == "any" or d.surface == limit.surface)
+        and limit.zone in zone_of(d, rules, length_m, width_mm)
+    )
+
+
+def _zone_size(zone: str, rules: RuleSet, length_m: float, width_mm: float) -> tuple[float, float]:
+    """(length in m, width in mm) of a zone, for rates per 100 m and per m2."""
+    length = {
+        "head": min(rules.head_m, length_m),
+        "tail": min(rules.tail_m, length_m),
+        "body": max(length_m - rules.head_m - rules.tail_m, 0.0),
+    }.get(zone, length_m)
+    width = {"edge": min(2 * rules.edge_mm, width_mm), "centre": max(width_mm - 2 * rules.edge_mm, 0.0)}.get(
+        zone, width_mm
+    )
+    return length, width

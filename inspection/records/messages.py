@@ -1,0 +1,390 @@
+"""Worker -> recorder messages (ZeroMQ multipart, PUSH -> PULL): JSON header + raw crop parts, no pickle.
+
+Part 0 is UTF-8 JSON with ``"v": 1`` and ``"type"``; every type carries the stream identity
+``line``, ``line_type`` (hot | cold), ``camera``, ``surface`` (top | bottom), ``coil`` and ``seq`` (the
+camera stream's sequence number). Types:
+
+- ``frame_result``: one inspected frame. Adds ``index`` (frame number in its coil), ``captured_ns``,
+  ``position_mm`` (first row, from the coil head), ``length_mm`` (strip length of the frame),
+  ``model`` ``{"version", "sha256"}`` (the model that inspected it), ``inspected_ns`` and ``defects``:
+  a list of ``{"class", "score" (0..1), "severity" (1..3, `inspection.severity`),
+  "box" [x1, y1, x2, y2] (px in the frame), "along_mm" (centre, from the coil head),
+  "across_mm" (centre, from the drive-side edge), "length_mm" (along), "width_mm" (across),
+  "area_mm2", "crop"}``. ``crop`` is null or the index (>= 1) of the message part holding that
+  defect's crop as PNG bytes; each extra part is referenced exactly once.
+- ``frame_dropped``: a frame the worker received (or knows it lost) but could not inspect. Adds
+  ``index``, ``captured_ns`` and ``reason`` (text). It counts against coverage.
+- ``coil_start`` / ``coil_end``: the camera's coil events, forwarded as they arrived (fields of
+  `inspection.frame.CoilEvent`: ``time_ns``, and at coil end ``length_mm``, ``frames`` (captured by
+  the camera) and ``dropped`` (frames the camera could not send)).
+
+`decode` raises `RecordError` naming the field for anything malformed; nothing else escapes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from inspection.errors import FrameError
+from inspection.frame import CoilEvent, StreamKey, check_ident
+from inspection.records.errors import RecordError
+
+RESULTS_VERSION = 1
+MAX_HEADER_BYTES = 8 * 1024 * 1024
+MAX_DEFECTS_PER_FRAME = 10_000
+MAX_CROP_BYTES = 4 * 1024 * 1024
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_IDENTITY = ("line", "line_type", "camera", "surface", "coil", "seq")
+_DEFECT_KEYS = frozenset(
+    "class score severity box along_mm across_mm length_mm width_mm area_mm2 crop".split()
+)
+_RESULT_KEYS = frozenset(_IDENTITY) | frozenset(
+    "v type index captured_ns position_mm length_mm model inspected_ns defects".split()
+)
+_DROPPED_KEYS = frozenset(_IDENTITY) | {"v", "type", "index", "captured_ns", "reason"}
+_EVENT_KEYS = frozenset(_IDENTITY) | {"v", "type", "time_ns", "length_mm", "frames", "dropped"}
+
+
+@dataclass(frozen=True)
+class DefectRecord:
+    """One defect found in a frame, already on strip coordinates."""
+
+    cls: str
+    score: float
+    severity: int
+    box: tuple[float, float, float, float]
+    along_mm: float
+    across_mm: float
+    length_mm: float
+    width_mm: float
+    area_mm2: float
+    crop_png: bytes | None = None
+
+    def __post_init__(self) -> None:
+        _check_defect(self, "defect")
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """An inspected frame and the defects found in it."""
+
+    source: StreamKey
+    coil: str
+    seq: int
+    index: int
+    captured_ns: int
+    position_mm: float
+    length_mm: float
+    model_version: str
+    model_sha256: str
+    inspected_ns: int
+    defects: tuple[DefectRecord, ...] = ()
+
+    def __post_init__(self) -> None:
+        _guard(lambda: check_ident("coil", self.coil))
+        for name in ("seq", "index", "captured_ns", "inspected_ns"):
+            _int(name, getattr(self, name))
+        _num("position_mm", self.position_mm, minimum=0.0)
+        _num("length_mm", self.length_mm, minimum=0.0)
+        _guard(lambda: check_ident("model.version", self.model_version))
+        _sha("model.sha256", self.model_sha256)
+        if len(self.defects) > MAX_DEFECTS_PER_FRAME:
+            raise RecordError(f"defects: at most {MAX_DEFECTS_PER_FRAME} per frame, got {len(self.defects)}")
+
+
+@dataclass(frozen=True)
+class FrameDropped:
+    """A frame that was not inspected (decode failure, overload, crash): it counts against coverage."""
+
+    source: StreamKey
+    coil: str
+    seq: int
+    index: int
+    captured_ns: int
+    reason: str
+
+    def __post_init__(self) -> None:
+        _guard(lambda: check_ident("coil", self.coil))
+        for name in ("seq", "index", "captured_ns"):
+            _int(name, getattr(self, name))
+        if not isinstance(self.reason, str) or not self.reason or len(self.reason) > 500:
+            raise RecordError(
+                f"reason: expected a non-empty text of at most 500 characters, got {self.reason!r}"
+            )
+
+
+ResultMessage = FrameResult | FrameDropped | CoilEvent
+
+
+def encode(message: ResultMessage) -> list[bytes]:
+    """Encode a message into multipart parts: [JSON header, crop PNG, crop PNG, ...]."""
+    if isinstance(message, CoilEvent):
+        return [_dump({"v": RESULTS_VERSION, "type": message.kind, **message.header_fields()})]
+    ident = {
+        "line": message.source.line,
+        "line_type": message.source.line_type,
+        "camera": message.source.camera,
+        "surface": message.source.surface,
+        "coil": message.coil,
+        "seq": message.seq,
+    }
+    if isinstance(message, FrameDropped):
+        return [
+            _dump(
+                {
+                    "v": RESULTS_VERSION,
+                    "type": "frame_dropped",
+                    **ident,
+                    "index": message.index,
+                    "captured_ns": message.captured_ns,
+                    "reason": message.reason,
+                }
+            )
+        ]
+    if not isinstance(message, FrameResult):
+        raise RecordError(
+            f"message: expected FrameResult, FrameDropped or CoilEvent, got {type(message).__name__}"
+        )
+    crops: list[bytes] = []
+    defects = []
+    for d in message.defects:
+        ref = None
+        if d.crop_png is not None:
+            crops.append(d.crop_png)
+            ref = len(crops)
+        defects.append(
+            {
+                "class": d.cls,
+                "score": d.score,
+                "severity": d.severity,
+                "box": list(d.box),
+                "along_mm": d.along_mm,
+                "across_mm": d.across_mm,
+                "length_mm": d.length_mm,
+                "width_mm": d.width_mm,
+                "area_mm2": d.area_mm2,
+                "crop": ref,
+            }
+        )
+    header = {
+        "v": RESULTS_VERSION,
+        "type": "frame_result",
+        **ident,
+        "index": message.index,
+        "captured_ns": message.captured_ns,
+        "position_mm": message.position_mm,
+        "length_mm": message.length_mm,
+        "inspected_ns": message.inspected_ns,
+        "model": {"version": message.model_version, "sha256": message.model_sha256},
+        "defects": defects,
+    }
+    return [_dump(header), *crops]
+
+
+def decode(parts: Sequence[Any]) -> ResultMessage:
+    """Decode multipart parts into a message; any problem is a `RecordError` naming the field."""
+    try:
+        return _decode(parts)
+    except RecordError:
+        raise
+    except FrameError as exc:
+        raise RecordError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - the contract: only RecordError escapes
+        raise RecordError(f"malformed message: {type(exc).__name__}: {exc}") from None
+
+
+def _decode(parts: Sequence[Any]) -> ResultMessage:
+    if (
+        isinstance(parts, bytes | bytearray | memoryview | str)
+        or not isinstance(parts, Sequence)
+        or not parts
+    ):
+        raise RecordError("parts: expected a non-empty sequence of message parts")
+    raw = bytes(memoryview(parts[0]))
+    if len(raw) > MAX_HEADER_BYTES:
+        raise RecordError(f"header: expected at most {MAX_HEADER_BYTES} bytes, got {len(raw)}")
+    try:
+        header = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise RecordError(f"header: not valid UTF-8 JSON ({type(exc).__name__})") from None
+    if not isinstance(header, dict):
+        raise RecordError(f"header: expected a JSON object, got {type(header).__name__}")
+    if header.get("v") != RESULTS_VERSION:
+        raise RecordError(f"header.v: expected version {RESULTS_VERSION}, got {header.get('v')!r}")
+    kind = header.get("type")
+    extra = [bytes(memoryview(p)) for p in parts[1:]]
+    if kind in ("coil_start", "coil_end"):
+        _keys(header, _EVENT_KEYS, "header")
+        _no_extra(extra, kind)
+        return CoilEvent(
+            kind=kind,
+            source=_source(header),
+            coil=header["coil"],
+            seq=header["seq"],
+            time_ns=header["time_ns"],
+            length_mm=header["length_mm"],
+            frames=header["frames"],
+            dropped=header["dropped"],
+        )
+    if kind == "frame_dropped":
+        _keys(header, _DROPPED_KEYS, "header")
+        _no_extra(extra, kind)
+        return FrameDropped(
+            source=_source(header),
+            coil=header["coil"],
+            seq=header["seq"],
+            index=header["index"],
+            captured_ns=header["captured_ns"],
+            reason=header["reason"],
+        )
+    if kind != "frame_result":
+        raise RecordError(
+            f"header.type: expected frame_result, frame_dropped, coil_start or coil_end, got {kind!r}"
+        )
+    _keys(header, _RESULT_KEYS, "header")
+    model = header["model"]
+    if not isinstance(model, dict):
+        raise RecordError(f"model: expected an object with version and sha256, got {model!r}")
+    _keys(model, frozenset({"version", "sha256"}), "model")
+    items = header["defects"]
+    if not isinstance(items, list):
+        raise RecordError(f"defects: expected a list, got {type(items).__name__}")
+    if len(items) > MAX_DEFECTS_PER_FRAME:
+        raise RecordError(f"defects: at most {MAX_DEFECTS_PER_FRAME} per frame, got {len(items)}")
+    used: set[int] = set()
+    defects = tuple(_defect(i, item, extra, used) for i, item in enumerate(items))
+    if len(used) != len(extra):
+        raise RecordError(f"parts: {len(extra)} crop part(s) but {len(used)} referenced by defects")
+    return FrameResult(
+        source=_source(header),
+        coil=header["coil"],
+        seq=header["seq"],
+        index=header["index"],
+        captured_ns=header["captured_ns"],
+        position_mm=header["position_mm"],
+        length_mm=header["length_mm"],
+        model_version=model["version"],
+        model_sha256=model["sha256"],
+        inspected_ns=header["inspected_ns"],
+        defects=defects,
+    )
+
+
+def _defect(i: int, item: Any, extra: list[bytes], used: set[int]) -> DefectRecord:
+    name = f"defects[{i}]"
+    if not isinstance(item, dict):
+        raise RecordError(f"{name}: expected an object, got {type(item).__name__}")
+    _keys(item, _DEFECT_KEYS, name)
+    ref, crop = item["crop"], None
+    if ref is not None:
+        if isinstance(ref, bool) or not isinstance(ref, int) or not 1 <= ref <= len(extra) or ref in used:
+            raise RecordError(
+                f"{name}.crop: expected null or an unused part index 1..{len(extra)}, got {ref!r}"
+            )
+        used.add(ref)
+        crop = extra[ref - 1]
+    box = item["box"]
+    if not isinstance(box, list) or len(box) != 4:
+        raise RecordError(f"{name}.box: expected [x1, y1, x2, y2], got {box!r}")
+    try:
+        return DefectRecord(
+            cls=item["class"],
+            score=item["score"],
+            severity=item["severity"],
+            box=tuple(box),
+            along_mm=item["along_mm"],
+            across_mm=item["across_mm"],
+            length_mm=item["length_mm"],
+            width_mm=item["width_mm"],
+            area_mm2=item["area_mm2"],
+            crop_png=crop,
+        )
+    except RecordError as exc:  # name the defect by its place in the list
+        raise RecordError(str(exc).replace("defect.", f"{name}.", 1)) from None
+
+
+def _check_defect(d: DefectRecord, name: str) -> None:
+    if not isinstance(d.cls, str) or not d.cls or len(d.cls) > 64:
+        raise RecordError(f"{name}.class: expected a class name, got {d.cls!r}")
+    _num(f"{name}.score", d.score, minimum=0.0, maximum=1.0)
+    if isinstance(d.severity, bool) or d.severity not in (1, 2, 3):
+        raise RecordError(f"{name}.severity: expected 1, 2 or 3, got {d.severity!r}")
+    if not isinstance(d.box, tuple) or len(d.box) != 4:
+        raise RecordError(f"{name}.box: expected (x1, y1, x2, y2), got {d.box!r}")
+    for k, v in zip(("x1", "y1", "x2", "y2"), d.box, strict=True):
+        _num(f"{name}.box.{k}", v)
+    if d.box[2] < d.box[0] or d.box[3] < d.box[1]:
+        raise RecordError(f"{name}.box: expected x2 >= x1 and y2 >= y1, got {list(d.box)}")
+    _num(f"{name}.along_mm", d.along_mm, minimum=0.0)
+    _num(f"{name}.across_mm", d.across_mm)
+    for key in ("length_mm", "width_mm", "area_mm2"):
+        _num(f"{name}.{key}", getattr(d, key), minimum=0.0)
+    if d.crop_png is not None:
+        if not isinstance(d.crop_png, bytes) or not d.crop_png.startswith(PNG_SIGNATURE):
+            raise RecordError(f"{name}.crop: expected PNG bytes")
+        if len(d.crop_png) > MAX_CROP_BYTES:
+            raise RecordError(f"{name}.crop: at most {MAX_CROP_BYTES} bytes, got {len(d.crop_png)}")
+
+
+def _source(header: dict[str, Any]) -> StreamKey:
+    return _guard(
+        lambda: StreamKey(
+            line=header["line"],
+            line_type=header["line_type"],
+            camera=header["camera"],
+            surface=header["surface"],
+        )
+    )
+
+
+def _guard(fn: Any) -> Any:
+    try:
+        return fn()
+    except FrameError as exc:
+        raise RecordError(str(exc)) from None
+
+
+def _keys(obj: dict[str, Any], expected: frozenset[str], name: str) -> None:
+    missing = expected - obj.keys()
+    if missing:
+        raise RecordError(f"{name}: missing field(s) {', '.join(sorted(missing))}")
+    unknown = obj.keys() - expected
+    if unknown:
+        raise RecordError(f"{name}: unknown field(s) {', '.join(sorted(unknown))}")
+
+
+def _no_extra(extra: list[bytes], kind: str) -> None:
+    if extra:
+        raise RecordError(f"parts: a {kind} message has 1 part, got {1 + len(extra)}")
+
+
+def _int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise RecordError(f"{name}: expected an integer >= 0, got {value!r}")
+
+
+def _num(name: str, value: Any, minimum: float | None = None, maximum: float | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise RecordError(f"{name}: expected a finite number, got {value!r}")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise RecordError(f"{name}: expected a number in [{minimum}, {maximum}], got {value!r}")
+
+
+def _sha(name: str, value: Any) -> None:
+    if not isinstance(value, str) or len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise RecordError(f"{name}: expected 64 lowercase hex characters, got {value!r}")
+
+
+def _no_constant(token: str) -> float:
+    raise RecordError(f"header: non-finite number {token} is not allowed")
+
+
+def _dump(header: dict[str, Any]) -> bytes:
+    try:
+        return json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    except ValueError as exc:
+        raise RecordError(f"message: cannot encode: {exc}") from None

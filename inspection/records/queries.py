@@ -1,0 +1,337 @@
+"""The read API of a line database, for the console and the coil report (pure reads).
+
+Coil level: `coils` (filtered list), `coil_defects` (with the effective class after reviews),
+`coil_map`, `coverage`, `current_grade`, `grade_history`, `platform_data`, `coil_alarms`,
+`provenance`, `grade_input`. Analytics and review: see `analytics` (Pareto, rates per 1,000 m,
+field precision, confirmations per model, review queue, line status).
+
+Effective class of a defect after reviews (reviews are applied in order): ``relabel`` sets the
+class, ``reject`` marks it a false alarm, ``confirm`` accepts the current class (and undoes an
+earlier reject). A rejected defect is not counted by grading or analytics.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from sqlite_utils import Database
+
+from inspection.records.grading import GradeDefect, GradeInput
+
+
+def day_of(time_ns: int) -> str:
+    """UTC day ``YYYY-MM-DD`` of a nanosecond timestamp."""
+    return time.strftime("%Y-%m-%d", time.gmtime(time_ns / 1e9))
+
+
+def iso(time_ns: int | None) -> str | None:
+    if time_ns is None:
+        return None
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time_ns / 1e9))
+        + f".{time_ns // 1_000_000 % 1000:03d}Z"
+    )
+
+
+def _dicts(cursor: Any) -> list[dict[str, Any]]:
+    names = [c[0] for c in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def review_states(db: Database, coil: str) -> dict[int, dict[str, Any]]:
+    """defect id -> {"status", "class" (effective or None), "reviewer", "reviews"} for reviewed defects."""
+    states: dict[int, dict[str, Any]] = {}
+    for defect_id, reviewer, action, new_class in db.execute(
+        "SELECT defect_id, reviewer, action, new_class FROM reviews WHERE coil=? ORDER BY id", (coil,)
+    ):
+        s = states.setdefault(
+            defect_id, {"status": "unreviewed", "class": None, "reviewer": None, "reviews": 0}
+        )
+        s["reviews"] += 1
+        s["reviewer"] = reviewer
+        if action == "relabel":
+            s["class"], s["status"] = new_class, "relabelled"
+        elif action == "reject":
+            s["status"] = "rejected"
+        else:
+            s["status"] = "relabelled" if s["class"] else "confirmed"
+    return states
+
+
+def coil_defects(db: Database, coil: str, *, include_rejected: bool = True) -> list[dict[str, Any]]:
+    """The coil's defects in along order, with ``effective_class``, ``review_status``, ``model_version``."""
+    cur = db.execute(
+        "SELECT d.id, d.surface, d.camera, d.frame_seq, d.frame_index, d.defect_index, d.along_mm, "
+        "d.across_mm, "
+        "d.x1, d.y1, d.x2, d.y2, d.length_mm, d.width_mm, d.area_mm2, d.class, d.score, d.severity, "
+        "d.crop_sha256, d.captured_ns, m.version AS model_version, m.sha256 AS model_sha256 "
+        "FROM defects d LEFT JOIN models m ON m.id = d.model_id WHERE d.coil=? ORDER BY d.along_mm, d.id",
+        (coil,),
+    )
+    rows = _dicts(cur)
+    states = review_states(db, coil)
+    out = []
+    for r in rows:
+        s = states.get(r["id"])
+        r["effective_class"] = s["class"] if s and s["class"] else r["class"]
+        r["review_status"] = s["status"] if s else "unreviewed"
+        r["reviewer"] = s["reviewer"] if s else None
+        if include_rejected or r["review_status"] != "rejected":
+            out.append(r)
+    return out
+
+
+def coil_map(db: Database, coil: str) -> list[dict[str, Any]]:
+    """Points for the defect map: along (m) x across (mm), per surface, effective class, severity."""
+    return [
+        {
+            "id": d["id"],
+            "surface": d["surface"],
+            "along_m": d["along_mm"] / 1000.0,
+            "across_mm": d["across_mm"],
+            "class": d["effective_class"],
+            "severity": d["severity"],
+            "score": d["score"],
+            "rejected": d["review_status"] == "rejected",
+            "crop_sha256": d["crop_sha256"],
+        }
+        for d in coil_defects(db, coil)
+    ]
+
+
+def coverage(db: Database, coil: str) -> dict[str, Any]:
+    """Frames received / inspected / dropped per camera, and the coil's inspected share (worst camera).
+
+    ``complete`` is true when every camera sent coil_end and all its frames are accounted for
+    (inspected, dropped by a worker or dropped by the camera).
+    """
+    line = db.execute("SELECT line FROM coils WHERE id=?", (coil,)).fetchone()
+    cams = {
+        r[0]: r[1]
+        for r in db.execute("SELECT id, surface FROM cameras WHERE line=?", (line[0] if line else "",))
+    }
+    seen = db.execute(
+        "SELECT camera, surface FROM coil_events WHERE coil=? UNION "
+        "SELECT camera, NULL FROM frames WHERE coil=?",
+        (coil, coil),
+    ).fetchall()
+    for cam, surface in seen:
+        cams.setdefault(cam, surface)
+    per_camera, shares, complete = [], [], bool(cams)
+    for cam in sorted(cams):
+        inspected, dropped = db.execute(
+            "SELECT coalesce(sum(status='inspected'), 0), coalesce(sum(status='dropped'), 0) FROM frames "
+            "WHERE coil=? AND camera=?",
+            (coil, cam),
+        ).fetchone()
+        end = db.execute(
+            "SELECT frames, dropped, length_mm FROM coil_events WHERE coil=? AND camera=? "
+            "AND kind='coil_end'",
+            (coil, cam),
+        ).fetchone()
+        expected, cam_dropped = (end[0], end[1]) if end else (None, 0)
+        share = (inspected / expected if expected else (1.0 if expected == 0 else 0.0)) if end else 0.0
+        done = end is not None and inspected + dropped + cam_dropped >= expected
+        complete = complete and done
+        shares.append(min(share, 1.0))
+        per_camera.append(
+            {
+                "camera": cam,
+                "surface": cams[cam],
+                "frames": expected,
+                "received": inspected + dropped,
+                "inspected": inspected,
+                "dropped_worker": dropped,
+                "dropped_camera": cam_dropped,
+                "share": min(share, 1.0),
+                "ended": end is not None,
+                "complete": done,
+            }
+        )
+    return {
+        "coil": coil,
+        "share": min(shares) if shares else 0.0,
+        "complete": complete,
+        "cameras": per_camera,
+    }
+
+
+def coil_length_m(db: Database, coil: str) -> float:
+    length = db.execute(
+        "SELECT max(length_mm) FROM coil_events WHERE coil=? AND kind='coil_end'", (coil,)
+    ).fetchone()[0]
+    if length is None:
+        length = db.execute(
+            "SELECT max(position_mm + length_mm) FROM frames WHERE coil=?", (coil,)
+        ).fetchone()[0]
+    return (length or 0.0) / 1000.0
+
+
+def coil_width_mm(db: Database, coil: str) -> float:
+    width = db.execute("SELECT width_mm FROM platform_coils WHERE coil_id=?", (coil,)).fetchone()
+    if width and width[0]:
+        return float(width[0])
+    width = db.execute(
+        "SELECT l.strip_width_mm FROM coils c JOIN lines l ON l.id = c.line WHERE c.id=?", (coil,)
+    ).fetchone()
+    return float(width[0]) if width and width[0] else 1000.0
+
+
+def grade_input(db: Database, coil: str) -> GradeInput:
+    """Everything grading needs, with reviews applied (rejected defects left out)."""
+    defects = [
+        GradeDefect(d["effective_class"], d["severity"], d["surface"], d["along_mm"], d["across_mm"])
+        for d in coil_defects(db, coil, include_rejected=False)
+    ]
+    return GradeInput(
+        coil=coil,
+        length_m=coil_length_m(db, coil),
+        width_mm=coil_width_mm(db, coil),
+        coverage=coverage(db, coil)["share"],
+        defects=defects,
+    )
+
+
+def grade_history(db: Database, coil: str) -> list[dict[str, Any]]:
+    rows = _dicts(db.execute("SELECT * FROM grades WHERE coil=? ORDER BY id", (coil,)))
+    for r in rows:
+        r["reasons"] = json.loads(r["reasons"])
+        r["time"] = iso(r["time_ns"])
+    return rows
+
+
+def current_grade(db: Database, coil: str) -> dict[str, Any] | None:
+    """The effective grade: the latest override if any, else the latest automatic grade."""
+    history = grade_history(db, coil)
+    overrides = [g for g in history if g["source"] == "override"]
+    return (overrides or history or [None])[-1]
+
+
+def platform_data(db: Database, coil: str) -> dict[str, Any]:
+    """The plant's data for the coil (MES coil row + process data + order), empty when not imported."""
+    row = _dicts(db.execute("SELECT * FROM platform_coils WHERE coil_id=?", (coil,)))
+    if not row:
+        return {}
+    data = row[0]
+    process = _dicts(
+        db.execute(
+            "SELECT finishing_temp_c, coiling_temp_c, speed_m_per_s, extra FROM process_data WHERE coil_id=?",
+            (coil,),
+        )
+    )
+    if process:
+        extra = process[0].pop("extra")
+        data.update(process[0])
+        data["extra"] = json.loads(extra) if extra else {}
+    return data
+
+
+def coil_alarms(db: Database, coil: str) -> list[dict[str, Any]]:
+    rows = _dicts(db.execute("SELECT * FROM alarms WHERE coil=? ORDER BY id", (coil,)))
+    for r in rows:
+        r["details"] = json.loads(r["details"]) if r["details"] else None
+        r["time"] = iso(r["time_ns"])
+    return rows
+
+
+def coils(
+    db: Database,
+    *,
+    coil: str | None = None,
+    heat: str | None = None,
+    order: str | None = None,
+    customer: str | None = None,
+    steel_grade: str | None = None,
+    grade: str | None = None,
+    line: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    limit: int = 500,
+) -> list[dict[str, Any]]:
+    """Coils newest first, with plant data, effective grade and defect count; filters combine (AND).
+
+    ``coil`` matches a prefix; ``since`` / ``until`` are UTC days ``YYYY-MM-DD`` (inclusive).
+    """
+    where, args = [], []
+    for value, sql in (
+        (heat, "p.heat = ?"),
+        (order, "p.order_no = ?"),
+        (customer, "p.customer = ?"),
+        (steel_grade, "p.steel_grade = ?"),
+        (line, "c.line = ?"),
+    ):
+        if value:
+            where.append(sql)
+            args.append(value)
+    if coil:
+        where.append("c.id LIKE ? ESCAPE '\\'")
+        args.append(coil.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+    if since:
+        where.append("c.first_seen_ns >= ?")
+        args.append(_day_ns(since))
+    if until:
+        where.append("c.first_seen_ns < ?")
+        args.append(_day_ns(until) + 86_400 * 10**9)
+    grade_sql = (
+        "coalesce((SELECT g.grade FROM grades g WHERE g.coil = c.id AND g.source = 'override' "
+        "ORDER BY g.id DESC LIMIT 1), (SELECT g.grade FROM grades g WHERE g.coil = c.id "
+        "ORDER BY g.id DESC LIMIT 1))"
+    )
+    if grade:
+        where.append(f"{grade_sql} = ?")
+        args.append(grade)
+    sql = (
+        f"SELECT c.id AS coil, c.line, c.line_type, c.first_seen_ns, {grade_sql} AS grade, "
+        "(SELECT g.coverage FROM grades g WHERE g.coil = c.id AND g.source = 'auto' "
+        "ORDER BY g.id DESC LIMIT 1) "
+        "AS coverage, (SELECT coalesce(sum(n), 0) FROM coil_class_counts k WHERE k.coil = c.id) AS defects, "
+        "p.heat, p.order_no, p.customer, p.steel_grade, p.thickness_mm, p.width_mm, p.length_m, p.shift "
+        "FROM coils c LEFT JOIN platform_coils p ON p.coil_id = c.id "
+        f"{'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY c.first_seen_ns DESC LIMIT ?"
+    )
+    rows = _dicts(db.execute(sql, [*args, limit]))
+    for r in rows:
+        r["first_seen"] = iso(r["first_seen_ns"])
+    return rows
+
+
+def _day_ns(day: str) -> int:
+    import calendar
+
+    try:
+        return calendar.timegm(time.strptime(day, "%Y-%m-%d")) * 10**9
+    except ValueError:
+        from inspection.records.errors import StoreError
+
+        raise StoreError(f"date: expected YYYY-MM-DD, got {day!r}") from None
+
+
+def provenance(db: Database, coil: str) -> dict[str, Any]:
+    """Models that inspected the coil, rule sets that graded it, reviewers, coverage, audit head."""
+    models = _dicts(
+        db.execute(
+            "SELECT m.version, m.sha256, count(*) AS frames FROM frames f JOIN models m "
+            "ON m.id = f.model_id WHERE f.coil=? GROUP BY m.id ORDER BY m.id",
+            (coil,),
+        )
+    )
+    rules = _dicts(
+        db.execute(
+            "SELECT DISTINCT rule_set, rule_version, rule_sha256 FROM grades WHERE coil=? AND source='auto'",
+            (coil,),
+        )
+    )
+    reviewers = [
+        r[0]
+        for r in db.execute("SELECT DISTINCT reviewer FROM reviews WHERE coil=? ORDER BY reviewer", (coil,))
+    ]
+    head = db.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+    return {
+        "models": models,
+        "rule_sets": rules,
+        "reviewers": reviewers,
+        "coverage": coverage(db, coil),
+        "audit_head": {"seq": head[0], "hash": head[1]} if head else None,
+    }

@@ -1,0 +1,150 @@
+"""The line database schema, as versioned migrations (sqlite-utils `Migrations`, set "steel-inspect").
+
+Tables (times are integer nanoseconds since the epoch, UTC; lengths in mm unless named otherwise):
+
+Inspection records -- append-only, each insert covered by a content digest in `audit_log`:
+- ``coils``: one row per coil seen (id, line, line type, first seen).
+- ``coil_events``: coil_start / coil_end per camera as forwarded by the workers, with the
+  camera's own frame and drop counts at coil end. UNIQUE (coil, camera, kind).
+- ``frames``: frame coverage, one row per frame a worker inspected or had to drop
+  (status ``inspected`` | ``dropped``). UNIQUE (coil, camera, frame_index). Received /
+  inspected / dropped per camera and coil are aggregates of this table plus the camera's
+  dropped count from ``coil_events`` (see `queries.coverage`).
+- ``defects``: one row per defect: coil, surface, camera, frame seq / index, defect index in
+  the frame, along / across position (mm from coil head / drive-side edge), box in px,
+  length / width (mm), area (mm2), class, score, severity (1..3), model (``models.id``), crop
+  sha256, capture time. Natural key UNIQUE (coil, camera, frame_index, defect_index): a frame
+  re-sent after a crash is ignored, not counted twice.
+- ``models``: model version + sha256 pairs referenced by frames and defects.
+- ``grades``: the grade history of each coil (``source`` auto | override), with rule-set name,
+  version and sha256, reasons (JSON list), coverage and what triggered it.
+- ``reviews``: inspector decisions per defect (confirm | relabel | reject), never edited.
+- ``grade_overrides``: inspector grade overrides, reason mandatory.
+- ``alarms``: periodic defects (pitch, roll diameter), critical defects, incomplete coverage.
+- ``claims``: customer claims opened / closed per coil (crops of claimed coils are kept).
+
+Audit: ``audit_log`` (seq, time, kind, actor, canonical JSON event, prev_hash, hash), a hash chain
+over every mutating event; see `audit`.
+
+Plant data (``m002_platform``, imported from MES / ERP, upserted, each import audited):
+``platform_coils``, ``orders``, ``customers``, ``steel_grades``, ``heats``, ``process_data``.
+
+Derived, recomputable (not evidence; kept for fast console queries): ``coil_class_counts``
+(defects per coil / class / surface / severity with the coil's day), ``review_queue``
+(defects picked for expert review, see `store.Store.enqueue_reviews`), ``status`` (recorder
+live figures).
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+MIGRATION_SET = "steel-inspect"
+migrations = Migrations(MIGRATION_SET)
+
+# Tables whose rows are evidence: the audit log holds a digest of every row inserted into them.
+AUDITED_TABLES: tuple[str, ...] = (
+    "models",
+    "coils",
+    "coil_events",
+    "frames",
+    "defects",
+    "grades",
+    "reviews",
+    "grade_overrides",
+    "alarms",
+    "claims",
+)
+
+_CORE = """
+CREATE TABLE lines (id TEXT PRIMARY KEY, type TEXT NOT NULL, strip_width_mm REAL,
+  created_ns INTEGER NOT NULL);
+CREATE TABLE cameras (line TEXT NOT NULL, id TEXT NOT NULL, surface TEXT NOT NULL, width_px INTEGER,
+  mm_per_px_across REAL, mm_per_px_along REAL, offset_mm REAL, PRIMARY KEY (line, id));
+CREATE TABLE models (id INTEGER PRIMARY KEY, version TEXT NOT NULL, sha256 TEXT NOT NULL,
+  first_seen_ns INTEGER NOT NULL, UNIQUE (version, sha256));
+CREATE TABLE coils (id TEXT PRIMARY KEY, line TEXT NOT NULL, line_type TEXT NOT NULL,
+  first_seen_ns INTEGER NOT NULL);
+CREATE TABLE coil_events (id INTEGER PRIMARY KEY, coil TEXT NOT NULL, camera TEXT NOT NULL,
+  surface TEXT NOT NULL, kind TEXT NOT NULL, seq INTEGER NOT NULL, time_ns INTEGER NOT NULL,
+  length_mm REAL, frames INTEGER, dropped INTEGER, UNIQUE (coil, camera, kind));
+CREATE TABLE frames (id INTEGER PRIMARY KEY, coil TEXT NOT NULL, camera TEXT NOT NULL,
+  frame_index INTEGER NOT NULL, seq INTEGER NOT NULL, status TEXT NOT NULL, position_mm REAL,
+  length_mm REAL, model_id INTEGER, defects INTEGER NOT NULL, reason TEXT, captured_ns INTEGER,
+  recorded_ns INTEGER NOT NULL, UNIQUE (coil, camera, frame_index));
+CREATE TABLE defects (id INTEGER PRIMARY KEY, coil TEXT NOT NULL, surface TEXT NOT NULL,
+  camera TEXT NOT NULL, frame_seq INTEGER NOT NULL, frame_index INTEGER NOT NULL,
+  defect_index INTEGER NOT NULL, along_mm REAL NOT NULL, across_mm REAL NOT NULL,
+  x1 REAL, y1 REAL, x2 REAL, y2 REAL, length_mm REAL, width_mm REAL, area_mm2 REAL,
+  class TEXT NOT NULL, score REAL NOT NULL, severity INTEGER NOT NULL, model_id INTEGER,
+  crop_sha256 TEXT, captured_ns INTEGER NOT NULL,
+  UNIQUE (coil, camera, frame_index, defect_index));
+CREATE TABLE grades (id INTEGER PRIMARY KEY, coil TEXT NOT NULL, grade TEXT NOT NULL,
+  source TEXT NOT NULL, trigger TEXT NOT NULL, reasons TEXT NOT NULL, rule_set TEXT,
+  rule_version TEXT, rule_sha256 TEXT, coverage REAL, defects_counted INTEGER, by TEXT,
+  time_ns INTEGER NOT NULL);
+CREATE INDEX grades_coil ON grades (coil, id);
+CREATE TABLE reviews (id INTEGER PRIMARY KEY, defect_id INTEGER NOT NULL, coil TEXT NOT NULL,
+  reviewer TEXT NOT NULL, action TEXT NOT NULL, new_class TEXT, reason TEXT, time_ns INTEGER NOT NULL);
+CREATE INDEX reviews_defect ON reviews (defect_id, id);
+CREATE INDEX reviews_coil ON reviews (coil);
+CREATE INDEX reviews_time ON reviews (time_ns);
+CREATE TABLE grade_overrides (id INTEGER PRIMARY KEY, coil TEXT NOT NULL, reviewer TEXT NOT NULL,
+  grade TEXT NOT NULL, reason TEXT NOT NULL, time_ns INTEGER NOT NULL);
+CREATE TABLE alarms (id INTEGER PRIMARY KEY, coil TEXT, kind TEXT NOT NULL, surface TEXT, class TEXT,
+  across_mm REAL, pitch_mm REAL, roll_diameter_mm REAL, count INTEGER, message TEXT NOT NULL,
+  details TEXT, time_ns INTEGER NOT NULL);
+CREATE INDEX alarms_time ON alarms (time_ns);
+CREATE INDEX alarms_coil ON alarms (coil);
+CREATE TABLE coil_class_counts (coil TEXT NOT NULL, day TEXT NOT NULL, class TEXT NOT NULL,
+  surface TEXT NOT NULL, severity INTEGER NOT NULL, n INTEGER NOT NULL,
+  PRIMARY KEY (coil, class, surface, severity));
+CREATE INDEX coil_class_counts_day ON coil_class_counts (day);
+CREATE TABLE review_queue (defect_id INTEGER PRIMARY KEY, coil TEXT NOT NULL, class TEXT NOT NULL,
+  priority REAL NOT NULL, reason TEXT NOT NULL, created_ns INTEGER NOT NULL);
+CREATE INDEX review_queue_priority ON review_queue (priority DESC);
+CREATE TABLE status (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_ns INTEGER NOT NULL);
+CREATE TABLE audit_log (seq INTEGER PRIMARY KEY, time_ns INTEGER NOT NULL, kind TEXT NOT NULL,
+  actor TEXT NOT NULL, event TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+"""
+
+_PLATFORM = """
+CREATE TABLE customers (name TEXT PRIMARY KEY, country TEXT);
+CREATE TABLE steel_grades (name TEXT PRIMARY KEY, standard TEXT, family TEXT);
+CREATE TABLE heats (heat TEXT PRIMARY KEY, steel_grade TEXT);
+CREATE TABLE orders (order_no TEXT PRIMARY KEY, customer TEXT, product_spec TEXT, steel_grade TEXT);
+CREATE TABLE platform_coils (coil_id TEXT PRIMARY KEY, heat TEXT, slab_id TEXT, steel_grade TEXT,
+  thickness_mm REAL, width_mm REAL, length_m REAL, weight_t REAL, order_no TEXT, customer TEXT,
+  product_spec TEXT, produced_at TEXT, shift TEXT, line TEXT, source TEXT, imported_ns INTEGER NOT NULL);
+CREATE INDEX platform_coils_heat ON platform_coils (heat);
+CREATE INDEX platform_coils_order ON platform_coils (order_no);
+CREATE INDEX platform_coils_customer ON platform_coils (customer);
+CREATE INDEX platform_coils_grade ON platform_coils (steel_grade);
+CREATE TABLE process_data (coil_id TEXT PRIMARY KEY, finishing_temp_c REAL, coiling_temp_c REAL,
+  speed_m_per_s REAL, extra TEXT);
+CREATE TABLE claims (id INTEGER PRIMARY KEY, coil TEXT NOT NULL, claim_no TEXT NOT NULL,
+  action TEXT NOT NULL, by TEXT NOT NULL, reason TEXT, time_ns INTEGER NOT NULL);
+CREATE INDEX claims_coil ON claims (coil, id);
+"""
+
+
+@migrations(name="m001_core")
+def m001_core(db: Database) -> None:
+    _script(db, _CORE)
+
+
+@migrations(name="m002_platform")
+def m002_platform(db: Database) -> None:
+    _script(db, _PLATFORM)
+
+
+def _script(db: Database, script: str) -> None:
+    # One statement at a time so everything stays inside the migration's transaction.
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+MIGRATION_NAMES: tuple[str, ...] = ("m001_core", "m002_platform")
+SCHEMA_VERSION = len(MIGRATION_NAMES)

@@ -1,0 +1,509 @@
+"""The write API of a line database. Every mutating call runs in one write transaction together
+with its audit row (`audit.append`), so evidence and its audit entry commit or vanish together.
+
+- `Store.apply_batch(messages)`: the recorder's path; idempotent (natural keys + INSERT OR IGNORE).
+- `Store.grade_coil(coil, trigger)`: grade from the effective defects; history row when it changes.
+- `Store.add_review(defect_id, reviewer, action, new_class, reason)`: append-only; regrades the coil.
+- `Store.override_grade(coil, reviewer, grade, reason)`: an inspector's grade, reason mandatory.
+- `Store.add_alarm`, `Store.open_claim` / `close_claim`, `Store.enqueue_reviews`, `Store.set_status`,
+  `Store.register_line`.
+
+Effective grade of a coil: its latest ``override`` row if it has any, else its latest ``auto`` row.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inspection.frame import CoilEvent
+from inspection.records import audit, queries
+from inspection.records.crops import CropStore
+from inspection.records.db import open_db, write_transaction
+from inspection.records.errors import StoreError
+from inspection.records.grading import ALL_GRADES, GradeResult, RuleSet, grade, load_rules
+from inspection.records.messages import FrameDropped, FrameResult, ResultMessage
+from inspection.records.review_queue import select_for_review
+
+REVIEW_ACTIONS = ("confirm", "relabel", "reject")
+_DEFECT_COLUMNS = (
+    "coil, surface, camera, frame_seq, frame_index, defect_index, along_mm, across_mm, x1, y1, x2, y2, "
+    "length_mm, width_mm, area_mm2, class, score, severity, model_id, crop_sha256, captured_ns"
+)
+_BATCH_TABLES = ("models", "coils", "coil_events", "frames", "defects")
+
+
+@dataclass
+class BatchResult:
+    """What one `apply_batch` changed (duplicates are messages already recorded)."""
+
+    messages: int = 0
+    new_defects: int = 0
+    duplicate_defects: int = 0
+    new_frames: int = 0
+    duplicate_frames: int = 0
+    coil_starts: list[str] = field(default_factory=list)
+    coil_ends: list[str] = field(default_factory=list)
+    defect_rows: list[dict[str, Any]] = field(default_factory=list)  # only when asked for
+    audit_seq: int | None = None
+
+
+class Store:
+    """Writer of one line database (the recorder, and the console through the same API)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        rules: RuleSet | None = None,
+        coverage_min: float = 0.995,
+        crops: CropStore | None = None,
+        actor: str = "recorder",
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.path = Path(path)
+        self.db = open_db(self.path)
+        self.rules = rules or load_rules(None)
+        self.coverage_min = coverage_min
+        self.crops = crops
+        self.actor = actor
+        self.clock = clock
+        self._models: dict[tuple[str, str], int] = {}
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _audit(self, kind: str, event: dict[str, Any], actor: str | None = None) -> int:
+        return audit.append(self.db, kind, actor or self.actor, event, self.clock())
+
+    def register_line(
+        self, line_id: str, line_type: str, strip_width_mm: float, cameras: Sequence[dict[str, Any]]
+    ) -> None:
+        """Record the line and its cameras (upsert; the audit row keeps what was applied)."""
+        with write_transaction(self.db):
+            self.db.execute(
+                "INSERT INTO lines (id, type, strip_width_mm, created_ns) VALUES (?,?,?,?) "
+                "ON CONFLICT(id) DO UPDATE SET type=excluded.type, strip_width_mm=excluded.strip_width_mm",
+                (line_id, line_type, strip_width_mm, self.clock()),
+            )
+            for cam in cameras:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO cameras (line, id, surface, width_px, mm_per_px_across, "
+                    "mm_per_px_along, offset_mm) VALUES (?,?,?,?,?,?,?)",
+                    (
+                        line_id,
+                        cam["id"],
+                        cam["surface"],
+                        cam.get("width_px"),
+                        cam.get("mm_per_px_across"),
+                        cam.get("mm_per_px_along"),
+                        cam.get("offset_mm"),
+                    ),
+                )
+            self._audit(
+                "line_registered",
+                {
+                    "line": line_id,
+                    "type": line_type,
+                    "strip_width_mm": strip_width_mm,
+                    "cameras": list(cameras),
+                },
+            )
+
+    # -- the recorder's path ------------------------------------------------------------------
+    def apply_batch(self, messages: Sequence[ResultMessage], *, want_rows: bool = False) -> BatchResult:
+        """Record a batch of worker messages in one transaction; re-sent messages are ignored."""
+        result = BatchResult(messages=len(messages))
+        now = self.clock()
+        coils, events, frames, defects = [], [], [], []
+        models: set[tuple[str, str]] = set()
+        for m in messages:
+            src = m.source
+            if isinstance(m, CoilEvent):
+                coils.append((m.coil, src.line, src.line_type, m.time_ns))
+                events.append(
+                    (
+                        m.coil,
+                        src.camera,
+                        src.surface,
+                        m.kind,
+                        m.seq,
+                        m.time_ns,
+                        m.length_mm,
+                        m.frames,
+                        m.dropped,
+                    )
+                )
+                (result.coil_starts if m.kind == "coil_start" else result.coil_ends).append(m.coil)
+            elif isinstance(m, FrameDropped):
+                coils.append((m.coil, src.line, src.line_type, m.captured_ns))
+                frames.append(
+                    (
+                        m.coil,
+                        src.camera,
+                        m.index,
+                        m.seq,
+                        "dropped",
+                        None,
+                        None,
+                        None,
+                        0,
+                        m.reason,
+                        m.captured_ns,
+                        now,
+                    )
+                )
+            elif isinstance(m, FrameResult):
+                coils.append((m.coil, src.line, src.line_type, m.captured_ns))
+                models.add((m.model_version, m.model_sha256))
+                frames.append(
+                    (
+                        m.coil,
+                        src.camera,
+                        m.index,
+                        m.seq,
+                        "inspected",
+                        m.position_mm,
+                        m.length_mm,
+                        (m.model_version, m.model_sha256),
+                        len(m.defects),
+                        None,
+                        m.captured_ns,
+                        now,
+                    )
+                )
+                for i, d in enumerate(m.defects):
+                    crop = self.crops.put(d.crop_png) if self.crops is not None and d.crop_png else None
+                    defects.append(
+                        [
+                            m.coil,
+                            src.surface,
+                            src.camera,
+                            m.seq,
+                            m.index,
+                            i,
+                            d.along_mm,
+                            d.across_mm,
+                            *d.box,
+                            d.length_mm,
+                            d.width_mm,
+                            d.area_mm2,
+                            d.cls,
+                            d.score,
+                            d.severity,
+                            (m.model_version, m.model_sha256),
+                            crop,
+                            m.captured_ns,
+                        ]
+                    )
+            else:
+                raise StoreError(f"apply_batch: unknown message type {type(m).__name__}")
+        with write_transaction(self.db):
+            before = {t: audit.max_rowid(self.db, t) for t in _BATCH_TABLES}
+            for version, sha in models:
+                self._model_id(version, sha, now)
+            frames = [(*f[:7], self._models[f[7]] if f[7] else None, *f[8:]) for f in frames]
+            for d in defects:
+                d[18] = self._models[d[18]]
+            c = self.db.conn
+            c.executemany(
+                "INSERT OR IGNORE INTO coils (id, line, line_type, first_seen_ns) VALUES (?,?,?,?)", coils
+            )
+            c.executemany(
+                "INSERT OR IGNORE INTO coil_events (coil, camera, surface, kind, seq, time_ns, length_mm, "
+                "frames, dropped) VALUES (?,?,?,?,?,?,?,?,?)",
+                events,
+            )
+            c.executemany(
+                "INSERT OR IGNORE INTO frames (coil, camera, frame_index, seq, status, position_mm, "
+                "length_mm, model_id, defects, reason, captured_ns, recorded_ns) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                frames,
+            )
+            c.executemany(
+                f"INSERT OR IGNORE INTO defects ({_DEFECT_COLUMNS}) VALUES ({','.join('?' * 21)})", defects
+            )
+            rows: dict[str, Any] = {}
+            for table in _BATCH_TABLES:
+                entry, fetched = self._new_rows(table, before[table])
+                if entry:
+                    rows[table] = entry
+                if table == "defects":
+                    result.new_defects = len(fetched)
+                    self._count_classes(fetched)
+                    if want_rows:
+                        result.defect_rows = fetched
+                elif table == "frames":
+                    result.new_frames = len(fetched)
+            result.duplicate_defects = len(defects) - result.new_defects
+            result.duplicate_frames = len(frames) - result.new_frames
+            if rows:
+                result.audit_seq = self._audit("batch", {"messages": len(messages), "rows": rows})
+        return result
+
+    def _model_id(self, version: str, sha: str, now: int) -> int:
+        key = (version, sha)
+        if key not in self._models:
+            self.db.execute(
+                "INSERT OR IGNORE INTO models (version, sha256, first_seen_ns) VALUES (?,?,?)",
+                (version, sha, now),
+            )
+            self._models[key] = self.db.execute(
+                "SELECT id FROM models WHERE version=? AND sha256=?", key
+            ).fetchone()[0]
+        return self._models[key]
+
+    def _new_rows(self, table: str, before: int) -> tuple[list[Any] | None, list[dict[str, Any]]]:
+        cur = self.db.execute(f"SELECT rowid, * FROM [{table}] WHERE rowid > ? ORDER BY rowid", (before,))
+        raw = cur.fetchall()
+        if not raw:
+            return None, []
+        names = [col[0] for col in cur.description]
+        digest = audit.sha256_rows(raw)
+        return [raw[0][0], raw[-1][0], len(raw), digest], [dict(zip(names, r, strict=True)) for r in raw]
+
+    def _count_classes(self, rows: list[dict[str, Any]]) -> None:
+        counts = Counter(
+            (r["coil"], r["class"], r["surface"], r["severity"], queries.day_of(r["captured_ns"]))
+            for r in rows
+        )
+        self.db.conn.executemany(
+            "INSERT INTO coil_class_counts (coil, class, surface, severity, day, n) VALUES (?,?,?,?,?,?) "
+            "ON CONFLICT(coil, class, surface, severity) DO UPDATE SET n = n + excluded.n",
+            [(*key, n) for key, n in counts.items()],
+        )
+
+    # -- grading -------------------------------------------------------------------------------
+    def grade_coil(self, coil: str, trigger: str, *, force: bool = False) -> GradeResult:
+        """Grade `coil` from its effective defects; a history row is added when the result changes."""
+        with write_transaction(self.db):
+            result = grade(queries.grade_input(self.db, coil), self.rules, self.coverage_min)
+            last = self.db.execute(
+                "SELECT grade, reasons FROM grades WHERE coil=? AND source='auto' ORDER BY id DESC LIMIT 1",
+                (coil,),
+            ).fetchone()
+            if (
+                force
+                or last is None
+                or (last[0], json.loads(last[1])) != (result.grade, list(result.reasons))
+            ):
+                self._insert_grade(
+                    coil,
+                    result.grade,
+                    "auto",
+                    trigger,
+                    list(result.reasons),
+                    result.coverage,
+                    result.counted,
+                    None,
+                )
+        return result
+
+    def _insert_grade(
+        self,
+        coil: str,
+        grade_name: str,
+        source: str,
+        trigger: str,
+        reasons: list[str],
+        coverage: float | None,
+        counted: int | None,
+        by: str | None,
+    ) -> int:
+        before = audit.max_rowid(self.db, "grades")
+        r = self.rules
+        self.db.execute(
+            "INSERT INTO grades (coil, grade, source, trigger, reasons, rule_set, rule_version, "
+            "rule_sha256, coverage, defects_counted, by, time_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                coil,
+                grade_name,
+                source,
+                trigger,
+                audit.canonical_json(reasons),
+                r.name,
+                r.version,
+                r.sha256,
+                coverage,
+                counted,
+                by,
+                self.clock(),
+            ),
+        )
+        entry, _ = self._new_rows("grades", before)
+        self._audit(
+            "grade",
+            {
+                "coil": coil,
+                "grade": grade_name,
+                "source": source,
+                "trigger": trigger,
+                "rows": {"grades": entry},
+            },
+            actor=by,
+        )
+        return entry[0]
+
+    # -- inspector actions (console) --------------------------------------------------------------
+    def add_review(
+        self,
+        defect_id: int,
+        reviewer: str,
+        action: str,
+        new_class: str | None = None,
+        reason: str | None = None,
+    ) -> int:
+        """Append a review; the coil is regraded in the same transaction if it was graded."""
+        reviewer = _name("reviewer", reviewer)
+        if action not in REVIEW_ACTIONS:
+            raise StoreError(f"action: expected one of {', '.join(REVIEW_ACTIONS)}, got {action!r}")
+        if action == "relabel":
+            new_class = _name("new_class", new_class)
+        elif new_class is not None:
+            raise StoreError(f"new_class: only a relabel takes a new class, got {new_class!r} for {action}")
+        with write_transaction(self.db):
+            row = self.db.execute("SELECT coil FROM defects WHERE id=?", (defect_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"defect_id: no defect {defect_id}")
+            coil = row[0]
+            before = audit.max_rowid(self.db, "reviews")
+            self.db.execute(
+                "INSERT INTO reviews (defect_id, coil, reviewer, action, new_class, reason, time_ns) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (defect_id, coil, reviewer, action, new_class, reason or None, self.clock()),
+            )
+            entry, _ = self._new_rows("reviews", before)
+            self._audit(
+                "review",
+                {
+                    "defect_id": defect_id,
+                    "coil": coil,
+                    "action": action,
+                    "new_class": new_class,
+                    "rows": {"reviews": entry},
+                },
+                actor=reviewer,
+            )
+            if self.db.execute("SELECT 1 FROM grades WHERE coil=? LIMIT 1", (coil,)).fetchone():
+                self.grade_coil(coil, f"review:{entry[0]}")
+        return entry[0]
+
+    def override_grade(self, coil: str, reviewer: str, grade_name: str, reason: str) -> int:
+        """An inspector's grade for `coil`; it stands until the next override."""
+        reviewer = _name("reviewer", reviewer)
+        if grade_name not in ALL_GRADES:
+            raise StoreError(f"grade: expected one of {', '.join(ALL_GRADES)}, got {grade_name!r}")
+        if not isinstance(reason, str) or not reason.strip():
+            raise StoreError("reason: a grade override needs a reason")
+        with write_transaction(self.db):
+            if not self.db.execute("SELECT 1 FROM coils WHERE id=?", (coil,)).fetchone():
+                raise StoreError(f"coil: no coil {coil!r}")
+            before = audit.max_rowid(self.db, "grade_overrides")
+            self.db.execute(
+                "INSERT INTO grade_overrides (coil, reviewer, grade, reason, time_ns) VALUES (?,?,?,?,?)",
+                (coil, reviewer, grade_name, reason.strip(), self.clock()),
+            )
+            entry, _ = self._new_rows("grade_overrides", before)
+            self._audit(
+                "grade_override",
+                {"coil": coil, "grade": grade_name, "rows": {"grade_overrides": entry}},
+                actor=reviewer,
+            )
+            return self._insert_grade(
+                coil,
+                grade_name,
+                "override",
+                f"override:{entry[0]}",
+                [f"override by {reviewer}: {reason.strip()}"],
+                None,
+                None,
+                reviewer,
+            )
+
+    def add_alarm(self, kind: str, message: str, *, coil: str | None = None, **fields: Any) -> int:
+        """Record an alarm (periodic defect, critical defect, incomplete coverage)."""
+        allowed = {"surface", "class_", "across_mm", "pitch_mm", "roll_diameter_mm", "count", "details"}
+        if set(fields) - allowed:
+            raise StoreError(f"add_alarm: unknown field {sorted(set(fields) - allowed)[0]!r}")
+        details = fields.get("details")
+        with write_transaction(self.db):
+            before = audit.max_rowid(self.db, "alarms")
+            self.db.execute(
+                "INSERT INTO alarms (coil, kind, surface, class, across_mm, pitch_mm, roll_diameter_mm, "
+                "count, message, details, time_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    coil,
+                    kind,
+                    fields.get("surface"),
+                    fields.get("class_"),
+                    fields.get("across_mm"),
+                    fields.get("pitch_mm"),
+                    fields.get("roll_diameter_mm"),
+                    fields.get("count"),
+                    message,
+                    audit.canonical_json(details) if details is not None else None,
+                    self.clock(),
+                ),
+            )
+            entry, _ = self._new_rows("alarms", before)
+            self._audit("alarm", {"coil": coil, "kind": kind, "rows": {"alarms": entry}})
+            return entry[0]
+
+    def open_claim(self, coil: str, claim_no: str, by: str, reason: str | None = None) -> int:
+        return self._claim(coil, claim_no, "open", by, reason)
+
+    def close_claim(self, coil: str, claim_no: str, by: str, reason: str | None = None) -> int:
+        return self._claim(coil, claim_no, "close", by, reason)
+
+    def _claim(self, coil: str, claim_no: str, action: str, by: str, reason: str | None) -> int:
+        by, claim_no = _name("by", by), _name("claim_no", claim_no)
+        with write_transaction(self.db):
+            before = audit.max_rowid(self.db, "claims")
+            self.db.execute(
+                "INSERT INTO claims (coil, claim_no, action, by, reason, time_ns) VALUES (?,?,?,?,?,?)",
+                (coil, claim_no, action, by, reason, self.clock()),
+            )
+            entry, _ = self._new_rows("claims", before)
+            self._audit(
+                "claim",
+                {"coil": coil, "claim_no": claim_no, "action": action, "rows": {"claims": entry}},
+                actor=by,
+            )
+            return entry[0]
+
+    def enqueue_reviews(self, coil: str, *, seed: int = 0) -> int:
+        """Put the coil's defects that need an expert into the review queue (see `review_queue`)."""
+        with write_transaction(self.db):
+            picked = select_for_review(self.db, coil, seed=seed)
+            self.db.conn.executemany(
+                "INSERT OR IGNORE INTO review_queue (defect_id, coil, class, priority, reason, created_ns) "
+                "VALUES (?,?,?,?,?,?)",
+                [(d, coil, c, p, r, self.clock()) for d, c, p, r in picked],
+            )
+        return len(picked)
+
+    def set_status(self, values: dict[str, Any]) -> None:
+        """Live figures for the console (derived, not evidence: not audited)."""
+        now = self.clock()
+        with write_transaction(self.db):
+            self.db.conn.executemany(
+                "INSERT OR REPLACE INTO status (key, value, updated_ns) VALUES (?,?,?)",
+                [(k, json.dumps(v), now) for k, v in values.items()],
+            )
+
+
+def _name(field_name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value.strip()) > 100:
+        raise StoreError(f"{field_name}: expected a non-empty name of at most 100 characters, got {value!r}")
+    return value.strip()
