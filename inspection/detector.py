@@ -5,10 +5,11 @@ provider is used only if ONNX Runtime lists it *and* a session actually starts o
 (onnxruntime-gpu lists CUDA even on machines without a GPU or without the CUDA libraries, and
 then silently runs on CPU). Every failed probe is logged, and the choice is logged.
 
-GPU notes (unverified here, no GPU on the development machine): TensorRT gets
-`trt_fp16_enable` (TensorRT only uses fp16 kernels where the GPU supports them) and an engine
-cache in `$STEEL_INSPECT_TRT_CACHE` (default `~/.cache/steel-inspect/trt`), because building
-engines takes minutes; the cache is keyed by model, so a hot reload builds once per version.
+GPU notes (unverified here: the development machine has no GPU). TensorRT gets
+`trt_fp16_enable` unless `fp16=False` (TensorRT picks fp16 kernels only where the GPU has
+them) and an engine cache in `$STEEL_INSPECT_TRT_CACHE` (default `~/.cache/steel-inspect/trt`),
+because building engines takes minutes; ONNX Runtime keys cached engines by the model, so a
+hot reload builds once per new version. CUDA runs the graph as exported (fp32).
 
 On CPU: `intra_op_threads` (0 = ONNX Runtime's default, one per core), one inter-op thread
 and sequential execution, since the graph is a single chain and workers scale by process.
@@ -90,10 +91,10 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
-def _trt_options() -> dict[str, Any]:
+def _trt_options(fp16: bool) -> dict[str, Any]:
     default = Path.home() / ".cache" / "steel-inspect" / "trt"
     cache = Path(os.environ.get("STEEL_INSPECT_TRT_CACHE") or default)
-    return {"trt_fp16_enable": True, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)}
+    return {"trt_fp16_enable": fp16, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)}
 
 
 def _session_options(intra_op_threads: int) -> ort.SessionOptions:
@@ -107,7 +108,7 @@ def _session_options(intra_op_threads: int) -> ort.SessionOptions:
 
 
 def create_session(model_path: Path, providers: str | Sequence[str] = "auto",
-                   intra_op_threads: int = 0) -> ort.InferenceSession:
+                   intra_op_threads: int = 0, fp16: bool = True) -> ort.InferenceSession:
     """A session on the first provider that really starts: TensorRT, CUDA, then CPU."""
     if providers == "cpu":
         wanted: list[str] = [CPU_PROVIDER]
@@ -122,7 +123,7 @@ def create_session(model_path: Path, providers: str | Sequence[str] = "auto",
     for provider in wanted:
         if provider != CPU_PROVIDER and (provider not in available or provider in _failed_providers):
             continue
-        options = _trt_options() if provider == "TensorrtExecutionProvider" else {}
+        options = _trt_options(fp16) if provider == "TensorrtExecutionProvider" else {}
         try:
             # enable_fallback=0: ONNX Runtime would otherwise retry on CPU by itself (printing to
             # stdout) and we could not tell that the GPU provider failed.
@@ -148,12 +149,12 @@ class Detector:
     """An ONNX Runtime session for one registered model, plus the thin pre/post-processing."""
 
     def __init__(self, manifest: Manifest, providers: str | Sequence[str] = "auto", intra_op_threads: int = 0,
-                 max_batch: int = 16) -> None:
+                 max_batch: int = 16, fp16: bool = True) -> None:
         if max_batch < 1:
             raise DetectorError(f"max_batch: expected >= 1, got {max_batch}")
         self.manifest = manifest
         self.max_batch = max_batch
-        self.session = create_session(manifest.model_path, providers, intra_op_threads)
+        self.session = create_session(manifest.model_path, providers, intra_op_threads, fp16)
         self.providers: list[str] = list(self.session.get_providers())
         self._check_io()
         log.info("model %s (%s, sha256 %s) on %s", manifest.version, manifest.line_type, manifest.sha256[:12],

@@ -191,6 +191,8 @@ def test_first_gpu_provider_that_starts_wins_and_tensorrt_gets_fp16(
     assert detector.providers[0] == "TensorrtExecutionProvider"
     name, options = _FakeGpuSession.created[0]
     assert name == "TensorrtExecutionProvider" and options["trt_fp16_enable"] is True
+    Detector(manifest, providers="auto", fp16=False)
+    assert _FakeGpuSession.created[-1][1]["trt_fp16_enable"] is False
     assert Detector(manifest, providers="cpu").providers == ["CPUExecutionProvider"]
 
 
