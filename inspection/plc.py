@@ -26,7 +26,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import zmq
@@ -60,7 +60,8 @@ def parse_endpoint(spec: str, default_role: str = "bind") -> tuple[str, str]:
 def iso_time(time_ns: int | None = None) -> str:
     """ISO 8601 UTC with milliseconds and a ``Z``, e.g. ``2026-11-23T15:40:00.123Z``."""
     ns = time.time_ns() if time_ns is None else int(time_ns)
-    stamp = datetime.fromtimestamp(ns / 1e9, UTC)
+    seconds, rest_ns = divmod(ns, 1_000_000_000)  # integer arithmetic: a float would round the ns
+    stamp = datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=rest_ns // 1000)
     return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -135,7 +136,9 @@ class PlcPublisher:
     def __init__(self, endpoint: str, line: str, *, process: str = "recorder",
                  sndhwm: int = DEFAULT_SNDHWM, heartbeat_s: float = DEFAULT_HEARTBEAT_S,
                  alarm_min_severity: int | None = DEFAULT_ALARM_SEVERITY, linger_ms: int = 500,
-                 context: zmq.Context | None = None) -> None:
+                 socket_options: Mapping[int, int] | None = None, context: zmq.Context | None = None) -> None:
+        """`socket_options`: more ZeroMQ options set before bind / connect (e.g. ``zmq.TCP_KEEPALIVE``
+        for links through firewalls, ``zmq.SNDBUF``)."""
         if heartbeat_s <= 0:
             raise ValueError(f"heartbeat_s: expected a number > 0, got {heartbeat_s!r}")
         self.line, self.process = line, process
@@ -152,6 +155,8 @@ class PlcPublisher:
         self._socket = (context or zmq.Context.instance()).socket(zmq.PUB)
         self._socket.setsockopt(zmq.SNDHWM, sndhwm)
         self._socket.setsockopt(zmq.LINGER, linger_ms)
+        for option, value in (socket_options or {}).items():
+            self._socket.setsockopt(option, value)
         try:
             getattr(self._socket, role)(address)
         except zmq.ZMQError as exc:

@@ -1,0 +1,220 @@
+"""`steel-inspect plc-listen`: the reference subscriber for PLC / L2 integrators.
+
+Prints every message on one line, checks it against the shipped JSON Schema, reports sequence
+gaps per topic as they happen and a summary at exit. Exit status: 0 when every message was
+valid, 1 when an invalid message was seen, 3 when ``--count`` messages did not arrive before
+``--timeout``. Gaps do not change the exit status: a PUB socket drops for a slow subscriber by
+design; the gap report is how you see it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import zmq
+
+from inspection.schemas import TOPICS, load_schema
+from inspection.schemas import validate as builtin_validate
+
+EXIT_INVALID, EXIT_INCOMPLETE = 1, 3
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "plc-listen", help="subscribe to the PLC output, print and validate messages, report sequence gaps",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--connect", required=True, metavar="ENDPOINT",
+                        help="the publisher's endpoint, e.g. tcp://127.0.0.1:5570")
+    parser.add_argument("--topic", action="append", choices=TOPICS, metavar="T",
+                        help=f"only this topic ({', '.join(TOPICS)}); repeat for several; default all")
+    parser.add_argument("--count", type=int, metavar="N", help="exit after N messages")
+    parser.add_argument("--timeout", type=float, metavar="S", help="exit after S seconds without a message")
+    parser.add_argument("--json", action="store_true", help="print each message as its JSON, summary as JSON")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from inspection.process import StopFlag
+
+    with PlcListener(args.connect, args.topic) as listener:
+        summary = listener.run(count=args.count, timeout=args.timeout, as_json=args.json,
+                               stop=StopFlag().is_set)
+    return summary["exit_status"]
+
+
+@dataclass
+class SequenceTracker:
+    """Per-topic sequence numbers: gaps (lost messages) and restarts (seq back to a lower value)."""
+
+    last: dict[str, int] = field(default_factory=dict)
+    first: dict[str, int] = field(default_factory=dict)
+    gaps: Counter = field(default_factory=Counter)
+    missing: Counter = field(default_factory=Counter)
+    restarts: Counter = field(default_factory=Counter)
+
+    def observe(self, topic: str, seq: int) -> str | None:
+        """Record `seq`; returns a one-line report when it is not the expected next number."""
+        previous = self.last.get(topic)
+        self.last[topic] = seq
+        if previous is None:
+            self.first[topic] = seq
+            return None  # joining late is not a gap: nothing was promised before the first message
+        expected = previous + 1
+        if seq == expected:
+            return None
+        if seq > expected:
+            self.gaps[topic] += 1
+            self.missing[topic] += seq - expected
+            return f"gap on {topic}: expected seq {expected}, got {seq} ({seq - expected} missing)"
+        self.restarts[topic] += 1
+        return f"seq on {topic} went back from {previous} to {seq} (publisher restarted?)"
+
+
+def _validator() -> tuple[str, Callable[[str, Any], list[str]]]:
+    """The full `jsonschema` library when installed, else the built-in subset validator."""
+    try:
+        from jsonschema import Draft202012Validator
+    except ImportError:
+        return "builtin", builtin_validate
+    checkers = {t: Draft202012Validator(load_schema(t)) for t in TOPICS}
+
+    def check(topic: str, message: Any) -> list[str]:
+        return [f"{'.'.join(map(str, e.absolute_path)) or 'message'}: {e.message}"
+                for e in checkers[topic].iter_errors(message)]
+
+    return "jsonschema", check
+
+
+class PlcListener:
+    """A SUB socket on the PLC output; `receive` one message or `run` the print-and-check loop."""
+
+    def __init__(self, endpoint: str, topics: Iterable[str] | None = None, *,
+                 context: zmq.Context | None = None, rcvhwm: int = 100_000,
+                 socket_options: Mapping[int, int] | None = None) -> None:
+        self.topics = tuple(topics or ())
+        self.endpoint = endpoint.removeprefix("connect:")
+        self.validator_name, self._validate = _validator()
+        self.tracker = SequenceTracker()
+        self.received: Counter = Counter()
+        self.invalid = 0
+        self._socket = (context or zmq.Context.instance()).socket(zmq.SUB)
+        self._socket.setsockopt(zmq.RCVHWM, rcvhwm)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        for option, value in (socket_options or {}).items():
+            self._socket.setsockopt(option, value)
+        for topic in self.topics or ("",):
+            self._socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        try:
+            self._socket.connect(self.endpoint)
+        except zmq.ZMQError as exc:
+            self._socket.close(0)
+            from inspection.errors import TransportError
+
+            raise TransportError(f"--connect {endpoint!r}: {exc}") from None
+
+    def receive(self, timeout: float) -> list[bytes] | None:
+        """The next raw multipart message, or None after `timeout` seconds."""
+        if self._socket.poll(int(timeout * 1000), zmq.POLLIN):
+            return self._socket.recv_multipart()
+        return None
+
+    def check(self, parts: list[bytes]) -> tuple[str, dict[str, Any] | None, list[str]]:
+        """(topic, message or None, problems) for one raw message; tracks sequence numbers."""
+        topic = parts[0].decode("ascii", "replace") if parts else "?"
+        if len(parts) != 2:
+            return topic, None, [f"expected 2 frames [topic, json], got {len(parts)}"]
+        if topic not in TOPICS:
+            return topic, None, [f"unknown topic {topic!r}"]
+        try:
+            message = json.loads(parts[1])
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return topic, None, [f"body is not JSON: {exc}"]
+        problems = self._validate(topic, message)  # the schema's const also ties body topic to frame topic
+        return topic, message if isinstance(message, dict) else None, problems
+
+    def run(self, *, count: int | None = None, timeout: float | None = None, as_json: bool = False,
+            out: TextIO | None = None, err: TextIO | None = None,
+            stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+        """Receive, print and check until `count` messages, `timeout` idle seconds or `stop()`."""
+        out, err = out or sys.stdout, err or sys.stderr
+        total, idle_since, timed_out = 0, time.monotonic(), False
+        while (count is None or total < count) and not stop():
+            parts = self.receive(0.2)
+            if parts is None:
+                if timeout is not None and time.monotonic() - idle_since >= timeout:
+                    timed_out = True
+                    break
+                continue
+            idle_since = time.monotonic()
+            total += 1
+            topic, message, problems = self.check(parts)
+            self.received[topic] += 1
+            if message is not None and isinstance(message.get("seq"), int):
+                report = self.tracker.observe(topic, message["seq"])
+                if report:
+                    print(report, file=err, flush=True)
+            if problems:
+                self.invalid += 1
+                seq = message.get("seq") if message else None
+                print(f"invalid {topic} message (seq {seq}): {'; '.join(problems[:5])}", file=err, flush=True)
+            if message is not None:
+                print(json.dumps(message, separators=(",", ":")) if as_json else format_message(message),
+                      file=out, flush=True)
+        summary = self.summary(total, timed_out and count is not None)
+        text = json.dumps(summary, sort_keys=True) if as_json else _format_summary(summary)
+        print(text, file=err, flush=True)
+        return summary
+
+    def summary(self, total: int, incomplete: bool) -> dict[str, Any]:
+        status = EXIT_INVALID if self.invalid else EXIT_INCOMPLETE if incomplete else 0
+        t = self.tracker
+        return {"endpoint": self.endpoint, "topics": list(self.topics) or list(TOPICS), "messages": total,
+                "received": dict(self.received), "invalid": self.invalid, "gaps": dict(t.gaps),
+                "missing": dict(t.missing), "restarts": dict(t.restarts), "first_seq": dict(t.first),
+                "last_seq": dict(t.last), "validator": self.validator_name, "exit_status": status}
+
+    def close(self) -> None:
+        self._socket.close(0)
+
+    def __enter__(self) -> PlcListener:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def format_message(message: dict[str, Any]) -> str:
+    """One human line per message: time, topic, seq and the fields an operator looks at first."""
+    m = message.get
+    head = f"{m('time')} {m('topic', '?'):<9} #{m('seq')}"
+    topic = m("topic")
+    if topic == "defect":
+        body = (f"coil={m('coil')} {m('surface')} class={m('class')} sev={m('severity')} score={m('score')} "
+                f"along={m('along_mm')}mm across={m('across_mm')}mm size={m('length_mm')}x{m('width_mm')}mm")
+    elif topic == "coil":
+        body = (f"coil={m('coil')} {m('event')} grade={m('grade')} coverage={m('coverage')} "
+                f"defects={m('defects_total')} reasons={m('reasons')}")
+    elif topic == "alarm":
+        body = f"{m('kind')} sev={m('severity')} coil={m('coil')}: {m('message')}"
+    else:
+        body = (f"{m('process')} {m('status')} uptime={m('uptime_s')}s "
+                f"counters={json.dumps(m('counters'), separators=(',', ':'))}")
+    return f"{head} {body}"
+
+
+def _format_summary(summary: dict[str, Any]) -> str:
+    lines = [f"plc-listen: {summary['messages']} messages from {summary['endpoint']} "
+             f"({summary['invalid']} invalid, validator {summary['validator']})"]
+    for topic in summary["topics"]:
+        lines.append(f"  {topic:<9} received {summary['received'].get(topic, 0)}, "
+                     f"seq {summary['first_seq'].get(topic, '-')}..{summary['last_seq'].get(topic, '-')}, "
+                     f"{summary['gaps'].get(topic, 0)} gaps ({summary['missing'].get(topic, 0)} missing), "
+                     f"{summary['restarts'].get(topic, 0)} restarts")
+    return "\n".join(lines)

@@ -1,0 +1,337 @@
+"""PLC output: real PUB/SUB over loopback tcp, messages checked with `jsonschema`, gaps, filtering."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import zmq
+from jsonschema import Draft202012Validator, FormatChecker
+
+from inspection.commands.plc_listen import PlcListener, SequenceTracker
+from inspection.errors import TransportError
+from inspection.plc import (
+    PlcMessageError,
+    PlcPublisher,
+    build_message,
+    coverage_alarm,
+    defect_payload,
+    parse_endpoint,
+    periodic_defect_alarm,
+    severe_defect_alarm,
+)
+from inspection.schemas import TOPICS, load_schema, validate
+from tests.conftest import REPO
+
+LINE = "test-line"
+VALIDATORS = {t: Draft202012Validator(load_schema(t), format_checker=FormatChecker()) for t in TOPICS}
+
+
+def a_defect(i: int = 0, severity: int = 1, **changes: Any) -> dict[str, Any]:
+    record = {"id": 100 + i, "coil": "C-0001", "surface": "top", "camera": "top-1", "frame_index": 7,
+              "defect_index": i, "class": "scratches", "score": 0.91, "severity": severity,
+              "along_mm": 7168.0 + i, "across_mm": 412.5, "length_mm": 35.0, "width_mm": 4.0,
+              "area_mm2": 140.0, "x1": 400.0, "y1": 10.0, "x2": 404.0, "y2": 45.0,
+              "captured_ns": 1_795_000_000_123_456_789}
+    return defect_payload(record, model_version="hot-20261123-1", model_sha256="ab" * 32, **changes)
+
+
+def a_coil(event: str = "graded", **changes: Any) -> dict[str, Any]:
+    return {"event": event, "coil": "C-0001", "grade": "secondary",
+            "reasons": ["scratches: 4 per 100 m > 2 (rule prime.scratches_per_100m)"], "coverage": 0.998,
+            "counts": {"scratches": 4, "inclusion": 1}, "defects_total": 5, "rule_set": "standard",
+            "rule_set_version": "3", "by": None, **changes}
+
+
+@pytest.fixture
+def context() -> Iterator[zmq.Context]:
+    ctx = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
+
+
+@pytest.fixture
+def publisher(context: zmq.Context) -> Iterator[PlcPublisher]:
+    with PlcPublisher("tcp://127.0.0.1:*", LINE, context=context, heartbeat_s=3600) as pub:
+        yield pub
+
+
+def join(listener: PlcListener, probe: Callable[[], object]) -> None:
+    """Slow joiner: send probes until the subscriber has one, so later messages are not lost to it."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        probe()
+        if listener.receive(0.05) is not None:
+            return
+    raise AssertionError("subscriber never received a probe")
+
+
+def drain_until(listener: PlcListener, last: Callable[[dict], bool]) -> list[dict[str, Any]]:
+    """Messages up to and including the one `last` accepts (probes still in flight included)."""
+    messages = []
+    while True:
+        parts = listener.receive(5.0)
+        assert parts is not None, "a message did not arrive within 5 s"
+        message = json.loads(parts[1])
+        assert parts[0].decode() == message["topic"]
+        messages.append(message)
+        if last(message):
+            return messages
+
+
+@pytest.fixture
+def listener(publisher: PlcPublisher, context: zmq.Context) -> Iterator[PlcListener]:
+    with PlcListener(publisher.endpoint, context=context) as sub:
+        join(sub, publisher.heartbeat)
+        yield sub
+
+
+def test_every_topic_sends_messages_valid_against_the_shipped_schemas(publisher, listener) -> None:
+    sent = [*publisher.defect(a_defect(0, severity=3)), publisher.coil(a_coil()),
+            publisher.alarm(periodic_defect_alarm(coil="C-0001", surface="bottom", across_mm=820.0,
+                                                  defect_class="rolled-in_scale", pitch_mm=2513.27, count=6)),
+            publisher.alarm(coverage_alarm(coil="C-0002", coverage=0.97, required=0.995)),
+            publisher.alarm({"kind": "worker", "coil": None, "severity": 2, "message": "worker-2 restarted",
+                             "details": {"process": "worker-2", "reason": "exit code -9"}})]
+    publisher.counters.update(frames=120, defects=5, drops=1)
+    sent.append(publisher.heartbeat())
+    received = drain_until(listener, lambda m: m["topic"] == "heartbeat" and m["counters"]["frames"] == 120)
+    received = [m for m in received if m["topic"] != "heartbeat" or m["counters"]["frames"] == 120]
+    assert received == sent
+    assert {m["topic"] for m in received} == set(TOPICS)
+    for message in received:
+        VALIDATORS[message["topic"]].validate(message)
+    defect, severe = received[0], received[1]
+    assert [defect[k] for k in ("class", "severity", "defect_id", "along_mm")] == ["scratches", 3, 100, 7168]
+    assert "x1" not in defect  # box pixels are not part of the PLC message
+    assert defect["captured_time"] == "2026-11-18T11:06:40.123Z"  # 1_795_000_000 s after the epoch
+    assert (severe["kind"], severe["details"]["defect_index"]) == ("severe_defect", 0)
+    periodic = received[3]["details"]
+    assert periodic["roll_diameter_mm"] == pytest.approx(2513.27 / math.pi)
+
+
+def test_sequence_numbers_count_per_topic_from_one(publisher, listener) -> None:
+    for i in range(5):
+        publisher.defect(a_defect(i))
+        if i % 2:
+            publisher.coil(a_coil(coil=f"C-{i}"))
+    publisher.coil(a_coil(coil="END"))
+    received = drain_until(listener, lambda m: m.get("coil") == "END")
+    seqs = {t: [m["seq"] for m in received if m["topic"] == t] for t in ("defect", "coil")}
+    assert seqs == {"defect": [1, 2, 3, 4, 5], "coil": [1, 2, 3]}
+    assert publisher.stats()["sent"]["defect"] == 5
+
+
+def test_topic_filter_delivers_only_the_chosen_topic(publisher, context) -> None:
+    with PlcListener(publisher.endpoint, ["coil"], context=context) as sub:
+        join(sub, lambda: publisher.coil(a_coil(coil="PROBE")))
+        publisher.defect(a_defect(0, severity=3))
+        publisher.heartbeat()
+        publisher.coil(a_coil(coil="C-1"))
+        publisher.alarm(coverage_alarm(coil="C-1", coverage=0.5, required=0.995))
+        publisher.coil(a_coil(coil="END"))
+        received = drain_until(sub, lambda m: m["coil"] == "END")
+    assert {m["topic"] for m in received} == {"coil"}
+    assert [m["coil"] for m in received][-2:] == ["C-1", "END"]
+
+
+def test_listener_reports_skipped_sequence_numbers_and_restarts(context, tcp_endpoint) -> None:
+    raw = context.socket(zmq.PUB)  # a publisher whose sequence numbers the test chooses
+    raw.bind(tcp_endpoint)
+    beats = iter(range(1, 10_000))
+
+    def send(topic: str, payload: dict, seq: int) -> None:
+        body = json.dumps(build_message(topic, payload, seq=seq, line=LINE))
+        raw.send_multipart([topic.encode(), body.encode()])
+
+    beat = {"process": "test", "uptime_s": 1.0, "interval_s": 1.0, "status": "ok",
+            "counters": {"frames": 0, "defects": 0, "drops": 0}}
+    with PlcListener(tcp_endpoint, ["defect", "heartbeat"], context=context) as sub:
+        join(sub, lambda: send("heartbeat", beat, next(beats)))
+        for seq in (1, 2, 3, 6, 7, 1, 2):  # 4 and 5 lost; then the publisher restarts at 1
+            send("defect", a_defect(seq), seq)
+        out, err = io.StringIO(), io.StringIO()
+        tracker = sub.tracker
+        restarted_and_done = lambda: tracker.restarts["defect"] > 0 and tracker.last["defect"] == 2  # noqa: E731
+        summary = sub.run(out=out, err=err, stop=restarted_and_done)
+    assert "gap on defect: expected seq 4, got 6 (2 missing)" in err.getvalue()
+    assert "seq on defect went back from 7 to 1 (publisher restarted?)" in err.getvalue()
+    assert summary["gaps"] == {"defect": 1} and summary["missing"] == {"defect": 2}
+    assert summary["restarts"] == {"defect": 1} and summary["invalid"] == 0 and summary["exit_status"] == 0
+    assert summary["received"]["defect"] == 7
+    assert len(out.getvalue().splitlines()) == summary["messages"]
+
+
+def test_sequence_tracker_table() -> None:
+    tracker = SequenceTracker()
+    reports = [tracker.observe("coil", s) for s in (5, 6, 9, 10, 2, 3)]
+    assert reports[0] is None  # joining late at 5 is not a gap
+    assert reports[2] == "gap on coil: expected seq 7, got 9 (2 missing)"
+    assert reports[4] == "seq on coil went back from 10 to 2 (publisher restarted?)"
+    assert (tracker.gaps["coil"], tracker.missing["coil"], tracker.restarts["coil"]) == (1, 2, 1)
+
+
+def test_slow_subscriber_never_blocks_and_its_losses_show_as_gaps(context) -> None:
+    # Small queues and kernel buffers: 3000 messages of ~560 bytes cannot all be held in flight.
+    pub = PlcPublisher("tcp://127.0.0.1:*", LINE, context=context, sndhwm=5,
+                       socket_options={zmq.SNDBUF: 4096})
+    with pub, PlcListener(pub.endpoint, ["defect"], context=context, rcvhwm=5,
+                          socket_options={zmq.RCVBUF: 4096}) as sub:
+        join(sub, lambda: pub.defect(a_defect(0)))
+        sent = 3000
+        for i in range(sent):  # nobody reads meanwhile: PUB drops for this subscriber, never waits
+            pub.defect(a_defect(i))
+        summary = sub.run(timeout=1.0, out=io.StringIO(), err=io.StringIO())
+    first, last = summary["first_seq"]["defect"], summary["last_seq"]["defect"]
+    assert summary["missing"]["defect"] > 0
+    assert summary["received"]["defect"] + summary["missing"]["defect"] == last - first + 1
+    assert pub.stats()["sent"]["defect"] == pub.stats()["last_seq"]["defect"] >= sent
+
+
+BAD_PAYLOADS = [
+    ("missing field", lambda d: {k: v for k, v in d.items() if k != "class"}, "class: missing"),
+    ("severity out of range", lambda d: {**d, "severity": 4}, "severity: expected a number <= 3"),
+    ("wrong type", lambda d: {**d, "along_mm": "12 m"}, "along_mm: expected number"),
+    ("bool is not a number", lambda d: {**d, "score": True}, "score: expected number"),
+    ("NaN score", lambda d: {**d, "score": float("nan")}, "score: expected number"),
+    ("unknown field", lambda d: {**d, "colour": "red"}, "colour: unknown field"),
+    ("bad surface", lambda d: {**d, "surface": "side"}, "surface: expected one of top, bottom"),
+    ("envelope field in payload", lambda d: {**d, "seq": 99}, "seq is set by the publisher"),
+    ("not serialisable", lambda d: {**d, "model_version": {1, 2}}, "model_version"),
+]
+
+
+@pytest.mark.parametrize(("case", "corrupt", "expected"), BAD_PAYLOADS, ids=[c[0] for c in BAD_PAYLOADS])
+def test_publisher_refuses_invalid_payloads_without_using_a_seq(publisher, listener, case, corrupt,
+                                                                expected) -> None:
+    with pytest.raises(PlcMessageError, match="defect message refused|set by the publisher") as info:
+        publisher.defect(corrupt(a_defect(0, severity=3)))
+    assert expected in str(info.value)
+    publisher.defect(a_defect(1, coil="END"))
+    received = drain_until(listener, lambda m: m.get("coil") == "END")
+    assert [m["seq"] for m in received if m["topic"] != "heartbeat"] == [1]  # no gap, no alarm either
+    assert publisher.stats()["refused"] == 1
+
+
+def test_unknown_topic_and_bad_alarm_kind_are_refused(publisher) -> None:
+    with pytest.raises(PlcMessageError, match="expected one of defect, coil, alarm, heartbeat"):
+        publisher.publish("defects", a_defect())
+    with pytest.raises(PlcMessageError, match="kind: expected one of"):
+        publisher.alarm({"kind": "fire", "coil": None, "severity": 3, "message": "x", "details": {}})
+    with pytest.raises(PlcMessageError, match="details.pitch_mm: missing"):
+        publisher.alarm({"kind": "periodic_defect", "coil": "C", "severity": 2, "message": "x",
+                         "details": {"class": "a", "surface": "top", "across_mm": 1.0,
+                                     "roll_diameter_mm": 1.0, "count": 3}})
+
+
+@pytest.mark.parametrize("message", [
+    {"schema_version": 1, "topic": "coil"},
+    {**build_message("coil", a_coil(), seq=1, line=LINE), "seq": 0},
+    {**build_message("coil", a_coil(), seq=1, line=LINE), "time": "yesterday"},
+    {**build_message("coil", a_coil(), seq=1, line=LINE), "counts": {"scratches": -1}},
+    {**build_message("coil", a_coil(), seq=1, line=LINE), "topic": "defect"},
+    {**build_message("coil", a_coil(), seq=1, line=LINE), "event": "graded-twice"},
+    build_message("coil", a_coil(), seq=1, line=LINE),
+])
+def test_builtin_validator_agrees_with_jsonschema(message) -> None:
+    assert bool(validate("coil", message)) == bool(list(VALIDATORS["coil"].iter_errors(message)))
+
+
+def test_shipped_schemas_are_valid_draft_2020_12() -> None:
+    for topic in TOPICS:
+        Draft202012Validator.check_schema(load_schema(topic))
+        assert load_schema(topic)["properties"]["topic"]["const"] == topic
+
+
+def test_alarm_rule_and_heartbeat_tick(context) -> None:
+    assert severe_defect_alarm(a_defect(severity=2)) is None
+    assert severe_defect_alarm(a_defect(severity=2), min_severity=2)["kind"] == "severe_defect"
+    with PlcPublisher("tcp://127.0.0.1:*", LINE, context=context, heartbeat_s=3600, alarm_min_severity=None,
+                      process="worker-1") as pub:
+        assert len(pub.defect(a_defect(severity=3))) == 1  # alarms disabled
+        beat = pub.tick()
+        assert beat is not None and beat["process"] == "worker-1" and beat["status"] == "ok"
+        assert pub.tick() is None  # next one is an hour away
+        pub.status = "degraded"
+        assert pub.heartbeat()["status"] == "degraded"
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    ("tcp://127.0.0.1:5570", ("bind", "tcp://127.0.0.1:5570")),
+    ("bind:tcp://*:5570", ("bind", "tcp://*:5570")),
+    ("connect:ipc:///tmp/plc.sock", ("connect", "ipc:///tmp/plc.sock")),
+])
+def test_endpoint_roles(spec, expected) -> None:
+    assert parse_endpoint(spec) == expected
+
+
+def test_bad_endpoints_are_clear_errors(context) -> None:
+    with pytest.raises(TransportError, match="expected \\[bind:\\|connect:\\]"):
+        parse_endpoint("127.0.0.1:5570")
+    with PlcPublisher("tcp://127.0.0.1:*", LINE, context=context) as first, \
+            pytest.raises(TransportError, match="cannot bind"):
+        PlcPublisher(first.endpoint, LINE, context=context)
+
+
+def test_close_with_an_unread_subscriber_does_not_hang() -> None:
+    ctx = zmq.Context()
+    pub = PlcPublisher("tcp://127.0.0.1:*", LINE, context=ctx, linger_ms=200)
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(pub.endpoint)
+    for i in range(500):
+        pub.defect(a_defect(i))
+    sub.close(linger=0)
+    pub.close()
+    pub.close()  # idempotent
+    closer = threading.Thread(target=ctx.term, daemon=True)
+    closer.start()
+    closer.join(timeout=10)
+    assert not closer.is_alive(), "context.term() hung after close()"
+
+
+def _listen_cli(endpoint: str, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "inspection", "plc-listen", "--connect", endpoint, *extra],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _feed_until_exit(proc: subprocess.Popen, send: Callable[[], object]) -> tuple[str, str]:
+    deadline = time.monotonic() + 20
+    while proc.poll() is None and time.monotonic() < deadline:
+        send()
+        time.sleep(0.05)
+    if proc.poll() is None:
+        proc.kill()
+    return proc.communicate(timeout=10)
+
+
+def test_cli_prints_valid_messages_and_exits_zero(publisher) -> None:
+    proc = _listen_cli(publisher.endpoint, "--topic", "heartbeat", "--count", "3", "--timeout", "15",
+                       "--json")
+    out, err = _feed_until_exit(proc, publisher.heartbeat)
+    assert proc.returncode == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert len(lines) == 3 and all(VALIDATORS["heartbeat"].validate(m) is None for m in lines)
+    assert [m["seq"] for m in lines] == list(range(lines[0]["seq"], lines[0]["seq"] + 3))
+    summary = json.loads(err.strip().splitlines()[-1])
+    assert summary["invalid"] == 0 and summary["validator"] == "jsonschema"
+
+
+def test_cli_exits_non_zero_on_invalid_messages(context, tcp_endpoint) -> None:
+    raw = context.socket(zmq.PUB)
+    raw.bind(tcp_endpoint)
+    bad = {**build_message("alarm", coverage_alarm(coil="C", coverage=0.9, required=0.99), seq=1, line=LINE)}
+    del bad["severity"]
+    proc = _listen_cli(tcp_endpoint, "--count", "2", "--timeout", "15")
+    out, err = _feed_until_exit(proc, lambda: raw.send_multipart([b"alarm", json.dumps(bad).encode()]))
+    assert proc.returncode == 1
+    assert "invalid alarm message (seq 1)" in err and "'severity' is a required property" in err
+    assert "2 invalid" in err
