@@ -115,7 +115,7 @@ def periodic_defect_alarm(*, coil: str, surface: str, defect_class: str, across_
     """The ``periodic_defect`` alarm payload (roll marks); the diameter defaults to pitch / pi."""
     import math
 
-    diameter = roll_diameter_mm if roll_diameter_mm is not None else pitch_mm / math.pi
+    diameter = roll_diameter_mm if roll_diameter_mm is not None else round(pitch_mm / math.pi, 1)
     details = {"class": defect_class, "surface": surface, "across_mm": across_mm, "pitch_mm": pitch_mm,
                "roll_diameter_mm": diameter, "count": count, **extra}
     return {"kind": "periodic_defect", "coil": coil, "severity": severity, "details": details,
