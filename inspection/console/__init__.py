@@ -1,0 +1,8 @@
+"""The review console (Streamlit): what quality inspectors use every shift.
+
+`app.py` at the top of the checkout builds the navigation; each page is a thin script in
+`pages/` (file pages, so `AppTest.switch_page` can reach them) that calls `render()` in a view
+module here. Views read through `inspection.records.queries` and `data` (read-only SQL the
+console needs beyond it) and write only through `actions`, which calls the records write API
+(append-only, audited). `context` finds the database and holds the reviewer identity.
+"""

@@ -1,0 +1,142 @@
+"""Where the console's data lives, who is reviewing, and when cached reads must be thrown away.
+
+The database is `$STEEL_INSPECT_DB` when set, else the line config's `line.database`
+(`$STEEL_INSPECT_CONFIG` names the config; default: the demo line). Crops live in the config's
+`line.crops_dir`, or `$STEEL_INSPECT_CROPS`.
+
+Cached reads are keyed on `change_token`: the audit log's head sequence number (every mutating
+event -- defects recorded, reviews, grades, overrides, imports -- appends to it) plus the size
+of the review queue, which is derived and not audited. A review bumps the token, so nothing
+stale shows after it; widget interactions that change nothing re-use the cache.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+from sqlite_utils import Database
+
+from inspection.config import LineConfig, load_config
+from inspection.errors import SteelInspectError
+from inspection.records.db import open_db
+
+REVIEWER_KEY = "reviewer"
+_REVIEWER_PATTERN = re.compile(r"[^\x00-\x1f\x7f]{2,80}")
+
+
+class ConsoleError(SteelInspectError):
+    """The console cannot do what was asked: no database, no reviewer name, unknown coil."""
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The files the console reads: the line database and the crop store."""
+
+    database: Path
+    crops_dir: Path
+    line: LineConfig | None
+
+
+@st.cache_resource(show_spinner=False)
+def _config(path: str | None) -> LineConfig:
+    return load_config(path)
+
+
+def sources() -> Sources:
+    """Resolve the database and crop folder from the environment and the line config."""
+    config: LineConfig | None
+    try:
+        config = _config(os.environ.get("STEEL_INSPECT_CONFIG") or None)
+    except SteelInspectError:
+        config = None
+    db_env = os.environ.get("STEEL_INSPECT_DB")
+    crops_env = os.environ.get("STEEL_INSPECT_CROPS")
+    if db_env:
+        database = Path(db_env).expanduser()
+    elif config is not None:
+        database = config.database
+    else:
+        raise ConsoleError("no line database: set STEEL_INSPECT_DB or STEEL_INSPECT_CONFIG")
+    if crops_env:
+        crops = Path(crops_env).expanduser()
+    elif db_env and (database.parent / "crops").is_dir():
+        crops = database.parent / "crops"  # a database copied with its crops beside it
+    elif config is not None:
+        crops = config.crops_dir
+    else:
+        crops = database.parent / "crops"
+    return Sources(database=database.resolve(), crops_dir=crops.resolve(), line=config)
+
+
+@contextmanager
+def read_db(path: str | Path) -> Iterator[Database]:
+    """A read-only connection, closed afterwards; the console never writes through it."""
+    db = open_db(Path(path), readonly=True)
+    try:
+        yield db
+    finally:
+        db.conn.close()
+
+
+def change_token(path: str | Path) -> tuple[int, int, int]:
+    """Changes whenever anything the console shows can have changed (see module docstring)."""
+    with read_db(path) as db:
+        row = db.execute(
+            "SELECT (SELECT coalesce(max(seq), 0) FROM audit_log),"
+            " (SELECT count(*) FROM review_queue), (SELECT coalesce(max(rowid), 0) FROM review_queue)"
+        ).fetchone()
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def reviewer_sidebar() -> None:
+    """The reviewer names themselves once per session; every action carries the name."""
+    st.sidebar.text_input(
+        "Reviewer name", key=REVIEWER_KEY, placeholder="required before any review action",
+        help="Every confirm / relabel / reject and grade override is recorded with this name "
+             "in the audit log.",
+    )
+    name = current_reviewer()
+    if name:
+        st.sidebar.caption(f"Reviewing as **{name}**")
+    else:
+        st.sidebar.warning("Enter your name to review defects or override grades.")
+
+
+def current_reviewer() -> str | None:
+    """The reviewer's name, or None when it is missing or not a plausible name."""
+    name = str(st.session_state.get(REVIEWER_KEY) or "").strip()
+    return name if _REVIEWER_PATTERN.fullmatch(name) else None
+
+
+def require_reviewer() -> str:
+    """The reviewer's name; raise `ConsoleError` (shown to the user) when there is none."""
+    name = current_reviewer()
+    if name is None:
+        raise ConsoleError("Action refused: enter your name (2-80 characters) in the sidebar "
+                           "as reviewer first; every action is recorded with it.")
+    return name
+
+
+def page_database() -> tuple[str, tuple[int, int, int]]:
+    """(database path, change token) for a page, or stop the page with a clear message."""
+    try:
+        database = sources().database
+    except ConsoleError as exc:
+        st.error(str(exc))
+        st.stop()
+    if not database.is_file():
+        st.warning(f"No line database at `{database}` yet. Run the line (`steel-inspect demo`) "
+                   "or point the console at one: `STEEL_INSPECT_DB=path streamlit run app.py`.")
+        st.stop()
+    try:
+        return str(database), change_token(database)
+    except (SteelInspectError, sqlite3.DatabaseError) as exc:  # a corrupt or foreign file: say so
+        st.error(f"Cannot read `{database}`: {exc}")
+        st.stop()

@@ -1,0 +1,85 @@
+"""The coil defect map: length along x across, one chart per surface, selectable points.
+
+Colour is the class a defect counts under (after relabels), size is severity, rejected false
+alarms are drawn hollow and faint, the selected defect gets a black ring, and periodic defects
+(roll marks) are marked by a dashed line at their position across with pitch and roll diameter
+in the tooltip, their member defects by a diamond. All points are drawn: nothing is downsampled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import altair as alt
+import pandas as pd
+
+SELECTION = "pick"
+SEVERITY_SIZES = (30, 90, 220)  # marker area for severity 1 (minor), 2 (major), 3 (critical)
+PERIODIC_TOLERANCE_MM = 30.0  # a member of a periodic alarm lies this close to its position across
+
+
+def periodic_members(defects: pd.DataFrame, alarms: pd.DataFrame) -> pd.Series:
+    """True for defects that belong to a periodic alarm: same surface and class, same place across."""
+    member = pd.Series(False, index=defects.index)
+    periodic = alarms[alarms["kind"] == "periodic"] if len(alarms) else alarms
+    for _, alarm in periodic.iterrows():
+        near = (defects["across_mm"] - alarm["across_mm"]).abs() <= PERIODIC_TOLERANCE_MM
+        hit = (defects["effective_class"] == alarm["class"]) & near
+        if isinstance(alarm["surface"], str) and alarm["surface"]:
+            hit &= defects["surface"] == alarm["surface"]
+        member |= hit
+    return member
+
+
+def map_chart(defects: pd.DataFrame, alarms: pd.DataFrame, surface: str, classes: list[str],
+              length_m: float, width_mm: float, selected: int | None) -> alt.LayerChart:
+    """The map of one surface; clicking a point selects it (selection parameter `pick` on `id`)."""
+    points = defects[defects["surface"] == surface].copy()
+    points["along_m"] = points["along_mm"] / 1000.0
+    points["shape"] = points["periodic"].map({True: "periodic", False: "single"})
+    points["status"] = points["review_status"]
+    pick = alt.selection_point(name=SELECTION, fields=["id"], on="click", clear="dblclick")
+    x = alt.X("along_m:Q", title="along the strip (m from head)", scale=alt.Scale(domain=[0, length_m]))
+    y = alt.Y("across_mm:Q", title="across (mm from drive side)", scale=alt.Scale(domain=[0, width_mm]))
+    base = alt.Chart(points).mark_point(filled=True).encode(
+        x=x, y=y,
+        color=alt.Color("effective_class:N", title="class", scale=alt.Scale(domain=classes)),
+        size=alt.Size("severity:Q", title="severity",
+                      scale=alt.Scale(domain=[1, 3], range=list(SEVERITY_SIZES)),
+                      legend=alt.Legend(values=[1, 2, 3], format="d")),
+        shape=alt.Shape("shape:N", title="pattern", scale=alt.Scale(domain=["single", "periodic"],
+                                                                   range=["circle", "diamond"])),
+        opacity=alt.condition(alt.datum.status == "rejected", alt.value(0.25), alt.value(0.85)),
+        stroke=alt.condition(alt.datum.id == (selected if selected is not None else -1),
+                             alt.value("black"), alt.value(None)),
+        strokeWidth=alt.value(2),
+        tooltip=[alt.Tooltip("id:Q", title="defect"), alt.Tooltip("effective_class:N", title="class"),
+                 alt.Tooltip("score:Q", format=".2f"), "severity:Q",
+                 alt.Tooltip("along_m:Q", title="along (m)", format=".2f"),
+                 alt.Tooltip("across_mm:Q", title="across (mm)", format=".0f"),
+                 alt.Tooltip("status:N", title="review")],
+    ).add_params(pick)
+    layers: list[Any] = [base]
+    periodic = alarms[(alarms["kind"] == "periodic") & (alarms["surface"].fillna(surface) == surface)] \
+        if len(alarms) else alarms
+    if len(periodic):
+        rules = alt.Chart(periodic).mark_rule(strokeDash=[6, 4], color="black", opacity=0.6).encode(
+            y="across_mm:Q",
+            tooltip=[alt.Tooltip("class:N", title="periodic"), alt.Tooltip("pitch_mm:Q", format=".0f"),
+                     alt.Tooltip("roll_diameter_mm:Q", title="roll diameter (mm)", format=".0f"),
+                     alt.Tooltip("count:Q", title="repeats")],
+        )
+        layers.append(rules)
+    return (alt.layer(*layers).properties(height=340, title=f"{surface} surface ({len(points)} defects)")
+            .configure_legend(orient="bottom", direction="horizontal", columns=4, titleOrient="left"))
+
+
+def picked_id(state: Any) -> int | None:
+    """The defect id a chart selection event carries, if any."""
+    try:
+        values = state["selection"][SELECTION]
+    except (KeyError, TypeError):
+        return None
+    if isinstance(values, list) and values and isinstance(values[0], dict) and "id" in values[0]:
+        return int(values[0]["id"])
+    return None

@@ -1,0 +1,87 @@
+"""Forms that act: review a defect, override a grade, download the coil report.
+
+Each action needs the reviewer's name (sidebar); without it the action is refused with a
+message and nothing is written. After a write the page reruns, and the changed audit head
+invalidates every cached read, so the new state shows at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from inspection.console import actions
+from inspection.console.widgets import flash
+from inspection.errors import SteelInspectError
+from inspection.records.grading import ALL_GRADES
+
+ACTION_LABELS = {"confirm": "Confirm", "relabel": "Relabel", "reject": "Reject as false alarm"}
+SHORTCUTS = {"confirm": "A", "relabel": "L", "reject": "X"}  # C and R are reserved by Streamlit
+DONE = {"confirm": "confirmed", "reject": "rejected as false alarm"}
+
+
+def review_form(path: str, coil: str, defect_id: int, row: pd.Series, classes: list[str], form_key: str,
+                shortcuts: bool = False) -> None:
+    """Confirm / relabel / reject one defect; reruns the page once the review is recorded."""
+    others = [c for c in classes if c != row["effective_class"]]
+    with st.form(form_key, clear_on_submit=True):
+        new_class = st.selectbox("New class (for relabel)", others, key=f"{form_key}_class")
+        reason = st.text_input("Reason (optional)", key=f"{form_key}_reason")
+        cols = st.columns(3)
+        pressed = {action: cols[i].form_submit_button(
+                       ACTION_LABELS[action], type="primary" if action == "confirm" else "secondary",
+                       shortcut=SHORTCUTS[action] if shortcuts else None, key=f"{form_key}_{action}")
+                   for i, action in enumerate(ACTION_LABELS)}
+    action = next((a for a, hit in pressed.items() if hit), None)
+    if action is None:
+        return
+    try:
+        review_id = actions.review(path, defect_id, action, new_class, reason)
+    except SteelInspectError as exc:
+        st.error(str(exc), icon=":material/block:")
+        return
+    what = f"relabelled as {new_class}" if action == "relabel" else DONE[action]
+    flash(f"Defect #{defect_id} of coil {coil} {what} (review #{review_id}).")
+    st.rerun()
+
+
+def override_form(path: str, coil: str) -> None:
+    with st.expander("Override the grade"), st.form("override_form", clear_on_submit=True):
+        grade = st.selectbox("New grade", ALL_GRADES, key="override_grade")
+        reason = st.text_area("Reason (required)", key="override_reason",
+                              placeholder="why the automatic grade does not stand")
+        submitted = st.form_submit_button("Override grade")
+    if not submitted:
+        return
+    if not reason.strip():
+        st.error("Override refused: a grade override needs a reason.", icon=":material/block:")
+        return
+    try:
+        actions.override_grade(path, coil, grade, reason)
+    except SteelInspectError as exc:
+        st.error(str(exc), icon=":material/block:")
+        return
+    flash(f"Coil {coil}: grade overridden to {grade}.")
+    st.rerun()
+
+
+def report_downloads(path: str, token: Any, coil: str) -> None:
+    """The coil report (C's report module) as PDF or CSV, built only when downloaded."""
+    st.subheader("Coil report")
+    try:
+        from inspection.records import report
+    except ImportError:
+        st.info("The coil report module is not available in this build.")
+        return
+    cols = st.columns(2)
+    for column, fmt, mime in ((cols[0], "pdf", "application/pdf"), (cols[1], "csv", "text/csv")):
+        column.download_button(
+            f"Download {fmt.upper()}", data=lambda f=fmt: _report(path, token, coil, f, report),
+            file_name=f"coil-{coil}.{fmt}", mime=mime, key=f"report_{fmt}", on_click="ignore")
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _report(path: str, token: Any, coil: str, fmt: str, _module: Any) -> bytes:
+    return _module.render_bytes(path, coil, fmt)

@@ -1,0 +1,113 @@
+"""A small but real line database for console tests and the console speed measurement.
+
+Everything is written through the records write API (`Store.apply_batch` with worker messages,
+`grade_coil`, `enqueue_reviews`, `add_alarm`, the platform import), exactly as the recorder
+would: coil events, inspected frames, defects with PNG crops, grades, a periodic roll mark and
+MES data. Reproducible from a seed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from inspection.frame import CoilEvent, StreamKey
+from inspection.records.crops import CropStore
+from inspection.records.messages import DefectRecord, FrameResult
+from inspection.records.store import Store
+
+LINE = "demo-hot-1"
+CLASSES = ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches")
+MODEL_VERSION = "hot-20261123-1"
+MODEL_SHA = "ab" * 32
+FRAME_MM = 1024.0
+WIDTH_MM = 1600.0
+T0_NS = 1_795_000_000_000_000_000  # 2026-11-18, so "today" filters and day buckets are stable
+
+
+@dataclass(frozen=True)
+class SampleCoil:
+    coil: str
+    length_m: float
+    defects: int
+    periodic: bool = False
+
+
+def _crop(rng: np.random.Generator, cls: str) -> bytes:
+    """A 64x64 grey crop with a class-dependent mark, so crops differ visibly and by sha256."""
+    image = rng.normal(120, 18, (64, 64)).clip(0, 255).astype(np.uint8)
+    shade = 40 + 30 * CLASSES.index(cls) if cls in CLASSES else 60
+    cv2.circle(image, (32, 32), int(rng.integers(6, 20)), shade, -1)
+    ok, png = cv2.imencode(".png", image)
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return png.tobytes()
+
+
+def _messages(spec: SampleCoil, start_ns: int, rng: np.random.Generator) -> list:
+    frames = max(1, math.ceil(spec.length_m * 1000 / FRAME_MM))
+    messages: list = []
+    per_frame: dict[tuple[str, int], list[DefectRecord]] = {}
+    for i in range(spec.defects):
+        surface = "top" if i % 2 == 0 else "bottom"
+        if spec.periodic and i < 12:  # a roll mark: same class and place across, every 2.2 m
+            cls, along, across, surface = "pitted_surface", 1500.0 + 2200.0 * i, 800.0, "top"
+        else:
+            cls = CLASSES[int(rng.integers(len(CLASSES)))]
+            along, across = float(rng.uniform(0, spec.length_m * 1000)), float(rng.uniform(20, WIDTH_MM - 20))
+        size = float(rng.uniform(5, 80))
+        score = float(rng.uniform(0.3, 0.99))
+        severity = 3 if size > 65 else 2 if size > 30 else 1
+        box = (10.0, 10.0, 10.0 + size, 10.0 + size)
+        defect = DefectRecord(cls=cls, score=score, severity=severity, box=box,
+                              along_mm=along, across_mm=across, length_mm=size, width_mm=size,
+                              area_mm2=size * size, crop_png=_crop(rng, cls))
+        per_frame.setdefault((surface, min(int(along // FRAME_MM), frames - 1)), []).append(defect)
+    for surface in ("top", "bottom"):
+        key = StreamKey(LINE, "hot", f"{surface}-1", surface)
+        messages.append(CoilEvent("coil_start", key, spec.coil, 0, start_ns))
+        for index in range(frames):
+            t = start_ns + index * 200_000_000
+            messages.append(FrameResult(key, spec.coil, index + 1, index, t, index * FRAME_MM, FRAME_MM,
+                                        MODEL_VERSION, MODEL_SHA, t + 5_000_000,
+                                        tuple(per_frame.get((surface, index), ()))))
+        messages.append(CoilEvent("coil_end", key, spec.coil, frames + 1, start_ns + frames * 200_000_000,
+                                  length_mm=spec.length_m * 1000, frames=frames, dropped=0))
+    return messages
+
+
+def build(path: Path, crops_dir: Path, coils: Sequence[SampleCoil], seed: int = 0) -> None:
+    """Write `coils` into the database at `path` (created if needed), with crops in `crops_dir`."""
+    rng = np.random.default_rng(seed)
+    pick = random.Random(seed)
+    with Store(path, crops=CropStore(crops_dir), clock=_clock()) as store:
+        store.register_line(LINE, "hot", WIDTH_MM, [{"id": "top-1", "surface": "top"},
+                                                   {"id": "bottom-1", "surface": "bottom"}])
+        for n, spec in enumerate(coils):
+            start = T0_NS + n * 3_600_000_000_000
+            messages = _messages(spec, start, rng)
+            for i in range(0, len(messages), 200):
+                store.apply_batch(messages[i:i + 200])
+            store.grade_coil(spec.coil, "coil_end")
+            store.enqueue_reviews(spec.coil, seed=pick.randrange(1 << 30))
+            if spec.periodic:
+                store.add_alarm("periodic", "pitted_surface repeats every 2200 mm at 800 mm across on the "
+                                "top surface (roll diameter 700 mm)", coil=spec.coil, surface="top",
+                                class_="pitted_surface", across_mm=800.0, pitch_mm=2200.0,
+                                roll_diameter_mm=2200.0 / math.pi, count=12)
+
+
+def _clock() -> object:
+    """Monotonic fake time from T0, so rows sort and bucket the same on every run."""
+    state = {"t": T0_NS}
+
+    def now() -> int:
+        state["t"] += 1_000_000
+        return state["t"]
+    return now

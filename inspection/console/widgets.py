@@ -1,0 +1,201 @@
+"""Display pieces shared by the console pages: coil summary, crops, gallery, grade and plant panels."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from inspection.records.crops import CropStore
+
+GALLERY_PAGE = 24
+GALLERY_COLUMNS = 6
+SEVERITY_NAMES = {1: "minor", 2: "major", 3: "critical"}
+FLASH_KEY = "flash_message"
+REVIEW_STATES = ("unreviewed", "confirmed", "relabelled", "rejected")
+
+
+def flash(message: str) -> None:
+    """Show `message` once, on the next run (actions rerun the page to show fresh data)."""
+    st.session_state[FLASH_KEY] = message
+
+
+def show_flash() -> None:
+    message = st.session_state.pop(FLASH_KEY, None)
+    if message:
+        st.success(message, icon=":material/check_circle:")
+
+
+def class_names(line_type: str, defects: pd.DataFrame) -> list[str]:
+    """The classes a defect of this line type can be relabelled to, plus any already recorded."""
+    from inspection.datasets import DATASET_CLASSES, LINE_DATASETS
+
+    known = list(DATASET_CLASSES.get(LINE_DATASETS.get(line_type, ""), ()))
+    seen = set(defects["class"]).union(defects["effective_class"]) if len(defects) else set()
+    return known + sorted(c for c in seen if c not in known)
+
+
+def map_extent(header: dict[str, Any], defects: pd.DataFrame) -> tuple[float, float]:
+    """(length in m, width in mm) the map spans: the coil's, stretched to every defect."""
+    furthest = float(defects["along_mm"].max()) / 1000.0 if len(defects) else 0.0
+    widest = float(defects["across_mm"].max()) if len(defects) else 0.0
+    length = max(float(header.get("inspected_length_m") or 0.0),
+                 float(header["platform"].get("length_m") or 0.0))
+    return max(length, furthest, 1.0), max(float(header.get("map_width_mm") or 0.0), widest, 1.0)
+
+
+def current_grade(grades: pd.DataFrame) -> pd.Series | None:
+    """The effective grade: the latest override if any, else the latest automatic grade."""
+    if not len(grades):
+        return None
+    overrides = grades[grades["source"] == "override"]
+    return (overrides if len(overrides) else grades).iloc[-1]
+
+
+def coil_summary(header: dict[str, Any], defects: pd.DataFrame, grades: pd.DataFrame,
+                 coverage: dict[str, Any]) -> None:
+    show_flash()
+    latest = current_grade(grades)
+    counted = defects[defects["review_status"] != "rejected"]
+    cameras = coverage.get("cameras", [])
+    inspected = sum(c["inspected"] for c in cameras)
+    lost = sum(c["dropped_worker"] + c["dropped_camera"] for c in cameras)
+    cols = st.columns(6)
+    cols[0].metric("Coil", header["coil"])
+    cols[1].metric("Grade", latest["grade"] if latest is not None else "not graded",
+                   help=f"{latest['source']} grade" if latest is not None else None)
+    cols[2].metric("Defects", len(defects), help="all detections; rejected false alarms included")
+    cols[3].metric("Counted", len(counted), help="after reviews: rejected false alarms do not count")
+    cols[4].metric("Critical", int((counted["severity"] == 3).sum()))
+    state = "complete" if coverage.get("complete") else "incomplete"
+    cols[5].metric("Coverage", f"{coverage.get('share', 0.0):.2%}",
+                   help=f"worst camera; {inspected} frames inspected, {lost} dropped; {state}")
+    pending = int((defects["review_status"] == "unreviewed").sum())
+    st.caption(f"Line {header['line']} ({header['line_type']}) · first seen "
+               f"{_time(header['first_seen_ns'])} · {pending} defect(s) not yet reviewed")
+
+
+def _time(ns: Any) -> str:
+    if ns is None or (isinstance(ns, float) and math.isnan(ns)):
+        return "-"
+    return dt.datetime.fromtimestamp(int(ns) / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def defect_picker(defects: pd.DataFrame, state_key: str) -> None:
+    """A searchable defect box: the keyboard way to select a defect (the map and gallery set it too)."""
+    labels = defect_labels(defects)
+    ids = list(labels)
+    current = st.session_state.get(state_key)
+
+    def _changed() -> None:
+        st.session_state[state_key] = st.session_state["defect_id_box"]
+
+    st.selectbox("Defect", ids, index=ids.index(current) if current in labels else None,
+                 placeholder="defect id, class, surface...", key="defect_id_box", on_change=_changed,
+                 format_func=labels.__getitem__)
+
+
+def defect_labels(defects: pd.DataFrame) -> dict[int, str]:
+    """id -> one-line label, built column-wise (a per-row lookup is quadratic on big coils)."""
+    text = ("#" + defects["id"].astype(str) + " " + defects["effective_class"].astype(str) + " · "
+            + defects["surface"].astype(str) + " · " + (defects["along_mm"] / 1000).map("{:.2f} m".format)
+            + " · " + defects["review_status"].astype(str))
+    return dict(zip(defects["id"].astype(int), text, strict=True))
+
+
+def crop_image(crops_dir: Path, sha: Any, width: int = 160, caption: str | None = None) -> None:
+    data = CropStore(crops_dir).get(str(sha)) if isinstance(sha, str) and sha else None
+    if data is None:
+        st.caption("no crop stored" if not sha else "crop pruned by retention")
+    else:
+        st.image(data, width=width, caption=caption)
+
+
+def defect_facts(defect_id: int, row: pd.Series) -> None:
+    relabel = f" (detected as {row['class']})" if row["effective_class"] != row["class"] else ""
+    severity = SEVERITY_NAMES.get(row["severity"], "?")
+    by = f" by {row['reviewer']}" if isinstance(row["reviewer"], str) else ""
+    st.markdown(
+        f"**#{defect_id} {row['effective_class']}**{relabel}  \n"
+        f"score {row['score']:.2f} · severity {row['severity']} ({severity})  \n"
+        f"{row['surface']} · {row['along_mm'] / 1000:.3f} m along · {row['across_mm']:.0f} mm across  \n"
+        f"{_size(row)} · model {row['model_version'] or '?'}  \n"
+        f"review: **{row['review_status']}**{by}")
+
+
+def _size(row: pd.Series) -> str:
+    if pd.isna(row["length_mm"]) or pd.isna(row["width_mm"]):
+        return "size n/a"
+    return f"{row['length_mm']:.0f} x {row['width_mm']:.0f} mm"
+
+
+def gallery(defects: pd.DataFrame, classes: list[str], crops_dir: Path, state_key: str) -> None:
+    """Crops of one page at a time, filtered by class, surface and review state."""
+    cols = st.columns([2, 1, 1, 1])
+    chosen = cols[0].multiselect("Classes", classes, key="gallery_classes", placeholder="all classes")
+    surface = cols[1].selectbox("Surface", ["both", "top", "bottom"], key="gallery_surface")
+    review = cols[2].selectbox("Review", ["all", *REVIEW_STATES], key="gallery_review")
+    order = cols[3].selectbox("Order", ["position", "severity", "score"], key="gallery_order")
+    view = defects
+    if chosen:
+        view = view[view["effective_class"].isin(chosen)]
+    if surface != "both":
+        view = view[view["surface"] == surface]
+    if review != "all":
+        view = view[view["review_status"] == review]
+    if order == "severity":
+        view = view.sort_values(["severity", "score"], ascending=False)
+    elif order == "score":
+        view = view.sort_values("score")
+    pages = max(1, math.ceil(len(view) / GALLERY_PAGE))
+    page = st.number_input(f"Page (of {pages}; {len(view)} crops)", 1, pages, 1, key="gallery_page")
+    chunk = view.iloc[(page - 1) * GALLERY_PAGE: page * GALLERY_PAGE]
+    grid = st.columns(GALLERY_COLUMNS)
+    for i, row in enumerate(chunk.itertuples(index=False)):
+        with grid[i % GALLERY_COLUMNS]:
+            crop_image(crops_dir, row.crop_sha256, width=150)
+            st.caption(f"#{row.id} **{row.effective_class}** {row.score:.2f} · sev {row.severity}  \n"
+                       f"{row.surface} {row.along_mm / 1000:.2f} m · {row.across_mm:.0f} mm  \n"
+                       f"{row.review_status}")
+            st.button("Select", key=f"gallery_pick_{row.id}", on_click=st.session_state.__setitem__,
+                      args=(state_key, int(row.id)))
+
+
+def grade_panel(grades: pd.DataFrame) -> None:
+    st.subheader("Grade")
+    latest = current_grade(grades)
+    if latest is None:
+        st.info("Not graded yet (grading runs at coil end).")
+        return
+    by = f" by {latest['by']}" if isinstance(latest["by"], str) and latest["by"] else ""
+    rule = f" · rule set `{latest['rule_set']}` {latest['rule_version']}" if latest["rule_set"] else ""
+    st.markdown(f"**{latest['grade']}** ({latest['source']}{by}, trigger {latest['trigger']}){rule}")
+    for reason in latest["reasons"] or ["no rule limit exceeded"]:
+        st.markdown(f"- {reason}")
+    with st.expander(f"Grade history ({len(grades)} step(s))", expanded=len(grades) > 1):
+        history = grades.assign(reasons=grades["reasons"].map(lambda r: "; ".join(r)))
+        st.dataframe(history[["time", "grade", "source", "trigger", "by", "defects_counted", "coverage",
+                              "reasons"]], hide_index=True,
+                     column_config={"coverage": st.column_config.NumberColumn(format="percent")})
+
+
+PLANT_FIELDS = (("Order", "order_no"), ("Customer", "customer"), ("Product spec", "product_spec"),
+                ("Steel grade", "steel_grade"), ("Heat", "heat"), ("Slab", "slab_id"),
+                ("Thickness (mm)", "thickness_mm"), ("Width (mm)", "width_mm"), ("Length (m)", "length_m"),
+                ("Weight (t)", "weight_t"), ("Produced", "produced_at"), ("Shift", "shift"),
+                ("Finishing temp (°C)", "finishing_temp_c"), ("Coiling temp (°C)", "coiling_temp_c"),
+                ("Speed (m/s)", "speed_m_per_s"), ("Source", "source"))
+
+
+def plant_panel(platform: dict[str, Any]) -> None:
+    st.subheader("Plant data")
+    rows = [(label, platform.get(key)) for label, key in PLANT_FIELDS if platform.get(key) is not None]
+    rows += [(str(k), v) for k, v in (platform.get("extra") or {}).items()]
+    if not rows:
+        st.info("No MES / ERP data imported for this coil.")
+        return
+    st.dataframe(pd.DataFrame(rows, columns=["field", "value"]).astype({"value": str}), hide_index=True)
