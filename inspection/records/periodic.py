@@ -1,0 +1,137 @@
+"""Periodic defects (roll marks): one class at about the same place across the strip, repeating
+at a constant pitch along it. The pitch is the circumference of the roll that printed them, so the
+roll diameter is ``pitch / pi``.
+
+Method, per coil, surface and (effective) class:
+1. look at windows ``2 * across_tol_mm`` wide across the strip, every ``across_tol_mm`` (overlapping);
+2. in each group, try candidate pitches from the gaps between nearby occurrences (and their
+   halves / thirds, for missing marks) within [``min_pitch_mm``, ``max_pitch_mm``];
+3. for a pitch p, the inliers are occurrences within ``tol = along_tol_mm + 0.2% p`` of a
+   lattice ``a + n p`` anchored on some occurrence; the best pitch has the most inliers, then the
+   highest fill (inliers / lattice slots between the first and last inlier);
+4. report it when there are >= ``min_count`` inliers and fill >= ``min_fill`` (so a few marks may
+   be missing, but random defects do not line up); the pitch is refined by least squares.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PeriodicParams:
+    across_tol_mm: float = 25.0
+    along_tol_mm: float = 15.0
+    min_pitch_mm: float = 150.0
+    max_pitch_mm: float = 15_000.0
+    min_count: int = 5
+    min_fill: float = 0.6
+
+
+@dataclass(frozen=True)
+class PeriodicFinding:
+    surface: str
+    cls: str
+    across_mm: float
+    pitch_mm: float
+    roll_diameter_mm: float
+    count: int
+    first_along_mm: float
+    last_along_mm: float
+    defect_ids: tuple[int, ...]
+
+    def message(self) -> str:
+        return (f"periodic {self.cls} on {self.surface} at {self.across_mm:.0f} mm across: "
+                f"{self.count} marks, "
+                f"pitch {self.pitch_mm:.0f} mm -> roll diameter {self.roll_diameter_mm:.0f} mm")
+
+
+@dataclass(frozen=True)
+class Point:
+    id: int
+    surface: str
+    cls: str
+    along_mm: float
+    across_mm: float
+
+
+def find_periodic(points: Sequence[Point], params: PeriodicParams | None = None) -> list[PeriodicFinding]:
+    """All periodic series among `points` (one coil), strongest first."""
+    params = params or PeriodicParams()
+    groups: dict[tuple[str, str], list[Point]] = {}
+    for p in points:
+        groups.setdefault((p.surface, p.cls), []).append(p)
+    findings: list[PeriodicFinding] = []
+    for (surface, cls), pts in sorted(groups.items()):
+        for cluster in _across_windows(pts, params.across_tol_mm):
+            found = _best_series(cluster, params)
+            if found:
+                pitch, members = found
+                findings.append(PeriodicFinding(
+                    surface=surface, cls=cls, across_mm=float(np.median([m.across_mm for m in members])),
+                    pitch_mm=pitch, roll_diameter_mm=pitch / math.pi, count=len(members),
+                    first_along_mm=members[0].along_mm, last_along_mm=members[-1].along_mm,
+                    defect_ids=tuple(m.id for m in members)))
+    kept: list[PeriodicFinding] = []
+    for f in sorted(findings, key=lambda f: (-f.count, f.pitch_mm)):
+        # Overlapping windows find the same series twice: keep the strongest copy.
+        if all(len(set(f.defect_ids) & set(k.defect_ids)) * 2 < f.count for k in kept):
+            kept.append(f)
+    return kept
+
+
+def _across_windows(points: list[Point], tol: float) -> list[list[Point]]:
+    """Points in windows 2*tol wide, every tol across the strip (overlapping, so no series is cut)."""
+    pts = sorted(points, key=lambda p: p.across_mm)
+    across = np.array([p.across_mm for p in pts])
+    windows = []
+    start = across[0] - tol
+    while start <= across[-1]:
+        lo, hi = np.searchsorted(across, start), np.searchsorted(across, start + 2 * tol, side="right")
+        if hi - lo > 0:
+            windows.append(sorted(pts[lo:hi], key=lambda p: p.along_mm))
+        start += tol
+    return windows
+
+
+def _best_series(cluster: list[Point], params: PeriodicParams) -> tuple[float, list[Point]] | None:
+    if len(cluster) < params.min_count:
+        return None
+    x = np.array([p.along_mm for p in cluster])
+    candidates = set()
+    for i in range(len(x)):
+        for j in range(i + 1, min(i + 4, len(x))):
+            for k in (1, 2, 3):
+                gap = (x[j] - x[i]) / k
+                if params.min_pitch_mm <= gap <= params.max_pitch_mm:
+                    candidates.add(round(gap, 1))
+    best: tuple[int, float, float, np.ndarray] | None = None
+    for pitch in sorted(candidates):
+        tol = params.along_tol_mm + 0.002 * pitch
+        for anchor in x:
+            phase = (x - anchor) / pitch
+            steps = np.round(phase)
+            inliers = np.abs(phase - steps) * pitch <= tol
+            count = int(inliers.sum())
+            if count < params.min_count:
+                continue
+            n = steps[inliers]
+            slots = int(n.max() - n.min()) + 1
+            if len(np.unique(n)) != count:
+                continue  # two occurrences in one slot: not a clean series at this pitch
+            fill = count / slots
+            key = (count, fill)
+            if fill >= params.min_fill and (best is None or key > (best[0], best[1])):
+                best = (count, fill, pitch, inliers)
+    if best is None:
+        return None
+    _, _, pitch, inliers = best
+    members = [p for p, keep in zip(cluster, inliers, strict=True) if keep]
+    xs = np.array([m.along_mm for m in members])
+    steps = np.round((xs - xs[0]) / pitch)
+    refined = float(np.polyfit(steps, xs, 1)[0]) if len(set(steps)) > 1 else pitch
+    return refined, members

@@ -1,0 +1,262 @@
+"""The recorder: the single writer of a line database.
+
+It binds a ZeroMQ PULL socket at the line's ``endpoints.results``, decodes worker messages
+(`messages`), and writes them in batched transactions (flush after ``batch_messages`` messages or
+``flush_ms``) through `Store.apply_batch`, which is idempotent. A coil is finalised (graded,
+periodic defects searched, review queue filled) once its coverage is proven -- every camera sent
+coil_end and all its frames are inspected or explicitly dropped -- or ``grace_s`` after its first
+coil_end, in which case the coverage gate puts it on hold. Late frames regrade it.
+
+SIGTERM / SIGINT: stop receiving, drain what is already queued in the socket, flush, close.
+Malformed messages are logged and counted, never recorded. ``on_event(kind, payload)`` receives
+``defect`` (each newly recorded defect), ``coil`` (a coil's grade) and ``alarm`` events, so a PLC
+publisher can be attached without changing this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from inspection.errors import TransportError
+from inspection.process import StopFlag
+from inspection.records import queries
+from inspection.records.errors import RecordError
+from inspection.records.messages import ResultMessage, decode
+from inspection.records.periodic import Point, find_periodic
+from inspection.records.store import Store
+
+log = logging.getLogger(__name__)
+EventHook = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class RecorderStats:
+    messages: int = 0
+    rejected: int = 0
+    batches: int = 0
+    new_defects: int = 0
+    duplicate_defects: int = 0
+    new_frames: int = 0
+    coils_graded: int = 0
+    alarms: int = 0
+    last_error: str | None = None
+    grades: dict[str, str] = field(default_factory=dict)
+
+
+class Recorder:
+    """Receive, batch, record and finalise coils for one line."""
+
+    def __init__(self, store: Store, endpoint: str, line: str, *, batch_messages: int = 500,
+                 flush_ms: float = 200.0, grace_s: float = 30.0, rcv_hwm: int = 10_000,
+                 on_event: EventHook | None = None, context: zmq.Context | None = None) -> None:
+        self.store, self.endpoint, self.line = store, endpoint, line
+        self.batch_messages, self.flush_s, self.grace_s = batch_messages, flush_ms / 1000.0, grace_s
+        self.on_event = on_event
+        self.stats = RecorderStats()
+        self._ctx = context or zmq.Context.instance()
+        self._sock = self._ctx.socket(zmq.PULL)
+        self._sock.setsockopt(zmq.RCVHWM, rcv_hwm)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        try:
+            self._sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            self._sock.close()
+            raise TransportError(f"recorder: cannot bind {endpoint}: {exc}") from None
+        self._buffer: list[ResultMessage] = []
+        self._first_at = 0.0
+        self._pending: dict[str, float] = {c: time.monotonic() for c in _ungraded_ended(store)}
+        self._rate = (time.monotonic(), 0, 0)
+
+    def run(self, stop: StopFlag) -> RecorderStats:
+        """Loop until `stop` is set; always flushes and closes before returning."""
+        log.info("recorder for line %s listening on %s (batch %d msgs / %.0f ms, grace %.0f s, "
+                 "%d coils pending)", self.line, self.endpoint, self.batch_messages, self.flush_s * 1000,
+                 self.grace_s, len(self._pending))
+        last_status = 0.0
+        try:
+            while not stop.is_set():
+                self.poll(timeout_ms=self._wait_ms())
+                now = time.monotonic()
+                if now - last_status >= 1.0:
+                    self._check_pending()
+                    self._status()
+                    last_status = now
+        finally:
+            self.close()
+        return self.stats
+
+    def poll(self, timeout_ms: int = 100) -> None:
+        """Receive what is waiting (up to a batch), and flush when the batch is full or old enough."""
+        if self._sock.poll(timeout_ms, zmq.POLLIN):
+            self._drain(self.batch_messages - len(self._buffer))
+        if self._buffer and (len(self._buffer) >= self.batch_messages
+                             or time.monotonic() - self._first_at >= self.flush_s):
+            self.flush()
+
+    def _wait_ms(self) -> int:
+        if not self._buffer:
+            return 100
+        return max(0, min(100, int((self._first_at + self.flush_s - time.monotonic()) * 1000)))
+
+    def _drain(self, limit: int) -> None:
+        for _ in range(max(limit, 1)):
+            try:
+                parts = self._sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.stats.messages += 1
+            try:
+                message = decode(parts)
+            except RecordError as exc:
+                self.stats.rejected += 1
+                self.stats.last_error = str(exc)
+                log.warning("rejected message %d: %s", self.stats.messages, exc)
+                continue
+            if not self._buffer:
+                self._first_at = time.monotonic()
+            self._buffer.append(message)
+
+    def flush(self) -> None:
+        """Write the buffered messages in one transaction and finalise coils that became complete."""
+        if not self._buffer:
+            return
+        batch, self._buffer = self._buffer, []
+        result = self.store.apply_batch(batch, want_rows=self.on_event is not None)
+        self.stats.batches += 1
+        self.stats.new_defects += result.new_defects
+        self.stats.duplicate_defects += result.duplicate_defects
+        self.stats.new_frames += result.new_frames
+        log.debug("applied %d messages: %d new defects (%d duplicates), %d frames, audit seq %s", len(batch),
+                  result.new_defects, result.duplicate_defects, result.new_frames, result.audit_seq)
+        if self.on_event:
+            for row in result.defect_rows:
+                self._emit("defect", row)
+        now = time.monotonic()
+        for coil in result.coil_ends:
+            self._pending.setdefault(coil, now)
+        touched = {m.coil for m in batch} - set(self._pending)
+        for coil in touched:  # late frames of an already graded coil: regrade (recorded only if it changes)
+            if coil in self.stats.grades or self.store.db.execute("SELECT 1 FROM grades WHERE coil=? LIMIT 1",
+                                                                  (coil,)).fetchone():
+                self._grade(coil, "late-frames", finalise=False)
+        self._check_pending()
+
+    def _check_pending(self) -> None:
+        now = time.monotonic()
+        for coil, since in list(self._pending.items()):
+            if queries.coverage(self.store.db, coil)["complete"]:
+                self._finalise(coil, "coil_end")
+            elif now - since >= self.grace_s:
+                self._finalise(coil, "grace-timeout")
+
+    def _finalise(self, coil: str, trigger: str) -> None:
+        self._pending.pop(coil, None)
+        result = self._grade(coil, trigger, finalise=True)
+        points = [Point(d["id"], d["surface"], d["effective_class"], d["along_mm"], d["across_mm"])
+                  for d in queries.coil_defects(self.store.db, coil, include_rejected=False)]
+        for finding in find_periodic(points):
+            self._alarm(coil, "periodic", finding.message(), surface=finding.surface, class_=finding.cls,
+                        across_mm=finding.across_mm, pitch_mm=finding.pitch_mm,
+                        roll_diameter_mm=finding.roll_diameter_mm, count=finding.count,
+                        details={"defect_ids": list(finding.defect_ids)})
+        if result.grade == "hold":
+            self._alarm(coil, "coverage", f"coil {coil} on hold: {result.reasons[0]}")
+        queued = self.store.enqueue_reviews(coil)
+        log.info("coil %s graded %s (%s, coverage %.2f%%, %d defects, %d queued for review)", coil,
+                 result.grade, trigger, result.coverage * 100, result.counted, queued)
+
+    def _grade(self, coil: str, trigger: str, *, finalise: bool) -> Any:
+        result = self.store.grade_coil(coil, trigger, force=finalise)
+        changed = self.stats.grades.get(coil) != result.grade
+        self.stats.grades[coil] = result.grade
+        self.stats.coils_graded += finalise
+        if finalise or changed:
+            self._emit("coil", {"coil": coil, "grade": result.grade, "reasons": list(result.reasons),
+                                "coverage": result.coverage, "defects": result.counted, "trigger": trigger})
+        return result
+
+    def _alarm(self, coil: str, kind: str, message: str, **fields: Any) -> None:
+        alarm_id = self.store.add_alarm(kind, message, coil=coil, **fields)
+        self.stats.alarms += 1
+        log.warning("alarm %d: %s", alarm_id, message)
+        payload = {"id": alarm_id, "coil": coil, "kind": kind, "message": message, **fields}
+        if "class_" in payload:
+            payload["class"] = payload.pop("class_")
+        self._emit("alarm", payload)
+
+    def _emit(self, kind: str, payload: dict[str, Any]) -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(kind, payload)
+        except Exception:  # noqa: BLE001 - a broken subscriber must not stop recording
+            log.exception("on_event hook failed for a %s event", kind)
+
+    def _status(self) -> None:
+        t0, frames0, defects0 = self._rate
+        now = time.monotonic()
+        dt = max(now - t0, 1e-6)
+        self.store.set_status({f"recorder:{self.line}": {
+            "pid": os.getpid(), "endpoint": self.endpoint, "messages": self.stats.messages,
+            "rejected": self.stats.rejected, "frames_per_s": (self.stats.new_frames - frames0) / dt,
+            "defects_per_s": (self.stats.new_defects - defects0) / dt, "pending_coils": sorted(self._pending),
+            "alarms": self.stats.alarms, "last_error": self.stats.last_error}})
+        self._rate = (now, self.stats.new_frames, self.stats.new_defects)
+
+    def close(self) -> None:
+        """Drain what already arrived, flush it, finalise complete coils, close the socket."""
+        try:
+            while True:
+                before = self.stats.messages
+                self._drain(self.batch_messages)
+                self.flush()
+                if self.stats.messages == before:
+                    break
+            for coil in list(self._pending):
+                if queries.coverage(self.store.db, coil)["complete"]:
+                    self._finalise(coil, "coil_end")
+            self._status()
+        finally:
+            self._sock.close(linger=0)
+            log.info("recorder stopped: %s", {k: v for k, v in vars(self.stats).items() if k != "grades"})
+
+
+def _ungraded_ended(store: Store) -> list[str]:
+    """Coils that ended but were never graded (the recorder stopped before): finalise them now."""
+    rows = store.db.execute("SELECT DISTINCT coil FROM coil_events WHERE kind='coil_end' "
+                            "AND coil NOT IN (SELECT coil FROM grades)").fetchall()
+    return [r[0] for r in rows]
+
+
+def run_recorder(config: Any, *, db: str | os.PathLike[str] | None = None,
+                 crops: str | os.PathLike[str] | None = None,
+                 endpoint: str | None = None, stop: StopFlag | None = None, on_event: EventHook | None = None,
+                 **options: Any) -> RecorderStats:
+    """Process entry point: the line `config` (`inspection.config.LineConfig`) read once, run until stopped.
+
+    `options` go to `Recorder` (batch_messages, flush_ms, grace_s, rcv_hwm).
+    """
+    from inspection.records.crops import CropStore
+    from inspection.records.grading import load_rules
+
+    rules = load_rules(config.records.rules)
+    store = Store(db or config.database, rules=rules, coverage_min=config.records.coverage_min,
+                  crops=CropStore(crops or config.crops_dir))
+    try:
+        store.register_line(config.id, config.type, config.strip_width_mm, [
+            {"id": c.id, "surface": c.surface, "width_px": c.width_px, "mm_per_px_across": c.mm_per_px_across,
+             "mm_per_px_along": c.mm_per_px_along, "offset_mm": c.offset_mm} for c in config.cameras])
+        log.info("recorder: database %s, rule set %s v%s (sha256 %s), coverage_min %.3f", store.path,
+                 rules.name, rules.version, rules.sha256[:12], store.coverage_min)
+        recorder = Recorder(store, endpoint or config.endpoints.results, config.id, on_event=on_event,
+                            **options)
+        return recorder.run(stop or StopFlag())
+    finally:
+        store.close()
