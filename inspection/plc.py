@@ -254,3 +254,89 @@ def _plain(value: Any) -> Any:
 
 def _mm(value: Any) -> str:
     return f"{value:.0f} mm" if isinstance(value, int | float) else "? mm"
+
+
+class RecorderBridge:
+    """The recorder's ``on_event(kind, payload)`` hook, turned into PLC messages.
+
+    - ``defect`` rows become defect messages (model version looked up from the row's model_id);
+      a severe one also raises the publisher's ``severe_defect`` alarm.
+    - ``alarm`` events (recorder kinds ``periodic`` / ``coverage``) become alarm messages.
+    - ``coil`` messages are driven by the ``grades`` table, the one record of every grade decision
+      (automatic, regrade after review, inspector override, even when written by the console
+      process): each ``coil`` event and each `tick` publishes the grade rows not yet published.
+    Call `tick` from the recorder's loop: it publishes new grade rows and the heartbeat when due.
+    Use it from the recorder's thread only (it shares the recorder's database connection).
+    """
+
+    def __init__(self, publisher: PlcPublisher, db: Any, *, coverage_min: float,
+                 periodic_severity: int = 2, coverage_severity: int = 2) -> None:
+        self.publisher, self.db, self.coverage_min = publisher, db, coverage_min
+        self.periodic_severity, self.coverage_severity = periodic_severity, coverage_severity
+        self._models: dict[int, tuple[str, str]] = {}
+        # Grades recorded before this process started were published by its predecessor.
+        self._last_grade_id = db.execute("SELECT coalesce(max(id), 0) FROM grades").fetchone()[0]
+
+    def __call__(self, kind: str, payload: dict[str, Any]) -> None:
+        if kind == "defect":
+            version, sha256 = self._model(payload.get("model_id"))
+            self.publisher.defect(defect_payload(payload, model_version=version, model_sha256=sha256))
+        elif kind == "alarm":
+            self.publisher.alarm(self._alarm(payload))
+        elif kind == "coil":
+            self.publish_grades()
+
+    def tick(self, status: str | None = None, **counters: int) -> None:
+        """Publish new grade rows, update the heartbeat's counters / status, beat when due."""
+        self.publish_grades()
+        self.publisher.counters.update(counters)
+        if status is not None:
+            self.publisher.status = status
+        self.publisher.tick()
+
+    def publish_grades(self) -> int:
+        """Publish every grade row added since the last call; returns how many."""
+        from inspection.records import queries
+
+        rows = self.db.execute("SELECT id, coil, grade, source, reasons, rule_set, rule_version, "
+                               "coverage, defects_counted, by FROM grades WHERE id > ? ORDER BY id",
+                               (self._last_grade_id,)).fetchall()
+        for gid, coil, grade, source, reasons, rule_set, rule_version, coverage, counted, by in rows:
+            self._last_grade_id = gid
+            earlier = self.db.execute("SELECT 1 FROM grades WHERE coil=? AND id<? LIMIT 1",
+                                      (coil, gid)).fetchone()
+            event = ("override" if source == "override" else "hold" if grade == "hold"
+                     else "regraded" if earlier else "graded")
+            counts: dict[str, int] = {}
+            for d in queries.coil_defects(self.db, coil, include_rejected=False):
+                counts[d["effective_class"]] = counts.get(d["effective_class"], 0) + 1
+            self.publisher.coil({
+                "event": event, "coil": coil, "grade": grade, "reasons": json.loads(reasons),
+                "coverage": coverage, "counts": counts,
+                "defects_total": counted if counted is not None else sum(counts.values()),
+                "rule_set": rule_set, "rule_set_version": rule_version, "by": by})
+        return len(rows)
+
+    def _alarm(self, event: dict[str, Any]) -> dict[str, Any]:
+        if event.get("kind") == "periodic":
+            return periodic_defect_alarm(
+                coil=event["coil"], surface=event["surface"], defect_class=event["class"],
+                across_mm=event["across_mm"], pitch_mm=event["pitch_mm"], count=event["count"],
+                roll_diameter_mm=event.get("roll_diameter_mm"), severity=self.periodic_severity,
+                **({"alarm_id": event["id"]} if "id" in event else {}))
+        if event.get("kind") == "coverage":
+            row = self.db.execute("SELECT coverage FROM grades WHERE coil=? ORDER BY id DESC LIMIT 1",
+                                  (event["coil"],)).fetchone()
+            alarm = coverage_alarm(coil=event["coil"], coverage=row[0] if row and row[0] is not None else 0.0,
+                                   required=self.coverage_min, severity=self.coverage_severity)
+            return {**alarm, "message": event.get("message") or alarm["message"]}
+        return {"kind": "worker", "coil": event.get("coil"), "severity": 2,
+                "message": str(event.get("message") or event.get("kind")), "details": dict(event)}
+
+    def _model(self, model_id: Any) -> tuple[str, str | None]:
+        if model_id is None:
+            return "unknown", None
+        if model_id not in self._models:
+            row = self.db.execute("SELECT version, sha256 FROM models WHERE id=?", (model_id,)).fetchone()
+            self._models[model_id] = (row[0], row[1]) if row else ("unknown", None)
+        return self._models[model_id]

@@ -335,3 +335,77 @@ def test_cli_exits_non_zero_on_invalid_messages(context, tcp_endpoint) -> None:
     assert proc.returncode == 1
     assert "invalid alarm message (seq 1)" in err and "'severity' is a required property" in err
     assert "2 invalid" in err
+
+
+def _periodic_coil(coil: str) -> list:
+    """A 30 m coil whose top camera sees rolled-in scale every 1024 mm at 800 mm across (a roll mark)."""
+    from dataclasses import replace
+
+    from inspection.records.messages import DefectRecord, FrameResult
+    from inspection.records.synthetic import coil_messages
+
+    def mark(frame: FrameResult) -> FrameResult:
+        along = frame.position_mm + 500.0
+        defect = DefectRecord(cls="rolled-in_scale", score=0.8, severity=3 if frame.index == 4 else 2,
+                              box=(795.0, 495.0, 805.0, 505.0), along_mm=along, across_mm=800.0,
+                              length_mm=10.0, width_mm=10.0, area_mm2=100.0)
+        return replace(frame, defects=(defect,))
+
+    messages = coil_messages(coil, length_m=30, defects_per_frame=0.0)
+    return [mark(m) if isinstance(m, FrameResult) and m.source.camera == "top-1" else m for m in messages]
+
+
+def test_recorder_bridge_publishes_the_recorders_events_and_every_grade_decision(
+        tmp_path, tcp_endpoint, publisher, listener) -> None:
+    from inspection.plc import RecorderBridge
+    from inspection.records.crops import CropStore
+    from inspection.records.messages import encode
+    from inspection.records.recorder import Recorder
+    from inspection.records.store import Store
+
+    store = Store(tmp_path / "line.db", crops=CropStore(tmp_path / "crops"))
+    store.register_line("demo-hot-1", "hot", 1600.0, [{"id": "top-1", "surface": "top"},
+                                                      {"id": "bottom-1", "surface": "bottom"}])
+    bridge = RecorderBridge(publisher, store.db, coverage_min=0.995)
+    recorder = Recorder(store, tcp_endpoint, "demo-hot-1", on_event=bridge, batch_messages=50, flush_ms=50)
+    stop = threading.Event()
+    # The publisher belongs to the recorder's thread from here until the thread ends.
+    thread = threading.Thread(target=recorder.run, args=(stop,), daemon=True)
+    thread.start()
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 5000)
+    push.connect(tcp_endpoint)
+    for message in _periodic_coil("COIL-P"):
+        push.send_multipart(encode(message))
+    push.close()
+    received = drain_until(listener, lambda m: m["topic"] == "alarm" and m["kind"] == "periodic_defect")
+    stop.set()
+    thread.join(10)
+    assert not thread.is_alive()
+
+    console = Store(tmp_path / "line.db")  # the console's own connection, as in another process
+    first = console.db.execute("SELECT min(id) FROM defects").fetchone()[0]
+    console.add_review(first, "inspector-a", "reject", reason="scale, not a defect")
+    console.override_grade("COIL-P", "inspector-b", "downgrade", "customer spec 4711")
+    bridge.tick(frames=58, defects=29, drops=0)  # the recorder loop's job once wired
+    publisher.heartbeat()  # tick() beats only when due (an hour here): beat now to see the counters
+    received += drain_until(listener, lambda m: m["topic"] == "heartbeat" and m["counters"]["frames"] == 58)
+
+    for message in received:
+        VALIDATORS[message["topic"]].validate(message)
+    by_topic = {t: [m for m in received if m["topic"] == t] for t in TOPICS}
+    defects = by_topic["defect"]
+    assert len(defects) == 29 and {d["model_version"] for d in defects} == {"hot-test-1"}
+    assert [d["seq"] for d in defects] == list(range(1, 30))
+    coil_events = [(c["event"], c["grade"]) for c in by_topic["coil"]]
+    assert [e for e, _ in coil_events] == ["graded", "regraded", "override"]
+    assert by_topic["coil"][0]["counts"] == {"rolled-in_scale": 29}
+    assert by_topic["coil"][1]["counts"] == {"rolled-in_scale": 28}  # the rejected one no longer counts
+    assert coil_events[2] == ("override", "downgrade") and by_topic["coil"][2]["by"] == "inspector-b"
+    severe = [a for a in by_topic["alarm"] if a["kind"] == "severe_defect"]
+    assert len(severe) == 1 and severe[0]["details"]["frame_index"] == 4
+    periodic = [a for a in by_topic["alarm"] if a["kind"] == "periodic_defect"][0]["details"]
+    assert periodic["pitch_mm"] == pytest.approx(1024, abs=2)
+    assert periodic["across_mm"] == pytest.approx(800, abs=5)
+    assert periodic["roll_diameter_mm"] == pytest.approx(1024 / math.pi, abs=1)
+    assert by_topic["heartbeat"][-1]["counters"] == {"frames": 58, "defects": 29, "drops": 0}
