@@ -325,7 +325,9 @@ def provenance(db: Database, coil: str) -> dict[str, Any]:
     )
     reviewers = [
         r[0]
-        for r in db.execute("SELECT DISTINCT reviewer FROM reviews WHERE coil=? ORDER BY reviewer", (coil,))
+        for r in db.execute("SELECT reviewer FROM reviews WHERE coil=? UNION "
+                            "SELECT reviewer FROM grade_overrides WHERE coil=? ORDER BY reviewer",
+                            (coil, coil))
     ]
     head = db.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
     return {
