@@ -213,7 +213,9 @@ class PlcPublisher:
         self._next_heartbeat = time.monotonic() + self.heartbeat_s
         return self.publish("heartbeat", {
             "process": self.process, "pid": os.getpid(), "uptime_s": round(self.uptime_s, 3),
-            "interval_s": self.heartbeat_s, "status": self.status, "counters": dict(self.counters)})
+            "interval_s": self.heartbeat_s, "status": self.status,
+            "counters": {**self.counters, "plc_refused": self._refused,
+                         "plc_send_failures": self._send_failures}})
 
     def tick(self) -> dict[str, Any] | None:
         """Send the heartbeat if it is due; returns it, or None. Call from the owner's loop."""

@@ -106,6 +106,8 @@ def test_every_topic_sends_messages_valid_against_the_shipped_schemas(publisher,
     received = drain_until(listener, lambda m: m["topic"] == "heartbeat" and m["counters"]["frames"] == 120)
     received = [m for m in received if m["topic"] != "heartbeat" or m["counters"]["frames"] == 120]
     assert received == sent
+    assert received[-1]["counters"] == {"frames": 120, "defects": 5, "drops": 1, "plc_refused": 0,
+                                        "plc_send_failures": 0}
     assert {m["topic"] for m in received} == set(TOPICS)
     for message in received:
         VALIDATORS[message["topic"]].validate(message)
@@ -219,6 +221,7 @@ def test_publisher_refuses_invalid_payloads_without_using_a_seq(publisher, liste
     received = drain_until(listener, lambda m: m.get("coil") == "END")
     assert [m["seq"] for m in received if m["topic"] != "heartbeat"] == [1]  # no gap, no alarm either
     assert publisher.stats()["refused"] == 1
+    assert publisher.heartbeat()["counters"]["plc_refused"] == 1  # visible to the PLC, too
 
 
 def test_unknown_topic_and_bad_alarm_kind_are_refused(publisher) -> None:
@@ -408,4 +411,22 @@ def test_recorder_bridge_publishes_the_recorders_events_and_every_grade_decision
     assert periodic["pitch_mm"] == pytest.approx(1024, abs=2)
     assert periodic["across_mm"] == pytest.approx(800, abs=5)
     assert periodic["roll_diameter_mm"] == pytest.approx(1024 / math.pi, abs=1)
-    assert by_topic["heartbeat"][-1]["counters"] == {"frames": 58, "defects": 29, "drops": 0}
+    assert by_topic["heartbeat"][-1]["counters"] == {"frames": 58, "defects": 29, "drops": 0,
+                                                     "plc_refused": 0, "plc_send_failures": 0}
+
+
+def test_from_config_and_numpy_numbers(context) -> None:
+    import dataclasses
+
+    import numpy as np
+
+    from inspection.config import EndpointsConfig, load_config
+
+    demo = load_config(None)
+    config = dataclasses.replace(demo, endpoints=EndpointsConfig(results=demo.endpoints.results,
+                                                                 plc="bind:tcp://127.0.0.1:*"))
+    with PlcPublisher.from_config(config, context=context) as pub:
+        assert pub.line == "demo-hot-1" and pub.endpoint.startswith("tcp://127.0.0.1:")
+        message = pub.defect(a_defect(0, score=np.float32(0.75), severity=np.int64(2)))[0]
+    assert message["score"] == pytest.approx(0.75) and type(message["score"]) is float
+    assert message["severity"] == 2 and type(message["severity"]) is int
