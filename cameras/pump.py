@@ -1,0 +1,100 @@
+"""Move one camera source's stream into a sender, keeping the coil's drop count honest.
+
+The source counts frames it could not deliver (incomplete buffers); the sender counts frames
+the transport dropped because workers were behind. `pump` adds the transport drops of each
+coil to that coil's ``coil_end`` (``dropped``), so the recorder sees every lost frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cameras.base import CameraSource
+from inspection.frame import Frame, StreamMessage
+
+log = logging.getLogger(__name__)
+
+
+class Sender(Protocol):
+    def send(self, message: StreamMessage) -> bool: ...
+
+
+@dataclass
+class PumpStats:
+    """What one camera run produced and delivered."""
+
+    frames: int = 0  # frames the source delivered (excluding its own incomplete grabs)
+    sent: int = 0
+    dropped: int = 0  # transport drops
+    source_dropped: int = 0  # incomplete / failed grabs
+    events_lost: int = 0
+    coils: list[str] = field(default_factory=list)
+    megapixels: float = 0.0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+def pump(
+    source: CameraSource,
+    sender: Sender,
+    *,
+    max_frames: int | None = None,
+    stopping: Callable[[], bool] = lambda: False,
+    progress_every_s: float = 10.0,
+) -> PumpStats:
+    """Send everything `source` yields until it ends, `max_frames` frames went out, or `stopping()`.
+
+    Stopping asks the source to end: its current coil still gets a ``coil_end``.
+    """
+    stats = PumpStats()
+    coil_drops = 0
+    start = last_log = time.monotonic()
+    for message in source:
+        if isinstance(message, Frame):
+            stats.frames += 1
+            stats.megapixels += message.pixels.size / 1e6
+            if sender.send(message):
+                stats.sent += 1
+            else:
+                stats.dropped += 1
+                coil_drops += 1
+            if (max_frames is not None and stats.frames >= max_frames) or stopping():
+                source.stop()
+        else:
+            if message.kind == "coil_start":
+                coil_drops = 0
+                stats.coils.append(message.coil)
+            else:
+                stats.source_dropped += message.dropped or 0
+                if coil_drops:
+                    log.warning(
+                        "%s: coil %s: %d frame(s) dropped by the transport (workers behind)",
+                        message.source.camera,
+                        message.coil,
+                        coil_drops,
+                    )
+                message = dataclasses.replace(message, dropped=(message.dropped or 0) + coil_drops)
+            if not sender.send(message):
+                stats.events_lost += 1
+            if stopping():
+                source.stop()
+        now = time.monotonic()
+        if now - last_log >= progress_every_s:
+            last_log = now
+            log.info(
+                "%s: %d frames, %d sent, %d dropped, %.1f Mpx/s",
+                source.key.camera,
+                stats.frames,
+                stats.sent,
+                stats.dropped,
+                stats.megapixels / max(now - start, 1e-9),
+            )
+    stats.seconds = time.monotonic() - start
+    return stats

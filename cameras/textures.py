@@ -1,0 +1,89 @@
+"""Strip background textures for the simulator, precomputed once and varied per frame.
+
+Frames are rows along the strip x columns across it. Rolling stretches everything along the
+strip, so texture features are elongated along the rows' direction (vertical in the image).
+
+- hot strip: mid-grey oxide scale, blotchy and grainy, uneven brightness across and along;
+- cold strip: bright and smooth, fine grinding lines along the strip, specular streaks.
+
+Generating a texture takes tens of milliseconds, far too slow per frame at line rate, so a
+small bank of tall tiles is built at start; each frame is a random window of a random tile,
+optionally mirrored, with a random gain and offset (one OpenCV pass, a few ms for 1600x1024).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from inspection.errors import SourceError
+
+
+def _noise(rng: np.random.Generator, rows: int, cols: int, cell_rows: float, cell_cols: float) -> np.ndarray:
+    """Smooth zero-mean unit noise with features about cell_rows x cell_cols pixels."""
+    small = rng.standard_normal((max(2, int(rows / cell_rows) + 2), max(2, int(cols / cell_cols) + 2)))
+    big = cv2.resize(small.astype(np.float32), (cols, rows), interpolation=cv2.INTER_CUBIC)
+    return big / max(float(big.std()), 1e-6)
+
+
+def _across_profile(cols: int, rng: np.random.Generator, edge_drop: float) -> np.ndarray:
+    """Brightness across the strip: darker towards the edges, with a slight random tilt."""
+    x = np.linspace(-1.0, 1.0, cols, dtype=np.float32)
+    tilt = float(rng.uniform(-0.05, 0.05))
+    return (1.0 - edge_drop * x**4 + tilt * x).astype(np.float32)
+
+
+def hot_texture(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
+    """Scale-textured hot strip: blotches of darker scale, grain, uneven brightness."""
+    level = float(rng.uniform(100, 125))
+    uneven = 14.0 * _noise(rng, rows, cols, 220, 160)  # slow brightness waves
+    blotch = _noise(rng, rows, cols, 28, 9)  # scale flakes, elongated along the strip
+    scale = -18.0 * np.clip(blotch - 0.6, 0, None) + 6.0 * np.tanh(blotch)
+    grain = cv2.GaussianBlur(rng.standard_normal((rows, cols)).astype(np.float32), (0, 0), 0.7) * 13.0
+    img = (level + uneven + scale + grain) * _across_profile(cols, rng, 0.15)[None, :]
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def cold_texture(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
+    """Smooth cold strip: bright, fine grinding lines along the strip, a few specular streaks."""
+    level = float(rng.uniform(150, 175))
+    uneven = 4.0 * _noise(rng, rows, cols, 400, 300)
+    grind = 3.0 * _noise(rng, rows, cols, 60, 1.5)  # fine lines along the rolling direction
+    streaks = np.zeros((rows, cols), np.float32)
+    x = np.arange(cols, dtype=np.float32)
+    for _ in range(max(2, cols // 200)):
+        centre, width = rng.uniform(0, cols), rng.uniform(1.0, 5.0)
+        across = np.exp(-0.5 * ((x - centre) / width) ** 2)
+        along = np.clip(0.5 + 0.5 * _noise(rng, rows, 1, 300, 1)[:, 0], 0, None)  # fades in and out
+        streaks += float(rng.uniform(10, 35)) * along[:, None] * across[None, :]
+    grain = rng.standard_normal((rows, cols)).astype(np.float32) * 2.0
+    img = (level + uneven + grind + streaks + grain) * _across_profile(cols, rng, 0.06)[None, :]
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+class TextureBank:
+    """A few tall tiles of strip texture; `frame` cuts a varied window out of one of them."""
+
+    def __init__(
+        self, line_type: str, width: int, height: int, rng: np.random.Generator, tiles: int = 4
+    ) -> None:
+        makers = {"hot": hot_texture, "cold": cold_texture}
+        if line_type not in makers:
+            raise SourceError(f"line_type: expected hot or cold, got {line_type!r}")
+        if width <= 0 or height <= 0:
+            raise SourceError(f"texture size: expected positive width and height, got {width}x{height}")
+        self.height = height
+        self.tiles = [makers[line_type](rng, 2 * height, width) for _ in range(tiles)]
+
+    def frame(self, rng: np.random.Generator, rows: int | None = None) -> np.ndarray:
+        """A new writable uint8 array of `rows` x width (default: the bank's frame height)."""
+        rows = self.height if rows is None else rows
+        if not 0 < rows <= self.height:
+            raise SourceError(f"rows: expected 1..{self.height}, got {rows}")
+        tile = self.tiles[int(rng.integers(len(self.tiles)))]
+        start = int(rng.integers(0, tile.shape[0] - rows + 1))
+        window = tile[start : start + rows]
+        if rng.random() < 0.5:
+            window = cv2.flip(window, 1)  # mirror across: edges stay symmetric
+        gain, offset = float(rng.uniform(0.92, 1.08)), float(rng.uniform(-6, 6))
+        return cv2.convertScaleAbs(window, alpha=gain, beta=offset)

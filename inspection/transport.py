@@ -1,0 +1,250 @@
+"""ZeroMQ frame transport: cameras PUSH, inference workers PULL.
+
+Endpoint specs carry the socket role as configuration: ``bind:tcp://127.0.0.1:5555``,
+``connect:ipc:///run/steel/top.sock``; a bare address takes the side's default role (the
+camera binds, workers connect), so several workers connecting to one camera share its frames
+(PUSH round-robins over the peers that have room).
+
+Two sending modes, per source:
+
+- **live** (a camera cannot wait): frames are sent without blocking; when every peer's queue
+  is at its high-water mark the frame is dropped and counted (`FrameSender.dropped`), and the
+  camera process reports the count in the coil's ``coil_end`` and its log. Coil events are
+  never dropped silently: they wait up to ``event_timeout_ms``, and a failure is counted in
+  `events_lost` and logged as an error.
+- **replay** (backpressure): every message waits until a worker has room, as long as it takes,
+  checking the stop flag so Ctrl-C still ends it.
+
+Pixels go out zero-copy (``copy=False``): the array must not be written after `send`.
+Receivers decode with `inspection.wire.decode`; a malformed message is counted and logged with
+its reason, never raised. Sockets close with a bounded linger, so shutdown never hangs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import zmq
+
+from inspection.errors import FrameError, TransportError
+from inspection.frame import CoilEvent, Frame, StreamMessage
+from inspection.wire import DEFAULT_MAX_PIXELS, decode, encode
+
+log = logging.getLogger(__name__)
+
+ROLES = ("bind", "connect")
+SCHEMES = ("tcp://", "ipc://", "inproc://")
+DEFAULT_HWM = 16
+DEFAULT_LINGER_MS = 2000
+_POLL_SLICE_MS = 100  # how often blocking sends look at the stop flag
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A socket address and whether this side binds or connects it."""
+
+    role: str
+    address: str
+
+    def __str__(self) -> str:
+        return f"{self.role}:{self.address}"
+
+
+def parse_endpoint(spec: str | Endpoint, default_role: str) -> Endpoint:
+    """``bind:ADDR``, ``connect:ADDR`` or a bare ``ADDR`` (then `default_role`)."""
+    if isinstance(spec, Endpoint):
+        return spec
+    if not isinstance(spec, str) or not spec.strip():
+        raise TransportError(f"endpoint: expected 'bind:ADDR', 'connect:ADDR' or 'ADDR', got {spec!r}")
+    role, address = default_role, spec.strip()
+    for candidate in ROLES:
+        for sep in (":", "+"):
+            if address.startswith(candidate + sep):
+                role, address = candidate, address[len(candidate) + 1 :]
+    if role not in ROLES:
+        raise TransportError(f"endpoint {spec!r}: role must be bind or connect, got {role!r}")
+    if not address.startswith(SCHEMES) or address.endswith("//"):
+        raise TransportError(
+            f"endpoint {spec!r}: address must start with {', '.join(SCHEMES)} and name a place"
+        )
+    return Endpoint(role, address)
+
+
+def _attach(socket: zmq.Socket, endpoint: Endpoint) -> None:
+    try:
+        if endpoint.role == "bind":
+            socket.bind(endpoint.address)
+        else:
+            socket.connect(endpoint.address)
+    except zmq.ZMQError as exc:
+        socket.close(linger=0)
+        raise TransportError(f"cannot {endpoint.role} {endpoint.address}: {exc}") from None
+
+
+class FrameSender:
+    """PUSH socket for one camera stream; `send` returns False when a live frame was dropped."""
+
+    def __init__(
+        self,
+        endpoint: str | Endpoint,
+        *,
+        live: bool,
+        hwm: int = DEFAULT_HWM,
+        linger_ms: int = DEFAULT_LINGER_MS,
+        event_timeout_ms: int = 5000,
+        stopping: Callable[[], bool] | None = None,
+        context: zmq.Context | None = None,
+    ) -> None:
+        self.endpoint = parse_endpoint(endpoint, "bind")
+        self.live = live
+        self.event_timeout_ms = event_timeout_ms
+        self._stopping = stopping or (lambda: False)
+        self._own_context = context is None
+        self._context = context or zmq.Context()
+        self._socket = self._context.socket(zmq.PUSH)
+        self._socket.setsockopt(zmq.SNDHWM, hwm)
+        self._socket.setsockopt(zmq.LINGER, linger_ms)
+        try:
+            _attach(self._socket, self.endpoint)
+        except TransportError:
+            if self._own_context:
+                self._context.term()
+            raise
+        self.sent = self.dropped = self.events_lost = 0
+        self.bytes_sent = 0
+        log.info(
+            "sender %s: %s mode, SNDHWM %d, linger %d ms",
+            self.endpoint,
+            "live (drop and count)" if live else "replay (backpressure)",
+            hwm,
+            linger_ms,
+        )
+
+    def send(self, message: StreamMessage) -> bool:
+        """Send one frame or coil event; False if it was dropped (live frames, lost events)."""
+        parts = encode(message)
+        if isinstance(message, Frame) and self.live:
+            try:
+                self._socket.send_multipart(parts, zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                self.dropped += 1
+                if self.dropped == 1 or self.dropped % 100 == 0:
+                    log.warning(
+                        "sender %s: workers are behind: %d frame(s) dropped so far",
+                        self.endpoint,
+                        self.dropped,
+                    )
+                return False
+        elif not self._send_waiting(parts, self.event_timeout_ms if self.live else None):
+            if isinstance(message, CoilEvent):
+                self.events_lost += 1
+                log.error(
+                    "sender %s: %s of coil %s could not be sent (no worker took it)",
+                    self.endpoint,
+                    message.kind,
+                    message.coil,
+                )
+            else:
+                self.dropped += 1
+            return False
+        self.sent += 1
+        self.bytes_sent += sum(len(p) for p in parts)
+        return True
+
+    def _send_waiting(self, parts: list, timeout_ms: int | None) -> bool:
+        deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000.0
+        while True:
+            try:
+                self._socket.send_multipart(parts, zmq.NOBLOCK, copy=False)
+                return True
+            except zmq.Again:
+                pass
+            if self._stopping() or (deadline is not None and time.monotonic() >= deadline):
+                return False
+            self._socket.poll(_POLL_SLICE_MS, zmq.POLLOUT)
+
+    def close(self) -> None:
+        if not self._socket.closed:
+            self._socket.close()
+            if self._own_context:
+                self._context.term()
+
+    def __enter__(self) -> FrameSender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FrameReceiver:
+    """PULL socket over one or more camera endpoints; `recv` returns None on timeout."""
+
+    def __init__(
+        self,
+        endpoints: str | Endpoint | Sequence[str | Endpoint],
+        *,
+        hwm: int = DEFAULT_HWM,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        linger_ms: int = 0,
+        context: zmq.Context | None = None,
+    ) -> None:
+        if isinstance(endpoints, str | Endpoint):
+            endpoints = [endpoints]
+        if not endpoints:
+            raise TransportError("receiver: expected at least one endpoint")
+        self.endpoints = [parse_endpoint(e, "connect") for e in endpoints]
+        self.max_pixels = max_pixels
+        self._own_context = context is None
+        self._context = context or zmq.Context()
+        self._socket = self._context.socket(zmq.PULL)
+        self._socket.setsockopt(zmq.RCVHWM, hwm)
+        self._socket.setsockopt(zmq.LINGER, linger_ms)
+        try:
+            for endpoint in self.endpoints:
+                _attach(self._socket, endpoint)
+        except TransportError:
+            self._close_context()
+            raise
+        self.frames = self.events = self.malformed = 0
+        self.last_error = ""
+        log.info("receiver %s: RCVHWM %d", ", ".join(map(str, self.endpoints)), hwm)
+
+    def recv(self, timeout_ms: int | None = 1000) -> StreamMessage | None:
+        """The next valid message, or None when nothing valid arrives within `timeout_ms`."""
+        deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000.0
+        while True:
+            wait = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            if not self._socket.poll(wait, zmq.POLLIN):
+                return None
+            parts = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            try:
+                message = decode(parts, max_pixels=self.max_pixels)
+            except FrameError as exc:
+                self.malformed += 1
+                self.last_error = str(exc)
+                if self.malformed <= 10 or self.malformed % 100 == 0:
+                    log.warning("receiver: malformed message #%d dropped: %s", self.malformed, exc)
+                continue
+            if isinstance(message, Frame):
+                self.frames += 1
+            else:
+                self.events += 1
+            return message
+
+    def close(self) -> None:
+        if not self._socket.closed:
+            self._socket.close()
+            self._close_context()
+
+    def _close_context(self) -> None:
+        if self._own_context:
+            self._context.term()
+
+    def __enter__(self) -> FrameReceiver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
