@@ -191,7 +191,7 @@ def test_slow_subscriber_never_blocks_and_its_losses_show_as_gaps(context) -> No
         sent = 3000
         for i in range(sent):  # nobody reads meanwhile: PUB drops for this subscriber, never waits
             pub.defect(a_defect(i))
-        summary = sub.run(timeout=1.0, out=io.StringIO(), err=io.StringIO())
+        summary = sub.run(timeout=2.0, out=io.StringIO(), err=io.StringIO())
     first, last = summary["first_seq"]["defect"], summary["last_seq"]["defect"]
     assert summary["missing"]["defect"] > 0
     assert summary["received"]["defect"] + summary["missing"]["defect"] == last - first + 1
@@ -430,3 +430,9 @@ def test_from_config_and_numpy_numbers(context) -> None:
         message = pub.defect(a_defect(0, score=np.float32(0.75), severity=np.int64(2)))[0]
     assert message["score"] == pytest.approx(0.75) and type(message["score"]) is float
     assert message["severity"] == 2 and type(message["severity"]) is int
+
+
+def test_listener_reports_too_few_messages_by_the_deadline(publisher, context) -> None:
+    with PlcListener(publisher.endpoint, ["coil"], context=context) as sub:  # nothing is published
+        summary = sub.run(count=1, timeout=0.3, out=io.StringIO(), err=io.StringIO())
+    assert (summary["messages"], summary["exit_status"]) == (0, 3)

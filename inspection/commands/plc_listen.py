@@ -2,8 +2,8 @@
 
 Prints every message on one line, checks it against the shipped JSON Schema, reports sequence
 gaps per topic as they happen and a summary at exit. Exit status: 0 when every message was
-valid, 1 when an invalid message was seen, 3 when ``--count`` messages did not arrive before
-``--timeout``. Gaps do not change the exit status: a PUB socket drops for a slow subscriber by
+valid, 1 when an invalid message was seen, 3 when ``--count`` messages did not arrive within
+``--timeout`` seconds. Gaps do not change the exit status: a PUB socket drops for a slow subscriber by
 design; the gap report is how you see it.
 """
 
@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 import zmq
 
+from inspection.errors import TransportError
 from inspection.schemas import TOPICS, load_schema
 from inspection.schemas import validate as builtin_validate
 
@@ -35,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--topic", action="append", choices=TOPICS, metavar="T",
                         help=f"only this topic ({', '.join(TOPICS)}); repeat for several; default all")
     parser.add_argument("--count", type=int, metavar="N", help="exit after N messages")
-    parser.add_argument("--timeout", type=float, metavar="S", help="exit after S seconds without a message")
+    parser.add_argument("--timeout", type=float, metavar="S",
+                        help="exit after S seconds in all (a deadline: heartbeats never let a link go idle)")
     parser.add_argument("--json", action="store_true", help="print each message as its JSON, summary as JSON")
     parser.set_defaults(func=_run)
 
@@ -115,8 +117,6 @@ class PlcListener:
             self._socket.connect(self.endpoint)
         except zmq.ZMQError as exc:
             self._socket.close(0)
-            from inspection.errors import TransportError
-
             raise TransportError(f"--connect {endpoint!r}: {exc}") from None
 
     def receive(self, timeout: float) -> list[bytes] | None:
@@ -142,17 +142,18 @@ class PlcListener:
     def run(self, *, count: int | None = None, timeout: float | None = None, as_json: bool = False,
             out: TextIO | None = None, err: TextIO | None = None,
             stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
-        """Receive, print and check until `count` messages, `timeout` idle seconds or `stop()`."""
+        """Receive, print and check until `count` messages, `timeout` seconds in all, or `stop()`."""
         out, err = out or sys.stdout, err or sys.stderr
-        total, idle_since, timed_out = 0, time.monotonic(), False
+        total, timed_out = 0, False
+        deadline = None if timeout is None else time.monotonic() + timeout
         while (count is None or total < count) and not stop():
-            parts = self.receive(0.2)
+            left = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+            if left <= 0:
+                timed_out = True
+                break
+            parts = self.receive(left)
             if parts is None:
-                if timeout is not None and time.monotonic() - idle_since >= timeout:
-                    timed_out = True
-                    break
                 continue
-            idle_since = time.monotonic()
             total += 1
             topic, message, problems = self.check(parts)
             self.received[topic] += 1
