@@ -29,8 +29,9 @@ def _store(tmp_path: Path) -> Store:
     return store
 
 
-def _start(store: Store, endpoint: str, **options: object) -> tuple[Recorder, StopFlag, threading.Thread,
-                                                                    list]:
+def _start(
+    store: Store, endpoint: str, **options: object
+) -> tuple[Recorder, StopFlag, threading.Thread, list]:
     events: list = []
     recorder = Recorder(store, endpoint, "demo-hot-1", on_event=lambda k, p: events.append((k, p)), **options)
     stop = StopFlag(install=False)
@@ -74,8 +75,11 @@ def test_recorder_records_grades_and_emits_events(tmp_path: Path, tcp_endpoint: 
     assert queries.coverage(reader, "COIL-A")["complete"] is True
     kinds = [k for k, _ in events]
     assert kinds.count("defect") == sent_defects and kinds.count("coil") == 1
-    assert recorder.stats.duplicate_defects == sum(len(m.defects) for m in messages if hasattr(m, "defects")
-                                                   and m.index < 5 and m.source.camera == "top-1")
+    assert recorder.stats.duplicate_defects == sum(
+        len(m.defects)
+        for m in messages
+        if hasattr(m, "defects") and m.index < 5 and m.source.camera == "top-1"
+    )
     crop = reader.execute("SELECT crop_sha256 FROM defects LIMIT 1").fetchone()[0]
     assert CropStore(tmp_path / "crops").get(crop).startswith(b"\x89PNG")
     assert verify(reader).ok
@@ -130,8 +134,9 @@ def test_recorder_killed_mid_coil_loses_nothing_committed(tmp_path: Path, tcp_en
     db_path = tmp_path / "line.db"
     messages = coil_messages("COIL-K", length_m=60, defects_per_frame=0.5, seed=5)
     half = len(messages) // 2
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(db_path), tcp_endpoint],
-                             cwd=Path(__file__).parents[1])
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(db_path), tcp_endpoint], cwd=Path(__file__).parents[1]
+    )
     try:
         _push(tcp_endpoint, messages[:half])
         reader = open_db(db_path, readonly=True) if _wait(db_path.exists) else None
@@ -145,8 +150,10 @@ def test_recorder_killed_mid_coil_loses_nothing_committed(tmp_path: Path, tcp_en
         child.wait(10)
     store = _store(tmp_path)  # restart on the same file
     recorder, stop, thread, _ = _start(store, tcp_endpoint, flush_ms=20)
-    assert set(store.db.execute("SELECT coil, camera, frame_index, defect_index FROM "
-                                "defects").fetchall()) == keys
+    assert (
+        set(store.db.execute("SELECT coil, camera, frame_index, defect_index FROM defects").fetchall())
+        == keys
+    )
     assert len(keys) == committed
     _push(tcp_endpoint, messages)  # the workers re-send the whole coil
     assert _wait(lambda: recorder.stats.coils_graded == 1)

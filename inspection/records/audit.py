@@ -155,7 +155,12 @@ def _check_rows(
         rows = json.loads(text).get("rows", {})
     except (ValueError, AttributeError):
         return f"audit_log seq {seq}: event is not a JSON object"
-    for table, (first, last, count, sha) in sorted(rows.items()):
+    if not isinstance(rows, dict):
+        return f"audit_log seq {seq}: event rows is not a table map"
+    for table, entry in sorted(rows.items()):
+        if not isinstance(entry, list) or len(entry) != 4:
+            return f"audit_log seq {seq}: rows entry for {table!r} is malformed"
+        first, last, count, sha = entry
         if table not in AUDITED_TABLES:
             return f"audit_log seq {seq}: unknown table {table!r}"
         actual_count, actual_sha = digest_rows(db, table, first, last)

@@ -28,7 +28,7 @@ class PeriodicParams:
     along_tol_mm: float = 15.0
     min_pitch_mm: float = 150.0
     max_pitch_mm: float = 15_000.0
-    min_count: int = 5
+    min_count: int = 6
     min_fill: float = 0.6
 
 

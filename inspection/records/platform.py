@@ -208,7 +208,7 @@ def import_rows(db: Database, rows: Iterable[tuple[str, Any]], source: str, *,
         for f, extra in good:
             _upsert(db, f, extra, source, now)
         digest = hashlib.sha256(audit.canonical_json([[f, e] for f, e in good]).encode()).hexdigest()
-        audit.append(db, "platform_import", actor, {"source": source, "rows": report.rows,
+        audit.append(db, "platform_import", actor, {"source": source, "rows_read": report.rows,
                                                      "imported": len(good),
                                                      "skipped": len(report.skipped), "sha256": digest}, now)
     report.imported = len(good)

@@ -1,0 +1,104 @@
+"""Periodic defect (roll mark) detection on synthetic sequences, positive and negative."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+
+import pytest
+
+from inspection.records.periodic import Point, find_periodic
+
+
+def _series(
+    pitch: float,
+    n: int,
+    *,
+    start: float = 900.0,
+    across: float = 640.0,
+    jitter: float = 3.0,
+    missing: tuple[int, ...] = (),
+    cls: str = "rolled-in_scale",
+    seed: int = 0,
+    first_id: int = 0,
+) -> list[Point]:
+    rng = random.Random(seed)
+    return [
+        Point(first_id + k, "top", cls, start + k * pitch + rng.gauss(0, jitter), across + rng.gauss(0, 5))
+        for k in range(n)
+        if k not in missing
+    ]
+
+
+def _noise(n: int, seed: int, cls: str = "rolled-in_scale", length_mm: float = 120_000.0) -> list[Point]:
+    rng = random.Random(seed)
+    return [Point(10_000 + i, "top", cls, rng.uniform(0, length_mm), rng.uniform(0, 1600)) for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("pitch", "jitter", "missing"),
+    [
+        (1884.96, 0.0, ()),  # a 600 mm work roll, clean
+        (1884.96, 4.0, ()),  # position jitter
+        (2513.27, 4.0, (3, 4, 9, 15)),  # an 800 mm roll, marks missing
+        (471.24, 2.0, (1, 7)),  # a 150 mm roll
+    ],
+)
+def test_series_is_found_with_pitch_and_diameter(
+    pitch: float, jitter: float, missing: tuple[int, ...]
+) -> None:
+    points = _series(pitch, 24, jitter=jitter, missing=missing) + _noise(60, seed=1)
+    findings = find_periodic(points)
+    assert len(findings) == 1
+    f = findings[0]
+    assert f.pitch_mm == pytest.approx(pitch, rel=0.003)
+    assert f.roll_diameter_mm == pytest.approx(pitch / math.pi, rel=0.003)
+    assert f.count >= 24 - len(missing) - 1
+    assert abs(f.across_mm - 640) < 10 and "roll diameter" in f.message()
+
+
+def test_two_rolls_on_one_coil_are_two_findings() -> None:
+    points = _series(1884.96, 20, across=300, seed=1) + _series(
+        2827.43, 14, across=1200, seed=2, first_id=100
+    )
+    pitches = sorted(round(f.pitch_mm) for f in find_periodic(points))
+    assert pitches == [1885, 2827]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_defects_do_not_fire(seed: int) -> None:
+    assert find_periodic(_noise(250, seed)) == []
+    # the hard case: many defects of one class in one place, at irregular gaps of 1.5..2.5 m
+    lined_up = [Point(k, "top", "x", along, 500) for k, along in enumerate(_irregular(14, seed=1000 + seed))]
+    assert find_periodic(lined_up) == []
+
+
+def _irregular(n: int, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return list(itertools.accumulate(rng.uniform(1500, 2500) for _ in range(n)))
+
+
+@pytest.mark.parametrize(
+    ("name", "points"),
+    [
+        ("too few marks", _series(1884.96, 5)),
+        (
+            "different classes",
+            [
+                Point(p.id, p.surface, f"c{p.id % 3}", p.along_mm, p.across_mm)
+                for p in _series(1884.96, 12)
+            ],
+        ),
+        (
+            "spread across the strip",
+            [Point(p.id, p.surface, p.cls, p.along_mm, 100 + 120 * p.id) for p in _series(1884.96, 12)],
+        ),
+        (
+            "irregular gaps",
+            [Point(k, "top", "x", along, 500) for k, along in enumerate(_irregular(14, seed=3))],
+        ),
+    ],
+)
+def test_negative_cases(name: str, points: list[Point]) -> None:
+    assert find_periodic(points) == [], name

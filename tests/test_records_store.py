@@ -1,0 +1,194 @@
+"""Store and queries on real SQLite files: idempotency, migrations, reviews, overrides, queue, analytics."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from inspection.records import analytics, queries
+from inspection.records.audit import verify
+from inspection.records.db import open_db, schema_version
+from inspection.records.errors import StoreError
+from inspection.records.schema import SCHEMA_VERSION
+from inspection.records.store import Store
+from inspection.records.synthetic import coil_messages
+
+CAMERAS = [{"id": "top-1", "surface": "top"}, {"id": "bottom-1", "surface": "bottom"}]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path / "line.db")
+    s.register_line("demo-hot-1", "hot", 1600.0, CAMERAS)
+    yield s
+    s.close()
+
+
+def _count(store: Store, table: str) -> int:
+    return store.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def test_same_batch_twice_is_recorded_once(store: Store) -> None:
+    messages = coil_messages("C-1", length_m=30, defects_per_frame=1.0, seed=1)
+    expected = sum(len(m.defects) for m in messages if hasattr(m, "defects"))
+    first = store.apply_batch(messages)
+    snapshot = store.db.execute("SELECT * FROM defects ORDER BY id").fetchall()
+    second = store.apply_batch(messages)
+    assert (first.new_defects, first.duplicate_defects) == (expected, 0)
+    assert (second.new_defects, second.duplicate_defects, second.new_frames) == (0, expected, 0)
+    assert store.db.execute("SELECT * FROM defects ORDER BY id").fetchall() == snapshot
+    assert sum(r["defects"] for r in queries.coils(store.db)) == expected  # derived counts not doubled
+    assert second.audit_seq is None  # nothing changed, nothing audited
+    assert verify(store.db).ok
+
+
+def test_migrations_from_empty_and_from_previous_version(tmp_path: Path) -> None:
+    fresh = open_db(tmp_path / "fresh.db")
+    assert schema_version(fresh) == SCHEMA_VERSION
+    old = open_db(tmp_path / "old.db", stop_before="m002_platform")
+    assert schema_version(old) == 1 and "platform_coils" not in old.table_names()
+    old.execute("INSERT INTO coils (id, line, line_type, first_seen_ns) VALUES ('OLD-1', 'l', 'hot', 1)")
+    old.close()
+    upgraded = open_db(tmp_path / "old.db")
+    assert schema_version(upgraded) == SCHEMA_VERSION
+    assert upgraded.execute("SELECT id FROM coils").fetchall() == [("OLD-1",)]
+    assert {"platform_coils", "claims", "orders"} <= set(upgraded.table_names())
+    assert open_db(tmp_path / "old.db") is not None  # re-applying is a no-op
+
+
+def test_review_regrades_and_history_shows_each_step(store: Store) -> None:
+    messages = coil_messages("C-2", length_m=60, defects_per_frame=0.0, seed=2)
+    store.apply_batch(messages)
+    assert store.grade_coil("C-2", "coil_end").grade == "prime"
+    from inspection.frame import StreamKey
+    from inspection.records.messages import DefectRecord, FrameResult
+    from inspection.records.synthetic import TEST_MODEL
+
+    # a re-sent frame cannot add defects (natural key), so put one critical defect in a new frame slot
+    src = StreamKey("demo-hot-1", "hot", "top-1", "top")
+    hole = DefectRecord("punching", 0.9, 3, (10, 10, 30, 30), 30_000.0, 800.0, 20.0, 20.0, 300.0)
+    store.apply_batch([FrameResult(src, "C-2", 999, 58, 1, 58 * 1024.0, 1024.0, *TEST_MODEL, 2, (hole,))])
+    graded = store.grade_coil("C-2", "late-frames")
+    assert graded.grade == "reject" and any(r.startswith("HOLE") for r in graded.reasons)
+    defect_id = store.db.execute("SELECT id FROM defects WHERE coil='C-2'").fetchone()[0]
+    store.add_review(defect_id, "anna", "reject", reason="reflection")
+    assert queries.current_grade(store.db, "C-2")["grade"] == "prime"
+    store.add_review(defect_id, "bert", "confirm")  # confirm after reject: counts again
+    assert queries.current_grade(store.db, "C-2")["grade"] == "reject"
+    store.add_review(defect_id, "bert", "relabel", new_class="patches", reason="not a hole")
+    history = queries.grade_history(store.db, "C-2")
+    assert [(g["grade"], g["trigger"].split(":")[0]) for g in history] == [
+        ("prime", "coil_end"),
+        ("reject", "late-frames"),
+        ("prime", "review"),
+        ("reject", "review"),
+        ("reject", "review"),
+    ]
+    # still reject, but no longer for a hole: one critical defect in 59 m exceeds 1 per 100 m
+    assert not any(r.startswith("HOLE") for r in history[-1]["reasons"])
+    assert any(r.startswith("CRIT-100M") for r in history[-1]["reasons"])
+    defect = queries.coil_defects(store.db, "C-2")[0]
+    assert (defect["class"], defect["effective_class"], defect["review_status"]) == (
+        "punching",
+        "patches",
+        "relabelled",
+    )
+    assert _count(store, "reviews") == 3
+    assert verify(store.db).ok
+
+
+def test_override_needs_reason_and_wins_over_automatic_grades(store: Store) -> None:
+    store.apply_batch(coil_messages("C-3", length_m=20, defects_per_frame=0.0))
+    store.grade_coil("C-3", "coil_end")
+    with pytest.raises(StoreError, match="reason"):
+        store.override_grade("C-3", "anna", "secondary", "  ")
+    with pytest.raises(StoreError, match="grade"):
+        store.override_grade("C-3", "anna", "excellent", "why not")
+    store.override_grade("C-3", "anna", "secondary", "customer complaint on similar coils")
+    store.grade_coil("C-3", "manual", force=True)
+    assert queries.current_grade(store.db, "C-3")["grade"] == "secondary"
+    assert queries.coils(store.db, grade="secondary")[0]["coil"] == "C-3"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"reviewer": "", "action": "confirm"}, "reviewer"),
+        ({"reviewer": "anna", "action": "approve"}, "action"),
+        ({"reviewer": "anna", "action": "relabel"}, "new_class"),
+        ({"reviewer": "anna", "action": "confirm", "new_class": "x"}, "new_class"),
+    ],
+)
+def test_bad_reviews_are_refused_and_nothing_is_written(store: Store, kwargs: dict, match: str) -> None:
+    store.apply_batch(coil_messages("C-4", length_m=10, defects_per_frame=2.0))
+    defect_id = store.db.execute("SELECT min(id) FROM defects").fetchone()[0]
+    audit_rows = _count(store, "audit_log")
+    with pytest.raises(StoreError, match=match):
+        store.add_review(defect_id, **kwargs)
+    with pytest.raises(StoreError, match="no defect"):
+        store.add_review(10**9, "anna", "confirm")
+    assert _count(store, "reviews") == 0 and _count(store, "audit_log") == audit_rows
+
+
+def test_review_queue_precision_and_model_confirmations(store: Store) -> None:
+    store.apply_batch(coil_messages("C-5", length_m=80, defects_per_frame=1.5, seed=5))
+    queued = store.enqueue_reviews("C-5")
+    queue = analytics.review_queue(store.db, limit=1000)
+    assert len(queue) == queued > 0
+    assert [q["priority"] for q in queue] == sorted((q["priority"] for q in queue), reverse=True)
+    samples = [q for q in queue if q["reason"] == "sample"]
+    assert {q["class"] for q in samples} == {
+        r[0] for r in store.db.execute("SELECT DISTINCT class FROM defects")
+    }
+    for i, q in enumerate(samples):
+        store.add_review(q["defect_id"], "anna", "reject" if i % 2 else "confirm")
+    precision = {p["class"]: p for p in analytics.field_precision(store.db)}
+    assert sum(p["reviewed"] for p in precision.values()) == len(samples)
+    assert sum(p["confirmed"] for p in precision.values()) == (len(samples) + 1) // 2
+    by_model = analytics.confirmations_by_model(store.db)
+    assert by_model[0]["model_version"] == "hot-test-1" and by_model[0]["reviewed"] == len(samples)
+    assert analytics.review_progress(store.db)["reviewed"] == len(samples)
+    assert all(
+        q["defect_id"] not in {s["defect_id"] for s in samples}
+        for q in analytics.review_queue(store.db, limit=1000)
+    )
+
+
+def test_pareto_follows_reviews_and_rates_per_km(store: Store) -> None:
+    store.apply_batch(coil_messages("C-6", length_m=50, defects_per_frame=1.0, seed=6))
+    before = {
+        p["class"]: p["count"] for p in analytics.pareto(store.db, since="2025-01-01", until="2030-01-01")
+    }
+    defect_id, cls = store.db.execute("SELECT id, class FROM defects LIMIT 1").fetchone()
+    store.add_review(defect_id, "anna", "reject")
+    after = {p["class"]: p["count"] for p in analytics.pareto(store.db)}
+    assert after[cls] == before[cls] - 1
+    assert analytics.pareto(store.db, since="2031-01-01") == []
+    total = _count(store, "defects")
+    per_line = analytics.defects_per_km(store.db, by="line")
+    assert per_line[0]["defects"] == total
+    assert per_line[0]["defects_per_1000m"] == pytest.approx(total / per_line[0]["length_m"] * 1000)
+    with pytest.raises(StoreError, match="by"):
+        analytics.defects_per_km(store.db, by="colour")
+
+
+def test_coverage_counts_and_line_status(store: Store) -> None:
+    store.apply_batch(coil_messages("C-7", length_m=20, skip_frames=[2], camera_dropped=1, seed=7))
+    cov = queries.coverage(store.db, "C-7")
+    top = next(c for c in cov["cameras"] if c["camera"] == "top-1")
+    assert (top["frames"], top["inspected"], top["dropped_camera"], top["complete"]) == (19, 17, 1, False)
+    assert cov["share"] == pytest.approx(17 / 19) and not cov["complete"]
+    store.set_status({"recorder:demo-hot-1": {"frames_per_s": 12.5}})
+    status = analytics.line_status(store.db)
+    assert status["lines"][0]["current_coil"] == "C-7"
+    assert status["lines"][0]["recorder"]["frames_per_s"] == 12.5
+
+
+def test_reader_sees_data_while_writer_holds_the_database(store: Store, tmp_path: Path) -> None:
+    store.apply_batch(coil_messages("C-8", length_m=10, defects_per_frame=1.0))
+    reader = open_db(tmp_path / "line.db", readonly=True)
+    with pytest.raises(sqlite3.OperationalError):
+        reader.execute("INSERT INTO lines (id, type, created_ns) VALUES ('x', 'hot', 0)")
+    assert reader.execute("SELECT count(*) FROM defects").fetchone()[0] == _count(store, "defects")
