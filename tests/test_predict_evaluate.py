@@ -233,3 +233,18 @@ def test_evaluate_counts_images_the_model_was_trained_on(tmp_path: Path) -> None
     assert cli("evaluate", "--model", "hot", "--registry", str(registry.root), "--data", str(folder),
                "--json", str(out), "--providers", "cpu", "--no-progress") == 0
     assert json.loads(out.read_text())["training_images_evaluated"] == 1
+
+
+def test_predict_as_a_real_process(registry: Registry, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    images = write_folder(tmp_path / "data", "yolo") / "images"
+    out = tmp_path / "pred.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "inspection", "predict", "--model", "hot-test-1", "--registry",
+         str(registry.root), "--images", str(images), "--json", str(out), "--no-progress"],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "model hot-test-1 on CPUExecutionProvider" in result.stderr
+    assert len(json.loads(out.read_text())) == 4
