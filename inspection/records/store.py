@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,12 +235,14 @@ class Store:
             )
             rows: dict[str, Any] = {}
             for table in _BATCH_TABLES:
-                entry, fetched = self._new_rows(table, before[table])
+                as_dicts = table != "defects" or want_rows
+                entry, fetched = self._new_rows(table, before[table], as_dicts=as_dicts)
                 if entry:
                     rows[table] = entry
                 if table == "defects":
                     result.new_defects = len(fetched)
-                    self._count_classes(fetched)
+                    if fetched:
+                        self._count_classes(before["defects"])
                     if want_rows:
                         result.defect_rows = fetched
                 elif table == "frames":
@@ -264,25 +265,27 @@ class Store:
             ).fetchone()[0]
         return self._models[key]
 
-    def _new_rows(self, table: str, before: int) -> tuple[list[Any] | None, list[dict[str, Any]]]:
+    def _new_rows(self, table: str, before: int, *,
+                  as_dicts: bool = True) -> tuple[list[Any] | None, list[Any]]:
+        """Audit entry and rows of `table` inserted after rowid `before` (dicts, or raw tuples)."""
         cur = self.db.execute(f"SELECT rowid, * FROM [{table}] WHERE rowid > ? ORDER BY rowid", (before,))
         raw = cur.fetchall()
         if not raw:
             return None, []
+        entry = [raw[0][0], raw[-1][0], len(raw), audit.sha256_rows(raw)]
+        if not as_dicts:
+            return entry, raw
         names = [col[0] for col in cur.description]
-        digest = audit.sha256_rows(raw)
-        return [raw[0][0], raw[-1][0], len(raw), digest], [dict(zip(names, r, strict=True)) for r in raw]
+        return entry, [dict(zip(names, r, strict=True)) for r in raw]
 
-    def _count_classes(self, rows: list[dict[str, Any]]) -> None:
-        counts = Counter(
-            (r["coil"], r["class"], r["surface"], r["severity"], queries.day_of(r["captured_ns"]))
-            for r in rows
-        )
-        self.db.conn.executemany(
-            "INSERT INTO coil_class_counts (coil, class, surface, severity, day, n) VALUES (?,?,?,?,?,?) "
-            "ON CONFLICT(coil, class, surface, severity) DO UPDATE SET n = n + excluded.n",
-            [(*key, n) for key, n in counts.items()],
-        )
+    def _count_classes(self, before: int) -> None:
+        # Derived per-coil counts, aggregated by SQLite itself over the rows this batch added.
+        self.db.execute(
+            "INSERT INTO coil_class_counts (coil, class, surface, severity, day, n) "
+            "SELECT coil, class, surface, severity, date(min(captured_ns) / 1000000000, 'unixepoch'), "
+            "count(*) "
+            "FROM defects WHERE id > ? GROUP BY coil, class, surface, severity "
+            "ON CONFLICT(coil, class, surface, severity) DO UPDATE SET n = n + excluded.n", (before,))
 
     # -- grading -------------------------------------------------------------------------------
     def grade_coil(self, coil: str, trigger: str, *, force: bool = False) -> GradeResult:
