@@ -85,14 +85,17 @@ def read_db(path: str | Path) -> Iterator[Database]:
         db.conn.close()
 
 
-def change_token(path: str | Path) -> tuple[int, int, int]:
-    """Changes whenever anything the console shows can have changed (see module docstring)."""
+def change_token(path: str | Path) -> tuple[int, ...]:
+    """Changes whenever anything the console shows can have changed (see module docstring).
+
+    The file's inode is part of it, so a database replaced under a running console is re-read.
+    """
     with read_db(path) as db:
         row = db.execute(
             "SELECT (SELECT coalesce(max(seq), 0) FROM audit_log),"
             " (SELECT count(*) FROM review_queue), (SELECT coalesce(max(rowid), 0) FROM review_queue)"
         ).fetchone()
-    return int(row[0]), int(row[1]), int(row[2])
+    return Path(path).stat().st_ino, int(row[0]), int(row[1]), int(row[2])
 
 
 def reviewer_sidebar() -> None:
@@ -124,7 +127,7 @@ def require_reviewer() -> str:
     return name
 
 
-def page_database() -> tuple[str, tuple[int, int, int]]:
+def page_database() -> tuple[str, tuple[int, ...]]:
     """(database path, change token) for a page, or stop the page with a clear message."""
     try:
         database = sources().database

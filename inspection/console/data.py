@@ -18,7 +18,7 @@ import streamlit as st
 from inspection.console.context import read_db
 from inspection.records import queries
 
-Token = tuple[int, int, int]
+Token = tuple[int, ...]
 DEFECT_COLUMNS = ("id", "surface", "camera", "frame_index", "along_mm", "across_mm", "length_mm", "width_mm",
                   "area_mm2", "class", "score", "severity", "crop_sha256", "captured_ns", "model_version",
                   "effective_class", "review_status", "reviewer")

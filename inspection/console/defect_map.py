@@ -15,20 +15,16 @@ import pandas as pd
 
 SELECTION = "pick"
 SEVERITY_SIZES = (30, 90, 220)  # marker area for severity 1 (minor), 2 (major), 3 (critical)
-PERIODIC_TOLERANCE_MM = 30.0  # a member of a periodic alarm lies this close to its position across
 
 
 def periodic_members(defects: pd.DataFrame, alarms: pd.DataFrame) -> pd.Series:
-    """True for defects that belong to a periodic alarm: same surface and class, same place across."""
-    member = pd.Series(False, index=defects.index)
+    """True for defects that belong to a periodic alarm (the ids the recorder's finding listed)."""
+    member_ids: set[int] = set()
     periodic = alarms[alarms["kind"] == "periodic"] if len(alarms) else alarms
-    for _, alarm in periodic.iterrows():
-        near = (defects["across_mm"] - alarm["across_mm"]).abs() <= PERIODIC_TOLERANCE_MM
-        hit = (defects["effective_class"] == alarm["class"]) & near
-        if isinstance(alarm["surface"], str) and alarm["surface"]:
-            hit &= defects["surface"] == alarm["surface"]
-        member |= hit
-    return member
+    for details in periodic["details"] if len(periodic) else []:
+        if isinstance(details, dict):
+            member_ids.update(int(i) for i in details.get("defect_ids", []))
+    return defects["id"].isin(member_ids)
 
 
 def map_chart(defects: pd.DataFrame, alarms: pd.DataFrame, surface: str, classes: list[str],
@@ -70,8 +66,7 @@ def map_chart(defects: pd.DataFrame, alarms: pd.DataFrame, surface: str, classes
                      alt.Tooltip("count:Q", title="repeats")],
         )
         layers.append(rules)
-    return (alt.layer(*layers).properties(height=340, title=f"{surface} surface ({len(points)} defects)")
-            .configure_legend(orient="bottom", direction="horizontal", columns=4, titleOrient="left"))
+    return alt.layer(*layers).properties(height=380, title=f"{surface} surface ({len(points)} defects)")
 
 
 def picked_id(state: Any) -> int | None:

@@ -7,14 +7,18 @@ invalidates every cached read, so the new state shows at once.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from inspection.console import actions
+from inspection.console.context import read_db
 from inspection.console.widgets import flash
 from inspection.errors import SteelInspectError
+from inspection.records import report
 from inspection.records.grading import ALL_GRADES
 
 ACTION_LABELS = {"confirm": "Confirm", "relabel": "Relabel", "reject": "Reject as false alarm"}
@@ -68,20 +72,20 @@ def override_form(path: str, coil: str) -> None:
 
 
 def report_downloads(path: str, token: Any, coil: str) -> None:
-    """The coil report (C's report module) as PDF or CSV, built only when downloaded."""
+    """The coil report (records `report` module) as PDF, CSV or JSON, built only when downloaded."""
     st.subheader("Coil report")
-    try:
-        from inspection.records import report
-    except ImportError:
-        st.info("The coil report module is not available in this build.")
-        return
-    cols = st.columns(2)
-    for column, fmt, mime in ((cols[0], "pdf", "application/pdf"), (cols[1], "csv", "text/csv")):
+    cols = st.columns(3)
+    for column, fmt, mime in ((cols[0], "pdf", "application/pdf"), (cols[1], "csv", "text/csv"),
+                              (cols[2], "json", "application/json")):
         column.download_button(
-            f"Download {fmt.upper()}", data=lambda f=fmt: _report(path, token, coil, f, report),
+            f"Download {fmt.upper()}", data=lambda f=fmt: coil_report(path, token, coil, f),
             file_name=f"coil-{coil}.{fmt}", mime=mime, key=f"report_{fmt}", on_click="ignore")
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _report(path: str, token: Any, coil: str, fmt: str, _module: Any) -> bytes:
-    return _module.render_bytes(path, coil, fmt)
+def coil_report(path: str, token: Any, coil: str, fmt: str) -> bytes:
+    """The report file's bytes, rendered by the records report module into a temporary folder."""
+    with read_db(path) as db:
+        content = report.collect(db, coil)
+    with tempfile.TemporaryDirectory(prefix="coil-report-") as tmp:
+        return report.write(content, fmt, Path(tmp) / f"coil.{fmt}").read_bytes()

@@ -18,8 +18,11 @@ import cv2
 import numpy as np
 
 from inspection.frame import CoilEvent, StreamKey
+from inspection.records import queries
 from inspection.records.crops import CropStore
 from inspection.records.messages import DefectRecord, FrameResult
+from inspection.records.periodic import Point, find_periodic
+from inspection.records.platform import import_rows, synthetic_extract
 from inspection.records.store import Store
 
 LINE = "demo-hot-1"
@@ -61,7 +64,7 @@ def _messages(spec: SampleCoil, start_ns: int, rng: np.random.Generator) -> list
         else:
             cls = CLASSES[int(rng.integers(len(CLASSES)))]
             along, across = float(rng.uniform(0, spec.length_m * 1000)), float(rng.uniform(20, WIDTH_MM - 20))
-        size = float(rng.uniform(5, 80))
+        size = float(min(3.0 + rng.exponential(14.0), 90.0))
         score = float(rng.uniform(0.3, 0.99))
         severity = 3 if size > 65 else 2 if size > 30 else 1
         box = (10.0, 10.0, 10.0 + size, 10.0 + size)
@@ -87,20 +90,33 @@ def build(path: Path, crops_dir: Path, coils: Sequence[SampleCoil], seed: int = 
     rng = np.random.default_rng(seed)
     pick = random.Random(seed)
     with Store(path, crops=CropStore(crops_dir), clock=_clock()) as store:
-        store.register_line(LINE, "hot", WIDTH_MM, [{"id": "top-1", "surface": "top"},
-                                                   {"id": "bottom-1", "surface": "bottom"}])
+        store.register_line(LINE, "hot", WIDTH_MM, [{"id": "top-1", "surface": "top", "width_px": 1600,
+                                                    "mm_per_px_across": 1.0, "mm_per_px_along": 1.0},
+                                                   {"id": "bottom-1", "surface": "bottom", "width_px": 1600,
+                                                    "mm_per_px_across": 1.0, "mm_per_px_along": 1.0}])
         for n, spec in enumerate(coils):
-            start = T0_NS + n * 3_600_000_000_000
-            messages = _messages(spec, start, rng)
+            messages = _messages(spec, T0_NS + n * 3_600_000_000_000, rng)
             for i in range(0, len(messages), 200):
                 store.apply_batch(messages[i:i + 200])
-            store.grade_coil(spec.coil, "coil_end")
-            store.enqueue_reviews(spec.coil, seed=pick.randrange(1 << 30))
-            if spec.periodic:
-                store.add_alarm("periodic", "pitted_surface repeats every 2200 mm at 800 mm across on the "
-                                "top surface (roll diameter 700 mm)", coil=spec.coil, surface="top",
-                                class_="pitted_surface", across_mm=800.0, pitch_mm=2200.0,
-                                roll_diameter_mm=2200.0 / math.pi, count=12)
+        extract = synthetic_extract([c.coil for c in coils], "hot", seed, line=LINE, width_mm=WIDTH_MM)
+        for row, spec in zip(extract, coils, strict=True):
+            row["length_m"] = spec.length_m
+        import_rows(store.db, [(f"item {i}", row) for i, row in enumerate(extract)], "console sample")
+        for spec in coils:
+            _finalise(store, spec.coil, pick.randrange(1 << 30))
+
+
+def _finalise(store: Store, coil: str, seed: int) -> None:
+    """What the recorder does at coil end: grade, look for periodic defects, queue reviews."""
+    store.grade_coil(coil, "coil_end", force=True)
+    points = [Point(d["id"], d["surface"], d["effective_class"], d["along_mm"], d["across_mm"])
+              for d in queries.coil_defects(store.db, coil, include_rejected=False)]
+    for finding in find_periodic(points):
+        store.add_alarm("periodic", finding.message(), coil=coil, surface=finding.surface, class_=finding.cls,
+                        across_mm=finding.across_mm, pitch_mm=finding.pitch_mm,
+                        roll_diameter_mm=finding.roll_diameter_mm, count=finding.count,
+                        details={"defect_ids": list(finding.defect_ids)})
+    store.enqueue_reviews(coil, seed=seed)
 
 
 def _clock() -> object:

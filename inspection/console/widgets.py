@@ -102,8 +102,7 @@ def defect_picker(defects: pd.DataFrame, state_key: str) -> None:
 def defect_labels(defects: pd.DataFrame) -> dict[int, str]:
     """id -> one-line label, built column-wise (a per-row lookup is quadratic on big coils)."""
     text = ("#" + defects["id"].astype(str) + " " + defects["effective_class"].astype(str) + " · "
-            + defects["surface"].astype(str) + " · " + (defects["along_mm"] / 1000).map("{:.2f} m".format)
-            + " · " + defects["review_status"].astype(str))
+            + defects["surface"].astype(str) + " · " + (defects["along_mm"] / 1000).map("{:.2f} m".format))
     return dict(zip(defects["id"].astype(int), text, strict=True))
 
 

@@ -43,8 +43,8 @@ columns = ["coil", "grade", "defects", "coverage", "line", "first_seen", "heat",
 event = st.dataframe(
     table[columns], hide_index=True, on_select="rerun", selection_mode="single-row", key="coil_table",
     column_config={
-        "coverage": st.column_config.ProgressColumn("coverage", min_value=0.0, max_value=1.0,
-                                                    format="percent"),
+        "coverage": st.column_config.NumberColumn("coverage", format="percent",
+                                                  help="inspected share of the coil (worst camera)"),
         "first_seen": st.column_config.DatetimeColumn("inspected", format="YYYY-MM-DD HH:mm"),
         "defects": st.column_config.NumberColumn("defects", help="all detections, before reviews"),
     },

@@ -1,0 +1,226 @@
+"""The review console, page by page, through Streamlit's AppTest against a real line database.
+
+The database is written through the records API (`inspection.console.sample_db`: worker
+messages through `Store.apply_batch`, MES import, grading, periodic detection, review queue);
+reviews made through the page widgets must land as review rows with an intact audit chain.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from inspection.console.sample_db import SampleCoil, build
+from inspection.records import audit
+from inspection.records.db import open_db
+from inspection.registry import Registry
+from tests.tiny_models import add_tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES = "inspection/console/pages"
+COILS = (SampleCoil("C1001", 120.0, 40, periodic=True), SampleCoil("C1002", 80.0, 4),
+         SampleCoil("C1003", 200.0, 300))
+
+
+@pytest.fixture(scope="module")
+def line_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("line")
+    build(folder / "line.db", folder / "crops", COILS, seed=3)
+    return folder / "line.db"
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    registry = Registry(root)
+    add_tiny_model(registry, tmp_path_factory.mktemp("build"), classes=("crazing", "inclusion"),
+                   version="hot-20261120-1")
+    add_tiny_model(registry, tmp_path_factory.mktemp("build2"), classes=("crazing", "inclusion"),
+                   version="hot-20261122-1")
+    registry.promote("hot-20261120-1", by="ml-engineer", reason="first model")
+    registry.promote("hot-20261122-1", by="ml-engineer", reason="better recall")
+    return root
+
+
+@pytest.fixture
+def db(line_db: Path, tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh copy per test (tests write reviews), with its crops, and the console pointed at it."""
+    copy = tmp_path / "line.db"
+    with sqlite3.connect(line_db) as src, sqlite3.connect(copy) as dst:
+        src.backup(dst)
+    (tmp_path / "crops").symlink_to(line_db.parent / "crops")
+    monkeypatch.setenv("STEEL_INSPECT_DB", str(copy))
+    monkeypatch.setenv("STEEL_INSPECT_MODELS", str(models_dir))
+    monkeypatch.delenv("STEEL_INSPECT_CROPS", raising=False)
+    return copy
+
+
+def app(page: str | None = None, **state: object) -> AppTest:
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.run()
+    for key, value in state.items():
+        at.session_state[key] = value
+    if page:
+        at.switch_page(f"{PAGES}/{page}.py")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(at: AppTest) -> str:
+    elements = (*at.markdown, *at.caption, *at.title, *at.subheader, *at.warning, *at.error, *at.success,
+                *at.info)
+    parts = [e.value for e in elements]
+    parts += [f"{m.label}={m.value}" for m in at.metric]
+    return "\n".join(str(p) for p in parts)
+
+
+def rows(path: Path, sql: str, args: tuple = ()) -> list[tuple]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+def test_line_page_shows_the_line_its_current_coil_and_alarms(db: Path) -> None:
+    at = app()
+    shown = texts(at)
+    assert "demo-hot-1 (hot)" in shown
+    assert "Current coil=C1003" in shown  # the newest coil
+    assert "hot-20261123-1" in shown  # the model that inspected it
+    assert "hot-20261122-1" in shown  # the registry's active hot model
+    alarms = at.dataframe[-1].value
+    assert list(alarms["coil"]) == ["C1001"] and "periodic" in alarms["message"].iloc[0]
+
+
+def test_coils_page_lists_filters_and_opens_a_coil(db: Path) -> None:
+    at = app("coils")
+    table = at.dataframe[0].value
+    assert set(table["coil"]) == {"C1001", "C1002", "C1003"}
+    grades = dict(rows(db, "SELECT coil, grade FROM grades"))
+    assert dict(zip(table["coil"], table["grade"], strict=True)) == grades
+    customer = rows(db, "SELECT customer FROM platform_coils WHERE coil_id = 'C1002'")[0][0]
+    expected = {c for (c,) in rows(db, "SELECT coil_id FROM platform_coils WHERE customer = ?", (customer,))}
+    at.selectbox(key="f_customer").select(customer).run()
+    assert set(at.dataframe[0].value["coil"]) == expected
+    at.selectbox(key="f_customer").select(None).run()
+    at.text_input(key="f_coil").input("C100").run()
+    assert len(at.dataframe[0].value) == 3
+    at.text_input(key="f_coil").input("C1003").run()
+    assert list(at.dataframe[0].value["coil"]) == ["C1003"]
+    at.selectbox[-1].select("C1003")
+    at.button[-1].click().run()  # "Open coil" in the form
+    assert "Defects=300" in texts(at)
+
+
+def test_coil_detail_shows_map_grade_plant_data_and_periodic_alarm(db: Path) -> None:
+    at = app("coil_detail", selected_coil="C1001")
+    shown = texts(at)
+    assert "Coil=C1001" in shown and "Defects=40" in shown
+    grade = rows(db, "SELECT grade FROM grades WHERE coil = 'C1001' ORDER BY id DESC LIMIT 1")[0][0]
+    assert f"Grade={grade}" in shown
+    assert "Periodic defect: periodic pitted_surface on top" in shown
+    assert len(at.get("vega_lite_chart")) == 2  # top and bottom maps
+    heat = rows(db, "SELECT heat FROM platform_coils WHERE coil_id = 'C1001'")[0][0]
+    plant = next(d.value for d in at.dataframe if "field" in d.value.columns)
+    assert heat in set(plant["value"])
+    assert len(at.get("image")) == 24  # first gallery page of 40 crops
+    at.number_input(key="gallery_page").set_value(2).run()
+    assert len(at.get("image")) == 16
+
+
+def _select_defect(at: AppTest, defect_id: int) -> None:
+    at.selectbox(key="defect_id_box").select(defect_id).run()
+    assert not at.exception, at.exception
+
+
+def test_review_is_refused_without_a_reviewer_name(db: Path) -> None:
+    at = app("coil_detail", selected_coil="C1002")
+    defect_id = rows(db, "SELECT min(id) FROM defects WHERE coil = 'C1002'")[0][0]
+    _select_defect(at, defect_id)
+    at.button(key="detail_review_reject").click().run()
+    assert any("Action refused" in e.value for e in at.error)
+    assert rows(db, "SELECT count(*) FROM reviews") == [(0,)]
+
+
+def test_reject_writes_an_audited_review_and_regrades_the_coil(db: Path) -> None:
+    at = app("coil_detail", selected_coil="C1002", reviewer="Ana Inspector")
+    defect_id = rows(db, "SELECT min(id) FROM defects WHERE coil = 'C1002'")[0][0]
+    grades_before = rows(db, "SELECT count(*) FROM grades WHERE coil = 'C1002'")[0][0]
+    _select_defect(at, defect_id)
+    at.text_input(key="detail_review_reason").input("water stain, not a defect")
+    at.button(key="detail_review_reject").click().run()
+    assert not at.exception, at.exception
+    assert rows(db, "SELECT defect_id, reviewer, action, reason FROM reviews") == [
+        (defect_id, "Ana Inspector", "reject", "water stain, not a defect")]
+    regrade = rows(db, "SELECT trigger, defects_counted FROM grades WHERE coil = 'C1002' ORDER BY id")
+    assert len(regrade) == grades_before + 1 and regrade[-1][0].startswith("review:") and regrade[-1][1] == 3
+    shown = texts(at)
+    assert "rejected as false alarm" in shown and "Counted=3" in shown  # fresh data, not the cache
+    with open_db(db, readonly=True) as conn:
+        assert audit.verify(conn).ok
+
+
+def test_relabel_and_grade_override_need_their_inputs(db: Path) -> None:
+    at = app("coil_detail", selected_coil="C1001", reviewer="Bo Quality")
+    defect_id = rows(db, "SELECT min(id) FROM defects WHERE coil = 'C1001' AND class != 'scratches'")[0][0]
+    _select_defect(at, defect_id)
+    at.selectbox(key="detail_review_class").select("scratches")
+    at.button(key="detail_review_relabel").click().run()
+    assert rows(db, "SELECT action, new_class, reviewer FROM reviews") == [
+        ("relabel", "scratches", "Bo Quality")]
+    at.selectbox(key="override_grade").select("secondary")
+    at.text_area(key="override_reason").input("   ")
+    at.button(key="FormSubmitter:override_form-Override grade").click().run()
+    assert any("needs a reason" in e.value for e in at.error)
+    assert rows(db, "SELECT count(*) FROM grade_overrides") == [(0,)]
+    at.selectbox(key="override_grade").select("secondary")
+    at.text_area(key="override_reason").input("customer accepts edge marks (claim 42)")
+    at.button(key="FormSubmitter:override_form-Override grade").click().run()
+    assert rows(db, "SELECT grade, reviewer, reason FROM grade_overrides") == [
+        ("secondary", "Bo Quality", "customer accepts edge marks (claim 42)")]
+    assert "Grade=secondary" in texts(at)
+    with open_db(db, readonly=True) as conn:
+        assert audit.verify(conn).ok
+
+
+def test_review_queue_shows_the_top_item_and_records_a_confirmation(db: Path) -> None:
+    top = rows(db, "SELECT defect_id FROM review_queue ORDER BY priority DESC, defect_id LIMIT 1")[0][0]
+    queued = rows(db, "SELECT count(*) FROM review_queue")[0][0]
+    at = app("review_queue", reviewer="Cy Expert")
+    assert f"0 of {queued} queued defects reviewed" in at.get("progress")[0].proto.text
+    assert f"#{top} " in texts(at)
+    at.button(key="queue_review_confirm").click().run()
+    assert rows(db, "SELECT defect_id, action, reviewer FROM reviews") == [(top, "confirm", "Cy Expert")]
+    assert f"1 of {queued} queued defects reviewed" in at.get("progress")[0].proto.text
+    assert f"#{top} " not in "\n".join(m.value for m in at.markdown if m.value.startswith("###"))
+    at.button(key="queue_skip").click().run()
+    assert rows(db, "SELECT count(*) FROM reviews") == [(1,)]  # skipping writes nothing
+
+
+def test_analytics_shows_pareto_rates_and_field_precision(db: Path) -> None:
+    sampled = rows(db, "SELECT defect_id, class FROM review_queue WHERE reason = 'sample' ORDER BY defect_id")
+    at = app("analytics")
+    assert "No sampled defect has been reviewed yet." in texts(at)
+    assert len(at.get("vega_lite_chart")) >= 3  # Pareto, rate over time, process scatter
+    rates = next(d.value for d in at.dataframe if "defects_per_1000m" in d.value.columns)
+    defects = rows(db, "SELECT count(*) FROM defects")[0][0]
+    assert rates["defects"].sum() == defects and rates["length_m"].sum() == pytest.approx(400.0)
+    defect_id, cls = sampled[0]
+    from inspection.records.store import Store
+
+    with Store(db) as store:  # a reviewer confirmed one sampled defect elsewhere
+        store.add_review(defect_id, "Di Sampler", "confirm")
+    at.run()
+    precision = next(d.value for d in at.dataframe if "precision" in d.value.columns)
+    assert precision.set_index("class").loc[cls, ["confirmed", "reviewed"]].tolist() == [1, 1]
+
+
+def test_models_page_shows_versions_and_the_active_one(db: Path) -> None:
+    at = app("models")
+    shown = texts(at)
+    assert "Active hot model=hot-20261122-1" in shown and "better recall" in shown
+    versions = at.dataframe[0].value
+    assert set(versions["version"]) == {"hot-20261120-1", "hot-20261122-1"}
+    assert versions.set_index("version").loc["hot-20261122-1", "active"] == "yes"

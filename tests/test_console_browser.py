@@ -1,0 +1,159 @@
+"""End to end in a real headless Chromium: `streamlit run app.py` on a free port, driven by Playwright.
+
+The reviewer names themselves, opens a coil, rejects a defect; the review row and the regraded
+coil must then be in the database. A screenshot of every page goes to
+test-artifacts/screenshots/ (not committed).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from inspection.console.sample_db import SampleCoil, build
+from inspection.registry import Registry
+from tests.conftest import ARTIFACTS, free_port
+from tests.tiny_models import add_tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = ARTIFACTS / "screenshots"
+STARTUP_TIMEOUT_S = 45.0
+COILS = (SampleCoil("C2001", 120.0, 30, periodic=True), SampleCoil("C2002", 60.0, 6))
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
+                                reason=f"{CHROMIUM} is missing (apt-get install -y chromium)")
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """(base URL, database) of a console started with `streamlit run app.py`, stopped afterwards."""
+    folder = tmp_path_factory.mktemp("browser")
+    database = folder / "line.db"
+    build(database, folder / "crops", COILS, seed=5)
+    add_tiny_model(Registry(folder / "models"), folder, classes=("crazing", "inclusion"),
+                   version="hot-20261123-1", activate=True)
+    port = free_port()
+    env = {**os.environ, "STEEL_INSPECT_DB": str(database), "STEEL_INSPECT_MODELS": str(folder / "models")}
+    log = (folder / "streamlit.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+         "--server.headless", "true", "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, server, folder / "streamlit.log")
+        yield url, database
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+        log.close()
+
+
+def _wait_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"streamlit exited with {server.returncode}:\n{log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    pytest.fail(f"streamlit was not healthy within {STARTUP_TIMEOUT_S:.0f} s:\n{log.read_text()[-2000:]}")
+
+
+def _shot(page: object, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def _settle(page: object) -> None:
+    """Wait until the script run finished (Streamlit shows a running indicator while it works)."""
+    page.wait_for_load_state("networkidle")
+    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=30_000)
+
+
+def _nav(page: object, title: str) -> None:
+    page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
+    page.get_by_role("heading", name=title).wait_for(timeout=30_000)
+    _settle(page)
+
+
+def _choose(page: object, label: str, text: str) -> None:
+    box = page.get_by_test_id("stSelectbox").filter(has=page.get_by_text(label, exact=True))
+    box.click()
+    page.keyboard.type(text)
+    page.get_by_role("option").filter(has_text=text).first.click()
+    _settle(page)
+
+
+def test_reviewer_opens_a_coil_rejects_a_defect_and_the_coil_is_regraded(console: tuple[str, Path]) -> None:
+    url, database = console
+    defect_id, cls = sqlite3.connect(database).execute(
+        "SELECT id, class FROM defects WHERE coil = 'C2002' ORDER BY id LIMIT 1").fetchone()
+    grades_before = sqlite3.connect(database).execute(
+        "SELECT count(*) FROM grades WHERE coil = 'C2002'").fetchone()[0]
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 3000})  # Streamlit scrolls inside
+            page.goto(url)
+            page.get_by_role("heading", name="Line").wait_for(timeout=30_000)
+            page.get_by_text("demo-hot-1 (hot)").wait_for()
+            _settle(page)
+            _shot(page, "1-line")
+            reviewer = page.get_by_label("Reviewer name", exact=True)
+            reviewer.fill("Eve Browser")
+            reviewer.press("Enter")
+            page.get_by_text("Reviewing as").wait_for()
+
+            _nav(page, "Coils")
+            page.get_by_test_id("stDataFrame").wait_for()
+            page.get_by_test_id("stSelectbox").last.wait_for()  # widgets are lazy-loaded: wait before the shot
+            _shot(page, "2-coils")
+            _choose(page, "Open coil", "C2002")
+            page.get_by_role("button", name="Open coil").click()
+            page.get_by_role("heading", name="Coil detail").wait_for(timeout=30_000)
+            page.get_by_test_id("stVegaLiteChart").first.wait_for(timeout=30_000)
+            _settle(page)
+            _shot(page, "3-coil-detail")
+
+            _choose(page, "Defect", f"#{defect_id} {cls}")
+            page.get_by_label("Reason (optional)", exact=True).fill("reflection on the strip")
+            page.get_by_role("button", name="Reject as false alarm").click()
+            done = f"Defect #{defect_id} of coil C2002 rejected as false alarm"
+            page.get_by_text(done).wait_for(timeout=30_000)
+            _settle(page)
+            _shot(page, "4-coil-detail-after-reject")
+
+            for title, name in (("Review queue", "5-review-queue"), ("Analytics", "6-analytics"),
+                                ("Models", "7-models")):
+                _nav(page, title)
+                _shot(page, name)
+        finally:
+            browser.close()
+
+    with sqlite3.connect(database) as conn:
+        reviews = conn.execute("SELECT defect_id, reviewer, action, reason FROM reviews").fetchall()
+        grades = conn.execute(
+            "SELECT trigger, defects_counted FROM grades WHERE coil = 'C2002' ORDER BY id").fetchall()
+    assert reviews == [(defect_id, "Eve Browser", "reject", "reflection on the strip")]
+    assert len(grades) == grades_before + 1
+    assert grades[-1][0].startswith("review:") and grades[-1][1] == 5  # 6 detections, one rejected
