@@ -177,8 +177,9 @@ def grade(data: GradeInput, rules: RuleSet, coverage_min: float) -> GradeResult:
         return GradeResult(HOLD, (reason,), len(data.defects), data.coverage)
     length_m = max(data.length_m, 1e-6)
     worst, reasons = GRADES[0], []
+    zones = [zone_of(d, rules, length_m, data.width_mm) for d in data.defects]  # once per defect
     for limit in rules.limits:
-        count = sum(1 for d in data.defects if _matches(limit, d, rules, length_m, data.width_mm))
+        count = sum(1 for d, z in zip(data.defects, zones, strict=True) if _matches(limit, d, z))
         zone_len, zone_width = _zone_size(limit.zone, rules, length_m, data.width_mm)
         surfaces = 2 if limit.surface == "any" else 1
         if limit.per == "coil":
@@ -215,12 +216,12 @@ def zone_of(d: GradeDefect, rules: RuleSet, length_m: float, width_mm: float) ->
     return zones
 
 
-def _matches(limit: Limit, d: GradeDefect, rules: RuleSet, length_m: float, width_mm: float) -> bool:
+def _matches(limit: Limit, d: GradeDefect, zones: set[str]) -> bool:
     return (
         (not limit.classes or d.cls in limit.classes)
         and d.severity >= limit.severity_min
         and (limit.surface == "any" or d.surface == limit.surface)
-        and limit.zone in zone_of(d, rules, length_m, width_mm)
+        and limit.zone in zones
     )
 
 

@@ -1,0 +1,190 @@
+"""Records: sustained insert rate, console query p95 on a large database, size per million defects,
+and crop disk cost per 1,000 defects.
+
+- insert rate: pre-built worker messages (``--defects-per-frame`` defects each) written through
+  `Store.apply_batch` in batches of ``--batch`` messages -- the recorder's own write path with
+  idempotent inserts, row digests and the audit chain; also with `messages.decode` of the
+  encoded parts included ("recorder path").
+- large database: ``--defects`` defects in coils of ``--coil-defects`` each, spread over 60 days,
+  each coil graded and its review queue filled; then each console query ``--queries`` times on
+  random coils: p50 / p95 in ms.
+- crops: ``--crops`` defect crops with a 16 px margin from the hot-strip dataset's test split (or
+  synthetic ones when the datasets are absent), stored content-addressed; bytes on disk per 1,000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from inspection.records import analytics, queries
+from inspection.records.crops import CropStore
+from inspection.records.messages import decode, encode
+from inspection.records.store import Store
+from inspection.records.synthetic import coil_messages
+
+HELP = "records: insert defects/s, console query p95 on a large DB, DB size per million defects, crop cost"
+CAMERAS = [{"id": "top-1", "surface": "top"}, {"id": "bottom-1", "surface": "bottom"}]
+DAY_NS = 86_400 * 10**9
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--defects", type=int, default=2_000_000,
+                        help="defects in the large database (the goal is 10,000,000; default 2,000,000)")
+    parser.add_argument("--insert-defects", type=int, default=300_000, help="defects for the insert-rate run")
+    parser.add_argument("--defects-per-frame", type=float, default=20.0, help="defects per worker message")
+    parser.add_argument("--batch", type=int, default=250, help="messages per transaction")
+    parser.add_argument("--coil-defects", type=int, default=5000, help="defects per coil in the large DB")
+    parser.add_argument("--queries", type=int, default=40, help="repetitions of each query")
+    parser.add_argument("--crops", type=int, default=1000, help="crops for the disk-cost figure")
+    parser.add_argument("--dir", type=Path, help="work folder (default: a temporary one, deleted after)")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-records-") as tmp:
+        work = args.dir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        figures: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}}
+        figures["insert"] = _insert_rate(work / "insert.db", args)
+        figures["large_db"] = _large_db(work / "large.db", args)
+        figures["crops"] = _crop_cost(work / "crops", args.crops)
+        figures["goals"] = {"insert_defects_per_s": 50_000, "query_p95_ms": 200, "defects_in_db": 10_000_000,
+                            "measured_defects_in_db": figures["large_db"]["defects"]}
+        return figures
+
+
+def _coil_batch(coil: str, defects: int, per_frame: float, start_ns: int, seed: int) -> list:
+    frames = max(1, int(defects / per_frame / len(CAMERAS)))
+    return coil_messages(coil, length_m=frames * 1.024, defects_per_frame=per_frame, seed=seed,
+                         start_ns=start_ns)
+
+
+def _insert_rate(path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    store = Store(path)
+    store.register_line("bench-1", "hot", 1600.0, CAMERAS)
+    messages: list = []
+    i = 0
+    while sum(len(getattr(m, "defects", ())) for m in messages) < args.insert_defects:
+        messages += _coil_batch(f"INS-{i}", 10_000, args.defects_per_frame, 1_763_900_000 * 10**9, i)
+        i += 1
+    n = sum(len(getattr(m, "defects", ())) for m in messages)
+    half = len(messages) // 2
+    t0 = time.perf_counter()
+    for k in range(0, half, args.batch):
+        store.apply_batch(messages[k:k + args.batch])
+    applied = time.perf_counter() - t0
+    n_first = sum(len(getattr(m, "defects", ())) for m in messages[:half])
+    encoded = [encode(m) for m in messages[half:]]
+    t1 = time.perf_counter()
+    for k in range(0, len(encoded), args.batch):
+        store.apply_batch([decode(p) for p in encoded[k:k + args.batch]])
+    with_decode = time.perf_counter() - t1
+    store.close()
+    log.info("insert: %d defects", n)
+    return {"defects": n, "defects_per_message": args.defects_per_frame,
+            "messages_per_transaction": args.batch,
+            "apply_batch_defects_per_s": round(n_first / applied),
+            "recorder_path_defects_per_s": round((n - n_first) / with_decode),
+            "note": "apply_batch: Store write path (idempotent inserts, digests, audit); recorder path adds "
+                    "messages.decode of the encoded parts; ZeroMQ receive not included"}
+
+
+def _large_db(path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    store = Store(path)
+    store.register_line("bench-1", "hot", 1600.0, CAMERAS)
+    coils = max(1, args.defects // args.coil_defects)
+    start = 1_763_900_000 * 10**9 - 60 * DAY_NS
+    rng = random.Random(0)
+    t0, total = time.perf_counter(), 0
+    for c in tqdm(range(coils), desc="building large DB", unit="coil", mininterval=5):
+        coil = f"B-{c:06d}"
+        result = store.apply_batch(_coil_batch(coil, args.coil_defects, args.defects_per_frame,
+                                               start + int(c / coils * 60 * DAY_NS), c))
+        total += result.new_defects
+        store.grade_coil(coil, "coil_end")
+        store.enqueue_reviews(coil)
+        for item in analytics.review_queue(store.db, coil=coil, limit=3):
+            store.add_review(item["defect_id"], "bench", rng.choice(("confirm", "reject")))
+    build_s = time.perf_counter() - t0
+    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = path.stat().st_size
+    db = store.db
+    coil_ids = [f"B-{c:06d}" for c in range(coils)]
+    month = (queries.day_of(start + 20 * DAY_NS), queries.day_of(start + 50 * DAY_NS))
+    probes = {
+        "coil_defects": lambda: queries.coil_defects(db, rng.choice(coil_ids)),
+        "coil_map": lambda: queries.coil_map(db, rng.choice(coil_ids)),
+        "coverage": lambda: queries.coverage(db, rng.choice(coil_ids)),
+        "review_queue_50": lambda: analytics.review_queue(db, limit=50),
+        "pareto_month": lambda: analytics.pareto(db, *month),
+        "coils_list_500": lambda: queries.coils(db, limit=500),
+        "coils_filter_grade": lambda: queries.coils(db, grade="reject", limit=500),
+        "defects_per_km_month": lambda: analytics.defects_per_km(db, "line", *month),
+        "line_status": lambda: analytics.line_status(db),
+    }
+    timings = {}
+    for name, probe in probes.items():
+        samples = []
+        for _ in range(args.queries):
+            t = time.perf_counter()
+            probe()
+            samples.append((time.perf_counter() - t) * 1000)
+        samples.sort()
+        timings[name] = {"p50_ms": round(statistics.median(samples), 2),
+                         "p95_ms": round(samples[min(len(samples) - 1, int(0.95 * len(samples)))], 2)}
+    store.close()
+    return {"defects": total, "coils": coils, "defects_per_coil": args.coil_defects,
+            "build_s": round(build_s, 1),
+            "build_defects_per_s_incl_grading": round(total / build_s), "db_bytes": size,
+            "db_mb_per_million_defects": round(size / max(total, 1) * 1e6 / 1e6, 1), "queries": timings,
+            "worst_p95_ms": max(t["p95_ms"] for t in timings.values())}
+
+
+def _crop_cost(root: Path, count: int) -> dict[str, Any]:
+    crops = CropStore(root)
+    pngs, source = _real_crops(count)
+    for png in pngs:
+        crops.put(png)
+    files = crops.files()
+    apparent = sum(f.stat().st_size for f in files)
+    on_disk = sum(f.stat().st_blocks * 512 for f in files)
+    return {"crops": len(pngs), "unique_files": len(files), "source": source,
+            "bytes_per_1000_defects": round(apparent / max(len(pngs), 1) * 1000),
+            "disk_bytes_per_1000_defects": round(on_disk / max(len(pngs), 1) * 1000),
+            "mean_crop_bytes": round(apparent / max(len(files), 1))}
+
+
+def _real_crops(count: int, margin: int = 16) -> tuple[list[bytes], str]:
+    import cv2
+    import numpy as np
+
+    from inspection.config import default_datasets_dir
+
+    try:
+        from inspection.datasets import load_split, read_image
+
+        samples = load_split(default_datasets_dir(), "neu-det", "test")
+    except Exception as exc:  # noqa: BLE001 - no datasets here: fall back, and say so in the figures
+        from inspection.records.synthetic import crop_png
+
+        rng = np.random.default_rng(0)
+        return [crop_png(rng, 64, 64) for _ in range(count)], f"synthetic (datasets unavailable: {exc})"
+    pngs: list[bytes] = []
+    for sample in samples:
+        image = read_image(sample.image_path)
+        for x1, y1, x2, y2 in sample.boxes.astype(int):
+            crop = image[max(0, y1 - margin):y2 + margin, max(0, x1 - margin):x2 + margin]
+            pngs.append(cv2.imencode(".png", np.ascontiguousarray(crop))[1].tobytes())
+            if len(pngs) >= count:
+                return pngs, "neu-det test split, box + 16 px margin, PNG"
+    return pngs, "neu-det test split (all boxes), box + 16 px margin, PNG"
