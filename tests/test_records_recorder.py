@@ -162,3 +162,31 @@ def test_recorder_killed_mid_coil_loses_nothing_committed(tmp_path: Path, tcp_en
     expected = sum(len(m.defects) for m in messages if hasattr(m, "defects"))
     assert store.db.execute("SELECT count(*) FROM defects").fetchone()[0] == expected
     assert verify(store.db).ok
+
+
+def test_recorder_command_flushes_everything_on_sigterm(tmp_path: Path, tcp_endpoint: str) -> None:
+    import signal
+
+    db_path = tmp_path / "line.db"
+    # batches never fill and never age out: only the SIGTERM path can write these messages
+    child = subprocess.Popen([sys.executable, "-m", "inspection", "recorder", "--db", str(db_path),
+                              "--crops", str(tmp_path / "crops"), "--endpoint", tcp_endpoint,
+                              "--batch", "1000000", "--flush-ms", "600000"],
+                             cwd=Path(__file__).parents[1], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    try:
+        assert _wait(lambda: db_path.exists())
+        messages = coil_messages("COIL-T", length_m=10, defects_per_frame=1.0, seed=9)
+        _push(tcp_endpoint, messages)
+        time.sleep(0.5)  # let the messages reach the recorder's receive queue
+        child.send_signal(signal.SIGTERM)
+        out, _ = child.communicate(timeout=30)
+    finally:
+        child.kill()
+    assert child.returncode == 0, out
+    assert "received SIGTERM" in out and "recorder stopped" in out
+    reader = open_db(db_path, readonly=True)
+    expected = sum(len(m.defects) for m in messages if hasattr(m, "defects"))
+    assert reader.execute("SELECT count(*) FROM defects").fetchone()[0] == expected
+    assert queries.current_grade(reader, "COIL-T") is not None  # complete coil finalised on the way out
+    assert verify(reader).ok

@@ -278,7 +278,8 @@ def _defect(i: int, item: Any, extra: list[bytes], used: set[int]) -> DefectReco
     name = f"defects[{i}]"
     if not isinstance(item, dict):
         raise RecordError(f"{name}: expected an object, got {type(item).__name__}")
-    _keys(item, _DEFECT_KEYS, name)
+    if item.keys() != _DEFECT_KEYS:
+        _keys(item, _DEFECT_KEYS, name)
     ref, crop = item["crop"], None
     if ref is not None:
         if isinstance(ref, bool) or not isinstance(ref, int) or not 1 <= ref <= len(extra) or ref in used:
@@ -307,7 +308,12 @@ def _defect(i: int, item: Any, extra: list[bytes], used: set[int]) -> DefectReco
         raise RecordError(str(exc).replace("defect.", f"{name}.", 1)) from None
 
 
+_NUMBER_TYPES = (int, float)
+
+
 def _check_defect(d: DefectRecord, name: str) -> None:
+    if _plainly_valid(d):
+        return
     if not isinstance(d.cls, str) or not d.cls or len(d.cls) > 64:
         raise RecordError(f"{name}.class: expected a class name, got {d.cls!r}")
     _num(f"{name}.score", d.score, minimum=0.0, maximum=1.0)
@@ -328,6 +334,21 @@ def _check_defect(d: DefectRecord, name: str) -> None:
             raise RecordError(f"{name}.crop: expected PNG bytes")
         if len(d.crop_png) > MAX_CROP_BYTES:
             raise RecordError(f"{name}.crop: at most {MAX_CROP_BYTES} bytes, got {len(d.crop_png)}")
+
+
+def _plainly_valid(d: DefectRecord) -> bool:
+    """Fast path for the common case (one pass, no messages); anything unusual gets the named checks."""
+    box = d.box
+    if type(box) is not tuple or len(box) != 4 or type(d.cls) is not str or not 0 < len(d.cls) <= 64:
+        return False
+    numbers = (d.score, d.along_mm, d.across_mm, d.length_mm, d.width_mm, d.area_mm2, *box)
+    if not all(type(v) in _NUMBER_TYPES for v in numbers) or not math.isfinite(sum(numbers)):
+        return False
+    return (0.0 <= d.score <= 1.0 and d.severity in (1, 2, 3) and type(d.severity) is int and d.along_mm >= 0
+            and d.length_mm >= 0 and d.width_mm >= 0 and d.area_mm2 >= 0 and box[2] >= box[0]
+            and box[3] >= box[1] and (d.crop_png is None or (type(d.crop_png) is bytes
+                                                             and d.crop_png.startswith(PNG_SIGNATURE)
+                                                             and len(d.crop_png) <= MAX_CROP_BYTES)))
 
 
 def _source(header: dict[str, Any]) -> StreamKey:

@@ -79,7 +79,7 @@ class Recorder:
         log.info("recorder for line %s listening on %s (batch %d msgs / %.0f ms, grace %.0f s, "
                  "%d coils pending)", self.line, self.endpoint, self.batch_messages, self.flush_s * 1000,
                  self.grace_s, len(self._pending))
-        last_status = 0.0
+        last_status = last_log = time.monotonic()
         try:
             while not stop.is_set():
                 self.poll(timeout_ms=self._wait_ms())
@@ -88,6 +88,13 @@ class Recorder:
                     self._check_pending()
                     self._status()
                     last_status = now
+                if now - last_log >= 30.0:  # what was applied, for the operator's log
+                    s = self.stats
+                    log.info("recorder: %d messages (%d rejected), %d batches, %d defects (+%d duplicates), "
+                             "%d frames, %d coils graded, %d alarms, %d coils pending", s.messages,
+                             s.rejected, s.batches, s.new_defects, s.duplicate_defects, s.new_frames,
+                             s.coils_graded, s.alarms, len(self._pending))
+                    last_log = now
         finally:
             self.close()
         return self.stats
