@@ -1,0 +1,189 @@
+"""ZeroMQ frame transport on real loopback sockets (tcp and ipc), with receive timeouts everywhere."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from inspection.errors import TransportError
+from inspection.frame import CoilEvent, Frame, StreamKey
+from inspection.transport import Endpoint, FrameReceiver, FrameSender, parse_endpoint
+
+KEY = StreamKey("test-line", "hot", "cam-1", "top")
+
+
+@pytest.fixture
+def short_ipc():  # noqa: ANN201 - ipc paths must stay under ~100 characters
+    folder = tempfile.mkdtemp(prefix="si-", dir="/tmp")
+    yield f"ipc://{folder}/f.sock"
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+TIMEOUT_MS = 5000
+
+
+def make_frame(seq: int, rows: int = 64, cols: int = 96, value: int | None = None) -> Frame:
+    pixels = np.full((rows, cols), seq % 256 if value is None else value, np.uint8)
+    pixels[0, : min(cols, 8)] = np.frombuffer(seq.to_bytes(8, "little"), np.uint8)[: min(cols, 8)]
+    return Frame(KEY, "H26-000001", seq, seq, time.time_ns(), float(seq * rows), 0.0, 1.0, 1.0, pixels)
+
+
+def seq_of(frame: Frame) -> int:
+    return int.from_bytes(frame.pixels[0, :8].tobytes(), "little")
+
+
+@pytest.mark.parametrize(
+    ("spec", "default", "expected"),
+    [
+        ("tcp://127.0.0.1:5555", "bind", Endpoint("bind", "tcp://127.0.0.1:5555")),
+        ("tcp://127.0.0.1:5555", "connect", Endpoint("connect", "tcp://127.0.0.1:5555")),
+        ("connect:tcp://10.0.0.2:5555", "bind", Endpoint("connect", "tcp://10.0.0.2:5555")),
+        ("bind:ipc:///tmp/x.sock", "connect", Endpoint("bind", "ipc:///tmp/x.sock")),
+        ("bind+tcp://*:5555", "connect", Endpoint("bind", "tcp://*:5555")),
+    ],
+)
+def test_endpoint_specs(spec: str, default: str, expected: Endpoint) -> None:
+    assert parse_endpoint(spec, default) == expected
+
+
+@pytest.mark.parametrize("spec", ["", "localhost:5555", "bind:", "connect:http://x", "tcp://"])
+def test_bad_endpoint_specs_name_the_problem(spec: str) -> None:
+    with pytest.raises(TransportError, match="endpoint"):
+        parse_endpoint(spec, "bind")
+
+
+@pytest.mark.parametrize("kind", ["tcp", "ipc"])
+def test_frames_and_events_arrive_in_order(kind: str, tcp_endpoint: str, short_ipc: str) -> None:
+    endpoint = tcp_endpoint if kind == "tcp" else short_ipc
+    with FrameSender(endpoint, live=False) as sender, FrameReceiver(endpoint) as receiver:
+        start = CoilEvent("coil_start", KEY, "H26-000001", 0, time.time_ns())
+        frames = [make_frame(i) for i in range(1, 6)]
+        end = CoilEvent(
+            "coil_end", KEY, "H26-000001", 6, time.time_ns(), length_mm=320.0, frames=5, dropped=0
+        )
+        for message in [start, *frames, end]:
+            assert sender.send(message)
+        got = [receiver.recv(TIMEOUT_MS) for _ in range(7)]
+    assert got[0] == start and got[-1] == end
+    assert got[1:6] == frames
+    assert sender.dropped == 0 and receiver.malformed == 0 and receiver.frames == 5 and receiver.events == 2
+
+
+def test_recv_times_out_with_none(tcp_endpoint: str) -> None:
+    with FrameReceiver(f"bind:{tcp_endpoint}") as receiver:
+        assert receiver.recv(timeout_ms=50) is None
+
+
+def test_bind_conflict_is_a_transport_error(tcp_endpoint: str) -> None:
+    with FrameSender(tcp_endpoint, live=True), pytest.raises(TransportError, match="cannot bind"):
+        FrameSender(tcp_endpoint, live=True)
+
+
+def test_two_workers_share_one_camera_without_loss_or_duplicates(tcp_endpoint: str) -> None:
+    count = 200
+    results: dict[str, list[int]] = {"a": [], "b": []}
+
+    def worker(name: str) -> None:
+        with FrameReceiver(tcp_endpoint, hwm=2) as receiver:
+            while (message := receiver.recv(timeout_ms=1500)) is not None:
+                results[name].append(seq_of(message))
+                time.sleep(0.001)  # a worker has work to do: lets the other one take its share
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in results]
+    with FrameSender(tcp_endpoint, live=False, hwm=2) as sender:
+        for t in threads:
+            t.start()
+        time.sleep(0.3)  # both connected before the first frame, so round-robin sees both
+        for i in range(count):
+            assert sender.send(make_frame(i, rows=32, cols=32))
+        for t in threads:
+            t.join(timeout=30)
+    everything = results["a"] + results["b"]
+    assert sorted(everything) == list(range(count))  # nothing lost, nothing twice
+    assert results["a"] and results["b"]  # the load was shared
+    assert sender.dropped == 0
+
+
+def test_live_mode_with_stalled_receiver_counts_drops_in_coil_end(tcp_endpoint: str) -> None:
+    from cameras.base import CameraSource, Grab, StripGeometry
+    from cameras.pump import pump
+
+    class Burst(CameraSource):
+        def _grabs(self):  # noqa: ANN202
+            for _ in range(60):
+                yield Grab(np.zeros((256, 1024), np.uint8), coil="H26-000009")
+
+    source = Burst(KEY, StripGeometry(1024, 256, 1.0, 1.0))
+    result = {}
+    with (
+        FrameReceiver(tcp_endpoint, hwm=1) as receiver,
+        FrameSender(tcp_endpoint, live=True, hwm=1, event_timeout_ms=20000) as sender,
+    ):
+        time.sleep(0.2)  # connected, but the worker does not read: stalled
+        thread = threading.Thread(target=lambda: result.update(stats=pump(source, sender)))
+        thread.start()
+        deadline = time.monotonic() + 20
+        while sender.sent + sender.dropped < 61 and time.monotonic() < deadline:
+            time.sleep(0.01)  # all frames offered; the coil_end now waits for room
+        messages = []
+        while (m := receiver.recv(timeout_ms=1000)) is not None:
+            messages.append(m)
+        thread.join(timeout=20)
+    stats = result["stats"]
+    frames = [m for m in messages if isinstance(m, Frame)]
+    end = messages[-1]
+    assert isinstance(end, CoilEvent) and end.kind == "coil_end"
+    assert stats.dropped == sender.dropped > 0  # the stall really dropped frames...
+    assert end.dropped == sender.dropped  # ...and the coil's end reports every one of them
+    assert end.frames == 60 and len(frames) + end.dropped == 60
+    seqs = [m.seq for m in messages]
+    assert seqs == sorted(seqs) and seqs[-1] == 61  # gaps in seq show where frames were dropped
+
+
+def test_malformed_messages_are_counted_not_raised(tcp_endpoint: str) -> None:
+    context = zmq.Context()
+    push = context.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 1000)
+    push.bind(tcp_endpoint)
+    try:
+        with FrameReceiver(tcp_endpoint) as receiver:
+            push.send(b"\xff\x00garbage")
+            push.send_multipart([b'{"v": 1, "type": "frame"}', b"1234"])
+            push.send_multipart([b'{"v": 99, "type": "coil_start"}'])
+            push.send_multipart([b"a", b"b", b"c"])
+            from inspection.wire import encode
+
+            push.send_multipart(encode(make_frame(7)))
+            message = receiver.recv(TIMEOUT_MS)
+            assert isinstance(message, Frame) and message.seq == 7
+            assert receiver.malformed == 4
+            assert receiver.last_error  # the reason of the last one is kept for the log
+    finally:
+        push.close()
+        context.term()
+
+
+def test_close_with_undeliverable_messages_does_not_hang(tcp_endpoint: str) -> None:
+    sender = FrameSender(tcp_endpoint, live=False, linger_ms=200, event_timeout_ms=100)
+    receiver = FrameReceiver(tcp_endpoint, hwm=1)
+    for i in range(3):
+        sender.send(make_frame(i, rows=512, cols=512))
+    receiver.close()  # the worker goes away with messages in flight
+    stop = threading.Event()
+    stop.set()
+    sender._stopping = stop.is_set  # a stopping camera gives up waiting at once
+    sender.send(make_frame(99))
+    sender.close()  # bounded by the linger: returns instead of hanging (pytest-timeout guards it)
+    assert sender.sent >= 1
+
+
+def test_live_event_without_worker_is_reported_lost(tcp_endpoint: str) -> None:
+    with FrameSender(tcp_endpoint, live=True, event_timeout_ms=100, linger_ms=0) as sender:
+        ok = sender.send(CoilEvent("coil_start", KEY, "H26-000001", 0, time.time_ns()))
+    assert not ok and sender.events_lost == 1
