@@ -51,10 +51,15 @@ def _push(endpoint: str, messages: list) -> None:
 
 
 def _wait(predicate, timeout: float = 20.0) -> bool:  # noqa: ANN001
+    import sqlite3
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return True
+        try:
+            if predicate():
+                return True
+        except sqlite3.OperationalError:  # the child has created the file but not yet its tables
+            pass
         time.sleep(0.05)
     return False
 
