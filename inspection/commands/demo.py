@@ -33,6 +33,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--ground-truth-dir", type=Path, metavar="DIR", help="where the simulators write ground truth"
     )
+    parser.add_argument(
+        "--mes-coils",
+        type=int,
+        default=50,
+        metavar="N",
+        help="write a matching MES extract for the first N simulated coils (default 50; 0: none) to "
+        "mes_extract.json beside the line database",
+    )
     parser.set_defaults(func=run)
 
 
@@ -44,6 +52,10 @@ def run(args: argparse.Namespace) -> int:
     line = load_config(args.config)
     log_config(line, log)
     stop = StopFlag()
+    if args.mes_coils > 0:
+        from cameras.mes import write_mes_extract
+
+        write_mes_extract(line, line.database.parent / "mes_extract.json", args.mes_coils)
     with tempfile.TemporaryDirectory(prefix="steel-demo-") as tmp, Supervisor(verbose=args.verbose) as sup:
         summary_path = Path(tmp) / "worker.json"
         endpoints = [cam.endpoint for cam in line.cameras]

@@ -1,0 +1,153 @@
+"""`steel-inspect camera` and `steel-inspect demo` as real processes over real sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from inspection.frame import CoilEvent, Frame
+from inspection.transport import FrameReceiver
+from tests._camera_config import write_line_config
+from tests.conftest import REPO, free_port
+
+
+def run_cli(*args: str, timeout: float = 60, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "inspection", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def receive_all(receiver: FrameReceiver, timeout_ms: int = 15000) -> list:
+    messages = []
+    while (message := receiver.recv(timeout_ms=timeout_ms)) is not None:
+        messages.append(message)
+        if isinstance(message, CoilEvent) and message.kind == "coil_end":
+            break
+    return messages
+
+
+def test_camera_sends_n_frames_and_ends_the_coil(tmp_path: Path, tcp_endpoint: str) -> None:
+    config = write_line_config(tmp_path, coil_length_m=100.0)
+    with FrameReceiver(f"bind:{tcp_endpoint}") as receiver:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "inspection",
+                "camera",
+                "--config",
+                str(config),
+                "--frames",
+                "5",
+                "--fast",
+                "--connect",
+                tcp_endpoint,
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        messages = receive_all(receiver)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "config " in err and '"source": "simulator"' in err  # it logs the config and what it applied
+    frames = [m for m in messages if isinstance(m, Frame)]
+    assert messages[0].kind == "coil_start" and messages[-1].kind == "coil_end"
+    assert [f.index for f in frames] == [0, 1, 2, 3, 4] and messages[-1].frames == 5
+    f = frames[0]
+    assert (f.source.line, f.source.line_type, f.source.camera, f.source.surface) == (
+        "test-line",
+        "hot",
+        "cam-1",
+        "top",
+    )
+    assert f.pixels.shape == (256, 640) and f.coil == messages[0].coil and f.mm_per_px_y == 1.0
+    stats = json.loads(out.strip().splitlines()[-1])
+    assert stats["sent"] == 5 and stats["dropped"] == 0 and stats["live"] is False
+
+
+def test_sigterm_stops_the_camera_with_a_coil_end(tmp_path: Path, tcp_endpoint: str) -> None:
+    config = write_line_config(
+        tmp_path, coil_length_m=1000.0, realtime=True, speed_m_per_s=1.0
+    )  # ~4 frames/s
+    with FrameReceiver(f"bind:{tcp_endpoint}") as receiver:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "inspection",
+                "camera",
+                "--config",
+                str(config),
+                "--connect",
+                tcp_endpoint,
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        messages = []
+        while len([m for m in messages if isinstance(m, Frame)]) < 2:
+            message = receiver.recv(timeout_ms=20000)
+            assert message is not None, "no frames from the camera"
+            messages.append(message)
+        proc.send_signal(signal.SIGTERM)
+        messages += receive_all(receiver)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    end = messages[-1]
+    assert (
+        end.kind == "coil_end"
+        and end.frames == len([m for m in messages if isinstance(m, Frame)]) + end.dropped
+    )
+    assert "SIGTERM" in err
+
+
+def test_bad_camera_arguments_are_one_line_errors(tmp_path: Path) -> None:
+    config = write_line_config(tmp_path)
+    result = run_cli("camera", "--config", str(config), "--camera", "nope", "--frames", "1")
+    assert result.returncode == 2 and "no camera 'nope'" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_cli("camera", "--config", str(config), "--source", "folder", "--frames", "1")
+    assert result.returncode == 2 and "needs a folder" in result.stderr
+
+
+def test_demo_runs_cameras_and_counting_worker(tmp_path: Path) -> None:
+    config = write_line_config(tmp_path, endpoint=f"tcp://127.0.0.1:{free_port()}", coil_length_m=100.0)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = run_cli(
+        "demo",
+        "--config",
+        str(config),
+        "--frames",
+        "4",
+        "--fast",
+        "--ground-truth-dir",
+        str(tmp_path / "gt"),
+        env=env,
+        timeout=90,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert summary["exit_codes"] == {"camera-cam-1": 0, "worker": 0}
+    cam = summary["worker"]["cameras"]["cam-1"]
+    assert (
+        cam["frames"] == 4
+        and cam["coils_ended"] == 1
+        and cam["frames_reported"] == 4
+        and cam["seq_gaps"] == 0
+    )
+    assert (tmp_path / "gt" / "cam-1.jsonl").is_file()
+    mes = json.loads((tmp_path / "mes_extract.json").read_text())  # beside the line database
+    assert len(mes) == 50 and mes[0]["coil_id"] == cam["coils_started"][0]  # the demo's coil carries MES data
