@@ -37,9 +37,21 @@ def db_path(tmp_path: Path) -> Path:
 
 
 def _tamper(path: Path, sql: str) -> None:
+    """What someone with file access does: drop the append-only triggers, then edit."""
     conn = sqlite3.connect(path)
     with conn:
+        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+            conn.execute(f"DROP TRIGGER {name}")
         assert conn.execute(sql).rowcount >= 1
+    conn.close()
+
+
+@pytest.mark.parametrize("sql", ["UPDATE defects SET class = 'x'", "DELETE FROM reviews",
+                                 "UPDATE audit_log SET actor = 'x'", "DELETE FROM grades"])
+def test_evidence_cannot_be_edited_in_place(db_path: Path, sql: str) -> None:
+    conn = sqlite3.connect(db_path)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute(sql)
     conn.close()
 
 
@@ -102,6 +114,7 @@ def test_relinking_an_edited_row_still_breaks_the_chain(db_path: Path) -> None:
         "SELECT seq, time_ns, kind, actor, event, prev_hash FROM audit_log WHERE seq = 2"
     ).fetchone()
     with conn:
+        conn.execute("DROP TRIGGER audit_log_no_update")
         conn.execute(
             "UPDATE audit_log SET actor = 'mallory', hash = ? WHERE seq = 2",
             (link_hash(prev, seq, time_ns, kind, "mallory", event),),

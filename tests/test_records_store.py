@@ -56,6 +56,8 @@ def test_migrations_from_empty_and_from_previous_version(tmp_path: Path) -> None
     assert upgraded.execute("SELECT id FROM coils").fetchall() == [("OLD-1",)]
     assert {"platform_coils", "claims", "orders"} <= set(upgraded.table_names())
     assert open_db(tmp_path / "old.db") is not None  # re-applying is a no-op
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        upgraded.execute("DELETE FROM coils")
 
 
 def test_review_regrades_and_history_shows_each_step(store: Store) -> None:

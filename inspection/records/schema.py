@@ -24,7 +24,8 @@ Inspection records -- append-only, each insert covered by a content digest in `a
 - ``claims``: customer claims opened / closed per coil (crops of claimed coils are kept).
 
 Audit: ``audit_log`` (seq, time, kind, actor, canonical JSON event, prev_hash, hash), a hash chain
-over every mutating event; see `audit`.
+over every mutating event; see `audit`. From ``m003_append_only`` on, triggers refuse UPDATE and
+DELETE on every evidence table.
 
 Plant data (``m002_platform``, imported from MES / ERP, upserted, each import audited):
 ``platform_coils``, ``orders``, ``customers``, ``steel_grades``, ``heats``, ``process_data``.
@@ -139,6 +140,16 @@ def m002_platform(db: Database) -> None:
     _script(db, _PLATFORM)
 
 
+@migrations(name="m003_append_only")
+def m003_append_only(db: Database) -> None:
+    # Evidence is never edited in place, not even by mistake: the only way around these triggers is
+    # to drop them, which the audit log's row digests then expose.
+    for table in (*AUDITED_TABLES, "audit_log"):
+        for op in ("UPDATE", "DELETE"):
+            db.execute(f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
+                       f"BEGIN SELECT RAISE(ABORT, '{table} is append-only evidence'); END")
+
+
 def _script(db: Database, script: str) -> None:
     # One statement at a time so everything stays inside the migration's transaction.
     for statement in script.split(";"):
@@ -146,5 +157,5 @@ def _script(db: Database, script: str) -> None:
             db.execute(statement)
 
 
-MIGRATION_NAMES: tuple[str, ...] = ("m001_core", "m002_platform")
+MIGRATION_NAMES: tuple[str, ...] = ("m001_core", "m002_platform", "m003_append_only")
 SCHEMA_VERSION = len(MIGRATION_NAMES)
