@@ -115,3 +115,17 @@ def test_synthetic_extract_is_deterministic_and_plausible() -> None:
         "DX51D",
         "DX54D",
     }
+
+
+def test_import_plant_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from inspection.cli import main
+
+    db = tmp_path / "line.db"
+    assert main(["import-plant", "--csv", str(SAMPLE), "--db", str(db)]) == 0
+    assert "6 rows read, 6 imported, 0 skipped" in capsys.readouterr().out
+    bad = tmp_path / "bad.csv"
+    bad.write_text("coil_id,width_mm\nOK-1,1500\nBAD-1,wide\n")
+    assert main(["import-plant", "--csv", str(bad), "--db", str(db)]) == 1
+    assert "skipped line 3: width_mm: not a number: 'wide'" in capsys.readouterr().out
+    assert main(["import-plant", "--sql-url", "sqlite:///nowhere.db", "--db", str(db)]) == 2
+    assert "--sql-url needs --query" in capsys.readouterr().err
