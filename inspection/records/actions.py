@@ -1,0 +1,157 @@
+"""Inspector actions on a line database (the console's writes): reviews, grade overrides, alarms,
+claims. Part of `store.Store` (mixed in); each call is one write transaction with its audit row.
+
+- ``add_review(defect_id, reviewer, action, new_class=None, reason=None)``: append-only; action is
+  confirm | relabel (needs new_class) | reject; a graded coil is regraded in the same transaction.
+- ``override_grade(coil, reviewer, grade, reason)``: reason mandatory; stands until the next override.
+- ``add_alarm(kind, message, coil=..., surface=, class_=, across_mm=, pitch_mm=, roll_diameter_mm=,
+  count=, details=)``.
+- ``open_claim`` / ``close_claim(coil, claim_no, by, reason=None)``: crops of claimed coils are kept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inspection.records import audit
+from inspection.records.db import write_transaction
+from inspection.records.errors import StoreError
+from inspection.records.grading import ALL_GRADES
+
+REVIEW_ACTIONS = ("confirm", "relabel", "reject")
+
+
+class InspectorActions:
+    """Methods of `Store` that inspectors trigger; they use the host's db, clock, audit and grading."""
+
+    def add_review(
+        self,
+        defect_id: int,
+        reviewer: str,
+        action: str,
+        new_class: str | None = None,
+        reason: str | None = None,
+    ) -> int:
+        """Append a review; the coil is regraded in the same transaction if it was graded."""
+        reviewer = _name("reviewer", reviewer)
+        if action not in REVIEW_ACTIONS:
+            raise StoreError(f"action: expected one of {', '.join(REVIEW_ACTIONS)}, got {action!r}")
+        if action == "relabel":
+            new_class = _name("new_class", new_class)
+        elif new_class is not None:
+            raise StoreError(f"new_class: only a relabel takes a new class, got {new_class!r} for {action}")
+        with write_transaction(self.db):
+            row = self.db.execute("SELECT coil FROM defects WHERE id=?", (defect_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"defect_id: no defect {defect_id}")
+            coil = row[0]
+            before = audit.max_rowid(self.db, "reviews")
+            self.db.execute(
+                "INSERT INTO reviews (defect_id, coil, reviewer, action, new_class, reason, time_ns) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (defect_id, coil, reviewer, action, new_class, reason or None, self.clock()),
+            )
+            entry, _ = self._new_rows("reviews", before)
+            self._audit(
+                "review",
+                {
+                    "defect_id": defect_id,
+                    "coil": coil,
+                    "action": action,
+                    "new_class": new_class,
+                    "rows": {"reviews": entry},
+                },
+                actor=reviewer,
+            )
+            if self.db.execute("SELECT 1 FROM grades WHERE coil=? LIMIT 1", (coil,)).fetchone():
+                self.grade_coil(coil, f"review:{entry[0]}")
+        return entry[0]
+
+    def override_grade(self, coil: str, reviewer: str, grade_name: str, reason: str) -> int:
+        """An inspector's grade for `coil`; it stands until the next override."""
+        reviewer = _name("reviewer", reviewer)
+        if grade_name not in ALL_GRADES:
+            raise StoreError(f"grade: expected one of {', '.join(ALL_GRADES)}, got {grade_name!r}")
+        if not isinstance(reason, str) or not reason.strip():
+            raise StoreError("reason: a grade override needs a reason")
+        with write_transaction(self.db):
+            if not self.db.execute("SELECT 1 FROM coils WHERE id=?", (coil,)).fetchone():
+                raise StoreError(f"coil: no coil {coil!r}")
+            before = audit.max_rowid(self.db, "grade_overrides")
+            self.db.execute(
+                "INSERT INTO grade_overrides (coil, reviewer, grade, reason, time_ns) VALUES (?,?,?,?,?)",
+                (coil, reviewer, grade_name, reason.strip(), self.clock()),
+            )
+            entry, _ = self._new_rows("grade_overrides", before)
+            self._audit(
+                "grade_override",
+                {"coil": coil, "grade": grade_name, "rows": {"grade_overrides": entry}},
+                actor=reviewer,
+            )
+            return self._insert_grade(
+                coil,
+                grade_name,
+                "override",
+                f"override:{entry[0]}",
+                [f"override by {reviewer}: {reason.strip()}"],
+                None,
+                None,
+                reviewer,
+            )
+
+    def add_alarm(self, kind: str, message: str, *, coil: str | None = None, **fields: Any) -> int:
+        """Record an alarm (periodic defect, critical defect, incomplete coverage)."""
+        allowed = {"surface", "class_", "across_mm", "pitch_mm", "roll_diameter_mm", "count", "details"}
+        if set(fields) - allowed:
+            raise StoreError(f"add_alarm: unknown field {sorted(set(fields) - allowed)[0]!r}")
+        details = fields.get("details")
+        with write_transaction(self.db):
+            before = audit.max_rowid(self.db, "alarms")
+            self.db.execute(
+                "INSERT INTO alarms (coil, kind, surface, class, across_mm, pitch_mm, roll_diameter_mm, "
+                "count, message, details, time_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    coil,
+                    kind,
+                    fields.get("surface"),
+                    fields.get("class_"),
+                    fields.get("across_mm"),
+                    fields.get("pitch_mm"),
+                    fields.get("roll_diameter_mm"),
+                    fields.get("count"),
+                    message,
+                    audit.canonical_json(details) if details is not None else None,
+                    self.clock(),
+                ),
+            )
+            entry, _ = self._new_rows("alarms", before)
+            self._audit("alarm", {"coil": coil, "kind": kind, "rows": {"alarms": entry}})
+            return entry[0]
+
+    def open_claim(self, coil: str, claim_no: str, by: str, reason: str | None = None) -> int:
+        return self._claim(coil, claim_no, "open", by, reason)
+
+    def close_claim(self, coil: str, claim_no: str, by: str, reason: str | None = None) -> int:
+        return self._claim(coil, claim_no, "close", by, reason)
+
+    def _claim(self, coil: str, claim_no: str, action: str, by: str, reason: str | None) -> int:
+        by, claim_no = _name("by", by), _name("claim_no", claim_no)
+        with write_transaction(self.db):
+            before = audit.max_rowid(self.db, "claims")
+            self.db.execute(
+                "INSERT INTO claims (coil, claim_no, action, by, reason, time_ns) VALUES (?,?,?,?,?,?)",
+                (coil, claim_no, action, by, reason, self.clock()),
+            )
+            entry, _ = self._new_rows("claims", before)
+            self._audit(
+                "claim",
+                {"coil": coil, "claim_no": claim_no, "action": action, "rows": {"claims": entry}},
+                actor=by,
+            )
+            return entry[0]
+
+
+def _name(field_name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value.strip()) > 100:
+        raise StoreError(f"{field_name}: expected a non-empty name of at most 100 characters, got {value!r}")
+    return value.strip()
