@@ -195,3 +195,25 @@ def test_recorder_command_flushes_everything_on_sigterm(tmp_path: Path, tcp_endp
     assert reader.execute("SELECT count(*) FROM defects").fetchone()[0] == expected
     assert queries.current_grade(reader, "COIL-T") is not None  # complete coil finalised on the way out
     assert verify(reader).ok
+
+
+def test_locked_database_delays_the_flush_without_losing_messages(tmp_path: Path, tcp_endpoint: str) -> None:
+    import sqlite3
+
+    store = _store(tmp_path)
+    store.db.execute("PRAGMA busy_timeout = 50")
+    recorder = Recorder(store, tcp_endpoint, "demo-hot-1", batch_messages=1000, flush_ms=10)
+    messages = coil_messages("COIL-L", length_m=8, defects_per_frame=1.0, seed=4)
+    _push(tcp_endpoint, messages)
+    blocker = sqlite3.connect(tmp_path / "line.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # e.g. a long write by another process
+    try:
+        assert _wait(lambda: (recorder.poll(50), recorder.stats.messages == len(messages))[1])
+        assert _wait(lambda: (recorder.poll(10), "will retry" in (recorder.stats.last_error or ""))[1])
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    recorder.flush()
+    recorder.close()
+    expected = sum(len(m.defects) for m in messages if hasattr(m, "defects"))
+    assert store.db.execute("SELECT count(*) FROM defects").fetchone()[0] == expected

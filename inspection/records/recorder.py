@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -85,8 +86,11 @@ class Recorder:
                 self.poll(timeout_ms=self._wait_ms())
                 now = time.monotonic()
                 if now - last_status >= 1.0:
-                    self._check_pending()
-                    self._status()
+                    try:
+                        self._check_pending()
+                        self._status()
+                    except sqlite3.OperationalError as exc:  # locked or full: try again next second
+                        log.error("grading / status update failed, will retry: %s", exc)
                     last_status = now
                 if now - last_log >= 30.0:  # what was applied, for the operator's log
                     s = self.stats
@@ -135,7 +139,16 @@ class Recorder:
         if not self._buffer:
             return
         batch, self._buffer = self._buffer, []
-        result = self.store.apply_batch(batch, want_rows=self.on_event is not None)
+        try:
+            result = self.store.apply_batch(batch, want_rows=self.on_event is not None)
+        except sqlite3.OperationalError as exc:
+            # Locked past the busy timeout (a long console write) or a full disk: keep the batch
+            # in memory and retry at the next flush instead of dropping what the workers sent.
+            self._buffer = batch + self._buffer
+            self._first_at = time.monotonic()
+            self.stats.last_error = f"flush failed, will retry: {exc}"
+            log.error("flush of %d messages failed, will retry: %s", len(batch), exc)
+            return
         self.stats.batches += 1
         self.stats.new_defects += result.new_defects
         self.stats.duplicate_defects += result.duplicate_defects
@@ -231,6 +244,8 @@ class Recorder:
                     self._finalise(coil, "coil_end")
             self._status()
         finally:
+            if self._buffer:
+                log.error("recorder stopping with %d unwritten messages (database unavailable)", len(self._buffer))
             self._sock.close(linger=0)
             log.info("recorder stopped: %s", {k: v for k, v in vars(self.stats).items() if k != "grades"})
 
