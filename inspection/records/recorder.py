@@ -177,7 +177,6 @@ class Recorder:
                 self._finalise(coil, "grace-timeout")
 
     def _finalise(self, coil: str, trigger: str) -> None:
-        self._pending.pop(coil, None)
         result = self._grade(coil, trigger, finalise=True)
         points = [Point(d["id"], d["surface"], d["effective_class"], d["along_mm"], d["across_mm"])
                   for d in queries.coil_defects(self.store.db, coil, include_rejected=False)]
@@ -189,6 +188,7 @@ class Recorder:
         if result.grade == "hold":
             self._alarm(coil, "coverage", f"coil {coil} on hold: {result.reasons[0]}")
         queued = self.store.enqueue_reviews(coil)
+        self._pending.pop(coil, None)  # only now: a failure above leaves the coil pending, retried
         log.info("coil %s graded %s (%s, coverage %.2f%%, %d defects, %d queued for review)", coil,
                  result.grade, trigger, result.coverage * 100, result.counted, queued)
 
