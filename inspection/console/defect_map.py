@@ -30,10 +30,14 @@ def periodic_members(defects: pd.DataFrame, alarms: pd.DataFrame) -> pd.Series:
 def map_chart(defects: pd.DataFrame, alarms: pd.DataFrame, surface: str, classes: list[str],
               length_m: float, width_mm: float, selected: int | None) -> alt.LayerChart:
     """The map of one surface; clicking a point selects it (selection parameter `pick` on `id`)."""
-    points = defects[defects["surface"] == surface].copy()
-    points["along_m"] = points["along_mm"] / 1000.0
-    points["shape"] = points["periodic"].map({True: "periodic", False: "single"})
-    points["status"] = points["review_status"]
+    # Only the columns the chart uses travel to the browser (the spec carries its data inline).
+    on_surface = defects[defects["surface"] == surface]
+    points = pd.DataFrame({
+        "id": on_surface["id"], "along_m": (on_surface["along_mm"] / 1000.0).round(3),
+        "across_mm": on_surface["across_mm"].round(1), "effective_class": on_surface["effective_class"],
+        "severity": on_surface["severity"], "score": on_surface["score"].round(3),
+        "status": on_surface["review_status"],
+        "shape": on_surface["periodic"].map({True: "periodic", False: "single"})})
     pick = alt.selection_point(name=SELECTION, fields=["id"], on="click", clear="dblclick")
     x = alt.X("along_m:Q", title="along the strip (m from head)", scale=alt.Scale(domain=[0, length_m]))
     y = alt.Y("across_mm:Q", title="across (mm from drive side)", scale=alt.Scale(domain=[0, width_mm]))
