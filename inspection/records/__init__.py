@@ -1,11 +1,12 @@
 """Records, coil grading and traceability for one line database (SQLite, WAL).
 
-- `db`: open a database and upgrade its schema (`open_db`); the schema and its tables are
-  described in `schema`.
-- `store.Store`: the write API (the recorder, reviews, overrides, claims, imports); every
-  mutating call writes its audit row in the same transaction.
-- `queries`: the read API for the console and the coil report.
-- `messages`: the worker -> recorder message format.
-- `recorder`: the process that owns the database for a line.
-- `grading`, `periodic`, `crops`, `audit`, `platform`, `report`: one concern each.
+- `db.open_db`: open a database and upgrade its schema; the tables are described in `schema`.
+- `store.Store`: the write API (the recorder's `apply_batch`, `grade_coil`, and -- from `actions` --
+  reviews, grade overrides, alarms, claims); every mutating call writes its audit row in the same
+  transaction.
+- `queries` (coil level) and `analytics` (review queue, Pareto, rates, precision, line status): the
+  read API for the console and the coil report.
+- `messages`: the worker -> recorder message format; `recorder`: the process that owns the database.
+- `grading` (rule sets in `inspection/rules/`), `review_queue`, `periodic`, `crops`, `audit`,
+  `platform` (MES / ERP import), `report` / `report_pdf`, `synthetic` (test and benchmark data).
 """
