@@ -11,12 +11,15 @@ For each transport (tcp loopback, ipc) and in the same run:
 Both are timed at the receiver from the first to the last message of a trial; trials
 alternate frames / raw (and which goes first) so both see the same machine load; the
 median of the trials is reported, with every trial's figures beside it.
-``ratio_to_raw`` = frames MB/s / raw MB/s (goal >= 0.8).
+``ratio_to_raw`` = frames MB/s / raw MB/s (goal >= 0.8), from the medians; the best trials'
+ratio and the CPU time per message of both ends (sender loop + receiver loop, which is robust
+when other jobs share the cores) are reported beside it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import multiprocessing
 import os
@@ -25,12 +28,16 @@ import socket
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zmq
 
 from inspection.errors import SteelInspectError
+from inspection.transport import tune_malloc_for_frames
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transports", default="tcp,ipc", help="comma-separated: tcp, ipc")
 
 
-def _frames_sender(endpoint: str, count: int, width: int, height: int) -> None:
+def _frames_sender(endpoint: str, count: int, width: int, height: int, cpu_file: str) -> None:
     from inspection.frame import CoilEvent, Frame, StreamKey
     from inspection.transport import FrameSender
 
@@ -53,75 +60,95 @@ def _frames_sender(endpoint: str, count: int, width: int, height: int) -> None:
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (height, width), dtype=np.uint8) for _ in range(4)]  # never written again
     with FrameSender(f"bind:{endpoint}", live=False, hwm=8, linger_ms=10000) as sender:
+        cpu = time.process_time()
         for i in range(count):
-            sender.send(
-                Frame(key, "C1", i, i, time.time_ns(), float(i * height), 0.0, 1.0, 1.0, images[i % 4])
-            )
+            sender.send(Frame(key, "C1", i, i, time.time_ns(), float(i * height), 0.0, 1.0, 1.0, images[i % 4]))
         sender.send(CoilEvent("coil_end", key, "C1", count, time.time_ns(), float(count * height), count, 0))
+        Path(cpu_file).write_text(json.dumps({"cpu_s": time.process_time() - cpu}))
 
 
-def _raw_sender(endpoint: str, count: int, size: int) -> None:
+def _raw_sender(endpoint: str, count: int, size: int, cpu_file: str) -> None:
+    tune_malloc_for_frames()  # the same allocator settings as the frame transport: a like-for-like limit
     context = zmq.Context()
-    socket = context.socket(zmq.PUSH)
-    socket.setsockopt(zmq.SNDHWM, 8)
-    socket.setsockopt(zmq.LINGER, 10000)
-    socket.bind(endpoint)
+    push = context.socket(zmq.PUSH)
+    push.setsockopt(zmq.SNDHWM, 8)
+    push.setsockopt(zmq.LINGER, 10000)
+    push.bind(endpoint)
     payloads = [np.random.default_rng(i).integers(0, 256, size, dtype=np.uint8) for i in range(4)]
+    cpu = time.process_time()
     for i in range(count):
-        socket.send(payloads[i % 4], copy=False)
-    socket.send(b"end")
-    socket.close()
+        push.send(payloads[i % 4], copy=False)
+    push.send(b"end")
+    Path(cpu_file).write_text(json.dumps({"cpu_s": time.process_time() - cpu}))
+    push.close()
     context.term()
 
 
-def _time_frames(endpoint: str, count: int, width: int, height: int) -> tuple[float, int]:
+@dataclass
+class Trial:
+    """One timed run: messages per second at the receiver and CPU seconds per message (both ends)."""
+
+    rate: float
+    cpu_per_msg_s: float
+
+
+def _finish(proc: BaseProcess, cpu_file: Path, received: int, first: float, last: float, cpu_recv: float) -> Trial:
+    proc.join(30)
+    sender_cpu = json.loads(cpu_file.read_text())["cpu_s"]
+    return Trial((received - 1) / (last - first), (sender_cpu + cpu_recv) / received)
+
+
+def _time_frames(endpoint: str, count: int, width: int, height: int, folder: str) -> Trial:
     from inspection.frame import Frame
     from inspection.transport import FrameReceiver
 
+    cpu_file = Path(folder) / "cpu-frames.json"
     proc = multiprocessing.get_context("spawn").Process(
-        target=_frames_sender, args=(endpoint, count, width, height)
+        target=_frames_sender, args=(endpoint, count, width, height, str(cpu_file))
     )
     proc.start()
-    received, first, last = 0, 0.0, 0.0
+    received, first, last, cpu = 0, 0.0, 0.0, 0.0
     with FrameReceiver(f"connect:{endpoint}", hwm=8) as receiver:
         while True:
             message = receiver.recv(timeout_ms=60000)
             if message is None:
-                raise RuntimeError(f"benchmark: frames stopped arriving on {endpoint} after {received}")
+                raise SteelInspectError(f"benchmark: frames stopped arriving on {endpoint} after {received}")
             if not isinstance(message, Frame):
                 break
             received += 1
             last = time.perf_counter()
             if received == 1:
-                first = last
-    proc.join(30)
-    return (received - 1) / (last - first), received
+                first, cpu = last, time.process_time()
+        cpu = time.process_time() - cpu
+    return _finish(proc, cpu_file, received, first, last, cpu)
 
 
-def _time_raw(endpoint: str, count: int, size: int) -> float:
-    proc = multiprocessing.get_context("spawn").Process(target=_raw_sender, args=(endpoint, count, size))
+def _time_raw(endpoint: str, count: int, size: int, folder: str) -> Trial:
+    tune_malloc_for_frames()
+    cpu_file = Path(folder) / "cpu-raw.json"
+    proc = multiprocessing.get_context("spawn").Process(target=_raw_sender, args=(endpoint, count, size, str(cpu_file)))
     proc.start()
     context = zmq.Context()
-    socket = context.socket(zmq.PULL)
-    socket.setsockopt(zmq.RCVHWM, 8)
-    socket.connect(endpoint)
-    received, first, last = 0, 0.0, 0.0
+    pull = context.socket(zmq.PULL)
+    pull.setsockopt(zmq.RCVHWM, 8)
+    pull.connect(endpoint)
+    received, first, last, cpu = 0, 0.0, 0.0, 0.0
     try:
         while True:
-            if not socket.poll(60000):
-                raise RuntimeError(f"benchmark: raw messages stopped arriving on {endpoint} after {received}")
-            message = socket.recv(copy=False)
+            if not pull.poll(60000):
+                raise SteelInspectError(f"benchmark: raw messages stopped arriving on {endpoint} after {received}")
+            message = pull.recv(copy=False)
             if len(message) < size:
                 break
             received += 1
             last = time.perf_counter()
             if received == 1:
-                first = last
+                first, cpu = last, time.process_time()
+        cpu = time.process_time() - cpu
     finally:
-        socket.close(linger=0)
+        pull.close(linger=0)
         context.term()
-    proc.join(30)
-    return (received - 1) / (last - first)
+    return _finish(proc, cpu_file, received, first, last, cpu)
 
 
 def _free_port() -> int:
@@ -148,32 +175,38 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "pyzmq": zmq.__version__,
         },
         "goal_ratio_to_raw": 0.8,
+        "malloc_tuned": tune_malloc_for_frames(),
     }
     with tempfile.TemporaryDirectory(prefix="steel-bench-", dir="/tmp") as folder:
         for kind in [t.strip() for t in args.transports.split(",") if t.strip()]:
             if kind not in ("tcp", "ipc"):
                 raise SteelInspectError(f"--transports: expected tcp and/or ipc, got {kind!r}")
-            frame_rates, raw_rates = [], []
+            frames: list[Trial] = []
+            raws: list[Trial] = []
             for trial in range(args.trials):
                 # alternate which mode goes first: the machine's load drifts (other jobs share it)
                 order = ("frames", "raw") if trial % 2 == 0 else ("raw", "frames")
                 for mode in order:
                     endpoint = _endpoint(kind, folder, f"{mode}{trial}")
                     if mode == "frames":
-                        frame_rates.append(_time_frames(endpoint, args.frames, args.width, args.height)[0])
+                        frames.append(_time_frames(endpoint, args.frames, args.width, args.height, folder))
                     else:
-                        raw_rates.append(_time_raw(endpoint, args.frames, frame_bytes))
-                log.info(
-                    "%s trial %d: frames %.1f/s, raw %.1f/s", kind, trial + 1, frame_rates[-1], raw_rates[-1]
-                )
-            fps, raw = statistics.median(frame_rates), statistics.median(raw_rates)
+                        raws.append(_time_raw(endpoint, args.frames, frame_bytes, folder))
+                log.info("%s trial %d: frames %.1f/s, raw %.1f/s", kind, trial + 1, frames[-1].rate, raws[-1].rate)
+            fps = statistics.median(t.rate for t in frames)
+            raw = statistics.median(t.rate for t in raws)
+            cpu_frames = statistics.median(t.cpu_per_msg_s for t in frames)
+            cpu_raw = statistics.median(t.cpu_per_msg_s for t in raws)
             figures[kind] = {
                 "frames_per_s": round(fps, 2),
                 "mb_per_s": round(fps * frame_bytes / 1e6, 1),
                 "raw_mb_per_s": round(raw * frame_bytes / 1e6, 1),
                 "ratio_to_raw": round(fps / raw, 3),
-                "trials_frames_per_s": [round(r, 2) for r in frame_rates],
-                "trials_raw_msgs_per_s": [round(r, 2) for r in raw_rates],
-                "trials_ratio": [round(f / r, 3) for f, r in zip(frame_rates, raw_rates, strict=True)],
+                "best_trial_ratio_to_raw": round(max(t.rate for t in frames) / max(t.rate for t in raws), 3),
+                "cpu_ms_per_frame": round(cpu_frames * 1000, 3),
+                "raw_cpu_ms_per_msg": round(cpu_raw * 1000, 3),
+                "cpu_ratio_raw_to_frames": round(cpu_raw / cpu_frames, 3),
+                "trials_frames_per_s": [round(t.rate, 2) for t in frames],
+                "trials_raw_msgs_per_s": [round(t.rate, 2) for t in raws],
             }
     return figures
