@@ -57,9 +57,7 @@ def open_source(line: LineConfig, camera: CameraConfig, **overrides: Any) -> Cam
     """
     kind = overrides.pop("source", None) or camera.source
     if kind not in CAMERA_SOURCES:
-        raise SourceError(
-            f"camera {camera.id}: unknown source {kind!r} (expected {', '.join(CAMERA_SOURCES)})"
-        )
+        raise SourceError(f"camera {camera.id}: unknown source {kind!r} (expected {', '.join(CAMERA_SOURCES)})")
     options = dict(camera.options)
     unknown = set(options) - _OPTION_KEYS[kind]
     if unknown:
@@ -70,9 +68,7 @@ def open_source(line: LineConfig, camera: CameraConfig, **overrides: Any) -> Cam
     options.update({k: v for k, v in overrides.items() if v is not None})
     sim = line.simulator
     seed = int(options.pop("seed", sim.seed))
-    realtime = bool(
-        options.pop("realtime", sim.realtime if kind == "simulator" else kind in ("pylon", "genicam"))
-    )
+    realtime = bool(options.pop("realtime", sim.realtime if kind == "simulator" else kind in ("pylon", "genicam")))
     key = stream_key(line, camera)
     coil_m = options.pop("coil_length_m", sim.coil_length_m if kind == "simulator" else None)
     geo = geometry(line, camera, coil_m * 1000.0 if coil_m else None, options.pop("position_source", "lines"))

@@ -57,8 +57,7 @@ class StripGeometry:
     def __post_init__(self) -> None:
         if self.position_source not in POSITION_SOURCES:
             raise SourceError(
-                f"position_source: expected one of {', '.join(POSITION_SOURCES)}, "
-                f"got {self.position_source!r}"
+                f"position_source: expected one of {', '.join(POSITION_SOURCES)}, got {self.position_source!r}"
             )
         for name in ("width_px", "frame_height_px"):
             value = getattr(self, name)

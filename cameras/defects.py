@@ -93,9 +93,7 @@ class ProceduralDefects:
         elif kind == 1:  # a few round spots
             for _ in range(int(rng.integers(2, 6))):
                 c = (int(rng.integers(20, size - 20)), int(rng.integers(20, size - 20)))
-                cv2.ellipse(
-                    img, c, (int(rng.integers(4, 14)), int(rng.integers(4, 18))), 0, 0, 360, level, -1
-                )
+                cv2.ellipse(img, c, (int(rng.integers(4, 14)), int(rng.integers(4, 18))), 0, 0, 360, level, -1)
         else:  # a patch of scale: a blotchy dark region
             blob = cv2.GaussianBlur(rng.standard_normal((size, size)).astype(np.float32), (0, 0), 6)
             mask = blob > 0.02
@@ -106,9 +104,7 @@ class ProceduralDefects:
         return DefectPatch(img, box, (self.classes[kind],), f"procedural-{kind}", None, None, "procedural")
 
 
-def defect_library(
-    datasets_dir: Path | None, line_type: str, split: str
-) -> DatasetDefects | ProceduralDefects:
+def defect_library(datasets_dir: Path | None, line_type: str, split: str) -> DatasetDefects | ProceduralDefects:
     """Real defects when the datasets folder exists, else procedural ones (logged as a warning)."""
     from inspection.datasets import LINE_DATASETS
 
@@ -142,9 +138,7 @@ def paste(frame: np.ndarray, patch: DefectPatch, x: int, y: int) -> None:
     pad = int(2 * _FEATHER_PX)
     mask = np.zeros((h, w), np.float32)
     for x1, y1, x2, y2 in patch.boxes:
-        mask[
-            max(0, int(y1) - pad) : int(np.ceil(y2)) + pad, max(0, int(x1) - pad) : int(np.ceil(x2)) + pad
-        ] = 1.0
+        mask[max(0, int(y1) - pad) : int(np.ceil(y2)) + pad, max(0, int(x1) - pad) : int(np.ceil(x2)) + pad] = 1.0
     alpha = cv2.GaussianBlur(mask, (0, 0), _FEATHER_PX)
     # fade at the sample's own border, where boxes touch it, so no square outline shows
     ramp = np.minimum(np.arange(1, w + 1), np.arange(w, 0, -1))[None, :].astype(np.float32)

@@ -39,9 +39,7 @@ def _import_pylon() -> tuple[Any, Any]:
     try:
         from pypylon import genicam, pylon
     except ImportError as exc:
-        raise SourceError(
-            f"pylon source needs pypylon: pip install 'steel-inspect[genicam]' ({exc})"
-        ) from None
+        raise SourceError(f"pylon source needs pypylon: pip install 'steel-inspect[genicam]' ({exc})") from None
     return pylon, genicam
 
 
@@ -98,9 +96,7 @@ class PylonSource(CameraSource):
             self._camera.StartGrabbing(pylon.GrabStrategy_OneByOne)
         except genicam.GenericException as exc:
             self.close()
-            raise SourceError(
-                f"pylon: cannot configure camera {devices[0].GetSerialNumber()}: {exc}"
-            ) from None
+            raise SourceError(f"pylon: cannot configure camera {devices[0].GetSerialNumber()}: {exc}") from None
         log.info(
             "pylon: camera %s %s streaming: %s",
             devices[0].GetModelName(),
@@ -136,9 +132,7 @@ class PylonSource(CameraSource):
         if self.realtime:
             self._set(genicam, "AcquisitionLineRate", float(geo.line_rate_hz), required=False)
             self._set(genicam, "AcquisitionFrameRateEnable", True, required=False)
-            self._set(
-                genicam, "AcquisitionFrameRate", float(geo.line_rate_hz / geo.frame_height_px), required=False
-            )
+            self._set(genicam, "AcquisitionFrameRate", float(geo.line_rate_hz / geo.frame_height_px), required=False)
         else:
             self._set(genicam, "AcquisitionFrameRateEnable", False, required=False)
 

@@ -64,9 +64,7 @@ def cold_texture(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
 class TextureBank:
     """A few tall tiles of strip texture; `frame` cuts a varied window out of one of them."""
 
-    def __init__(
-        self, line_type: str, width: int, height: int, rng: np.random.Generator, tiles: int = 4
-    ) -> None:
+    def __init__(self, line_type: str, width: int, height: int, rng: np.random.Generator, tiles: int = 4) -> None:
         makers = {"hot": hot_texture, "cold": cold_texture}
         if line_type not in makers:
             raise SourceError(f"line_type: expected hot or cold, got {line_type!r}")

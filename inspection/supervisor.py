@@ -49,6 +49,7 @@ class Supervisor:
         self._children: dict[str, BaseProcess] = {}
         self.grace_s = grace_s
         self.verbose = verbose
+        self._reported: set[str] = set()
 
     def start(self, name: str, target: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Start `target(*args, **kwargs)` in a new process called `name`."""
@@ -59,6 +60,7 @@ class Supervisor:
         )
         process.start()
         self._children[name] = process
+        self._reported.discard(name)
         log.info("started %s (pid %d)", name, process.pid)
 
     @property
@@ -71,6 +73,12 @@ class Supervisor:
     def exit_codes(self) -> dict[str, int | None]:
         """Exit status per child; None while it runs."""
         return {name: p.exitcode for name, p in self._children.items()}
+
+    def ended(self) -> dict[str, int | None]:
+        """Children that ended since the last call, with their exit status (for logging or restarts)."""
+        done = {n: p.exitcode for n, p in self._children.items() if not p.is_alive() and n not in self._reported}
+        self._reported.update(done)
+        return done
 
     def wait(
         self,

@@ -71,6 +71,15 @@ def parse_endpoint(spec: str | Endpoint, default_role: str) -> Endpoint:
     return Endpoint(role, address)
 
 
+def peer_endpoint(spec: str | Endpoint, owner_default_role: str = "bind") -> Endpoint:
+    """The other side of an endpoint spec: what a worker does with a camera's configured endpoint.
+
+    ``tcp://h:p`` (the camera binds) -> connect; ``connect:tcp://h:p`` (the camera connects) -> bind.
+    """
+    endpoint = parse_endpoint(spec, owner_default_role)
+    return Endpoint("connect" if endpoint.role == "bind" else "bind", endpoint.address)
+
+
 _malloc_tuned: bool | None = None
 
 

@@ -77,9 +77,7 @@ def test_camera_sends_n_frames_and_ends_the_coil(tmp_path: Path, tcp_endpoint: s
 
 
 def test_sigterm_stops_the_camera_with_a_coil_end(tmp_path: Path, tcp_endpoint: str) -> None:
-    config = write_line_config(
-        tmp_path, coil_length_m=1000.0, realtime=True, speed_m_per_s=1.0
-    )  # ~4 frames/s
+    config = write_line_config(tmp_path, coil_length_m=1000.0, realtime=True, speed_m_per_s=1.0)  # ~4 frames/s
     with FrameReceiver(f"bind:{tcp_endpoint}") as receiver:
         proc = subprocess.Popen(
             [
@@ -107,10 +105,7 @@ def test_sigterm_stops_the_camera_with_a_coil_end(tmp_path: Path, tcp_endpoint: 
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     end = messages[-1]
-    assert (
-        end.kind == "coil_end"
-        and end.frames == len([m for m in messages if isinstance(m, Frame)]) + end.dropped
-    )
+    assert end.kind == "coil_end" and end.frames == len([m for m in messages if isinstance(m, Frame)]) + end.dropped
     assert "SIGTERM" in err
 
 
@@ -142,12 +137,41 @@ def test_demo_runs_cameras_and_counting_worker(tmp_path: Path) -> None:
     summary = json.loads(result.stdout)
     assert summary["exit_codes"] == {"camera-cam-1": 0, "worker": 0}
     cam = summary["worker"]["cameras"]["cam-1"]
-    assert (
-        cam["frames"] == 4
-        and cam["coils_ended"] == 1
-        and cam["frames_reported"] == 4
-        and cam["seq_gaps"] == 0
-    )
+    assert cam["frames"] == 4 and cam["coils_ended"] == 1 and cam["frames_reported"] == 4 and cam["seq_gaps"] == 0
     assert (tmp_path / "gt" / "cam-1.jsonl").is_file()
     mes = json.loads((tmp_path / "mes_extract.json").read_text())  # beside the line database
     assert len(mes) == 50 and mes[0]["coil_id"] == cam["coils_started"][0]  # the demo's coil carries MES data
+
+
+def _child_exits(code: int) -> int:
+    return code
+
+
+def _child_raises_domain_error() -> None:
+    from inspection.errors import SourceError
+
+    raise SourceError("camera cam-9: no such device")
+
+
+def _child_runs_until_sigterm() -> int:
+    from inspection.process import StopFlag
+
+    stop = StopFlag()
+    while not stop.wait(0.05):
+        pass
+    return 0
+
+
+def test_supervisor_reports_exit_codes_and_stops_children_cleanly() -> None:
+    from inspection.supervisor import Supervisor
+
+    with Supervisor(grace_s=20) as sup:
+        sup.start("done", _child_exits, 0)
+        sup.start("failing", _child_exits, 3)
+        sup.start("bad-input", _child_raises_domain_error)
+        sup.start("service", _child_runs_until_sigterm)
+        assert sup.wait(["done", "failing", "bad-input"], timeout=60)
+        assert sup.ended() == {"done": 0, "failing": 3, "bad-input": 2}
+        assert sup.alive("service")
+        assert sup.stop(["service"]) == {"service": 0}  # SIGTERM -> StopFlag -> a clean exit, not a kill
+        assert sup.ended() == {"service": 0}

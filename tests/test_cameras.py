@@ -127,9 +127,7 @@ def test_cold_line_pastes_cr7_defects(tmp_path: Path, datasets_dir: Path) -> Non
     rows = read_ground_truth(gt)
     from inspection.datasets import DATASET_CLASSES
 
-    assert {r["dataset"] for r in rows} == {"cr7-det"} and {r["class"] for r in rows} <= set(
-        DATASET_CLASSES["cr7-det"]
-    )
+    assert {r["dataset"] for r in rows} == {"cr7-det"} and {r["class"] for r in rows} <= set(DATASET_CLASSES["cr7-det"])
     _check_ground_truth_against_pixels(with_defects, background, rows)
 
 
@@ -172,9 +170,7 @@ def test_incomplete_grabs_are_counted_not_passed_on() -> None:
 def test_position_from_line_speed_and_coil_cut_by_length() -> None:
     geo = StripGeometry(64, 100, 1.0, 1.0, speed_m_per_s=2.0, coil_length_mm=250.0, position_source="speed")
     t0 = 1_000_000_000
-    grabs = [
-        Grab(np.zeros((100, 64), np.uint8), captured_ns=t0 + i * 50_000_000) for i in range(4)
-    ]  # 50 ms apart
+    grabs = [Grab(np.zeros((100, 64), np.uint8), captured_ns=t0 + i * 50_000_000) for i in range(4)]  # 50 ms apart
     messages = list(_Scripted(grabs, geo))
     frames = frames_of(messages)
     assert [f.position_mm for f in frames] == [0.0, 100.0, 200.0, 0.0]  # 2 m/s x 50 ms = 100 mm

@@ -42,9 +42,7 @@ def render_strip_files(config: Path, folder: Path, count: int) -> list[np.ndarra
     return images
 
 
-def test_emulated_basler_camera_streams_simulator_frames_to_a_worker(
-    tmp_path: Path, tcp_endpoint: str
-) -> None:
+def test_emulated_basler_camera_streams_simulator_frames_to_a_worker(tmp_path: Path, tcp_endpoint: str) -> None:
     config = write_line_config(tmp_path, coil_length_m=100.0)
     folder = tmp_path / "strip"
     folder.mkdir()

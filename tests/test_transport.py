@@ -13,7 +13,7 @@ import zmq
 
 from inspection.errors import TransportError
 from inspection.frame import CoilEvent, Frame, StreamKey
-from inspection.transport import Endpoint, FrameReceiver, FrameSender, parse_endpoint
+from inspection.transport import Endpoint, FrameReceiver, FrameSender, parse_endpoint, peer_endpoint
 
 KEY = StreamKey("test-line", "hot", "cam-1", "top")
 
@@ -52,6 +52,11 @@ def test_endpoint_specs(spec: str, default: str, expected: Endpoint) -> None:
     assert parse_endpoint(spec, default) == expected
 
 
+def test_peer_endpoint_takes_the_other_role() -> None:
+    assert peer_endpoint("tcp://127.0.0.1:5555") == Endpoint("connect", "tcp://127.0.0.1:5555")
+    assert peer_endpoint("connect:tcp://10.0.0.9:5555") == Endpoint("bind", "tcp://10.0.0.9:5555")
+
+
 @pytest.mark.parametrize("spec", ["", "localhost:5555", "bind:", "connect:http://x", "tcp://"])
 def test_bad_endpoint_specs_name_the_problem(spec: str) -> None:
     with pytest.raises(TransportError, match="endpoint"):
@@ -64,9 +69,7 @@ def test_frames_and_events_arrive_in_order(kind: str, tcp_endpoint: str, short_i
     with FrameSender(endpoint, live=False) as sender, FrameReceiver(endpoint) as receiver:
         start = CoilEvent("coil_start", KEY, "H26-000001", 0, time.time_ns())
         frames = [make_frame(i) for i in range(1, 6)]
-        end = CoilEvent(
-            "coil_end", KEY, "H26-000001", 6, time.time_ns(), length_mm=320.0, frames=5, dropped=0
-        )
+        end = CoilEvent("coil_end", KEY, "H26-000001", 6, time.time_ns(), length_mm=320.0, frames=5, dropped=0)
         for message in [start, *frames, end]:
             assert sender.send(message)
         got = [receiver.recv(TIMEOUT_MS) for _ in range(7)]

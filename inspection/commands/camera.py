@@ -32,17 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--source", choices=CAMERA_SOURCES, help="override the configured source")
     parser.add_argument("--frames", type=int, metavar="N", help="stop after N frames (ends the coil cleanly)")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument(
-        "--connect", metavar="ENDPOINT", help="connect to this ZeroMQ address (a worker binds it)"
-    )
-    where.add_argument(
-        "--bind", metavar="ENDPOINT", help="bind this ZeroMQ address instead of the configured one"
-    )
+    where.add_argument("--connect", metavar="ENDPOINT", help="connect to this ZeroMQ address (a worker binds it)")
+    where.add_argument("--bind", metavar="ENDPOINT", help="bind this ZeroMQ address instead of the configured one")
     parser.add_argument(
         "--folder",
         type=Path,
-        help="folder of images or a video file (folder source); the "
-        "image folder of the pylon emulator (pylon source)",
+        help="folder of images or a video file (folder source); the image folder of the pylon emulator (pylon source)",
     )
     parser.add_argument(
         "--fast",
@@ -54,8 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--ground-truth",
         type=Path,
         metavar="FILE",
-        help="simulator ground truth JSON lines "
-        "(default: ground_truth/<camera>.jsonl beside the line database)",
+        help="simulator ground truth JSON lines (default: ground_truth/<camera>.jsonl beside the line database)",
     )
     parser.add_argument("--coils", type=int, metavar="N", help="simulator: stop after N coils")
     parser.set_defaults(func=run)
@@ -72,9 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
         raise SourceError(f"--frames: expected a positive number, got {args.frames}")
     overrides = source_overrides(camera.source if args.source is None else args.source, args)
-    endpoint = (
-        f"connect:{args.connect}" if args.connect else (f"bind:{args.bind}" if args.bind else camera.endpoint)
-    )
+    endpoint = f"connect:{args.connect}" if args.connect else (f"bind:{args.bind}" if args.bind else camera.endpoint)
     stats = run_camera(str(line.path), camera.id, endpoint=endpoint, max_frames=args.frames, **overrides)
     print(json.dumps(stats, sort_keys=True))
     return 0
@@ -120,12 +112,8 @@ def run_camera(
     source = open_source(line, camera, **overrides)
     with source:
         live = camera.live and source.live
-        log.info(
-            "camera %s applied: %s", camera.id, json.dumps(source.describe(), default=str, sort_keys=True)
-        )
-        sender = FrameSender(
-            endpoint or camera.endpoint, live=live, hwm=camera.send_hwm, stopping=stop.is_set
-        )
+        log.info("camera %s applied: %s", camera.id, json.dumps(source.describe(), default=str, sort_keys=True))
+        sender = FrameSender(endpoint or camera.endpoint, live=live, hwm=camera.send_hwm, stopping=stop.is_set)
         try:
             stats = pump(source, sender, max_frames=max_frames, stopping=stop.is_set)
         finally:

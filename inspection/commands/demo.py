@@ -30,9 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", type=Path, help="line config TOML (default: the demo line)")
     parser.add_argument("--frames", type=int, metavar="N", help="each camera stops after N frames")
     parser.add_argument("--fast", action="store_true", help="cameras run as fast as possible (backpressure)")
-    parser.add_argument(
-        "--ground-truth-dir", type=Path, metavar="DIR", help="where the simulators write ground truth"
-    )
+    parser.add_argument("--ground-truth-dir", type=Path, metavar="DIR", help="where the simulators write ground truth")
     parser.add_argument(
         "--mes-coils",
         type=int,
@@ -48,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from inspection.config import load_config, log_config
     from inspection.process import StopFlag
     from inspection.supervisor import Supervisor
+    from inspection.transport import peer_endpoint
 
     line = load_config(args.config)
     log_config(line, log)
@@ -58,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         write_mes_extract(line, line.database.parent / "mes_extract.json", args.mes_coils)
     with tempfile.TemporaryDirectory(prefix="steel-demo-") as tmp, Supervisor(verbose=args.verbose) as sup:
         summary_path = Path(tmp) / "worker.json"
-        endpoints = [cam.endpoint for cam in line.cameras]
+        endpoints = [str(peer_endpoint(cam.endpoint)) for cam in line.cameras]  # the worker's side of each
         sup.start("worker", counting_worker, endpoints, str(summary_path))
         cameras = []
         for cam in line.cameras:
@@ -73,7 +72,11 @@ def run(args: argparse.Namespace) -> int:
             sup.start(name, run_camera, str(line.path), cam.id, **overrides)
             cameras.append(name)
         log.info("demo running: %s; Ctrl-C stops", ", ".join(sup.names))
-        sup.wait(cameras, stopping=stop.is_set)  # cameras end by themselves only with --frames
+        # cameras end by themselves only with --frames; a camera or the worker failing is reported
+        while not sup.wait(cameras, timeout=0.5, stopping=stop.is_set) and not stop.is_set():
+            for name, code in sup.ended().items():
+                if code != 0:
+                    log.error("%s exited with status %s while the demo runs", name, code)
         camera_codes = sup.stop(cameras)
         worker_code = sup.stop(["worker"])["worker"]
         counts = json.loads(summary_path.read_text()) if summary_path.is_file() else None
