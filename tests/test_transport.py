@@ -120,9 +120,9 @@ def test_live_mode_with_stalled_receiver_counts_drops_in_coil_end(tcp_endpoint: 
     class Burst(CameraSource):
         def _grabs(self):  # noqa: ANN202
             for _ in range(60):
-                yield Grab(np.zeros((256, 1024), np.uint8), coil="H26-000009")
+                yield Grab(np.zeros((1024, 1024), np.uint8), coil="H26-000009")  # 60 MB: more than sockets buffer
 
-    source = Burst(KEY, StripGeometry(1024, 256, 1.0, 1.0))
+    source = Burst(KEY, StripGeometry(1024, 1024, 1.0, 1.0))
     result = {}
     with (
         FrameReceiver(tcp_endpoint, hwm=1) as receiver,
@@ -173,17 +173,16 @@ def test_malformed_messages_are_counted_not_raised(tcp_endpoint: str) -> None:
 
 
 def test_close_with_undeliverable_messages_does_not_hang(tcp_endpoint: str) -> None:
-    sender = FrameSender(tcp_endpoint, live=False, linger_ms=200, event_timeout_ms=100)
+    stop = threading.Event()
+    sender = FrameSender(tcp_endpoint, live=False, hwm=1, linger_ms=200, stopping=stop.is_set)
     receiver = FrameReceiver(tcp_endpoint, hwm=1)
     for i in range(3):
         sender.send(make_frame(i, rows=512, cols=512))
     receiver.close()  # the worker goes away with messages in flight
-    stop = threading.Event()
-    stop.set()
-    sender._stopping = stop.is_set  # a stopping camera gives up waiting at once
-    sender.send(make_frame(99))
+    stop.set()  # the camera is told to stop while a replay send would wait for room
+    results = [sender.send(make_frame(i, rows=1024, cols=1024)) for i in range(10)]
     sender.close()  # bounded by the linger: returns instead of hanging (pytest-timeout guards it)
-    assert sender.sent >= 1
+    assert False in results and sender.dropped == results.count(False)  # given up, and counted
 
 
 def test_live_event_without_worker_is_reported_lost(tcp_endpoint: str) -> None:
