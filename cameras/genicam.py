@@ -93,14 +93,17 @@ class GenTLSource(CameraSource):
             raise SourceError(f"genicam: producer {self.cti} found no device{wanted}")
         self._acquirer = self._harvester.create(devices[0])
         self._configure()
-        from harvesters.core import ImageAcquirer
+        from harvesters.core import Callback, ImageAcquirer
 
-        self._acquirer.add_callback(ImageAcquirer.Events.INCOMPLETE_BUFFER, self._count_incomplete)
+        source = self
+
+        class CountIncomplete(Callback):  # harvesters calls emit() for each discarded incomplete buffer
+            def emit(self, context: object = None) -> None:
+                source._incomplete += 1
+
+        self._acquirer.add_callback(ImageAcquirer.Events.INCOMPLETE_BUFFER, CountIncomplete())
         self._acquirer.start()
         log.info("genicam: device %s streaming: %s", devices[0], self.applied)
-
-    def _count_incomplete(self) -> None:
-        self._incomplete += 1
 
     def _configure(self) -> None:
         nodes = self._acquirer.remote_device.node_map
