@@ -1,13 +1,15 @@
 """Any GenICam camera through a vendor's GenTL producer (``.cti``) and `harvesters` (``genicam`` extra).
 
-UNTESTED against a device: this machine has no GenTL producer and no GenTL camera, so the
-tests only check that the module imports and that a missing producer or a missing device
-fails with a clear `SourceError`. The Basler path (`cameras.pylon`) is tested for real
-through the SDK's emulator.
+NOT verified against a real GenTL camera: no vendor producer or camera is available here.
+The tests run it against ``viky.cti``, the virtual GenTL producer shipped inside the
+``genicam`` wheel (harvesters' dependency; a simulated bouncing-ball camera), so producer
+loading, device enumeration, configuration, acquisition and buffer handling are exercised
+through the real GenTL stack; a missing producer or device fails with a clear `SourceError`.
+The Basler path (`cameras.pylon`) is tested through the pylon SDK's own camera emulator.
 
-Camera options (``[cameras.options]``): ``cti`` (path of the GenTL producer, required; else the environment
-variable ``STEEL_INSPECT_CTI``), ``serial``
-(pick one device), ``grab_timeout_ms`` (default 5000). Line-scan settings as for pylon:
+Camera options (``[cameras.options]``): ``cti`` (path of the GenTL producer, required; else
+the environment variable ``STEEL_INSPECT_CTI``), ``serial`` (pick one device),
+``grab_timeout_ms`` (default 5000). Line-scan settings as for pylon:
 ``Width`` = pixels across, ``Height`` = lines per frame, ``AcquisitionLineRate`` when paced.
 Incomplete buffers (harvesters' INCOMPLETE_BUFFER event) are counted as dropped, never passed on.
 """
@@ -20,6 +22,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import cv2
 
 from cameras.base import CameraSource, Grab, StripGeometry
 from inspection.errors import SourceError
@@ -150,5 +154,9 @@ class GenTLSource(CameraSource):
                 continue
             with buffer:
                 component = buffer.payload.components[0]
-                pixels = component.data.reshape(component.height, component.width).copy()
+                channels = int(component.num_components_per_pixel or 1)
+                shape = (component.height, component.width) + ((channels,) if channels > 1 else ())
+                pixels = component.data.reshape(shape).copy()  # the buffer goes back to the producer
+            if pixels.ndim == 3:  # a colour-only device: the models work on grey levels
+                pixels = cv2.cvtColor(pixels, cv2.COLOR_RGBA2GRAY if channels == 4 else cv2.COLOR_RGB2GRAY)
             yield Grab(pixels, captured_ns=captured)

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from inspection.frame import CoilEvent, Frame
 from inspection.transport import FrameReceiver
 from tests._camera_config import write_line_config
@@ -175,3 +177,40 @@ def test_supervisor_reports_exit_codes_and_stops_children_cleanly() -> None:
         assert sup.alive("service")
         assert sup.stop(["service"]) == {"service": 0}  # SIGTERM -> StopFlag -> a clean exit, not a kill
         assert sup.ended() == {"service": 0}
+
+
+def test_genicam_camera_process_streams_to_a_worker(tmp_path: Path, tcp_endpoint: str) -> None:
+    from tests.test_cameras import _virtual_gentl_producer
+
+    cti = _virtual_gentl_producer()
+    if cti is None:
+        pytest.skip("no virtual GenTL producer (genicam wheel's viky.cti)")
+    config = write_line_config(tmp_path, options=f'options = {{ cti = "{cti}" }}')
+    with FrameReceiver(f"bind:{tcp_endpoint}") as receiver:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "inspection",
+                "camera",
+                "--config",
+                str(config),
+                "--source",
+                "genicam",
+                "--frames",
+                "3",
+                "--fast",
+                "--connect",
+                tcp_endpoint,
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        messages = receive_all(receiver, timeout_ms=30000)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-3000:]
+    frames = [m for m in messages if isinstance(m, Frame)]
+    assert [f.pixels.shape for f in frames] == [(256, 640)] * 3 and messages[-1].frames == 3
+    assert {f.source.camera for f in frames} == {"cam-1"}

@@ -256,3 +256,37 @@ def test_mes_extract_matches_the_simulated_coils(tmp_path: Path) -> None:
     rows = [normalise(raw)[0] for _, raw in read_json(path)]  # the platform import accepts every row
     assert [r["coil_id"] for r in rows] == coils
     assert {r["width_mm"] for r in rows} == {line.strip_width_mm} and {r["length_m"] for r in rows} == {20.0}
+
+
+def _virtual_gentl_producer() -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("genicam")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "viky.cti"
+    return path if path.is_file() else None
+
+
+@pytest.mark.skipif(_virtual_gentl_producer() is None, reason="no virtual GenTL producer (genicam wheel's viky.cti)")
+def test_genicam_source_through_a_virtual_gentl_producer(tmp_path: Path) -> None:
+    line = load_config(write_line_config(tmp_path, coil_length_m=0.5))
+    source = open_source(
+        line, line.camera(), source="genicam", cti=str(_virtual_gentl_producer()), realtime=False, coil_length_m=0.5
+    )
+    messages = []
+    with source:
+        assert source.applied["Width"] == 640 and source.applied["Height"] == 256
+        for message in source:
+            messages.append(message)
+            if isinstance(message, Frame) and len(frames_of(messages)) == 3:
+                source.stop()
+    frames = frames_of(messages)
+    assert [f.pixels.shape for f in frames] == [(256, 640)] * 3 and frames[0].pixels.dtype == np.uint8
+    assert [m.kind for m in messages if isinstance(m, CoilEvent)] == [
+        "coil_start",
+        "coil_end",
+        "coil_start",
+        "coil_end",
+    ]
+    assert [f.index for f in frames] == [0, 1, 0]  # 0.5 m coils of 256 mm frames
