@@ -114,6 +114,20 @@ def test_coils_page_lists_filters_and_opens_a_coil(db: Path) -> None:
     assert "Defects=300" in texts(at)
 
 
+def test_reviewer_name_typed_in_the_sidebar_survives_opening_a_coil(db: Path) -> None:
+    at = app("coils")
+    at.sidebar.text_input(key="reviewer_name_box").input("Fay Shift").run()
+    assert any("Reviewing as **Fay Shift**" in c.value for c in at.sidebar.caption)
+    at.selectbox[-1].select("C1002")
+    at.button[-1].click().run()  # "Open coil": st.switch_page to the coil detail page
+    assert at.title[0].value == "Coil detail"
+    at.switch_page(f"{PAGES}/coil_detail.py")  # AppTest's next run() would go back to its own page
+    defect_id = rows(db, "SELECT max(id) FROM defects WHERE coil = 'C1002'")[0][0]
+    _select_defect(at, defect_id)
+    at.button(key="detail_review_confirm").click().run()
+    assert rows(db, "SELECT defect_id, reviewer, action FROM reviews") == [(defect_id, "Fay Shift", "confirm")]
+
+
 def test_coil_detail_shows_map_grade_plant_data_and_periodic_alarm(db: Path) -> None:
     at = app("coil_detail", selected_coil="C1001")
     shown = texts(at)
@@ -224,3 +238,4 @@ def test_models_page_shows_versions_and_the_active_one(db: Path) -> None:
     versions = at.dataframe[0].value
     assert set(versions["version"]) == {"hot-20261120-1", "hot-20261122-1"}
     assert versions.set_index("version").loc["hot-20261122-1", "active"] == "yes"
+

@@ -1,13 +1,15 @@
 """End to end in a real headless Chromium: `streamlit run app.py` on a free port, driven by Playwright.
 
-The reviewer names themselves, opens a coil, rejects a defect; the review row and the regraded
+The reviewer names themselves, opens a coil, clicks a defect on the map, rejects it; the review row and the regraded
 coil must then be in the database. A screenshot of every page goes to
 test-artifacts/screenshots/ (not committed).
 """
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -17,7 +19,10 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
+from PIL import Image
 
 from inspection.console.sample_db import SampleCoil, build
 from inspection.registry import Registry
@@ -103,10 +108,24 @@ def _choose(page: object, label: str, text: str) -> None:
     _settle(page)
 
 
+def _click_a_point(page: object) -> int:
+    """Click the centre of a marker on the top-surface map; return the defect id the page then selected."""
+    plot = page.get_by_test_id("stVegaLiteChart").first.locator("svg.marks, canvas").first
+    box = plot.bounding_box()
+    pixels = np.asarray(Image.open(io.BytesIO(plot.screenshot())).convert("RGB")).astype(int)
+    coloured = (pixels.max(axis=2) - pixels.min(axis=2)) > 40  # markers are coloured; axes and grid are grey
+    coloured[:, int(coloured.shape[1] * 0.75):] = False  # the legend sits on the right
+    count, _, stats, centres = cv2.connectedComponentsWithStats(coloured.astype(np.uint8))
+    assert count > 1, "no coloured marker found on the map"
+    x, y = centres[1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))]
+    page.mouse.click(box["x"] + x * box["width"] / pixels.shape[1], box["y"] + y * box["height"] / pixels.shape[0])
+    selected = page.get_by_test_id("stMarkdownContainer").filter(has_text=re.compile(r"#\d+ .*review:", re.S))
+    selected.first.wait_for(timeout=30_000)
+    return int(re.search(r"#(\d+) ", selected.first.inner_text()).group(1))
+
+
 def test_reviewer_opens_a_coil_rejects_a_defect_and_the_coil_is_regraded(console: tuple[str, Path]) -> None:
     url, database = console
-    defect_id, cls = sqlite3.connect(database).execute(
-        "SELECT id, class FROM defects WHERE coil = 'C2002' ORDER BY id LIMIT 1").fetchone()
     grades_before = sqlite3.connect(database).execute(
         "SELECT count(*) FROM grades WHERE coil = 'C2002'").fetchone()[0]
     with playwright_api.sync_playwright() as pw:
@@ -135,7 +154,7 @@ def test_reviewer_opens_a_coil_rejects_a_defect_and_the_coil_is_regraded(console
             _settle(page)
             _shot(page, "3-coil-detail")
 
-            _choose(page, "Defect", f"#{defect_id} {cls}")
+            defect_id = _click_a_point(page)  # select on the map, as an inspector does
             page.get_by_label("Reason (optional)", exact=True).fill("reflection on the strip")
             page.get_by_role("button", name="Reject as false alarm").click()
             done = f"Defect #{defect_id} of coil C2002 rejected as false alarm"

@@ -28,6 +28,7 @@ from inspection.errors import SteelInspectError
 from inspection.records.db import open_db
 
 REVIEWER_KEY = "reviewer"
+_REVIEWER_WIDGET = "reviewer_name_box"
 _REVIEWER_PATTERN = re.compile(r"[^\x00-\x1f\x7f]{2,80}")
 
 
@@ -99,9 +100,16 @@ def change_token(path: str | Path) -> tuple[int, ...]:
 
 
 def reviewer_sidebar() -> None:
-    """The reviewer names themselves once per session; every action carries the name."""
+    """The reviewer names themselves once per session; every action carries the name.
+
+    The name lives in a plain session key: Streamlit drops a widget's own state when a run is
+    cut short by a page switch, and a reviewer must not silently lose their identity.
+    """
+    if REVIEWER_KEY in st.session_state:
+        st.session_state[_REVIEWER_WIDGET] = st.session_state[REVIEWER_KEY]
     st.sidebar.text_input(
-        "Reviewer name", key=REVIEWER_KEY, placeholder="required before any review action",
+        "Reviewer name", key=_REVIEWER_WIDGET, placeholder="required before any review action",
+        on_change=lambda: st.session_state.update({REVIEWER_KEY: st.session_state[_REVIEWER_WIDGET]}),
         help="Every confirm / relabel / reject and grade override is recorded with this name "
              "in the audit log.",
     )

@@ -16,6 +16,7 @@ GALLERY_PAGE = 24
 GALLERY_COLUMNS = 6
 SEVERITY_NAMES = {1: "minor", 2: "major", 3: "critical"}
 FLASH_KEY = "flash_message"
+PICKER_KEY = "defect_id_box"
 REVIEW_STATES = ("unreviewed", "confirmed", "relabelled", "rejected")
 
 
@@ -88,15 +89,15 @@ def _time(ns: Any) -> str:
 def defect_picker(defects: pd.DataFrame, state_key: str) -> None:
     """A searchable defect box: the keyboard way to select a defect (the map and gallery set it too)."""
     labels = defect_labels(defects)
-    ids = list(labels)
     current = st.session_state.get(state_key)
+    # Follow a selection made on the map or in the gallery (set before the widget is created).
+    st.session_state[PICKER_KEY] = current if current in labels else None
 
     def _changed() -> None:
-        st.session_state[state_key] = st.session_state["defect_id_box"]
+        st.session_state[state_key] = st.session_state[PICKER_KEY]
 
-    st.selectbox("Defect", ids, index=ids.index(current) if current in labels else None,
-                 placeholder="defect id, class, surface...", key="defect_id_box", on_change=_changed,
-                 format_func=labels.__getitem__)
+    st.selectbox("Defect", list(labels), placeholder="defect id, class, surface...", key=PICKER_KEY,
+                 on_change=_changed, format_func=labels.__getitem__)
 
 
 def defect_labels(defects: pd.DataFrame) -> dict[int, str]:
