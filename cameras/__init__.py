@@ -19,7 +19,15 @@ __all__ = ["CameraSource", "StripGeometry", "open_source", "stream_key", "geomet
 _OPTION_KEYS = {
     "simulator": {"coil_length_m", "defects_per_100m", "ground_truth"},
     "folder": {"folder", "coil_length_m", "loop", "realtime"},
-    "pylon": {"serial", "image_folder", "grab_timeout_ms", "buffers", "coil_length_m", "position_source"},
+    "pylon": {
+        "serial",
+        "image_folder",
+        "grab_timeout_ms",
+        "buffers",
+        "coil_length_m",
+        "position_source",
+        "emulator_failed_buffers",
+    },
     "genicam": {"cti", "serial", "grab_timeout_ms", "coil_length_m", "position_source"},
 }
 
@@ -58,7 +66,9 @@ def open_source(line: LineConfig, camera: CameraConfig, **overrides: Any) -> Cam
     kind = overrides.pop("source", None) or camera.source
     if kind not in CAMERA_SOURCES:
         raise SourceError(f"camera {camera.id}: unknown source {kind!r} (expected {', '.join(CAMERA_SOURCES)})")
-    options = dict(camera.options)
+    # configured options belong to the configured source; another source given as an override
+    # (e.g. --source simulator on a pylon camera) starts from its defaults
+    options = dict(camera.options) if kind == camera.source else {}
     unknown = set(options) - _OPTION_KEYS[kind]
     if unknown:
         raise SourceError(
@@ -118,7 +128,7 @@ def _path(value: Any) -> Path | None:
 
 def _leftover(kind: str, options: dict[str, Any]) -> dict[str, Any]:
     allowed = {
-        "pylon": {"serial", "image_folder", "grab_timeout_ms", "buffers"},
+        "pylon": {"serial", "image_folder", "grab_timeout_ms", "buffers", "emulator_failed_buffers"},
         "genicam": {"cti", "serial", "grab_timeout_ms"},
     }.get(kind, set())
     extra = set(options) - allowed

@@ -16,7 +16,9 @@ The SDK's camera emulator works with no hardware: set ``PYLON_CAMEMU=1`` in the 
 emulated camera streams those files (cycling through them) through the real SDK.
 
 Camera options (``[cameras.options]`` in the line config): ``serial`` (pick one camera),
-``image_folder`` (emulator), ``grab_timeout_ms`` (default 5000), ``buffers`` (default 16).
+``image_folder`` (emulator), ``grab_timeout_ms`` (default 5000), ``buffers`` (default 16),
+``emulator_failed_buffers`` (diagnostics: after the first good frame the emulator fails that
+many buffers, through its ``ForceFailedBuffer`` command, to exercise the counting).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class PylonSource(CameraSource):
         realtime: bool = True,
         grab_timeout_ms: int = 5000,
         buffers: int = 16,
+        emulator_failed_buffers: int = 0,
     ) -> None:
         super().__init__(key, geometry, seed=seed)
         self.serial = serial
@@ -66,6 +69,7 @@ class PylonSource(CameraSource):
         self.realtime = realtime
         self.grab_timeout_ms = grab_timeout_ms
         self.buffers = buffers
+        self.emulator_failed_buffers = emulator_failed_buffers
         self.applied: dict[str, Any] = {}
         self._camera: Any = None
         self.timeouts = 0
@@ -176,3 +180,16 @@ class PylonSource(CameraSource):
             for _ in range(skipped):
                 yield Grab(None, captured_ns=captured, reason="skipped by the camera (host too slow)")
             yield grab
+            if self.emulator_failed_buffers and grab.pixels is not None:
+                self._force_failed_buffers()
+
+    def _force_failed_buffers(self) -> None:
+        """Diagnostics with the SDK's emulator: make the next buffers fail, as a flaky link would."""
+        count, self.emulator_failed_buffers = self.emulator_failed_buffers, 0
+        _, genicam = _import_pylon()
+        try:
+            self._camera.ForceFailedBufferCount.SetValue(count)
+            self._camera.ForceFailedBuffer.Execute()
+        except (genicam.GenericException, AttributeError):
+            raise SourceError("pylon: emulator_failed_buffers needs the emulated camera (PYLON_CAMEMU=1)") from None
+        log.warning("pylon: emulator told to fail the next %d buffer(s)", count)

@@ -95,3 +95,51 @@ def test_emulated_basler_camera_streams_simulator_frames_to_a_worker(tmp_path: P
         assert frame.coil == messages[0].coil
     # the emulator cycles through the files in name order: the worker sees the simulator's pixels
     assert all(np.array_equal(f.pixels, images[i % 3]) for i, f in enumerate(frames))
+
+
+def test_failed_buffers_are_counted_in_the_coil_not_passed_on(tmp_path: Path, tcp_endpoint: str) -> None:
+    config = write_line_config(
+        tmp_path, coil_length_m=100.0, options='source = "pylon"\noptions = { emulator_failed_buffers = 2 }'
+    )
+    folder = tmp_path / "strip"
+    folder.mkdir()
+    render_strip_files(config, folder, 2)
+    with FrameReceiver(f"bind:{tcp_endpoint}") as receiver:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "inspection",
+                "camera",
+                "--config",
+                str(config),
+                "--source",
+                "pylon",
+                "--folder",
+                str(folder),
+                "--frames",
+                "4",
+                "--fast",
+                "--connect",
+                tcp_endpoint,
+            ],
+            cwd=REPO,
+            env={**os.environ, "PYLON_CAMEMU": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        messages = []
+        while (message := receiver.recv(timeout_ms=30000)) is not None:
+            messages.append(message)
+            if isinstance(message, CoilEvent) and message.kind == "coil_end":
+                break
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-3000:]
+    frames = [m for m in messages if isinstance(m, Frame)]
+    end = messages[-1]
+    assert len(frames) == 4 and (end.frames, end.dropped) == (6, 2)  # the SDK's failed buffers, counted
+    indices = [f.index for f in frames]
+    assert indices[0] == 0 and len(set(range(6)) - set(indices)) == 2  # the gaps show which strip is missing
+    assert [f.position_mm for f in frames] == [256.0 * i for i in indices]
+    assert "incomplete grab not passed on" in err
