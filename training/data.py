@@ -1,0 +1,59 @@
+"""Training batches: images held in memory, augmented per step, with targets on the output grid."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from inspection.datasets import Sample, read_image
+from training.augment import AugmentConfig, augment, pad_to
+from training.targets import make_targets
+
+
+def padded_size(height: int, width: int, multiple: int = 32) -> tuple[int, int]:
+    """(w, h) rounded up to `multiple`, as the runtime pads before inference."""
+    return -(-width // multiple) * multiple, -(-height // multiple) * multiple
+
+
+class TrainBatches:
+    """Shuffled, augmented batches for one epoch at a time; reproducible from (seed, epoch)."""
+
+    def __init__(self, samples: Sequence[Sample], classes: Sequence[str], augment_cfg: AugmentConfig,
+                 stride: int, batch_size: int) -> None:
+        self.images = [read_image(s.image_path) for s in samples]
+        index = {c: i for i, c in enumerate(classes)}
+        self.boxes = [s.boxes.astype(np.float32) for s in samples]
+        self.labels = [np.array([index[n] for n in s.labels], np.int64) for s in samples]
+        self.num_classes, self.cfg, self.stride, self.batch_size = len(classes), augment_cfg, stride, batch_size
+
+    def __len__(self) -> int:
+        return len(self.images) // self.batch_size  # drop the ragged last batch (BatchNorm)
+
+    def epoch(self, seed: int, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(len(self.images))
+        for b in range(len(self)):
+            items = [self.item(int(i), rng) for i in order[b * self.batch_size:(b + 1) * self.batch_size]]
+            yield {k: torch.from_numpy(np.stack([it[k] for it in items])) for k in items[0]}
+
+    def item(self, i: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        image, boxes, labels = augment(self.images[i], self.boxes[i], self.labels[i], self.cfg, rng)
+        targets = make_targets(boxes, labels, self.num_classes, self.cfg.out_size, self.stride)
+        targets["image_in"] = image[None]
+        return targets
+
+
+def eval_batches(images: Sequence[np.ndarray], batch_size: int,
+                 multiple: int = 32) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """(indices, uint8 [n, 1, H, W]) of same-size images, replicate-padded like the runtime."""
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for i, im in enumerate(images):
+        by_shape.setdefault(im.shape, []).append(i)
+    for (h, w), idx in by_shape.items():
+        size = padded_size(h, w, multiple)
+        for start in range(0, len(idx), batch_size):
+            chunk = idx[start:start + batch_size]
+            batch = np.stack([pad_to(images[i], size) for i in chunk])[:, None]
+            yield chunk, torch.from_numpy(batch)

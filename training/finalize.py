@@ -1,0 +1,179 @@
+"""The final step of `steel-inspect train`: pick the operating point on val, export to ONNX with a
+parity check, evaluate on the TEST split through the runtime's own `Detector`, write the manifest
+and register the model as active. Runs on its own from a finished checkpoint folder (`--resume`).
+
+Choices made on the validation split only (never on test):
+- score fusion with the image-level head on or off, whichever gives the higher val mAP@0.5;
+- the operating threshold maximising F2 of class-agnostic detection (IoU >= 0.3, as the detection
+  rate is defined) over thresholds 0.05..0.80: recall weighs 4x precision because a missed defect
+  reaches a customer while a false alarm costs an inspector a glance.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from inspection.config import REPO_DIR
+from inspection.datasets import DATASET_CLASSES, load_split, read_image, read_split_file, split_path
+from training.export import SIZE_MULTIPLE, export_onnx, parity_check
+from training.metrics import ImageResult, detection_rate, false_detections, mean_ap
+from training.model import PRETRAINED_INFO
+from training.split import split_hashes
+from training.train import RECIPES, Options, Recipe, _limit, build_model, val_results
+
+log = logging.getLogger(__name__)
+BACKBONES = {"lite0": "EfficientNet-Lite0 (ImageNet weights, fine-tuned; grayscale stem)",
+             "plain": "ResNet-style dense-conv CNN (stem 24, stages 32/64/128/256, trained from scratch)"}
+THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 17))
+
+
+def choose_threshold(results: list[ImageResult]) -> tuple[float, dict[str, float]]:
+    """The threshold with the best class-agnostic F2 on `results` (see the module docstring)."""
+    best: tuple[float, float, dict[str, float]] = (-1.0, 0.5, {})
+    for t in THRESHOLDS:
+        recall = detection_rate(results, t) or 0.0
+        above = sum(int((r.pred_scores >= t).sum()) for r in results)
+        precision = 1.0 - false_detections(results, t) / above if above else 0.0
+        f2 = 5 * precision * recall / (4 * precision + recall) if precision + recall else 0.0
+        if f2 > best[0]:
+            best = (f2, t, {"f2": round(f2, 4), "recall": round(recall, 4), "precision": round(precision, 4)})
+    return best[1], best[2]
+
+
+def bare_ort_speed(model_path: Path, batch: int = 8, size: int = 512, repeats: int = 3) -> dict[str, Any]:
+    """Bare ONNX Runtime CPU throughput on random uint8 tiles (2 threads), in megapixels per second."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    tiles = np.random.default_rng(0).integers(0, 256, (batch, 1, size, size), dtype=np.uint8)
+    session.run(None, {"image": tiles})
+    started = time.perf_counter()
+    for _ in range(repeats):
+        session.run(None, {"image": tiles})
+    seconds = (time.perf_counter() - started) / repeats
+    return {"batch": batch, "tile": [size, size], "threads": 2, "seconds_per_batch": round(seconds, 4),
+            "mpx_per_s": round(batch * size * size / seconds / 1e6, 2)}
+
+
+def _code_version() -> str:
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=REPO_DIR,
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _hardware() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} CPU cores (shared), no GPU, {platform.system()}"
+
+
+def finalize(opts: Options, state: dict[str, Any], models_dir: Path, register: bool = True) -> dict[str, Any]:
+    from inspection.detector import Detector as RuntimeDetector
+    from inspection.manifest import load_manifest
+    from inspection.registry import Registry
+    from training.evaluate import evaluate
+
+    recipe = RECIPES[opts.line_type]
+    if opts.epochs:
+        recipe = Recipe(**{**asdict(recipe), "epochs": opts.epochs})
+    classes = DATASET_CLASSES[recipe.dataset]
+    model = build_model(recipe)
+    best = torch.load(opts.out_dir / "best.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(best["ema"])
+    model.eval()
+    val = _limit(load_split(opts.datasets_dir, recipe.dataset, "val", opts.splits_dir), opts.max_images)
+    test = _limit(load_split(opts.datasets_dir, recipe.dataset, "test", opts.splits_dir), opts.max_images)
+    val_images = [read_image(s.image_path) for s in val]
+
+    choice = {}
+    for fuse in (False, True):
+        model.fuse_image_scores = fuse
+        results = val_results(model, val, val_images, classes)
+        choice[fuse] = (mean_ap(results, len(classes)) or 0.0, results)
+    fuse = choice[True][0] > choice[False][0]
+    model.fuse_image_scores = fuse
+    threshold, at_threshold = choose_threshold(choice[fuse][1])
+    log.info("val mAP@0.5 without / with image-score fusion: %.4f / %.4f; threshold %.2f %s",
+             choice[False][0], choice[True][0], threshold, at_threshold)
+
+    export_dir = opts.out_dir / "export"
+    shutil.rmtree(export_dir, ignore_errors=True)
+    onnx_path = export_onnx(model, export_dir / "model.onnx")
+    parity = parity_check(model, onnx_path, val_images[:64], threshold)
+    speed = bare_ort_speed(onnx_path) if opts.speed_check else {"mpx_per_s": None, "skipped": True}
+    registry = Registry(models_dir)
+    version = registry.next_version(opts.line_type)
+    split = read_split_file(recipe.dataset, opts.splits_dir)
+    split_file = split_path(recipe.dataset, opts.splits_dir).resolve()
+    manifest: dict[str, Any] = {
+        "schema": 1, "version": version, "line_type": opts.line_type,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model_file": "model.onnx", "classes": list(classes),
+        "input": {"name": "image", "dtype": "uint8", "layout": "NCHW", "channels": 1,
+                  "size_multiple": SIZE_MULTIPLE, "train_size": list(recipe.window)},
+        "outputs": {"boxes": "float32 [N, K, 4] x1, y1, x2, y2 in input pixels",
+                    "scores": "float32 [N, K] probabilities, sorted descending",
+                    "labels": "int64 [N, K] index into classes", "max_detections": model.max_detections},
+        "preprocessing": f"inside the graph: uint8 -> float32, (x - {model.mean}) / {model.std}; no resize "
+                         "(native pixel scale); "
+                         f"stride-{recipe.stride} heatmap peaks by 3x3 max-pool, top-{model.max_detections}"
+                         + (", scores sqrt(peak * image-level class probability)" if fuse else ""),
+        "operating_threshold": threshold,
+        "operating_point_val": {**at_threshold, "rule": "max F2 of class-agnostic detection at IoU 0.3 on val"},
+        "architecture": (f"{BACKBONES[recipe.backbone]} backbone, FPN, TTFNet-style anchor-free heads at "
+                         f"stride {recipe.stride} (class heatmaps + GIoU box distances), image-level "
+                         f"multi-label head; {sum(p.numel() for p in model.parameters())} parameters"),
+        "pretrained": PRETRAINED_INFO if recipe.backbone == "lite0" else None,
+        "training": {"command": opts.command, "seed": opts.seed, "epochs": state["epoch"],
+                     "planned_epochs": recipe.epochs, "cut_by_time_budget": state.get("budget_cut", False),
+                     "best_epoch": best.get("epoch"), "best_val_map50_torch": state.get("best_map"),
+                     "duration_s": round(state["elapsed_s"], 1), "hardware": _hardware(),
+                     "torch": torch.__version__, "recipe": asdict(recipe), "history": state["history"],
+                     "max_images": opts.max_images},
+        "data": {"dataset": recipe.dataset,
+                 "split_file": str(split_file.relative_to(REPO_DIR) if split_file.is_relative_to(REPO_DIR)
+                                   else split_file),
+                 "split_sha256": split_hashes(split), "split_seed": split["seed"]},
+        "code_version": _code_version(), "parity": parity, "speed_bare_ort": speed,
+    }
+    from inspection.manifest import file_sha256
+
+    manifest.update(sha256=file_sha256(onnx_path), size_bytes=onnx_path.stat().st_size)
+    (export_dir / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    detector = RuntimeDetector(load_manifest(export_dir / "manifest.json"), providers="cpu")
+    metrics = {"test": evaluate(detector, test, export_dir / "eval", plot_prefix="test-"),
+               "val": evaluate(detector, val, export_dir / "eval", plot_prefix="val-")}
+    manifest["metrics"] = metrics
+    (export_dir / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    if register:
+        registered = registry.add(onnx_path, manifest, version=version, activate=True)
+        shutil.copytree(export_dir / "eval", registered.model_path.parent / "eval")
+    keys = ("map50", "map50_95", "detection_rate", "false_detections_per_image", "image_accuracy")
+    summary = {"version": version, "registered": register, "operating_threshold": threshold,
+               "test": {k: metrics["test"].get(k) for k in keys}, "val": {k: metrics["val"].get(k) for k in keys},
+               "training_s": round(state["elapsed_s"], 1), "bare_ort_mpx_per_s": speed["mpx_per_s"],
+               "parity_max_abs_diff": parity["max_abs_diff"]}
+    (opts.out_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    return {"summary": json.dumps(summary), "manifest": manifest}

