@@ -239,3 +239,12 @@ def test_models_page_shows_versions_and_the_active_one(db: Path) -> None:
     assert set(versions["version"]) == {"hot-20261120-1", "hot-20261122-1"}
     assert versions.set_index("version").loc["hot-20261122-1", "active"] == "yes"
 
+
+
+def test_coil_report_downloads_render_through_the_records_report_module(db: Path) -> None:
+    from inspection.console.forms import coil_report
+
+    pdf = coil_report(str(db), (0,), "C1001", "pdf")
+    csv_text = coil_report(str(db), (0,), "C1001", "csv").decode()
+    assert pdf.startswith(b"%PDF-")
+    assert len(csv_text.strip().splitlines()) == 1 + 40  # header + one line per defect

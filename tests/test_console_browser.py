@@ -1,6 +1,7 @@
 """End to end in a real headless Chromium: `streamlit run app.py` on a free port, driven by Playwright.
 
-The reviewer names themselves, opens a coil, clicks a defect on the map, rejects it; the review row and the regraded
+The Line page picks up a new recorder status on its own (fragment refresh). The reviewer names
+themselves, opens a coil, clicks a defect on the map, rejects it; the review row and the regraded
 coil must then be in the database. A screenshot of every page goes to
 test-artifacts/screenshots/ (not committed).
 """
@@ -25,6 +26,7 @@ import pytest
 from PIL import Image
 
 from inspection.console.sample_db import SampleCoil, build
+from inspection.records.store import Store
 from inspection.registry import Registry
 from tests.conftest import ARTIFACTS, free_port
 from tests.tiny_models import add_tiny_model
@@ -138,6 +140,10 @@ def test_reviewer_opens_a_coil_rejects_a_defect_and_the_coil_is_regraded(console
             page.get_by_text("demo-hot-1 (hot)").wait_for()
             _settle(page)
             _shot(page, "1-line")
+            with Store(database) as store:  # the recorder reports; the page must show it without a reload
+                store.set_status({"recorder:demo-hot-1": {"pid": 4242, "frames_per_s": 12.5, "messages": 99}})
+            page.get_by_text("Recorder pid 4242 reporting").wait_for(timeout=20_000)
+            assert page.get_by_test_id("stMetric").filter(has_text="Frames/s").inner_text().endswith("12.5")
             reviewer = page.get_by_label("Reviewer name", exact=True)
             reviewer.fill("Eve Browser")
             reviewer.press("Enter")

@@ -43,7 +43,7 @@ def map_chart(defects: pd.DataFrame, alarms: pd.DataFrame, surface: str, classes
     y = alt.Y("across_mm:Q", title="across (mm from drive side)", scale=alt.Scale(domain=[0, width_mm]))
     base = alt.Chart(points).mark_point(filled=True).encode(
         x=x, y=y,
-        color=alt.Color("effective_class:N", title="class", scale=alt.Scale(domain=classes)),
+        color=alt.Color("effective_class:N", title="class", scale=alt.Scale(domain=classes, scheme="tableau10")),
         size=alt.Size("severity:Q", title="severity",
                       scale=alt.Scale(domain=[1, 3], range=list(SEVERITY_SIZES)),
                       legend=alt.Legend(values=[1, 2, 3], format="d")),
