@@ -185,7 +185,7 @@ def test_genicam_camera_process_streams_to_a_worker(tmp_path: Path, tcp_endpoint
     cti = _virtual_gentl_producer()
     if cti is None:
         pytest.skip("no virtual GenTL producer (genicam wheel's viky.cti)")
-    config = write_line_config(tmp_path, options=f'options = {{ cti = "{cti}" }}')
+    config = write_line_config(tmp_path, options=f'source = "genicam"\noptions = {{ cti = "{cti}" }}')
     with FrameReceiver(f"bind:{tcp_endpoint}") as receiver:
         proc = subprocess.Popen(
             [
