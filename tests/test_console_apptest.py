@@ -184,6 +184,9 @@ def test_relabel_and_grade_override_need_their_inputs(db: Path) -> None:
     at.button(key="detail_review_relabel").click().run()
     assert rows(db, "SELECT action, new_class, reviewer FROM reviews") == [
         ("relabel", "scratches", "Bo Quality")]
+    history = next(d.value for d in at.dataframe if "detected_as" in d.value.columns)
+    assert history[["defect", "action", "new_class", "reviewer"]].values.tolist() == [
+        [defect_id, "relabel", "scratches", "Bo Quality"]]
     at.selectbox(key="override_grade").select("secondary")
     at.text_area(key="override_reason").input("   ")
     at.button(key="FormSubmitter:override_form-Override grade").click().run()
@@ -248,3 +251,10 @@ def test_coil_report_downloads_render_through_the_records_report_module(db: Path
     csv_text = coil_report(str(db), (0,), "C1001", "csv").decode()
     assert pdf.startswith(b"%PDF-")
     assert len(csv_text.strip().splitlines()) == 1 + 40  # header + one line per defect
+
+
+def test_a_missing_database_is_named_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STEEL_INSPECT_DB", str(tmp_path / "nowhere.db"))
+    at = app("coils")
+    assert any("No line database at" in w.value and "nowhere.db" in w.value for w in at.warning)
+    assert not (tmp_path / "nowhere.db").exists()  # the console never creates a database

@@ -3,8 +3,8 @@
 Every function takes the database path and the change token (`context.change_token`), so the
 `st.cache_data` key changes exactly when the data can have changed, and a widget interaction
 that changes nothing re-uses the cached result. Connections are read-only (`context.read_db`).
-The few SQL reads here that `queries` lacks (filter choices, the coil row, the id list) are
-read-only and parameterised: candidates to move into `queries`.
+The few SQL reads here that `queries` lacks (filter choices, the coil row, the id list, the
+coil's review list) are read-only and parameterised: candidates to move into `queries`.
 """
 
 from __future__ import annotations
@@ -104,3 +104,15 @@ def coil_alarms(path: str, token: Token, coil: str) -> pd.DataFrame:
 def coil_coverage(path: str, token: Token, coil: str) -> dict[str, Any]:
     with read_db(path) as db:
         return queries.coverage(db, coil)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def coil_reviews(path: str, token: Token, coil: str) -> pd.DataFrame:
+    """Every review of the coil's defects, oldest first (reviews are append-only)."""
+    with read_db(path) as db:
+        frame = pd.read_sql_query(
+            "SELECT r.id AS review, r.defect_id AS defect, d.class AS detected_as, r.action, r.new_class, "
+            "r.reviewer, r.reason, r.time_ns FROM reviews r JOIN defects d ON d.id = r.defect_id "
+            "WHERE r.coil = ? ORDER BY r.id", db.conn, params=(coil,))
+    frame["time"] = pd.to_datetime(frame.pop("time_ns"), unit="ns", utc=True)
+    return frame

@@ -105,6 +105,7 @@ def _browser(database: Path, repeat: int) -> dict[str, Any]:
                 page = browser.new_page(viewport={"width": 1500, "height": 1200})
                 page.goto(url)
                 page.get_by_role("heading", name="Line").wait_for(timeout=60_000)  # server-side imports
+                baseline = [_timed(lambda: _open_models(page, url)) for _ in range(repeat)]
                 first = _timed(lambda: _open_coil(page, f"{url}/coil?coil={COIL}"))
                 again = [_timed(lambda: _open_coil(page, f"{url}/coil?coil={COIL}")) for _ in range(repeat)]
                 in_app = []
@@ -118,9 +119,18 @@ def _browser(database: Path, repeat: int) -> dict[str, Any]:
         os.killpg(server.pid, 15)
         server.wait(timeout=20)
     return {"first_open_url_s": round(first, 3), "reopen_url_s": _median(again), "open_in_app_s": _median(in_app),
+            "models_page_url_s": _median(baseline),
             "what": "until both maps are drawn, 24 gallery crops loaded and the script run is over; *_url_s "
                     "load the whole app from the URL (new session), open_in_app_s clicks 'Coil detail' in "
-                    "the sidebar of a running session (cached reads)"}
+                    "the sidebar of a running session (cached reads); models_page_url_s is the same URL load "
+                    "of a light page, for comparison"}
+
+
+def _open_models(page: Any, url: str) -> None:
+    """The cost of loading the app itself from a URL: a light page (the registry is empty here)."""
+    page.goto(f"{url}/models")
+    page.get_by_text("No model is registered yet.").wait_for(timeout=120_000)
+    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=120_000)
 
 
 def _click_nav(page: Any, title: str) -> None:

@@ -85,6 +85,12 @@ grade_col, plant_col = st.columns(2)
 with grade_col:
     widgets.grade_panel(grades)
     forms.override_form(path, coil)
+    reviews = data.coil_reviews(path, token, coil)
+    with st.expander(f"Reviews of this coil ({len(reviews)})"):
+        if len(reviews):
+            st.dataframe(reviews, hide_index=True)
+        else:
+            st.caption("No review yet.")
 with plant_col:
     widgets.plant_panel(header["platform"])
     forms.report_downloads(path, token, coil)
