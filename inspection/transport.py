@@ -9,11 +9,12 @@ Two sending modes, per source:
 
 - **live** (a camera cannot wait): frames are sent without blocking; when every peer's queue
   is at its high-water mark the frame is dropped and counted (`FrameSender.dropped`), and the
-  camera process reports the count in the coil's ``coil_end`` and its log. Coil events are
-  never dropped silently: they wait up to ``event_timeout_ms``, and a failure is counted in
-  `events_lost` and logged as an error.
-- **replay** (backpressure): every message waits until a worker has room, as long as it takes,
+  camera process reports the count in the coil's ``coil_end`` and its log.
+- **replay** (backpressure): every frame waits until a worker has room, as long as it takes,
   checking the stop flag so Ctrl-C still ends it.
+- in both modes coil events are never dropped silently: they wait up to ``event_timeout_ms``
+  (also while stopping, so a stopped stream still closes its coil); a failure is counted in
+  `events_lost` and logged as an error.
 
 Pixels go out zero-copy (``copy=False``): the array must not be written after `send`.
 Receivers decode with `inspection.wire.decode`; a malformed message is counted and logged with
@@ -165,7 +166,8 @@ class FrameSender:
     def send(self, message: StreamMessage) -> bool:
         """Send one frame or coil event; False if it was dropped (live frames, lost events)."""
         parts = encode(message)
-        if isinstance(message, Frame) and self.live:
+        is_event = isinstance(message, CoilEvent)
+        if not is_event and self.live:
             try:
                 self._socket.send_multipart(parts, zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -177,8 +179,14 @@ class FrameSender:
                         self.dropped,
                     )
                 return False
-        elif not self._send_waiting(parts, self.event_timeout_ms if self.live else None):
-            if isinstance(message, CoilEvent):
+        elif not (
+            # a coil event waits up to its timeout even while stopping: the coil_end that closes
+            # a stopped stream must reach a worker; replay frames wait until sent or stopped
+            self._send_waiting(parts, self.event_timeout_ms, interruptible=False)
+            if is_event
+            else self._send_waiting(parts, None, interruptible=True)
+        ):
+            if is_event:
                 self.events_lost += 1
                 log.error(
                     "sender %s: %s of coil %s could not be sent (no worker took it)",
@@ -193,7 +201,7 @@ class FrameSender:
         self.bytes_sent += sum(len(p) for p in parts)
         return True
 
-    def _send_waiting(self, parts: list, timeout_ms: int | None) -> bool:
+    def _send_waiting(self, parts: list, timeout_ms: int | None, interruptible: bool) -> bool:
         # a blocking send with a short SNDTIMEO: as cheap as a plain blocking send, yet the
         # stop flag and the deadline are looked at every slice
         deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000.0
@@ -203,7 +211,7 @@ class FrameSender:
                 return True
             except zmq.Again:
                 pass
-            if self._stopping() or (deadline is not None and time.monotonic() >= deadline):
+            if (interruptible and self._stopping()) or (deadline is not None and time.monotonic() >= deadline):
                 return False
 
     def close(self) -> None:

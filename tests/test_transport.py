@@ -189,3 +189,31 @@ def test_live_event_without_worker_is_reported_lost(tcp_endpoint: str) -> None:
     with FrameSender(tcp_endpoint, live=True, event_timeout_ms=100, linger_ms=0) as sender:
         ok = sender.send(CoilEvent("coil_start", KEY, "H26-000001", 0, time.time_ns()))
     assert not ok and sender.events_lost == 1
+
+
+def test_coil_end_waits_for_room_even_while_stopping(tcp_endpoint: str) -> None:
+    stop = threading.Event()
+    got: list = []
+
+    def slow_worker(receiver: FrameReceiver) -> None:
+        time.sleep(0.3)  # busy: the queue stays full while the camera sends its coil_end
+        while (message := receiver.recv(timeout_ms=2000)) is not None:
+            got.append(message)
+
+    with (
+        FrameReceiver(tcp_endpoint, hwm=1) as receiver,
+        FrameSender(tcp_endpoint, live=False, hwm=1, stopping=stop.is_set, event_timeout_ms=20000) as sender,
+    ):
+        time.sleep(0.2)
+        stop.set()  # SIGTERM: replay frames stop waiting for room...
+        sent = 0
+        while sender.send(make_frame(sent, rows=1024, cols=1024)):
+            sent += 1  # ...so this ends as soon as the queue is full
+        worker = threading.Thread(target=slow_worker, args=(receiver,))
+        worker.start()
+        end = CoilEvent(
+            "coil_end", KEY, "H26-000001", sent + 1, time.time_ns(), length_mm=1.0, frames=sent + 1, dropped=1
+        )
+        assert sender.send(end)  # ...but the coil_end waits for the worker and gets through
+        worker.join(timeout=30)
+    assert got[-1] == end and len([m for m in got if isinstance(m, Frame)]) == sent
