@@ -70,7 +70,9 @@ def map_chart(defects: pd.DataFrame, alarms: pd.DataFrame, surface: str, classes
                      alt.Tooltip("count:Q", title="repeats")],
         )
         layers.append(rules)
-    return alt.layer(*layers).properties(height=380, title=f"{surface} surface ({len(points)} defects)")
+    # Canvas, not SVG: thousands of markers as DOM nodes make the page slow to draw and to scroll.
+    return alt.layer(*layers).properties(height=380, title=f"{surface} surface ({len(points)} defects)",
+                                         usermeta={"embedOptions": {"renderer": "canvas"}})
 
 
 def picked_id(state: Any) -> int | None:
