@@ -35,20 +35,20 @@ def _across_profile(cols: int, rng: np.random.Generator, edge_drop: float) -> np
 
 def hot_texture(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
     """Scale-textured hot strip: blotches of darker scale, grain, uneven brightness."""
-    level = float(rng.uniform(100, 125))
-    uneven = 14.0 * _noise(rng, rows, cols, 220, 160)  # slow brightness waves
+    level = float(rng.uniform(125, 150))  # NEU-DET images: mean grey ~140
+    uneven = 16.0 * _noise(rng, rows, cols, 220, 160)  # slow brightness waves
     blotch = _noise(rng, rows, cols, 28, 9)  # scale flakes, elongated along the strip
-    scale = -18.0 * np.clip(blotch - 0.6, 0, None) + 6.0 * np.tanh(blotch)
-    grain = cv2.GaussianBlur(rng.standard_normal((rows, cols)).astype(np.float32), (0, 0), 0.7) * 13.0
+    scale = -26.0 * np.clip(blotch - 0.6, 0, None) + 8.0 * np.tanh(blotch)
+    grain = cv2.GaussianBlur(rng.standard_normal((rows, cols)).astype(np.float32), (0, 0), 0.7) * 20.0  # grain as fine as in NEU-DET
     img = (level + uneven + scale + grain) * _across_profile(cols, rng, 0.15)[None, :]
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
 def cold_texture(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
     """Smooth cold strip: bright, fine grinding lines along the strip, a few specular streaks."""
-    level = float(rng.uniform(150, 175))
-    uneven = 4.0 * _noise(rng, rows, cols, 400, 300)
-    grind = 3.0 * _noise(rng, rows, cols, 60, 1.5)  # fine lines along the rolling direction
+    level = float(rng.uniform(105, 125))  # CR7-DET images: mean grey ~115
+    uneven = 7.0 * _noise(rng, rows, cols, 400, 300)
+    grind = 5.0 * _noise(rng, rows, cols, 60, 1.5)  # fine lines along the rolling direction
     streaks = np.zeros((rows, cols), np.float32)
     x = np.arange(cols, dtype=np.float32)
     for _ in range(max(2, cols // 200)):
