@@ -91,9 +91,10 @@ def _shot(page: object, name: str) -> None:
 
 
 def _settle(page: object) -> None:
-    """Wait until the script run finished (Streamlit shows a running indicator while it works)."""
+    """Wait until the script run finished and lazily loaded widgets replaced their skeletons."""
     page.wait_for_load_state("networkidle")
-    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=30_000)
+    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')"
+                           " && !document.querySelector('[data-testid=stSkeleton]')", timeout=30_000)
 
 
 def _nav(page: object, title: str) -> None:
@@ -171,6 +172,7 @@ def test_reviewer_opens_a_coil_rejects_a_defect_and_the_coil_is_regraded(console
             for title, name in (("Review queue", "5-review-queue"), ("Analytics", "6-analytics"),
                                 ("Models", "7-models")):
                 _nav(page, title)
+                page.wait_for_timeout(500)  # let charts finish drawing before the picture
                 _shot(page, name)
         finally:
             browser.close()

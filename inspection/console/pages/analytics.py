@@ -39,6 +39,7 @@ else:
 left, right = st.columns(2)
 with left:
     st.subheader(f"Defects per 1,000 m by {group.replace('_', ' ')}")
+    st.caption("All detections (before reviews), over the inspected length of each coil.")
     trend = charts.rate_over_time(coils, group, bucket)
     if len(trend):
         st.altair_chart(charts.rate_chart(trend, group, bucket), width="stretch")
