@@ -135,17 +135,26 @@ def paste(frame: np.ndarray, patch: DefectPatch, x: int, y: int) -> None:
             f"paste: a {w}x{h} patch at ({x}, {y}) does not fit a {frame.shape[1]}x{frame.shape[0]} frame"
         )
     region = frame[y : y + h, x : x + w]
+    boxes = tuple(tuple(float(v) for v in box) for box in patch.boxes)
+    alpha = _alpha(h, w, boxes)
+    # the sample's overall median is its own background level (defects cover a minority of it)
+    shift = float(np.median(region)) - float(np.median(patch.image))
+    background = region.astype(np.float32)
+    blended = background + alpha * (patch.image.astype(np.float32) + shift - background)
+    region[...] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+
+
+@lru_cache(maxsize=1024)
+def _alpha(h: int, w: int, boxes: tuple[tuple[float, ...], ...]) -> np.ndarray:
+    """Blend weights of a sample: 1 over its (dilated) boxes, soft edges; cached per sample."""
     pad = int(2 * _FEATHER_PX)
     mask = np.zeros((h, w), np.float32)
-    for x1, y1, x2, y2 in patch.boxes:
+    for x1, y1, x2, y2 in boxes:
         mask[max(0, int(y1) - pad) : int(np.ceil(y2)) + pad, max(0, int(x1) - pad) : int(np.ceil(x2)) + pad] = 1.0
     alpha = cv2.GaussianBlur(mask, (0, 0), _FEATHER_PX)
     # fade at the sample's own border, where boxes touch it, so no square outline shows
     ramp = np.minimum(np.arange(1, w + 1), np.arange(w, 0, -1))[None, :].astype(np.float32)
     ramp_y = np.minimum(np.arange(1, h + 1), np.arange(h, 0, -1))[:, None].astype(np.float32)
     alpha *= np.clip(np.minimum(ramp, ramp_y) / (2 * _FEATHER_PX), 0, 1)
-    # the sample's overall median is its own background level (defects cover a minority of it)
-    shift = float(np.median(region)) - float(np.median(patch.image))
-    src = patch.image.astype(np.float32) + shift
-    blended = alpha * src + (1.0 - alpha) * region.astype(np.float32)
-    region[...] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+    alpha.flags.writeable = False  # shared by every paste of this sample
+    return alpha

@@ -157,8 +157,8 @@ class SimulatorSource(CameraSource):
             patch = self.library.sample(rng)
             h, w = patch.image.shape
             if h > pixels.shape[0] or w > end - first:
-                if not self._warned_too_big:
-                    log.warning(
+                if not self._warned_too_big:  # a coil's short tail frame, or frames smaller than the samples
+                    log.info(
                         "simulator: a %dx%d defect image does not fit a %dx%d frame; skipped",
                         w,
                         h,

@@ -39,7 +39,9 @@ def hot_texture(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
     uneven = 16.0 * _noise(rng, rows, cols, 220, 160)  # slow brightness waves
     blotch = _noise(rng, rows, cols, 28, 9)  # scale flakes, elongated along the strip
     scale = -26.0 * np.clip(blotch - 0.6, 0, None) + 8.0 * np.tanh(blotch)
-    grain = cv2.GaussianBlur(rng.standard_normal((rows, cols)).astype(np.float32), (0, 0), 0.7) * 20.0  # grain as fine as in NEU-DET
+    grain = (
+        cv2.GaussianBlur(rng.standard_normal((rows, cols)).astype(np.float32), (0, 0), 0.7) * 20.0
+    )  # grain as fine as in NEU-DET
     img = (level + uneven + scale + grain) * _across_profile(cols, rng, 0.15)[None, :]
     return np.clip(img, 0, 255).astype(np.uint8)
 
