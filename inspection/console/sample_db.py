@@ -1,4 +1,7 @@
-"""A small but real line database for console tests and the console speed measurement.
+"""A small but real line database for console tests, the speed measurement and a first look.
+
+`python -m inspection.console.sample_db OUT_DIR` writes OUT_DIR/line.db and OUT_DIR/crops; then
+`STEEL_INSPECT_DB=OUT_DIR/line.db streamlit run app.py` shows it.
 
 Everything is written through the records write API (`Store.apply_batch` with worker messages,
 `grade_coil`, `enqueue_reviews`, `add_alarm`, the platform import), exactly as the recorder
@@ -31,7 +34,7 @@ MODEL_VERSION = "hot-20261123-1"
 MODEL_SHA = "ab" * 32
 FRAME_MM = 1024.0
 WIDTH_MM = 1600.0
-T0_NS = 1_795_000_000_000_000_000  # 2026-11-18, so "today" filters and day buckets are stable
+T0_NS = 1_795_000_000_000_000_000  # 2026-11-18; coils 7 h apart, so several days of trends
 
 
 @dataclass(frozen=True)
@@ -89,13 +92,13 @@ def build(path: Path, crops_dir: Path, coils: Sequence[SampleCoil], seed: int = 
     """Write `coils` into the database at `path` (created if needed), with crops in `crops_dir`."""
     rng = np.random.default_rng(seed)
     pick = random.Random(seed)
-    with Store(path, crops=CropStore(crops_dir), clock=_clock()) as store:
+    with Store(path, crops=CropStore(crops_dir)) as store:
         store.register_line(LINE, "hot", WIDTH_MM, [{"id": "top-1", "surface": "top", "width_px": 1600,
                                                     "mm_per_px_across": 1.0, "mm_per_px_along": 1.0},
                                                    {"id": "bottom-1", "surface": "bottom", "width_px": 1600,
                                                     "mm_per_px_across": 1.0, "mm_per_px_along": 1.0}])
         for n, spec in enumerate(coils):
-            messages = _messages(spec, T0_NS + n * 3_600_000_000_000, rng)
+            messages = _messages(spec, T0_NS + n * 7 * 3_600_000_000_000, rng)
             for i in range(0, len(messages), 200):
                 store.apply_batch(messages[i:i + 200])
         extract = synthetic_extract([c.coil for c in coils], "hot", seed, line=LINE, width_mm=WIDTH_MM)
@@ -119,11 +122,23 @@ def _finalise(store: Store, coil: str, seed: int) -> None:
     store.enqueue_reviews(coil, seed=seed)
 
 
-def _clock() -> object:
-    """Monotonic fake time from T0, so rows sort and bucket the same on every run."""
-    state = {"t": T0_NS}
+def main() -> None:
+    import argparse
 
-    def now() -> int:
-        state["t"] += 1_000_000
-        return state["t"]
-    return now
+    parser = argparse.ArgumentParser(description="write a sample line database for the console")
+    parser.add_argument("out", type=Path, help="folder for line.db and crops/ (must not hold a line.db yet)")
+    parser.add_argument("--coils", type=int, default=12, help="number of coils (default 12)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if (args.out / "line.db").exists():
+        parser.error(f"{args.out / 'line.db'} exists; choose an empty folder")
+    rng = random.Random(args.seed)
+    coils = [SampleCoil(f"S{args.seed:02d}{i:04d}", rng.choice((90.0, 120.0, 150.0)), rng.randint(2, 60),
+                        periodic=i % 5 == 2) for i in range(args.coils)]
+    build(args.out / "line.db", args.out / "crops", coils, seed=args.seed)
+    print(f"wrote {len(coils)} coils to {args.out / 'line.db'}; view: "
+          f"STEEL_INSPECT_DB={args.out / 'line.db'} streamlit run app.py")
+
+
+if __name__ == "__main__":
+    main()
