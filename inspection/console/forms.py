@@ -7,6 +7,7 @@ invalidates every cached read, so the new state shows at once.
 
 from __future__ import annotations
 
+import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ def review_form(path: str, coil: str, defect_id: int, row: pd.Series, classes: l
         return
     try:
         review_id = actions.review(path, defect_id, action, new_class, reason)
-    except SteelInspectError as exc:
+    except (SteelInspectError, sqlite3.OperationalError) as exc:  # refused, or the database stayed locked
         st.error(str(exc), icon=":material/block:")
         return
     what = f"relabelled as {new_class}" if action == "relabel" else DONE[action]
@@ -64,7 +65,7 @@ def override_form(path: str, coil: str) -> None:
         return
     try:
         actions.override_grade(path, coil, grade, reason)
-    except SteelInspectError as exc:
+    except (SteelInspectError, sqlite3.OperationalError) as exc:  # refused, or the database stayed locked
         st.error(str(exc), icon=":material/block:")
         return
     flash(f"Coil {coil}: grade overridden to {grade}.")

@@ -13,7 +13,7 @@ st.title("Analytics")
 path, token = page_database()
 everything = stats.coil_stats(path, token, None, None)
 if not len(everything):
-    st.info("No inspected coils yet.")
+    st.info("No defects recorded yet.")
     st.stop()
 
 first, last = everything["day"].min().date(), everything["day"].max().date()
