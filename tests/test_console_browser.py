@@ -9,14 +9,8 @@ test-artifacts/screenshots/ (not committed).
 from __future__ import annotations
 
 import io
-import os
 import re
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from inspection.console.launch import ConsoleStartError, start_console, stop_console
 from inspection.console.sample_db import SampleCoil, build
 from inspection.records.store import Store
 from inspection.registry import Registry
@@ -51,38 +46,16 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
     add_tiny_model(Registry(folder / "models"), folder, classes=("crazing", "inclusion"),
                    version="hot-20261123-1", activate=True)
     port = free_port()
-    env = {**os.environ, "STEEL_INSPECT_DB": str(database), "STEEL_INSPECT_MODELS": str(folder / "models")}
-    log = (folder / "streamlit.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.headless", "true", "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, server, folder / "streamlit.log")
-        yield url, database
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
+    with (folder / "streamlit.log").open("w") as log:
         try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)
-        log.close()
-
-
-def _wait_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"streamlit exited with {server.returncode}:\n{log.read_text()[-2000:]}")
+            server = start_console(database, port, env={"STEEL_INSPECT_MODELS": str(folder / "models")}, log=log,
+                                   timeout_s=STARTUP_TIMEOUT_S)
+        except ConsoleStartError as exc:
+            pytest.fail(f"{exc}:\n{(folder / 'streamlit.log').read_text()[-2000:]}")
         try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    pytest.fail(f"streamlit was not healthy within {STARTUP_TIMEOUT_S:.0f} s:\n{log.read_text()[-2000:]}")
+            yield f"http://127.0.0.1:{port}", database
+        finally:
+            stop_console(server)
 
 
 def _shot(page: object, name: str) -> None:

@@ -20,14 +20,13 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from inspection.config import REPO_DIR
+from inspection.console.launch import start_console, stop_console
 from inspection.console.sample_db import SampleCoil, build
 
 HELP = "time the console's coil detail page for a coil with many defects (AppTest and headless Chromium)"
@@ -90,14 +89,9 @@ def _browser(database: Path, repeat: int) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
     port = _free_port()
-    env = {**os.environ, "STEEL_INSPECT_DB": str(database)}
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                               "--server.headless", "true", "--server.address", "127.0.0.1"],
-                              cwd=REPO_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    server = start_console(database, port)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=[
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
@@ -116,8 +110,7 @@ def _browser(database: Path, repeat: int) -> dict[str, Any]:
             finally:
                 browser.close()
     finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=20)
+        stop_console(server)
     return {"first_open_url_s": round(first, 3), "reopen_url_s": _median(again), "open_in_app_s": _median(in_app),
             "models_page_url_s": _median(baseline),
             "what": "until both maps are drawn, 24 gallery crops loaded and the script run is over; *_url_s "
@@ -149,20 +142,6 @@ def _open_coil(page: Any, url: str | None) -> None:
         "[data-testid=stVegaLiteChart] svg.marks').length >= 2"
         " && [...document.querySelectorAll('[data-testid=stImage] img')].filter(i => i.complete).length >= 24"
         " && !document.querySelector('[data-testid=stStatusWidget]')", timeout=120_000, polling=50)
-
-
-def _wait_healthy(url: str, timeout_s: float = 60.0) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"streamlit at {url} was not healthy within {timeout_s:.0f} s")
 
 
 def _free_port() -> int:

@@ -1,0 +1,74 @@
+"""Start the console as its own process (`streamlit run app.py`), for the demo, tests and measurements.
+
+`start_console` returns the process (in its own process group, so `stop_console` ends Streamlit
+and anything it spawned) once the health endpoint answers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import IO
+
+from inspection.config import REPO_DIR
+from inspection.errors import SteelInspectError
+
+APP = REPO_DIR / "app.py"
+
+
+class ConsoleStartError(SteelInspectError):
+    """The console process exited or did not become healthy in time."""
+
+
+def console_command(port: int, address: str = "127.0.0.1") -> list[str]:
+    return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
+            "--server.address", address, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+
+
+def start_console(database: Path, port: int, *, env: dict[str, str] | None = None, log: IO[str] | None = None,
+                  timeout_s: float = 60.0, address: str = "127.0.0.1") -> subprocess.Popen:
+    """Run the console on `database` at http://`address`:`port`; return once it is healthy."""
+    environment = {**os.environ, **(env or {}), "STEEL_INSPECT_DB": str(database)}
+    process = subprocess.Popen(console_command(port, address), cwd=REPO_DIR, env=environment,
+                               stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    try:
+        wait_healthy(f"http://{address}:{port}", process, timeout_s)
+    except BaseException:
+        stop_console(process)
+        raise
+    return process
+
+
+def wait_healthy(url: str, process: subprocess.Popen | None = None, timeout_s: float = 60.0) -> None:
+    """Poll Streamlit's health endpoint until it answers 200."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise ConsoleStartError(f"the console exited with status {process.returncode} before it was healthy")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise ConsoleStartError(f"the console at {url} was not healthy within {timeout_s:.0f} s")
+
+
+def stop_console(process: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """SIGTERM the console's process group; SIGKILL it if it does not exit in time."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=timeout_s)
+    except ProcessLookupError:
+        pass
