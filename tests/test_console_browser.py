@@ -21,6 +21,8 @@ from PIL import Image
 
 from inspection.console.launch import ConsoleStartError, start_console, stop_console
 from inspection.console.sample_db import SampleCoil, build
+from inspection.records import audit
+from inspection.records.db import open_db
 from inspection.records.store import Store
 from inspection.registry import Registry
 from tests.conftest import ARTIFACTS, free_port
@@ -157,3 +159,5 @@ def test_reviewer_opens_a_coil_rejects_a_defect_and_the_coil_is_regraded(console
     assert reviews == [(defect_id, "Eve Browser", "reject", "reflection on the strip")]
     assert len(grades) == grades_before + 1
     assert grades[-1][0].startswith("review:") and grades[-1][1] == 5  # 6 detections, one rejected
+    with open_db(database, readonly=True) as db:
+        assert audit.verify(db).ok
