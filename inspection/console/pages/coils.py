@@ -16,7 +16,7 @@ options = data.filter_options(path, token)
 
 with st.container(border=True):
     row1 = st.columns(4)
-    coil_text = row1[0].text_input("Coil id contains", key="f_coil")
+    coil_text = row1[0].text_input("Coil id starts with", key="f_coil")
     line = row1[1].selectbox("Line", options["line"], index=None, placeholder="any", key="f_line")
     grade = row1[2].selectbox("Grade", options["grade"], index=None, placeholder="any", key="f_grade")
     today = dt.datetime.now(dt.UTC).date()
