@@ -8,6 +8,7 @@ reviews made through the page widgets must land as review rows with an intact au
 from __future__ import annotations
 
 import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
@@ -258,3 +259,27 @@ def test_a_missing_database_is_named_not_a_traceback(tmp_path: Path, monkeypatch
     at = app("coils")
     assert any("No line database at" in w.value and "nowhere.db" in w.value for w in at.warning)
     assert not (tmp_path / "nowhere.db").exists()  # the console never creates a database
+
+
+def test_reads_are_cached_until_the_database_changes(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from inspection.records import queries
+
+    calls: list[str] = []
+    real = queries.coil_defects
+
+    def counting(conn: object, coil: str, **kwargs: object) -> list:
+        if sys._getframe(1).f_globals["__name__"] == "inspection.console.data":  # the console's reads only
+            calls.append(coil)
+        return real(conn, coil, **kwargs)
+
+    monkeypatch.setattr(queries, "coil_defects", counting)
+    at = app("coil_detail", selected_coil="C1003", reviewer="Gil Cache")
+    assert calls == ["C1003"]
+    at.number_input(key="gallery_page").set_value(2).run()
+    at.toggle(key="hide_rejected").set_value(True).run()
+    assert calls == ["C1003"]  # widget interactions re-use the cached read
+    defect_id = rows(db, "SELECT min(id) FROM defects WHERE coil = 'C1003'")[0][0]
+    _select_defect(at, defect_id)
+    at.button(key="detail_review_reject").click().run()
+    assert calls == ["C1003", "C1003"]  # the review changed the audit head: read again, nothing stale
+    assert "Counted=299" in texts(at)
