@@ -103,3 +103,19 @@ def outcomes_chart(frame: pd.DataFrame) -> alt.Chart:
         color=alt.Color("outcome:N", scale=alt.Scale(domain=["confirmed", "relabelled", "rejected"],
                                                      range=["#2ca02c", "#ff7f0e", "#d62728"])),
         tooltip=["model_version", "outcome", "reviews"]).properties(height=max(120, 40 * len(frame)))
+
+
+GRADE_COLOURS = {"prime": "#2ca02c", "secondary": "#bcbd22", "downgrade": "#ff7f0e", "reject": "#d62728",
+                 "hold": "#7f7f7f"}
+
+
+def recent_coils(coils: pd.DataFrame) -> alt.Chart:
+    """Defects per coil for the latest coils, oldest left, coloured by grade."""
+    frame = coils.assign(grade=coils["grade"].fillna("not graded"))
+    order = frame.sort_values("first_seen")["coil"].tolist()
+    return alt.Chart(frame).mark_bar().encode(
+        x=alt.X("coil:N", sort=order, title=None), y=alt.Y("defects:Q", title="defects (all detections)"),
+        color=alt.Color("grade:N", scale=alt.Scale(domain=[*GRADE_COLOURS, "not graded"],
+                                                   range=[*GRADE_COLOURS.values(), "#c7c7c7"])),
+        tooltip=["coil", "grade", "defects", alt.Tooltip("coverage:Q", format=".1%"), "steel_grade", "customer"],
+    ).properties(height=220)

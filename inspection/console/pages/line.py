@@ -7,12 +7,13 @@ import time
 import pandas as pd
 import streamlit as st
 
-from inspection.console import stats
-from inspection.console.context import page_database
+from inspection.console import charts, data, stats
+from inspection.console.context import change_token, page_database
 from inspection.console.models_view import active_models
 
 REFRESH_S = 3.0
 STALE_S = 15.0  # a process whose status is older than this is shown as not reporting
+RECENT_COILS = 30
 
 st.title("Line")
 path, _ = page_database()
@@ -56,6 +57,7 @@ def live() -> None:
                 _recorder_caption(recorder, age, live_now)
             else:
                 st.caption("No recorder status in this database (the line is not running).")
+    _recent_coils()
     _processes(status["status"])
     _alarms(status["alarms"])
     st.caption(f"Refreshed {time.strftime('%H:%M:%S')} UTC, every {REFRESH_S:.0f} s.")
@@ -70,6 +72,15 @@ def _recorder_caption(recorder: dict, age: float | None, live_now: bool) -> None
     error = f" · last error: {recorder['last_error']}" if recorder.get("last_error") else ""
     st.caption(f"Recorder pid {recorder.get('pid')} {state} · {recorder.get('messages', 0)} messages, "
                f"{recorder.get('rejected', 0)} rejected · pending coils {pending}{error}")
+
+
+def _recent_coils() -> None:
+    st.subheader("Recent coils")
+    recent = data.coils(path, change_token(path), (), limit=RECENT_COILS)
+    if len(recent):
+        st.altair_chart(charts.recent_coils(recent), width="stretch")
+    else:
+        st.caption("No coil yet.")
 
 
 def _processes(status: dict) -> None:
