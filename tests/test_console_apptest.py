@@ -93,6 +93,7 @@ def test_line_page_shows_the_line_its_current_coil_and_alarms(db: Path) -> None:
     assert "hot-20261122-1" in shown  # the registry's active hot model
     alarms = at.dataframe[-1].value
     assert list(alarms["coil"]) == ["C1001"] and "periodic" in alarms["message"].iloc[0]
+    assert len(at.get("vega_lite_chart")) == 1  # defects of the recent coils
 
 
 def test_coils_page_lists_filters_and_opens_a_coil(db: Path) -> None:
