@@ -172,6 +172,7 @@ def test_reject_writes_an_audited_review_and_regrades_the_coil(db: Path) -> None
         (defect_id, "Ana Inspector", "reject", "water stain, not a defect")]
     regrade = rows(db, "SELECT trigger, defects_counted FROM grades WHERE coil = 'C1002' ORDER BY id")
     assert len(regrade) == grades_before + 1 and regrade[-1][0].startswith("review:") and regrade[-1][1] == 3
+    assert rows(db, "SELECT actor FROM audit_log WHERE kind = 'review'") == [("Ana Inspector",)]
     shown = texts(at)
     assert "rejected as false alarm" in shown and "Counted=3" in shown  # fresh data, not the cache
     with open_db(db, readonly=True) as conn:
@@ -200,6 +201,7 @@ def test_relabel_and_grade_override_need_their_inputs(db: Path) -> None:
     assert rows(db, "SELECT grade, reviewer, reason FROM grade_overrides") == [
         ("secondary", "Bo Quality", "customer accepts edge marks (claim 42)")]
     assert "Grade=secondary" in texts(at)
+    assert rows(db, "SELECT actor FROM audit_log WHERE kind = 'grade_override'") == [("Bo Quality",)]
     with open_db(db, readonly=True) as conn:
         assert audit.verify(conn).ok
 
