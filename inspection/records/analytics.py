@@ -68,8 +68,10 @@ def _day_where(since: str | None, until: str | None, column: str = "k.day") -> t
 def _review_moves(db: Database, since: str | None, until: str | None) -> dict[str, int]:
     """Per class, how reviews change the raw counts (rejects -1; relabels -1 old, +1 new)."""
     where, args = _day_where(since, until, "k.day")
-    sql = ("SELECT d.id, d.class, r.action, r.new_class FROM reviews r JOIN defects d ON d.id = r.defect_id "
-           "WHERE d.coil IN (SELECT DISTINCT k.coil FROM coil_class_counts k "
+    # Drive from the (few) reviews: CROSS JOIN pins the loop order, so SQLite never walks the
+    # defects of every coil in the range (millions of rows) to find the reviewed ones.
+    sql = ("SELECT d.id, d.class, r.action, r.new_class FROM reviews r CROSS JOIN defects d ON d.id = r.defect_id "
+           "WHERE r.coil IN (SELECT k.coil FROM coil_class_counts k "
            f"{'WHERE ' + ' AND '.join(where) if where else ''}) ORDER BY r.id")
     state: dict[int, tuple[str, str | None, bool]] = {}
     for defect_id, cls, action, new_class in db.execute(sql, args):
