@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,7 @@ class RecordsConfig:
 @dataclass(frozen=True)
 class LineConfig:
     path: Path
+    overrides: dict[str, Any]  # dotted keys applied over the file (see `load_config`); {} normally
     id: str
     type: str
     strip_width_mm: float
@@ -203,8 +205,14 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
-def load_config(path: str | Path | None = None) -> LineConfig:
-    """Load and validate a line config; `None` loads the demo line."""
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> LineConfig:
+    """Load and validate a line config; `None` loads the demo line.
+
+    `overrides` maps dotted keys to values applied over the file before validation, for
+    benchmarks and tests that move a line to free ports or a scratch folder:
+    ``{"line.database": "/tmp/x/line.db", "endpoints.results": "tcp://127.0.0.1:6001",
+    "cameras.0.endpoint": ...}``. Processes of one line pass the same overrides along.
+    """
     path = Path(path) if path is not None else DEMO_CONFIG
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -214,15 +222,32 @@ def load_config(path: str | Path | None = None) -> LineConfig:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return _build(path, raw)
+    overrides = dict(overrides or {})
+    for key, value in overrides.items():
+        _override(path, raw, key, value)
+    return _build(path, raw, overrides)
 
 
-def _build(path: Path, raw: dict[str, Any]) -> LineConfig:
+def _override(path: Path, raw: dict[str, Any], key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    node: Any = raw
+    for part in parents:
+        try:
+            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        except (ValueError, IndexError, AttributeError):
+            raise ConfigError(f"{path}: override {key!r}: no such place in the config") from None
+    if isinstance(node, list) or not isinstance(node, dict):
+        raise ConfigError(f"{path}: override {key!r}: no such place in the config")
+    node[last] = value
+
+
+def _build(path: Path, raw: dict[str, Any], overrides: dict[str, Any]) -> LineConfig:
     top = _Section(path, "", raw)
     line = _Section(path, "line", top.get("line", dict))
     line_type = line.choice("type", LINE_TYPES)
     config = LineConfig(
         path=path,
+        overrides=overrides,
         id=line.ident("id"),
         type=line_type,
         strip_width_mm=line.positive("strip_width_mm", float),

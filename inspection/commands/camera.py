@@ -93,6 +93,7 @@ def run_camera(
     endpoint: str | None = None,
     max_frames: int | None = None,
     install_signals: bool = True,
+    config_overrides: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """One camera process: build the source and sender, pump until done or stopped, close both.
@@ -107,13 +108,16 @@ def run_camera(
     from inspection.transport import FrameSender
 
     stop = StopFlag(install=install_signals)
-    line = load_config(config_path)
+    line = load_config(config_path, config_overrides)
     camera = line.camera(camera_id)
     source = open_source(line, camera, **overrides)
     with source:
         live = camera.live and source.live
         log.info("camera %s applied: %s", camera.id, json.dumps(source.describe(), default=str, sort_keys=True))
-        sender = FrameSender(endpoint or camera.endpoint, live=live, hwm=camera.send_hwm, stopping=stop.is_set)
+        # Replay waits for the workers to take every queued frame before the process exits (bounded,
+        # so a dead worker cannot hang it); a live camera gives its queue 2 s.
+        sender = FrameSender(endpoint or camera.endpoint, live=live, hwm=camera.send_hwm, stopping=stop.is_set,
+                             linger_ms=2_000 if live else 60_000)
         try:
             stats = pump(source, sender, max_frames=max_frames, stopping=stop.is_set)
         finally:

@@ -26,6 +26,7 @@ from typing import Any
 import zmq
 
 from inspection.errors import TransportError
+from inspection.frame import CoilEvent
 from inspection.process import StopFlag
 from inspection.records import queries
 from inspection.records.errors import RecordError
@@ -56,10 +57,15 @@ class Recorder:
 
     def __init__(self, store: Store, endpoint: str, line: str, *, batch_messages: int = 500,
                  flush_ms: float = 200.0, grace_s: float = 30.0, rcv_hwm: int = 10_000,
-                 on_event: EventHook | None = None, context: zmq.Context | None = None) -> None:
+                 on_event: EventHook | None = None, context: zmq.Context | None = None,
+                 on_tick: Callable[[RecorderStats], None] | None = None, finalise_on_stop: bool = False) -> None:
         self.store, self.endpoint, self.line = store, endpoint, line
         self.batch_messages, self.flush_s, self.grace_s = batch_messages, flush_ms / 1000.0, grace_s
         self.on_event = on_event
+        self.on_tick = on_tick  # called once per loop, in this thread (PLC heartbeats)
+        # When the whole line stops, nothing more can arrive: incomplete coils are graded (held) at
+        # once. A recorder restarted alone keeps them pending and gives them `grace_s` again.
+        self.finalise_on_stop = finalise_on_stop
         self.stats = RecorderStats()
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.PULL)
@@ -84,6 +90,11 @@ class Recorder:
         try:
             while not stop.is_set():
                 self.poll(timeout_ms=self._wait_ms())
+                if self.on_tick is not None:
+                    try:
+                        self.on_tick(self.stats)
+                    except Exception:  # noqa: BLE001 - an output hook must never stop recording
+                        log.exception("recorder: on_tick hook failed")
                 now = time.monotonic()
                 if now - last_status >= 1.0:
                     try:
@@ -161,6 +172,12 @@ class Recorder:
         now = time.monotonic()
         for coil in result.coil_ends:
             self._pending.setdefault(coil, now)
+        for coil in _coils_without_end(self.store, batch):
+            # A camera started a new coil but this one's coil_end never came (lost with a crashed
+            # worker): wait `grace_s` for it, then the coverage gate holds the coil.
+            if coil not in self._pending:
+                log.warning("coil %s: a camera started its next coil without a coil_end for it", coil)
+                self._pending[coil] = now
         touched = {m.coil for m in batch} - set(self._pending)
         for coil in touched:  # late frames of an already graded coil: regrade (recorded only if it changes)
             if coil in self.stats.grades or self.store.db.execute("SELECT 1 FROM grades WHERE coil=? LIMIT 1",
@@ -242,12 +259,28 @@ class Recorder:
             for coil in list(self._pending):
                 if queries.coverage(self.store.db, coil)["complete"]:
                     self._finalise(coil, "coil_end")
+                elif self.finalise_on_stop:
+                    self._finalise(coil, "line-stopped")
             self._status()
         finally:
             if self._buffer:
                 log.error("recorder stopping with %d unwritten messages (database unavailable)", len(self._buffer))
             self._sock.close(linger=0)
             log.info("recorder stopped: %s", {k: v for k, v in vars(self.stats).items() if k != "grades"})
+
+
+def _coils_without_end(store: Store, batch: list[ResultMessage]) -> list[str]:
+    """Ungraded coils a camera left without a coil_end before starting one of the coil starts in `batch`."""
+    coils: list[str] = []
+    for message in batch:
+        if isinstance(message, CoilEvent) and message.kind == "coil_start":
+            coils += [row[0] for row in store.db.execute(
+                "SELECT s.coil FROM coil_events s WHERE s.camera = ? AND s.kind = 'coil_start' AND s.coil != ? "
+                "AND s.time_ns < ? AND NOT EXISTS (SELECT 1 FROM coil_events e WHERE e.coil = s.coil "
+                "AND e.camera = s.camera AND e.kind = 'coil_end') "
+                "AND NOT EXISTS (SELECT 1 FROM grades g WHERE g.coil = s.coil)",
+                (message.source.camera, message.coil, message.time_ns)).fetchall()]
+    return coils
 
 
 def _ungraded_ended(store: Store) -> list[str]:
@@ -260,10 +293,11 @@ def _ungraded_ended(store: Store) -> list[str]:
 def run_recorder(config: Any, *, db: str | os.PathLike[str] | None = None,
                  crops: str | os.PathLike[str] | None = None,
                  endpoint: str | None = None, stop: StopFlag | None = None, on_event: EventHook | None = None,
-                 **options: Any) -> RecorderStats:
+                 on_store: Callable[[Store], None] | None = None, **options: Any) -> RecorderStats:
     """Process entry point: the line `config` (`inspection.config.LineConfig`) read once, run until stopped.
 
-    `options` go to `Recorder` (batch_messages, flush_ms, grace_s, rcv_hwm).
+    `options` go to `Recorder` (batch_messages, flush_ms, grace_s, rcv_hwm, on_tick). `on_store` is
+    called with the open `Store` before recording starts (the PLC bridge reads grades through it).
     """
     from inspection.records.crops import CropStore
     from inspection.records.grading import load_rules
@@ -277,6 +311,8 @@ def run_recorder(config: Any, *, db: str | os.PathLike[str] | None = None,
              "mm_per_px_along": c.mm_per_px_along, "offset_mm": c.offset_mm} for c in config.cameras])
         log.info("recorder: database %s, rule set %s v%s (sha256 %s), coverage_min %.3f", store.path,
                  rules.name, rules.version, rules.sha256[:12], store.coverage_min)
+        if on_store is not None:
+            on_store(store)
         recorder = Recorder(store, endpoint or config.endpoints.results, config.id, on_event=on_event,
                             **options)
         return recorder.run(stop or StopFlag())
