@@ -65,16 +65,16 @@ def coil_summary(header: dict[str, Any], defects: pd.DataFrame, grades: pd.DataF
     cameras = coverage.get("cameras", [])
     inspected = sum(c["inspected"] for c in cameras)
     lost = sum(c["dropped_worker"] + c["dropped_camera"] for c in cameras)
-    cols = st.columns(6)
-    cols[0].metric("Coil", header["coil"])
-    cols[1].metric("Grade", latest["grade"] if latest is not None else "not graded",
-                   help=f"{latest['source']} grade" if latest is not None else None)
-    cols[2].metric("Defects", len(defects), help="all detections; rejected false alarms included")
-    cols[3].metric("Counted", len(counted), help="after reviews: rejected false alarms do not count")
-    cols[4].metric("Critical", int((counted["severity"] == 3).sum()))
-    state = "complete" if coverage.get("complete") else "incomplete"
-    cols[5].metric("Coverage", f"{coverage.get('share', 0.0):.2%}",
-                   help=f"worst camera; {inspected} frames inspected, {lost} dropped; {state}")
+    cols = st.columns(5)
+    cols[0].metric("Grade", latest["grade"] if latest is not None else "-",
+                   help=f"{latest['source']} grade" if latest is not None else "not graded yet")
+    cols[1].metric("Defects", len(defects), help="all detections; rejected false alarms included")
+    cols[2].metric("Counted", len(counted), help="after reviews: rejected false alarms do not count")
+    cols[3].metric("Critical", int((counted["severity"] == 3).sum()))
+    ended = bool(cameras) and all(c["ended"] for c in cameras)
+    cols[4].metric("Coverage", f"{coverage.get('share', 0.0):.2%}" if ended else "in progress",
+                   help=f"worst camera; {inspected} frames inspected, {lost} dropped"
+                        + ("" if ended else "; the coil has not ended on every camera yet"))
     pending = int((defects["review_status"] == "unreviewed").sum())
     st.caption(f"Line {header['line']} ({header['line_type']}) · first seen "
                f"{_time(header['first_seen_ns'])} · {pending} defect(s) not yet reviewed")
