@@ -291,21 +291,15 @@ def _defect(i: int, item: Any, extra: list[bytes], used: set[int]) -> DefectReco
     box = item["box"]
     if not isinstance(box, list) or len(box) != 4:
         raise RecordError(f"{name}.box: expected [x1, y1, x2, y2], got {box!r}")
-    try:
-        return DefectRecord(
-            cls=item["class"],
-            score=item["score"],
-            severity=item["severity"],
-            box=tuple(box),
-            along_mm=item["along_mm"],
-            across_mm=item["across_mm"],
-            length_mm=item["length_mm"],
-            width_mm=item["width_mm"],
-            area_mm2=item["area_mm2"],
-            crop_png=crop,
-        )
-    except RecordError as exc:  # name the defect by its place in the list
-        raise RecordError(str(exc).replace("defect.", f"{name}.", 1)) from None
+    # The recorder's hot path: a frozen dataclass's __init__ sets each field through
+    # object.__setattr__; filling __dict__ at once and validating once (with this defect's name in
+    # any error) is about twice as fast and checks exactly the same things.
+    record = object.__new__(DefectRecord)
+    record.__dict__.update(cls=item["class"], score=item["score"], severity=item["severity"], box=tuple(box),
+                           along_mm=item["along_mm"], across_mm=item["across_mm"], length_mm=item["length_mm"],
+                           width_mm=item["width_mm"], area_mm2=item["area_mm2"], crop_png=crop)
+    _check_defect(record, name)
+    return record
 
 
 _NUMBER_TYPES = (int, float)
