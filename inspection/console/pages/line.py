@@ -41,14 +41,15 @@ def live() -> None:
             mpx = fps * line["megapixels_per_frame"] if line.get("megapixels_per_frame") else None
             cover = line.get("coverage") or {}
             dropped = sum(c["dropped_worker"] + c["dropped_camera"] for c in cover.get("cameras", []))
-            cols = st.columns(6)
+            cols = st.columns([2, 1, 1, 1, 1, 1])  # coil ids are long
             cols[0].metric("Current coil", line["current_coil"] or "-")
             position = line["position_m"]
             cols[1].metric("Position", f"{position:.1f} m" if position is not None else "-")
             cols[2].metric("Frames/s", f"{fps:.1f}", help="recorder figure over its last status interval")
             cols[3].metric("Mpx/s", f"{mpx:.1f}" if mpx is not None else "-")
-            cols[4].metric("Coverage", f"{cover.get('share', 0.0):.2%}" if cover else "-",
-                           help="inspected share of the current coil, worst camera")
+            ended = bool(cover.get("cameras")) and all(c["ended"] for c in cover["cameras"])
+            cols[4].metric("Coverage", f"{cover['share']:.2%}" if ended else "in progress" if cover else "-",
+                           help="inspected share of the current coil, worst camera, once it ended")
             cols[5].metric("Dropped frames", dropped)
             in_use = ", ".join(m["version"] for m in line["models"]) or "-"
             st.caption(f"Model in use on the current coil: **{in_use}** · registry active for "
