@@ -126,7 +126,7 @@ def test_reviewer_opens_a_coil_rejects_a_defect_and_the_coil_is_regraded(console
             page.get_by_text("Reviewing as").wait_for()
 
             _nav(page, "Coils")
-            page.get_by_test_id("stDataFrame").wait_for()
+            page.get_by_test_id("stDataFrame").first.wait_for()
             page.get_by_test_id("stSelectbox").last.wait_for()  # widgets are lazy-loaded: wait before the shot
             _shot(page, "2-coils")
             _choose(page, "Open coil", "C2002")
