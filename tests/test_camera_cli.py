@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import pytest
 from inspection.frame import CoilEvent, Frame
 from inspection.transport import FrameReceiver
 from tests._camera_config import write_line_config
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO
 
 
 def run_cli(*args: str, timeout: float = 60, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -118,31 +117,6 @@ def test_bad_camera_arguments_are_one_line_errors(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     result = run_cli("camera", "--config", str(config), "--source", "folder", "--frames", "1")
     assert result.returncode == 2 and "needs a folder" in result.stderr
-
-
-def test_demo_runs_cameras_and_counting_worker(tmp_path: Path) -> None:
-    config = write_line_config(tmp_path, endpoint=f"tcp://127.0.0.1:{free_port()}", coil_length_m=100.0)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = run_cli(
-        "demo",
-        "--config",
-        str(config),
-        "--frames",
-        "4",
-        "--fast",
-        "--ground-truth-dir",
-        str(tmp_path / "gt"),
-        env=env,
-        timeout=90,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads(result.stdout)
-    assert summary["exit_codes"] == {"camera-cam-1": 0, "worker": 0}
-    cam = summary["worker"]["cameras"]["cam-1"]
-    assert cam["frames"] == 4 and cam["coils_ended"] == 1 and cam["frames_reported"] == 4 and cam["seq_gaps"] == 0
-    assert (tmp_path / "gt" / "cam-1.jsonl").is_file()
-    mes = json.loads((tmp_path / "mes_extract.json").read_text())  # beside the line database
-    assert len(mes) == 50 and mes[0]["coil_id"] == cam["coils_started"][0]  # the demo's coil carries MES data
 
 
 def _child_exits(code: int) -> int:
