@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import getpass
 import hashlib
 import json
 import logging
@@ -56,6 +57,7 @@ def atomic_write_json(path: Path, data: Any) -> None:
             handle.write("\n")
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; workers may run as another user
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -191,6 +193,7 @@ class Registry:
             shutil.copyfile(model_file, staging / MODEL_FILE)
             atomic_write_json(staging / MANIFEST_FILE, data)
             load_manifest(staging / MANIFEST_FILE)  # validates content and the copy's sha256
+            os.chmod(staging, 0o755)  # mkdtemp makes 0700
             os.rename(staging, final)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -238,7 +241,14 @@ class Registry:
 def _entry(line_type: str, version: str, previous: str | None, action: str, by: str | None,
            reason: str | None) -> dict[str, Any]:
     return {"time": _now(), "line_type": line_type, "version": version, "previous": previous,
-            "action": action, "by": by or os.environ.get("USER") or "unknown", "reason": reason}
+            "action": action, "by": by or _user(), "reason": reason}
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def _check_line_type(line_type: str) -> str:

@@ -26,6 +26,8 @@ def test_add_writes_model_and_manifest_with_computed_hash(registry: Registry, tm
     assert data["sha256"] == manifest.sha256 and len(manifest.sha256) == 64
     assert data["size_bytes"] == (folder / "model.onnx").stat().st_size
     assert manifest.classes == ("dark_spot", "bright_spot") and manifest.size_multiple == 32
+    # readable by a worker running as another user
+    assert folder.stat().st_mode & 0o777 == 0o755 and (folder / "manifest.json").stat().st_mode & 0o777 == 0o644
     assert registry.active("hot") is None  # adding does not activate unless asked
 
 
@@ -148,9 +150,11 @@ def test_promote_rollback_and_history(registry: Registry, tmp_path: Path) -> Non
         ("promote", "hot-1", None), ("promote", "hot-2", "hot-1"), ("promote", "hot-3", "hot-2"),
         ("rollback", "hot-2", "hot-3"), ("rollback", "hot-1", "hot-2")]
     assert history[0]["by"] == "ana" and history[0]["reason"] == "first"
+    assert history[1]["by"] and history[1]["by"] != "unknown"  # the OS user when not given
     assert history[4]["by"] == "cy" and history[4]["reason"] == "false alarms"
     # A fresh Registry object reads the same state from registry.json.
     assert Registry(registry.root).active("hot") == "hot-1"
+    assert registry.state_path.stat().st_mode & 0o777 == 0o644
     state = json.loads(registry.state_path.read_text())
     assert state["active"] == {"hot": "hot-1", "cold": "cold-1"}
 
