@@ -94,11 +94,16 @@ class Registry:
     def _locked_state(self) -> Iterator[dict[str, Any]]:
         """Read-modify-write of registry.json under an exclusive lock (two CLIs at once)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / ".registry.lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        # Lock the registry folder itself: registry.json is replaced, so its inode cannot carry
+        # the lock, and a separate lock file would be one more thing to keep out of git.
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             state = self._read_state()
             yield state
             atomic_write_json(self.state_path, state)
+        finally:
+            os.close(fd)  # releases the lock
 
     def state_token(self) -> str:
         """Changes whenever registry.json changes; cheap enough to poll between batches."""
