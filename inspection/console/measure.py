@@ -120,9 +120,9 @@ def _browser(database: Path, repeat: int) -> dict[str, Any]:
 
 
 def _open_models(page: Any, url: str) -> None:
-    """The cost of loading the app itself from a URL: a light page (the registry is empty here)."""
+    """The cost of loading the app itself from a URL: a light page."""
     page.goto(f"{url}/models")
-    page.get_by_text("No model is registered yet.").wait_for(timeout=120_000)
+    page.get_by_role("heading", name="Promotions and rollbacks").wait_for(timeout=120_000)
     page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=120_000)
 
 
