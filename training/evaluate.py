@@ -124,7 +124,7 @@ def write_plots(results: Sequence[ImageResult], classes: Sequence[str], figures:
         ax.plot(np.concatenate([[0.0], recall]), np.concatenate([[1.0], precision]),
                 label=f"{name} (AP {ap:.3f})")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
-           title=f"PR curves at IoU 0.5, mAP@0.5 {figures['map50']}")
+           title=f"PR curves at IoU 0.5, mAP@0.5 {_fmt(figures['map50'])}")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
@@ -147,3 +147,7 @@ def write_plots(results: Sequence[ImageResult], classes: Sequence[str], figures:
     fig.savefig(cm_path, dpi=110)
     plt.close(fig)
     return [pr_path.name, cm_path.name]
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
