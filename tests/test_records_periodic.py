@@ -82,7 +82,7 @@ def _irregular(n: int, seed: int) -> list[float]:
 @pytest.mark.parametrize(
     ("name", "points"),
     [
-        ("too few marks", _series(1884.96, 5)),
+        ("too few marks", _series(1884.96, 7)),
         (
             "different classes",
             [

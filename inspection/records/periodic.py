@@ -6,11 +6,13 @@ Method, per coil, surface and (effective) class:
 1. look at windows ``2 * across_tol_mm`` wide across the strip, every ``across_tol_mm`` (overlapping);
 2. in each group, try candidate pitches from the gaps between nearby occurrences (and their
    halves / thirds, for missing marks) within [``min_pitch_mm``, ``max_pitch_mm``];
-3. for a pitch p, the inliers are occurrences within ``tol = along_tol_mm + 0.2% p`` of a
-   lattice ``a + n p`` anchored on some occurrence; the best pitch has the most inliers, then the
-   highest fill (inliers / lattice slots between the first and last inlier);
+3. for a pitch p, the lattice phase is the densest window of width ``2 tol`` among the
+   occurrences' positions modulo p (``tol = along_tol_mm + 0.2% p``); the inliers are the
+   occurrences within ``tol`` of that lattice ``a + n p``; the best pitch has the most inliers, then
+   the highest fill (inliers / lattice slots between the first and last inlier);
 4. report it when there are >= ``min_count`` inliers and fill >= ``min_fill`` (so a few marks may
    be missing, but random defects do not line up); the pitch is refined by least squares.
+   A window with more than ``max_points`` defects of one class is a band, not roll marks: skipped.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ class PeriodicParams:
     along_tol_mm: float = 15.0
     min_pitch_mm: float = 150.0
     max_pitch_mm: float = 15_000.0
-    min_count: int = 6
+    min_count: int = 8
     min_fill: float = 0.6
+    max_points: int = 2000
 
 
 @dataclass(frozen=True)
@@ -99,34 +102,32 @@ def _across_windows(points: list[Point], tol: float) -> list[list[Point]]:
 
 
 def _best_series(cluster: list[Point], params: PeriodicParams) -> tuple[float, list[Point]] | None:
-    if len(cluster) < params.min_count:
-        return None
+    n = len(cluster)
+    if n < params.min_count or n > params.max_points:
+        return None  # a band of thousands of defects is graded as such, not read as roll marks
     x = np.array([p.along_mm for p in cluster])
-    candidates = set()
-    for i in range(len(x)):
-        for j in range(i + 1, min(i + 4, len(x))):
-            for k in (1, 2, 3):
-                gap = (x[j] - x[i]) / k
-                if params.min_pitch_mm <= gap <= params.max_pitch_mm:
-                    candidates.add(round(gap, 1))
+    gaps = np.concatenate([(x[j:] - x[:-j]) / k for j in (1, 2, 3) if j < n for k in (1, 2, 3)])
+    gaps = gaps[(gaps >= params.min_pitch_mm) & (gaps <= params.max_pitch_mm)]
     best: tuple[int, float, float, np.ndarray] | None = None
-    for pitch in sorted(candidates):
+    offsets = np.arange(n)
+    for pitch in np.unique(np.round(gaps)):  # 1 mm steps: far finer than any tolerance
         tol = params.along_tol_mm + 0.002 * pitch
-        for anchor in x:
-            phase = (x - anchor) / pitch
-            steps = np.round(phase)
-            inliers = np.abs(phase - steps) * pitch <= tol
-            count = int(inliers.sum())
-            if count < params.min_count:
-                continue
-            n = steps[inliers]
-            slots = int(n.max() - n.min()) + 1
-            if len(np.unique(n)) != count:
-                continue  # two occurrences in one slot: not a clean series at this pitch
-            fill = count / slots
-            key = (count, fill)
-            if fill >= params.min_fill and (best is None or key > (best[0], best[1])):
-                best = (count, fill, pitch, inliers)
+        # Densest phase window (x mod pitch, circular) in O(n log n) instead of trying every anchor.
+        phases = np.sort(np.mod(x, pitch))
+        ends = np.searchsorted(np.concatenate([phases, phases + pitch]), phases + 2 * tol, side="right")
+        start = int(np.argmax(ends - offsets))
+        if ends[start] - start < params.min_count:
+            continue
+        phase = (x - (phases[start] + tol)) / pitch
+        steps = np.round(phase)
+        inliers = np.abs(phase - steps) * pitch <= tol
+        count = int(inliers.sum())
+        slots_used = steps[inliers]
+        if count < params.min_count or len(np.unique(slots_used)) != count:
+            continue  # two occurrences in one slot: not a clean series at this pitch
+        fill = count / (int(slots_used.max() - slots_used.min()) + 1)
+        if fill >= params.min_fill and (best is None or (count, fill) > (best[0], best[1])):
+            best = (count, fill, float(pitch), inliers)
     if best is None:
         return None
     _, _, pitch, inliers = best
