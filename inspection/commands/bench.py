@@ -17,6 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     names = parser.add_subparsers(dest="bench", metavar="NAME")
     names.required = True
     for info in sorted(pkgutil.iter_modules(benchmarks.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):  # shared helpers, not benchmarks
+            continue
         module = importlib.import_module(f"{benchmarks.__name__}.{info.name}")
         bench = names.add_parser(info.name, help=module.HELP, description=module.HELP)
         bench.add_argument("--json", type=Path, metavar="OUT", help="also write the figures to this file")

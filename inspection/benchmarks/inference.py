@@ -1,0 +1,229 @@
+"""Inference throughput and latency, side by side in one run on this machine.
+
+- ``bare``: ONNX Runtime alone on pre-loaded simulator frames, every pixel: each frame cut into
+  the worker's tiles without overlap, batch sizes 1, 2, 4, 8; the best batch size is reported.
+- ``torch``: PyTorch eager (when torch and `training/` are importable) on the same tiles, the
+  same architecture (`training.train.RECIPES`); weights from the training checkpoint when
+  present, else random (speed does not depend on the weights). Same batch size as the best bare.
+- ``inspector``: the worker's in-process path on the same frames: the cheap first stage, tiles,
+  batched model, merge, millimetres and crops (`FrameInspector`), without any transport.
+- ``pipeline``: the whole line, camera processes -> worker process -> recorder -> PLC message,
+  with live cameras paced at a steady offered load (`--offered-mpx-per-s`, default 40: one
+  surface of a 2 m hot strip at 20 m/s, 1 mm/px). Measured: Mpx/s inspected over the run,
+  frames dropped by the cameras (counted, never silent) and latency from capture to the PLC
+  defect message (a subscriber on the PLC endpoint) and from capture to the database row.
+
+``pipeline_to_bare_ratio`` = pipeline Mpx/s / bare Mpx/s (the first stage lets the pipeline
+exceed 1 when most of the strip is clean); ``pipeline_to_inspector_ratio`` isolates what the
+processes and sockets cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inspection.benchmarks._line import hardware, scratch_line
+
+HELP = "throughput (Mpx/s) and latency: bare ONNX Runtime, PyTorch, the worker in-process, the whole pipeline"
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="line config (default: the demo line)")
+    parser.add_argument("--model", default=None, help="model name or version (default: the config's)")
+    parser.add_argument("--frames", type=int, default=12, help="pre-loaded frames for bare / torch / inspector")
+    parser.add_argument("--seconds", type=float, default=8.0, help="time per bare / torch / inspector measurement")
+    parser.add_argument("--offered-mpx-per-s", type=float, default=40.0, help="pipeline load (all cameras)")
+    parser.add_argument("--pipeline-seconds", type=float, default=30.0, help="length of the pipeline run")
+    parser.add_argument("--skip-pipeline", action="store_true")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from inspection.config import load_config
+    from inspection.detector import Detector
+    from inspection.registry import Registry
+
+    config = load_config(args.config)
+    manifest = Registry(config.model.registry).resolve(args.model or config.model.name)
+    detector = Detector(manifest, providers=config.worker.providers, intra_op_threads=config.worker.intra_op_threads)
+    frames = _frames(config, args.frames)
+    tile = config.worker.tile_px
+    tiles = [f.pixels[y:y + tile, x:x + tile] for f in frames for y in range(0, f.height, tile)
+             for x in range(0, f.width, tile)]
+    frame_mpx = sum(f.pixels.size for f in frames) / 1e6
+    result: dict[str, Any] = {"model": manifest.version, "providers": detector.providers, "tile_px": tile,
+                              "frame": [frames[0].height, frames[0].width], "hardware": hardware()}
+    bare = {b: _rate(lambda b=b: _batched(detector, tiles, b), frame_mpx, args.seconds) for b in (1, 2, 4, 8)}
+    best = max(bare, key=bare.get)
+    result["bare_by_batch"] = {str(b): round(v, 2) for b, v in bare.items()}
+    result["bare_best_batch"] = best
+    result["bare_mpx_per_s"] = round(bare[best], 2)
+    result.update(_torch(manifest, tiles, best, frame_mpx, args.seconds))
+    result.update(_inspector(config, detector, frames, frame_mpx, args.seconds))
+    if not args.skip_pipeline:
+        result.update(_pipeline(args, config))
+        result["pipeline_to_bare_ratio"] = round(result["pipeline_mpx_per_s"] / result["bare_mpx_per_s"], 3)
+        result["pipeline_to_inspector_ratio"] = round(result["pipeline_mpx_per_s"] / result["inspector_mpx_per_s"], 3)
+    result["command"] = "steel-inspect bench inference"
+    return result
+
+
+def _frames(config: Any, n: int) -> list[Any]:
+    from cameras import open_source
+    from inspection.frame import Frame
+
+    frames = []
+    with tempfile.TemporaryDirectory() as tmp, open_source(
+        config, config.cameras[0], realtime=False, ground_truth=Path(tmp) / "gt.jsonl", seed=99
+    ) as source:
+        for message in source:
+            if isinstance(message, Frame):
+                frames.append(message)
+                if len(frames) >= n:
+                    break
+    return frames
+
+
+def _batched(detector: Any, tiles: list[np.ndarray], batch: int) -> None:
+    detector.max_batch = batch
+    detector.detect(tiles, min_score=1.0)
+
+
+def _rate(step: Any, mpx_per_step: float, seconds: float) -> float:
+    step()  # warm-up
+    started, steps = time.perf_counter(), 0
+    while time.perf_counter() - started < seconds:
+        step()
+        steps += 1
+    return steps * mpx_per_step / (time.perf_counter() - started)
+
+
+def _torch(manifest: Any, tiles: list[np.ndarray], batch: int, frame_mpx: float, seconds: float) -> dict[str, Any]:
+    try:
+        import torch
+
+        from training.train import RECIPES, build_model
+    except ImportError as exc:
+        return {"torch_mpx_per_s": None, "torch_note": f"torch not installed ({exc})"}
+    model = build_model(RECIPES[manifest.line_type]).eval()
+    checkpoint = Path("var/train") / manifest.line_type / "best.pt"
+    weights = "random (checkpoint not found; speed does not depend on weights)"
+    if checkpoint.is_file():
+        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["ema"])
+        weights = str(checkpoint)
+    multiple = manifest.size_multiple
+    padded = [np.pad(t, ((0, -t.shape[0] % multiple), (0, -t.shape[1] % multiple)), mode="edge") for t in tiles]
+    by_shape: dict[tuple[int, int], list[np.ndarray]] = {}
+    for t in padded:
+        by_shape.setdefault(t.shape, []).append(t)
+    batches = [torch.from_numpy(np.stack(group[i:i + batch])[:, None]) for group in by_shape.values()
+               for i in range(0, len(group), batch)]
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    def step() -> None:
+        with torch.no_grad():
+            for b in batches:
+                model.detect(b)
+
+    rate = _rate(step, frame_mpx, seconds)
+    return {"torch_mpx_per_s": round(rate, 2), "torch_weights": weights, "torch_version": torch.__version__,
+            "torch_threads": torch.get_num_threads()}
+
+
+def _inspector(config: Any, detector: Any, frames: list[Any], frame_mpx: float, seconds: float) -> dict[str, Any]:
+    from inspection.frame_inspector import FrameInspector
+    from inspection.worker import inspector_settings
+
+    detector.max_batch = 16
+    inspector = FrameInspector(detector, inspector_settings(config))
+    shares = []
+
+    def step() -> None:
+        results = inspector.inspect(frames)
+        shares.append(sum(r.tiles_inspected for r in results) / max(1, sum(r.tiles_total for r in results)))
+
+    rate = _rate(step, frame_mpx, seconds)
+    return {"inspector_mpx_per_s": round(rate, 2), "inspector_first_stage": config.worker.first_stage,
+            "inspector_tiles_share": round(float(np.mean(shares)), 3)}
+
+
+def _pipeline(args: argparse.Namespace, config: Any) -> dict[str, Any]:
+    from inspection.pipeline import run_pipeline
+
+    px_per_m = sum(c.width_px * 1000.0 / c.mm_per_px_along for c in config.cameras)
+    speed = args.offered_mpx_per_s * 1e6 / px_per_m
+    frames = max(4, int(args.pipeline_seconds * speed * 1000.0 / (config.cameras[0].frame_height_px
+                                                                  * config.cameras[0].mm_per_px_along)))
+    with tempfile.TemporaryDirectory(prefix="steel-bench-") as tmp:
+        line = scratch_line(args.config, Path(tmp), **{"line.speed_m_per_s": speed})
+        tap = _PlcLatency(line.endpoints.plc)
+        summary = run_pipeline(line, max_frames=frames, camera_overrides={"realtime": True, "seed": 5})
+        latencies = tap.close()
+    inspected_mpx = summary.get("frames_inspected", 0) * config.cameras[0].width_px \
+        * config.cameras[0].frame_height_px / 1e6
+    # Throughput over the cameras' sending time (the run's length minus start-up and drain).
+    camera_seconds = summary["seconds"]
+    return {
+        "pipeline_mpx_per_s": round(inspected_mpx / camera_seconds, 2),
+        "pipeline_offered_mpx_per_s": args.offered_mpx_per_s,
+        "pipeline_line_speed_m_per_s": round(speed, 2),
+        "pipeline_frames_sent": summary["frames_sent"],
+        "pipeline_frames_dropped_by_cameras": summary["frames_dropped_by_cameras"],
+        "pipeline_frames_inspected": summary.get("frames_inspected"),
+        "pipeline_seconds": summary["seconds"],
+        "latency_ms_p50": _pct(latencies, 50),
+        "latency_ms_p99": _pct(latencies, 99),
+        "latency_basis": f"capture -> PLC defect message, {len(latencies)} messages",
+        "latency_ms_capture_to_record": summary.get("latency_ms_capture_to_record"),
+    }
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 1) if values else None
+
+
+class _PlcLatency:
+    """Subscribes to the PLC endpoint; latency = arrival - the defect's capture time."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(endpoint,), daemon=True)
+        self._thread.start()
+
+    def _run(self, endpoint: str) -> None:
+        import datetime as dt
+
+        import zmq
+
+        ctx = zmq.Context()
+        sub = ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"defect")
+        sub.setsockopt(zmq.RCVTIMEO, 100)
+        sub.connect(endpoint)
+        while not self._stop.is_set():
+            try:
+                _, body = sub.recv_multipart()
+            except zmq.Again:
+                continue
+            arrived = time.time()
+            captured = json.loads(body).get("captured_time")
+            if captured:
+                stamp = dt.datetime.fromisoformat(captured.replace("Z", "+00:00")).timestamp()
+                self.latencies.append((arrived - stamp) * 1000.0)
+        sub.close(0)
+        ctx.term()
+
+    def close(self) -> list[float]:
+        self._stop.set()
+        self._thread.join(5)
+        return self.latencies
