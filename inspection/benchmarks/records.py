@@ -144,10 +144,15 @@ def _recorder_rate(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     child.join(60)
     recorder.close()
     store.close()
-    return {"defects": recorder.stats.new_defects, "expected": expected, "seconds": round(elapsed, 2),
+    finalise = recorder.stats.finalise_s
+    return {"defects": recorder.stats.new_defects, "expected": expected, "coils": coils,
+            "defects_per_coil": round(expected / coils), "seconds": round(elapsed, 2),
             "defects_per_s": round(recorder.stats.new_defects / elapsed) if elapsed else None,
-            "note": "Recorder.poll loop (receive, decode, batched apply_batch) fed by another process over "
-                    "tcp loopback; from the first message received to the last commit; coils not graded"}
+            "finalise_s": round(finalise, 2), "finalise_s_per_coil": round(finalise / coils, 2),
+            "defects_per_s_excluding_finalise": round(recorder.stats.new_defects / max(elapsed - finalise, 1e-6)),
+            "note": "Recorder.poll loop (receive, decode, batched apply_batch, and at each coil end grading, "
+                    "roll-mark search and review queue) fed by another process over tcp loopback; from the first "
+                    "message received to the last commit"}
 
 
 def _large_db(path: Path, args: argparse.Namespace) -> dict[str, Any]:

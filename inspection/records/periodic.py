@@ -5,7 +5,8 @@ roll diameter is ``pitch / pi``.
 Method, per coil, surface and (effective) class:
 1. look at windows ``2 * across_tol_mm`` wide across the strip, every ``across_tol_mm`` (overlapping);
 2. in each group, try candidate pitches from the gaps between nearby occurrences (and their
-   halves / thirds, for missing marks) within [``min_pitch_mm``, ``max_pitch_mm``];
+   halves / thirds, for missing marks) within [``min_pitch_mm``, ``max_pitch_mm``] that recur
+   among those gaps at least ``min_count - 1`` times;
 3. for a pitch p, the lattice phase is the densest window of width ``2 tol`` among the
    occurrences' positions modulo p (``tol = along_tol_mm + 0.2% p``); the inliers are the
    occurrences within ``tol`` of that lattice ``a + n p``; the best pitch has the most inliers, then
@@ -107,10 +108,14 @@ def _best_series(cluster: list[Point], params: PeriodicParams) -> tuple[float, l
         return None  # a band of thousands of defects is graded as such, not read as roll marks
     x = np.array([p.along_mm for p in cluster])
     gaps = np.concatenate([(x[j:] - x[:-j]) / k for j in (1, 2, 3) if j < n for k in (1, 2, 3)])
-    gaps = gaps[(gaps >= params.min_pitch_mm) & (gaps <= params.max_pitch_mm)]
+    gaps = np.sort(gaps[(gaps >= params.min_pitch_mm) & (gaps <= params.max_pitch_mm)])
+    # A real pitch shows up again and again among the gaps (every pair of neighbouring marks gives
+    # it); keep only candidates supported by at least min_count - 1 gaps, which prunes random ones.
+    tol = params.along_tol_mm + 0.002 * gaps
+    support = np.searchsorted(gaps, gaps + tol, side="right") - np.searchsorted(gaps, gaps - tol, side="left")
     best: tuple[int, float, float, np.ndarray] | None = None
     offsets = np.arange(n)
-    for pitch in np.unique(np.round(gaps)):  # 1 mm steps: far finer than any tolerance
+    for pitch in np.unique(np.round(gaps[support >= params.min_count - 1])):  # 1 mm steps
         tol = params.along_tol_mm + 0.002 * pitch
         # Densest phase window (x mod pitch, circular) in O(n log n) instead of trying every anchor.
         phases = np.sort(np.mod(x, pitch))

@@ -48,6 +48,7 @@ class RecorderStats:
     new_frames: int = 0
     coils_graded: int = 0
     alarms: int = 0
+    finalise_s: float = 0.0  # time spent grading coils, searching roll marks and filling the queue
     last_error: str | None = None
     grades: dict[str, str] = field(default_factory=dict)
 
@@ -194,6 +195,7 @@ class Recorder:
                 self._finalise(coil, "grace-timeout")
 
     def _finalise(self, coil: str, trigger: str) -> None:
+        started = time.perf_counter()
         result = self._grade(coil, trigger, finalise=True)
         points = [Point(d["id"], d["surface"], d["effective_class"], d["along_mm"], d["across_mm"])
                   for d in queries.coil_defects(self.store.db, coil, include_rejected=False)]
@@ -206,6 +208,7 @@ class Recorder:
             self._alarm(coil, "coverage", f"coil {coil} on hold: {result.reasons[0]}")
         queued = self.store.enqueue_reviews(coil)
         self._pending.pop(coil, None)  # only now: a failure above leaves the coil pending, retried
+        self.stats.finalise_s += time.perf_counter() - started
         log.info("coil %s graded %s (%s, coverage %.2f%%, %d defects, %d queued for review)", coil,
                  result.grade, trigger, result.coverage * 100, result.counted, queued)
 
