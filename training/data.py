@@ -1,4 +1,8 @@
-"""Training batches: images held in memory, augmented per step, with targets on the output grid."""
+"""Training batches: images held in memory, augmented per step, with targets on the output grid.
+
+With a `NegativePool`, each epoch also holds `negatives` defect-free tiles (indices after the
+defect images in the shuffled order); their targets are empty: no heat, no box cells, no label.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import torch
 
 from inspection.datasets import Sample, read_image
 from training.augment import AugmentConfig, augment, pad_to
+from training.negatives import NegativePool
 from training.targets import make_targets
 
 
@@ -21,24 +26,33 @@ class TrainBatches:
     """Shuffled, augmented batches for one epoch at a time; reproducible from (seed, epoch)."""
 
     def __init__(self, samples: Sequence[Sample], classes: Sequence[str], augment_cfg: AugmentConfig,
-                 stride: int, batch_size: int) -> None:
+                 stride: int, batch_size: int, negative_pool: NegativePool | None = None,
+                 negatives: int = 0) -> None:
         self.images = [read_image(s.image_path) for s in samples]
+        self.negative_pool = negative_pool
+        self.negatives = negatives if negative_pool is not None else 0
         index = {c: i for i, c in enumerate(classes)}
         self.boxes = [s.boxes.astype(np.float32) for s in samples]
         self.labels = [np.array([index[n] for n in s.labels], np.int64) for s in samples]
         self.num_classes, self.cfg, self.stride, self.batch_size = len(classes), augment_cfg, stride, batch_size
 
     def __len__(self) -> int:
-        return len(self.images) // self.batch_size  # drop the ragged last batch (BatchNorm)
+        return (len(self.images) + self.negatives) // self.batch_size  # drop the ragged last batch (BatchNorm)
 
     def epoch(self, seed: int, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
         rng = np.random.default_rng([seed, epoch])
-        order = rng.permutation(len(self.images))
+        order = rng.permutation(len(self.images) + self.negatives)
         for b in range(len(self)):
             items = [self.item(int(i), rng) for i in order[b * self.batch_size:(b + 1) * self.batch_size]]
             yield {k: torch.from_numpy(np.stack([it[k] for it in items])) for k in items[0]}
 
     def item(self, i: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        if i >= len(self.images):  # a defect-free negative
+            image = self.negative_pool.item(rng)  # type: ignore[union-attr]
+            targets = make_targets(np.zeros((0, 4), np.float32), np.zeros(0, np.int64), self.num_classes,
+                                   self.cfg.out_size, self.stride)
+            targets["image_in"] = image[None]
+            return targets
         image, boxes, labels = augment(self.images[i], self.boxes[i], self.labels[i], self.cfg, rng)
         targets = make_targets(boxes, labels, self.num_classes, self.cfg.out_size, self.stride)
         targets["image_in"] = image[None]

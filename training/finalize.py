@@ -1,12 +1,25 @@
 """The final step of `steel-inspect train`: pick the operating point on val, export to ONNX with a
 parity check, evaluate on the TEST split through the runtime's own `Detector`, write the manifest
-and register the model as active. Runs on its own from a finished checkpoint folder (`--resume`).
+and register the model; it becomes active unless its test mAP@0.5 is more than `MAX_MAP50_DROP`
+below the active model's (then it is registered only, and the reason is in the manifest's
+`promotion`). Runs on its own from a finished checkpoint folder (`--resume`).
 
 Choices made on the validation split only (never on test):
 - score fusion with the image-level head on or off, whichever gives the higher val mAP@0.5;
 - the operating threshold maximising F2 of class-agnostic detection (IoU >= 0.3, as the detection
   rate is defined) over thresholds 0.05..0.80: recall weighs 4x precision because a missed defect
-  reaches a customer while a false alarm costs an inspector a glance.
+  reaches a customer while a false alarm costs an inspector a glance;
+- with a background cap (`Recipe.background_cap`, CLI `--background-cap`), only thresholds whose
+  detections per megapixel on defect-free background frames (seed family
+  `training.negatives.CHOICE_FAMILY`, not the reported one) stay at or under the cap compete; if
+  none does, the threshold with the fewest background detections wins. NEU val alone cannot see
+  this failure: every val image holds a defect, so a false alarm on clean strip costs nothing there,
+  while on a line clean strip is almost all there is.
+
+The background false-positive figure in `metrics.background` is measured through the runtime's
+`Detector` at the operating threshold on held-out frames (`training.negatives.REPORT_FAMILY`), for
+the new model and for the line type's previously active model (`previous_active`), so the change
+is visible in one place.
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ import platform
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -30,26 +44,50 @@ from inspection.datasets import DATASET_CLASSES, load_split, read_image, read_sp
 from training.export import SIZE_MULTIPLE, export_onnx, parity_check
 from training.metrics import ImageResult, detection_rate, false_detections, mean_ap
 from training.model import PRETRAINED_INFO
+from training.negatives import (
+    CHOICE_FAMILY,
+    REPORT_FAMILY,
+    TEXTURE_MAKERS,
+    background_report,
+    background_tiles,
+    per_mpx,
+)
 from training.split import split_hashes
-from training.train import RECIPES, Options, Recipe, _limit, build_model, val_results
+from training.train import Options, _limit, build_model, effective_recipe, predict_samples, val_results
 
 log = logging.getLogger(__name__)
 BACKBONES = {"lite0": "EfficientNet-Lite0 (ImageNet weights, fine-tuned; grayscale stem)",
              "plain": "ResNet-style dense-conv CNN (stem 24, stages 32/64/128/256, trained from scratch)"}
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 17))
+CHOICE_FRAMES = 8  # background frames for the threshold choice (48 tiles of 512 px, 12.6 Mpx)
+MAX_MAP50_DROP = 0.03  # a new model that loses more test mAP@0.5 than this is registered, not activated
+REPORT_FRAMES = 20  # held-out background frames for the reported figure (120 tiles, 31.5 Mpx)
 
 
-def choose_threshold(results: list[ImageResult]) -> tuple[float, dict[str, float]]:
-    """The threshold with the best class-agnostic F2 on `results` (see the module docstring)."""
-    best: tuple[float, float, dict[str, float]] = (-1.0, 0.5, {})
+def choose_threshold(results: list[ImageResult], background: Callable[[float], float] | None = None,
+                     cap: float | None = None) -> tuple[float, dict[str, Any]]:
+    """The threshold with the best class-agnostic F2 on `results`; with `background` (threshold ->
+    detections per Mpx on defect-free frames) and `cap`, only thresholds at or under the cap compete
+    (none: the fewest background detections). See the module docstring."""
+    rows = []
     for t in THRESHOLDS:
         recall = detection_rate(results, t) or 0.0
         above = sum(int((r.pred_scores >= t).sum()) for r in results)
         precision = 1.0 - false_detections(results, t) / above if above else 0.0
         f2 = 5 * precision * recall / (4 * precision + recall) if precision + recall else 0.0
-        if f2 > best[0]:
-            best = (f2, t, {"f2": round(f2, 4), "recall": round(recall, 4), "precision": round(precision, 4)})
-    return best[1], best[2]
+        info: dict[str, Any] = {"f2": round(f2, 4), "recall": round(recall, 4), "precision": round(precision, 4)}
+        bg = background(t) if background is not None else None
+        if bg is not None:
+            info["background_per_mpx"] = round(bg, 3)
+        rows.append((t, f2, bg, info))
+    feasible = [r for r in rows if cap is None or r[2] is None or r[2] <= cap]
+    if feasible:
+        t, _, _, info = max(feasible, key=lambda r: r[1])  # first (lowest) threshold on ties
+    else:
+        t, _, _, info = min(rows, key=lambda r: (r[2], -r[1]))
+    if cap is not None and background is not None:
+        info.update(background_cap_per_mpx=cap, background_cap_met=bool(feasible))
+    return t, info
 
 
 def bare_ort_speed(model_path: Path, batch: int = 8, size: int = 512, repeats: int = 3) -> dict[str, Any]:
@@ -89,15 +127,60 @@ def _hardware() -> str:
     return f"{cpu}, {os.cpu_count()} CPU cores (shared), no GPU, {platform.system()}"
 
 
+def promotion_decision(registry: Any, line_type: str, new_map50: float | None) -> tuple[bool, str]:
+    """Activate a new model unless its test mAP@0.5 is more than MAX_MAP50_DROP below the active one's
+    (NEU/CR7 test splits are fixed, so the figures compare one to one)."""
+    active = registry.active(line_type)
+    if active is None:
+        return True, "activated when added: no active model"
+    try:
+        old = registry.resolve(active).data.get("metrics", {}).get("test", {}).get("map50")
+    except Exception as exc:  # noqa: BLE001 - an unreadable old model cannot veto the new one
+        return True, f"activated when added: the active {active} does not load ({exc})"
+    if old is None or new_map50 is None:
+        return True, f"activated when added: no test mAP@0.5 to compare with {active}"
+    text = f"test mAP@0.5 {new_map50:.4f} vs {old:.4f} of {active} (allowed drop {MAX_MAP50_DROP})"
+    if new_map50 < old - MAX_MAP50_DROP:
+        return False, "not activated: " + text
+    return True, "activated when added: " + text
+
+
+def background_metric(detector: Any, line_type: str, frames: int | None = None) -> dict[str, Any]:
+    """Detections per Mpx of a runtime `Detector` at its operating threshold on held-out frames
+    (default: REPORT_FRAMES)."""
+    frames = REPORT_FRAMES if frames is None else frames
+    tiles = background_tiles(line_type, frames, REPORT_FAMILY)
+    threshold = detector.manifest.operating_threshold
+    scores = [d.scores for d in detector.detect(tiles, min_score=threshold)]
+    report = background_report(scores, tiles, threshold, frames, REPORT_FAMILY,
+                               int(detector.manifest.data.get("outputs", {}).get("max_detections", 100)),
+                               line_type)
+    return {**report, "version": detector.manifest.version}
+
+
+def _background(detector: Any, line_type: str, registry: Any) -> dict[str, Any]:
+    from inspection.detector import Detector as RuntimeDetector
+
+    result = background_metric(detector, line_type)
+    log.info("background: %.3f detections per Mpx at threshold %.2f", result["detections_per_mpx"],
+             result["threshold"])
+    active = registry.active(line_type)
+    if active is not None and active != result["version"]:
+        try:
+            result["previous_active"] = background_metric(RuntimeDetector(registry.resolve(active),
+                                                                          providers="cpu"), line_type)
+        except Exception as exc:  # noqa: BLE001 - a broken old model must not lose the new one
+            log.warning("background figure of the previous active model %s failed: %s", active, exc)
+    return result
+
+
 def finalize(opts: Options, state: dict[str, Any], models_dir: Path, register: bool = True) -> dict[str, Any]:
     from inspection.detector import Detector as RuntimeDetector
     from inspection.manifest import load_manifest
     from inspection.registry import Registry
     from training.evaluate import evaluate
 
-    recipe = RECIPES[opts.line_type]
-    if opts.epochs:
-        recipe = Recipe(**{**asdict(recipe), "epochs": opts.epochs})
+    recipe = effective_recipe(opts)
     classes = DATASET_CLASSES[recipe.dataset]
     model = build_model(recipe)
     best = torch.load(opts.out_dir / "best.pt", map_location="cpu", weights_only=True)
@@ -114,7 +197,12 @@ def finalize(opts: Options, state: dict[str, Any], models_dir: Path, register: b
         choice[fuse] = (mean_ap(results, len(classes)) or 0.0, results)
     fuse = choice[True][0] > choice[False][0]
     model.fuse_image_scores = fuse
-    threshold, at_threshold = choose_threshold(choice[fuse][1])
+    background = None
+    if opts.line_type in TEXTURE_MAKERS:
+        choice_tiles = background_tiles(opts.line_type, CHOICE_FRAMES, CHOICE_FAMILY)
+        choice_scores = [sc for _, sc, _ in predict_samples(model, choice_tiles, batch_size=8)]
+        background = lambda t: per_mpx(choice_scores, choice_tiles, t)  # noqa: E731
+    threshold, at_threshold = choose_threshold(choice[fuse][1], background, recipe.background_cap)
     log.info("val mAP@0.5 without / with image-score fusion: %.4f / %.4f; threshold %.2f %s",
              choice[False][0], choice[True][0], threshold, at_threshold)
 
@@ -141,17 +229,22 @@ def finalize(opts: Options, state: dict[str, Any], models_dir: Path, register: b
                          f"stride-{recipe.stride} heatmap peaks by 3x3 max-pool, top-{model.max_detections}"
                          + (", scores sqrt(peak * image-level class probability)" if fuse else ""),
         "operating_threshold": threshold,
-        "operating_point_val": {**at_threshold, "rule": "max F2 of class-agnostic detection at IoU 0.3 on val"},
+        "operating_point_val": {**at_threshold, "rule": "max F2 of class-agnostic detection at IoU 0.3 on val"
+                                + (f", background detections <= {recipe.background_cap}/Mpx on frames "
+                                   f"default_rng([{CHOICE_FAMILY}, i]), i < {CHOICE_FRAMES}"
+                                   if recipe.background_cap is not None and background is not None else "")},
         "architecture": (f"{BACKBONES[recipe.backbone]} backbone, FPN, TTFNet-style anchor-free heads at "
                          f"stride {recipe.stride} (class heatmaps + GIoU box distances), image-level "
                          f"multi-label head; {sum(p.numel() for p in model.parameters())} parameters"),
         "pretrained": PRETRAINED_INFO if recipe.backbone == "lite0" else None,
-        "training": {"command": opts.command, "seed": opts.seed, "epochs": state["epoch"],
-                     "planned_epochs": recipe.epochs, "cut_by_time_budget": state.get("budget_cut", False),
+        "training": {"command": " && ".join(state.get("commands") or [opts.command]), "seed": opts.seed,
+                     "epochs": state["epoch"], "planned_epochs": state["planned_epochs"],
+                     "cut_by_time_budget": state.get("budget_cut", False),
                      "best_epoch": best.get("epoch"), "best_val_map50_torch": state.get("best_map"),
                      "duration_s": round(state["elapsed_s"], 1), "hardware": _hardware(),
                      "torch": torch.__version__, "recipe": asdict(recipe), "history": state["history"],
-                     "max_images": opts.max_images},
+                     "max_images": opts.max_images,
+                     "negatives": state.get("negatives", {"share": 0.0, "per_epoch": 0})},
         "data": {"dataset": recipe.dataset,
                  "split_file": str(split_file.relative_to(REPO_DIR) if split_file.is_relative_to(REPO_DIR)
                                    else split_file),
@@ -165,15 +258,31 @@ def finalize(opts: Options, state: dict[str, Any], models_dir: Path, register: b
     detector = RuntimeDetector(load_manifest(export_dir / "manifest.json"), providers="cpu")
     metrics = {"test": evaluate(detector, test, export_dir / "eval", plot_prefix="test-"),
                "val": evaluate(detector, val, export_dir / "eval", plot_prefix="val-")}
+    if opts.line_type in TEXTURE_MAKERS:
+        metrics["background"] = _background(detector, opts.line_type, registry)
     manifest["metrics"] = metrics
     (export_dir / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    activate, reason = promotion_decision(registry, opts.line_type, metrics["test"].get("map50"))
+    manifest["promotion"] = {"activated": activate if register else False, "reason": reason}
+    (export_dir / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     if register:
-        registered = registry.add(onnx_path, manifest, version=version, activate=True)
+        registered = registry.add(onnx_path, manifest, version=version)
+        if activate:
+            registry.promote(version, reason=reason)
+        else:
+            log.warning("%s registered but NOT activated: %s", version, reason)
         shutil.copytree(export_dir / "eval", registered.model_path.parent / "eval")
+    if "background" in metrics:
+        summary_bg = {"detections_per_mpx": metrics["background"]["detections_per_mpx"],
+                      "previous_active": (metrics["background"].get("previous_active") or {}).get(
+                          "detections_per_mpx")}
+    else:
+        summary_bg = None
     keys = ("map50", "map50_95", "detection_rate", "false_detections_per_image", "image_accuracy")
     summary = {"version": version, "registered": register, "operating_threshold": threshold,
                "test": {k: metrics["test"].get(k) for k in keys}, "val": {k: metrics["val"].get(k) for k in keys},
                "training_s": round(state["elapsed_s"], 1), "bare_ort_mpx_per_s": speed["mpx_per_s"],
-               "parity_max_abs_diff": parity["max_abs_diff"]}
+               "parity_max_abs_diff": parity["max_abs_diff"], "background": summary_bg,
+               "activated": manifest["promotion"]["activated"], "promotion": reason}
     (opts.out_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return {"summary": json.dumps(summary), "manifest": manifest}

@@ -1,6 +1,11 @@
 """Train a line type's detector: augmented batches, AdamW + cosine schedule, EMA weights, validation
 mAP@0.5 per epoch to keep the best epoch, checkpoints that resume, and a time budget.
 
+Background negatives (`Recipe.negatives`, CLI `--negatives SHARE`): SHARE defect-free strip tiles
+per defect image are mixed into every epoch (0.25: one per four images), cut from simulator-style
+textures of a seed family disjoint from the simulator's (see `training.negatives`); their targets
+are empty. The hot recipe uses them by default; `--negatives 0` trains on the dataset alone.
+
 `run(options)` is what `steel-inspect train` calls; the final export/evaluate/register step is in
 `training.finalize` and also runs on its own when a resumed run finds training complete.
 """
@@ -8,6 +13,7 @@ mAP@0.5 per epoch to keep the best epoch, checkpoints that resume, and a time bu
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import time
@@ -25,6 +31,7 @@ from training.augment import AugmentConfig
 from training.data import TrainBatches, eval_batches
 from training.metrics import ImageResult, mean_ap
 from training.model import Detector, pretrained_path
+from training.negatives import NegativePool, negatives_per_epoch
 from training.targets import focal_loss, giou_loss
 
 log = logging.getLogger(__name__)
@@ -52,10 +59,14 @@ class Recipe:
     image_weight: float = 1.0
     val_every: int = 1
     scale: tuple[float, float] = (0.85, 1.2)
+    negatives: float = 0.0  # defect-free tiles per defect image per epoch
+    negative_textures: int = 24  # full-width textures the negative tiles are cut from
+    background_cap: float | None = None  # max background detections per Mpx at the operating threshold
 
 
 RECIPES = {
-    "hot": Recipe(dataset="neu-det", stride=8, backbone="plain", window=(224, 224), epochs=70),
+    "hot": Recipe(dataset="neu-det", stride=8, backbone="plain", window=(224, 224), epochs=70,
+                  negatives=0.25, background_cap=1.0),
     "cold": Recipe(dataset="cr7-det", stride=4, backbone="plain", window=(256, 256), epochs=22,
                    scale=(0.85, 1.15)),
 }
@@ -75,7 +86,21 @@ class Options:
     command: str = ""
     splits_dir: Path | None = None  # default: the committed models/splits
     speed_check: bool = True
+    negatives: float | None = None  # overrides the recipe's share
+    background_cap: float | None = None  # overrides the recipe's cap; <= 0 turns the cap off
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def effective_recipe(opts: Options) -> Recipe:
+    """The line type's recipe with the command line's overrides applied."""
+    recipe = asdict(RECIPES[opts.line_type])
+    if opts.epochs:
+        recipe["epochs"] = opts.epochs
+    if opts.negatives is not None:
+        recipe["negatives"] = opts.negatives
+    if opts.background_cap is not None:
+        recipe["background_cap"] = opts.background_cap if opts.background_cap > 0 else None
+    return Recipe(**recipe)
 
 
 def build_model(recipe: Recipe, pretrained: bool = False) -> Detector:
@@ -132,9 +157,7 @@ def _limit(samples: list[Sample], n: int | None) -> list[Sample]:
 def run(opts: Options) -> dict[str, Any]:
     """Train (or resume) and return the training summary written into `out_dir/summary.json`."""
     torch.set_num_threads(opts.threads)
-    recipe = RECIPES[opts.line_type]
-    if opts.epochs:
-        recipe = Recipe(**{**asdict(recipe), "epochs": opts.epochs})
+    recipe = effective_recipe(opts)
     classes = DATASET_CLASSES[recipe.dataset]
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = opts.out_dir / "last.pt", opts.out_dir / "best.pt"
@@ -144,13 +167,21 @@ def run(opts: Options) -> dict[str, Any]:
     ema = copy.deepcopy(model).eval()
     optimizer = make_optimizer(model, recipe)
     state: dict[str, Any] = {"epoch": 0, "step": 0, "best_map": -1.0, "best_epoch": None, "history": [],
-                             "elapsed_s": 0.0, "planned_epochs": recipe.epochs, "budget_cut": False}
+                             "elapsed_s": 0.0, "planned_epochs": recipe.epochs, "budget_cut": False,
+                             "commands": [opts.command]}
     if opts.resume and last_path.is_file():
         ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
         optimizer.load_state_dict(ckpt["optimizer"])
         state = ckpt["state"]
+        state.setdefault("commands", [_earlier_command(opts.out_dir)])
+        state["commands"].append(opts.command)
+        if opts.epochs and opts.epochs > state["planned_epochs"]:
+            # More epochs after the schedule ended: the cosine restarts from where `epochs` puts it
+            # (a warm restart); best.pt is only replaced by an epoch with a better val mAP.
+            log.info("extending the plan from %d to %d epochs", state["planned_epochs"], opts.epochs)
+            state["planned_epochs"] = opts.epochs
         log.info("resumed %s at epoch %d of %d", last_path, state["epoch"], state["planned_epochs"])
     else:
         best_path.unlink(missing_ok=True)  # a fresh run never inherits an older run's best epoch
@@ -161,11 +192,16 @@ def run(opts: Options) -> dict[str, Any]:
     train = _limit(load_split(opts.datasets_dir, recipe.dataset, "train", opts.splits_dir), opts.max_images)
     val = _limit(load_split(opts.datasets_dir, recipe.dataset, "val", opts.splits_dir), opts.max_images)
     batch_size = min(recipe.batch_size, max(2, len(train)))
-    batches = TrainBatches(train, classes, AugmentConfig(out_size=recipe.window, scale=recipe.scale),
-                           recipe.stride, batch_size)
+    augment_cfg = AugmentConfig(out_size=recipe.window, scale=recipe.scale)
+    pool, negatives = None, negatives_per_epoch(recipe.negatives, len(train))
+    if negatives:
+        pool = NegativePool(opts.line_type, recipe.negative_textures, augment_cfg)
+        state["negatives"] = {"share": recipe.negatives, "per_epoch": negatives, **pool.describe()}
+    batches = TrainBatches(train, classes, augment_cfg, recipe.stride, batch_size, pool, negatives)
     val_images = [read_image(s.image_path) for s in val]
-    log.info("%s: %d train / %d val images of %s, %d steps per epoch, %d epochs planned", opts.line_type,
-             len(train), len(val), recipe.dataset, len(batches), state["planned_epochs"])
+    log.info("%s: %d train / %d val images of %s + %d background negatives, %d steps per epoch, "
+             "%d epochs planned", opts.line_type, len(train), len(val), recipe.dataset, negatives, len(batches),
+             state["planned_epochs"])
     from tqdm import tqdm
 
     while state["epoch"] < state["planned_epochs"]:
@@ -202,6 +238,15 @@ def run(opts: Options) -> dict[str, Any]:
     if not best_path.is_file():  # no validation data (smoke runs): the last EMA weights
         torch.save({"ema": ema.state_dict(), "epoch": state["epoch"]}, best_path)
     return state
+
+
+def _earlier_command(out_dir: Path) -> str:
+    """The command of the run that wrote `out_dir` (from its exported manifest), for checkpoints
+    written before commands were kept in the checkpoint."""
+    try:
+        return json.loads((out_dir / "export" / "manifest.json").read_text())["training"]["command"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unknown (see the manifest of the version first trained in this folder)"
 
 
 def make_optimizer(model: Detector, recipe: Recipe) -> torch.optim.Optimizer:
