@@ -10,7 +10,8 @@ from tests.conftest import free_port
 
 
 def write_line_config(tmp_path: Path, *, width_px: int = 512, frame_height_px: int = 256,
-                      coil_length_m: float = 3.0, extra: dict[str, str] | None = None) -> Path:
+                      coil_length_m: float = 3.0, speed_m_per_s: float = 5.0,
+                      extra: dict[str, str] | None = None) -> Path:
     """A copy of the demo config with free ports, its database under tmp_path and small frames."""
     text = DEMO_CONFIG.read_text()
     for old_port in ("5555", "5556", "5560", "5570"):
@@ -21,6 +22,7 @@ def write_line_config(tmp_path: Path, *, width_px: int = 512, frame_height_px: i
     text = re.sub(r"strip_width_mm = [\d.]+", f"strip_width_mm = {float(width_px)}", text)
     text = re.sub(r"frame_height_px = \d+", f"frame_height_px = {frame_height_px}", text)
     text = re.sub(r"coil_length_m = [\d.]+", f"coil_length_m = {coil_length_m}", text)
+    text = re.sub(r"speed_m_per_s = [\d.]+", f"speed_m_per_s = {speed_m_per_s}", text)
     for old, new in (extra or {}).items():
         if old not in text:
             raise ValueError(f"write_line_config: {old!r} not in the demo config")
