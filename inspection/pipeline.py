@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -59,7 +61,7 @@ def worker_child(config_path: str, config_overrides: dict[str, Any], name: str, 
 
     from inspection.config import load_config, log_config
     from inspection.records.grading import load_rules
-    from inspection.records.messages import encode
+    from inspection.records.messages import WorkerStatus, encode
     from inspection.registry import Registry
     from inspection.transport import FrameReceiver, parse_endpoint
     from inspection.worker import InferenceWorker
@@ -76,13 +78,19 @@ def worker_child(config_path: str, config_overrides: dict[str, Any], name: str, 
     endpoint = parse_endpoint(config.endpoints.results, "connect")
     (results.bind if endpoint.role == "bind" else results.connect)(endpoint.address)
     receiver = FrameReceiver([c.endpoint for c in config.cameras], hwm=max(c.send_hwm for c in config.cameras))
-    last_message = time.monotonic()
+    last_message = last_report = time.monotonic()
+    host, pid = socket.gethostname(), os.getpid()
 
     def receive(timeout: float) -> Any:
-        nonlocal last_message
+        nonlocal last_message, last_report
         message = receiver.recv(timeout_ms=max(1, int(timeout * 1000)))
+        now = time.monotonic()
         if message is not None:
-            last_message = time.monotonic()
+            last_message = now
+        if now - last_report >= config.worker.heartbeat_s:  # health for the console, through the recorder
+            last_report = now
+            stats = {**dataclasses.asdict(worker.stats), "malformed": receiver.malformed, "status": "ok"}
+            results.send_multipart(encode(WorkerStatus(name, host, pid, time.time_ns(), stats)))
         return message
 
     def send(message: Any) -> None:

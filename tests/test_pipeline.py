@@ -144,3 +144,15 @@ def test_stop_flag_ends_the_line_cleanly(line) -> None:  # noqa: ANN001
     summary = run_pipeline(line, camera_overrides={"realtime": True}, stop=stop)
     assert all(code == 0 for code in summary["exit_codes"].values()), summary
     assert summary["frames_sent"] == summary["frames_inspected"] > 0
+
+
+def test_two_workers_share_the_line_and_report_health(line) -> None:  # noqa: ANN001
+    summary = run_pipeline(line, workers=2, max_frames=40, camera_overrides={"realtime": False})
+    assert all(code == 0 for code in summary["exit_codes"].values()), summary
+    assert summary["frames_sent"] == summary["frames_inspected"] == 80
+    con = sqlite3.connect(line.database)
+    rows = dict(con.execute("SELECT key, value FROM status WHERE key LIKE 'worker:%'").fetchall())
+    con.close()
+    assert set(rows) == {f"worker:{line.id}:worker-1", f"worker:{line.id}:worker-2"}
+    received = [json.loads(v)["frames_received"] for v in rows.values()]
+    assert all(n > 0 for n in received), received  # ZeroMQ shared the frames between both workers

@@ -111,3 +111,14 @@ def test_random_bytes_only_raise_record_error(parts: list[bytes]) -> None:
     # decode's contract: whatever arrives, the only exception is RecordError (anything else fails here)
     with contextlib.suppress(RecordError):
         decode(parts)
+
+
+def test_worker_status_round_trip_and_validation() -> None:
+    from inspection.records.messages import WorkerStatus
+
+    status = WorkerStatus("worker-1", "line-pc-3", 4242, 123, {"frames_received": 7, "models": {"hot": "hot-1"}})
+    assert decode(encode(status)) == status
+    with pytest.raises(RecordError, match="stats.nested: expected a number, a short text or a flat object"):
+        WorkerStatus("worker-1", "h", 1, 1, {"nested": {"a": {"b": 1}}})
+    with pytest.raises(RecordError, match="worker: expected an identifier"):
+        WorkerStatus("no spaces please", "h", 1, 1, {})

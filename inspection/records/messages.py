@@ -14,6 +14,9 @@ camera stream's sequence number). Types:
   defect's crop as PNG bytes; each extra part is referenced exactly once.
 - ``frame_dropped``: a frame the worker received (or knows it lost) but could not inspect. Adds
   ``index``, ``captured_ns`` and ``reason`` (text). It counts against coverage.
+- ``worker_status``: a worker's health, every heartbeat: ``worker`` (name), ``host``, ``pid``,
+  ``time_ns`` and ``stats`` (a flat object of counters and short texts). Not evidence: the
+  recorder keeps the latest per worker in the ``status`` table for the console.
 - ``coil_start`` / ``coil_end``: the camera's coil events, forwarded as they arrived (fields of
   `inspection.frame.CoilEvent`: ``time_ns``, and at coil end ``length_mm``, ``frames`` (captured by
   the camera) and ``dropped`` (frames the camera could not send)).
@@ -47,6 +50,8 @@ _RESULT_KEYS = frozenset(_IDENTITY) | frozenset(
 )
 _DROPPED_KEYS = frozenset(_IDENTITY) | {"v", "type", "index", "captured_ns", "reason"}
 _EVENT_KEYS = frozenset(_IDENTITY) | {"v", "type", "time_ns", "length_mm", "frames", "dropped"}
+_STATUS_KEYS = frozenset({"v", "type", "worker", "host", "pid", "time_ns", "stats"})
+MAX_STATUS_STATS = 64
 
 
 @dataclass(frozen=True)
@@ -117,13 +122,42 @@ class FrameDropped:
             )
 
 
-ResultMessage = FrameResult | FrameDropped | CoilEvent
+@dataclass(frozen=True)
+class WorkerStatus:
+    """A worker's health report (not evidence; see the module docstring)."""
+
+    worker: str
+    host: str
+    pid: int
+    time_ns: int
+    stats: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        _guard(lambda: check_ident("worker", self.worker))
+        if not isinstance(self.host, str) or not 0 < len(self.host) <= 255:
+            raise RecordError(f"host: expected a host name, got {self.host!r}")
+        _int("pid", self.pid)
+        _int("time_ns", self.time_ns)
+        if not isinstance(self.stats, dict) or len(self.stats) > MAX_STATUS_STATS:
+            raise RecordError(f"stats: expected an object of at most {MAX_STATUS_STATS} entries")
+        for key, value in self.stats.items():
+            plain = isinstance(value, int | float | str | type(None)) or (
+                isinstance(value, dict) and all(isinstance(v, int | float | str) for v in value.values()))
+            if not isinstance(key, str) or not plain or (isinstance(value, str) and len(value) > 500):
+                raise RecordError(f"stats.{key}: expected a number, a short text or a flat object, got {value!r}")
+
+
+ResultMessage = FrameResult | FrameDropped | CoilEvent | WorkerStatus
 
 
 def encode(message: ResultMessage) -> list[bytes]:
     """Encode a message into multipart parts: [JSON header, crop PNG, crop PNG, ...]."""
     if isinstance(message, CoilEvent):
         return [_dump({"v": RESULTS_VERSION, "type": message.kind, **message.header_fields()})]
+    if isinstance(message, WorkerStatus):
+        return [_dump({"v": RESULTS_VERSION, "type": "worker_status", "worker": message.worker,
+                       "host": message.host, "pid": message.pid, "time_ns": message.time_ns,
+                       "stats": message.stats})]
     ident = {
         "line": message.source.line,
         "line_type": message.source.line_type,
@@ -230,6 +264,11 @@ def _decode(parts: Sequence[Any]) -> ResultMessage:
             frames=header["frames"],
             dropped=header["dropped"],
         )
+    if kind == "worker_status":
+        _keys(header, _STATUS_KEYS, "header")
+        _no_extra(extra, kind)
+        return WorkerStatus(worker=header["worker"], host=header["host"], pid=header["pid"],
+                            time_ns=header["time_ns"], stats=header["stats"])
     if kind == "frame_dropped":
         _keys(header, _DROPPED_KEYS, "header")
         _no_extra(extra, kind)
@@ -243,7 +282,7 @@ def _decode(parts: Sequence[Any]) -> ResultMessage:
         )
     if kind != "frame_result":
         raise RecordError(
-            f"header.type: expected frame_result, frame_dropped, coil_start or coil_end, got {kind!r}"
+            f"header.type: expected frame_result, frame_dropped, worker_status, coil_start or coil_end, got {kind!r}"
         )
     _keys(header, _RESULT_KEYS, "header")
     model = header["model"]

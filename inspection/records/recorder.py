@@ -30,7 +30,7 @@ from inspection.frame import CoilEvent
 from inspection.process import StopFlag
 from inspection.records import queries
 from inspection.records.errors import RecordError
-from inspection.records.messages import ResultMessage, decode
+from inspection.records.messages import ResultMessage, WorkerStatus, decode
 from inspection.records.periodic import Point, find_periodic
 from inspection.records.store import Store
 
@@ -81,6 +81,8 @@ class Recorder:
         self._first_at = 0.0
         self._pending: dict[str, float] = {c: time.monotonic() for c in _ungraded_ended(store)}
         self._rate = (time.monotonic(), 0, 0)
+        # Latest WorkerStatus per worker, written once per report so a silent worker's row ages.
+        self._workers: dict[str, dict[str, Any]] = {}
 
     def run(self, stop: StopFlag) -> RecorderStats:
         """Loop until `stop` is set; always flushes and closes before returning."""
@@ -141,6 +143,10 @@ class Recorder:
                 self.stats.rejected += 1
                 self.stats.last_error = str(exc)
                 log.warning("rejected message %d: %s", self.stats.messages, exc)
+                continue
+            if isinstance(message, WorkerStatus):  # health, not evidence: kept for the next status write
+                self._workers[message.worker] = {"host": message.host, "pid": message.pid,
+                                                 "reported_ns": message.time_ns, **message.stats}
                 continue
             if not self._buffer:
                 self._first_at = time.monotonic()
@@ -247,7 +253,9 @@ class Recorder:
             "pid": os.getpid(), "endpoint": self.endpoint, "messages": self.stats.messages,
             "rejected": self.stats.rejected, "frames_per_s": (self.stats.new_frames - frames0) / dt,
             "defects_per_s": (self.stats.new_defects - defects0) / dt, "pending_coils": sorted(self._pending),
-            "alarms": self.stats.alarms, "last_error": self.stats.last_error}})
+            "alarms": self.stats.alarms, "last_error": self.stats.last_error},
+            **{f"worker:{self.line}:{name}": status for name, status in self._workers.items()}})
+        self._workers = {}
         self._rate = (now, self.stats.new_frames, self.stats.new_defects)
 
     def close(self) -> None:
