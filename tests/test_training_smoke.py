@@ -64,7 +64,7 @@ def test_model_trained_on_one_square_finds_it(tmp_path: Path) -> None:
 
 def test_export_parity_and_dynamic_shapes(tmp_path: Path) -> None:
     torch.manual_seed(1)
-    model = Detector(3, stride=4, backbone="plain").eval()
+    model = Detector(3, stride=4, backbone="plain", nms_iou=0.5).eval()  # NMS inside the graph too
     with torch.no_grad():  # a heatmap with real peaks (an untrained one is flat and full of ties)
         model.heat_head[-1].weight.normal_(0, 0.5)
         model.heat_head[-1].bias.fill_(-1.5)
@@ -169,3 +169,22 @@ def test_imagenet_lite0_checkpoint_loads_into_the_backbone() -> None:
     assert torch.allclose(backbone._conv_stem.weight, state["_conv_stem.weight"].sum(1, keepdim=True))
     feats = backbone.eval()(torch.zeros(1, 1, 64, 64))
     assert [f.shape[1] for f in feats] == list(Lite0Backbone.channels)
+
+
+@pytest.mark.parametrize(
+    ("boxes", "scores", "labels", "iou", "kept"),
+    [
+        ([[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60]], [0.9, 0.8, 0.7], [0, 0, 0], 0.5, [0.9, 0.7, 0.0]),
+        ([[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60]], [0.9, 0.8, 0.7], [0, 1, 0], 0.5, [0.9, 0.8, 0.7]),
+        ([[0, 0, 10, 10], [5, 0, 15, 10], [50, 50, 60, 60]], [0.9, 0.8, 0.7], [0, 0, 0], 0.5, [0.9, 0.8, 0.7]),
+        ([[0, 0, 10, 10], [5, 0, 15, 10], [50, 50, 60, 60]], [0.9, 0.8, 0.7], [0, 0, 0], 0.3, [0.9, 0.7, 0.0]),
+    ],
+)
+def test_fast_nms(boxes, scores, labels, iou, kept) -> None:  # noqa: ANN001
+    from training.model import fast_nms
+
+    b, s, lb = fast_nms(torch.tensor([boxes], dtype=torch.float32), torch.tensor([scores]),
+                        torch.tensor([labels]), iou)
+    assert s[0].tolist() == pytest.approx(kept)
+    survivors = [box for box, sc in zip(boxes, scores, strict=True) if sc in kept]
+    assert b[0, : len(survivors)].tolist() == survivors

@@ -58,6 +58,8 @@ from training.train import Options, _limit, build_model, effective_recipe, predi
 log = logging.getLogger(__name__)
 BACKBONES = {"lite0": "EfficientNet-Lite0 (ImageNet weights, fine-tuned; grayscale stem)",
              "plain": "ResNet-style dense-conv CNN (stem 24, stages 32/64/128/256, trained from scratch)"}
+# (fuse_image_scores, nms_iou) settings compared on val; the order breaks ties (simplest first).
+POSTPROCESSING = [(fuse, nms) for fuse in (False, True) for nms in (None, 0.7, 0.6, 0.5, 0.4)]
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 17))
 CHOICE_FRAMES = 8  # background frames for the threshold choice (48 tiles of 512 px, 12.6 Mpx)
 MAX_MAP50_DROP = 0.03  # a new model that loses more test mAP@0.5 than this is registered, not activated
@@ -190,21 +192,19 @@ def finalize(opts: Options, state: dict[str, Any], models_dir: Path, register: b
     test = _limit(load_split(opts.datasets_dir, recipe.dataset, "test", opts.splits_dir), opts.max_images)
     val_images = [read_image(s.image_path) for s in val]
 
-    choice = {}
-    for fuse in (False, True):
-        model.fuse_image_scores = fuse
-        results = val_results(model, val, val_images, classes)
-        choice[fuse] = (mean_ap(results, len(classes)) or 0.0, results)
-    fuse = choice[True][0] > choice[False][0]
-    model.fuse_image_scores = fuse
+    grid = val_results(model, val, val_images, classes, settings=POSTPROCESSING)
+    choice = {g: (mean_ap(results, len(classes)) or 0.0, results) for g, results in grid.items()}
+    best_setting = max(POSTPROCESSING, key=lambda g: choice[g][0])  # first wins ties: simplest
+    model.fuse_image_scores, model.nms_iou = best_setting
+    fuse = best_setting[0]
     background = None
     if opts.line_type in TEXTURE_MAKERS:
         choice_tiles = background_tiles(opts.line_type, CHOICE_FRAMES, CHOICE_FAMILY)
         choice_scores = [sc for _, sc, _ in predict_samples(model, choice_tiles, batch_size=8)]
         background = lambda t: per_mpx(choice_scores, choice_tiles, t)  # noqa: E731
-    threshold, at_threshold = choose_threshold(choice[fuse][1], background, recipe.background_cap)
-    log.info("val mAP@0.5 without / with image-score fusion: %.4f / %.4f; threshold %.2f %s",
-             choice[False][0], choice[True][0], threshold, at_threshold)
+    threshold, at_threshold = choose_threshold(choice[best_setting][1], background, recipe.background_cap)
+    log.info("val mAP@0.5 per (image-score fusion, NMS IoU): %s; chosen %s, threshold %.2f %s",
+             {str(g): round(v[0], 4) for g, v in choice.items()}, best_setting, threshold, at_threshold)
 
     export_dir = opts.out_dir / "export"
     shutil.rmtree(export_dir, ignore_errors=True)
@@ -227,7 +227,9 @@ def finalize(opts: Options, state: dict[str, Any], models_dir: Path, register: b
         "preprocessing": f"inside the graph: uint8 -> float32, (x - {model.mean}) / {model.std}; no resize "
                          "(native pixel scale); "
                          f"stride-{recipe.stride} heatmap peaks by 3x3 max-pool, top-{model.max_detections}"
-                         + (", scores sqrt(peak * image-level class probability)" if fuse else ""),
+                         + (", scores sqrt(peak * image-level class probability)" if fuse else "")
+                         + (f", fast NMS per class at IoU > {model.nms_iou}, re-sorted" if model.nms_iou else ""),
+        "postprocessing_val_map50": {f"fuse={g[0]},nms_iou={g[1]}": round(v[0], 4) for g, v in choice.items()},
         "operating_threshold": threshold,
         "operating_point_val": {**at_threshold, "rule": "max F2 of class-agnostic detection at IoU 0.3 on val"
                                 + (f", background detections <= {recipe.background_cap}/Mpx on frames "

@@ -161,12 +161,14 @@ class Detector(nn.Module):
     """Returns raw maps in training (`forward`) and final detections in `detect` (exported)."""
 
     def __init__(self, num_classes: int, stride: int = STRIDE, width: int = 64, head_width: int | None = None,
-                 max_detections: int = 100, fuse_image_scores: bool = False, backbone: str = "plain") -> None:
+                 max_detections: int = 100, fuse_image_scores: bool = False, backbone: str = "plain",
+                 nms_iou: float | None = None) -> None:
         super().__init__()
         if stride not in (4, 8):
             raise ValueError(f"stride: expected 4 or 8, got {stride}")
         self.num_classes, self.max_detections, self.stride = num_classes, max_detections, stride
         self.fuse_image_scores = fuse_image_scores
+        self.nms_iou = nms_iou  # post-processing, chosen on val; None: 3x3 peaks only
         if backbone not in NORMALISATION:
             raise ValueError(f"backbone: expected one of {sorted(NORMALISATION)}, got {backbone!r}")
         self.backbone = Backbone() if backbone == "plain" else Lite0Backbone()
@@ -208,11 +210,19 @@ class Detector(nn.Module):
         """uint8 [N, 1, H, W] -> boxes [N, K, 4], scores [N, K], labels int64 [N, K]."""
         x = (image.to(torch.float32) - self.mean) / self.std
         heat_logits, dist, image_logits = self(x)
+        size = torch._shape_as_tensor(image)[2:].to(torch.float32)  # traced, so H and W stay dynamic
+        return self.postprocess(heat_logits, dist, image_logits, size)
+
+    def postprocess(self, heat_logits: torch.Tensor, dist: torch.Tensor, image_logits: torch.Tensor,
+                    size_hw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Raw maps -> detections, with this model's score fusion and NMS settings."""
         heat = torch.sigmoid(heat_logits)
         if self.fuse_image_scores:
             heat = torch.sqrt(heat * torch.sigmoid(image_logits)[:, :, None, None])
-        size = torch._shape_as_tensor(image)[2:].to(torch.float32)  # traced, so H and W stay dynamic
-        return decode(heat, dist, size, self.max_detections, self.stride)
+        boxes, scores, labels = decode(heat, dist, size_hw, self.max_detections, self.stride)
+        if self.nms_iou is not None:
+            boxes, scores, labels = fast_nms(boxes, scores, labels, self.nms_iou)
+        return boxes, scores, labels
 
 
 def decode(heat: torch.Tensor, dist: torch.Tensor, size_hw: torch.Tensor, k: int,
@@ -236,6 +246,30 @@ def decode(heat: torch.Tensor, dist: torch.Tensor, size_hw: torch.Tensor, k: int
     limit = torch.cat([size_hw.flip(0), size_hw.flip(0)])  # W, H, W, H
     boxes = torch.minimum(boxes.clamp(min=0), limit)
     return boxes, scores * valid.to(scores.dtype), labels
+
+
+def fast_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
+             iou_threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fast NMS (YOLACT) over the score-sorted top-K: a detection is dropped (score 0) when a
+    higher-scoring detection of the same class overlaps it at IoU > `iou_threshold`; then re-sorted.
+
+    Fixed shapes ([N, K, K] IoU matrix, K = 100), so it exports to ONNX as plain tensor ops. It removes
+    the extra peaks that long defects (cold-strip `linear`, hot `scratches`) raise along their length,
+    each regressing nearly the same box, which the 3x3 peak test alone cannot separate.
+    """
+    n, k, _ = boxes.shape
+    lt = torch.max(boxes[:, :, None, :2], boxes[:, None, :, :2])
+    rb = torch.min(boxes[:, :, None, 2:], boxes[:, None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=3)
+    area = (boxes[:, :, 2:] - boxes[:, :, :2]).clamp(min=0).prod(dim=2)
+    iou = inter / (area[:, :, None] + area[:, None, :] - inter).clamp(min=1e-6)
+    earlier = torch.ones(k, k, dtype=torch.bool).tril(-1)  # [i, j]: j scored higher than i
+    same = labels[:, :, None] == labels[:, None, :]
+    suppressed = ((iou > iou_threshold) & same & earlier).any(dim=2)
+    scores = scores * (~suppressed).to(scores.dtype)
+    scores, order = torch.topk(scores, k, dim=1)
+    boxes = torch.gather(boxes, 1, order[:, :, None].expand(n, k, 4))
+    return boxes, scores, torch.gather(labels, 1, order)
 
 
 class ExportWrapper(nn.Module):

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,32 +123,52 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
     return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def predict_samples(model: Detector, images: list[np.ndarray], batch_size: int = 16
-                    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Torch-side detections (boxes, scores, labels) per image, clipped to the unpadded size."""
+def predict_samples(model: Detector, images: list[np.ndarray], batch_size: int = 16,
+                    settings: Sequence[tuple[bool, float | None]] | None = None) -> Any:
+    """Torch-side detections (boxes, scores, labels) per image, clipped to the unpadded size.
+
+    With `settings` (a list of (fuse_image_scores, nms_iou)), the network runs once per batch and
+    every setting's post-processing is applied to the same maps: a dict setting -> detections.
+    """
     model.eval()
-    out: list[Any] = [None] * len(images)
-    with torch.no_grad():
-        for idx, batch in eval_batches(images, batch_size):
-            boxes, scores, labels = (t.numpy() for t in model.detect(batch))
-            for row, i in enumerate(idx):
-                h, w = images[i].shape
-                b = boxes[row].copy()
-                b[:, [0, 2]] = b[:, [0, 2]].clip(0, w)
-                b[:, [1, 3]] = b[:, [1, 3]].clip(0, h)
-                out[i] = (b, scores[row], labels[row])
-    return out
+    grid = list(settings) if settings is not None else [(model.fuse_image_scores, model.nms_iou)]
+    saved = (model.fuse_image_scores, model.nms_iou)
+    out: dict[Any, list[Any]] = {g: [None] * len(images) for g in grid}
+    try:
+        with torch.no_grad():
+            for idx, batch in eval_batches(images, batch_size):
+                x = (batch.to(torch.float32) - model.mean) / model.std
+                maps = model(x)
+                size = torch.tensor(batch.shape[2:], dtype=torch.float32)
+                for g in grid:
+                    model.fuse_image_scores, model.nms_iou = g
+                    boxes, scores, labels = (t.numpy() for t in model.postprocess(*maps, size))
+                    for row, i in enumerate(idx):
+                        h, w = images[i].shape
+                        b = boxes[row].copy()
+                        b[:, [0, 2]] = b[:, [0, 2]].clip(0, w)
+                        b[:, [1, 3]] = b[:, [1, 3]].clip(0, h)
+                        out[g][i] = (b, scores[row], labels[row])
+    finally:
+        model.fuse_image_scores, model.nms_iou = saved
+    return out if settings is not None else out[grid[0]]
 
 
-def val_results(model: Detector, samples: list[Sample], images: list[np.ndarray],
-                classes: tuple[str, ...]) -> list[ImageResult]:
+def val_results(model: Detector, samples: list[Sample], images: list[np.ndarray], classes: tuple[str, ...],
+                settings: Sequence[tuple[bool, float | None]] | None = None) -> Any:
+    """ImageResults for metrics; with `settings`, a dict setting -> results (one network pass)."""
     index = {c: i for i, c in enumerate(classes)}
-    results = []
-    for s, (b, sc, lb) in zip(samples, predict_samples(model, images), strict=True):
-        keep = sc > 0.001
-        results.append(ImageResult(s.boxes, [index[n] for n in s.labels], b[keep], sc[keep], lb[keep],
-                                   index.get(s.image_class)))
-    return results
+    predicted = predict_samples(model, images, settings=settings)
+    grid = predicted if settings is not None else {None: predicted}
+    out = {}
+    for g, detections in grid.items():
+        results = []
+        for s, (b, sc, lb) in zip(samples, detections, strict=True):
+            keep = sc > 0.001
+            results.append(ImageResult(s.boxes, [index[n] for n in s.labels], b[keep], sc[keep], lb[keep],
+                                       index.get(s.image_class)))
+        out[g] = results
+    return out if settings is not None else out[None]
 
 
 def _limit(samples: list[Sample], n: int | None) -> list[Sample]:
