@@ -53,8 +53,12 @@ def camera_child(config_path: str, config_overrides: dict[str, Any], camera_id: 
 
 
 def worker_child(config_path: str, config_overrides: dict[str, Any], name: str, summary_path: str,
-                 drain_s: float = 1.0) -> int:
-    """One inference worker process: cameras -> model -> recorder, until stopped and drained."""
+                 ready_path: str | None = None, drain_s: float = 1.0) -> int:
+    """One inference worker process: cameras -> model -> recorder, until stopped and drained.
+
+    It connects to the cameras only once its model is loaded, so it takes frames only when it can
+    inspect them, then touches `ready_path` so the supervisor knows.
+    """
     import dataclasses
 
     import zmq
@@ -77,19 +81,20 @@ def worker_child(config_path: str, config_overrides: dict[str, Any], name: str, 
     results.setsockopt(zmq.LINGER, 10_000)  # results still queued at exit get 10 s to reach the recorder
     endpoint = parse_endpoint(config.endpoints.results, "connect")
     (results.bind if endpoint.role == "bind" else results.connect)(endpoint.address)
-    receiver = FrameReceiver([c.endpoint for c in config.cameras], hwm=max(c.send_hwm for c in config.cameras))
+    receiver: FrameReceiver | None = None
     last_message = last_report = time.monotonic()
     host, pid = socket.gethostname(), os.getpid()
 
     def receive(timeout: float) -> Any:
         nonlocal last_message, last_report
-        message = receiver.recv(timeout_ms=max(1, int(timeout * 1000)))
+        message = receiver.recv(timeout_ms=max(1, int(timeout * 1000))) if receiver is not None else None
         now = time.monotonic()
         if message is not None:
             last_message = now
         if now - last_report >= config.worker.heartbeat_s:  # health for the console, through the recorder
             last_report = now
-            stats = {**dataclasses.asdict(worker.stats), "malformed": receiver.malformed, "status": "ok"}
+            stats = {**dataclasses.asdict(worker.stats), "malformed": receiver.malformed if receiver else 0,
+                     "status": "ok"}
             results.send_multipart(encode(WorkerStatus(name, host, pid, time.time_ns(), stats)))
         return message
 
@@ -102,14 +107,20 @@ def worker_child(config_path: str, config_overrides: dict[str, Any], name: str, 
 
     worker = InferenceWorker(config, registry, receive, send, rules.severity)
     try:
-        worker._slot(config.type)  # load the model now: a bad model fails at start, not on the first frame
-        log.info("%s ready: model %s on %s", name, worker.stats.models, worker.slots[config.type].detector.providers)
+        slot = worker.load(config.type)  # a bad model fails here, at start, not on the first frame
+        receiver = FrameReceiver([c.endpoint for c in config.cameras], hwm=max(c.send_hwm for c in config.cameras))
+        log.info("%s ready: model %s on %s", name, slot.manifest.version, slot.detector.providers)
+        if ready_path:
+            Path(ready_path).touch()
+        last_message = time.monotonic()
         worker.run(lambda: stop.is_set() and time.monotonic() - last_message > drain_s)
     finally:
-        receiver.close()
+        malformed = receiver.malformed if receiver is not None else 0
+        if receiver is not None:
+            receiver.close()
         results.close()
         context.term()
-        summary = {**dataclasses.asdict(worker.stats), "malformed": receiver.malformed}
+        summary = {**dataclasses.asdict(worker.stats), "malformed": malformed}
         log.info("%s done: %s", name, json.dumps(summary, sort_keys=True))
         _write_json(summary_path, summary)
     return 0
@@ -171,10 +182,15 @@ def run_pipeline(
         incarnation = {f"worker-{i + 1}": 0 for i in range(workers)}
 
         def start_worker(name: str) -> None:
-            sup.start(name, worker_child, config_path, overrides, name, str(out / f"{name}.{incarnation[name]}.json"))
+            sup.start(name, worker_child, config_path, overrides, name, str(out / f"{name}.{incarnation[name]}.json"),
+                      str(out / f"{name}.ready"))
 
         for name in incarnation:
             start_worker(name)
+        if not _wait_ready(sup, [out / f"{name}.ready" for name in incarnation], list(incarnation), stop):
+            codes = sup.stop()
+            log.error("the line did not start: a worker failed or was stopped before its model was loaded")
+            return {"exit_codes": codes, "worker_restarts": 0, "started": False}
         cameras = []
         for cam in config.cameras:
             name = f"camera-{cam.id}"
@@ -199,6 +215,17 @@ def run_pipeline(
         worker_stats = [s for p in sorted(out.glob("worker-*.json")) if (s := _read_json(p))]
         recorder_stats = _read_json(out / "recorder.json") or {}
     return summarize(db, started_ns, codes, camera_stats, worker_stats, recorder_stats, restarts, elapsed)
+
+
+def _wait_ready(sup: Supervisor, files: list[Path], workers: list[str], stop: StopFlag,
+                timeout_s: float = 300.0) -> bool:
+    """Wait until every worker has loaded its model (so live cameras do not drop frames at start)."""
+    deadline = time.monotonic() + timeout_s
+    while not all(f.exists() for f in files):
+        if stop.is_set() or time.monotonic() > deadline or any(not sup.alive(w) for w in workers):
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def summarize(db: Path, started_ns: int, codes: dict[str, int | None], cameras: dict[str, dict[str, Any]],

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -25,8 +26,12 @@ log = logging.getLogger(__name__)
 
 
 def _child_main(target: Callable[..., Any], name: str, verbose: bool, args: tuple, kwargs: dict) -> None:
+
     from inspection.cli import setup_logging
 
+    # Until the child installs its own handler (`inspection.process.StopFlag`), a SIGTERM ends it
+    # cleanly instead of killing it mid-import: a line stopped while it starts is a clean stop.
+    signal.signal(signal.SIGTERM, _stopped_while_starting)
     setup_logging(verbose)
     try:
         result = target(*args, **kwargs)
@@ -39,6 +44,11 @@ def _child_main(target: Callable[..., Any], name: str, verbose: bool, args: tupl
         logging.getLogger(__name__).exception("%s crashed", name)
         sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def _stopped_while_starting(signum: int, _frame: Any) -> None:
+    logging.getLogger(__name__).info("stopped (signal %d) before it had started", signum)
+    raise SystemExit(0)
 
 
 class Supervisor:
@@ -99,9 +109,11 @@ class Supervisor:
         """SIGTERM the named children (default: all), wait `grace_s`, kill the rest; exit codes."""
         chosen = list(names if names is not None else self._children)
         grace = self.grace_s if grace_s is None else grace_s
+        terminated = set()
         for name in chosen:
             if self._children[name].is_alive():
                 self._children[name].terminate()
+                terminated.add(name)
         deadline = time.monotonic() + grace
         for name in chosen:
             process = self._children[name]
@@ -111,6 +123,12 @@ class Supervisor:
                 process.kill()
                 process.join(5.0)
         codes = {name: self._children[name].exitcode for name in chosen}
+        for name in terminated:
+            # Our SIGTERM arrived before the child had installed its handler (still starting):
+            # that is a clean stop, not a failure.
+            if codes[name] == -signal.SIGTERM:
+                log.info("%s stopped while starting", name)
+                codes[name] = 0
         for name, code in codes.items():
             (log.info if code == 0 else log.warning)("%s exited with status %s", name, code)
         return codes

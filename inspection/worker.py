@@ -108,6 +108,10 @@ class InferenceWorker:
         self._first_at = 0.0
         self._last_reload_check = time.monotonic()
 
+    def load(self, line_type: str) -> ModelSlot:
+        """The model slot for a line type, loading its model now if needed."""
+        return self._slot(line_type)
+
     def _slot(self, line_type: str) -> ModelSlot:
         slot = self.slots.get(line_type)
         if slot is None:

@@ -138,12 +138,35 @@ def test_a_killed_worker_is_restarted_and_nothing_is_counted_twice(line) -> None
     assert summary["frames_inspected"] == rows[0]
 
 
+def _stop_once_frames_are_recorded(stop: StopFlag, db: Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            recorded = con.execute("SELECT count(*) FROM frames").fetchone()[0]
+            con.close()
+        except sqlite3.Error:
+            recorded = 0
+        if recorded:
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)
+    stop.set()
+
+
 def test_stop_flag_ends_the_line_cleanly(line) -> None:  # noqa: ANN001
     stop = StopFlag(install=False)
-    threading.Timer(4.0, stop.set).start()
+    threading.Thread(target=_stop_once_frames_are_recorded, args=(stop, line.database), daemon=True).start()
     summary = run_pipeline(line, camera_overrides={"realtime": True}, stop=stop)
     assert all(code == 0 for code in summary["exit_codes"].values()), summary
     assert summary["frames_sent"] == summary["frames_inspected"] > 0
+
+
+def test_a_line_stopped_while_starting_stops_cleanly(line) -> None:  # noqa: ANN001
+    stop = StopFlag(install=False)
+    threading.Timer(0.5, stop.set).start()
+    summary = run_pipeline(line, camera_overrides={"realtime": True}, stop=stop)
+    assert summary["exit_codes"] and all(code == 0 for code in summary["exit_codes"].values()), summary
 
 
 def test_two_workers_share_the_line_and_report_health(line) -> None:  # noqa: ANN001
