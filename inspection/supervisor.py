@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 
 
 def _child_main(target: Callable[..., Any], name: str, verbose: bool, args: tuple, kwargs: dict) -> None:
-
     from inspection.cli import setup_logging
 
     # Until the child installs its own handler (`inspection.process.StopFlag`), a SIGTERM ends it
