@@ -114,10 +114,10 @@ def run_camera(
     with source:
         live = camera.live and source.live
         log.info("camera %s applied: %s", camera.id, json.dumps(source.describe(), default=str, sort_keys=True))
-        # Replay waits for the workers to take every queued frame before the process exits (bounded,
-        # so a dead worker cannot hang it); a live camera gives its queue 2 s.
+        # At exit the workers get time to take what is queued, the coil_end included (bounded, so a
+        # dead worker cannot hang the camera): replay waits up to 60 s, a live camera 10 s.
         sender = FrameSender(endpoint or camera.endpoint, live=live, hwm=camera.send_hwm, stopping=stop.is_set,
-                             linger_ms=2_000 if live else 60_000)
+                             linger_ms=10_000 if live else 60_000)
         try:
             stats = pump(source, sender, max_frames=max_frames, stopping=stop.is_set)
         finally:

@@ -267,6 +267,11 @@ class Recorder:
                 self.flush()
                 if self.stats.messages == before:
                     break
+            if self.finalise_on_stop:  # coils cut short by the stop, even without any coil_end, are held
+                for (coil,) in self.store.db.execute(
+                        "SELECT id FROM coils WHERE line = ? AND NOT EXISTS (SELECT 1 FROM grades g "
+                        "WHERE g.coil = coils.id)", (self.line,)).fetchall():
+                    self._pending.setdefault(coil, time.monotonic())
             for coil in list(self._pending):
                 if queries.coverage(self.store.db, coil)["complete"]:
                     self._finalise(coil, "coil_end")
