@@ -25,6 +25,9 @@ from inspection.errors import SteelInspectError
 log = logging.getLogger(__name__)
 
 
+_stop_requested = False  # set in a child by a SIGTERM that arrived while it was starting
+
+
 def _child_main(target: Callable[..., Any], name: str, verbose: bool, args: tuple, kwargs: dict) -> None:
     from inspection.cli import setup_logging
 
@@ -32,21 +35,28 @@ def _child_main(target: Callable[..., Any], name: str, verbose: bool, args: tupl
     # cleanly instead of killing it mid-import: a line stopped while it starts is a clean stop.
     signal.signal(signal.SIGTERM, _stopped_while_starting)
     setup_logging(verbose)
+    log_ = logging.getLogger(__name__)
     try:
         result = target(*args, **kwargs)
     except SteelInspectError as exc:
-        logging.getLogger(__name__).error("%s: %s", name, exc)
+        log_.error("%s: %s", name, exc)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
     except BaseException:
-        logging.getLogger(__name__).exception("%s crashed", name)
+        # The start-up stop may surface as another exception (an extension module interrupted
+        # while it initialises raises ImportError): still a clean stop.
+        if _stop_requested:
+            log_.info("%s stopped before it had started", name)
+            sys.exit(0)
+        log_.exception("%s crashed", name)
         sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)
 
 
 def _stopped_while_starting(signum: int, _frame: Any) -> None:
-    logging.getLogger(__name__).info("stopped (signal %d) before it had started", signum)
+    global _stop_requested
+    _stop_requested = True
     raise SystemExit(0)
 
 

@@ -67,6 +67,7 @@ class Recorder:
         # When the whole line stops, nothing more can arrive: incomplete coils are graded (held) at
         # once. A recorder restarted alone keeps them pending and gives them `grace_s` again.
         self.finalise_on_stop = finalise_on_stop
+        self.quiet_ms = 1000  # at stop, drain until nothing arrived for this long
         self.stats = RecorderStats()
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.PULL)
@@ -261,11 +262,11 @@ class Recorder:
     def close(self) -> None:
         """Drain what already arrived, flush it, finalise complete coils, close the socket."""
         try:
-            while True:
+            while True:  # until the socket stays quiet: results still in flight from workers are not lost
                 before = self.stats.messages
                 self._drain(self.batch_messages)
                 self.flush()
-                if self.stats.messages == before:
+                if self.stats.messages == before and not self._sock.poll(self.quiet_ms, zmq.POLLIN):
                     break
             if self.finalise_on_stop:  # coils cut short by the stop, even without any coil_end, are held
                 for (coil,) in self.store.db.execute(
