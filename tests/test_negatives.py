@@ -109,7 +109,7 @@ class _FakeRegistry:
         return self._active
 
     def resolve(self, version: str) -> object:
-        return type("M", (), {"data": {"metrics": {"test": {"map50": self._map50}}}})()
+        return type("M", (), {"data": {"metrics": {"val": {"map50": self._map50}, "test": {"map50": 1.0}}}})()
 
 
 def test_promotion_gate() -> None:

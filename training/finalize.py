@@ -62,7 +62,7 @@ BACKBONES = {"lite0": "EfficientNet-Lite0 (ImageNet weights, fine-tuned; graysca
 POSTPROCESSING = [(fuse, nms) for fuse in (False, True) for nms in (None, 0.7, 0.6, 0.5, 0.4)]
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 17))
 CHOICE_FRAMES = 8  # background frames for the threshold choice (48 tiles of 512 px, 12.6 Mpx)
-MAX_MAP50_DROP = 0.03  # a new model that loses more test mAP@0.5 than this is registered, not activated
+MAX_MAP50_DROP = 0.03  # a new model that loses more val mAP@0.5 than this is registered, not activated
 REPORT_FRAMES = 20  # held-out background frames for the reported figure (120 tiles, 31.5 Mpx)
 
 
@@ -130,18 +130,19 @@ def _hardware() -> str:
 
 
 def promotion_decision(registry: Any, line_type: str, new_map50: float | None) -> tuple[bool, str]:
-    """Activate a new model unless its test mAP@0.5 is more than MAX_MAP50_DROP below the active one's
-    (NEU/CR7 test splits are fixed, so the figures compare one to one)."""
+    """Activate a new model unless its **validation** mAP@0.5 is more than MAX_MAP50_DROP below the
+    active one's (the val split is fixed, so the figures compare one to one). The decision never
+    looks at the test split, which stays a report, not a selection criterion."""
     active = registry.active(line_type)
     if active is None:
         return True, "activated when added: no active model"
     try:
-        old = registry.resolve(active).data.get("metrics", {}).get("test", {}).get("map50")
+        old = registry.resolve(active).data.get("metrics", {}).get("val", {}).get("map50")
     except Exception as exc:  # noqa: BLE001 - an unreadable old model cannot veto the new one
         return True, f"activated when added: the active {active} does not load ({exc})"
     if old is None or new_map50 is None:
-        return True, f"activated when added: no test mAP@0.5 to compare with {active}"
-    text = f"test mAP@0.5 {new_map50:.4f} vs {old:.4f} of {active} (allowed drop {MAX_MAP50_DROP})"
+        return True, f"activated when added: no val mAP@0.5 to compare with {active}"
+    text = f"val mAP@0.5 {new_map50:.4f} vs {old:.4f} of {active} (allowed drop {MAX_MAP50_DROP})"
     if new_map50 < old - MAX_MAP50_DROP:
         return False, "not activated: " + text
     return True, "activated when added: " + text
@@ -264,7 +265,7 @@ def finalize(opts: Options, state: dict[str, Any], models_dir: Path, register: b
         metrics["background"] = _background(detector, opts.line_type, registry)
     manifest["metrics"] = metrics
     (export_dir / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-    activate, reason = promotion_decision(registry, opts.line_type, metrics["test"].get("map50"))
+    activate, reason = promotion_decision(registry, opts.line_type, metrics["val"].get("map50"))
     manifest["promotion"] = {"activated": activate if register else False, "reason": reason}
     (export_dir / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     if register:
