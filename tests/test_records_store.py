@@ -176,6 +176,17 @@ def test_pareto_follows_reviews_and_rates_per_km(store: Store) -> None:
         analytics.defects_per_km(store.db, by="colour")
 
 
+def test_defect_free_coils_count_their_length_per_km(store: Store) -> None:
+    store.apply_batch(coil_messages("C-7", length_m=50, defects_per_frame=1.0, seed=7))
+    store.apply_batch(coil_messages("C-8", length_m=50, defects_per_frame=0.0, seed=8))
+    stats = {r["coil"]: r for r in analytics.coil_stats(store.db)}
+    assert stats["C-8"]["defects"] == 0 and stats["C-8"]["length_m"] == pytest.approx(stats["C-7"]["length_m"])
+    [line] = analytics.defects_per_km(store.db, by="line")
+    assert line["coils"] == 2
+    assert line["defects_per_1000m"] == pytest.approx(_count(store, "defects") / line["length_m"] * 1000)
+    assert line["length_m"] == pytest.approx(2 * stats["C-7"]["length_m"])
+
+
 def test_coverage_counts_and_line_status(store: Store) -> None:
     store.apply_batch(coil_messages("C-7", length_m=20, skip_frames=[2], camera_dropped=1, seed=7))
     cov = queries.coverage(store.db, "C-7")

@@ -111,17 +111,22 @@ def pareto(db: Database, since: str | None = None, until: str | None = None,
 
 
 def coil_stats(db: Database, since: str | None = None, until: str | None = None) -> list[dict[str, Any]]:
-    """Per coil: length (m), defects, defects per 1,000 m, plant data and process data."""
-    where, args = _day_where(since, until, "k.day")
+    """Per coil: length (m), defects, defects per 1,000 m, plant data and process data.
+
+    Every coil counts, defect-free ones too (their length belongs in the per-1,000 m figures); a
+    coil's day is that of its first defect, or of its first record when it has none.
+    """
+    day = "coalesce(k.day, date(c.first_seen_ns / 1000000000, 'unixepoch'))"
+    where, args = _day_where(since, until, day)
     sql = ("SELECT c.id AS coil, c.line, p.shift, p.steel_grade, p.customer, p.heat, "
            "coalesce((SELECT max(e.length_mm) FROM coil_events e WHERE e.coil = c.id AND e.kind = "
            "'coil_end') "
-           "/ 1000.0, p.length_m) AS length_m, k.defects, x.finishing_temp_c, x.coiling_temp_c, "
-           "x.speed_m_per_s "
-           "FROM (SELECT coil, sum(n) AS defects, min(day) AS day FROM coil_class_counts k "
-           f"{'WHERE ' + ' AND '.join(where) if where else ''} GROUP BY coil) k JOIN coils c ON c.id = "
-           f"k.coil "
-           "LEFT JOIN platform_coils p ON p.coil_id = c.id LEFT JOIN process_data x ON x.coil_id = c.id")
+           "/ 1000.0, p.length_m) AS length_m, coalesce(k.defects, 0) AS defects, x.finishing_temp_c, "
+           "x.coiling_temp_c, x.speed_m_per_s "
+           "FROM coils c LEFT JOIN (SELECT coil, sum(n) AS defects, min(day) AS day FROM coil_class_counts "
+           "GROUP BY coil) k ON k.coil = c.id "
+           "LEFT JOIN platform_coils p ON p.coil_id = c.id LEFT JOIN process_data x ON x.coil_id = c.id"
+           f"{' WHERE ' + ' AND '.join(where) if where else ''}")
     rows = _dicts(db.execute(sql, args))
     for r in rows:
         r["defects_per_km"] = r["defects"] / r["length_m"] * 1000 if r["length_m"] else None
