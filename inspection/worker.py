@@ -19,7 +19,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from inspection.candidates import CandidateSettings
 from inspection.config import LineConfig
@@ -218,8 +217,3 @@ class InferenceWorker:
             model_version=manifest.version, model_sha256=manifest.sha256, inspected_ns=time.time_ns(),
             defects=defects,
         )
-
-
-def status_path(config: LineConfig, name: str) -> Path:
-    """Where a process writes its health for the console: beside the database."""
-    return config.database.parent / "status" / f"{name}.json"

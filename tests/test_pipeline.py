@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-import zmq
 
 from inspection.config import load_config
 from inspection.pipeline import run_pipeline
+from inspection.plc_tap import PlcTap
 from inspection.process import StopFlag
 from inspection.records import audit
 from inspection.records.db import open_db
@@ -36,36 +36,6 @@ def line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     add_tiny_model(Registry(models), tmp_path, classes=NEU, version="hot-tiny", activate=True)
     monkeypatch.setenv("STEEL_INSPECT_MODELS", str(models))  # children inherit it
     return load_config(write_line_config(tmp_path))
-
-
-class PlcTap:
-    """Subscribes to the line's PLC endpoint for the whole run and keeps every message."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.messages: list[dict] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(endpoint,), daemon=True)
-        self._thread.start()
-
-    def _run(self, endpoint: str) -> None:
-        ctx = zmq.Context()
-        sub = ctx.socket(zmq.SUB)
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.setsockopt(zmq.RCVTIMEO, 100)
-        sub.connect(endpoint)
-        while not self._stop.is_set():
-            try:
-                topic, body = sub.recv_multipart()
-            except zmq.Again:
-                continue
-            self.messages.append(json.loads(body))
-        sub.close(0)
-        ctx.term()
-
-    def close(self) -> list[dict]:
-        self._stop.set()
-        self._thread.join(5)
-        return self.messages
 
 
 def test_one_short_coil_end_to_end(line) -> None:  # noqa: ANN001

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import shutil
 import subprocess
@@ -118,16 +117,10 @@ def _code_version() -> str:
 
 
 def _hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPU cores (shared), no GPU, {platform.system()}"
+    from inspection.benchmarks._line import hardware
 
+    h = hardware()
+    return f"{h['cpu']}, {h['cores']} CPU cores (shared), no GPU, {platform.system()}"
 
 def promotion_decision(registry: Any, line_type: str, new_map50: float | None) -> tuple[bool, str]:
     """Activate a new model unless its **validation** mAP@0.5 is more than MAX_MAP50_DROP below the

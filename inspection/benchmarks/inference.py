@@ -21,10 +21,8 @@ processes and sockets cost.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from inspection.benchmarks._line import hardware, scratch_line
+from inspection.plc_tap import PlcTap
 
 HELP = "throughput (Mpx/s) and latency: bare ONNX Runtime, PyTorch, the worker in-process, the whole pipeline"
 log = logging.getLogger(__name__)
@@ -165,9 +164,9 @@ def _pipeline(args: argparse.Namespace, config: Any) -> dict[str, Any]:
                                                                   * config.cameras[0].mm_per_px_along)))
     with tempfile.TemporaryDirectory(prefix="steel-bench-") as tmp:
         line = scratch_line(args.config, Path(tmp), **{"line.speed_m_per_s": speed})
-        tap = _PlcLatency(line.endpoints.plc)
+        tap = PlcTap(line.endpoints.plc, topic="defect")
         summary = run_pipeline(line, max_frames=frames, camera_overrides={"realtime": True, "seed": 5})
-        latencies = tap.close()
+        latencies = _latencies_ms(tap)
     inspected_mpx = summary.get("frames_inspected", 0) * config.cameras[0].width_px \
         * config.cameras[0].frame_height_px / 1e6
     # Throughput over the cameras' sending time (the run's length minus start-up and drain).
@@ -191,39 +190,10 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 1) if values else None
 
 
-class _PlcLatency:
-    """Subscribes to the PLC endpoint; latency = arrival - the defect's capture time."""
+def _latencies_ms(tap: PlcTap) -> list[float]:
+    """Arrival minus the defect's capture time, per PLC defect message."""
+    import datetime as dt
 
-    def __init__(self, endpoint: str) -> None:
-        self.latencies: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(endpoint,), daemon=True)
-        self._thread.start()
-
-    def _run(self, endpoint: str) -> None:
-        import datetime as dt
-
-        import zmq
-
-        ctx = zmq.Context()
-        sub = ctx.socket(zmq.SUB)
-        sub.setsockopt(zmq.SUBSCRIBE, b"defect")
-        sub.setsockopt(zmq.RCVTIMEO, 100)
-        sub.connect(endpoint)
-        while not self._stop.is_set():
-            try:
-                _, body = sub.recv_multipart()
-            except zmq.Again:
-                continue
-            arrived = time.time()
-            captured = json.loads(body).get("captured_time")
-            if captured:
-                stamp = dt.datetime.fromisoformat(captured.replace("Z", "+00:00")).timestamp()
-                self.latencies.append((arrived - stamp) * 1000.0)
-        sub.close(0)
-        ctx.term()
-
-    def close(self) -> list[float]:
-        self._stop.set()
-        self._thread.join(5)
-        return self.latencies
+    tap.close()
+    return [(arrived - dt.datetime.fromisoformat(m["captured_time"].replace("Z", "+00:00")).timestamp()) * 1000.0
+            for arrived, m in tap.messages if m.get("captured_time")]

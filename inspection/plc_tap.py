@@ -1,0 +1,47 @@
+"""A background subscriber that keeps every PLC message with its arrival time.
+
+For benchmarks (latency from capture to PLC message) and tests (what the line published);
+`steel-inspect plc-listen` is the integrator's tool.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import zmq
+
+
+class PlcTap:
+    """Subscribes to `endpoint` (topics: all, or the given prefix) until `close()`."""
+
+    def __init__(self, endpoint: str, topic: str = "") -> None:
+        self.messages: list[tuple[float, dict[str, Any]]] = []  # (arrival time.time(), message)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(endpoint, topic), daemon=True)
+        self._thread.start()
+
+    def _run(self, endpoint: str, topic: str) -> None:
+        context = zmq.Context()
+        socket = context.socket(zmq.SUB)
+        socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        socket.setsockopt(zmq.RCVTIMEO, 100)
+        socket.connect(endpoint)
+        try:
+            while not self._stop.is_set():
+                try:
+                    _, body = socket.recv_multipart()
+                except zmq.Again:
+                    continue
+                self.messages.append((time.time(), json.loads(body)))
+        finally:
+            socket.close(0)
+            context.term()
+
+    def close(self) -> list[dict[str, Any]]:
+        """Stop listening; the messages received, in order."""
+        self._stop.set()
+        self._thread.join(5)
+        return [message for _, message in self.messages]
