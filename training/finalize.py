@@ -1,6 +1,6 @@
 """The final step of `steel-inspect train`: pick the operating point on val, export to ONNX with a
 parity check, evaluate on the TEST split through the runtime's own `Detector`, write the manifest
-and register the model; it becomes active unless its test mAP@0.5 is more than `MAX_MAP50_DROP`
+and register the model; it becomes active unless its validation mAP@0.5 is more than `MAX_MAP50_DROP`
 below the active model's (then it is registered only, and the reason is in the manifest's
 `promotion`). Runs on its own from a finished checkpoint folder (`--resume`).
 

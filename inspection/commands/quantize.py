@@ -1,0 +1,61 @@
+"""`steel-inspect quantize VERSION`: an int8 copy of a registered model, measured and registered.
+
+The new version is evaluated on val and test and on defect-free background, its speed is measured
+beside the fp32 model in one run, and the usual gate (validation mAP@0.5 against the active model)
+decides whether it becomes active. Needs the `train` extra (the quantizer needs the `onnx` package,
+and the gate shares code with training). See `training.quantize` for the recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from inspection.config import default_datasets_dir, default_models_dir
+from inspection.errors import SteelInspectError
+
+
+class QuantizeCommandError(SteelInspectError):
+    """`steel-inspect quantize` cannot start: missing extra, data folder or a bad option."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("quantize", help="make, measure and register an int8 copy of a model",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("version", help="the model to quantize: a version, hot/cold (the active one), or a path")
+    parser.add_argument("--calibration-images", type=int, default=120,
+                        help="training-split images for the activation ranges (default 120)")
+    parser.add_argument("--calibration-backgrounds", type=int, default=4,
+                        help="defect-free background frames (6 tiles each) added to the calibration (default 4)")
+    parser.add_argument("--no-register", action="store_true", help="measure, but do not register")
+    parser.add_argument("--datasets", type=Path, default=None, help="datasets root (default ../shared/datasets)")
+    parser.add_argument("--models", type=Path, default=None, help="registry root (default models/)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the summary here")
+    parser.set_defaults(func=_handle)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    if args.calibration_images < 1:
+        raise QuantizeCommandError(f"--calibration-images: expected >= 1, got {args.calibration_images}")
+    if args.calibration_backgrounds < 0:
+        raise QuantizeCommandError(f"--calibration-backgrounds: expected >= 0, got {args.calibration_backgrounds}")
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise QuantizeCommandError("quantize needs the `train` extra: pip install -e '.[train]'") from None
+    from training.quantize import quantize_version
+
+    datasets = args.datasets or default_datasets_dir()
+    if not datasets.is_dir():
+        raise QuantizeCommandError(f"{datasets}: datasets folder not found (set --datasets or "
+                                   "STEEL_INSPECT_DATASETS)")
+    summary = quantize_version(args.version, models_dir=args.models or default_models_dir(), datasets_dir=datasets,
+                               calibration_images=args.calibration_images,
+                               calibration_backgrounds=args.calibration_backgrounds, register=not args.no_register)
+    text = json.dumps(summary, indent=1)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0

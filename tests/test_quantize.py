@@ -1,0 +1,107 @@
+"""int8 quantization: the file-level recipe on a small conv graph, and the whole command on a real model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from inspection.cli import main
+from inspection.config import REPO_DIR
+from inspection.registry import Registry
+from training.quantize import QuantizeError, quantize_file, quantize_version
+
+
+def _conv_model(path: Path) -> Path:
+    """uint8 image -> float -> stem conv -> relu -> body conv -> relu -> head conv (names as the detector's)."""
+    rng = np.random.default_rng(0)
+    weights = {"w_stem": rng.normal(0, 0.3, (4, 1, 3, 3)), "w_body": rng.normal(0, 0.3, (4, 4, 3, 3)),
+               "w_head": rng.normal(0, 0.3, (2, 4, 1, 1))}
+    inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()]
+    inits.append(numpy_helper.from_array(np.array(1 / 255, np.float32), "scale"))
+    nodes = [
+        helper.make_node("Cast", ["image"], ["x0"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["x0", "scale"], ["x1"]),
+        helper.make_node("Conv", ["x1", "w_stem"], ["s"], name="/model/backbone/stem/stem.0/Conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["s"], ["s_r"]),
+        helper.make_node("Conv", ["s_r", "w_body"], ["b"], name="/model/backbone/stages.0/Conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["b"], ["b_r"]),
+        helper.make_node("Conv", ["b_r", "w_head"], ["out"], name="/model/heat_head/heat_head.1/Conv"),
+    ]
+    graph = helper.make_graph(nodes, "tiny-conv", [helper.make_tensor_value_info("image", TensorProto.UINT8,
+                                                                                ["N", 1, "H", "W"])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    onnx.save(model, str(path))
+    return path
+
+
+def _run(path: Path, image: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"image": image[None, None]})[0]
+
+
+def test_quantize_file_keeps_stem_and_heads_fp32_and_stays_close(tmp_path: Path) -> None:
+    source = _conv_model(tmp_path / "fp32.onnx")
+    rng = np.random.default_rng(1)
+    calibration = [rng.integers(0, 256, (32, 32), dtype=np.uint8) for _ in range(8)]
+    kept = quantize_file(source, tmp_path / "int8.onnx", calibration)
+    assert kept == ["/model/backbone/stem/stem.0/Conv", "/model/heat_head/heat_head.1/Conv"]
+    graph = onnx.load(str(tmp_path / "int8.onnx")).graph
+    dequantized = {i for n in graph.node if n.op_type == "DequantizeLinear" for i in n.output}
+    convs = {n.name: n for n in graph.node if n.op_type == "Conv"}
+    # Only the body conv reads dequantized (int8) weights; the kept convs read their fp32 initialisers.
+    assert convs["/model/backbone/stages.0/Conv"].input[1] in dequantized
+    assert convs["/model/backbone/stem/stem.0/Conv"].input[1] == "w_stem"
+    assert convs["/model/heat_head/heat_head.1/Conv"].input[1] == "w_head"
+    image = rng.integers(0, 256, (32, 32), dtype=np.uint8)
+    reference, quantized = _run(source, image), _run(tmp_path / "int8.onnx", image)
+    assert quantized.shape == reference.shape
+    assert not np.array_equal(quantized, reference)  # really quantized
+    assert np.abs(quantized - reference).max() < 0.05 * np.abs(reference).max()
+
+
+def test_quantize_file_names_the_model_when_it_fails(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an onnx model")
+    with pytest.raises(QuantizeError, match="broken.onnx"):
+        quantize_file(broken, tmp_path / "out.onnx", [np.zeros((32, 32), np.uint8)])
+
+
+@pytest.mark.slow
+@pytest.mark.datasets
+def test_quantize_command_registers_a_measured_int8_version(tmp_path: Path, datasets_dir: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    registry_dir = tmp_path / "models"
+    source = Registry(REPO_DIR / "models").resolve("hot")
+    (registry_dir / "hot").mkdir(parents=True)
+    shutil.copytree(source.model_path.parent, registry_dir / "hot" / source.version)
+    registry = Registry(registry_dir)
+    registry.promote(source.version, reason="test setup")
+
+    code = main(["quantize", source.version, "--models", str(registry_dir), "--datasets", str(datasets_dir),
+                 "--calibration-images", "8", "--calibration-backgrounds", "1", "--json",
+                 str(tmp_path / "summary.json")])
+    assert code == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary == json.loads(capsys.readouterr().out)
+    new = Registry(registry_dir).resolve(summary["version"])  # loads = sha256 verified
+    q = new.data["quantization"]
+    assert q["source_version"] == source.version and q["source_sha256"] == source.sha256
+    assert q["calibration"]["train_images"] == 8 and q["calibration"]["background_tiles"] == 6
+    assert any("stem" in name for name in q["kept_fp32"]) and any("head" in name for name in q["kept_fp32"])
+    assert 0.0 <= q["agreement_val"]["fp32_found_by_int8"] <= 1.0
+    assert new.data["metrics"]["val"]["images"] > 0 and new.data["metrics"]["test"]["images"] > 0
+    assert new.data["metrics"]["test"]["training_images_evaluated"] == 0
+    assert set(new.data["speed_side_by_side"]["threads_1"]) == {"fp32", "int8"}
+    assert new.sha256 != source.sha256 and new.classes == source.classes
+    # The gate decided; what it decided is what the registry shows.
+    assert (Registry(registry_dir).active("hot") == new.version) == summary["activated"]
+    with pytest.raises(QuantizeError, match="already quantized"):
+        quantize_version(new.version, models_dir=registry_dir, datasets_dir=datasets_dir, register=False)
