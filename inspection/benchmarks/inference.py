@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from inspection.benchmarks._line import hardware, scratch_line
+from inspection.errors import SteelInspectError
 from inspection.plc_tap import PlcTap
 
 HELP = "throughput (Mpx/s) and latency: bare ONNX Runtime, PyTorch, the worker in-process, the whole pipeline"
@@ -41,7 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model name or version (default: the config's)")
     parser.add_argument("--frames", type=int, default=12, help="pre-loaded frames for bare / torch / inspector")
     parser.add_argument("--seconds", type=float, default=8.0, help="time per bare / torch / inspector measurement")
-    parser.add_argument("--offered-mpx-per-s", type=float, default=40.0, help="pipeline load (all cameras)")
+    parser.add_argument("--offered-mpx-per-s", type=float, nargs="+", default=[40.0], metavar="MPX_PER_S",
+                        help="pipeline load, all cameras (default 40); more values add load points, each a "
+                             "separate run listed in pipeline_load_points; the first one gives the headline keys")
     parser.add_argument("--pipeline-seconds", type=float, default=30.0, help="length of the pipeline run")
     parser.add_argument("--skip-pipeline", action="store_true")
 
@@ -51,6 +54,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from inspection.detector import Detector
     from inspection.registry import Registry
 
+    if any(load <= 0 for load in args.offered_mpx_per_s):
+        raise SteelInspectError(f"--offered-mpx-per-s: expected loads > 0, got {args.offered_mpx_per_s}")
     config = load_config(args.config)
     manifest = Registry(config.model.registry).resolve(args.model or config.model.name)
     detector = Detector(manifest, providers=config.worker.providers, intra_op_threads=config.worker.intra_op_threads)
@@ -69,7 +74,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result.update(_torch(manifest, tiles, best, frame_mpx, args.seconds))
     result.update(_inspector(config, detector, frames, frame_mpx, args.seconds))
     if not args.skip_pipeline:
-        result.update(_pipeline(args, config))
+        points = [_pipeline(args, config, load) for load in args.offered_mpx_per_s]
+        result.update(points[0])
+        if len(points) > 1:
+            result["pipeline_load_points"] = points
         result["pipeline_to_bare_ratio"] = round(result["pipeline_mpx_per_s"] / result["bare_mpx_per_s"], 3)
         result["pipeline_to_inspector_ratio"] = round(result["pipeline_mpx_per_s"] / result["inspector_mpx_per_s"], 3)
     result["command"] = "steel-inspect bench inference"
@@ -155,11 +163,11 @@ def _inspector(config: Any, detector: Any, frames: list[Any], frame_mpx: float, 
             "inspector_tiles_share": round(float(np.mean(shares)), 3)}
 
 
-def _pipeline(args: argparse.Namespace, config: Any) -> dict[str, Any]:
+def _pipeline(args: argparse.Namespace, config: Any, offered_mpx_per_s: float) -> dict[str, Any]:
     from inspection.pipeline import run_pipeline
 
     px_per_m = sum(c.width_px * 1000.0 / c.mm_per_px_along for c in config.cameras)
-    speed = args.offered_mpx_per_s * 1e6 / px_per_m
+    speed = offered_mpx_per_s * 1e6 / px_per_m
     frames = max(4, int(args.pipeline_seconds * speed * 1000.0 / (config.cameras[0].frame_height_px
                                                                   * config.cameras[0].mm_per_px_along)))
     with tempfile.TemporaryDirectory(prefix="steel-bench-") as tmp:
@@ -173,7 +181,7 @@ def _pipeline(args: argparse.Namespace, config: Any) -> dict[str, Any]:
     camera_seconds = summary["seconds"]
     return {
         "pipeline_mpx_per_s": round(inspected_mpx / camera_seconds, 2),
-        "pipeline_offered_mpx_per_s": args.offered_mpx_per_s,
+        "pipeline_offered_mpx_per_s": offered_mpx_per_s,
         "pipeline_line_speed_m_per_s": round(speed, 2),
         "pipeline_frames_sent": summary["frames_sent"],
         "pipeline_frames_dropped_by_cameras": summary["frames_dropped_by_cameras"],
