@@ -71,8 +71,9 @@ class WorkerConfig:
     intra_op_threads: int
     tile_px: int
     tile_overlap_px: int
-    first_stage: str  # candidates | none
+    first_stage: str  # windows | candidates | none (see inspection.frame_inspector)
     candidate_k_sigma: float
+    window_context_px: int  # strip kept around a flagged region in a model window
     uint16_shift: int
     reload_check_s: float  # how often the registry is checked for a new active model
     heartbeat_s: float
@@ -94,6 +95,8 @@ class RecordsConfig:
     coverage_min: float
     crop_margin_px: int
     crop_retention_days: int
+    seam_margin_px: float = 6.0  # a defect cut by a frame seam: how close to the seam (px) its parts end
+    seam_min_overlap: float = 0.3  # ... and how much they overlap across (share of the narrower part)
 
 
 @dataclass(frozen=True)
@@ -319,8 +322,9 @@ def _worker(path: Path, table: Any) -> WorkerConfig:
         intra_op_threads=s.get("intra_op_threads", int, 0),
         tile_px=s.positive("tile_px", int, 512),
         tile_overlap_px=s.get("tile_overlap_px", int, 128),
-        first_stage=s.choice("first_stage", ("candidates", "none"), "candidates"),
-        candidate_k_sigma=s.positive("candidate_k_sigma", float, 4.0),
+        first_stage=s.choice("first_stage", ("windows", "candidates", "none"), "windows"),
+        candidate_k_sigma=s.positive("candidate_k_sigma", float, 3.0),
+        window_context_px=s.get("window_context_px", int, 64),
         uint16_shift=s.get("uint16_shift", int, 8),
         reload_check_s=s.positive("reload_check_s", float, 1.0),
         heartbeat_s=s.positive("heartbeat_s", float, 1.0),
@@ -330,6 +334,8 @@ def _worker(path: Path, table: Any) -> WorkerConfig:
                       f"got {worker.tile_overlap_px}")
     if not 0 <= worker.uint16_shift <= 8:
         raise s.error("uint16_shift", f"expected 0..8, got {worker.uint16_shift}")
+    if worker.window_context_px < 0:
+        raise s.error("window_context_px", f"expected >= 0, got {worker.window_context_px}")
     s.check_unknown()
     return worker
 
@@ -358,7 +364,13 @@ def _records(path: Path, table: Any) -> RecordsConfig:
         coverage_min=coverage_min,
         crop_margin_px=s.get("crop_margin_px", int, 16),
         crop_retention_days=s.positive("crop_retention_days", int, 30),
+        seam_margin_px=s.get("seam_margin_px", float, 6.0),
+        seam_min_overlap=s.get("seam_min_overlap", float, 0.3),
     )
+    if records.seam_margin_px < 0:
+        raise s.error("seam_margin_px", f"expected a number >= 0, got {records.seam_margin_px!r}")
+    if not 0.0 <= records.seam_min_overlap <= 1.0:
+        raise s.error("seam_min_overlap", f"expected a share between 0 and 1, got {records.seam_min_overlap!r}")
     s.check_unknown()
     return records
 

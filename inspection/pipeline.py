@@ -239,6 +239,8 @@ def summarize(db: Path, started_ns: int, codes: dict[str, int | None], cameras: 
     """
     import sqlite3
 
+    from inspection.records.seams import merged_away
+
     megapixels = sum(float(c.get("megapixels", 0.0)) for c in cameras.values())
     summary: dict[str, Any] = {
         "exit_codes": codes,
@@ -266,7 +268,10 @@ def summarize(db: Path, started_ns: int, codes: dict[str, int | None], cameras: 
         summary["frames_inspected"], summary["frames_dropped_by_workers"] = con.execute(
             "SELECT coalesce(sum(status = 'inspected'), 0), coalesce(sum(status = 'dropped'), 0) FROM frames "
             "WHERE captured_ns >= ?", run).fetchone()
-        summary["defects"] = con.execute("SELECT count(*) FROM defects WHERE captured_ns >= ?", run).fetchone()[0]
+        fragments = con.execute("SELECT count(*) FROM defects WHERE captured_ns >= ?", run).fetchone()[0]
+        # a defect cut by frame seams is recorded as linked fragments and counts once
+        summary["defects"] = fragments - merged_away(con, started_ns)
+        summary["defect_fragments"] = fragments
         coils = [r[0] for r in con.execute(
             "SELECT coil FROM frames WHERE captured_ns >= ? UNION SELECT coil FROM coil_events WHERE time_ns >= ? "
             "ORDER BY coil", run * 2)]

@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from inspection.records import seams
 from inspection.records.errors import StoreError
 from inspection.records.queries import _dicts, coverage, iso
 
@@ -70,11 +71,20 @@ def _review_moves(db: Database, since: str | None, until: str | None) -> dict[st
     where, args = _day_where(since, until, "k.day")
     # Drive from the (few) reviews: CROSS JOIN pins the loop order, so SQLite never walks the
     # defects of every coil in the range (millions of rows) to find the reviewed ones.
-    sql = ("SELECT d.id, d.class, r.action, r.new_class FROM reviews r CROSS JOIN defects d ON d.id = r.defect_id "
-           "WHERE r.coil IN (SELECT k.coil FROM coil_class_counts k "
+    sql = ("SELECT d.id, d.coil, d.class, r.action, r.new_class FROM reviews r CROSS JOIN defects d "
+           "ON d.id = r.defect_id WHERE r.coil IN (SELECT k.coil FROM coil_class_counts k "
            f"{'WHERE ' + ' AND '.join(where) if where else ''}) ORDER BY r.id")
+    reviews = db.execute(sql, args).fetchall()
+    # coil_class_counts counts a defect cut by frame seams once, under its merged class: a review of
+    # any of its fragments moves that one count.
+    merged: dict[int, tuple[int, str]] = {}
+    for coil in sorted({r[1] for r in reviews}):
+        rows, alias = seams.coil_groups(db, coil)
+        by_head = {m["id"]: m["class"] for m in rows}
+        merged.update({part: (head, by_head[head]) for part, head in alias.items()})
     state: dict[int, tuple[str, str | None, bool]] = {}
-    for defect_id, cls, action, new_class in db.execute(sql, args):
+    for fragment_id, _coil, fragment_class, action, new_class in reviews:
+        defect_id, cls = merged.get(fragment_id, (fragment_id, fragment_class))
         _, label, _ = state.get(defect_id, (cls, None, False))
         if action == "relabel":
             label = new_class

@@ -8,6 +8,9 @@ field precision, confirmations per model, review queue, line status).
 Effective class of a defect after reviews (reviews are applied in order): ``relabel`` sets the
 class, ``reject`` marks it a false alarm, ``confirm`` accepts the current class (and undoes an
 earlier reject). A rejected defect is not counted by grading or analytics.
+
+A defect cut by frame seams is recorded as linked fragments (`seams`); `coil_defects` returns it
+once, merged, with the fragment ids in ``parts``, and a review of any fragment applies to it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from inspection.records import seams
 from inspection.records.grading import GradeDefect, GradeInput
 
 
@@ -40,14 +44,19 @@ def _dicts(cursor: Any) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
-def review_states(db: Database, coil: str) -> dict[int, dict[str, Any]]:
-    """defect id -> {"status", "class" (effective or None), "reviewer", "reviews"} for reviewed defects."""
+def review_states(db: Database, coil: str, alias: dict[int, int] | None = None) -> dict[int, dict[str, Any]]:
+    """defect id -> {"status", "class" (effective or None), "reviewer", "reviews"} for reviewed defects.
+
+    `alias` maps fragment ids to the id of their merged defect: the reviews of all its fragments
+    apply to it, in review order.
+    """
+    alias = alias or {}
     states: dict[int, dict[str, Any]] = {}
     for defect_id, reviewer, action, new_class in db.execute(
         "SELECT defect_id, reviewer, action, new_class FROM reviews WHERE coil=? ORDER BY id", (coil,)
     ):
         s = states.setdefault(
-            defect_id, {"status": "unreviewed", "class": None, "reviewer": None, "reviews": 0}
+            alias.get(defect_id, defect_id), {"status": "unreviewed", "class": None, "reviewer": None, "reviews": 0}
         )
         s["reviews"] += 1
         s["reviewer"] = reviewer
@@ -60,8 +69,14 @@ def review_states(db: Database, coil: str) -> dict[int, dict[str, Any]]:
     return states
 
 
-def coil_defects(db: Database, coil: str, *, include_rejected: bool = True) -> list[dict[str, Any]]:
-    """The coil's defects in along order, with ``effective_class``, ``review_status``, ``model_version``."""
+def coil_defects(db: Database, coil: str, *, include_rejected: bool = True,
+                 merge_seams: bool = True) -> list[dict[str, Any]]:
+    """The coil's defects in along order, with ``effective_class``, ``review_status``, ``model_version``
+    and ``parts`` (fragment ids; ``[id]`` for a defect inside one frame).
+
+    A defect cut by frame seams is one row (see `seams.merge_fragments`); `merge_seams` False gives
+    the fragments as recorded, each with its own reviews.
+    """
     cur = db.execute(
         "SELECT d.id, d.surface, d.camera, d.frame_seq, d.frame_index, d.defect_index, d.along_mm, "
         "d.across_mm, "
@@ -71,7 +86,13 @@ def coil_defects(db: Database, coil: str, *, include_rejected: bool = True) -> l
         (coil,),
     )
     rows = _dicts(cur)
-    states = review_states(db, coil)
+    alias: dict[int, int] = {}
+    if merge_seams:
+        rows, alias = seams.merge_fragments(rows, seams.coil_links(db, coil))
+        rows.sort(key=lambda r: (r["along_mm"], r["id"]))
+    else:
+        rows = [{**r, "parts": [r["id"]]} for r in rows]
+    states = review_states(db, coil, alias)
     out = []
     for r in rows:
         s = states.get(r["id"])

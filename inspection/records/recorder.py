@@ -9,8 +9,9 @@ coil_end, in which case the coverage gate puts it on hold. Late frames regrade i
 
 SIGTERM / SIGINT: stop receiving, drain what is already queued in the socket, flush, close.
 Malformed messages are logged and counted, never recorded. ``on_event(kind, payload)`` receives
-``defect`` (each newly recorded defect), ``coil`` (a coil's grade) and ``alarm`` events, so a PLC
-publisher can be attached without changing this module.
+``defect`` (each newly recorded defect fragment, with ``merged_into`` when it continues an already
+recorded defect across a frame seam, see `store.BatchResult`), ``coil`` (a coil's grade) and
+``alarm`` events, so a PLC publisher can be attached without changing this module.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class RecorderStats:
     new_defects: int = 0
     duplicate_defects: int = 0
     new_frames: int = 0
+    seam_links: int = 0  # defect fragments linked across frame seams (one defect, counted once)
     coils_graded: int = 0
     alarms: int = 0
     finalise_s: float = 0.0  # time spent grading coils, searching roll marks and filling the queue
@@ -172,6 +174,7 @@ class Recorder:
         self.stats.new_defects += result.new_defects
         self.stats.duplicate_defects += result.duplicate_defects
         self.stats.new_frames += result.new_frames
+        self.stats.seam_links += result.seam_links
         log.debug("applied %d messages: %d new defects (%d duplicates), %d frames, audit seq %s", len(batch),
                   result.new_defects, result.duplicate_defects, result.new_frames, result.audit_seq)
         if self.on_event:
@@ -321,7 +324,8 @@ def run_recorder(config: Any, *, db: str | os.PathLike[str] | None = None,
 
     rules = load_rules(config.records.rules)
     store = Store(db or config.database, rules=rules, coverage_min=config.records.coverage_min,
-                  crops=CropStore(crops or config.crops_dir))
+                  crops=CropStore(crops or config.crops_dir), seam_margin_px=config.records.seam_margin_px,
+                  seam_min_overlap=config.records.seam_min_overlap)
     try:
         store.register_line(config.id, config.type, config.strip_width_mm, [
             {"id": c.id, "surface": c.surface, "width_px": c.width_px, "mm_per_px_across": c.mm_per_px_across,

@@ -12,6 +12,9 @@ first. A defect is queued when:
   not starved by a long tail of uncertain detections.
 
 At most ``max_per_coil`` non-sample items are queued per coil (highest priority first).
+
+A defect cut by frame seams is queued once, under the id of its head fragment, with its merged
+class, best score and merged severity (`queries.coil_defects`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import random
 import zlib
 
 from sqlite_utils import Database
+
+from inspection.records.queries import coil_defects
 
 
 def select_for_review(
@@ -32,9 +37,7 @@ def select_for_review(
     seed: int = 0,
 ) -> list[tuple[int, str, float, str]]:
     """(defect_id, class, priority, reason) of the coil's defects to queue."""
-    rows = db.execute(
-        "SELECT id, class, score, severity FROM defects WHERE coil=? ORDER BY id", (coil,)
-    ).fetchall()
+    rows = sorted((d["id"], d["class"], d["score"], d["severity"]) for d in coil_defects(db, coil))
     picked: dict[int, tuple[int, str, float, str]] = {}
     by_class: dict[str, list[int]] = {}
     urgent = []

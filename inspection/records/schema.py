@@ -22,16 +22,23 @@ Inspection records -- append-only, each insert covered by a content digest in `a
 - ``grade_overrides``: inspector grade overrides, reason mandatory.
 - ``alarms``: periodic defects (pitch, roll diameter), critical defects, incomplete coverage.
 - ``claims``: customer claims opened / closed per coil (crops of claimed coils are kept).
+- ``defect_links`` (``m004_seam_links``): one row per pair of defect fragments that are one
+  defect cut by the seam between two consecutive frames of a camera (``upper_id`` in frame k,
+  ``lower_id`` in frame k+1), with the seam position, the severity of the whole merged defect
+  at link time and the link time. UNIQUE (upper_id, lower_id). Written by the recorder in the
+  transaction that recorded the fragments (see `seams`); the defects themselves are never
+  changed. Readers merge the connected fragments into one defect (`queries.coil_defects`).
 
 Audit: ``audit_log`` (seq, time, kind, actor, canonical JSON event, prev_hash, hash), a hash chain
 over every mutating event; see `audit`. From ``m003_append_only`` on, triggers refuse UPDATE and
-DELETE on every evidence table.
+DELETE on every evidence table (``m004_seam_links`` adds them for ``defect_links``).
 
 Plant data (``m002_platform``, imported from MES / ERP, upserted, each import audited):
 ``platform_coils``, ``orders``, ``customers``, ``steel_grades``, ``heats``, ``process_data``.
 
 Derived, recomputable (not evidence; kept for fast console queries): ``coil_class_counts``
-(defects per coil / class / surface / severity with the coil's day), ``review_queue``
+(defects per coil / class / surface / severity with the coil's day; a defect cut by frame seams
+counts once, see `seams.recount_classes`), ``review_queue``
 (defects picked for expert review, see `store.Store.enqueue_reviews`), ``status`` (recorder
 live figures).
 """
@@ -56,7 +63,12 @@ AUDITED_TABLES: tuple[str, ...] = (
     "grade_overrides",
     "alarms",
     "claims",
+    "defect_links",
 )
+# What m003 protected when it was written: a migration must do the same thing on every database,
+# whatever later migrations add to AUDITED_TABLES (they add their own triggers).
+_M003_TABLES: tuple[str, ...] = ("models", "coils", "coil_events", "frames", "defects", "grades", "reviews",
+                                  "grade_overrides", "alarms", "claims")
 
 _CORE = """
 CREATE TABLE lines (id TEXT PRIMARY KEY, type TEXT NOT NULL, strip_width_mm REAL,
@@ -144,10 +156,30 @@ def m002_platform(db: Database) -> None:
 def m003_append_only(db: Database) -> None:
     # Evidence is never edited in place, not even by mistake: the only way around these triggers is
     # to drop them, which the audit log's row digests then expose.
-    for table in (*AUDITED_TABLES, "audit_log"):
-        for op in ("UPDATE", "DELETE"):
-            db.execute(f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
-                       f"BEGIN SELECT RAISE(ABORT, '{table} is append-only evidence'); END")
+    for table in (*_M003_TABLES, "audit_log"):
+        _append_only(db, table)
+
+
+_SEAM_LINKS = """
+CREATE TABLE defect_links (id INTEGER PRIMARY KEY, coil TEXT NOT NULL, camera TEXT NOT NULL,
+  upper_id INTEGER NOT NULL, lower_id INTEGER NOT NULL, seam_mm REAL NOT NULL, severity INTEGER NOT NULL,
+  time_ns INTEGER NOT NULL, UNIQUE (upper_id, lower_id));
+CREATE INDEX defect_links_coil ON defect_links (coil)
+"""
+
+
+@migrations(name="m004_seam_links")
+def m004_seam_links(db: Database) -> None:
+    # A defect cut by the seam between two frames is recorded as two fragments; the link that
+    # says they are one defect is evidence too (it changes counts and grades).
+    _script(db, _SEAM_LINKS)
+    _append_only(db, "defect_links")
+
+
+def _append_only(db: Database, table: str) -> None:
+    for op in ("UPDATE", "DELETE"):
+        db.execute(f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
+                   f"BEGIN SELECT RAISE(ABORT, '{table} is append-only evidence'); END")
 
 
 def _script(db: Database, script: str) -> None:
@@ -157,5 +189,5 @@ def _script(db: Database, script: str) -> None:
             db.execute(statement)
 
 
-MIGRATION_NAMES: tuple[str, ...] = ("m001_core", "m002_platform", "m003_append_only")
+MIGRATION_NAMES: tuple[str, ...] = ("m001_core", "m002_platform", "m003_append_only", "m004_seam_links")
 SCHEMA_VERSION = len(MIGRATION_NAMES)

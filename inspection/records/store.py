@@ -4,6 +4,7 @@ Every mutating call runs in one write transaction together with its audit row (`
 evidence and its audit entry commit or vanish together.
 
 - `Store.apply_batch(messages)`: the recorder's path; idempotent (natural keys + INSERT OR IGNORE).
+  Fragments of a defect cut by a frame seam are linked in the same transaction (`seams`).
 - `Store.grade_coil(coil, trigger)`: grade from the effective defects; history row when it changes.
 - `Store.add_review(defect_id, reviewer, action, new_class, reason)`: append-only; regrades the coil.
 - `Store.override_grade(coil, reviewer, grade, reason)`: an inspector's grade, reason mandatory.
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from inspection.frame import CoilEvent
-from inspection.records import audit, queries
+from inspection.records import audit, queries, seams
 from inspection.records.actions import REVIEW_ACTIONS, InspectorActions
 from inspection.records.crops import CropStore
 from inspection.records.db import open_db, write_transaction
@@ -37,7 +38,7 @@ _DEFECT_COLUMNS = (
     "coil, surface, camera, frame_seq, frame_index, defect_index, along_mm, across_mm, x1, y1, x2, y2, "
     "length_mm, width_mm, area_mm2, class, score, severity, model_id, crop_sha256, captured_ns"
 )
-_BATCH_TABLES = ("models", "coils", "coil_events", "frames", "defects")
+_BATCH_TABLES = ("models", "coils", "coil_events", "frames", "defects", "defect_links")
 
 
 @dataclass
@@ -51,7 +52,10 @@ class BatchResult:
     duplicate_frames: int = 0
     coil_starts: list[str] = field(default_factory=list)
     coil_ends: list[str] = field(default_factory=list)
-    defect_rows: list[dict[str, Any]] = field(default_factory=list)  # only when asked for
+    # only when asked for; a new fragment of a defect cut by a frame seam has ``merged_into`` (the
+    # id of the defect's earliest recorded fragment, or None if it is that one) and ``group_severity``
+    defect_rows: list[dict[str, Any]] = field(default_factory=list)
+    seam_links: int = 0  # defect_links rows added
     audit_seq: int | None = None
 
 
@@ -67,7 +71,12 @@ class Store(InspectorActions):
         crops: CropStore | None = None,
         actor: str = "recorder",
         clock: Callable[[], int] = time.time_ns,
+        seam_margin_px: float | None = seams.DEFAULT_MARGIN_PX,
+        seam_min_overlap: float = seams.DEFAULT_MIN_OVERLAP,
     ) -> None:
+        """`seam_margin_px` None turns seam linking off (fragments stay separate defects)."""
+        self.seam_rule = (None if seam_margin_px is None
+                          else seams.SeamRule(margin_px=seam_margin_px, min_overlap=seam_min_overlap))
         self.path = Path(path)
         self.db = open_db(self.path)
         self.rules = rules or load_rules(None)
@@ -236,6 +245,11 @@ class Store(InspectorActions):
             c.executemany(
                 f"INSERT OR IGNORE INTO defects ({_DEFECT_COLUMNS}) VALUES ({','.join('?' * 21)})", defects
             )
+            linked = seams.LinkResult()
+            if self.seam_rule is not None and audit.max_rowid(self.db, "defects") > before["defects"]:
+                linked = seams.link_new_defects(self.db, before["defects"], self.seam_rule, self.rules.severity,
+                                                now)
+            result.seam_links = linked.links
             rows: dict[str, Any] = {}
             for table in _BATCH_TABLES:
                 as_dicts = table != "defects" or want_rows
@@ -245,8 +259,13 @@ class Store(InspectorActions):
                 if table == "defects":
                     result.new_defects = len(fetched)
                     if fetched:
-                        self._count_classes(before["defects"])
+                        # seams.recount_classes already rewrote the coils that got links
+                        self._count_classes(before["defects"], skip=linked.coils)
                     if want_rows:
+                        for row in fetched:
+                            merged_into, group_severity = linked.merged.get(row["id"], (None, None))
+                            if group_severity is not None:
+                                row["merged_into"], row["group_severity"] = merged_into, group_severity
                         result.defect_rows = fetched
                 elif table == "frames":
                     result.new_frames = len(fetched)
@@ -281,14 +300,16 @@ class Store(InspectorActions):
         names = [col[0] for col in cur.description]
         return entry, [dict(zip(names, r, strict=True)) for r in raw]
 
-    def _count_classes(self, before: int) -> None:
+    def _count_classes(self, before: int, skip: set[str]) -> None:
         # Derived per-coil counts, aggregated by SQLite itself over the rows this batch added.
+        skipped = sorted(skip)
         self.db.execute(
             "INSERT INTO coil_class_counts (coil, class, surface, severity, day, n) "
             "SELECT coil, class, surface, severity, date(min(captured_ns) / 1000000000, 'unixepoch'), "
             "count(*) "
-            "FROM defects WHERE id > ? GROUP BY coil, class, surface, severity "
-            "ON CONFLICT(coil, class, surface, severity) DO UPDATE SET n = n + excluded.n", (before,))
+            f"FROM defects WHERE id > ? AND coil NOT IN ({','.join('?' * len(skipped))}) "
+            "GROUP BY coil, class, surface, severity "
+            "ON CONFLICT(coil, class, surface, severity) DO UPDATE SET n = n + excluded.n", (before, *skipped))
 
     # -- grading -------------------------------------------------------------------------------
     def grade_coil(self, coil: str, trigger: str, *, force: bool = False) -> GradeResult:

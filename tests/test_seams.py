@@ -1,0 +1,294 @@
+"""Defects cut by a frame seam: linked when recorded, read as one (real SQLite files, real messages)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+from jsonschema import Draft202012Validator, FormatChecker
+
+from inspection.frame import StreamKey
+from inspection.records import analytics, queries
+from inspection.records.audit import verify
+from inspection.records.db import open_db, schema_version
+from inspection.records.messages import DefectRecord, FrameResult
+from inspection.records.schema import SCHEMA_VERSION
+from inspection.records.seams import merged_away
+from inspection.records.store import Store
+from inspection.records.synthetic import TEST_MODEL, coil_messages
+from inspection.schemas import load_schema
+from inspection.severity import DEFAULT_RULE, severity
+
+FRAME_MM = 1024.0
+LINE = "demo-hot-1"
+CAMERAS = [{"id": "top-1", "surface": "top", "mm_per_px_along": 1.0},
+           {"id": "bottom-1", "surface": "bottom", "mm_per_px_along": 1.0}]
+T0 = 1_763_900_000 * 10**9
+
+
+def piece(along: tuple[float, float], across: tuple[float, float], cls: str = "scratches",
+          score: float = 0.9) -> tuple[str, float, tuple[float, float], tuple[float, float]]:
+    """A defect fragment: along (mm from the coil head) and across extents."""
+    return cls, score, along, across
+
+
+def frame(index: int, *pieces: Any, coil: str = "C-1", camera: str = "top-1") -> FrameResult:
+    """A worker's FrameResult for frame `index` (1024 mm frames, 1 mm per px) with `pieces` in it."""
+    surface = "top" if camera == "top-1" else "bottom"
+    position = index * FRAME_MM
+    defects = []
+    for cls, score, (a1, a2), (c1, c2) in pieces:
+        length, width = a2 - a1, c2 - c1
+        defects.append(DefectRecord(cls, score, severity(cls, length, width, length * width, score),
+                                    (c1, a1 - position, c2, a2 - position), (a1 + a2) / 2, (c1 + c2) / 2,
+                                    length, width, length * width))
+    t = T0 + index * 50_000_000
+    return FrameResult(StreamKey(LINE, "hot", camera, surface), coil, index + 1, index, t, position, FRAME_MM,
+                       *TEST_MODEL, t + 1, tuple(defects))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path / "line.db")
+    s.register_line(LINE, "hot", 1600.0, CAMERAS)
+    yield s
+    s.close()
+
+
+def groups(store: Store) -> set[frozenset[tuple[str, str, int, int]]]:
+    """Every coil's defects as read, each a set of its fragments' natural keys."""
+    keys = {r[0]: tuple(r[1:]) for r in store.db.execute(
+        "SELECT id, coil, camera, frame_index, defect_index FROM defects")}
+    coils = [r[0] for r in store.db.execute("SELECT id FROM coils")]
+    return {frozenset(keys[i] for i in d["parts"]) for c in coils for d in queries.coil_defects(store.db, c)}
+
+
+UP = piece((900.0, 1024.0), (500.0, 520.0))  # ends at the seam between frames 0 and 1
+DOWN = piece((1024.0, 1100.0), (502.0, 518.0))  # starts there
+A0, B0, B1 = ("C-1", "top-1", 0, 0), ("C-1", "top-1", 1, 0), ("C-1", "top-1", 1, 1)
+
+CASES = {
+    "touching": ([[frame(0, UP), frame(1, DOWN)]], {frozenset({A0, B0})}),
+    "within the margin (5 mm short of the seam on both sides)": (
+        [[frame(0, piece((900, 1019), (500, 520))), frame(1, piece((1029, 1100), (500, 520)))]],
+        {frozenset({A0, B0})}),
+    "gap bigger than the margin": (
+        [[frame(0, piece((900, 1010), (500, 520))), frame(1, DOWN)]], {frozenset({A0}), frozenset({B0})}),
+    "no overlap across": (
+        [[frame(0, UP), frame(1, piece((1024, 1100), (530, 550)))]], {frozenset({A0}), frozenset({B0})}),
+    "overlap across below the share": (  # 2 mm of a 10 mm wide lower part < 0.3
+        [[frame(0, UP), frame(1, piece((1024, 1100), (518, 528)))]], {frozenset({A0}), frozenset({B0})}),
+    "different classes still merged": (
+        [[frame(0, piece((900, 1024), (500, 520), "scratches")), frame(1, piece((1024, 1100), (500, 520),
+                                                                              "inclusion"))]],
+        {frozenset({A0, B0})}),
+    "lower frame arrives first": ([[frame(1, DOWN)], [frame(0, UP)]], {frozenset({A0, B0})}),
+    "re-sent frames add nothing": ([[frame(0, UP), frame(1, DOWN)], [frame(1, DOWN), frame(0, UP)]],
+                                   {frozenset({A0, B0})}),
+    "two lower parts (a fork) both join": (
+        [[frame(0, piece((900, 1024), (500, 560))),
+          frame(1, piece((1024, 1100), (500, 515)), piece((1024, 1080), (540, 560)))]],
+        {frozenset({A0, B0, B1})}),
+    "different cameras never": ([[frame(0, UP), frame(1, DOWN, camera="bottom-1")]],
+                                {frozenset({A0}), frozenset({("C-1", "bottom-1", 1, 0)})}),
+    "different coils never": ([[frame(0, UP), frame(1, DOWN, coil="C-2")]],
+                              {frozenset({A0}), frozenset({("C-2", "top-1", 1, 0)})}),
+    "across a coil boundary never": (  # the last frame of C-1 and the first of C-2
+        [[frame(0, UP), frame(0, piece((0, 60), (500, 520)), coil="C-2")]],
+        {frozenset({A0}), frozenset({("C-2", "top-1", 0, 0)})}),
+}
+
+
+@pytest.mark.parametrize("batches, expected", CASES.values(), ids=CASES.keys())
+def test_fragments_are_linked_when_they_meet_at_a_seam(store: Store, batches: list[list[FrameResult]],
+                                                       expected: set[frozenset[tuple[str, str, int, int]]]) -> None:
+    for batch in batches:
+        store.apply_batch(batch)
+    assert groups(store) == expected
+    links = store.db.execute("SELECT count(*) FROM defect_links").fetchone()[0]
+    raw = store.db.execute("SELECT count(*) FROM defects").fetchone()[0]
+    assert raw - len(expected) == merged_away(store.db, 0) <= links
+    assert verify(store.db).ok
+
+
+def test_three_frame_chain_arriving_out_of_order_is_one_defect(store: Store) -> None:
+    long = [piece((900, 1024), (500, 508), score=0.6), piece((1024, 2048), (501, 509), score=0.95),
+            piece((2048, 2100), (500, 508), "crazing", 0.7)]
+    results = [store.apply_batch([frame(i, long[i])], want_rows=True) for i in (2, 0, 1)]
+    assert [r.seam_links for r in results] == [0, 0, 2]
+    [merged] = queries.coil_defects(store.db, "C-1")
+    ids = {r.defect_rows[0]["frame_index"]: r.defect_rows[0]["id"] for r in results}
+    assert merged["parts"] == [ids[0], ids[1], ids[2]]
+    assert merged["id"] == ids[0] and merged["frame_index"] == 0  # the head: first frame
+    assert (merged["along_mm"], merged["length_mm"]) == (1500.0, 1200.0)
+    assert (merged["across_mm"], merged["width_mm"]) == (504.5, 9.0)
+    assert merged["area_mm2"] == 1200.0 * 9.0
+    assert (merged["class"], merged["score"]) == ("scratches", 0.95)  # of the best-scoring fragment
+    assert merged["severity"] == 3  # 1200 mm of scratch is critical whatever each fragment was
+    # the fragment that joined the chain continues the earliest recorded one (frame 2, published first)
+    assert results[2].defect_rows[0]["merged_into"] == ids[2]
+    raw = queries.coil_defects(store.db, "C-1", merge_seams=False)
+    assert sorted(d["id"] for d in raw) == sorted(ids.values()) and all(len(d["parts"]) == 1 for d in raw)
+
+
+def test_grading_counts_a_cut_defect_once_with_its_merged_severity(store: Store, tmp_path: Path) -> None:
+    # a 300 mm scratch in the coil's body cut into two 150 mm halves: each half is major, the whole is critical
+    seam = 30 * FRAME_MM
+    upper, lower = piece((seam - 150, seam), (800, 806)), piece((seam, seam + 150), (800, 806))
+    assert severity("scratches", 150, 6, 900, 0.9, DEFAULT_RULE) == 2
+    coil = [m for m in coil_messages("C-1", length_m=61.44, defects_per_frame=0.0)
+            if not (isinstance(m, FrameResult) and m.source.camera == "top-1" and m.index in (29, 30))]
+    unlinked = Store(tmp_path / "unlinked.db", seam_margin_px=None)  # what was recorded before linking
+    unlinked.register_line(LINE, "hot", 1600.0, CAMERAS)
+    results = {}
+    for s in (unlinked, store):
+        s.apply_batch([*coil, frame(30, lower)])
+        s.apply_batch([frame(29, upper)])
+        results[s] = s.grade_coil("C-1", "test")
+    before, after = results[unlinked], results[store]
+    assert (before.counted, after.counted) == (2, 1)
+    assert [g.severity for g in queries.grade_input(unlinked.db, "C-1").defects] == [2, 2]
+    assert [g.severity for g in queries.grade_input(store.db, "C-1").defects] == [3]
+    assert (before.grade, after.grade) == ("prime", "reject"), (before, after)
+    unlinked.close()
+    [link] = store.db.execute("SELECT severity, seam_mm FROM defect_links").fetchall()
+    assert link == (3, seam)
+    [d] = queries.coil_defects(store.db, "C-1")
+    assert (d["severity"], d["length_mm"], len(d["parts"])) == (3, 300.0, 2)
+    assert queries.coils(store.db)[0]["defects"] == 1
+
+
+def test_class_counts_equal_a_recount_of_merged_defects(store: Store) -> None:
+    seam = {"C-0": [frame(1, piece((2000, 2048), (100, 130), "patches", 0.8), coil="C-0"),
+                    frame(2, piece((2048, 2090), (105, 125), "inclusion", 0.95), coil="C-0")],
+            "C-1": [frame(4, piece((4100, 5120), (900, 910)), coil="C-1"),
+                    frame(5, piece((5120, 6144), (901, 911), score=0.4), coil="C-1"),
+                    frame(6, piece((6144, 6200), (900, 909)), coil="C-1")]}
+    for coil, fragments in seam.items():
+        taken = {f.index for f in fragments}  # the synthetic coil leaves these frame slots to the fragments
+        store.apply_batch([m for m in coil_messages(coil, length_m=30, defects_per_frame=1.5, seed=len(coil))
+                           if not (isinstance(m, FrameResult) and m.source.camera == "top-1" and m.index in taken)])
+        for fragment in reversed(fragments):  # one batch each, last frame first
+            store.apply_batch([fragment])
+    assert store.db.execute("SELECT count(*) FROM defect_links").fetchone()[0] == 3
+    for coil in seam:
+        recount = Counter((d["class"], d["surface"], d["severity"]) for d in queries.coil_defects(store.db, coil))
+        stored = {(c, s, v): n for c, s, v, n in store.db.execute(
+            "SELECT class, surface, severity, n FROM coil_class_counts WHERE coil=?", (coil,))}
+        assert stored == dict(recount)
+    pareto = {p["class"]: p["count"] for p in analytics.pareto(store.db)}
+    assert sum(pareto.values()) == sum(len(queries.coil_defects(store.db, c)) for c in seam)
+
+
+def test_a_review_of_the_lower_fragment_applies_to_the_whole_defect(store: Store) -> None:
+    store.apply_batch([frame(0, piece((900, 1024), (500, 520), "patches", 0.9)),
+                       frame(1, piece((1024, 1100), (500, 520), "crazing", 0.6))])
+    lower = store.db.execute("SELECT id FROM defects WHERE frame_index = 1").fetchone()[0]
+    assert [p["class"] for p in analytics.pareto(store.db)] == ["patches"]
+    store.add_review(lower, "anna", "reject", reason="roll mark, not a defect")
+    [d] = queries.coil_defects(store.db, "C-1")
+    assert d["review_status"] == "rejected" and d["id"] != lower
+    assert queries.coil_defects(store.db, "C-1", include_rejected=False) == []
+    assert queries.grade_input(store.db, "C-1").defects == []
+    assert analytics.pareto(store.db) == []  # the one merged count is removed once, not twice
+    store.add_review(lower, "bert", "relabel", new_class="inclusion")
+    assert [p["class"] for p in analytics.pareto(store.db)] == ["inclusion"]
+    assert queries.coil_defects(store.db, "C-1")[0]["effective_class"] == "inclusion"
+
+
+def test_review_queue_holds_a_cut_defect_once(store: Store) -> None:
+    store.apply_batch([frame(0, piece((900, 1024), (500, 520), score=0.3)),
+                       frame(1, piece((1024, 1100), (500, 520), score=0.35))])
+    store.enqueue_reviews("C-1")
+    head = queries.coil_defects(store.db, "C-1")[0]["id"]
+    assert [r[0] for r in store.db.execute("SELECT defect_id FROM review_queue")] == [head]
+
+
+def test_links_are_append_only_audited_evidence(store: Store, tmp_path: Path) -> None:
+    store.apply_batch([frame(0, UP), frame(1, DOWN)])
+    assert verify(store.db).ok
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        store.db.execute("UPDATE defect_links SET severity = 1")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        store.db.execute("DELETE FROM defect_links")
+    event = store.db.execute("SELECT event FROM audit_log WHERE kind='batch' ORDER BY seq DESC").fetchone()[0]
+    assert '"defect_links":[1,1,1,' in event
+    store.close()
+    conn = sqlite3.connect(tmp_path / "line.db")  # someone with file access removes the link
+    with conn:
+        conn.execute("DROP TRIGGER defect_links_no_delete")
+        conn.execute("DELETE FROM defect_links")
+    conn.close()
+    verdict = verify(open_db(tmp_path / "line.db"))
+    assert not verdict.ok and "defect_links" in verdict.problem
+
+
+def test_a_database_at_m003_migrates_and_links(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old = open_db(path, stop_before="m004_seam_links")
+    assert schema_version(old) == 3 and "defect_links" not in old.table_names()
+    old.execute("INSERT INTO defects (coil, surface, camera, frame_seq, frame_index, defect_index, along_mm, "
+                "across_mm, class, score, severity, captured_ns) VALUES ('OLD', 'top', 'top-1', 1, 0, 0, 5.0, "
+                "5.0, 'patches', 0.9, 1, 1)")
+    old.conn.commit()
+    old.close()
+    readonly = open_db(path, readonly=True)  # the console may look before the recorder migrated it
+    assert [d["parts"] for d in queries.coil_defects(readonly, "OLD")] == [[1]]
+    readonly.close()
+    with Store(path) as store:
+        assert schema_version(store.db) == SCHEMA_VERSION == 4
+        store.register_line(LINE, "hot", 1600.0, CAMERAS)
+        assert store.apply_batch([frame(0, UP), frame(1, DOWN)]).seam_links == 1
+
+
+def test_linking_can_be_turned_off_and_options_are_checked(tmp_path: Path) -> None:
+    with Store(tmp_path / "off.db", seam_margin_px=None) as store:
+        store.register_line(LINE, "hot", 1600.0, CAMERAS)
+        assert store.apply_batch([frame(0, UP), frame(1, DOWN)]).seam_links == 0
+        assert len(queries.coil_defects(store.db, "C-1")) == 2
+    with Store(tmp_path / "wide.db", seam_margin_px=20.0) as store:  # 15 mm short of the seam: linked now
+        store.register_line(LINE, "hot", 1600.0, CAMERAS)
+        assert store.apply_batch([frame(0, piece((900, 1009), (500, 520))), frame(1, DOWN)]).seam_links == 1
+    from inspection.records.errors import StoreError
+
+    with pytest.raises(StoreError, match="seam_min_overlap"):
+        Store(tmp_path / "bad.db", seam_min_overlap=1.5)
+
+
+def test_plc_defect_messages_carry_merged_into_and_one_severe_alarm(store: Store) -> None:
+    from inspection.commands.plc_listen import PlcListener
+    from inspection.plc import PlcPublisher, RecorderBridge
+
+    upper, lower = piece((874, 1024), (800, 806)), piece((1024, 1174), (800, 806))  # two majors, one critical
+    context = zmq.Context()
+    try:
+        with PlcPublisher("tcp://127.0.0.1:*", LINE, context=context, heartbeat_s=3600) as publisher, \
+                PlcListener(publisher.endpoint, ["defect", "alarm"], context=context) as listener:
+            bridge = RecorderBridge(publisher, store.db, coverage_min=0.995)
+            while listener.receive(0.05) is None:  # slow joiner: probe until the subscription is up
+                publisher.alarm({"kind": "worker", "coil": None, "severity": 1, "message": "probe", "details": {}})
+            rows = [*store.apply_batch([frame(1, lower)], want_rows=True).defect_rows,
+                    *store.apply_batch([frame(0, upper)], want_rows=True).defect_rows]
+            for row in rows:
+                bridge("defect", row)
+            received = []
+            while (parts := listener.receive(2.0)) is not None:
+                received.append(json.loads(parts[1]))
+    finally:
+        context.destroy(linger=0)
+    received = [m for m in received if m.get("message") != "probe"]
+    validators = {t: Draft202012Validator(load_schema(t), format_checker=FormatChecker()) for t in ("defect", "alarm")}
+    for message in received:
+        validators[message["topic"]].validate(message)
+    defects = [m for m in received if m["topic"] == "defect"]
+    alarms = [m for m in received if m["topic"] == "alarm"]
+    assert [d["defect_id"] for d in defects] == [rows[0]["id"], rows[1]["id"]]
+    assert "merged_into" not in defects[0] and defects[1]["merged_into"] == rows[0]["id"]
+    assert [d["severity"] for d in defects] == [2, 2]  # each fragment as recorded ...
+    assert [(a["kind"], a["severity"], a["details"]["merged_into"]) for a in alarms] == [
+        ("severe_defect", 3, rows[0]["id"])]  # ... the whole defect alarmed once
