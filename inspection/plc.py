@@ -99,7 +99,7 @@ def severe_defect_alarm(defect: Mapping[str, Any], min_severity: int = DEFAULT_A
     if not isinstance(severity, int) or severity < min_severity:
         return None
     keys = ("camera", "surface", "frame_index", "defect_index", "class", "score", "along_mm", "across_mm",
-            "defect_id")
+            "defect_id", "merged_into")
     return {
         "kind": "severe_defect", "coil": defect.get("coil"), "severity": severity,
         "message": (f"severity {severity} {defect.get('class')} on coil {defect.get('coil')} "
@@ -191,11 +191,16 @@ class PlcPublisher:
             raise TransportError(f"PLC publisher {self.endpoint}: send failed: {exc}") from None
         return message
 
-    def defect(self, payload: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """Publish a defect, plus a ``severe_defect`` alarm when it reaches the alarm severity."""
+    def defect(self, payload: Mapping[str, Any], *, alarm_severity: int | None = None) -> list[dict[str, Any]]:
+        """Publish a defect, plus a ``severe_defect`` alarm when it reaches the alarm severity.
+
+        `alarm_severity` replaces the payload's severity for the alarm decision (the severity of the
+        whole defect when this is one fragment of a defect cut by a frame seam).
+        """
         sent = [self.publish("defect", payload)]
         if self.alarm_min_severity is not None:
-            alarm = severe_defect_alarm(payload, self.alarm_min_severity)
+            judged = payload if alarm_severity is None else {**payload, "severity": alarm_severity}
+            alarm = severe_defect_alarm(judged, self.alarm_min_severity)
             if alarm is not None:
                 sent.append(self.publish("alarm", alarm))
         return sent
@@ -262,7 +267,9 @@ class RecorderBridge:
     """The recorder's ``on_event(kind, payload)`` hook, turned into PLC messages.
 
     - ``defect`` rows become defect messages (model version looked up from the row's model_id);
-      a severe one also raises the publisher's ``severe_defect`` alarm.
+      a severe one also raises the publisher's ``severe_defect`` alarm. A fragment of a defect cut
+      by a frame seam carries ``merged_into`` (the defect it continues); the alarm is judged on
+      the whole defect's severity, once per defect.
     - ``alarm`` events (recorder kinds ``periodic`` / ``coverage``) become alarm messages.
     - ``coil`` messages are driven by the ``grades`` table, the one record of every grade decision
       (automatic, regrade after review, inspector override, even when written by the console
@@ -276,17 +283,33 @@ class RecorderBridge:
         self.publisher, self.db, self.coverage_min = publisher, db, coverage_min
         self.periodic_severity, self.coverage_severity = periodic_severity, coverage_severity
         self._models: dict[int, tuple[str, str]] = {}
+        self._alarmed: dict[int, None] = {}  # defects (first fragment's id) whose severe alarm was sent
         # Grades recorded before this process started were published by its predecessor.
         self._last_grade_id = db.execute("SELECT coalesce(max(id), 0) FROM grades").fetchone()[0]
 
     def __call__(self, kind: str, payload: dict[str, Any]) -> None:
         if kind == "defect":
             version, sha256 = self._model(payload.get("model_id"))
-            self.publisher.defect(defect_payload(payload, model_version=version, model_sha256=sha256))
+            message = defect_payload(payload, model_version=version, model_sha256=sha256)
+            self.publisher.defect(message, alarm_severity=self._alarm_severity(payload))
         elif kind == "alarm":
             self.publisher.alarm(self._alarm(payload))
         elif kind == "coil":
             self.publish_grades()
+
+    def _alarm_severity(self, row: Mapping[str, Any]) -> int:
+        """The severity a severe-defect alarm is judged on: for a fragment of a defect cut by a frame
+        seam, the whole defect's; 0 (no alarm) for a defect whose alarm was already sent."""
+        head = row.get("merged_into") or row.get("id")
+        if head is not None and head in self._alarmed:
+            return 0
+        severity = max(int(row.get("severity") or 0), int(row.get("group_severity") or 0))
+        threshold = self.publisher.alarm_min_severity
+        if head is not None and threshold is not None and severity >= threshold:
+            self._alarmed[head] = None
+            while len(self._alarmed) > 10_000:  # recent defects only: its next fragment is a frame away
+                self._alarmed.pop(next(iter(self._alarmed)))
+        return severity
 
     def tick(self, status: str | None = None, **counters: int) -> None:
         """Publish new grade rows, update the heartbeat's counters / status, beat when due."""
