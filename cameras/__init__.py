@@ -17,7 +17,7 @@ from inspection.frame import StreamKey
 __all__ = ["CameraSource", "StripGeometry", "open_source", "stream_key", "geometry"]
 
 _OPTION_KEYS = {
-    "simulator": {"coil_length_m", "defects_per_100m", "ground_truth"},
+    "simulator": {"coil_length_m", "defects_per_100m", "ground_truth", "seam_share"},
     "folder": {"folder", "coil_length_m", "loop", "realtime"},
     "pylon": {
         "serial",
@@ -61,7 +61,7 @@ def open_source(line: LineConfig, camera: CameraConfig, **overrides: Any) -> Cam
 
     `overrides` win over the config: ``source``, ``realtime`` (False: as fast as possible),
     ``seed``, and any source option (``folder``, ``ground_truth``, ``max_coils``,
-    ``datasets_dir``, ``coil_length_m``, ``defects_per_100m``, ``image_folder``, ``cti``, ...).
+    ``datasets_dir``, ``coil_length_m``, ``defects_per_100m``, ``seam_share``, ``image_folder``, ``cti``, ...).
     """
     kind = overrides.pop("source", None) or camera.source
     if kind not in CAMERA_SOURCES:
@@ -91,6 +91,7 @@ def open_source(line: LineConfig, camera: CameraConfig, **overrides: Any) -> Cam
             strip_width_mm=line.strip_width_mm,
             seed=seed,
             defects_per_100m=float(options.pop("defects_per_100m", sim.defects_per_100m)),
+            seam_share=float(options.pop("seam_share", sim.seam_share)),
             split=options.pop("split", sim.split),
             datasets_dir=options.pop("datasets_dir", sim.datasets),
             realtime=realtime,

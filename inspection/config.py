@@ -87,6 +87,7 @@ class SimulatorConfig:
     split: str
     datasets: Path
     realtime: bool
+    seam_share: float = 0.0  # share of pasted defects placed across a frame seam (cut in two frames)
 
 
 @dataclass(frozen=True)
@@ -349,7 +350,10 @@ def _simulator(path: Path, table: Any) -> SimulatorConfig:
         split=s.choice("split", ("train", "val", "test"), "test"),
         datasets=s.path_value("datasets", None) or default_datasets_dir(),
         realtime=s.get("realtime", bool, True),
+        seam_share=s.get("seam_share", float, 0.0),
     )
+    if not 0.0 <= sim.seam_share <= 1.0:
+        raise s.error("seam_share", f"expected a share between 0 and 1, got {sim.seam_share!r}")
     s.check_unknown()
     return sim
 

@@ -8,11 +8,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import zmq
 from jsonschema import Draft202012Validator, FormatChecker
 
-from inspection.frame import StreamKey
+from cameras.base import StripGeometry
+from cameras.defects import DefectPatch, paste
+from cameras.simulator import SimulatorSource, read_ground_truth
+from inspection.frame import Frame, StreamKey
 from inspection.records import analytics, queries
 from inspection.records.audit import verify
 from inspection.records.db import open_db, schema_version
@@ -292,3 +296,90 @@ def test_plc_defect_messages_carry_merged_into_and_one_severe_alarm(store: Store
     assert [d["severity"] for d in defects] == [2, 2]  # each fragment as recorded ...
     assert [(a["kind"], a["severity"], a["details"]["merged_into"]) for a in alarms] == [
         ("severe_defect", 3, rows[0]["id"])]  # ... the whole defect alarmed once
+
+
+# -- the simulator's defects across frame seams ------------------------------------------------------
+SIM_KEY = StreamKey("test-line", "hot", "cam-1", "top")
+
+
+class _OnePatch:
+    """A defect library that always returns the same 50 x 60 px patch with one labelled box."""
+
+    source = "procedural"
+
+    def __init__(self) -> None:
+        image = np.full((60, 50), 128, np.uint8)
+        image[8:52, 20:30] = 40  # a dark bar, the labelled defect
+        self.patch = DefectPatch(image, np.array([[18, 6, 32, 54]], np.float32), ("scratches",), "bar", None,
+                                 None, "procedural")
+
+    def sample(self, rng: np.random.Generator) -> DefectPatch:
+        return self.patch
+
+
+def simulate(tmp_path: Path, name: str, *, rate: float = 2000.0, seam_share: float | None = None,
+             library: Any = None, coil_mm: float = 1100.0) -> tuple[list[Frame], list[dict[str, Any]]]:
+    """Frames and ground truth of 2 coils of 256-row frames (the last frame of a coil is short)."""
+    geo = StripGeometry(400, 256, 1.0, 1.0, 0.0, 5.0, coil_mm)
+    options = {} if seam_share is None else {"seam_share": seam_share}
+    gt = tmp_path / f"{name}.jsonl"
+    source = SimulatorSource(SIM_KEY, geo, strip_width_mm=380.0, seed=9, defects_per_100m=rate, realtime=False,
+                             ground_truth=gt, max_coils=2, datasets_dir=None, **options)
+    with source:
+        if library is not None:
+            source.library = library
+        frames = [m for m in source if isinstance(m, Frame)]
+    return frames, read_ground_truth(gt)
+
+
+def test_simulator_seam_share_zero_changes_nothing(tmp_path: Path) -> None:
+    frames, truth = simulate(tmp_path, "without")
+    same_frames, same_truth = simulate(tmp_path, "zero", seam_share=0.0)
+    assert len(frames) == len(same_frames) == 10 and len(truth) > 10
+    assert all(np.array_equal(a.pixels, b.pixels) for a, b in zip(frames, same_frames, strict=True))
+    assert same_truth == truth and not any("group" in t for t in truth)
+
+
+def test_simulator_cuts_defects_at_seams_and_they_reassemble(tmp_path: Path) -> None:
+    library = _OnePatch()
+    frames, truth = simulate(tmp_path, "seams", seam_share=1.0, library=library, rate=600.0)
+    background, _ = simulate(tmp_path, "background", rate=0.0)  # same seed: the same strip, no defects
+    by_group: dict[str, list[dict[str, Any]]] = {}
+    for t in truth:
+        by_group.setdefault(t.get("group", f"whole-{len(by_group)}"), []).append(t)
+    cut = {g: rows for g, rows in by_group.items() if not g.startswith("whole")}
+    assert len(cut) >= 3
+    index = {(f.coil, f.index): i for i, f in enumerate(frames)}
+    patch = library.patch
+    for group, (upper, lower) in cut.items():
+        assert group == f"{upper['coil']}/cam-1/{upper['frame_index']}/{upper['defect']}/0"
+        assert (lower["coil"], lower["frame_index"]) == (upper["coil"], upper["frame_index"] + 1)  # same coil
+        k = index[(upper["coil"], upper["frame_index"])]
+        rows = frames[k].pixels.shape[0]
+        assert upper["box_px"][3] == rows and lower["box_px"][1] == 0  # clipped at the seam
+        assert upper["along_mm"][1] == lower["along_mm"][0] == frames[k + 1].position_mm
+        assert upper["across_mm"] == lower["across_mm"] and upper["class"] == lower["class"] == "scratches"
+        # the whole box: the patch's box placed once across both frames
+        x = int(upper["box_px"][0] - patch.boxes[0][0])
+        y = int(round(lower["box_px"][3] - patch.boxes[0][3])) + rows  # patch top, in frame k's rows
+        assert upper["box_px"][1] == pytest.approx(y + patch.boxes[0][1])
+        # pixels: frames k and k+1 put together are the background with the patch pasted once
+        both = np.concatenate([frames[k].pixels, frames[k + 1].pixels])
+        expected = np.concatenate([background[k].pixels, background[k + 1].pixels])
+        paste(expected, patch, x, y)
+        h, w = patch.image.shape
+        assert np.array_equal(both[y:y + h, x:x + w], expected[y:y + h, x:x + w])
+
+
+def test_simulator_seam_share_is_configured_and_checked(tmp_path: Path) -> None:
+    from cameras import open_source
+    from inspection.config import load_config
+    from inspection.errors import ConfigError, SourceError
+
+    line = load_config(None, {"simulator.seam_share": 0.25, "line.database": str(tmp_path / "l.db")})
+    assert open_source(line, line.cameras[0]).seam_share == 0.25
+    assert open_source(line, line.cameras[0], seam_share=0.5).seam_share == 0.5
+    with pytest.raises(ConfigError, match="simulator.seam_share"):
+        load_config(None, {"simulator.seam_share": 1.5})
+    with pytest.raises(SourceError, match="seam_share"):
+        simulate(tmp_path, "bad", seam_share=-0.1)
