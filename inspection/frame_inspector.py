@@ -15,22 +15,28 @@ import numpy as np
 from inspection.candidates import CandidateSettings, find_candidates
 from inspection.detector import Detections, Detector
 from inspection.frame import Frame
-from inspection.tiling import Tile, merge_boxes, tile_grid, tiles_touching
+from inspection.tiling import Tile, merge_boxes, tile_grid, tiles_touching, windows_around
+
+FIRST_STAGES = ("windows", "candidates", "none")
 
 
 @dataclass(frozen=True)
 class InspectorSettings:
     tile_px: int = 512
     tile_overlap_px: int = 128
-    first_stage: str = "candidates"  # candidates: only tiles near something unusual; none: every tile
+    # windows: model windows around what the cheap stage flags; candidates: the grid tiles touching it;
+    # none: every grid tile (see `steel-inspect bench first_stage` / `bench e2e` for what each costs)
+    first_stage: str = "windows"
     candidates: CandidateSettings = CandidateSettings()
+    window_context_px: int = 64
+    window_min_px: int = 256
     uint16_shift: int = 8  # uint16 frames are reduced to the model's 8 bits by this right shift
     crop_margin_px: int = 16
     min_score: float | None = None  # None: the model's operating threshold
 
     def __post_init__(self) -> None:
-        if self.first_stage not in ("candidates", "none"):
-            raise ValueError(f"first_stage: expected candidates or none, got {self.first_stage!r}")
+        if self.first_stage not in FIRST_STAGES:
+            raise ValueError(f"first_stage: expected one of {', '.join(FIRST_STAGES)}, got {self.first_stage!r}")
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,8 @@ class FrameInspection:
     frame: Frame
     defects: tuple[FoundDefect, ...]
     tiles_total: int  # grid tiles of the frame
-    tiles_inspected: int  # tiles the model actually saw
+    tiles_inspected: int  # tiles (or windows) the model actually saw
+    model_px: int  # pixels the model actually saw (overlaps counted twice)
 
 
 def to_uint8(pixels: np.ndarray, uint16_shift: int) -> np.ndarray:
@@ -77,7 +84,10 @@ class FrameInspector:
         crops: list[np.ndarray] = []
         for image in images:
             grid = tile_grid(image.shape[1], image.shape[0], s.tile_px, s.tile_overlap_px)
-            if s.first_stage == "candidates":
+            if s.first_stage == "windows":
+                tiles = windows_around(find_candidates(image, s.candidates), image.shape[1], image.shape[0],
+                                       context_px=s.window_context_px, min_px=min(s.window_min_px, s.tile_px))
+            elif s.first_stage == "candidates":
                 tiles = tiles_touching(grid, find_candidates(image, s.candidates))
             else:
                 tiles = grid
@@ -89,7 +99,7 @@ class FrameInspector:
             found = detections[at:at + len(tiles)]
             at += len(tiles)
             defects = self._defects(frame, image, tiles, found)
-            results.append(FrameInspection(frame, defects, total, len(tiles)))
+            results.append(FrameInspection(frame, defects, total, len(tiles), sum(t.width * t.height for t in tiles)))
         return results
 
     def _defects(

@@ -62,6 +62,58 @@ def tiles_touching(tiles: list[Tile], regions: np.ndarray) -> list[Tile]:
     return chosen
 
 
+def _union_overlapping(boxes: list[list[float]]) -> list[list[float]]:
+    """Replace boxes that intersect by their union until none intersect (transitively)."""
+    merged = True
+    while merged:
+        merged = False
+        out: list[list[float]] = []
+        for box in boxes:
+            for other in out:
+                if box[0] < other[2] and other[0] < box[2] and box[1] < other[3] and other[1] < box[3]:
+                    other[:] = [min(box[0], other[0]), min(box[1], other[1]), max(box[2], other[2]),
+                                max(box[3], other[3])]
+                    merged = True
+                    break
+            else:
+                out.append(list(box))
+        boxes = out
+    return boxes
+
+
+def _window_side(start: float, end: float, limit: int, min_px: int, step_px: int) -> tuple[int, int]:
+    """A window side covering start..end: at least `min_px`, rounded up to `step_px`, inside 0..limit."""
+    size = min(limit, max(min_px, -(-int(np.ceil(end - start)) // step_px) * step_px))
+    first = int(round((start + end - size) / 2))
+    first = max(0, min(first, limit - size))
+    return first, size
+
+
+def windows_around(regions: np.ndarray, width: int, height: int, *, context_px: int = 64, min_px: int = 256,
+                   step_px: int = 128) -> list[Tile]:
+    """Model windows around candidate regions (x1, y1, x2, y2 rows, frame px), instead of grid tiles.
+
+    Each region is grown by `context_px` on every side (the model needs some strip around a
+    defect, and a cheap region may underestimate the defect's extent); regions whose grown boxes
+    touch become one window; each side is at least `min_px` (about the size the model was trained
+    on), rounded up to `step_px` so windows share a few shapes and batch together, centred on the
+    region and kept inside the frame. A flagged 64 px cell then costs the model 256 x 256 px
+    instead of up to four overlapping 512 px grid tiles.
+    """
+    if context_px < 0 or min_px < 1 or step_px < 1:
+        raise ValueError(f"windows: expected context_px >= 0, min_px >= 1, step_px >= 1, got {context_px}, "
+                         f"{min_px}, {step_px}")
+    regions = np.asarray(regions, dtype=np.float32).reshape(-1, 4)
+    grown = [[max(0.0, x1 - context_px), max(0.0, y1 - context_px), min(float(width), x2 + context_px),
+              min(float(height), y2 + context_px)] for x1, y1, x2, y2 in regions.tolist()]
+    windows = []
+    for x1, y1, x2, y2 in _union_overlapping([b for b in grown if b[2] > b[0] and b[3] > b[1]]):
+        x, w = _window_side(x1, x2, width, min_px, step_px)
+        y, h = _window_side(y1, y2, height, min_px, step_px)
+        windows.append(Tile(x, y, w, h))
+    return sorted(windows, key=lambda t: (t.y, t.x))
+
+
 def _overlap_matrix(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pairwise IoU and intersection over the smaller box."""
     x1 = np.maximum(boxes[:, None, 0], boxes[None, :, 0])

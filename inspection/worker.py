@@ -45,6 +45,8 @@ class WorkerStats:
     batches: int = 0
     tiles_total: int = 0
     tiles_inspected: int = 0
+    frame_px: int = 0  # pixels of the frames inspected
+    model_px: int = 0  # pixels the model saw (the first stage's windows or tiles)
     reloads: int = 0
     models: dict[str, str] = field(default_factory=dict)  # line type -> version in use
 
@@ -53,7 +55,8 @@ def inspector_settings(config: LineConfig) -> InspectorSettings:
     w = config.worker
     return InspectorSettings(
         tile_px=w.tile_px, tile_overlap_px=w.tile_overlap_px, first_stage=w.first_stage,
-        candidates=CandidateSettings(k_sigma=w.candidate_k_sigma), uint16_shift=w.uint16_shift,
+        candidates=CandidateSettings(k_sigma=w.candidate_k_sigma), window_context_px=w.window_context_px,
+        uint16_shift=w.uint16_shift,
         crop_margin_px=config.records.crop_margin_px,
     )
 
@@ -199,6 +202,8 @@ class InferenceWorker:
             self.stats.defects += len(result.defects)
             self.stats.tiles_total += result.tiles_total
             self.stats.tiles_inspected += result.tiles_inspected
+            self.stats.frame_px += result.frame.pixels.size
+            self.stats.model_px += result.model_px
 
     def _result(self, inspection: FrameInspection, manifest: Manifest) -> FrameResult:
         frame = inspection.frame

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from inspection.candidates import CandidateSettings
 from inspection.detector import Detector
 from inspection.frame import Frame, StreamKey
 from inspection.frame_inspector import FrameInspector, InspectorSettings
@@ -34,7 +35,7 @@ def _noisy_strip(shape: tuple[int, int] = (1024, 1600), seed: int = 0) -> np.nda
     return np.clip(rng.normal(DARK, 2, shape), 0, 255).astype(np.uint8)
 
 
-@pytest.mark.parametrize("first_stage", ["none", "candidates"])
+@pytest.mark.parametrize("first_stage", ["none", "candidates", "windows"])
 def test_finds_blob_with_strip_coordinates(detector: Detector, first_stage: str) -> None:
     pixels = _noisy_strip()
     pixels[402:416, 1000:1020] = blob_value(1, 2)  # inside one 32-px model cell: x 992..1024, y 384..416
@@ -51,8 +52,11 @@ def test_finds_blob_with_strip_coordinates(detector: Detector, first_stage: str)
     assert crop.shape == (14 + 32, 20 + 32)  # the box plus the 16-px margin on each side
     if first_stage == "none":
         assert result.tiles_inspected == result.tiles_total
-    else:
+        assert result.model_px == 12 * 512 * 512  # the overlapping grid: 4 x 3 tiles
+    elif first_stage == "candidates":
         assert 1 <= result.tiles_inspected < result.tiles_total
+    else:  # windows of 256 px (the minimum) around the blob and the odd noise cell flagged at k 3
+        assert 1 <= result.tiles_inspected <= 3 and result.model_px <= 4 * 256 * 256
 
 
 def test_blob_in_tile_overlap_is_one_defect(detector: Detector) -> None:
@@ -62,10 +66,14 @@ def test_blob_in_tile_overlap_is_one_defect(detector: Detector) -> None:
     assert [d.cls for d in result.defects] == ["dark_spot"]
 
 
-def test_clean_frame_has_no_defects_and_candidates_skip_the_model(detector: Detector) -> None:
-    [result] = FrameInspector(detector).inspect([_frame(_noisy_strip())])
+def test_clean_frame_has_no_defects_and_the_first_stage_skips_the_model(detector: Detector) -> None:
+    strict = InspectorSettings(candidates=CandidateSettings(k_sigma=4.0))
+    [result] = FrameInspector(detector, strict).inspect([_frame(_noisy_strip())])
     assert result.defects == ()
-    assert result.tiles_inspected == 0
+    assert result.tiles_inspected == 0 and result.model_px == 0
+    [result] = FrameInspector(detector).inspect([_frame(_noisy_strip())])  # default k 3: a window or so
+    assert result.defects == ()
+    assert result.model_px <= 0.1 * 1024 * 1600
 
 
 def test_batch_of_frames_keeps_results_apart(detector: Detector) -> None:
@@ -87,7 +95,7 @@ def test_uint16_frames_are_shifted_to_8_bits(detector: Detector) -> None:
 
 
 def test_bad_settings() -> None:
-    with pytest.raises(ValueError, match="first_stage: expected candidates or none"):
+    with pytest.raises(ValueError, match="first_stage: expected one of windows, candidates, none"):
         InspectorSettings(first_stage="all")
 
 

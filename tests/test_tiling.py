@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from inspection.candidates import CandidateSettings, find_candidates
-from inspection.tiling import Tile, merge_boxes, tile_grid, tiles_touching
+from inspection.tiling import Tile, merge_boxes, tile_grid, tiles_touching, windows_around
 
 
 @pytest.mark.parametrize(
@@ -96,11 +96,13 @@ def _strip(seed: int = 0, shape: tuple[int, int] = (1024, 1600)) -> np.ndarray:
 
 
 def test_candidates_find_a_dark_spot_and_nothing_on_clean_strip() -> None:
+    strict = CandidateSettings(k_sigma=4.0)  # at the default 3.0 a few noise cells pass on purpose (recall)
     clean = _strip()
-    assert len(find_candidates(clean)) == 0
+    assert len(find_candidates(clean, strict)) == 0
+    assert len(find_candidates(clean)) <= 3
     spotted = clean.copy()
     spotted[500:530, 800:840] = 40
-    boxes = find_candidates(spotted)
+    boxes = find_candidates(spotted, strict)
     assert len(boxes) == 1
     x1, y1, x2, y2 = boxes[0]
     assert x1 <= 800 and y1 <= 500 and x2 >= 840 and y2 >= 530
@@ -112,3 +114,38 @@ def test_candidate_settings_validated() -> None:
         CandidateSettings(background_px=10)
     with pytest.raises(ValueError, match="expected a 2-D image"):
         find_candidates(np.zeros((4, 4, 3), np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("regions", "width", "height", "kwargs", "expected"),
+    [
+        ([], 1600, 1024, {}, []),
+        # one small region: a 256-px window centred on it
+        ([[800, 500, 840, 530]], 1600, 1024, {}, [(692, 387, 256, 256)]),
+        # near the frame corner: shifted inside the frame, never cut
+        ([[0, 0, 20, 20]], 1600, 1024, {}, [(0, 0, 256, 256)]),
+        # two regions whose grown boxes touch become one window (sizes rounded up to 128)
+        ([[100, 100, 140, 140], [230, 100, 260, 140]], 1600, 1024, {}, [(0, 0, 384, 256)]),
+        # far apart: two windows, in row order
+        ([[1000, 600, 1040, 640], [100, 100, 140, 140]], 1600, 1024, {},
+         [(0, 0, 256, 256), (892, 492, 256, 256)]),
+        # a long scratch: the window follows it, rounded up to a multiple of 128
+        ([[300, 0, 330, 1024]], 1600, 1024, {}, [(187, 0, 256, 1024)]),
+        # a frame smaller than the minimum window: the whole frame
+        ([[10, 10, 30, 30]], 200, 150, {}, [(0, 0, 200, 150)]),
+        # no context, smaller minimum
+        ([[800, 500, 840, 530]], 1600, 1024, {"context_px": 0, "min_px": 64, "step_px": 32}, [(788, 483, 64, 64)]),
+    ],
+)
+def test_windows_around_regions(regions, width, height, kwargs, expected) -> None:  # noqa: ANN001
+    windows = windows_around(np.array(regions, np.float32).reshape(-1, 4), width, height, **kwargs)
+    assert [(t.x, t.y, t.width, t.height) for t in windows] == expected
+    for t, (x1, y1, x2, y2) in zip(windows, sorted(regions, key=lambda r: (r[1], r[0])), strict=False):
+        assert 0 <= t.x and 0 <= t.y and t.x + t.width <= width and t.y + t.height <= height
+        if t.width < width and t.height < height:  # the region (plus context where it fits) is inside
+            assert t.x <= x1 and t.y <= y1 and x2 <= t.x + t.width and y2 <= t.y + t.height
+
+
+def test_windows_reject_bad_settings() -> None:
+    with pytest.raises(ValueError, match="context_px >= 0"):
+        windows_around(np.zeros((0, 4), np.float32), 100, 100, context_px=-1)
