@@ -98,6 +98,7 @@ class RecordsConfig:
     crop_retention_days: int
     seam_margin_px: float = 6.0  # a defect cut by a frame seam: how close to the seam (px) its parts end
     seam_min_overlap: float = 0.3  # ... and how much they overlap across (share of the narrower part)
+    flush_ms: float = 50.0  # the recorder writes (and publishes to the PLC) at least this often
 
 
 @dataclass(frozen=True)
@@ -370,6 +371,7 @@ def _records(path: Path, table: Any) -> RecordsConfig:
         crop_retention_days=s.positive("crop_retention_days", int, 30),
         seam_margin_px=s.get("seam_margin_px", float, 6.0),
         seam_min_overlap=s.get("seam_min_overlap", float, 0.3),
+        flush_ms=s.positive("flush_ms", float, 50.0),
     )
     if records.seam_margin_px < 0:
         raise s.error("seam_margin_px", f"expected a number >= 0, got {records.seam_margin_px!r}")

@@ -334,6 +334,7 @@ def run_recorder(config: Any, *, db: str | os.PathLike[str] | None = None,
                  rules.name, rules.version, rules.sha256[:12], store.coverage_min)
         if on_store is not None:
             on_store(store)
+        options.setdefault("flush_ms", config.records.flush_ms)
         recorder = Recorder(store, endpoint or config.endpoints.results, config.id, on_event=on_event,
                             **options)
         return recorder.run(stop or StopFlag())
