@@ -383,3 +383,27 @@ def test_simulator_seam_share_is_configured_and_checked(tmp_path: Path) -> None:
         load_config(None, {"simulator.seam_share": 1.5})
     with pytest.raises(SourceError, match="seam_share"):
         simulate(tmp_path, "bad", seam_share=-0.1)
+
+
+def test_e2e_compare_counts_a_cut_defect_once_and_reports_splits(store: Store) -> None:
+    from inspection.benchmarks.e2e import compare
+
+    store.apply_batch([frame(0, piece((900, 1024), (500, 520), "patches")),
+                       frame(1, piece((1024, 1100), (501, 519), "crazing", 0.5)),
+                       frame(3, piece((3100, 3140), (100, 140), "inclusion"))])
+
+    def row(index: int, along: tuple[float, float], across: tuple[float, float], cls: str, **extra: Any) -> dict:
+        return {"coil": "C-1", "camera": "top-1", "frame_index": index, "class": cls, "along_mm": list(along),
+                "across_mm": list(across), **extra}
+
+    truth = [row(0, (898, 1024), (499, 521), "patches", group="C-1/top-1/0/0/0"),
+             row(1, (1024, 1101), (499, 521), "patches", group="C-1/top-1/0/0/0"),
+             row(3, (3100, 3140), (100, 140), "inclusion"), row(5, (5500, 5600), (10, 50), "crazing")]
+    merged = compare(store.path, truth, 0.3)
+    raw = compare(store.path, truth, 0.3, merge_seams=False)
+    assert (merged["ground_truth_defects"], merged["seam_defects"]) == (3, 1)
+    assert (merged["recorded_defects"], merged["recorded_fragments"], raw["recorded_defects"]) == (2, 3, 3)
+    assert (merged["detection_rate"], merged["seam_detection_rate"], merged["seam_split"]) == (
+        pytest.approx(2 / 3, abs=1e-4), 1.0, 0)
+    assert merged["class_accuracy"] == 1.0  # the merged defect has the best-scoring fragment's class
+    assert raw["seam_split"] == 1  # fragment by fragment, the cut defect is found twice

@@ -14,6 +14,16 @@ recorder wrote is compared with the ground truth, per coil and camera, in strip 
 
 With ``--first-stage both`` the line runs twice on the same frames (same seed): with the cheap
 first stage and with the model on every tile, so what the first stage costs is measured.
+
+Defects cut by a frame seam (``--seam-share``, the share of pasted defects the simulator places
+across a frame's bottom seam): the ground-truth fragments of one box (same ``group``) are one
+ground-truth defect, and the records are read as the recorder merged them (`queries.coil_defects`),
+so a cut defect must be found once. ``seam_defects`` counts the cut ground-truth defects,
+``seam_detection_rate`` is the detection rate among them, and ``seam_split`` counts detected cut
+defects that more than one recorded defect lies on (IoU >= `--iou`, or at least half of the
+record inside the ground-truth box): merge failures. ``without_seam_merge`` repeats the figures on
+the same database read fragment by fragment (`merge_seams=False`), i.e. what was counted before
+fragments were linked.
 """
 
 from __future__ import annotations
@@ -39,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="line config (default: the demo line)")
     parser.add_argument("--frames", type=int, default=150, help="frames per camera (default 150)")
     parser.add_argument("--defects-per-100m", type=float, default=40.0, help="simulated defect density")
+    parser.add_argument("--seam-share", type=float, default=0.25,
+                        help="share of pasted defects placed across a frame seam (default 0.25)")
     parser.add_argument("--first-stage", choices=("candidates", "none", "both"), default="both")
     parser.add_argument("--iou", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=11)
@@ -56,21 +68,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results[stage] = run_once(args, stage, folder)
     main = results[stages[0]]
     return {**{k: main[k] for k in ("detection_rate", "class_accuracy", "position_error_mm_p95",
-                                     "false_defects_per_m")},
+                                     "false_defects_per_m", "seam_defects", "seam_detection_rate", "seam_split")},
             "first_stage": stages[0], "runs": results, "hardware": hardware(),
             "command": "steel-inspect bench e2e " + " ".join(_argv(args))}
 
 
 def _argv(args: argparse.Namespace) -> list[str]:
     return [f"--frames {args.frames}", f"--first-stage {args.first_stage}", f"--seed {args.seed}",
-            f"--defects-per-100m {args.defects_per_100m}"]
+            f"--defects-per-100m {args.defects_per_100m}", f"--seam-share {args.seam_share}"]
 
 
 def run_once(args: argparse.Namespace, stage: str, folder: Path) -> dict[str, Any]:
     from inspection.pipeline import run_pipeline
 
     line = scratch_line(args.config, folder, **{"worker.first_stage": stage,
-                                                "simulator.defects_per_100m": args.defects_per_100m})
+                                                "simulator.defects_per_100m": args.defects_per_100m,
+                                                "simulator.seam_share": args.seam_share})
     started = time.monotonic()
     summary = run_pipeline(line, workers=args.workers, max_frames=args.frames,
                            camera_overrides={"realtime": False, "seed": args.seed})
@@ -80,6 +93,10 @@ def run_once(args: argparse.Namespace, stage: str, folder: Path) -> dict[str, An
         path = folder / "ground_truth" / f"{cam.id}.jsonl"
         truth += [json.loads(row) for row in path.read_text().splitlines() if row.strip()]
     figures = compare(line.database, truth, args.iou)
+    raw = compare(line.database, truth, args.iou, merge_seams=False)
+    figures["without_seam_merge"] = {k: raw[k] for k in (
+        "recorded_defects", "detection_rate", "class_accuracy", "position_error_mm_p95", "false_defects_per_m",
+        "seam_detection_rate", "seam_split")}
     figures.update({"seconds": round(elapsed, 1), "frames_inspected": summary.get("frames_inspected"),
                     "tiles_inspected_share": summary["workers_reported"]["tiles_inspected_share"],
                     "model": _models(line.database), "ground_truth_source": sorted({t["source"] for t in truth})})
@@ -95,27 +112,51 @@ def _models(db: Path) -> list[str]:
         con.close()
 
 
-def compare(db: Path, truth: list[dict[str, Any]], iou_min: float) -> dict[str, Any]:
+def ground_truth_defects(truth: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One ground-truth defect per labelled box: the fragments of a box cut by seams (same ``group``)
+    become one box in strip mm; ``seam`` says whether it was cut."""
+    out: list[dict[str, Any]] = []
+    groups: dict[str, dict[str, Any]] = {}
+    for t in truth:
+        box = np.array([t["along_mm"][0], t["across_mm"][0], t["along_mm"][1], t["across_mm"][1]], float)
+        group = t.get("group")
+        if group in groups:
+            g = groups[group]
+            g["box"] = np.concatenate([np.minimum(g["box"][:2], box[:2]), np.maximum(g["box"][2:], box[2:])])
+            continue
+        item = {"coil": t["coil"], "camera": t["camera"], "class": t["class"], "box": box, "seam": bool(group)}
+        out.append(item)
+        if group:
+            groups[group] = item
+    return out
+
+
+def compare(db: Path, truth: list[dict[str, Any]], iou_min: float, *, merge_seams: bool = True) -> dict[str, Any]:
     """Match recorded defects with ground truth (see the module docstring)."""
-    con = sqlite3.connect(db)
+    from inspection.records import queries
+    from inspection.records.db import open_db
+
+    con = open_db(db, readonly=True)
     try:
-        rows = con.execute(
-            "SELECT d.coil, d.camera, d.class, d.along_mm, d.across_mm, d.length_mm, d.width_mm FROM defects d"
-        ).fetchall()
+        coils = [r[0] for r in con.execute("SELECT id FROM coils ORDER BY id")]
+        rows = [(coil, d) for coil in coils for d in queries.coil_defects(con, coil, merge_seams=merge_seams)]
+        fragments = con.execute("SELECT count(*) FROM defects").fetchone()[0]
         inspected_mm = con.execute("SELECT coalesce(sum(length_mm), 0) FROM frames WHERE status = 'inspected'"
                                    ).fetchone()[0]
     finally:
         con.close()
     by_key: dict[tuple[str, str], list[tuple[str, np.ndarray]]] = {}
-    for coil, camera, cls, along, across, length, width in rows:
+    for coil, d in rows:
+        along, across, length, width = d["along_mm"], d["across_mm"], d["length_mm"], d["width_mm"]
         box = np.array([along - length / 2, across - width / 2, along + length / 2, across + width / 2])
-        by_key.setdefault((coil, camera), []).append((cls, box))
+        by_key.setdefault((coil, d["camera"]), []).append((d["class"], box))
+    gts = ground_truth_defects(truth)
     matched_records: set[tuple[str, str, int]] = set()
-    detected = correct = 0
+    detected = correct = seam_detected = seam_split = 0
     errors = []
     per_class: dict[str, list[int]] = {}
-    for t in truth:
-        gt = np.array([t["along_mm"][0], t["across_mm"][0], t["along_mm"][1], t["across_mm"][1]], float)
+    for t in gts:
+        gt = t["box"]
         candidates = by_key.get((t["coil"], t["camera"]), [])
         best, best_iou = None, 0.0
         for i, (_, box) in enumerate(candidates):
@@ -132,26 +173,43 @@ def compare(db: Path, truth: list[dict[str, Any]], iou_min: float) -> dict[str, 
         cls, box = candidates[best]
         correct += cls == t["class"]
         errors.append(float(np.hypot(*((gt[:2] + gt[2:]) / 2 - (box[:2] + box[2:]) / 2))))
+        if t["seam"]:
+            seam_detected += 1
+            on_it = sum(_iou(gt, b) >= iou_min or _inside(b, gt) >= 0.5 for _, b in candidates)
+            seam_split += on_it > 1
     unmatched = 0
     for (coil, camera), records in by_key.items():
-        gts = [np.array([t["along_mm"][0], t["across_mm"][0], t["along_mm"][1], t["across_mm"][1]], float)
-               for t in truth if t["coil"] == coil and t["camera"] == camera]
+        boxes = [t["box"] for t in gts if t["coil"] == coil and t["camera"] == camera]
         for i, (_, box) in enumerate(records):
             if (coil, camera, i) in matched_records:
                 continue
-            if not any(_iou(g, box) >= iou_min for g in gts):
+            if not any(_iou(g, box) >= iou_min for g in boxes):
                 unmatched += 1
     metres = inspected_mm / 1000.0
+    seam_gts = sum(t["seam"] for t in gts)
     return {
-        "ground_truth_defects": len(truth),
+        "ground_truth_defects": len(gts),
+        "ground_truth_rows": len(truth),
         "recorded_defects": len(rows),
-        "detection_rate": round(detected / len(truth), 4) if truth else None,
+        "recorded_fragments": fragments,
+        "detection_rate": round(detected / len(gts), 4) if gts else None,
         "class_accuracy": round(correct / detected, 4) if detected else None,
         "position_error_mm_p95": round(float(np.percentile(errors, 95)), 1) if errors else None,
         "false_defects_per_m": round(unmatched / metres, 4) if metres else None,
         "strip_m_inspected": round(metres, 1),
         "detection_rate_per_class": {c: round(d / n, 3) for c, (n, d) in sorted(per_class.items())},
+        "seam_defects": seam_gts,
+        "seam_detection_rate": round(seam_detected / seam_gts, 4) if seam_gts else None,
+        "seam_split": seam_split,
     }
+
+
+def _inside(inner: np.ndarray, outer: np.ndarray) -> float:
+    """Share of `inner`'s area that lies inside `outer`."""
+    w = min(inner[2], outer[2]) - max(inner[0], outer[0])
+    h = min(inner[3], outer[3]) - max(inner[1], outer[1])
+    area = (inner[2] - inner[0]) * (inner[3] - inner[1])
+    return float(w * h / area) if w > 0 and h > 0 and area > 0 else 0.0
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
