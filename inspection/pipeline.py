@@ -280,6 +280,10 @@ def summarize(db: Path, started_ns: int, codes: dict[str, int | None], cameras: 
             "SELECT grade FROM grades WHERE coil = ? ORDER BY id DESC LIMIT 1", (coil,)).fetchone())}
         latencies = sorted(r[0] / 1e6 for r in con.execute(
             "SELECT recorded_ns - captured_ns FROM frames WHERE captured_ns >= ?", run))
+        # Without start-up (models loading) and shutdown: from the first capture to the last record.
+        first, last = con.execute("SELECT min(captured_ns), max(recorded_ns) FROM frames WHERE captured_ns >= ? "
+                                  "AND status = 'inspected'", run).fetchone()
+        summary["inspecting_s"] = round((last - first) / 1e9, 3) if first is not None else None
     finally:
         con.close()
     summary["latency_ms_capture_to_record"] = _percentiles(latencies)
