@@ -79,7 +79,10 @@ def test_quantize_file_names_the_model_when_it_fails(tmp_path: Path) -> None:
 def test_quantize_command_registers_a_measured_int8_version(tmp_path: Path, datasets_dir: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     registry_dir = tmp_path / "models"
-    source = Registry(REPO_DIR / "models").resolve("hot")
+    shipped = Registry(REPO_DIR / "models")
+    source = shipped.resolve("hot")
+    if source.data.get("quantization"):  # the active model is itself an int8 copy: start from its fp32 source
+        source = shipped.resolve(source.data["quantization"]["source_version"])
     (registry_dir / "hot").mkdir(parents=True)
     shutil.copytree(source.model_path.parent, registry_dir / "hot" / source.version)
     registry = Registry(registry_dir)

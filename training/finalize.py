@@ -141,6 +141,17 @@ def promotion_decision(registry: Any, line_type: str, new_map50: float | None) -
     return True, "activated when added: " + text
 
 
+def register_gated(registry: Any, onnx_path: Path, manifest: dict[str, Any], activate: bool, reason: str,
+                   eval_dir: Path) -> None:
+    """Add the model with its manifest and evaluation plots; promote it when the gate said so."""
+    registered = registry.add(onnx_path, manifest, version=manifest["version"])
+    if activate:
+        registry.promote(manifest["version"], reason=reason)
+    else:
+        log.warning("%s registered but NOT activated: %s", manifest["version"], reason)
+    shutil.copytree(eval_dir, registered.model_path.parent / "eval")
+
+
 def background_metric(detector: Any, line_type: str, frames: int | None = None) -> dict[str, Any]:
     """Detections per Mpx of a runtime `Detector` at its operating threshold on held-out frames
     (default: REPORT_FRAMES)."""
@@ -262,12 +273,7 @@ def finalize(opts: Options, state: dict[str, Any], models_dir: Path, register: b
     manifest["promotion"] = {"activated": activate if register else False, "reason": reason}
     (export_dir / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     if register:
-        registered = registry.add(onnx_path, manifest, version=version)
-        if activate:
-            registry.promote(version, reason=reason)
-        else:
-            log.warning("%s registered but NOT activated: %s", version, reason)
-        shutil.copytree(export_dir / "eval", registered.model_path.parent / "eval")
+        register_gated(registry, onnx_path, manifest, activate, reason, export_dir / "eval")
     if "background" in metrics:
         summary_bg = {"detections_per_mpx": metrics["background"]["detections_per_mpx"],
                       "previous_active": (metrics["background"].get("previous_active") or {}).get(

@@ -173,7 +173,7 @@ def quantize_version(source: str, *, models_dir: Path | None = None, datasets_di
                      calibration_backgrounds: int = 4, register: bool = True) -> dict[str, Any]:
     """Quantize registered `source` (a version, hot/cold, or a path), evaluate, register; a summary dict."""
     from training.evaluate import evaluate
-    from training.finalize import _code_version, background_metric, promotion_decision
+    from training.finalize import _code_version, background_metric, promotion_decision, register_gated
 
     registry = Registry(models_dir)
     parent = registry.resolve(source)
@@ -229,12 +229,7 @@ def quantize_version(source: str, *, models_dir: Path | None = None, datasets_di
                                       for split in ("val", "test")},
                    "background_per_mpx": metrics.get("background", {}).get("detections_per_mpx")}
         if register:
-            registered = registry.add(onnx_path, manifest, version=version)
-            if activate:
-                registry.promote(version, reason=reason)
-            else:
-                log.warning("%s registered but NOT activated: %s", version, reason)
-            shutil.copytree(work / "eval", registered.model_path.parent / "eval")
+            register_gated(registry, onnx_path, manifest, activate, reason, work / "eval")
         return summary
     finally:
         shutil.rmtree(work, ignore_errors=True)
