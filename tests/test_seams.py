@@ -120,6 +120,16 @@ def test_fragments_are_linked_when_they_meet_at_a_seam(store: Store, batches: li
     assert verify(store.db).ok
 
 
+def test_linking_is_driven_by_the_new_rows_through_the_natural_key_indexes(store: Store) -> None:
+    from inspection.records.seams import _CANDIDATES
+
+    plan = [row[3] for row in store.db.execute("EXPLAIN QUERY PLAN " + _CANDIDATES,
+                                               {"before": 0, "margin_px": 6.0, "min_overlap": 0.3})]
+    scanned = [step for step in plan if step.startswith("SCAN ")]
+    assert scanned and all(step.split()[1] in ("n", "p") for step in scanned), plan  # new rows, their pairs
+    assert sum("sqlite_autoindex_defects_1" in step for step in plan) == 2, plan
+
+
 def test_three_frame_chain_arriving_out_of_order_is_one_defect(store: Store) -> None:
     long = [piece((900, 1024), (500, 508), score=0.6), piece((1024, 2048), (501, 509), score=0.95),
             piece((2048, 2100), (500, 508), "crazing", 0.7)]

@@ -40,28 +40,30 @@ from inspection.severity import DEFAULT_RULE, SeverityRule, severity
 DEFAULT_MARGIN_PX = 6.0
 DEFAULT_MIN_OVERLAP = 0.3
 
-# Pairs (upper, lower) in consecutive frames where at least one fragment is new; both directions
-# go through the natural-key index (coil, camera, frame_index, ...), never a scan of the coil.
+# Pairs (upper, lower) in consecutive frames where at least one fragment is new. Driven by the new
+# rows: a new fragment near its frame's seam is looked up through the natural-key indexes of frames
+# and defects (coil, camera, frame_index, ...), and only then the fragments of the neighbouring frame.
 _CANDIDATES = """
-WITH new AS (SELECT id, coil, camera, frame_index FROM defects WHERE id > :before),
+WITH new AS (
+  SELECT d.id, d.coil, d.camera, d.frame_index, d.along_mm - coalesce(d.length_mm, 0) / 2 AS near,
+         d.along_mm + coalesce(d.length_mm, 0) / 2 AS far, :margin_px * coalesce(k.mm_per_px_along, 1.0) AS margin
+  FROM defects d JOIN coils c ON c.id = d.coil LEFT JOIN cameras k ON k.line = c.line AND k.id = d.camera
+  WHERE d.id > :before),
 pairs AS (
-  SELECT n.id AS upper_id, b.id AS lower_id FROM new n JOIN defects b
-    ON b.coil = n.coil AND b.camera = n.camera AND b.frame_index = n.frame_index + 1
+  SELECT n.id AS upper_id, b.id AS lower_id FROM new n
+  JOIN frames f ON f.coil = n.coil AND f.camera = n.camera AND f.frame_index = n.frame_index + 1
+  JOIN defects b ON b.coil = n.coil AND b.camera = n.camera AND b.frame_index = n.frame_index + 1
+  WHERE n.far >= f.position_mm - n.margin AND b.along_mm - coalesce(b.length_mm, 0) / 2 <= f.position_mm + n.margin
   UNION
-  SELECT a.id, n.id FROM new n JOIN defects a
-    ON a.coil = n.coil AND a.camera = n.camera AND a.frame_index = n.frame_index - 1
+  SELECT a.id, n.id FROM new n
+  JOIN frames f ON f.coil = n.coil AND f.camera = n.camera AND f.frame_index = n.frame_index
+  JOIN defects a ON a.coil = n.coil AND a.camera = n.camera AND a.frame_index = n.frame_index - 1
+  WHERE n.near <= f.position_mm + n.margin AND a.along_mm + coalesce(a.length_mm, 0) / 2 >= f.position_mm - n.margin
 )
 SELECT a.id, b.id, a.coil, a.camera, f.position_mm
 FROM pairs p JOIN defects a ON a.id = p.upper_id JOIN defects b ON b.id = p.lower_id
 JOIN frames f ON f.coil = b.coil AND f.camera = b.camera AND f.frame_index = b.frame_index
-JOIN coils c ON c.id = a.coil
-LEFT JOIN cameras k ON k.line = c.line AND k.id = a.camera
-WHERE f.position_mm IS NOT NULL
-  AND a.along_mm + coalesce(a.length_mm, 0) / 2
-      >= f.position_mm - :margin_px * coalesce(k.mm_per_px_along, 1.0)
-  AND b.along_mm - coalesce(b.length_mm, 0) / 2
-      <= f.position_mm + :margin_px * coalesce(k.mm_per_px_along, 1.0)
-  AND min(a.across_mm + coalesce(a.width_mm, 0) / 2, b.across_mm + coalesce(b.width_mm, 0) / 2)
+WHERE min(a.across_mm + coalesce(a.width_mm, 0) / 2, b.across_mm + coalesce(b.width_mm, 0) / 2)
       - max(a.across_mm - coalesce(a.width_mm, 0) / 2, b.across_mm - coalesce(b.width_mm, 0) / 2)
       >= max(:min_overlap * min(coalesce(a.width_mm, 0), coalesce(b.width_mm, 0)), 1e-9)
 ORDER BY a.id, b.id
@@ -229,7 +231,7 @@ def _merge_extent(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
     along, length = span("along_mm", "length_mm")
     across, width = span("across_mm", "width_mm")
-    best = max(parts, key=lambda p: p["score"])  # ties: the first (head first)
+    best = max(parts, key=lambda p: (p["score"], -p["frame_index"], -p["defect_index"]))  # ties: the earliest
     return {"along_mm": along, "length_mm": length, "across_mm": across, "width_mm": width,
             "area_mm2": length * width, "score": best["score"], "class": best["class"]}
 
