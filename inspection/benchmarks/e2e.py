@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--first-stage", nargs="+", choices=("windows", "candidates", "none"),
                         default=["windows", "none"], help="first stage(s) to run, side by side (default: windows none)")
     parser.add_argument("--iou", type=float, default=0.3)
+    parser.add_argument("--model", default=None, help="model name or version (default: the config's)")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"),
+                        help="dataset split the pasted defects come from (default test; tune on val)")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--dir", type=Path, help="keep the run's database and ground truth here")
@@ -78,7 +81,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _argv(args: argparse.Namespace) -> list[str]:
     return [f"--frames {args.frames}", f"--first-stage {' '.join(args.first_stage)}", f"--seed {args.seed}",
-            f"--defects-per-100m {args.defects_per_100m}", f"--seam-share {args.seam_share}"]
+            f"--defects-per-100m {args.defects_per_100m}", f"--seam-share {args.seam_share}",
+            f"--split {args.split}", *([f"--model {args.model}"] if args.model else [])]
 
 
 def run_once(args: argparse.Namespace, stage: str, folder: Path) -> dict[str, Any]:
@@ -86,7 +90,9 @@ def run_once(args: argparse.Namespace, stage: str, folder: Path) -> dict[str, An
 
     line = scratch_line(args.config, folder, **{"worker.first_stage": stage,
                                                 "simulator.defects_per_100m": args.defects_per_100m,
-                                                "simulator.seam_share": args.seam_share})
+                                                "simulator.seam_share": args.seam_share,
+                                                "simulator.split": args.split,
+                                                **({"model.name": args.model} if args.model else {})})
     started = time.monotonic()
     summary = run_pipeline(line, workers=args.workers, max_frames=args.frames,
                            camera_overrides={"realtime": False, "seed": args.seed})
