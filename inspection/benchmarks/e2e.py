@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from inspection.benchmarks._line import hardware, scratch_line
+from inspection.errors import SteelInspectError
 
 HELP = "detection rate, class accuracy, position error and false defects of the whole pipeline vs ground truth"
 log = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=["windows", "none"], help="first stage(s) to run, side by side (default: windows none)")
     parser.add_argument("--iou", type=float, default=0.3)
     parser.add_argument("--model", default=None, help="model name or version (default: the config's)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a line config key for this run, e.g. worker.window_context_px=128 "
+                             "(VALUE is read as TOML: numbers, true/false, quoted strings)")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"),
                         help="dataset split the pasted defects come from (default test; tune on val)")
     parser.add_argument("--seed", type=int, default=11)
@@ -82,7 +86,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def _argv(args: argparse.Namespace) -> list[str]:
     return [f"--frames {args.frames}", f"--first-stage {' '.join(args.first_stage)}", f"--seed {args.seed}",
             f"--defects-per-100m {args.defects_per_100m}", f"--seam-share {args.seam_share}",
-            f"--split {args.split}", *([f"--model {args.model}"] if args.model else [])]
+            f"--split {args.split}", *([f"--model {args.model}"] if args.model else []),
+            *(f"--set {item}" for item in args.set)]
+
+
+def _settings(items: list[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` items as config overrides (values parsed as TOML)."""
+    import tomllib
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SteelInspectError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            raise SteelInspectError(f"--set {item!r}: VALUE is not a TOML value (quote strings)") from None
+    return out
 
 
 def run_once(args: argparse.Namespace, stage: str, folder: Path) -> dict[str, Any]:
@@ -92,7 +113,8 @@ def run_once(args: argparse.Namespace, stage: str, folder: Path) -> dict[str, An
                                                 "simulator.defects_per_100m": args.defects_per_100m,
                                                 "simulator.seam_share": args.seam_share,
                                                 "simulator.split": args.split,
-                                                **({"model.name": args.model} if args.model else {})})
+                                                **({"model.name": args.model} if args.model else {}),
+                                                **_settings(args.set)})
     started = time.monotonic()
     summary = run_pipeline(line, workers=args.workers, max_frames=args.frames,
                            camera_overrides={"realtime": False, "seed": args.seed})
