@@ -31,7 +31,7 @@ class CandidateSettings:
     scale: int = 4  # downsampling factor before analysis
     cell_px: int = 16  # cell side, in downsampled px (64 px of the frame at scale 4)
     background_px: int = 31  # box-filter size for the slow background, in downsampled px
-    k_sigma: float = 3.0  # threshold in robust standard deviations of the frame's cells (see `bench first_stage`)
+    k_sigma: float = 2.5  # threshold in robust standard deviations of the frame's cells (see `bench first_stage`)
     margin_px: int = 16  # grown around each region, in frame px
 
     def __post_init__(self) -> None:

@@ -325,7 +325,7 @@ def _worker(path: Path, table: Any) -> WorkerConfig:
         tile_px=s.positive("tile_px", int, 512),
         tile_overlap_px=s.get("tile_overlap_px", int, 128),
         first_stage=s.choice("first_stage", ("windows", "candidates", "none"), "windows"),
-        candidate_k_sigma=s.positive("candidate_k_sigma", float, 3.0),
+        candidate_k_sigma=s.positive("candidate_k_sigma", float, 2.5),
         window_context_px=s.get("window_context_px", int, 64),
         uint16_shift=s.get("uint16_shift", int, 8),
         reload_check_s=s.positive("reload_check_s", float, 1.0),

@@ -96,10 +96,10 @@ def _strip(seed: int = 0, shape: tuple[int, int] = (1024, 1600)) -> np.ndarray:
 
 
 def test_candidates_find_a_dark_spot_and_nothing_on_clean_strip() -> None:
-    strict = CandidateSettings(k_sigma=4.0)  # at the default 3.0 a few noise cells pass on purpose (recall)
+    strict = CandidateSettings(k_sigma=4.0)  # at the default 2.5 some noise cells pass on purpose (recall)
     clean = _strip()
     assert len(find_candidates(clean, strict)) == 0
-    assert len(find_candidates(clean)) <= 3
+    assert len(find_candidates(clean)) <= 12
     spotted = clean.copy()
     spotted[500:530, 800:840] = 40
     boxes = find_candidates(spotted, strict)
