@@ -69,6 +69,7 @@ def test_report_json_and_csv(
     rows = list(csv.DictReader(io.StringIO((tmp_path / "r.csv").read_text())))
     relabelled = [r for r in rows if r["review_status"] == "relabelled"]
     assert len(rows) == len(data["defects"]) and [r["effective_class"] for r in relabelled] == ["scratches"]
+    assert [r["parts"] for r in rows] == [" ".join(map(str, d["parts"])) for d in data["defects"]]
     assert main(["report", "--coil", "NOPE", "--format", "json", "--db", str(db)]) == 2
     assert "no coil 'NOPE'" in capsys.readouterr().err
 

@@ -7,6 +7,7 @@
 - `queries` (coil level) and `analytics` (review queue, Pareto, rates, precision, line status): the
   read API for the console and the coil report.
 - `messages`: the worker -> recorder message format; `recorder`: the process that owns the database.
+- `seams`: defects cut by frame seams (fragments linked when recorded, merged when read).
 - `grading` (rule sets in `inspection/rules/`), `review_queue`, `periodic`, `crops`, `audit`,
   `platform` (MES / ERP import), `report` / `report_pdf`, `synthetic` (test and benchmark data).
 """

@@ -25,7 +25,7 @@ from inspection.severity import SEVERITY_NAMES
 
 CSV_COLUMNS = ("id", "surface", "camera", "frame_index", "along_mm", "across_mm", "length_mm", "width_mm",
                "area_mm2", "class", "effective_class", "score", "severity", "review_status", "reviewer",
-               "model_version", "crop_sha256")
+               "model_version", "crop_sha256", "parts")
 
 
 def collect(db: Database, coil: str) -> dict[str, Any]:
@@ -63,7 +63,8 @@ def to_csv(data: dict[str, Any]) -> str:
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for d in data["defects"]:
-        writer.writerow({k: (round(v, 2) if isinstance(v, float) else v) for k, v in d.items()})
+        writer.writerow({k: (round(v, 2) if isinstance(v, float) else " ".join(map(str, v)) if k == "parts" else v)
+                         for k, v in d.items()})
     return out.getvalue()
 
 
