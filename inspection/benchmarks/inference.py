@@ -17,7 +17,9 @@
 
 ``pipeline_to_bare_ratio`` = pipeline Mpx/s / bare Mpx/s (the first stage lets the pipeline
 exceed 1 when most of the strip is clean); ``pipeline_to_inspector_ratio`` isolates what the
-processes and sockets cost.
+processes and sockets cost. Both compare like with like only with ``--workers 1``: the bare and
+inspector figures run in this one process with the worker's thread count
+(``bare_intra_op_threads``), while K workers use K processes.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
              for x in range(0, f.width, tile)]
     frame_mpx = sum(f.pixels.size for f in frames) / 1e6
     result: dict[str, Any] = {"model": manifest.version, "providers": detector.providers, "tile_px": tile,
+                              "bare_intra_op_threads": config.worker.intra_op_threads or "onnxruntime default",
                               "frame": [frames[0].height, frames[0].width], "hardware": hardware()}
     bare = {b: _rate(lambda b=b: _batched(detector, tiles, b), frame_mpx, args.seconds) for b in (1, 2, 4, 8)}
     best = max(bare, key=bare.get)
