@@ -141,7 +141,7 @@ def test_windows_around_regions(regions, width, height, kwargs, expected) -> Non
     windows = windows_around(np.array(regions, np.float32).reshape(-1, 4), width, height, **kwargs)
     assert [(t.x, t.y, t.width, t.height) for t in windows] == expected
     for t, (x1, y1, x2, y2) in zip(windows, sorted(regions, key=lambda r: (r[1], r[0])), strict=False):
-        assert 0 <= t.x and 0 <= t.y and t.x + t.width <= width and t.y + t.height <= height
+        assert t.x >= 0 and t.y >= 0 and t.x + t.width <= width and t.y + t.height <= height
         if t.width < width and t.height < height:  # the region (plus context where it fits) is inside
             assert t.x <= x1 and t.y <= y1 and x2 <= t.x + t.width and y2 <= t.y + t.height
 
