@@ -22,6 +22,7 @@ import numpy as np
 
 from inspection.errors import FrameError
 from inspection.frame import CoilEvent, Frame, StreamKey, StreamMessage
+from inspection.json_header import check_keys, parse_object
 
 __all__ = ["WIRE_VERSION", "FrameError", "decode", "encode", "DEFAULT_MAX_PIXELS", "MAX_HEADER_BYTES"]
 
@@ -75,7 +76,7 @@ def _decode(parts: Sequence[Any], max_pixels: int) -> StreamMessage:
         raise FrameError(f"parts: expected a sequence of message parts, got {type(parts).__name__}")
     if len(parts) not in (1, 2):
         raise FrameError(f"parts: expected 1 (event) or 2 (frame) parts, got {len(parts)}")
-    header = _parse_header(_buffer(parts[0], "header"))
+    header = parse_object(_buffer(parts[0], "header"), MAX_HEADER_BYTES, FrameError)
     version = header.get("v")
     if version != WIRE_VERSION:
         raise FrameError(f"header.v: expected wire version {WIRE_VERSION}, got {version!r}")
@@ -83,12 +84,12 @@ def _decode(parts: Sequence[Any], max_pixels: int) -> StreamMessage:
     if kind == "frame":
         if len(parts) != 2:
             raise FrameError(f"parts: a frame has 2 parts (header, pixels), got {len(parts)}")
-        _check_keys(header, _FRAME_KEYS)
+        check_keys(header, _FRAME_KEYS, "header", FrameError)
         return _frame_from(header, _buffer(parts[1], "pixels"), max_pixels)
     if kind in ("coil_start", "coil_end"):
         if len(parts) != 1:
             raise FrameError(f"parts: a {kind} event has 1 part, got {len(parts)}")
-        _check_keys(header, _EVENT_KEYS)
+        check_keys(header, _EVENT_KEYS, "header", FrameError)
         return CoilEvent(
             kind=kind,
             source=_source(header),
@@ -110,34 +111,6 @@ def _buffer(part: Any, name: str) -> memoryview:
     if view.ndim != 1 or view.itemsize != 1:
         view = view.cast("B")
     return view
-
-
-def _reject_constant(token: str) -> float:
-    raise FrameError(f"header: non-finite number {token} is not allowed")
-
-
-def _parse_header(view: memoryview) -> dict[str, Any]:
-    if len(view) > MAX_HEADER_BYTES:
-        raise FrameError(f"header: expected at most {MAX_HEADER_BYTES} bytes, got {len(view)}")
-    try:
-        text = bytes(view).decode("utf-8")
-        header = json.loads(text, parse_constant=_reject_constant)
-    except FrameError:
-        raise
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise FrameError(f"header: not valid UTF-8 JSON ({type(exc).__name__})") from None
-    if not isinstance(header, dict):
-        raise FrameError(f"header: expected a JSON object, got {type(header).__name__}")
-    return header
-
-
-def _check_keys(header: dict[str, Any], expected: frozenset[str]) -> None:
-    missing = expected - header.keys()
-    if missing:
-        raise FrameError(f"header: missing field(s) {', '.join(sorted(missing))}")
-    extra = header.keys() - expected
-    if extra:
-        raise FrameError(f"header: unknown field(s) {', '.join(sorted(extra))}")
 
 
 def _source(header: dict[str, Any]) -> StreamKey:

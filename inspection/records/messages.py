@@ -34,6 +34,7 @@ from typing import Any
 
 from inspection.errors import FrameError
 from inspection.frame import CoilEvent, StreamKey, check_ident
+from inspection.json_header import check_keys, parse_object
 from inspection.records.errors import RecordError
 
 RESULTS_VERSION = 1
@@ -238,15 +239,7 @@ def _decode(parts: Sequence[Any]) -> ResultMessage:
         or not parts
     ):
         raise RecordError("parts: expected a non-empty sequence of message parts")
-    raw = bytes(memoryview(parts[0]))
-    if len(raw) > MAX_HEADER_BYTES:
-        raise RecordError(f"header: expected at most {MAX_HEADER_BYTES} bytes, got {len(raw)}")
-    try:
-        header = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise RecordError(f"header: not valid UTF-8 JSON ({type(exc).__name__})") from None
-    if not isinstance(header, dict):
-        raise RecordError(f"header: expected a JSON object, got {type(header).__name__}")
+    header = parse_object(memoryview(parts[0]), MAX_HEADER_BYTES, RecordError)
     if header.get("v") != RESULTS_VERSION:
         raise RecordError(f"header.v: expected version {RESULTS_VERSION}, got {header.get('v')!r}")
     kind = header.get("type")
@@ -403,12 +396,7 @@ def _guard(fn: Any) -> Any:
 
 
 def _keys(obj: dict[str, Any], expected: frozenset[str], name: str) -> None:
-    missing = expected - obj.keys()
-    if missing:
-        raise RecordError(f"{name}: missing field(s) {', '.join(sorted(missing))}")
-    unknown = obj.keys() - expected
-    if unknown:
-        raise RecordError(f"{name}: unknown field(s) {', '.join(sorted(unknown))}")
+    check_keys(obj, expected, name, RecordError)
 
 
 def _no_extra(extra: list[bytes], kind: str) -> None:
@@ -431,10 +419,6 @@ def _num(name: str, value: Any, minimum: float | None = None, maximum: float | N
 def _sha(name: str, value: Any) -> None:
     if not isinstance(value, str) or len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
         raise RecordError(f"{name}: expected 64 lowercase hex characters, got {value!r}")
-
-
-def _no_constant(token: str) -> float:
-    raise RecordError(f"header: non-finite number {token} is not allowed")
 
 
 def _dump(header: dict[str, Any]) -> bytes:

@@ -1,0 +1,38 @@
+"""Strict JSON message headers, shared by the camera wire format (`inspection.wire`) and the
+worker -> recorder messages (`inspection.records.messages`); each caller passes its own error type,
+so a malformed header is reported in that format's terms and nothing else escapes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Set
+from typing import Any
+
+
+def parse_object(raw: bytes | bytearray | memoryview, max_bytes: int, error: type[Exception]) -> dict[str, Any]:
+    """The JSON object in `raw` (UTF-8, at most `max_bytes`, no NaN or Infinity), or `error`."""
+    if len(raw) > max_bytes:
+        raise error(f"header: expected at most {max_bytes} bytes, got {len(raw)}")
+
+    def reject_constant(token: str) -> float:
+        raise error(f"header: non-finite number {token} is not allowed")
+
+    try:
+        header = json.loads(bytes(raw).decode("utf-8"), parse_constant=reject_constant)
+    except error:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise error(f"header: not valid UTF-8 JSON ({type(exc).__name__})") from None
+    if not isinstance(header, dict):
+        raise error(f"header: expected a JSON object, got {type(header).__name__}")
+    return header
+
+
+def check_keys(obj: dict[str, Any], expected: Set[str], name: str, error: type[Exception]) -> None:
+    """`error` naming the missing or unknown fields of `obj` (called `name` in the message)."""
+    missing = expected - obj.keys()
+    if missing:
+        raise error(f"{name}: missing field(s) {', '.join(sorted(missing))}")
+    unknown = obj.keys() - expected
+    if unknown:
+        raise error(f"{name}: unknown field(s) {', '.join(sorted(unknown))}")
