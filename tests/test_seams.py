@@ -219,8 +219,15 @@ def test_review_queue_holds_a_cut_defect_once(store: Store) -> None:
     store.apply_batch([frame(0, piece((900, 1024), (500, 520), score=0.3)),
                        frame(1, piece((1024, 1100), (500, 520), score=0.35))])
     store.enqueue_reviews("C-1")
-    head = queries.coil_defects(store.db, "C-1")[0]["id"]
-    assert [r[0] for r in store.db.execute("SELECT defect_id FROM review_queue")] == [head]
+    [merged] = queries.coil_defects(store.db, "C-1")
+    assert [r[0] for r in store.db.execute("SELECT defect_id FROM review_queue")] == [merged["id"]]
+    # the reviewer sees the whole defect (200 mm, both fragments), not its upper half
+    [queued] = analytics.review_queue(store.db)
+    assert queued["defect_id"] == merged["id"] and queued["parts"] == merged["parts"] and len(queued["parts"]) == 2
+    assert (queued["along_mm"], queued["length_mm"], queued["severity"]) == (1000.0, 200.0, merged["severity"])
+    # a review of the lower fragment settles the whole defect: it leaves the queue
+    store.add_review(merged["parts"][1], "anna", "confirm")
+    assert analytics.review_queue(store.db) == []
 
 
 def test_links_are_append_only_audited_evidence(store: Store, tmp_path: Path) -> None:

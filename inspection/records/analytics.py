@@ -43,7 +43,28 @@ def review_queue(db: Database, *, limit: int = 50, coil: str | None = None,
            "model_version "
            "FROM review_queue q JOIN defects d ON d.id = q.defect_id LEFT JOIN models m ON m.id = d.model_id "
            f"WHERE {' AND '.join(where)} ORDER BY q.priority DESC, q.defect_id LIMIT ?")
-    return _dicts(db.execute(sql, [*args, limit]))
+    return _merge_queued(db, _dicts(db.execute(sql, [*args, limit])))
+
+
+def _merge_queued(db: Database, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A queued defect cut by frame seams shows its merged size, score and severity and its ``parts``;
+    it leaves the queue once any of its fragments was reviewed (the review applies to all of them)."""
+    merged: dict[int, dict[str, Any]] = {}
+    for coil in {r["coil"] for r in rows}:
+        groups, _ = seams.coil_groups(db, coil)
+        merged.update({g["id"]: g for g in groups})
+    out = []
+    for row in rows:
+        group = merged.get(row["defect_id"])
+        if group is None:
+            out.append({**row, "parts": [row["defect_id"]]})
+            continue
+        marks = ",".join("?" * len(group["parts"]))
+        if db.execute(f"SELECT 1 FROM reviews WHERE defect_id IN ({marks}) LIMIT 1", group["parts"]).fetchone():
+            continue
+        out.append({**row, **{k: group[k] for k in ("along_mm", "across_mm", "length_mm", "width_mm", "area_mm2",
+                                                   "score", "severity", "parts")}})
+    return out
 
 
 def review_progress(db: Database) -> dict[str, int]:
