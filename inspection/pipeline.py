@@ -253,6 +253,7 @@ def summarize(db: Path, started_ns: int, codes: dict[str, int | None], cameras: 
             "frames_failed": sum(int(w.get("frames_failed", 0)) for w in workers),
             "malformed": sum(int(w.get("malformed", 0)) for w in workers),
             "tiles_inspected_share": _share(workers),
+            "model_px_share": _share(workers, "model_px", "frame_px"),
         },
         "seconds": round(elapsed, 2),
         "megapixels_sent": round(megapixels, 2),
@@ -290,9 +291,11 @@ def summarize(db: Path, started_ns: int, codes: dict[str, int | None], cameras: 
     return summary
 
 
-def _share(workers: list[dict[str, Any]]) -> float | None:
-    total = sum(int(w.get("tiles_total", 0)) for w in workers)
-    return round(sum(int(w.get("tiles_inspected", 0)) for w in workers) / total, 4) if total else None
+def _share(workers: list[dict[str, Any]], part: str = "tiles_inspected", whole: str = "tiles_total") -> float | None:
+    """Summed `part` / summed `whole` of the workers' stats: tiles (or windows) the model saw per grid
+    tile, or pixels the model saw per frame pixel (above 1 when overlapping tiles see pixels twice)."""
+    total = sum(int(w.get(whole, 0)) for w in workers)
+    return round(sum(int(w.get(part, 0)) for w in workers) / total, 4) if total else None
 
 
 def _percentiles(values: list[float]) -> dict[str, float] | None:

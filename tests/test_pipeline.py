@@ -45,6 +45,8 @@ def test_one_short_coil_end_to_end(line) -> None:  # noqa: ANN001
     assert all(code == 0 for code in summary["exit_codes"].values()), summary
     assert summary["frames_sent"] == summary["frames_inspected"] == 24
     assert summary["workers_reported"]["frames_received"] == 24
+    assert 0 < summary["workers_reported"]["model_px_share"] <= 2  # the workers' pixel counts reach the summary
+    assert summary["inspecting_s"] > 0
     assert summary["worker_restarts"] == 0
     [(coil, grade)] = summary["grades"].items()
     assert grade != "hold"  # every frame was inspected: the coverage gate lets it through
