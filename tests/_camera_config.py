@@ -1,8 +1,15 @@
-"""A small line config for camera and transport tests (small frames keep the tests fast)."""
+"""A small line config for camera and transport tests (small frames keep the tests fast), and
+helpers to run `steel-inspect camera` as a process and collect what it sends."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
+
+from inspection.frame import CoilEvent
+from inspection.transport import FrameReceiver
+from tests.conftest import REPO
 
 
 def write_line_config(
@@ -62,3 +69,19 @@ realtime = {str(realtime).lower()}
         encoding="utf-8",
     )
     return path
+
+
+def start_camera(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`steel-inspect camera ARGS` as its own process (stdout / stderr captured as text)."""
+    return subprocess.Popen([sys.executable, "-m", "inspection", "camera", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def receive_all(receiver: FrameReceiver, timeout_ms: int = 15000) -> list:
+    """Messages from `receiver` up to and including the first coil_end (or until it stays quiet)."""
+    messages = []
+    while (message := receiver.recv(timeout_ms=timeout_ms)) is not None:
+        messages.append(message)
+        if isinstance(message, CoilEvent) and message.kind == "coil_end":
+            break
+    return messages

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from inspection.frame import CoilEvent, Frame
+from inspection.frame import Frame
 from inspection.transport import FrameReceiver
-from tests._camera_config import write_line_config
+from tests._camera_config import receive_all, start_camera, write_line_config
 from tests.conftest import REPO
 
 
@@ -27,37 +27,10 @@ def run_cli(*args: str, timeout: float = 60, env: dict | None = None) -> subproc
     )
 
 
-def receive_all(receiver: FrameReceiver, timeout_ms: int = 15000) -> list:
-    messages = []
-    while (message := receiver.recv(timeout_ms=timeout_ms)) is not None:
-        messages.append(message)
-        if isinstance(message, CoilEvent) and message.kind == "coil_end":
-            break
-    return messages
-
-
 def test_camera_sends_n_frames_and_ends_the_coil(tmp_path: Path, tcp_endpoint: str) -> None:
     config = write_line_config(tmp_path, coil_length_m=100.0)
     with FrameReceiver(f"bind:{tcp_endpoint}") as receiver:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "inspection",
-                "camera",
-                "--config",
-                str(config),
-                "--frames",
-                "5",
-                "--fast",
-                "--connect",
-                tcp_endpoint,
-            ],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = start_camera("--config", str(config), "--frames", "5", "--fast", "--connect", tcp_endpoint)
         messages = receive_all(receiver)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
@@ -80,22 +53,7 @@ def test_camera_sends_n_frames_and_ends_the_coil(tmp_path: Path, tcp_endpoint: s
 def test_sigterm_stops_the_camera_with_a_coil_end(tmp_path: Path, tcp_endpoint: str) -> None:
     config = write_line_config(tmp_path, coil_length_m=1000.0, realtime=True, speed_m_per_s=1.0)  # ~4 frames/s
     with FrameReceiver(f"bind:{tcp_endpoint}") as receiver:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "inspection",
-                "camera",
-                "--config",
-                str(config),
-                "--connect",
-                tcp_endpoint,
-            ],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = start_camera("--config", str(config), "--connect", tcp_endpoint)
         messages = []
         while len([m for m in messages if isinstance(m, Frame)]) < 2:
             message = receiver.recv(timeout_ms=20000)
@@ -161,27 +119,8 @@ def test_genicam_camera_process_streams_to_a_worker(tmp_path: Path, tcp_endpoint
         pytest.skip("no virtual GenTL producer (genicam wheel's viky.cti)")
     config = write_line_config(tmp_path, options=f'source = "genicam"\noptions = {{ cti = "{cti}" }}')
     with FrameReceiver(f"bind:{tcp_endpoint}") as receiver:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "inspection",
-                "camera",
-                "--config",
-                str(config),
-                "--source",
-                "genicam",
-                "--frames",
-                "3",
-                "--fast",
-                "--connect",
-                tcp_endpoint,
-            ],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = start_camera("--config", str(config), "--source", "genicam", "--frames", "3", "--fast", "--connect",
+                            tcp_endpoint)
         messages = receive_all(receiver, timeout_ms=30000)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-3000:]

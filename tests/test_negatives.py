@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 from inspection.datasets import DATASET_CLASSES, load_samples  # noqa: E402
+from tests.tiny_datasets import write_tiny_neu  # noqa: E402
 from training import negatives as neg  # noqa: E402
 from training.augment import AugmentConfig  # noqa: E402
 from training.data import TrainBatches  # noqa: E402
@@ -23,29 +24,9 @@ torch.set_num_threads(1)
 CFG = AugmentConfig(out_size=(64, 64), scale=(0.9, 1.1))
 
 
-def _voc_dataset(root: Path, rng: np.random.Generator, count: int = 12) -> Path:
-    import cv2
-
-    folder = root / "neu-det"
-    (folder / "images").mkdir(parents=True)
-    (folder / "annotations").mkdir()
-    classes = DATASET_CLASSES["neu-det"]
-    for i in range(count):
-        cls = classes[i % 2]
-        image = rng.normal(100, 8, (64, 64)).clip(0, 255).astype(np.uint8)
-        x, y = int(rng.integers(14, 30)), int(rng.integers(14, 30))
-        image[y:y + 20, x:x + 20] = 200 if i % 2 else 30
-        name = f"{cls}_{i}"
-        cv2.imwrite(str(folder / "images" / f"{name}.jpg"), image)
-        (folder / "annotations" / f"{name}.xml").write_text(
-            f"<annotation><size><width>64</width><height>64</height></size><object><name>{cls}</name>"
-            f"<bndbox><xmin>{x}</xmin><ymin>{y}</ymin><xmax>{x + 20}</xmax><ymax>{y + 20}</ymax></bndbox>"
-            "</object></annotation>")
-    return folder
-
-
 def test_negative_items_have_empty_targets_and_positives_do_not(tmp_path: Path) -> None:
-    samples = load_samples(_voc_dataset(tmp_path, np.random.default_rng(0), count=8), DATASET_CLASSES["neu-det"])
+    folder = write_tiny_neu(tmp_path, np.random.default_rng(0), count=8, min_xy=14)
+    samples = load_samples(folder, DATASET_CLASSES["neu-det"])
     pool = neg.NegativePool("hot", 2, CFG, rows=256, cols=320)
     batches = TrainBatches(samples, DATASET_CLASSES["neu-det"], CFG, 8, 4, pool, negatives=4)
     assert len(batches) == 3  # (8 images + 4 negatives) // batch 4
@@ -127,7 +108,7 @@ def test_tiny_training_run_with_negatives(tmp_path: Path, monkeypatch: pytest.Mo
     from training import train as train_module
     from training.split import make_split, write_split
 
-    folder = _voc_dataset(tmp_path / "data", np.random.default_rng(5))
+    folder = write_tiny_neu(tmp_path / "data", np.random.default_rng(5), min_xy=14)
     split = make_split(folder, "neu-det", seed=0, val_fraction=0.25, test_fraction=0.25)
     write_split(split, tmp_path / "splits" / "neu-det.json")
     tiny = train_module.Recipe(dataset="neu-det", stride=8, backbone="plain", window=(64, 64), epochs=1,

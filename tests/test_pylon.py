@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -19,10 +17,9 @@ import pytest
 
 from cameras import open_source
 from inspection.config import load_config
-from inspection.frame import CoilEvent, Frame
+from inspection.frame import Frame
 from inspection.transport import FrameReceiver
-from tests._camera_config import write_line_config
-from tests.conftest import REPO
+from tests._camera_config import receive_all, start_camera, write_line_config
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("pypylon") is None, reason="pypylon is not installed (the genicam extra)"
@@ -49,35 +46,9 @@ def test_emulated_basler_camera_streams_simulator_frames_to_a_worker(tmp_path: P
     images = render_strip_files(config, folder, 3)
     env = {**os.environ, "PYLON_CAMEMU": "1"}
     with FrameReceiver(f"bind:{tcp_endpoint}") as receiver:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "inspection",
-                "camera",
-                "--config",
-                str(config),
-                "--source",
-                "pylon",
-                "--folder",
-                str(folder),
-                "--frames",
-                "5",
-                "--fast",
-                "--connect",
-                tcp_endpoint,
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        messages = []
-        while (message := receiver.recv(timeout_ms=30000)) is not None:
-            messages.append(message)
-            if isinstance(message, CoilEvent) and message.kind == "coil_end":
-                break
+        proc = start_camera("--config", str(config), "--source", "pylon", "--folder", str(folder), "--frames", "5",
+                            "--fast", "--connect", tcp_endpoint, env=env)
+        messages = receive_all(receiver, timeout_ms=30000)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-3000:]
     assert "Emulation" in err or "CamEmu" in err  # the SDK's emulated device really streamed
@@ -105,35 +76,9 @@ def test_failed_buffers_are_counted_in_the_coil_not_passed_on(tmp_path: Path, tc
     folder.mkdir()
     render_strip_files(config, folder, 2)
     with FrameReceiver(f"bind:{tcp_endpoint}") as receiver:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "inspection",
-                "camera",
-                "--config",
-                str(config),
-                "--source",
-                "pylon",
-                "--folder",
-                str(folder),
-                "--frames",
-                "4",
-                "--fast",
-                "--connect",
-                tcp_endpoint,
-            ],
-            cwd=REPO,
-            env={**os.environ, "PYLON_CAMEMU": "1"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        messages = []
-        while (message := receiver.recv(timeout_ms=30000)) is not None:
-            messages.append(message)
-            if isinstance(message, CoilEvent) and message.kind == "coil_end":
-                break
+        proc = start_camera("--config", str(config), "--source", "pylon", "--folder", str(folder), "--frames", "4",
+                            "--fast", "--connect", tcp_endpoint, env={**os.environ, "PYLON_CAMEMU": "1"})
+        messages = receive_all(receiver, timeout_ms=30000)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-3000:]
     frames = [m for m in messages if isinstance(m, Frame)]

@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
-from inspection.datasets import DATASET_CLASSES  # noqa: E402
+from tests.tiny_datasets import write_tiny_neu  # noqa: E402
 from training.augment import AugmentConfig, augment  # noqa: E402
 from training.export import export_onnx, parity_check  # noqa: E402
 from training.model import Detector  # noqa: E402
@@ -101,27 +101,6 @@ def test_parity_check_catches_a_different_model(tmp_path: Path) -> None:
         parity_check(model, path, images, threshold=0.3)
 
 
-def _voc_dataset(root: Path, rng: np.random.Generator) -> Path:
-    import cv2
-
-    folder = root / "neu-det"
-    (folder / "images").mkdir(parents=True)
-    (folder / "annotations").mkdir()
-    classes = DATASET_CLASSES["neu-det"]
-    for i in range(12):
-        cls = classes[i % 2]
-        image = rng.normal(100, 8, (64, 64)).clip(0, 255).astype(np.uint8)
-        x, y = int(rng.integers(4, 30)), int(rng.integers(4, 30))
-        image[y:y + 20, x:x + 20] = 200 if i % 2 else 30
-        name = f"{cls}_{i}"
-        cv2.imwrite(str(folder / "images" / f"{name}.jpg"), image)
-        (folder / "annotations" / f"{name}.xml").write_text(
-            f"<annotation><size><width>64</width><height>64</height></size><object><name>{cls}</name>"
-            f"<bndbox><xmin>{x}</xmin><ymin>{y}</ymin><xmax>{x + 20}</xmax><ymax>{y + 20}</ymax></bndbox>"
-            "</object></annotation>")
-    return folder
-
-
 def test_train_command_path_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """run() + finalize() on a 12-image VOC set: checkpoints, resume, export, evaluate, register."""
     from inspection.manifest import load_manifest
@@ -129,7 +108,7 @@ def test_train_command_path_end_to_end(tmp_path: Path, monkeypatch: pytest.Monke
     from training import train as train_module
     from training.finalize import finalize
 
-    folder = _voc_dataset(tmp_path / "data", np.random.default_rng(5))
+    folder = write_tiny_neu(tmp_path / "data", np.random.default_rng(5), min_xy=4)
     split = make_split(folder, "neu-det", seed=0, val_fraction=0.25, test_fraction=0.25)
     write_split(split, tmp_path / "splits" / "neu-det.json")
     tiny = Recipe(dataset="neu-det", stride=8, backbone="plain", window=(64, 64), epochs=2, batch_size=4)
