@@ -30,6 +30,27 @@ def scratch_line(config_path: Path | None, folder: Path, **overrides: Any) -> Li
     return load_config(config_path, {**moved, **overrides})
 
 
+def simulated_frames(config: LineConfig, count: int, seed: int) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The first `count` frames of the line's first camera from the simulator (as fast as it can
+    render them), and the ground-truth rows of the defects pasted into them."""
+    import tempfile
+
+    from cameras import open_source
+    from cameras.simulator import read_ground_truth
+    from inspection.frame import Frame
+
+    frames: list[Any] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        gt_path = Path(tmp) / "gt.jsonl"
+        with open_source(config, config.cameras[0], realtime=False, ground_truth=gt_path, seed=seed) as source:
+            for message in source:
+                if isinstance(message, Frame):
+                    frames.append(message)
+                    if len(frames) >= count:
+                        break
+        return frames, read_ground_truth(gt_path)
+
+
 def hardware() -> dict[str, Any]:
     import os
 

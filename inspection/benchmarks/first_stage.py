@@ -23,12 +23,11 @@ The e2e bench (`steel-inspect bench e2e`) then tells what the model makes of tho
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from inspection.benchmarks._line import hardware
+from inspection.benchmarks._line import hardware, simulated_frames
 from inspection.errors import SteelInspectError
 
 MODES = ("candidates", "windows")
@@ -47,11 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from cameras import open_source
-    from cameras.simulator import read_ground_truth
     from inspection.candidates import CandidateSettings, find_candidates
     from inspection.config import load_config
-    from inspection.frame import Frame
     from inspection.tiling import tile_grid, tiles_touching, windows_around
 
     if args.frames < 1 or any(k <= 0 for k in args.k_sigma):
@@ -61,16 +57,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                        "simulator.split": args.split})
     context = config.worker.window_context_px if args.context_px is None else args.context_px
     camera, worker = config.cameras[0], config.worker
-    frames: list[Frame] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        gt_path = Path(tmp) / "gt.jsonl"
-        with open_source(config, camera, realtime=False, ground_truth=gt_path, seed=args.seed) as source:
-            for message in source:
-                if isinstance(message, Frame):
-                    frames.append(message)
-                    if len(frames) >= args.frames:
-                        break
-        truth = read_ground_truth(gt_path)
+    frames, truth = simulated_frames(config, args.frames, args.seed)
     by_frame: dict[tuple[str, int], list[list[float]]] = {}
     for row in truth:
         by_frame.setdefault((row["coil"], row["frame_index"]), []).append(row["box_px"])

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from inspection.benchmarks._line import hardware, scratch_line
+from inspection.benchmarks._line import hardware, scratch_line, simulated_frames
 from inspection.errors import SteelInspectError
 from inspection.plc_tap import PlcTap
 
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config = load_config(args.config, {} if args.threads is None else {"worker.intra_op_threads": args.threads})
     manifest = Registry(config.model.registry).resolve(args.model or config.model.name)
     detector = Detector(manifest, providers=config.worker.providers, intra_op_threads=config.worker.intra_op_threads)
-    frames = _frames(config, args.frames)
+    frames, _ = simulated_frames(config, args.frames, seed=99)
     tile = config.worker.tile_px
     tiles = [f.pixels[y:y + tile, x:x + tile] for f in frames for y in range(0, f.height, tile)
              for x in range(0, f.width, tile)]
@@ -98,22 +98,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["pipeline_to_inspector_ratio"] = round(result["pipeline_mpx_per_s"] / result["inspector_mpx_per_s"], 3)
     result["command"] = "steel-inspect bench inference"
     return result
-
-
-def _frames(config: Any, n: int) -> list[Any]:
-    from cameras import open_source
-    from inspection.frame import Frame
-
-    frames = []
-    with tempfile.TemporaryDirectory() as tmp, open_source(
-        config, config.cameras[0], realtime=False, ground_truth=Path(tmp) / "gt.jsonl", seed=99
-    ) as source:
-        for message in source:
-            if isinstance(message, Frame):
-                frames.append(message)
-                if len(frames) >= n:
-                    break
-    return frames
 
 
 def _batched(detector: Any, tiles: list[np.ndarray], batch: int) -> None:
