@@ -45,22 +45,22 @@ from inspection.registry import Registry
 log = logging.getLogger(__name__)
 
 KEEP_FP32 = ("stem", "head")  # substrings of the conv node names left in fp32 (see the module docstring)
-SIZE_MULTIPLE = 32
 
 
 class QuantizeError(SteelInspectError):
     """A model cannot be quantized: unknown version, missing data, or quantization failed."""
 
 
-def _pad(image: np.ndarray) -> np.ndarray:
+def _pad(image: np.ndarray, multiple: int) -> np.ndarray:
+    """Pad at the bottom and right as the runtime does (`Detector`), to the model's size multiple."""
     import cv2
 
     h, w = image.shape
-    return cv2.copyMakeBorder(image, 0, -h % SIZE_MULTIPLE, 0, -w % SIZE_MULTIPLE, cv2.BORDER_REPLICATE)
+    return cv2.copyMakeBorder(image, 0, -h % multiple, 0, -w % multiple, cv2.BORDER_REPLICATE)
 
 
 def calibration_set(line_type: str, dataset: str, datasets_dir: Path, splits_dir: Path | None,
-                    images: int, backgrounds: int) -> tuple[list[np.ndarray], dict[str, Any]]:
+                    images: int, backgrounds: int, size_multiple: int = 32) -> tuple[list[np.ndarray], dict[str, Any]]:
     """Training-split images and training-family background frames (as 512 px tiles)."""
     from training.negatives import TRAIN_FAMILY, background_tiles
 
@@ -70,7 +70,7 @@ def calibration_set(line_type: str, dataset: str, datasets_dir: Path, splits_dir
     order = list(range(len(samples)))
     random.Random(0).shuffle(order)
     picked = [samples[i] for i in order[:images]]
-    arrays = [_pad(read_image(s.image_path)) for s in picked]
+    arrays = [_pad(read_image(s.image_path), size_multiple) for s in picked]
     tiles = background_tiles(line_type, backgrounds, TRAIN_FAMILY) if backgrounds else []
     info = {"train_images": len(picked), "dataset": dataset, "shuffle_seed": 0,
             "background_frames": backgrounds, "background_tiles": len(tiles),
@@ -186,7 +186,7 @@ def quantize_version(source: str, *, models_dir: Path | None = None, datasets_di
     log.info("quantizing %s: calibration on %d %s train images + %d background frames", parent.version,
              calibration_images, dataset, calibration_backgrounds)
     calibration, calibration_info = calibration_set(parent.line_type, dataset, datasets_dir, splits_dir,
-                                                    calibration_images, calibration_backgrounds)
+                                                    calibration_images, calibration_backgrounds, parent.size_multiple)
     work = Path(tempfile.mkdtemp(prefix="steel-quantize-"))
     try:
         onnx_path = work / "model.onnx"
