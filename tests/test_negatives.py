@@ -112,7 +112,8 @@ def test_tiny_training_run_with_negatives(tmp_path: Path, monkeypatch: pytest.Mo
     split = make_split(folder, "neu-det", seed=0, val_fraction=0.25, test_fraction=0.25)
     write_split(split, tmp_path / "splits" / "neu-det.json")
     tiny = train_module.Recipe(dataset="neu-det", stride=8, backbone="plain", window=(64, 64), epochs=1,
-                               batch_size=4, negatives=0.5, negative_textures=1, background_cap=50.0)
+                               batch_size=4, negatives=0.5, negative_textures=1, background_cap=50.0,
+                               line_views=0.5)
     monkeypatch.setitem(train_module.RECIPES, "hot", tiny)
     monkeypatch.setattr(finalize_module, "CHOICE_FRAMES", 1)
     monkeypatch.setattr(finalize_module, "REPORT_FRAMES", 1)
@@ -127,6 +128,7 @@ def test_tiny_training_run_with_negatives(tmp_path: Path, monkeypatch: pytest.Mo
     data = json.loads(manifest.manifest_path.read_text())
     assert data["training"]["negatives"]["share"] == 0.5
     assert data["training"]["recipe"]["negatives"] == 0.5
+    assert data["training"]["line_views"]["share"] == 0.5 and data["training"]["recipe"]["line_views"] == 0.5
     assert "background_per_mpx" in data["operating_point_val"]
     background = data["metrics"]["background"]
     assert background["frames"] == 1 and background["tiles"] == 6

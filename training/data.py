@@ -2,6 +2,8 @@
 
 With a `NegativePool`, each epoch also holds `negatives` defect-free tiles (indices after the
 defect images in the shuffled order); their targets are empty: no heat, no box cells, no label.
+With `LineViews` and `line_share` > 0, that share of the defect images is shown as a line view
+(the defects pasted into strip texture, see `training.line_views`) instead of the plain augmentation.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 
 from inspection.datasets import Sample, read_image
 from training.augment import AugmentConfig, augment, pad_to
+from training.line_views import LineViews
 from training.negatives import NegativePool
 from training.targets import make_targets
 
@@ -27,7 +30,11 @@ class TrainBatches:
 
     def __init__(self, samples: Sequence[Sample], classes: Sequence[str], augment_cfg: AugmentConfig,
                  stride: int, batch_size: int, negative_pool: NegativePool | None = None,
-                 negatives: int = 0) -> None:
+                 negatives: int = 0, line_views: LineViews | None = None, line_share: float = 0.0) -> None:
+        if not 0.0 <= line_share <= 1.0:
+            raise ValueError(f"line_share: expected a share in 0..1, got {line_share}")
+        self.line_views = line_views
+        self.line_share = line_share if line_views is not None else 0.0
         self.images = [read_image(s.image_path) for s in samples]
         self.negative_pool = negative_pool
         self.negatives = negatives if negative_pool is not None else 0
@@ -53,7 +60,11 @@ class TrainBatches:
                                    self.cfg.out_size, self.stride)
             targets["image_in"] = image[None]
             return targets
-        image, boxes, labels = augment(self.images[i], self.boxes[i], self.labels[i], self.cfg, rng)
+        if self.line_share and rng.random() < self.line_share:
+            image, boxes, labels = self.line_views.item(  # type: ignore[union-attr]
+                self.images[i], self.boxes[i], self.labels[i], rng)
+        else:
+            image, boxes, labels = augment(self.images[i], self.boxes[i], self.labels[i], self.cfg, rng)
         targets = make_targets(boxes, labels, self.num_classes, self.cfg.out_size, self.stride)
         targets["image_in"] = image[None]
         return targets

@@ -13,6 +13,7 @@ are empty. The hot recipe uses them by default; `--negatives 0` trains on the da
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import math
@@ -30,6 +31,7 @@ from inspection.datasets import DATASET_CLASSES, Sample, load_split, read_image
 from inspection.errors import SteelInspectError
 from training.augment import AugmentConfig
 from training.data import TrainBatches, eval_batches
+from training.line_views import LineViews
 from training.metrics import ImageResult, mean_ap
 from training.model import Detector, pretrained_path
 from training.negatives import NegativePool, negatives_per_epoch
@@ -63,13 +65,16 @@ class Recipe:
     negatives: float = 0.0  # defect-free tiles per defect image per epoch
     negative_textures: int = 24  # full-width textures the negative tiles are cut from
     background_cap: float | None = None  # max background detections per Mpx at the operating threshold
+    line_views: float = 0.0  # share of defect images shown pasted into strip texture (training.line_views)
 
 
+# Epoch plans are longer than a 150-minute budget allows on 2 CPU cores; `--time-budget-min` shortens
+# the cosine schedule to what fits. Line views: see `training.line_views` and `bench e2e --explain`.
 RECIPES = {
-    "hot": Recipe(dataset="neu-det", stride=8, backbone="plain", window=(224, 224), epochs=70,
-                  negatives=0.25, background_cap=1.0),
-    "cold": Recipe(dataset="cr7-det", stride=4, backbone="plain", window=(256, 256), epochs=22,
-                   scale=(0.85, 1.15)),
+    "hot": Recipe(dataset="neu-det", stride=8, backbone="plain", window=(224, 224), epochs=120,
+                  negatives=0.25, background_cap=1.0, line_views=0.35),
+    "cold": Recipe(dataset="cr7-det", stride=4, backbone="plain", window=(256, 256), epochs=60,
+                   scale=(0.85, 1.15), negatives=0.25, background_cap=1.0, line_views=0.35),
 }
 
 
@@ -89,6 +94,7 @@ class Options:
     speed_check: bool = True
     negatives: float | None = None  # overrides the recipe's share
     background_cap: float | None = None  # overrides the recipe's cap; <= 0 turns the cap off
+    line_views: float | None = None  # overrides the recipe's share of line views
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -99,6 +105,8 @@ def effective_recipe(opts: Options) -> Recipe:
         recipe["epochs"] = opts.epochs
     if opts.negatives is not None:
         recipe["negatives"] = opts.negatives
+    if opts.line_views is not None:
+        recipe["line_views"] = opts.line_views
     if opts.background_cap is not None:
         recipe["background_cap"] = opts.background_cap if opts.background_cap > 0 else None
     return Recipe(**recipe)
@@ -215,10 +223,16 @@ def run(opts: Options) -> dict[str, Any]:
     batch_size = min(recipe.batch_size, max(2, len(train)))
     augment_cfg = AugmentConfig(out_size=recipe.window, scale=recipe.scale)
     pool, negatives = None, negatives_per_epoch(recipe.negatives, len(train))
-    if negatives:
+    if negatives or recipe.line_views:
         pool = NegativePool(opts.line_type, recipe.negative_textures, augment_cfg)
+    if negatives:
         state["negatives"] = {"share": recipe.negatives, "per_epoch": negatives, **pool.describe()}
-    batches = TrainBatches(train, classes, augment_cfg, recipe.stride, batch_size, pool, negatives)
+    views = LineViews(pool, augment_cfg) if recipe.line_views and pool is not None else None
+    if views is not None:
+        state["line_views"] = {"share": recipe.line_views, **views.describe()}
+    state["precision"] = "bf16 autocast" if native_bf16() else "fp32"
+    batches = TrainBatches(train, classes, augment_cfg, recipe.stride, batch_size, pool, negatives, views,
+                           recipe.line_views)
     val_images = [read_image(s.image_path) for s in val]
     log.info("%s: %d train / %d val images of %s + %d background negatives, %d steps per epoch, "
              "%d epochs planned", opts.line_type, len(train), len(val), recipe.dataset, negatives, len(batches),
@@ -281,12 +295,16 @@ def make_optimizer(model: Detector, recipe: Recipe) -> torch.optim.Optimizer:
 
 def train_step(model: Detector, ema: Detector, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
                recipe: Recipe, lr: float, step: int) -> np.ndarray:
-    """One optimiser step (bf16 autocast on CPU) and the EMA update; returns the three loss terms."""
+    """One optimiser step and the EMA update; returns the three loss terms.
+
+    bf16 autocast only where the CPU computes bf16 natively (see `native_bf16`): elsewhere it is
+    emulated, and a step took 9x longer than in fp32 (AVX2 EPYC, 16 x 224 px, one thread).
+    """
     model.train()
     for group in optimizer.param_groups:
         group["lr"] = lr
     x = ((batch["image_in"].float() - model.mean) / model.std).contiguous(memory_format=torch.channels_last)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=native_bf16()):
         heat, dist, image_logits = model(x)
     losses = (focal_loss(heat.float(), batch["heat"]),
               giou_loss(dist.float(), batch["box"], batch["weight"], recipe.stride),
@@ -298,6 +316,17 @@ def train_step(model: Detector, ema: Detector, optimizer: torch.optim.Optimizer,
     optimizer.step()
     _ema_update(ema, model, min(recipe.ema_decay, (1 + step) / (10 + step)))
     return np.array([v.item() for v in losses])
+
+
+@functools.cache
+def native_bf16() -> bool:
+    """True when the CPU has bf16 arithmetic (AVX512-BF16 or AMX), read from /proc/cpuinfo (Linux)."""
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
 
 
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:

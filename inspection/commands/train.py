@@ -36,11 +36,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--negatives", type=float, default=None, metavar="SHARE",
                         help="defect-free background tiles per defect image per epoch, cut from simulator-style "
                              "strip textures of a seed family disjoint from the simulator's (default: the "
-                             "recipe's; hot 0.25, cold 0; 0 turns them off)")
+                             "recipe's: 0.25; 0 turns them off)")
+    parser.add_argument("--line-views", type=float, default=None, metavar="SHARE",
+                        help="share of defect images shown pasted into simulator-style strip texture at the "
+                             "line's window scale (copy-paste augmentation, training.line_views; default: the "
+                             "recipe's: 0.35; 0 turns it off)")
     parser.add_argument("--background-cap", type=float, default=None, metavar="PER_MPX",
                         help="choose the operating threshold (max F2 on val) only among thresholds with at "
                              "most this many detections per megapixel on defect-free background frames "
-                             "(default: the recipe's; hot 1.0, cold none; 0 turns the cap off)")
+                             "(default: the recipe's: 1.0; 0 turns the cap off)")
     parser.add_argument("--no-register", action="store_true", help="export and evaluate, but do not register")
     parser.add_argument("--datasets", type=Path, default=None, help="datasets root (default ../shared/datasets)")
     parser.add_argument("--models", type=Path, default=None, help="registry root (default models/)")
@@ -55,6 +59,8 @@ def _handle(args: argparse.Namespace) -> int:
         raise TrainingError(f"--epochs: expected >= 1, got {args.epochs}")
     if args.negatives is not None and not 0.0 <= args.negatives <= 4.0:
         raise TrainingError(f"--negatives: expected a share per defect image in 0..4, got {args.negatives}")
+    if args.line_views is not None and not 0.0 <= args.line_views <= 1.0:
+        raise TrainingError(f"--line-views: expected a share of defect images in 0..1, got {args.line_views}")
     if args.background_cap is not None and args.background_cap < 0:
         raise TrainingError(f"--background-cap: expected >= 0 detections per Mpx, got {args.background_cap}")
     if args.max_images is not None and args.max_images < 2:
@@ -73,7 +79,7 @@ def _handle(args: argparse.Namespace) -> int:
     opts = Options(line_type=args.line_type, datasets_dir=datasets, out_dir=out, epochs=args.epochs,
                    seed=args.seed, time_budget_min=args.time_budget_min, max_images=args.max_images,
                    resume=args.resume, threads=args.threads, negatives=args.negatives,
-                   background_cap=args.background_cap,
+                   background_cap=args.background_cap, line_views=args.line_views,
                    command="steel-inspect " + shlex.join(sys.argv[1:]))
     state = run(opts)
     result = finalize(opts, state, models_dir=args.models or default_models_dir(),
