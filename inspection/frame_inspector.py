@@ -77,43 +77,44 @@ class FrameInspector:
         self.detector = detector
         self.settings = settings
 
+    def plan(self, image: np.ndarray) -> tuple[list[Tile], int]:
+        """The model views (windows or tiles) of one uint8 frame, and how many grid tiles it has."""
+        s = self.settings
+        grid = tile_grid(image.shape[1], image.shape[0], s.tile_px, s.tile_overlap_px)
+        if s.first_stage == "windows":
+            tiles = windows_around(find_candidates(image, s.candidates), image.shape[1], image.shape[0],
+                                   context_px=s.window_context_px, min_px=min(s.window_min_px, s.tile_px))
+        elif s.first_stage == "candidates":
+            tiles = tiles_touching(grid, find_candidates(image, s.candidates))
+        else:
+            tiles = grid
+        return tiles, len(grid)
+
     def inspect(self, frames: list[Frame]) -> list[FrameInspection]:
         s = self.settings
         images = [to_uint8(f.pixels, s.uint16_shift) for f in frames]
-        plans: list[tuple[list[Tile], int]] = []
-        crops: list[np.ndarray] = []
-        for image in images:
-            grid = tile_grid(image.shape[1], image.shape[0], s.tile_px, s.tile_overlap_px)
-            if s.first_stage == "windows":
-                tiles = windows_around(find_candidates(image, s.candidates), image.shape[1], image.shape[0],
-                                       context_px=s.window_context_px, min_px=min(s.window_min_px, s.tile_px))
-            elif s.first_stage == "candidates":
-                tiles = tiles_touching(grid, find_candidates(image, s.candidates))
-            else:
-                tiles = grid
-            plans.append((tiles, len(grid)))
-            crops.extend(image[t.y:t.y + t.height, t.x:t.x + t.width] for t in tiles)
+        plans = [self.plan(image) for image in images]
+        crops = [image[t.y:t.y + t.height, t.x:t.x + t.width] for image, (tiles, _) in zip(images, plans, strict=True)
+                 for t in tiles]
         detections = self.detector.detect(crops, min_score=s.min_score) if crops else []
         results, at = [], 0
         for frame, image, (tiles, total) in zip(frames, images, plans, strict=True):
             found = detections[at:at + len(tiles)]
             at += len(tiles)
-            defects = self._defects(frame, image, tiles, found)
+            defects = self._defects(frame, image, self.merge(*view_boxes(tiles, found, image.shape)))
             results.append(FrameInspection(frame, defects, total, len(tiles), sum(t.width * t.height for t in tiles)))
         return results
 
-    def _defects(
-        self, frame: Frame, image: np.ndarray, tiles: list[Tile], found: list[Detections]
-    ) -> tuple[FoundDefect, ...]:
-        boxes, scores, labels = [], [], []
-        for tile, det in zip(tiles, found, strict=True):
-            if len(det):
-                boxes.append(det.boxes + np.array([tile.x, tile.y, tile.x, tile.y], np.float32))
-                scores.append(det.scores)
-                labels.append(det.labels)
-        if not boxes:
+    @staticmethod
+    def merge(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, views: np.ndarray,
+              cut: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One box per defect from what the views saw (see `merge_boxes`)."""
+        return merge_boxes(boxes, scores, labels, views=views, cut=cut)
+
+    def _defects(self, frame: Frame, image: np.ndarray,
+                 merged: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[FoundDefect, ...]:
+        if not len(merged[0]):
             return ()
-        merged = merge_boxes(np.concatenate(boxes), np.concatenate(scores), np.concatenate(labels))
         classes = self.detector.manifest.classes
         defects = []
         for i, (box, score, label) in enumerate(zip(*merged, strict=True)):
@@ -128,6 +129,30 @@ class FrameInspector:
                 crop_png=_crop_png(image, (x1, y1, x2, y2), self.settings.crop_margin_px),
             ))
         return tuple(defects)
+
+
+def view_boxes(tiles: list[Tile], found: list[Detections], frame_shape: tuple[int, ...], edge_px: float = 2.0
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every view's detections in frame pixels: boxes, scores, labels, the view index of each box,
+    and whether it touches (within `edge_px`) an edge of its view that is not the frame's edge."""
+    height, width = frame_shape[:2]
+    boxes, scores, labels, views, cut = [], [], [], [], []
+    for index, (tile, det) in enumerate(zip(tiles, found, strict=True)):
+        if not len(det):
+            continue
+        b = det.boxes + np.array([tile.x, tile.y, tile.x, tile.y], np.float32)
+        boxes.append(b)
+        scores.append(det.scores)
+        labels.append(det.labels)
+        views.append(np.full(len(det), index))
+        x1, y1, x2, y2 = tile.box
+        cut.append(((b[:, 0] <= x1 + edge_px) & (x1 > 0)) | ((b[:, 1] <= y1 + edge_px) & (y1 > 0))
+                   | ((b[:, 2] >= x2 - edge_px) & (x2 < width)) | ((b[:, 3] >= y2 - edge_px) & (y2 < height)))
+    if not boxes:
+        return (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                np.zeros(0, bool))
+    return (np.concatenate(boxes), np.concatenate(scores), np.concatenate(labels), np.concatenate(views),
+            np.concatenate(cut))
 
 
 def _crop_png(image: np.ndarray, box: tuple[float, float, float, float], margin: int) -> bytes:

@@ -137,6 +137,8 @@ def merge_boxes(
     iou: float = 0.3,
     containment: float = 0.6,
     touch_px: float = 0.0,
+    views: np.ndarray | None = None,
+    cut: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Merge boxes of the same class that are one defect seen twice.
 
@@ -145,6 +147,13 @@ def merge_boxes(
     defect), or, when `touch_px` > 0, when they come within `touch_px` of each other (the
     halves of a defect cut by a frame seam). Merged
     boxes take the union extent and the highest score. Groups are transitive (union-find).
+
+    With `views` (the model view, tile or window, each box came from), only boxes of different
+    views merge: inside one view the model has already decided how many defects it sees, and
+    merging there joined neighbouring defects into one box (`bench e2e --explain`, "merged
+    away"). With `cut` as well (the box touches an edge of its view that is not the frame's),
+    containment alone links a pair only when the smaller box is cut: a defect the view saw in
+    part, not a small defect beside a large one.
     Returns (boxes, scores, labels), highest score first.
     """
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
@@ -156,9 +165,18 @@ def merge_boxes(
     grown = boxes + np.array([-touch_px, -touch_px, touch_px, touch_px], dtype=np.float32) / 2
     iou_m, iomin_m = _overlap_matrix(grown)
     same = labels[:, None] == labels[None, :]
-    link = same & ((iou_m >= iou) | (iomin_m >= containment))
+    contained = iomin_m >= containment
+    if cut is not None:
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        smaller_is_i = area[:, None] <= area[None, :]
+        cut = np.asarray(cut, dtype=bool).reshape(-1)
+        contained &= np.where(smaller_is_i, cut[:, None], cut[None, :])
+    link = same & ((iou_m >= iou) | contained)
     if touch_px > 0:
         link |= same & (iomin_m > 0)
+    if views is not None:
+        views = np.asarray(views).reshape(-1)
+        link &= views[:, None] != views[None, :]
     parent = list(range(n))
 
     def find(i: int) -> int:

@@ -89,6 +89,39 @@ def test_merge_boxes(boxes, scores, labels, kwargs, expected_boxes, expected_lab
         assert out_scores[0] == pytest.approx(best)
 
 
+def test_merge_joins_views_not_neighbours_inside_one_view() -> None:
+    """Inside one view the model's own boxes stand; across views a box cut by its view's edge joins the
+    whole box of another view, and a small box beside a large one of another view stays apart."""
+    boxes = np.array([[0, 0, 100, 100], [10, 10, 30, 30],  # view 0: a large defect and a small one inside it
+                      [90, 0, 100, 100],  # view 1 (starting at x 90): the part of the large defect it saw
+                      [200, 0, 260, 60], [210, 10, 220, 20]], np.float32)  # view 2 large, view 3 small, uncut
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5], np.float32)
+    labels = np.zeros(5, np.int64)
+    views = np.array([0, 0, 1, 2, 3])
+    cut = np.array([False, False, True, False, False])
+    out_boxes, _, _ = merge_boxes(boxes, scores, labels, views=views, cut=cut)
+    assert sorted(map(tuple, out_boxes.tolist())) == sorted(
+        [(0, 0, 100, 100), (10, 10, 30, 30), (200, 0, 260, 60), (210, 10, 220, 20)])
+    # without views, containment merges the neighbours too (the old behaviour, kept for callers without views)
+    assert len(merge_boxes(boxes, scores, labels)[0]) == 2
+
+
+def test_view_boxes_marks_boxes_cut_by_an_inner_view_edge() -> None:
+    from inspection.detector import Detections
+    from inspection.frame_inspector import view_boxes
+
+    def det(*rows: tuple[float, float, float, float]) -> Detections:
+        return Detections(np.array(rows, np.float32).reshape(-1, 4), np.full(len(rows), 0.9, np.float32),
+                          np.zeros(len(rows), np.int64), ("a",))
+
+    tiles = [Tile(0, 0, 512, 512), Tile(384, 0, 512, 512)]
+    found = [det((500, 10, 512, 50), (0, 10, 20, 50)), det((0, 10, 140, 50))]
+    boxes, _, _, views, cut = view_boxes(tiles, found, (512, 896))
+    assert boxes.tolist() == [[500, 10, 512, 50], [0, 10, 20, 50], [384, 10, 524, 50]]
+    assert views.tolist() == [0, 0, 1]
+    assert cut.tolist() == [True, False, True]  # the frame's own left edge does not cut
+
+
 def _strip(seed: int = 0, shape: tuple[int, int] = (1024, 1600)) -> np.ndarray:
     rng = np.random.default_rng(seed)
     shading = np.linspace(90, 140, shape[1], dtype=np.float32)[None, :]
