@@ -174,11 +174,12 @@ class Detector:
             raise ManifestError(f"{path}: missing outputs {missing} (outputs: {sorted(outputs)})")
 
     def detect(self, images: Sequence[np.ndarray], min_score: float | None = None) -> list[Detections]:
-        """Detections per image, in input order; `min_score` defaults to the operating threshold."""
-        threshold = self.manifest.operating_threshold if min_score is None else min_score
-        if (isinstance(threshold, bool) or not isinstance(threshold, int | float)
-                or not 0.0 <= threshold <= 1.0):
-            raise DetectorError(f"min_score: expected a number in 0..1, got {threshold!r}")
+        """Detections per image, in input order; `min_score` defaults to each class's operating
+        threshold (`Manifest.class_thresholds`)."""
+        if min_score is not None and (isinstance(min_score, bool) or not isinstance(min_score, int | float)
+                                      or not 0.0 <= min_score <= 1.0):
+            raise DetectorError(f"min_score: expected a number in 0..1, got {min_score!r}")
+        threshold = self.thresholds if min_score is None else np.float32(min_score)
         if isinstance(images, np.ndarray):
             raise DetectorError(f"images: expected a sequence of 2-D uint8 arrays, "
                                 f"got one {_describe(images)}")
@@ -196,8 +197,17 @@ class Detector:
                 chunk = indices[start:start + self.max_batch]
                 outputs = self._run(np.stack([self._pad(images[i]) for i in chunk])[:, None])
                 for row, index in enumerate(chunk):
-                    results[index] = self._post(outputs, row, height, width, float(threshold))
+                    results[index] = self._post(outputs, row, height, width, threshold)
         return results  # type: ignore[return-value]
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        """float32 [classes]: the operating threshold of each class."""
+        return np.array(self.manifest.class_thresholds, np.float32)
+
+    def passes(self, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Which detections (scores, labels) reach their class's operating threshold."""
+        return np.asarray(scores) >= self.thresholds[np.asarray(labels, dtype=np.int64)]
 
     def _pad(self, image: np.ndarray) -> np.ndarray:
         multiple = self.manifest.size_multiple
@@ -218,9 +228,11 @@ class Detector:
         return boxes, scores, labels
 
     def _post(self, outputs: tuple[np.ndarray, np.ndarray, np.ndarray], row: int, height: int, width: int,
-              threshold: float) -> Detections:
+              threshold: np.ndarray) -> Detections:
         boxes, scores, labels = (o[row] for o in outputs)
-        keep = (scores >= threshold) & (scores > 0)
+        # per class (a label outside the classes is clipped here and reported below) or one for all
+        limit = threshold[np.clip(labels, 0, len(threshold) - 1)] if threshold.ndim else threshold
+        keep = (scores >= limit) & (scores > 0)
         boxes = boxes[keep].astype(np.float32, copy=True)
         np.clip(boxes[:, 0::2], 0, width, out=boxes[:, 0::2])
         np.clip(boxes[:, 1::2], 0, height, out=boxes[:, 1::2])

@@ -47,6 +47,13 @@ class Manifest:
     def input_name(self) -> str:
         return str(self.data["input"].get("name", "image"))
 
+    @property
+    def class_thresholds(self) -> tuple[float, ...]:
+        """The operating threshold of each class, in class order: the manifest's per-class
+        `operating_thresholds` (chosen on val) where given, else the one `operating_threshold`."""
+        per_class = self.data.get("operating_thresholds") or {}
+        return tuple(float(per_class.get(c, self.operating_threshold)) for c in self.classes)
+
     def summary(self) -> dict[str, Any]:
         """What a record or a log line needs to say which model this is."""
         return {"version": self.version, "line_type": self.line_type, "sha256": self.sha256,
@@ -98,6 +105,12 @@ def validate_manifest(path: Path, data: Any) -> None:
     threshold = _field(path, data, "operating_threshold", (int, float))
     if not 0.0 <= threshold <= 1.0:
         raise ManifestError(f"{path}: field 'operating_threshold': expected 0..1, got {threshold!r}")
+    per_class = data.get("operating_thresholds")
+    if per_class is not None and (not isinstance(per_class, dict) or any(
+            c not in classes or isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 <= v <= 1.0
+            for c, v in per_class.items())):
+        raise ManifestError(f"{path}: field 'operating_thresholds': expected an object of class name -> "
+                            f"0..1 for classes of 'classes', got {per_class!r}"[:300])
     spec = _field(path, data, "input", dict)
     if spec.get("dtype", "uint8") != "uint8" or spec.get("channels", 1) != 1:
         raise ManifestError(f"{path}: field 'input': expected dtype uint8 and 1 channel, got {spec!r}"[:300])

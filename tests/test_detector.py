@@ -55,6 +55,27 @@ def test_default_threshold_is_the_operating_threshold(detector: Detector) -> Non
     assert len(everything) == 0  # empty output slots (score 0) are never detections
 
 
+def test_per_class_operating_thresholds(tmp_path: Path) -> None:
+    """A class the manifest gives its own threshold is judged by it; the others by the common one."""
+    manifest = add_tiny_model(Registry(tmp_path / "models"), tmp_path, classes=CLASSES, version="hot-t2",
+                              operating_threshold=0.7, operating_thresholds={"dark_spot": 0.6})
+    assert manifest.class_thresholds == (0.6, 0.7)
+    detector = Detector(manifest, providers="cpu")
+    image = blob_image(64, 64, [((2, 2, 8, 8), 0), ((40, 40, 50, 50), 1)])  # scores ~0.63 and ~0.88
+    (found,) = detector.detect([image])
+    assert sorted(found.class_names) == ["bright_spot", "dark_spot"]  # dark_spot passes at 0.6, not at 0.7
+    assert detector.passes(np.array([0.65, 0.65], np.float32), np.array([0, 1])).tolist() == [True, False]
+    (strict,) = detector.detect([image], min_score=0.7)  # an explicit score overrides every class's threshold
+    assert strict.class_names == ["bright_spot"]
+
+
+@pytest.mark.parametrize("value", [{"no_such_class": 0.5}, {"dark_spot": 1.5}, {"dark_spot": True}, [0.5]])
+def test_bad_per_class_thresholds_are_named(tmp_path: Path, value: object) -> None:
+    with pytest.raises(ManifestError, match="operating_thresholds"):
+        add_tiny_model(Registry(tmp_path / "models"), tmp_path, classes=CLASSES, version="hot-t3",
+                       operating_thresholds=value)  # type: ignore[arg-type]
+
+
 def test_boxes_are_clipped_to_the_original_image(detector: Detector) -> None:
     # The blob touches the right and bottom edges; replicate padding extends it to 224,
     # so the model's box reaches 224 and must come back clipped to 200.

@@ -158,7 +158,8 @@ def build_blob_model(path: Path, num_classes: int = 2, stride: int = 32, max_det
 
 def tiny_manifest(classes: Sequence[str] = ("dark_spot", "bright_spot"), line_type: str = "hot",
                   version: str | None = None, stride: int = 32, max_detections: int = 20,
-                  operating_threshold: float = 0.5) -> dict[str, Any]:
+                  operating_threshold: float = 0.5, operating_thresholds: dict[str, float] | None = None
+                  ) -> dict[str, Any]:
     """Manifest content for the blob model (sha256/size are filled in by `Registry.add`)."""
     manifest: dict[str, Any] = {
         "schema": 1, "line_type": line_type,
@@ -177,14 +178,18 @@ def tiny_manifest(classes: Sequence[str] = ("dark_spot", "bright_spot"), line_ty
     }
     if version is not None:
         manifest["version"] = version
+    if operating_thresholds is not None:
+        manifest["operating_thresholds"] = operating_thresholds
     return manifest
 
 
 def add_tiny_model(registry: Any, tmp_dir: Path, classes: Sequence[str] = ("dark_spot", "bright_spot"),
                    line_type: str = "hot", version: str | None = None, activate: bool = False,
-                   stride: int = 32, max_detections: int = 20, operating_threshold: float = 0.5) -> Any:
+                   stride: int = 32, max_detections: int = 20, operating_threshold: float = 0.5,
+                   operating_thresholds: dict[str, float] | None = None) -> Any:
     """Build the blob model in `tmp_dir` and add it to `registry` (an `inspection.registry.Registry`)."""
     model = build_blob_model(tmp_dir / f"blob-{line_type}-{len(classes)}-{stride}.onnx", len(classes),
                              stride, max_detections)
-    manifest = tiny_manifest(classes, line_type, version, stride, max_detections, operating_threshold)
+    manifest = tiny_manifest(classes, line_type, version, stride, max_detections, operating_threshold,
+                             operating_thresholds)
     return registry.add(model, manifest, version=version, activate=activate)
