@@ -23,9 +23,11 @@ Ground truth is written as JSON lines beside the stream, one row per labelled bo
 
     {"line", "line_type", "camera", "surface", "coil", "frame_index", "seq", "defect", "class",
      "box_px": [x1, y1, x2, y2], "along_mm": [a1, a2], "across_mm": [c1, c2],
-     "image", "dataset", "split", "source": "dataset" | "procedural"[, "group"]}
+     "image", "dataset", "split", "source": "dataset" | "procedural", "patch_xy": [x, y][, "group"]}
 
-``box_px`` is in the frame's pixels (clipped to the frame for a box cut by a seam); ``along_mm``
+``box_px`` is in the frame's pixels (clipped to the frame for a box cut by a seam); ``patch_xy`` is
+where the top-left of the pasted image lies in the frame (y < 0 for the rest of a patch carried over
+from the previous frame), so a benchmark can cut the pasted image back out; ``along_mm``
 is from the coil head, ``across_mm`` from the drive-side edge. ``defect`` numbers the patches of
 a frame (the rest of a patch carried over from the previous frame comes first). A box cut by a
 seam has one row per frame it lies in, all with the same ``group``:
@@ -302,6 +304,7 @@ class SimulatorSource(CameraSource):
             "dataset": patch.dataset,
             "split": patch.split,
             "source": patch.source,
+            "patch_xy": [x, y],
         }
 
 

@@ -12,6 +12,10 @@ recorder wrote is compared with the ground truth, per coil and camera, in strip 
 - ``false_defects_per_m``: recorded defects that overlap no ground truth, per metre of strip
   inspected per surface (sum over cameras).
 
+``--explain`` attributes every missed and every false defect to one cause, per class, and runs the
+decisive control (the pasted image cut back out of the frame, through the model as `evaluate` does);
+see `inspection.benchmarks._e2e_explain`.
+
 ``--first-stage`` takes one or more of ``windows`` (the default first stage), ``candidates`` and
 ``none`` (the model on every tile); the line runs once per value on the same frames (same seed), so
 what each first stage costs is measured side by side. Default: ``windows none``; the first value
@@ -34,6 +38,7 @@ import argparse
 import json
 import logging
 import sqlite3
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -66,6 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--dir", type=Path, help="keep the run's database and ground truth here")
+    parser.add_argument("--explain", action="store_true",
+                        help="attribute every missed and every false defect to a cause, per class, with the "
+                             "dataset-image and cut-out controls (replays the frames in this process; prints "
+                             "tables on stderr, the JSON holds them under runs.STAGE.explain)")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -87,7 +96,7 @@ def _argv(args: argparse.Namespace) -> list[str]:
     return [f"--frames {args.frames}", f"--first-stage {' '.join(args.first_stage)}", f"--seed {args.seed}",
             f"--defects-per-100m {args.defects_per_100m}", f"--seam-share {args.seam_share}",
             f"--split {args.split}", *([f"--model {args.model}"] if args.model else []),
-            *(f"--set {item}" for item in args.set)]
+            *(f"--set {item}" for item in args.set), *(["--explain"] if args.explain else [])]
 
 
 def _settings(items: list[str]) -> dict[str, Any]:
@@ -128,6 +137,13 @@ def run_once(args: argparse.Namespace, stage: str, folder: Path) -> dict[str, An
     figures["without_seam_merge"] = {k: raw[k] for k in (
         "recorded_defects", "detection_rate", "class_accuracy", "position_error_mm_p95", "false_defects_per_m",
         "seam_detection_rate", "seam_split")}
+    if args.explain:
+        from inspection.benchmarks._e2e_explain import explain, print_tables
+
+        figures["explain"] = explain(line, truth, line.database, frames=args.frames, seed=args.seed, stage=stage,
+                                     iou_min=args.iou, datasets_dir=line.simulator.datasets)
+        print(f"\n== first stage {stage}", file=sys.stderr)
+        print_tables(figures["explain"], sys.stderr)
     figures.update({"seconds": round(elapsed, 1), "frames_inspected": summary.get("frames_inspected"),
                     "tiles_inspected_share": summary["workers_reported"]["tiles_inspected_share"],
                     "model": _models(line.database), "ground_truth_source": sorted({t["source"] for t in truth})})
@@ -145,7 +161,7 @@ def _models(db: Path) -> list[str]:
 
 def ground_truth_defects(truth: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One ground-truth defect per labelled box: the fragments of a box cut by seams (same ``group``)
-    become one box in strip mm; ``seam`` says whether it was cut."""
+    become one box in strip mm; ``seam`` says whether it was cut, ``rows`` holds its fragments."""
     out: list[dict[str, Any]] = []
     groups: dict[str, dict[str, Any]] = {}
     for t in truth:
@@ -154,16 +170,22 @@ def ground_truth_defects(truth: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if group in groups:
             g = groups[group]
             g["box"] = np.concatenate([np.minimum(g["box"][:2], box[:2]), np.maximum(g["box"][2:], box[2:])])
+            g["rows"].append(t)
             continue
-        item = {"coil": t["coil"], "camera": t["camera"], "class": t["class"], "box": box, "seam": bool(group)}
+        item = {"coil": t["coil"], "camera": t["camera"], "class": t["class"], "box": box, "seam": bool(group),
+                "rows": [t]}
         out.append(item)
         if group:
             groups[group] = item
     return out
 
 
-def compare(db: Path, truth: list[dict[str, Any]], iou_min: float, *, merge_seams: bool = True) -> dict[str, Any]:
-    """Match recorded defects with ground truth (see the module docstring)."""
+Records = dict[tuple[str, str], list[tuple[str, np.ndarray]]]  # (coil, camera) -> [(class, mm box)]
+
+
+def read_records(db: Path, *, merge_seams: bool = True) -> tuple[Records, int, float]:
+    """Recorded defects per (coil, camera) as (class, [along1, across1, along2, across2] mm), the
+    number of fragments in the database and the strip length inspected (mm, all cameras)."""
     from inspection.records import queries
     from inspection.records.db import open_db
 
@@ -176,24 +198,39 @@ def compare(db: Path, truth: list[dict[str, Any]], iou_min: float, *, merge_seam
                                    ).fetchone()[0]
     finally:
         con.close()
-    by_key: dict[tuple[str, str], list[tuple[str, np.ndarray]]] = {}
+    by_key: Records = {}
     for coil, d in rows:
         along, across, length, width = d["along_mm"], d["across_mm"], d["length_mm"], d["width_mm"]
         box = np.array([along - length / 2, across - width / 2, along + length / 2, across + width / 2])
         by_key.setdefault((coil, d["camera"]), []).append((d["class"], box))
+    return by_key, fragments, inspected_mm
+
+
+def best_matches(gts: list[dict[str, Any]], records: Records) -> list[tuple[int | None, float]]:
+    """For each ground-truth defect, the index of the recorded defect of its coil and camera that
+    overlaps it most (any class) and that IoU; (None, 0.0) when none overlaps."""
+    out = []
+    for t in gts:
+        best, best_iou = None, 0.0
+        for i, (_, box) in enumerate(records.get((t["coil"], t["camera"]), [])):
+            overlap = _iou(t["box"], box)
+            if overlap > best_iou:
+                best, best_iou = i, overlap
+        out.append((best, best_iou))
+    return out
+
+
+def compare(db: Path, truth: list[dict[str, Any]], iou_min: float, *, merge_seams: bool = True) -> dict[str, Any]:
+    """Match recorded defects with ground truth (see the module docstring)."""
+    by_key, fragments, inspected_mm = read_records(db, merge_seams=merge_seams)
     gts = ground_truth_defects(truth)
     matched_records: set[tuple[str, str, int]] = set()
     detected = correct = seam_detected = seam_split = 0
     errors = []
     per_class: dict[str, list[int]] = {}
-    for t in gts:
+    for t, (best, best_iou) in zip(gts, best_matches(gts, by_key), strict=True):
         gt = t["box"]
         candidates = by_key.get((t["coil"], t["camera"]), [])
-        best, best_iou = None, 0.0
-        for i, (_, box) in enumerate(candidates):
-            overlap = _iou(gt, box)
-            if overlap > best_iou:
-                best, best_iou = i, overlap
         stats = per_class.setdefault(t["class"], [0, 0])
         stats[0] += 1
         if best is None or best_iou < iou_min:
@@ -221,7 +258,7 @@ def compare(db: Path, truth: list[dict[str, Any]], iou_min: float, *, merge_seam
     return {
         "ground_truth_defects": len(gts),
         "ground_truth_rows": len(truth),
-        "recorded_defects": len(rows),
+        "recorded_defects": sum(len(v) for v in by_key.values()),
         "recorded_fragments": fragments,
         "detection_rate": round(detected / len(gts), 4) if gts else None,
         "class_accuracy": round(correct / detected, 4) if detected else None,

@@ -1,0 +1,79 @@
+"""`bench e2e --explain`: each missed box gets the first pipeline step that loses it, judged with the
+worker's own code on a tiny real ONNX model (bright blobs are defects; class 0 scores ~0.63)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inspection.benchmarks._e2e_explain import FrameTrace
+from inspection.candidates import CandidateSettings
+from inspection.detector import Detector
+from inspection.frame_inspector import FrameInspector, InspectorSettings
+from inspection.registry import Registry
+from tests.tiny_models import DARK, add_tiny_model, blob_value
+
+CLASSES = ("dark_spot", "bright_spot")
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory: pytest.TempPathFactory) -> Detector:
+    root = tmp_path_factory.mktemp("registry")
+    manifest = add_tiny_model(Registry(root / "models"), root, classes=CLASSES, version="hot-x1",
+                              operating_threshold=0.7)  # class 0 blobs (~0.63) fall below it
+    return Detector(manifest, providers="cpu")
+
+
+def _trace(detector: Detector, first_stage: str) -> FrameTrace:
+    rng = np.random.default_rng(0)
+    image = np.clip(rng.normal(DARK, 2, (512, 768)), 0, 255).astype(np.uint8)
+    image[40:60, 40:60] = blob_value(1, 2)  # found
+    image[300:320, 600:620] = blob_value(0, 2)  # scored below its class's threshold
+    image[100:120, 200:220] = blob_value(1, 2)  # in the overlap of two grid tiles
+    settings = InspectorSettings(tile_px=256, tile_overlap_px=64, first_stage=first_stage,
+                                 candidates=CandidateSettings(k_sigma=4.0))  # no window on plain noise
+    inspector = FrameInspector(detector, settings)
+    tiles, _ = inspector.plan(image)
+    found = detector.detect([image[t.y:t.y + t.height, t.x:t.x + t.width] for t in tiles], min_score=0.05)
+    return FrameTrace(inspector, image, tiles, found)
+
+
+@pytest.mark.parametrize(
+    ("box", "stage", "cause"),
+    [
+        ((40, 40, 60, 60), "none", None),
+        ((36, 36, 64, 64), "none", None),  # IoU 0.51: still the same defect
+        ((30, 30, 70, 70), "none", "box_mismatch"),  # IoU 0.25: the box is too small for the truth
+        ((600, 300, 620, 320), "none", "below_threshold"),
+        ((100, 400, 140, 440), "none", "no_detection"),  # nothing there at all
+        ((100, 400, 140, 440), "windows", "first_stage"),  # clean strip: no window covers it
+        ((40, 40, 60, 60), "windows", None),
+    ],
+)
+def test_first_cause_along_the_pipeline(detector: Detector, box: tuple[int, ...], stage: str,
+                                        cause: str | None) -> None:
+    trace = _trace(detector, stage)
+    assert trace.fragment_cause(np.array(box, float), stage, 0.3) == cause
+
+
+def test_trace_merges_like_the_worker(detector: Detector) -> None:
+    trace = _trace(detector, "none")
+    seen_twice = [b.tolist() for b in trace.boxes if b[0] >= 200 and b[2] <= 220]
+    assert seen_twice == [[200.0, 100.0, 220.0, 120.0]] * 2  # two grid tiles saw the blob in their overlap
+    assert sorted(b.tolist() for b in trace.merged) == [[40.0, 40.0, 60.0, 60.0], [200.0, 100.0, 220.0, 120.0]]
+
+
+def test_explain_tables_print(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import sys
+
+    from inspection.benchmarks._e2e_explain import FALSE_CAUSES, MISSED_CAUSES, _table, print_tables
+
+    missed = _table({"inclusion": __import__("collections").Counter(below_threshold=3, no_detection=1)},
+                    MISSED_CAUSES, 10)
+    assert missed["total"] == 4 and missed["of_ground_truth"] == 10 and missed["by_cause"]["below_threshold"] == 3
+    false = _table({}, FALSE_CAUSES, None)
+    print_tables({"missed": missed, "false": false, "control": {"defects": 0}, "replay": {"frames": 1}}, sys.stdout)
+    out = capsys.readouterr().out
+    assert "missed defects by cause (4 of 10 ground-truth defects)" in out and "inclusion" in out
