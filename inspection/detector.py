@@ -40,6 +40,11 @@ log = logging.getLogger(__name__)
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 CPU_PROVIDER = "CPUExecutionProvider"
 OUTPUT_NAMES = ("boxes", "scores", "labels")
+# Optional outputs (models exported since the unknown-class work): every class's score at the detection's
+# cell [N, K, C] and the novelty of its features [N, K]; with the manifest's `unknown` rule they make a
+# detection `unknown` (see `training.unknown`).
+UNKNOWN_OUTPUTS = ("class_scores", "novelty")
+UNKNOWN = "unknown"  # the class name a detection gets when the model is not sure what it is
 _failed_providers: dict[str, str] = {}  # provider -> why; probed once per process
 
 
@@ -53,8 +58,11 @@ class Detections:
 
     boxes: np.ndarray  # float32 [n, 4]
     scores: np.ndarray  # float32 [n]
-    labels: np.ndarray  # int64 [n], index into classes
+    labels: np.ndarray  # int64 [n], index into classes: the best guess, also for an unknown detection
     classes: tuple[str, ...]
+    class_scores: np.ndarray | None = None  # float32 [n, len(classes)], when the model outputs them
+    novelty: np.ndarray | None = None  # float32 [n], when the model outputs it
+    unknown: np.ndarray | None = None  # bool [n]: the model's unknown rule says it cannot tell the class
 
     def __post_init__(self) -> None:
         boxes, scores, labels = self.boxes, self.scores, self.labels
@@ -71,18 +79,45 @@ class Detections:
                                 f"got {sorted(set(labels.tolist()))}")
         if n and not (np.all(boxes[:, 2] >= boxes[:, 0]) and np.all(boxes[:, 3] >= boxes[:, 1])):
             raise DetectorError("Detections.boxes: expected x2 >= x1 and y2 >= y1")
+        for name, shape, dtype in (("class_scores", (n, len(self.classes)), np.float32),
+                                   ("novelty", (n,), np.float32), ("unknown", (n,), np.bool_)):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, np.ndarray) or value.dtype != dtype
+                                      or value.shape != shape):
+                raise DetectorError(f"Detections.{name}: expected {np.dtype(dtype).name} {list(shape)} or None, "
+                                    f"got {_describe(value)}")
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
 
     @property
     def class_names(self) -> list[str]:
-        return [self.classes[i] for i in self.labels.tolist()]
+        """The class each detection is reported as: `unknown` where the model cannot tell."""
+        names = [self.classes[i] for i in self.labels.tolist()]
+        if self.unknown is not None:
+            names = [UNKNOWN if u else name for name, u in zip(names, self.unknown.tolist(), strict=True)]
+        return names
+
+    def guesses(self, i: int, top: int = 3) -> list[tuple[str, float]]:
+        """The model's best classes for detection `i` with their scores, best first."""
+        if self.class_scores is None:
+            return [(self.classes[int(self.labels[i])], float(self.scores[i]))]
+        order = np.argsort(-self.class_scores[i], kind="stable")[:top]
+        return [(self.classes[int(c)], float(self.class_scores[i, c])) for c in order]
 
     def to_list(self) -> list[dict[str, Any]]:
-        """JSON-able: [{"class", "score", "box": [x1, y1, x2, y2]}], highest score first."""
-        return [{"class": name, "score": round(float(score), 6), "box": [round(float(v), 2) for v in box]}
-                for name, score, box in zip(self.class_names, self.scores, self.boxes, strict=True)]
+        """JSON-able: [{"class", "score", "box": [x1, y1, x2, y2]}], highest score first; an unknown
+        detection adds its best guesses ("guesses": [{"class", "score"}]) and its novelty."""
+        out = []
+        for i, (name, score, box) in enumerate(zip(self.class_names, self.scores, self.boxes, strict=True)):
+            entry: dict[str, Any] = {"class": name, "score": round(float(score), 6),
+                                     "box": [round(float(v), 2) for v in box]}
+            if name == UNKNOWN:
+                entry["guesses"] = [{"class": c, "score": round(p, 6)} for c, p in self.guesses(i)]
+                if self.novelty is not None:
+                    entry["novelty"] = round(float(self.novelty[i]), 4)
+            out.append(entry)
+        return out
 
 
 def _describe(value: Any) -> str:
@@ -145,6 +180,35 @@ def create_session(model_path: Path, providers: str | Sequence[str] = "auto",
     raise DetectorError(f"none of the execution providers {wanted} could start")  # not reached: CPU raises
 
 
+@dataclass(frozen=True)
+class UnknownRule:
+    """The manifest's `unknown` rule: a detection whose features lie far from everything the model
+    learned (novelty), or whose class score is a small share of all classes' scores at its cell,
+    is reported as `unknown` (limits chosen on val, `training.unknown`)."""
+
+    novelty_max: float
+    class_share_min: float
+
+    def applies(self, novelty: np.ndarray, class_scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        if not len(labels):
+            return np.zeros(0, bool)
+        own = np.take_along_axis(class_scores, labels[:, None].astype(np.int64), axis=1)[:, 0]
+        share = own / np.maximum(class_scores.sum(axis=1), 1e-9)
+        return (novelty > self.novelty_max) | (share < self.class_share_min)
+
+
+def unknown_rule(manifest: Manifest) -> UnknownRule | None:
+    """The rule of a manifest's `unknown` entry, or None when it has none (older models)."""
+    entry = manifest.data.get("unknown")
+    if not isinstance(entry, dict) or entry.get("rule", "") is None:  # none, or none could be chosen on val
+        return None
+    try:
+        return UnknownRule(float(entry["novelty_max"]), float(entry["class_share_min"]))
+    except (KeyError, TypeError, ValueError):
+        raise ManifestError(f"{manifest.manifest_path}: field 'unknown': expected novelty_max and "
+                            f"class_share_min numbers, got {entry!r}"[:300]) from None
+
+
 class Detector:
     """An ONNX Runtime session for one registered model, plus the thin pre/post-processing."""
 
@@ -172,6 +236,8 @@ class Detector:
         missing = [name for name in OUTPUT_NAMES if name not in outputs]
         if missing:
             raise ManifestError(f"{path}: missing outputs {missing} (outputs: {sorted(outputs)})")
+        self.outputs = [*OUTPUT_NAMES, *(name for name in UNKNOWN_OUTPUTS if name in outputs)]
+        self.unknown_rule = unknown_rule(self.manifest) if len(self.outputs) == len(OUTPUT_NAMES) + 2 else None
 
     def detect(self, images: Sequence[np.ndarray], min_score: float | None = None) -> list[Detections]:
         """Detections per image, in input order; `min_score` defaults to each class's operating
@@ -217,19 +283,24 @@ class Detector:
             return image
         return cv2.copyMakeBorder(image, 0, bottom, 0, right, cv2.BORDER_REPLICATE)
 
-    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        boxes, scores, labels = self.session.run(list(OUTPUT_NAMES), {self.manifest.input_name: batch})
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, ...]:
+        outputs = self.session.run(self.outputs, {self.manifest.input_name: batch})
+        boxes, scores, labels = outputs[:3]
         n = batch.shape[0]
         if boxes.ndim != 3 or boxes.shape[0] != n or boxes.shape[2] != 4 or scores.shape != boxes.shape[:2] \
                 or labels.shape != boxes.shape[:2]:
             raise ManifestError(f"{self.manifest.model_path}: outputs have shapes boxes {boxes.shape}, "
                                 f"scores {scores.shape}, labels {labels.shape}; "
                                 f"expected [N, K, 4], [N, K], [N, K]")
-        return boxes, scores, labels
+        if len(outputs) > 3 and (outputs[3].shape != (*boxes.shape[:2], len(self.manifest.classes))
+                                 or outputs[4].shape != boxes.shape[:2]):
+            raise ManifestError(f"{self.manifest.model_path}: outputs class_scores {outputs[3].shape} and novelty "
+                                f"{outputs[4].shape}; expected [N, K, {len(self.manifest.classes)}] and [N, K]")
+        return tuple(outputs)
 
-    def _post(self, outputs: tuple[np.ndarray, np.ndarray, np.ndarray], row: int, height: int, width: int,
+    def _post(self, outputs: tuple[np.ndarray, ...], row: int, height: int, width: int,
               threshold: np.ndarray) -> Detections:
-        boxes, scores, labels = (o[row] for o in outputs)
+        boxes, scores, labels = (o[row] for o in outputs[:3])
         # per class (a label outside the classes is clipped here and reported below) or one for all
         limit = threshold[np.clip(labels, 0, len(threshold) - 1)] if threshold.ndim else threshold
         keep = (scores >= limit) & (scores > 0)
@@ -243,5 +314,12 @@ class Detector:
             raise ManifestError(f"{self.manifest.model_path}: labels {bad} outside the "
                                 f"{len(self.manifest.classes)} classes of the manifest")
         order = np.argsort(-scores[keep][inside], kind="stable")
+        extra: dict[str, np.ndarray] = {}
+        if len(outputs) > 3:
+            class_scores = outputs[3][row][keep][inside][order].astype(np.float32)
+            novelty = outputs[4][row][keep][inside][order].astype(np.float32)
+            extra = {"class_scores": class_scores, "novelty": novelty}
+            if self.unknown_rule is not None:
+                extra["unknown"] = self.unknown_rule.applies(novelty, class_scores, labels[order])
         return Detections(boxes=boxes[inside][order], scores=scores[keep][inside][order].astype(np.float32),
-                          labels=labels[order], classes=self.manifest.classes)
+                          labels=labels[order], classes=self.manifest.classes, **extra)

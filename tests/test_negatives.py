@@ -129,6 +129,16 @@ def test_tiny_training_run_with_negatives(tmp_path: Path, monkeypatch: pytest.Mo
     assert data["training"]["negatives"]["share"] == 0.5
     assert data["training"]["recipe"]["negatives"] == 0.5
     assert data["training"]["line_views"]["share"] == 0.5 and data["training"]["recipe"]["line_views"] == 0.5
+    # per-class thresholds chosen on val + line views, never below the background floor
+    assert set(data["operating_thresholds"]) == set(data["classes"])
+    assert min(data["operating_thresholds"].values()) >= data["operating_point_val"]["per_class_floor"]
+    # the two outputs the unknown rule needs; this barely trained model finds no val defect to
+    # calibrate the rule on, which the manifest says (tests/test_unknown.py checks the rule itself)
+    assert data["unknown"]["prototypes"]["split"] == "train"
+    assert data["unknown"]["rule"] is None and "no val detection" in data["unknown"]["why"]
+    from inspection.detector import Detector
+    detector = Detector(manifest, providers="cpu")
+    assert detector.outputs[3:] == ["class_scores", "novelty"] and detector.unknown_rule is None
     assert "background_per_mpx" in data["operating_point_val"]
     background = data["metrics"]["background"]
     assert background["frames"] == 1 and background["tiles"] == 6

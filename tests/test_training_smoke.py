@@ -52,7 +52,7 @@ def test_model_trained_on_one_square_finds_it(tmp_path: Path) -> None:
     ema.load_state_dict(model.state_dict())  # judge the trained weights, not the slow average
     ema.eval()
     with torch.no_grad():
-        boxes, scores, labels = ema.detect(torch.from_numpy(image[None, None]))
+        boxes, scores, labels = ema.detect(torch.from_numpy(image[None, None]))[:3]
     top = boxes[0, 0].numpy()
     inter = np.clip(np.minimum(top[2:], box[0, 2:]) - np.maximum(top[:2], box[0, :2]), 0, None).prod()
     iou = inter / (256 + np.prod(top[2:] - top[:2]) - inter)
@@ -131,6 +131,37 @@ def test_train_command_path_end_to_end(tmp_path: Path, monkeypatch: pytest.Monke
     assert data["parity"]["identical_detections"] is True
     assert data["data"]["split_sha256"].keys() == {"train", "val", "test"}
     assert data["pretrained"] is None and data["training"]["seed"] == 0
+
+
+def test_training_without_a_class_judges_it_as_unseen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--exclude-class: the class and its images stay out of training; the test split's boxes of it
+    are counted as unseen (found or not, called what); the experiment is never registered."""
+    from inspection.registry import Registry
+    from training import train as train_module
+    from training.finalize import finalize
+
+    folder = write_tiny_neu(tmp_path / "data", np.random.default_rng(5), min_xy=4)
+    split = make_split(folder, "neu-det", seed=0, val_fraction=0.25, test_fraction=0.25)
+    write_split(split, tmp_path / "splits" / "neu-det.json")
+    tiny = Recipe(dataset="neu-det", stride=8, backbone="plain", window=(64, 64), epochs=1, batch_size=2)
+    monkeypatch.setitem(train_module.RECIPES, "hot", tiny)
+    opts = Options(line_type="hot", datasets_dir=tmp_path / "data", out_dir=tmp_path / "run", seed=0,
+                   splits_dir=tmp_path / "splits", speed_check=False, command="test",
+                   exclude_classes=("inclusion",))
+    state = run(opts)
+    assert state["classes_excluded"] == ["inclusion"]
+    manifest = finalize(opts, state, models_dir=tmp_path / "models")["manifest"]
+    assert manifest["classes_excluded"] == ["inclusion"] and "inclusion" not in manifest["classes"]
+    assert Registry(tmp_path / "models").versions() == []
+    unseen = manifest["metrics"]["test"]["unseen_classes"]["inclusion"]
+    assert unseen["gt_boxes"] == sum(name.startswith("inclusion") for name in split["test"])
+    assert 0 <= unseen["found"] <= unseen["gt_boxes"]
+    with pytest.raises(train_module.TrainingError, match="same --exclude-class"):
+        run(Options(line_type="hot", datasets_dir=tmp_path / "data", out_dir=tmp_path / "run", resume=True,
+                    splits_dir=tmp_path / "splits", speed_check=False, command="test"))
+    with pytest.raises(train_module.TrainingError, match="not a class"):
+        run(Options(line_type="hot", datasets_dir=tmp_path / "data", out_dir=tmp_path / "other",
+                    splits_dir=tmp_path / "splits", exclude_classes=("rust",)))
 
 
 def test_imagenet_lite0_checkpoint_loads_into_the_backbone() -> None:

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from inspection.datasets import Sample, read_image
-from inspection.detector import Detector
+from inspection.detector import UNKNOWN, Detector
 from inspection.errors import SteelInspectError
 from training.metrics import ImageResult, compute_metrics, pr_curve
 
@@ -34,16 +34,73 @@ class EvaluationError(SteelInspectError):
 
 
 def _image_result(sample: Sample, classes: tuple[str, ...], boxes: np.ndarray, scores: np.ndarray,
-                  labels: np.ndarray) -> ImageResult:
+                  labels: np.ndarray, unseen: Sequence[str] = ()) -> ImageResult:
+    """Ground truth and predictions of one image; boxes of `unseen` classes (the model was trained
+    without them on purpose) are left out here and judged by `_unseen`."""
     index = {name: i for i, name in enumerate(classes)}
-    unknown = sorted(set(sample.labels) - set(index))
+    unknown = sorted(set(sample.labels) - set(index) - set(unseen))
     if unknown:
         raise EvaluationError(f"{sample.image_path}: box class {unknown[0]!r} is not one of the model's "
                               f"classes ({', '.join(classes)})")
-    gt_labels = np.array([index[n] for n in sample.labels], dtype=int)
-    return ImageResult(gt_boxes=sample.boxes, gt_labels=gt_labels,
+    known = [i for i, n in enumerate(sample.labels) if n in index]
+    gt_labels = np.array([index[sample.labels[i]] for i in known], dtype=int)
+    return ImageResult(gt_boxes=sample.boxes[known], gt_labels=gt_labels,
                        pred_boxes=boxes, pred_scores=scores, pred_labels=labels,
                        image_label=index.get(sample.image_class))
+
+
+class UnknownTally:
+    """How often detections at the operating threshold(s) are reported `unknown` (on real defects and
+    on false alarms), and, for classes the model was trained without (`classes_excluded` in its
+    manifest), how many of their boxes are found at all and what they are called."""
+
+    def __init__(self, detector: Detector, threshold: float | np.ndarray, unseen: Sequence[str]) -> None:
+        self.threshold, self.unseen = threshold, tuple(unseen)
+        self.counts = {"on_defects": 0, "on_defects_unknown": 0, "false": 0, "false_unknown": 0}
+        self.per_unseen = {c: {"gt_boxes": 0, "found": 0, "found_as_unknown": 0, "found_as": {}} for c in unseen}
+        self.has_rule = detector.unknown_rule is not None
+
+    def add(self, sample: Sample, det: Any) -> None:
+        from training.metrics import DETECTION_IOU, iou_matrix
+
+        limit = self.threshold[det.labels] if isinstance(self.threshold, np.ndarray) else self.threshold
+        keep = det.scores >= limit
+        names = np.array(det.class_names, dtype=object)[keep]
+        boxes = det.boxes[keep]
+        is_unknown = names == UNKNOWN
+        if len(boxes):
+            hit = (iou_matrix(boxes, sample.boxes).max(axis=1) >= DETECTION_IOU if len(sample.boxes)
+                   else np.zeros(len(boxes), bool))
+            self.counts["on_defects"] += int(hit.sum())
+            self.counts["on_defects_unknown"] += int((hit & is_unknown).sum())
+            self.counts["false"] += int((~hit).sum())
+            self.counts["false_unknown"] += int((~hit & is_unknown).sum())
+        for box, label in zip(sample.boxes, sample.labels, strict=True):
+            if label not in self.per_unseen:
+                continue
+            tally = self.per_unseen[label]
+            tally["gt_boxes"] += 1
+            ious = iou_matrix(box[None], boxes)[0] if len(boxes) else np.zeros(0)
+            if not len(ious) or ious.max() < DETECTION_IOU:
+                continue
+            called = str(names[int(np.argmax(ious))])
+            tally["found"] += 1
+            tally["found_as_unknown"] += called == UNKNOWN
+            tally["found_as"][called] = tally["found_as"].get(called, 0) + 1
+
+    def figures(self) -> dict[str, Any]:
+        c = self.counts
+        out: dict[str, Any] = {"unknown": {
+            "rule": self.has_rule,
+            "share_of_detections_on_defects": round(c["on_defects_unknown"] / c["on_defects"], 4) if c["on_defects"]
+            else None,
+            "share_of_false_detections": round(c["false_unknown"] / c["false"], 4) if c["false"] else None}}
+        if self.per_unseen:
+            out["unseen_classes"] = {
+                k: {**v, "found_rate": round(v["found"] / v["gt_boxes"], 4) if v["gt_boxes"] else None,
+                    "unknown_share_of_found": round(v["found_as_unknown"] / v["found"], 4) if v["found"] else None}
+                for k, v in self.per_unseen.items()}
+        return out
 
 
 def training_overlap(manifest_data: dict[str, Any], samples: Sequence[Sample]) -> int | None:
@@ -68,8 +125,12 @@ def evaluate(detector: Detector, samples: Sequence[Sample], out_dir: Path | None
     if not samples:
         raise EvaluationError("no samples to evaluate")
     manifest = detector.manifest
-    threshold = manifest.operating_threshold if min_score is None else float(min_score)
+    per_class = bool(manifest.data.get("operating_thresholds"))
+    threshold: float | np.ndarray = (float(min_score) if min_score is not None
+                                     else detector.thresholds if per_class else manifest.operating_threshold)
+    unseen = tuple(manifest.data.get("classes_excluded") or ())
     results: list[ImageResult] = []
+    unknown = UnknownTally(detector, threshold, unseen)
     started = time.perf_counter()
     detect_seconds = 0.0
     bar = tqdm(total=len(samples), desc=f"evaluate {manifest.version}", unit="img", disable=not progress)
@@ -81,7 +142,8 @@ def evaluate(detector: Detector, samples: Sequence[Sample], out_dir: Path | None
             detections = detector.detect(images, min_score=0.0)
             detect_seconds += time.perf_counter() - t0
             for sample, det in zip(chunk, detections, strict=True):
-                results.append(_image_result(sample, manifest.classes, det.boxes, det.scores, det.labels))
+                results.append(_image_result(sample, manifest.classes, det.boxes, det.scores, det.labels, unseen))
+                unknown.add(sample, det)
             bar.update(len(chunk))
     figures = compute_metrics(results, manifest.classes, threshold)
     unjudged = sum(1 for r in results if r.image_label is None)
@@ -93,6 +155,7 @@ def evaluate(detector: Detector, samples: Sequence[Sample], out_dir: Path | None
         "training_images_evaluated": overlap,
         "model": {"version": manifest.version, "line_type": manifest.line_type, "sha256": manifest.sha256},
         "images_without_known_class": unjudged,
+        **unknown.figures(),
         "providers": detector.providers,
         "seconds": round(time.perf_counter() - started, 3),
         "detect_ms_per_image": round(1000 * detect_seconds / len(samples), 3),

@@ -23,6 +23,8 @@ from training.model import Detector, ExportWrapper
 
 log = logging.getLogger(__name__)
 OPSET = 17
+# the runtime requires the first three; class_scores and novelty let it call a detection `unknown`
+OUTPUTS = ("boxes", "scores", "labels", "class_scores", "novelty")
 SIZE_MULTIPLE = 32
 # Scores are compared slot by slot where either side is >= this. Far below it, an untrained-looking
 # flat heatmap (e.g. replicate padding) has plateaus whose 3x3-peak ties float rounding may break
@@ -47,9 +49,8 @@ def export_onnx(model: Detector, path: Path, example: np.ndarray | None = None) 
     with torch.no_grad():
         torch.onnx.export(
             wrapper, (torch.from_numpy(example),), str(path), input_names=["image"],
-            output_names=["boxes", "scores", "labels"], opset_version=OPSET, dynamo=False,
-            dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}, "boxes": {0: "batch"},
-                          "scores": {0: "batch"}, "labels": {0: "batch"}})
+            output_names=list(OUTPUTS), opset_version=OPSET, dynamo=False,
+            dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}, **{name: {0: "batch"} for name in OUTPUTS}})
     onnx.checker.check_model(onnx.load(str(path)))
     return path
 
@@ -83,7 +84,7 @@ def parity_check(model: Detector, path: Path, images: Sequence[np.ndarray], thre
     identical = True
     with torch.no_grad():
         for _, batch in eval_batches(images, batch_size, SIZE_MULTIPLE):
-            t_boxes, t_scores, t_labels = (t.numpy() for t in model.detect(batch))
+            t_boxes, t_scores, t_labels = (t.numpy() for t in model.detect(batch)[:3])
             o_boxes, o_scores, o_labels = session.run(["boxes", "scores", "labels"], {"image": batch.numpy()})
             if o_boxes.dtype != np.float32 or o_scores.dtype != np.float32 or o_labels.dtype != np.int64:
                 raise ExportError(f"{path}: output dtypes {o_boxes.dtype}, {o_scores.dtype}, {o_labels.dtype}; "

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from inspection.config import REPO_DIR
-from inspection.datasets import DATASET_CLASSES, load_split, read_image, read_split_file, split_path
+from inspection.datasets import load_split, read_image, read_split_file, split_path
 from training.export import SIZE_MULTIPLE, export_onnx, parity_check
 from training.metrics import ImageResult, detection_rate, false_detections, mean_ap
 from training.model import PRETRAINED_INFO
@@ -52,7 +52,17 @@ from training.negatives import (
     per_mpx,
 )
 from training.split import split_hashes
-from training.train import Options, _limit, build_model, effective_recipe, predict_samples, val_results
+from training.thresholds import class_thresholds, val_line_views
+from training.train import (
+    Options,
+    _limit,
+    build_model,
+    effective_recipe,
+    model_classes,
+    predict_samples,
+    val_results,
+    without_excluded,
+)
 
 log = logging.getLogger(__name__)
 BACKBONES = {"lite0": "EfficientNet-Lite0 (ImageNet weights, fine-tuned; grayscale stem)",
@@ -153,16 +163,17 @@ def register_gated(registry: Any, onnx_path: Path, manifest: dict[str, Any], act
 
 
 def background_metric(detector: Any, line_type: str, frames: int | None = None) -> dict[str, Any]:
-    """Detections per Mpx of a runtime `Detector` at its operating threshold on held-out frames
-    (default: REPORT_FRAMES)."""
+    """Detections per Mpx of a runtime `Detector` at its operating thresholds (each class its own)
+    on held-out frames (default: REPORT_FRAMES)."""
     frames = REPORT_FRAMES if frames is None else frames
     tiles = background_tiles(line_type, frames, REPORT_FAMILY)
-    threshold = detector.manifest.operating_threshold
-    scores = [d.scores for d in detector.detect(tiles, min_score=threshold)]
-    report = background_report(scores, tiles, threshold, frames, REPORT_FAMILY,
-                               int(detector.manifest.data.get("outputs", {}).get("max_detections", 100)),
-                               line_type)
-    return {**report, "version": detector.manifest.version}
+    manifest = detector.manifest
+    scores = [d.scores for d in detector.detect(tiles)]  # already at each class's operating threshold
+    report = background_report(scores, tiles, 0.0, frames, REPORT_FAMILY,
+                               int(manifest.data.get("outputs", {}).get("max_detections", 100)), line_type)
+    return {**report, "threshold": manifest.operating_threshold,
+            "thresholds": dict(zip(manifest.classes, manifest.class_thresholds, strict=True)),
+            "version": manifest.version}
 
 
 def _background(detector: Any, line_type: str, registry: Any) -> dict[str, Any]:
@@ -181,19 +192,50 @@ def _background(detector: Any, line_type: str, registry: Any) -> dict[str, Any]:
     return result
 
 
+def _background_floor(background: Callable[[float], float] | None, cap: float | None, threshold: float) -> float:
+    """The lowest threshold whose background detections stay within the cap (no cap: the lowest)."""
+    if background is None or cap is None:
+        return THRESHOLDS[0]
+    return next((t for t in THRESHOLDS if background(t) <= cap), threshold)
+
+
+def _unknown_rule(model: Any, opts: Options, recipe: Any, classes: tuple[str, ...], images: list[np.ndarray],
+                  boxes: list[np.ndarray], thresholds: np.ndarray) -> dict[str, Any]:
+    """Set the model's class prototypes from the train split and choose the unknown rule on val."""
+    from training.unknown import SHRINK, choose_rule, detections, prototypes
+
+    train = _limit(load_split(opts.datasets_dir, recipe.dataset, "train", opts.splits_dir), opts.max_images)
+    train = without_excluded(train, opts.exclude_classes)
+    means, precision, counts = prototypes(model, train, [read_image(s.image_path) for s in train], classes)
+    model.set_prototypes(torch.from_numpy(means), torch.from_numpy(precision))
+    described = {"split": "train", "boxes_per_class": counts, "shrink": SHRINK, "features": int(means.shape[1])}
+    try:
+        rule = choose_rule(detections(model, images), boxes, thresholds)
+    except ValueError as exc:  # a model that finds nothing on val: no rule, every class stays as detected
+        log.warning("no unknown rule: %s", exc)
+        return {"rule": None, "why": str(exc), "prototypes": described}
+    log.info("unknown rule: %s", rule)
+    return {**rule, "prototypes": described}
+
+
 def finalize(opts: Options, state: dict[str, Any], models_dir: Path, register: bool = True) -> dict[str, Any]:
     from inspection.detector import Detector as RuntimeDetector
     from inspection.manifest import load_manifest
     from inspection.registry import Registry
     from training.evaluate import evaluate
 
+    if opts.exclude_classes and register:
+        log.warning("a model trained without %s is an experiment: it is exported and evaluated, not registered",
+                    ", ".join(opts.exclude_classes))
+        register = False
     recipe = effective_recipe(opts)
-    classes = DATASET_CLASSES[recipe.dataset]
-    model = build_model(recipe)
+    classes = model_classes(recipe, opts)
+    model = build_model(recipe, num_classes=len(classes))
     best = torch.load(opts.out_dir / "best.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(best["ema"])
     model.eval()
-    val = _limit(load_split(opts.datasets_dir, recipe.dataset, "val", opts.splits_dir), opts.max_images)
+    val = without_excluded(_limit(load_split(opts.datasets_dir, recipe.dataset, "val", opts.splits_dir),
+                                  opts.max_images), opts.exclude_classes)
     test = _limit(load_split(opts.datasets_dir, recipe.dataset, "test", opts.splits_dir), opts.max_images)
     val_images = [read_image(s.image_path) for s in val]
 
@@ -210,6 +252,16 @@ def finalize(opts: Options, state: dict[str, Any], models_dir: Path, register: b
     threshold, at_threshold = choose_threshold(choice[best_setting][1], background, recipe.background_cap)
     log.info("val mAP@0.5 per (image-score fusion, NMS IoU): %s; chosen %s, threshold %.2f %s",
              {str(g): round(v[0], 4) for g, v in choice.items()}, best_setting, threshold, at_threshold)
+    views = val_line_views(val, val_images, opts.line_type, classes)
+    view_results = [ImageResult(b, lb, *pred) for (_, b, lb), pred in
+                    zip(views, predict_samples(model, [v[0] for v in views], batch_size=8), strict=True)]
+    floor = _background_floor(background, recipe.background_cap, threshold)
+    per_class, per_class_info = class_thresholds([*choice[best_setting][1], *view_results], classes, THRESHOLDS,
+                                                 floor)
+    log.info("per-class thresholds (val images + %d line views, floor %.2f): %s", len(views), floor, per_class)
+    unknown = _unknown_rule(model, opts, recipe, classes, [*val_images, *(v[0] for v in views)],
+                            [*(s.boxes for s in val), *(v[1] for v in views)],
+                            np.array([per_class[c] for c in classes], np.float32))
 
     export_dir = opts.out_dir / "export"
     shutil.rmtree(export_dir, ignore_errors=True)
@@ -224,6 +276,7 @@ def finalize(opts: Options, state: dict[str, Any], models_dir: Path, register: b
         "schema": 1, "version": version, "line_type": opts.line_type,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model_file": "model.onnx", "classes": list(classes),
+        **({"classes_excluded": list(opts.exclude_classes)} if opts.exclude_classes else {}),
         "input": {"name": "image", "dtype": "uint8", "layout": "NCHW", "channels": 1,
                   "size_multiple": SIZE_MULTIPLE, "train_size": list(recipe.window)},
         "outputs": {"boxes": "float32 [N, K, 4] x1, y1, x2, y2 in input pixels",
@@ -236,7 +289,12 @@ def finalize(opts: Options, state: dict[str, Any], models_dir: Path, register: b
                          + (f", fast NMS per class at IoU > {model.nms_iou}, re-sorted" if model.nms_iou else ""),
         "postprocessing_val_map50": {f"fuse={g[0]},nms_iou={g[1]}": round(v[0], 4) for g, v in choice.items()},
         "operating_threshold": threshold,
-        "operating_point_val": {**at_threshold, "rule": "max F2 of class-agnostic detection at IoU 0.3 on val"
+        "operating_thresholds": per_class,
+        "unknown": unknown,
+        "operating_point_val": {**at_threshold, "per_class": per_class_info, "per_class_floor": floor,
+                                "per_class_rule": "max F2 per class on val images + one line view of each "
+                                                  f"(training.thresholds, {len(views)} views), never below the floor",
+                                "rule": "max F2 of class-agnostic detection at IoU 0.3 on val"
                                 + (f", background detections <= {recipe.background_cap}/Mpx on frames "
                                    f"default_rng([{CHOICE_FAMILY}, i]), i < {CHOICE_FRAMES}"
                                    if recipe.background_cap is not None and background is not None else "")},

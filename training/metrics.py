@@ -125,11 +125,16 @@ def mean_ap(images: Sequence[ImageResult], num_classes: int, iou: float = 0.5) -
     return float(np.mean(aps)) if aps else None
 
 
-def _above(im: ImageResult, threshold: float) -> np.ndarray:
+Threshold = float | np.ndarray  # one for every class, or one per class (indexed by label)
+
+
+def _above(im: ImageResult, threshold: Threshold) -> np.ndarray:
+    if isinstance(threshold, np.ndarray) and threshold.ndim:
+        return im.pred_scores >= threshold[im.pred_labels]
     return im.pred_scores >= threshold
 
 
-def detection_rate(images: Sequence[ImageResult], threshold: float,
+def detection_rate(images: Sequence[ImageResult], threshold: Threshold,
                    iou: float = DETECTION_IOU) -> float | None:
     found = total = 0
     for im in images:
@@ -140,7 +145,7 @@ def detection_rate(images: Sequence[ImageResult], threshold: float,
     return found / total if total else None
 
 
-def false_detections(images: Sequence[ImageResult], threshold: float, iou: float = DETECTION_IOU) -> int:
+def false_detections(images: Sequence[ImageResult], threshold: Threshold, iou: float = DETECTION_IOU) -> int:
     count = 0
     for im in images:
         preds = im.pred_boxes[_above(im, threshold)]
@@ -163,7 +168,7 @@ def image_accuracy(images: Sequence[ImageResult]) -> float | None:
     return correct / judged if judged else None
 
 
-def confusion_matrix(images: Sequence[ImageResult], num_classes: int, threshold: float,
+def confusion_matrix(images: Sequence[ImageResult], num_classes: int, threshold: Threshold,
                      iou: float = CONFUSION_IOU) -> np.ndarray:
     """[(C+1), (C+1)] counts; index C is background (see module docstring)."""
     bg = num_classes
@@ -188,9 +193,11 @@ def confusion_matrix(images: Sequence[ImageResult], num_classes: int, threshold:
     return matrix
 
 
-def precision_recall_at(images: Sequence[ImageResult], class_index: int, threshold: float,
+def precision_recall_at(images: Sequence[ImageResult], class_index: int, threshold: Threshold,
                         iou: float = 0.5) -> tuple[float | None, float | None]:
     """Precision and recall of one class at a score threshold (same matching as AP)."""
+    if isinstance(threshold, np.ndarray) and threshold.ndim:
+        threshold = float(threshold[class_index])
     recall, precision, scores, n_gt = pr_curve(images, class_index, iou)
     upto = int(np.sum(scores >= threshold))
     p = float(precision[upto - 1]) if upto else None
@@ -198,8 +205,9 @@ def precision_recall_at(images: Sequence[ImageResult], class_index: int, thresho
     return p, r
 
 
-def compute_metrics(images: Sequence[ImageResult], classes: Sequence[str], threshold: float) -> dict:
-    """Every figure of the evaluation JSON (see module docstring for the definitions)."""
+def compute_metrics(images: Sequence[ImageResult], classes: Sequence[str], threshold: Threshold) -> dict:
+    """Every figure of the evaluation JSON (see module docstring for the definitions); `threshold`
+    is one operating threshold or an array of one per class."""
     n = len(classes)
     per_class = {}
     for c, name in enumerate(classes):
@@ -217,7 +225,8 @@ def compute_metrics(images: Sequence[ImageResult], classes: Sequence[str], thres
     return {
         "images": n_images,
         "gt_boxes": int(sum(len(im.gt_boxes) for im in images)),
-        "operating_threshold": threshold,
+        "operating_threshold": (dict(zip(classes, np.asarray(threshold).round(4).tolist(), strict=True))
+                                if isinstance(threshold, np.ndarray) and threshold.ndim else threshold),
         "map50": _round(maps[0]),
         "map50_95": _round(None if maps[0] is None else float(np.mean([m or 0.0 for m in maps]))),
         "per_class": per_class,

@@ -20,6 +20,11 @@ Why this design:
 - An image-level multi-label head (global pooling of the stride-32 features) is trained as an
   auxiliary task; with ``fuse_image_scores`` the exported scores are ``sqrt(peak * p_image)``,
   which suppresses peaks of classes the whole image does not support.
+- Two more outputs let the runtime call a detection ``unknown`` (a defect type the model never
+  learned, `training.unknown`): ``class_scores`` (every class's heatmap value at the detection's
+  cell) and ``novelty`` (the smallest Mahalanobis distance, per feature, of the head's feature
+  vector at that cell from the class means of the training set, with their pooled covariance; the
+  means and precision are constants of the graph, set by `set_prototypes` after training).
 """
 
 from __future__ import annotations
@@ -191,9 +196,26 @@ class Detector(nn.Module):
         self.image_head = nn.Linear(chans[-1], num_classes)
         nn.init.constant_(self.heat_head[-1].bias, -4.6)  # prior 0.01 keeps early focal loss small
         nn.init.normal_(self.heat_head[-1].weight, std=0.01)
+        # Class means and pooled precision of the head features (`set_prototypes`); not in checkpoints,
+        # because they are computed from the finished model, and exported as graph constants.
+        self.register_buffer("proto_mean", torch.zeros(num_classes, head_width), persistent=False)
+        self.register_buffer("proto_precision", torch.eye(head_width), persistent=False)
+
+    def set_prototypes(self, mean: torch.Tensor, precision: torch.Tensor) -> None:
+        """Class means [C, F] and the pooled precision [F, F] of the head features (see `novelty`)."""
+        if mean.shape != self.proto_mean.shape or precision.shape != self.proto_precision.shape:
+            raise ValueError(f"prototypes: expected mean {tuple(self.proto_mean.shape)} and precision "
+                             f"{tuple(self.proto_precision.shape)}, got {tuple(mean.shape)}, {tuple(precision.shape)}")
+        self.proto_mean.copy_(mean)
+        self.proto_precision.copy_(precision)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: float [N, 1, H, W] already normalised. Returns heat logits, box distances, image logits."""
+        heat, dist, image_logits, _ = self.maps(x)
+        return heat, dist, image_logits
+
+    def maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`forward` plus the head's input features [N, F, h, w] (for prototypes and novelty)."""
         f4, f8, f16, f32 = self.backbone(x)
         top = self.lateral[2](f32)
         top = self.smooth[1](self.lateral[1](f16) + F.interpolate(top, scale_factor=2.0, mode="nearest"))
@@ -204,30 +226,50 @@ class Detector(nn.Module):
         heat = self.heat_head(top)
         dist = F.softplus(self.box_head(top)) * BOX_SCALE
         image_logits = self.image_head(f32.mean(dim=(2, 3)))
-        return heat, dist, image_logits
+        return heat, dist, image_logits, top
 
-    def detect(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """uint8 [N, 1, H, W] -> boxes [N, K, 4], scores [N, K], labels int64 [N, K]."""
+    def detect(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """uint8 [N, 1, H, W] -> boxes [N, K, 4], scores [N, K], labels int64 [N, K],
+        class_scores [N, K, C], novelty [N, K]."""
         x = (image.to(torch.float32) - self.mean) / self.std
-        heat_logits, dist, image_logits = self(x)
+        heat_logits, dist, image_logits, features = self.maps(x)
         size = torch._shape_as_tensor(image)[2:].to(torch.float32)  # traced, so H and W stay dynamic
-        return self.postprocess(heat_logits, dist, image_logits, size)
+        return self.postprocess(heat_logits, dist, image_logits, size, features)
 
     def postprocess(self, heat_logits: torch.Tensor, dist: torch.Tensor, image_logits: torch.Tensor,
-                    size_hw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Raw maps -> detections, with this model's score fusion and NMS settings."""
+                    size_hw: torch.Tensor, features: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """Raw maps -> detections, with this model's score fusion and NMS settings: boxes, scores,
+        labels, class_scores and novelty (zeros without `features`)."""
         heat = torch.sigmoid(heat_logits)
         if self.fuse_image_scores:
             heat = torch.sqrt(heat * torch.sigmoid(image_logits)[:, :, None, None])
-        boxes, scores, labels = decode(heat, dist, size_hw, self.max_detections, self.stride)
+        boxes, scores, labels, cells = decode(heat, dist, size_hw, self.max_detections, self.stride)
+        class_scores = _at_cells(heat, cells)  # [N, K, C]
+        novelty = self.novelty(_at_cells(features, cells)) if features is not None else scores * 0.0
         if self.nms_iou is not None:
-            boxes, scores, labels = fast_nms(boxes, scores, labels, self.nms_iou)
-        return boxes, scores, labels
+            boxes, scores, labels, class_scores, novelty = fast_nms(boxes, scores, labels, self.nms_iou,
+                                                                    class_scores, novelty)
+        return boxes, scores, labels, class_scores, novelty
+
+    def novelty(self, features: torch.Tensor) -> torch.Tensor:
+        """[N, K, F] -> [N, K]: the smallest squared Mahalanobis distance to a class mean, per feature
+        dimension (about 1 for features like the training set's; far larger for what it never saw)."""
+        diff = features[:, :, None, :] - self.proto_mean[None, None]  # [N, K, C, F]
+        distance = (torch.matmul(diff, self.proto_precision) * diff).sum(dim=3) / features.shape[2]
+        return distance.min(dim=2).values
+
+
+def _at_cells(maps: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+    """maps [N, D, h, w], cells [N, K] (flat index h * w) -> [N, K, D]: each map's value at each cell."""
+    n, d = maps.shape[:2]
+    k = cells.shape[1]
+    return torch.gather(maps.reshape(n, d, -1), 2, cells[:, None, :].expand(n, d, k)).transpose(1, 2)
 
 
 def decode(heat: torch.Tensor, dist: torch.Tensor, size_hw: torch.Tensor, k: int,
-           stride: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Peaks of `heat` (3x3 local maxima) -> top-k boxes; padded so k never exceeds the cell count."""
+           stride: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Peaks of `heat` (3x3 local maxima) -> top-k boxes, scores, labels and the flat cell index of
+    each; padded so k never exceeds the cell count."""
     n, c, h, w = heat.shape
     peaks = heat * (F.max_pool2d(heat, 3, 1, 1) == heat).to(heat.dtype)
     flat = torch.cat([peaks.reshape(n, -1), heat.new_zeros((n, k))], dim=1)
@@ -245,14 +287,15 @@ def decode(heat: torch.Tensor, dist: torch.Tensor, size_hw: torch.Tensor, k: int
     boxes = torch.stack([cx - d[:, 0], cy - d[:, 1], cx + d[:, 2], cy + d[:, 3]], dim=2)
     limit = torch.cat([size_hw.flip(0), size_hw.flip(0)])  # W, H, W, H
     boxes = torch.minimum(boxes.clamp(min=0), limit)
-    return boxes, scores * valid.to(scores.dtype), labels
+    return boxes, scores * valid.to(scores.dtype), labels, pos
 
 
-def fast_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
-             iou_threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def fast_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou_threshold: float,
+             *extra: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Fast NMS (YOLACT) over the score-sorted top-K: a detection is dropped (score 0) when a
     higher-scoring detection of the same class overlaps it at IoU > `iou_threshold`; then re-sorted.
 
+    `extra` tensors ([N, K] or [N, K, D], per detection) are reordered the same way.
     Fixed shapes ([N, K, K] IoU matrix, K = 100), so it exports to ONNX as plain tensor ops. It removes
     the extra peaks that long defects (cold-strip `linear`, hot `scratches`) raise along their length,
     each regressing nearly the same box, which the 3x3 peak test alone cannot separate.
@@ -269,7 +312,9 @@ def fast_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
     scores = scores * (~suppressed).to(scores.dtype)
     scores, order = torch.topk(scores, k, dim=1)
     boxes = torch.gather(boxes, 1, order[:, :, None].expand(n, k, 4))
-    return boxes, scores, torch.gather(labels, 1, order)
+    reordered = [torch.gather(t, 1, order if t.dim() == 2 else order[:, :, None].expand(n, k, t.shape[2]))
+                 for t in extra]
+    return (boxes, scores, torch.gather(labels, 1, order), *reordered)
 
 
 class ExportWrapper(nn.Module):
@@ -279,5 +324,5 @@ class ExportWrapper(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.model.detect(image)

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 class TrainingError(SteelInspectError):
-    """Training cannot start: a missing package, dataset or checkpoint."""
+    """Training cannot start: a missing package, dataset or checkpoint, or a bad option."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,7 @@ class Options:
     negatives: float | None = None  # overrides the recipe's share
     background_cap: float | None = None  # overrides the recipe's cap; <= 0 turns the cap off
     line_views: float | None = None  # overrides the recipe's share of line views
+    exclude_classes: tuple[str, ...] = ()  # classes left out of training (measuring `unknown`)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -112,9 +113,27 @@ def effective_recipe(opts: Options) -> Recipe:
     return Recipe(**recipe)
 
 
-def build_model(recipe: Recipe, pretrained: bool = False) -> Detector:
+def model_classes(recipe: Recipe, opts: Options) -> tuple[str, ...]:
+    """The dataset's classes in order, without those the run leaves out (`--exclude-class`)."""
+    known = DATASET_CLASSES[recipe.dataset]
+    wrong = sorted(set(opts.exclude_classes) - set(known))
+    if wrong:
+        raise TrainingError(f"--exclude-class {wrong[0]!r}: not a class of {recipe.dataset} ({', '.join(known)})")
+    classes = tuple(c for c in known if c not in opts.exclude_classes)
+    if not classes:
+        raise TrainingError("--exclude-class: at least one class must stay")
+    return classes
+
+
+def without_excluded(samples: list[Sample], excluded: Sequence[str]) -> list[Sample]:
+    """The samples holding no box of an excluded class: the model must never see one, labelled or not."""
+    return [s for s in samples if not set(s.labels) & set(excluded)] if excluded else samples
+
+
+def build_model(recipe: Recipe, pretrained: bool = False, num_classes: int | None = None) -> Detector:
     """The recipe's detector; with `pretrained`, Lite0 starts from the packaged ImageNet weights."""
-    model = Detector(len(DATASET_CLASSES[recipe.dataset]), stride=recipe.stride, backbone=recipe.backbone)
+    model = Detector(num_classes or len(DATASET_CLASSES[recipe.dataset]), stride=recipe.stride,
+                     backbone=recipe.backbone)
     if pretrained and recipe.backbone == "lite0":
         path = pretrained_path()
         if path is None:
@@ -150,7 +169,7 @@ def predict_samples(model: Detector, images: list[np.ndarray], batch_size: int =
                 size = torch.tensor(batch.shape[2:], dtype=torch.float32)
                 for g in grid:
                     model.fuse_image_scores, model.nms_iou = g
-                    boxes, scores, labels = (t.numpy() for t in model.postprocess(*maps, size))
+                    boxes, scores, labels = (t.numpy() for t in model.postprocess(*maps, size)[:3])
                     for row, i in enumerate(idx):
                         h, w = images[i].shape
                         b = boxes[row].copy()
@@ -187,23 +206,26 @@ def run(opts: Options) -> dict[str, Any]:
     """Train (or resume) and return the training summary written into `out_dir/summary.json`."""
     torch.set_num_threads(opts.threads)
     recipe = effective_recipe(opts)
-    classes = DATASET_CLASSES[recipe.dataset]
+    classes = model_classes(recipe, opts)
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = opts.out_dir / "last.pt", opts.out_dir / "best.pt"
     torch.manual_seed(opts.seed)
-    model = build_model(recipe, pretrained=not (opts.resume and last_path.is_file()))
+    model = build_model(recipe, pretrained=not (opts.resume and last_path.is_file()), num_classes=len(classes))
     model = model.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).eval()
     optimizer = make_optimizer(model, recipe)
     state: dict[str, Any] = {"epoch": 0, "step": 0, "best_map": -1.0, "best_epoch": None, "history": [],
                              "elapsed_s": 0.0, "planned_epochs": recipe.epochs, "budget_cut": False,
-                             "commands": [opts.command]}
+                             "commands": [opts.command], "classes_excluded": list(opts.exclude_classes)}
     if opts.resume and last_path.is_file():
         ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
+        state = ckpt["state"]
+        if state.get("classes_excluded", []) != list(opts.exclude_classes):
+            raise TrainingError(f"{last_path} was trained without {state.get('classes_excluded', [])}; "
+                                f"resume it with the same --exclude-class options")
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        state = ckpt["state"]
         state.setdefault("commands", [_earlier_command(opts.out_dir)])
         state["commands"].append(opts.command)
         if opts.epochs and opts.epochs > state["planned_epochs"]:
@@ -218,8 +240,10 @@ def run(opts: Options) -> dict[str, Any]:
         log.info("training already complete (%d epochs): only the final step runs", state["epoch"])
         return state
 
-    train = _limit(load_split(opts.datasets_dir, recipe.dataset, "train", opts.splits_dir), opts.max_images)
-    val = _limit(load_split(opts.datasets_dir, recipe.dataset, "val", opts.splits_dir), opts.max_images)
+    train = without_excluded(_limit(load_split(opts.datasets_dir, recipe.dataset, "train", opts.splits_dir),
+                                    opts.max_images), opts.exclude_classes)
+    val = without_excluded(_limit(load_split(opts.datasets_dir, recipe.dataset, "val", opts.splits_dir),
+                                  opts.max_images), opts.exclude_classes)
     batch_size = min(recipe.batch_size, max(2, len(train)))
     augment_cfg = AugmentConfig(out_size=recipe.window, scale=recipe.scale)
     pool, negatives = None, negatives_per_epoch(recipe.negatives, len(train))

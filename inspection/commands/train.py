@@ -41,6 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="share of defect images shown pasted into simulator-style strip texture at the "
                              "line's window scale (copy-paste augmentation, training.line_views; default: the "
                              "recipe's: 0.35; 0 turns it off)")
+    parser.add_argument("--exclude-class", action="append", default=[], metavar="CLASS",
+                        help="leave this class out (its images too) to measure how a defect type the model never "
+                             "learned is reported (`unknown`); repeatable. Use with --no-register: evaluate the "
+                             "result on the test split, whose boxes of CLASS are then judged as unseen")
     parser.add_argument("--background-cap", type=float, default=None, metavar="PER_MPX",
                         help="choose the operating threshold (max F2 on val) only among thresholds with at "
                              "most this many detections per megapixel on defect-free background frames "
@@ -80,6 +84,7 @@ def _handle(args: argparse.Namespace) -> int:
                    seed=args.seed, time_budget_min=args.time_budget_min, max_images=args.max_images,
                    resume=args.resume, threads=args.threads, negatives=args.negatives,
                    background_cap=args.background_cap, line_views=args.line_views,
+                   exclude_classes=tuple(dict.fromkeys(args.exclude_class)),
                    command="steel-inspect " + shlex.join(sys.argv[1:]))
     state = run(opts)
     result = finalize(opts, state, models_dir=args.models or default_models_dir(),

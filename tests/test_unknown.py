@@ -1,0 +1,127 @@
+"""Unknown defect types: the prototypes and the rule chosen on val, and the runtime that applies the
+rule to a real exported model (class_scores and novelty outputs) and reports `unknown` with guesses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from inspection.datasets import Sample  # noqa: E402
+from inspection.detector import UNKNOWN, Detections, Detector, DetectorError  # noqa: E402
+from inspection.manifest import file_sha256, load_manifest  # noqa: E402
+from training.export import export_onnx  # noqa: E402
+from training.model import Detector as TorchDetector  # noqa: E402
+from training.unknown import choose_rule, class_share, prototypes  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def _found(novelty: list[float], share_top: list[float], boxes: list[list[float]]) -> dict[str, np.ndarray]:
+    n = len(novelty)
+    class_scores = np.zeros((n, 2), np.float32)
+    class_scores[:, 0] = share_top  # with class 1 at 1 - share, the share of class 0 is share_top
+    class_scores[:, 1] = 1 - np.array(share_top)
+    return {"boxes": np.array(boxes, np.float32).reshape(-1, 4), "scores": np.full(n, 0.9, np.float32),
+            "labels": np.zeros(n, np.int64), "class_scores": class_scores,
+            "novelty": np.array(novelty, np.float32)}
+
+
+def test_rule_limits_are_quantiles_of_known_detections() -> None:
+    rng = np.random.default_rng(0)
+    found, truth = [], []
+    for _ in range(200):  # one detection on its defect per image, and one false alarm on texture
+        found.append(_found([float(rng.uniform(0.5, 1.5)), 9.0], [float(rng.uniform(0.7, 1.0)), 0.9],
+                            [[10, 10, 50, 50], [100, 100, 120, 120]]))
+        truth.append(np.array([[10, 10, 50, 50]], np.float32))
+    rule = choose_rule(found, truth, np.array([0.5, 0.5], np.float32), budget=0.1)
+    assert 1.4 < rule["novelty_max"] < 1.5 and 0.7 < rule["class_share_min"] < 0.72
+    assert rule["val_known_detections"] == 200 and rule["val_known_called_unknown"] <= 0.1 + 1e-9
+    assert rule["val_false_called_unknown"] == 1.0  # the far-away false alarms are all unknown
+
+
+def test_rule_needs_a_known_detection() -> None:
+    found = [_found([1.0], [0.9], [[0, 0, 10, 10]])]
+    with pytest.raises(ValueError, match="no val detection"):
+        choose_rule(found, [np.array([[50, 50, 60, 60]], np.float32)], np.array([0.5, 0.5], np.float32))
+
+
+def test_class_share() -> None:
+    scores = np.array([[0.6, 0.2, 0.2], [0.3, 0.3, 0.0]], np.float32)
+    np.testing.assert_allclose(class_share(scores, np.array([0, 1])), [0.6, 0.5])
+
+
+def test_prototypes_give_zero_novelty_at_a_class_mean(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = TorchDetector(2, stride=8).eval()
+    rng = np.random.default_rng(1)
+    images, samples = [], []
+    for i in range(6):
+        image = rng.integers(60, 200, (64, 64), dtype=np.uint8)
+        images.append(image)
+        boxes = np.array([[8, 8, 24, 24], [30, 30, 60, 50]], np.float32)
+        samples.append(Sample(tmp_path / f"{i}.png", boxes, ("a", "b"), "a"))
+    means, precision, counts = prototypes(model, samples, images, ("a", "b"))
+    assert counts == {"a": 6, "b": 6} and means.shape == (2, 48) and precision.shape == (48, 48)
+    np.testing.assert_allclose(precision, precision.T, rtol=1e-4, atol=1e-4)
+    assert np.linalg.eigvalsh(precision.astype(np.float64)).min() > 0
+    model.set_prototypes(torch.from_numpy(means), torch.from_numpy(precision))
+    at_mean = torch.from_numpy(means)[None, :1]  # [1, 1, F]: exactly class a's mean
+    assert float(model.novelty(at_mean)) == pytest.approx(0.0, abs=1e-4)
+    far = at_mean + 100.0
+    assert float(model.novelty(far)) > 100
+
+
+def _exported(tmp_path: Path, rule: dict | None) -> Detector:
+    torch.manual_seed(3)
+    model = TorchDetector(2, stride=8).eval()
+    with torch.no_grad():
+        model.heat_head[-1].bias.fill_(0.0)  # scores around 0.5 everywhere: plenty of detections
+    model.set_prototypes(torch.zeros(2, 48), torch.eye(48))
+    folder = tmp_path / ("rule" if rule else "none")
+    path = export_onnx(model, folder / "model.onnx")
+    manifest = {"schema": 1, "version": "hot-u1", "line_type": "hot", "model_file": "model.onnx",
+                "classes": ["a", "b"], "operating_threshold": 0.3, "sha256": file_sha256(path),
+                "input": {"name": "image", "dtype": "uint8", "channels": 1, "size_multiple": 32},
+                "outputs": {"max_detections": 100}}
+    if rule is not None:
+        manifest["unknown"] = rule
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return Detector(load_manifest(folder / "manifest.json"), providers="cpu")
+
+
+@pytest.mark.parametrize(("rule", "all_unknown"), [
+    ({"novelty_max": -1.0, "class_share_min": 0.0}, True),  # everything lies beyond the novelty limit
+    ({"novelty_max": 1e12, "class_share_min": 0.0}, False),
+    ({"novelty_max": 1e12, "class_share_min": 1.1}, True),  # no class can hold more than all of them
+])
+def test_runtime_applies_the_manifest_rule(tmp_path: Path, rule: dict, all_unknown: bool) -> None:
+    detector = _exported(tmp_path, rule)
+    image = np.random.default_rng(0).integers(0, 255, (96, 128), dtype=np.uint8)
+    (found,) = detector.detect([image])
+    assert len(found) > 0 and found.class_scores.shape == (len(found), 2) and found.novelty.shape == (len(found),)
+    assert bool(found.unknown.all()) is all_unknown and bool(found.unknown.any()) is all_unknown
+    listed = found.to_list()
+    if all_unknown:
+        assert {e["class"] for e in listed} == {UNKNOWN} and set(found.class_names) == {UNKNOWN}
+        guesses = listed[0]["guesses"]
+        assert [g["class"] for g in guesses] in (["a", "b"], ["b", "a"]) and guesses[0]["score"] >= guesses[1]["score"]
+        assert "novelty" in listed[0]
+    else:
+        assert UNKNOWN not in {e["class"] for e in listed} and "guesses" not in listed[0]
+
+
+def test_model_without_a_rule_reports_its_classes(tmp_path: Path) -> None:
+    detector = _exported(tmp_path, None)
+    (found,) = detector.detect([np.full((64, 64), 128, np.uint8)])
+    assert detector.unknown_rule is None and found.unknown is None and UNKNOWN not in found.class_names
+
+
+def test_detections_validate_the_optional_fields() -> None:
+    with pytest.raises(DetectorError, match="unknown"):
+        Detections(np.zeros((1, 4), np.float32), np.ones(1, np.float32), np.zeros(1, np.int64), ("a",),
+                   unknown=np.zeros(2, bool))
