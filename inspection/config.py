@@ -2,6 +2,9 @@
 
 Every problem is a `ConfigError` whose message names the file, the key and what was wrong,
 so the CLI can print it as one line. `load_config(None)` loads the demo line shipped here.
+
+A key's default is written once, as the default of its dataclass field; the loader reads it
+from there (`_Section.default`). A field without a default is a key the file must set.
 """
 
 from __future__ import annotations
@@ -9,8 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import tomllib
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,26 +38,26 @@ def default_datasets_dir() -> Path:
     return Path(os.environ.get("STEEL_INSPECT_DATASETS") or REPO_DIR.parent / "shared" / "datasets")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # keyword-only, so a default can sit beside its field in key order
 class CameraConfig:
     id: str
     surface: str
-    source: str
+    source: str = "simulator"
     width_px: int
     frame_height_px: int
     mm_per_px_across: float
     mm_per_px_along: float
-    offset_mm: float
+    offset_mm: float = 0.0
     endpoint: str
-    live: bool
-    send_hwm: int
+    live: bool = True
+    send_hwm: int = 16
     options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str
-    registry: Path
+    name: str  # no fixed default: the loader uses the line's type (the registry's active model for it)
+    registry: Path = field(default_factory=default_models_dir)  # read when the config is loaded
 
 
 @dataclass(frozen=True)
@@ -65,37 +68,39 @@ class EndpointsConfig:
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    batch_size: int  # frames per batch
-    max_wait_ms: float  # a partial batch goes after this long
-    providers: str
-    intra_op_threads: int
-    tile_px: int
-    tile_overlap_px: int
-    first_stage: str  # windows | candidates | none (see inspection.frame_inspector)
-    candidate_k_sigma: float
-    window_context_px: int  # strip kept around a flagged region in a model window
-    uint16_shift: int
-    reload_check_s: float  # how often the registry is checked for a new active model
-    heartbeat_s: float
+    batch_size: int = 8  # frames per batch
+    max_wait_ms: float = 20.0  # a partial batch goes after this long
+    providers: str = "auto"
+    intra_op_threads: int = 0
+    tile_px: int = 512
+    tile_overlap_px: int = 128
+    first_stage: str = "windows"  # windows | candidates | none (see inspection.frame_inspector)
+    candidate_k_sigma: float = 2.5
+    window_context_px: int = 64  # strip kept around a flagged region in a model window
+    uint16_shift: int = 8
+    reload_check_s: float = 1.0  # how often the registry is checked for a new active model
+    heartbeat_s: float = 1.0
+    results_hwm: int = 1000  # result messages a worker queues for the recorder before it waits
+    results_linger_ms: int = 10_000  # at exit, queued results get this long to reach the recorder
 
 
 @dataclass(frozen=True)
 class SimulatorConfig:
-    seed: int
-    coil_length_m: float
-    defects_per_100m: float
-    split: str
-    datasets: Path
-    realtime: bool
+    seed: int = 7
+    coil_length_m: float = 120.0
+    defects_per_100m: float = 40.0
+    split: str = "test"
+    datasets: Path = field(default_factory=default_datasets_dir)  # read when the config is loaded
+    realtime: bool = True
     seam_share: float = 0.0  # share of pasted defects placed across a frame seam (cut in two frames)
 
 
 @dataclass(frozen=True)
 class RecordsConfig:
-    rules: Path | None
-    coverage_min: float
-    crop_margin_px: int
-    crop_retention_days: int
+    rules: Path | None = None  # None: the standard rule set shipped in inspection/rules/
+    coverage_min: float = 0.995
+    crop_margin_px: int = 16
+    crop_retention_days: int = 30
     seam_margin_px: float = 6.0  # a defect cut by a frame seam: how close to the seam (px) its parts end
     seam_min_overlap: float = 0.3  # ... and how much they overlap across (share of the narrower part)
     flush_ms: float = 50.0  # the recorder writes (and publishes to the PLC) at least this often
@@ -144,13 +149,18 @@ def _jsonable(value: Any) -> Any:
 
 
 class _Section:
-    """Typed access to one TOML table; every error names file and key."""
+    """Typed access to one TOML table; every error names file and key.
 
-    def __init__(self, path: Path, prefix: str, table: Any) -> None:
+    `defaults_from` is the dataclass the table becomes: a key the table lacks takes its field's
+    default, and a key whose field has none is missing.
+    """
+
+    def __init__(self, path: Path, prefix: str, table: Any, defaults_from: type | None = None) -> None:
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: {prefix}: expected a table, got {type(table).__name__}")
         self.path, self.prefix, self.table = path, prefix, table
         self.used: set[str] = set()
+        self.defaults = _field_defaults(defaults_from) if defaults_from is not None else {}
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}.{key}" if self.prefix else key
@@ -158,9 +168,17 @@ class _Section:
     def error(self, key: str, problem: str) -> ConfigError:
         return ConfigError(f"{self.path}: {self._key(key)}: {problem}")
 
+    def default(self, key: str) -> Any:
+        """The dataclass field's default for `key` (a fresh one for a factory), or ... when it has none."""
+        make = self.defaults.get(key)
+        return ... if make is None else make()
+
     def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        """The value of `key` checked against `kind`; a missing key takes `default`, else the field's."""
         self.used.add(key)
         if key not in self.table:
+            if default is ...:
+                default = self.default(key)
             if default is ...:
                 raise self.error(key, "missing")
             return default
@@ -193,14 +211,26 @@ class _Section:
             raise self.error(key, f"expected an identifier matching {IDENT_PATTERN!r}, got {value!r}")
         return value
 
-    def path_value(self, key: str, default: Path | None) -> Path | None:
+    def path_value(self, key: str) -> Path | None:
+        """A path; absent or empty means the field's default."""
         value = self.get(key, str, "")
-        return Path(value).expanduser() if value else default
+        return Path(value).expanduser() if value else self.default(key)
 
     def check_unknown(self) -> None:
         unknown = sorted(set(self.table) - self.used)
         if unknown:
             raise self.error(unknown[0], "unknown key (a typo?)")
+
+
+def _field_defaults(cls: type) -> dict[str, Callable[[], Any]]:
+    """field name -> a callable giving its default, for the fields of dataclass `cls` that have one."""
+    out: dict[str, Callable[[], Any]] = {}
+    for f in fields(cls):
+        if f.default is not MISSING:
+            out[f.name] = lambda value=f.default: value
+        elif f.default_factory is not MISSING:
+            out[f.name] = f.default_factory
+    return out
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
@@ -272,9 +302,8 @@ def _build(path: Path, raw: dict[str, Any], overrides: dict[str, Any]) -> LineCo
 
 
 def _model(path: Path, table: Any, line_type: str) -> ModelConfig:
-    s = _Section(path, "model", table)
-    model = ModelConfig(name=s.get("name", str, line_type), registry=s.path_value("registry", None)
-                        or default_models_dir())
+    s = _Section(path, "model", table, ModelConfig)
+    model = ModelConfig(name=s.get("name", str, line_type), registry=s.path_value("registry"))
     s.check_unknown()
     return model
 
@@ -284,20 +313,20 @@ def _cameras(path: Path, items: list[Any]) -> tuple[CameraConfig, ...]:
         raise ConfigError(f"{path}: cameras: expected at least one [[cameras]] entry")
     cameras = []
     for i, table in enumerate(items):
-        s = _Section(path, f"cameras[{i}]", table)
+        s = _Section(path, f"cameras[{i}]", table, CameraConfig)
         cam = CameraConfig(
             id=s.ident("id"),
             surface=s.choice("surface", SURFACES),
-            source=s.choice("source", CAMERA_SOURCES, "simulator"),
+            source=s.choice("source", CAMERA_SOURCES),
             width_px=s.positive("width_px", int),
             frame_height_px=s.positive("frame_height_px", int),
             mm_per_px_across=s.positive("mm_per_px_across", float),
             mm_per_px_along=s.positive("mm_per_px_along", float),
-            offset_mm=s.get("offset_mm", float, 0.0),
+            offset_mm=s.get("offset_mm", float),
             endpoint=s.get("endpoint", str),
-            live=s.get("live", bool, True),
-            send_hwm=s.positive("send_hwm", int, 16),
-            options=dict(s.get("options", dict, {})),
+            live=s.get("live", bool),
+            send_hwm=s.positive("send_hwm", int),
+            options=dict(s.get("options", dict)),
         )
         s.check_unknown()
         cameras.append(cam)
@@ -309,27 +338,29 @@ def _cameras(path: Path, items: list[Any]) -> tuple[CameraConfig, ...]:
 
 
 def _endpoints(path: Path, table: Any) -> EndpointsConfig:
-    s = _Section(path, "endpoints", table)
+    s = _Section(path, "endpoints", table, EndpointsConfig)
     endpoints = EndpointsConfig(results=s.get("results", str), plc=s.get("plc", str))
     s.check_unknown()
     return endpoints
 
 
 def _worker(path: Path, table: Any) -> WorkerConfig:
-    s = _Section(path, "worker", table)
+    s = _Section(path, "worker", table, WorkerConfig)
     worker = WorkerConfig(
-        batch_size=s.positive("batch_size", int, 8),
-        max_wait_ms=s.positive("max_wait_ms", float, 20.0),
-        providers=s.choice("providers", ("auto", "cpu"), "auto"),
-        intra_op_threads=s.get("intra_op_threads", int, 0),
-        tile_px=s.positive("tile_px", int, 512),
-        tile_overlap_px=s.get("tile_overlap_px", int, 128),
-        first_stage=s.choice("first_stage", ("windows", "candidates", "none"), "windows"),
-        candidate_k_sigma=s.positive("candidate_k_sigma", float, 2.5),
-        window_context_px=s.get("window_context_px", int, 64),
-        uint16_shift=s.get("uint16_shift", int, 8),
-        reload_check_s=s.positive("reload_check_s", float, 1.0),
-        heartbeat_s=s.positive("heartbeat_s", float, 1.0),
+        batch_size=s.positive("batch_size", int),
+        max_wait_ms=s.positive("max_wait_ms", float),
+        providers=s.choice("providers", ("auto", "cpu")),
+        intra_op_threads=s.get("intra_op_threads", int),
+        tile_px=s.positive("tile_px", int),
+        tile_overlap_px=s.get("tile_overlap_px", int),
+        first_stage=s.choice("first_stage", ("windows", "candidates", "none")),
+        candidate_k_sigma=s.positive("candidate_k_sigma", float),
+        window_context_px=s.get("window_context_px", int),
+        uint16_shift=s.get("uint16_shift", int),
+        reload_check_s=s.positive("reload_check_s", float),
+        heartbeat_s=s.positive("heartbeat_s", float),
+        results_hwm=s.positive("results_hwm", int),
+        results_linger_ms=s.positive("results_linger_ms", int),
     )
     if not 0 <= worker.tile_overlap_px < worker.tile_px:
         raise s.error("tile_overlap_px", f"expected 0 <= overlap < tile_px={worker.tile_px}, "
@@ -343,15 +374,15 @@ def _worker(path: Path, table: Any) -> WorkerConfig:
 
 
 def _simulator(path: Path, table: Any) -> SimulatorConfig:
-    s = _Section(path, "simulator", table)
+    s = _Section(path, "simulator", table, SimulatorConfig)
     sim = SimulatorConfig(
-        seed=s.get("seed", int, 7),
-        coil_length_m=s.positive("coil_length_m", float, 120.0),
-        defects_per_100m=s.get("defects_per_100m", float, 40.0),
-        split=s.choice("split", ("train", "val", "test"), "test"),
-        datasets=s.path_value("datasets", None) or default_datasets_dir(),
-        realtime=s.get("realtime", bool, True),
-        seam_share=s.get("seam_share", float, 0.0),
+        seed=s.get("seed", int),
+        coil_length_m=s.positive("coil_length_m", float),
+        defects_per_100m=s.get("defects_per_100m", float),
+        split=s.choice("split", ("train", "val", "test")),
+        datasets=s.path_value("datasets"),
+        realtime=s.get("realtime", bool),
+        seam_share=s.get("seam_share", float),
     )
     if not 0.0 <= sim.seam_share <= 1.0:
         raise s.error("seam_share", f"expected a share between 0 and 1, got {sim.seam_share!r}")
@@ -360,18 +391,18 @@ def _simulator(path: Path, table: Any) -> SimulatorConfig:
 
 
 def _records(path: Path, table: Any) -> RecordsConfig:
-    s = _Section(path, "records", table)
-    coverage_min = s.get("coverage_min", float, 0.995)
+    s = _Section(path, "records", table, RecordsConfig)
+    coverage_min = s.get("coverage_min", float)
     if not 0.0 <= coverage_min <= 1.0:
         raise s.error("coverage_min", f"expected a share between 0 and 1, got {coverage_min!r}")
     records = RecordsConfig(
-        rules=s.path_value("rules", None),
+        rules=s.path_value("rules"),
         coverage_min=coverage_min,
-        crop_margin_px=s.get("crop_margin_px", int, 16),
-        crop_retention_days=s.positive("crop_retention_days", int, 30),
-        seam_margin_px=s.get("seam_margin_px", float, 6.0),
-        seam_min_overlap=s.get("seam_min_overlap", float, 0.3),
-        flush_ms=s.positive("flush_ms", float, 50.0),
+        crop_margin_px=s.get("crop_margin_px", int),
+        crop_retention_days=s.positive("crop_retention_days", int),
+        seam_margin_px=s.get("seam_margin_px", float),
+        seam_min_overlap=s.get("seam_min_overlap", float),
+        flush_ms=s.positive("flush_ms", float),
     )
     if records.seam_margin_px < 0:
         raise s.error("seam_margin_px", f"expected a number >= 0, got {records.seam_margin_px!r}")

@@ -18,6 +18,10 @@ class FrameError(SteelInspectError, ValueError):
     """A frame or stream event is malformed: bad fields, shape, dtype or wire bytes."""
 
 
+class RecordError(SteelInspectError, ValueError):
+    """A worker -> recorder message (`inspection.results`) or a record is malformed; names the field."""
+
+
 class TransportError(SteelInspectError):
     """A ZeroMQ endpoint could not be bound, connected or used."""
 

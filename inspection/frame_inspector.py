@@ -1,4 +1,4 @@
-"""Turn frames into defects on the strip: first stage, tiles, model, merge, millimetres.
+"""Turn frames into defects on the strip: first stage, tiles, model, merge, millimetres, severity.
 
 Pure compute, no sockets: the worker process (`inspection.worker`) feeds it batches of frames
 and sends what it returns to the recorder. All tiles of a batch of frames go to the model
@@ -15,6 +15,8 @@ import numpy as np
 from inspection.candidates import CandidateSettings, find_candidates
 from inspection.detector import Detections, Detector
 from inspection.frame import Frame
+from inspection.results import Defect
+from inspection.severity import SeverityRule, severity
 from inspection.tiling import Tile, merge_boxes, tile_grid, tiles_touching, windows_around
 
 FIRST_STAGES = ("windows", "candidates", "none")
@@ -40,25 +42,9 @@ class InspectorSettings:
 
 
 @dataclass(frozen=True)
-class FoundDefect:
-    """One defect in one frame: where in the frame (px) and where on the strip (mm)."""
-
-    index: int  # defect number within its frame, part of the natural key
-    cls: str
-    score: float
-    box_px: tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
-    along_mm: float  # centre, from the coil head
-    across_mm: float  # centre, from the drive-side edge
-    length_mm: float  # extent along the strip
-    width_mm: float  # extent across the strip
-    area_mm2: float  # bounding-box area
-    crop_png: bytes  # the defect with a margin, PNG
-
-
-@dataclass(frozen=True)
 class FrameInspection:
     frame: Frame
-    defects: tuple[FoundDefect, ...]
+    defects: tuple[Defect, ...]
     tiles_total: int  # grid tiles of the frame
     tiles_inspected: int  # tiles (or windows) the model actually saw
     model_px: int  # pixels the model actually saw (overlaps counted twice)
@@ -73,9 +59,11 @@ def to_uint8(pixels: np.ndarray, uint16_shift: int) -> np.ndarray:
 class FrameInspector:
     """Inspect batches of frames with one detector."""
 
-    def __init__(self, detector: Detector, settings: InspectorSettings = InspectorSettings()) -> None:
+    def __init__(self, detector: Detector, settings: InspectorSettings = InspectorSettings(),
+                 severity_rule: SeverityRule | None = None) -> None:
         self.detector = detector
         self.settings = settings
+        self.severity_rule = severity_rule or SeverityRule()
 
     def plan(self, image: np.ndarray) -> tuple[list[Tile], int]:
         """The model views (windows or tiles) of one uint8 frame, and how many grid tiles it has."""
@@ -112,21 +100,24 @@ class FrameInspector:
         return merge_boxes(boxes, scores, labels, views=views, cut=cut)
 
     def _defects(self, frame: Frame, image: np.ndarray,
-                 merged: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[FoundDefect, ...]:
+                 merged: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[Defect, ...]:
         if not len(merged[0]):
             return ()
         classes = self.detector.manifest.classes
         defects = []
-        for i, (box, score, label) in enumerate(zip(*merged, strict=True)):
+        for box, score, label in zip(*merged, strict=True):
             x1, y1, x2, y2 = (float(v) for v in box)
             length = (y2 - y1) * frame.mm_per_px_y
             width = (x2 - x1) * frame.mm_per_px_x
-            defects.append(FoundDefect(
-                index=i, cls=classes[int(label)], score=float(score), box_px=(x1, y1, x2, y2),
-                along_mm=frame.position_mm + (y1 + y2) / 2 * frame.mm_per_px_y,
+            cls, score = classes[int(label)], min(1.0, max(0.0, float(score)))
+            defects.append(Defect(
+                cls=cls, score=score,
+                severity=severity(cls, length, width, length * width, score, self.severity_rule),
+                box=(x1, y1, x2, y2),
+                along_mm=max(0.0, frame.position_mm + (y1 + y2) / 2 * frame.mm_per_px_y),
                 across_mm=frame.offset_mm + (x1 + x2) / 2 * frame.mm_per_px_x,
                 length_mm=length, width_mm=width, area_mm2=length * width,
-                crop_png=_crop_png(image, (x1, y1, x2, y2), self.settings.crop_margin_px),
+                crop_png=_crop_png(image, (x1, y1, x2, y2), self.settings.crop_margin_px) or None,
             ))
         return tuple(defects)
 

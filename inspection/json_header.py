@@ -1,12 +1,16 @@
 """Strict JSON message headers, shared by the camera wire format (`inspection.wire`) and the
-worker -> recorder messages (`inspection.records.messages`); each caller passes its own error type,
-so a malformed header is reported in that format's terms and nothing else escapes."""
+worker -> recorder contract (`inspection.results`): parsing, the key check, and the stream identity
+and coil events both carry. Each caller passes its own error type, so a malformed header is
+reported in that format's terms and nothing else escapes."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Set
 from typing import Any
+
+from inspection.errors import FrameError
+from inspection.frame import CoilEvent, StreamKey
 
 
 def parse_object(raw: bytes | bytearray | memoryview, max_bytes: int, error: type[Exception]) -> dict[str, Any]:
@@ -36,3 +40,22 @@ def check_keys(obj: dict[str, Any], expected: Set[str], name: str, error: type[E
     unknown = obj.keys() - expected
     if unknown:
         raise error(f"{name}: unknown field(s) {', '.join(sorted(unknown))}")
+
+
+def stream_source(header: dict[str, Any], error: type[Exception]) -> StreamKey:
+    """The stream identity (line, line type, camera, surface) of a header, checked, or `error`."""
+    try:
+        return StreamKey(line=header["line"], line_type=header["line_type"], camera=header["camera"],
+                         surface=header["surface"])
+    except FrameError as exc:
+        raise error(str(exc)) from None
+
+
+def coil_event(kind: str, header: dict[str, Any], error: type[Exception]) -> CoilEvent:
+    """The `CoilEvent` of a coil_start / coil_end header whose keys were checked, or `error`."""
+    try:
+        return CoilEvent(kind=kind, source=stream_source(header, error), coil=header["coil"], seq=header["seq"],
+                         time_ns=header["time_ns"], length_mm=header["length_mm"], frames=header["frames"],
+                         dropped=header["dropped"])
+    except FrameError as exc:
+        raise error(str(exc)) from None

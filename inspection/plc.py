@@ -1,5 +1,9 @@
 """PLC / L2 output: JSON messages on a ZeroMQ PUB socket, topics defect, coil, alarm, heartbeat.
 
+This module formats and publishes; it decides nothing and reads no database. What goes out is
+what the recorder decided and stored (`inspection.records.events`, passed to `publish`): each
+defect, each grade row (with its id), each alarm (with its ``alarm_id``, the row in ``alarms``).
+
 Framing: multipart ``[topic, json]``, the topic as ASCII bytes (subscribers filter on it), the
 body UTF-8 JSON with ``schema_version``, ``topic``, ``seq``, ``line``, ``time`` and the topic's
 fields. ``inspection/schemas/plc-<topic>.schema.json`` is the contract; every message is checked
@@ -32,29 +36,20 @@ from typing import Any
 import zmq
 
 from inspection.errors import SteelInspectError, TransportError
+from inspection.records.events import AlarmRaised, DefectRecorded, GradeDecided, RecorderEvent
 from inspection.schemas import TOPICS, load_schema, validate
+from inspection.transport import bound_address, open_socket, parse_endpoint
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 DEFAULT_SNDHWM = 10_000  # messages per subscriber; at ~500 B each about 5 MB, minutes of defects
 DEFAULT_HEARTBEAT_S = 1.0
-DEFAULT_ALARM_SEVERITY = 3
 ENVELOPE = ("schema_version", "topic", "seq", "line", "time")
 
 
 class PlcMessageError(SteelInspectError, ValueError):
     """An outgoing PLC message does not match its JSON Schema; it was not sent."""
-
-
-def parse_endpoint(spec: str, default_role: str = "bind") -> tuple[str, str]:
-    """``"bind:tcp://..."`` / ``"connect:tcp://..."`` / ``"tcp://..."`` -> (role, address)."""
-    role, sep, address = spec.partition(":")
-    if sep and role in ("bind", "connect"):
-        spec, default_role = address, role
-    if "://" not in spec:
-        raise TransportError(f"PLC endpoint {spec!r}: expected [bind:|connect:]transport://address")
-    return default_role, spec
 
 
 def iso_time(time_ns: int | None = None) -> str:
@@ -92,23 +87,6 @@ def defect_payload(record: Mapping[str, Any], **overrides: Any) -> dict[str, Any
     return {key: merged[key] for key in sorted(fields) if key in merged}
 
 
-def severe_defect_alarm(defect: Mapping[str, Any], min_severity: int = DEFAULT_ALARM_SEVERITY,
-                        ) -> dict[str, Any] | None:
-    """The ``severe_defect`` alarm payload for a defect at or above `min_severity`, else None."""
-    severity = defect.get("severity")
-    if not isinstance(severity, int) or severity < min_severity:
-        return None
-    keys = ("camera", "surface", "frame_index", "defect_index", "class", "score", "along_mm", "across_mm",
-            "defect_id", "merged_into")
-    return {
-        "kind": "severe_defect", "coil": defect.get("coil"), "severity": severity,
-        "message": (f"severity {severity} {defect.get('class')} on coil {defect.get('coil')} "
-                    f"({defect.get('surface')}) at {_mm(defect.get('along_mm'))} along, "
-                    f"{_mm(defect.get('across_mm'))} across"),
-        "details": {k: defect[k] for k in keys if k in defect},
-    }
-
-
 def periodic_defect_alarm(*, coil: str, surface: str, defect_class: str, across_mm: float, pitch_mm: float,
                           count: int, roll_diameter_mm: float | None = None, severity: int = 2,
                           **extra: Any) -> dict[str, Any]:
@@ -134,15 +112,14 @@ class PlcPublisher:
     """PUB socket for PLC messages; use from one thread; call `tick()` often from the owner's loop."""
 
     def __init__(self, endpoint: str, line: str, *, process: str = "recorder",
-                 sndhwm: int = DEFAULT_SNDHWM, heartbeat_s: float = DEFAULT_HEARTBEAT_S,
-                 alarm_min_severity: int | None = DEFAULT_ALARM_SEVERITY, linger_ms: int = 500,
+                 sndhwm: int = DEFAULT_SNDHWM, heartbeat_s: float = DEFAULT_HEARTBEAT_S, linger_ms: int = 500,
                  socket_options: Mapping[int, int] | None = None, context: zmq.Context | None = None) -> None:
         """`socket_options`: more ZeroMQ options set before bind / connect (e.g. ``zmq.TCP_KEEPALIVE``
         for links through firewalls, ``zmq.SNDBUF``)."""
         if heartbeat_s <= 0:
             raise ValueError(f"heartbeat_s: expected a number > 0, got {heartbeat_s!r}")
         self.line, self.process = line, process
-        self.heartbeat_s, self.alarm_min_severity = heartbeat_s, alarm_min_severity
+        self.heartbeat_s = heartbeat_s
         self.counters: dict[str, int] = {"frames": 0, "defects": 0, "drops": 0}
         self.status = "ok"
         self._seq = dict.fromkeys(TOPICS, 0)
@@ -151,20 +128,15 @@ class PlcPublisher:
         self._send_failures = 0
         self._started = time.monotonic()
         self._next_heartbeat = self._started  # the first tick() beats at once
-        role, address = parse_endpoint(endpoint)
-        self._socket = (context or zmq.Context.instance()).socket(zmq.PUB)
-        self._socket.setsockopt(zmq.SNDHWM, sndhwm)
-        self._socket.setsockopt(zmq.LINGER, linger_ms)
-        for option, value in (socket_options or {}).items():
-            self._socket.setsockopt(option, value)
+        spec = parse_endpoint(endpoint, "bind")
         try:
-            getattr(self._socket, role)(address)
-        except zmq.ZMQError as exc:
-            self._socket.close(0)
-            raise TransportError(f"PLC endpoint {endpoint!r}: cannot {role}: {exc}") from None
-        self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT) if role == "bind" else address
+            self._socket = open_socket(context or zmq.Context.instance(), zmq.PUB, spec, hwm=sndhwm,
+                                       linger_ms=linger_ms, options=socket_options)
+        except TransportError as exc:
+            raise TransportError(f"PLC endpoint {endpoint!r}: {exc}") from None
+        self.endpoint = bound_address(self._socket, spec)
         log.info("PLC publisher %s %s (line %s, SNDHWM %d, heartbeat every %.1f s)",
-                 role, self.endpoint, line, sndhwm, heartbeat_s)
+                 spec.role, self.endpoint, line, sndhwm, heartbeat_s)
 
     @classmethod
     def from_config(cls, config: Any, **kwargs: Any) -> PlcPublisher:
@@ -191,19 +163,9 @@ class PlcPublisher:
             raise TransportError(f"PLC publisher {self.endpoint}: send failed: {exc}") from None
         return message
 
-    def defect(self, payload: Mapping[str, Any], *, alarm_severity: int | None = None) -> list[dict[str, Any]]:
-        """Publish a defect, plus a ``severe_defect`` alarm when it reaches the alarm severity.
-
-        `alarm_severity` replaces the payload's severity for the alarm decision (the severity of the
-        whole defect when this is one fragment of a defect cut by a frame seam).
-        """
-        sent = [self.publish("defect", payload)]
-        if self.alarm_min_severity is not None:
-            judged = payload if alarm_severity is None else {**payload, "severity": alarm_severity}
-            alarm = severe_defect_alarm(judged, self.alarm_min_severity)
-            if alarm is not None:
-                sent.append(self.publish("alarm", alarm))
-        return sent
+    def defect(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Publish a defect (its severe alarm, if any, is the recorder's decision: `alarm`)."""
+        return self.publish("defect", payload)
 
     def coil(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Publish a coil grade event (graded | regraded | hold | override)."""
@@ -263,105 +225,38 @@ def _mm(value: Any) -> str:
     return f"{value:.0f} mm" if isinstance(value, int | float) else "? mm"
 
 
-class RecorderBridge:
-    """The recorder's ``on_event(kind, payload)`` hook, turned into PLC messages.
+PLC_ALARM_KINDS = ("severe_defect", "periodic", "coverage", "worker")  # `model` alarms stay in the database
 
-    - ``defect`` rows become defect messages (model version looked up from the row's model_id);
-      a severe one also raises the publisher's ``severe_defect`` alarm. A fragment of a defect cut
-      by a frame seam carries ``merged_into`` (the defect it continues); the alarm is judged on
-      the whole defect's severity, once per defect.
-    - ``alarm`` events (recorder kinds ``periodic`` / ``coverage``) become alarm messages.
-    - ``coil`` messages are driven by the ``grades`` table, the one record of every grade decision
-      (automatic, regrade after review, inspector override, even when written by the console
-      process): each ``coil`` event and each `tick` publishes the grade rows not yet published.
-    Call `tick` from the recorder's loop: it publishes new grade rows and the heartbeat when due.
-    Use it from the recorder's thread only (it shares the recorder's database connection).
-    """
 
-    def __init__(self, publisher: PlcPublisher, db: Any, *, coverage_min: float,
-                 periodic_severity: int = 2, coverage_severity: int = 2) -> None:
-        self.publisher, self.db, self.coverage_min = publisher, db, coverage_min
-        self.periodic_severity, self.coverage_severity = periodic_severity, coverage_severity
-        self._models: dict[int, tuple[str, str]] = {}
-        self._alarmed: dict[int, None] = {}  # defects (first fragment's id) whose severe alarm was sent
-        # Grades recorded before this process started were published by its predecessor.
-        self._last_grade_id = db.execute("SELECT coalesce(max(id), 0) FROM grades").fetchone()[0]
+def publish(publisher: PlcPublisher, event: RecorderEvent) -> dict[str, Any] | None:
+    """Format one of the recorder's events as its PLC message and send it; returns what was sent
+    (None for an alarm kind the PLC schema has no value for, see inspection/schemas/README.md)."""
+    if isinstance(event, DefectRecorded):
+        return publisher.defect(defect_payload(event.row, model_version=event.model_version or "unknown",
+                                               model_sha256=event.model_sha256))
+    if isinstance(event, GradeDecided):
+        return publisher.coil({"event": event.event, "coil": event.coil, "grade": event.grade,
+                               "reasons": event.reasons, "coverage": event.coverage, "counts": event.counts,
+                               "defects_total": event.defects_total, "rule_set": event.rule_set,
+                               "rule_set_version": event.rule_set_version, "by": event.by})
+    if event.kind not in PLC_ALARM_KINDS:
+        return None
+    return publisher.alarm(alarm_payload(event))
 
-    def __call__(self, kind: str, payload: dict[str, Any]) -> None:
-        if kind == "defect":
-            version, sha256 = self._model(payload.get("model_id"))
-            message = defect_payload(payload, model_version=version, model_sha256=sha256)
-            self.publisher.defect(message, alarm_severity=self._alarm_severity(payload))
-        elif kind == "alarm":
-            self.publisher.alarm(self._alarm(payload))
-        elif kind == "coil":
-            self.publish_grades()
 
-    def _alarm_severity(self, row: Mapping[str, Any]) -> int:
-        """The severity a severe-defect alarm is judged on: for a fragment of a defect cut by a frame
-        seam, the whole defect's; 0 (no alarm) for a defect whose alarm was already sent."""
-        head = row.get("merged_into") or row.get("id")
-        if head is not None and head in self._alarmed:
-            return 0
-        severity = max(int(row.get("severity") or 0), int(row.get("group_severity") or 0))
-        threshold = self.publisher.alarm_min_severity
-        if head is not None and threshold is not None and severity >= threshold:
-            self._alarmed[head] = None
-            while len(self._alarmed) > 10_000:  # recent defects only: its next fragment is a frame away
-                self._alarmed.pop(next(iter(self._alarmed)))
-        return severity
-
-    def tick(self, status: str | None = None, **counters: int) -> None:
-        """Publish new grade rows, update the heartbeat's counters / status, beat when due."""
-        self.publish_grades()
-        self.publisher.counters.update(counters)
-        if status is not None:
-            self.publisher.status = status
-        self.publisher.tick()
-
-    def publish_grades(self) -> int:
-        """Publish every grade row added since the last call; returns how many."""
-        from inspection.records import queries
-
-        rows = self.db.execute("SELECT id, coil, grade, source, reasons, rule_set, rule_version, "
-                               "coverage, defects_counted, by FROM grades WHERE id > ? ORDER BY id",
-                               (self._last_grade_id,)).fetchall()
-        for gid, coil, grade, source, reasons, rule_set, rule_version, coverage, counted, by in rows:
-            self._last_grade_id = gid
-            earlier = self.db.execute("SELECT 1 FROM grades WHERE coil=? AND id<? LIMIT 1",
-                                      (coil, gid)).fetchone()
-            event = ("override" if source == "override" else "hold" if grade == "hold"
-                     else "regraded" if earlier else "graded")
-            counts: dict[str, int] = {}
-            for d in queries.coil_defects(self.db, coil, include_rejected=False):
-                counts[d["effective_class"]] = counts.get(d["effective_class"], 0) + 1
-            self.publisher.coil({
-                "event": event, "coil": coil, "grade": grade, "reasons": json.loads(reasons),
-                "coverage": coverage, "counts": counts,
-                "defects_total": counted if counted is not None else sum(counts.values()),
-                "rule_set": rule_set, "rule_set_version": rule_version, "by": by})
-        return len(rows)
-
-    def _alarm(self, event: dict[str, Any]) -> dict[str, Any]:
-        if event.get("kind") == "periodic":
-            return periodic_defect_alarm(
-                coil=event["coil"], surface=event["surface"], defect_class=event["class"],
-                across_mm=event["across_mm"], pitch_mm=event["pitch_mm"], count=event["count"],
-                roll_diameter_mm=event.get("roll_diameter_mm"), severity=self.periodic_severity,
-                **({"alarm_id": event["id"]} if "id" in event else {}))
-        if event.get("kind") == "coverage":
-            row = self.db.execute("SELECT coverage FROM grades WHERE coil=? ORDER BY id DESC LIMIT 1",
-                                  (event["coil"],)).fetchone()
-            alarm = coverage_alarm(coil=event["coil"], coverage=row[0] if row and row[0] is not None else 0.0,
-                                   required=self.coverage_min, severity=self.coverage_severity)
-            return {**alarm, "message": event.get("message") or alarm["message"]}
-        return {"kind": "worker", "coil": event.get("coil"), "severity": 2,
-                "message": str(event.get("message") or event.get("kind")), "details": dict(event)}
-
-    def _model(self, model_id: Any) -> tuple[str, str | None]:
-        if model_id is None:
-            return "unknown", None
-        if model_id not in self._models:
-            row = self.db.execute("SELECT version, sha256 FROM models WHERE id=?", (model_id,)).fetchone()
-            self._models[model_id] = (row[0], row[1]) if row else ("unknown", None)
-        return self._models[model_id]
+def alarm_payload(event: AlarmRaised) -> dict[str, Any]:
+    """The alarm topic's fields for a stored alarm (``alarm_id`` = its row in ``alarms``)."""
+    details = {k: v for k, v in event.details.items() if k != "severity"}
+    if event.kind == "periodic":
+        payload = periodic_defect_alarm(
+            coil=event.coil or "", surface=details["surface"], defect_class=details["class"],
+            across_mm=details["across_mm"], pitch_mm=details["pitch_mm"], count=details["count"],
+            roll_diameter_mm=details.get("roll_diameter_mm"), severity=event.severity)
+    elif event.kind == "coverage":
+        payload = {**coverage_alarm(coil=event.coil or "", coverage=details.get("coverage") or 0.0,
+                                    required=details.get("required") or 0.0, severity=event.severity),
+                   "message": event.message}
+    else:  # severe_defect, model, worker: the recorder's message and figures as they are
+        payload = {"kind": event.kind, "coil": event.coil, "severity": event.severity, "message": event.message,
+                   "details": details}
+    return {**payload, "alarm_id": event.alarm_id}

@@ -13,9 +13,12 @@ from typing import Any
 
 import zmq
 
+from inspection.transport import Subscriber, peer_endpoint
+
 
 class PlcTap:
-    """Subscribes to `endpoint` (topics: all, or the given prefix) until `close()`."""
+    """Subscribes to a line's PLC output (`endpoint` as in the line config's `endpoints.plc`, the
+    publisher's side; topics: all, or the given prefix) until `close()`."""
 
     def __init__(self, endpoint: str, topic: str = "") -> None:
         self.messages: list[tuple[float, dict[str, Any]]] = []  # (arrival time.time(), message)
@@ -24,20 +27,15 @@ class PlcTap:
         self._thread.start()
 
     def _run(self, endpoint: str, topic: str) -> None:
-        context = zmq.Context()
-        socket = context.socket(zmq.SUB)
-        socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        socket.setsockopt(zmq.RCVTIMEO, 100)
-        socket.connect(endpoint)
+        context = zmq.Context()  # its own: the socket lives and dies in this thread
+        subscriber = Subscriber(peer_endpoint(endpoint), (topic,), context=context)
         try:
             while not self._stop.is_set():
-                try:
-                    _, body = socket.recv_multipart()
-                except zmq.Again:
-                    continue
-                self.messages.append((time.time(), json.loads(body)))
+                parts = subscriber.recv(0.1)
+                if parts is not None:
+                    self.messages.append((time.time(), json.loads(parts[1])))
         finally:
-            socket.close(0)
+            subscriber.close()
             context.term()
 
     def close(self) -> list[dict[str, Any]]:

@@ -1,9 +1,16 @@
-"""ZeroMQ frame transport: cameras PUSH, inference workers PULL.
+"""The line's ZeroMQ links, and the one place their sockets are opened (`open_socket`).
+
+| link | owner (its endpoint in the config) | owner's socket | the other side |
+| --- | --- | --- | --- |
+| frames | camera (`cameras[].endpoint`) | PUSH, `FrameSender` | workers: PULL, `FrameReceiver` |
+| results | recorder (`endpoints.results`) | PULL, `ResultReceiver` | workers: PUSH, `ResultSender` |
+| PLC | recorder (`endpoints.plc`) | PUB, `inspection.plc.PlcPublisher` | PLCs, `plc-listen`: SUB, `Subscriber` |
 
 Endpoint specs carry the socket role as configuration: ``bind:tcp://127.0.0.1:5555``,
-``connect:ipc:///run/steel/top.sock``; a bare address takes the side's default role (the
-camera binds, workers connect), so several workers connecting to one camera share its frames
-(PUSH round-robins over the peers that have room).
+``connect:ipc:///run/steel/top.sock``. Each link's endpoint is written from its owner's side and a
+bare address means the owner binds; the other side takes the opposite role (`peer_endpoint`). So
+several workers connecting to one camera share its frames (PUSH round-robins over the peers that
+have room), and a camera behind a firewall can connect out to a worker that binds instead.
 
 Two sending modes, per source:
 
@@ -25,8 +32,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import zmq
 
@@ -111,15 +119,51 @@ def tune_malloc_for_frames() -> bool:
     return _malloc_tuned
 
 
-def _attach(socket: zmq.Socket, endpoint: Endpoint) -> None:
-    try:
-        if endpoint.role == "bind":
-            socket.bind(endpoint.address)
-        else:
-            socket.connect(endpoint.address)
-    except zmq.ZMQError as exc:
-        socket.close(linger=0)
-        raise TransportError(f"cannot {endpoint.role} {endpoint.address}: {exc}") from None
+def open_socket(context: zmq.Context, kind: int, endpoints: Endpoint | Sequence[Endpoint], *, hwm: int,
+                linger_ms: int, options: Mapping[int, int | bytes] | None = None,
+                subscribe: Sequence[str] = ()) -> zmq.Socket:
+    """A socket of `kind` bound or connected to `endpoints`, with its high-water marks (both
+    directions), linger, any further options and (SUB) its topic subscriptions set first; every
+    process of the line opens its sockets here, so what a link needs (limits, later keys) is
+    decided in one place.
+
+    A bind or connect that fails closes the socket and raises `TransportError` naming the endpoint.
+    """
+    socket = context.socket(kind)
+    socket.setsockopt(zmq.SNDHWM, hwm)
+    socket.setsockopt(zmq.RCVHWM, hwm)
+    socket.setsockopt(zmq.LINGER, linger_ms)
+    for option, value in (options or {}).items():
+        socket.setsockopt(option, value)
+    for topic in subscribe:
+        socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
+    for endpoint in [endpoints] if isinstance(endpoints, Endpoint) else endpoints:
+        try:
+            if endpoint.role == "bind":
+                socket.bind(endpoint.address)
+            else:
+                socket.connect(endpoint.address)
+        except zmq.ZMQError as exc:
+            socket.close(linger=0)
+            raise TransportError(f"cannot {endpoint.role} {endpoint.address}: {exc}") from None
+    return socket
+
+
+def bound_address(socket: zmq.Socket, endpoint: Endpoint) -> str:
+    """The address a socket really listens on (a ``tcp://host:*`` bind picks a free port)."""
+    return socket.getsockopt_string(zmq.LAST_ENDPOINT) if endpoint.role == "bind" else endpoint.address
+
+
+def check_bindable(endpoints: Sequence[Endpoint]) -> None:
+    """Bind and release every bind endpoint once, so a line whose ports another line holds stops
+    before any of its processes start (a worker would otherwise attach to the other line's
+    cameras and take its frames); `TransportError` names the first endpoint that is taken."""
+    context = zmq.Context.instance()
+    for endpoint in endpoints:
+        if endpoint.role != "bind" or endpoint.address.startswith("inproc://"):
+            continue
+        probe = open_socket(context, zmq.PULL, endpoint, hwm=1, linger_ms=0)
+        probe.close(linger=0)
 
 
 class FrameSender:
@@ -143,12 +187,9 @@ class FrameSender:
         self._stopping = stopping or (lambda: False)
         self._own_context = context is None
         self._context = context or zmq.Context()
-        self._socket = self._context.socket(zmq.PUSH)
-        self._socket.setsockopt(zmq.SNDHWM, hwm)
-        self._socket.setsockopt(zmq.LINGER, linger_ms)
-        self._socket.setsockopt(zmq.SNDTIMEO, _POLL_SLICE_MS)
         try:
-            _attach(self._socket, self.endpoint)
+            self._socket = open_socket(self._context, zmq.PUSH, self.endpoint, hwm=hwm, linger_ms=linger_ms,
+                                       options={zmq.SNDTIMEO: _POLL_SLICE_MS})
         except TransportError:
             if self._own_context:
                 self._context.term()
@@ -228,7 +269,10 @@ class FrameSender:
 
 
 class FrameReceiver:
-    """PULL socket over one or more camera endpoints; `recv` returns None on timeout."""
+    """PULL socket over one or more camera endpoints; `recv` returns None on timeout.
+
+    The endpoints are the workers' side: `peer_endpoint` of each camera's configured endpoint (a
+    bare address: the camera binds, the worker connects)."""
 
     def __init__(
         self,
@@ -248,12 +292,8 @@ class FrameReceiver:
         self.max_pixels = max_pixels
         self._own_context = context is None
         self._context = context or zmq.Context()
-        self._socket = self._context.socket(zmq.PULL)
-        self._socket.setsockopt(zmq.RCVHWM, hwm)
-        self._socket.setsockopt(zmq.LINGER, linger_ms)
         try:
-            for endpoint in self.endpoints:
-                _attach(self._socket, endpoint)
+            self._socket = open_socket(self._context, zmq.PULL, self.endpoints, hwm=hwm, linger_ms=linger_ms)
         except TransportError:
             self._close_context()
             raise
@@ -300,3 +340,108 @@ class FrameReceiver:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ResultSender:
+    """A worker's PUSH socket to the recorder (`endpoints.results`, the recorder's side).
+
+    `send` blocks while the recorder's queue is full: the worker then stops taking frames, its
+    cameras' queues fill and live cameras count drops, so nothing is lost silently.
+    """
+
+    def __init__(self, recorder_endpoint: str | Endpoint, *, hwm: int, linger_ms: int,
+                 context: zmq.Context | None = None) -> None:
+        from inspection.results import encode
+
+        self._encode = encode
+        self.endpoint = peer_endpoint(recorder_endpoint)
+        self._own_context = context is None
+        self._context = context or zmq.Context()
+        try:
+            self._socket = open_socket(self._context, zmq.PUSH, self.endpoint, hwm=hwm, linger_ms=linger_ms)
+        except TransportError:
+            if self._own_context:
+                self._context.term()
+            raise
+        self.sent = 0
+        log.info("results sender %s: SNDHWM %d, linger %d ms", self.endpoint, hwm, linger_ms)
+
+    def send(self, message: Any) -> None:
+        """Send one `inspection.results` message (blocking, see the class docstring)."""
+        self._socket.send_multipart(self._encode(message))
+        self.sent += 1
+
+    def close(self) -> None:
+        """Close; what is still queued gets the linger time to reach the recorder."""
+        if not self._socket.closed:
+            self._socket.close()
+            if self._own_context:
+                self._context.term()
+
+
+class ResultReceiver:
+    """The recorder's PULL socket (`endpoints.results`); decodes, counts and logs bad messages."""
+
+    def __init__(self, endpoint: str | Endpoint, *, hwm: int, context: zmq.Context | None = None) -> None:
+        from inspection.results import decode
+
+        self._decode = decode
+        self.endpoint = parse_endpoint(endpoint, "bind")
+        self._socket = open_socket(context or zmq.Context.instance(), zmq.PULL, self.endpoint, hwm=hwm,
+                                   linger_ms=0)
+        self.address = bound_address(self._socket, self.endpoint)
+        self.messages = self.rejected = 0
+        self.last_error: str | None = None
+        log.info("results receiver %s: RCVHWM %d", self.address, hwm)
+
+    def poll(self, timeout_ms: int) -> bool:
+        """True when a message is waiting (waits up to `timeout_ms`)."""
+        return bool(self._socket.poll(timeout_ms, zmq.POLLIN))
+
+    def receive(self, limit: int) -> list[Any]:
+        """Up to `limit` valid messages that are already waiting (never blocks); a malformed one is
+        counted in `rejected`, logged with its reason and skipped."""
+        from inspection.errors import RecordError
+
+        out: list[Any] = []
+        while len(out) < max(limit, 1):
+            try:
+                parts = self._socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self.messages += 1
+            try:
+                out.append(self._decode(parts))
+            except RecordError as exc:
+                self.rejected += 1
+                self.last_error = str(exc)
+                log.warning("rejected message %d: %s", self.messages, exc)
+        return out
+
+    def close(self) -> None:
+        if not self._socket.closed:
+            self._socket.close(linger=0)
+
+
+class Subscriber:
+    """A SUB socket on a PLC output: `recv` -> the message's parts (normally [topic, body]) or None.
+
+    `endpoint` is this side's: a bare address connects (the recorder's publisher binds); for the
+    line config's `endpoints.plc` (written from the publisher's side) use `peer_endpoint` first.
+    """
+
+    def __init__(self, endpoint: str | Endpoint, topics: Sequence[str] = ("",), *, hwm: int = 100_000,
+                 options: Mapping[int, int | bytes] | None = None, context: zmq.Context | None = None) -> None:
+        self.endpoint = parse_endpoint(endpoint, "connect")
+        self._socket = open_socket(context or zmq.Context.instance(), zmq.SUB, self.endpoint, hwm=hwm, linger_ms=0,
+                                   options=options, subscribe=topics or ("",))
+
+    def recv(self, timeout_s: float) -> list[bytes] | None:
+        """The next message's parts, or None after `timeout_s` seconds."""
+        if not self._socket.poll(int(timeout_s * 1000), zmq.POLLIN):
+            return None
+        return self._socket.recv_multipart()
+
+    def close(self) -> None:
+        if not self._socket.closed:
+            self._socket.close(linger=0)

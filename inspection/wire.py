@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from inspection.errors import FrameError
-from inspection.frame import CoilEvent, Frame, StreamKey, StreamMessage
-from inspection.json_header import check_keys, parse_object
+from inspection.frame import CoilEvent, Frame, StreamMessage
+from inspection.json_header import check_keys, coil_event, parse_object, stream_source
 
 __all__ = ["WIRE_VERSION", "FrameError", "decode", "encode", "DEFAULT_MAX_PIXELS", "MAX_HEADER_BYTES"]
 
@@ -90,16 +90,7 @@ def _decode(parts: Sequence[Any], max_pixels: int) -> StreamMessage:
         if len(parts) != 1:
             raise FrameError(f"parts: a {kind} event has 1 part, got {len(parts)}")
         check_keys(header, _EVENT_KEYS, "header", FrameError)
-        return CoilEvent(
-            kind=kind,
-            source=_source(header),
-            coil=header["coil"],
-            seq=header["seq"],
-            time_ns=header["time_ns"],
-            length_mm=header["length_mm"],
-            frames=header["frames"],
-            dropped=header["dropped"],
-        )
+        return coil_event(kind, header, FrameError)
     raise FrameError(f"header.type: expected frame, coil_start or coil_end, got {kind!r}")
 
 
@@ -111,12 +102,6 @@ def _buffer(part: Any, name: str) -> memoryview:
     if view.ndim != 1 or view.itemsize != 1:
         view = view.cast("B")
     return view
-
-
-def _source(header: dict[str, Any]) -> StreamKey:
-    return StreamKey(
-        line=header["line"], line_type=header["line_type"], camera=header["camera"], surface=header["surface"]
-    )
 
 
 def _frame_from(header: dict[str, Any], pixels: memoryview, max_pixels: int) -> Frame:
@@ -145,7 +130,7 @@ def _frame_from(header: dict[str, Any], pixels: memoryview, max_pixels: int) -> 
         if isinstance(value, float) and not math.isfinite(value):
             raise FrameError(f"header.{name}: expected a finite number, got {value!r}")
     return Frame(
-        source=_source(header),
+        source=stream_source(header, FrameError),
         coil=header["coil"],
         seq=header["seq"],
         index=header["index"],

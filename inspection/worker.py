@@ -25,9 +25,9 @@ from inspection.config import LineConfig
 from inspection.detector import Detector
 from inspection.frame import LINE_TYPES, CoilEvent, Frame, StreamMessage
 from inspection.frame_inspector import FrameInspection, FrameInspector, InspectorSettings
-from inspection.records.messages import DefectRecord, FrameDropped, FrameResult, ResultMessage
 from inspection.registry import Manifest, Registry
-from inspection.severity import SeverityRule, severity
+from inspection.results import FrameDropped, FrameResult, ResultMessage
+from inspection.severity import SeverityRule
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class InferenceWorker:
     def _inspect(self, line_type: str, frames: list[Frame]) -> None:
         try:
             slot = self._slot(line_type)
-            results = FrameInspector(slot.detector, self.settings).inspect(frames)
+            results = FrameInspector(slot.detector, self.settings, self.severity_rule).inspect(frames)
         except Exception as exc:  # noqa: BLE001 - report the frames as not inspected, keep running
             log.exception("inspection of %d %s frame(s) failed", len(frames), line_type)
             for frame in frames:
@@ -207,18 +207,9 @@ class InferenceWorker:
 
     def _result(self, inspection: FrameInspection, manifest: Manifest) -> FrameResult:
         frame = inspection.frame
-        defects = tuple(
-            DefectRecord(
-                cls=d.cls, score=min(1.0, max(0.0, d.score)),
-                severity=severity(d.cls, d.length_mm, d.width_mm, d.area_mm2, d.score, self.severity_rule),
-                box=d.box_px, along_mm=max(0.0, d.along_mm), across_mm=d.across_mm, length_mm=d.length_mm,
-                width_mm=d.width_mm, area_mm2=d.area_mm2, crop_png=d.crop_png or None,
-            )
-            for d in inspection.defects
-        )
         return FrameResult(
             source=frame.source, coil=frame.coil, seq=frame.seq, index=frame.index,
             captured_ns=frame.captured_ns, position_mm=frame.position_mm, length_mm=frame.length_mm,
             model_version=manifest.version, model_sha256=manifest.sha256, inspected_ns=time.time_ns(),
-            defects=defects,
+            defects=inspection.defects,
         )

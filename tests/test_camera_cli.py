@@ -88,7 +88,7 @@ def _child_raises_domain_error() -> None:
 
 
 def _child_runs_until_sigterm() -> int:
-    from inspection.process import StopFlag
+    from inspection.line.process import StopFlag
 
     stop = StopFlag()
     while not stop.wait(0.05):
@@ -97,7 +97,7 @@ def _child_runs_until_sigterm() -> int:
 
 
 def test_supervisor_reports_exit_codes_and_stops_children_cleanly() -> None:
-    from inspection.supervisor import Supervisor
+    from inspection.line.supervisor import Supervisor
 
     with Supervisor(grace_s=20) as sup:
         sup.start("done", _child_exits, 0)

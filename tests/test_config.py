@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from inspection.config import DEMO_CONFIG, load_config
+from inspection.config import (
+    DEMO_CONFIG,
+    CameraConfig,
+    ModelConfig,
+    RecordsConfig,
+    SimulatorConfig,
+    WorkerConfig,
+    load_config,
+)
 from inspection.errors import ConfigError
 
 
@@ -63,3 +71,43 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_unknown_camera(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no camera 'side-9' \\(cameras: top-1, bottom-1\\)"):
         load_config().camera("side-9")
+
+
+REQUIRED_ONLY = """
+[line]
+id = "l1"
+type = "cold"
+strip_width_mm = 1000.0
+speed_m_per_s = 5.0
+database = "line.db"
+crops_dir = "crops"
+
+[model]
+
+[[cameras]]
+id = "top-1"
+surface = "top"
+width_px = 100
+frame_height_px = 50
+mm_per_px_across = 1.0
+mm_per_px_along = 1.0
+endpoint = "tcp://127.0.0.1:5555"
+
+[endpoints]
+results = "tcp://127.0.0.1:5556"
+plc = "tcp://127.0.0.1:5557"
+"""
+
+
+def test_left_out_keys_take_the_dataclass_defaults(tmp_path: Path) -> None:
+    """Defaults are written once, on the dataclass fields; the loader must not keep its own."""
+    path = tmp_path / "line.toml"
+    path.write_text(REQUIRED_ONLY)
+    config = load_config(path)
+    assert config.worker == WorkerConfig()
+    assert config.simulator == SimulatorConfig()
+    assert config.records == RecordsConfig()
+    assert config.model == ModelConfig(name="cold")  # the line's type; the registry from the environment
+    assert config.cameras == (CameraConfig(id="top-1", surface="top", width_px=100, frame_height_px=50,
+                                           mm_per_px_across=1.0, mm_per_px_along=1.0,
+                                           endpoint="tcp://127.0.0.1:5555"),)

@@ -1,6 +1,6 @@
 """The review console, page by page, through Streamlit's AppTest against a real line database.
 
-The database is written through the records API (`inspection.console.sample_db`: worker
+The database is written through the records API (`inspection.testing.sample_db`: worker
 messages through `Store.apply_batch`, MES import, grading, periodic detection, review queue);
 reviews made through the page widgets must land as review rows with an intact audit chain.
 """
@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from inspection.console.sample_db import SampleCoil, build
 from inspection.records import audit
 from inspection.records.db import open_db
 from inspection.registry import Registry
+from inspection.testing.sample_db import SampleCoil, build
 from tests.tiny_models import add_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]

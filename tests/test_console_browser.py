@@ -20,11 +20,11 @@ import pytest
 from PIL import Image
 
 from inspection.console.launch import ConsoleStartError, start_console, stop_console
-from inspection.console.sample_db import SampleCoil, build
 from inspection.records import audit
 from inspection.records.db import open_db
 from inspection.records.store import Store
 from inspection.registry import Registry
+from inspection.testing.sample_db import SampleCoil, build
 from tests.conftest import ARTIFACTS, free_port
 from tests.tiny_models import add_tiny_model
 

@@ -46,7 +46,7 @@ def test_finds_blob_with_strip_coordinates(detector: Detector, first_stage: str)
     assert len(result.defects) == 1
     d = result.defects[0]
     assert d.cls == "bright_spot"
-    assert d.box_px == (1000.0, 402.0, 1020.0, 416.0)
+    assert d.box == (1000.0, 402.0, 1020.0, 416.0)
     assert d.along_mm == pytest.approx(5000.0 + 409.0 * 2.0)
     assert d.across_mm == pytest.approx(100.0 + 1010.0 * 0.5)
     assert (d.length_mm, d.width_mm, d.area_mm2) == pytest.approx((28.0, 10.0, 280.0))

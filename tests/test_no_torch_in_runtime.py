@@ -1,10 +1,40 @@
-"""The runtime (inspection/, cameras/) never imports torch: it must run on a line PC without it."""
+"""The runtime (inspection/, cameras/) never imports torch: it must run on a line PC without it.
+
+The line's processes go further: they need none of the optional extras, so they must not load
+torch (`train`) nor streamlit, matplotlib or fpdf2 (`console`) either.
+"""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+# The modules the line's processes run: camera, worker, recorder, PLC output, pipeline, and the
+# commands that start them. Update this list when a process module moves.
+LINE_PROCESS_MODULES = (
+    "cameras",
+    "cameras.pump",
+    "cameras.simulator",
+    "cameras.replay",
+    "inspection.transport",
+    "inspection.results",
+    "inspection.worker",
+    "inspection.records.recorder",
+    "inspection.plc",
+    "inspection.line.camera",
+    "inspection.line.worker",
+    "inspection.line.recorder",
+    "inspection.line.pipeline",
+    "inspection.commands.camera",
+    "inspection.commands.recorder",
+    "inspection.commands.run",
+)
+# Top-level packages of the `train` and `console` extras.
+NOT_IN_LINE_PROCESSES = ("torch", "torchvision", "streamlit", "matplotlib", "fpdf")
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,3 +69,24 @@ def test_runtime_never_imports_torch() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "LOADED []" in result.stdout
+
+
+# One module per fresh interpreter: a package another module happened to load first cannot hide
+# which module pulled it in.
+LINE_PROBE = """
+import importlib, json, sys
+importlib.import_module(sys.argv[1])
+heavy = set(json.loads(sys.argv[2]))
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules} & heavy)))
+"""
+
+
+@pytest.mark.parametrize("module", LINE_PROCESS_MODULES)
+def test_line_processes_load_no_optional_extra(module: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", LINE_PROBE, module, json.dumps(NOT_IN_LINE_PROCESSES)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout.splitlines()[-1])
+    assert loaded == [], f"importing {module} loads {', '.join(loaded)}"

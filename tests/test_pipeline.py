@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from inspection.config import load_config
-from inspection.pipeline import run_pipeline
+from inspection.line.pipeline import run_pipeline
+from inspection.line.process import StopFlag
 from inspection.plc_tap import PlcTap
-from inspection.process import StopFlag
 from inspection.records import audit, queries
 from inspection.records.db import open_db
 from inspection.registry import Registry

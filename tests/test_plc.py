@@ -24,10 +24,10 @@ from inspection.plc import (
     build_message,
     coverage_alarm,
     defect_payload,
-    parse_endpoint,
     periodic_defect_alarm,
-    severe_defect_alarm,
+    publish,
 )
+from inspection.records.events import AlarmRaised
 from inspection.schemas import TOPICS, load_schema, validate
 from tests.conftest import REPO
 
@@ -95,7 +95,11 @@ def listener(publisher: PlcPublisher, context: zmq.Context) -> Iterator[PlcListe
 
 
 def test_every_topic_sends_messages_valid_against_the_shipped_schemas(publisher, listener) -> None:
-    sent = [*publisher.defect(a_defect(0, severity=3)), publisher.coil(a_coil()),
+    severe = AlarmRaised(7, "severe_defect", "C-0001", 3, "severity 3 scratches on coil C-0001 (top)",
+                         {"severity": 3, "camera": "top-1", "surface": "top", "frame_index": 7, "defect_index": 0,
+                          "class": "scratches", "score": 0.91, "along_mm": 7168.0, "across_mm": 412.5,
+                          "defect_id": 100})
+    sent = [publisher.defect(a_defect(0, severity=3)), publish(publisher, severe), publisher.coil(a_coil()),
             publisher.alarm(periodic_defect_alarm(coil="C-0001", surface="bottom", across_mm=820.0,
                                                   defect_class="rolled-in_scale", pitch_mm=2513.27, count=6)),
             publisher.alarm(coverage_alarm(coil="C-0002", coverage=0.97, required=0.995)),
@@ -115,7 +119,8 @@ def test_every_topic_sends_messages_valid_against_the_shipped_schemas(publisher,
     assert [defect[k] for k in ("class", "severity", "defect_id", "along_mm")] == ["scratches", 3, 100, 7168]
     assert "x1" not in defect  # box pixels are not part of the PLC message
     assert defect["captured_time"] == "2026-11-18T11:06:40.123Z"  # 1_795_000_000 s after the epoch
-    assert (severe["kind"], severe["details"]["defect_index"]) == ("severe_defect", 0)
+    assert (severe["kind"], severe["details"]["defect_index"], severe["alarm_id"]) == ("severe_defect", 0, 7)
+    assert "severity" not in severe["details"]  # the stored severity is the message's own field
     periodic = received[3]["details"]
     assert periodic["roll_diameter_mm"] == pytest.approx(2513.27 / math.pi, abs=0.05)  # rounded to 0.1 mm
 
@@ -254,12 +259,12 @@ def test_shipped_schemas_are_valid_draft_2020_12() -> None:
         assert load_schema(topic)["properties"]["topic"]["const"] == topic
 
 
-def test_alarm_rule_and_heartbeat_tick(context) -> None:
-    assert severe_defect_alarm(a_defect(severity=2)) is None
-    assert severe_defect_alarm(a_defect(severity=2), min_severity=2)["kind"] == "severe_defect"
-    with PlcPublisher("tcp://127.0.0.1:*", LINE, context=context, heartbeat_s=3600, alarm_min_severity=None,
-                      process="worker-1") as pub:
-        assert len(pub.defect(a_defect(severity=3))) == 1  # alarms disabled
+def test_publisher_decides_no_alarm_and_heartbeat_tick(context) -> None:
+    with PlcPublisher("tcp://127.0.0.1:*", LINE, context=context, heartbeat_s=3600, process="worker-1") as pub:
+        assert pub.defect(a_defect(severity=3))["topic"] == "defect"  # the recorder decides alarms, not this
+        assert pub.stats()["sent"]["alarm"] == 0
+        model = AlarmRaised(9, "model", None, 1, "hot strip is now inspected by model hot-2", {"severity": 1})
+        assert publish(pub, model) is None and pub.stats()["sent"]["alarm"] == 0  # no PLC kind for it
         beat = pub.tick()
         assert beat is not None and beat["process"] == "worker-1" and beat["status"] == "ok"
         assert pub.tick() is None  # next one is an hour away
@@ -267,18 +272,9 @@ def test_alarm_rule_and_heartbeat_tick(context) -> None:
         assert pub.heartbeat()["status"] == "degraded"
 
 
-@pytest.mark.parametrize(("spec", "expected"), [
-    ("tcp://127.0.0.1:5570", ("bind", "tcp://127.0.0.1:5570")),
-    ("bind:tcp://*:5570", ("bind", "tcp://*:5570")),
-    ("connect:ipc:///tmp/plc.sock", ("connect", "ipc:///tmp/plc.sock")),
-])
-def test_endpoint_roles(spec, expected) -> None:
-    assert parse_endpoint(spec) == expected
-
-
 def test_bad_endpoints_are_clear_errors(context) -> None:
-    with pytest.raises(TransportError, match="expected \\[bind:\\|connect:\\]"):
-        parse_endpoint("127.0.0.1:5570")
+    with pytest.raises(TransportError, match="address must start with"):
+        PlcPublisher("127.0.0.1:5570", LINE, context=context)
     with PlcPublisher("tcp://127.0.0.1:*", LINE, context=context) as first, \
             pytest.raises(TransportError, match="cannot bind"):
         PlcPublisher(first.endpoint, LINE, context=context)
@@ -344,12 +340,12 @@ def _periodic_coil(coil: str) -> list:
     """A 30 m coil whose top camera sees rolled-in scale every 1024 mm at 800 mm across (a roll mark)."""
     from dataclasses import replace
 
-    from inspection.records.messages import DefectRecord, FrameResult
-    from inspection.records.synthetic import coil_messages
+    from inspection.results import Defect, FrameResult
+    from inspection.testing.synthetic import coil_messages
 
     def mark(frame: FrameResult) -> FrameResult:
         along = frame.position_mm + 500.0
-        defect = DefectRecord(cls="rolled-in_scale", score=0.8, severity=3 if frame.index == 4 else 2,
+        defect = Defect(cls="rolled-in_scale", score=0.8, severity=3 if frame.index == 4 else 2,
                               box=(795.0, 495.0, 805.0, 505.0), along_mm=along, across_mm=800.0,
                               length_mm=10.0, width_mm=10.0, area_mm2=100.0)
         return replace(frame, defects=(defect,))
@@ -358,22 +354,23 @@ def _periodic_coil(coil: str) -> list:
     return [mark(m) if isinstance(m, FrameResult) and m.source.camera == "top-1" else m for m in messages]
 
 
-def test_recorder_bridge_publishes_the_recorders_events_and_every_grade_decision(
+def test_recorder_publishes_what_it_decided_and_every_grade_decision(
         tmp_path, tcp_endpoint, publisher, listener) -> None:
-    from inspection.plc import RecorderBridge
+    """The recorder process's loop with its PLC publisher: defects, the roll-mark and severe alarms it
+    decided and stored, grades (also those written by the console, another connection), heartbeat
+    counters; every alarm a PLC receives has its row in `alarms`, with the same id."""
+    from inspection.line.recorder import RecorderLoop
     from inspection.records.crops import CropStore
-    from inspection.records.messages import encode
-    from inspection.records.recorder import Recorder
     from inspection.records.store import Store
+    from inspection.results import encode
 
     store = Store(tmp_path / "line.db", crops=CropStore(tmp_path / "crops"))
     store.register_line("demo-hot-1", "hot", 1600.0, [{"id": "top-1", "surface": "top"},
                                                       {"id": "bottom-1", "surface": "bottom"}])
-    bridge = RecorderBridge(publisher, store.db, coverage_min=0.995)
-    recorder = Recorder(store, tcp_endpoint, "demo-hot-1", on_event=bridge, batch_messages=50, flush_ms=50)
+    loop = RecorderLoop(store, tcp_endpoint, "demo-hot-1", publisher=publisher, batch_messages=50, flush_ms=50)
     stop = threading.Event()
     # The publisher belongs to the recorder's thread from here until the thread ends.
-    thread = threading.Thread(target=recorder.run, args=(stop,), daemon=True)
+    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
     thread.start()
     push = zmq.Context.instance().socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, 5000)
@@ -390,10 +387,18 @@ def test_recorder_bridge_publishes_the_recorders_events_and_every_grade_decision
     first = console.db.execute("SELECT min(id) FROM defects").fetchone()[0]
     console.add_review(first, "inspector-a", "reject", reason="scale, not a defect")
     console.override_grade("COIL-P", "inspector-b", "downgrade", "customer spec 4711")
-    bridge.tick(frames=58, defects=29, drops=0)  # the recorder loop's job once wired
+    loop.recorder.housekeeping()  # what the running loop does every second: publish new grade rows
+    loop.tick()
     publisher.heartbeat()  # tick() beats only when due (an hour here): beat now to see the counters
     received += drain_until(listener, lambda m: m["topic"] == "heartbeat" and m["counters"]["frames"] == 58)
 
+    stored = {row[0]: row[1:] for row in console.db.execute("SELECT id, kind, coil FROM alarms")}
+    alarms = [m for m in received if m["topic"] == "alarm"]
+    assert alarms and len(alarms) == len(stored)
+    plc_kind = {"periodic": "periodic_defect"}
+    for alarm in alarms:
+        kind, coil = stored[alarm["alarm_id"]]
+        assert (plc_kind.get(kind, kind), coil) == (alarm["kind"], alarm["coil"])
     for message in received:
         VALIDATORS[message["topic"]].validate(message)
     by_topic = {t: [m for m in received if m["topic"] == t] for t in TOPICS}
@@ -427,7 +432,7 @@ def test_from_config_and_numpy_numbers(context) -> None:
                                                                  plc="bind:tcp://127.0.0.1:*"))
     with PlcPublisher.from_config(config, context=context) as pub:
         assert pub.line == "demo-hot-1" and pub.endpoint.startswith("tcp://127.0.0.1:")
-        message = pub.defect(a_defect(0, score=np.float32(0.75), severity=np.int64(2)))[0]
+        message = pub.defect(a_defect(0, score=np.float32(0.75), severity=np.int64(2)))
     assert message["score"] == pytest.approx(0.75) and type(message["score"]) is float
     assert message["severity"] == 2 and type(message["severity"]) is int
 

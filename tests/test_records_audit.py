@@ -12,7 +12,7 @@ import pytest
 from inspection.records.audit import verify
 from inspection.records.db import open_db
 from inspection.records.store import Store
-from inspection.records.synthetic import coil_messages
+from inspection.testing.synthetic import coil_messages
 
 REPO = Path(__file__).resolve().parents[1]
 

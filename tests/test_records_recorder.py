@@ -10,15 +10,16 @@ from pathlib import Path
 
 import zmq
 
-from inspection.process import StopFlag
+from inspection.line.process import StopFlag
+from inspection.line.recorder import RecorderLoop
 from inspection.records import queries
 from inspection.records.audit import verify
 from inspection.records.crops import CropStore
 from inspection.records.db import open_db
-from inspection.records.messages import encode
-from inspection.records.recorder import Recorder
+from inspection.records.events import AlarmRaised, DefectRecorded, GradeDecided
 from inspection.records.store import Store
-from inspection.records.synthetic import coil_messages
+from inspection.results import encode
+from inspection.testing.synthetic import coil_messages
 
 CAMERAS = [{"id": "top-1", "surface": "top"}, {"id": "bottom-1", "surface": "bottom"}]
 
@@ -31,9 +32,9 @@ def _store(tmp_path: Path) -> Store:
 
 def _start(
     store: Store, endpoint: str, **options: object
-) -> tuple[Recorder, StopFlag, threading.Thread, list]:
+) -> tuple[RecorderLoop, StopFlag, threading.Thread, list]:
     events: list = []
-    recorder = Recorder(store, endpoint, "demo-hot-1", on_event=lambda k, p: events.append((k, p)), **options)
+    recorder = RecorderLoop(store, endpoint, "demo-hot-1", on_event=events.append, **options)
     stop = StopFlag(install=False)
     thread = threading.Thread(target=recorder.run, args=(stop,), daemon=True)
     thread.start()
@@ -78,8 +79,8 @@ def test_recorder_records_grades_and_emits_events(tmp_path: Path, tcp_endpoint: 
     assert not thread.is_alive()
     assert reader.execute("SELECT count(*) FROM defects").fetchone()[0] == sent_defects
     assert queries.coverage(reader, "COIL-A")["complete"] is True
-    kinds = [k for k, _ in events]
-    assert kinds.count("defect") == sent_defects and kinds.count("coil") == 1
+    kinds = [type(e) for e in events]
+    assert kinds.count(DefectRecorded) == sent_defects and kinds.count(GradeDecided) == 1
     assert recorder.stats.duplicate_defects == sum(
         len(m.defects)
         for m in messages
@@ -120,18 +121,18 @@ def test_incomplete_coil_is_held_after_grace(tmp_path: Path, tcp_endpoint: str) 
     thread.join(10)
     grade = queries.current_grade(store.db, "COIL-C")
     assert grade["grade"] == "hold" and "inspection incomplete" in grade["reasons"][0]
-    assert [p["kind"] for k, p in events if k == "alarm"] == ["coverage"]
+    assert [e.kind for e in events if isinstance(e, AlarmRaised)] == ["coverage"]
 
 
 _CHILD = """
 import sys
-from inspection.process import StopFlag
-from inspection.records.recorder import Recorder
+from inspection.line.process import StopFlag
+from inspection.line.recorder import RecorderLoop
 from inspection.records.store import Store
 store = Store(sys.argv[1])
 store.register_line("demo-hot-1", "hot", 1600.0,
                     [{"id": "top-1", "surface": "top"}, {"id": "bottom-1", "surface": "bottom"}])
-Recorder(store, sys.argv[2], "demo-hot-1", batch_messages=10, flush_ms=10).run(StopFlag())
+RecorderLoop(store, sys.argv[2], "demo-hot-1", batch_messages=10, flush_ms=10).run(StopFlag())
 """
 
 
@@ -202,7 +203,7 @@ def test_locked_database_delays_the_flush_without_losing_messages(tmp_path: Path
 
     store = _store(tmp_path)
     store.db.execute("PRAGMA busy_timeout = 50")
-    recorder = Recorder(store, tcp_endpoint, "demo-hot-1", batch_messages=1000, flush_ms=10)
+    recorder = RecorderLoop(store, tcp_endpoint, "demo-hot-1", batch_messages=1000, flush_ms=10)
     messages = coil_messages("COIL-L", length_m=8, defects_per_frame=1.0, seed=4)
     _push(tcp_endpoint, messages)
     blocker = sqlite3.connect(tmp_path / "line.db", isolation_level=None)

@@ -7,6 +7,7 @@ import io
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from inspection.cli import main
 from inspection.records import platform
 from inspection.records.crops import CropStore, prune
 from inspection.records.store import Store
-from inspection.records.synthetic import coil_messages
+from inspection.testing.synthetic import coil_messages
 
 DAY_NS = 86_400 * 10**9
 START_NS = 1_763_900_000 * 10**9
@@ -86,6 +87,21 @@ def test_report_pdf_renders(line: tuple[Path, Path], tmp_path: Path) -> None:
             timeout=60,
         )
         assert (tmp_path / "p-1.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("missing", ["fpdf", "matplotlib"])
+def test_report_pdf_without_the_console_extra_is_one_line(
+    line: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    missing: str,
+) -> None:
+    db, _ = line
+    monkeypatch.setitem(sys.modules, missing, None)  # how an install without the extra looks to imports
+    out = tmp_path / "r.pdf"
+    assert main(["report", "--coil", "C-0", "--db", str(db), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert (f"steel-inspect report: error: the PDF coil report needs the `console` extra ({missing} not installed): "
+            "pip install -e '.[console]'\n") in err
+    assert "Traceback" not in err and not out.exists()
 
 
 def test_crops_are_content_addressed(tmp_path: Path) -> None:

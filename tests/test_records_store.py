@@ -13,7 +13,7 @@ from inspection.records.db import open_db, schema_version
 from inspection.records.errors import StoreError
 from inspection.records.schema import SCHEMA_VERSION
 from inspection.records.store import Store
-from inspection.records.synthetic import coil_messages
+from inspection.testing.synthetic import coil_messages
 
 CAMERAS = [{"id": "top-1", "surface": "top"}, {"id": "bottom-1", "surface": "bottom"}]
 
@@ -65,12 +65,12 @@ def test_review_regrades_and_history_shows_each_step(store: Store) -> None:
     store.apply_batch(messages)
     assert store.grade_coil("C-2", "coil_end").grade == "prime"
     from inspection.frame import StreamKey
-    from inspection.records.messages import DefectRecord, FrameResult
-    from inspection.records.synthetic import TEST_MODEL
+    from inspection.results import Defect, FrameResult
+    from inspection.testing.synthetic import TEST_MODEL
 
     # a re-sent frame cannot add defects (natural key), so put one critical defect in a new frame slot
     src = StreamKey("demo-hot-1", "hot", "top-1", "top")
-    hole = DefectRecord("punching", 0.9, 3, (10, 10, 30, 30), 30_000.0, 800.0, 20.0, 20.0, 300.0)
+    hole = Defect("punching", 0.9, 3, (10, 10, 30, 30), 30_000.0, 800.0, 20.0, 20.0, 300.0)
     store.apply_batch([FrameResult(src, "C-2", 999, 58, 1, 58 * 1024.0, 1024.0, *TEST_MODEL, 2, (hole,))])
     graded = store.grade_coil("C-2", "late-frames")
     assert graded.grade == "reject" and any(r.startswith("HOLE") for r in graded.reasons)

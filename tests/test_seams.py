@@ -20,13 +20,13 @@ from inspection.frame import Frame, StreamKey
 from inspection.records import analytics, queries
 from inspection.records.audit import verify
 from inspection.records.db import open_db, schema_version
-from inspection.records.messages import DefectRecord, FrameResult
 from inspection.records.schema import SCHEMA_VERSION
 from inspection.records.seams import merged_away
 from inspection.records.store import Store
-from inspection.records.synthetic import TEST_MODEL, coil_messages
+from inspection.results import Defect, FrameResult
 from inspection.schemas import load_schema
 from inspection.severity import DEFAULT_RULE, severity
+from inspection.testing.synthetic import TEST_MODEL, coil_messages
 
 FRAME_MM = 1024.0
 LINE = "demo-hot-1"
@@ -48,7 +48,7 @@ def frame(index: int, *pieces: Any, coil: str = "C-1", camera: str = "top-1") ->
     defects = []
     for cls, score, (a1, a2), (c1, c2) in pieces:
         length, width = a2 - a1, c2 - c1
-        defects.append(DefectRecord(cls, score, severity(cls, length, width, length * width, score),
+        defects.append(Defect(cls, score, severity(cls, length, width, length * width, score),
                                     (c1, a1 - position, c2, a2 - position), (a1 + a2) / 2, (c1 + c2) / 2,
                                     length, width, length * width))
     t = T0 + index * 50_000_000
@@ -282,21 +282,31 @@ def test_linking_can_be_turned_off_and_options_are_checked(tmp_path: Path) -> No
 
 
 def test_plc_defect_messages_carry_merged_into_and_one_severe_alarm(store: Store) -> None:
+    """The recorder judges the severe alarm on the whole defect (two major halves, one critical
+    defect), stores it once, and the PLC gets both fragments and that one alarm."""
     from inspection.commands.plc_listen import PlcListener
-    from inspection.plc import PlcPublisher, RecorderBridge
+    from inspection.plc import PlcPublisher, publish
+    from inspection.records.events import DefectRecorded
+    from inspection.records.recorder import Recorder
 
     upper, lower = piece((874, 1024), (800, 806)), piece((1024, 1174), (800, 806))  # two majors, one critical
     context = zmq.Context()
     try:
         with PlcPublisher("tcp://127.0.0.1:*", LINE, context=context, heartbeat_s=3600) as publisher, \
                 PlcListener(publisher.endpoint, ["defect", "alarm"], context=context) as listener:
-            bridge = RecorderBridge(publisher, store.db, coverage_min=0.995)
+            events: list = []
+
+            def emit(event: object) -> None:
+                events.append(event)
+                publish(publisher, event)
+
+            recorder = Recorder(store, LINE, on_event=emit)
             while listener.receive(0.05) is None:  # slow joiner: probe until the subscription is up
                 publisher.alarm({"kind": "worker", "coil": None, "severity": 1, "message": "probe", "details": {}})
-            rows = [*store.apply_batch([frame(1, lower)], want_rows=True).defect_rows,
-                    *store.apply_batch([frame(0, upper)], want_rows=True).defect_rows]
-            for row in rows:
-                bridge("defect", row)
+            for message in (frame(1, lower), frame(0, upper)):
+                recorder.add([message])
+                recorder.flush()
+            rows = [e.row for e in events if isinstance(e, DefectRecorded)]
             received = []
             while (parts := listener.receive(2.0)) is not None:
                 received.append(json.loads(parts[1]))
@@ -313,6 +323,8 @@ def test_plc_defect_messages_carry_merged_into_and_one_severe_alarm(store: Store
     assert [d["severity"] for d in defects] == [2, 2]  # each fragment as recorded ...
     assert [(a["kind"], a["severity"], a["details"]["merged_into"]) for a in alarms] == [
         ("severe_defect", 3, rows[0]["id"])]  # ... the whole defect alarmed once
+    stored = store.db.execute("SELECT id, kind FROM alarms").fetchall()
+    assert stored == [(alarms[0]["alarm_id"], "severe_defect")]  # decided and stored by the recorder
 
 
 # -- the simulator's defects across frame seams ------------------------------------------------------

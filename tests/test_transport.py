@@ -46,6 +46,10 @@ def seq_of(frame: Frame) -> int:
         ("connect:tcp://10.0.0.2:5555", "bind", Endpoint("connect", "tcp://10.0.0.2:5555")),
         ("bind:ipc:///tmp/x.sock", "connect", Endpoint("bind", "ipc:///tmp/x.sock")),
         ("bind+tcp://*:5555", "connect", Endpoint("bind", "tcp://*:5555")),
+        # the PLC publisher's specs (it binds by default), formerly parsed by a copy in inspection.plc
+        ("tcp://127.0.0.1:5570", "bind", Endpoint("bind", "tcp://127.0.0.1:5570")),
+        ("bind:tcp://*:5570", "bind", Endpoint("bind", "tcp://*:5570")),
+        ("connect:ipc:///tmp/plc.sock", "bind", Endpoint("connect", "ipc:///tmp/plc.sock")),
     ],
 )
 def test_endpoint_specs(spec: str, default: str, expected: Endpoint) -> None:

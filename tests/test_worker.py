@@ -11,8 +11,8 @@ import pytest
 
 from inspection.config import LineConfig, load_config
 from inspection.frame import CoilEvent, Frame, StreamKey
-from inspection.records.messages import FrameDropped, FrameResult
 from inspection.registry import Registry
+from inspection.results import FrameDropped, FrameResult
 from inspection.worker import InferenceWorker
 from tests.tiny_models import DARK, add_tiny_model, blob_value
 

@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from inspection.benchmarks.e2e import _iou, best_matches, ground_truth_defects, read_records
+from inspection.benchmarks._matching import best_matches, ground_truth_defects, iou, read_records
 from inspection.config import LineConfig
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,8 @@ def _inside_share(box: np.ndarray, view: tuple[int, int, int, int]) -> float:
     return float(w * h / area) if w > 0 and h > 0 and area > 0 else 0.0
 
 
-def _best_iou(box: np.ndarray, boxes: np.ndarray) -> float:
-    return max((_iou(box, b) for b in boxes), default=0.0)
+def _bestiou(box: np.ndarray, boxes: np.ndarray) -> float:
+    return max((iou(box, b) for b in boxes), default=0.0)
 
 
 class FrameTrace:
@@ -89,14 +89,14 @@ class FrameTrace:
         shares = [_inside_share(box, v) for v in self.views]
         if stage != "none" and max(shares, default=0.0) < VIEW_SHARE:
             return "first_stage"
-        ious = np.array([_iou(box, b) for b in self.boxes]) if len(self.boxes) else np.zeros(0)
+        ious = np.array([iou(box, b) for b in self.boxes]) if len(self.boxes) else np.zeros(0)
         if not len(ious) or ious.max() < TOUCH_IOU:
             return "no_detection"
         if not (ious[self.passed] >= iou_min).any():
             if (ious >= iou_min).any():
                 return "below_threshold"
             return "box_mismatch" if max(shares, default=0.0) >= 1.0 else "tile_seam"
-        return None if _best_iou(box, self.merged) >= iou_min else "merged_away"
+        return None if _bestiou(box, self.merged) >= iou_min else "merged_away"
 
 
 def replay_traces(line: LineConfig, frames: int, seed: int) -> tuple[dict[tuple[str, str, int], Any], dict]:
@@ -191,7 +191,7 @@ def _false_defects(gts: list[dict[str, Any]], matches: list[tuple[int | None, fl
         for i, (cls, box) in enumerate(recs):
             if (*key, i) in matched:
                 continue
-            ious = [(_iou(t["box"], box), t) for t in by_key.get(key, [])]
+            ious = [(iou(t["box"], box), t) for t in by_key.get(key, [])]
             best_iou, best_t = max(ious, key=lambda p: p[0], default=(0.0, None))
             if best_t is None or best_iou <= 0.0:
                 out[cls]["plain_texture"] += 1
@@ -199,7 +199,7 @@ def _false_defects(gts: list[dict[str, Any]], matches: list[tuple[int | None, fl
                 out[cls]["near_defect"] += 1
             else:
                 winner = next((c for (k0, k1, j), c in matched.items() if (k0, k1) == key
-                               and _iou(best_t["box"], recs[j][1]) >= iou_min), None)
+                               and iou(best_t["box"], recs[j][1]) >= iou_min), None)
                 out[cls]["duplicate" if winner == cls else "other_class"] += 1
     return out
 
@@ -233,8 +233,8 @@ def _control(gts: list[dict[str, Any]], matches: list[tuple[int | None, float]],
     for i, (cls, _, _, box, line_found) in enumerate(cases):
         counts = per_class[cls]
         counts["defects"] += 1
-        counts["dataset"] += _best_iou(box, found[i].boxes) >= iou_min
-        counts["cut_out"] += _best_iou(box, found[n + i].boxes) >= iou_min
+        counts["dataset"] += _bestiou(box, found[i].boxes) >= iou_min
+        counts["cut_out"] += _bestiou(box, found[n + i].boxes) >= iou_min
         counts["line"] += line_found
     total = Counter()
     for c in per_class.values():
@@ -248,12 +248,12 @@ def _control(gts: list[dict[str, Any]], matches: list[tuple[int | None, float]],
 
 
 def _replay_check(traces: dict[tuple[str, str, int], FrameTrace], db: Path) -> dict[str, Any]:
+    from inspection.records import line_reads
     from inspection.records.db import open_db
 
     con = open_db(db, readonly=True)
     try:
-        recorded = {(coil, camera, index): count for coil, camera, index, count in con.execute(
-            "SELECT coil, camera, frame_index, defects FROM frames")}
+        recorded = line_reads.defects_per_frame(con)
     finally:
         con.close()
     same = sum(recorded.get(k, 0) == len(t.merged) for k, t in traces.items())

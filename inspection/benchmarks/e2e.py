@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sqlite3
 import sys
 import tempfile
 import time
@@ -47,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from inspection.benchmarks._line import hardware, scratch_line
+from inspection.benchmarks._matching import best_matches, ground_truth_defects, inside, iou, read_records
 from inspection.errors import SteelInspectError
 
 HELP = "detection rate, class accuracy, position error and false defects of the whole pipeline vs ground truth"
@@ -116,7 +116,7 @@ def _settings(items: list[str]) -> dict[str, Any]:
 
 
 def run_once(args: argparse.Namespace, stage: str, folder: Path) -> dict[str, Any]:
-    from inspection.pipeline import run_pipeline
+    from inspection.line.pipeline import run_pipeline
 
     line = scratch_line(args.config, folder, **{"worker.first_stage": stage,
                                                 "simulator.defects_per_100m": args.defects_per_100m,
@@ -152,72 +152,14 @@ def run_once(args: argparse.Namespace, stage: str, folder: Path) -> dict[str, An
 
 
 def _models(db: Path) -> list[str]:
-    con = sqlite3.connect(db)
-    try:
-        return [r[0] for r in con.execute("SELECT DISTINCT version FROM models")]
-    finally:
-        con.close()
-
-
-def ground_truth_defects(truth: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One ground-truth defect per labelled box: the fragments of a box cut by seams (same ``group``)
-    become one box in strip mm; ``seam`` says whether it was cut, ``rows`` holds its fragments."""
-    out: list[dict[str, Any]] = []
-    groups: dict[str, dict[str, Any]] = {}
-    for t in truth:
-        box = np.array([t["along_mm"][0], t["across_mm"][0], t["along_mm"][1], t["across_mm"][1]], float)
-        group = t.get("group")
-        if group in groups:
-            g = groups[group]
-            g["box"] = np.concatenate([np.minimum(g["box"][:2], box[:2]), np.maximum(g["box"][2:], box[2:])])
-            g["rows"].append(t)
-            continue
-        item = {"coil": t["coil"], "camera": t["camera"], "class": t["class"], "box": box, "seam": bool(group),
-                "rows": [t]}
-        out.append(item)
-        if group:
-            groups[group] = item
-    return out
-
-
-Records = dict[tuple[str, str], list[tuple[str, np.ndarray]]]  # (coil, camera) -> [(class, mm box)]
-
-
-def read_records(db: Path, *, merge_seams: bool = True) -> tuple[Records, int, float]:
-    """Recorded defects per (coil, camera) as (class, [along1, across1, along2, across2] mm), the
-    number of fragments in the database and the strip length inspected (mm, all cameras)."""
-    from inspection.records import queries
+    from inspection.records import line_reads
     from inspection.records.db import open_db
 
     con = open_db(db, readonly=True)
     try:
-        coils = [r[0] for r in con.execute("SELECT id FROM coils ORDER BY id")]
-        rows = [(coil, d) for coil in coils for d in queries.coil_defects(con, coil, merge_seams=merge_seams)]
-        fragments = con.execute("SELECT count(*) FROM defects").fetchone()[0]
-        inspected_mm = con.execute("SELECT coalesce(sum(length_mm), 0) FROM frames WHERE status = 'inspected'"
-                                   ).fetchone()[0]
+        return line_reads.model_versions(con)
     finally:
         con.close()
-    by_key: Records = {}
-    for coil, d in rows:
-        along, across, length, width = d["along_mm"], d["across_mm"], d["length_mm"], d["width_mm"]
-        box = np.array([along - length / 2, across - width / 2, along + length / 2, across + width / 2])
-        by_key.setdefault((coil, d["camera"]), []).append((d["class"], box))
-    return by_key, fragments, inspected_mm
-
-
-def best_matches(gts: list[dict[str, Any]], records: Records) -> list[tuple[int | None, float]]:
-    """For each ground-truth defect, the index of the recorded defect of its coil and camera that
-    overlaps it most (any class) and that IoU; (None, 0.0) when none overlaps."""
-    out = []
-    for t in gts:
-        best, best_iou = None, 0.0
-        for i, (_, box) in enumerate(records.get((t["coil"], t["camera"]), [])):
-            overlap = _iou(t["box"], box)
-            if overlap > best_iou:
-                best, best_iou = i, overlap
-        out.append((best, best_iou))
-    return out
 
 
 def compare(db: Path, truth: list[dict[str, Any]], iou_min: float, *, merge_seams: bool = True) -> dict[str, Any]:
@@ -243,7 +185,7 @@ def compare(db: Path, truth: list[dict[str, Any]], iou_min: float, *, merge_seam
         errors.append(float(np.hypot(*((gt[:2] + gt[2:]) / 2 - (box[:2] + box[2:]) / 2))))
         if t["seam"]:
             seam_detected += 1
-            on_it = sum(_iou(gt, b) >= iou_min or _inside(b, gt) >= 0.5 for _, b in candidates)
+            on_it = sum(iou(gt, b) >= iou_min or inside(b, gt) >= 0.5 for _, b in candidates)
             seam_split += on_it > 1
     unmatched = 0
     for (coil, camera), records in by_key.items():
@@ -251,7 +193,7 @@ def compare(db: Path, truth: list[dict[str, Any]], iou_min: float, *, merge_seam
         for i, (_, box) in enumerate(records):
             if (coil, camera, i) in matched_records:
                 continue
-            if not any(_iou(g, box) >= iou_min for g in boxes):
+            if not any(iou(g, box) >= iou_min for g in boxes):
                 unmatched += 1
     metres = inspected_mm / 1000.0
     seam_gts = sum(t["seam"] for t in gts)
@@ -272,19 +214,3 @@ def compare(db: Path, truth: list[dict[str, Any]], iou_min: float, *, merge_seam
     }
 
 
-def _inside(inner: np.ndarray, outer: np.ndarray) -> float:
-    """Share of `inner`'s area that lies inside `outer`."""
-    w = min(inner[2], outer[2]) - max(inner[0], outer[0])
-    h = min(inner[3], outer[3]) - max(inner[1], outer[1])
-    area = (inner[2] - inner[0]) * (inner[3] - inner[1])
-    return float(w * h / area) if w > 0 and h > 0 and area > 0 else 0.0
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0

@@ -166,7 +166,7 @@ def _inspector(config: Any, detector: Any, frames: list[Any], frame_mpx: float, 
 
 
 def _pipeline(args: argparse.Namespace, config: Any, offered_mpx_per_s: float) -> dict[str, Any]:
-    from inspection.pipeline import run_pipeline
+    from inspection.line.pipeline import run_pipeline
 
     px_per_m = sum(c.width_px * 1000.0 / c.mm_per_px_along for c in config.cameras)
     speed = offered_mpx_per_s * 1e6 / px_per_m

@@ -24,11 +24,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from inspection.records import analytics, queries
+from inspection.records import analytics, line_reads, queries
 from inspection.records.crops import CropStore
-from inspection.records.messages import decode, encode
+from inspection.records.db import checkpoint
 from inspection.records.store import Store
-from inspection.records.synthetic import coil_messages
+from inspection.results import decode, encode
+from inspection.testing.synthetic import coil_messages
 
 HELP = "records: insert defects/s, console query p95 on a large DB, DB size per million defects, crop cost"
 CAMERAS = [{"id": "top-1", "surface": "top"}, {"id": "bottom-1", "surface": "bottom"}]
@@ -104,11 +105,11 @@ def _push_coils(endpoint: str, coils: int, per_frame: float) -> None:
     """Child process: build and encode the messages first, then push them as fast as ZeroMQ takes them."""
     import zmq
 
+    from inspection.transport import open_socket, peer_endpoint
+
     parts = [encode(m) for c in range(coils)
              for m in _coil_batch(f"ZMQ-{c}", 10_000, per_frame, 1_763_900_000 * 10**9, c)]
-    sock = zmq.Context.instance().socket(zmq.PUSH)
-    sock.setsockopt(zmq.LINGER, 60_000)
-    sock.connect(endpoint)
+    sock = open_socket(zmq.Context.instance(), zmq.PUSH, peer_endpoint(endpoint), hwm=1000, linger_ms=60_000)
     for p in parts:
         sock.send_multipart(p)
     sock.close()
@@ -117,16 +118,14 @@ def _push_coils(endpoint: str, coils: int, per_frame: float) -> None:
 def _recorder_rate(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The recorder process's sustained rate: messages from another process over tcp loopback."""
     import multiprocessing
-    import socket
 
-    from inspection.records.recorder import Recorder
+    from inspection.line.recorder import RecorderLoop
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        endpoint = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
     store = Store(path)
     store.register_line("bench-1", "hot", 1600.0, CAMERAS)
-    recorder = Recorder(store, endpoint, "bench-1", batch_messages=args.batch, flush_ms=200, grace_s=3600)
+    recorder = RecorderLoop(store, "tcp://127.0.0.1:*", "bench-1", batch_messages=args.batch, flush_ms=200,
+                            grace_s=3600)
+    endpoint = recorder.receiver.address  # the port ZeroMQ picked
     coils = max(1, args.insert_defects // 10_000)
     expected = sum(len(getattr(m, "defects", ())) for c in range(coils)
                    for m in _coil_batch(f"ZMQ-{c}", 10_000, args.defects_per_frame, 0, c))
@@ -164,10 +163,9 @@ def _large_db(path: Path, args: argparse.Namespace) -> dict[str, Any]:
         path = args.existing_db
         store = Store(path)
         build_s = None
-        total = store.db.execute("SELECT max(id) FROM defects").fetchone()[0] or 0
-        coil_ids = [r[0] for r in store.db.execute("SELECT id FROM coils ORDER BY id")]
-        first_day = store.db.execute("SELECT min(day) FROM coil_class_counts").fetchone()[0]
-        start = queries._day_ns(first_day)
+        total = line_reads.last_defect_id(store.db)
+        coil_ids = line_reads.coil_ids(store.db)
+        start = queries._day_ns(line_reads.first_count_day(store.db))
     else:
         store = Store(path)
         store.register_line("bench-1", "hot", 1600.0, CAMERAS)
@@ -184,7 +182,7 @@ def _large_db(path: Path, args: argparse.Namespace) -> dict[str, Any]:
                 store.add_review(item["defect_id"], "bench", rng.choice(("confirm", "reject")))
         build_s = time.perf_counter() - t0
         coil_ids = [f"B-{c:06d}" for c in range(n_coils)]
-    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    checkpoint(store.db)  # the file's size then holds everything written
     size = path.stat().st_size
     db = store.db
     coils = len(coil_ids)
@@ -245,7 +243,7 @@ def _real_crops(count: int, margin: int = 16) -> tuple[list[bytes], str]:
 
         samples = load_split(default_datasets_dir(), "neu-det", "test")
     except Exception as exc:  # noqa: BLE001 - no datasets here: fall back, and say so in the figures
-        from inspection.records.synthetic import crop_png
+        from inspection.testing.synthetic import crop_png
 
         rng = np.random.default_rng(0)
         return [crop_png(rng, 64, 64) for _ in range(count)], f"synthetic (datasets unavailable: {exc})"

@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
-from typing import Any
 
 from inspection.config import CAMERA_SOURCES
-
-log = logging.getLogger("inspection.camera")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,78 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from inspection.config import load_config, log_config
+    from inspection.line.camera import main
 
-    line = load_config(args.config)
-    log_config(line, log)
-    camera = line.camera(args.camera)
-    if args.frames is not None and args.frames <= 0:
-        from inspection.errors import SourceError
-
-        raise SourceError(f"--frames: expected a positive number, got {args.frames}")
-    overrides = source_overrides(camera.source if args.source is None else args.source, args)
-    endpoint = f"connect:{args.connect}" if args.connect else (f"bind:{args.bind}" if args.bind else camera.endpoint)
-    stats = run_camera(str(line.path), camera.id, endpoint=endpoint, max_frames=args.frames, **overrides)
+    endpoint = f"connect:{args.connect}" if args.connect else (f"bind:{args.bind}" if args.bind else None)
+    stats = main(str(args.config) if args.config else None, args.camera, endpoint=endpoint, max_frames=args.frames,
+                 source=args.source, seed=args.seed, fast=args.fast, folder=args.folder,
+                 ground_truth=args.ground_truth, coils=args.coils)
     print(json.dumps(stats, sort_keys=True))
     return 0
-
-
-def source_overrides(kind: str, args: argparse.Namespace) -> dict[str, Any]:
-    overrides: dict[str, Any] = {"source": args.source, "seed": args.seed}
-    if args.fast:
-        overrides["realtime"] = False
-    if kind == "folder":
-        overrides["folder"] = args.folder
-    elif kind == "pylon":
-        overrides["image_folder"] = args.folder
-    if kind == "simulator":
-        overrides["ground_truth"] = args.ground_truth
-        overrides["max_coils"] = args.coils
-    return overrides
-
-
-def run_camera(
-    config_path: str | None,
-    camera_id: str | None,
-    *,
-    endpoint: str | None = None,
-    max_frames: int | None = None,
-    install_signals: bool = True,
-    config_overrides: dict[str, Any] | None = None,
-    **overrides: Any,
-) -> dict[str, Any]:
-    """One camera process: build the source and sender, pump until done or stopped, close both.
-
-    Also the target of the demo's and the pipeline's camera child processes (arguments are plain
-    values; the child reads the config itself).
-    """
-    from cameras import open_source
-    from cameras.pump import pump
-    from inspection.config import load_config
-    from inspection.process import StopFlag
-    from inspection.transport import FrameSender
-
-    stop = StopFlag(install=install_signals)
-    line = load_config(config_path, config_overrides)
-    camera = line.camera(camera_id)
-    source = open_source(line, camera, **overrides)
-    with source:
-        live = camera.live and source.live
-        log.info("camera %s applied: %s", camera.id, json.dumps(source.describe(), default=str, sort_keys=True))
-        # At exit the workers get time to take what is queued, the coil_end included (bounded, so a
-        # dead worker cannot hang the camera): replay waits up to 60 s, a live camera 10 s.
-        sender = FrameSender(endpoint or camera.endpoint, live=live, hwm=camera.send_hwm, stopping=stop.is_set,
-                             linger_ms=10_000 if live else 60_000)
-        try:
-            stats = pump(source, sender, max_frames=max_frames, stopping=stop.is_set)
-        finally:
-            sender.close()
-    result = {
-        "camera": camera.id,
-        "endpoint": str(sender.endpoint),
-        "live": live,
-        **stats.as_dict(),
-        "events_lost": sender.events_lost,
-    }
-    log.info("camera %s done: %s", camera.id, json.dumps(result, sort_keys=True))
-    return result

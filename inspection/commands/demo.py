@@ -39,9 +39,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from inspection.config import load_config, log_config
-    from inspection.pipeline import run_pipeline
-    from inspection.process import StopFlag
+    from inspection.line.pipeline import run_pipeline
+    from inspection.line.process import StopFlag
 
+    if not args.no_console:
+        from inspection.extras import require_extra
+
+        require_extra("console", "the demo's review console", "streamlit")
     config = load_config(args.config)
     log_config(config, log)
     options = pipeline_options(args)

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from inspection.commands.predict import add_model_arguments, load_detector, write_json
+from inspection.extras import require_extra
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,6 +44,8 @@ def load_evaluation_samples(data: Path, split: str | None, classes: tuple[str, .
 
 
 def run(args: argparse.Namespace) -> int:
+    # The plots need matplotlib (the `train` extra); fail before minutes of evaluation, not after.
+    require_extra("train", "evaluate (its PR-curve and confusion-matrix plots)", "matplotlib")
     from training.evaluate import evaluate
 
     detector = load_detector(args)

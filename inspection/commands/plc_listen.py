@@ -23,6 +23,7 @@ import zmq
 from inspection.errors import TransportError
 from inspection.schemas import TOPICS, load_schema
 from inspection.schemas import validate as builtin_validate
+from inspection.transport import Subscriber
 
 EXIT_INVALID, EXIT_INCOMPLETE = 1, 3
 
@@ -43,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from inspection.process import StopFlag
+    from inspection.line.process import StopFlag
 
     with PlcListener(args.connect, args.topic) as listener:
         summary = listener.run(count=args.count, timeout=args.timeout, as_json=args.json,
@@ -101,29 +102,20 @@ class PlcListener:
                  context: zmq.Context | None = None, rcvhwm: int = 100_000,
                  socket_options: Mapping[int, int] | None = None) -> None:
         self.topics = tuple(topics or ())
-        self.endpoint = endpoint.removeprefix("connect:")
         self.validator_name, self._validate = _validator()
         self.tracker = SequenceTracker()
         self.received: Counter = Counter()
         self.invalid = 0
-        self._socket = (context or zmq.Context.instance()).socket(zmq.SUB)
-        self._socket.setsockopt(zmq.RCVHWM, rcvhwm)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        for option, value in (socket_options or {}).items():
-            self._socket.setsockopt(option, value)
-        for topic in self.topics or ("",):
-            self._socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
         try:
-            self._socket.connect(self.endpoint)
-        except zmq.ZMQError as exc:
-            self._socket.close(0)
+            self._subscriber = Subscriber(endpoint, self.topics or ("",), hwm=rcvhwm, options=socket_options,
+                                          context=context)
+        except TransportError as exc:
             raise TransportError(f"--connect {endpoint!r}: {exc}") from None
+        self.endpoint = self._subscriber.endpoint.address
 
     def receive(self, timeout: float) -> list[bytes] | None:
         """The next raw multipart message, or None after `timeout` seconds."""
-        if self._socket.poll(int(timeout * 1000), zmq.POLLIN):
-            return self._socket.recv_multipart()
-        return None
+        return self._subscriber.recv(timeout)
 
     def check(self, parts: list[bytes]) -> tuple[str, dict[str, Any] | None, list[str]]:
         """(topic, message or None, problems) for one raw message; tracks sequence numbers."""
@@ -182,7 +174,7 @@ class PlcListener:
                 "last_seq": dict(t.last), "validator": self.validator_name, "exit_status": status}
 
     def close(self) -> None:
-        self._socket.close(0)
+        self._subscriber.close()
 
     def __enter__(self) -> PlcListener:
         return self

@@ -55,7 +55,7 @@ def pipeline_options(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from inspection.config import load_config, log_config
-    from inspection.pipeline import run_pipeline
+    from inspection.line.pipeline import run_pipeline
 
     config = load_config(args.config)
     log_config(config, log)

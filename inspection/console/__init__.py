@@ -2,7 +2,8 @@
 
 `app.py` at the top of the checkout builds the navigation; each page is a thin script in
 `pages/` (file pages, so `AppTest.switch_page` can reach them) that calls `render()` in a view
-module here. Views read through `inspection.records.queries` and `data` (read-only SQL the
-console needs beyond it) and write only through `actions`, which calls the records write API
-(append-only, audited). `context` finds the database and holds the reviewer identity.
+module here. Views read through `data` and `stats` (cached DataFrames over the records read API,
+`inspection.records.queries` and `analytics`; the console runs no SQL itself) and write only
+through `actions`, which calls the records write API (append-only, audited). `context` finds the
+database and holds the reviewer identity. Everything here needs the `console` extra.
 """

@@ -25,6 +25,7 @@ from sqlite_utils import Database
 
 from inspection.config import LineConfig, load_config
 from inspection.errors import SteelInspectError
+from inspection.records import queries
 from inspection.records.db import open_db
 
 REVIEWER_KEY = "reviewer"
@@ -83,7 +84,7 @@ def read_db(path: str | Path) -> Iterator[Database]:
     try:
         yield db
     finally:
-        db.conn.close()
+        db.close()
 
 
 def change_token(path: str | Path) -> tuple[int, ...]:
@@ -92,11 +93,8 @@ def change_token(path: str | Path) -> tuple[int, ...]:
     The file's inode is part of it, so a database replaced under a running console is re-read.
     """
     with read_db(path) as db:
-        row = db.execute(
-            "SELECT (SELECT coalesce(max(seq), 0) FROM audit_log),"
-            " (SELECT count(*) FROM review_queue), (SELECT coalesce(max(rowid), 0) FROM review_queue)"
-        ).fetchone()
-    return Path(path).stat().st_ino, int(row[0]), int(row[1]), int(row[2])
+        marks = queries.change_marks(db)
+    return Path(path).stat().st_ino, *marks
 
 
 def reviewer_sidebar() -> None:

@@ -3,8 +3,7 @@
 Every function takes the database path and the change token (`context.change_token`), so the
 `st.cache_data` key changes exactly when the data can have changed, and a widget interaction
 that changes nothing re-uses the cached result. Connections are read-only (`context.read_db`).
-The few SQL reads here that `queries` lacks (filter choices, the coil row, the id list, the
-coil's review list) are read-only and parameterised: candidates to move into `queries`.
+The console runs no SQL itself: records returns rows, and this module makes them DataFrames.
 """
 
 from __future__ import annotations
@@ -27,17 +26,8 @@ DEFECT_COLUMNS = ("id", "surface", "camera", "frame_index", "along_mm", "across_
 @st.cache_data(show_spinner=False, max_entries=64)
 def filter_options(path: str, token: Token) -> dict[str, list[str]]:
     """Distinct values for the coil filters."""
-    sql = {
-        "line": "SELECT DISTINCT line FROM coils",
-        "heat": "SELECT DISTINCT heat FROM platform_coils",
-        "order_no": "SELECT DISTINCT order_no FROM platform_coils",
-        "customer": "SELECT DISTINCT customer FROM platform_coils",
-        "steel_grade": "SELECT DISTINCT steel_grade FROM platform_coils",
-        "grade": "SELECT DISTINCT grade FROM grades",
-    }
     with read_db(path) as db:
-        return {key: sorted(str(r[0]) for r in db.execute(q).fetchall() if r[0] is not None)
-                for key, q in sql.items()}
+        return queries.filter_choices(db)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -56,8 +46,7 @@ def coils(path: str, token: Token, filters: tuple[tuple[str, Any], ...], limit: 
 @st.cache_data(show_spinner=False, max_entries=64)
 def coil_ids(path: str, token: Token, limit: int = 500) -> list[str]:
     with read_db(path) as db:
-        rows = db.execute("SELECT id FROM coils ORDER BY first_seen_ns DESC, id LIMIT ?", (limit,)).fetchall()
-    return [r[0] for r in rows]
+        return queries.coil_ids(db, limit)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -72,11 +61,11 @@ def coil_defects(path: str, token: Token, coil: str) -> pd.DataFrame:
 def coil_header(path: str, token: Token, coil: str) -> dict[str, Any] | None:
     """The coil row, its size, its plant data (MES / process), or None when the coil is unknown."""
     with read_db(path) as db:
-        row = db.execute("SELECT id, line, line_type, first_seen_ns FROM coils WHERE id = ?",
-                         (coil,)).fetchone()
+        row = queries.coil_row(db, coil)
         if row is None:
             return None
-        header = dict(zip(("coil", "line", "line_type", "first_seen_ns"), row, strict=True))
+        header: dict[str, Any] = {"coil": row["id"], "line": row["line"], "line_type": row["line_type"],
+                                  "first_seen_ns": row["first_seen_ns"]}
         header["inspected_length_m"] = queries.coil_length_m(db, coil)
         header["map_width_mm"] = queries.coil_width_mm(db, coil)
         header["platform"] = queries.platform_data(db, coil)
@@ -110,9 +99,8 @@ def coil_coverage(path: str, token: Token, coil: str) -> dict[str, Any]:
 def coil_reviews(path: str, token: Token, coil: str) -> pd.DataFrame:
     """Every review of the coil's defects, oldest first (reviews are append-only)."""
     with read_db(path) as db:
-        frame = pd.read_sql_query(
-            "SELECT r.id AS review, r.defect_id AS defect, d.class AS detected_as, r.action, r.new_class, "
-            "r.reviewer, r.reason, r.time_ns FROM reviews r JOIN defects d ON d.id = r.defect_id "
-            "WHERE r.coil = ? ORDER BY r.id", db.conn, params=(coil,))
+        rows = queries.coil_reviews(db, coil)
+    frame = pd.DataFrame(rows, columns=["review", "defect", "detected_as", "action", "new_class", "reviewer",
+                                        "reason", "time_ns"])
     frame["time"] = pd.to_datetime(frame.pop("time_ns"), unit="ns", utc=True)
     return frame

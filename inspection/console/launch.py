@@ -17,6 +17,7 @@ from typing import IO
 
 from inspection.config import REPO_DIR
 from inspection.errors import SteelInspectError
+from inspection.extras import require_extra
 
 APP = REPO_DIR / "app.py"
 
@@ -33,6 +34,8 @@ def console_command(port: int, address: str = "127.0.0.1") -> list[str]:
 def start_console(database: Path, port: int, *, env: dict[str, str] | None = None, log: IO[str] | None = None,
                   timeout_s: float = 60.0, address: str = "127.0.0.1") -> subprocess.Popen:
     """Run the console on `database` at http://`address`:`port`; return once it is healthy."""
+    # Say which extra is missing here: the child process would only exit with a status.
+    require_extra("console", "the review console", "streamlit")
     environment = {**os.environ, **(env or {}), "STEEL_INSPECT_DB": str(database)}
     process = subprocess.Popen(console_command(port, address), cwd=REPO_DIR, env=environment,
                                stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT,

@@ -27,7 +27,8 @@ from typing import Any
 
 from inspection.config import REPO_DIR
 from inspection.console.launch import start_console, stop_console
-from inspection.console.sample_db import SampleCoil, build
+from inspection.extras import require_extra
+from inspection.testing.sample_db import SampleCoil, build
 
 HELP = "time the console's coil detail page for a coil with many defects (AppTest and headless Chromium)"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -41,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    require_extra("console", "bench console", "streamlit")
     with tempfile.TemporaryDirectory(prefix="console-measure-") as tmp:
         folder = Path(tmp)
         t0 = time.perf_counter()

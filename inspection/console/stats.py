@@ -1,8 +1,8 @@
 """Cached reads for the Review queue, Analytics and Line pages (`inspection.records.analytics`).
 
 Same caching rule as `data`: keyed on the database path and the change token. The line status
-is read uncached (it is refreshed every few seconds and is small). `coil_days` and
-`frame_megapixels` are read-only SQL the analytics API lacks: candidates to move into it.
+is read uncached (it is refreshed every few seconds and is small). The console runs no SQL
+itself: records returns rows, and this module makes them DataFrames.
 """
 
 from __future__ import annotations
@@ -36,13 +36,8 @@ def review_progress(path: str, token: Token) -> dict[str, int]:
 @st.cache_data(show_spinner=False, max_entries=32)
 def queue_filters(path: str, token: Token) -> tuple[list[str], list[str]]:
     """Coils and classes that still have queued, unreviewed defects."""
-    waiting = "NOT EXISTS (SELECT 1 FROM reviews r WHERE r.defect_id = q.defect_id)"
     with read_db(path) as db:
-        coils = [r[0] for r in db.execute(f"SELECT DISTINCT coil FROM review_queue q WHERE {waiting} "
-                                          "ORDER BY coil")]
-        classes = [r[0] for r in db.execute(f"SELECT DISTINCT class FROM review_queue q WHERE {waiting} "
-                                            "ORDER BY class")]
-    return coils, classes
+        return analytics.queue_filters(db)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -57,7 +52,7 @@ def coil_stats(path: str, token: Token, since: str | None, until: str | None) ->
     """Per coil length, defects, defects per 1,000 m, plant and process data, and the coil's day."""
     with read_db(path) as db:
         rows = analytics.coil_stats(db, since, until)
-        days = dict(db.execute("SELECT coil, min(day) FROM coil_class_counts GROUP BY coil").fetchall())
+        days = analytics.coil_days(db)
     frame = pd.DataFrame(rows, columns=["coil", "line", "shift", "steel_grade", "customer", "heat",
                                         "length_m", "defects", "finishing_temp_c", "coiling_temp_c",
                                         "speed_m_per_s", "defects_per_km"])
@@ -86,18 +81,5 @@ def line_status(path: str) -> dict[str, Any]:
     with read_db(path) as db:
         status = analytics.line_status(db, alarms=15)
         for line in status["lines"]:
-            line["megapixels_per_frame"] = frame_megapixels(db, line["current_coil"])
+            line["megapixels_per_frame"] = analytics.frame_megapixels(db, line["current_coil"])
     return status
-
-
-def frame_megapixels(db: Any, coil: str | None) -> float | None:
-    """Mean megapixels of the coil's recent frames: camera width x rows (frame length / mm per row)."""
-    if coil is None:
-        return None
-    row = db.execute(
-        "SELECT avg(c.width_px * f.length_mm / c.mm_per_px_along) / 1e6 FROM "
-        "(SELECT camera, length_mm FROM frames WHERE coil = ? AND status = 'inspected' "
-        "ORDER BY id DESC LIMIT 50) f "
-        "JOIN coils k ON k.id = ? JOIN cameras c ON c.line = k.line AND c.id = f.camera",
-        (coil, coil)).fetchone()
-    return float(row[0]) if row and row[0] is not None else None

@@ -5,7 +5,7 @@ claims. Part of `store.Store` (mixed in); each call is one write transaction wit
   confirm | relabel (needs new_class) | reject; a graded coil is regraded in the same transaction.
 - ``override_grade(coil, reviewer, grade, reason)``: reason mandatory; stands until the next override.
 - ``add_alarm(kind, message, coil=..., surface=, class_=, across_mm=, pitch_mm=, roll_diameter_mm=,
-  count=, details=)``.
+  count=, details=)``; the recorder keeps the alarm's severity in ``details``.
 - ``open_claim`` / ``close_claim(coil, claim_no, by, reason=None)``: crops of claimed coils are kept.
 """
 
@@ -45,27 +45,14 @@ class InspectorActions:
             if row is None:
                 raise StoreError(f"defect_id: no defect {defect_id}")
             coil = row[0]
-            before = audit.max_rowid(self.db, "reviews")
-            self.db.execute(
-                "INSERT INTO reviews (defect_id, coil, reviewer, action, new_class, reason, time_ns) "
-                "VALUES (?,?,?,?,?,?,?)",
-                (defect_id, coil, reviewer, action, new_class, reason or None, self.clock()),
-            )
-            entry, _ = self._new_rows("reviews", before)
-            self._audit(
-                "review",
-                {
-                    "defect_id": defect_id,
-                    "coil": coil,
-                    "action": action,
-                    "new_class": new_class,
-                    "rows": {"reviews": entry},
-                },
-                actor=reviewer,
-            )
+            review_id = self._insert_audited(
+                "reviews", {"defect_id": defect_id, "coil": coil, "reviewer": reviewer, "action": action,
+                            "new_class": new_class, "reason": reason or None, "time_ns": self.clock()},
+                "review", {"defect_id": defect_id, "coil": coil, "action": action, "new_class": new_class},
+                actor=reviewer)
             if self.db.execute("SELECT 1 FROM grades WHERE coil=? LIMIT 1", (coil,)).fetchone():
-                self.grade_coil(coil, f"review:{entry[0]}")
-        return entry[0]
+                self.grade_coil(coil, f"review:{review_id}")
+        return review_id
 
     def override_grade(self, coil: str, reviewer: str, grade_name: str, reason: str) -> int:
         """An inspector's grade for `coil`; it stands until the next override."""
@@ -77,22 +64,15 @@ class InspectorActions:
         with write_transaction(self.db):
             if not self.db.execute("SELECT 1 FROM coils WHERE id=?", (coil,)).fetchone():
                 raise StoreError(f"coil: no coil {coil!r}")
-            before = audit.max_rowid(self.db, "grade_overrides")
-            self.db.execute(
-                "INSERT INTO grade_overrides (coil, reviewer, grade, reason, time_ns) VALUES (?,?,?,?,?)",
-                (coil, reviewer, grade_name, reason.strip(), self.clock()),
-            )
-            entry, _ = self._new_rows("grade_overrides", before)
-            self._audit(
-                "grade_override",
-                {"coil": coil, "grade": grade_name, "rows": {"grade_overrides": entry}},
-                actor=reviewer,
-            )
+            override_id = self._insert_audited(
+                "grade_overrides", {"coil": coil, "reviewer": reviewer, "grade": grade_name,
+                                    "reason": reason.strip(), "time_ns": self.clock()},
+                "grade_override", {"coil": coil, "grade": grade_name}, actor=reviewer)
             return self._insert_grade(
                 coil,
                 grade_name,
                 "override",
-                f"override:{entry[0]}",
+                f"override:{override_id}",
                 [f"override by {reviewer}: {reason.strip()}"],
                 None,
                 None,
@@ -105,28 +85,12 @@ class InspectorActions:
         if set(fields) - allowed:
             raise StoreError(f"add_alarm: unknown field {sorted(set(fields) - allowed)[0]!r}")
         details = fields.get("details")
+        row = {"coil": coil, "kind": kind, "surface": fields.get("surface"), "class": fields.get("class_"),
+               "across_mm": fields.get("across_mm"), "pitch_mm": fields.get("pitch_mm"),
+               "roll_diameter_mm": fields.get("roll_diameter_mm"), "count": fields.get("count"), "message": message,
+               "details": audit.canonical_json(details) if details is not None else None, "time_ns": self.clock()}
         with write_transaction(self.db):
-            before = audit.max_rowid(self.db, "alarms")
-            self.db.execute(
-                "INSERT INTO alarms (coil, kind, surface, class, across_mm, pitch_mm, roll_diameter_mm, "
-                "count, message, details, time_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    coil,
-                    kind,
-                    fields.get("surface"),
-                    fields.get("class_"),
-                    fields.get("across_mm"),
-                    fields.get("pitch_mm"),
-                    fields.get("roll_diameter_mm"),
-                    fields.get("count"),
-                    message,
-                    audit.canonical_json(details) if details is not None else None,
-                    self.clock(),
-                ),
-            )
-            entry, _ = self._new_rows("alarms", before)
-            self._audit("alarm", {"coil": coil, "kind": kind, "rows": {"alarms": entry}})
-            return entry[0]
+            return self._insert_audited("alarms", row, "alarm", {"coil": coil, "kind": kind})
 
     def open_claim(self, coil: str, claim_no: str, by: str, reason: str | None = None) -> int:
         return self._claim(coil, claim_no, "open", by, reason)
@@ -137,18 +101,10 @@ class InspectorActions:
     def _claim(self, coil: str, claim_no: str, action: str, by: str, reason: str | None) -> int:
         by, claim_no = _name("by", by), _name("claim_no", claim_no)
         with write_transaction(self.db):
-            before = audit.max_rowid(self.db, "claims")
-            self.db.execute(
-                "INSERT INTO claims (coil, claim_no, action, by, reason, time_ns) VALUES (?,?,?,?,?,?)",
-                (coil, claim_no, action, by, reason, self.clock()),
-            )
-            entry, _ = self._new_rows("claims", before)
-            self._audit(
-                "claim",
-                {"coil": coil, "claim_no": claim_no, "action": action, "rows": {"claims": entry}},
-                actor=by,
-            )
-            return entry[0]
+            return self._insert_audited(
+                "claims", {"coil": coil, "claim_no": claim_no, "action": action, "by": by, "reason": reason,
+                           "time_ns": self.clock()},
+                "claim", {"coil": coil, "claim_no": claim_no, "action": action}, actor=by)
 
 
 def _name(field_name: str, value: Any) -> str:

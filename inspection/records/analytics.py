@@ -1,14 +1,17 @@
 """Read API for the console's review queue, analytics and line status.
 
 - `review_queue(db, limit, coil, cls)`: queued defects not yet reviewed, highest priority first
-  (the priority rule is in `review_queue`); `review_progress(db)`: queued vs reviewed.
+  (the priority rule is in `review_queue`); `review_progress(db)`: queued vs reviewed;
+  `queue_filters(db)`: coils and classes that still have defects waiting.
 - `pareto(db, since, until, line)`: defects per class over a day range, after reviews, with shares.
 - `defects_per_km(db, by, since, until)`: defects per 1,000 m by line | shift | steel_grade | customer.
 - `coil_stats(db, since, until)`: per coil length, defects, defects per 1,000 m and process data
-  (for defects against a process parameter, e.g. finishing temperature).
+  (for defects against a process parameter, e.g. finishing temperature); `coil_days(db)`: the
+  day of each coil's first defect, for trends.
 - `field_precision(db)`: per class, precision estimated from reviews of *sampled* queue items only.
 - `confirmations_by_model(db)`: reviews per model version (confirmed / relabelled / rejected).
-- `line_status(db)`: per line current coils, recorder figures, coverage, models, recent alarms.
+- `line_status(db)`: per line current coils, recorder figures, coverage, models, recent alarms;
+  `frame_megapixels(db, coil)`: the size of the coil's recent frames, to turn frames/s into Mpx/s.
 
 Day ranges are UTC days ``YYYY-MM-DD``, inclusive; None means open-ended.
 """
@@ -26,12 +29,13 @@ from inspection.records.errors import StoreError
 from inspection.records.queries import _dicts, coverage, iso
 
 GROUPS = {"line": "c.line", "shift": "p.shift", "steel_grade": "p.steel_grade", "customer": "p.customer"}
+_WAITING = "NOT EXISTS (SELECT 1 FROM reviews r WHERE r.defect_id = q.defect_id)"  # queued, not yet reviewed
 
 
 def review_queue(db: Database, *, limit: int = 50, coil: str | None = None,
                  cls: str | None = None) -> list[dict[str, Any]]:
     """Queued, not yet reviewed defects, highest priority first, with what a reviewer needs to see."""
-    where, args = ["NOT EXISTS (SELECT 1 FROM reviews r WHERE r.defect_id = q.defect_id)"], []
+    where, args = [_WAITING], []
     if coil:
         where.append("q.coil = ?")
         args.append(coil)
@@ -72,6 +76,14 @@ def review_progress(db: Database) -> dict[str, int]:
     done = db.execute("SELECT count(*) FROM review_queue q WHERE EXISTS "
                       "(SELECT 1 FROM reviews r WHERE r.defect_id = q.defect_id)").fetchone()[0]
     return {"queued": queued, "reviewed": done, "waiting": queued - done}
+
+
+def queue_filters(db: Database) -> tuple[list[str], list[str]]:
+    """(coils, classes) that still have queued, unreviewed defects, each sorted."""
+    coils = [r[0] for r in db.execute(f"SELECT DISTINCT coil FROM review_queue q WHERE {_WAITING} ORDER BY coil")]
+    classes = [r[0] for r in db.execute(f"SELECT DISTINCT class FROM review_queue q WHERE {_WAITING} "
+                                        "ORDER BY class")]
+    return coils, classes
 
 
 def _day_where(since: str | None, until: str | None, column: str = "k.day") -> tuple[list[str], list[Any]]:
@@ -164,6 +176,11 @@ def coil_stats(db: Database, since: str | None = None, until: str | None = None)
     return rows
 
 
+def coil_days(db: Database) -> dict[str, str]:
+    """coil -> UTC day ``YYYY-MM-DD`` of its first counted defect; coils without defects are absent."""
+    return dict(db.execute("SELECT coil, min(day) FROM coil_class_counts GROUP BY coil").fetchall())
+
+
 def defects_per_km(db: Database, by: str = "line", since: str | None = None,
                    until: str | None = None) -> list[dict[str, Any]]:
     """Defects per 1,000 m of strip grouped by line, shift, steel grade or customer."""
@@ -237,3 +254,20 @@ def line_status(db: Database, *, alarms: int = 10) -> dict[str, Any]:
     for a in recent:
         a["time"] = iso(a["time_ns"])
     return {"lines": lines, "alarms": recent, "status": status}
+
+
+def frame_megapixels(db: Database, coil: str | None) -> float | None:
+    """Mean megapixels of the coil's last 50 inspected frames: camera width x rows (frame length / mm per row).
+
+    None without a coil or inspected frames. Frames are sized by their camera, so this turns the
+    recorder's frames per second into megapixels per second.
+    """
+    if coil is None:
+        return None
+    row = db.execute(
+        "SELECT avg(c.width_px * f.length_mm / c.mm_per_px_along) / 1e6 FROM "
+        "(SELECT camera, length_mm FROM frames WHERE coil = ? AND status = 'inspected' "
+        "ORDER BY id DESC LIMIT 50) f "
+        "JOIN coils k ON k.id = ? JOIN cameras c ON c.line = k.line AND c.id = f.camera",
+        (coil, coil)).fetchone()
+    return float(row[0]) if row and row[0] is not None else None

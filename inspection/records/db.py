@@ -73,3 +73,8 @@ def write_transaction(db: Database) -> Iterator[Database]:
         raise
     else:
         db.conn.execute("COMMIT")
+
+
+def checkpoint(db: Database) -> None:
+    """Move the write-ahead log into the database file and empty it (e.g. before measuring its size)."""
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -1,10 +1,8 @@
 """Errors of the records area: every one is a `SteelInspectError`, printed by the CLI as one line."""
 
-from inspection.errors import SteelInspectError
+from inspection.errors import RecordError, SteelInspectError
 
-
-class RecordError(SteelInspectError, ValueError):
-    """A worker -> recorder message or a record is malformed; the message names the field."""
+__all__ = ["PlatformImportError", "RecordError", "ReportError", "RulesError", "StoreError"]
 
 
 class StoreError(SteelInspectError):

@@ -1,9 +1,11 @@
 """The read API of a line database, for the console and the coil report (pure reads).
 
-Coil level: `coils` (filtered list), `coil_defects` (with the effective class after reviews),
-`coil_map`, `coverage`, `current_grade`, `grade_history`, `platform_data`, `coil_alarms`,
-`provenance`, `grade_input`. Analytics and review: see `analytics` (Pareto, rates per 1,000 m,
-field precision, confirmations per model, review queue, line status).
+Coil level: `coils` (filtered list), `filter_choices` (values for its filters), `coil_ids`,
+`coil_row`, `coil_defects` (with the effective class after reviews), `coil_map`, `coverage`,
+`current_grade`, `grade_history`, `coil_reviews`, `platform_data`, `coil_alarms`, `provenance`,
+`grade_input`; `change_marks` tells a cached reader when to read again. Analytics and review: see
+`analytics` (Pareto, rates per 1,000 m, field precision, confirmations per model, review queue,
+line status).
 
 Effective class of a defect after reviews (reviews are applied in order): ``relabel`` sets the
 class, ``reject`` marks it a false alarm, ``confirm`` accepts the current class (and undoes an
@@ -42,6 +44,61 @@ def iso(time_ns: int | None) -> str | None:
 def _dicts(cursor: Any) -> list[dict[str, Any]]:
     names = [c[0] for c in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def change_marks(db: Database) -> tuple[int, int, int]:
+    """(audit log head seq, review queue size, review queue max rowid).
+
+    Together they change whenever anything a reader shows can have changed: every mutating event
+    appends to the audit log, and the review queue, which is derived and not audited, is counted.
+    """
+    row = db.execute(
+        "SELECT (SELECT coalesce(max(seq), 0) FROM audit_log),"
+        " (SELECT count(*) FROM review_queue), (SELECT coalesce(max(rowid), 0) FROM review_queue)"
+    ).fetchone()
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def coil_row(db: Database, coil: str) -> dict[str, Any] | None:
+    """The coil's own row (``id``, ``line``, ``line_type``, ``first_seen_ns``); None for an unknown coil."""
+    rows = _dicts(db.execute("SELECT id, line, line_type, first_seen_ns FROM coils WHERE id=?", (coil,)))
+    return rows[0] if rows else None
+
+
+def coil_ids(db: Database, limit: int = 500) -> list[str]:
+    """Coil ids newest first (ties by id)."""
+    return [r[0] for r in db.execute("SELECT id FROM coils ORDER BY first_seen_ns DESC, id LIMIT ?", (limit,))]
+
+
+_FILTER_SQL = {
+    "line": "SELECT DISTINCT line FROM coils",
+    "heat": "SELECT DISTINCT heat FROM platform_coils",
+    "order_no": "SELECT DISTINCT order_no FROM platform_coils",
+    "customer": "SELECT DISTINCT customer FROM platform_coils",
+    "steel_grade": "SELECT DISTINCT steel_grade FROM platform_coils",
+    "grade": "SELECT DISTINCT grade FROM grades",
+}
+
+
+def filter_choices(db: Database) -> dict[str, list[str]]:
+    """Values to offer for the `coils` filters: line, heat, order_no, customer, steel_grade, grade.
+
+    Each list is sorted as text, without NULLs (a coil without plant data has none to offer).
+    """
+    return {key: sorted(str(r[0]) for r in db.execute(sql).fetchall() if r[0] is not None)
+            for key, sql in _FILTER_SQL.items()}
+
+
+def coil_reviews(db: Database, coil: str) -> list[dict[str, Any]]:
+    """Every review of the coil's defects, oldest first (reviews are append-only).
+
+    Keys: ``review``, ``defect``, ``detected_as`` (the class the model gave), ``action``, ``new_class``,
+    ``reviewer``, ``reason``, ``time_ns``.
+    """
+    return _dicts(db.execute(
+        "SELECT r.id AS review, r.defect_id AS defect, d.class AS detected_as, r.action, r.new_class, "
+        "r.reviewer, r.reason, r.time_ns FROM reviews r JOIN defects d ON d.id = r.defect_id "
+        "WHERE r.coil = ? ORDER BY r.id", (coil,)))
 
 
 def review_states(db: Database, coil: str, alias: dict[int, int] | None = None) -> dict[int, dict[str, Any]]:

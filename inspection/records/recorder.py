@@ -1,17 +1,24 @@
-"""The recorder: the single writer of a line database.
+"""The recorder's decisions: record what the workers sent, finalise coils, decide every alarm.
 
-It binds a ZeroMQ PULL socket at the line's ``endpoints.results``, decodes worker messages
-(`messages`), and writes them in batched transactions (flush after ``batch_messages`` messages or
-``flush_ms``) through `Store.apply_batch`, which is idempotent. A coil is finalised (graded,
+This is the records side of the recorder process (`inspection.line.recorder` owns its socket and
+loop). Messages are buffered and written in batched transactions (after `batch_messages` messages
+or `flush_ms`) through `Store.apply_batch`, which is idempotent. A coil is finalised (graded,
 periodic defects searched, review queue filled) once its coverage is proven -- every camera sent
-coil_end and all its frames are inspected or explicitly dropped -- or ``grace_s`` after its first
+coil_end and all its frames are inspected or explicitly dropped -- or `grace_s` after its first
 coil_end, in which case the coverage gate puts it on hold. Late frames regrade it.
 
-SIGTERM / SIGINT: stop receiving, drain what is already queued in the socket, flush, close.
-Malformed messages are logged and counted, never recorded. ``on_event(kind, payload)`` receives
-``defect`` (each newly recorded defect fragment, with ``merged_into`` when it continues an already
-recorded defect across a frame seam, see `store.BatchResult`), ``coil`` (a coil's grade) and
-``alarm`` events, so a PLC publisher can be attached without changing this module.
+Every alarm is decided here, stored in the audited ``alarms`` table (its severity in ``details``)
+and only then emitted (`events.AlarmRaised`, with the row's id):
+
+- ``severe_defect``: a recorded defect at or above `alarm_min_severity` (a defect cut by frame
+  seams is judged on its whole size, and alarmed once);
+- ``periodic``: a roll mark found when the coil is finalised;
+- ``coverage``: a coil finalised below the coverage gate (on hold);
+- ``model``: the model that inspects a line type changed (a promote or rollback reached the line);
+- ``worker``: messages rejected as malformed, or a worker that stopped reporting.
+
+Grade rows are emitted as `events.GradeDecided` whoever wrote them (this recorder, or an override or
+review in the console, another process): `housekeeping` looks for new rows every second.
 """
 
 from __future__ import annotations
@@ -20,23 +27,23 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import zmq
-
-from inspection.errors import TransportError
 from inspection.frame import CoilEvent
-from inspection.process import StopFlag
-from inspection.records import queries
-from inspection.records.errors import RecordError
-from inspection.records.messages import ResultMessage, WorkerStatus, decode
+from inspection.records import line_reads, queries
+from inspection.records.events import AlarmRaised, DefectRecorded, GradeDecided, RecorderEvent
 from inspection.records.periodic import Point, find_periodic
 from inspection.records.store import Store
+from inspection.results import FrameResult, ResultMessage, WorkerStatus
 
 log = logging.getLogger(__name__)
-EventHook = Callable[[str, dict[str, Any]], None]
+EventHook = Callable[[RecorderEvent], None]
+DEFAULT_ALARM_SEVERITY = 3  # critical defects raise an alarm
+SEVERITY = {"periodic": 2, "coverage": 2, "model": 1, "worker": 2}
+WORKER_SILENT_S = 10.0  # a worker that has not reported for this long gets an alarm (once)
+ALARMED_MEMORY = 10_000  # recent defects whose severe alarm was sent (the next fragment is a frame away)
 
 
 @dataclass
@@ -56,112 +63,77 @@ class RecorderStats:
 
 
 class Recorder:
-    """Receive, batch, record and finalise coils for one line."""
+    """Buffer, record and finalise coils for one line; emit what was decided (see the module docstring)."""
 
-    def __init__(self, store: Store, endpoint: str, line: str, *, batch_messages: int = 500,
-                 flush_ms: float = 200.0, grace_s: float = 30.0, rcv_hwm: int = 10_000,
-                 on_event: EventHook | None = None, context: zmq.Context | None = None,
-                 on_tick: Callable[[RecorderStats], None] | None = None, finalise_on_stop: bool = False) -> None:
-        self.store, self.endpoint, self.line = store, endpoint, line
+    def __init__(self, store: Store, line: str, *, batch_messages: int = 500, flush_ms: float = 200.0,
+                 grace_s: float = 30.0, on_event: EventHook | None = None, finalise_on_stop: bool = False,
+                 alarm_min_severity: int | None = DEFAULT_ALARM_SEVERITY, endpoint: str = "") -> None:
+        self.store, self.line, self.endpoint = store, line, endpoint
         self.batch_messages, self.flush_s, self.grace_s = batch_messages, flush_ms / 1000.0, grace_s
         self.on_event = on_event
-        self.on_tick = on_tick  # called once per loop, in this thread (PLC heartbeats)
         # When the whole line stops, nothing more can arrive: incomplete coils are graded (held) at
         # once. A recorder restarted alone keeps them pending and gives them `grace_s` again.
         self.finalise_on_stop = finalise_on_stop
-        self.quiet_ms = 1000  # at stop, drain until nothing arrived for this long
+        self.alarm_min_severity = alarm_min_severity
         self.stats = RecorderStats()
-        self._ctx = context or zmq.Context.instance()
-        self._sock = self._ctx.socket(zmq.PULL)
-        self._sock.setsockopt(zmq.RCVHWM, rcv_hwm)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        try:
-            self._sock.bind(endpoint)
-        except zmq.ZMQError as exc:
-            self._sock.close()
-            raise TransportError(f"recorder: cannot bind {endpoint}: {exc}") from None
         self._buffer: list[ResultMessage] = []
         self._first_at = 0.0
-        self._pending: dict[str, float] = {c: time.monotonic() for c in _ungraded_ended(store)}
+        self._pending: dict[str, float] = {c: time.monotonic() for c in line_reads.ungraded_ended_coils(store.db)}
         self._rate = (time.monotonic(), 0, 0)
-        # Latest WorkerStatus per worker, written once per report so a silent worker's row ages.
-        self._workers: dict[str, dict[str, Any]] = {}
+        self._workers: dict[str, dict[str, Any]] = {}  # latest WorkerStatus per worker since the last status write
+        self._worker_seen: dict[str, float] = {}
+        self._worker_silent: set[str] = set()
+        self._rejected_alarmed = 0
+        self._alarmed: dict[int, None] = {}
+        self._models: dict[str, tuple[str, str]] = {}  # line type -> (version, sha256) inspecting it
+        self._model_rows: dict[int, tuple[str, str] | None] = {}
+        # Grades recorded before this process started were published by its predecessor.
+        self._last_grade_id = line_reads.last_grade_id(store.db)
 
-    def run(self, stop: StopFlag) -> RecorderStats:
-        """Loop until `stop` is set; always flushes and closes before returning."""
-        log.info("recorder for line %s listening on %s (batch %d msgs / %.0f ms, grace %.0f s, "
-                 "%d coils pending)", self.line, self.endpoint, self.batch_messages, self.flush_s * 1000,
-                 self.grace_s, len(self._pending))
-        last_status = last_log = time.monotonic()
-        try:
-            while not stop.is_set():
-                self.poll(timeout_ms=self._wait_ms())
-                if self.on_tick is not None:
-                    try:
-                        self.on_tick(self.stats)
-                    except Exception:  # noqa: BLE001 - an output hook must never stop recording
-                        log.exception("recorder: on_tick hook failed")
-                now = time.monotonic()
-                if now - last_status >= 1.0:
-                    try:
-                        self._check_pending()
-                        self._status()
-                    except sqlite3.OperationalError as exc:  # locked or full: try again next second
-                        log.error("grading / status update failed, will retry: %s", exc)
-                    last_status = now
-                if now - last_log >= 30.0:  # what was applied, for the operator's log
-                    s = self.stats
-                    log.info("recorder: %d messages (%d rejected), %d batches, %d defects (+%d duplicates), "
-                             "%d frames, %d coils graded, %d alarms, %d coils pending", s.messages,
-                             s.rejected, s.batches, s.new_defects, s.duplicate_defects, s.new_frames,
-                             s.coils_graded, s.alarms, len(self._pending))
-                    last_log = now
-        finally:
-            self.close()
-        return self.stats
+    # -- input ---------------------------------------------------------------------------------
+    def add(self, messages: Sequence[ResultMessage], received: int = 0, rejected: int = 0,
+            last_error: str | None = None) -> None:
+        """Take decoded messages; `received`, `rejected` and `last_error` are the socket's running
+        figures (messages that arrived, malformed ones, the last reason)."""
+        self.stats.messages, self.stats.rejected = max(received, self.stats.messages), rejected
+        if last_error is not None and rejected:
+            self.stats.last_error = last_error
+        now = time.monotonic()
+        for message in messages:
+            if isinstance(message, WorkerStatus):  # health, not evidence: kept for the next status write
+                self._workers[message.worker] = {"host": message.host, "pid": message.pid,
+                                                 "reported_ns": message.time_ns, **message.stats}
+                self._worker_seen[message.worker] = now
+                self._worker_silent.discard(message.worker)
+                continue
+            if not self._buffer:
+                self._first_at = now
+            self._buffer.append(message)
 
-    def poll(self, timeout_ms: int = 100) -> None:
-        """Receive what is waiting (up to a batch), and flush when the batch is full or old enough."""
-        if self._sock.poll(timeout_ms, zmq.POLLIN):
-            self._drain(self.batch_messages - len(self._buffer))
-        if self._buffer and (len(self._buffer) >= self.batch_messages
-                             or time.monotonic() - self._first_at >= self.flush_s):
-            self.flush()
+    def due(self) -> bool:
+        """True when the buffer is full or its oldest message has waited `flush_ms`."""
+        return bool(self._buffer) and (len(self._buffer) >= self.batch_messages
+                                       or time.monotonic() - self._first_at >= self.flush_s)
 
-    def _wait_ms(self) -> int:
+    def wait_ms(self) -> int:
+        """How long the owner's loop may wait for input before the buffer is due."""
         if not self._buffer:
             return 100
         return max(0, min(100, int((self._first_at + self.flush_s - time.monotonic()) * 1000)))
 
-    def _drain(self, limit: int) -> None:
-        for _ in range(max(limit, 1)):
-            try:
-                parts = self._sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            self.stats.messages += 1
-            try:
-                message = decode(parts)
-            except RecordError as exc:
-                self.stats.rejected += 1
-                self.stats.last_error = str(exc)
-                log.warning("rejected message %d: %s", self.stats.messages, exc)
-                continue
-            if isinstance(message, WorkerStatus):  # health, not evidence: kept for the next status write
-                self._workers[message.worker] = {"host": message.host, "pid": message.pid,
-                                                 "reported_ns": message.time_ns, **message.stats}
-                continue
-            if not self._buffer:
-                self._first_at = time.monotonic()
-            self._buffer.append(message)
+    @property
+    def room(self) -> int:
+        """Messages the buffer takes before a batch is full."""
+        return max(1, self.batch_messages - len(self._buffer))
 
+    # -- writing ---------------------------------------------------------------------------------
     def flush(self) -> None:
         """Write the buffered messages in one transaction and finalise coils that became complete."""
         if not self._buffer:
             return
         batch, self._buffer = self._buffer, []
         try:
-            result = self.store.apply_batch(batch, want_rows=self.on_event is not None)
+            result = self.store.apply_batch(batch, want_rows=True)
         except sqlite3.OperationalError as exc:
             # Locked past the busy timeout (a long console write) or a full disk: keep the batch
             # in memory and retry at the next flush instead of dropping what the workers sent.
@@ -177,13 +149,15 @@ class Recorder:
         self.stats.seam_links += result.seam_links
         log.debug("applied %d messages: %d new defects (%d duplicates), %d frames, audit seq %s", len(batch),
                   result.new_defects, result.duplicate_defects, result.new_frames, result.audit_seq)
-        if self.on_event:
-            for row in result.defect_rows:
-                self._emit("defect", row)
+        self._watch_models(batch)
+        for row in result.defect_rows:
+            version, sha256 = self._model_of(row.get("model_id"))
+            self._emit(DefectRecorded(row, version, sha256))
+            self._severe_alarm(row)
         now = time.monotonic()
         for coil in result.coil_ends:
             self._pending.setdefault(coil, now)
-        for coil in _coils_without_end(self.store, batch):
+        for coil in self._coils_without_end(batch):
             # A camera started a new coil but this one's coil_end never came (lost with a crashed
             # worker): wait `grace_s` for it, then the coverage gate holds the coil.
             if coil not in self._pending:
@@ -191,10 +165,46 @@ class Recorder:
                 self._pending[coil] = now
         touched = {m.coil for m in batch} - set(self._pending)
         for coil in touched:  # late frames of an already graded coil: regrade (recorded only if it changes)
-            if coil in self.stats.grades or self.store.db.execute("SELECT 1 FROM grades WHERE coil=? LIMIT 1",
-                                                                  (coil,)).fetchone():
+            if coil in self.stats.grades or line_reads.has_grade(self.store.db, coil):
                 self._grade(coil, "late-frames", finalise=False)
         self._check_pending()
+        self._publish_grades()
+
+    def housekeeping(self) -> None:
+        """Once a second: finalise coils whose grace ran out, watch worker health, write the live
+        status, emit grade rows written by other processes (console overrides and reviews)."""
+        try:
+            self._check_pending()
+            self._watch_workers()
+            self._status()
+            self._publish_grades()
+        except sqlite3.OperationalError as exc:  # locked or full: try again next second
+            log.error("grading / status update failed, will retry: %s", exc)
+
+    def finish(self) -> None:
+        """Flush, finalise what is complete (with `finalise_on_stop`: everything, held) and write status."""
+        self.flush()
+        if self.finalise_on_stop:  # coils cut short by the stop, even without any coil_end, are held
+            for coil in line_reads.ungraded_coils(self.store.db, self.line):
+                self._pending.setdefault(coil, time.monotonic())
+        for coil in list(self._pending):
+            if queries.coverage(self.store.db, coil)["complete"]:
+                self._finalise(coil, "coil_end")
+            elif self.finalise_on_stop:
+                self._finalise(coil, "line-stopped")
+        self._status()
+        self._publish_grades()
+        if self._buffer:
+            log.error("recorder stopping with %d unwritten messages (database unavailable)", len(self._buffer))
+
+    # -- coils -----------------------------------------------------------------------------------
+    def _coils_without_end(self, batch: list[ResultMessage]) -> list[str]:
+        coils: list[str] = []
+        for message in batch:
+            if isinstance(message, CoilEvent) and message.kind == "coil_start":
+                coils += line_reads.coils_left_open(self.store.db, message.source.camera, message.coil,
+                                                    message.time_ns)
+        return coils
 
     def _check_pending(self) -> None:
         now = time.monotonic()
@@ -210,12 +220,13 @@ class Recorder:
         points = [Point(d["id"], d["surface"], d["effective_class"], d["along_mm"], d["across_mm"])
                   for d in queries.coil_defects(self.store.db, coil, include_rejected=False)]
         for finding in find_periodic(points):
-            self._alarm(coil, "periodic", finding.message(), surface=finding.surface, class_=finding.cls,
+            self._alarm("periodic", finding.message(), coil=coil, surface=finding.surface, class_=finding.cls,
                         across_mm=finding.across_mm, pitch_mm=finding.pitch_mm,
                         roll_diameter_mm=finding.roll_diameter_mm, count=finding.count,
                         details={"defect_ids": list(finding.defect_ids)})
         if result.grade == "hold":
-            self._alarm(coil, "coverage", f"coil {coil} on hold: {result.reasons[0]}")
+            self._alarm("coverage", f"coil {coil} on hold: {result.reasons[0]}", coil=coil,
+                        details={"coverage": result.coverage, "required": self.store.coverage_min})
         queued = self.store.enqueue_reviews(coil)
         self._pending.pop(coil, None)  # only now: a failure above leaves the coil pending, retried
         self.stats.finalise_s += time.perf_counter() - started
@@ -224,30 +235,93 @@ class Recorder:
 
     def _grade(self, coil: str, trigger: str, *, finalise: bool) -> Any:
         result = self.store.grade_coil(coil, trigger, force=finalise)
-        changed = self.stats.grades.get(coil) != result.grade
         self.stats.grades[coil] = result.grade
         self.stats.coils_graded += finalise
-        if finalise or changed:
-            self._emit("coil", {"coil": coil, "grade": result.grade, "reasons": list(result.reasons),
-                                "coverage": result.coverage, "defects": result.counted, "trigger": trigger})
         return result
 
-    def _alarm(self, coil: str, kind: str, message: str, **fields: Any) -> None:
-        alarm_id = self.store.add_alarm(kind, message, coil=coil, **fields)
+    def _publish_grades(self) -> None:
+        for row in line_reads.grades_since(self.store.db, self._last_grade_id):
+            self._last_grade_id = row["id"]
+            self._emit(GradeDecided(grade_id=row["id"], coil=row["coil"], event=row["event"], grade=row["grade"],
+                                    reasons=row["reasons"], coverage=row["coverage"], counts=row["counts"],
+                                    defects_total=row["defects_total"], rule_set=row["rule_set"],
+                                    rule_set_version=row["rule_set_version"], by=row["by"]))
+
+    # -- alarms ------------------------------------------------------------------------------------
+    def _severe_alarm(self, row: dict[str, Any]) -> None:
+        """One alarm per defect at or above the alarm severity; a defect cut by frame seams is judged
+        on its whole size (`group_severity`) and alarmed once, by whichever fragment reaches it first."""
+        if self.alarm_min_severity is None:
+            return
+        head = row.get("merged_into") or row["id"]
+        severity = max(int(row.get("severity") or 0), int(row.get("group_severity") or 0))
+        if head in self._alarmed or severity < self.alarm_min_severity:
+            return
+        self._alarmed[head] = None
+        while len(self._alarmed) > ALARMED_MEMORY:
+            self._alarmed.pop(next(iter(self._alarmed)))
+        keys = ("camera", "surface", "frame_index", "defect_index", "class", "score", "along_mm", "across_mm",
+                "merged_into")
+        details = {"defect_id": row["id"], **{k: row[k] for k in keys if row.get(k) is not None}}
+        self._alarm("severe_defect",
+                    f"severity {severity} {row['class']} on coil {row['coil']} ({row['surface']}) at "
+                    f"{row['along_mm']:.0f} mm along, {row['across_mm']:.0f} mm across",
+                    coil=row["coil"], severity=severity, surface=row["surface"], class_=row["class"],
+                    across_mm=row["across_mm"], details=details)
+
+    def _watch_models(self, batch: list[ResultMessage]) -> None:
+        for message in batch:
+            if not isinstance(message, FrameResult):
+                continue
+            now = (message.model_version, message.model_sha256)
+            before = self._models.get(message.source.line_type)
+            self._models[message.source.line_type] = now
+            if before is not None and before != now:
+                self._alarm("model", f"{message.source.line_type} strip is now inspected by model {now[0]} "
+                            f"(was {before[0]})", details={"line_type": message.source.line_type,
+                                                            "version": now[0], "sha256": now[1],
+                                                            "previous": before[0]})
+
+    def _watch_workers(self) -> None:
+        if self.stats.rejected > self._rejected_alarmed:
+            new = self.stats.rejected - self._rejected_alarmed
+            self._rejected_alarmed = self.stats.rejected
+            self._alarm("worker", f"{new} malformed result message(s) rejected (last: {self.stats.last_error})",
+                        details={"process": f"recorder:{self.line}", "reason": "malformed messages",
+                                 "rejected": self.stats.rejected})
+        now = time.monotonic()
+        for worker, seen in self._worker_seen.items():
+            if now - seen >= WORKER_SILENT_S and worker not in self._worker_silent:
+                self._worker_silent.add(worker)
+                self._alarm("worker", f"worker {worker} has not reported for {now - seen:.0f} s",
+                            details={"process": worker, "reason": "silent"})
+
+    def _alarm(self, kind: str, message: str, *, coil: str | None = None, severity: int | None = None,
+               details: dict[str, Any] | None = None, **fields: Any) -> None:
+        severity = severity if severity is not None else SEVERITY[kind]
+        stored = {**(details or {}), "severity": severity}
+        alarm_id = self.store.add_alarm(kind, message, coil=coil, details=stored, **fields)
         self.stats.alarms += 1
         log.warning("alarm %d: %s", alarm_id, message)
-        payload = {"id": alarm_id, "coil": coil, "kind": kind, "message": message, **fields}
-        if "class_" in payload:
-            payload["class"] = payload.pop("class_")
-        self._emit("alarm", payload)
+        extra = {("class" if k == "class_" else k): v for k, v in fields.items()}
+        self._emit(AlarmRaised(alarm_id, kind, coil, severity, message, {**extra, **stored}))
 
-    def _emit(self, kind: str, payload: dict[str, Any]) -> None:
+    # -- outputs -------------------------------------------------------------------------------------
+    def _model_of(self, model_id: int | None) -> tuple[str | None, str | None]:
+        if model_id is None:
+            return None, None
+        if model_id not in self._model_rows:
+            self._model_rows[model_id] = line_reads.model(self.store.db, model_id)
+        found = self._model_rows[model_id]
+        return found if found is not None else (None, None)
+
+    def _emit(self, event: RecorderEvent) -> None:
         if self.on_event is None:
             return
         try:
-            self.on_event(kind, payload)
-        except Exception:  # noqa: BLE001 - a broken subscriber must not stop recording
-            log.exception("on_event hook failed for a %s event", kind)
+            self.on_event(event)
+        except Exception:  # noqa: BLE001 - a broken output must not stop recording
+            log.exception("output failed for %s", type(event).__name__)
 
     def _status(self) -> None:
         t0, frames0, defects0 = self._rate
@@ -261,82 +335,3 @@ class Recorder:
             **{f"worker:{self.line}:{name}": status for name, status in self._workers.items()}})
         self._workers = {}
         self._rate = (now, self.stats.new_frames, self.stats.new_defects)
-
-    def close(self) -> None:
-        """Drain what already arrived, flush it, finalise complete coils, close the socket."""
-        try:
-            while True:  # until the socket stays quiet: results still in flight from workers are not lost
-                before = self.stats.messages
-                self._drain(self.batch_messages)
-                self.flush()
-                if self.stats.messages == before and not self._sock.poll(self.quiet_ms, zmq.POLLIN):
-                    break
-            if self.finalise_on_stop:  # coils cut short by the stop, even without any coil_end, are held
-                for (coil,) in self.store.db.execute(
-                        "SELECT id FROM coils WHERE line = ? AND NOT EXISTS (SELECT 1 FROM grades g "
-                        "WHERE g.coil = coils.id)", (self.line,)).fetchall():
-                    self._pending.setdefault(coil, time.monotonic())
-            for coil in list(self._pending):
-                if queries.coverage(self.store.db, coil)["complete"]:
-                    self._finalise(coil, "coil_end")
-                elif self.finalise_on_stop:
-                    self._finalise(coil, "line-stopped")
-            self._status()
-        finally:
-            if self._buffer:
-                log.error("recorder stopping with %d unwritten messages (database unavailable)", len(self._buffer))
-            self._sock.close(linger=0)
-            log.info("recorder stopped: %s", {k: v for k, v in vars(self.stats).items() if k != "grades"})
-
-
-def _coils_without_end(store: Store, batch: list[ResultMessage]) -> list[str]:
-    """Ungraded coils a camera left without a coil_end before starting one of the coil starts in `batch`."""
-    coils: list[str] = []
-    for message in batch:
-        if isinstance(message, CoilEvent) and message.kind == "coil_start":
-            coils += [row[0] for row in store.db.execute(
-                "SELECT s.coil FROM coil_events s WHERE s.camera = ? AND s.kind = 'coil_start' AND s.coil != ? "
-                "AND s.time_ns < ? AND NOT EXISTS (SELECT 1 FROM coil_events e WHERE e.coil = s.coil "
-                "AND e.camera = s.camera AND e.kind = 'coil_end') "
-                "AND NOT EXISTS (SELECT 1 FROM grades g WHERE g.coil = s.coil)",
-                (message.source.camera, message.coil, message.time_ns)).fetchall()]
-    return coils
-
-
-def _ungraded_ended(store: Store) -> list[str]:
-    """Coils that ended but were never graded (the recorder stopped before): finalise them now."""
-    rows = store.db.execute("SELECT DISTINCT coil FROM coil_events WHERE kind='coil_end' "
-                            "AND coil NOT IN (SELECT coil FROM grades)").fetchall()
-    return [r[0] for r in rows]
-
-
-def run_recorder(config: Any, *, db: str | os.PathLike[str] | None = None,
-                 crops: str | os.PathLike[str] | None = None,
-                 endpoint: str | None = None, stop: StopFlag | None = None, on_event: EventHook | None = None,
-                 on_store: Callable[[Store], None] | None = None, **options: Any) -> RecorderStats:
-    """Process entry point: the line `config` (`inspection.config.LineConfig`) read once, run until stopped.
-
-    `options` go to `Recorder` (batch_messages, flush_ms, grace_s, rcv_hwm, on_tick). `on_store` is
-    called with the open `Store` before recording starts (the PLC bridge reads grades through it).
-    """
-    from inspection.records.crops import CropStore
-    from inspection.records.grading import load_rules
-
-    rules = load_rules(config.records.rules)
-    store = Store(db or config.database, rules=rules, coverage_min=config.records.coverage_min,
-                  crops=CropStore(crops or config.crops_dir), seam_margin_px=config.records.seam_margin_px,
-                  seam_min_overlap=config.records.seam_min_overlap)
-    try:
-        store.register_line(config.id, config.type, config.strip_width_mm, [
-            {"id": c.id, "surface": c.surface, "width_px": c.width_px, "mm_per_px_across": c.mm_per_px_across,
-             "mm_per_px_along": c.mm_per_px_along, "offset_mm": c.offset_mm} for c in config.cameras])
-        log.info("recorder: database %s, rule set %s v%s (sha256 %s), coverage_min %.3f", store.path,
-                 rules.name, rules.version, rules.sha256[:12], store.coverage_min)
-        if on_store is not None:
-            on_store(store)
-        options.setdefault("flush_ms", config.records.flush_ms)
-        recorder = Recorder(store, endpoint or config.endpoints.results, config.id, on_event=on_event,
-                            **options)
-        return recorder.run(stop or StopFlag())
-    finally:
-        store.close()

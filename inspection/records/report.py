@@ -2,8 +2,9 @@
 
 `collect(db, coil)` gathers the grade with reasons and history, the plant data, coverage, the
 defect table (effective class after reviews), alarms (periodic defects) and provenance (models,
-rule set, reviewers, audit chain head). `to_json`, `to_csv` (the defect table) and `to_pdf` (A4:
-summary, defect map of top and bottom, tables) render it.
+rule set, reviewers, audit chain head). `to_json`, `to_csv` (the defect table) and
+`report_pdf.render_pdf` (A4: summary, defect map of top and bottom, tables; needs the `console`
+extra) render it; `write` picks one by format.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from inspection import __version__
+from inspection.extras import require_extra
 from inspection.records import queries
 from inspection.records.errors import ReportError
 from inspection.severity import SEVERITY_NAMES
@@ -30,7 +32,7 @@ CSV_COLUMNS = ("id", "surface", "camera", "frame_index", "along_mm", "across_mm"
 
 def collect(db: Database, coil: str) -> dict[str, Any]:
     """The whole report as a JSON-able dict; `ReportError` for an unknown coil."""
-    row = db.execute("SELECT id, line, line_type, first_seen_ns FROM coils WHERE id=?", (coil,)).fetchone()
+    row = queries.coil_row(db, coil)
     if row is None:
         raise ReportError(f"coil: no coil {coil!r} in this database")
     defects = queries.coil_defects(db, coil)
@@ -38,7 +40,8 @@ def collect(db: Database, coil: str) -> dict[str, Any]:
     summary = Counter((d["effective_class"], d["surface"]) for d in counted)
     return {
         "report": {"generated": queries.iso(time.time_ns()), "software": f"steel-inspect {__version__}"},
-        "coil": {"id": row[0], "line": row[1], "line_type": row[2], "first_seen": queries.iso(row[3]),
+        "coil": {"id": row["id"], "line": row["line"], "line_type": row["line_type"],
+                 "first_seen": queries.iso(row["first_seen_ns"]),
                  "length_m": queries.coil_length_m(db, coil), "width_mm": queries.coil_width_mm(db, coil)},
         "platform": queries.platform_data(db, coil),
         "grade": queries.current_grade(db, coil),
@@ -120,6 +123,8 @@ def write(data: dict[str, Any], fmt: str, out: Path) -> Path:
         elif fmt == "csv":
             out.write_text(to_csv(data), encoding="utf-8")
         elif fmt == "pdf":
+            # fpdf2 and matplotlib come with the `console` extra: the line's processes never need them.
+            require_extra("console", "the PDF coil report", "fpdf", "matplotlib")
             from inspection.records.report_pdf import render_pdf
 
             render_pdf(data, out)

@@ -1,4 +1,8 @@
-"""The coil report as an A4 PDF (fpdf2): summary and grade, plant data, defect map, tables, provenance."""
+"""The coil report as an A4 PDF (fpdf2): summary and grade, plant data, defect map, tables, provenance.
+
+fpdf2 and matplotlib (the defect map) come with the `console` extra; `report.write` checks for
+them before importing this module, so a line PC without them gets one clear line, not a traceback.
+"""
 
 from __future__ import annotations
 

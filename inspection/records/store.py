@@ -30,15 +30,48 @@ from inspection.records.crops import CropStore
 from inspection.records.db import open_db, write_transaction
 from inspection.records.errors import StoreError
 from inspection.records.grading import GradeResult, RuleSet, grade, load_rules
-from inspection.records.messages import FrameDropped, FrameResult, ResultMessage
 from inspection.records.review_queue import select_for_review
+from inspection.results import FrameDropped, FrameResult, ResultMessage
 
 __all__ = ["REVIEW_ACTIONS", "BatchResult", "Store"]
-_DEFECT_COLUMNS = (
-    "coil, surface, camera, frame_seq, frame_index, defect_index, along_mm, across_mm, x1, y1, x2, y2, "
-    "length_mm, width_mm, area_mm2, class, score, severity, model_id, crop_sha256, captured_ns"
-)
 _BATCH_TABLES = ("models", "coils", "coil_events", "frames", "defects", "defect_links")
+
+
+def _insert(table: str, columns: str) -> str:
+    """INSERT OR IGNORE (re-sent messages are duplicates, not errors) with named parameters."""
+    names = columns.split()
+    return f"INSERT OR IGNORE INTO {table} ({', '.join(names)}) VALUES ({', '.join(':' + n for n in names)})"
+
+
+# The order is the order of the foreign keys: a coil before its events, frames and defects.
+_BATCH_INSERTS = {
+    "coils": _insert("coils", "id line line_type first_seen_ns"),
+    "coil_events": _insert("coil_events", "coil camera surface kind seq time_ns length_mm frames dropped"),
+    "frames": _insert("frames", "coil camera frame_index seq status position_mm length_mm model_id defects reason "
+                                "captured_ns recorded_ns"),
+    "defects": _insert("defects", "coil surface camera frame_seq frame_index defect_index along_mm across_mm "
+                                  "x1 y1 x2 y2 length_mm width_mm area_mm2 class score severity model_id "
+                                  "crop_sha256 captured_ns"),
+}
+
+
+def _coil_row(coil: str, source: Any, time_ns: int) -> dict[str, Any]:
+    return {"id": coil, "line": source.line, "line_type": source.line_type, "first_seen_ns": time_ns}
+
+
+def _coil_event_row(m: CoilEvent) -> dict[str, Any]:
+    return {"coil": m.coil, "camera": m.source.camera, "surface": m.source.surface, "kind": m.kind, "seq": m.seq,
+            "time_ns": m.time_ns, "length_mm": m.length_mm, "frames": m.frames, "dropped": m.dropped}
+
+
+def _frame_row(m: FrameDropped | FrameResult, now: int) -> dict[str, Any]:
+    inspected = isinstance(m, FrameResult)
+    return {"coil": m.coil, "camera": m.source.camera, "frame_index": m.index, "seq": m.seq,
+            "status": "inspected" if inspected else "dropped",
+            "position_mm": m.position_mm if inspected else None, "length_mm": m.length_mm if inspected else None,
+            "model": (m.model_version, m.model_sha256) if inspected else None,
+            "defects": len(m.defects) if inspected else 0, "reason": None if inspected else m.reason,
+            "captured_ns": m.captured_ns, "recorded_ns": now}
 
 
 @dataclass
@@ -137,125 +170,37 @@ class Store(InspectorActions):
         """Record a batch of worker messages in one transaction; re-sent messages are ignored."""
         result = BatchResult(messages=len(messages))
         now = self.clock()
-        coils, events, frames, defects = [], [], [], []
-        models: set[tuple[str, str]] = set()
+        rows: dict[str, list[dict[str, Any]]] = {"coils": [], "coil_events": [], "frames": [], "defects": []}
         for m in messages:
-            src = m.source
             if isinstance(m, CoilEvent):
-                coils.append((m.coil, src.line, src.line_type, m.time_ns))
-                events.append(
-                    (
-                        m.coil,
-                        src.camera,
-                        src.surface,
-                        m.kind,
-                        m.seq,
-                        m.time_ns,
-                        m.length_mm,
-                        m.frames,
-                        m.dropped,
-                    )
-                )
+                rows["coil_events"].append(_coil_event_row(m))
                 (result.coil_starts if m.kind == "coil_start" else result.coil_ends).append(m.coil)
-            elif isinstance(m, FrameDropped):
-                coils.append((m.coil, src.line, src.line_type, m.captured_ns))
-                frames.append(
-                    (
-                        m.coil,
-                        src.camera,
-                        m.index,
-                        m.seq,
-                        "dropped",
-                        None,
-                        None,
-                        None,
-                        0,
-                        m.reason,
-                        m.captured_ns,
-                        now,
-                    )
-                )
-            elif isinstance(m, FrameResult):
-                coils.append((m.coil, src.line, src.line_type, m.captured_ns))
-                models.add((m.model_version, m.model_sha256))
-                frames.append(
-                    (
-                        m.coil,
-                        src.camera,
-                        m.index,
-                        m.seq,
-                        "inspected",
-                        m.position_mm,
-                        m.length_mm,
-                        (m.model_version, m.model_sha256),
-                        len(m.defects),
-                        None,
-                        m.captured_ns,
-                        now,
-                    )
-                )
-                for i, d in enumerate(m.defects):
-                    crop = self.crops.put(d.crop_png) if self.crops is not None and d.crop_png else None
-                    defects.append(
-                        [
-                            m.coil,
-                            src.surface,
-                            src.camera,
-                            m.seq,
-                            m.index,
-                            i,
-                            d.along_mm,
-                            d.across_mm,
-                            *d.box,
-                            d.length_mm,
-                            d.width_mm,
-                            d.area_mm2,
-                            d.cls,
-                            d.score,
-                            d.severity,
-                            (m.model_version, m.model_sha256),
-                            crop,
-                            m.captured_ns,
-                        ]
-                    )
+                rows["coils"].append(_coil_row(m.coil, m.source, m.time_ns))
+            elif isinstance(m, FrameDropped | FrameResult):
+                rows["coils"].append(_coil_row(m.coil, m.source, m.captured_ns))
+                rows["frames"].append(_frame_row(m, now))
+                if isinstance(m, FrameResult):
+                    rows["defects"] += [self._defect_row(m, i, d) for i, d in enumerate(m.defects)]
             else:
                 raise StoreError(f"apply_batch: unknown message type {type(m).__name__}")
         with write_transaction(self.db):
             before = {t: audit.max_rowid(self.db, t) for t in _BATCH_TABLES}
-            for version, sha in models:
-                self._model_id(version, sha, now)
-            frames = [(*f[:7], self._models[f[7]] if f[7] else None, *f[8:]) for f in frames]
-            for d in defects:
-                d[18] = self._models[d[18]]
-            c = self.db.conn
-            c.executemany(
-                "INSERT OR IGNORE INTO coils (id, line, line_type, first_seen_ns) VALUES (?,?,?,?)", coils
-            )
-            c.executemany(
-                "INSERT OR IGNORE INTO coil_events (coil, camera, surface, kind, seq, time_ns, length_mm, "
-                "frames, dropped) VALUES (?,?,?,?,?,?,?,?,?)",
-                events,
-            )
-            c.executemany(
-                "INSERT OR IGNORE INTO frames (coil, camera, frame_index, seq, status, position_mm, "
-                "length_mm, model_id, defects, reason, captured_ns, recorded_ns) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                frames,
-            )
-            c.executemany(
-                f"INSERT OR IGNORE INTO defects ({_DEFECT_COLUMNS}) VALUES ({','.join('?' * 21)})", defects
-            )
+            for row in (*rows["frames"], *rows["defects"]):  # a model is recorded once, then named by its id
+                model = row.pop("model")
+                row["model_id"] = self._model_id(*model, now) if model else None
+            for table, insert in _BATCH_INSERTS.items():
+                self.db.conn.executemany(insert, rows[table])
             linked = seams.LinkResult()
             if self.seam_rule is not None and audit.max_rowid(self.db, "defects") > before["defects"]:
                 linked = seams.link_new_defects(self.db, before["defects"], self.seam_rule, self.rules.severity,
                                                 now)
             result.seam_links = linked.links
-            rows: dict[str, Any] = {}
+            covered: dict[str, Any] = {}
             for table in _BATCH_TABLES:
                 as_dicts = table != "defects" or want_rows
                 entry, fetched = self._new_rows(table, before[table], as_dicts=as_dicts)
                 if entry:
-                    rows[table] = entry
+                    covered[table] = entry
                 if table == "defects":
                     result.new_defects = len(fetched)
                     if fetched:
@@ -269,11 +214,20 @@ class Store(InspectorActions):
                         result.defect_rows = fetched
                 elif table == "frames":
                     result.new_frames = len(fetched)
-            result.duplicate_defects = len(defects) - result.new_defects
-            result.duplicate_frames = len(frames) - result.new_frames
-            if rows:
-                result.audit_seq = self._audit("batch", {"messages": len(messages), "rows": rows})
+            result.duplicate_defects = len(rows["defects"]) - result.new_defects
+            result.duplicate_frames = len(rows["frames"]) - result.new_frames
+            if covered:
+                result.audit_seq = self._audit("batch", {"messages": len(messages), "rows": covered})
         return result
+
+    def _defect_row(self, m: FrameResult, index: int, d: Any) -> dict[str, Any]:
+        crop = self.crops.put(d.crop_png) if self.crops is not None and d.crop_png else None
+        x1, y1, x2, y2 = d.box
+        return {"coil": m.coil, "surface": m.source.surface, "camera": m.source.camera, "frame_seq": m.seq,
+                "frame_index": m.index, "defect_index": index, "along_mm": d.along_mm, "across_mm": d.across_mm,
+                "x1": x1, "y1": y1, "x2": x2, "y2": y2, "length_mm": d.length_mm, "width_mm": d.width_mm,
+                "area_mm2": d.area_mm2, "class": d.cls, "score": d.score, "severity": d.severity,
+                "model": (m.model_version, m.model_sha256), "crop_sha256": crop, "captured_ns": m.captured_ns}
 
     def _model_id(self, version: str, sha: str, now: int) -> int:
         key = (version, sha)
@@ -348,38 +302,23 @@ class Store(InspectorActions):
         counted: int | None,
         by: str | None,
     ) -> int:
-        before = audit.max_rowid(self.db, "grades")
         r = self.rules
-        self.db.execute(
-            "INSERT INTO grades (coil, grade, source, trigger, reasons, rule_set, rule_version, "
-            "rule_sha256, coverage, defects_counted, by, time_ns) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                coil,
-                grade_name,
-                source,
-                trigger,
-                audit.canonical_json(reasons),
-                r.name,
-                r.version,
-                r.sha256,
-                coverage,
-                counted,
-                by,
-                self.clock(),
-            ),
-        )
-        entry, _ = self._new_rows("grades", before)
-        self._audit(
-            "grade",
-            {
-                "coil": coil,
-                "grade": grade_name,
-                "source": source,
-                "trigger": trigger,
-                "rows": {"grades": entry},
-            },
-            actor=by,
-        )
+        return self._insert_audited(
+            "grades", {"coil": coil, "grade": grade_name, "source": source, "trigger": trigger,
+                       "reasons": audit.canonical_json(reasons), "rule_set": r.name, "rule_version": r.version,
+                       "rule_sha256": r.sha256, "coverage": coverage, "defects_counted": counted, "by": by,
+                       "time_ns": self.clock()},
+            "grade", {"coil": coil, "grade": grade_name, "source": source, "trigger": trigger}, actor=by)
+
+    def _insert_audited(self, table: str, row: dict[str, Any], kind: str, event: dict[str, Any],
+                        actor: str | None = None) -> int:
+        """Insert one evidence row and the audit event that covers it (in the caller's transaction);
+        returns the row's id. Column names come from this module, never from outside."""
+        before = audit.max_rowid(self.db, table)
+        self.db.execute(f"INSERT INTO [{table}] ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                        tuple(row.values()))
+        entry, _ = self._new_rows(table, before)
+        self._audit(kind, {**event, "rows": {table: entry}}, actor=actor)
         return entry[0]
 
     def enqueue_reviews(self, coil: str, *, seed: int = 0) -> int:

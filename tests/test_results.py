@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from inspection.errors import RecordError
 from inspection.frame import CoilEvent, StreamKey
-from inspection.records.errors import RecordError
-from inspection.records.messages import DefectRecord, FrameDropped, FrameResult, decode, encode
-from inspection.records.synthetic import TEST_MODEL, crop_png
+from inspection.results import Defect, FrameDropped, FrameResult, decode, encode
+from inspection.testing.synthetic import TEST_MODEL, crop_png
 
 SRC = StreamKey("demo-hot-1", "hot", "top-1", "top")
 
@@ -22,8 +22,8 @@ def _result(**changes: object) -> FrameResult:
 
     png = crop_png(np.random.default_rng(0))
     defects = (
-        DefectRecord("patches", 0.8, 2, (1.0, 2.0, 30.0, 40.0), 1234.5, 400.0, 38.0, 29.0, 900.0, png),
-        DefectRecord("scratches", 0.5, 1, (5.0, 5.0, 6.0, 90.0), 1300.0, 10.0, 85.0, 1.0, 60.0),
+        Defect("patches", 0.8, 2, (1.0, 2.0, 30.0, 40.0), 1234.5, 400.0, 38.0, 29.0, 900.0, png),
+        Defect("scratches", 0.5, 1, (5.0, 5.0, 6.0, 90.0), 1300.0, 10.0, 85.0, 1.0, 60.0),
     )
     values = dict(
         source=SRC,
@@ -114,7 +114,7 @@ def test_random_bytes_only_raise_record_error(parts: list[bytes]) -> None:
 
 
 def test_worker_status_round_trip_and_validation() -> None:
-    from inspection.records.messages import WorkerStatus
+    from inspection.results import WorkerStatus
 
     status = WorkerStatus("worker-1", "line-pc-3", 4242, 123, {"frames_received": 7, "models": {"hot": "hot-1"}})
     assert decode(encode(status)) == status

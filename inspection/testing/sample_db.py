@@ -1,6 +1,6 @@
-"""A small but real line database for console tests, the speed measurement and a first look.
+"""A small but real line database for console tests, `bench console` and a first look at the console.
 
-`python -m inspection.console.sample_db OUT_DIR` writes OUT_DIR/line.db and OUT_DIR/crops; then
+`python -m inspection.testing.sample_db OUT_DIR` writes OUT_DIR/line.db and OUT_DIR/crops; then
 `STEEL_INSPECT_DB=OUT_DIR/line.db streamlit run app.py` shows it.
 
 Everything is written through the records write API (`Store.apply_batch` with worker messages,
@@ -23,10 +23,10 @@ import numpy as np
 from inspection.frame import CoilEvent, StreamKey
 from inspection.records import queries
 from inspection.records.crops import CropStore
-from inspection.records.messages import DefectRecord, FrameResult
 from inspection.records.periodic import Point, find_periodic
 from inspection.records.platform import import_rows, synthetic_extract
 from inspection.records.store import Store
+from inspection.results import Defect, FrameResult
 
 LINE = "demo-hot-1"
 CLASSES = ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches")
@@ -59,7 +59,7 @@ def _crop(rng: np.random.Generator, cls: str) -> bytes:
 def _messages(spec: SampleCoil, start_ns: int, rng: np.random.Generator) -> list:
     frames = max(1, math.ceil(spec.length_m * 1000 / FRAME_MM))
     messages: list = []
-    per_frame: dict[tuple[str, int], list[DefectRecord]] = {}
+    per_frame: dict[tuple[str, int], list[Defect]] = {}
     for i in range(spec.defects):
         surface = "top" if i % 2 == 0 else "bottom"
         if spec.periodic and i < 12:  # a roll mark: same class and place across, every 2.2 m
@@ -71,9 +71,9 @@ def _messages(spec: SampleCoil, start_ns: int, rng: np.random.Generator) -> list
         score = float(rng.uniform(0.3, 0.99))
         severity = 3 if size > 65 else 2 if size > 30 else 1
         box = (10.0, 10.0, 10.0 + size, 10.0 + size)
-        defect = DefectRecord(cls=cls, score=score, severity=severity, box=box,
-                              along_mm=along, across_mm=across, length_mm=size, width_mm=size,
-                              area_mm2=size * size, crop_png=_crop(rng, cls))
+        defect = Defect(cls=cls, score=score, severity=severity, box=box,
+                        along_mm=along, across_mm=across, length_mm=size, width_mm=size,
+                        area_mm2=size * size, crop_png=_crop(rng, cls))
         per_frame.setdefault((surface, min(int(along // FRAME_MM), frames - 1)), []).append(defect)
     for surface in ("top", "bottom"):
         key = StreamKey(LINE, "hot", f"{surface}-1", surface)

@@ -5,7 +5,7 @@ lists): each child reads its own config and logs what it applied, so nothing but
 arguments crosses the process boundary. A child's exit status is its result: 0 done, 2 a
 `SteelInspectError` (logged as one line), 1 a bug (traceback logged), negative a signal.
 
-`stop` sends SIGTERM (children stop cleanly through `inspection.process.StopFlag`), waits a
+`stop` sends SIGTERM (children stop cleanly through `inspection.line.process.StopFlag`), waits a
 grace period, then kills what is left, so shutdown never hangs.
 """
 
@@ -31,7 +31,7 @@ _stop_requested = False  # set in a child by a SIGTERM that arrived while it was
 def _child_main(target: Callable[..., Any], name: str, verbose: bool, args: tuple, kwargs: dict) -> None:
     from inspection.cli import setup_logging
 
-    # Until the child installs its own handler (`inspection.process.StopFlag`), a SIGTERM ends it
+    # Until the child installs its own handler (`inspection.line.process.StopFlag`), a SIGTERM ends it
     # cleanly instead of killing it mid-import: a line stopped while it starts is a clean stop.
     signal.signal(signal.SIGTERM, _stopped_while_starting)
     setup_logging(verbose)

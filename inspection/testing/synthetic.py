@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from inspection.frame import CoilEvent, StreamKey
-from inspection.records.messages import DefectRecord, FrameResult, ResultMessage
+from inspection.results import Defect, FrameResult, ResultMessage
 from inspection.severity import severity
 
 HOT_CLASSES = ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches")
@@ -68,7 +68,7 @@ def coil_messages(coil: str, *, line: str = "demo-hot-1", line_type: str = "hot"
                 y = rng.uniform(0, frame_mm - length)
                 x = rng.uniform(0, width_mm - width)
                 sev = severity(cls, length, width, length * width, score)
-                defects.append(DefectRecord(
+                defects.append(Defect(
                     cls=cls, score=score, severity=sev, box=(x, y, x + width, y + length),
                     along_mm=index * frame_mm + y + length / 2, across_mm=x + width / 2, length_mm=length,
                     width_mm=width, area_mm2=length * width * 0.7,

@@ -1,4 +1,8 @@
-"""Worker -> recorder messages (ZeroMQ multipart, PUSH -> PULL): JSON header + raw crop parts, no pickle.
+"""The worker -> recorder contract (ZeroMQ multipart, PUSH -> PULL): JSON header + raw crop parts, no pickle.
+
+The camera -> worker format is `inspection.wire`; both share the strict header parsing and the
+stream identity checks of `inspection.json_header`, each with its own error type. `Defect` is the
+one defect value from the frame inspector (`inspection.frame_inspector`) to the database.
 
 Part 0 is UTF-8 JSON with ``"v": 1`` and ``"type"``; every type carries the stream identity
 ``line``, ``line_type`` (hot | cold), ``camera``, ``surface`` (top | bottom), ``coil`` and ``seq`` (the
@@ -32,10 +36,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from inspection.errors import FrameError
+from inspection.errors import FrameError, RecordError
 from inspection.frame import CoilEvent, StreamKey, check_ident
-from inspection.json_header import check_keys, parse_object
-from inspection.records.errors import RecordError
+from inspection.json_header import check_keys, coil_event, parse_object, stream_source
 
 RESULTS_VERSION = 1
 MAX_HEADER_BYTES = 8 * 1024 * 1024
@@ -56,8 +59,8 @@ MAX_STATUS_STATS = 64
 
 
 @dataclass(frozen=True)
-class DefectRecord:
-    """One defect found in a frame, already on strip coordinates."""
+class Defect:
+    """One defect found in a frame, already on strip coordinates, as it is sent and recorded."""
 
     cls: str
     score: float
@@ -88,7 +91,7 @@ class FrameResult:
     model_version: str
     model_sha256: str
     inspected_ns: int
-    defects: tuple[DefectRecord, ...] = ()
+    defects: tuple[Defect, ...] = ()
 
     def __post_init__(self) -> None:
         _guard(lambda: check_ident("coil", self.coil))
@@ -247,16 +250,7 @@ def _decode(parts: Sequence[Any]) -> ResultMessage:
     if kind in ("coil_start", "coil_end"):
         _keys(header, _EVENT_KEYS, "header")
         _no_extra(extra, kind)
-        return CoilEvent(
-            kind=kind,
-            source=_source(header),
-            coil=header["coil"],
-            seq=header["seq"],
-            time_ns=header["time_ns"],
-            length_mm=header["length_mm"],
-            frames=header["frames"],
-            dropped=header["dropped"],
-        )
+        return coil_event(kind, header, RecordError)
     if kind == "worker_status":
         _keys(header, _STATUS_KEYS, "header")
         _no_extra(extra, kind)
@@ -306,7 +300,7 @@ def _decode(parts: Sequence[Any]) -> ResultMessage:
     )
 
 
-def _defect(i: int, item: Any, extra: list[bytes], used: set[int]) -> DefectRecord:
+def _defect(i: int, item: Any, extra: list[bytes], used: set[int]) -> Defect:
     name = f"defects[{i}]"
     if not isinstance(item, dict):
         raise RecordError(f"{name}: expected an object, got {type(item).__name__}")
@@ -326,7 +320,7 @@ def _defect(i: int, item: Any, extra: list[bytes], used: set[int]) -> DefectReco
     # The recorder's hot path: a frozen dataclass's __init__ sets each field through
     # object.__setattr__; filling __dict__ at once and validating once (with this defect's name in
     # any error) is about twice as fast and checks exactly the same things.
-    record = object.__new__(DefectRecord)
+    record = object.__new__(Defect)
     record.__dict__.update(cls=item["class"], score=item["score"], severity=item["severity"], box=tuple(box),
                            along_mm=item["along_mm"], across_mm=item["across_mm"], length_mm=item["length_mm"],
                            width_mm=item["width_mm"], area_mm2=item["area_mm2"], crop_png=crop)
@@ -337,7 +331,7 @@ def _defect(i: int, item: Any, extra: list[bytes], used: set[int]) -> DefectReco
 _NUMBER_TYPES = (int, float)
 
 
-def _check_defect(d: DefectRecord, name: str) -> None:
+def _check_defect(d: Defect, name: str) -> None:
     if _plainly_valid(d):
         return
     if not isinstance(d.cls, str) or not d.cls or len(d.cls) > 64:
@@ -362,7 +356,7 @@ def _check_defect(d: DefectRecord, name: str) -> None:
             raise RecordError(f"{name}.crop: at most {MAX_CROP_BYTES} bytes, got {len(d.crop_png)}")
 
 
-def _plainly_valid(d: DefectRecord) -> bool:
+def _plainly_valid(d: Defect) -> bool:
     """Fast path for the common case (one pass, no messages); anything unusual gets the named checks."""
     box = d.box
     if type(box) is not tuple or len(box) != 4 or type(d.cls) is not str or not 0 < len(d.cls) <= 64:
@@ -378,14 +372,7 @@ def _plainly_valid(d: DefectRecord) -> bool:
 
 
 def _source(header: dict[str, Any]) -> StreamKey:
-    return _guard(
-        lambda: StreamKey(
-            line=header["line"],
-            line_type=header["line_type"],
-            camera=header["camera"],
-            surface=header["surface"],
-        )
-    )
+    return stream_source(header, RecordError)
 
 
 def _guard(fn: Any) -> Any:

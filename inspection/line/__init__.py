@@ -1,0 +1,13 @@
+"""The line's processes, one module each, every one with one `main` of the same shape: logging
+(set up by the CLI or the supervisor), signals (`process.StopFlag`), the line config read once and
+logged, build, loop, close in ``finally``.
+
+| module | process | links (see `inspection.transport`) |
+| --- | --- | --- |
+| `camera` | one per camera: a source, frames and coil events out | frames: PUSH (binds) |
+| `worker` | inference workers (`inspection.worker` does the compute) | frames: PULL; results: PUSH |
+| `recorder` | the single writer of the line database, and the PLC output | results: PULL (binds); PLC: PUB (binds) |
+| `pipeline` | `steel-inspect run`: starts and supervises all of them (`supervisor`) | |
+
+`inspection.commands` only parse arguments and call these.
+"""

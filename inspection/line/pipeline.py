@@ -1,0 +1,225 @@
+"""The line pipeline: camera, worker and recorder processes, supervised.
+
+Topology (roles from the config): each camera binds its PUSH endpoint; every worker connects
+a PULL socket to all cameras (ZeroMQ shares the frames among workers) and PUSHes results to
+the recorder, which binds `endpoints.results` and publishes to PLCs on `endpoints.plc`.
+
+Children are started with plain arguments and read the config themselves (`inspection.line`:
+camera, worker, recorder, each one `main`). Each writes a JSON summary of what it did when it
+ends, which `run_pipeline` adds up. A worker that dies while the line runs is restarted at once;
+the restart is logged and counted, and the frames it held are visible as missing coverage in the
+recorder (the coil is held, not graded prime).
+
+A line starts only when every endpoint it binds is free (`transport.check_bindable`): otherwise
+one error names the endpoint and nothing starts. A worker of a line whose camera could not bind
+would connect to whoever holds that port (another line) and take its frames. A camera or the
+recorder that exits with an error while the line runs stops the whole line (`failed` in the
+summary).
+
+Shutdown order: cameras end (after `max_frames`, or on SIGTERM) with a coil_end each; then
+workers drain until their sockets stay quiet for `drain_s` and exit; then the recorder
+drains, flushes, grades what is complete and exits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from inspection.config import LineConfig
+from inspection.errors import TransportError
+from inspection.line.process import StopFlag
+from inspection.line.supervisor import Supervisor
+from inspection.transport import Endpoint, check_bindable, parse_endpoint
+
+log = logging.getLogger(__name__)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def camera_child(config_path: str, config_overrides: dict[str, Any], camera_id: str, summary_path: str,
+                 **overrides: Any) -> int:
+    from inspection.line.camera import main
+
+    main(config_path, camera_id, config_overrides=config_overrides, summary_path=summary_path, **overrides)
+    return 0
+
+
+def worker_child(config_path: str, config_overrides: dict[str, Any], name: str, summary_path: str,
+                 ready_path: str | None = None, drain_s: float = 1.0) -> int:
+    from inspection.line.worker import main
+
+    return main(config_path, config_overrides, name, summary_path, ready_path, drain_s)
+
+
+def recorder_child(config_path: str, config_overrides: dict[str, Any], db: str | None, summary_path: str) -> int:
+    """The recorder with the whole line: coils cut short when the line stops are graded (held) at once."""
+    from inspection.line.recorder import main
+
+    main(config_path, config_overrides, db=db, summary_path=summary_path, finalise_on_stop=True)
+    return 0
+
+
+def bound_endpoints(config: LineConfig) -> list[Endpoint]:
+    """Every endpoint the line's own processes bind: the cameras', the results' and the PLC's."""
+    specs = [*(c.endpoint for c in config.cameras), config.endpoints.results, config.endpoints.plc]
+    return [e for e in (parse_endpoint(spec, "bind") for spec in specs) if e.role == "bind"]
+
+
+def run_pipeline(
+    config: LineConfig,
+    *,
+    db: Path | None = None,
+    workers: int = 1,
+    max_frames: int | None = None,
+    camera_overrides: dict[str, Any] | None = None,
+    stop: StopFlag | None = None,
+    verbose: bool = False,
+) -> dict[str, Any]:
+    """Run the line until the cameras end (`max_frames`) or `stop`; return the JSON summary."""
+    stop = stop or StopFlag()
+    db = Path(db or config.database)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        check_bindable(bound_endpoints(config))
+    except TransportError as exc:
+        raise TransportError(f"line {config.id} does not start: {exc} (another line or process holds it)") from None
+    config_path, overrides = str(config.path), config.overrides
+    restarts = 0
+    started, started_ns = time.monotonic(), time.time_ns()
+    with tempfile.TemporaryDirectory(prefix="steel-run-") as tmp, Supervisor(verbose=verbose) as sup:
+        out = Path(tmp)
+        sup.start("recorder", recorder_child, config_path, overrides, str(db), str(out / "recorder.json"))
+        incarnation = {f"worker-{i + 1}": 0 for i in range(workers)}
+
+        def start_worker(name: str) -> None:
+            sup.start(name, worker_child, config_path, overrides, name, str(out / f"{name}.{incarnation[name]}.json"),
+                      str(out / f"{name}.ready"))
+
+        for name in incarnation:
+            start_worker(name)
+        if not _wait_ready(sup, [out / f"{name}.ready" for name in incarnation], ["recorder", *incarnation], stop):
+            codes = sup.stop()
+            log.error("the line did not start: a worker failed or was stopped before its model was loaded")
+            return {"exit_codes": codes, "worker_restarts": 0, "started": False}
+        cameras = []
+        for cam in config.cameras:
+            name = f"camera-{cam.id}"
+            sup.start(name, camera_child, config_path, overrides, cam.id, str(out / f"{name}.json"),
+                      max_frames=max_frames, **(camera_overrides or {}))
+            cameras.append(name)
+        log.info("line %s running: %s", config.id, ", ".join(sup.names))
+        failed: str | None = None
+        while not stop.is_set() and any(sup.alive(c) for c in cameras):
+            failed = _failed(sup, ["recorder", *cameras])
+            if failed:  # a camera that could not bind, or the recorder: the line stops as a whole
+                log.error("%s exited with status %s: stopping the line", failed, sup.exit_codes()[failed])
+                break
+            for name in incarnation:
+                if not sup.alive(name):
+                    restarts += 1
+                    log.error("%s exited with status %s while the line runs: restart #%d", name,
+                              sup.exit_codes()[name], restarts)
+                    incarnation[name] += 1
+                    start_worker(name)
+            time.sleep(0.2)
+        failed = failed or _failed(sup, ["recorder", *cameras])
+        codes = sup.stop(cameras)
+        codes |= sup.stop(list(incarnation), grace_s=60.0)
+        codes |= sup.stop(["recorder"], grace_s=60.0)
+        elapsed = time.monotonic() - started
+        camera_stats = {c: _read_json(out / f"{c}.json") or {} for c in cameras}
+        worker_stats = [s for p in sorted(out.glob("worker-*.json")) if (s := _read_json(p))]
+        recorder_stats = _read_json(out / "recorder.json") or {}
+    summary = summarize(db, started_ns, codes, camera_stats, worker_stats, recorder_stats, restarts, elapsed)
+    if failed:
+        summary["failed"] = failed
+    return summary
+
+
+def _failed(sup: Supervisor, names: list[str]) -> str | None:
+    """The first of `names` that ended with a non-zero status (a camera ending normally is fine)."""
+    codes = sup.exit_codes()
+    return next((n for n in names if codes.get(n) not in (None, 0)), None)
+
+
+def _wait_ready(sup: Supervisor, files: list[Path], workers: list[str], stop: StopFlag,
+                timeout_s: float = 300.0) -> bool:
+    """Wait until every worker has loaded its model (so live cameras do not drop frames at start)."""
+    deadline = time.monotonic() + timeout_s
+    while not all(f.exists() for f in files):
+        if stop.is_set() or time.monotonic() > deadline or any(not sup.alive(w) for w in workers):
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def summarize(db: Path, started_ns: int, codes: dict[str, int | None], cameras: dict[str, dict[str, Any]],
+              workers: list[dict[str, Any]], recorder: dict[str, Any], restarts: int,
+              elapsed: float) -> dict[str, Any]:
+    """The run's figures: what was sent, received, inspected and dropped, and how fast.
+
+    Counts of what was recorded come from the database (frames captured since the run started),
+    so they stay true when a worker died without reporting; the workers' own counts are kept
+    beside them.
+    """
+    megapixels = sum(float(c.get("megapixels", 0.0)) for c in cameras.values())
+    summary: dict[str, Any] = {
+        "exit_codes": codes,
+        "worker_restarts": restarts,
+        "frames_sent": sum(int(c.get("sent", 0)) for c in cameras.values()),
+        "frames_dropped_by_cameras": sum(int(c.get("dropped", 0)) for c in cameras.values()),
+        "workers_reported": {
+            "frames_received": sum(int(w.get("frames_received", 0)) for w in workers),
+            "frames_inspected": sum(int(w.get("frames_inspected", 0)) for w in workers),
+            "frames_failed": sum(int(w.get("frames_failed", 0)) for w in workers),
+            "malformed": sum(int(w.get("malformed", 0)) for w in workers),
+            "tiles_inspected_share": _share(workers),
+            "model_px_share": _share(workers, "model_px", "frame_px"),
+        },
+        "seconds": round(elapsed, 2),
+        "megapixels_sent": round(megapixels, 2),
+        "throughput_mpx_per_s": round(megapixels / elapsed, 2) if elapsed > 0 else None,
+        "recorder": {k: recorder.get(k) for k in ("messages", "rejected", "new_defects", "coils_graded", "alarms")},
+        "database": str(db),
+    }
+    if not db.is_file():
+        return summary
+    from inspection.records import line_reads
+    from inspection.records.db import open_db
+
+    reader = open_db(db, readonly=True)
+    try:
+        recorded = line_reads.run_summary(reader, started_ns)
+    finally:
+        reader.close()
+    latencies = recorded.pop("latencies_ms")
+    summary.update(recorded)
+    summary["latency_ms_capture_to_record"] = _percentiles(latencies)
+    return summary
+
+
+def _share(workers: list[dict[str, Any]], part: str = "tiles_inspected", whole: str = "tiles_total") -> float | None:
+    """Summed `part` / summed `whole` of the workers' stats: tiles (or windows) the model saw per grid
+    tile, or pixels the model saw per frame pixel (above 1 when overlapping tiles see pixels twice)."""
+    total = sum(int(w.get(whole, 0)) for w in workers)
+    return round(sum(int(w.get(part, 0)) for w in workers) / total, 4) if total else None
+
+
+def _percentiles(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    def pick(q: float) -> float:
+        return round(values[min(len(values) - 1, int(q * len(values)))], 2)
+
+    return {"p50": pick(0.50), "p90": pick(0.90), "p99": pick(0.99), "max": round(values[-1], 2),
+            "n": len(values)}

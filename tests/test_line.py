@@ -1,0 +1,94 @@
+"""The line's processes where they meet: the standalone recorder publishes to the PLC and honours the
+config, a line whose endpoint is taken does not start at all, and nothing outside `records` runs SQL."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import zmq
+
+from inspection.commands.plc_listen import PlcListener
+from inspection.config import load_config
+from inspection.errors import TransportError
+from inspection.transport import peer_endpoint
+from tests.line_configs import write_line_config
+
+REPO = Path(__file__).parents[1]
+
+
+def test_standalone_recorder_publishes_heartbeats_to_a_plc_listener(tmp_path: Path) -> None:
+    """`steel-inspect recorder` alone is the recorder `run` starts: its PLC publisher is attached
+    from the config (the old standalone command never published anything)."""
+    config_path = write_line_config(tmp_path, extra={"flush_ms = 50.0": "flush_ms = 75.0"})
+    config = load_config(config_path)
+    child = subprocess.Popen([sys.executable, "-m", "inspection", "recorder", "--config", str(config_path)],
+                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        with PlcListener(peer_endpoint(config.endpoints.plc).address, ["heartbeat"]) as listener:
+            parts = listener.receive(60.0)  # the first beat goes out when the recorder's loop starts
+        assert parts is not None, "no heartbeat from the standalone recorder within 60 s"
+        beat = json.loads(parts[1])
+        assert (beat["topic"], beat["process"], beat["line"]) == ("heartbeat", "recorder", config.id)
+    finally:
+        child.terminate()
+        out, _ = child.communicate(timeout=60)
+    assert child.returncode == 0, out
+    assert "batch 500 msgs / 75 ms" in out  # [records] flush_ms of the config, not a command-line default
+
+
+def test_a_line_whose_endpoint_is_taken_does_not_start(tmp_path: Path) -> None:
+    """Another line (here a plain socket) holds a camera's port: nothing of this line starts, and one
+    error names the endpoint; before, its worker attached to the other line's camera."""
+    from inspection.line.pipeline import run_pipeline
+
+    config = load_config(write_line_config(tmp_path))
+    camera_endpoint = config.cameras[1].endpoint
+    context = zmq.Context()
+    other_line = context.socket(zmq.PUSH)
+    other_line.bind(camera_endpoint)
+    try:
+        with pytest.raises(TransportError, match=re.escape(camera_endpoint)):
+            run_pipeline(config, max_frames=1)
+    finally:
+        other_line.close(0)
+        context.term()
+    assert not (tmp_path / "line.db").exists()  # not even the recorder started
+
+
+def test_the_line_command_says_so_in_one_line(tmp_path: Path) -> None:
+    config_path = write_line_config(tmp_path)
+    endpoint = load_config(config_path).endpoints.results
+    context = zmq.Context()
+    holder = context.socket(zmq.PULL)
+    holder.bind(endpoint)
+    try:
+        done = subprocess.run([sys.executable, "-m", "inspection", "run", "--config", str(config_path),
+                               "--max-frames", "1"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    finally:
+        holder.close(0)
+        context.term()
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and endpoint.removeprefix("tcp://") in errors[0] and "Traceback" not in done.stderr
+
+
+SQL = re.compile(r"\.execute(many)?\(|sqlite3\.connect|executescript\(")
+
+
+def test_no_module_outside_records_runs_sql() -> None:
+    """Queries live in `inspection.records` (and the test-data builders of `inspection.testing`)."""
+    offenders = []
+    for folder in ("inspection", "cameras", "training"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            relative = path.relative_to(REPO).as_posix()
+            if relative.startswith(("inspection/records/", "inspection/testing/")):
+                continue
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if SQL.search(line) and "session.run" not in line:
+                    offenders.append(f"{relative}:{number}: {line.strip()}")
+    assert offenders == []
