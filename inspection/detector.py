@@ -34,6 +34,7 @@ import onnxruntime as ort
 
 from inspection.errors import ManifestError, SteelInspectError
 from inspection.registry import Manifest
+from inspection.results import UNKNOWN
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,6 @@ OUTPUT_NAMES = ("boxes", "scores", "labels")
 # cell [N, K, C] and the novelty of its features [N, K]; with the manifest's `unknown` rule they make a
 # detection `unknown` (see `training.unknown`).
 UNKNOWN_OUTPUTS = ("class_scores", "novelty")
-UNKNOWN = "unknown"  # the class name a detection gets when the model is not sure what it is
 _failed_providers: dict[str, str] = {}  # provider -> why; probed once per process
 
 

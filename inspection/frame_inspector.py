@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from inspection.candidates import CandidateSettings, find_candidates
-from inspection.detector import Detections, Detector
+from inspection.detector import UNKNOWN, Detections, Detector
 from inspection.frame import Frame
 from inspection.results import Defect
 from inspection.severity import SeverityRule, severity
@@ -89,7 +89,10 @@ class FrameInspector:
         for frame, image, (tiles, total) in zip(frames, images, plans, strict=True):
             found = detections[at:at + len(tiles)]
             at += len(tiles)
-            defects = self._defects(frame, image, self.merge(*view_boxes(tiles, found, image.shape)))
+            boxes, scores, labels, views, cut, local = view_boxes(tiles, found, image.shape)
+            merged = merge_boxes(boxes, scores, labels, views=views, cut=cut, best=True)
+            names = [_reported(found[views[i]], local[i]) for i in merged[3]]
+            defects = self._defects(frame, image, merged[:3], names)
             results.append(FrameInspection(frame, defects, total, len(tiles), sum(t.width * t.height for t in tiles)))
         return results
 
@@ -99,17 +102,16 @@ class FrameInspector:
         """One box per defect from what the views saw (see `merge_boxes`)."""
         return merge_boxes(boxes, scores, labels, views=views, cut=cut)
 
-    def _defects(self, frame: Frame, image: np.ndarray,
-                 merged: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[Defect, ...]:
-        if not len(merged[0]):
-            return ()
-        classes = self.detector.manifest.classes
+    def _defects(self, frame: Frame, image: np.ndarray, merged: tuple[np.ndarray, ...],
+                 names: list[tuple[str, tuple[tuple[str, float], ...]]]) -> tuple[Defect, ...]:
+        """Defects in strip mm; `names` holds each merged box's reported class and, for `unknown`,
+        the model's best guesses (from the box's highest-scoring member)."""
         defects = []
-        for box, score, label in zip(*merged, strict=True):
+        for box, score, (cls, guesses) in zip(merged[0], merged[1], names, strict=True):
             x1, y1, x2, y2 = (float(v) for v in box)
             length = (y2 - y1) * frame.mm_per_px_y
             width = (x2 - x1) * frame.mm_per_px_x
-            cls, score = classes[int(label)], min(1.0, max(0.0, float(score)))
+            score = min(1.0, max(0.0, float(score)))
             defects.append(Defect(
                 cls=cls, score=score,
                 severity=severity(cls, length, width, length * width, score, self.severity_rule),
@@ -118,16 +120,26 @@ class FrameInspector:
                 across_mm=frame.offset_mm + (x1 + x2) / 2 * frame.mm_per_px_x,
                 length_mm=length, width_mm=width, area_mm2=length * width,
                 crop_png=_crop_png(image, (x1, y1, x2, y2), self.settings.crop_margin_px) or None,
+                guesses=guesses,
             ))
         return tuple(defects)
 
 
+def _reported(detections: Detections, i: int) -> tuple[str, tuple[tuple[str, float], ...]]:
+    """The class detection `i` is reported as, and its best guesses when that is `unknown`."""
+    name = detections.class_names[i]
+    if name != UNKNOWN:
+        return name, ()
+    return name, tuple((c, round(p, 6)) for c, p in detections.guesses(i))
+
+
 def view_boxes(tiles: list[Tile], found: list[Detections], frame_shape: tuple[int, ...], edge_px: float = 2.0
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+               ) -> tuple[np.ndarray, ...]:
     """Every view's detections in frame pixels: boxes, scores, labels, the view index of each box,
-    and whether it touches (within `edge_px`) an edge of its view that is not the frame's edge."""
+    whether it touches (within `edge_px`) an edge of its view that is not the frame's edge, and its
+    index among its view's detections."""
     height, width = frame_shape[:2]
-    boxes, scores, labels, views, cut = [], [], [], [], []
+    boxes, scores, labels, views, cut, local = [], [], [], [], [], []
     for index, (tile, det) in enumerate(zip(tiles, found, strict=True)):
         if not len(det):
             continue
@@ -136,14 +148,15 @@ def view_boxes(tiles: list[Tile], found: list[Detections], frame_shape: tuple[in
         scores.append(det.scores)
         labels.append(det.labels)
         views.append(np.full(len(det), index))
+        local.append(np.arange(len(det)))
         x1, y1, x2, y2 = tile.box
         cut.append(((b[:, 0] <= x1 + edge_px) & (x1 > 0)) | ((b[:, 1] <= y1 + edge_px) & (y1 > 0))
                    | ((b[:, 2] >= x2 - edge_px) & (x2 < width)) | ((b[:, 3] >= y2 - edge_px) & (y2 < height)))
     if not boxes:
         return (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64),
-                np.zeros(0, bool))
+                np.zeros(0, bool), np.zeros(0, np.int64))
     return (np.concatenate(boxes), np.concatenate(scores), np.concatenate(labels), np.concatenate(views),
-            np.concatenate(cut))
+            np.concatenate(cut), np.concatenate(local))
 
 
 def _crop_png(image: np.ndarray, box: tuple[float, float, float, float], margin: int) -> bytes:

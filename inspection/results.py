@@ -14,7 +14,9 @@ camera stream's sequence number). Types:
   a list of ``{"class", "score" (0..1), "severity" (1..3, `inspection.severity`),
   "box" [x1, y1, x2, y2] (px in the frame), "along_mm" (centre, from the coil head),
   "across_mm" (centre, from the drive-side edge), "length_mm" (along), "width_mm" (across),
-  "area_mm2", "crop"}``. ``crop`` is null or the index (>= 1) of the message part holding that
+  "area_mm2", "crop"[, "guesses"]}``. ``guesses`` (only for class ``unknown``: the model cannot tell
+  what the defect is) lists its best classes as ``[class, score]`` pairs, best first, at most
+  `MAX_GUESSES`. ``crop`` is null or the index (>= 1) of the message part holding that
   defect's crop as PNG bytes; each extra part is referenced exactly once.
 - ``frame_dropped``: a frame the worker received (or knows it lost) but could not inspect. Adds
   ``index``, ``captured_ns`` and ``reason`` (text). It counts against coverage.
@@ -49,6 +51,9 @@ _IDENTITY = ("line", "line_type", "camera", "surface", "coil", "seq")
 _DEFECT_KEYS = frozenset(
     "class score severity box along_mm across_mm length_mm width_mm area_mm2 crop".split()
 )
+_DEFECT_KEYS_GUESSED = _DEFECT_KEYS | {"guesses"}  # a defect of class "unknown" adds its best guesses
+MAX_GUESSES = 8
+UNKNOWN = "unknown"  # the class of a defect the model could not name (see inspection.detector)
 _RESULT_KEYS = frozenset(_IDENTITY) | frozenset(
     "v type index captured_ns position_mm length_mm model inspected_ns defects".split()
 )
@@ -72,6 +77,8 @@ class Defect:
     width_mm: float
     area_mm2: float
     crop_png: bytes | None = None
+    # for class "unknown" (the model cannot tell what it is): its best classes and their scores
+    guesses: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         _check_defect(self, "defect")
@@ -206,6 +213,7 @@ def encode(message: ResultMessage) -> list[bytes]:
                 "width_mm": d.width_mm,
                 "area_mm2": d.area_mm2,
                 "crop": ref,
+                **({"guesses": [list(g) for g in d.guesses]} if d.guesses else {}),
             }
         )
     header = {
@@ -304,8 +312,8 @@ def _defect(i: int, item: Any, extra: list[bytes], used: set[int]) -> Defect:
     name = f"defects[{i}]"
     if not isinstance(item, dict):
         raise RecordError(f"{name}: expected an object, got {type(item).__name__}")
-    if item.keys() != _DEFECT_KEYS:
-        _keys(item, _DEFECT_KEYS, name)
+    if item.keys() != _DEFECT_KEYS and item.keys() != _DEFECT_KEYS_GUESSED:
+        _keys(item, _DEFECT_KEYS_GUESSED if "guesses" in item else _DEFECT_KEYS, name)
     ref, crop = item["crop"], None
     if ref is not None:
         if isinstance(ref, bool) or not isinstance(ref, int) or not 1 <= ref <= len(extra) or ref in used:
@@ -323,12 +331,27 @@ def _defect(i: int, item: Any, extra: list[bytes], used: set[int]) -> Defect:
     record = object.__new__(Defect)
     record.__dict__.update(cls=item["class"], score=item["score"], severity=item["severity"], box=tuple(box),
                            along_mm=item["along_mm"], across_mm=item["across_mm"], length_mm=item["length_mm"],
-                           width_mm=item["width_mm"], area_mm2=item["area_mm2"], crop_png=crop)
+                           width_mm=item["width_mm"], area_mm2=item["area_mm2"], crop_png=crop,
+                           guesses=_guesses(item.get("guesses", ()), name))
     _check_defect(record, name)
     return record
 
 
 _NUMBER_TYPES = (int, float)
+
+
+def _guesses(value: Any, name: str) -> tuple[tuple[str, float], ...]:
+    """An unknown defect's best guesses, [[class, score], ...] on the wire, checked."""
+    if not isinstance(value, list | tuple) or len(value) > MAX_GUESSES:
+        raise RecordError(f"{name}.guesses: expected a list of at most {MAX_GUESSES} [class, score] pairs")
+    out = []
+    for i, pair in enumerate(value):
+        if (not isinstance(pair, list | tuple) or len(pair) != 2 or not isinstance(pair[0], str)
+                or not 0 < len(pair[0]) <= 64):
+            raise RecordError(f"{name}.guesses[{i}]: expected [class, score], got {pair!r}"[:300])
+        _num(f"{name}.guesses[{i}].score", pair[1], minimum=0.0, maximum=1.0)
+        out.append((pair[0], float(pair[1])))
+    return tuple(out)
 
 
 def _check_defect(d: Defect, name: str) -> None:
@@ -349,6 +372,8 @@ def _check_defect(d: Defect, name: str) -> None:
     _num(f"{name}.across_mm", d.across_mm)
     for key in ("length_mm", "width_mm", "area_mm2"):
         _num(f"{name}.{key}", getattr(d, key), minimum=0.0)
+    if d.guesses:
+        _guesses(d.guesses, name)
     if d.crop_png is not None:
         if not isinstance(d.crop_png, bytes) or not d.crop_png.startswith(PNG_SIGNATURE):
             raise RecordError(f"{name}.crop: expected PNG bytes")
@@ -359,7 +384,7 @@ def _check_defect(d: Defect, name: str) -> None:
 def _plainly_valid(d: Defect) -> bool:
     """Fast path for the common case (one pass, no messages); anything unusual gets the named checks."""
     box = d.box
-    if type(box) is not tuple or len(box) != 4 or type(d.cls) is not str or not 0 < len(d.cls) <= 64:
+    if type(box) is not tuple or len(box) != 4 or type(d.cls) is not str or not 0 < len(d.cls) <= 64 or d.guesses:
         return False
     numbers = (d.score, d.along_mm, d.across_mm, d.length_mm, d.width_mm, d.area_mm2, *box)
     if not all(type(v) in _NUMBER_TYPES for v in numbers) or not math.isfinite(sum(numbers)):

@@ -139,7 +139,8 @@ def merge_boxes(
     touch_px: float = 0.0,
     views: np.ndarray | None = None,
     cut: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    best: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Merge boxes of the same class that are one defect seen twice.
 
     Two boxes of one class merge when their IoU >= `iou`, when one lies mostly inside the
@@ -154,14 +155,15 @@ def merge_boxes(
     away"). With `cut` as well (the box touches an edge of its view that is not the frame's),
     containment alone links a pair only when the smaller box is cut: a defect the view saw in
     part, not a small defect beside a large one.
-    Returns (boxes, scores, labels), highest score first.
+    Returns (boxes, scores, labels), highest score first; with `best`, a fourth array holds the
+    input index of each output box's highest-scoring member (whose class and details it keeps).
     """
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     scores = np.asarray(scores, dtype=np.float32).reshape(-1)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     n = len(boxes)
     if n <= 1:
-        return boxes, scores, labels
+        return (boxes, scores, labels, np.arange(n)) if best else (boxes, scores, labels)
     grown = boxes + np.array([-touch_px, -touch_px, touch_px, touch_px], dtype=np.float32) / 2
     iou_m, iomin_m = _overlap_matrix(grown)
     same = labels[:, None] == labels[None, :]
@@ -190,15 +192,14 @@ def merge_boxes(
     groups: dict[int, list[int]] = {}
     for i in range(n):
         groups.setdefault(find(i), []).append(i)
-    out_boxes, out_scores, out_labels = [], [], []
+    out_boxes, out_scores, out_best = [], [], []
     for members in groups.values():
         m = np.array(members)
         out_boxes.append([boxes[m, 0].min(), boxes[m, 1].min(), boxes[m, 2].max(), boxes[m, 3].max()])
         out_scores.append(scores[m].max())
-        out_labels.append(labels[m[np.argmax(scores[m])]])
+        out_best.append(int(m[np.argmax(scores[m])]))
     order = np.argsort(-np.array(out_scores), kind="stable")
-    return (
-        np.array(out_boxes, dtype=np.float32)[order],
-        np.array(out_scores, dtype=np.float32)[order],
-        np.array(out_labels, dtype=np.int64)[order],
-    )
+    chosen = np.array(out_best, dtype=np.int64)[order]
+    merged = (np.array(out_boxes, dtype=np.float32)[order], np.array(out_scores, dtype=np.float32)[order],
+              labels[chosen])
+    return (*merged, chosen) if best else merged

@@ -101,6 +101,32 @@ def test_review_regrades_and_history_shows_each_step(store: Store) -> None:
     assert verify(store.db).ok
 
 
+def test_an_unknown_defect_keeps_its_guesses_is_graded_conservatively_and_reviewed_first(store: Store) -> None:
+    from inspection.frame import StreamKey
+    from inspection.results import Defect, FrameResult
+    from inspection.testing.synthetic import TEST_MODEL
+
+    store.apply_batch(coil_messages("C-U", length_m=60, defects_per_frame=0.0, seed=2))
+    assert store.grade_coil("C-U", "coil_end").grade == "prime"
+    src = StreamKey("demo-hot-1", "hot", "top-1", "top")
+    unnamed = Defect("unknown", 0.45, 2, (10, 10, 40, 40), 30_000.0, 800.0, 30.0, 30.0, 900.0,
+                     guesses=(("patches", 0.45), ("inclusion", 0.3)))
+    frame = FrameResult(src, "C-U", 999, 58, 1, 58 * 1024.0, 1024.0, *TEST_MODEL, 2, (unnamed,))
+    store.apply_batch([frame])
+    store.apply_batch([frame])  # re-sent: neither the defect nor its guesses are recorded twice
+    assert _count(store, "defect_guesses") == 1
+    defect = queries.coil_defects(store.db, "C-U")[0]
+    assert defect["class"] == "unknown" and defect["guesses"] == [["patches", 0.45], ["inclusion", 0.3]]
+    graded = store.grade_coil("C-U", "late-frames")
+    assert graded.grade == "downgrade" and any(r.startswith("UNKNOWN-MAJOR") for r in graded.reasons)
+    store.enqueue_reviews("C-U")
+    first = analytics.review_queue(store.db, coil="C-U", limit=1)[0]
+    assert (first["defect_id"], first["reason"]) == (defect["id"], "unknown")
+    store.add_review(defect["id"], "anna", "relabel", new_class="patches", reason="a patch after all")
+    assert queries.current_grade(store.db, "C-U")["grade"] == "prime"  # one minor patch: within every limit
+    assert verify(store.db).ok  # the guesses are covered by the audit chain
+
+
 def test_override_needs_reason_and_wins_over_automatic_grades(store: Store) -> None:
     store.apply_batch(coil_messages("C-3", length_m=20, defects_per_frame=0.0))
     store.grade_coil("C-3", "coil_end")

@@ -53,6 +53,31 @@ def test_round_trips() -> None:
     assert decode(encode(end)) == end
 
 
+def test_an_unknown_defect_carries_its_guesses() -> None:
+    unknown = Defect("unknown", 0.4, 2, (1.0, 2.0, 30.0, 40.0), 1234.5, 400.0, 38.0, 29.0, 900.0,
+                     guesses=(("patches", 0.4), ("inclusion", 0.31)))
+    result = _result(defects=(unknown,))
+    parts = encode(result)
+    assert _header(parts)["defects"][0]["guesses"] == [["patches", 0.4], ["inclusion", 0.31]]
+    assert decode(parts) == result
+    assert "guesses" not in _header(encode(_result()))["defects"][0]  # a known class sends none
+
+
+@pytest.mark.parametrize(("guesses", "message"), [
+    ("patches", "guesses: expected a list"),
+    ([["patches"]], r"guesses\[0\]: expected \[class, score\]"),
+    ([["patches", 1.5]], r"guesses\[0\].score: expected a number in"),
+    ([["", 0.5]], r"guesses\[0\]: expected \[class, score\]"),
+    ([["a", 0.1]] * 9, "at most 8"),
+])
+def test_bad_guesses_are_named(guesses: object, message: str) -> None:
+    parts = encode(_result())
+    header = _header(parts)
+    header["defects"][1]["guesses"] = guesses
+    with pytest.raises(RecordError, match=message):
+        decode([json.dumps(header).encode(), *parts[1:]])
+
+
 def _header(parts: list[bytes]) -> dict:
     return json.loads(parts[0])
 

@@ -116,9 +116,9 @@ def test_view_boxes_marks_boxes_cut_by_an_inner_view_edge() -> None:
 
     tiles = [Tile(0, 0, 512, 512), Tile(384, 0, 512, 512)]
     found = [det((500, 10, 512, 50), (0, 10, 20, 50)), det((0, 10, 140, 50))]
-    boxes, _, _, views, cut = view_boxes(tiles, found, (512, 896))
+    boxes, _, _, views, cut, local = view_boxes(tiles, found, (512, 896))
     assert boxes.tolist() == [[500, 10, 512, 50], [0, 10, 20, 50], [384, 10, 524, 50]]
-    assert views.tolist() == [0, 0, 1]
+    assert views.tolist() == [0, 0, 1] and local.tolist() == [0, 1, 0]
     assert cut.tolist() == [True, False, True]  # the frame's own left edge does not cut
 
 

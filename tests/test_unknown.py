@@ -125,3 +125,20 @@ def test_detections_validate_the_optional_fields() -> None:
     with pytest.raises(DetectorError, match="unknown"):
         Detections(np.zeros((1, 4), np.float32), np.ones(1, np.float32), np.zeros(1, np.int64), ("a",),
                    unknown=np.zeros(2, bool))
+
+
+def test_frame_inspector_reports_unknown_defects_with_their_guesses(tmp_path: Path) -> None:
+    """From the model's outputs to the value the worker sends: class `unknown` and the best guesses."""
+    from inspection.frame import Frame, StreamKey
+    from inspection.frame_inspector import FrameInspector, InspectorSettings
+    from inspection.results import FrameResult, decode, encode
+
+    detector = _exported(tmp_path, {"novelty_max": -1.0, "class_share_min": 0.0})
+    pixels = np.random.default_rng(1).integers(0, 255, (256, 320), dtype=np.uint8)
+    frame = Frame(source=StreamKey("L1", "hot", "top-1", "top"), coil="C1", seq=1, index=0, captured_ns=1,
+                  position_mm=0.0, offset_mm=0.0, mm_per_px_x=1.0, mm_per_px_y=1.0, pixels=pixels)
+    (result,) = FrameInspector(detector, InspectorSettings(first_stage="none")).inspect([frame])
+    assert result.defects and {d.cls for d in result.defects} == {UNKNOWN}
+    assert all(len(d.guesses) == 2 and {c for c, _ in d.guesses} == {"a", "b"} for d in result.defects)
+    sent = FrameResult(frame.source, "C1", 1, 0, 1, 0.0, 256.0, "hot-u1", "ab" * 32, 2, result.defects)
+    assert decode(encode(sent)).defects == result.defects  # the guesses survive the wire

@@ -79,7 +79,7 @@ class FrameTrace:
         from inspection.frame_inspector import view_boxes
 
         self.views = [t.box for t in tiles]
-        self.boxes, self.scores, self.labels, views, cut = view_boxes(tiles, found, image.shape)
+        self.boxes, self.scores, self.labels, views, cut, _ = view_boxes(tiles, found, image.shape)
         self.passed = inspector.detector.passes(self.scores, self.labels) if len(self.scores) else np.zeros(0, bool)
         p = self.passed
         self.merged = inspector.merge(self.boxes[p], self.scores[p], self.labels[p], views[p], cut[p])[0]

@@ -119,8 +119,11 @@ def defect_facts(defect_id: int, row: pd.Series) -> None:
     relabel = f" (detected as {row['class']})" if row["effective_class"] != row["class"] else ""
     severity = SEVERITY_NAMES.get(row["severity"], "?")
     by = f" by {row['reviewer']}" if isinstance(row["reviewer"], str) else ""
+    guesses = row.get("guesses")
+    unnamed = (f"the model could not name it; its guesses: "
+               f"{', '.join(f'{c} {p:.2f}' for c, p in guesses)}  \n" if isinstance(guesses, list) and guesses else "")
     st.markdown(
-        f"**#{defect_id} {row['effective_class']}**{relabel}  \n"
+        f"**#{defect_id} {row['effective_class']}**{relabel}  \n{unnamed}"
         f"score {row['score']:.2f} · severity {row['severity']} ({severity})  \n"
         f"{row['surface']} · {row['along_mm'] / 1000:.3f} m along · {row['across_mm']:.0f} mm across  \n"
         f"{_size(row)} · model {row['model_version'] or '?'}  \n"

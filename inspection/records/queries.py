@@ -25,6 +25,7 @@ from sqlite_utils import Database
 
 from inspection.records import seams
 from inspection.records.grading import GradeDefect, GradeInput
+from inspection.results import UNKNOWN
 
 
 def day_of(time_ns: int) -> str:
@@ -129,7 +130,8 @@ def review_states(db: Database, coil: str, alias: dict[int, int] | None = None) 
 def coil_defects(db: Database, coil: str, *, include_rejected: bool = True,
                  merge_seams: bool = True) -> list[dict[str, Any]]:
     """The coil's defects in along order, with ``effective_class``, ``review_status``, ``model_version``
-    and ``parts`` (fragment ids; ``[id]`` for a defect inside one frame).
+    and ``parts`` (fragment ids; ``[id]`` for a defect inside one frame); a defect of class
+    ``unknown`` has ``guesses`` (the model's best classes, ``[[class, score], ...]``).
 
     A defect cut by frame seams is one row (see `seams.merge_fragments`); `merge_seams` False gives
     the fragments as recorded, each with its own reviews.
@@ -150,8 +152,11 @@ def coil_defects(db: Database, coil: str, *, include_rejected: bool = True,
     else:
         rows = [{**r, "parts": [r["id"]]} for r in rows]
     states = review_states(db, coil, alias)
+    guesses = defect_guesses(db, coil) if any(r["class"] == UNKNOWN for r in rows) else {}
     out = []
     for r in rows:
+        if r["class"] == UNKNOWN:
+            r["guesses"] = guesses.get(r["id"], [])
         s = states.get(r["id"])
         r["effective_class"] = s["class"] if s and s["class"] else r["class"]
         r["review_status"] = s["status"] if s else "unreviewed"
@@ -159,6 +164,14 @@ def coil_defects(db: Database, coil: str, *, include_rejected: bool = True,
         if include_rejected or r["review_status"] != "rejected":
             out.append(r)
     return out
+
+
+def defect_guesses(db: Database, coil: str) -> dict[int, list[list[Any]]]:
+    """defect id -> the model's guesses for the coil's unknown defects (none before m005)."""
+    if not db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='defect_guesses'").fetchone():
+        return {}  # a database the recorder has not migrated yet (read-only readers never migrate)
+    return {d: json.loads(g) for d, g in db.execute("SELECT defect_id, guesses FROM defect_guesses WHERE coil=?",
+                                                     (coil,))}
 
 
 def coil_map(db: Database, coil: str) -> list[dict[str, Any]]:

@@ -1,8 +1,10 @@
 """Which defects go to an expert, and in what order (filled per coil at grading time).
 
 Priority (higher first) = ``severity / 3 + (1 - score)``, so a critical, uncertain detection comes
-first. A defect is queued when:
+first; a defect of class ``unknown`` (the model could not name it) gets 3 more, so it is always
+first in the queue: until a person names it, its coil is graded conservatively. A defect is queued when:
 
+- ``unknown``: its class is ``unknown``;
 - ``high_severity``: its severity is 3 (critical) -- it may stop or downgrade a coil;
 - ``low_confidence``: its score is below ``low_confidence`` (default 0.5);
 - ``sample``: it is one of ``sample_per_class`` defects drawn at random (seeded by the coil id and
@@ -25,6 +27,9 @@ import zlib
 from sqlite_utils import Database
 
 from inspection.records.queries import coil_defects
+from inspection.results import UNKNOWN
+
+UNKNOWN_PRIORITY = 3.0  # above any other item's priority (at most 2.25)
 
 
 def select_for_review(
@@ -44,7 +49,9 @@ def select_for_review(
     for defect_id, cls, score, sev in rows:
         by_class.setdefault(cls, []).append(defect_id)
         priority = sev / 3 + (1 - score)
-        if sev >= 3:
+        if cls == UNKNOWN:
+            urgent.append((defect_id, cls, priority + UNKNOWN_PRIORITY, "unknown"))
+        elif sev >= 3:
             urgent.append((defect_id, cls, priority, "high_severity"))
         elif score < low_confidence:
             urgent.append((defect_id, cls, priority, "low_confidence"))
@@ -56,6 +63,9 @@ def select_for_review(
             _, _, score, sev = info[defect_id]
             picked[defect_id] = (defect_id, cls, sev / 3 + (1 - score) + 0.25, "sample")
     urgent.sort(key=lambda item: -item[2])
+    for item in urgent:
+        if item[3] == "unknown":  # always queued, also when drawn as a sample: the reason that matters
+            picked[item[0]] = item
     for item in urgent:
         if len(picked) >= max_per_coil + sample_per_class * len(by_class):
             break

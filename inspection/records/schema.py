@@ -28,6 +28,9 @@ Inspection records -- append-only, each insert covered by a content digest in `a
   at link time and the link time. UNIQUE (upper_id, lower_id). Written by the recorder in the
   transaction that recorded the fragments (see `seams`); the defects themselves are never
   changed. Readers merge the connected fragments into one defect (`queries.coil_defects`).
+- ``defect_guesses`` (``m005_defect_guesses``): for a defect recorded as class ``unknown`` (the
+  model could not tell what it is), its best guesses as JSON ``[[class, score], ...]``, written in
+  the transaction that recorded the defect.
 
 Audit: ``audit_log`` (seq, time, kind, actor, canonical JSON event, prev_hash, hash), a hash chain
 over every mutating event; see `audit`. From ``m003_append_only`` on, triggers refuse UPDATE and
@@ -64,6 +67,7 @@ AUDITED_TABLES: tuple[str, ...] = (
     "alarms",
     "claims",
     "defect_links",
+    "defect_guesses",
 )
 # What m003 protected when it was written: a migration must do the same thing on every database,
 # whatever later migrations add to AUDITED_TABLES (they add their own triggers).
@@ -176,6 +180,21 @@ def m004_seam_links(db: Database) -> None:
     _append_only(db, "defect_links")
 
 
+_DEFECT_GUESSES = """
+CREATE TABLE defect_guesses (defect_id INTEGER PRIMARY KEY, coil TEXT NOT NULL, guesses TEXT NOT NULL);
+CREATE INDEX defect_guesses_coil ON defect_guesses (coil)
+"""
+
+
+@migrations(name="m005_defect_guesses")
+def m005_defect_guesses(db: Database) -> None:
+    # A defect the model cannot name is recorded as class "unknown"; what the model thought it might
+    # be is evidence too (the inspector sees it, a relabel may confirm it), kept beside the defect
+    # rather than as a new column, so the digests of defects recorded before stay valid.
+    _script(db, _DEFECT_GUESSES)
+    _append_only(db, "defect_guesses")
+
+
 def _append_only(db: Database, table: str) -> None:
     for op in ("UPDATE", "DELETE"):
         db.execute(f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
@@ -189,5 +208,6 @@ def _script(db: Database, script: str) -> None:
             db.execute(statement)
 
 
-MIGRATION_NAMES: tuple[str, ...] = ("m001_core", "m002_platform", "m003_append_only", "m004_seam_links")
+MIGRATION_NAMES: tuple[str, ...] = ("m001_core", "m002_platform", "m003_append_only", "m004_seam_links",
+                                    "m005_defect_guesses")
 SCHEMA_VERSION = len(MIGRATION_NAMES)

@@ -34,7 +34,7 @@ from inspection.records.review_queue import select_for_review
 from inspection.results import FrameDropped, FrameResult, ResultMessage
 
 __all__ = ["REVIEW_ACTIONS", "BatchResult", "Store"]
-_BATCH_TABLES = ("models", "coils", "coil_events", "frames", "defects", "defect_links")
+_BATCH_TABLES = ("models", "coils", "coil_events", "frames", "defects", "defect_links", "defect_guesses")
 
 
 def _insert(table: str, columns: str) -> str:
@@ -53,6 +53,10 @@ _BATCH_INSERTS = {
                                   "x1 y1 x2 y2 length_mm width_mm area_mm2 class score severity model_id "
                                   "crop_sha256 captured_ns"),
 }
+# an unknown defect's guesses, keyed by the id its natural key got (re-sent: ignored like the defect)
+_GUESSES_INSERT = ("INSERT OR IGNORE INTO defect_guesses (defect_id, coil, guesses) SELECT id, coil, :guesses "
+                   "FROM defects WHERE coil = :coil AND camera = :camera AND frame_index = :frame_index "
+                   "AND defect_index = :defect_index")
 
 
 def _coil_row(coil: str, source: Any, time_ns: int) -> dict[str, Any]:
@@ -190,6 +194,7 @@ class Store(InspectorActions):
                 row["model_id"] = self._model_id(*model, now) if model else None
             for table, insert in _BATCH_INSERTS.items():
                 self.db.conn.executemany(insert, rows[table])
+            self.db.conn.executemany(_GUESSES_INSERT, [row for row in rows["defects"] if row["guesses"]])
             linked = seams.LinkResult()
             if self.seam_rule is not None and audit.max_rowid(self.db, "defects") > before["defects"]:
                 linked = seams.link_new_defects(self.db, before["defects"], self.seam_rule, self.rules.severity,
@@ -227,7 +232,8 @@ class Store(InspectorActions):
                 "frame_index": m.index, "defect_index": index, "along_mm": d.along_mm, "across_mm": d.across_mm,
                 "x1": x1, "y1": y1, "x2": x2, "y2": y2, "length_mm": d.length_mm, "width_mm": d.width_mm,
                 "area_mm2": d.area_mm2, "class": d.cls, "score": d.score, "severity": d.severity,
-                "model": (m.model_version, m.model_sha256), "crop_sha256": crop, "captured_ns": m.captured_ns}
+                "model": (m.model_version, m.model_sha256), "crop_sha256": crop, "captured_ns": m.captured_ns,
+                "guesses": audit.canonical_json([list(g) for g in d.guesses]) if d.guesses else None}
 
     def _model_id(self, version: str, sha: str, now: int) -> int:
         key = (version, sha)
