@@ -49,9 +49,12 @@ def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
         raise FrameError(f"{name}: expected one of {', '.join(choices)}, got {_show(value)}")
 
 
+MAX_INT = 2**63 - 1  # what an SQLite INTEGER holds: a larger value from the network must not crash the recorder
+
+
 def _check_int(name: str, value: object, minimum: int = 0) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise FrameError(f"{name}: expected an integer >= {minimum}, got {_show(value)}")
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_INT:
+        raise FrameError(f"{name}: expected an integer in {minimum}..{MAX_INT}, got {_show(value)}")
 
 
 def _check_float(name: str, value: object, *, positive: bool = False, minimum: float | None = None) -> None:

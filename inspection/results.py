@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inspection.errors import FrameError, RecordError
-from inspection.frame import CoilEvent, StreamKey, check_ident
+from inspection.frame import MAX_INT, CoilEvent, StreamKey, check_ident
 from inspection.json_header import check_keys, coil_event, parse_object, stream_source
 
 RESULTS_VERSION = 1
@@ -417,8 +417,8 @@ def _no_extra(extra: list[bytes], kind: str) -> None:
 
 
 def _int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise RecordError(f"{name}: expected an integer >= 0, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT:
+        raise RecordError(f"{name}: expected an integer in 0..{MAX_INT}, got {value!r}"[:300])
 
 
 def _num(name: str, value: Any, minimum: float | None = None, maximum: float | None = None) -> None:

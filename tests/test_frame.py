@@ -23,7 +23,8 @@ GOOD = dict(source=SOURCE, coil="C1", seq=0, index=0, captured_ns=0, position_mm
         ("pixels", [[1, 2]], "pixels: expected a numpy array, got list"),
         ("position_mm", -1.0, "position_mm: expected a number >= 0.0"),
         ("mm_per_px_y", float("inf"), "mm_per_px_y: expected a finite number"),
-        ("index", 1.5, "index: expected an integer >= 0"),
+        ("index", 1.5, "index: expected an integer in 0.."),
+        ("seq", 2**64, "seq: expected an integer in 0..9223372036854775807"),  # SQLite's INTEGER: was a crash
         ("coil", "", "coil: expected an identifier"),
         ("source", "L1", "source: expected a StreamKey"),
     ],

@@ -53,6 +53,14 @@ def test_round_trips() -> None:
     assert decode(encode(end)) == end
 
 
+def test_an_integer_beyond_sqlite_is_refused_not_a_recorder_crash() -> None:
+    """seq 2**64 passed every check, then OverflowError in the store killed the recorder."""
+    header = _header(encode(_result()))
+    header["seq"] = 2**64
+    with pytest.raises(RecordError, match="seq: expected an integer in 0..9223372036854775807"):
+        decode([json.dumps(header).encode(), *encode(_result())[1:]])
+
+
 def test_an_unknown_defect_carries_its_guesses() -> None:
     unknown = Defect("unknown", 0.4, 2, (1.0, 2.0, 30.0, 40.0), 1234.5, 400.0, 38.0, 29.0, 900.0,
                      guesses=(("patches", 0.4), ("inclusion", 0.31)))
