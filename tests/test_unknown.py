@@ -142,3 +142,16 @@ def test_frame_inspector_reports_unknown_defects_with_their_guesses(tmp_path: Pa
     assert all(len(d.guesses) == 2 and {c for c, _ in d.guesses} == {"a", "b"} for d in result.defects)
     sent = FrameResult(frame.source, "C1", 1, 0, 1, 0.0, 256.0, "hot-u1", "ab" * 32, 2, result.defects)
     assert decode(encode(sent)).defects == result.defects  # the guesses survive the wire
+
+
+def test_the_rule_can_be_chosen_on_an_onnx_files_own_outputs(tmp_path: Path) -> None:
+    """`quantize` chooses the rule again on the int8 copy's outputs: the same calibration, through the runtime."""
+    from training.unknown import runtime_detections
+
+    detector = _exported(tmp_path, None)
+    images = [np.random.default_rng(i).integers(0, 255, (96, 128), dtype=np.uint8) for i in range(3)]
+    found = runtime_detections(detector, images)
+    assert len(found) == 3 and all(f["class_scores"].shape == (len(f["scores"]), 2) for f in found)
+    truth = [f["boxes"][:1].copy() for f in found]  # call each image's best detection a real defect
+    rule = choose_rule(found, truth, detector.thresholds)
+    assert rule["val_known_detections"] >= 3 and rule["novelty_max"] >= 0

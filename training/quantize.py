@@ -114,6 +114,24 @@ def quantize_file(source: Path, target: Path, calibration: Sequence[np.ndarray],
     return excluded
 
 
+def _recalibrated_unknown(candidate: Detector, parent: Any, val: Sequence[Any], dataset: str) -> dict[str, Any]:
+    """The unknown rule chosen again on the int8 copy's own outputs (val images and their line views,
+    as at training): its features, and so its novelty, differ from the fp32 source's."""
+    from inspection.datasets import DATASET_CLASSES
+    from training.thresholds import val_line_views
+    from training.unknown import choose_rule, runtime_detections
+
+    images = [read_image(s.image_path) for s in val]
+    views = val_line_views(val, images, parent.line_type, DATASET_CLASSES[dataset])
+    boxes = [*(s.boxes for s in val), *(v[1] for v in views)]
+    rule = choose_rule(runtime_detections(candidate, [*images, *(v[0] for v in views)]), boxes,
+                       candidate.thresholds)
+    return {**rule, "prototypes": parent.data["unknown"].get("prototypes"),
+            "chosen_on": f"this int8 copy's outputs (the source {parent.version}'s rule: "
+                         f"novelty_max {parent.data['unknown']['novelty_max']}, "
+                         f"class_share_min {parent.data['unknown']['class_share_min']})"}
+
+
 def agreement(reference: Detector, candidate: Detector, images: Sequence[np.ndarray]) -> dict[str, Any]:
     """How far the int8 model's detections at the operating threshold follow the fp32 model's.
 
@@ -211,6 +229,10 @@ def quantize_version(source: str, *, models_dir: Path | None = None, datasets_di
             "calibration_method": "MinMax", "kept_fp32": kept, "calibration": calibration_info,
             "agreement_val": agreement(reference, candidate, [read_image(s.image_path) for s in val[:64]]),
             "command": f"steel-inspect quantize {parent.version}"}
+        if isinstance(parent.data.get("unknown"), dict) and parent.data["unknown"].get("novelty_max") is not None:
+            manifest["unknown"] = _recalibrated_unknown(candidate, parent, val, dataset)
+            (work / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+            candidate = Detector(load_manifest(work / "manifest.json"), providers="cpu")
         manifest["speed_side_by_side"] = side_by_side_speed({"fp32": parent.model_path, "int8": onnx_path})
         metrics = {"val": evaluate(candidate, val, work / "eval", plot_prefix="val-"),
                    "test": evaluate(candidate, test, work / "eval", plot_prefix="test-")}

@@ -145,3 +145,15 @@ def choose_rule(found: Sequence[dict[str, np.ndarray]], gt_boxes: Sequence[np.nd
             "val_false_called_unknown": round(float(false.mean()), 4) if len(false) else None,
             "rule": "unknown when novelty > novelty_max or class share < class_share_min; limits are the "
                     f"{1 - budget / 2:.3f} and {budget / 2:.3f} quantiles of val detections of known defects"}
+
+
+def runtime_detections(detector: Any, images: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """`detections` computed by a runtime `inspection.detector.Detector` (an ONNX file, e.g. an int8
+    copy whose features differ from its fp32 source), every output slot with a score > 0."""
+    out = []
+    for det in detector.detect(list(images), min_score=0.0):
+        if det.class_scores is None or det.novelty is None:
+            raise ValueError(f"{detector.manifest.version} has no class_scores / novelty outputs")
+        out.append({"boxes": det.boxes, "scores": det.scores, "labels": det.labels,
+                    "class_scores": det.class_scores, "novelty": det.novelty})
+    return out
