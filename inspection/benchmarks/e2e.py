@@ -7,7 +7,9 @@ recorder wrote is compared with the ground truth, per coil and camera, in strip 
 
 - a ground-truth defect is detected when a recorded defect (any class) overlaps its box with
   IoU >= `--iou` (0.3, as in `steel-inspect evaluate`'s detection rate);
-- ``class_accuracy``: share of detected defects whose best-overlapping record has the right class;
+- ``class_accuracy``: share of detected defects whose best-overlapping record has the right class
+  (a record of class ``unknown`` counts as wrong); ``unknown_share``: share recorded as ``unknown``;
+  ``class_accuracy_named``: the class accuracy among the others;
 - ``position_error_mm_p95``: 95th percentile of the centre distance of matched pairs;
 - ``false_defects_per_m``: recorded defects that overlap no ground truth, per metre of strip
   inspected per surface (sum over cameras).
@@ -48,6 +50,7 @@ import numpy as np
 from inspection.benchmarks._line import hardware, scratch_line
 from inspection.benchmarks._matching import best_matches, ground_truth_defects, inside, iou, read_records
 from inspection.errors import SteelInspectError
+from inspection.results import UNKNOWN
 
 HELP = "detection rate, class accuracy, position error and false defects of the whole pipeline vs ground truth"
 log = logging.getLogger(__name__)
@@ -86,7 +89,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             folder.mkdir(parents=True, exist_ok=True)
             results[stage] = run_once(args, stage, folder)
     main = results[stages[0]]
-    return {**{k: main[k] for k in ("detection_rate", "class_accuracy", "position_error_mm_p95",
+    return {**{k: main[k] for k in ("detection_rate", "class_accuracy", "unknown_share", "position_error_mm_p95",
                                      "false_defects_per_m", "seam_defects", "seam_detection_rate", "seam_split")},
             "first_stage": stages[0], "runs": results, "hardware": hardware(),
             "command": "steel-inspect bench e2e " + " ".join(_argv(args))}
@@ -167,7 +170,7 @@ def compare(db: Path, truth: list[dict[str, Any]], iou_min: float, *, merge_seam
     by_key, fragments, inspected_mm = read_records(db, merge_seams=merge_seams)
     gts = ground_truth_defects(truth)
     matched_records: set[tuple[str, str, int]] = set()
-    detected = correct = seam_detected = seam_split = 0
+    detected = correct = unknown = seam_detected = seam_split = 0
     errors = []
     per_class: dict[str, list[int]] = {}
     for t, (best, best_iou) in zip(gts, best_matches(gts, by_key), strict=True):
@@ -182,6 +185,7 @@ def compare(db: Path, truth: list[dict[str, Any]], iou_min: float, *, merge_seam
         matched_records.add((t["coil"], t["camera"], best))
         cls, box = candidates[best]
         correct += cls == t["class"]
+        unknown += cls == UNKNOWN
         errors.append(float(np.hypot(*((gt[:2] + gt[2:]) / 2 - (box[:2] + box[2:]) / 2))))
         if t["seam"]:
             seam_detected += 1
@@ -204,6 +208,9 @@ def compare(db: Path, truth: list[dict[str, Any]], iou_min: float, *, merge_seam
         "recorded_fragments": fragments,
         "detection_rate": round(detected / len(gts), 4) if gts else None,
         "class_accuracy": round(correct / detected, 4) if detected else None,
+        # defects recorded as `unknown` (the model could not name them) count as wrong above; here apart
+        "unknown_share": round(unknown / detected, 4) if detected else None,
+        "class_accuracy_named": round(correct / (detected - unknown), 4) if detected > unknown else None,
         "position_error_mm_p95": round(float(np.percentile(errors, 95)), 1) if errors else None,
         "false_defects_per_m": round(unmatched / metres, 4) if metres else None,
         "strip_m_inspected": round(metres, 1),
