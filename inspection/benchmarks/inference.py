@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="ONNX Runtime intra-op threads per worker (default: the config's; 0 = one per core)")
     parser.add_argument("--skip-pipeline", action="store_true")
+    parser.add_argument("--beside", nargs="+", default=[], metavar="MODEL",
+                        help="other models (names or versions) measured bare on the same tiles and batch, "
+                             "alternating with the main model in rounds (a new model beside the one it replaces)")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -87,6 +90,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         intra_op_threads=config.worker.intra_op_threads)
         result["bare_fp32_source"] = source
         result["bare_fp32_mpx_per_s"] = round(_rate(lambda: _batched(fp32, tiles, best), frame_mpx, args.seconds), 2)
+    if args.beside:
+        result["beside"] = _beside(config, detector, args.beside, tiles, best, frame_mpx, args.seconds)
     result.update(_torch(manifest, tiles, best, frame_mpx, args.seconds))
     result.update(_inspector(config, detector, frames, frame_mpx, args.seconds))
     if not args.skip_pipeline:
@@ -98,6 +103,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["pipeline_to_inspector_ratio"] = round(result["pipeline_mpx_per_s"] / result["inspector_mpx_per_s"], 3)
     result["command"] = "steel-inspect bench inference"
     return result
+
+
+def _beside(config: Any, main: Any, names: list[str], tiles: list[np.ndarray], batch: int, frame_mpx: float,
+            seconds: float, rounds: int = 3) -> dict[str, Any]:
+    """Bare Mpx/s of `main` and each other model on the same tiles and batch size, measured in
+    alternating rounds (best round each), and each model's ratio to `main`: this machine's load
+    changes from minute to minute, so only rates measured side by side compare."""
+    from inspection.detector import Detector
+    from inspection.registry import Registry
+
+    models = {main.manifest.version: main}
+    for name in names:
+        manifest = Registry(config.model.registry).resolve(name)
+        models[manifest.version] = Detector(manifest, providers=config.worker.providers,
+                                            intra_op_threads=config.worker.intra_op_threads)
+    best: dict[str, float] = dict.fromkeys(models, 0.0)
+    for _ in range(rounds):
+        for version, detector in models.items():
+            rate = _rate(lambda d=detector: _batched(d, tiles, batch), frame_mpx, seconds / rounds)
+            best[version] = max(best[version], rate)
+    first = main.manifest.version
+    return {"batch": batch, "rounds": rounds, "mpx_per_s": {v: round(r, 2) for v, r in best.items()},
+            "ratio_to": first, "ratio": {v: round(r / best[first], 3) for v, r in best.items()}}
 
 
 def _batched(detector: Any, tiles: list[np.ndarray], batch: int) -> None:
