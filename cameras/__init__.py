@@ -60,7 +60,8 @@ def open_source(line: LineConfig, camera: CameraConfig, **overrides: Any) -> Cam
     """Build the configured camera source (not yet opened: use it as a context manager).
 
     `overrides` win over the config: ``source``, ``realtime`` (False: as fast as possible),
-    ``seed``, and any source option (``folder``, ``ground_truth``, ``max_coils``,
+    ``seed``, ``first_coil`` (number the coils from there: a line continues after the coils its
+    database already holds), and any source option (``folder``, ``ground_truth``, ``max_coils``,
     ``datasets_dir``, ``coil_length_m``, ``defects_per_100m``, ``seam_share``, ``image_folder``, ``cti``, ...).
     """
     kind = overrides.pop("source", None) or camera.source
@@ -78,10 +79,20 @@ def open_source(line: LineConfig, camera: CameraConfig, **overrides: Any) -> Cam
     options.update({k: v for k, v in overrides.items() if v is not None})
     sim = line.simulator
     seed = int(options.pop("seed", sim.seed))
+    first_coil = options.pop("first_coil", None)
     realtime = bool(options.pop("realtime", sim.realtime if kind == "simulator" else kind in ("pylon", "genicam")))
     key = stream_key(line, camera)
     coil_m = options.pop("coil_length_m", sim.coil_length_m if kind == "simulator" else None)
     geo = geometry(line, camera, coil_m * 1000.0 if coil_m else None, options.pop("position_source", "lines"))
+    source = _build(kind, line, camera, key, geo, seed, realtime, options)
+    if first_coil is not None:
+        source.start_coils_at(int(first_coil))
+    return source
+
+
+def _build(kind: str, line: LineConfig, camera: CameraConfig, key: Any, geo: Any, seed: int, realtime: bool,
+           options: dict[str, Any]) -> CameraSource:
+    sim = line.simulator
     if kind == "simulator":
         from cameras.simulator import SimulatorSource
 

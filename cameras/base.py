@@ -95,14 +95,20 @@ class Grab:
     extra: Any = None  # per-frame data for `_on_frame` (the simulator's ground truth)
 
 
-def coil_ids(line_type: str, seed: int, year: int = 26) -> Iterator[str]:
-    """Deterministic coil ids like ``H26-000123`` (hot) or ``C26-004711`` (cold) from a seed."""
-    start = int(np.random.default_rng(seed).integers(1000, 900000))
-    prefix = "H" if line_type == "hot" else "C"
+def coil_ids(line_type: str, seed: int, year: int = 26, first: int | None = None) -> Iterator[str]:
+    """Deterministic coil ids like ``H26-000123`` (hot) or ``C26-004711`` (cold) from a seed, or
+    numbered from `first` (a line that already recorded coils continues after them)."""
+    start = int(np.random.default_rng(seed).integers(1000, 900000)) if first is None else int(first)
+    prefix = coil_prefix(line_type, year)
     number = start
     while True:
-        yield f"{prefix}{year:02d}-{number:06d}"
+        yield f"{prefix}{number:06d}"
         number += 1
+
+
+def coil_prefix(line_type: str, year: int = 26) -> str:
+    """The start of the simulated cameras' coil ids of a line type: ``H26-`` or ``C26-``."""
+    return f"{'H' if line_type == 'hot' else 'C'}{year:02d}-"
 
 
 class Pacer:
@@ -175,6 +181,10 @@ class CameraSource(ABC):
 
     def next_coil_id(self) -> str:
         return next(self._coil_ids)
+
+    def start_coils_at(self, number: int) -> None:
+        """Number the next coils from `number` (every camera of a line gets the same, so they agree)."""
+        self._coil_ids = coil_ids(self.key.line_type, self.seed, first=number)
 
     # -- the stream ------------------------------------------------------------------------
     def __iter__(self) -> Iterator[StreamMessage]:

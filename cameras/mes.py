@@ -21,18 +21,22 @@ from inspection.config import LineConfig
 log = logging.getLogger(__name__)
 
 
-def simulated_coil_ids(line: LineConfig, coils: int, seed: int | None = None) -> list[str]:
-    """The ids of the first `coils` coils the line's simulated cameras produce."""
-    return list(islice(coil_ids(line.type, line.simulator.seed if seed is None else seed), coils))
+def simulated_coil_ids(line: LineConfig, coils: int, seed: int | None = None,
+                       first_coil: int | None = None) -> list[str]:
+    """The ids of the first `coils` coils the line's simulated cameras produce (numbered from
+    `first_coil` when the cameras are told to continue after a database's coils)."""
+    seed = line.simulator.seed if seed is None else seed
+    return list(islice(coil_ids(line.type, seed, first=first_coil), coils))
 
 
-def mes_extract(line: LineConfig, coils: int, seed: int | None = None) -> list[dict[str, Any]]:
+def mes_extract(line: LineConfig, coils: int, seed: int | None = None,
+                first_coil: int | None = None) -> list[dict[str, Any]]:
     """MES rows (one per simulated coil) matching the simulator's coils, width and length."""
     from inspection.records.platform import synthetic_extract
 
     seed = line.simulator.seed if seed is None else seed
     return synthetic_extract(
-        simulated_coil_ids(line, coils, seed),
+        simulated_coil_ids(line, coils, seed, first_coil),
         line.type,
         seed,
         line=line.id,
@@ -41,9 +45,10 @@ def mes_extract(line: LineConfig, coils: int, seed: int | None = None) -> list[d
     )
 
 
-def write_mes_extract(line: LineConfig, path: Path, coils: int, seed: int | None = None) -> Path:
+def write_mes_extract(line: LineConfig, path: Path, coils: int, seed: int | None = None,
+                      first_coil: int | None = None) -> Path:
     """Write `mes_extract` as a JSON array to `path`; returns the path."""
-    rows = mes_extract(line, coils, seed)
+    rows = mes_extract(line, coils, seed, first_coil)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")

@@ -157,10 +157,29 @@ def bound_address(socket: zmq.Socket, endpoint: Endpoint) -> str:
 def check_bindable(endpoints: Sequence[Endpoint]) -> None:
     """Bind and release every bind endpoint once, so a line whose ports another line holds stops
     before any of its processes start (a worker would otherwise attach to the other line's
-    cameras and take its frames); `TransportError` names the first endpoint that is taken."""
+    cameras and take its frames); `TransportError` names the first endpoint that is taken.
+
+    An ipc endpoint needs its own test: ZeroMQ unlinks an existing socket file and binds anyway,
+    silently taking the address from whoever listened there, so a file that accepts a connection
+    counts as taken (a file left by a crashed process refuses it and is fine to replace).
+    """
+    import socket as sockets
+
     context = zmq.Context.instance()
     for endpoint in endpoints:
         if endpoint.role != "bind" or endpoint.address.startswith("inproc://"):
+            continue
+        if endpoint.address.startswith("ipc://"):
+            path = endpoint.address.removeprefix("ipc://")
+            probe_unix = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+            try:
+                probe_unix.connect(path)
+            except OSError:  # no such file, or nobody listening: free
+                pass
+            else:
+                raise TransportError(f"cannot bind {endpoint.address}: another process is listening on it")
+            finally:
+                probe_unix.close()
             continue
         probe = open_socket(context, zmq.PULL, endpoint, hwm=1, linger_ms=0)
         probe.close(linger=0)
@@ -194,11 +213,12 @@ class FrameSender:
             if self._own_context:
                 self._context.term()
             raise
+        self.address = bound_address(self._socket, self.endpoint)  # a tcp://host:* bind names its port here
         self.sent = self.dropped = self.events_lost = 0
         self.bytes_sent = 0
         log.info(
             "sender %s: %s mode, SNDHWM %d, linger %d ms",
-            self.endpoint,
+            Endpoint(self.endpoint.role, self.address),
             "live (drop and count)" if live else "replay (backpressure)",
             hwm,
             linger_ms,
@@ -241,6 +261,11 @@ class FrameSender:
         self.sent += 1
         self.bytes_sent += sum(len(p) for p in parts)
         return True
+
+    @property
+    def socket(self) -> zmq.Socket:
+        """The PUSH socket itself, for a socket monitor (who is connected); send through `send`."""
+        return self._socket
 
     def _send_waiting(self, parts: list, timeout_ms: int | None, interruptible: bool) -> bool:
         # a blocking send with a short SNDTIMEO: as cheap as a plain blocking send, yet the

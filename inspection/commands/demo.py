@@ -73,12 +73,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def import_mes(config, db: Path, coils: int, seed: int | None) -> None:  # noqa: ANN001 - LineConfig
-    """Write the MES extract for the simulated coils and import it into the line database."""
+    """Write the MES extract for the coils this run will simulate and import it into the line database."""
     from cameras.mes import write_mes_extract
+    from inspection.line.pipeline import next_coil_number
     from inspection.records import platform
     from inspection.records.db import open_db
 
-    path = write_mes_extract(config, db.parent / "mes_extract.json", coils, seed)
+    path = write_mes_extract(config, db.parent / "mes_extract.json", coils, seed, next_coil_number(db, config.type))
     database = open_db(db)
     try:
         report = platform.import_rows(database, platform.read_json(path), str(path), actor="demo")

@@ -94,6 +94,10 @@ def run_pipeline(
     except TransportError as exc:
         raise TransportError(f"line {config.id} does not start: {exc} (another line or process holds it)") from None
     config_path, overrides = str(config.path), config.overrides
+    first_coil = next_coil_number(db, config.type)
+    if first_coil is not None:  # the database holds this line's coils: continue after them
+        camera_overrides = {"first_coil": first_coil, **(camera_overrides or {})}
+        log.info("the database holds earlier coils: new coils are numbered from %d", first_coil)
     restarts = 0
     started, started_ns = time.monotonic(), time.time_ns()
     with tempfile.TemporaryDirectory(prefix="steel-run-") as tmp, Supervisor(verbose=verbose) as sup:
@@ -144,6 +148,21 @@ def run_pipeline(
     if failed:
         summary["failed"] = failed
     return summary
+
+
+def next_coil_number(db: Path, line_type: str) -> int | None:
+    """The number a new run's first simulated coil gets (None: a new database, the seed decides)."""
+    from cameras.base import coil_prefix
+    from inspection.records import line_reads
+    from inspection.records.db import open_db
+
+    if not db.is_file():
+        return None
+    reader = open_db(db, readonly=True)
+    try:
+        return line_reads.next_coil_number(reader, coil_prefix(line_type))
+    finally:
+        reader.close()
 
 
 def _failed(sup: Supervisor, names: list[str]) -> str | None:

@@ -41,6 +41,16 @@ def coils_left_open(db: Database, camera: str, next_coil: str, started_ns: int) 
         (camera, next_coil, started_ns)).fetchall()]
 
 
+def next_coil_number(db: Database, prefix: str) -> int | None:
+    """One more than the highest number of the coils whose id is `prefix` + digits (the simulated
+    cameras' ids), or None when there is none: a new run of the line continues after them instead
+    of sending coil ids the database already holds (which it would ignore as re-sent)."""
+    numbers = [int(coil[len(prefix):]) for (coil,) in db.execute(
+        "SELECT id FROM coils WHERE id LIKE ? ESCAPE '\\'", (prefix.replace("_", "\\_") + "%",))
+        if coil[len(prefix):].isdigit()]
+    return max(numbers) + 1 if numbers else None
+
+
 def last_grade_id(db: Database) -> int:
     return db.execute("SELECT coalesce(max(id), 0) FROM grades").fetchone()[0]
 
