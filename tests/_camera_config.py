@@ -15,7 +15,7 @@ from tests.conftest import REPO
 def write_line_config(
     folder: Path,
     *,
-    endpoint: str = "tcp://127.0.0.1:5555",
+    endpoint: str | None = None,
     line_type: str = "hot",
     width_px: int = 640,
     frame_height_px: int = 256,
@@ -27,8 +27,13 @@ def write_line_config(
     realtime: bool = False,
     options: str = "",
 ) -> Path:
-    """Write `line.toml` with one camera ("cam-1") into `folder` and return its path."""
+    """Write `line.toml` with one camera ("cam-1") into `folder` and return its path.
+
+    Its endpoints are ipc sockets in `folder` (the camera's unless `endpoint` is given): tests
+    pass the address to use on the command line (``--connect``), and a config that names no
+    TCP port cannot collide with the demo line or anything else on the machine."""
     path = folder / "line.toml"
+    endpoint = endpoint or f"ipc://{folder / 'cam-1.sock'}"
     path.write_text(
         f"""
 [line]
@@ -56,8 +61,8 @@ send_hwm = 4
 {options}
 
 [endpoints]
-results = "tcp://127.0.0.1:5560"
-plc = "tcp://127.0.0.1:5570"
+results = "ipc://{folder / "results.sock"}"
+plc = "ipc://{folder / "plc.sock"}"
 
 [simulator]
 seed = 11

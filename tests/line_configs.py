@@ -1,21 +1,45 @@
-"""Line configs for tests: the demo line on free loopback ports, small frames, files in tmp_path."""
+"""Line configs for tests: the demo line on ipc endpoints of the test's own, small frames, files in tmp_path."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from inspection.config import DEMO_CONFIG
-from tests.conftest import free_port
+from tests.conftest import IPC_DIR_MAX
+
+# The demo config's endpoints (its fixed ports, never used by a test) and the short socket file
+# each becomes in a test (an ipc path must stay under ~100 characters).
+DEMO_ENDPOINTS = {"top-1": ("tcp://127.0.0.1:5555", "top-1.sock"),
+                  "bottom-1": ("tcp://127.0.0.1:5556", "bottom-1.sock"),
+                  "results": ("tcp://127.0.0.1:5560", "results.sock"),
+                  "plc": ("tcp://127.0.0.1:5570", "plc.sock")}
 
 
-def write_line_config(tmp_path: Path, *, width_px: int = 512, frame_height_px: int = 256,
-                      coil_length_m: float = 3.0, speed_m_per_s: float = 5.0,
-                      extra: dict[str, str] | None = None) -> Path:
-    """A copy of the demo config with free ports, its database under tmp_path and small frames."""
+def write_line_config(tmp_path: Path, *, ipc_dir: Path | None = None, endpoints: Mapping[str, str] | None = None,
+                      width_px: int = 512, frame_height_px: int = 256, coil_length_m: float = 3.0,
+                      speed_m_per_s: float = 5.0, extra: dict[str, str] | None = None) -> Path:
+    """A copy of the demo config with its database under tmp_path and small frames.
+
+    The line's processes need every address before any of them binds, so each link is an
+    ``ipc://`` endpoint in `ipc_dir` (the `ipc_dir` fixture; default tmp_path): no TCP port, so
+    nothing else on the machine can hold it. `endpoints` replaces some of them by name (``top-1``,
+    ``bottom-1``, ``results``, ``plc``), e.g. with the real address of a socket a test has bound
+    on ``tcp://127.0.0.1:*`` when TCP is the point.
+    """
+    folder = ipc_dir or tmp_path
+    if len(str(folder)) > IPC_DIR_MAX:
+        raise ValueError(f"write_line_config: {folder} is too long for ipc socket paths: pass the ipc_dir fixture")
+    unknown = set(endpoints or {}) - set(DEMO_ENDPOINTS)
+    if unknown:
+        raise ValueError(f"write_line_config: no endpoint named {sorted(unknown)} (known: {sorted(DEMO_ENDPOINTS)})")
     text = DEMO_CONFIG.read_text()
-    for old_port in ("5555", "5556", "5560", "5570"):
-        text = text.replace(f"127.0.0.1:{old_port}", f"127.0.0.1:{free_port()}")
+    for name, (demo_address, socket_file) in DEMO_ENDPOINTS.items():
+        if f'"{demo_address}"' not in text:
+            raise ValueError(f"write_line_config: {demo_address} ({name}) not in the demo config")
+        address = (endpoints or {}).get(name, f"ipc://{folder / socket_file}")
+        text = text.replace(f'"{demo_address}"', f'"{address}"')
     text = text.replace("var/demo/line.db", str(tmp_path / "line.db"))
     text = text.replace("var/demo/crops", str(tmp_path / "crops"))
     text = re.sub(r"width_px = \d+", f"width_px = {width_px}", text)

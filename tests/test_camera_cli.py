@@ -27,10 +27,10 @@ def run_cli(*args: str, timeout: float = 60, env: dict | None = None) -> subproc
     )
 
 
-def test_camera_sends_n_frames_and_ends_the_coil(tmp_path: Path, tcp_endpoint: str) -> None:
+def test_camera_sends_n_frames_and_ends_the_coil(tmp_path: Path, ipc_endpoint: str) -> None:
     config = write_line_config(tmp_path, coil_length_m=100.0)
-    with FrameReceiver(f"bind:{tcp_endpoint}") as receiver:
-        proc = start_camera("--config", str(config), "--frames", "5", "--fast", "--connect", tcp_endpoint)
+    with FrameReceiver(f"bind:{ipc_endpoint}") as receiver:
+        proc = start_camera("--config", str(config), "--frames", "5", "--fast", "--connect", ipc_endpoint)
         messages = receive_all(receiver)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
@@ -50,10 +50,10 @@ def test_camera_sends_n_frames_and_ends_the_coil(tmp_path: Path, tcp_endpoint: s
     assert stats["sent"] == 5 and stats["dropped"] == 0 and stats["live"] is False
 
 
-def test_sigterm_stops_the_camera_with_a_coil_end(tmp_path: Path, tcp_endpoint: str) -> None:
+def test_sigterm_stops_the_camera_with_a_coil_end(tmp_path: Path, ipc_endpoint: str) -> None:
     config = write_line_config(tmp_path, coil_length_m=1000.0, realtime=True, speed_m_per_s=1.0)  # ~4 frames/s
-    with FrameReceiver(f"bind:{tcp_endpoint}") as receiver:
-        proc = start_camera("--config", str(config), "--connect", tcp_endpoint)
+    with FrameReceiver(f"bind:{ipc_endpoint}") as receiver:
+        proc = start_camera("--config", str(config), "--connect", ipc_endpoint)
         messages = []
         while len([m for m in messages if isinstance(m, Frame)]) < 2:
             message = receiver.recv(timeout_ms=20000)
@@ -111,16 +111,16 @@ def test_supervisor_reports_exit_codes_and_stops_children_cleanly() -> None:
         assert sup.ended() == {"service": 0}
 
 
-def test_genicam_camera_process_streams_to_a_worker(tmp_path: Path, tcp_endpoint: str) -> None:
+def test_genicam_camera_process_streams_to_a_worker(tmp_path: Path, ipc_endpoint: str) -> None:
     from tests.test_cameras import _virtual_gentl_producer
 
     cti = _virtual_gentl_producer()
     if cti is None:
         pytest.skip("no virtual GenTL producer (genicam wheel's viky.cti)")
     config = write_line_config(tmp_path, options=f'source = "genicam"\noptions = {{ cti = "{cti}" }}')
-    with FrameReceiver(f"bind:{tcp_endpoint}") as receiver:
+    with FrameReceiver(f"bind:{ipc_endpoint}") as receiver:
         proc = start_camera("--config", str(config), "--source", "genicam", "--frames", "3", "--fast", "--connect",
-                            tcp_endpoint)
+                            ipc_endpoint)
         messages = receive_all(receiver, timeout_ms=30000)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-3000:]

@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from inspection.registry import Registry
 from tests.conftest import REPO, free_port
 from tests.line_configs import write_line_config
 from tests.tiny_models import add_tiny_model
+from tests.waits import wait_for
 
 NEU = ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches")
 
@@ -29,11 +29,11 @@ def _healthy(port: int) -> bool:
         return False
 
 
-def test_demo_runs_the_line_imports_mes_data_and_serves_the_console(tmp_path: Path) -> None:
+def test_demo_runs_the_line_imports_mes_data_and_serves_the_console(tmp_path: Path, ipc_dir: Path) -> None:
     models = tmp_path / "models"
     add_tiny_model(Registry(models), tmp_path, classes=NEU, version="hot-tiny", activate=True)
-    config = write_line_config(tmp_path, coil_length_m=60.0)  # MES weights stay plausible
-    port = free_port()
+    config = write_line_config(tmp_path, ipc_dir=ipc_dir, coil_length_m=60.0)  # MES weights stay plausible
+    port = free_port()  # the console's HTTP port: Streamlit cannot bind port 0 and report it
     env = {**os.environ, "PYTHONPATH": str(REPO), "STEEL_INSPECT_MODELS": str(models)}
     demo = subprocess.Popen(
         [sys.executable, "-m", "inspection", "demo", "--config", str(config), "--max-frames", "6", "--fast",
@@ -44,9 +44,13 @@ def test_demo_runs_the_line_imports_mes_data_and_serves_the_console(tmp_path: Pa
     reader = threading.Thread(target=lambda: lines.extend(iter(demo.stderr.readline, "")), daemon=True)
     reader.start()
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not any("the console stays up" in line for line in lines):
-            time.sleep(0.5)
+        def console_up() -> bool:
+            if demo.poll() is not None:
+                raise AssertionError(f"the demo exited with status {demo.returncode} before its console was up:\n"
+                                     + "".join(lines)[-3000:])
+            return any("the console stays up" in line for line in lines)
+
+        wait_for(console_up, 120, "the demo to log 'the console stays up'")
         assert _healthy(port), "console not serving"
         demo.send_signal(signal.SIGINT)
         out = demo.stdout.read()

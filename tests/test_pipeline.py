@@ -12,7 +12,7 @@ import os
 import signal
 import sqlite3
 import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,16 +26,44 @@ from inspection.records.db import open_db
 from inspection.registry import Registry
 from tests.line_configs import write_line_config
 from tests.tiny_models import add_tiny_model
+from tests.waits import wait_for
 
 NEU = ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches")
 
 
 @pytest.fixture
-def line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+def line(tmp_path: Path, ipc_dir: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     models = tmp_path / "models"
     add_tiny_model(Registry(models), tmp_path, classes=NEU, version="hot-tiny", activate=True)
     monkeypatch.setenv("STEEL_INSPECT_MODELS", str(models))  # children inherit it
-    return load_config(write_line_config(tmp_path))
+    return load_config(write_line_config(tmp_path, ipc_dir=ipc_dir))
+
+
+def _recorded(db: Path, sql: str = "SELECT count(*) FROM frames") -> int:
+    """A count from the line's database as another process sees it; 0 until the recorder made it."""
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            return int(con.execute(sql).fetchone()[0])
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
+def _in_background(target: Callable[..., None], *args: object) -> dict[str, str]:
+    """Run `target(*args)` in a daemon thread; the returned dict gets "failed" (the reason) if it
+    raised, for the test to assert on once the line has ended."""
+    outcome: dict[str, str] = {}
+
+    def run() -> None:
+        try:
+            target(*args)
+        except AssertionError as exc:
+            outcome["failed"] = str(exc)
+
+    threading.Thread(target=run, daemon=True).start()
+    return outcome
 
 
 def test_one_short_coil_end_to_end(line) -> None:  # noqa: ANN001
@@ -68,28 +96,27 @@ def test_one_short_coil_end_to_end(line) -> None:  # noqa: ANN001
     assert max(m["seq"] for m in messages if m["topic"] == "defect") == defects
 
 
-def _kill_worker_once(done: threading.Event) -> None:
-    """SIGKILL the worker once, while the cameras are sending and the worker has been up a while."""
-    deadline = time.monotonic() + 60
-    seen_since = None
-    while time.monotonic() < deadline and not done.is_set():
+def _kill_worker_once(db: Path) -> None:
+    """SIGKILL the worker once, while the cameras are sending and the worker is at work: it has
+    inspected frames that the recorder has written (so it is past its start, in the middle of the
+    stream)."""
+
+    def working_worker() -> multiprocessing.process.BaseProcess | None:
         children = {c.name: c for c in multiprocessing.active_children()}
         cameras_running = any(name.startswith("camera-") for name in children)
-        if cameras_running and "worker-1" in children:
-            seen_since = seen_since or time.monotonic()
-            if time.monotonic() - seen_since >= 2.0:
-                os.kill(children["worker-1"].pid, signal.SIGKILL)
-                return
-        time.sleep(0.05)
+        if cameras_running and "worker-1" in children and _recorded(db) > 0:
+            return children["worker-1"]
+        return None
+
+    worker = wait_for(working_worker, 60, "worker-1 to have frames recorded while the cameras still send")
+    os.kill(worker.pid, signal.SIGKILL)
 
 
 def test_a_killed_worker_is_restarted_and_nothing_is_counted_twice(line) -> None:  # noqa: ANN001
-    done = threading.Event()
-    killer = threading.Thread(target=_kill_worker_once, args=(done,), daemon=True)
-    killer.start()
+    killer = _in_background(_kill_worker_once, line.database)
     # Paced cameras (100 frames of 256 mm at 5 m/s: about 5 s) so the kill lands while the line runs.
     summary = run_pipeline(line, max_frames=100, camera_overrides={"realtime": True})
-    done.set()
+    assert "failed" not in killer, killer.get("failed")
     assert summary["worker_restarts"] == 1, summary
     con = sqlite3.connect(line.database)
     rows = con.execute(
@@ -111,34 +138,41 @@ def test_a_killed_worker_is_restarted_and_nothing_is_counted_twice(line) -> None
     assert summary["frames_inspected"] == rows[0]
 
 
-def _stop_once_frames_are_recorded(stop: StopFlag, db: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-            recorded = con.execute("SELECT count(*) FROM frames").fetchone()[0]
-            con.close()
-        except sqlite3.Error:
-            recorded = 0
-        if recorded:
-            break
-        time.sleep(0.2)
-    time.sleep(1.0)
-    stop.set()
+def _stop_once_every_camera_is_recorded(stop: StopFlag, db: Path, cameras: int) -> None:
+    """Stop the line (as SIGTERM would) once frames of every camera are in the database: the whole
+    line is running, so the stop has frames in flight everywhere to finish."""
+    try:
+        wait_for(lambda: _recorded(db, "SELECT count(DISTINCT camera) FROM frames") >= cameras, 120,
+                 f"frames of all {cameras} cameras in the line's database")
+    finally:
+        stop.set()  # also when that never happened: the line must end for the test to report it
 
 
 def test_stop_flag_ends_the_line_cleanly(line) -> None:  # noqa: ANN001
     stop = StopFlag(install=False)
-    threading.Thread(target=_stop_once_frames_are_recorded, args=(stop, line.database), daemon=True).start()
+    stopper = _in_background(_stop_once_every_camera_is_recorded, stop, line.database, len(line.cameras))
     summary = run_pipeline(line, camera_overrides={"realtime": True}, stop=stop)
+    assert "failed" not in stopper, stopper.get("failed")
     assert all(code == 0 for code in summary["exit_codes"].values()), summary
     assert summary["frames_sent"] == summary["frames_inspected"] > 0
 
 
+def _stop_while_starting(stop: StopFlag) -> None:
+    """Stop the line as soon as its worker process exists: it is still importing and loading its
+    model (the line starts its cameras only once every worker is ready)."""
+    try:
+        wait_for(lambda: any(c.name == "worker-1" for c in multiprocessing.active_children()), 60,
+                 "the line to start its worker process")
+    finally:
+        stop.set()
+
+
 def test_a_line_stopped_while_starting_stops_cleanly(line) -> None:  # noqa: ANN001
     stop = StopFlag(install=False)
-    threading.Timer(0.5, stop.set).start()
+    stopper = _in_background(_stop_while_starting, stop)
     summary = run_pipeline(line, camera_overrides={"realtime": True}, stop=stop)
+    assert "failed" not in stopper, stopper.get("failed")
+    assert summary.get("started") is False, summary  # stopped before its cameras were started
     assert summary["exit_codes"] and all(code == 0 for code in summary["exit_codes"].values()), summary
 
 

@@ -32,6 +32,7 @@ from inspection.schemas import TOPICS, load_schema, validate
 from tests.conftest import REPO
 
 LINE = "test-line"
+LOOPBACK = "tcp://127.0.0.1:*"  # bind on a free port the system picks; the socket reports which
 VALIDATORS = {t: Draft202012Validator(load_schema(t), format_checker=FormatChecker()) for t in TOPICS}
 
 
@@ -150,9 +151,9 @@ def test_topic_filter_delivers_only_the_chosen_topic(publisher, context) -> None
     assert [m["coil"] for m in received][-2:] == ["C-1", "END"]
 
 
-def test_listener_reports_skipped_sequence_numbers_and_restarts(context, tcp_endpoint) -> None:
+def test_listener_reports_skipped_sequence_numbers_and_restarts(context) -> None:
     raw = context.socket(zmq.PUB)  # a publisher whose sequence numbers the test chooses
-    raw.bind(tcp_endpoint)
+    raw.bind(LOOPBACK)
     beats = iter(range(1, 10_000))
 
     def send(topic: str, payload: dict, seq: int) -> None:
@@ -161,7 +162,7 @@ def test_listener_reports_skipped_sequence_numbers_and_restarts(context, tcp_end
 
     beat = {"process": "test", "uptime_s": 1.0, "interval_s": 1.0, "status": "ok",
             "counters": {"frames": 0, "defects": 0, "drops": 0}}
-    with PlcListener(tcp_endpoint, ["defect", "heartbeat"], context=context) as sub:
+    with PlcListener(raw.getsockopt_string(zmq.LAST_ENDPOINT), ["defect", "heartbeat"], context=context) as sub:
         join(sub, lambda: send("heartbeat", beat, next(beats)))
         for seq in (1, 2, 3, 6, 7, 1, 2):  # 4 and 5 lost; then the publisher restarts at 1
             send("defect", a_defect(seq), seq)
@@ -302,14 +303,22 @@ def _listen_cli(endpoint: str, *extra: str) -> subprocess.Popen:
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _feed_until_exit(proc: subprocess.Popen, send: Callable[[], object]) -> tuple[str, str]:
-    deadline = time.monotonic() + 20
-    while proc.poll() is None and time.monotonic() < deadline:
+def _feed_until_exit(proc: subprocess.Popen, send: Callable[[], object], timeout: float = 30.0) -> tuple[str, str]:
+    """Publish with `send` until plc-listen exits (it does once it has its --count messages); its
+    stdout and stderr. A PUB socket cannot tell when a subscriber has joined (the slow joiner), so
+    every message is a probe and the condition waited for, between probes, is the listener's exit."""
+    deadline = time.monotonic() + timeout
+    while True:
         send()
-        time.sleep(0.05)
-    if proc.poll() is None:
-        proc.kill()
-    return proc.communicate(timeout=10)
+        try:
+            proc.wait(timeout=0.05)
+            return proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                proc.kill()
+                _, err = proc.communicate(timeout=10)
+                raise AssertionError(f"plc-listen did not exit within {timeout:g} s of messages:\n{err[-3000:]}") \
+                    from None
 
 
 def test_cli_prints_valid_messages_and_exits_zero(publisher) -> None:
@@ -324,13 +333,25 @@ def test_cli_prints_valid_messages_and_exits_zero(publisher) -> None:
     assert summary["invalid"] == 0 and summary["validator"] == "jsonschema"
 
 
-def test_cli_exits_non_zero_on_invalid_messages(context, tcp_endpoint) -> None:
-    raw = context.socket(zmq.PUB)
-    raw.bind(tcp_endpoint)
+def test_cli_exits_non_zero_on_invalid_messages(context) -> None:
+    # An XPUB socket is a publisher that also receives its subscribers' subscriptions: the test
+    # publishes once the listener process has subscribed, so exactly the two messages it counts.
+    raw = context.socket(zmq.XPUB)
+    raw.bind(LOOPBACK)
     bad = {**build_message("alarm", coverage_alarm(coil="C", coverage=0.9, required=0.99), seq=1, line=LINE)}
     del bad["severity"]
-    proc = _listen_cli(tcp_endpoint, "--count", "2", "--timeout", "15")
-    out, err = _feed_until_exit(proc, lambda: raw.send_multipart([b"alarm", json.dumps(bad).encode()]))
+    proc = _listen_cli(raw.getsockopt_string(zmq.LAST_ENDPOINT), "--count", "2", "--timeout", "15")
+    try:
+        if not raw.poll(30_000, zmq.POLLIN):
+            raise AssertionError("plc-listen did not subscribe within 30 s")
+        assert raw.recv() == b"\x01"  # subscribed to every topic
+        for _ in range(2):
+            raw.send_multipart([b"alarm", json.dumps(bad).encode()])
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
     assert proc.returncode == 1
     assert "invalid alarm message (seq 1)" in err and "'severity' is a required property" in err
     assert "2 invalid" in err
@@ -355,7 +376,7 @@ def _periodic_coil(coil: str) -> list:
 
 
 def test_recorder_publishes_what_it_decided_and_every_grade_decision(
-        tmp_path, tcp_endpoint, publisher, listener) -> None:
+        tmp_path, publisher, listener) -> None:
     """The recorder process's loop with its PLC publisher: defects, the roll-mark and severe alarms it
     decided and stored, grades (also those written by the console, another connection), heartbeat
     counters; every alarm a PLC receives has its row in `alarms`, with the same id."""
@@ -367,14 +388,14 @@ def test_recorder_publishes_what_it_decided_and_every_grade_decision(
     store = Store(tmp_path / "line.db", crops=CropStore(tmp_path / "crops"))
     store.register_line("demo-hot-1", "hot", 1600.0, [{"id": "top-1", "surface": "top"},
                                                       {"id": "bottom-1", "surface": "bottom"}])
-    loop = RecorderLoop(store, tcp_endpoint, "demo-hot-1", publisher=publisher, batch_messages=50, flush_ms=50)
+    loop = RecorderLoop(store, LOOPBACK, "demo-hot-1", publisher=publisher, batch_messages=50, flush_ms=50)
     stop = threading.Event()
     # The publisher belongs to the recorder's thread from here until the thread ends.
     thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
     thread.start()
     push = zmq.Context.instance().socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, 5000)
-    push.connect(tcp_endpoint)
+    push.connect(loop.receiver.address)
     for message in _periodic_coil("COIL-P"):
         push.send_multipart(encode(message))
     push.close()

@@ -39,15 +39,15 @@ def render_strip_files(config: Path, folder: Path, count: int) -> list[np.ndarra
     return images
 
 
-def test_emulated_basler_camera_streams_simulator_frames_to_a_worker(tmp_path: Path, tcp_endpoint: str) -> None:
+def test_emulated_basler_camera_streams_simulator_frames_to_a_worker(tmp_path: Path, ipc_endpoint: str) -> None:
     config = write_line_config(tmp_path, coil_length_m=100.0)
     folder = tmp_path / "strip"
     folder.mkdir()
     images = render_strip_files(config, folder, 3)
     env = {**os.environ, "PYLON_CAMEMU": "1"}
-    with FrameReceiver(f"bind:{tcp_endpoint}") as receiver:
+    with FrameReceiver(f"bind:{ipc_endpoint}") as receiver:
         proc = start_camera("--config", str(config), "--source", "pylon", "--folder", str(folder), "--frames", "5",
-                            "--fast", "--connect", tcp_endpoint, env=env)
+                            "--fast", "--connect", ipc_endpoint, env=env)
         messages = receive_all(receiver, timeout_ms=30000)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-3000:]
@@ -68,16 +68,16 @@ def test_emulated_basler_camera_streams_simulator_frames_to_a_worker(tmp_path: P
     assert all(np.array_equal(f.pixels, images[i % 3]) for i, f in enumerate(frames))
 
 
-def test_failed_buffers_are_counted_in_the_coil_not_passed_on(tmp_path: Path, tcp_endpoint: str) -> None:
+def test_failed_buffers_are_counted_in_the_coil_not_passed_on(tmp_path: Path, ipc_endpoint: str) -> None:
     config = write_line_config(
         tmp_path, coil_length_m=100.0, options='source = "pylon"\noptions = { emulator_failed_buffers = 2 }'
     )
     folder = tmp_path / "strip"
     folder.mkdir()
     render_strip_files(config, folder, 2)
-    with FrameReceiver(f"bind:{tcp_endpoint}") as receiver:
+    with FrameReceiver(f"bind:{ipc_endpoint}") as receiver:
         proc = start_camera("--config", str(config), "--source", "pylon", "--folder", str(folder), "--frames", "4",
-                            "--fast", "--connect", tcp_endpoint, env={**os.environ, "PYLON_CAMEMU": "1"})
+                            "--fast", "--connect", ipc_endpoint, env={**os.environ, "PYLON_CAMEMU": "1"})
         messages = receive_all(receiver, timeout_ms=30000)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-3000:]

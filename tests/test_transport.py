@@ -1,9 +1,12 @@
-"""ZeroMQ frame transport on real loopback sockets (tcp and ipc), with receive timeouts everywhere."""
+"""ZeroMQ frame transport on real loopback sockets (tcp and ipc), with receive timeouts everywhere.
+
+The binding side takes a port of the system's choosing (``tcp://127.0.0.1:*``) and the connecting
+side uses the address it reports; where a test needs its peers connected first, it waits for their
+handshakes on a socket monitor (`tests.waits.PeerWatch`), never for a guessed time.
+"""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import threading
 import time
 
@@ -14,17 +17,10 @@ import zmq
 from inspection.errors import TransportError
 from inspection.frame import CoilEvent, Frame, StreamKey
 from inspection.transport import Endpoint, FrameReceiver, FrameSender, parse_endpoint, peer_endpoint
+from tests.waits import PeerWatch, wait_for
 
 KEY = StreamKey("test-line", "hot", "cam-1", "top")
-
-
-@pytest.fixture
-def short_ipc():  # noqa: ANN201 - ipc paths must stay under ~100 characters
-    folder = tempfile.mkdtemp(prefix="si-", dir="/tmp")
-    yield f"ipc://{folder}/f.sock"
-    shutil.rmtree(folder, ignore_errors=True)
-
-
+LOOPBACK = "tcp://127.0.0.1:*"  # bind on a free port the system picks; the socket reports which
 TIMEOUT_MS = 5000
 
 
@@ -68,9 +64,11 @@ def test_bad_endpoint_specs_name_the_problem(spec: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["tcp", "ipc"])
-def test_frames_and_events_arrive_in_order(kind: str, tcp_endpoint: str, short_ipc: str) -> None:
-    endpoint = tcp_endpoint if kind == "tcp" else short_ipc
-    with FrameSender(endpoint, live=False) as sender, FrameReceiver(endpoint) as receiver:
+def test_frames_and_events_arrive_in_order(kind: str, ipc_endpoint: str) -> None:
+    with (
+        FrameSender(LOOPBACK if kind == "tcp" else ipc_endpoint, live=False) as sender,
+        FrameReceiver(sender.address) as receiver,
+    ):
         start = CoilEvent("coil_start", KEY, "H26-000001", 0, time.time_ns())
         frames = [make_frame(i) for i in range(1, 6)]
         end = CoilEvent("coil_end", KEY, "H26-000001", 6, time.time_ns(), length_mm=320.0, frames=5, dropped=0)
@@ -82,31 +80,33 @@ def test_frames_and_events_arrive_in_order(kind: str, tcp_endpoint: str, short_i
     assert sender.dropped == 0 and receiver.malformed == 0 and receiver.frames == 5 and receiver.events == 2
 
 
-def test_recv_times_out_with_none(tcp_endpoint: str) -> None:
-    with FrameReceiver(f"bind:{tcp_endpoint}") as receiver:
+def test_recv_times_out_with_none() -> None:
+    with FrameReceiver(f"bind:{LOOPBACK}") as receiver:
         assert receiver.recv(timeout_ms=50) is None
 
 
-def test_bind_conflict_is_a_transport_error(tcp_endpoint: str) -> None:
-    with FrameSender(tcp_endpoint, live=True), pytest.raises(TransportError, match="cannot bind"):
-        FrameSender(tcp_endpoint, live=True)
+def test_bind_conflict_is_a_transport_error() -> None:
+    with FrameSender(LOOPBACK, live=True) as first, pytest.raises(TransportError, match="cannot bind"):
+        FrameSender(first.address, live=True)
 
 
-def test_two_workers_share_one_camera_without_loss_or_duplicates(tcp_endpoint: str) -> None:
+def test_two_workers_share_one_camera_without_loss_or_duplicates() -> None:
     count = 200
     results: dict[str, list[int]] = {"a": [], "b": []}
 
-    def worker(name: str) -> None:
-        with FrameReceiver(tcp_endpoint, hwm=2) as receiver:
+    def worker(name: str, address: str) -> None:
+        with FrameReceiver(address, hwm=2) as receiver:
             while (message := receiver.recv(timeout_ms=1500)) is not None:
                 results[name].append(seq_of(message))
-                time.sleep(0.001)  # a worker has work to do: lets the other one take its share
+                # The work a worker does per frame: elapsed time is the point here, while one
+                # worker is busy the other takes its share.
+                time.sleep(0.001)
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in results]
-    with FrameSender(tcp_endpoint, live=False, hwm=2) as sender:
+    with FrameSender(LOOPBACK, live=False, hwm=2) as sender, PeerWatch(sender.socket) as peers:
+        threads = [threading.Thread(target=worker, args=(n, sender.address)) for n in results]
         for t in threads:
             t.start()
-        time.sleep(0.3)  # both connected before the first frame, so round-robin sees both
+        peers.wait(2, what="both workers' connections")  # before the first frame, so round-robin sees both
         for i in range(count):
             assert sender.send(make_frame(i, rows=32, cols=32))
         for t in threads:
@@ -117,7 +117,7 @@ def test_two_workers_share_one_camera_without_loss_or_duplicates(tcp_endpoint: s
     assert sender.dropped == 0
 
 
-def test_live_mode_with_stalled_receiver_counts_drops_in_coil_end(tcp_endpoint: str) -> None:
+def test_live_mode_with_stalled_receiver_counts_drops_in_coil_end() -> None:
     from cameras.base import CameraSource, Grab, StripGeometry
     from cameras.pump import pump
 
@@ -129,15 +129,15 @@ def test_live_mode_with_stalled_receiver_counts_drops_in_coil_end(tcp_endpoint: 
     source = Burst(KEY, StripGeometry(1024, 1024, 1.0, 1.0))
     result = {}
     with (
-        FrameReceiver(tcp_endpoint, hwm=1) as receiver,
-        FrameSender(tcp_endpoint, live=True, hwm=1, event_timeout_ms=20000) as sender,
+        FrameSender(LOOPBACK, live=True, hwm=1, event_timeout_ms=20000) as sender,
+        PeerWatch(sender.socket) as peers,
+        FrameReceiver(sender.address, hwm=1) as receiver,
     ):
-        time.sleep(0.2)  # connected, but the worker does not read: stalled
+        peers.wait(what="the worker's connection")  # connected, but the worker does not read: stalled
         thread = threading.Thread(target=lambda: result.update(stats=pump(source, sender)))
         thread.start()
-        deadline = time.monotonic() + 20
-        while sender.sent + sender.dropped < 61 and time.monotonic() < deadline:
-            time.sleep(0.01)  # all frames offered; the coil_end now waits for room
+        # the coil_start and all 60 frames offered (sent or dropped); the coil_end now waits for room
+        wait_for(lambda: sender.sent + sender.dropped >= 61, 20, "the camera to offer its coil_start and 60 frames")
         messages = []
         while (m := receiver.recv(timeout_ms=1000)) is not None:
             messages.append(m)
@@ -153,13 +153,13 @@ def test_live_mode_with_stalled_receiver_counts_drops_in_coil_end(tcp_endpoint: 
     assert seqs == sorted(seqs) and seqs[-1] == 61  # gaps in seq show where frames were dropped
 
 
-def test_malformed_messages_are_counted_not_raised(tcp_endpoint: str) -> None:
+def test_malformed_messages_are_counted_not_raised() -> None:
     context = zmq.Context()
     push = context.socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, 1000)
-    push.bind(tcp_endpoint)
+    push.bind(LOOPBACK)
     try:
-        with FrameReceiver(tcp_endpoint) as receiver:
+        with FrameReceiver(push.getsockopt_string(zmq.LAST_ENDPOINT)) as receiver:
             push.send(b"\xff\x00garbage")
             push.send_multipart([b'{"v": 1, "type": "frame"}', b"1234"])
             push.send_multipart([b'{"v": 99, "type": "coil_start"}'])
@@ -176,10 +176,10 @@ def test_malformed_messages_are_counted_not_raised(tcp_endpoint: str) -> None:
         context.term()
 
 
-def test_close_with_undeliverable_messages_does_not_hang(tcp_endpoint: str) -> None:
+def test_close_with_undeliverable_messages_does_not_hang() -> None:
     stop = threading.Event()
-    sender = FrameSender(tcp_endpoint, live=False, hwm=1, linger_ms=200, stopping=stop.is_set)
-    receiver = FrameReceiver(tcp_endpoint, hwm=1)
+    sender = FrameSender(LOOPBACK, live=False, hwm=1, linger_ms=200, stopping=stop.is_set)
+    receiver = FrameReceiver(sender.address, hwm=1)
     for i in range(3):
         sender.send(make_frame(i, rows=512, cols=512))
     receiver.close()  # the worker goes away with messages in flight
@@ -189,26 +189,30 @@ def test_close_with_undeliverable_messages_does_not_hang(tcp_endpoint: str) -> N
     assert False in results and sender.dropped == results.count(False)  # given up, and counted
 
 
-def test_live_event_without_worker_is_reported_lost(tcp_endpoint: str) -> None:
-    with FrameSender(tcp_endpoint, live=True, event_timeout_ms=100, linger_ms=0) as sender:
+def test_live_event_without_worker_is_reported_lost() -> None:
+    with FrameSender(LOOPBACK, live=True, event_timeout_ms=100, linger_ms=0) as sender:
         ok = sender.send(CoilEvent("coil_start", KEY, "H26-000001", 0, time.time_ns()))
     assert not ok and sender.events_lost == 1
 
 
-def test_coil_end_waits_for_room_even_while_stopping(tcp_endpoint: str) -> None:
+def test_coil_end_waits_for_room_even_while_stopping() -> None:
     stop = threading.Event()
     got: list = []
 
     def slow_worker(receiver: FrameReceiver) -> None:
-        time.sleep(0.3)  # busy: the queue stays full while the camera sends its coil_end
+        # Busy: the queue stays full while the camera sends its coil_end. Elapsed time is the point
+        # here: the worker stays away for several of the sender's 100 ms send slices, so the
+        # coil_end really has to wait for room instead of finding it at once.
+        time.sleep(0.3)
         while (message := receiver.recv(timeout_ms=2000)) is not None:
             got.append(message)
 
     with (
-        FrameReceiver(tcp_endpoint, hwm=1) as receiver,
-        FrameSender(tcp_endpoint, live=False, hwm=1, stopping=stop.is_set, event_timeout_ms=20000) as sender,
+        FrameSender(LOOPBACK, live=False, hwm=1, stopping=stop.is_set, event_timeout_ms=20000) as sender,
+        PeerWatch(sender.socket) as peers,
+        FrameReceiver(sender.address, hwm=1) as receiver,
     ):
-        time.sleep(0.2)
+        peers.wait(what="the worker's connection")  # the frames below fill its queue instead of finding no peer
         stop.set()  # SIGTERM: replay frames stop waiting for room...
         sent = 0
         while sender.send(make_frame(sent, rows=1024, cols=1024)):

@@ -1,33 +1,50 @@
-"""A scratch copy of a line for benchmarks: free loopback ports and its own database folder."""
+"""A scratch copy of a line for benchmarks: its own database folder and its own ipc endpoints."""
 
 from __future__ import annotations
 
+import atexit
 import platform
-import socket
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from inspection.config import LineConfig, load_config
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# An ipc:// address is a Unix socket path, which Linux limits to 107 bytes: a longer scratch
+# folder (say `bench e2e --dir` deep in a home directory) keeps its sockets in a short one instead.
+IPC_DIR_MAX = 80
 
 
 def scratch_line(config_path: Path | None, folder: Path, **overrides: Any) -> LineConfig:
-    """The line at `config_path` (default: the demo line) moved to free ports and `folder`."""
+    """The line at `config_path` (default: the demo line) moved to `folder`: database, crops, and
+    the endpoints its processes meet on.
+
+    Those are ``ipc://`` sockets in the folder, not free TCP ports: every process of the line needs
+    the addresses before any of them binds, and a port found free by binding and releasing it can
+    be taken by anything else on the machine before the camera or recorder binds it again; a
+    socket file in the benchmark's own folder cannot. (At the benchmarks' frame rates the link's
+    cost is small next to its capacity on either transport; `bench transport` measures both.)
+    """
     base = load_config(config_path)
+    sockets = _socket_dir(Path(folder).absolute())
     moved: dict[str, Any] = {
         "line.database": str(folder / "line.db"),
         "line.crops_dir": str(folder / "crops"),
-        "endpoints.results": f"tcp://127.0.0.1:{free_port()}",
-        "endpoints.plc": f"tcp://127.0.0.1:{free_port()}",
+        "endpoints.results": f"ipc://{sockets / 'results.sock'}",
+        "endpoints.plc": f"ipc://{sockets / 'plc.sock'}",
     }
     for i, _ in enumerate(base.cameras):
-        moved[f"cameras.{i}.endpoint"] = f"tcp://127.0.0.1:{free_port()}"
+        moved[f"cameras.{i}.endpoint"] = f"ipc://{sockets / f'cam-{i}.sock'}"
     return load_config(config_path, {**moved, **overrides})
+
+
+def _socket_dir(folder: Path) -> Path:
+    if len(str(folder)) <= IPC_DIR_MAX:
+        return folder
+    short = Path(tempfile.mkdtemp(prefix="si-"))
+    atexit.register(shutil.rmtree, short, ignore_errors=True)  # the benchmark's process owns the line
+    return short
 
 
 def simulated_frames(config: LineConfig, count: int, seed: int) -> tuple[list[Any], list[dict[str, Any]]]:

@@ -11,6 +11,9 @@ For each transport (tcp loopback, ipc) and in the same run:
 Both are timed at the receiver from the first to the last message of a trial; trials
 alternate frames / raw (and which goes first) so both see the same machine load; the
 median of the trials is reported, with every trial's figures beside it.
+
+The sender binds (as a camera does): on tcp a port of the system's choosing (``tcp://127.0.0.1:*``),
+which it sends back to this process before the first message, so no port is guessed.
 ``ratio_to_raw`` = frames MB/s / raw MB/s (goal >= 0.8), from the medians; the best trials'
 ratio and the CPU time per message of both ends (sender loop + receiver loop, which is robust
 when other jobs share the cores) are reported beside it.
@@ -24,11 +27,12 @@ import logging
 import multiprocessing
 import os
 import platform
-import socket
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
@@ -52,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transports", default="tcp,ipc", help="comma-separated: tcp, ipc")
 
 
-def _frames_sender(endpoint: str, count: int, width: int, height: int, cpu_file: str) -> None:
+def _frames_sender(endpoint: str, count: int, width: int, height: int, cpu_file: str, bound: Connection) -> None:
     from inspection.frame import CoilEvent, Frame, StreamKey
     from inspection.transport import FrameSender
 
@@ -60,6 +64,7 @@ def _frames_sender(endpoint: str, count: int, width: int, height: int, cpu_file:
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (height, width), dtype=np.uint8) for _ in range(4)]  # never written again
     with FrameSender(f"bind:{endpoint}", live=False, hwm=8, linger_ms=10000) as sender:
+        bound.send(sender.address)
         cpu = time.process_time()
         for i in range(count):
             sender.send(Frame(key, "C1", i, i, time.time_ns(), float(i * height), 0.0, 1.0, 1.0, images[i % 4]))
@@ -67,13 +72,14 @@ def _frames_sender(endpoint: str, count: int, width: int, height: int, cpu_file:
         Path(cpu_file).write_text(json.dumps({"cpu_s": time.process_time() - cpu}))
 
 
-def _raw_sender(endpoint: str, count: int, size: int, cpu_file: str) -> None:
+def _raw_sender(endpoint: str, count: int, size: int, cpu_file: str, bound: Connection) -> None:
     tune_malloc_for_frames()  # the same allocator settings as the frame transport: a like-for-like limit
     context = zmq.Context()
     push = context.socket(zmq.PUSH)
     push.setsockopt(zmq.SNDHWM, 8)
     push.setsockopt(zmq.LINGER, 10000)
     push.bind(endpoint)
+    bound.send(push.getsockopt_string(zmq.LAST_ENDPOINT))
     payloads = [np.random.default_rng(i).integers(0, 256, size, dtype=np.uint8) for i in range(4)]
     cpu = time.process_time()
     for i in range(count):
@@ -92,6 +98,25 @@ class Trial:
     cpu_per_msg_s: float
 
 
+def _start_sender(target: Callable[..., None], endpoint: str, *args: Any) -> tuple[BaseProcess, str]:
+    """Start a sender process that binds `endpoint`; the process and the address it really bound."""
+    context = multiprocessing.get_context("spawn")
+    reader, writer = context.Pipe(duplex=False)
+    proc = context.Process(target=target, args=(endpoint, *args, writer))
+    proc.start()
+    writer.close()  # the child holds its own end: if it dies before binding, the read below sees EOF
+    try:
+        if reader.poll(120):
+            return proc, reader.recv()
+    except EOFError:
+        pass
+    finally:
+        reader.close()
+    proc.kill()
+    proc.join(10)
+    raise SteelInspectError(f"benchmark: the sender process did not bind {endpoint} (exit status {proc.exitcode})")
+
+
 def _finish(proc: BaseProcess, cpu_file: Path, received: int, first: float, last: float, cpu_recv: float) -> Trial:
     proc.join(30)
     sender_cpu = json.loads(cpu_file.read_text())["cpu_s"]
@@ -103,16 +128,13 @@ def _time_frames(endpoint: str, count: int, width: int, height: int, folder: str
     from inspection.transport import FrameReceiver
 
     cpu_file = Path(folder) / "cpu-frames.json"
-    proc = multiprocessing.get_context("spawn").Process(
-        target=_frames_sender, args=(endpoint, count, width, height, str(cpu_file))
-    )
-    proc.start()
+    proc, address = _start_sender(_frames_sender, endpoint, count, width, height, str(cpu_file))
     received, first, last, cpu = 0, 0.0, 0.0, 0.0
-    with FrameReceiver(f"connect:{endpoint}", hwm=8) as receiver:
+    with FrameReceiver(f"connect:{address}", hwm=8) as receiver:
         while True:
             message = receiver.recv(timeout_ms=60000)
             if message is None:
-                raise SteelInspectError(f"benchmark: frames stopped arriving on {endpoint} after {received}")
+                raise SteelInspectError(f"benchmark: frames stopped arriving on {address} after {received}")
             if not isinstance(message, Frame):
                 break
             received += 1
@@ -126,17 +148,16 @@ def _time_frames(endpoint: str, count: int, width: int, height: int, folder: str
 def _time_raw(endpoint: str, count: int, size: int, folder: str) -> Trial:
     tune_malloc_for_frames()
     cpu_file = Path(folder) / "cpu-raw.json"
-    proc = multiprocessing.get_context("spawn").Process(target=_raw_sender, args=(endpoint, count, size, str(cpu_file)))
-    proc.start()
+    proc, address = _start_sender(_raw_sender, endpoint, count, size, str(cpu_file))
     context = zmq.Context()
     pull = context.socket(zmq.PULL)
     pull.setsockopt(zmq.RCVHWM, 8)
-    pull.connect(endpoint)
+    pull.connect(address)
     received, first, last, cpu = 0, 0.0, 0.0, 0.0
     try:
         while True:
             if not pull.poll(60000):
-                raise SteelInspectError(f"benchmark: raw messages stopped arriving on {endpoint} after {received}")
+                raise SteelInspectError(f"benchmark: raw messages stopped arriving on {address} after {received}")
             message = pull.recv(copy=False)
             if len(message) < size:
                 break
@@ -151,14 +172,9 @@ def _time_raw(endpoint: str, count: int, size: int, folder: str) -> Trial:
     return _finish(proc, cpu_file, received, first, last, cpu)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _endpoint(kind: str, folder: str, name: str) -> str:
-    return f"tcp://127.0.0.1:{_free_port()}" if kind == "tcp" else f"ipc://{folder}/{name}.sock"
+    """What the sender binds: a free loopback port it picks itself, or a socket file in `folder`."""
+    return "tcp://127.0.0.1:*" if kind == "tcp" else f"ipc://{folder}/{name}.sock"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
