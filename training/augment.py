@@ -106,12 +106,17 @@ def augment(image: np.ndarray, boxes: Boxes, labels: np.ndarray, cfg: AugmentCon
     ox = int(rng.integers(min(0, sw - ow), max(0, sw - ow) + 1))
     oy = int(rng.integers(min(0, sh - oh), max(0, sh - oh) + 1))
     image, boxes, labels = scale_and_crop(image, boxes, labels, scale, (ow, oh), (ox, oy))
+    return photometric(image, cfg, rng), boxes, labels
+
+
+def photometric(image: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """What differs between lines and cameras: gain / offset, then sometimes focus blur and noise."""
     image = brightness_contrast(image, rng.uniform(*cfg.gain), rng.uniform(*cfg.offset))
     if rng.random() < cfg.blur_p:
         image = blur(image, rng.uniform(*cfg.blur_sigma))
     if rng.random() < cfg.noise_p:
         image = noise(image, rng.uniform(*cfg.noise_sigma), rng)
-    return image, boxes, labels
+    return image
 
 
 def pad_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

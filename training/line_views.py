@@ -28,7 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from training.augment import AugmentConfig, Boxes, blur, brightness_contrast, hflip, noise, vflip
+from training.augment import AugmentConfig, Boxes, hflip, photometric, vflip
 from training.negatives import NegativePool
 
 MIN_VISIBLE = 0.4  # share of a box's area that must stay in the window for it to keep its label
@@ -68,12 +68,7 @@ class LineViews:
         x, y = self._position(image.shape, view.shape, rng)
         self._blend(view, image, boxes, x, y, rng)
         out_boxes, out_labels = _visible(boxes + np.array([x, y, x, y], np.float32), labels, view.shape)
-        out = brightness_contrast(view, rng.uniform(*cfg.gain), rng.uniform(*cfg.offset))
-        if rng.random() < cfg.blur_p:
-            out = blur(out, rng.uniform(*cfg.blur_sigma))
-        if rng.random() < cfg.noise_p:
-            out = noise(out, rng.uniform(*cfg.noise_sigma), rng)
-        return out, out_boxes, out_labels
+        return photometric(view, cfg, rng), out_boxes, out_labels
 
     def _background(self, rng: np.random.Generator) -> np.ndarray:
         ow, oh = self.cfg.out_size
