@@ -2,10 +2,11 @@
 
 A dataset image is a defect with a little of its own strip around it. On the line the model sees
 the same defect inside a model window (256 to 512 px) of whatever strip surrounds it, often cut by
-the window's edge. `steel-inspect bench e2e --explain` measured what that costs: the hot model
-found 0.91 of test-split defects in their dataset images but only 0.80 of the same defects cut
-back out of the simulated strip, and inclusions and rolled-in scale fell most (small or faint
-defects whose look depends on the surrounding texture).
+the window's edge. `steel-inspect bench e2e --explain` measured what that costs (hot-20261123-3,
+150 frames per camera, test-split defects): of 258 whole pasted defects the model found 0.868 in
+their dataset images, 0.798 when the pasted patch was cut back out of the simulated strip, and
+the line 0.667; inclusions (0.82 -> 0.62 -> 0.44) and rolled-in scale (0.88 -> 0.74 -> 0.55) fell
+most, and most of what the line missed was detected, but below the operating threshold.
 
 A line view is one training sample built the line's way: the sample's geometric augmentation
 (flips, scale), then its labelled boxes, dilated and feathered, blended into a window of
