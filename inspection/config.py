@@ -82,6 +82,14 @@ class WorkerConfig:
     heartbeat_s: float = 1.0
     results_hwm: int = 1000  # result messages a worker queues for the recorder before it waits
     results_linger_ms: int = 10_000  # at exit, queued results get this long to reach the recorder
+    # The GPU path (TensorRT / CUDA; a CPU worker ignores these): inspection/shapes.py, inspection/providers.py
+    gpu_fp16: bool = True  # TensorRT may pick fp16 kernels (box maths stay within 1 px up to 2048 px)
+    gpu_fp32_source: bool = True  # an int8 model runs as its fp32 source (TensorRT rejects its uint8 QDQ)
+    gpu_window_px: tuple[int, ...] = (256, 384, 512)  # windows are padded to one of these sides (shape buckets)
+    gpu_batch: int = 16  # images per GPU batch: every batch is padded to it (one fixed shape per bucket)
+    gpu_device: int = -1  # -1: worker-N uses GPU N-1 (one worker per GPU); >= 0: that GPU
+    gpu_engine_cache: Path | None = None  # None: $STEEL_INSPECT_TRT_CACHE, else ~/.cache/steel-inspect/trt
+    gpu_trt_exclude_ops: tuple[str, ...] = ()  # op types TensorRT leaves to CUDA (fp32), e.g. MaxPool, Equal
 
 
 @dataclass(frozen=True)
@@ -361,6 +369,13 @@ def _worker(path: Path, table: Any) -> WorkerConfig:
         heartbeat_s=s.positive("heartbeat_s", float),
         results_hwm=s.positive("results_hwm", int),
         results_linger_ms=s.positive("results_linger_ms", int),
+        gpu_fp16=s.get("gpu_fp16", bool),
+        gpu_fp32_source=s.get("gpu_fp32_source", bool),
+        gpu_window_px=_window_sides(s),
+        gpu_batch=s.positive("gpu_batch", int),
+        gpu_device=s.get("gpu_device", int),
+        gpu_engine_cache=s.path_value("gpu_engine_cache"),
+        gpu_trt_exclude_ops=_op_types(s),
     )
     if not 0 <= worker.tile_overlap_px < worker.tile_px:
         raise s.error("tile_overlap_px", f"expected 0 <= overlap < tile_px={worker.tile_px}, "
@@ -369,8 +384,26 @@ def _worker(path: Path, table: Any) -> WorkerConfig:
         raise s.error("uint16_shift", f"expected 0..8, got {worker.uint16_shift}")
     if worker.window_context_px < 0:
         raise s.error("window_context_px", f"expected >= 0, got {worker.window_context_px}")
+    if worker.gpu_device < -1:
+        raise s.error("gpu_device", f"expected -1 (by worker number) or a GPU index >= 0, got {worker.gpu_device}")
     s.check_unknown()
     return worker
+
+
+def _window_sides(s: _Section) -> tuple[int, ...]:
+    """Ascending distinct sides of 32..2048 px (fp16 box maths stay within a pixel up to 2048)."""
+    sides = s.get("gpu_window_px", (list, tuple))
+    if (not sides or any(isinstance(v, bool) or not isinstance(v, int) or not 32 <= v <= 2048 for v in sides)
+            or list(sides) != sorted(set(sides))):
+        raise s.error("gpu_window_px", f"expected ascending distinct sides of 32..2048 px, got {list(sides)!r}")
+    return tuple(sides)
+
+
+def _op_types(s: _Section) -> tuple[str, ...]:
+    ops = s.get("gpu_trt_exclude_ops", (list, tuple))
+    if any(not isinstance(op, str) or not op.isidentifier() for op in ops):
+        raise s.error("gpu_trt_exclude_ops", f"expected ONNX op type names like \"MaxPool\", got {list(ops)!r}")
+    return tuple(ops)
 
 
 def _simulator(path: Path, table: Any) -> SimulatorConfig:

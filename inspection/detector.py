@@ -1,28 +1,37 @@
 """Run a registered ONNX detector: `Detector(manifest).detect(images) -> list[Detections]`.
 
-Execution providers are probed once at start, in order TensorRT, then CUDA, then CPU: a GPU
-provider is used only if ONNX Runtime lists it *and* a session actually starts on it
-(onnxruntime-gpu lists CUDA even on machines without a GPU or without the CUDA libraries, and
-then silently runs on CPU). Every failed probe is logged, and the choice is logged.
+Execution providers, in order TensorRT, then CUDA, then CPU, in one session: a GPU provider is
+used only if ONNX Runtime lists it *and* a session actually starts on it (onnxruntime-gpu lists
+CUDA even on machines without a GPU or without the CUDA libraries, and then silently runs on
+CPU). A provider whose libraries are missing is reported in one INFO line naming them
+(`inspection.gpu`); one that has its libraries and still fails is a warning. The choice, and on a
+GPU which provider runs which nodes, is logged.
 
-GPU notes (unverified here: the development machine has no GPU). TensorRT gets
-`trt_fp16_enable` unless `fp16=False` (TensorRT picks fp16 kernels only where the GPU has
-them) and an engine cache in `$STEEL_INSPECT_TRT_CACHE` (default `~/.cache/steel-inspect/trt`),
-because building engines takes minutes; ONNX Runtime keys cached engines by the model, so a
-hot reload builds once per new version. CUDA runs the graph as exported (fp32).
+GPU path (prepared from ONNX Runtime's documentation and code, not yet run on a GPU: the
+development machine has none; `steel-inspect bench gpu` is the check):
+- an int8 copy (`steel-inspect quantize`) runs as its fp32 source (`quantization.source_version`),
+  since TensorRT rejects its asymmetric uint8 activations and CUDA runs its convolutions as fp32
+  after dequantizing; TensorRT adds fp16 (`fp16`). Results then name the source version and its
+  sha256, because that is the model that ran. Back on a CPU, the int8 copy runs as registered.
+- windows are padded to a few fixed sizes and batches to a fixed size (`inspection.shapes`), with
+  one explicit TensorRT profile over them; every shape runs once (`warm_up`) before the detector
+  is returned, so engines are built (or loaded from the per-model cache, `inspection.providers`)
+  before a worker reports ready, not on its first frame.
+- one non-spinning intra-op thread per GPU session.
 
 On CPU: `intra_op_threads` (0 = ONNX Runtime's default, one per core), one inter-op thread
 and sequential execution, since the graph is a single chain and workers scale by process.
 
 The runtime pads each image at its bottom and right edges (replicate border) to the
-manifest's `size_multiple`, so box coordinates need no shift; boxes are clipped to the
-original image and boxes lying wholly in the padding are dropped.
+manifest's `size_multiple` (on a GPU: to its shape bucket), so box coordinates need no shift;
+boxes are clipped to the original image and boxes lying wholly in the padding are dropped.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,21 +40,39 @@ from typing import Any
 import cv2
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidProtobuf, NoSuchFile
 
+from inspection import gpu as gpu_libs
 from inspection.errors import ManifestError, SteelInspectError
-from inspection.registry import Manifest
+from inspection.frame import IDENT_PATTERN
+from inspection.manifest import MANIFEST_FILE
+from inspection.providers import (
+    GpuSettings,
+    assignment,
+    cache_root,
+    convolutions_on_cpu,
+    describe_assignment,
+    locked,
+    prepare_engine_cache,
+    provider_list,
+    session_options,
+)
+from inspection.registry import Manifest, load_manifest
 from inspection.results import UNKNOWN
+from inspection.shapes import ShapeBuckets, merge_views, pad_to
 
 log = logging.getLogger(__name__)
 
-GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
-CPU_PROVIDER = "CPUExecutionProvider"
+GPU_PROVIDERS = gpu_libs.GPU_PROVIDERS
+CPU_PROVIDER = gpu_libs.CPU
 OUTPUT_NAMES = ("boxes", "scores", "labels")
 # Optional outputs (models exported since the unknown-class work): every class's score at the detection's
 # cell [N, K, C] and the novelty of its features [N, K]; with the manifest's `unknown` rule they make a
 # detection `unknown` (see `training.unknown`).
 UNKNOWN_OUTPUTS = ("class_scores", "novelty")
 _failed_providers: dict[str, str] = {}  # provider -> why; probed once per process
+# How ONNX Runtime says a provider's libraries could not be loaded (then the missing names are ours to tell).
+_LIBRARY_ERROR = re.compile(r"cannot open shared object|Failed to load library|install TensorRT libraries|\.so\b")
 
 
 class DetectorError(SteelInspectError, ValueError):
@@ -126,58 +153,101 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
-def _trt_options(fp16: bool) -> dict[str, Any]:
-    default = Path.home() / ".cache" / "steel-inspect" / "trt"
-    cache = Path(os.environ.get("STEEL_INSPECT_TRT_CACHE") or default)
-    return {"trt_fp16_enable": fp16, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)}
-
-
-def _session_options(intra_op_threads: int) -> ort.SessionOptions:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = max(0, int(intra_op_threads))
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    return options
-
-
-def create_session(model_path: Path, providers: str | Sequence[str] = "auto",
-                   intra_op_threads: int = 0, fp16: bool = True) -> ort.InferenceSession:
-    """A session on the first provider that really starts: TensorRT, CUDA, then CPU."""
+def _wanted(providers: str | Sequence[str]) -> list[str]:
     if providers == "cpu":
-        wanted: list[str] = [CPU_PROVIDER]
-    elif providers == "auto":
-        wanted = [*GPU_PROVIDERS, CPU_PROVIDER]
-    elif isinstance(providers, str):
-        raise DetectorError(f"providers: expected 'auto', 'cpu' or a list of provider names, "
-                            f"got {providers!r}")
-    else:
-        wanted = [*providers, CPU_PROVIDER] if CPU_PROVIDER not in providers else list(providers)
+        return [CPU_PROVIDER]
+    if providers == "auto":
+        return [*GPU_PROVIDERS, CPU_PROVIDER]
+    if isinstance(providers, str):
+        raise DetectorError(f"providers: expected 'auto', 'cpu' or a list of provider names, got {providers!r}")
+    return [*providers, CPU_PROVIDER] if CPU_PROVIDER not in providers else list(providers)
+
+
+def gpu_candidates(providers: str | Sequence[str] = "auto") -> list[str]:
+    """The GPU providers of `providers` worth trying: listed by ONNX Runtime, not failed before in this process."""
     available = set(ort.get_available_providers())
-    for provider in wanted:
-        if provider != CPU_PROVIDER and (provider not in available or provider in _failed_providers):
-            continue
-        options = _trt_options(fp16) if provider == "TensorrtExecutionProvider" else {}
+    return [p for p in _wanted(providers) if p != CPU_PROVIDER and p in available and p not in _failed_providers]
+
+
+def _give_up(provider: str, why: str, silent: bool) -> None:
+    """Remember that `provider` cannot start in this process, and say so once: INFO naming the
+    missing libraries when that is the cause, a warning when the provider had what it needs."""
+    _failed_providers[provider] = why[:300]
+    check = gpu_libs.check(provider)
+    if check.no_device or (check.missing and (silent or _LIBRARY_ERROR.search(why))):
+        log.info("execution provider %s cannot start here: %s", provider, check.why_not())
+    else:
+        log.warning("execution provider %s failed to start, trying the next one: %s", provider,
+                    _failed_providers[provider])
+
+
+def _blame(candidates: list[str], message: str) -> str:
+    """Which provider of a failed session raised: the one the message names, else the first."""
+    words = {gpu_libs.TENSORRT: ("TensorRT", "nvinfer", "trt"), gpu_libs.CUDA: ("CUDA", "cudnn", "cublas")}
+    for provider, names in words.items():
+        if provider in candidates and any(w in message for w in names):
+            return provider
+    return candidates[0]
+
+
+def create_session(model_path: Path, providers: str | Sequence[str] = "auto", intra_op_threads: int = 0,
+                   fp16: bool = True, gpu: GpuSettings | None = None) -> ort.InferenceSession:
+    """One session with TensorRT, CUDA, then CPU (those of `providers` that can start), else a CPU session."""
+    wanted = _wanted(providers)
+    settings = gpu or GpuSettings(fp16=fp16)
+    candidates = gpu_candidates(wanted)
+    if candidates:
+        gpu_libs.preload()  # before any session: CUDA, cuDNN, cuBLAS and TensorRT from the pip wheels
+    while candidates:
+        expected_to_fail = any(not gpu_libs.check(p).can_try for p in candidates)
         try:
             # enable_fallback=0: ONNX Runtime would otherwise retry on CPU by itself (printing to
             # stdout) and we could not tell that the GPU provider failed.
-            session = ort.InferenceSession(str(model_path), sess_options=_session_options(intra_op_threads),
-                                           providers=[(provider, options)], enable_fallback=0)
-        except Exception as exc:  # noqa: BLE001 - any provider failure means: try the next one
-            if provider == CPU_PROVIDER:
-                raise ManifestError(f"{model_path}: ONNX Runtime cannot load the model: {exc}") from None
-            _failed_providers[provider] = str(exc).strip().splitlines()[0][:300]
-            log.warning("execution provider %s failed to start, trying the next one: %s", provider,
-                        _failed_providers[provider])
+            with gpu_libs.quiet_onnxruntime(expected_to_fail):
+                session = ort.InferenceSession(str(model_path),
+                                               sess_options=session_options(intra_op_threads, gpu=True),
+                                               providers=provider_list(candidates, settings), enable_fallback=0)
+        except (InvalidProtobuf, NoSuchFile) as exc:  # the model file, not the provider
+            raise ManifestError(f"{model_path}: ONNX Runtime cannot load the model: {exc}"[:500]) from None
+        except Exception as exc:  # noqa: BLE001 - any other failure: that provider cannot start
+            message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            blamed = _blame(candidates, message)
+            _give_up(blamed, message, silent=False)
+            candidates.remove(blamed)
             continue
-        used = session.get_providers()
-        if provider != CPU_PROVIDER and (not used or used[0] != provider):
-            _failed_providers[provider] = f"session started on {used} instead"
-            log.warning("execution provider %s is listed but did not start (session uses %s)", provider, used)
-            continue
-        return session
-    raise DetectorError(f"none of the execution providers {wanted} could start")  # not reached: CPU raises
+        used = list(session.get_providers())
+        for provider in [p for p in candidates if p not in used]:
+            _give_up(provider, f"session started on {used} instead", silent=True)
+        if any(p in used for p in candidates):
+            return session
+        break  # no GPU provider started: a CPU session with the CPU's threading
+    try:
+        return ort.InferenceSession(str(model_path), sess_options=session_options(intra_op_threads),
+                                    providers=[(CPU_PROVIDER, {})], enable_fallback=0)
+    except Exception as exc:  # noqa: BLE001 - any load failure on CPU is the model's
+        raise ManifestError(f"{model_path}: ONNX Runtime cannot load the model: {exc}"[:500]) from None
+
+
+def fp32_source(manifest: Manifest) -> Manifest | None:
+    """The fp32 model an int8 copy was quantized from (`quantization.source_version`), found beside it
+    in the registry and checked against `quantization.source_sha256`; None when `manifest` is no
+    quantized copy, or its source is missing or does not match (then said in a warning)."""
+    quantization = manifest.data.get("quantization")
+    source = quantization.get("source_version") if isinstance(quantization, dict) else None
+    if not isinstance(source, str) or not re.fullmatch(IDENT_PATTERN, source):
+        return None
+    try:
+        found = load_manifest(manifest.model_path.parent.parent / source / MANIFEST_FILE)
+    except ManifestError as exc:
+        log.warning("model %s is an int8 copy of %s, which cannot be loaded (%s): the GPU runs the int8 copy",
+                    manifest.version, source, exc)
+        return None
+    if quantization.get("source_sha256") not in (None, found.sha256):
+        log.warning("model %s names source %s with sha256 %s, but %s has %s: the GPU runs the int8 copy",
+                    manifest.version, source, str(quantization.get("source_sha256"))[:12], source, found.sha256[:12])
+        return None
+    return found
+
 
 
 @dataclass(frozen=True)
@@ -209,20 +279,92 @@ def unknown_rule(manifest: Manifest) -> UnknownRule | None:
                             f"class_share_min numbers, got {entry!r}"[:300]) from None
 
 
+def _fitted(buckets: ShapeBuckets, multiple: int) -> ShapeBuckets:
+    """`buckets` with each side rounded up to the model's size multiple (the graph needs it)."""
+    sides = tuple(sorted({-(-s // multiple) * multiple for s in buckets.sides}))
+    return buckets if sides == buckets.sides else ShapeBuckets(sides, buckets.batch, buckets.always)
+
+
 class Detector:
-    """An ONNX Runtime session for one registered model, plus the thin pre/post-processing."""
+    """An ONNX Runtime session for one registered model, plus the thin pre/post-processing.
+
+    On a GPU (see the module docstring) `manifest` may be the int8 copy of the model that runs:
+    `requested` is what was asked for, `manifest` what runs and what results must name.
+
+    The keyword-only arguments matter only on a GPU: `buckets` the fixed input shapes (default
+    `ShapeBuckets()`; `always=True` pads on the CPU too), `device_id` the GPU, `use_fp32_source`
+    whether an int8 copy runs as its fp32 source, `engine_cache` the root of TensorRT's engine
+    cache (default $STEEL_INSPECT_TRT_CACHE or ~/.cache/steel-inspect/trt), `trt_exclude_ops` op
+    types TensorRT leaves to CUDA. `fp16` lets TensorRT pick fp16 kernels; `max_batch` is the
+    CPU's batch limit (a GPU runs `buckets.batch`).
+    """
 
     def __init__(self, manifest: Manifest, providers: str | Sequence[str] = "auto", intra_op_threads: int = 0,
-                 max_batch: int = 16, fp16: bool = True) -> None:
+                 max_batch: int = 16, fp16: bool = True, *, buckets: ShapeBuckets | None = None, device_id: int = 0,
+                 use_fp32_source: bool = True, engine_cache: Path | None = None,
+                 trt_exclude_ops: Sequence[str] = ()) -> None:
         if max_batch < 1:
             raise DetectorError(f"max_batch: expected >= 1, got {max_batch}")
-        self.manifest = manifest
+        self.requested = manifest
         self.max_batch = max_batch
-        self.session = create_session(manifest.model_path, providers, intra_op_threads, fp16)
-        self.providers: list[str] = list(self.session.get_providers())
-        self._check_io()
-        log.info("model %s (%s, sha256 %s) on %s", manifest.version, manifest.line_type, manifest.sha256[:12],
-                 ", ".join(self.providers))
+        self.precision = "fp16" if fp16 else "fp32"
+        self.warm_up_s: dict[str, float] = {}
+        candidates = gpu_candidates(providers)
+        chosen = (fp32_source(manifest) if candidates and use_fp32_source else None) or manifest
+        self.buckets = _fitted(buckets or ShapeBuckets(), chosen.size_multiple)
+        cache = None
+        if gpu_libs.TENSORRT in candidates and gpu_libs.check(gpu_libs.TENSORRT).can_try:
+            cache = prepare_engine_cache(cache_root(engine_cache), chosen.sha256, self.precision)
+        settings = GpuSettings(fp16=fp16, device_id=device_id, buckets=self.buckets, input_name=chosen.input_name,
+                               cache_dir=cache, trt_exclude=tuple(trt_exclude_ops))
+        with locked(cache):  # one process builds a model's engines; the others wait and load them
+            self.session = create_session(chosen.model_path, providers, intra_op_threads, fp16, settings)
+            if chosen is not manifest and self.session.get_providers()[0] not in GPU_PROVIDERS:
+                chosen = manifest  # no GPU after all: on a CPU the int8 copy is the faster model
+                self.session = create_session(manifest.model_path, "cpu", intra_op_threads)
+            self.manifest = chosen
+            self.providers: list[str] = list(self.session.get_providers())
+            self._check_io()
+            self.nodes = assignment(self.session) if self.on_gpu else {}
+            self._log_start()
+            if self.on_gpu:
+                self.warm_up()
+
+    @property
+    def on_gpu(self) -> bool:
+        return bool(self.providers) and self.providers[0] in GPU_PROVIDERS
+
+    @property
+    def bucketing(self) -> bool:
+        """Whether inputs are padded to the fixed shapes (on a GPU, or when the buckets say always)."""
+        return self.on_gpu or self.buckets.always
+
+    def _log_start(self) -> None:
+        m = self.manifest
+        log.info("model %s (%s, sha256 %s) on %s", m.version, m.line_type, m.sha256[:12], ", ".join(self.providers))
+        if m is not self.requested:
+            log.info("model %s is an int8 copy of %s: the GPU runs %s (%s), and results name it",
+                     self.requested.version, m.version, m.version, self.precision)
+        if self.on_gpu:
+            log.info("node assignment of %s: %s", m.version, describe_assignment(self.nodes))
+            on_cpu = convolutions_on_cpu(self.nodes)
+            if on_cpu:
+                log.warning("%d convolution(s) of %s run on the CPU, not the GPU: see the node assignment above",
+                            on_cpu, m.version)
+
+    def warm_up(self) -> dict[str, float]:
+        """Run every bucket shape once at the full batch (largest first, TensorRT's optimum), so engines
+        and tuned kernels exist before the first frame; seconds per shape."""
+        timings: dict[str, float] = {}
+        for height, width in self.buckets.shapes:
+            started = time.perf_counter()
+            self._run(np.zeros((self.buckets.batch, 1, height, width), np.uint8))
+            timings[f"{height}x{width}"] = round(time.perf_counter() - started, 3)
+        self.warm_up_s = timings
+        log.info("warm-up of %s on %s: %d shapes at batch %d in %.1f s (%s)", self.manifest.version,
+                 self.providers[0], len(timings), self.buckets.batch, sum(timings.values()),
+                 ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
+        return timings
 
     def _check_io(self) -> None:
         inputs = {i.name: i for i in self.session.get_inputs()}
@@ -254,6 +396,8 @@ class Detector:
                     or image.size == 0):
                 raise DetectorError(f"images[{index}]: expected a non-empty 2-D uint8 array (H, W), "
                                     f"got {_describe(image)}")
+        if self.bucketing:
+            return self._detect_bucketed(images, threshold)
         results: list[Detections | None] = [None] * len(images)
         by_shape: dict[tuple[int, int], list[int]] = {}
         for index, image in enumerate(images):
@@ -266,6 +410,40 @@ class Detector:
                     results[index] = self._post(outputs, row, height, width, threshold)
         return results  # type: ignore[return-value]
 
+    def _detect_bucketed(self, images: Sequence[np.ndarray], threshold: np.ndarray) -> list[Detections]:
+        """Each image padded to its bucket (or cut into views of the largest one), full fixed batches."""
+        views: list[tuple[int, Any, np.ndarray]] = []  # (image index, Tile or None, pixels)
+        for index, image in enumerate(images):
+            if self.buckets.shape_for(*image.shape) is not None:
+                views.append((index, None, image))
+            else:
+                views.extend((index, t, image[t.y:t.y + t.height, t.x:t.x + t.width])
+                             for t in self.buckets.split(*image.shape))
+        by_shape: dict[tuple[int, int], list[int]] = {}
+        for v, (_, _, pixels) in enumerate(views):
+            by_shape.setdefault(self.buckets.shape_for(*pixels.shape), []).append(v)  # type: ignore[arg-type]
+        found: list[Detections | None] = [None] * len(views)
+        size = self.buckets.batch
+        for (height, width), members in by_shape.items():
+            for start in range(0, len(members), size):
+                chunk = members[start:start + size]
+                batch = np.zeros((size, 1, height, width), np.uint8)  # rows past the chunk: padding, not read
+                for row, v in enumerate(chunk):
+                    batch[row, 0] = pad_to(views[v][2], height, width)
+                outputs = self._run(batch)
+                for row, v in enumerate(chunk):
+                    found[v] = self._post(outputs, row, *views[v][2].shape, threshold)
+        per_image: list[list[int]] = [[] for _ in images]
+        for v, (index, _, _) in enumerate(views):
+            per_image[index].append(v)
+        results = []
+        for index, members in enumerate(per_image):
+            if views[members[0]][1] is None:
+                results.append(found[members[0]])
+            else:
+                merged = merge_views([views[v][1] for v in members], [found[v] for v in members], *images[index].shape)
+                results.append(Detections(classes=self.manifest.classes, **merged))  # type: ignore[arg-type]
+        return results  # type: ignore[return-value]
     @property
     def thresholds(self) -> np.ndarray:
         """float32 [classes]: the operating threshold of each class."""

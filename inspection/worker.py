@@ -10,24 +10,28 @@ coil's frames inside one worker. A frame the model fails on is reported as `Fram
 Hot reload: every `reload_check_s` the worker compares the registry's state token; when
 the model it runs is no longer the active one, it loads the new model beside the old one
 and switches between two batches. Every frame is inspected by exactly one model and every
-result carries that model's version and sha256.
+result carries that model's version and sha256. On a GPU the new model is loaded and warmed
+up (its engines built) in a background thread while the old one keeps inspecting, because
+that takes minutes; on a CPU loading takes a fraction of a second and happens in the loop.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from inspection.candidates import CandidateSettings
-from inspection.config import LineConfig
+from inspection.config import LineConfig, WorkerConfig
 from inspection.detector import Detector
 from inspection.frame import LINE_TYPES, CoilEvent, Frame, StreamMessage
 from inspection.frame_inspector import FrameInspection, FrameInspector, InspectorSettings
 from inspection.registry import Manifest, Registry
 from inspection.results import FrameDropped, FrameResult, ResultMessage
 from inspection.severity import SeverityRule
+from inspection.shapes import ShapeBuckets
 
 log = logging.getLogger(__name__)
 
@@ -64,34 +68,83 @@ def inspector_settings(config: LineConfig) -> InspectorSettings:
 class ModelSlot:
     """The model a worker runs for one line type, reloaded when the registry changes."""
 
-    def __init__(self, registry: Registry, name: str, providers: str, threads: int, batch: int) -> None:
+    def __init__(self, registry: Registry, name: str, providers: str, threads: int, batch: int,
+                 gpu: WorkerConfig | None = None) -> None:
         self.registry, self.name = registry, name
         self.providers, self.threads, self.batch = providers, threads, batch
+        self.gpu = gpu or WorkerConfig()
         self.token = registry.state_token()
-        self.detector = self._load(registry.resolve(name))
+        self.active = registry.resolve(name)  # what the registry names (on a GPU an int8 copy's source may run)
+        self.detector = self._load(self.active)  # on a GPU: warmed up, engines built, before the worker is ready
+        self._loading: _Loader | None = None
 
     def _load(self, manifest: Manifest) -> Detector:
+        g = self.gpu
         return Detector(
-            manifest, providers=self.providers, intra_op_threads=self.threads, max_batch=self.batch
+            manifest, providers=self.providers, intra_op_threads=self.threads, max_batch=self.batch,
+            fp16=g.gpu_fp16, buckets=ShapeBuckets(g.gpu_window_px, g.gpu_batch), device_id=max(0, g.gpu_device),
+            use_fp32_source=g.gpu_fp32_source, engine_cache=g.gpu_engine_cache, trt_exclude_ops=g.gpu_trt_exclude_ops,
         )
 
     @property
     def manifest(self) -> Manifest:
+        """The model that runs, the one results name."""
         return self.detector.manifest
 
+    @property
+    def loading(self) -> bool:
+        """A new model is being loaded in the background (on a GPU)."""
+        return self._loading is not None
+
     def refresh(self) -> bool:
-        """Load the newly active model if the registry changed; True when the model was switched."""
+        """Load the newly active model if the registry changed; True when the model was switched.
+        A load that fails raises here, and the old model stays."""
+        if self._loading is not None:
+            return self._collect()
         token = self.registry.state_token()
         if token == self.token:
             return False
         self.token = token
         manifest = self.registry.resolve(self.name)
-        if manifest.version == self.manifest.version and manifest.sha256 == self.manifest.sha256:
+        if manifest.version == self.active.version and manifest.sha256 == self.active.sha256:
             return False
-        new = self._load(manifest)  # loaded beside the old one: a failure here keeps the old model
-        log.info("model for %s: %s -> %s", self.name, self.manifest.version, manifest.version)
-        self.detector = new
+        if self.detector.on_gpu:  # engines take minutes to build: the old model inspects meanwhile
+            self._loading = _Loader(self, manifest)
+            log.info("model for %s: loading %s beside %s", self.name, manifest.version, self.manifest.version)
+            return False
+        self._switch(manifest, self._load(manifest))  # loaded beside the old one: a failure keeps the old model
         return True
+
+    def _collect(self) -> bool:
+        loader = self._loading
+        if loader is None or loader.is_alive():
+            return False
+        self._loading = None
+        if loader.error is not None:
+            raise loader.error
+        self._switch(loader.manifest, loader.detector)  # type: ignore[arg-type]
+        return True
+
+    def _switch(self, manifest: Manifest, detector: Detector) -> None:
+        log.info("model for %s: %s -> %s", self.name, self.manifest.version, detector.manifest.version)
+        self.active, self.detector = manifest, detector
+
+
+class _Loader(threading.Thread):
+    """Loads (and on a GPU warms up) a new model beside the one in use."""
+
+    def __init__(self, slot: ModelSlot, manifest: Manifest) -> None:
+        super().__init__(name=f"load-{manifest.version}", daemon=True)
+        self.slot, self.manifest = slot, manifest
+        self.detector: Detector | None = None
+        self.error: Exception | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.detector = self.slot._load(self.manifest)
+        except Exception as exc:  # noqa: BLE001 - handed to the worker loop, which keeps the old model
+            self.error = exc
 
 
 class InferenceWorker:
@@ -121,7 +174,7 @@ class InferenceWorker:
             # The configured model serves the config's line type; other types use their active model.
             name = configured if line_type == self.config.type or configured not in LINE_TYPES else line_type
             w = self.config.worker
-            slot = ModelSlot(self.registry, name, w.providers, w.intra_op_threads, max(16, w.batch_size * 8))
+            slot = ModelSlot(self.registry, name, w.providers, w.intra_op_threads, max(16, w.batch_size * 8), w)
             self.slots[line_type] = slot
             self.stats.models[line_type] = slot.manifest.version
         return slot
@@ -160,7 +213,8 @@ class InferenceWorker:
 
     def _maybe_reload(self) -> None:
         now = time.monotonic()
-        if self._pending or now - self._last_reload_check < self.config.worker.reload_check_s:
+        loading = any(slot.loading for slot in self.slots.values())  # collect a finished load soon
+        if self._pending or now - self._last_reload_check < (0.0 if loading else self.config.worker.reload_check_s):
             return
         self._last_reload_check = now
         for line_type, slot in self.slots.items():

@@ -2,8 +2,9 @@
 
 The compute is `inspection.worker.InferenceWorker` (batching, model slots, hot reload); this module
 is the process around it: config, signals, sockets, health reports, drain, close. It connects to
-the cameras only once its model is loaded, so it takes frames only when it can inspect them, then
-touches `ready_path` so the supervisor knows.
+the cameras only once its model is loaded (on a GPU: warmed up on every input shape, its engines
+built), so it takes frames only when it can inspect them, then touches `ready_path` so the
+supervisor knows. On a GPU, worker-N uses GPU N-1 unless `worker.gpu_device` names one.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def main(config_path: str | None, config_overrides: dict[str, Any] | None, name:
     from inspection.worker import InferenceWorker
 
     stop = StopFlag()
-    config = load_config(config_path, config_overrides)
+    config = _on_device(load_config(config_path, config_overrides), name)
     log_config(config, log)
     w = config.worker
     results = ResultSender(config.endpoints.results, hwm=w.results_hwm, linger_ms=w.results_linger_ms)
@@ -67,7 +68,9 @@ def main(config_path: str | None, config_overrides: dict[str, Any] | None, name:
         slot = worker.load(config.type)  # a bad model fails here, at start, not on the first frame
         receiver = FrameReceiver([peer_endpoint(c.endpoint) for c in config.cameras],
                                  hwm=max(c.send_hwm for c in config.cameras))
-        log.info("%s ready: model %s on %s", name, slot.manifest.version, slot.detector.providers)
+        warm = slot.detector.warm_up_s
+        log.info("%s ready: model %s on %s%s", name, slot.manifest.version, slot.detector.providers,
+                 f", warmed up on {len(warm)} shapes in {sum(warm.values()):.1f} s" if warm else "")
         if ready_path:
             Path(ready_path).touch()
         last_message = time.monotonic()
@@ -82,3 +85,18 @@ def main(config_path: str | None, config_overrides: dict[str, Any] | None, name:
         if summary_path:
             Path(summary_path).write_text(json.dumps(summary, default=str), encoding="utf-8")
     return 0
+
+
+def _on_device(config: Any, name: str) -> Any:
+    """The config with `worker.gpu_device` resolved for this worker: -1 means worker-N on GPU N-1."""
+    from inspection import gpu
+
+    w = config.worker
+    if w.gpu_device >= 0 or w.providers == "cpu":
+        return config
+    devices = gpu.cuda_devices().devices  # a ctypes query of the driver: instant, and quiet without one
+    device = gpu.device_for_worker(name, -1, len(devices))
+    if devices and device != gpu.device_for_worker(name, -1, 1 << 30):
+        log.warning("%s shares GPU %d with another worker: %d GPU(s) here; one worker per GPU is the default",
+                    name, device, len(devices))
+    return dataclasses.replace(config, worker=dataclasses.replace(w, gpu_device=device))
