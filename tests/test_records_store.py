@@ -127,6 +127,26 @@ def test_an_unknown_defect_keeps_its_guesses_is_graded_conservatively_and_review
     assert verify(store.db).ok  # the guesses are covered by the audit chain
 
 
+def test_a_coil_stopped_short_of_its_plant_length_is_held_with_its_real_coverage(store: Store) -> None:
+    """The cameras sent every frame of the 40 m they saw and a clean coil_end, so by frames the coil
+    looked complete and was graded; the plant says it is 120 m long: a third was inspected."""
+    from inspection.records import platform
+
+    store.apply_batch(coil_messages("C-SHORT", length_m=40, defects_per_frame=0.0, seed=3))
+    store.apply_batch(coil_messages("C-FULL", length_m=119.5, defects_per_frame=0.0, seed=4))
+    assert store.grade_coil("C-SHORT", "coil_end").grade == "prime"  # without the plant's length
+    report = platform.import_rows(store.db, [(f"row {i}", {"coil_id": c, "length_m": 120.0})
+                                             for i, c in enumerate(("C-SHORT", "C-FULL"))], "mes.json")
+    assert report.imported == 2
+    short = queries.coverage(store.db, "C-SHORT")
+    assert short["complete"] is True and short["planned_length_mm"] == 120_000.0
+    assert 0.32 < short["share"] < 0.35 and all(c["cut_short"] for c in short["cameras"])
+    graded = store.grade_coil("C-SHORT", "coil_end", force=True)
+    assert graded.grade == "hold" and "coverage 3" in graded.reasons[0]
+    full = queries.coverage(store.db, "C-FULL")  # within the tolerance of the plant's length: complete
+    assert full["share"] == 1.0 and not any(c["cut_short"] for c in full["cameras"])
+
+
 def test_override_needs_reason_and_wins_over_automatic_grades(store: Store) -> None:
     store.apply_batch(coil_messages("C-3", length_m=20, defects_per_frame=0.0))
     store.grade_coil("C-3", "coil_end")

@@ -18,6 +18,7 @@ once, merged, with the fragment ids in ``parts``, and a review of any fragment a
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from typing import Any
 
@@ -192,11 +193,20 @@ def coil_map(db: Database, coil: str) -> list[dict[str, Any]]:
     ]
 
 
+LENGTH_TOLERANCE = 0.02  # the plant measures a coil's length otherwise than the line's encoder does
+
+
 def coverage(db: Database, coil: str) -> dict[str, Any]:
     """Frames received / inspected / dropped per camera, and the coil's inspected share (worst camera).
 
     ``complete`` is true when every camera sent coil_end and all its frames are accounted for
     (inspected, dropped by a worker or dropped by the camera).
+
+    A camera counts the frames it captured, so a coil stopped half way (the line stopped, a camera
+    died) would look fully inspected. Where the plant's data gives the coil's length
+    (``platform_coils.length_m``) and a camera's coil ended more than `LENGTH_TOLERANCE` short of
+    it, that camera's share is its inspected length over the plant's length instead, and
+    ``cut_short`` says so: the coverage gate then holds the coil instead of grading it as complete.
     """
     line = db.execute("SELECT line FROM coils WHERE id=?", (coil,)).fetchone()
     cams = {
@@ -210,6 +220,7 @@ def coverage(db: Database, coil: str) -> dict[str, Any]:
     ).fetchall()
     for cam, surface in seen:
         cams.setdefault(cam, surface)
+    planned_mm = _planned_length_mm(db, coil)
     per_camera, shares, complete = [], [], bool(cams)
     for cam in sorted(cams):
         inspected, dropped = db.execute(
@@ -224,6 +235,12 @@ def coverage(db: Database, coil: str) -> dict[str, Any]:
         ).fetchone()
         expected, cam_dropped = (end[0], end[1]) if end else (None, 0)
         share = (inspected / expected if expected else (1.0 if expected == 0 else 0.0)) if end else 0.0
+        cut_short = bool(end and planned_mm and end[2] is not None
+                         and end[2] < planned_mm * (1.0 - LENGTH_TOLERANCE))
+        if cut_short:
+            inspected_mm = db.execute("SELECT coalesce(sum(length_mm), 0) FROM frames WHERE coil=? AND camera=? "
+                                      "AND status='inspected'", (coil, cam)).fetchone()[0]
+            share = min(share, inspected_mm / planned_mm)
         done = end is not None and inspected + dropped + cam_dropped >= expected
         complete = complete and done
         shares.append(min(share, 1.0))
@@ -239,14 +256,26 @@ def coverage(db: Database, coil: str) -> dict[str, Any]:
                 "share": min(share, 1.0),
                 "ended": end is not None,
                 "complete": done,
+                "length_mm": end[2] if end else None,
+                "cut_short": cut_short,
             }
         )
     return {
         "coil": coil,
         "share": min(shares) if shares else 0.0,
         "complete": complete,
+        "planned_length_mm": planned_mm,
         "cameras": per_camera,
     }
+
+
+def _planned_length_mm(db: Database, coil: str) -> float | None:
+    """The coil's length from the plant's data (MES), in mm; None when not imported."""
+    try:
+        row = db.execute("SELECT length_m FROM platform_coils WHERE coil_id=?", (coil,)).fetchone()
+    except sqlite3.OperationalError:  # a database from before the plant-data migration
+        return None
+    return float(row[0]) * 1000.0 if row and row[0] else None
 
 
 def coil_length_m(db: Database, coil: str) -> float:
