@@ -45,7 +45,8 @@ def line(tmp_path: Path) -> tuple[Path, Path]:
             )
             store.grade_coil(f"C-{i}", "coil_end")
         platform.import_rows(
-            store.db, [("item 1", r) for r in platform.synthetic_extract(["C-0"], "hot", 1)], "mes"
+            # the plant's length of the coil the cameras saw: 14 frames of 1.024 m (longer would hold it)
+            store.db, [("item 1", r) for r in platform.synthetic_extract(["C-0"], "hot", 1, length_m=14.3)], "mes"
         )
         first = store.db.execute("SELECT id FROM defects WHERE coil='C-0' ORDER BY id LIMIT 1").fetchone()[0]
         store.add_review(first, "anna", "relabel", new_class="scratches")
