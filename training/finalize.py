@@ -68,7 +68,13 @@ log = logging.getLogger(__name__)
 BACKBONES = {"lite0": "EfficientNet-Lite0 (ImageNet weights, fine-tuned; grayscale stem)",
              "plain": "ResNet-style dense-conv CNN (stem 24, stages 32/64/128/256, trained from scratch)"}
 # (fuse_image_scores, nms_iou) settings compared on val; the order breaks ties (simplest first).
-POSTPROCESSING = [(fuse, nms) for fuse in (False, True) for nms in (None, 0.7, 0.6, 0.5, 0.4)]
+# Image-score fusion is not a candidate: it multiplies every peak by the image head's probability,
+# pooled over the WHOLE input, so a defect's score depends on how much plain strip surrounds it.
+# Val images are the training window's size and cannot show that; the line's 512-px views can:
+# hot-20261201-1 (fused, val mAP@0.5 0.7404 vs 0.7399 unfused) scored a dataset defect pasted into
+# strip at a mean best score of 0.62 in a 200-px view, 0.22 in a 512-px one and 0 in a 640-px one,
+# and on the line (`bench e2e --explain`, seed 11) found 5 of 310 defects: 274 misses had no detection.
+POSTPROCESSING = [(False, nms) for nms in (None, 0.7, 0.6, 0.5, 0.4)]
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 17))
 CHOICE_FRAMES = 8  # background frames for the threshold choice (48 tiles of 512 px, 12.6 Mpx)
 MAX_MAP50_DROP = 0.03  # a new model that loses more val mAP@0.5 than this is registered, not activated
