@@ -169,6 +169,26 @@ def test_evaluate_rejects_boxes_of_unknown_classes(registry: Registry, tmp_path:
     assert "rust" in capsys.readouterr().err
 
 
+def test_evaluate_judges_an_unseen_class_apart(registry: Registry, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    # dark_spot_1's box, relabelled "rust": the model still finds it (as dark_spot, 0.627), so rust
+    # is found once in one box and never called unknown (the tiny model has no unknown rule).
+    folder = write_folder(tmp_path / "voc", "voc")
+    xml = folder / "annotations" / "dark_spot_1.xml"
+    xml.write_text(xml.read_text().replace("<name>dark_spot</name>", "<name>rust</name>"))
+    out = tmp_path / "e.json"
+    assert cli("evaluate", "--model", "hot", "--registry", str(registry.root), "--data", str(folder),
+               "--json", str(out), "--providers", "cpu", "--no-progress", "--unseen-class", "rust") == 0
+    figures = json.loads(out.read_text())
+    assert figures["gt_boxes"] == 3  # rust is judged apart, not as a missed known defect
+    assert figures["unseen_classes"]["rust"] == {"gt_boxes": 1, "found": 1, "found_as_unknown": 0,
+                                                 "found_as": {"dark_spot": 1}, "found_rate": 1.0,
+                                                 "unknown_share_of_found": 0.0}
+    assert cli("evaluate", "--model", "hot", "--registry", str(registry.root), "--data", str(folder),
+               "--json", str(out), "--providers", "cpu", "--no-progress", "--unseen-class", "dark_spot") == 2
+    assert "learned these classes" in capsys.readouterr().err
+
+
 def test_evaluate_split_of_the_real_dataset(tmp_path: Path, datasets_dir: Path) -> None:
     # The blob model knows nothing about steel: this checks the --split plumbing on real files,
     # not accuracy (the figures are whatever a brightness rule scores).

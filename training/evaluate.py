@@ -120,15 +120,21 @@ def training_overlap(manifest_data: dict[str, Any], samples: Sequence[Sample]) -
 
 
 def evaluate(detector: Detector, samples: Sequence[Sample], out_dir: Path | None = None,
-             progress: bool = True, min_score: float | None = None, plot_prefix: str = "") -> dict[str, Any]:
-    """Every evaluation figure for `samples`; with `out_dir`, also PR-curve and confusion PNGs."""
+             progress: bool = True, min_score: float | None = None, plot_prefix: str = "",
+             unseen: Sequence[str] = ()) -> dict[str, Any]:
+    """Every evaluation figure for `samples`; with `out_dir`, also PR-curve and confusion PNGs.
+    Boxes of `unseen` classes (and of the classes the model was trained without) are judged apart,
+    as defect types the model never learned."""
     if not samples:
         raise EvaluationError("no samples to evaluate")
     manifest = detector.manifest
     per_class = bool(manifest.data.get("operating_thresholds"))
     threshold: float | np.ndarray = (float(min_score) if min_score is not None
                                      else detector.thresholds if per_class else manifest.operating_threshold)
-    unseen = tuple(manifest.data.get("classes_excluded") or ())
+    known = set(manifest.classes)
+    if known & set(unseen):
+        raise EvaluationError(f"unseen {sorted(known & set(unseen))}: {manifest.version} learned these classes")
+    unseen = tuple(dict.fromkeys([*(manifest.data.get("classes_excluded") or ()), *unseen]))
     results: list[ImageResult] = []
     unknown = UnknownTally(detector, threshold, unseen)
     started = time.perf_counter()

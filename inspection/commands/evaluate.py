@@ -30,15 +30,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="evaluate only this split of a dataset "
                              "(figures on 'train' are not test figures)")
     parser.add_argument("--json", type=Path, required=True, metavar="OUT", help="where to write the figures")
+    parser.add_argument("--unseen-class", action="append", default=[], metavar="CLASS",
+                        help="boxes of CLASS are a defect type the model never learned (e.g. another "
+                             "dataset's classes): reported under unseen_classes as the share found and the "
+                             "share of those called unknown; repeatable")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
-def load_evaluation_samples(data: Path, split: str | None, classes: tuple[str, ...], line_type: str) -> list:
+def load_evaluation_samples(data: Path, split: str | None, classes: tuple[str, ...], line_type: str,
+                            unseen: tuple[str, ...] = ()) -> list:
     from inspection.datasets import DATASET_CLASSES, LINE_DATASETS, load_samples, load_split
 
     if split is None:
-        return load_samples(data, classes)
+        # VOC names of unseen classes are expected; YOLO ids past the model's classes name them in order.
+        return load_samples(data, classes + tuple(c for c in unseen if c not in classes))
     dataset = data.name if data.name in DATASET_CLASSES else LINE_DATASETS[line_type]
     return load_split(data, dataset, split)
 
@@ -46,13 +52,17 @@ def load_evaluation_samples(data: Path, split: str | None, classes: tuple[str, .
 def run(args: argparse.Namespace) -> int:
     # The plots need matplotlib (the `train` extra); fail before minutes of evaluation, not after.
     require_extra("train", "evaluate (its PR-curve and confusion-matrix plots)", "matplotlib")
-    from training.evaluate import evaluate
+    from training.evaluate import EvaluationError, evaluate
 
     detector = load_detector(args)
     manifest = detector.manifest
-    samples = load_evaluation_samples(args.data, args.split, manifest.classes, manifest.line_type)
+    learned = sorted(set(args.unseen_class) & set(manifest.classes))
+    if learned:
+        raise EvaluationError(f"--unseen-class {', '.join(learned)}: {manifest.version} learned these classes")
+    samples = load_evaluation_samples(args.data, args.split, manifest.classes, manifest.line_type,
+                                      tuple(args.unseen_class))
     figures = evaluate(detector, samples, out_dir=args.json.parent, progress=not args.no_progress,
-                       min_score=args.min_score, plot_prefix=f"{args.json.stem}_")
+                       min_score=args.min_score, plot_prefix=f"{args.json.stem}_", unseen=args.unseen_class)
     figures["data"] = {"folder": str(args.data), "split": args.split}
     write_json(args.json, figures)
     print(json.dumps({k: figures[k] for k in ("images", "gt_boxes", "map50", "map50_95", "detection_rate",
