@@ -10,8 +10,11 @@ refused, logged (rate-limited: a refused client reconnects every 100 ms) and cou
 heartbeat, camera summary). Server sockets also set ``ZAP_ENFORCE_DOMAIN``: should the handler
 be gone, libzmq refuses every client instead of letting them all in.
 
-A client without any keys (ZeroMQ's NULL mechanism) never reaches the handler: its handshake fails
-on the mechanism, so it is refused but not counted here.
+A client without any keys (ZeroMQ's NULL mechanism), or one that does not know this server's public
+key, never reaches the handler: its handshake fails before ZAP. Such failures are seen through a
+socket monitor on each server socket (`_HandshakeWatch`, one small thread per server socket) and
+are logged and counted too, as refusals for "no keys or a wrong server key". `refused` adds both
+reasons up per link; `refused_by_reason` keeps them apart.
 """
 
 from __future__ import annotations
@@ -54,21 +57,49 @@ class Curve:
         return key
 
 
-_refused: Counter[str] = Counter()
+UNKNOWN_KEY, HANDSHAKE = "unknown_key", "handshake"  # why a client was refused (`refused_by_reason`)
+
+_refused: Counter[tuple[str, str]] = Counter()  # (link, reason) -> clients refused
 _lock = threading.Lock()
 _guards: dict[int, _Guard] = {}  # id(context) -> its ZAP handler
 _guarded: dict[int, int] = {}  # id(server socket) -> id(its context)
+_watches: dict[int, _HandshakeWatch] = {}  # id(server socket) -> its handshake monitor
 
 
 def refused() -> dict[str, int]:
-    """Clients refused for an unknown key in this process, per link, since it started."""
+    """Clients refused in this process, per link, since it started (unknown keys and failed
+    handshakes together)."""
+    out: Counter[str] = Counter()
     with _lock:
-        return dict(_refused)
+        for (link, _), n in _refused.items():
+            out[link] += n
+    return dict(out)
+
+
+def refused_by_reason() -> dict[str, int]:
+    """Clients refused in this process since it started: `UNKNOWN_KEY` (the ZAP handler said no)
+    and `HANDSHAKE` (no CURVE keys, or not this server's public key), over all links."""
+    out: Counter[str] = Counter({UNKNOWN_KEY: 0, HANDSHAKE: 0})
+    with _lock:
+        for (_, reason), n in _refused.items():
+            out[reason] += n
+    return dict(out)
 
 
 def refused_total() -> int:
     with _lock:
         return sum(_refused.values())
+
+
+def _count(link: str, reason: str) -> int:
+    with _lock:
+        _refused[(link, reason)] += 1
+        return _refused[(link, reason)]
+
+
+def _worth_logging(count: int) -> bool:
+    # a refused client reconnects every 100 ms: log the first few, then every hundredth
+    return count <= 10 or count % 100 == 0
 
 
 class _Authenticator(ThreadAuthenticator):
@@ -100,10 +131,8 @@ class _Guard:
         """ZAP: True when the client's (Z85) public key is on the link's allow list."""
         if key in self.allowed.get(domain, frozenset()):
             return True
-        with _lock:
-            _refused[domain] += 1
-            count = _refused[domain]
-        if count <= 10 or count % 100 == 0:
+        count = _count(domain, UNKNOWN_KEY)
+        if _worth_logging(count):
             source = f" from {self.auth.address}" if self.auth.address else ""
             log.warning("CURVE: refused a client on the %s link%s: its public key %s is not in %s "
                         "(%d refused on this link so far)", domain, source, key.decode("ascii", "replace"),
@@ -114,8 +143,54 @@ class _Guard:
         self.auth.stop()
 
 
+class _HandshakeWatch(threading.Thread):
+    """Counts and logs the handshakes a server socket failed before ZAP (a client without keys, or
+    with another server's key), from a socket monitor read in a thread of its own."""
+
+    EVENTS = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+
+    def __init__(self, context: zmq.Context, socket: zmq.Socket, link: str) -> None:
+        super().__init__(name=f"curve-watch-{link}", daemon=True)
+        self.link = link
+        self._stopping = threading.Event()
+        address = f"inproc://steel-inspect-curve-watch-{id(socket)}"
+        # attached before the bind (a monitor sees only later events); MONITOR_STOPPED ends the thread
+        # when the socket closes
+        socket.monitor(address, self.EVENTS | zmq.EVENT_MONITOR_STOPPED)
+        self._pair = context.socket(zmq.PAIR)  # handed to the thread: start() is the memory barrier
+        self._pair.connect(address)
+        self.start()
+
+    def run(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        try:
+            while not self._stopping.is_set():
+                if not self._pair.poll(100):  # the stop flag is looked at every 100 ms
+                    continue
+                event = recv_monitor_message(self._pair)
+                if event["event"] == zmq.EVENT_MONITOR_STOPPED:
+                    break
+                count = _count(self.link, HANDSHAKE)
+                if _worth_logging(count):
+                    endpoint = event.get("endpoint", b"")
+                    where = endpoint.decode("utf-8", "replace") if isinstance(endpoint, bytes) else str(endpoint)
+                    log.warning("CURVE: refused a client on the %s link at %s: handshake failed (no CURVE keys, "
+                                "or not this server's public key; %d such refusals on this link so far)",
+                                self.link, where, count)
+        except zmq.ZMQError as exc:  # the context is going away: nothing left to watch
+            log.debug("CURVE handshake watch on the %s link ended: %s", self.link, exc)
+        finally:
+            self._pair.close(linger=0)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(timeout=2.0)
+
+
 def guard(context: zmq.Context, socket: zmq.Socket, curve: Curve) -> None:
-    """Make sure `context` has a ZAP handler that checks `curve`'s clients, before `socket` binds."""
+    """Make sure `context` has a ZAP handler that checks `curve`'s clients, and `socket` a watch on
+    its failed handshakes, before `socket` binds."""
     with _lock:
         g = _guards.get(id(context))
         if g is None:
@@ -124,6 +199,7 @@ def guard(context: zmq.Context, socket: zmq.Socket, curve: Curve) -> None:
         if id(socket) not in _guarded:
             _guarded[id(socket)] = id(context)
             g.sockets += 1
+            _watches[id(socket)] = _HandshakeWatch(context, socket, curve.link)
 
 
 def release(socket: zmq.Socket) -> None:
@@ -131,8 +207,12 @@ def release(socket: zmq.Socket) -> None:
     sockets must be closed before the context can be terminated)."""
     with _lock:
         context_id = _guarded.pop(id(socket), None)
-        if context_id is None:
-            return
+        watch = _watches.pop(id(socket), None)
+    if watch is not None:  # its monitor pair must be closed before the context can be terminated
+        watch.stop()
+    if context_id is None:
+        return
+    with _lock:
         g = _guards[context_id]
         g.sockets -= 1
         if g.sockets > 0:

@@ -39,7 +39,12 @@ from tests.waits import wait_for
 OUTCOMES = {zmq.EVENT_HANDSHAKE_SUCCEEDED: "accepted", zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "refused",
             zmq.EVENT_HANDSHAKE_FAILED_AUTH: "refused (unknown key)",
             zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "refused"}
-CURVE = [pytest.param(True, id="curve"), pytest.param(False, id="curve-off")]
+# (CURVE on the line, what the outsider brings): no keys at all, or CURVE keys of its own that are
+# not in the line's folder (it knows the server's public key: that one is public); with CURVE off,
+# the keyless probe as the issue ran it
+PROBES = [pytest.param(True, "no keys", id="curve-no-keys"), pytest.param(True, "unknown key", id="curve-unknown-key"),
+          pytest.param(False, "no keys", id="curve-off")]
+REFUSED = {"no keys": "refused", "unknown key": "refused (unknown key)"}
 
 
 def connect_and_handshake(socket: zmq.Socket, address: str, timeout: float = 60.0) -> str:
@@ -115,8 +120,13 @@ def coils_in(db: Path) -> set[str]:
         return set()
 
 
-@pytest.mark.parametrize("curve", CURVE)
-def test_a_stray_pull_socket_takes_no_frame_from_a_camera(tmp_path: Path, ipc_dir: Path, curve: bool) -> None:
+def server_key(config: LineConfig, role: str) -> bytes:
+    return load_public(public_path(config.keys_dir / role))
+
+
+@pytest.mark.parametrize(("curve", "who"), PROBES)
+def test_a_stray_pull_socket_takes_no_frame_from_a_camera(tmp_path: Path, ipc_dir: Path, curve: bool,
+                                                          who: str) -> None:
     """Issue 12: a stray PULL socket took 11 frames from a camera port (the coil held at 50 %)."""
     config = load_config(write_line_config(tmp_path, ipc_dir=ipc_dir, keys=True, curve=curve,
                                            extra={"live = true": "live = false"}))  # replay: no frame dropped
@@ -124,6 +134,8 @@ def test_a_stray_pull_socket_takes_no_frame_from_a_camera(tmp_path: Path, ipc_di
     address = peer_endpoint(camera.endpoint).address
     with bare_socket(zmq.PULL) as stray, line_process("camera", "--config", str(config.path), "--camera", camera.id,
                                                       "--frames", "6", "--fast") as proc:
+        stranger = stranger_keys(stray, server_key(config, f"cameras/{camera.id}.key_secret")) \
+            if who == "unknown key" else None
         outcome = connect_and_handshake(stray, address)
         if not curve:  # the probe as the issue ran it: the stranger is the camera's only peer, and takes
             assert outcome == "accepted" and stray.poll(30_000), "the stray socket got nothing, even without CURVE"
@@ -134,21 +146,27 @@ def test_a_stray_pull_socket_takes_no_frame_from_a_camera(tmp_path: Path, ipc_di
         proc.wait(60)  # the camera is done: it has sent all it had
         stolen = stray.poll(0)
     assert not stolen, "the stray socket received something"
-    assert outcome == "refused"
+    assert outcome == REFUSED[who]
     frames = [m for m in messages if isinstance(m, Frame)]
     assert len(frames) == 6 and messages[-1].kind == "coil_end" and messages[-1].frames == 6  # all to the worker
     assert proc.returncode == 0, proc.output
-    assert json.loads(proc.output.strip().splitlines()[-1])["curve_refused"] == 0  # no key, so never seen by ZAP
+    assert json.loads(proc.output.strip().splitlines()[-1])["curve_refused"] >= 1  # counted, whatever the reason
+    assert "refused a client on the frames link" in proc.output  # and logged
+    if stranger is not None:
+        assert stranger in proc.output  # the log names the refused public key
 
 
-@pytest.mark.parametrize("curve", CURVE)
-def test_a_push_socket_without_keys_gets_no_result_recorded(tmp_path: Path, ipc_dir: Path, curve: bool) -> None:
+@pytest.mark.parametrize(("curve", "who"), PROBES)
+def test_a_push_socket_without_the_line_keys_gets_no_result_recorded(tmp_path: Path, ipc_dir: Path, curve: bool,
+                                                                     who: str) -> None:
     """Issue 12: forged frame results pushed before the real ones were recorded (and the real ones ignored)."""
     config = load_config(write_line_config(tmp_path, ipc_dir=ipc_dir, keys=True, curve=curve))
     address = peer_endpoint(config.endpoints.results).address
     forged = coil_messages("FORGED-1", length_m=3.0, defects_per_frame=1.0, seed=1)
     real = coil_messages("REAL-1", length_m=3.0, defects_per_frame=1.0, seed=2)
     with bare_socket(zmq.PUSH) as forger, line_process("recorder", "--config", str(config.path)) as proc:
+        if who == "unknown key":
+            stranger_keys(forger, server_key(config, "recorder/recorder.key_secret"))
         outcome = connect_and_handshake(forger, address)
         for message in forged:
             with suppress(zmq.Again):  # a socket whose peer refused it may not even queue
@@ -160,18 +178,22 @@ def test_a_push_socket_without_keys_gets_no_result_recorded(tmp_path: Path, ipc_
         worker.close()
         expected = {"REAL-1"} if curve else {"REAL-1", "FORGED-1"}
         wait_for(lambda: coils_in(config.database) >= expected, 60, f"the recorder to record {sorted(expected)}")
-    assert coils_in(config.database) == expected
-    assert outcome == ("refused" if curve else "accepted")
+    assert coils_in(config.database) == expected  # the real coil is in, so anything forged would be too
+    assert outcome == (REFUSED[who] if curve else "accepted")
     assert proc.returncode == 0, proc.output  # SIGTERM: drained until quiet, flushed, closed
+    assert ("refused a client on the results link" in proc.output) is curve  # logged, whatever the reason
 
 
-@pytest.mark.parametrize("curve", CURVE)
-def test_a_sub_socket_without_keys_receives_no_plc_message(tmp_path: Path, ipc_dir: Path, curve: bool) -> None:
+@pytest.mark.parametrize(("curve", "who"), PROBES)
+def test_a_sub_socket_without_the_line_keys_receives_no_plc_message(tmp_path: Path, ipc_dir: Path, curve: bool,
+                                                                    who: str) -> None:
     """Issue 12: anyone could subscribe to the PLC output."""
     config = load_config(write_line_config(tmp_path, ipc_dir=ipc_dir, keys=True, curve=curve))
     address = peer_endpoint(config.endpoints.plc).address
     with bare_socket(zmq.SUB, subscribe=b"") as listener, \
             line_process("recorder", "--config", str(config.path)) as proc:
+        if who == "unknown key":
+            stranger_keys(listener, server_key(config, "recorder/recorder.key_secret"))
         outcome = connect_and_handshake(listener, address)
         if not curve:  # heartbeats every second go to whoever connected
             assert outcome == "accepted" and listener.poll(30_000), "no PLC message even without CURVE"
@@ -181,8 +203,9 @@ def test_a_sub_socket_without_keys_receives_no_plc_message(tmp_path: Path, ipc_d
         overheard = listener.poll(0)
     assert not overheard, "the keyless subscriber received a PLC message"
     assert all(beats), "the PLC client with the line's keys got no heartbeat"
-    assert outcome == "refused"
+    assert outcome == REFUSED[who]
     assert proc.returncode == 0, proc.output
+    assert "refused a client on the plc link" in proc.output
 
 
 def test_clients_with_keys_not_in_the_folder_are_refused_logged_and_counted(tmp_path: Path, ipc_dir: Path) -> None:
@@ -217,8 +240,17 @@ def test_clients_with_keys_not_in_the_folder_are_refused_logged_and_counted(tmp_
         row = wait_for(counted, 30, f"the status row {status_key} to count both refusals")
         with PlcListener.from_config(config, ["heartbeat"]) as plc:
             beat = wait_for(lambda: heartbeat(plc), 30, "a heartbeat")
+        overheard = listener.poll(0)
+        # the line's own worker gets in beside them: once its coil is recorded, a forged one would be too
+        worker = ResultSender(config.endpoints.results, hwm=100, linger_ms=10_000,
+                              curve=curve_for(config, "results", "worker", [peer_endpoint(config.endpoints.results)]))
+        for message in coil_messages("REAL-2", length_m=1.0):
+            worker.send(message)
+        worker.close()
+        wait_for(lambda: "REAL-2" in coils_in(config.database), 60, "the recorder to record REAL-2")
     assert outcomes == ["refused (unknown key)"] * 2
-    assert row["curve"] == "on" and row["refused_unknown_keys"] >= 2
+    assert not overheard, "the subscriber with an unknown key received a PLC message"
+    assert row["curve"] == "on" and row["refused_unknown_keys"] >= 2 and row["refused_failed_handshakes"] == 0
     assert beat["counters"]["curve_refused"] >= 2
     assert proc.returncode == 0, proc.output
     assert "refused a client on the results link" in proc.output and unknown[0] in proc.output

@@ -125,13 +125,14 @@ class RecorderLoop:
         """The status row of refused clients, when the count changed or the row is getting old."""
         if not self.secured:
             return
-        counts = curves.refused()
+        counts, reasons = curves.refused(), curves.refused_by_reason()
         written, at = self._refusals
         if counts == written and now - at < CURVE_STATUS_S:
             return
         try:
             self.recorder.store.set_status({f"recorder:{self.recorder.line}:curve": {
-                "pid": os.getpid(), "curve": "on", "refused_unknown_keys": sum(counts.values()),
+                "pid": os.getpid(), "curve": "on", "refused_unknown_keys": reasons[curves.UNKNOWN_KEY],
+                "refused_failed_handshakes": reasons[curves.HANDSHAKE],
                 **{f"refused_{link}": n for link, n in sorted(counts.items())}}})
         except sqlite3.OperationalError as exc:  # locked or full: the next second tries again
             log.error("CURVE status update failed, will retry: %s", exc)
