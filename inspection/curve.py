@@ -145,7 +145,10 @@ class _Guard:
 
 class _HandshakeWatch(threading.Thread):
     """Counts and logs the handshakes a server socket failed before ZAP (a client without keys, or
-    with another server's key), from a socket monitor read in a thread of its own."""
+    with another server's key), from a socket monitor read in a thread of its own.
+
+    A ZeroMQ socket has one monitor: attaching another one later (a test's `PeerWatch`) ends this
+    watch (it sees MONITOR_STOPPED), and such failures are then no longer counted on that socket."""
 
     EVENTS = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 

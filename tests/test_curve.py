@@ -108,14 +108,24 @@ def test_key_file_problems_are_one_line_errors_naming_the_file(tmp_path: Path, d
     assert secret not in str(error.value) and secret[:-3] not in str(error.value)
 
 
-def test_a_process_without_its_key_stops_with_one_line_naming_the_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("command", "damaged", "damage"), [
+    (["camera", "--frames", "1"], "cameras/top-1.key_secret", "missing"),
+    (["recorder"], "recorder/recorder.key_secret", "missing"),
+    (["recorder"], "plc/plc.key", "corrupt"),  # a client key of its allow list
+    (["run", "--max-frames", "1"], "workers/worker.key", "missing"),  # checked before anything starts
+])
+def test_a_process_without_its_key_stops_with_one_line_naming_the_file(tmp_path: Path, command: list[str],
+                                                                       damaged: str, damage: str) -> None:
     config = write_line_config(tmp_path, keys=True)
-    missing = tmp_path / "keys" / "cameras" / "top-1.key_secret"
-    missing.unlink()
-    done = subprocess.run([sys.executable, "-m", "inspection", "camera", "--config", str(config), "--frames", "1"],
+    path = tmp_path / "keys" / damaged
+    if damage == "missing":
+        path.unlink()
+    else:
+        path.write_text("curve\n    public-key = \"not a key\"\n")
+    done = subprocess.run([sys.executable, "-m", "inspection", *command, "--config", str(config)],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     errors = [line for line in done.stderr.splitlines() if "error" in line]
-    assert done.returncode == 2 and len(errors) == 1 and str(missing) in errors[0]
+    assert done.returncode == 2 and len(errors) == 1 and str(path) in errors[0], done.stderr[-2000:]
     assert "Traceback" not in done.stderr
 
 

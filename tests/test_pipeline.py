@@ -78,6 +78,7 @@ def test_one_short_coil_end_to_end(line) -> None:  # noqa: ANN001
     assert 0 < summary["workers_reported"]["model_px_share"] <= 2  # the workers' pixel counts reach the summary
     assert summary["inspecting_s"] > 0
     assert summary["worker_restarts"] == 0
+    assert summary["curve"] is True and set(summary["curve_refused"].values()) == {0}  # every link ran CURVE
     [(coil, grade)] = summary["grades"].items()
     assert grade != "hold"  # every frame was inspected: the coverage gate lets it through
     con = sqlite3.connect(line.database)
