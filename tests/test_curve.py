@@ -12,11 +12,13 @@ import stat
 import subprocess
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
 import zmq
 
+from inspection import curve as curves
 from inspection import keys
 from inspection.cli import build_parser
 from inspection.cli import main as cli
@@ -29,8 +31,10 @@ from inspection.plc import PlcPublisher
 from inspection.registry import Registry
 from inspection.security import curve_for, side_curve
 from inspection.transport import Endpoint, FrameReceiver, FrameSender, parse_endpoint
+from inspection.wire import encode as encode_frame
 from tests.conftest import REPO
 from tests.line_configs import write_line_config
+from tests.test_curve_probes import bare_socket, connect_and_handshake, stranger_keys
 from tests.test_transport import make_frame
 from tests.tiny_models import add_tiny_model
 from tests.waits import PeerWatch
@@ -150,6 +154,32 @@ def test_frames_pass_only_to_a_worker_that_knows_the_camera_key(tmp_path: Path, 
                 got = worker.recv(10_000)
             assert impostor.recv(0) is None
     assert isinstance(got, Frame) and got == frame
+
+
+def test_a_worker_that_binds_accepts_only_the_line_cameras(tmp_path: Path, ipc_endpoint: str,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """Roles follow the endpoints: with a camera configured ``connect:...`` the worker is the CURVE
+    server of the frames link and its allow list is the cameras' folder; a pusher with keys of its
+    own (it knows the workers' public key) is refused, logged with its key and counted."""
+    folder = tmp_path / "keys"
+    keys.generate(folder, ["top-1"])
+    before = curves.refused().get("frames", 0)
+    worker_side = side_curve(folder, "frames", "worker", [Endpoint("bind", ipc_endpoint)])
+    assert worker_side.clients == {keys.load_public(folder / "cameras/top-1.key")}
+    camera_side = side_curve(folder, "frames", "camera", [Endpoint("connect", ipc_endpoint)], name="top-1")
+    with FrameReceiver(Endpoint("bind", ipc_endpoint), curve=worker_side) as worker, \
+            bare_socket(zmq.PUSH) as forger:
+        stranger = stranger_keys(forger, keys.load_public(folder / "workers/worker.key"))
+        assert connect_and_handshake(forger, ipc_endpoint) == "refused (unknown key)"
+        with suppress(zmq.Again):  # a refused socket may have no pipe to queue on
+            forger.send_multipart(encode_frame(make_frame(99)), zmq.NOBLOCK)
+        with FrameSender(Endpoint("connect", ipc_endpoint), live=False, curve=camera_side) as camera:
+            frame = make_frame(1)
+            assert camera.send(frame)
+            got = worker.recv(10_000)
+        assert got == frame and worker.recv(0) is None
+    assert curves.refused()["frames"] > before
+    assert "refused a client on the frames link" in caplog.text and stranger in caplog.text
 
 
 def _listen_args(*argv: str) -> argparse.Namespace:
