@@ -234,6 +234,8 @@ def test_run_makes_the_keys_on_its_first_start_and_runs_the_line_with_curve(tmp_
         assert f"CURVE {link} link" in done.stderr  # each side logs the keys it uses (the public one)
     secrets = [secret_of(p) for p in folder.rglob("*.key_secret")]
     assert len(secrets) == len(PAIRS)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in folder.rglob("*.key_secret")} == {0o600}
+    assert "*.key_secret" in (REPO / ".gitignore").read_text().splitlines()  # never committed
     assert not any(s in done.stderr or s in done.stdout for s in secrets)
     assert not any(s in (tmp_path / "line.db").read_bytes().decode("latin-1") for s in secrets)
 
