@@ -70,7 +70,7 @@ class EndpointsConfig:
 class WorkerConfig:
     batch_size: int = 8  # frames per batch
     max_wait_ms: float = 20.0  # a partial batch goes after this long
-    providers: str = "auto"
+    providers: str = "auto"  # auto: GPU, else OpenVINO, else ONNX Runtime CPU | cpu (ONNX Runtime) | openvino
     intra_op_threads: int = 0
     tile_px: int = 512
     tile_overlap_px: int = 128
@@ -89,6 +89,7 @@ class WorkerConfig:
     gpu_batch: int = 16  # images per GPU batch: every batch is padded to it (one fixed shape per bucket)
     gpu_device: int = -1  # -1: worker-N uses GPU N-1 (one worker per GPU); >= 0: that GPU
     gpu_engine_cache: Path | None = None  # None: $STEEL_INSPECT_TRT_CACHE, else ~/.cache/steel-inspect/trt
+    # (OpenVINO's compiled models go there too, in <sha256>/openvino)
     gpu_trt_exclude_ops: tuple[str, ...] = ()  # op types TensorRT leaves to CUDA (fp32), e.g. MaxPool, Equal
 
 
@@ -115,6 +116,12 @@ class RecordsConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    curve: bool = True  # CURVE on every link; false is allowed but warned about at every start
+    keys_dir: Path | None = None  # None: "keys" beside the database (see `LineConfig.keys_dir`)
+
+
+@dataclass(frozen=True)
 class LineConfig:
     path: Path
     overrides: dict[str, Any]  # dotted keys applied over the file (see `load_config`); {} normally
@@ -130,6 +137,12 @@ class LineConfig:
     worker: WorkerConfig
     simulator: SimulatorConfig
     records: RecordsConfig
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+
+    @property
+    def keys_dir(self) -> Path:
+        """The line's CURVE key folder (`inspection.keys` describes its layout)."""
+        return self.security.keys_dir or self.database.parent / "keys"
 
     def camera(self, camera_id: str | None = None) -> CameraConfig:
         """The camera with this id, or the first camera when `camera_id` is None."""
@@ -142,8 +155,11 @@ class LineConfig:
         raise ConfigError(f"{self.path}: no camera {camera_id!r} (cameras: {known})")
 
     def summary(self) -> dict[str, Any]:
-        """A JSON-able view of everything applied, for the start-up log."""
-        return _jsonable(asdict(self))
+        """A JSON-able view of everything applied, for the start-up log (key folder resolved;
+        only where the keys are, never a key)."""
+        view = _jsonable(asdict(self))
+        view["security"]["keys_dir"] = str(self.keys_dir)
+        return view
 
 
 def _jsonable(value: Any) -> Any:
@@ -303,6 +319,7 @@ def _build(path: Path, raw: dict[str, Any], overrides: dict[str, Any]) -> LineCo
         worker=_worker(path, top.get("worker", dict, {})),
         simulator=_simulator(path, top.get("simulator", dict, {})),
         records=_records(path, top.get("records", dict, {})),
+        security=_security(path, top.get("security", dict, {})),
     )
     line.check_unknown()
     top.check_unknown()
@@ -357,7 +374,7 @@ def _worker(path: Path, table: Any) -> WorkerConfig:
     worker = WorkerConfig(
         batch_size=s.positive("batch_size", int),
         max_wait_ms=s.positive("max_wait_ms", float),
-        providers=s.choice("providers", ("auto", "cpu")),
+        providers=s.choice("providers", ("auto", "cpu", "openvino")),
         intra_op_threads=s.get("intra_op_threads", int),
         tile_px=s.positive("tile_px", int),
         tile_overlap_px=s.get("tile_overlap_px", int),
@@ -445,8 +462,25 @@ def _records(path: Path, table: Any) -> RecordsConfig:
     return records
 
 
+def _security(path: Path, table: Any) -> SecurityConfig:
+    s = _Section(path, "security", table, SecurityConfig)
+    security = SecurityConfig(curve=s.get("curve", bool), keys_dir=s.path_value("keys_dir"))
+    s.check_unknown()
+    return security
+
+
 def log_config(config: LineConfig, logger: logging.Logger | None = None) -> None:
-    """Log everything a process applied, once, at start."""
+    """Log everything a process applied, once, at start (and, with CURVE off, warn: every process
+    of such a line says so at every start)."""
     import json
 
     (logger or log).info("config %s: %s", config.path, json.dumps(config.summary(), sort_keys=True))
+    warn_if_curve_off(config, logger)
+
+
+def warn_if_curve_off(config: LineConfig, logger: logging.Logger | None = None) -> None:
+    """The warning of a line whose links run without CURVE (``[security] curve = false``)."""
+    if not config.security.curve:
+        (logger or log).warning("%s: [security] curve = false: the line's ZeroMQ links are neither encrypted nor "
+                                "authenticated; anyone who reaches a port can take frames, forge results or "
+                                "read the PLC output", config.path)

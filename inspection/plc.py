@@ -35,10 +35,11 @@ from typing import Any
 
 import zmq
 
+from inspection.curve import Curve, describe
 from inspection.errors import SteelInspectError, TransportError
 from inspection.records.events import AlarmRaised, DefectRecorded, GradeDecided, RecorderEvent
 from inspection.schemas import TOPICS, load_schema, validate
-from inspection.transport import bound_address, open_socket, parse_endpoint
+from inspection.transport import bound_address, close_socket, open_socket, parse_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +114,10 @@ class PlcPublisher:
 
     def __init__(self, endpoint: str, line: str, *, process: str = "recorder",
                  sndhwm: int = DEFAULT_SNDHWM, heartbeat_s: float = DEFAULT_HEARTBEAT_S, linger_ms: int = 500,
-                 socket_options: Mapping[int, int] | None = None, context: zmq.Context | None = None) -> None:
+                 socket_options: Mapping[int, int] | None = None, context: zmq.Context | None = None,
+                 curve: Curve | None = None) -> None:
         """`socket_options`: more ZeroMQ options set before bind / connect (e.g. ``zmq.TCP_KEEPALIVE``
-        for links through firewalls, ``zmq.SNDBUF``)."""
+        for links through firewalls, ``zmq.SNDBUF``); `curve`: this side's keys (None: plain)."""
         if heartbeat_s <= 0:
             raise ValueError(f"heartbeat_s: expected a number > 0, got {heartbeat_s!r}")
         self.line, self.process = line, process
@@ -131,16 +133,17 @@ class PlcPublisher:
         spec = parse_endpoint(endpoint, "bind")
         try:
             self._socket = open_socket(context or zmq.Context.instance(), zmq.PUB, spec, hwm=sndhwm,
-                                       linger_ms=linger_ms, options=socket_options)
+                                       linger_ms=linger_ms, options=socket_options, curve=curve)
         except TransportError as exc:
             raise TransportError(f"PLC endpoint {endpoint!r}: {exc}") from None
         self.endpoint = bound_address(self._socket, spec)
-        log.info("PLC publisher %s %s (line %s, SNDHWM %d, heartbeat every %.1f s)",
-                 spec.role, self.endpoint, line, sndhwm, heartbeat_s)
+        log.info("PLC publisher %s %s (line %s, SNDHWM %d, heartbeat every %.1f s, %s)",
+                 spec.role, self.endpoint, line, sndhwm, heartbeat_s, describe(curve))
 
     @classmethod
     def from_config(cls, config: Any, **kwargs: Any) -> PlcPublisher:
-        """A publisher on the line config's ``endpoints.plc`` for its line id."""
+        """A publisher on the line config's ``endpoints.plc`` for its line id (`kwargs` as for the
+        constructor; the recorder passes its keys as `curve`)."""
         return cls(config.endpoints.plc, config.id, **kwargs)
 
     def publish(self, topic: str, payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -200,7 +203,7 @@ class PlcPublisher:
     def close(self) -> None:
         """Close the socket; queued messages get up to the linger time to leave, never a hang."""
         if not self._socket.closed:
-            self._socket.close()
+            close_socket(self._socket)
             log.info("PLC publisher %s closed: %s", self.endpoint, json.dumps(self.stats()))
 
     def __enter__(self) -> PlcPublisher:

@@ -23,6 +23,10 @@ Two sending modes, per source:
   (also while stopping, so a stopped stream still closes its coil); a failure is counted in
   `events_lost` and logged as an error.
 
+Every link can run ZeroMQ CURVE (encrypted, and only known client keys get in): each class takes a
+`curve` (`inspection.curve.Curve`, the keys of its side, built from the line config by
+`inspection.security.curve_for`); None is plain ZeroMQ, for tests and tools that need no keys.
+
 Pixels go out zero-copy (``copy=False``): the array must not be written after `send`.
 Receivers decode with `inspection.wire.decode`; a malformed message is counted and logged with
 its reason, never raised. Sockets close with a bounded linger, so shutdown never hangs.
@@ -30,6 +34,7 @@ its reason, never raised. Sockets close with a bounded linger, so shutdown never
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +43,8 @@ from typing import Any
 
 import zmq
 
+from inspection import curve as curve_module
+from inspection.curve import Curve
 from inspection.errors import FrameError, TransportError
 from inspection.frame import CoilEvent, Frame, StreamMessage
 from inspection.wire import DEFAULT_MAX_PIXELS, decode, encode
@@ -121,13 +128,16 @@ def tune_malloc_for_frames() -> bool:
 
 def open_socket(context: zmq.Context, kind: int, endpoints: Endpoint | Sequence[Endpoint], *, hwm: int,
                 linger_ms: int, options: Mapping[int, int | bytes] | None = None,
-                subscribe: Sequence[str] = ()) -> zmq.Socket:
+                subscribe: Sequence[str] = (), curve: Curve | None = None) -> zmq.Socket:
     """A socket of `kind` bound or connected to `endpoints`, with its high-water marks (both
-    directions), linger, any further options and (SUB) its topic subscriptions set first; every
-    process of the line opens its sockets here, so what a link needs (limits, later keys) is
-    decided in one place.
+    directions), linger, any further options, (SUB) its topic subscriptions and (`curve`) its
+    CURVE keys set first; every process of the line opens its sockets here, so what a link needs
+    (limits, keys) is decided in one place.
 
-    A bind or connect that fails closes the socket and raises `TransportError` naming the endpoint.
+    With `curve` a bind makes this side the link's CURVE server (its context's ZAP handler, started
+    first, accepts only `curve.clients`) and a connect makes it a client of the server key known
+    for that address. Close such a socket with `close_socket`. A bind or connect that fails closes
+    the socket and raises `TransportError` naming the endpoint.
     """
     socket = context.socket(kind)
     socket.setsockopt(zmq.SNDHWM, hwm)
@@ -139,14 +149,38 @@ def open_socket(context: zmq.Context, kind: int, endpoints: Endpoint | Sequence[
         socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
     for endpoint in [endpoints] if isinstance(endpoints, Endpoint) else endpoints:
         try:
+            if curve is not None:
+                _secure(context, socket, curve, endpoint)
             if endpoint.role == "bind":
                 socket.bind(endpoint.address)
             else:
                 socket.connect(endpoint.address)
-        except zmq.ZMQError as exc:
-            socket.close(linger=0)
-            raise TransportError(f"cannot {endpoint.role} {endpoint.address}: {exc}") from None
+        except (zmq.ZMQError, TransportError) as exc:
+            close_socket(socket, linger=0)
+            reason = exc if isinstance(exc, TransportError) else f"cannot {endpoint.role} {endpoint.address}: {exc}"
+            raise TransportError(str(reason)) from None
     return socket
+
+
+def _secure(context: zmq.Context, socket: zmq.Socket, curve: Curve, endpoint: Endpoint) -> None:
+    # Options are taken per bind / connect, so one socket may serve one endpoint and be a client
+    # on another. The ZAP handler must run before the bind: a CURVE server without one would
+    # accept any client key.
+    for option, value in curve_module.socket_options(curve, endpoint.role, endpoint.address):
+        socket.setsockopt(option, value)
+    if endpoint.role == "bind":
+        # no handler: refuse everyone, never admit; a libzmq without the option leaves it to the handler
+        with contextlib.suppress(AttributeError, zmq.ZMQError):
+            socket.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+        curve_module.guard(context, socket, curve)
+
+
+def close_socket(socket: zmq.Socket, linger: int | None = None) -> None:
+    """Close a socket from `open_socket` (once is enough) and, for the last CURVE server of its
+    context, stop the context's ZAP handler so the context can be terminated."""
+    if not socket.closed:
+        socket.close(linger=linger)
+    curve_module.release(socket)
 
 
 def bound_address(socket: zmq.Socket, endpoint: Endpoint) -> str:
@@ -198,6 +232,7 @@ class FrameSender:
         event_timeout_ms: int = 5000,
         stopping: Callable[[], bool] | None = None,
         context: zmq.Context | None = None,
+        curve: Curve | None = None,
     ) -> None:
         self.endpoint = parse_endpoint(endpoint, "bind")
         tune_malloc_for_frames()
@@ -208,7 +243,7 @@ class FrameSender:
         self._context = context or zmq.Context()
         try:
             self._socket = open_socket(self._context, zmq.PUSH, self.endpoint, hwm=hwm, linger_ms=linger_ms,
-                                       options={zmq.SNDTIMEO: _POLL_SLICE_MS})
+                                       options={zmq.SNDTIMEO: _POLL_SLICE_MS}, curve=curve)
         except TransportError:
             if self._own_context:
                 self._context.term()
@@ -217,11 +252,12 @@ class FrameSender:
         self.sent = self.dropped = self.events_lost = 0
         self.bytes_sent = 0
         log.info(
-            "sender %s: %s mode, SNDHWM %d, linger %d ms",
+            "sender %s: %s mode, SNDHWM %d, linger %d ms, %s",
             Endpoint(self.endpoint.role, self.address),
             "live (drop and count)" if live else "replay (backpressure)",
             hwm,
             linger_ms,
+            curve_module.describe(curve),
         )
 
     def send(self, message: StreamMessage) -> bool:
@@ -282,7 +318,7 @@ class FrameSender:
 
     def close(self) -> None:
         if not self._socket.closed:
-            self._socket.close()
+            close_socket(self._socket)
             if self._own_context:
                 self._context.term()
 
@@ -307,6 +343,7 @@ class FrameReceiver:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         linger_ms: int = 0,
         context: zmq.Context | None = None,
+        curve: Curve | None = None,
     ) -> None:
         if isinstance(endpoints, str | Endpoint):
             endpoints = [endpoints]
@@ -318,13 +355,14 @@ class FrameReceiver:
         self._own_context = context is None
         self._context = context or zmq.Context()
         try:
-            self._socket = open_socket(self._context, zmq.PULL, self.endpoints, hwm=hwm, linger_ms=linger_ms)
+            self._socket = open_socket(self._context, zmq.PULL, self.endpoints, hwm=hwm, linger_ms=linger_ms,
+                                       curve=curve)
         except TransportError:
             self._close_context()
             raise
         self.frames = self.events = self.malformed = 0
         self.last_error = ""
-        log.info("receiver %s: RCVHWM %d", ", ".join(map(str, self.endpoints)), hwm)
+        log.info("receiver %s: RCVHWM %d, %s", ", ".join(map(str, self.endpoints)), hwm, curve_module.describe(curve))
 
     def recv(self, timeout_ms: int | None = 1000) -> StreamMessage | None:
         """The next valid message, or None when nothing valid arrives within `timeout_ms`."""
@@ -353,7 +391,7 @@ class FrameReceiver:
 
     def close(self) -> None:
         if not self._socket.closed:
-            self._socket.close()
+            close_socket(self._socket)
             self._close_context()
 
     def _close_context(self) -> None:
@@ -375,7 +413,7 @@ class ResultSender:
     """
 
     def __init__(self, recorder_endpoint: str | Endpoint, *, hwm: int, linger_ms: int,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, curve: Curve | None = None) -> None:
         from inspection.results import encode
 
         self._encode = encode
@@ -383,13 +421,15 @@ class ResultSender:
         self._own_context = context is None
         self._context = context or zmq.Context()
         try:
-            self._socket = open_socket(self._context, zmq.PUSH, self.endpoint, hwm=hwm, linger_ms=linger_ms)
+            self._socket = open_socket(self._context, zmq.PUSH, self.endpoint, hwm=hwm, linger_ms=linger_ms,
+                                       curve=curve)
         except TransportError:
             if self._own_context:
                 self._context.term()
             raise
         self.sent = 0
-        log.info("results sender %s: SNDHWM %d, linger %d ms", self.endpoint, hwm, linger_ms)
+        log.info("results sender %s: SNDHWM %d, linger %d ms, %s", self.endpoint, hwm, linger_ms,
+                 curve_module.describe(curve))
 
     def send(self, message: Any) -> None:
         """Send one `inspection.results` message (blocking, see the class docstring)."""
@@ -399,7 +439,7 @@ class ResultSender:
     def close(self) -> None:
         """Close; what is still queued gets the linger time to reach the recorder."""
         if not self._socket.closed:
-            self._socket.close()
+            close_socket(self._socket)
             if self._own_context:
                 self._context.term()
 
@@ -407,17 +447,18 @@ class ResultSender:
 class ResultReceiver:
     """The recorder's PULL socket (`endpoints.results`); decodes, counts and logs bad messages."""
 
-    def __init__(self, endpoint: str | Endpoint, *, hwm: int, context: zmq.Context | None = None) -> None:
+    def __init__(self, endpoint: str | Endpoint, *, hwm: int, context: zmq.Context | None = None,
+                 curve: Curve | None = None) -> None:
         from inspection.results import decode
 
         self._decode = decode
         self.endpoint = parse_endpoint(endpoint, "bind")
         self._socket = open_socket(context or zmq.Context.instance(), zmq.PULL, self.endpoint, hwm=hwm,
-                                   linger_ms=0)
+                                   linger_ms=0, curve=curve)
         self.address = bound_address(self._socket, self.endpoint)
         self.messages = self.rejected = 0
         self.last_error: str | None = None
-        log.info("results receiver %s: RCVHWM %d", self.address, hwm)
+        log.info("results receiver %s: RCVHWM %d, %s", self.address, hwm, curve_module.describe(curve))
 
     def poll(self, timeout_ms: int) -> bool:
         """True when a message is waiting (waits up to `timeout_ms`)."""
@@ -444,8 +485,7 @@ class ResultReceiver:
         return out
 
     def close(self) -> None:
-        if not self._socket.closed:
-            self._socket.close(linger=0)
+        close_socket(self._socket, linger=0)
 
 
 class Subscriber:
@@ -456,10 +496,11 @@ class Subscriber:
     """
 
     def __init__(self, endpoint: str | Endpoint, topics: Sequence[str] = ("",), *, hwm: int = 100_000,
-                 options: Mapping[int, int | bytes] | None = None, context: zmq.Context | None = None) -> None:
+                 options: Mapping[int, int | bytes] | None = None, context: zmq.Context | None = None,
+                 curve: Curve | None = None) -> None:
         self.endpoint = parse_endpoint(endpoint, "connect")
         self._socket = open_socket(context or zmq.Context.instance(), zmq.SUB, self.endpoint, hwm=hwm, linger_ms=0,
-                                   options=options, subscribe=topics or ("",))
+                                   options=options, subscribe=topics or ("",), curve=curve)
 
     def recv(self, timeout_s: float) -> list[bytes] | None:
         """The next message's parts, or None after `timeout_s` seconds."""
@@ -468,5 +509,4 @@ class Subscriber:
         return self._socket.recv_multipart()
 
     def close(self) -> None:
-        if not self._socket.closed:
-            self._socket.close(linger=0)
+        close_socket(self._socket, linger=0)

@@ -26,12 +26,14 @@ def write_line_config(
     datasets: str = "",
     realtime: bool = False,
     options: str = "",
+    curve: bool = False,
 ) -> Path:
     """Write `line.toml` with one camera ("cam-1") into `folder` and return its path.
 
     Its endpoints are ipc sockets in `folder` (the camera's unless `endpoint` is given): tests
     pass the address to use on the command line (``--connect``), and a config that names no
-    TCP port cannot collide with the demo line or anything else on the machine."""
+    TCP port cannot collide with the demo line or anything else on the machine. CURVE is off
+    unless `curve`: these tests play the worker with a bare `FrameReceiver`."""
     path = folder / "line.toml"
     endpoint = endpoint or f"ipc://{folder / 'cam-1.sock'}"
     path.write_text(
@@ -70,6 +72,9 @@ coil_length_m = {coil_length_m}
 defects_per_100m = {defects_per_100m}
 datasets = "{datasets}"
 realtime = {str(realtime).lower()}
+
+[security]
+curve = {str(curve).lower()}
 """,
         encoding="utf-8",
     )

@@ -1,4 +1,5 @@
-"""Line configs for tests: the demo line on ipc endpoints of the test's own, small frames, files in tmp_path."""
+"""Line configs for tests: the demo line on ipc endpoints of the test's own, small frames, files in tmp_path
+(its CURVE keys too: ``tmp_path/keys``, made by the line on its first start, or here with `keys`)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ DEMO_ENDPOINTS = {"top-1": ("tcp://127.0.0.1:5555", "top-1.sock"),
 
 def write_line_config(tmp_path: Path, *, ipc_dir: Path | None = None, endpoints: Mapping[str, str] | None = None,
                       width_px: int = 512, frame_height_px: int = 256, coil_length_m: float = 3.0,
-                      speed_m_per_s: float = 5.0, extra: dict[str, str] | None = None) -> Path:
+                      speed_m_per_s: float = 5.0, extra: dict[str, str] | None = None, curve: bool = True,
+                      keys: bool = False) -> Path:
     """A copy of the demo config with its database under tmp_path and small frames.
 
     The line's processes need every address before any of them binds, so each link is an
@@ -27,6 +29,10 @@ def write_line_config(tmp_path: Path, *, ipc_dir: Path | None = None, endpoints:
     nothing else on the machine can hold it. `endpoints` replaces some of them by name (``top-1``,
     ``bottom-1``, ``results``, ``plc``), e.g. with the real address of a socket a test has bound
     on ``tcp://127.0.0.1:*`` when TCP is the point.
+
+    CURVE is on, as in the demo, unless `curve` is False (a test that plays a worker or a PLC with
+    a bare socket). The key folder is ``tmp_path/keys`` (beside the database); `keys` makes the
+    keys now, for a test whose own sockets need them before the line has started.
     """
     folder = ipc_dir or tmp_path
     if len(str(folder)) > IPC_DIR_MAX:
@@ -47,10 +53,17 @@ def write_line_config(tmp_path: Path, *, ipc_dir: Path | None = None, endpoints:
     text = re.sub(r"frame_height_px = \d+", f"frame_height_px = {frame_height_px}", text)
     text = re.sub(r"coil_length_m = [\d.]+", f"coil_length_m = {coil_length_m}", text)
     text = re.sub(r"speed_m_per_s = [\d.]+", f"speed_m_per_s = {speed_m_per_s}", text)
+    if not curve:
+        text = text.replace("\ncurve = true", "\ncurve = false")
     for old, new in (extra or {}).items():
         if old not in text:
             raise ValueError(f"write_line_config: {old!r} not in the demo config")
         text = text.replace(old, new)
     path = tmp_path / "line.toml"
     path.write_text(text)
+    if keys and curve:
+        from inspection.config import load_config
+        from inspection.security import ensure_keys
+
+        ensure_keys(load_config(path))
     return path

@@ -15,7 +15,6 @@ import zmq
 from inspection.commands.plc_listen import PlcListener
 from inspection.config import load_config
 from inspection.errors import TransportError
-from inspection.transport import peer_endpoint
 from tests.line_configs import write_line_config
 
 REPO = Path(__file__).parents[1]
@@ -24,12 +23,13 @@ REPO = Path(__file__).parents[1]
 def test_standalone_recorder_publishes_heartbeats_to_a_plc_listener(tmp_path: Path, ipc_dir: Path) -> None:
     """`steel-inspect recorder` alone is the recorder `run` starts: its PLC publisher is attached
     from the config (the old standalone command never published anything)."""
-    config_path = write_line_config(tmp_path, ipc_dir=ipc_dir, extra={"flush_ms = 50.0": "flush_ms = 75.0"})
+    config_path = write_line_config(tmp_path, ipc_dir=ipc_dir, extra={"flush_ms = 50.0": "flush_ms = 75.0"},
+                                    keys=True)  # a recorder alone never makes keys: only run and demo do
     config = load_config(config_path)
     child = subprocess.Popen([sys.executable, "-m", "inspection", "recorder", "--config", str(config_path)],
                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        with PlcListener(peer_endpoint(config.endpoints.plc).address, ["heartbeat"]) as listener:
+        with PlcListener.from_config(config, ["heartbeat"]) as listener:
             parts = listener.receive(60.0)  # the first beat goes out when the recorder's loop starts
         assert parts is not None, "no heartbeat from the standalone recorder within 60 s"
         beat = json.loads(parts[1])

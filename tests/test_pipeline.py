@@ -24,6 +24,7 @@ from inspection.plc_tap import PlcTap
 from inspection.records import audit, queries
 from inspection.records.db import open_db
 from inspection.registry import Registry
+from inspection.security import ensure_keys
 from tests.line_configs import write_line_config
 from tests.tiny_models import add_tiny_model
 from tests.waits import wait_for
@@ -67,7 +68,8 @@ def _in_background(target: Callable[..., None], *args: object) -> dict[str, str]
 
 
 def test_one_short_coil_end_to_end(line) -> None:  # noqa: ANN001
-    tap = PlcTap(line.endpoints.plc)
+    ensure_keys(line)  # the tap is a PLC client: its keys must exist before the line's first start
+    tap = PlcTap.from_config(line)
     summary = run_pipeline(line, max_frames=12, camera_overrides={"realtime": False})
     messages = tap.close()
     assert all(code == 0 for code in summary["exit_codes"].values()), summary
@@ -76,6 +78,7 @@ def test_one_short_coil_end_to_end(line) -> None:  # noqa: ANN001
     assert 0 < summary["workers_reported"]["model_px_share"] <= 2  # the workers' pixel counts reach the summary
     assert summary["inspecting_s"] > 0
     assert summary["worker_restarts"] == 0
+    assert summary["curve"] is True and set(summary["curve_refused"].values()) == {0}  # every link ran CURVE
     [(coil, grade)] = summary["grades"].items()
     assert grade != "hold"  # every frame was inspected: the coverage gate lets it through
     con = sqlite3.connect(line.database)

@@ -182,7 +182,7 @@ def test_recorder_command_flushes_everything_on_sigterm(tmp_path: Path, ipc_dir:
 
     db_path = tmp_path / "line.db"
     # the config's own endpoints (its PLC output) are ipc sockets of this test, never the demo's ports
-    config = write_line_config(tmp_path, ipc_dir=ipc_dir)
+    config = write_line_config(tmp_path, ipc_dir=ipc_dir, curve=False)  # the test plays a worker with a bare socket
     line_id = load_config(config).id
     # batches never fill and never age out: only the SIGTERM path can write these messages
     child = subprocess.Popen([sys.executable, "-m", "inspection", "recorder", "--config", str(config),

@@ -31,6 +31,8 @@ def scratch_line(config_path: Path | None, folder: Path, **overrides: Any) -> Li
     moved: dict[str, Any] = {
         "line.database": str(folder / "line.db"),
         "line.crops_dir": str(folder / "crops"),
+        # its own CURVE keys, made by `run_pipeline`: a benchmark never writes into a real line's folder
+        "security.keys_dir": str(folder / "keys"),
         "endpoints.results": f"ipc://{sockets / 'results.sock'}",
         "endpoints.plc": f"ipc://{sockets / 'plc.sock'}",
     }

@@ -195,6 +195,7 @@ def _inspector(config: Any, detector: Any, frames: list[Any], frame_mpx: float, 
 
 def _pipeline(args: argparse.Namespace, config: Any, offered_mpx_per_s: float) -> dict[str, Any]:
     from inspection.line.pipeline import run_pipeline
+    from inspection.security import ensure_keys
 
     px_per_m = sum(c.width_px * 1000.0 / c.mm_per_px_along for c in config.cameras)
     speed = offered_mpx_per_s * 1e6 / px_per_m
@@ -203,7 +204,8 @@ def _pipeline(args: argparse.Namespace, config: Any, offered_mpx_per_s: float) -
     with tempfile.TemporaryDirectory(prefix="steel-bench-") as tmp:
         threads = {} if args.threads is None else {"worker.intra_op_threads": args.threads}
         line = scratch_line(args.config, Path(tmp), **{"line.speed_m_per_s": speed, **threads})
-        tap = PlcTap(line.endpoints.plc, topic="defect")
+        ensure_keys(line)  # the tap is the line's PLC client: with CURVE on it needs the keys first
+        tap = PlcTap.from_config(line, topic="defect")
         summary = run_pipeline(line, workers=args.workers, max_frames=frames,
                                camera_overrides={"realtime": True, "seed": 5})
         latencies = _latencies_ms(tap)

@@ -5,12 +5,15 @@ For each transport (tcp loopback, ipc) and in the same run:
 - ``frames``: a sender process pushes `Frame`s (4096x1024 uint8 by default) through
   `FrameSender` (replay mode: backpressure, nothing dropped); this process receives them with
   `FrameReceiver` (decode included);
+- ``curve``: the same as ``frames`` with the line's CURVE on (camera and worker keys made in a
+  scratch key folder, the ZAP handler in the sender): what encryption and authentication cost;
 - ``raw``: a sender process pushes plain single-part messages of the same total size with
   pyzmq (``copy=False`` both ends): the ceiling of this machine for that message size.
 
-Both are timed at the receiver from the first to the last message of a trial; trials
-alternate frames / raw (and which goes first) so both see the same machine load; the
-median of the trials is reported, with every trial's figures beside it.
+All are timed at the receiver from the first to the last message of a trial; trials
+rotate the modes (and which goes first) so all see the same machine load; the median of the
+trials is reported, with every trial's figures beside it. ``curve.ratio_to_frames`` = CURVE MB/s /
+plain frames MB/s from the medians (``--no-curve`` leaves the CURVE trials out).
 
 The sender binds (as a camera does): on tcp a port of the system's choosing (``tcp://127.0.0.1:*``),
 which it sends back to this process before the first message, so no port is guessed.
@@ -54,16 +57,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int, default=4096)
     parser.add_argument("--height", type=int, default=1024)
     parser.add_argument("--transports", default="tcp,ipc", help="comma-separated: tcp, ipc")
+    parser.add_argument("--no-curve", action="store_true", help="leave out the trials with CURVE keys")
 
 
-def _frames_sender(endpoint: str, count: int, width: int, height: int, cpu_file: str, bound: Connection) -> None:
+def _frames_sender(endpoint: str, count: int, width: int, height: int, cpu_file: str, keys_dir: str | None,
+                   bound: Connection) -> None:
     from inspection.frame import CoilEvent, Frame, StreamKey
-    from inspection.transport import FrameSender
+    from inspection.security import side_curve
+    from inspection.transport import Endpoint, FrameSender
 
     key = StreamKey("bench", "hot", "cam-1", "top")
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (height, width), dtype=np.uint8) for _ in range(4)]  # never written again
-    with FrameSender(f"bind:{endpoint}", live=False, hwm=8, linger_ms=10000) as sender:
+    spec = Endpoint("bind", endpoint)
+    curve = side_curve(Path(keys_dir), "frames", "camera", [spec], name="cam-1") if keys_dir else None
+    with FrameSender(spec, live=False, hwm=8, linger_ms=10000, curve=curve) as sender:
         bound.send(sender.address)
         cpu = time.process_time()
         for i in range(count):
@@ -123,14 +131,17 @@ def _finish(proc: BaseProcess, cpu_file: Path, received: int, first: float, last
     return Trial((received - 1) / (last - first), (sender_cpu + cpu_recv) / received)
 
 
-def _time_frames(endpoint: str, count: int, width: int, height: int, folder: str) -> Trial:
+def _time_frames(endpoint: str, count: int, width: int, height: int, folder: str, keys_dir: str | None) -> Trial:
     from inspection.frame import Frame
-    from inspection.transport import FrameReceiver
+    from inspection.security import side_curve
+    from inspection.transport import Endpoint, FrameReceiver
 
     cpu_file = Path(folder) / "cpu-frames.json"
-    proc, address = _start_sender(_frames_sender, endpoint, count, width, height, str(cpu_file))
+    proc, address = _start_sender(_frames_sender, endpoint, count, width, height, str(cpu_file), keys_dir)
     received, first, last, cpu = 0, 0.0, 0.0, 0.0
-    with FrameReceiver(f"connect:{address}", hwm=8) as receiver:
+    peer = Endpoint("connect", address)
+    curve = side_curve(Path(keys_dir), "frames", "worker", [peer], cameras={address: "cam-1"}) if keys_dir else None
+    with FrameReceiver(peer, hwm=8, curve=curve) as receiver:
         while True:
             message = receiver.recv(timeout_ms=60000)
             if message is None:
@@ -194,35 +205,54 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "malloc_tuned": tune_malloc_for_frames(),
     }
     with tempfile.TemporaryDirectory(prefix="steel-bench-", dir="/tmp") as folder:
+        from inspection.keys import generate
+
+        keys_dir = None if args.no_curve else str(Path(folder) / "keys")
+        if keys_dir:
+            generate(Path(keys_dir), ["cam-1"])
+        modes = ["frames", "raw"] if keys_dir is None else ["frames", "curve", "raw"]
         for kind in [t.strip() for t in args.transports.split(",") if t.strip()]:
             if kind not in ("tcp", "ipc"):
                 raise SteelInspectError(f"--transports: expected tcp and/or ipc, got {kind!r}")
-            frames: list[Trial] = []
-            raws: list[Trial] = []
+            trials: dict[str, list[Trial]] = {mode: [] for mode in modes}
             for trial in range(args.trials):
-                # alternate which mode goes first: the machine's load drifts (other jobs share it)
-                order = ("frames", "raw") if trial % 2 == 0 else ("raw", "frames")
+                # rotate which mode goes first: the machine's load drifts (other jobs share it)
+                order = modes[trial % len(modes):] + modes[:trial % len(modes)]
                 for mode in order:
                     endpoint = _endpoint(kind, folder, f"{mode}{trial}")
-                    if mode == "frames":
-                        frames.append(_time_frames(endpoint, args.frames, args.width, args.height, folder))
+                    if mode == "raw":
+                        trials[mode].append(_time_raw(endpoint, args.frames, frame_bytes, folder))
                     else:
-                        raws.append(_time_raw(endpoint, args.frames, frame_bytes, folder))
-                log.info("%s trial %d: frames %.1f/s, raw %.1f/s", kind, trial + 1, frames[-1].rate, raws[-1].rate)
-            fps = statistics.median(t.rate for t in frames)
-            raw = statistics.median(t.rate for t in raws)
-            cpu_frames = statistics.median(t.cpu_per_msg_s for t in frames)
-            cpu_raw = statistics.median(t.cpu_per_msg_s for t in raws)
-            figures[kind] = {
-                "frames_per_s": round(fps, 2),
-                "mb_per_s": round(fps * frame_bytes / 1e6, 1),
-                "raw_mb_per_s": round(raw * frame_bytes / 1e6, 1),
-                "ratio_to_raw": round(fps / raw, 3),
-                "best_trial_ratio_to_raw": round(max(t.rate for t in frames) / max(t.rate for t in raws), 3),
-                "cpu_ms_per_frame": round(cpu_frames * 1000, 3),
-                "raw_cpu_ms_per_msg": round(cpu_raw * 1000, 3),
-                "cpu_ratio_raw_to_frames": round(cpu_raw / cpu_frames, 3),
-                "trials_frames_per_s": [round(t.rate, 2) for t in frames],
-                "trials_raw_msgs_per_s": [round(t.rate, 2) for t in raws],
-            }
+                        trials[mode].append(_time_frames(endpoint, args.frames, args.width, args.height, folder,
+                                                         keys_dir if mode == "curve" else None))
+                log.info("%s trial %d: %s", kind, trial + 1,
+                         ", ".join(f"{mode} {trials[mode][-1].rate:.1f}/s" for mode in modes))
+            figures[kind] = _figures(trials["frames"], trials["raw"], frame_bytes)
+            if "curve" in trials:
+                curve = _figures(trials["curve"], trials["raw"], frame_bytes)
+                plain = figures[kind]["frames_per_s"]
+                curve["ratio_to_frames"] = round(curve["frames_per_s"] / plain, 3) if plain else None
+                curve["cpu_ratio_frames_to_curve"] = round(figures[kind]["cpu_ms_per_frame"]
+                                                           / curve["cpu_ms_per_frame"], 3)
+                figures[kind]["curve"] = curve
     return figures
+
+
+def _figures(frames: list[Trial], raws: list[Trial], frame_bytes: int) -> dict[str, Any]:
+    """Medians of one mode's trials against the raw trials of the same run."""
+    fps = statistics.median(t.rate for t in frames)
+    raw = statistics.median(t.rate for t in raws)
+    cpu_frames = statistics.median(t.cpu_per_msg_s for t in frames)
+    cpu_raw = statistics.median(t.cpu_per_msg_s for t in raws)
+    return {
+        "frames_per_s": round(fps, 2),
+        "mb_per_s": round(fps * frame_bytes / 1e6, 1),
+        "raw_mb_per_s": round(raw * frame_bytes / 1e6, 1),
+        "ratio_to_raw": round(fps / raw, 3),
+        "best_trial_ratio_to_raw": round(max(t.rate for t in frames) / max(t.rate for t in raws), 3),
+        "cpu_ms_per_frame": round(cpu_frames * 1000, 3),
+        "raw_cpu_ms_per_msg": round(cpu_raw * 1000, 3),
+        "cpu_ratio_raw_to_frames": round(cpu_raw / cpu_frames, 3),
+        "trials_frames_per_s": [round(t.rate, 2) for t in frames],
+        "trials_raw_msgs_per_s": [round(t.rate, 2) for t in raws],
+    }

@@ -5,6 +5,12 @@ gaps per topic as they happen and a summary at exit. Exit status: 0 when every m
 valid, 1 when an invalid message was seen, 3 when ``--count`` messages did not arrive within
 ``--timeout`` seconds. Gaps do not change the exit status: a PUB socket drops for a slow subscriber by
 design; the gap report is how you see it.
+
+Where and with which keys: ``--config F`` takes the endpoint (``endpoints.plc``) and the CURVE keys
+(the PLC client pair ``plc/plc`` and the recorder's public key, from ``[security] keys_dir``) from
+the line config; ``--connect EP`` replaces the endpoint; ``--keys DIR`` names a key folder of the
+same layout (also without ``--config``, for a machine that has the keys but not the config).
+``--connect`` alone subscribes without CURVE, which only a line with ``curve = false`` serves.
 """
 
 from __future__ import annotations
@@ -16,14 +22,16 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 import zmq
 
-from inspection.errors import TransportError
+from inspection.curve import Curve
+from inspection.errors import ConfigError, TransportError
 from inspection.schemas import TOPICS, load_schema
 from inspection.schemas import validate as builtin_validate
-from inspection.transport import Subscriber
+from inspection.transport import Endpoint, Subscriber, parse_endpoint, peer_endpoint
 
 EXIT_INVALID, EXIT_INCOMPLETE = 1, 3
 
@@ -32,8 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "plc-listen", help="subscribe to the PLC output, print and validate messages, report sequence gaps",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--connect", required=True, metavar="ENDPOINT",
-                        help="the publisher's endpoint, e.g. tcp://127.0.0.1:5570")
+    parser.add_argument("--config", type=Path, metavar="F",
+                        help="line config: the endpoint and the CURVE keys of its PLC output")
+    parser.add_argument("--connect", metavar="ENDPOINT",
+                        help="the publisher's endpoint, e.g. tcp://127.0.0.1:5570 (instead of the config's); "
+                             "alone, without --config or --keys: no CURVE")
+    parser.add_argument("--keys", type=Path, metavar="DIR",
+                        help="CURVE key folder (layout of `steel-inspect keys generate`; default: the config's)")
     parser.add_argument("--topic", action="append", choices=TOPICS, metavar="T",
                         help=f"only this topic ({', '.join(TOPICS)}); repeat for several; default all")
     parser.add_argument("--count", type=int, metavar="N", help="exit after N messages")
@@ -46,10 +59,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from inspection.line.process import StopFlag
 
-    with PlcListener(args.connect, args.topic) as listener:
+    endpoint, curve = _link(args)
+    with PlcListener(endpoint, args.topic, curve=curve) as listener:
         summary = listener.run(count=args.count, timeout=args.timeout, as_json=args.json,
                                stop=StopFlag().is_set)
     return summary["exit_status"]
+
+
+def _link(args: argparse.Namespace) -> tuple[str | Endpoint, Curve | None]:
+    """The endpoint and keys to subscribe with (the module docstring says which option wins)."""
+    from inspection.config import load_config, warn_if_curve_off
+    from inspection.security import curve_for, side_curve
+
+    endpoint: Endpoint | None = None
+    if args.connect is not None:
+        try:
+            endpoint = parse_endpoint(args.connect, "connect")
+        except TransportError as exc:
+            raise TransportError(f"--connect {args.connect!r}: {exc}") from None
+    if args.config is not None:
+        config = load_config(args.config)
+        warn_if_curve_off(config)
+        endpoint = endpoint or peer_endpoint(config.endpoints.plc)
+        return endpoint, curve_for(config, "plc", "plc", [endpoint], keys_dir=args.keys)
+    if endpoint is None:
+        raise ConfigError("give --config F (endpoint and keys from the line config) or --connect ENDPOINT")
+    if args.keys is not None:
+        return endpoint, side_curve(args.keys, "plc", "plc", [endpoint])
+    print("plc-listen: no keys (--config or --keys): subscribing without CURVE; a line with CURVE on "
+          "(the default) sends nothing to this subscriber", file=sys.stderr)
+    return endpoint, None
 
 
 @dataclass
@@ -98,9 +137,10 @@ def _validator() -> tuple[str, Callable[[str, Any], list[str]]]:
 class PlcListener:
     """A SUB socket on the PLC output; `receive` one message or `run` the print-and-check loop."""
 
-    def __init__(self, endpoint: str, topics: Iterable[str] | None = None, *,
+    def __init__(self, endpoint: str | Endpoint, topics: Iterable[str] | None = None, *,
                  context: zmq.Context | None = None, rcvhwm: int = 100_000,
-                 socket_options: Mapping[int, int] | None = None) -> None:
+                 socket_options: Mapping[int, int] | None = None, curve: Curve | None = None) -> None:
+        """`curve`: this subscriber's keys (None: plain ZeroMQ); see `from_config`."""
         self.topics = tuple(topics or ())
         self.validator_name, self._validate = _validator()
         self.tracker = SequenceTracker()
@@ -108,10 +148,18 @@ class PlcListener:
         self.invalid = 0
         try:
             self._subscriber = Subscriber(endpoint, self.topics or ("",), hwm=rcvhwm, options=socket_options,
-                                          context=context)
+                                          context=context, curve=curve)
         except TransportError as exc:
             raise TransportError(f"--connect {endpoint!r}: {exc}") from None
         self.endpoint = self._subscriber.endpoint.address
+
+    @classmethod
+    def from_config(cls, config: Any, topics: Iterable[str] | None = None, **kwargs: Any) -> PlcListener:
+        """A listener on the line's PLC output with the PLC client keys of its key folder."""
+        from inspection.security import curve_for
+
+        endpoint = peer_endpoint(config.endpoints.plc)
+        return cls(endpoint, topics, curve=curve_for(config, "plc", "plc", [endpoint]), **kwargs)
 
     def receive(self, timeout: float) -> list[bytes] | None:
         """The next raw multipart message, or None after `timeout` seconds."""

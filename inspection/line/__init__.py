@@ -9,5 +9,8 @@ logged, build, loop, close in ``finally``.
 | `recorder` | the single writer of the line database, and the PLC output | results: PULL (binds); PLC: PUB (binds) |
 | `pipeline` | `steel-inspect run`: starts and supervises all of them (`supervisor`) | |
 
+Each process reads the CURVE keys of its own sides of its links from the line's key folder at start
+(`inspection.security.curve_for`), before it opens anything; `pipeline` makes the keys on a first start.
+
 `inspection.commands` only parse arguments and call these.
 """

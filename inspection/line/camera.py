@@ -56,10 +56,12 @@ def main(
     """
     from cameras import open_source
     from cameras.pump import pump
+    from inspection import curve as curves
     from inspection.config import load_config, log_config
     from inspection.errors import SourceError
     from inspection.line.process import StopFlag
-    from inspection.transport import FrameSender
+    from inspection.security import curve_for
+    from inspection.transport import FrameSender, parse_endpoint
 
     stop = StopFlag(install=install_signals)
     if max_frames is not None and max_frames <= 0:
@@ -67,6 +69,8 @@ def main(
     line = load_config(config_path, config_overrides)
     log_config(line, log)
     camera = line.camera(camera_id)
+    spec = parse_endpoint(endpoint or camera.endpoint, "bind")
+    curve = curve_for(line, "frames", "camera", [spec], camera=camera.id)  # keys first: no camera opened in vain
     overrides = {**source_overrides(source or camera.source, source=source, seed=seed, fast=fast, folder=folder,
                                     ground_truth=ground_truth, coils=coils),
                  **options}
@@ -75,14 +79,16 @@ def main(
         log.info("camera %s applied: %s", camera.id, json.dumps(cam.describe(), default=str, sort_keys=True))
         # At exit the workers get time to take what is queued, the coil_end included (bounded, so a
         # dead worker cannot hang the camera): replay waits up to 60 s, a live camera 10 s.
-        sender = FrameSender(endpoint or camera.endpoint, live=live, hwm=camera.send_hwm, stopping=stop.is_set,
-                             linger_ms=10_000 if live else 60_000)
+        sender = FrameSender(spec, live=live, hwm=camera.send_hwm, stopping=stop.is_set,
+                             linger_ms=10_000 if live else 60_000, curve=curve)
         try:
             stats = pump(cam, sender, max_frames=max_frames, stopping=stop.is_set)
         finally:
             sender.close()
     result = {"camera": camera.id, "endpoint": str(sender.endpoint), "live": live, **stats.as_dict(),
               "events_lost": sender.events_lost}
+    if curve is not None:  # workers with unknown keys this camera refused (`inspection.curve`)
+        result["curve_refused"] = curves.refused_total()
     log.info("camera %s done: %s", camera.id, json.dumps(result, sort_keys=True))
     if summary_path:
         Path(summary_path).write_text(json.dumps(result, default=str), encoding="utf-8")

@@ -10,6 +10,10 @@ ends, which `run_pipeline` adds up. A worker that dies while the line runs is re
 the restart is logged and counted, and the frames it held are visible as missing coverage in the
 recorder (the coil is held, not graded prime).
 
+Every link runs CURVE unless the config turns it off: on a first start (a key folder without keys)
+`run_pipeline` makes the line's keys, and a key file missing later stops the line before anything
+starts (`inspection.security.ensure_keys`); each child reads the keys of its own side.
+
 A line starts only when every endpoint it binds is free (`transport.check_bindable`): otherwise
 one error names the endpoint and nothing starts. A worker of a line whose camera could not bind
 would connect to whoever holds that port (another line) and take its frames. A camera or the
@@ -34,6 +38,7 @@ from inspection.config import LineConfig
 from inspection.errors import TransportError
 from inspection.line.process import StopFlag
 from inspection.line.supervisor import Supervisor
+from inspection.security import ensure_keys
 from inspection.transport import Endpoint, check_bindable, parse_endpoint
 
 log = logging.getLogger(__name__)
@@ -93,6 +98,7 @@ def run_pipeline(
         check_bindable(bound_endpoints(config))
     except TransportError as exc:
         raise TransportError(f"line {config.id} does not start: {exc} (another line or process holds it)") from None
+    ensure_keys(config)  # a first start makes the line's CURVE keys; a missing one stops it here
     config_path, overrides = str(config.path), config.overrides
     first_coil = next_coil_number(db, config.type)
     if first_coil is not None:  # the database holds this line's coils: continue after them
@@ -145,6 +151,12 @@ def run_pipeline(
         worker_stats = [s for p in sorted(out.glob("worker-*.json")) if (s := _read_json(p))]
         recorder_stats = _read_json(out / "recorder.json") or {}
     summary = summarize(db, started_ns, codes, camera_stats, worker_stats, recorder_stats, restarts, elapsed)
+    summary["curve"] = config.security.curve
+    if config.security.curve:  # clients refused for unknown keys, per process (`inspection.curve`)
+        refused = {name: int(stats.get("curve_refused", 0)) for name, stats in camera_stats.items()}
+        refused["workers"] = sum(int(w.get("curve_refused", 0)) for w in worker_stats)
+        refused["recorder"] = int(recorder_stats.get("curve_refused", 0))
+        summary["curve_refused"] = refused
     if failed:
         summary["failed"] = failed
     return summary

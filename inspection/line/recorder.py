@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,26 +23,36 @@ from typing import Any
 
 import zmq
 
+from inspection import curve as curves
+from inspection.curve import Curve
 from inspection.line.process import StopFlag
 from inspection.records.events import RecorderEvent
 from inspection.records.recorder import Recorder, RecorderStats
 from inspection.records.store import Store
-from inspection.transport import ResultReceiver
+from inspection.transport import Endpoint, ResultReceiver
 
 log = logging.getLogger(__name__)
 DEFAULT_RCV_HWM = 10_000  # result messages queued at the recorder: seconds of a busy line
+CURVE_STATUS_S = 5.0  # the refusal count's status row is rewritten at least this often (the console's
+                      # Line page marks rows older than 15 s stale)
 
 
 class RecorderLoop:
     """The results socket, the records-side `Recorder` and (optionally) the PLC publisher, in one
-    thread: receive, write in batches, housekeeping every second, heartbeat."""
+    thread: receive, write in batches, housekeeping every second, heartbeat.
 
-    def __init__(self, store: Store, endpoint: str, line: str, *, rcv_hwm: int = DEFAULT_RCV_HWM,
+    With `curve` (the recorder's keys on the results link) the clients refused for unknown keys
+    are counted in the PLC heartbeat (``curve_refused``) and in the status row
+    ``recorder:<line>:curve``, which the console's Line page lists with the processes."""
+
+    def __init__(self, store: Store, endpoint: str | Endpoint, line: str, *, rcv_hwm: int = DEFAULT_RCV_HWM,
                  publisher: Any = None, on_event: Callable[[RecorderEvent], None] | None = None,
-                 context: zmq.Context | None = None, **options: Any) -> None:
+                 context: zmq.Context | None = None, curve: Curve | None = None, **options: Any) -> None:
         from inspection.plc import publish
 
-        self.receiver = ResultReceiver(endpoint, hwm=rcv_hwm, context=context)
+        self.receiver = ResultReceiver(endpoint, hwm=rcv_hwm, context=context, curve=curve)
+        self.secured = curve is not None
+        self._refusals: tuple[dict[str, int] | None, float] = (None, 0.0)  # last written, when
         self.publisher = publisher
 
         def emit(event: RecorderEvent) -> None:
@@ -70,6 +81,7 @@ class RecorderLoop:
                 now = time.monotonic()
                 if now - last_housekeeping >= 1.0:
                     r.housekeeping()
+                    self._report_refusals(now)
                     last_housekeeping = now
                 if now - last_log >= 30.0:  # what was applied, for the operator's log
                     s = r.stats
@@ -103,9 +115,29 @@ class RecorderLoop:
         s = self.recorder.stats
         try:
             self.publisher.counters.update(frames=s.new_frames, defects=s.new_defects, drops=s.rejected)
+            if self.secured:
+                self.publisher.counters["curve_refused"] = curves.refused_total()
             self.publisher.tick()
         except Exception:  # noqa: BLE001 - an output must never stop recording
             log.exception("PLC heartbeat failed")
+
+    def _report_refusals(self, now: float) -> None:
+        """The status row of refused clients, when the count changed or the row is getting old."""
+        if not self.secured:
+            return
+        counts, reasons = curves.refused(), curves.refused_by_reason()
+        written, at = self._refusals
+        if counts == written and now - at < CURVE_STATUS_S:
+            return
+        try:
+            self.recorder.store.set_status({f"recorder:{self.recorder.line}:curve": {
+                "pid": os.getpid(), "curve": "on", "refused_unknown_keys": reasons[curves.UNKNOWN_KEY],
+                "refused_failed_handshakes": reasons[curves.HANDSHAKE],
+                **{f"refused_{link}": n for link, n in sorted(counts.items())}}})
+        except sqlite3.OperationalError as exc:  # locked or full: the next second tries again
+            log.error("CURVE status update failed, will retry: %s", exc)
+            return
+        self._refusals = (counts, now)
 
     def close(self) -> None:
         """Drain what already arrived until the socket stays quiet, flush, finalise, close."""
@@ -117,6 +149,8 @@ class RecorderLoop:
                 if self.receiver.messages == before and not self.receiver.poll(self.quiet_ms):
                     break
             self.recorder.finish()
+            self._refusals = (None, 0.0)  # the final count, whatever was written last
+            self._report_refusals(time.monotonic())
             self.tick()
         finally:
             self.receiver.close()
@@ -134,10 +168,16 @@ def main(config_path: str | None, config_overrides: dict[str, Any] | None = None
     from inspection.plc import PlcPublisher
     from inspection.records.crops import CropStore
     from inspection.records.grading import load_rules
+    from inspection.security import curve_for
+    from inspection.transport import parse_endpoint
 
     stop = stop or StopFlag()
     config = load_config(config_path, config_overrides)
     log_config(config, log)
+    # Keys before the database: a missing key file stops the recorder before it touches anything.
+    results = parse_endpoint(endpoint or config.endpoints.results, "bind")
+    results_curve = curve_for(config, "results", "recorder", [results])
+    plc_curve = curve_for(config, "plc", "recorder", [parse_endpoint(config.endpoints.plc, "bind")])
     rules = load_rules(config.records.rules)
     if db and not crops and Path(db) != config.database:
         crops = str(Path(db).parent / "crops")  # a database given on the command line keeps its crops beside it
@@ -152,13 +192,14 @@ def main(config_path: str | None, config_overrides: dict[str, Any] | None = None
         log.info("recorder: database %s, rule set %s v%s (sha256 %s), coverage_min %.3f", store.path,
                  rules.name, rules.version, rules.sha256[:12], store.coverage_min)
         options.setdefault("flush_ms", config.records.flush_ms)
-        with PlcPublisher.from_config(config, process="recorder") as publisher:
-            loop = RecorderLoop(store, endpoint or config.endpoints.results, config.id, publisher=publisher,
-                                **options)
+        with PlcPublisher.from_config(config, process="recorder", curve=plc_curve) as publisher:
+            loop = RecorderLoop(store, results, config.id, publisher=publisher, curve=results_curve, **options)
             stats = loop.run(stop)
     finally:
         store.close()
         if summary_path:
-            Path(summary_path).write_text(json.dumps(dataclasses.asdict(stats), default=str), encoding="utf-8")
+            summary = {**dataclasses.asdict(stats),
+                       **({"curve_refused": curves.refused_total()} if results_curve or plc_curve else {})}
+            Path(summary_path).write_text(json.dumps(summary, default=str), encoding="utf-8")
         log.info("recorder process %d done", os.getpid())
     return stats

@@ -26,10 +26,12 @@ log = logging.getLogger(__name__)
 def main(config_path: str | None, config_overrides: dict[str, Any] | None, name: str, summary_path: str | None = None,
          ready_path: str | None = None, drain_s: float = 1.0) -> int:
     """Run one worker until stopped and drained (its sockets quiet for `drain_s`)."""
+    from inspection import curve as curves
     from inspection.config import load_config, log_config
     from inspection.records.grading import load_rules
     from inspection.registry import Registry
     from inspection.results import WorkerStatus
+    from inspection.security import curve_for
     from inspection.transport import FrameReceiver, ResultSender, peer_endpoint
     from inspection.worker import InferenceWorker
 
@@ -37,10 +39,19 @@ def main(config_path: str | None, config_overrides: dict[str, Any] | None, name:
     config = _on_device(load_config(config_path, config_overrides), name)
     log_config(config, log)
     w = config.worker
-    results = ResultSender(config.endpoints.results, hwm=w.results_hwm, linger_ms=w.results_linger_ms)
+    # Keys are read at start, before the model loads: a missing file stops the worker at once.
+    cameras = [peer_endpoint(c.endpoint) for c in config.cameras]
+    frames_curve = curve_for(config, "frames", "worker", cameras)
+    results_curve = curve_for(config, "results", "worker", [peer_endpoint(config.endpoints.results)])
+    results = ResultSender(config.endpoints.results, hwm=w.results_hwm, linger_ms=w.results_linger_ms,
+                           curve=results_curve)
     receiver: FrameReceiver | None = None
     last_message = last_report = time.monotonic()
     host, pid = socket.gethostname(), os.getpid()
+
+    def refused() -> dict[str, int]:
+        # Clients refused for unknown keys: only a worker that binds (endpoints turned round) has any.
+        return {"curve_refused": curves.refused_total()} if frames_curve or results_curve else {}
 
     def receive(timeout: float) -> Any:
         nonlocal last_message, last_report
@@ -51,7 +62,7 @@ def main(config_path: str | None, config_overrides: dict[str, Any] | None, name:
         if now - last_report >= w.heartbeat_s:  # health for the console, through the recorder
             last_report = now
             stats = {**dataclasses.asdict(worker.stats), "malformed": receiver.malformed if receiver else 0,
-                     "status": "ok"}
+                     "status": "ok", **refused()}
             results.send(WorkerStatus(name, host, pid, time.time_ns(), stats))
         return message
 
@@ -66,8 +77,7 @@ def main(config_path: str | None, config_overrides: dict[str, Any] | None, name:
                              load_rules(config.records.rules).severity)
     try:
         slot = worker.load(config.type)  # a bad model fails here, at start, not on the first frame
-        receiver = FrameReceiver([peer_endpoint(c.endpoint) for c in config.cameras],
-                                 hwm=max(c.send_hwm for c in config.cameras))
+        receiver = FrameReceiver(cameras, hwm=max(c.send_hwm for c in config.cameras), curve=frames_curve)
         warm = slot.detector.warm_up_s
         log.info("%s ready: model %s on %s%s", name, slot.manifest.version, slot.detector.providers,
                  f", warmed up on {len(warm)} shapes in {sum(warm.values()):.1f} s" if warm else "")
@@ -80,7 +90,7 @@ def main(config_path: str | None, config_overrides: dict[str, Any] | None, name:
         if receiver is not None:
             receiver.close()
         results.close()
-        summary = {**dataclasses.asdict(worker.stats), "malformed": malformed}
+        summary = {**dataclasses.asdict(worker.stats), "malformed": malformed, **refused()}
         log.info("%s done: %s", name, json.dumps(summary, sort_keys=True))
         if summary_path:
             Path(summary_path).write_text(json.dumps(summary, default=str), encoding="utf-8")

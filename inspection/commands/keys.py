@@ -1,0 +1,41 @@
+"""`steel-inspect keys generate`: the CURVE key pairs of a line's ZeroMQ links.
+
+One pair per camera, one for the workers, one for the recorder and one for a PLC client, in the
+folder the line config names (``[security] keys_dir``; default ``keys`` beside the database) or
+``--dir``. Pairs that exist are kept: only missing ones are made, and when none is missing the
+command refuses (exit 2) unless ``--force`` replaces them all (every machine of the line then needs
+its new files). Secret files are created 0600. The layout, and what each machine needs, is in
+`inspection/keys.py`. `run` and `demo` make the keys themselves on a first start.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("keys", help="CURVE keys of the line's ZeroMQ links", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="keys_command", metavar="ACTION")
+    sub.required = True
+    generate = sub.add_parser("generate", help="make the line's key pairs (never overwrites without --force)")
+    generate.add_argument("--config", type=Path, help="line config (default: the demo line)")
+    generate.add_argument("--dir", type=Path, metavar="D", help="key folder (default: the config's keys_dir)")
+    generate.add_argument("--force", action="store_true", help="replace every existing pair")
+    generate.set_defaults(func=run_generate)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from inspection.config import load_config
+    from inspection.keys import public_path
+    from inspection.security import generate_for
+
+    config = load_config(args.config)
+    made = generate_for(config, args.dir, force=args.force)
+    for secret in made:
+        print(f"{public_path(secret)}  (secret: {secret.name}, mode 0600)")
+    folder = args.dir or config.keys_dir
+    print(f"keys: {len(made)} key pair(s) written to {folder}", end="")
+    print("" if config.security.curve else " (note: this line's config has [security] curve = false)")
+    return 0
