@@ -45,7 +45,22 @@ def report(model: Manifest | None = None, cache: Path | None = None) -> dict[str
         "model": None if model is None else {"version": model.version, "sha256": model.sha256},
         "engine_cache": {"root": str(root), "exists": root.is_dir()},
         "gpu_ready": usable,
+        "openvino": _openvino(),
     }
+
+
+def _openvino() -> dict[str, Any]:
+    """OpenVINO's CPU plugin, if installed, and whether int8 models may run on it here."""
+    from inspection.backends import openvino_installed
+
+    if not openvino_installed():
+        return {"installed": False}
+    import openvino
+
+    from inspection.backends.openvino import core
+
+    return {"installed": True, "version": openvino.__version__.split("-")[0],
+            "cpu": core().get_property("CPU", "FULL_DEVICE_NAME")}
 
 
 def _session(model: Manifest, provider: str) -> str:
@@ -90,6 +105,10 @@ def lines(found: dict[str, Any]) -> list[str]:
         out.append(f"session check with model {m['version']} (sha256 {m['sha256'][:12]})")
     c = found["engine_cache"]
     out.append(f"TensorRT engine cache: {c['root']} ({'exists' if c['exists'] else 'created on first TensorRT start'})")
+    v = found.get("openvino") or {"installed": False}
+    out.append(f"OpenVINO {v['version']} on {v['cpu']}: auto runs fp32 models on it, int8 copies on ONNX Runtime"
+               if v["installed"] else
+               "OpenVINO: not installed (pip install -e '.[openvino]'); ONNX Runtime runs models on the CPU")
     ready = found["gpu_ready"]
     out.append(f"result: the GPU path can run on {', '.join(ready)}" if ready
                else "result: no GPU provider can start here; inference runs on the CPU")

@@ -1,0 +1,279 @@
+"""OpenVINO beside ONNX Runtime: the same results from the same model.onnx, what "auto" picks, the
+compiled-model cache per sha256, no recompiling for new window sizes, and a runtime without openvino.
+
+Parity tolerances (ONNX Runtime's CPU provider is the reference): an fp32 model gives the same
+detections (count, classes) with scores within 1e-4 and boxes within 0.01 px; the optional
+class_scores within 1e-4, novelty within 1e-4 relative, and the same `unknown` decisions. An int8
+copy runs on ONNX Runtime under "auto" (OpenVINO's results for it differ: `inspection.backends`),
+so its results there are ONNX Runtime's exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inspection import backends, gpu
+from inspection.backends import openvino_installed
+from inspection.detector import Detections, Detector
+from inspection.errors import ManifestError
+from inspection.extras import MissingExtraError
+from inspection.registry import Manifest, Registry
+from tests.tiny_models import blob_image, build_blob_model, tiny_manifest
+
+pytestmark = pytest.mark.skipif(not openvino_installed(),
+                                reason="openvino not installed (pip install -e '.[openvino]', part of dev)")
+
+OPENVINO = "OpenVINO CPU"
+CPU = gpu.CPU
+FP32, INT8 = "hot-20261123-2", "hot-20261123-3"  # the registered fp32 model and its int8 copy
+REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
+NO_GPU_HERE = not gpu.cuda_devices().devices
+SCORE_TOL, BOX_TOL_PX = 1e-4, 0.01
+
+
+@pytest.fixture()
+def registry(tmp_path: Path) -> Registry:
+    return Registry(tmp_path / "models")
+
+
+def _tiny(registry: Registry, tmp_path: Path, version: str = "hot-1", max_detections: int = 20) -> Manifest:
+    """A tiny real model; `max_detections` changes the file and so its sha256."""
+    model = build_blob_model(tmp_path / f"{version}.onnx", max_detections=max_detections)
+    return registry.add(model, tiny_manifest(version=version, max_detections=max_detections))
+
+
+def _canonical(found: Detections) -> dict[str, np.ndarray | None]:
+    """The fields of `found` in one order (class, then box), so two runs compare row by row."""
+    order = np.lexsort((np.round(found.boxes[:, 1]), np.round(found.boxes[:, 0]), found.labels))
+    return {name: None if getattr(found, name) is None else getattr(found, name)[order]
+            for name in ("boxes", "scores", "labels", "class_scores", "novelty", "unknown")}
+
+
+def _same(reference: Detections, other: Detections, where: str) -> None:
+    """The same detections within the module's tolerances."""
+    assert len(reference) == len(other), f"{where}: {len(reference)} detections vs {len(other)}"
+    want, got = _canonical(reference), _canonical(other)
+    for name in ("class_scores", "novelty", "unknown"):
+        assert (want[name] is None) == (got[name] is None), f"{where}: {name}"
+    assert got["labels"].tolist() == want["labels"].tolist(), where
+    np.testing.assert_allclose(got["scores"], want["scores"], atol=SCORE_TOL, rtol=0, err_msg=where)
+    np.testing.assert_allclose(got["boxes"], want["boxes"], atol=BOX_TOL_PX, rtol=0, err_msg=where)
+    if want["class_scores"] is not None:
+        np.testing.assert_allclose(got["class_scores"], want["class_scores"], atol=SCORE_TOL, rtol=0, err_msg=where)
+        np.testing.assert_allclose(got["novelty"], want["novelty"], rtol=1e-4, err_msg=where)
+    if want["unknown"] is not None:
+        assert got["unknown"].tolist() == want["unknown"].tolist(), f"{where}: unknown"
+
+
+# -- which backend runs ---------------------------------------------------------------------------
+
+@pytest.mark.skipif(not NO_GPU_HERE, reason="checks what a machine without a GPU picks")
+def test_auto_picks_openvino_on_this_cpu(registry: Registry, tmp_path: Path) -> None:
+    manifest = _tiny(registry, tmp_path)
+    assert Detector(manifest, providers="auto", engine_cache=tmp_path / "cache").providers == [OPENVINO]
+    assert Detector(manifest, providers="openvino", engine_cache=tmp_path / "cache").providers == [OPENVINO]
+    assert Detector(manifest, providers="cpu").providers == [CPU]  # "cpu" stays ONNX Runtime's CPU provider
+
+
+def test_threads_are_openvinos_inference_threads(registry: Registry, tmp_path: Path) -> None:
+    manifest = _tiny(registry, tmp_path)
+    one = Detector(manifest, providers="openvino", intra_op_threads=1, engine_cache=tmp_path / "cache")
+    assert one.backend.compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    default = Detector(manifest, providers="openvino", intra_op_threads=0, engine_cache=tmp_path / "cache")
+    assert default.backend.compiled.get_property("INFERENCE_NUM_THREADS") >= 1  # OpenVINO's own choice
+    assert default.backend.compiled.get_property("ENABLE_CPU_PINNING") is False
+
+
+def test_without_openvino_auto_runs_onnxruntime_and_says_so_once(
+        registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    manifest = _tiny(registry, tmp_path)
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` fails as when it is not installed
+    monkeypatch.setattr(backends, "_said", set())
+    assert not openvino_installed()
+    with caplog.at_level(logging.INFO, logger="inspection"):
+        assert Detector(manifest, providers="auto").providers == [CPU]
+        assert Detector(manifest, providers="auto").providers == [CPU]
+    said = [r for r in caplog.records if "OpenVINO is not installed" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.INFO
+    with pytest.raises(MissingExtraError, match=r"providers = \"openvino\" needs the `openvino` extra .*"
+                                                r"pip install -e '\.\[openvino\]'"):
+        Detector(manifest, providers="openvino")
+
+
+def test_a_model_openvino_cannot_read(registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    manifest = registry.add(broken, tiny_manifest(version="hot-broken"))
+    from inspection.backends.openvino import OpenVinoError
+
+    with pytest.raises(OpenVinoError, match=r"model\.onnx: OpenVINO cannot compile the model: Unable to read"):
+        Detector(manifest, providers="openvino", engine_cache=tmp_path / "cache")
+    with caplog.at_level(logging.WARNING), pytest.raises(ManifestError, match="ONNX Runtime cannot load the model"):
+        Detector(manifest, providers="auto", engine_cache=tmp_path / "cache")  # OpenVINO first, then ONNX Runtime
+    assert "OpenVINO cannot run" in caplog.text
+
+
+# -- compiled-model cache and shapes -------------------------------------------------------------
+
+def test_compiled_models_are_cached_in_one_folder_per_model_sha256(registry: Registry, tmp_path: Path) -> None:
+    one, two = _tiny(registry, tmp_path, "hot-1", 20), _tiny(registry, tmp_path, "hot-2", 21)
+    assert one.sha256 != two.sha256
+    root = tmp_path / "cache"
+    first = Detector(one, providers="openvino", engine_cache=root)
+    Detector(two, providers="openvino", engine_cache=root)
+    folders = sorted(p.relative_to(root).as_posix() for p in root.glob("*/openvino"))
+    assert folders == sorted([f"{one.sha256}/openvino", f"{two.sha256}/openvino"])
+    assert all(any(f.suffix == ".blob" for f in (root / folder).iterdir()) for folder in folders)
+    assert first.backend.from_cache is False
+    again = Detector(one, providers="openvino", engine_cache=root)  # a restarted worker imports, not compiles
+    assert again.backend.from_cache is True and again.backend.cache == root / one.sha256 / "openvino"
+
+
+def test_new_window_sizes_and_batches_do_not_recompile(registry: Registry, tmp_path: Path) -> None:
+    manifest = _tiny(registry, tmp_path)
+    root = tmp_path / "cache"
+    detector = Detector(manifest, providers="openvino", max_batch=64, engine_cache=root)
+    reference = Detector(manifest, providers="cpu", max_batch=64)
+    folder = root / manifest.sha256 / "openvino"
+    before = {f.name: f.stat().st_mtime_ns for f in folder.iterdir()}
+    # The first stage's window sizes (256 px .. the frame in 128-px steps, and sizes off the size multiple)
+    # in batches of 1, 3 and 64.
+    sizes = [(256, 256), (384, 640), (1024, 1600), (200, 333), (896, 1408)]
+    for count in (1, 3, 64):
+        for height, width in sizes[:2] if count == 64 else sizes:
+            images = [blob_image(height, width, [((10 + i % 50, 20, 30 + i % 50, 40), i % 2)]) for i in range(count)]
+            for got, want in zip(detector.detect(images), reference.detect(images), strict=True):
+                _same(want, got, f"{count} x {height}x{width}")
+    assert detector.backend.compiles == 1
+    assert {f.name: f.stat().st_mtime_ns for f in folder.iterdir()} == before  # no new compiled model written
+
+
+# -- parity on real images ------------------------------------------------------------------------
+
+def _dataset_images(datasets_dir: Path, count: int) -> list[np.ndarray]:
+    """NEU-DET val images, and mosaics of them (larger windows, sizes off the size multiple)."""
+    from inspection.datasets import load_split, read_image
+
+    images = [read_image(s.image_path) for s in load_split(datasets_dir, "neu-det", "val")[:count]]
+    mosaics = [np.block([[images[i], images[i + 1], images[i + 2]], [images[i + 3], images[i + 4], images[i + 5]]])
+               for i in range(0, 12, 6)]  # 400 x 600
+    return images + mosaics + [np.vstack(images[:5])[:, :130]]  # and a 1000 x 130 strip
+
+
+def _registered(version: str) -> Manifest:
+    return Registry(REPO_MODELS).resolve(version)
+
+
+@pytest.mark.datasets
+def test_fp32_model_gives_the_same_detections_on_dataset_images(datasets_dir: Path, tmp_path: Path) -> None:
+    manifest = _registered(FP32)
+    images = _dataset_images(datasets_dir, 48)
+    reference = Detector(manifest, providers="cpu", max_batch=4)
+    openvino = Detector(manifest, providers="openvino", max_batch=4, engine_cache=tmp_path / "cache")
+    for min_score in (None, 0.05):  # the operating thresholds, and nearly every candidate
+        found = 0
+        for index, (want, got) in enumerate(zip(reference.detect(images, min_score), openvino.detect(images, min_score),
+                                                strict=True)):
+            _same(want, got, f"image {index} at min_score {min_score}")
+            found += len(want)
+        assert found > len(images)  # the comparison covers many detections, not empty lists
+
+
+@pytest.mark.datasets
+def test_int8_copy_runs_on_onnxruntime_under_auto(datasets_dir: Path, tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """OpenVINO's results for the int8 copy stray from the file's own arithmetic (README), so "auto"
+    leaves it to ONNX Runtime, and its results are ONNX Runtime's exactly."""
+    manifest = _registered(INT8)
+    images = _dataset_images(datasets_dir, 48)
+    with caplog.at_level(logging.INFO, logger="inspection"):
+        auto = Detector(manifest, providers="auto", engine_cache=tmp_path / "cache")
+    assert auto.providers == [CPU] and auto.manifest.version == INT8
+    assert "is an int8 copy: ONNX Runtime runs it" in caplog.text
+    reference = Detector(manifest, providers="cpu").detect(images)
+    for index, (want, got) in enumerate(zip(reference, auto.detect(images), strict=True)):
+        _same(want, got, f"image {index}")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        named = Detector(manifest, providers="openvino", engine_cache=tmp_path / "cache")  # asked for by name: runs
+    assert named.providers == [OPENVINO] and "is an int8 copy, run by OpenVINO as asked" in caplog.text
+
+
+@pytest.mark.skipif(not NO_GPU_HERE, reason="checks what a machine without a GPU picks")
+def test_int8_copies_are_marked_by_their_quantization_entry(registry: Registry, tmp_path: Path) -> None:
+    plain = _tiny(registry, tmp_path, "hot-p", 20)
+    copy = registry.add(build_blob_model(tmp_path / "q.onnx", max_detections=21),
+                        {**tiny_manifest(version="hot-q", max_detections=21),
+                         "quantization": {"source_version": "hot-p"}})
+    assert Detector(plain, providers="auto", engine_cache=tmp_path / "c").providers == [OPENVINO]
+    assert Detector(copy, providers="auto", engine_cache=tmp_path / "c").providers == [CPU]
+    assert Detector(copy, providers="openvino", engine_cache=tmp_path / "c").providers == [OPENVINO]
+
+
+def _exported_with_unknown_outputs(tmp_path: Path, rule: dict | None) -> Manifest:
+    """A small real model with the class_scores / novelty outputs (as test_unknown builds it), and `rule`."""
+    torch = pytest.importorskip("torch", reason="the `train` extra builds this model")
+    from inspection.manifest import file_sha256, load_manifest
+    from training.export import export_onnx
+    from training.model import Detector as TorchDetector
+
+    torch.manual_seed(3)
+    model = TorchDetector(2, stride=8).eval()
+    with torch.no_grad():
+        model.heat_head[-1].bias.fill_(0.0)  # scores around 0.5: plenty of detections ...
+        model.heat_head[-1].weight.mul_(1e4)  # ... but not all alike (no near-ties between neighbouring peaks)
+    generator = torch.Generator().manual_seed(4)
+    model.set_prototypes(torch.randn(2, 48, generator=generator), torch.eye(48))
+    path = export_onnx(model, tmp_path / ("rule" if rule else "none") / "model.onnx")
+    manifest = {"schema": 1, "version": "hot-u1", "line_type": "hot", "model_file": "model.onnx",
+                "classes": ["a", "b"], "operating_threshold": 0.3, "sha256": file_sha256(path),
+                "input": {"name": "image", "dtype": "uint8", "channels": 1, "size_multiple": 32},
+                "outputs": {"max_detections": 100}, **({"unknown": rule} if rule else {})}
+    (path.parent / "manifest.json").write_text(json.dumps(manifest))
+    return load_manifest(path.parent / "manifest.json")
+
+
+@pytest.mark.datasets
+def test_optional_outputs_and_the_unknown_rule_are_the_same(datasets_dir: Path, tmp_path: Path) -> None:
+    images = _dataset_images(datasets_dir, 12)
+    # A novelty limit in the widest gap near the middle of what the model gives on these images: the rule
+    # then calls some detections unknown and some not, and no detection sits on the limit.
+    plain = Detector(_exported_with_unknown_outputs(tmp_path, None), providers="cpu")
+    novelty = np.sort(np.concatenate([d.novelty for d in plain.detect(images)]))
+    middle = range(len(novelty) // 4, 3 * len(novelty) // 4)
+    gap = max(middle, key=lambda i: novelty[i + 1] - novelty[i])
+    rule = {"novelty_max": float(novelty[gap] + novelty[gap + 1]) / 2, "class_share_min": 0.55}
+    manifest = _exported_with_unknown_outputs(tmp_path, rule)
+    reference = Detector(manifest, providers="cpu")
+    openvino = Detector(manifest, providers="openvino", engine_cache=tmp_path / "cache")
+    results = list(zip(reference.detect(images), openvino.detect(images), strict=True))
+    for index, (want, got) in enumerate(results):
+        assert got.class_scores is not None and got.novelty is not None and got.unknown is not None
+        _same(want, got, f"image {index}")
+        assert [e["class"] for e in got.to_list()] == [e["class"] for e in want.to_list()]
+    unknown = [bool(u) for want, _ in results for u in want.unknown.tolist()]
+    assert any(unknown) and not all(unknown)  # the rule decides both ways on these images, the same on both
+
+
+# -- bench inference, side by side ----------------------------------------------------------------
+
+def test_bench_inference_measures_each_runtime_side_by_side(registry: Registry, tmp_path: Path) -> None:
+    from inspection.benchmarks._runtimes import bare_side_by_side, runtime_label
+
+    manifest = _tiny(registry, tmp_path)
+    runtimes = {runtime_label(d): d for d in (Detector(manifest, providers="cpu"),
+                                              Detector(manifest, providers="openvino", engine_cache=tmp_path / "c"))}
+    assert list(runtimes) == ["onnxruntime", "openvino"]
+    tiles = [blob_image(64, 96, [((4, 4, 12, 12), 1)]) for _ in range(4)]
+    bare = bare_side_by_side(runtimes, tiles, frame_mpx=4 * 64 * 96 / 1e6, seconds=0.02)
+    for label, entry in bare.items():
+        assert entry["providers"] == runtimes[label].providers and entry["model"] == "hot-1"
+        assert entry["gives_the_models_results"] is True  # an fp32 model: both runtimes are baselines
+        assert set(entry["by_batch"]) == {"1", "2", "4", "8"} and entry["best_batch"] in (1, 2, 4, 8)
+        assert entry["mpx_per_s"] == max(entry["by_batch"].values()) > 0
