@@ -1,4 +1,9 @@
-"""The runtimes `bench inference` measures side by side: which, how each is built, bare rates."""
+"""The runtimes `bench inference` measures side by side: which, how each is built, bare rates.
+
+Every (runtime, model) pair runs the same tiles at batch 1, 2, 4 and 8; rounds alternate over all
+pairs and batch sizes, and each keeps its best round: the load on a shared machine changes from
+minute to minute, so only figures measured interleaved in one run compare.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import numpy as np
 
 # A runtime's label in the JSON -> the `providers` setting that picks it.
 RUNTIMES = {"onnxruntime": "cpu", "openvino": "openvino"}
+BATCHES = (1, 2, 4, 8)
 
 
 def runtime_label(detector: Any) -> str:
@@ -50,23 +56,38 @@ def runtimes_to_run(wanted: list[str] | None, config: Any, manifest: Any) -> tup
     return main, runtimes
 
 
-def bare_side_by_side(runtimes: dict[str, Any], tiles: list[np.ndarray], frame_mpx: float, seconds: float,
-                      rounds: int = 2) -> dict[str, Any]:
-    """Every runtime at batch 1, 2, 4, 8 on the same tiles, alternating in `rounds` (best round each)."""
-    rates: dict[str, dict[int, float]] = {label: {} for label in runtimes}
-    for batch in (1, 2, 4, 8):
-        for _ in range(rounds):
-            for label, det in runtimes.items():
+def bare_side_by_side(pairs: dict[tuple[str, str], Any], tiles: list[np.ndarray], frame_mpx: float,
+                      seconds: float, rounds: int = 3) -> dict[str, dict[str, Any]]:
+    """Mpx/s of every (runtime label, model version) -> detector on `tiles`, by batch size, best of
+    `rounds` interleaved rounds (each pair gets about `seconds` per batch size in all).
+
+    Returns {model version: {runtime: figures, "openvino_to_onnxruntime": ratio when both ran}}."""
+    rates: dict[tuple[str, str], dict[int, float]] = {pair: {} for pair in pairs}
+    for _ in range(rounds):
+        for batch in BATCHES:
+            for pair, det in pairs.items():
                 rate = measure(lambda d=det, b=batch: batched(d, tiles, b), frame_mpx, seconds / rounds)
-                rates[label][batch] = max(rates[label].get(batch, 0.0), rate)
-    out = {}
-    for label, by_batch in rates.items():
-        best = max(by_batch, key=by_batch.get)
-        out[label] = {"providers": runtimes[label].providers, "model": runtimes[label].manifest.version,
-                      "gives_the_models_results": gives_the_models_results(label, runtimes[label].manifest),
-                      "by_batch": {str(b): round(v, 2) for b, v in by_batch.items()}, "best_batch": best,
-                      "mpx_per_s": round(by_batch[best], 2)}
+                rates[pair][batch] = max(rates[pair].get(batch, 0.0), rate)
+    out: dict[str, dict[str, Any]] = {}
+    for (label, version), by_batch in rates.items():
+        best = max(by_batch, key=by_batch.__getitem__)
+        det = pairs[(label, version)]
+        out.setdefault(version, {})[label] = {
+            "providers": det.providers, "gives_the_models_results": gives_the_models_results(label, det.manifest),
+            "by_batch": {str(b): round(v, 2) for b, v in by_batch.items()}, "best_batch": best,
+            "mpx_per_s": round(by_batch[best], 2)}
+    for entry in out.values():
+        if "openvino" in entry and "onnxruntime" in entry:
+            entry["openvino_to_onnxruntime"] = round(entry["openvino"]["mpx_per_s"] / entry["onnxruntime"]["mpx_per_s"],
+                                                     3)
     return out
+
+
+def fastest(entry: dict[str, Any]) -> str:
+    """The fastest runtime of one model's `bare_side_by_side` entry that gives the model's own results
+    (an int8 copy on OpenVINO does not: `inspection.backends.INT8_ON_OPENVINO`)."""
+    runs = {label: f for label, f in entry.items() if isinstance(f, dict) and f["gives_the_models_results"]}
+    return max(runs, key=lambda label: runs[label]["mpx_per_s"])
 
 
 def gives_the_models_results(label: str, manifest: Any) -> bool:

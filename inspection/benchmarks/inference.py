@@ -1,18 +1,17 @@
 """Inference throughput and latency, side by side in one run on this machine.
 
 Every runtime of `--runtimes` (default: ONNX Runtime's CPU provider and, when installed, OpenVINO;
-plus the config's own when that is a GPU) is measured in the same run, alternating, so their
-figures compare: ``bare_runtimes``, ``inspector_runtimes`` and ``pipeline_runtimes`` hold one
-entry per runtime (``model`` names the version that ran). The top-level keys keep their meaning:
-``bare_*`` are the fastest bare runtime's (``bare_fastest_runtime``), ``inspector_*`` and
-``pipeline_*`` the runtime the config's ``providers`` picks (``runtime``). A runtime whose results
-differ from the model's (an int8 copy on OpenVINO: ``gives_the_models_results`` false) is measured
-but never the baseline.
+plus the config's own when that is a GPU) is measured in the same run, interleaved, so their
+figures compare. ``inspector_*`` and ``pipeline_*`` are the runtime the config's ``providers``
+picks (``runtime``); ``inspector_runtimes`` and ``pipeline_runtimes`` hold one entry per runtime.
 
-- ``bare``: the runtime alone on pre-loaded simulator frames, every pixel: each frame cut into
-  the worker's tiles without overlap, batch sizes 1, 2, 4, 8, each measured in alternating rounds
-  across the runtimes; the best batch size is reported.
-  For an int8 model (`steel-inspect quantize`) its fp32 source runs too (``bare_fp32_mpx_per_s``).
+- ``bare``: each runtime alone on pre-loaded simulator frames, every pixel: each frame cut into
+  the worker's tiles without overlap, batch sizes 1, 2, 4, 8. ``bare_runtimes`` = {model version:
+  {runtime: Mpx/s by batch and at the best batch, "openvino_to_onnxruntime": ratio}} for the model
+  and, for an int8 copy (`steel-inspect quantize`), its fp32 source; all pairs and batch sizes
+  alternate in `--rounds` rounds and keep their best round. ``bare_mpx_per_s`` is the fastest
+  runtime for the model (``bare_fastest_runtime``) among those that give the model's own results:
+  an int8 copy on OpenVINO (``gives_the_models_results`` false) is measured, never the baseline.
 - ``torch``: PyTorch eager, fp32 (when torch and `training/` are importable) on the same tiles, the
   same architecture (`training.train.RECIPES`); weights from the training checkpoint when
   present, else random (speed does not depend on the weights). Same batch size as the best bare.
@@ -48,6 +47,7 @@ from inspection.benchmarks._runtimes import (
     RUNTIMES,
     bare_side_by_side,
     batched,
+    fastest,
     make_detector,
     measure,
     runtime_label,
@@ -76,6 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="threads per worker and runtime (ONNX Runtime's intra-op threads, OpenVINO's "
                              "INFERENCE_NUM_THREADS; default: the config's; 0 = one per core)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="bare: rounds over every runtime, model and batch size, best of each (default 3)")
     parser.add_argument("--skip-pipeline", action="store_true")
     parser.add_argument("--runtimes", nargs="+", choices=tuple(RUNTIMES), default=None,
                         help="CPU runtimes measured side by side (default: onnxruntime, and openvino when installed)")
@@ -90,6 +92,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     if any(load <= 0 for load in args.offered_mpx_per_s):
         raise SteelInspectError(f"--offered-mpx-per-s: expected loads > 0, got {args.offered_mpx_per_s}")
+    if args.rounds < 1:
+        raise SteelInspectError(f"--rounds: expected >= 1, got {args.rounds}")
     if args.workers < 1 or (args.threads is not None and args.threads < 0):
         raise SteelInspectError(f"--workers >= 1 and --threads >= 0 expected, got {args.workers}, {args.threads}")
     config = load_config(args.config, {} if args.threads is None else {"worker.intra_op_threads": args.threads})
@@ -106,25 +110,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                               "tile_px": tile,
                               "bare_intra_op_threads": config.worker.intra_op_threads or "runtime default",
                               "frame": [frames[0].height, frames[0].width], "hardware": hardware()}
-    bare = bare_side_by_side(runtimes, tiles, frame_mpx, args.seconds)
-    # The baseline is the fastest runtime that gives the model's own results (an int8 copy on OpenVINO does not).
-    fastest = max((label for label in bare if bare[label]["gives_the_models_results"]),
-                  key=lambda label: bare[label]["mpx_per_s"])
-    result.update(bare_runtimes=bare, bare_fastest_runtime=fastest, bare_by_batch=bare[fastest]["by_batch"],
-                  bare_best_batch=bare[fastest]["best_batch"], bare_mpx_per_s=bare[fastest]["mpx_per_s"])
+    pairs = {(label, manifest.version): det for label, det in runtimes.items()}
     source = (manifest.data.get("quantization") or {}).get("source_version")
-    if source:  # an int8 model: its fp32 source on the same tiles and runtimes, for the side-by-side figure
-        for label in runtimes:
-            fp32 = make_detector(registry.resolve(source), runtime_setting(label, config), config)
-            bare[label]["fp32_source"] = fp32.manifest.version
-            bare[label]["fp32_source_mpx_per_s"] = round(
-                measure(lambda d=fp32, b=bare[label]["best_batch"]: batched(d, tiles, b), frame_mpx, args.seconds), 2)
+    if source:  # an int8 model: its fp32 source on every runtime too, interleaved with the rest
+        fp32 = registry.resolve(source)
+        pairs.update({(label, fp32.version): make_detector(fp32, runtime_setting(label, config), config)
+                      for label in runtimes})
+    bare = bare_side_by_side(pairs, tiles, frame_mpx, args.seconds, args.rounds)
+    mine = bare[manifest.version]
+    best = fastest(mine)  # the baseline: the fastest runtime that gives the model's own results
+    result.update(bare_runtimes=bare, bare_fastest_runtime=best, bare_rounds=args.rounds,
+                  bare_by_batch=mine[best]["by_batch"], bare_best_batch=mine[best]["best_batch"],
+                  bare_mpx_per_s=mine[best]["mpx_per_s"])
+    if source:
         result["bare_fp32_source"] = source
-        result["bare_fp32_mpx_per_s"] = bare[fastest]["fp32_source_mpx_per_s"]
+        result["bare_fp32_mpx_per_s"] = bare[source][fastest(bare[source])]["mpx_per_s"]
     if args.beside:
-        result["beside"] = _beside(config, detector, args.beside, tiles, bare[main]["best_batch"], frame_mpx,
+        result["beside"] = _beside(config, detector, args.beside, tiles, mine[main]["best_batch"], frame_mpx,
                                    args.seconds)
-    result.update(_torch(manifest, tiles, bare[fastest]["best_batch"], frame_mpx, args.seconds))
+    result.update(_torch(manifest, tiles, mine[best]["best_batch"], frame_mpx, args.seconds))
     inspectors = {label: _inspector(config, det, frames, frame_mpx, args.seconds) for label, det in runtimes.items()}
     result["inspector_runtimes"] = inspectors
     result.update(inspectors[main])
