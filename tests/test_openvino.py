@@ -127,6 +127,30 @@ def test_a_model_openvino_cannot_read(registry: Registry, tmp_path: Path, caplog
     assert "OpenVINO cannot run" in caplog.text
 
 
+def test_doctor_reports_openvino_and_what_auto_runs(registry: Registry, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from inspection import doctor
+
+    plain = _tiny(registry, tmp_path, "hot-p", 20)
+    copy = registry.add(build_blob_model(tmp_path / "q.onnx", max_detections=21),
+                        {**tiny_manifest(version="hot-q", max_detections=21),
+                         "quantization": {"source_version": "hot-p"}})
+    found = doctor.report(plain, tmp_path / "cache")
+    import openvino
+
+    assert found["openvino"]["installed"] is True and found["openvino"]["version"] == openvino.__version__.split("-")[0]
+    assert found["openvino"]["session"] == "starts" and found["openvino"]["auto"] == "OpenVINO"
+    assert not (tmp_path / "cache").exists()  # the check compiles without writing a cache
+    said = doctor.lines(found)
+    assert any(line.startswith(f"OpenVINO {found['openvino']['version']} on ") and
+               line.endswith("model hot-p starts; auto runs it on the CPU with OpenVINO") for line in said), said
+    assert doctor.report(copy)["openvino"]["auto"] == "ONNX Runtime"  # an int8 copy: `INT8_ON_OPENVINO`
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as when it is not installed
+    absent = doctor.report(plain)["openvino"]
+    assert absent == {"installed": False, "install": "pip install -e '.[openvino]'"}
+    assert "OpenVINO: not installed (pip install -e '.[openvino]')" in "\n".join(doctor.lines(doctor.report(plain)))
+
+
 # -- compiled-model cache and shapes -------------------------------------------------------------
 
 def test_compiled_models_are_cached_in_one_folder_per_model_sha256(registry: Registry, tmp_path: Path) -> None:
