@@ -151,6 +151,29 @@ def test_doctor_reports_openvino_and_what_auto_runs(registry: Registry, tmp_path
     assert "OpenVINO: not installed (pip install -e '.[openvino]')" in "\n".join(doctor.lines(doctor.report(plain)))
 
 
+def test_a_worker_configured_for_openvino_inspects_on_it(tmp_path: Path) -> None:
+    import dataclasses
+
+    from inspection.results import FrameResult
+    from inspection.worker import InferenceWorker
+    from tests.test_worker import Feed, _config, _frame
+    from tests.tiny_models import add_tiny_model
+
+    registry = Registry(tmp_path / "models")
+    add_tiny_model(registry, tmp_path, version="hot-a", activate=True)
+    config = _config(registry.root, batch_size=2)
+    config = dataclasses.replace(config, worker=dataclasses.replace(config.worker, providers="openvino",
+                                                                    gpu_engine_cache=tmp_path / "cache"))
+    feed, sent = Feed([_frame(i, blob=(i == 1)) for i in range(3)]), []
+    worker = InferenceWorker(config, registry, feed.receive, sent.append)
+    assert worker.load("hot").detector.providers == [OPENVINO]  # what the worker loads for the hot line
+    worker.run(should_stop=lambda: feed.q.empty() and not worker._pending and len(sent) >= 3)
+    results = [m for m in sent if isinstance(m, FrameResult)]
+    assert [len(r.defects) for r in sorted(results, key=lambda r: r.index)] == [0, 1, 0]
+    assert results[0].model_version == "hot-a"
+    assert list((tmp_path / "cache").glob("*/openvino"))  # the worker's cache folder holds OpenVINO's too
+
+
 # -- compiled-model cache and shapes -------------------------------------------------------------
 
 def test_compiled_models_are_cached_in_one_folder_per_model_sha256(registry: Registry, tmp_path: Path) -> None:

@@ -30,11 +30,12 @@ from inspection.errors import SteelInspectError
 log = logging.getLogger(__name__)
 
 SETTINGS = ("auto", "cpu", "openvino")
-# Why "auto" leaves int8 copies to ONNX Runtime: measured on this project's AVX2 machine (OpenVINO 2026.4,
-# hot-20261123-3, NEU-DET val), OpenVINO's outputs for the QDQ file stray from the file's own arithmetic
-# (ONNX Runtime with graph optimisations off) 10x more than ONNX Runtime's int8 kernels do, and val
-# mAP@0.5 fell from 0.742 to 0.686; the same with 7-bit weights, so it is not the int16 saturation
-# OpenVINO documents for CPUs without VNNI. The fp32 models give the same results on both.
+# Why "auto" leaves int8 copies to ONNX Runtime: measured on this project's AVX2 machine (AMD EPYC, OpenVINO
+# 2026.4.1, `steel-inspect evaluate --split val --providers cpu|openvino`): OpenVINO's outputs for the QDQ files
+# stray from the file's own arithmetic (ONNX Runtime with graph optimisations off) 2x to 20x more than ONNX
+# Runtime's int8 kernels do, and val mAP@0.5 of hot-20261123-3 fell from 0.742 to 0.686 (cold-20261123-4: 0.639
+# -> 0.638). A runtime that may lose 0.06 mAP on one model is no drop-in. The fp32 models give the same results
+# on both (tests/test_openvino.py).
 INT8_ON_OPENVINO = ("OpenVINO's results for int8 (QDQ) copies differ from ONNX Runtime's: val mAP@0.5 0.742 -> "
                     "0.686 measured for hot-20261123-3")
 _said: set[str] = set()  # one-time INFO lines already logged in this process

@@ -3,10 +3,11 @@ the graph; no conversion step), behind the backends' interface (`inspection.back
 
 - Shapes: one compiled model with the graph's dynamic input [N, 1, H, W]. The first stage hands
   over windows of 256 px up to the whole frame in 128-px steps, in batches of 1..64: a compiled
-  model per shape recompiled on most batches, and fixed size classes made the model see twice the
-  pixels (padding, views of large windows); the figures that chose this are in the README
-  (`steel-inspect bench openvino_shapes`). A new shape costs one slower first run (the plugin
-  prepares its kernels for it and keeps them), never a compile.
+  model per shape would compile again on most batches, and fixed size classes (the GPU path's
+  buckets) make the model see padding and overlapping views. A new shape costs one slower first
+  run (the plugin prepares its kernels for it and keeps them), never a compile
+  (`tests/test_openvino.py::test_new_window_sizes_and_batches_do_not_recompile`). Not measured
+  here: whether static shapes per size class would run faster on OpenVINO.
 - Disk cache: OpenVINO's CACHE_DIR, one folder per model sha256 beside the TensorRT engines
   (`inspection.providers.cache_root`): a worker that starts again imports the compiled model
   instead of compiling it. Compiling holds the folder's lock, so workers starting together
