@@ -341,3 +341,30 @@ def test_bench_inference_measures_each_runtime_and_model_side_by_side(registry: 
     assert bare["hot-q"]["openvino"]["gives_the_models_results"] is False
     assert bare["hot-p"]["openvino"]["gives_the_models_results"] is True
     assert fastest(bare["hot-q"]) == "onnxruntime"
+
+
+def test_bench_inference_prints_both_runtimes_for_the_model_and_its_fp32_source(
+        registry: Registry, tmp_path: Path) -> None:
+    from inspection.cli import main as cli_main
+    from inspection.config import DEMO_CONFIG
+
+    _tiny(registry, tmp_path, "hot-p", 20)
+    registry.add(build_blob_model(tmp_path / "q.onnx", max_detections=21),
+                 {**tiny_manifest(version="hot-q", max_detections=21), "quantization": {"source_version": "hot-p"}},
+                 activate=True)
+    config = tmp_path / "line.toml"
+    config.write_text(DEMO_CONFIG.read_text(encoding="utf-8")
+                      .replace('registry = ""', f'registry = "{registry.root}"')
+                      .replace('gpu_engine_cache = ""', f'gpu_engine_cache = "{tmp_path / "cache"}"'), encoding="utf-8")
+    out = tmp_path / "inference.json"
+    assert cli_main(["bench", "inference", "--config", str(config), "--frames", "1", "--seconds", "0.05",
+                     "--rounds", "2", "--skip-pipeline", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["model"] == "hot-q" and figures["runtime"] == "onnxruntime"  # auto: an int8 copy stays on ORT
+    assert set(figures["bare_runtimes"]) == {"hot-q", "hot-p"} and figures["bare_fp32_source"] == "hot-p"
+    for entry in figures["bare_runtimes"].values():
+        assert set(entry) == {"onnxruntime", "openvino", "openvino_to_onnxruntime"}
+    assert figures["bare_fastest_runtime"] == "onnxruntime"  # the int8 copy on OpenVINO is never the baseline
+    assert figures["bare_mpx_per_s"] == figures["bare_runtimes"]["hot-q"]["onnxruntime"]["mpx_per_s"]
+    assert set(figures["inspector_runtimes"]) == {"onnxruntime", "openvino"}
+    assert figures["inspector_runtimes"]["openvino"]["gives_the_models_results"] is False

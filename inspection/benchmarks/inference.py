@@ -129,20 +129,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["beside"] = _beside(config, detector, args.beside, tiles, mine[main]["best_batch"], frame_mpx,
                                    args.seconds)
     result.update(_torch(manifest, tiles, mine[best]["best_batch"], frame_mpx, args.seconds))
-    inspectors = {label: _inspector(config, det, frames, frame_mpx, args.seconds) for label, det in runtimes.items()}
+    inspectors = {label: {**_inspector(config, det, frames, frame_mpx, args.seconds),
+                          "gives_the_models_results": mine[label]["gives_the_models_results"]}
+                  for label, det in runtimes.items()}
     result["inspector_runtimes"] = inspectors
-    result.update(inspectors[main])
+    result.update({k: v for k, v in inspectors[main].items() if k != "gives_the_models_results"})
     if not args.skip_pipeline:
         pipelines: dict[str, Any] = {}
         for label in runtimes:
             points = [_pipeline(args, config, load, runtime_setting(label, config)) for load in args.offered_mpx_per_s]
-            entry = {**points[0], "pipeline_to_fastest_bare_ratio":
+            entry = {**points[0], "gives_the_models_results": mine[label]["gives_the_models_results"],
+                     "pipeline_to_fastest_bare_ratio":
                      round(points[0]["pipeline_mpx_per_s"] / result["bare_mpx_per_s"], 3)}
             if len(points) > 1:
                 entry["pipeline_load_points"] = points
             pipelines[label] = entry
         result["pipeline_runtimes"] = pipelines
-        result.update({k: v for k, v in pipelines[main].items() if k != "pipeline_to_fastest_bare_ratio"})
+        result.update({k: v for k, v in pipelines[main].items()
+                       if k not in ("pipeline_to_fastest_bare_ratio", "gives_the_models_results")})
         result["pipeline_to_bare_ratio"] = round(result["pipeline_mpx_per_s"] / result["bare_mpx_per_s"], 3)
         result["pipeline_to_inspector_ratio"] = round(result["pipeline_mpx_per_s"] / result["inspector_mpx_per_s"], 3)
     result["command"] = "steel-inspect bench inference"
