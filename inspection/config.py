@@ -17,6 +17,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from inspection.backends import SETTINGS as PROVIDER_SETTINGS
 from inspection.errors import ConfigError
 from inspection.frame import IDENT_PATTERN, LINE_TYPES, SURFACES
 
@@ -374,7 +375,7 @@ def _worker(path: Path, table: Any) -> WorkerConfig:
     worker = WorkerConfig(
         batch_size=s.positive("batch_size", int),
         max_wait_ms=s.positive("max_wait_ms", float),
-        providers=s.choice("providers", ("auto", "cpu", "openvino")),
+        providers=s.choice("providers", PROVIDER_SETTINGS),
         intra_op_threads=s.get("intra_op_threads", int),
         tile_px=s.positive("tile_px", int),
         tile_overlap_px=s.get("tile_overlap_px", int),

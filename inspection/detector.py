@@ -1,11 +1,12 @@
 """Run a registered ONNX detector: `Detector(manifest).detect(images) -> list[Detections]`.
 
-Execution providers, in order TensorRT, then CUDA, then CPU, in one session: a GPU provider is
-used only if ONNX Runtime lists it *and* a session actually starts on it (onnxruntime-gpu lists
-CUDA even on machines without a GPU or without the CUDA libraries, and then silently runs on
-CPU). A provider whose libraries are missing is reported in one INFO line naming them
-(`inspection.gpu`); one that has its libraries and still fails is a warning. The choice, and on a
-GPU which provider runs which nodes, is logged.
+Backends (`inspection.backends`): TensorRT, then CUDA through ONNX Runtime when a GPU provider
+really starts (`inspection.backends.onnxruntime`), else on the CPU OpenVINO when it is installed
+and compiles the model (`inspection.backends.openvino`; an int8 copy stays on ONNX Runtime), else
+ONNX Runtime's CPU provider; `providers` "openvino" or "cpu" (ONNX Runtime) names one. Every
+backend runs the same model.onnx and this module does the rest, so boxes, scores, thresholds and
+the unknown rule do not depend on it. The choice, and on a GPU which provider runs which nodes, is
+logged.
 
 GPU path (prepared from ONNX Runtime's documentation and code, not yet run on a GPU: the
 development machine has none; `steel-inspect bench gpu` is the check):
@@ -19,7 +20,7 @@ development machine has none; `steel-inspect bench gpu` is the check):
   before a worker reports ready, not on its first frame.
 - one non-spinning intra-op thread per GPU session.
 
-On CPU: `intra_op_threads` (0 = ONNX Runtime's default, one per core), one inter-op thread
+On CPU: `intra_op_threads` (0 = the runtime's default, one per core), one inter-op thread
 and sequential execution, since the graph is a single chain and workers scale by process.
 
 The runtime pads each image at its bottom and right edges (replicate border) to the
@@ -39,10 +40,10 @@ from typing import Any
 
 import cv2
 import numpy as np
-import onnxruntime as ort
-from onnxruntime.capi.onnxruntime_pybind11_state import InvalidProtobuf, NoSuchFile
 
 from inspection import gpu as gpu_libs
+from inspection.backends import Backend, check_setting, cpu_backend
+from inspection.backends.onnxruntime import OnnxRuntimeBackend, gpu_candidates, gpu_session
 from inspection.errors import ManifestError, SteelInspectError
 from inspection.frame import IDENT_PATTERN
 from inspection.manifest import MANIFEST_FILE
@@ -54,8 +55,6 @@ from inspection.providers import (
     describe_assignment,
     locked,
     prepare_engine_cache,
-    provider_list,
-    session_options,
 )
 from inspection.registry import Manifest, load_manifest
 from inspection.results import UNKNOWN
@@ -70,9 +69,6 @@ OUTPUT_NAMES = ("boxes", "scores", "labels")
 # cell [N, K, C] and the novelty of its features [N, K]; with the manifest's `unknown` rule they make a
 # detection `unknown` (see `training.unknown`).
 UNKNOWN_OUTPUTS = ("class_scores", "novelty")
-_failed_providers: dict[str, str] = {}  # provider -> why; probed once per process
-# How ONNX Runtime says a provider's libraries could not be loaded (then the missing names are ours to tell).
-_LIBRARY_ERROR = re.compile(r"cannot open shared object|Failed to load library|install TensorRT libraries|\.so\b")
 
 
 class DetectorError(SteelInspectError, ValueError):
@@ -153,81 +149,6 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
-def _wanted(providers: str | Sequence[str]) -> list[str]:
-    if providers == "cpu":
-        return [CPU_PROVIDER]
-    if providers == "auto":
-        return [*GPU_PROVIDERS, CPU_PROVIDER]
-    if isinstance(providers, str):
-        raise DetectorError(f"providers: expected 'auto', 'cpu' or a list of provider names, got {providers!r}")
-    return [*providers, CPU_PROVIDER] if CPU_PROVIDER not in providers else list(providers)
-
-
-def gpu_candidates(providers: str | Sequence[str] = "auto") -> list[str]:
-    """The GPU providers of `providers` worth trying: listed by ONNX Runtime, not failed before in this process."""
-    available = set(ort.get_available_providers())
-    return [p for p in _wanted(providers) if p != CPU_PROVIDER and p in available and p not in _failed_providers]
-
-
-def _give_up(provider: str, why: str, silent: bool) -> None:
-    """Remember that `provider` cannot start in this process, and say so once: INFO naming the
-    missing libraries when that is the cause, a warning when the provider had what it needs."""
-    _failed_providers[provider] = why[:300]
-    check = gpu_libs.check(provider)
-    if check.no_device or (check.missing and (silent or _LIBRARY_ERROR.search(why))):
-        log.info("execution provider %s cannot start here: %s", provider, check.why_not())
-    else:
-        log.warning("execution provider %s failed to start, trying the next one: %s", provider,
-                    _failed_providers[provider])
-
-
-def _blame(candidates: list[str], message: str) -> str:
-    """Which provider of a failed session raised: the one the message names, else the first."""
-    words = {gpu_libs.TENSORRT: ("TensorRT", "nvinfer", "trt"), gpu_libs.CUDA: ("CUDA", "cudnn", "cublas")}
-    for provider, names in words.items():
-        if provider in candidates and any(w in message for w in names):
-            return provider
-    return candidates[0]
-
-
-def create_session(model_path: Path, providers: str | Sequence[str] = "auto", intra_op_threads: int = 0,
-                   fp16: bool = True, gpu: GpuSettings | None = None) -> ort.InferenceSession:
-    """One session with TensorRT, CUDA, then CPU (those of `providers` that can start), else a CPU session."""
-    wanted = _wanted(providers)
-    settings = gpu or GpuSettings(fp16=fp16)
-    candidates = gpu_candidates(wanted)
-    if candidates:
-        gpu_libs.preload()  # before any session: CUDA, cuDNN, cuBLAS and TensorRT from the pip wheels
-    while candidates:
-        expected_to_fail = any(not gpu_libs.check(p).can_try for p in candidates)
-        try:
-            # enable_fallback=0: ONNX Runtime would otherwise retry on CPU by itself (printing to
-            # stdout) and we could not tell that the GPU provider failed.
-            with gpu_libs.quiet_onnxruntime(expected_to_fail):
-                session = ort.InferenceSession(str(model_path),
-                                               sess_options=session_options(intra_op_threads, gpu=True),
-                                               providers=provider_list(candidates, settings), enable_fallback=0)
-        except (InvalidProtobuf, NoSuchFile) as exc:  # the model file, not the provider
-            raise ManifestError(f"{model_path}: ONNX Runtime cannot load the model: {exc}"[:500]) from None
-        except Exception as exc:  # noqa: BLE001 - any other failure: that provider cannot start
-            message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            blamed = _blame(candidates, message)
-            _give_up(blamed, message, silent=False)
-            candidates.remove(blamed)
-            continue
-        used = list(session.get_providers())
-        for provider in [p for p in candidates if p not in used]:
-            _give_up(provider, f"session started on {used} instead", silent=True)
-        if any(p in used for p in candidates):
-            return session
-        break  # no GPU provider started: a CPU session with the CPU's threading
-    try:
-        return ort.InferenceSession(str(model_path), sess_options=session_options(intra_op_threads),
-                                    providers=[(CPU_PROVIDER, {})], enable_fallback=0)
-    except Exception as exc:  # noqa: BLE001 - any load failure on CPU is the model's
-        raise ManifestError(f"{model_path}: ONNX Runtime cannot load the model: {exc}"[:500]) from None
-
-
 def fp32_source(manifest: Manifest) -> Manifest | None:
     """The fp32 model an int8 copy was quantized from (`quantization.source_version`), found beside it
     in the registry and checked against `quantization.source_sha256`; None when `manifest` is no
@@ -286,7 +207,7 @@ def _fitted(buckets: ShapeBuckets, multiple: int) -> ShapeBuckets:
 
 
 class Detector:
-    """An ONNX Runtime session for one registered model, plus the thin pre/post-processing.
+    """One registered model on one backend (`inspection.backends`), plus the thin pre/post-processing.
 
     On a GPU (see the module docstring) `manifest` may be the int8 copy of the model that runs:
     `requested` is what was asked for, `manifest` what runs and what results must name.
@@ -294,7 +215,7 @@ class Detector:
     The keyword-only arguments matter only on a GPU: `buckets` the fixed input shapes (default
     `ShapeBuckets()`; `always=True` pads on the CPU too), `device_id` the GPU, `use_fp32_source`
     whether an int8 copy runs as its fp32 source, `engine_cache` the root of TensorRT's engine
-    cache (default $STEEL_INSPECT_TRT_CACHE or ~/.cache/steel-inspect/trt), `trt_exclude_ops` op
+    cache and OpenVINO's (default $STEEL_INSPECT_TRT_CACHE or ~/.cache/steel-inspect/trt), `trt_exclude_ops` op
     types TensorRT leaves to CUDA. `fp16` lets TensorRT pick fp16 kernels; `max_batch` is the
     CPU's batch limit (a GPU runs `buckets.batch`).
     """
@@ -305,6 +226,7 @@ class Detector:
                  trt_exclude_ops: Sequence[str] = ()) -> None:
         if max_batch < 1:
             raise DetectorError(f"max_batch: expected >= 1, got {max_batch}")
+        check_setting(providers)
         self.requested = manifest
         self.max_batch = max_batch
         self.precision = "fp16" if fp16 else "fp32"
@@ -318,17 +240,24 @@ class Detector:
         settings = GpuSettings(fp16=fp16, device_id=device_id, buckets=self.buckets, input_name=chosen.input_name,
                                cache_dir=cache, trt_exclude=tuple(trt_exclude_ops))
         with locked(cache):  # one process builds a model's engines; the others wait and load them
-            self.session = create_session(chosen.model_path, providers, intra_op_threads, fp16, settings)
-            if chosen is not manifest and self.session.get_providers()[0] not in GPU_PROVIDERS:
-                chosen = manifest  # no GPU after all: on a CPU the int8 copy is the faster model
-                self.session = create_session(manifest.model_path, "cpu", intra_op_threads)
+            session = gpu_session(chosen.model_path, providers, intra_op_threads, fp16, settings)
+            if session is None:  # no GPU (after all): on a CPU the int8 copy is the faster model
+                chosen = manifest
+            self.backend: Backend = OnnxRuntimeBackend(session) if session is not None else cpu_backend(
+                manifest.model_path, manifest.sha256, providers, intra_op_threads, cache_root(engine_cache),
+                int8=isinstance(manifest.data.get("quantization"), dict))
             self.manifest = chosen
-            self.providers: list[str] = list(self.session.get_providers())
+            self.providers: list[str] = list(self.backend.providers)
             self._check_io()
             self.nodes = assignment(self.session) if self.on_gpu else {}
             self._log_start()
             if self.on_gpu:
                 self.warm_up()
+
+    @property
+    def session(self) -> Any:
+        """The ONNX Runtime session when ONNX Runtime runs the model, else None."""
+        return getattr(self.backend, "session", None)
 
     @property
     def on_gpu(self) -> bool:
@@ -367,14 +296,13 @@ class Detector:
         return timings
 
     def _check_io(self) -> None:
-        inputs = {i.name: i for i in self.session.get_inputs()}
-        outputs = {o.name for o in self.session.get_outputs()}
+        inputs, outputs = self.backend.inputs, set(self.backend.outputs)
         path = self.manifest.model_path
         if self.manifest.input_name not in inputs:
             raise ManifestError(f"{path}: no input {self.manifest.input_name!r} (inputs: {sorted(inputs)})")
-        if inputs[self.manifest.input_name].type != "tensor(uint8)":
+        if inputs[self.manifest.input_name] != "uint8":
             raise ManifestError(f"{path}: input {self.manifest.input_name!r} is "
-                                f"{inputs[self.manifest.input_name].type}, expected tensor(uint8)")
+                                f"{inputs[self.manifest.input_name]}, expected uint8")
         missing = [name for name in OUTPUT_NAMES if name not in outputs]
         if missing:
             raise ManifestError(f"{path}: missing outputs {missing} (outputs: {sorted(outputs)})")
@@ -462,7 +390,7 @@ class Detector:
         return cv2.copyMakeBorder(image, 0, bottom, 0, right, cv2.BORDER_REPLICATE)
 
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, ...]:
-        outputs = self.session.run(self.outputs, {self.manifest.input_name: batch})
+        outputs = self.backend.run({self.manifest.input_name: batch}, self.outputs)
         boxes, scores, labels = outputs[:3]
         n = batch.shape[0]
         if boxes.ndim != 3 or boxes.shape[0] != n or boxes.shape[2] != 4 or scores.shape != boxes.shape[:2] \

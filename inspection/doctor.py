@@ -45,7 +45,41 @@ def report(model: Manifest | None = None, cache: Path | None = None) -> dict[str
         "model": None if model is None else {"version": model.version, "sha256": model.sha256},
         "engine_cache": {"root": str(root), "exists": root.is_dir()},
         "gpu_ready": usable,
+        "openvino": _openvino(model),
     }
+
+
+def _openvino(model: Manifest | None) -> dict[str, Any]:
+    """OpenVINO's CPU plugin: installed or not, its version and CPU, and with a model whether it
+    compiles it (no disk cache: the check leaves nothing behind) and which CPU backend "auto" runs."""
+    from inspection.backends import openvino_installed
+
+    if not openvino_installed():
+        return {"installed": False, "install": "pip install -e '.[openvino]'"}
+    import openvino
+
+    from inspection.backends.openvino import OpenVinoBackend, OpenVinoError, core
+
+    found: dict[str, Any] = {"installed": True, "version": openvino.__version__.split("-")[0],
+                             "cpu": core().get_property("CPU", "FULL_DEVICE_NAME"), "session": None, "auto": None}
+    if model is not None:
+        try:
+            OpenVinoBackend(model.model_path, model.sha256)
+            found["session"] = "starts"
+        except OpenVinoError as exc:
+            found["session"] = f"fails: {exc}"
+        int8 = isinstance(model.data.get("quantization"), dict)  # the rule of `inspection.backends.cpu_backend`
+        found["auto"] = "OpenVINO" if found["session"] == "starts" and not int8 else "ONNX Runtime"
+    return found
+
+
+def _openvino_line(v: dict[str, Any], model: dict[str, Any] | None) -> str:
+    if not v["installed"]:
+        return f"OpenVINO: not installed ({v['install']}); ONNX Runtime runs models on the CPU"
+    line = f"OpenVINO {v['version']} on {v['cpu']}"
+    if model is None or v["session"] is None:
+        return line + ": auto runs fp32 models on it, int8 copies on ONNX Runtime (give --model to check one)"
+    return line + f": model {model['version']} {v['session']}; auto runs it on the CPU with {v['auto']}"
 
 
 def _session(model: Manifest, provider: str) -> str:
@@ -90,6 +124,7 @@ def lines(found: dict[str, Any]) -> list[str]:
         out.append(f"session check with model {m['version']} (sha256 {m['sha256'][:12]})")
     c = found["engine_cache"]
     out.append(f"TensorRT engine cache: {c['root']} ({'exists' if c['exists'] else 'created on first TensorRT start'})")
+    out.append(_openvino_line(found["openvino"], m))
     ready = found["gpu_ready"]
     out.append(f"result: the GPU path can run on {', '.join(ready)}" if ready
                else "result: no GPU provider can start here; inference runs on the CPU")

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 CONV_OPS = ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger")
 TRT_EXCLUDED_BY_DEFAULT = ("NonMaxSuppression", "NonZero", "RoiAlign")  # ONNX Runtime's default for the option
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+CACHE_KINDS = ("fp16", "fp32", "openvino")  # TensorRT engines by precision; OpenVINO's compiled CPU models
 
 
 @dataclass(frozen=True)
@@ -110,17 +111,19 @@ def provider_list(providers: list[str], gpu: GpuSettings) -> list[tuple[str, dic
 
 
 def cache_root(configured: Path | None = None) -> Path:
-    """Where engine caches live: the config's folder, else $STEEL_INSPECT_TRT_CACHE, else
-    ~/.cache/steel-inspect/trt."""
+    """Where engine caches (TensorRT's, and OpenVINO's compiled models) live: the config's folder,
+    else $STEEL_INSPECT_TRT_CACHE, else ~/.cache/steel-inspect/trt."""
     if configured is not None:
         return Path(configured).expanduser()
     return Path(os.environ.get("STEEL_INSPECT_TRT_CACHE") or Path.home() / ".cache" / "steel-inspect" / "trt")
 
 
 def engine_cache_dir(root: Path, sha256: str, precision: str) -> Path:
-    """The cache folder of one model file and precision: `<root>/<sha256>/<precision>`."""
-    if not _SHA256.fullmatch(sha256) or precision not in ("fp16", "fp32"):
-        raise SteelInspectError(f"engine cache: expected a sha256 and fp16 / fp32, got {sha256!r}, {precision!r}")
+    """The cache folder of one model file and precision: `<root>/<sha256>/<precision>`; OpenVINO's
+    compiled models go to `<root>/<sha256>/openvino`."""
+    if not _SHA256.fullmatch(sha256) or precision not in CACHE_KINDS:
+        raise SteelInspectError(f"engine cache: expected a sha256 and one of {', '.join(CACHE_KINDS)}, "
+                                f"got {sha256!r}, {precision!r}")
     return Path(root) / sha256 / precision
 
 

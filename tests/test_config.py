@@ -47,6 +47,7 @@ def _write(tmp_path: Path, old: str, new: str) -> Path:
         ('id = "top-1"', 'id = "bottom-1"', "cameras: duplicate camera id 'bottom-1'"),
         ('id = "demo-hot-1"', 'id = "demo hot"', "line.id: expected an identifier"),
         ("batch_size = 2", "batch_size = 0", "worker.batch_size: expected a number > 0"),
+        ('providers = "auto"', 'providers = "gpu"', "worker.providers: expected one of auto, cpu, openvino, got 'gpu'"),
         ("batch_size = 2", "batch_sise = 2", "worker.batch_sise: unknown key"),
         ("live = true", "live = 1", "cameras[0].live: expected true or false, got 1"),
         ("coverage_min = 0.995", "coverage_min = 1.5", "records.coverage_min: expected a share"),
@@ -61,6 +62,13 @@ def test_bad_config_names_key_and_problem(tmp_path: Path, old: str, new: str, me
     assert message in str(info.value)
     assert str(path) in str(info.value)
     assert "\n" not in str(info.value).strip() or "TOML" in str(info.value)
+
+
+@pytest.mark.parametrize("providers", ["auto", "cpu", "openvino"])
+def test_every_providers_setting_loads(tmp_path: Path, providers: str) -> None:
+    # a worker configured for OpenVINO must load (the worker then needs the extra: inspection.backends)
+    path = _write(tmp_path, 'providers = "auto"', f'providers = "{providers}"')
+    assert load_config(path).worker.providers == providers
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -1,4 +1,7 @@
-"""Detector on a tiny real ONNX model: padding, clipping, thresholds, batching, validation, providers."""
+"""Detector on a tiny real ONNX model: padding, clipping, thresholds, batching, validation, providers.
+
+The behaviour tests run on each CPU backend (ONNX Runtime, and OpenVINO when installed): the
+same results are expected whichever runs the model."""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-import inspection.detector as detector_module
+import inspection.backends.onnxruntime as ort_backend
+from inspection.backends import ProviderError, openvino_installed
 from inspection.detector import Detections, Detector, DetectorError
 from inspection.errors import ManifestError
 from inspection.registry import Manifest, Registry
@@ -19,6 +23,10 @@ from tests.tiny_models import add_tiny_model, blob_image, blob_value, expected_s
 
 CLASSES = ("dark_spot", "bright_spot")
 CUDA_AND_CPU = ("CUDAExecutionProvider", "CPUExecutionProvider")
+# What "auto" ends on without a GPU: OpenVINO when installed, else ONNX Runtime's CPU provider.
+CPU_BACKEND = "OpenVINO CPU" if openvino_installed() else "CPUExecutionProvider"
+BACKENDS = ["cpu", pytest.param("openvino", marks=pytest.mark.skipif(
+    not openvino_installed(), reason="openvino not installed (pip install -e '.[openvino]')"))]
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +36,10 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Manifest:
                           operating_threshold=0.7)
 
 
-@pytest.fixture(scope="module")
-def detector(manifest: Manifest) -> Detector:
-    return Detector(manifest, providers="cpu", max_batch=2)
+@pytest.fixture(scope="module", params=BACKENDS)
+def detector(manifest: Manifest, request: pytest.FixtureRequest,
+             tmp_path_factory: pytest.TempPathFactory) -> Detector:
+    return Detector(manifest, providers=request.param, max_batch=2, engine_cache=tmp_path_factory.mktemp("cache"))
 
 
 def test_finds_blobs_with_exact_boxes_classes_and_scores(detector: Detector) -> None:
@@ -140,8 +149,8 @@ def test_model_without_contract_outputs_is_refused(tmp_path: Path) -> None:
 
 
 def test_auto_probe_on_this_machine_ends_on_cpu(manifest: Manifest) -> None:
-    # No GPU here: whatever ONNX Runtime lists, the session that really runs is on CPU.
-    assert Detector(manifest, providers="auto").providers == ["CPUExecutionProvider"]
+    # No GPU here: whatever ONNX Runtime lists, what really runs is on the CPU.
+    assert Detector(manifest, providers="auto").providers == [CPU_BACKEND]
 
 
 # The GPU paths cannot run on this machine, so the next tests replace ONNX Runtime's provider
@@ -170,7 +179,7 @@ _REAL_SESSION = ort.InferenceSession
 
 @pytest.fixture()
 def fresh_probe(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(detector_module, "_failed_providers", {})
+    monkeypatch.setattr(ort_backend, "_failed_providers", {})
     _FakeGpuSession.created = []
 
 
@@ -186,7 +195,7 @@ def test_cuda_that_fails_to_start_falls_back_to_cpu(
     monkeypatch.setattr(ort, "InferenceSession", session)
     with caplog.at_level(logging.WARNING, logger="inspection.detector"):
         detector = Detector(manifest, providers="auto")
-    assert detector.providers == ["CPUExecutionProvider"]
+    assert detector.providers == [CPU_BACKEND]
     assert "CUDAExecutionProvider failed to start" in caplog.text and "no CUDA-capable device" in caplog.text
     assert len(detector.detect([blob_image(64, 64, [((1, 1, 5, 5), 1)])])[0]) == 1
 
@@ -199,8 +208,8 @@ def test_cuda_listed_but_silently_on_cpu_is_not_reported_as_cuda(
 
     monkeypatch.setattr(ort, "get_available_providers", lambda: [*CUDA_AND_CPU])
     monkeypatch.setattr(ort, "InferenceSession", session)
-    assert Detector(manifest, providers="auto").providers == ["CPUExecutionProvider"]
-    assert "CUDAExecutionProvider" in detector_module._failed_providers
+    assert Detector(manifest, providers="auto").providers == [CPU_BACKEND]
+    assert "CUDAExecutionProvider" in ort_backend._failed_providers
 
 
 def test_first_gpu_provider_that_starts_wins_and_tensorrt_gets_fp16(
@@ -217,9 +226,11 @@ def test_first_gpu_provider_that_starts_wins_and_tensorrt_gets_fp16(
     assert Detector(manifest, providers="cpu").providers == ["CPUExecutionProvider"]
 
 
-def test_unknown_provider_setting() -> None:
-    with pytest.raises(DetectorError, match="providers: expected 'auto', 'cpu'"):
-        detector_module.create_session(Path("x.onnx"), providers="gpu")
+def test_unknown_provider_setting(manifest: Manifest) -> None:
+    with pytest.raises(ProviderError, match="providers: expected 'auto', 'cpu', 'openvino' or a list"):
+        Detector(manifest, providers="gpu")
+    with pytest.raises(ProviderError, match="got 'gpu'"):
+        ort_backend.create_session(Path("x.onnx"), providers="gpu")
 
 
 def test_model_labels_beyond_the_manifest_classes_are_refused(tmp_path: Path) -> None:

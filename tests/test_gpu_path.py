@@ -21,8 +21,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-import inspection.detector as detector_module
+import inspection.backends.onnxruntime as ort_backend
 from inspection import gpu
+from inspection.backends import openvino_installed
 from inspection.cli import main as cli_main
 from inspection.config import DEMO_CONFIG, load_config
 from inspection.detector import Detector
@@ -44,6 +45,7 @@ from tests.tiny_models import add_tiny_model, blob_image, build_blob_model, tiny
 
 TRT, CUDA, CPU = gpu.TENSORRT, gpu.CUDA, gpu.CPU
 NO_GPU_HERE = not gpu.cuda_devices().devices
+CPU_BACKEND = "OpenVINO CPU" if openvino_installed() else CPU  # what "auto" ends on without a GPU
 needs_no_gpu = pytest.mark.skipif(not NO_GPU_HERE, reason="checks what a machine without a GPU reports")
 _REAL_SESSION = ort.InferenceSession
 
@@ -85,7 +87,7 @@ class FakeGpuSession:
 
 @pytest.fixture()
 def fresh_probe(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(detector_module, "_failed_providers", {})
+    monkeypatch.setattr(ort_backend, "_failed_providers", {})
 
 
 @pytest.fixture()
@@ -346,8 +348,8 @@ def test_hot_reload_on_a_gpu_builds_the_new_model_beside_the_old_one(
 def test_a_cpu_only_machine_probes_quietly(registry: Registry, tmp_path: Path, fresh_probe: None,
                                            capfd: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture) -> None:
     manifest = _add(registry, tmp_path, "hot-1")
-    with caplog.at_level(logging.INFO, logger="inspection.detector"):
-        assert Detector(manifest, providers="auto").providers == [CPU]
+    with caplog.at_level(logging.INFO, logger="inspection"):  # the probe logs from inspection.backends
+        assert Detector(manifest, providers="auto").providers == [CPU_BACKEND]
     assert "onnxruntime" not in capfd.readouterr().err  # none of ONNX Runtime's red error lines
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     for provider in set(ort.get_available_providers()) & {TRT, CUDA}:

@@ -1,8 +1,17 @@
 """Inference throughput and latency, side by side in one run on this machine.
 
-- ``bare``: ONNX Runtime alone on pre-loaded simulator frames, every pixel: each frame cut into
-  the worker's tiles without overlap, batch sizes 1, 2, 4, 8; the best batch size is reported.
-  For an int8 model (`steel-inspect quantize`) its fp32 source runs too (``bare_fp32_mpx_per_s``).
+Every runtime of `--runtimes` (default: ONNX Runtime's CPU provider and, when installed, OpenVINO;
+plus the config's own when that is a GPU) is measured in the same run, interleaved, so their
+figures compare. ``inspector_*`` and ``pipeline_*`` are the runtime the config's ``providers``
+picks (``runtime``); ``inspector_runtimes`` and ``pipeline_runtimes`` hold one entry per runtime.
+
+- ``bare``: each runtime alone on pre-loaded simulator frames, every pixel: each frame cut into
+  the worker's tiles without overlap, batch sizes 1, 2, 4, 8. ``bare_runtimes`` = {model version:
+  {runtime: Mpx/s by batch and at the best batch, "openvino_to_onnxruntime": ratio}} for the model
+  and, for an int8 copy (`steel-inspect quantize`), its fp32 source; all pairs and batch sizes
+  alternate in `--rounds` rounds and keep their best round. ``bare_mpx_per_s`` is the fastest
+  runtime for the model (``bare_fastest_runtime``) among those that give the model's own results:
+  an int8 copy on OpenVINO (``gives_the_models_results`` false) is measured, never the baseline.
 - ``torch``: PyTorch eager, fp32 (when torch and `training/` are importable) on the same tiles, the
   same architecture (`training.train.RECIPES`); weights from the training checkpoint when
   present, else random (speed does not depend on the weights). Same batch size as the best bare.
@@ -15,9 +24,10 @@
   frames dropped by the cameras (counted, never silent) and latency from capture to the PLC
   defect message (a subscriber on the PLC endpoint) and from capture to the database row.
 
-``pipeline_to_bare_ratio`` = pipeline Mpx/s / bare Mpx/s (the first stage lets the pipeline
-exceed 1 when most of the strip is clean); ``pipeline_to_inspector_ratio`` isolates what the
-processes and sockets cost. Both compare like with like only with ``--workers 1``: the bare and
+``pipeline_to_bare_ratio`` = pipeline Mpx/s / the fastest bare runtime's Mpx/s (the first stage
+lets the pipeline exceed 1 when most of the strip is clean), for the config's runtime; each entry of
+``pipeline_runtimes`` has its own ``pipeline_to_fastest_bare_ratio``; ``pipeline_to_inspector_ratio``
+isolates what the processes and sockets cost. Both compare like with like only with ``--workers 1``: the bare and
 inspector figures run in this one process with the worker's thread count
 (``bare_intra_op_threads``), while K workers use K processes.
 """
@@ -27,17 +37,29 @@ from __future__ import annotations
 import argparse
 import logging
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from inspection.benchmarks._line import hardware, scratch_line, simulated_frames
+from inspection.benchmarks._runtimes import (
+    RUNTIMES,
+    bare_side_by_side,
+    batched,
+    fastest,
+    make_detector,
+    measure,
+    runtime_label,
+    runtimes_to_run,
+)
+from inspection.benchmarks._runtimes import setting as runtime_setting
 from inspection.errors import SteelInspectError
 from inspection.plc_tap import PlcTap
 
-HELP = "throughput (Mpx/s) and latency: bare ONNX Runtime, PyTorch, the worker in-process, the whole pipeline"
+HELP = ("throughput (Mpx/s) and latency, each runtime side by side (ONNX Runtime, OpenVINO): bare, PyTorch, "
+        "the worker in-process, the whole pipeline")
+
 log = logging.getLogger(__name__)
 
 
@@ -52,8 +74,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pipeline-seconds", type=float, default=30.0, help="length of the pipeline run")
     parser.add_argument("--workers", type=int, default=1, help="pipeline worker processes (default 1)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="ONNX Runtime intra-op threads per worker (default: the config's; 0 = one per core)")
+                        help="threads per worker and runtime (ONNX Runtime's intra-op threads, OpenVINO's "
+                             "INFERENCE_NUM_THREADS; default: the config's; 0 = one per core)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="bare: rounds over every runtime, model and batch size, best of each (default 3)")
     parser.add_argument("--skip-pipeline", action="store_true")
+    parser.add_argument("--runtimes", nargs="+", choices=tuple(RUNTIMES), default=None,
+                        help="CPU runtimes measured side by side (default: onnxruntime, and openvino when installed)")
     parser.add_argument("--beside", nargs="+", default=[], metavar="MODEL",
                         help="other models (names or versions) measured bare on the same tiles and batch, "
                              "alternating with the main model in rounds (a new model beside the one it replaces)")
@@ -61,44 +88,65 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from inspection.config import load_config
-    from inspection.detector import Detector
     from inspection.registry import Registry
 
     if any(load <= 0 for load in args.offered_mpx_per_s):
         raise SteelInspectError(f"--offered-mpx-per-s: expected loads > 0, got {args.offered_mpx_per_s}")
+    if args.rounds < 1:
+        raise SteelInspectError(f"--rounds: expected >= 1, got {args.rounds}")
     if args.workers < 1 or (args.threads is not None and args.threads < 0):
         raise SteelInspectError(f"--workers >= 1 and --threads >= 0 expected, got {args.workers}, {args.threads}")
     config = load_config(args.config, {} if args.threads is None else {"worker.intra_op_threads": args.threads})
-    manifest = Registry(config.model.registry).resolve(args.model or config.model.name)
-    detector = Detector(manifest, providers=config.worker.providers, intra_op_threads=config.worker.intra_op_threads)
+    registry = Registry(config.model.registry)
+    manifest = registry.resolve(args.model or config.model.name)
+    detector, runtimes = runtimes_to_run(args.runtimes, config, manifest)
+    main = runtime_label(detector)
     frames, _ = simulated_frames(config, args.frames, seed=99)
     tile = config.worker.tile_px
     tiles = [f.pixels[y:y + tile, x:x + tile] for f in frames for y in range(0, f.height, tile)
              for x in range(0, f.width, tile)]
     frame_mpx = sum(f.pixels.size for f in frames) / 1e6
-    result: dict[str, Any] = {"model": manifest.version, "providers": detector.providers, "tile_px": tile,
-                              "bare_intra_op_threads": config.worker.intra_op_threads or "onnxruntime default",
+    result: dict[str, Any] = {"model": manifest.version, "providers": detector.providers, "runtime": main,
+                              "tile_px": tile,
+                              "bare_intra_op_threads": config.worker.intra_op_threads or "runtime default",
                               "frame": [frames[0].height, frames[0].width], "hardware": hardware()}
-    bare = {b: _rate(lambda b=b: _batched(detector, tiles, b), frame_mpx, args.seconds) for b in (1, 2, 4, 8)}
-    best = max(bare, key=bare.get)
-    result["bare_by_batch"] = {str(b): round(v, 2) for b, v in bare.items()}
-    result["bare_best_batch"] = best
-    result["bare_mpx_per_s"] = round(bare[best], 2)
+    pairs = {(label, manifest.version): det for label, det in runtimes.items()}
     source = (manifest.data.get("quantization") or {}).get("source_version")
-    if source:  # an int8 model: its fp32 source on the same tiles, for the side-by-side figure
-        fp32 = Detector(Registry(config.model.registry).resolve(source), providers=config.worker.providers,
-                        intra_op_threads=config.worker.intra_op_threads)
+    if source:  # an int8 model: its fp32 source on every runtime too, interleaved with the rest
+        fp32 = registry.resolve(source)
+        pairs.update({(label, fp32.version): make_detector(fp32, runtime_setting(label, config), config)
+                      for label in runtimes})
+    bare = bare_side_by_side(pairs, tiles, frame_mpx, args.seconds, args.rounds)
+    mine = bare[manifest.version]
+    best = fastest(mine)  # the baseline: the fastest runtime that gives the model's own results
+    result.update(bare_runtimes=bare, bare_fastest_runtime=best, bare_rounds=args.rounds,
+                  bare_by_batch=mine[best]["by_batch"], bare_best_batch=mine[best]["best_batch"],
+                  bare_mpx_per_s=mine[best]["mpx_per_s"])
+    if source:
         result["bare_fp32_source"] = source
-        result["bare_fp32_mpx_per_s"] = round(_rate(lambda: _batched(fp32, tiles, best), frame_mpx, args.seconds), 2)
+        result["bare_fp32_mpx_per_s"] = bare[source][fastest(bare[source])]["mpx_per_s"]
     if args.beside:
-        result["beside"] = _beside(config, detector, args.beside, tiles, best, frame_mpx, args.seconds)
-    result.update(_torch(manifest, tiles, best, frame_mpx, args.seconds))
-    result.update(_inspector(config, detector, frames, frame_mpx, args.seconds))
+        result["beside"] = _beside(config, detector, args.beside, tiles, mine[main]["best_batch"], frame_mpx,
+                                   args.seconds)
+    result.update(_torch(manifest, tiles, mine[best]["best_batch"], frame_mpx, args.seconds))
+    inspectors = {label: {**_inspector(config, det, frames, frame_mpx, args.seconds),
+                          "gives_the_models_results": mine[label]["gives_the_models_results"]}
+                  for label, det in runtimes.items()}
+    result["inspector_runtimes"] = inspectors
+    result.update({k: v for k, v in inspectors[main].items() if k != "gives_the_models_results"})
     if not args.skip_pipeline:
-        points = [_pipeline(args, config, load) for load in args.offered_mpx_per_s]
-        result.update(points[0])
-        if len(points) > 1:
-            result["pipeline_load_points"] = points
+        pipelines: dict[str, Any] = {}
+        for label in runtimes:
+            points = [_pipeline(args, config, load, runtime_setting(label, config)) for load in args.offered_mpx_per_s]
+            entry = {**points[0], "gives_the_models_results": mine[label]["gives_the_models_results"],
+                     "pipeline_to_fastest_bare_ratio":
+                     round(points[0]["pipeline_mpx_per_s"] / result["bare_mpx_per_s"], 3)}
+            if len(points) > 1:
+                entry["pipeline_load_points"] = points
+            pipelines[label] = entry
+        result["pipeline_runtimes"] = pipelines
+        result.update({k: v for k, v in pipelines[main].items()
+                       if k not in ("pipeline_to_fastest_bare_ratio", "gives_the_models_results")})
         result["pipeline_to_bare_ratio"] = round(result["pipeline_mpx_per_s"] / result["bare_mpx_per_s"], 3)
         result["pipeline_to_inspector_ratio"] = round(result["pipeline_mpx_per_s"] / result["inspector_mpx_per_s"], 3)
     result["command"] = "steel-inspect bench inference"
@@ -110,36 +158,20 @@ def _beside(config: Any, main: Any, names: list[str], tiles: list[np.ndarray], b
     """Bare Mpx/s of `main` and each other model on the same tiles and batch size, measured in
     alternating rounds (best round each), and each model's ratio to `main`: this machine's load
     changes from minute to minute, so only rates measured side by side compare."""
-    from inspection.detector import Detector
     from inspection.registry import Registry
 
     models = {main.manifest.version: main}
     for name in names:
         manifest = Registry(config.model.registry).resolve(name)
-        models[manifest.version] = Detector(manifest, providers=config.worker.providers,
-                                            intra_op_threads=config.worker.intra_op_threads)
+        models[manifest.version] = make_detector(manifest, config.worker.providers, config)
     best: dict[str, float] = dict.fromkeys(models, 0.0)
     for _ in range(rounds):
         for version, detector in models.items():
-            rate = _rate(lambda d=detector: _batched(d, tiles, batch), frame_mpx, seconds / rounds)
+            rate = measure(lambda d=detector: batched(d, tiles, batch), frame_mpx, seconds / rounds)
             best[version] = max(best[version], rate)
     first = main.manifest.version
     return {"batch": batch, "rounds": rounds, "mpx_per_s": {v: round(r, 2) for v, r in best.items()},
             "ratio_to": first, "ratio": {v: round(r / best[first], 3) for v, r in best.items()}}
-
-
-def _batched(detector: Any, tiles: list[np.ndarray], batch: int) -> None:
-    detector.max_batch = batch
-    detector.detect(tiles, min_score=1.0)
-
-
-def _rate(step: Any, mpx_per_step: float, seconds: float) -> float:
-    step()  # warm-up
-    started, steps = time.perf_counter(), 0
-    while time.perf_counter() - started < seconds:
-        step()
-        steps += 1
-    return steps * mpx_per_step / (time.perf_counter() - started)
 
 
 def _torch(manifest: Any, tiles: list[np.ndarray], batch: int, frame_mpx: float, seconds: float) -> dict[str, Any]:
@@ -169,7 +201,7 @@ def _torch(manifest: Any, tiles: list[np.ndarray], batch: int, frame_mpx: float,
             for b in batches:
                 model.detect(b)
 
-    rate = _rate(step, frame_mpx, seconds)
+    rate = measure(step, frame_mpx, seconds)
     return {"torch_mpx_per_s": round(rate, 2), "torch_weights": weights, "torch_version": torch.__version__,
             "torch_threads": torch.get_num_threads()}
 
@@ -186,14 +218,14 @@ def _inspector(config: Any, detector: Any, frames: list[Any], frame_mpx: float, 
         results = inspector.inspect(frames)
         shares.append(sum(r.model_px for r in results) / sum(r.frame.pixels.size for r in results))
 
-    rate = _rate(step, frame_mpx, seconds)
+    rate = measure(step, frame_mpx, seconds)
     # Pixels the model saw / frame pixels: the grid's overlapping tiles make "none" about 1.9 on
     # 1600 x 1024 frames; the first stage's windows bring it down.
     return {"inspector_mpx_per_s": round(rate, 2), "inspector_first_stage": config.worker.first_stage,
             "inspector_model_px_share": round(float(np.mean(shares)), 3)}
 
 
-def _pipeline(args: argparse.Namespace, config: Any, offered_mpx_per_s: float) -> dict[str, Any]:
+def _pipeline(args: argparse.Namespace, config: Any, offered_mpx_per_s: float, providers: str) -> dict[str, Any]:
     from inspection.line.pipeline import run_pipeline
     from inspection.security import ensure_keys
 
@@ -203,7 +235,8 @@ def _pipeline(args: argparse.Namespace, config: Any, offered_mpx_per_s: float) -
                                                                   * config.cameras[0].mm_per_px_along)))
     with tempfile.TemporaryDirectory(prefix="steel-bench-") as tmp:
         threads = {} if args.threads is None else {"worker.intra_op_threads": args.threads}
-        line = scratch_line(args.config, Path(tmp), **{"line.speed_m_per_s": speed, **threads})
+        line = scratch_line(args.config, Path(tmp), **{"line.speed_m_per_s": speed, "worker.providers": providers,
+                                                       **threads})
         ensure_keys(line)  # the tap is the line's PLC client: with CURVE on it needs the keys first
         tap = PlcTap.from_config(line, topic="defect")
         summary = run_pipeline(line, workers=args.workers, max_frames=frames,
@@ -217,6 +250,7 @@ def _pipeline(args: argparse.Namespace, config: Any, offered_mpx_per_s: float) -
         "pipeline_mpx_per_s": round(inspected_mpx / seconds, 2),
         "pipeline_basis": "frames inspected x frame pixels / (last record - first capture)",
         "pipeline_offered_mpx_per_s": offered_mpx_per_s,
+        "pipeline_providers": providers,
         "pipeline_workers": args.workers,
         "pipeline_intra_op_threads": line.worker.intra_op_threads,
         "pipeline_line_speed_m_per_s": round(speed, 2),

@@ -32,9 +32,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--registry", type=Path, default=None, metavar="DIR",
                         help="model registry folder "
                              f"(default: $STEEL_INSPECT_MODELS or {default_models_dir()})")
-    parser.add_argument("--providers", choices=("auto", "cpu"), default="auto",
-                        help="auto probes TensorRT, CUDA, then CPU (default: auto)")
-    parser.add_argument("--threads", type=int, default=0, help="CPU intra-op threads (0: one per core)")
+    parser.add_argument("--providers", choices=("auto", "cpu", "openvino"), default="auto",
+                        help="auto probes TensorRT, CUDA, then OpenVINO and ONNX Runtime on the CPU; cpu is ONNX "
+                             "Runtime's CPU provider, openvino OpenVINO's CPU plugin (default: auto)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: one per core)")
     parser.add_argument("--min-score", type=float, default=None, metavar="S",
                         help="score threshold (default: the model's operating threshold)")
 
