@@ -17,7 +17,7 @@ import zmq
 
 from inspection.config import load_config
 from inspection.line.process import StopFlag
-from inspection.line.recorder import RecorderLoop
+from inspection.line.recorder import RecorderLoop, SourceCheck
 from inspection.records import queries
 from inspection.records.audit import verify
 from inspection.records.crops import CropStore
@@ -118,6 +118,31 @@ def test_malformed_messages_are_counted_not_recorded(tmp_path: Path) -> None:
     assert store.db.execute("SELECT count(*) FROM frames").fetchone()[0] == 2 * 4
 
 
+def test_results_from_another_line_or_camera_are_refused_and_alarmed(tmp_path: Path) -> None:
+    # Issue 12: results of a line or camera that is not configured were recorded under this line.
+    store = _store(tmp_path)
+    check = SourceCheck("demo-hot-1", "hot", {c["id"]: c["surface"] for c in CAMERAS})
+    recorder, stop, thread, events = _start(store, LOOPBACK, flush_ms=20, sources=check)
+    real = coil_messages("COIL-R", length_m=5, defects_per_frame=1.0, seed=1)
+    foreign = [*coil_messages("COIL-X", line="other-line", length_m=5, seed=2),
+               *coil_messages("COIL-Y", cameras=[("side-9", "top")], length_m=5, seed=3),
+               *coil_messages("COIL-Z", cameras=[("top-1", "bottom")], length_m=5, seed=4)]
+    _push(recorder.receiver.address, foreign + real)
+    _wait(lambda: recorder.stats.messages == len(foreign) + len(real), "the recorder to count every message")
+    _wait(lambda: any(isinstance(e, AlarmRaised) and e.kind == "worker" and e.details["rejected"] == len(foreign)
+                      for e in events), "the worker alarm counting every refused message")
+    stop.set()
+    thread.join(10)
+    assert recorder.stats.rejected == len(foreign)
+    assert "surface" in recorder.stats.last_error  # the last refused message names what was wrong
+    coils = {r[0] for r in store.db.execute("SELECT DISTINCT coil FROM frames").fetchall()}
+    assert coils == {"COIL-R"}
+    message, details = store.db.execute(
+        "SELECT message, details FROM alarms WHERE kind = 'worker' ORDER BY rowid DESC LIMIT 1").fetchone()
+    assert "not from this line" in message and json.loads(details)["rejected"] == len(foreign)
+    assert verify(store.db).ok
+
+
 def test_incomplete_coil_is_held_after_grace(tmp_path: Path) -> None:
     store = _store(tmp_path)
     recorder, stop, thread, events = _start(store, LOOPBACK, flush_ms=20, grace_s=0.5)
@@ -133,7 +158,7 @@ def test_incomplete_coil_is_held_after_grace(tmp_path: Path) -> None:
 _CHILD = """
 import sys
 from inspection.line.process import StopFlag
-from inspection.line.recorder import RecorderLoop
+from inspection.line.recorder import RecorderLoop, SourceCheck
 from inspection.records.store import Store
 store = Store(sys.argv[1])
 store.register_line("demo-hot-1", "hot", 1600.0,

@@ -37,6 +37,37 @@ CURVE_STATUS_S = 5.0  # the refusal count's status row is rewritten at least thi
                       # Line page marks rows older than 15 s stale)
 
 
+@dataclasses.dataclass(frozen=True)
+class SourceCheck:
+    """The streams a line has (its id and type, each camera's surface): a result from anything else
+    is refused before it is recorded, counted with the malformed ones and raises the ``worker``
+    alarm. Without it a worker of another line, or a test tool pointed at the wrong port, would
+    record coils and grades under this line's name."""
+
+    line: str
+    line_type: str
+    cameras: dict[str, str]  # camera id -> surface
+
+    @classmethod
+    def from_config(cls, config: Any) -> SourceCheck:
+        return cls(config.id, config.type, {c.id: c.surface for c in config.cameras})
+
+    def refuse(self, message: Any) -> str | None:
+        """Why `message` is not from this line, or None (worker status reports carry no stream)."""
+        source = getattr(message, "source", None)
+        if source is None:
+            return None
+        if source.line != self.line or source.line_type != self.line_type:
+            return (f"source: line {source.line!r} ({source.line_type}) is not this recorder's line "
+                    f"{self.line!r} ({self.line_type})")
+        surface = self.cameras.get(source.camera)
+        if surface is None:
+            return f"source: camera {source.camera!r} is not one of line {self.line!r}'s ({', '.join(self.cameras)})"
+        if surface != source.surface:
+            return f"source: camera {source.camera!r} looks at the {surface} surface, not {source.surface!r}"
+        return None
+
+
 class RecorderLoop:
     """The results socket, the records-side `Recorder` and (optionally) the PLC publisher, in one
     thread: receive, write in batches, housekeeping every second, heartbeat.
@@ -47,10 +78,14 @@ class RecorderLoop:
 
     def __init__(self, store: Store, endpoint: str | Endpoint, line: str, *, rcv_hwm: int = DEFAULT_RCV_HWM,
                  publisher: Any = None, on_event: Callable[[RecorderEvent], None] | None = None,
-                 context: zmq.Context | None = None, curve: Curve | None = None, **options: Any) -> None:
+                 context: zmq.Context | None = None, curve: Curve | None = None,
+                 sources: SourceCheck | None = None, **options: Any) -> None:
         from inspection.plc import publish
 
         self.receiver = ResultReceiver(endpoint, hwm=rcv_hwm, context=context, curve=curve)
+        self.sources = sources
+        self.foreign = 0  # well-formed messages from a line, camera or surface this line does not have
+        self._foreign_error: str | None = None
         self.secured = curve is not None
         self._refusals: tuple[dict[str, int] | None, float] = (None, 0.0)  # last written, when
         self.publisher = publisher
@@ -105,7 +140,19 @@ class RecorderLoop:
 
     def _take(self, limit: int) -> int:
         messages = self.receiver.receive(limit)
-        self.recorder.add(messages, self.receiver.messages, self.receiver.rejected, self.receiver.last_error)
+        if self.sources is not None:
+            kept = []
+            for message in messages:
+                reason = self.sources.refuse(message)
+                if reason is None:
+                    kept.append(message)
+                    continue
+                self.foreign += 1
+                self._foreign_error = reason
+                log.warning("rejected message %d: %s", self.receiver.messages, reason)
+            messages = kept
+        last_error = self._foreign_error if self.foreign else self.receiver.last_error
+        self.recorder.add(messages, self.receiver.messages, self.receiver.rejected + self.foreign, last_error)
         return len(messages)
 
     def tick(self) -> None:
@@ -193,7 +240,8 @@ def main(config_path: str | None, config_overrides: dict[str, Any] | None = None
                  rules.name, rules.version, rules.sha256[:12], store.coverage_min)
         options.setdefault("flush_ms", config.records.flush_ms)
         with PlcPublisher.from_config(config, process="recorder", curve=plc_curve) as publisher:
-            loop = RecorderLoop(store, results, config.id, publisher=publisher, curve=results_curve, **options)
+            loop = RecorderLoop(store, results, config.id, publisher=publisher, curve=results_curve,
+                                sources=SourceCheck.from_config(config), **options)
             stats = loop.run(stop)
     finally:
         store.close()

@@ -286,8 +286,9 @@ class Recorder:
         if self.stats.rejected > self._rejected_alarmed:
             new = self.stats.rejected - self._rejected_alarmed
             self._rejected_alarmed = self.stats.rejected
-            self._alarm("worker", f"{new} malformed result message(s) rejected (last: {self.stats.last_error})",
-                        details={"process": f"recorder:{self.line}", "reason": "malformed messages",
+            self._alarm("worker", f"{new} result message(s) rejected, malformed or not from this line "
+                                  f"(last: {self.stats.last_error})",
+                        details={"process": f"recorder:{self.line}", "reason": "rejected messages",
                                  "rejected": self.stats.rejected})
         now = time.monotonic()
         for worker, seen in self._worker_seen.items():
