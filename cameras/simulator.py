@@ -6,7 +6,9 @@ defects differ per camera (their random streams mix in the camera id). Backgroun
 defects use separate random streams, so the same seed renders the same background whether or
 not defects are pasted; this is how the tests check the ground truth against the pixels.
 
-Defects arrive as a Poisson process along the strip (``defects_per_100m``), each one a real
+Defects arrive as a Poisson process along the strip (``defects_per_100m``, or per coil from
+``coil_mix``: bands of (share of coils, defects per 100 m) drawn from the seed and the coil id, so
+every camera of a coil sees the same density and a line shows clean, middling and bad coils), each one a real
 labelled image of the line type's dataset split (or a procedural stand-in, see
 `cameras.defects`). A pasted defect lies inside the strip's width and, by default, fully inside
 one frame. With ``seam_share`` > 0 that share of the pasted defects is placed across the frame's
@@ -41,7 +43,7 @@ from __future__ import annotations
 import json
 import logging
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -95,6 +97,7 @@ class SimulatorSource(CameraSource):
         ground_truth: Path | None = None,
         max_coils: int | None = None,
         seam_share: float = 0.0,
+        coil_mix: Sequence[tuple[float, float]] = (),
     ) -> None:
         super().__init__(key, geometry, seed=seed)
         if geometry.coil_length_mm is None:
@@ -103,8 +106,12 @@ class SimulatorSource(CameraSource):
             raise SourceError(f"defects_per_100m: expected >= 0, got {defects_per_100m}")
         if not 0.0 <= seam_share <= 1.0:
             raise SourceError(f"seam_share: expected a share between 0 and 1, got {seam_share}")
+        if any(len(band) != 2 or band[0] <= 0 or band[1] < 0 for band in coil_mix):
+            raise SourceError(f"coil_mix: expected (share > 0, defects per 100 m >= 0) bands, got {list(coil_mix)}")
         self.strip_width_mm = strip_width_mm
         self.defects_per_100m = defects_per_100m
+        self.coil_mix = tuple((float(share), float(density)) for share, density in coil_mix)
+        self.coil_density = defects_per_100m  # this coil's (coil_mix), set when a coil starts
         self.split = split
         self.datasets_dir = datasets_dir
         self.live = realtime  # paced like a real camera: it cannot wait for slow workers
@@ -125,7 +132,7 @@ class SimulatorSource(CameraSource):
     def open(self) -> None:
         geo = self.geometry
         self.bank = TextureBank(self.key.line_type, geo.width_px, geo.frame_height_px, self._bg_rng)
-        if self.defects_per_100m > 0:
+        if self.defects_per_100m > 0 or any(density > 0 for _, density in self.coil_mix):
             self.library = defect_library(self.datasets_dir, self.key.line_type, self.split)
         if self.ground_truth_path is not None:
             self.ground_truth_path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,6 +150,7 @@ class SimulatorSource(CameraSource):
             "strip_width_mm": self.strip_width_mm,
             "seed": self.seed,
             "defects_per_100m": self.defects_per_100m,
+            "coil_mix": [list(band) for band in self.coil_mix],
             "seam_share": self.seam_share,
             "split": self.split,
             "defect_source": getattr(self.library, "source", None),
@@ -175,6 +183,7 @@ class SimulatorSource(CameraSource):
         while not self.stopping and (self.max_coils is None or coils < self.max_coils):
             coil = self.next_coil_id()
             coils += 1
+            self.coil_density = self._density_of(coil)
             carried: list[_Placement] = []
             ahead: np.ndarray | None = None  # the next frame's background, when seams are on
             for start in range(0, total_lines, geo.frame_height_px):
@@ -190,6 +199,19 @@ class SimulatorSource(CameraSource):
                 if self.stopping:
                     return
 
+    def _density_of(self, coil: str) -> float:
+        """Defects per 100 m on `coil`: its `coil_mix` band (from the seed and the coil id only, not
+        the camera), or `defects_per_100m` without a mix."""
+        if not self.coil_mix:
+            return self.defects_per_100m
+        draw = np.random.default_rng([self.seed, zlib.crc32(coil.encode()), 4]).random()
+        total = sum(share for share, _ in self.coil_mix)
+        for share, density in self.coil_mix:
+            draw -= share / total
+            if draw < 0:
+                return density
+        return self.coil_mix[-1][1]
+
     def _background(self, rows: int, first: int, end: int) -> np.ndarray:
         pixels = self.bank.frame(self._bg_rng, rows)
         pixels[:, :first] = OFF_STRIP_LEVEL
@@ -202,7 +224,7 @@ class SimulatorSource(CameraSource):
         defects cut by the bottom seam that are already pasted into `ahead`, the next frame."""
         rng = self._defect_rng
         frame_m = pixels.shape[0] * self.geometry.mm_per_px_along / 1000.0
-        count = int(rng.poisson(self.defects_per_100m / 100.0 * frame_m))
+        count = int(rng.poisson(self.coil_density / 100.0 * frame_m))
         placed: list[_Placement] = list(carried)
         below: list[_Placement] = []
         for _ in range(count):

@@ -103,6 +103,9 @@ class SimulatorConfig:
     datasets: Path = field(default_factory=default_datasets_dir)  # read when the config is loaded
     realtime: bool = True
     seam_share: float = 0.0  # share of pasted defects placed across a frame seam (cut in two frames)
+    # (share of coils, defects per 100 m) bands: each coil draws its density from them, the same on
+    # every camera; empty: every coil at defects_per_100m (what the benchmarks need)
+    coil_mix: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -434,11 +437,25 @@ def _simulator(path: Path, table: Any) -> SimulatorConfig:
         datasets=s.path_value("datasets"),
         realtime=s.get("realtime", bool),
         seam_share=s.get("seam_share", float),
+        coil_mix=_coil_mix(s),
     )
     if not 0.0 <= sim.seam_share <= 1.0:
         raise s.error("seam_share", f"expected a share between 0 and 1, got {sim.seam_share!r}")
     s.check_unknown()
     return sim
+
+
+def _coil_mix(s: _Section) -> tuple[tuple[float, float], ...]:
+    bands = s.get("coil_mix", list)
+    shape = "expected [[share of coils, defects per 100 m], ...] with shares > 0 and densities >= 0"
+    out = []
+    for band in bands:
+        if (not isinstance(band, list) or len(band) != 2
+                or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in band)
+                or band[0] <= 0 or band[1] < 0):
+            raise s.error("coil_mix", f"{shape}, got {bands!r}")
+        out.append((float(band[0]), float(band[1])))
+    return tuple(out)
 
 
 def _records(path: Path, table: Any) -> RecordsConfig:

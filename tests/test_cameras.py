@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -290,3 +292,24 @@ def test_genicam_source_through_a_virtual_gentl_producer(tmp_path: Path) -> None
         "coil_end",
     ]
     assert [f.index for f in frames] == [0, 1, 0]  # 0.5 m coils of 256 mm frames
+
+
+def test_coil_mix_gives_each_coil_one_density_on_every_camera(tmp_path: Path, datasets_dir: Path) -> None:
+    # Bands of 0 and 1000 defects per 100 m: each coil is either clean or full, the same coil the same
+    # on both surfaces (the draw depends on the seed and the coil id, not the camera), and over
+    # 12 coils both bands occur.
+    geo = StripGeometry(640, 256, 1.0, 1.0, 0.0, 5.0, 2000.0)
+    bottom = StreamKey(line=HOT.line, line_type=HOT.line_type, camera="bottom-1", surface="bottom")
+    per_camera = {}
+    for key in (HOT, bottom):
+        source = SimulatorSource(key, geo, strip_width_mm=600.0, seed=3, defects_per_100m=40.0, realtime=False,
+                                 datasets_dir=datasets_dir, max_coils=12, coil_mix=[(0.5, 0.0), (0.5, 1000.0)],
+                                 ground_truth=tmp_path / f"{key.camera}.jsonl")
+        with source:
+            coils = [m.coil for m in source if isinstance(m, Frame)]
+        pasted = Counter(json.loads(line)["coil"] for line in (tmp_path / f"{key.camera}.jsonl").open())
+        per_camera[key.camera] = {coil: pasted[coil] > 0 for coil in dict.fromkeys(coils)}
+    assert per_camera[HOT.camera] == per_camera["bottom-1"]
+    assert set(per_camera["bottom-1"].values()) == {True, False}
+    with pytest.raises(SourceError, match="coil_mix"):
+        SimulatorSource(HOT, geo, strip_width_mm=600.0, coil_mix=[(0.5, -1.0)])

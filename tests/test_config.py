@@ -29,6 +29,9 @@ def test_demo_config_loads_and_is_frozen() -> None:
     assert config.summary()["cameras"][0]["id"] == "top-1"
 
 
+MIX = "coil_mix = [[0.4, 0.0], [0.3, 0.7], [0.2, 4.0], [0.1, 30.0]]"
+
+
 def _write(tmp_path: Path, old: str, new: str) -> Path:
     text = DEMO_CONFIG.read_text()
     assert old in text, old
@@ -53,6 +56,8 @@ def _write(tmp_path: Path, old: str, new: str) -> Path:
         ("coverage_min = 0.995", "coverage_min = 1.5", "records.coverage_min: expected a share"),
         ('results = "tcp://127.0.0.1:5560"', "", "endpoints.results: missing"),
         ("[line]", "[line]\n[line]", "not valid TOML"),
+        (MIX, "coil_mix = [[0.5, -2.0]]", "simulator.coil_mix: expected [[share"),
+        (MIX, "coil_mix = [0.5, 2.0]", "simulator.coil_mix: expected [[share"),
     ],
 )
 def test_bad_config_names_key_and_problem(tmp_path: Path, old: str, new: str, message: str) -> None:

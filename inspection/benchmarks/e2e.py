@@ -123,6 +123,7 @@ def run_once(args: argparse.Namespace, stage: str, folder: Path) -> dict[str, An
 
     line = scratch_line(args.config, folder, **{"worker.first_stage": stage,
                                                 "simulator.defects_per_100m": args.defects_per_100m,
+                                                "simulator.coil_mix": [],  # one density: the figures per metre
                                                 "simulator.seam_share": args.seam_share,
                                                 "simulator.split": args.split,
                                                 **({"model.name": args.model} if args.model else {}),
