@@ -67,14 +67,9 @@ from training.train import (
 log = logging.getLogger(__name__)
 BACKBONES = {"lite0": "EfficientNet-Lite0 (ImageNet weights, fine-tuned; grayscale stem)",
              "plain": "ResNet-style dense-conv CNN (stem 24, stages 32/64/128/256, trained from scratch)"}
-# (fuse_image_scores, nms_iou) settings compared on val; the order breaks ties (simplest first).
-# Image-score fusion is not a candidate: it multiplies every peak by the image head's probability,
-# pooled over the WHOLE input, so a defect's score depends on how much plain strip surrounds it.
-# Val images are the training window's size and cannot show that; the line's 512-px views can:
-# hot-20261201-1 (fused, val mAP@0.5 0.7404 vs 0.7399 unfused) scored a dataset defect pasted into
-# strip at a mean best score of 0.62 in a 200-px view, 0.22 in a 512-px one and 0 in a 640-px one,
-# and on the line (`bench e2e --explain`, seed 11) found 5 of 310 defects: 274 misses had no detection.
-POSTPROCESSING = [(False, nms) for nms in (None, 0.7, 0.6, 0.5, 0.4)]
+# NMS IoU settings compared on val (None: 3x3 peaks only); the order breaks ties (simplest first).
+# (Image-score fusion used to be a candidate too: see `training.model` for why it is gone.)
+POSTPROCESSING = [None, 0.7, 0.6, 0.5, 0.4]
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 17))
 CHOICE_FRAMES = 8  # background frames for the threshold choice (48 tiles of 512 px, 12.6 Mpx)
 MAX_MAP50_DROP = 0.03  # a new model that loses more val mAP@0.5 than this is registered, not activated
@@ -248,15 +243,14 @@ def finalize(opts: Options, state: dict[str, Any], models_dir: Path, register: b
     grid = val_results(model, val, val_images, classes, settings=POSTPROCESSING)
     choice = {g: (mean_ap(results, len(classes)) or 0.0, results) for g, results in grid.items()}
     best_setting = max(POSTPROCESSING, key=lambda g: choice[g][0])  # first wins ties: simplest
-    model.fuse_image_scores, model.nms_iou = best_setting
-    fuse = best_setting[0]
+    model.nms_iou = best_setting
     background = None
     if opts.line_type in TEXTURE_MAKERS:
         choice_tiles = background_tiles(opts.line_type, CHOICE_FRAMES, CHOICE_FAMILY)
         choice_scores = [sc for _, sc, _ in predict_samples(model, choice_tiles, batch_size=8)]
         background = lambda t: per_mpx(choice_scores, choice_tiles, t)  # noqa: E731
     threshold, at_threshold = choose_threshold(choice[best_setting][1], background, recipe.background_cap)
-    log.info("val mAP@0.5 per (image-score fusion, NMS IoU): %s; chosen %s, threshold %.2f %s",
+    log.info("val mAP@0.5 per NMS IoU: %s; chosen %s, threshold %.2f %s",
              {str(g): round(v[0], 4) for g, v in choice.items()}, best_setting, threshold, at_threshold)
     views = val_line_views(val, val_images, opts.line_type, classes)
     view_results = [ImageResult(b, lb, *pred) for (_, b, lb), pred in
@@ -291,9 +285,8 @@ def finalize(opts: Options, state: dict[str, Any], models_dir: Path, register: b
         "preprocessing": f"inside the graph: uint8 -> float32, (x - {model.mean}) / {model.std}; no resize "
                          "(native pixel scale); "
                          f"stride-{recipe.stride} heatmap peaks by 3x3 max-pool, top-{model.max_detections}"
-                         + (", scores sqrt(peak * image-level class probability)" if fuse else "")
                          + (f", fast NMS per class at IoU > {model.nms_iou}, re-sorted" if model.nms_iou else ""),
-        "postprocessing_val_map50": {f"fuse={g[0]},nms_iou={g[1]}": round(v[0], 4) for g, v in choice.items()},
+        "postprocessing_val_map50": {f"nms_iou={g}": round(v[0], 4) for g, v in choice.items()},
         "operating_threshold": threshold,
         "operating_thresholds": per_class,
         "unknown": unknown,

@@ -18,8 +18,11 @@ Why this design:
   than Lite0 (depthwise convolutions are slow in PyTorch on CPU), which buys the epochs the larger,
   small-defect cold set needs. Both run at similar speed in ONNX Runtime.
 - An image-level multi-label head (global pooling of the stride-32 features) is trained as an
-  auxiliary task; with ``fuse_image_scores`` the exported scores are ``sqrt(peak * p_image)``,
-  which suppresses peaks of classes the whole image does not support.
+  auxiliary task only; its probability is not fused into the exported scores. Pooled over the whole
+  input, it made a defect's score depend on how much plain strip surrounds it: hot-20261201-1 (an
+  export with ``sqrt(peak * p_image)`` scores, never shipped) scored a dataset defect pasted into
+  strip at a mean best score of 0.62 in a 200-px view, 0.22 in a 512-px one and 0 in a 640-px one,
+  and on the line (`bench e2e --explain`, seed 11) found 5 of 310 defects.
 - Two more outputs let the runtime call a detection ``unknown`` (a defect type the model never
   learned, `training.unknown`): ``class_scores`` (every class's heatmap value at the detection's
   cell) and ``novelty`` (the smallest Mahalanobis distance, per feature, of the head's feature
@@ -166,13 +169,12 @@ class Detector(nn.Module):
     """Returns raw maps in training (`forward`) and final detections in `detect` (exported)."""
 
     def __init__(self, num_classes: int, stride: int = STRIDE, width: int = 64, head_width: int | None = None,
-                 max_detections: int = 100, fuse_image_scores: bool = False, backbone: str = "plain",
+                 max_detections: int = 100, backbone: str = "plain",
                  nms_iou: float | None = None) -> None:
         super().__init__()
         if stride not in (4, 8):
             raise ValueError(f"stride: expected 4 or 8, got {stride}")
         self.num_classes, self.max_detections, self.stride = num_classes, max_detections, stride
-        self.fuse_image_scores = fuse_image_scores
         self.nms_iou = nms_iou  # post-processing, chosen on val; None: 3x3 peaks only
         if backbone not in NORMALISATION:
             raise ValueError(f"backbone: expected one of {sorted(NORMALISATION)}, got {backbone!r}")
@@ -232,17 +234,15 @@ class Detector(nn.Module):
         """uint8 [N, 1, H, W] -> boxes [N, K, 4], scores [N, K], labels int64 [N, K],
         class_scores [N, K, C], novelty [N, K]."""
         x = (image.to(torch.float32) - self.mean) / self.std
-        heat_logits, dist, image_logits, features = self.maps(x)
+        heat_logits, dist, _, features = self.maps(x)
         size = torch._shape_as_tensor(image)[2:].to(torch.float32)  # traced, so H and W stay dynamic
-        return self.postprocess(heat_logits, dist, image_logits, size, features)
+        return self.postprocess(heat_logits, dist, size, features)
 
-    def postprocess(self, heat_logits: torch.Tensor, dist: torch.Tensor, image_logits: torch.Tensor,
-                    size_hw: torch.Tensor, features: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        """Raw maps -> detections, with this model's score fusion and NMS settings: boxes, scores,
-        labels, class_scores and novelty (zeros without `features`)."""
+    def postprocess(self, heat_logits: torch.Tensor, dist: torch.Tensor, size_hw: torch.Tensor,
+                    features: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """Raw maps -> detections, with this model's NMS setting: boxes, scores, labels, class_scores
+        and novelty (zeros without `features`)."""
         heat = torch.sigmoid(heat_logits)
-        if self.fuse_image_scores:
-            heat = torch.sqrt(heat * torch.sigmoid(image_logits)[:, :, None, None])
         boxes, scores, labels, cells = decode(heat, dist, size_hw, self.max_detections, self.stride)
         class_scores = _at_cells(heat, cells)  # [N, K, C]
         novelty = self.novelty(_at_cells(features, cells)) if features is not None else scores * 0.0

@@ -151,25 +151,25 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
 
 
 def predict_samples(model: Detector, images: list[np.ndarray], batch_size: int = 16,
-                    settings: Sequence[tuple[bool, float | None]] | None = None) -> Any:
+                    settings: Sequence[float | None] | None = None) -> Any:
     """Torch-side detections (boxes, scores, labels) per image, clipped to the unpadded size.
 
-    With `settings` (a list of (fuse_image_scores, nms_iou)), the network runs once per batch and
+    With `settings` (a list of NMS IoUs, None: peaks only), the network runs once per batch and
     every setting's post-processing is applied to the same maps: a dict setting -> detections.
     """
     model.eval()
-    grid = list(settings) if settings is not None else [(model.fuse_image_scores, model.nms_iou)]
-    saved = (model.fuse_image_scores, model.nms_iou)
+    grid = list(settings) if settings is not None else [model.nms_iou]
+    saved = model.nms_iou
     out: dict[Any, list[Any]] = {g: [None] * len(images) for g in grid}
     try:
         with torch.no_grad():
             for idx, batch in eval_batches(images, batch_size):
                 x = (batch.to(torch.float32) - model.mean) / model.std
-                maps = model(x)
+                heat, dist, _ = model(x)
                 size = torch.tensor(batch.shape[2:], dtype=torch.float32)
                 for g in grid:
-                    model.fuse_image_scores, model.nms_iou = g
-                    boxes, scores, labels = (t.numpy() for t in model.postprocess(*maps, size)[:3])
+                    model.nms_iou = g
+                    boxes, scores, labels = (t.numpy() for t in model.postprocess(heat, dist, size)[:3])
                     for row, i in enumerate(idx):
                         h, w = images[i].shape
                         b = boxes[row].copy()
@@ -177,12 +177,12 @@ def predict_samples(model: Detector, images: list[np.ndarray], batch_size: int =
                         b[:, [1, 3]] = b[:, [1, 3]].clip(0, h)
                         out[g][i] = (b, scores[row], labels[row])
     finally:
-        model.fuse_image_scores, model.nms_iou = saved
+        model.nms_iou = saved
     return out if settings is not None else out[grid[0]]
 
 
 def val_results(model: Detector, samples: list[Sample], images: list[np.ndarray], classes: tuple[str, ...],
-                settings: Sequence[tuple[bool, float | None]] | None = None) -> Any:
+                settings: Sequence[float | None] | None = None) -> Any:
     """ImageResults for metrics; with `settings`, a dict setting -> results (one network pass)."""
     index = {c: i for i, c in enumerate(classes)}
     predicted = predict_samples(model, images, settings=settings)
