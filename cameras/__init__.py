@@ -103,7 +103,7 @@ def _build(kind: str, line: LineConfig, camera: CameraConfig, key: Any, geo: Any
             seed=seed,
             defects_per_100m=float(options.pop("defects_per_100m", sim.defects_per_100m)),
             seam_share=float(options.pop("seam_share", sim.seam_share)),
-            coil_mix=tuple(tuple(band) for band in options.pop("coil_mix", sim.coil_mix)),
+            coil_mix=options.pop("coil_mix", sim.coil_mix),
             split=options.pop("split", sim.split),
             datasets_dir=options.pop("datasets_dir", sim.datasets),
             realtime=realtime,

@@ -119,6 +119,13 @@ def training_overlap(manifest_data: dict[str, Any], samples: Sequence[Sample]) -
     return sum(1 for s in samples if s.image_path.name in trained)
 
 
+def check_unseen(manifest: Any, unseen: Sequence[str]) -> None:
+    """Refuse `unseen` classes the model did learn: judged apart, they would hide its misses."""
+    learned = sorted(set(unseen) & set(manifest.classes))
+    if learned:
+        raise EvaluationError(f"--unseen-class {', '.join(learned)}: {manifest.version} learned these classes")
+
+
 def evaluate(detector: Detector, samples: Sequence[Sample], out_dir: Path | None = None,
              progress: bool = True, min_score: float | None = None, plot_prefix: str = "",
              unseen: Sequence[str] = ()) -> dict[str, Any]:
@@ -131,9 +138,7 @@ def evaluate(detector: Detector, samples: Sequence[Sample], out_dir: Path | None
     per_class = bool(manifest.data.get("operating_thresholds"))
     threshold: float | np.ndarray = (float(min_score) if min_score is not None
                                      else detector.thresholds if per_class else manifest.operating_threshold)
-    known = set(manifest.classes)
-    if known & set(unseen):
-        raise EvaluationError(f"unseen {sorted(known & set(unseen))}: {manifest.version} learned these classes")
+    check_unseen(manifest, unseen)
     unseen = tuple(dict.fromkeys([*(manifest.data.get("classes_excluded") or ()), *unseen]))
     results: list[ImageResult] = []
     unknown = UnknownTally(detector, threshold, unseen)

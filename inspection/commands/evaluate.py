@@ -52,13 +52,11 @@ def load_evaluation_samples(data: Path, split: str | None, classes: tuple[str, .
 def run(args: argparse.Namespace) -> int:
     # The plots need matplotlib (the `train` extra); fail before minutes of evaluation, not after.
     require_extra("train", "evaluate (its PR-curve and confusion-matrix plots)", "matplotlib")
-    from training.evaluate import EvaluationError, evaluate
+    from training.evaluate import check_unseen, evaluate
 
     detector = load_detector(args)
     manifest = detector.manifest
-    learned = sorted(set(args.unseen_class) & set(manifest.classes))
-    if learned:
-        raise EvaluationError(f"--unseen-class {', '.join(learned)}: {manifest.version} learned these classes")
+    check_unseen(manifest, args.unseen_class)  # before the samples: their loader would name the class unknown
     samples = load_evaluation_samples(args.data, args.split, manifest.classes, manifest.line_type,
                                       tuple(args.unseen_class))
     figures = evaluate(detector, samples, out_dir=args.json.parent, progress=not args.no_progress,
