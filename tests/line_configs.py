@@ -7,15 +7,21 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from inspection.config import DEMO_CONFIG
+from inspection.config import DEMO_CONFIG, load_config
 from tests.conftest import IPC_DIR_MAX
 
-# The demo config's endpoints (its fixed ports, never used by a test) and the short socket file
-# each becomes in a test (an ipc path must stay under ~100 characters).
-DEMO_ENDPOINTS = {"top-1": ("tcp://127.0.0.1:5555", "top-1.sock"),
-                  "bottom-1": ("tcp://127.0.0.1:5556", "bottom-1.sock"),
-                  "results": ("tcp://127.0.0.1:5560", "results.sock"),
-                  "plc": ("tcp://127.0.0.1:5570", "plc.sock")}
+
+def _demo_endpoints() -> dict[str, tuple[str, str]]:
+    """Each link's address as the demo config writes it (read from the file, so no test names the
+    demo's fixed ports) and the short socket file it becomes in a test (an ipc path must stay under
+    ~100 characters)."""
+    demo = load_config(DEMO_CONFIG)
+    links = {c.id: c.endpoint for c in demo.cameras}
+    links.update(results=demo.endpoints.results, plc=demo.endpoints.plc)
+    return {name: (address, f"{name}.sock") for name, address in links.items()}
+
+
+DEMO_ENDPOINTS = _demo_endpoints()
 
 
 def write_line_config(tmp_path: Path, *, ipc_dir: Path | None = None, endpoints: Mapping[str, str] | None = None,

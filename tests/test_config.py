@@ -29,6 +29,8 @@ def test_demo_config_loads_and_is_frozen() -> None:
     assert config.summary()["cameras"][0]["id"] == "top-1"
 
 
+# the demo's results line, as written there (read, so that no test names the demo's fixed ports)
+RESULTS = next(line for line in DEMO_CONFIG.read_text().splitlines() if line.startswith("results = "))
 MIX = "coil_mix = [[0.4, 0.0], [0.3, 0.7], [0.2, 4.0], [0.1, 30.0]]"
 
 
@@ -54,7 +56,7 @@ def _write(tmp_path: Path, old: str, new: str) -> Path:
         ("batch_size = 2", "batch_sise = 2", "worker.batch_sise: unknown key"),
         ("live = true", "live = 1", "cameras[0].live: expected true or false, got 1"),
         ("coverage_min = 0.995", "coverage_min = 1.5", "records.coverage_min: expected a share"),
-        ('results = "tcp://127.0.0.1:5560"', "", "endpoints.results: missing"),
+        (RESULTS, "", "endpoints.results: missing"),
         ("[line]", "[line]\n[line]", "not valid TOML"),
         (MIX, "coil_mix = [[0.5, -2.0]]", "simulator.coil_mix: expected [[share"),
         (MIX, "coil_mix = [0.5, 2.0]", "simulator.coil_mix: expected [[share"),
@@ -104,11 +106,11 @@ width_px = 100
 frame_height_px = 50
 mm_per_px_across = 1.0
 mm_per_px_along = 1.0
-endpoint = "tcp://127.0.0.1:5555"
+endpoint = "tcp://192.0.2.1:7555"
 
 [endpoints]
-results = "tcp://127.0.0.1:5556"
-plc = "tcp://127.0.0.1:5557"
+results = "tcp://192.0.2.1:7556"
+plc = "tcp://192.0.2.1:7557"
 """
 
 
@@ -123,4 +125,4 @@ def test_left_out_keys_take_the_dataclass_defaults(tmp_path: Path) -> None:
     assert config.model == ModelConfig(name="cold")  # the line's type; the registry from the environment
     assert config.cameras == (CameraConfig(id="top-1", surface="top", width_px=100, frame_height_px=50,
                                            mm_per_px_across=1.0, mm_per_px_along=1.0,
-                                           endpoint="tcp://127.0.0.1:5555"),)
+                                           endpoint="tcp://192.0.2.1:7555"),)

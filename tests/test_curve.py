@@ -192,9 +192,9 @@ def test_plc_listen_takes_the_endpoint_and_keys_from_the_line_config(tmp_path: P
     endpoint, curve = _link(_listen_args("--config", str(config.path)))
     assert endpoint == Endpoint("connect", parse_endpoint(config.endpoints.plc, "bind").address)
     assert curve is not None and curve.keys.path == config.keys_dir / "plc" / "plc.key_secret"
-    _, by_folder = _link(_listen_args("--connect", "tcp://127.0.0.1:5570", "--keys", str(config.keys_dir)))
+    _, by_folder = _link(_listen_args("--connect", "tcp://192.0.2.1:7570", "--keys", str(config.keys_dir)))
     assert by_folder is not None and by_folder.server_key == curve.server_key
-    assert _link(_listen_args("--connect", "tcp://127.0.0.1:5570")) == (Endpoint("connect", "tcp://127.0.0.1:5570"),
+    assert _link(_listen_args("--connect", "tcp://192.0.2.1:7570")) == (Endpoint("connect", "tcp://192.0.2.1:7570"),
                                                                           None)
     assert "subscribing without CURVE" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="give --config F"):

@@ -275,7 +275,7 @@ def test_publisher_decides_no_alarm_and_heartbeat_tick(context) -> None:
 
 def test_bad_endpoints_are_clear_errors(context) -> None:
     with pytest.raises(TransportError, match="address must start with"):
-        PlcPublisher("127.0.0.1:5570", LINE, context=context)
+        PlcPublisher("192.0.2.1:7570", LINE, context=context)
     with PlcPublisher("tcp://127.0.0.1:*", LINE, context=context) as first, \
             pytest.raises(TransportError, match="cannot bind"):
         PlcPublisher(first.endpoint, LINE, context=context)

@@ -37,14 +37,14 @@ def seq_of(frame: Frame) -> int:
 @pytest.mark.parametrize(
     ("spec", "default", "expected"),
     [
-        ("tcp://127.0.0.1:5555", "bind", Endpoint("bind", "tcp://127.0.0.1:5555")),
-        ("tcp://127.0.0.1:5555", "connect", Endpoint("connect", "tcp://127.0.0.1:5555")),
-        ("connect:tcp://10.0.0.2:5555", "bind", Endpoint("connect", "tcp://10.0.0.2:5555")),
+        ("tcp://192.0.2.1:7555", "bind", Endpoint("bind", "tcp://192.0.2.1:7555")),
+        ("tcp://192.0.2.1:7555", "connect", Endpoint("connect", "tcp://192.0.2.1:7555")),
+        ("connect:tcp://10.0.0.2:7555", "bind", Endpoint("connect", "tcp://10.0.0.2:7555")),
         ("bind:ipc:///tmp/x.sock", "connect", Endpoint("bind", "ipc:///tmp/x.sock")),
-        ("bind+tcp://*:5555", "connect", Endpoint("bind", "tcp://*:5555")),
+        ("bind+tcp://*:7555", "connect", Endpoint("bind", "tcp://*:7555")),
         # the PLC publisher's specs (it binds by default), formerly parsed by a copy in inspection.plc
-        ("tcp://127.0.0.1:5570", "bind", Endpoint("bind", "tcp://127.0.0.1:5570")),
-        ("bind:tcp://*:5570", "bind", Endpoint("bind", "tcp://*:5570")),
+        ("tcp://192.0.2.1:7570", "bind", Endpoint("bind", "tcp://192.0.2.1:7570")),
+        ("bind:tcp://*:7570", "bind", Endpoint("bind", "tcp://*:7570")),
         ("connect:ipc:///tmp/plc.sock", "bind", Endpoint("connect", "ipc:///tmp/plc.sock")),
     ],
 )
@@ -53,11 +53,11 @@ def test_endpoint_specs(spec: str, default: str, expected: Endpoint) -> None:
 
 
 def test_peer_endpoint_takes_the_other_role() -> None:
-    assert peer_endpoint("tcp://127.0.0.1:5555") == Endpoint("connect", "tcp://127.0.0.1:5555")
-    assert peer_endpoint("connect:tcp://10.0.0.9:5555") == Endpoint("bind", "tcp://10.0.0.9:5555")
+    assert peer_endpoint("tcp://192.0.2.1:7555") == Endpoint("connect", "tcp://192.0.2.1:7555")
+    assert peer_endpoint("connect:tcp://10.0.0.9:7555") == Endpoint("bind", "tcp://10.0.0.9:7555")
 
 
-@pytest.mark.parametrize("spec", ["", "localhost:5555", "bind:", "connect:http://x", "tcp://"])
+@pytest.mark.parametrize("spec", ["", "localhost:7555", "bind:", "connect:http://x", "tcp://"])
 def test_bad_endpoint_specs_name_the_problem(spec: str) -> None:
     with pytest.raises(TransportError, match="endpoint"):
         parse_endpoint(spec, "bind")
