@@ -229,8 +229,6 @@ def test_first_gpu_provider_that_starts_wins_and_tensorrt_gets_fp16(
 def test_unknown_provider_setting(manifest: Manifest) -> None:
     with pytest.raises(ProviderError, match="providers: expected 'auto', 'cpu', 'openvino' or a list"):
         Detector(manifest, providers="gpu")
-    with pytest.raises(ProviderError, match="got 'gpu'"):
-        ort_backend.create_session(Path("x.onnx"), providers="gpu")
 
 
 def test_model_labels_beyond_the_manifest_classes_are_refused(tmp_path: Path) -> None:

@@ -124,9 +124,3 @@ def cpu_session(model_path: Path, intra_op_threads: int = 0) -> ort.InferenceSes
     except Exception as exc:  # noqa: BLE001 - any load failure on CPU is the model's
         raise ManifestError(f"{model_path}: ONNX Runtime cannot load the model: {exc}"[:500]) from None
 
-
-def create_session(model_path: Path, providers: str | Sequence[str] = "auto", intra_op_threads: int = 0,
-                   fp16: bool = True, gpu: GpuSettings | None = None) -> ort.InferenceSession:
-    """A GPU session when one of `providers` starts, else an ONNX Runtime CPU session."""
-    return (gpu_session(model_path, providers, intra_op_threads, fp16, gpu)
-            or cpu_session(model_path, intra_op_threads))
