@@ -271,3 +271,40 @@ def test_predict_as_a_real_process(registry: Registry, tmp_path: Path) -> None:
     runs_on = "OpenVINO CPU" if openvino_installed() else "CPUExecutionProvider"  # what "auto" picks on a CPU
     assert f"model hot-test-1 on {runs_on}" in result.stderr
     assert len(json.loads(out.read_text())) == 4
+
+
+def test_models_compare_prints_both_models_on_the_same_images(registry: Registry, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    add_tiny_model(registry, tmp_path, classes=CLASSES, version="hot-test-strict", operating_threshold=0.9)
+    folder = write_folder(tmp_path / "voc", "voc")
+    singles = {}
+    for version in ("hot-test-1", "hot-test-strict"):
+        out = tmp_path / f"{version}.json"
+        assert cli("evaluate", "--model", version, "--registry", str(registry.root), "--data", str(folder),
+                   "--json", str(out), "--providers", "cpu", "--no-progress") == 0
+        singles[version] = json.loads(out.read_text())
+    capsys.readouterr()
+    out = tmp_path / "compare.json"
+    assert cli("models", "--registry", str(registry.root), "compare", "hot", "hot-test-strict", "--data",
+               str(folder), "--providers", "cpu", "--rounds", "1", "--json", str(out), "--no-progress") == 0
+    printed = capsys.readouterr().out.splitlines()
+    figures = json.loads(out.read_text())["figures"]
+    for key, version in (("a", "hot-test-1"), ("b", "hot-test-strict")):
+        for figure in ("detection_rate", "false_detections_per_image", "map50"):
+            assert figures[key][figure] == singles[version][figure]
+        assert figures[key]["ms_per_image_alternating"] > 0
+    assert printed[0].split() == ["hot-test-1", "hot-test-strict", "B", "-", "A"]
+    rate = next(line for line in printed if line.startswith("detection rate")).split()
+    a, b = singles["hot-test-1"]["detection_rate"], singles["hot-test-strict"]["detection_rate"]
+    assert rate[-3:] == [f"{a:.3f}", f"{b:.3f}", f"{b - a:+.3f}"]
+    assert b < a  # the stricter threshold finds less on these blobs, and the table says which class lost
+    assert printed[-1].startswith("largest recall drop from A to B: ")
+
+
+def test_models_compare_refuses_models_of_two_line_types(registry: Registry, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    add_tiny_model(registry, tmp_path, classes=CLASSES, line_type="cold", version="cold-test-1")
+    folder = write_folder(tmp_path / "voc", "voc")
+    assert cli("models", "--registry", str(registry.root), "compare", "hot", "cold-test-1", "--data",
+               str(folder), "--providers", "cpu") == 2
+    assert "compare models of one line type" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""`steel-inspect models list | show VERSION | promote VERSION | rollback LINE_TYPE | history`.
+"""`steel-inspect models list | show VERSION | compare A B --data DIR | promote VERSION | rollback LINE_TYPE |
+history`.
 
 The registry lives in `--registry DIR` (default: $STEEL_INSPECT_MODELS or the checkout's
 models/). `show` verifies the model file's sha256 against the manifest; `promote` refuses a
@@ -35,6 +36,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rollback.add_argument("line_type", choices=LINE_TYPES)
     rollback.add_argument("--by", default=None)
     rollback.add_argument("--reason", default=None)
+    compare = actions.add_parser("compare", help="two models side by side on the same labelled images")
+    compare.add_argument("a", metavar="A", help="the reference: hot/cold (the active model), a version or a path")
+    compare.add_argument("b", metavar="B", help="the candidate")
+    compare.add_argument("--data", type=Path, required=True, metavar="DIR",
+                         help="folder with images/ + annotations/ (or a dataset root with --split)")
+    compare.add_argument("--split", choices=("train", "val", "test"), default=None,
+                         help="only this split of a dataset (figures on 'train' are not test figures)")
+    compare.add_argument("--providers", choices=("auto", "cpu", "openvino"), default="auto")
+    compare.add_argument("--threads", type=int, default=1,
+                         help="CPU threads per model (default 1: both models measured alike)")
+    compare.add_argument("--rounds", type=int, default=3, help="alternating timing rounds (default 3)")
+    compare.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the figures here")
+    compare.add_argument("--no-progress", action="store_true", help="no progress bar")
     history = actions.add_parser("history", help="what was active when")
     history.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(func=run)
@@ -49,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     from inspection.registry import Registry
 
     registry = Registry(args.registry)
+    if args.action == "compare":
+        return run_compare(args, registry)
     if args.action == "list":
         versions = registry.versions(args.line_type)
         active = {lt: registry.active(lt) for lt in LINE_TYPES}
@@ -93,4 +109,34 @@ def run(args: argparse.Namespace) -> int:
             reason = f": {e['reason']}" if e.get("reason") else ""
             print(f"{e.get('time')}  {e.get('line_type'):<5} {e.get('action'):<9} {e.get('version')} "
                   f"(was {e.get('previous')}) by {e.get('by')}{reason}")
+    return 0
+
+
+def run_compare(args: argparse.Namespace, registry: Any) -> int:
+    from inspection.commands.evaluate import load_evaluation_samples
+    from inspection.commands.predict import write_json
+    from inspection.detector import Detector
+    from inspection.errors import SteelInspectError
+    from training.compare import compare, table, worst_recall_drop
+
+    if args.rounds < 1 or args.threads < 0:
+        raise SteelInspectError("--rounds: expected >= 1 and --threads >= 0")
+    manifests = [registry.resolve(args.a), registry.resolve(args.b)]
+    if manifests[0].line_type != manifests[1].line_type:
+        raise SteelInspectError(f"{manifests[0].version} is a {manifests[0].line_type} model and "
+                                f"{manifests[1].version} a {manifests[1].line_type} model: compare models of one "
+                                "line type")
+    detectors = [Detector(m, providers=args.providers, intra_op_threads=args.threads) for m in manifests]
+    samples = [load_evaluation_samples(args.data, args.split, m.classes, m.line_type) for m in manifests]
+    figures = compare(*detectors, *samples, rounds=args.rounds, progress=not args.no_progress)
+    names = (manifests[0].version, manifests[1].version)
+    if names[0] == names[1]:
+        names = (f"A: {names[0]}", f"B: {names[1]}")
+    for line in table(figures, names):
+        print(line)
+    cls, drop = worst_recall_drop(figures)
+    print(f"largest recall drop from A to B: {cls} {-drop:+.3f}" if cls else "no class loses recall from A to B")
+    if args.json:
+        write_json(args.json, {"a": names[0], "b": names[1], "data": str(args.data), "split": args.split,
+                               "figures": figures})
     return 0
