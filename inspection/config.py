@@ -59,6 +59,10 @@ class CameraConfig:
 class ModelConfig:
     name: str  # no fixed default: the loader uses the line's type (the registry's active model for it)
     registry: Path = field(default_factory=default_models_dir)  # read when the config is loaded
+    # `models promote` refuses a candidate whose test figures fall more than this below the active
+    # model's (recall of any class; detection rate), unless forced with a reason
+    promote_max_recall_drop: float = 0.02
+    promote_max_detection_rate_drop: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -332,9 +336,18 @@ def _build(path: Path, raw: dict[str, Any], overrides: dict[str, Any]) -> LineCo
 
 def _model(path: Path, table: Any, line_type: str) -> ModelConfig:
     s = _Section(path, "model", table, ModelConfig)
-    model = ModelConfig(name=s.get("name", str, line_type), registry=s.path_value("registry"))
+    model = ModelConfig(name=s.get("name", str, line_type), registry=s.path_value("registry"),
+                        promote_max_recall_drop=_share(s, "promote_max_recall_drop"),
+                        promote_max_detection_rate_drop=_share(s, "promote_max_detection_rate_drop"))
     s.check_unknown()
     return model
+
+
+def _share(s: _Section, key: str) -> float:
+    value = s.get(key, float)
+    if not 0.0 <= value <= 1.0:
+        raise s.error(key, f"expected a share between 0 and 1, got {value!r}")
+    return value
 
 
 def _cameras(path: Path, items: list[Any]) -> tuple[CameraConfig, ...]:

@@ -31,7 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     promote = actions.add_parser("promote", help="make a version the active model of its line type")
     promote.add_argument("version")
     promote.add_argument("--by", default=None, help="who promotes (default: $USER)")
-    promote.add_argument("--reason", default=None, help="why, for the history")
+    promote.add_argument("--reason", default=None, help="why, for the history (required with --force)")
+    promote.add_argument("--force", action="store_true",
+                         help="promote although the gate finds the candidate worse than the active model")
+    promote.add_argument("--config", type=Path, default=None,
+                         help="line config whose [model] gate applies (default: the demo line)")
     rollback = actions.add_parser("rollback", help="re-activate the version active before the current one")
     rollback.add_argument("line_type", choices=LINE_TYPES)
     rollback.add_argument("--by", default=None)
@@ -51,6 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument("--no-progress", action="store_true", help="no progress bar")
     history = actions.add_parser("history", help="what was active when")
     history.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    history.add_argument("--at", type=_aware_time, default=None, metavar="ISO",
+                         help="only say which version of each line type was active at this time (naive = UTC)")
     parser.set_defaults(func=run)
 
 
@@ -93,12 +99,20 @@ def run(args: argparse.Namespace) -> int:
     elif args.action == "promote":
         manifest = registry.resolve(args.version)
         previous = registry.active(manifest.line_type)
-        registry.promote(manifest.version, by=args.by, reason=args.reason)
-        print(f"{manifest.line_type}: active model is now {manifest.version} (was {previous})")
+        findings = _gate(args, registry, manifest, previous)
+        registry.promote(manifest.version, by=args.by, reason=args.reason, gate=findings)
+        forced = f"; forced past the gate: {'; '.join(findings)}" if findings else ""
+        print(f"{manifest.line_type}: active model is now {manifest.version} (was {previous}){forced}")
     elif args.action == "rollback":
         previous = registry.active(args.line_type)
         manifest = registry.rollback(args.line_type, by=args.by, reason=args.reason)
         print(f"{args.line_type}: rolled back from {previous} to {manifest.version}")
+    elif args.action == "history" and args.at is not None:
+        active = {lt: registry.active_at(lt, args.at) for lt in LINE_TYPES}
+        if args.json:
+            print(json.dumps({"at": args.at.isoformat(), "active": active}, indent=2))
+        for lt, version in [] if args.json else active.items():
+            print(f"{args.at.isoformat()}  {lt:<5} {version or '(none active)'}")
     elif args.action == "history":
         entries = registry.history()
         if args.json:
@@ -110,6 +124,35 @@ def run(args: argparse.Namespace) -> int:
             print(f"{e.get('time')}  {e.get('line_type'):<5} {e.get('action'):<9} {e.get('version')} "
                   f"(was {e.get('previous')}) by {e.get('by')}{reason}")
     return 0
+
+
+def _aware_time(text: str) -> Any:
+    import datetime as dt
+
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO time such as 2026-12-01T06:00, got {text!r}") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
+def _gate(args: argparse.Namespace, registry: Any, candidate: Any, previous: str | None) -> list[str]:
+    """What the promotion gate finds against `candidate`; raises unless forced with a reason."""
+    from inspection.config import load_config
+    from inspection.errors import SteelInspectError
+    from inspection.promotion_gate import gate_findings
+
+    if args.force and not (args.reason or "").strip():
+        raise SteelInspectError("--force needs --reason: why the gate is overridden goes into the history")
+    if previous is None or previous == candidate.version:
+        return []
+    model = load_config(args.config).model
+    findings = gate_findings(registry.resolve(previous), candidate, max_recall_drop=model.promote_max_recall_drop,
+                             max_detection_rate_drop=model.promote_max_detection_rate_drop)
+    if findings and not args.force:
+        raise SteelInspectError(f"{candidate.version} is worse than the active {previous} on the test split: "
+                                f"{'; '.join(findings)} (promote with --force --reason TEXT to override)")
+    return findings
 
 
 def run_compare(args: argparse.Namespace, registry: Any) -> int:
