@@ -121,6 +121,7 @@ class RecordsConfig:
     seam_margin_px: float = 6.0  # a defect cut by a frame seam: how close to the seam (px) its parts end
     seam_min_overlap: float = 0.3  # ... and how much they overlap across (share of the narrower part)
     flush_ms: float = 50.0  # the recorder writes (and publishes to the PLC) at least this often
+    review_budget_per_hour: float = 60.0  # sampled + uncertain review items per hour of strip (one inspector)
 
 
 @dataclass(frozen=True)
@@ -484,7 +485,10 @@ def _records(path: Path, table: Any) -> RecordsConfig:
         seam_margin_px=s.get("seam_margin_px", float),
         seam_min_overlap=s.get("seam_min_overlap", float),
         flush_ms=s.positive("flush_ms", float),
+        review_budget_per_hour=s.get("review_budget_per_hour", float),
     )
+    if records.review_budget_per_hour < 0:
+        raise s.error("review_budget_per_hour", f"expected a number >= 0, got {records.review_budget_per_hour!r}")
     if records.seam_margin_px < 0:
         raise s.error("seam_margin_px", f"expected a number >= 0, got {records.seam_margin_px!r}")
     if not 0.0 <= records.seam_min_overlap <= 1.0:
