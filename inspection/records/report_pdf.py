@@ -41,6 +41,8 @@ def _t(value: Any) -> str:
     """Text the PDF core fonts can show (latin-1); None becomes a dash."""
     if value is None or value == "":
         return "-"
+    if isinstance(value, str) and value.isspace():
+        return value  # a blank cell on purpose (a colour swatch)
     if isinstance(value, float):
         value = f"{value:,.2f}".rstrip("0").rstrip(".")
     return str(value).replace("\u2192", "->").encode("latin-1", "replace").decode("latin-1")
@@ -88,7 +90,7 @@ class _Pdf(FPDF):
         rows = [pairs[i:i + columns] for i in range(0, len(pairs), columns)]
         widths = [32, 61] * columns
         with self.table(col_widths=widths, first_row_as_headings=False, line_height=4.6, text_align="LEFT",
-                        borders_layout="HORIZONTAL_LINES", width=sum(widths)) as table:
+                        borders_layout="HORIZONTAL_LINES", width=sum(widths), align="LEFT") as table:
             for chunk in rows:
                 row = table.row()
                 for key, value in chunk:
@@ -103,7 +105,7 @@ class _Pdf(FPDF):
         """A table with a heading row (repeated on every page it spans); `fills` colours the first
         cell of each row (a class's swatch)."""
         with self.table(col_widths=widths, line_height=4.2, text_align="LEFT", headings_style=HEAD,
-                        width=sum(widths), borders_layout="SINGLE_TOP_LINE") as table:
+                        width=sum(widths), borders_layout="SINGLE_TOP_LINE", align="LEFT") as table:
             head = table.row()
             for h in headings:
                 head.cell(_t(h))
@@ -220,9 +222,9 @@ def _summary(pdf: _Pdf, data: dict[str, Any]) -> None:
     per: dict[str, dict[str, int]] = {}
     for item in s["by_class"]:
         per.setdefault(item["class"], {"top": 0, "bottom": 0})[item["surface"]] = item["count"]
-    rows = [["", cls, v["top"], v["bottom"], v["top"] + v["bottom"]] for cls, v in sorted(per.items())]
+    rows = [[" ", cls, v["top"], v["bottom"], v["top"] + v["bottom"]] for cls, v in sorted(per.items())]
     if rows:
-        pdf.grid(["", "Class", "Top", "Bottom", "Total"], rows, [6, 50, 25, 25, 25],
+        pdf.grid([" ", "Class", "Top", "Bottom", "Total"], rows, [6, 50, 25, 25, 25],
                  fills=[rgb(class_colour(r[1])) for r in rows])
     sev = ", ".join(f"{k}: {v}" for k, v in sorted(s["by_severity"].items()))
     pdf.cell(0, 5, _t(f"By severity: {sev or 'none'}"), new_x="LMARGIN", new_y="NEXT")
