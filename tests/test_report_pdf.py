@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from inspection.cli import main
+from inspection.datasets import DATASET_CLASSES, LINE_DATASETS
 from inspection.defect_style import CLASS_COLOURS, MAP_X, MAP_Y, class_colour, rgb
 from inspection.frame import CoilEvent, StreamKey
 from inspection.frame_inspector import _crop_png
@@ -196,6 +197,10 @@ def test_console_map_draws_with_the_same_table() -> None:
     assert (encoding["x"]["field"], encoding["x"]["title"]) == (MAP_X.field, MAP_X.title)
     assert (encoding["y"]["field"], encoding["y"]["title"]) == (MAP_Y.field, MAP_Y.title)
     assert class_colour("made-up class") == class_colour("made-up class")  # stable for names outside the table
+    for line_type, dataset in LINE_DATASETS.items():  # every class a model of either line type names has its own
+        named = DATASET_CLASSES[dataset]
+        assert set(named) <= set(CLASS_COLOURS), line_type
+        assert len({CLASS_COLOURS[c] for c in (*named, "unknown")}) == len(named) + 1, line_type  # none shared
 
 
 @POPPLER
