@@ -122,6 +122,7 @@ class RecordsConfig:
     seam_min_overlap: float = 0.3  # ... and how much they overlap across (share of the narrower part)
     flush_ms: float = 50.0  # the recorder writes (and publishes to the PLC) at least this often
     review_budget_per_hour: float = 60.0  # sampled + uncertain review items per hour of strip (one inspector)
+    reports_dir: Path | None = None  # where `report` writes without --out; None: "reports" beside the database
 
 
 @dataclass(frozen=True)
@@ -486,6 +487,7 @@ def _records(path: Path, table: Any) -> RecordsConfig:
         seam_min_overlap=s.get("seam_min_overlap", float),
         flush_ms=s.positive("flush_ms", float),
         review_budget_per_hour=s.get("review_budget_per_hour", float),
+        reports_dir=s.path_value("reports_dir"),
     )
     if records.review_budget_per_hour < 0:
         raise s.error("review_budget_per_hour", f"expected a number >= 0, got {records.review_budget_per_hour!r}")
