@@ -290,7 +290,7 @@ def test_the_checks_catch_a_broken_readme(readme: str, parser: argparse.Argument
     """A README with a flag, a subcommand and a choice that do not exist, a test command CI does
     not run and a demo without its extra: every one is reported, with its line."""
     broken = (readme.replace("[--max-frames N]", "[--max-framez N]", 1)
-              .replace("--format\npdf|csv|json", "--format\npdf|csv|docx", 1)
+              .replace("--format pdf|csv|json", "--format pdf|csv|docx", 1)
               .replace(".venv/bin/steel-inspect models promote", ".venv/bin/steel-inspect models promot", 1)
               .replace("`crops prune`", "`crops purge`", 1)
               .replace("predict --model hot --images DIR", "predict --model hot", 1)
