@@ -3,9 +3,10 @@
 A throw-away PostgreSQL cluster (`inspection.testing.pg_cluster`) gets a ``mes_coil`` table of
 ``--rows`` coils (padded ids, numeric and legacy text columns with decimal commas, local
 timestamps, an unknown column); then the real command runs as a child process, reading it over
-TCP with a password from ``[plant] password_file``, into a fresh line database. Its wall time
-and peak resident memory (the child's own ``ru_maxrss``) are reported per row count: with
-streaming the peak stays flat as the rows grow.
+TCP with a password from ``[plant] password_file``, into a fresh line database. Its wall time, CPU
+time and peak resident memory (the child's own ``ru_maxrss``) are reported per row count, beside
+the same for ``steel-inspect --version`` (start-up alone): with streaming the peak stays flat as
+the rows grow.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cluster = pg_cluster.start_cluster()
     except pg_cluster.ClusterUnavailable as exc:
         return {"status": "no PostgreSQL", "reason": str(exc)}
-    figures: dict[str, Any] = {"batch_rows": args.batch_rows, "cpus": os.cpu_count(), "runs": []}
+    figures: dict[str, Any] = {"batch_rows": args.batch_rows, "cpus": os.cpu_count(), "load_average": None,
+                               "startup": _startup(), "runs": []}
     try:
         cluster.sql(f"CREATE ROLE mes LOGIN PASSWORD '{PASSWORD}'")
         with tempfile.TemporaryDirectory(prefix="bench-plant-") as tmp:
@@ -54,6 +56,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                         **_import(cluster.url(dbname), config, work, n)})
     finally:
         cluster.stop()
+    figures["load_average"] = [round(x, 1) for x in os.getloadavg()]  # wall times mean little on a busy machine
     return figures
 
 
@@ -85,6 +88,16 @@ def _import(url: str, config: Path, work: Path, n: int) -> dict[str, Any]:
     if child.returncode != 0:
         raise RuntimeError(f"import-plant failed ({child.returncode}): {problems.strip()[-500:]}")
     rows = int(summary.split(" rows read")[0].rsplit(" ", 1)[-1])
-    return {"import_s": round(wall, 2), "rows_per_s": round(rows / wall),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "summary": summary.splitlines()[0],
-            "db_mb": round(db.stat().st_size / 2**20, 1)}
+    return {"import_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+            "rows_per_s": round(rows / wall), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            "summary": summary.splitlines()[0], "db_mb": round(db.stat().st_size / 2**20, 1)}
+
+
+def _startup() -> dict[str, Any]:
+    """The same figures for `steel-inspect --version`: what any command costs before it does anything."""
+    started = time.perf_counter()
+    child = subprocess.Popen([sys.executable, "-m", "inspection", "--version"], stdout=subprocess.DEVNULL)
+    _, _, usage = os.wait4(child.pid, 0)
+    child.returncode = 0
+    return {"wall_s": round(time.perf_counter() - started, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
