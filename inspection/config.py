@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from inspection.backends import SETTINGS as PROVIDER_SETTINGS
 from inspection.errors import ConfigError
@@ -132,6 +133,17 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class PlantConfig:
+    """How `import-plant` reads the plant's MES / ERP data (see `inspection.records.plant_sql`)."""
+
+    timezone: str = "UTC"  # IANA zone of the plant's clocks: naive MES timestamps are read in it, stored in UTC
+    password_file: Path | None = None  # a file holding only the MES database password (mode 0600)
+    connect_timeout_s: int = 10  # whole seconds (libpq's rule; at least 2 are applied)
+    statement_timeout_s: float = 120.0  # the server cancels any one statement (each fetched batch) after this
+    batch_rows: int = 5000  # rows fetched from the server, and committed to the line database, at a time
+
+
+@dataclass(frozen=True)
 class LineConfig:
     path: Path
     overrides: dict[str, Any]  # dotted keys applied over the file (see `load_config`); {} normally
@@ -148,6 +160,7 @@ class LineConfig:
     simulator: SimulatorConfig
     records: RecordsConfig
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    plant: PlantConfig = field(default_factory=PlantConfig)
 
     @property
     def keys_dir(self) -> Path:
@@ -330,6 +343,7 @@ def _build(path: Path, raw: dict[str, Any], overrides: dict[str, Any]) -> LineCo
         simulator=_simulator(path, top.get("simulator", dict, {})),
         records=_records(path, top.get("records", dict, {})),
         security=_security(path, top.get("security", dict, {})),
+        plant=_plant(path, top.get("plant", dict, {})),
     )
     line.check_unknown()
     top.check_unknown()
@@ -504,6 +518,25 @@ def _security(path: Path, table: Any) -> SecurityConfig:
     security = SecurityConfig(curve=s.get("curve", bool), keys_dir=s.path_value("keys_dir"))
     s.check_unknown()
     return security
+
+
+def _plant(path: Path, table: Any) -> PlantConfig:
+    s = _Section(path, "plant", table, PlantConfig)
+    zone = s.get("timezone", str)
+    try:
+        ZoneInfo(zone)
+    except (ValueError, OSError, LookupError):  # ZoneInfoNotFoundError is a KeyError; a bad name a ValueError
+        raise s.error("timezone", f"expected an IANA time zone such as \"Europe/Berlin\" or \"UTC\", "
+                                  f"got {zone!r}") from None
+    plant = PlantConfig(
+        timezone=zone,
+        password_file=s.path_value("password_file"),
+        connect_timeout_s=s.positive("connect_timeout_s", int),
+        statement_timeout_s=s.positive("statement_timeout_s", float),
+        batch_rows=s.positive("batch_rows", int),
+    )
+    s.check_unknown()
+    return plant
 
 
 def log_config(config: LineConfig, logger: logging.Logger | None = None) -> None:

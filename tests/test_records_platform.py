@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
@@ -94,11 +95,19 @@ def test_sql_source_sqlite_and_missing_drivers(tmp_path: Path) -> None:
         list(platform.read_sql(f"sqlite:///{mes}", "SELECT nope FROM coil"))
     with pytest.raises(PlatformImportError, match="expected a sqlite"):
         list(platform.read_sql("mysql://x/y", "SELECT 1"))
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        with pytest.raises(PlatformImportError, match="driver missing: install psycopg"):
-            list(platform.read_sql("postgresql://user@localhost/mes", "SELECT 1"))
+
+    secret = "pw-" + "x" * 8
+    with pytest.raises(PlatformImportError) as info:
+        list(platform.read_sql(f"mysql://mes:{secret}@mes-db/mes", "SELECT 1"))
+    assert secret not in str(info.value) and "mysql://..." in str(info.value)
+
+
+def test_without_psycopg_the_message_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # what an install without the postgres extra sees
+    with pytest.raises(PlatformImportError) as info:
+        list(platform.read_sql("postgresql://mes:pw-secret@localhost/mes", "SELECT 1"))
+    assert "PostgreSQL driver missing: install the postgres extra: pip install -e '.[postgres]'" in str(info.value)
+    assert "pw-secret" not in str(info.value)
 
 
 def test_synthetic_extract_is_deterministic_and_plausible() -> None:

@@ -1,7 +1,10 @@
 """`steel-inspect import-plant`: import MES / ERP coil, order and process data into a line database.
 
-Columns are documented in `inspection.records.platform`. Bad rows are reported with their line
-number and skipped; the exit status is 0 when every row was imported, 1 when some were skipped.
+Columns are documented in `inspection.records.platform`, the SQL source (PostgreSQL or SQLite,
+credentials, timeouts) in `inspection.records.plant_sql`. The line config's [plant] section gives
+the plant's time zone (for times without an offset), the password file, the timeouts and the
+batch size. Bad rows are reported with their line number and skipped; the exit status is 0 when
+every row was imported, 1 when some were skipped, 2 when the source could not be read at all.
 """
 
 from __future__ import annotations
@@ -16,34 +19,62 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--csv", type=Path, metavar="FILE", help="CSV file with a header row")
     src.add_argument("--json", type=Path, metavar="FILE", help="JSON array, {\"coils\": [...]} or JSON Lines")
-    src.add_argument("--sql-url", metavar="URL", help="sqlite:///path or postgresql://user@host/db")
-    p.add_argument("--query", help="SQL query returning the documented columns (with --sql-url)")
+    src.add_argument("--sql-url", metavar="URL",
+                     help="sqlite:///path or postgresql://host:port/database (no password here: use "
+                          "[plant] password_file, PGPASSWORD or ~/.pgpass)")
+    query = p.add_mutually_exclusive_group()
+    query.add_argument("--query", help="SQL query returning the documented columns (with --sql-url)")
+    query.add_argument("--query-file", type=Path, metavar="FILE", help="the same query, read from a file")
     p.add_argument("--config", type=Path, help="line config (default: the demo line)")
     p.add_argument("--db", type=Path, help="database path (default: the config's line.database)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from zoneinfo import ZoneInfo
+
     from inspection.config import load_config
-    from inspection.records import platform
+    from inspection.records import plant_sql, platform
     from inspection.records.db import open_db
     from inspection.records.errors import PlatformImportError
 
-    if args.sql_url and not args.query:
-        raise PlatformImportError("--sql-url needs --query")
-    if args.query and not args.sql_url:
+    query = _query(args)
+    if args.sql_url and not query:
+        raise PlatformImportError("--sql-url needs --query or --query-file")
+    if query and not args.sql_url:
         raise PlatformImportError("--query needs --sql-url")
-    db_path = args.db or load_config(args.config).database
+    config = load_config(args.config)
+    plant = config.plant
     if args.csv:
         rows, source = platform.read_csv(args.csv), str(args.csv)
     elif args.json:
         rows, source = platform.read_json(args.json), str(args.json)
-    else:
-        rows, source = platform.read_sql(args.sql_url, args.query), args.sql_url.split("@")[-1]
-    db = open_db(db_path)
+    else:  # opened (connected, query run, columns checked) before the line database is touched
+        rows = plant_sql.open_rows(args.sql_url, query, batch_rows=plant.batch_rows,
+                                   connect_timeout_s=plant.connect_timeout_s,
+                                   statement_timeout_s=plant.statement_timeout_s, password_file=plant.password_file)
+        source = rows.source  # host, port and database only: never a user or password
     try:
-        report = platform.import_rows(db, rows, source)
+        db = open_db(args.db or config.database)
+        try:
+            report = platform.import_rows(db, rows, source, timezone=ZoneInfo(plant.timezone),
+                                          batch_rows=plant.batch_rows)
+        finally:
+            db.close()
     finally:
-        db.close()
+        if isinstance(rows, plant_sql.SqlRows):
+            rows.close()
     print(report.summary())
     return 1 if report.skipped else 0
+
+
+def _query(args: argparse.Namespace) -> str | None:
+    from inspection.records.errors import PlatformImportError
+
+    if args.query_file is None:
+        return args.query
+    try:
+        return args.query_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlatformImportError(f"{args.query_file}: cannot read the query: "
+                                  f"{getattr(exc, 'strerror', None) or exc}") from None
