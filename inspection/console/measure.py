@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import statistics
 import tempfile
 import time
@@ -65,11 +66,22 @@ def _apptest(database: Path, repeat: int) -> dict[str, float]:
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
+    from inspection.records import users
+    from inspection.records.db import open_db
+
     os.environ["STEEL_INSPECT_DB"] = str(database)
+    password = secrets.token_urlsafe(16)
+    db = open_db(database)
+    try:
+        users.add_user(db, "measure", "quality_engineer", password, actor="measure")
+    finally:
+        db.close()
     at = AppTest.from_file(str(REPO_DIR / "app.py"), default_timeout=120)
     at.run()
+    at.sidebar.text_input(key="sign_in_name").input("measure")
+    at.sidebar.text_input(key="sign_in_password").input(password)
+    at.sidebar.button(key="sign_in_submit").click().run()  # reviews are recorded with the signed-in user
     at.session_state["selected_coil"] = COIL
-    at.session_state["reviewer"] = "measure"
     at.switch_page("inspection/console/pages/coil_detail.py").run()  # imports everything once
     cold, warm, gallery, review = [], [], [], []
     for i in range(repeat):
