@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from inspection.console.auth import SESSION_KEY
+from inspection.console.auth import SESSION_KEY, Session, idle_expired
+from inspection.console.launch import is_loopback
 from inspection.passwords import ScryptParams
 from inspection.records import audit, users
 from inspection.records.db import open_db
@@ -384,6 +385,19 @@ def test_hold_to_prime_needs_a_second_person_in_the_console(db: Path) -> None:
                                                                                 ("approved", "cy")]
     with open_db(db, readonly=True) as conn:
         assert audit.verify(conn).ok
+
+
+@pytest.mark.parametrize(("idle_min", "expired"), [(479.9, False), (480.0, False), (480.1, True)])
+def test_a_session_expires_after_the_configured_idle_time(idle_min: float, expired: bool) -> None:
+    start = 1_800_000_000 * 10**9
+    session = Session("ana", "inspector", start, start)
+    assert idle_expired(session, start + int(idle_min * 60 * 10**9), 480.0) is expired
+
+
+@pytest.mark.parametrize(("address", "loopback"), [("127.0.0.1", True), ("localhost", True), ("::1", True),
+                                                   ("0.0.0.0", False), ("10.1.2.3", False), ("plant-pc", False)])
+def test_only_loopback_addresses_count_as_not_exposed(address: str, loopback: bool) -> None:
+    assert is_loopback(address) is loopback
 
 
 def test_an_idle_session_ends_and_its_action_is_refused(db: Path) -> None:

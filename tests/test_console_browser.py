@@ -2,8 +2,8 @@
 
 The Line page picks up a new recorder status on its own (fragment refresh). The reviewer signs in
 (name and password in the sidebar form), opens a coil, clicks a defect on the map, rejects it; the
-review row, in the signed-in user's name, and the regraded coil must then be in the database. A screenshot of every page goes to
-test-artifacts/screenshots/ (not committed).
+review row, in the signed-in user's name, and the regraded coil must then be in the database. A
+screenshot of every page goes to test-artifacts/screenshots/ (not committed).
 """
 
 from __future__ import annotations

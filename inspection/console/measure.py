@@ -81,6 +81,8 @@ def _apptest(database: Path, repeat: int) -> dict[str, float]:
     at.sidebar.text_input(key="sign_in_name").input("measure")
     at.sidebar.text_input(key="sign_in_password").input(password)
     at.sidebar.button(key="sign_in_submit").click().run()  # reviews are recorded with the signed-in user
+    if not any(c.value.startswith("Signed in as") for c in at.sidebar.caption):
+        raise RuntimeError("the measuring user could not sign in: the reject timings would time a refusal")
     at.session_state["selected_coil"] = COIL
     at.switch_page("inspection/console/pages/coil_detail.py").run()  # imports everything once
     cold, warm, gallery, review = [], [], [], []
@@ -93,8 +95,8 @@ def _apptest(database: Path, repeat: int) -> dict[str, float]:
     for label in defect_ids:
         at.selectbox(key="defect_id_box").select(int(label.split()[0].lstrip("#"))).run()
         review.append(_timed(at.button(key="detail_review_reject").click().run))
-    if at.exception:
-        raise RuntimeError(f"the page raised: {at.exception}")
+    if at.exception or at.error:
+        raise RuntimeError(f"the page raised or refused: {at.exception or [e.value for e in at.error]}")
     return {"cold_cache_s": _median(cold), "warm_cache_s": _median(warm), "gallery_page_s": _median(gallery),
             "reject_and_regrade_s": _median(review)}
 
