@@ -59,6 +59,10 @@ class CameraConfig:
 class ModelConfig:
     name: str  # no fixed default: the loader uses the line's type (the registry's active model for it)
     registry: Path = field(default_factory=default_models_dir)  # read when the config is loaded
+    # `models promote` refuses a candidate whose test figures fall more than this below the active
+    # model's (recall of any class; detection rate), unless forced with a reason
+    promote_max_recall_drop: float = 0.02
+    promote_max_detection_rate_drop: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,8 @@ class RecordsConfig:
     seam_margin_px: float = 6.0  # a defect cut by a frame seam: how close to the seam (px) its parts end
     seam_min_overlap: float = 0.3  # ... and how much they overlap across (share of the narrower part)
     flush_ms: float = 50.0  # the recorder writes (and publishes to the PLC) at least this often
+    review_budget_per_hour: float = 60.0  # sampled + uncertain review items per hour of strip (one inspector)
+    reports_dir: Path | None = None  # where `report` writes without --out; None: "reports" beside the database
 
 
 @dataclass(frozen=True)
@@ -343,9 +349,18 @@ def _build(path: Path, raw: dict[str, Any], overrides: dict[str, Any]) -> LineCo
 
 def _model(path: Path, table: Any, line_type: str) -> ModelConfig:
     s = _Section(path, "model", table, ModelConfig)
-    model = ModelConfig(name=s.get("name", str, line_type), registry=s.path_value("registry"))
+    model = ModelConfig(name=s.get("name", str, line_type), registry=s.path_value("registry"),
+                        promote_max_recall_drop=_share(s, "promote_max_recall_drop"),
+                        promote_max_detection_rate_drop=_share(s, "promote_max_detection_rate_drop"))
     s.check_unknown()
     return model
+
+
+def _share(s: _Section, key: str) -> float:
+    value = s.get(key, float)
+    if not 0.0 <= value <= 1.0:
+        raise s.error(key, f"expected a share between 0 and 1, got {value!r}")
+    return value
 
 
 def _cameras(path: Path, items: list[Any]) -> tuple[CameraConfig, ...]:
@@ -482,7 +497,11 @@ def _records(path: Path, table: Any) -> RecordsConfig:
         seam_margin_px=s.get("seam_margin_px", float),
         seam_min_overlap=s.get("seam_min_overlap", float),
         flush_ms=s.positive("flush_ms", float),
+        review_budget_per_hour=s.get("review_budget_per_hour", float),
+        reports_dir=s.path_value("reports_dir"),
     )
+    if records.review_budget_per_hour < 0:
+        raise s.error("review_budget_per_hour", f"expected a number >= 0, got {records.review_budget_per_hour!r}")
     if records.seam_margin_px < 0:
         raise s.error("seam_margin_px", f"expected a number >= 0, got {records.seam_margin_px!r}")
     if not 0.0 <= records.seam_min_overlap <= 1.0:

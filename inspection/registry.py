@@ -119,6 +119,24 @@ class Registry:
     def history(self) -> list[dict[str, Any]]:
         return list(self._read_state()["history"])
 
+    def active_at(self, line_type: str, when: dt.datetime) -> str | None:
+        """The version active for `line_type` at `when` (None before the first promotion)."""
+        _check_line_type(line_type)
+        if when.tzinfo is None:
+            raise RegistryError("active_at: give a time with its zone (naive times are ambiguous)")
+        version = None
+        for item in self._read_state()["history"]:
+            if item.get("line_type") != line_type:
+                continue
+            try:
+                at = dt.datetime.fromisoformat(item["time"])
+            except (KeyError, TypeError, ValueError):
+                raise RegistryError(f"{self.state_path}: history entry without a valid time: {item!r}") from None
+            if at > when:
+                break
+            version = item.get("version")
+        return version
+
     # -- versions ----------------------------------------------------------------------
     def versions(self, line_type: str | None = None) -> list[Manifest]:
         """Every registered version (manifest checked, sha256 not), oldest first."""
@@ -209,13 +227,20 @@ class Registry:
         return self._load_version(version)
 
     # -- activation --------------------------------------------------------------------
-    def promote(self, version: str, by: str | None = None, reason: str | None = None) -> Manifest:
-        """Make `version` the active model of its line type (refused if it does not load)."""
+    def promote(self, version: str, by: str | None = None, reason: str | None = None,
+                gate: list[str] | None = None) -> Manifest:
+        """Make `version` the active model of its line type (refused if it does not load).
+
+        `gate`: what the promotion gate found against it, recorded when the promotion was forced.
+        """
         manifest = self._load_version(version)
         with self._locked_state() as state:
             previous = state["active"][manifest.line_type]
             state["active"][manifest.line_type] = version
-            state["history"].append(_entry(manifest.line_type, version, previous, "promote", by, reason))
+            entry = _entry(manifest.line_type, version, previous, "promote", by, reason)
+            if gate:
+                entry["forced_past_gate"] = list(gate)
+            state["history"].append(entry)
         log.info("promoted %s for %s (previous: %s)", version, manifest.line_type, previous)
         return manifest
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import subprocess
 import sys
 import threading
@@ -462,3 +463,20 @@ def test_listener_reports_too_few_messages_by_the_deadline(publisher, context) -
     with PlcListener(publisher.endpoint, ["coil"], context=context) as sub:  # nothing is published
         summary = sub.run(count=1, timeout=0.3, out=io.StringIO(), err=io.StringIO())
     assert (summary["messages"], summary["exit_status"]) == (0, 3)
+
+
+def test_listener_prints_numbers_rounded_for_reading(publisher, listener) -> None:
+    publisher.defect(a_defect(0, score=0.912345678901234, along_mm=7168.123456789012, across_mm=412.56789012345,
+                              length_mm=35.04999999999, width_mm=4.000000000001))
+    publisher.coil(a_coil(coverage=0.998123456789))
+    publisher.heartbeat()
+    out = io.StringIO()
+    listener.run(timeout=10, out=out, err=io.StringIO(),
+                 stop=lambda: re.search(r"grade=.*\n.* heartbeat ", out.getvalue(), re.S) is not None)
+    lines = out.getvalue().splitlines()
+    defect = next(line for line in lines if " defect " in line)
+    assert "score=0.912 along=7168.1mm across=412.6mm size=35.0x4.0mm" in defect
+    assert "coverage=99.81% " in next(line for line in lines if " coil " in line)
+    heartbeats = [line for line in lines if " heartbeat " in line]
+    assert heartbeats and all(re.search(r"uptime=\d+\.\ds ", line) for line in heartbeats)
+    assert not [line for line in lines if re.search(r"\d\.\d{4,}", line)]  # no float printed at full precision

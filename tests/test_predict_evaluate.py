@@ -214,7 +214,11 @@ def test_models_cli_list_show_promote_rollback_history(registry: Registry, tmp_p
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("* hot-test-1") for line in lines)
     assert any(line.startswith("  hot-test-2") for line in lines)
-    assert cli("models", "--registry", root, "promote", "hot-test-2", "--by", "qa", "--reason", "better") == 0
+    # the tiny models carry no test figures: the gate cannot judge them, only a forced promotion passes
+    assert cli("models", "--registry", root, "promote", "hot-test-2", "--by", "qa", "--reason", "better") == 2
+    assert "hot-test-1 has no test figures" in capsys.readouterr().err
+    assert cli("models", "--registry", root, "promote", "hot-test-2", "--by", "qa", "--reason", "better",
+               "--force") == 0
     assert "active model is now hot-test-2 (was hot-test-1)" in capsys.readouterr().out
     assert cli("models", "--registry", root, "show", "hot") == 0
     out = capsys.readouterr().out
@@ -225,6 +229,7 @@ def test_models_cli_list_show_promote_rollback_history(registry: Registry, tmp_p
     history = json.loads(capsys.readouterr().out)
     assert [(h["action"], h["version"], h["by"]) for h in history][1:] == [
         ("promote", "hot-test-2", "qa"), ("rollback", "hot-test-1", history[2]["by"])]
+    assert history[1]["forced_past_gate"] == ["hot-test-1 has no test figures in its manifest (metrics.test)"]
     assert cli("models", "--registry", root, "list", "--json") == 0
     rows = {r["version"]: r["active"] for r in json.loads(capsys.readouterr().out)}
     assert rows == {"hot-test-1": True, "hot-test-2": False}
@@ -271,3 +276,88 @@ def test_predict_as_a_real_process(registry: Registry, tmp_path: Path) -> None:
     runs_on = "OpenVINO CPU" if openvino_installed() else "CPUExecutionProvider"  # what "auto" picks on a CPU
     assert f"model hot-test-1 on {runs_on}" in result.stderr
     assert len(json.loads(out.read_text())) == 4
+
+
+def test_models_compare_prints_both_models_on_the_same_images(registry: Registry, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    add_tiny_model(registry, tmp_path, classes=CLASSES, version="hot-test-strict", operating_threshold=0.9)
+    folder = write_folder(tmp_path / "voc", "voc")
+    singles = {}
+    for version in ("hot-test-1", "hot-test-strict"):
+        out = tmp_path / f"{version}.json"
+        assert cli("evaluate", "--model", version, "--registry", str(registry.root), "--data", str(folder),
+                   "--json", str(out), "--providers", "cpu", "--no-progress") == 0
+        singles[version] = json.loads(out.read_text())
+    capsys.readouterr()
+    out = tmp_path / "compare.json"
+    assert cli("models", "--registry", str(registry.root), "compare", "hot", "hot-test-strict", "--data",
+               str(folder), "--providers", "cpu", "--rounds", "1", "--json", str(out), "--no-progress") == 0
+    printed = capsys.readouterr().out.splitlines()
+    figures = json.loads(out.read_text())["figures"]
+    for key, version in (("a", "hot-test-1"), ("b", "hot-test-strict")):
+        for figure in ("detection_rate", "false_detections_per_image", "map50"):
+            assert figures[key][figure] == singles[version][figure]
+        assert figures[key]["ms_per_image_alternating"] > 0
+    assert printed[0].split() == ["hot-test-1", "hot-test-strict", "B", "-", "A"]
+    rate = next(line for line in printed if line.startswith("detection rate")).split()
+    a, b = singles["hot-test-1"]["detection_rate"], singles["hot-test-strict"]["detection_rate"]
+    assert rate[-3:] == [f"{a:.3f}", f"{b:.3f}", f"{b - a:+.3f}"]
+    assert b < a  # the stricter threshold finds less on these blobs, and the table says which class lost
+    assert printed[-1].startswith("largest recall drop from A to B: ")
+
+
+def test_models_compare_refuses_models_of_two_line_types(registry: Registry, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    add_tiny_model(registry, tmp_path, classes=CLASSES, line_type="cold", version="cold-test-1")
+    folder = write_folder(tmp_path / "voc", "voc")
+    assert cli("models", "--registry", str(registry.root), "compare", "hot", "cold-test-1", "--data",
+               str(folder), "--providers", "cpu") == 2
+    assert "compare models of one line type" in capsys.readouterr().err
+
+
+def _with_test_figures(registry: Registry, tmp_path: Path, version: str, rate: float,
+                       recalls: dict[str, float], images: int = 100) -> None:
+    from tests.tiny_models import build_blob_model, tiny_manifest
+
+    manifest = tiny_manifest(CLASSES, "hot", version)
+    manifest["metrics"] = {"test": {"images": images, "gt_boxes": 150, "detection_rate": rate,
+                                    "per_class": {c: {"recall_at_threshold": r} for c, r in recalls.items()}}}
+    registry.add(build_blob_model(tmp_path / f"{version}.onnx", len(CLASSES)), manifest, version=version)
+
+
+def test_models_promote_gate_refuses_a_worse_candidate_unless_forced_with_a_reason(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    registry = Registry(tmp_path / "models")
+    _with_test_figures(registry, tmp_path, "hot-a", 0.90, {"dark_spot": 0.80, "bright_spot": 0.90})
+    _with_test_figures(registry, tmp_path, "hot-b", 0.91, {"dark_spot": 0.79, "bright_spot": 0.95})  # within 0.02
+    _with_test_figures(registry, tmp_path, "hot-c", 0.92, {"dark_spot": 0.70, "bright_spot": 0.99})
+    _with_test_figures(registry, tmp_path, "hot-d", 0.95, {"dark_spot": 0.99, "bright_spot": 0.99}, images=50)
+    root = str(registry.root)
+    registry.promote("hot-a")
+    assert cli("models", "--registry", root, "promote", "hot-b") == 0
+    assert cli("models", "--registry", root, "promote", "hot-c") == 2
+    err = capsys.readouterr().err
+    assert "hot-c is worse than the active hot-b" in err and "dark_spot recall 0.700 < 0.790" in err
+    assert err.count("\n") == 1
+    assert cli("models", "--registry", root, "promote", "hot-d") == 2
+    assert "not comparable" in capsys.readouterr().err
+    assert cli("models", "--registry", root, "promote", "hot-c", "--force") == 2
+    assert "--force needs --reason" in capsys.readouterr().err
+    assert registry.active("hot") == "hot-b"
+    assert cli("models", "--registry", root, "promote", "hot-c", "--force", "--reason", "pits matter more") == 0
+    assert registry.active("hot") == "hot-c"
+    assert registry.history()[-1]["forced_past_gate"] == ["dark_spot recall 0.700 < 0.790 (allowed drop 0.020)"]
+
+
+def test_models_history_at_a_time(registry: Registry, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import datetime as dt
+
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    assert registry.active_at("hot", before) is None
+    now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    assert registry.active_at("hot", now) == "hot-test-1"
+    assert cli("models", "--registry", str(registry.root), "history", "--at", now.isoformat(), "--json") == 0
+    assert json.loads(capsys.readouterr().out)["active"] == {"hot": "hot-test-1", "cold": None}
+    with pytest.raises(SystemExit) as exited:  # argparse: usage line and exit 2
+        cli("models", "--registry", str(registry.root), "history", "--at", "yesterday")
+    assert exited.value.code == 2 and "expected an ISO time" in capsys.readouterr().err

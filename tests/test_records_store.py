@@ -182,7 +182,7 @@ def test_bad_reviews_are_refused_and_nothing_is_written(store: Store, kwargs: di
 
 def test_review_queue_precision_and_model_confirmations(store: Store) -> None:
     store.apply_batch(coil_messages("C-5", length_m=80, defects_per_frame=1.5, seed=5))
-    queued = store.enqueue_reviews("C-5")
+    queued = store.enqueue_reviews("C-5", budget=20)
     queue = analytics.review_queue(store.db, limit=1000)
     assert len(queue) == queued > 0
     assert [q["priority"] for q in queue] == sorted((q["priority"] for q in queue), reverse=True)
@@ -251,3 +251,47 @@ def test_reader_sees_data_while_writer_holds_the_database(store: Store, tmp_path
     with pytest.raises(sqlite3.OperationalError):
         reader.execute("INSERT INTO lines (id, type, created_ns) VALUES ('x', 'hot', 0)")
     assert reader.execute("SELECT count(*) FROM defects").fetchone()[0] == _count(store, "defects")
+
+
+def test_review_queue_puts_unknown_and_critical_defects_first_and_keeps_to_the_budget(store: Store) -> None:
+    from inspection.frame import StreamKey
+    from inspection.records.review_queue import UNKNOWN_PRIORITY
+    from inspection.results import Defect, FrameResult
+    from inspection.testing.synthetic import TEST_MODEL
+
+    store.apply_batch(coil_messages("C-Q", length_m=120, defects_per_frame=2.0, seed=7))
+    src = StreamKey("demo-hot-1", "hot", "top-1", "top")
+    unnamed = Defect("unknown", 0.9, 1, (10, 10, 40, 40), 30_000.0, 800.0, 30.0, 30.0, 900.0)
+    store.apply_batch([FrameResult(src, "C-Q", 999, 200, 1, 200 * 1024.0, 1024.0, *TEST_MODEL, 2, (unnamed,))])
+    defects = queries.coil_defects(store.db, "C-Q")
+    critical = {d["id"] for d in defects if d["severity"] >= 3}
+    assert critical and len(defects) > 100
+    queued = store.enqueue_reviews("C-Q", budget=6)
+    queue = analytics.review_queue(store.db, coil="C-Q", limit=1000)
+    assert len(queue) == queued
+    # every critical defect is queued, whatever the budget; the budget bounds the rest
+    assert critical <= {q["defect_id"] for q in queue}
+    assert sum(1 for q in queue if q["reason"] in ("sample", "low_confidence")
+               and q["defect_id"] not in critical) <= 6
+    assert {q["reason"] for q in queue} >= {"unknown", "high_severity", "sample", "low_confidence"}
+    # order by what a defect is, not why it was queued: no sample ahead of a critical defect
+    assert queue[0]["reason"] == "unknown" and queue[0]["priority"] >= UNKNOWN_PRIORITY
+    first_other = next(i for i, q in enumerate(queue) if q["defect_id"] not in critical and q["reason"] != "unknown")
+    assert all(q["defect_id"] in critical for q in queue[1:first_other])
+    assert all(q["defect_id"] not in critical for q in queue[first_other:])
+    coverage = queries.review_coverage(store.db, "C-Q")
+    assert coverage == {"defects": len(defects), "queued": queued, "not_queued": len(defects) - queued,
+                        "reviewed": 0}
+
+
+def test_review_budget_follows_the_coil_duration(tmp_path: Path) -> None:
+    # one item per second of strip: the synthetic frames are 50 ms apart
+    with Store(tmp_path / "line.db", review_budget_per_hour=3600.0) as store:
+        store.register_line("demo-hot-1", "hot", 1600.0, [{"id": "top-1", "surface": "top"},
+                                                           {"id": "bottom-1", "surface": "bottom"}])
+        store.apply_batch(coil_messages("C-B", length_m=205, defects_per_frame=0.0, seed=1))
+        assert queries.coil_duration_s(store.db, "C-B") == pytest.approx(199 * 0.05)
+        assert store.review_budget("C-B") == 10
+        assert store.review_budget("no-such-coil") == 1  # at least one item per coil
+    with pytest.raises(StoreError, match="review_budget_per_hour"):
+        Store(tmp_path / "other.db", review_budget_per_hour=-1.0)

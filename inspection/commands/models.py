@@ -1,4 +1,5 @@
-"""`steel-inspect models list | show VERSION | promote VERSION | rollback LINE_TYPE | history`.
+"""`steel-inspect models list | show VERSION | compare A B --data DIR | promote VERSION | rollback LINE_TYPE |
+history`.
 
 The registry lives in `--registry DIR` (default: $STEEL_INSPECT_MODELS or the checkout's
 models/). `show` verifies the model file's sha256 against the manifest; `promote` refuses a
@@ -30,13 +31,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     promote = actions.add_parser("promote", help="make a version the active model of its line type")
     promote.add_argument("version")
     promote.add_argument("--by", default=None, help="who promotes (default: $USER)")
-    promote.add_argument("--reason", default=None, help="why, for the history")
+    promote.add_argument("--reason", default=None, help="why, for the history (required with --force)")
+    promote.add_argument("--force", action="store_true",
+                         help="promote although the gate finds the candidate worse than the active model")
+    promote.add_argument("--config", type=Path, default=None,
+                         help="line config whose [model] gate applies (default: the demo line)")
     rollback = actions.add_parser("rollback", help="re-activate the version active before the current one")
     rollback.add_argument("line_type", choices=LINE_TYPES)
     rollback.add_argument("--by", default=None)
     rollback.add_argument("--reason", default=None)
+    compare = actions.add_parser("compare", help="two models side by side on the same labelled images")
+    compare.add_argument("a", metavar="A", help="the reference: hot/cold (the active model), a version or a path")
+    compare.add_argument("b", metavar="B", help="the candidate")
+    compare.add_argument("--data", type=Path, required=True, metavar="DIR",
+                         help="folder with images/ + annotations/ (or a dataset root with --split)")
+    compare.add_argument("--split", choices=("train", "val", "test"), default=None,
+                         help="only this split of a dataset (figures on 'train' are not test figures)")
+    compare.add_argument("--providers", choices=("auto", "cpu", "openvino"), default="auto")
+    compare.add_argument("--threads", type=int, default=1,
+                         help="CPU threads per model (default 1: both models measured alike)")
+    compare.add_argument("--rounds", type=int, default=3, help="alternating timing rounds (default 3)")
+    compare.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the figures here")
+    compare.add_argument("--no-progress", action="store_true", help="no progress bar")
     history = actions.add_parser("history", help="what was active when")
     history.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    history.add_argument("--at", type=_aware_time, default=None, metavar="ISO",
+                         help="only say which version of each line type was active at this time (naive = UTC)")
     parser.set_defaults(func=run)
 
 
@@ -49,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     from inspection.registry import Registry
 
     registry = Registry(args.registry)
+    if args.action == "compare":
+        return run_compare(args, registry)
     if args.action == "list":
         versions = registry.versions(args.line_type)
         active = {lt: registry.active(lt) for lt in LINE_TYPES}
@@ -77,12 +99,20 @@ def run(args: argparse.Namespace) -> int:
     elif args.action == "promote":
         manifest = registry.resolve(args.version)
         previous = registry.active(manifest.line_type)
-        registry.promote(manifest.version, by=args.by, reason=args.reason)
-        print(f"{manifest.line_type}: active model is now {manifest.version} (was {previous})")
+        findings = _gate(args, registry, manifest, previous)
+        registry.promote(manifest.version, by=args.by, reason=args.reason, gate=findings)
+        forced = f"; forced past the gate: {'; '.join(findings)}" if findings else ""
+        print(f"{manifest.line_type}: active model is now {manifest.version} (was {previous}){forced}")
     elif args.action == "rollback":
         previous = registry.active(args.line_type)
         manifest = registry.rollback(args.line_type, by=args.by, reason=args.reason)
         print(f"{args.line_type}: rolled back from {previous} to {manifest.version}")
+    elif args.action == "history" and args.at is not None:
+        active = {lt: registry.active_at(lt, args.at) for lt in LINE_TYPES}
+        if args.json:
+            print(json.dumps({"at": args.at.isoformat(), "active": active}, indent=2))
+        for lt, version in [] if args.json else active.items():
+            print(f"{args.at.isoformat()}  {lt:<5} {version or '(none active)'}")
     elif args.action == "history":
         entries = registry.history()
         if args.json:
@@ -93,4 +123,63 @@ def run(args: argparse.Namespace) -> int:
             reason = f": {e['reason']}" if e.get("reason") else ""
             print(f"{e.get('time')}  {e.get('line_type'):<5} {e.get('action'):<9} {e.get('version')} "
                   f"(was {e.get('previous')}) by {e.get('by')}{reason}")
+    return 0
+
+
+def _aware_time(text: str) -> Any:
+    import datetime as dt
+
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO time such as 2026-12-01T06:00, got {text!r}") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
+def _gate(args: argparse.Namespace, registry: Any, candidate: Any, previous: str | None) -> list[str]:
+    """What the promotion gate finds against `candidate`; raises unless forced with a reason."""
+    from inspection.config import load_config
+    from inspection.errors import SteelInspectError
+    from inspection.promotion_gate import gate_findings
+
+    if args.force and not (args.reason or "").strip():
+        raise SteelInspectError("--force needs --reason: why the gate is overridden goes into the history")
+    if previous is None or previous == candidate.version:
+        return []
+    model = load_config(args.config).model
+    findings = gate_findings(registry.resolve(previous), candidate, max_recall_drop=model.promote_max_recall_drop,
+                             max_detection_rate_drop=model.promote_max_detection_rate_drop)
+    if findings and not args.force:
+        raise SteelInspectError(f"{candidate.version} is worse than the active {previous} on the test split: "
+                                f"{'; '.join(findings)} (promote with --force --reason TEXT to override)")
+    return findings
+
+
+def run_compare(args: argparse.Namespace, registry: Any) -> int:
+    from inspection.commands.evaluate import load_evaluation_samples
+    from inspection.commands.predict import write_json
+    from inspection.detector import Detector
+    from inspection.errors import SteelInspectError
+    from training.compare import compare, table, worst_recall_drop
+
+    if args.rounds < 1 or args.threads < 0:
+        raise SteelInspectError("--rounds: expected >= 1 and --threads >= 0")
+    manifests = [registry.resolve(args.a), registry.resolve(args.b)]
+    if manifests[0].line_type != manifests[1].line_type:
+        raise SteelInspectError(f"{manifests[0].version} is a {manifests[0].line_type} model and "
+                                f"{manifests[1].version} a {manifests[1].line_type} model: compare models of one "
+                                "line type")
+    detectors = [Detector(m, providers=args.providers, intra_op_threads=args.threads) for m in manifests]
+    samples = [load_evaluation_samples(args.data, args.split, m.classes, m.line_type) for m in manifests]
+    figures = compare(*detectors, *samples, rounds=args.rounds, progress=not args.no_progress)
+    names = (manifests[0].version, manifests[1].version)
+    if names[0] == names[1]:
+        names = (f"A: {names[0]}", f"B: {names[1]}")
+    for line in table(figures, names):
+        print(line)
+    cls, drop = worst_recall_drop(figures)
+    print(f"largest recall drop from A to B: {cls} {-drop:+.3f}" if cls else "no class loses recall from A to B")
+    if args.json:
+        write_json(args.json, {"a": names[0], "b": names[1], "data": str(args.data), "split": args.split,
+                               "figures": figures})
     return 0

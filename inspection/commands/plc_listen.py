@@ -232,22 +232,40 @@ class PlcListener:
 
 
 def format_message(message: dict[str, Any]) -> str:
-    """One human line per message: time, topic, seq and the fields an operator looks at first."""
+    """One human line per message: time, topic, seq and the fields an operator looks at first.
+
+    Numbers are rounded for reading (millimetres to 0.1, scores to 0.001, coverage in % to 0.01);
+    ``--json`` prints the message as received, at full precision."""
     m = message.get
     head = f"{m('time')} {m('topic', '?'):<9} #{m('seq')}"
     topic = m("topic")
     if topic == "defect":
-        body = (f"coil={m('coil')} {m('surface')} class={m('class')} sev={m('severity')} score={m('score')} "
-                f"along={m('along_mm')}mm across={m('across_mm')}mm size={m('length_mm')}x{m('width_mm')}mm")
+        body = (f"coil={m('coil')} {m('surface')} class={m('class')} sev={m('severity')} "
+                f"score={_num(m('score'), 3)} along={_num(m('along_mm'), 1)}mm across={_num(m('across_mm'), 1)}mm "
+                f"size={_num(m('length_mm'), 1)}x{_num(m('width_mm'), 1)}mm")
     elif topic == "coil":
-        body = (f"coil={m('coil')} {m('event')} grade={m('grade')} coverage={m('coverage')} "
+        coverage = m("coverage")
+        shown = f"{coverage * 100:.2f}%" if _is_number(coverage) else coverage
+        body = (f"coil={m('coil')} {m('event')} grade={m('grade')} coverage={shown} "
                 f"defects={m('defects_total')} reasons={m('reasons')}")
     elif topic == "alarm":
         body = f"{m('kind')} sev={m('severity')} coil={m('coil')}: {m('message')}"
     else:
-        body = (f"{m('process')} {m('status')} uptime={m('uptime_s')}s "
-                f"counters={json.dumps(m('counters'), separators=(',', ':'))}")
+        counters = m("counters")
+        if isinstance(counters, dict):
+            counters = {k: round(v, 3) if isinstance(v, float) else v for k, v in counters.items()}
+        body = (f"{m('process')} {m('status')} uptime={_num(m('uptime_s'), 1)}s "
+                f"counters={json.dumps(counters, separators=(',', ':'))}")
     return f"{head} {body}"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _num(value: Any, decimals: int) -> Any:
+    """`value` with `decimals` decimals when it is a number; anything else (a malformed message) as is."""
+    return f"{value:.{decimals}f}" if _is_number(value) else value
 
 
 def _format_summary(summary: dict[str, Any]) -> str:

@@ -7,6 +7,8 @@ import math
 import altair as alt
 import pandas as pd
 
+from inspection.defect_style import GRADE_COLOURS, NOT_GRADED_COLOUR
+
 PROCESS_PARAMS = {"finishing_temp_c": "finishing temperature (°C)",
                   "coiling_temp_c": "coiling temperature (°C)", "speed_m_per_s": "line speed (m/s)"}
 _PERIODS = {"day": "D", "week": "W", "month": "M"}
@@ -105,10 +107,6 @@ def outcomes_chart(frame: pd.DataFrame) -> alt.Chart:
         tooltip=["model_version", "outcome", "reviews"]).properties(height=max(120, 40 * len(frame)))
 
 
-GRADE_COLOURS = {"prime": "#2ca02c", "secondary": "#bcbd22", "downgrade": "#ff7f0e", "reject": "#d62728",
-                 "hold": "#7f7f7f"}
-
-
 def recent_coils(coils: pd.DataFrame) -> alt.Chart:
     """Defects per coil for the latest coils, oldest left, coloured by grade."""
     frame = coils.assign(grade=coils["grade"].fillna("not graded"))
@@ -116,6 +114,6 @@ def recent_coils(coils: pd.DataFrame) -> alt.Chart:
     return alt.Chart(frame).mark_bar().encode(
         x=alt.X("coil:N", sort=order, title=None), y=alt.Y("defects:Q", title="defects (all detections)"),
         color=alt.Color("grade:N", scale=alt.Scale(domain=[*GRADE_COLOURS, "not graded"],
-                                                   range=[*GRADE_COLOURS.values(), "#c7c7c7"])),
+                                                   range=[*GRADE_COLOURS.values(), NOT_GRADED_COLOUR])),
         tooltip=["coil", "grade", "defects", alt.Tooltip("coverage:Q", format=".1%"), "steel_grade", "customer"],
     ).properties(height=220)

@@ -13,8 +13,10 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
+from inspection.defect_style import MAP_X, MAP_Y, SEVERITY_AREAS, class_colour
+
 SELECTION = "pick"
-SEVERITY_SIZES = (30, 90, 220)  # marker area for severity 1 (minor), 2 (major), 3 (critical)
+SEVERITY_SIZES = SEVERITY_AREAS  # marker area for severity 1 (minor), 2 (major), 3 (critical)
 
 
 def periodic_members(defects: pd.DataFrame, alarms: pd.DataFrame) -> pd.Series:
@@ -39,11 +41,13 @@ def map_chart(defects: pd.DataFrame, alarms: pd.DataFrame, surface: str, classes
         "status": on_surface["review_status"],
         "shape": on_surface["periodic"].map({True: "periodic", False: "single"})})
     pick = alt.selection_point(name=SELECTION, fields=["id"], on="click", clear="dblclick")
-    x = alt.X("along_m:Q", title="along the strip (m from head)", scale=alt.Scale(domain=[0, length_m]))
-    y = alt.Y("across_mm:Q", title="across (mm from drive side)", scale=alt.Scale(domain=[0, width_mm]))
+    # Axes and class colours come from `inspection.defect_style`, which the PDF report draws with too.
+    x = alt.X(f"{MAP_X.field}:Q", title=MAP_X.title, scale=alt.Scale(domain=[0, length_m]))
+    y = alt.Y(f"{MAP_Y.field}:Q", title=MAP_Y.title, scale=alt.Scale(domain=[0, width_mm]))
     base = alt.Chart(points).mark_point(filled=True).encode(
         x=x, y=y,
-        color=alt.Color("effective_class:N", title="class", scale=alt.Scale(domain=classes, scheme="tableau10")),
+        color=alt.Color("effective_class:N", title="class", scale=alt.Scale(domain=classes,
+                                                                            range=[class_colour(c) for c in classes])),
         size=alt.Size("severity:Q", title="severity",
                       scale=alt.Scale(domain=[1, 3], range=list(SEVERITY_SIZES)),
                       legend=alt.Legend(values=[1, 2, 3], format="d")),

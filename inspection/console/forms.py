@@ -16,11 +16,11 @@ import pandas as pd
 import streamlit as st
 
 from inspection.console import actions
-from inspection.console.context import read_db
+from inspection.console.context import read_db, sources
 from inspection.console.widgets import flash
 from inspection.errors import SteelInspectError
 from inspection.records import report
-from inspection.records.grading import ALL_GRADES
+from inspection.records.grading import ALL_GRADES, load_rules
 
 ACTION_LABELS = {"confirm": "Confirm", "relabel": "Relabel", "reject": "Reject as false alarm"}
 SHORTCUTS = {"confirm": "A", "relabel": "L", "reject": "X"}  # C and R are reserved by Streamlit
@@ -114,8 +114,10 @@ def report_downloads(path: str, token: Any, coil: str) -> None:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def coil_report(path: str, token: Any, coil: str, fmt: str) -> bytes:
-    """The report file's bytes, rendered by the records report module into a temporary folder."""
+    """The report file's bytes, rendered by the records report module into a temporary folder (with
+    the console's crops, and the line's rule set deciding which defects count)."""
+    src = sources()
     with read_db(path) as db:
-        content = report.collect(db, coil)
+        content = report.collect(db, coil, load_rules(src.line.records.rules) if src.line else None)
     with tempfile.TemporaryDirectory(prefix="coil-report-") as tmp:
-        return report.write(content, fmt, Path(tmp) / f"coil.{fmt}").read_bytes()
+        return report.write(content, fmt, Path(tmp) / f"coil.{fmt}", crops_dir=src.crops_dir).read_bytes()

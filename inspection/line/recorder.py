@@ -230,7 +230,8 @@ def main(config_path: str | None, config_overrides: dict[str, Any] | None = None
         crops = str(Path(db).parent / "crops")  # a database given on the command line keeps its crops beside it
     store = Store(db or config.database, rules=rules, coverage_min=config.records.coverage_min,
                   crops=CropStore(crops or config.crops_dir), seam_margin_px=config.records.seam_margin_px,
-                  seam_min_overlap=config.records.seam_min_overlap)
+                  seam_min_overlap=config.records.seam_min_overlap,
+                  review_budget_per_hour=config.records.review_budget_per_hour)
     stats = RecorderStats()
     try:
         store.register_line(config.id, config.type, config.strip_width_mm, [

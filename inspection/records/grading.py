@@ -226,6 +226,13 @@ def zone_of(d: GradeDefect, rules: RuleSet, length_m: float, width_mm: float) ->
     return zones
 
 
+def limits_counting(d: GradeDefect, rules: RuleSet, length_m: float, width_mm: float) -> tuple[str, ...]:
+    """Ids of the rule set's limits that count `d` (the same test `grade` applies); empty when no
+    limit of the set counts it, so it cannot change the grade."""
+    zones = zone_of(d, rules, max(length_m, 1e-6), width_mm)
+    return tuple(limit.id for limit in rules.limits if _matches(limit, d, zones))
+
+
 def _matches(limit: Limit, d: GradeDefect, zones: set[str]) -> bool:
     return (
         (not limit.classes or d.cls in limit.classes)

@@ -175,6 +175,22 @@ def defect_guesses(db: Database, coil: str) -> dict[int, list[list[Any]]]:
                                                      (coil,))}
 
 
+def coil_duration_s(db: Database, coil: str) -> float:
+    """Seconds from the coil's first captured frame to its last (0 for a coil without frames)."""
+    first, last = db.execute("SELECT min(captured_ns), max(captured_ns) FROM frames WHERE coil=?", (coil,)).fetchone()
+    return (last - first) / 1e9 if first is not None else 0.0
+
+
+def review_coverage(db: Database, coil: str) -> dict[str, int]:
+    """How much of the coil an expert sees: its defects (seam-merged, rejected included), those
+    queued for review, those not queued (sampled out), and those reviewed."""
+    defects = coil_defects(db, coil)
+    queued = {r[0] for r in db.execute("SELECT defect_id FROM review_queue WHERE coil=?", (coil,))}
+    queued_defects = sum(1 for d in defects if d["id"] in queued)
+    return {"defects": len(defects), "queued": queued_defects, "not_queued": len(defects) - queued_defects,
+            "reviewed": sum(1 for d in defects if d["review_status"] != "unreviewed")}
+
+
 def coil_map(db: Database, coil: str) -> list[dict[str, Any]]:
     """Points for the defect map: along (m) x across (mm), per surface, effective class, severity."""
     return [

@@ -1,10 +1,15 @@
 """Coil report: everything a quality engineer sends a customer about one coil, as JSON, CSV or PDF.
 
-`collect(db, coil)` gathers the grade with reasons and history, the plant data, coverage, the
-defect table (effective class after reviews), alarms (periodic defects) and provenance (models,
-rule set, reviewers, audit chain head). `to_json`, `to_csv` (the defect table) and
-`report_pdf.render_pdf` (A4: summary, defect map of top and bottom, tables; needs the `console`
-extra) render it; `write` picks one by format.
+`collect(db, coil, rules)` gathers the grade with reasons and history, the plant data, coverage,
+the defect table (effective class after reviews, and which limits of the rule set count each
+defect), alarms (periodic defects), the cameras' scales and provenance (models, rule set,
+reviewers, audit chain head). `to_json`, `to_csv` (the defect table) and `report_pdf.render_pdf`
+(A4, needs the `console` extra) render it; `write` picks one by format.
+
+A defect *counts* for the grade when it is not rejected by an inspector and at least one limit of
+the rule set counts it (`grading.limits_counting`, the test grading itself applies). With the
+standard rule set every defect an inspector did not reject counts (its ``ALL-M2`` limit takes any
+class and severity); the PDF lists those in its body and the rest in an appendix.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,38 +29,62 @@ from inspection import __version__
 from inspection.extras import require_extra
 from inspection.records import queries
 from inspection.records.errors import ReportError
+from inspection.records.grading import GradeDefect, RuleSet, limits_counting, load_rules
 from inspection.severity import SEVERITY_NAMES
 
 CSV_COLUMNS = ("id", "surface", "camera", "frame_index", "along_mm", "across_mm", "length_mm", "width_mm",
                "area_mm2", "class", "effective_class", "score", "severity", "review_status", "reviewer",
-               "model_version", "crop_sha256", "parts")
+               "model_version", "crop_sha256", "parts", "counted_by")
+FORMATS = ("pdf", "csv", "json")
 
 
-def collect(db: Database, coil: str) -> dict[str, Any]:
-    """The whole report as a JSON-able dict; `ReportError` for an unknown coil."""
+def collect(db: Database, coil: str, rules: RuleSet | None = None) -> dict[str, Any]:
+    """The whole report as a JSON-able dict; `ReportError` for an unknown coil.
+
+    `rules`: the rule set that decides which defects count (the line's; None: the standard set).
+    """
     row = queries.coil_row(db, coil)
     if row is None:
         raise ReportError(f"coil: no coil {coil!r} in this database")
+    rules = rules or load_rules(None)
+    length_m, width_mm = queries.coil_length_m(db, coil), queries.coil_width_mm(db, coil)
     defects = queries.coil_defects(db, coil)
-    counted = [d for d in defects if d["review_status"] != "rejected"]
-    summary = Counter((d["effective_class"], d["surface"]) for d in counted)
+    for d in defects:
+        d["counted_by"] = [] if d["review_status"] == "rejected" else list(limits_counting(
+            GradeDefect(d["effective_class"], d["severity"], d["surface"], d["along_mm"], d["across_mm"]),
+            rules, length_m, width_mm))
+    counted = [d for d in defects if d["counted_by"]]
+    rejected = sum(1 for d in defects if d["review_status"] == "rejected")
+    by_class = Counter((d["effective_class"], d["surface"]) for d in counted)
+    grade = queries.current_grade(db, coil)
+    auto = [g for g in queries.grade_history(db, coil) if g["source"] == "auto"]
     return {
         "report": {"generated": queries.iso(time.time_ns()), "software": f"steel-inspect {__version__}"},
         "coil": {"id": row["id"], "line": row["line"], "line_type": row["line_type"],
-                 "first_seen": queries.iso(row["first_seen_ns"]),
-                 "length_m": queries.coil_length_m(db, coil), "width_mm": queries.coil_width_mm(db, coil)},
+                 "first_seen": queries.iso(row["first_seen_ns"]), "length_m": length_m, "width_mm": width_mm},
         "platform": queries.platform_data(db, coil),
-        "grade": queries.current_grade(db, coil),
+        "grade": grade,
         "grade_history": queries.grade_history(db, coil),
-        "summary": {"defects": len(defects), "counted": len(counted),
-                    "rejected": len(defects) - len(counted),
-                    "by_class": [{"class": c, "surface": s, "count": n}
-                                 for (c, s), n in sorted(summary.items())],
+        "counting": {"rule_set": rules.name, "rule_version": rules.version, "rule_sha256": rules.sha256,
+                     # the report counts with the line's rule set now; say so when the coil was graded with another
+                     "graded_with": ({"rule_set": auto[-1]["rule_set"], "rule_version": auto[-1]["rule_version"],
+                                      "rule_sha256": auto[-1]["rule_sha256"]} if auto else None)},
+        "summary": {"defects": len(defects), "counted": len(counted), "rejected": rejected,
+                    "not_counted": len(defects) - len(counted) - rejected,
+                    "by_class": [{"class": c, "surface": s, "count": n} for (c, s), n in sorted(by_class.items())],
                     "by_severity": dict(Counter(SEVERITY_NAMES[d["severity"]] for d in counted))},
         "alarms": queries.coil_alarms(db, coil),
+        "cameras": camera_scales(db, row["line"]),
         "provenance": queries.provenance(db, coil),
         "defects": defects,
     }
+
+
+def camera_scales(db: Database, line: str) -> dict[str, dict[str, Any]]:
+    """camera id -> its surface and mm per pixel across / along (None where the line did not record it)."""
+    cur = db.execute("SELECT id, surface, mm_per_px_across, mm_per_px_along FROM cameras WHERE line=?", (line,))
+    return {cam: {"surface": surface, "mm_per_px_across": across, "mm_per_px_along": along}
+            for cam, surface, across, along in cur.fetchall()}
 
 
 def to_json(data: dict[str, Any]) -> str:
@@ -66,70 +96,37 @@ def to_csv(data: dict[str, Any]) -> str:
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for d in data["defects"]:
-        writer.writerow({k: (round(v, 2) if isinstance(v, float) else " ".join(map(str, v)) if k == "parts" else v)
+        writer.writerow({k: (round(v, 2) if isinstance(v, float) else " ".join(map(str, v))
+                             if k in ("parts", "counted_by") else v)
                          for k, v in d.items()})
     return out.getvalue()
 
 
-def map_png(data: dict[str, Any], path: Path) -> None:
-    """Defect map, top and bottom side by side: along (m) x across (mm), colour = class, size = severity."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    coil, defects = data["coil"], data["defects"]
-    classes = sorted({d["effective_class"] for d in defects})
-    colours = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(classes)}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True, constrained_layout=True)
-    for ax, surface in zip(axes, ("top", "bottom"), strict=True):
-        for cls in classes:
-            pts = [d for d in defects if d["surface"] == surface and d["effective_class"] == cls
-                   and d["review_status"] != "rejected"]
-            if pts:
-                ax.scatter([d["across_mm"] for d in pts], [d["along_mm"] / 1000 for d in pts],
-                           s=[8 * d["severity"] ** 2 for d in pts], color=colours[cls], label=cls, alpha=0.8,
-                           edgecolors="none")
-        rejected = [d for d in defects if d["surface"] == surface and d["review_status"] == "rejected"]
-        if rejected:
-            ax.scatter([d["across_mm"] for d in rejected], [d["along_mm"] / 1000 for d in rejected],
-                       marker="x", s=14, color="0.6", label="rejected (false alarm)")
-        for a in data["alarms"]:
-            if a["kind"] == "periodic" and a["surface"] == surface:
-                ax.axvline(a["across_mm"], color="red", lw=0.8, ls="--")
-                ax.text(a["across_mm"], 0, f" periodic {a['pitch_mm']:.0f} mm", color="red", fontsize=7,
-                        rotation=90, va="bottom")
-        ax.set_xlim(0, coil["width_mm"])
-        ax.set_ylim(coil["length_m"] or 1, 0)
-        ax.set_title(f"{surface} surface")
-        ax.set_xlabel("across (mm from drive side)")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("along (m from head)")
-    handles, labels = axes[0].get_legend_handles_labels()
-    h2, l2 = axes[1].get_legend_handles_labels()
-    merged = dict(zip(labels + l2, handles + h2, strict=True))
-    if merged:
-        fig.legend(merged.values(), merged.keys(), loc="outside right center", fontsize=8, title="class")
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+def default_path(reports_dir: Path, coil: str, fmt: str) -> Path:
+    """``<reports_dir>/coil-<coil>.<fmt>``, the coil id made safe for a file name."""
+    return Path(reports_dir) / f"coil-{re.sub(r'[^A-Za-z0-9._-]', '_', coil)}.{fmt}"
 
 
-def write(data: dict[str, Any], fmt: str, out: Path) -> Path:
-    """Write the report in `fmt` (json | csv | pdf) to `out`."""
+def write(data: dict[str, Any], fmt: str, out: Path, crops_dir: Path | None = None) -> Path:
+    """Write the report in `fmt` (json | csv | pdf) to `out` (a folder: the default file name in it);
+    the PDF shows crops from `crops_dir` when given. Returns the file written."""
+    if fmt not in FORMATS:
+        raise ReportError(f"format: expected pdf, csv or json, got {fmt!r}")
+    if out.is_dir():
+        out = default_path(out, data["coil"]["id"], fmt)
+    if fmt == "pdf":
+        # fpdf2 and matplotlib come with the `console` extra: the line's processes never need them.
+        require_extra("console", "the PDF coil report", "fpdf", "matplotlib")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "json":
             out.write_text(to_json(data) + "\n", encoding="utf-8")
         elif fmt == "csv":
             out.write_text(to_csv(data), encoding="utf-8")
-        elif fmt == "pdf":
-            # fpdf2 and matplotlib come with the `console` extra: the line's processes never need them.
-            require_extra("console", "the PDF coil report", "fpdf", "matplotlib")
+        else:
             from inspection.records.report_pdf import render_pdf
 
-            render_pdf(data, out)
-        else:
-            raise ReportError(f"format: expected pdf, csv or json, got {fmt!r}")
+            render_pdf(data, out, crops_dir=crops_dir)
     except OSError as exc:
-        raise ReportError(f"{out}: cannot write report: {exc}") from None
+        raise ReportError(f"{out}: cannot write report: {exc.strerror or exc}") from None
     return out

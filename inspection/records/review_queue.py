@@ -1,19 +1,23 @@
 """Which defects go to an expert, and in what order (filled per coil at grading time).
 
-Priority (higher first) = ``severity / 3 + (1 - score)``, so a critical, uncertain detection comes
-first; a defect of class ``unknown`` (the model could not name it) gets 3 more, so it is always
-first in the queue: until a person names it, its coil is graded conservatively. A defect is queued when:
+One inspector cannot look at every detection, so each coil gets what must be seen plus a budget:
 
-- ``unknown``: its class is ``unknown``;
-- ``high_severity``: its severity is 3 (critical) -- it may stop or downgrade a coil;
-- ``low_confidence``: its score is below ``low_confidence`` (default 0.5);
-- ``sample``: it is one of ``sample_per_class`` defects drawn at random (seeded by the coil id and
-  `seed`, so reproducible) from each class of the coil, whatever its score. Only reviews of
-  ``sample`` items are used to estimate field precision per class (`queries.field_precision`),
-  because the other two reasons are biased towards errors. Samples get +0.25 priority so they are
-  not starved by a long tail of uncertain detections.
+- ``unknown``: every defect of class ``unknown`` (the model could not name it; until a person names
+  it, its coil is graded conservatively);
+- ``high_severity``: every critical defect (severity 3): it may stop or downgrade a coil;
+- within the coil's budget (``records.review_budget_per_hour`` times the coil's duration, at least
+  one item): a ``sample`` drawn uniformly at random within each class, classes taken in turn
+  (stratified; seeded by the coil id and `seed`, so reproducible), and ``low_confidence``
+  detections (score below ``low_confidence``, most uncertain first). Half the budget goes to the
+  sample, the rest to uncertain detections, then to more sample if none is left. Only reviews of
+  ``sample`` items estimate field precision per class (`analytics.field_precision`): the other
+  reasons are biased towards errors. A critical defect drawn in the sample is queued as a sample.
 
-At most ``max_per_coil`` non-sample items are queued per coil (highest priority first).
+Everything else is not queued (sampled out); `queries.review_coverage` counts it per coil.
+
+Order: priority bands by what the defect is, never by why it was queued, so a random sample can
+never jump ahead of a critical defect: unknown 3, critical 2, uncertain 1, other 0; within a band,
+``severity / 3 + (1 - score)`` (scaled below 1), so a critical, uncertain detection comes first.
 
 A defect cut by frame seams is queued once, under the id of its head fragment, with its merged
 class, best score and merged severity (`queries.coil_defects`).
@@ -29,45 +33,70 @@ from sqlite_utils import Database
 from inspection.records.queries import coil_defects
 from inspection.results import UNKNOWN
 
-UNKNOWN_PRIORITY = 3.0  # above any other item's priority (at most 2.25)
+UNKNOWN_PRIORITY = 3.0  # the unknown band: above any other item's priority (< 3)
+
+
+def priority(cls: str, score: float, severity: int, low_confidence: float = 0.5) -> float:
+    """Band (unknown 3, critical 2, uncertain 1, other 0) plus a within-band order below 1."""
+    band = UNKNOWN_PRIORITY if cls == UNKNOWN else 2.0 if severity >= 3 else 1.0 if score < low_confidence else 0.0
+    return band + (severity / 3 + (1 - score)) / 2.01
 
 
 def select_for_review(
     db: Database,
     coil: str,
     *,
+    budget: int,
     low_confidence: float = 0.5,
-    sample_per_class: int = 2,
-    max_per_coil: int = 50,
     seed: int = 0,
 ) -> list[tuple[int, str, float, str]]:
-    """(defect_id, class, priority, reason) of the coil's defects to queue."""
+    """(defect_id, class, priority, reason) of the coil's defects to queue; `budget` bounds the
+    sample and uncertain items (unknown and critical defects are always queued)."""
     rows = sorted((d["id"], d["class"], d["score"], d["severity"]) for d in coil_defects(db, coil))
     picked: dict[int, tuple[int, str, float, str]] = {}
-    by_class: dict[str, list[int]] = {}
-    urgent = []
     for defect_id, cls, score, sev in rows:
-        by_class.setdefault(cls, []).append(defect_id)
-        priority = sev / 3 + (1 - score)
         if cls == UNKNOWN:
-            urgent.append((defect_id, cls, priority + UNKNOWN_PRIORITY, "unknown"))
-        elif sev >= 3:
-            urgent.append((defect_id, cls, priority, "high_severity"))
-        elif score < low_confidence:
-            urgent.append((defect_id, cls, priority, "low_confidence"))
+            picked[defect_id] = (defect_id, cls, priority(cls, score, sev, low_confidence), "unknown")
     rng = random.Random(zlib.crc32(f"{coil}:{seed}".encode()))
-    info = {r[0]: r for r in rows}
-    for cls in sorted(by_class):
-        ids = by_class[cls]
-        for defect_id in rng.sample(ids, min(sample_per_class, len(ids))):
-            _, _, score, sev = info[defect_id]
-            picked[defect_id] = (defect_id, cls, sev / 3 + (1 - score) + 0.25, "sample")
-    urgent.sort(key=lambda item: -item[2])
-    for item in urgent:
-        if item[3] == "unknown":  # always queued, also when drawn as a sample: the reason that matters
-            picked[item[0]] = item
-    for item in urgent:
-        if len(picked) >= max_per_coil + sample_per_class * len(by_class):
+    draws = _stratified_draws([r for r in rows if r[1] != UNKNOWN], rng)
+    uncertain = sorted((r for r in rows if r[1] != UNKNOWN and r[2] < low_confidence), key=lambda r: (r[2], r[0]))
+    spent = 0
+
+    def take(row: tuple[int, str, float, int], reason: str) -> None:
+        nonlocal spent
+        defect_id, cls, score, sev = row
+        if defect_id in picked:
+            return
+        picked[defect_id] = (defect_id, cls, priority(cls, score, sev, low_confidence), reason)
+        spent += 1
+
+    for row in draws[:(budget + 1) // 2 if uncertain else budget]:
+        take(row, "sample")
+    for row in uncertain:
+        if spent >= budget:
             break
-        picked.setdefault(item[0], item)
-    return sorted(picked.values(), key=lambda item: -item[2])
+        take(row, "low_confidence")
+    for row in draws:
+        if spent >= budget:
+            break
+        take(row, "sample")
+    for defect_id, cls, score, sev in rows:  # critical defects: always, whatever the budget
+        if sev >= 3 and defect_id not in picked:
+            picked[defect_id] = (defect_id, cls, priority(cls, score, sev, low_confidence), "high_severity")
+    return sorted(picked.values(), key=lambda item: (-item[2], item[0]))
+
+
+def _stratified_draws(rows: list[tuple[int, str, float, int]], rng: random.Random) -> list[tuple[int, str, float, int]]:
+    """Every row once, in the order a stratified sample draws them: classes in turn (their order
+    shuffled), uniformly at random within each class."""
+    by_class: dict[str, list[tuple[int, str, float, int]]] = {}
+    for row in rows:
+        by_class.setdefault(row[1], []).append(row)
+    classes = sorted(by_class)
+    rng.shuffle(classes)
+    for cls in classes:
+        rng.shuffle(by_class[cls])
+    out = []
+    for turn in range(max((len(v) for v in by_class.values()), default=0)):
+        out += [by_class[cls][turn] for cls in classes if turn < len(by_class[cls])]
+    return out

@@ -112,6 +112,7 @@ class Store(InspectorActions):
         clock: Callable[[], int] = time.time_ns,
         seam_margin_px: float | None = seams.DEFAULT_MARGIN_PX,
         seam_min_overlap: float = seams.DEFAULT_MIN_OVERLAP,
+        review_budget_per_hour: float = 60.0,
     ) -> None:
         """`seam_margin_px` None turns seam linking off (fragments stay separate defects)."""
         self.seam_rule = (None if seam_margin_px is None
@@ -120,6 +121,9 @@ class Store(InspectorActions):
         self.db = open_db(self.path)
         self.rules = rules or load_rules(None)
         self.coverage_min = coverage_min
+        if review_budget_per_hour < 0:
+            raise StoreError(f"review_budget_per_hour: expected >= 0, got {review_budget_per_hour}")
+        self.review_budget_per_hour = review_budget_per_hour
         self.crops = crops
         self.actor = actor
         self.clock = clock
@@ -330,10 +334,18 @@ class Store(InspectorActions):
         self._audit(kind, {**event, "rows": {table: entry}}, actor=actor)
         return entry[0]
 
-    def enqueue_reviews(self, coil: str, *, seed: int = 0) -> int:
-        """Put the coil's defects that need an expert into the review queue (see `review_queue`)."""
+    def review_budget(self, coil: str) -> int:
+        """Sample and uncertain items the coil may add to the queue: the hourly budget times the
+        coil's duration (first to last frame), at least one."""
+        hours = queries.coil_duration_s(self.db, coil) / 3600.0
+        return max(1, round(self.review_budget_per_hour * hours))
+
+    def enqueue_reviews(self, coil: str, *, seed: int = 0, budget: int | None = None) -> int:
+        """Put the coil's defects that need an expert into the review queue (see `review_queue`);
+        `budget` (default `review_budget`) bounds the sampled and uncertain items."""
         with write_transaction(self.db):
-            picked = select_for_review(self.db, coil, seed=seed)
+            picked = select_for_review(self.db, coil, seed=seed,
+                                       budget=self.review_budget(coil) if budget is None else budget)
             self.db.conn.executemany(
                 "INSERT OR IGNORE INTO review_queue (defect_id, coil, class, priority, reason, created_ns) "
                 "VALUES (?,?,?,?,?,?)",
