@@ -1,7 +1,8 @@
 """steel-inspect review console: `streamlit run app.py` (or `STEEL_INSPECT_DB=path streamlit run app.py`).
 
 The pages live in `inspection/console/pages/`; this script only builds the navigation, the
-reviewer identity in the sidebar, and runs the chosen page.
+sign-in form in the sidebar (`inspection.console.auth`), and runs the chosen page. It listens on
+127.0.0.1 (`.streamlit/config.toml`); put a TLS reverse proxy in front to reach it from elsewhere.
 """
 
 from __future__ import annotations

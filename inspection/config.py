@@ -144,6 +144,15 @@ class PlantConfig:
 
 
 @dataclass(frozen=True)
+class ConsoleConfig:
+    address: str = "127.0.0.1"  # where the console listens (the demo, `console.launch`); loopback: put a
+    # TLS reverse proxy in front to reach it from other machines
+    session_idle_min: float = 480.0  # a signed-in session ends after this long without an action
+    lockout_attempts: int = 5  # wrong passwords in a row that lock an account ...
+    lockout_min: float = 15.0  # ... for this long
+
+
+@dataclass(frozen=True)
 class LineConfig:
     path: Path
     overrides: dict[str, Any]  # dotted keys applied over the file (see `load_config`); {} normally
@@ -161,6 +170,7 @@ class LineConfig:
     records: RecordsConfig
     security: SecurityConfig = field(default_factory=SecurityConfig)
     plant: PlantConfig = field(default_factory=PlantConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
     @property
     def keys_dir(self) -> Path:
@@ -344,6 +354,7 @@ def _build(path: Path, raw: dict[str, Any], overrides: dict[str, Any]) -> LineCo
         records=_records(path, top.get("records", dict, {})),
         security=_security(path, top.get("security", dict, {})),
         plant=_plant(path, top.get("plant", dict, {})),
+        console=_console(path, top.get("console", dict, {})),
     )
     line.check_unknown()
     top.check_unknown()
@@ -537,6 +548,20 @@ def _plant(path: Path, table: Any) -> PlantConfig:
     )
     s.check_unknown()
     return plant
+
+
+def _console(path: Path, table: Any) -> ConsoleConfig:
+    s = _Section(path, "console", table, ConsoleConfig)
+    console = ConsoleConfig(
+        address=s.get("address", str),
+        session_idle_min=s.positive("session_idle_min", float),
+        lockout_attempts=s.positive("lockout_attempts", int),
+        lockout_min=s.positive("lockout_min", float),
+    )
+    if not console.address or any(c.isspace() or c == "/" for c in console.address):
+        raise s.error("address", f"expected a host name or IP address such as 127.0.0.1, got {console.address!r}")
+    s.check_unknown()
+    return console
 
 
 def log_config(config: LineConfig, logger: logging.Logger | None = None) -> None:

@@ -27,6 +27,8 @@ def test_demo_config_loads_and_is_frozen() -> None:
     with pytest.raises(AttributeError):
         config.id = "other"  # type: ignore[misc]
     assert config.summary()["cameras"][0]["id"] == "top-1"
+    assert (config.console.address, config.console.session_idle_min, config.console.lockout_attempts,
+            config.console.lockout_min) == ("127.0.0.1", 480.0, 5, 15.0)  # loopback, a shift, 5 tries, 15 min
 
 
 # the demo's results line, as written there (read, so that no test names the demo's fixed ports)
@@ -60,6 +62,11 @@ def _write(tmp_path: Path, old: str, new: str) -> Path:
         ("[line]", "[line]\n[line]", "not valid TOML"),
         (MIX, "coil_mix = [[0.5, -2.0]]", "simulator.coil_mix: expected [[share"),
         (MIX, "coil_mix = [0.5, 2.0]", "simulator.coil_mix: expected [[share"),
+        ("session_idle_min = 480", "session_idle_min = 0", "console.session_idle_min: expected a number > 0"),
+        ("lockout_attempts = 5", "lockout_attempts = 2.5", "console.lockout_attempts: expected an integer"),
+        ("lockout_min = 15", "lockout_min = -1", "console.lockout_min: expected a number > 0"),
+        ('address = "127.0.0.1"', 'address = "0.0.0.0/0"', "console.address: expected a host name or IP address"),
+        ('address = "127.0.0.1"', 'adress = "0.0.0.0"', "console.adress: unknown key"),
     ],
 )
 def test_bad_config_names_key_and_problem(tmp_path: Path, old: str, new: str, message: str) -> None:

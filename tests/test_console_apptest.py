@@ -1,20 +1,27 @@
 """The review console, page by page, through Streamlit's AppTest against a real line database.
 
 The database is written through the records API (`inspection.testing.sample_db`: worker
-messages through `Store.apply_batch`, MES import, grading, periodic detection, review queue);
-reviews made through the page widgets must land as review rows with an intact audit chain.
+messages through `Store.apply_batch`, MES import, grading, periodic detection, review queue) and
+has console users of every role; a test signs in through the sidebar form as a user does. Reviews
+made through the page widgets must land as review rows, in the signed-in user's name, with an
+intact audit chain.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from inspection.records import audit
+from inspection.console.auth import SESSION_KEY, Session, idle_expired
+from inspection.console.launch import is_loopback
+from inspection.passwords import ScryptParams
+from inspection.records import audit, users
 from inspection.records.db import open_db
 from inspection.registry import Registry
 from inspection.testing.sample_db import SampleCoil, build
@@ -24,12 +31,18 @@ REPO = Path(__file__).resolve().parents[1]
 PAGES = "inspection/console/pages"
 COILS = (SampleCoil("C1001", 120.0, 40, periodic=True), SampleCoil("C1002", 80.0, 4),
          SampleCoil("C1003", 200.0, 300))
+# name -> role; each one's password is f"{name}-password-1"
+USERS = {"ana": "inspector", "bo": "quality_engineer", "cy": "quality_engineer", "mel": "ml_engineer"}
+FAST = ScryptParams(n=2**12, r=8, p=1)  # sign-in checks with the stored parameters: cheap ones keep tests fast
 
 
 @pytest.fixture(scope="module")
 def line_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("line")
     build(folder / "line.db", folder / "crops", COILS, seed=3)
+    with open_db(folder / "line.db") as db:
+        for name, role in USERS.items():
+            users.add_user(db, name, role, f"{name}-password-1", actor="test", params=FAST)
     return folder / "line.db"
 
 
@@ -59,9 +72,11 @@ def db(line_db: Path, tmp_path: Path, models_dir: Path, monkeypatch: pytest.Monk
     return copy
 
 
-def app(page: str | None = None, **state: object) -> AppTest:
+def app(page: str | None = None, user: str | None = None, **state: object) -> AppTest:
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
     at.run()
+    if user:
+        sign_in(at, user)
     for key, value in state.items():
         at.session_state[key] = value
     if page:
@@ -69,6 +84,18 @@ def app(page: str | None = None, **state: object) -> AppTest:
     at.run()
     assert not at.exception, at.exception
     return at
+
+
+def sign_in(at: AppTest, name: str, password: str | None = None) -> None:
+    """Type name and password into the sidebar form and press "Sign in", as a user does."""
+    at.sidebar.text_input(key="sign_in_name").input(name)
+    at.sidebar.text_input(key="sign_in_password").input(password or f"{name}-password-1")
+    at.sidebar.button(key="sign_in_submit").click().run()
+    assert not at.exception, at.exception
+
+
+def signed_in_as(at: AppTest) -> str | None:
+    return next((c.value.split("**")[1] for c in at.sidebar.caption if c.value.startswith("Signed in as")), None)
 
 
 def texts(at: AppTest) -> str:
@@ -112,22 +139,24 @@ def test_coils_page_lists_filters_and_opens_a_coil(db: Path) -> None:
     at.text_input(key="f_coil").input("C1003").run()
     assert list(at.dataframe[0].value["coil"]) == ["C1003"]
     at.selectbox[-1].select("C1003")
-    at.button[-1].click().run()  # "Open coil" in the form
+    at.button(key="FormSubmitter:open_coil_form-Open coil").click().run()
     assert "Defects=300" in texts(at)
 
 
-def test_reviewer_name_typed_in_the_sidebar_survives_opening_a_coil(db: Path) -> None:
+def test_signing_in_survives_opening_a_coil_and_the_review_carries_the_session_user(db: Path) -> None:
     at = app("coils")
-    at.sidebar.text_input(key="reviewer_name_box").input("Fay Shift").run()
-    assert any("Reviewing as **Fay Shift**" in c.value for c in at.sidebar.caption)
+    sign_in(at, "ANA", "ana-password-1")  # names are not case-sensitive; the stored spelling is recorded
+    assert signed_in_as(at) == "ana"
+    assert not at.sidebar.text_input  # no name box to type someone else's name into
     at.selectbox[-1].select("C1002")
-    at.button[-1].click().run()  # "Open coil": st.switch_page to the coil detail page
+    at.button(key="FormSubmitter:open_coil_form-Open coil").click().run()  # st.switch_page to the coil page
     assert at.title[0].value == "Coil detail"
     at.switch_page(f"{PAGES}/coil_detail.py")  # AppTest's next run() would go back to its own page
     defect_id = rows(db, "SELECT max(id) FROM defects WHERE coil = 'C1002'")[0][0]
     _select_defect(at, defect_id)
     at.button(key="detail_review_confirm").click().run()
-    assert rows(db, "SELECT defect_id, reviewer, action FROM reviews") == [(defect_id, "Fay Shift", "confirm")]
+    assert rows(db, "SELECT defect_id, reviewer, action FROM reviews") == [(defect_id, "ana", "confirm")]
+    assert rows(db, "SELECT actor FROM audit_log WHERE kind = 'review'") == [("ana",)]
 
 
 def test_coil_detail_shows_map_grade_plant_data_and_periodic_alarm(db: Path) -> None:
@@ -151,17 +180,17 @@ def _select_defect(at: AppTest, defect_id: int) -> None:
     assert not at.exception, at.exception
 
 
-def test_review_is_refused_without_a_reviewer_name(db: Path) -> None:
+def test_review_is_refused_without_a_signed_in_user(db: Path) -> None:
     at = app("coil_detail", selected_coil="C1002")
     defect_id = rows(db, "SELECT min(id) FROM defects WHERE coil = 'C1002'")[0][0]
     _select_defect(at, defect_id)
     at.button(key="detail_review_reject").click().run()
-    assert any("Action refused" in e.value for e in at.error)
+    assert any("Action refused: sign in first (sidebar)" in e.value for e in at.error)
     assert rows(db, "SELECT count(*) FROM reviews") == [(0,)]
 
 
 def test_reject_writes_an_audited_review_and_regrades_the_coil(db: Path) -> None:
-    at = app("coil_detail", selected_coil="C1002", reviewer="Ana Inspector")
+    at = app("coil_detail", user="ana", selected_coil="C1002")
     defect_id = rows(db, "SELECT min(id) FROM defects WHERE coil = 'C1002'")[0][0]
     grades_before = rows(db, "SELECT count(*) FROM grades WHERE coil = 'C1002'")[0][0]
     _select_defect(at, defect_id)
@@ -169,10 +198,10 @@ def test_reject_writes_an_audited_review_and_regrades_the_coil(db: Path) -> None
     at.button(key="detail_review_reject").click().run()
     assert not at.exception, at.exception
     assert rows(db, "SELECT defect_id, reviewer, action, reason FROM reviews") == [
-        (defect_id, "Ana Inspector", "reject", "water stain, not a defect")]
+        (defect_id, "ana", "reject", "water stain, not a defect")]
     regrade = rows(db, "SELECT trigger, defects_counted FROM grades WHERE coil = 'C1002' ORDER BY id")
     assert len(regrade) == grades_before + 1 and regrade[-1][0].startswith("review:") and regrade[-1][1] == 3
-    assert rows(db, "SELECT actor FROM audit_log WHERE kind = 'review'") == [("Ana Inspector",)]
+    assert rows(db, "SELECT actor FROM audit_log WHERE kind = 'review'") == [("ana",)]
     shown = texts(at)
     assert "rejected as false alarm" in shown and "Counted=3" in shown  # fresh data, not the cache
     with open_db(db, readonly=True) as conn:
@@ -180,16 +209,16 @@ def test_reject_writes_an_audited_review_and_regrades_the_coil(db: Path) -> None
 
 
 def test_relabel_and_grade_override_need_their_inputs(db: Path) -> None:
-    at = app("coil_detail", selected_coil="C1001", reviewer="Bo Quality")
+    at = app("coil_detail", user="bo", selected_coil="C1001")
     defect_id = rows(db, "SELECT min(id) FROM defects WHERE coil = 'C1001' AND class != 'scratches'")[0][0]
     _select_defect(at, defect_id)
     at.selectbox(key="detail_review_class").select("scratches")
     at.button(key="detail_review_relabel").click().run()
     assert rows(db, "SELECT action, new_class, reviewer FROM reviews") == [
-        ("relabel", "scratches", "Bo Quality")]
+        ("relabel", "scratches", "bo")]
     history = next(d.value for d in at.dataframe if "detected_as" in d.value.columns)
     assert history[["defect", "action", "new_class", "reviewer"]].values.tolist() == [
-        [defect_id, "relabel", "scratches", "Bo Quality"]]
+        [defect_id, "relabel", "scratches", "bo"]]
     at.selectbox(key="override_grade").select("secondary")
     at.text_area(key="override_reason").input("   ")
     at.button(key="FormSubmitter:override_form-Override grade").click().run()
@@ -199,9 +228,9 @@ def test_relabel_and_grade_override_need_their_inputs(db: Path) -> None:
     at.text_area(key="override_reason").input("customer accepts edge marks (claim 42)")
     at.button(key="FormSubmitter:override_form-Override grade").click().run()
     assert rows(db, "SELECT grade, reviewer, reason FROM grade_overrides") == [
-        ("secondary", "Bo Quality", "customer accepts edge marks (claim 42)")]
+        ("secondary", "bo", "customer accepts edge marks (claim 42)")]
     assert "Grade=secondary" in texts(at)
-    assert rows(db, "SELECT actor FROM audit_log WHERE kind = 'grade_override'") == [("Bo Quality",)]
+    assert rows(db, "SELECT actor FROM audit_log WHERE kind = 'grade_override'") == [("bo",)]
     with open_db(db, readonly=True) as conn:
         assert audit.verify(conn).ok
 
@@ -209,11 +238,11 @@ def test_relabel_and_grade_override_need_their_inputs(db: Path) -> None:
 def test_review_queue_shows_the_top_item_and_records_a_confirmation(db: Path) -> None:
     top = rows(db, "SELECT defect_id FROM review_queue ORDER BY priority DESC, defect_id LIMIT 1")[0][0]
     queued = rows(db, "SELECT count(*) FROM review_queue")[0][0]
-    at = app("review_queue", reviewer="Cy Expert")
+    at = app("review_queue", user="cy")
     assert f"0 of {queued} queued defects reviewed" in at.get("progress")[0].proto.text
     assert f"#{top} " in texts(at)
     at.button(key="queue_review_confirm").click().run()
-    assert rows(db, "SELECT defect_id, action, reviewer FROM reviews") == [(top, "confirm", "Cy Expert")]
+    assert rows(db, "SELECT defect_id, action, reviewer FROM reviews") == [(top, "confirm", "cy")]
     assert f"1 of {queued} queued defects reviewed" in at.get("progress")[0].proto.text
     assert f"#{top} " not in "\n".join(m.value for m in at.markdown if m.value.startswith("###"))
     at.button(key="queue_skip").click().run()
@@ -239,7 +268,7 @@ def test_analytics_shows_pareto_rates_and_field_precision(db: Path) -> None:
 
 
 def test_models_page_shows_versions_and_the_active_one(db: Path) -> None:
-    at = app("models")
+    at = app("models", user="mel")
     shown = texts(at)
     assert "Active hot model=hot-20261122-1" in shown and "better recall" in shown
     versions = at.dataframe[0].value
@@ -276,7 +305,7 @@ def test_reads_are_cached_until_the_database_changes(db: Path, monkeypatch: pyte
         return real(conn, coil, **kwargs)
 
     monkeypatch.setattr(queries, "coil_defects", counting)
-    at = app("coil_detail", selected_coil="C1003", reviewer="Gil Cache")
+    at = app("coil_detail", user="ana", selected_coil="C1003")
     assert calls == ["C1003"]
     at.number_input(key="gallery_page").set_value(2).run()
     at.toggle(key="hide_rejected").set_value(True).run()
@@ -286,3 +315,108 @@ def test_reads_are_cached_until_the_database_changes(db: Path, monkeypatch: pyte
     at.button(key="detail_review_reject").click().run()
     assert calls == ["C1003", "C1003"]  # the review changed the audit head: read again, nothing stale
     assert "Counted=299" in texts(at)
+
+
+# -- sign-in, roles, sessions, the second person ------------------------------------------------
+
+def test_without_users_the_console_says_how_to_make_one_and_refuses_actions(db: Path) -> None:
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM users")
+    at = app("coil_detail", selected_coil="C1002")
+    assert any("No users: create one with `steel-inspect users add" in w.value for w in at.sidebar.warning)
+    assert not at.sidebar.text_input  # nothing to sign in with
+    _select_defect(at, rows(db, "SELECT min(id) FROM defects WHERE coil = 'C1002'")[0][0])
+    at.button(key="detail_review_confirm").click().run()
+    assert any("Action refused. No users: create one" in e.value for e in at.error)
+    assert rows(db, "SELECT count(*) FROM reviews") == [(0,)]
+
+
+def test_a_wrong_password_is_refused_and_five_lock_the_account(db: Path) -> None:
+    at = app()
+    for _ in range(4):
+        sign_in(at, "ana", "not-my-password")
+        assert [e.value for e in at.sidebar.error] == ["Sign-in refused: wrong name or password."]
+    sign_in(at, "ana", "not-my-password")
+    assert "is locked after 5 failed attempts until" in at.sidebar.error[0].value
+    sign_in(at, "ana")  # the right password, too late
+    assert "Account ana is locked" in at.sidebar.error[0].value and signed_in_as(at) is None
+    assert rows(db, "SELECT outcome FROM login_events ORDER BY id") == [
+        ("bad_password",)] * 4 + [("locked_out",), ("locked",)]
+    assert rows(db, "SELECT actor FROM audit_log WHERE kind = 'user_locked'") == [("console",)]
+    assert not any("password-1" in value for value in (*[str(v) for v in rows(db, "SELECT * FROM login_events")],
+                                                       *[e.value for e in at.sidebar.error]))
+
+
+def test_an_inspector_may_review_but_not_override_or_see_the_models_page(db: Path) -> None:
+    at = app("coil_detail", user="ana", selected_coil="C1001")
+    at.selectbox(key="override_grade").select("prime")
+    at.text_area(key="override_reason").input("looks fine to me")
+    at.button(key="FormSubmitter:override_form-Override grade").click().run()
+    refused = ("Action refused: A grade override needs the role quality engineer or admin; "
+               "ana is signed in as inspector.")
+    assert refused in [e.value for e in at.error], [e.value for e in at.error]
+    assert rows(db, "SELECT count(*) FROM grade_overrides") == [(0,)]
+    at.switch_page(f"{PAGES}/models.py").run()
+    assert any("The Models page is not shown" in w.value and "ML engineer or admin" in w.value for w in at.warning)
+    assert not at.dataframe
+
+
+def test_hold_to_prime_needs_a_second_person_in_the_console(db: Path) -> None:
+    at = app("coil_detail", user="bo", selected_coil="C1002")
+    for grade, reason in (("hold", "stains: check in daylight"), ("prime", "stains wipe off")):
+        at.selectbox(key="override_grade").select(grade)
+        at.text_area(key="override_reason").input(reason)
+        at.button(key="FormSubmitter:override_form-Override grade").click().run()
+    assert any("recorded as pending" in s.value for s in at.success)
+    assert "Grade=hold" in texts(at)  # the pending prime is not in effect
+    pending = rows(db, "SELECT max(id) FROM grade_overrides")[0][0]
+    assert any(f"Pending override #{pending} to **prime** by bo" in w.value for w in at.warning)
+    at.button(key=f"approve_override_{pending}").click().run()  # by the same person
+    assert any("needs a second person: bo made it" in e.value for e in at.error)
+    assert "Grade=hold" in texts(at)
+    at.sidebar.button(key="sign_out").click().run()
+    assert signed_in_as(at) is None and any(i.value == "Signed out." for i in at.sidebar.info)
+    sign_in(at, "cy")
+    at.switch_page(f"{PAGES}/coil_detail.py").run()
+    at.button(key=f"approve_override_{pending}").click().run()
+    assert not at.exception, at.exception
+    assert "Grade=prime" in texts(at)
+    assert rows(db, "SELECT action, by FROM override_approvals ORDER BY id") == [("requested", "bo"),
+                                                                                ("approved", "cy")]
+    with open_db(db, readonly=True) as conn:
+        assert audit.verify(conn).ok
+
+
+@pytest.mark.parametrize(("idle_min", "expired"), [(479.9, False), (480.0, False), (480.1, True)])
+def test_a_session_expires_after_the_configured_idle_time(idle_min: float, expired: bool) -> None:
+    start = 1_800_000_000 * 10**9
+    session = Session("ana", "inspector", start, start)
+    assert idle_expired(session, start + int(idle_min * 60 * 10**9), 480.0) is expired
+
+
+@pytest.mark.parametrize(("address", "loopback"), [("127.0.0.1", True), ("localhost", True), ("::1", True),
+                                                   ("0.0.0.0", False), ("10.1.2.3", False), ("plant-pc", False)])
+def test_only_loopback_addresses_count_as_not_exposed(address: str, loopback: bool) -> None:
+    assert is_loopback(address) is loopback
+
+
+def test_an_idle_session_ends_and_its_action_is_refused(db: Path) -> None:
+    at = app("coil_detail", user="ana", selected_coil="C1002")
+    session = at.session_state[SESSION_KEY]
+    at.session_state[SESSION_KEY] = replace(session, last_seen_ns=time.time_ns() - 481 * 60 * 10**9)
+    _select_defect(at, rows(db, "SELECT min(id) FROM defects WHERE coil = 'C1002'")[0][0])
+    at.button(key="detail_review_reject").click().run()
+    assert any("Action refused: Your session ended after 480 min without an action" in e.value for e in at.error)
+    assert rows(db, "SELECT count(*) FROM reviews") == [(0,)]
+    assert signed_in_as(at) is None and at.sidebar.text_input(key="sign_in_name")  # the form is back
+
+
+def test_a_user_disabled_after_signing_in_is_refused_at_the_next_action(db: Path) -> None:
+    at = app("coil_detail", user="ana", selected_coil="C1002")
+    with open_db(db) as conn:
+        users.set_disabled(conn, "ana", True, actor="cli:admin")
+    _select_defect(at, rows(db, "SELECT min(id) FROM defects WHERE coil = 'C1002'")[0][0])
+    at.button(key="detail_review_confirm").click().run()
+    assert [e.value for e in at.error] == ["Action refused: The account ana is disabled: signed out (ask an admin)."]
+    assert signed_in_as(at) is None
+    assert rows(db, "SELECT count(*) FROM reviews") == [(0,)]

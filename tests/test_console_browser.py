@@ -1,9 +1,9 @@
 """End to end in a real headless Chromium: `streamlit run app.py` on a free port, driven by Playwright.
 
-The Line page picks up a new recorder status on its own (fragment refresh). The reviewer names
-themselves, opens a coil, clicks a defect on the map, rejects it; the review row and the regraded
-coil must then be in the database. A screenshot of every page goes to
-test-artifacts/screenshots/ (not committed).
+The Line page picks up a new recorder status on its own (fragment refresh). The reviewer signs in
+(name and password in the sidebar form), opens a coil, clicks a defect on the map, rejects it; the
+review row, in the signed-in user's name, and the regraded coil must then be in the database. A
+screenshot of every page goes to test-artifacts/screenshots/ (not committed).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import pytest
 from PIL import Image
 
 from inspection.console.launch import ConsoleStartError, start_console, stop_console
-from inspection.records import audit
+from inspection.passwords import ScryptParams
+from inspection.records import audit, users
 from inspection.records.db import open_db
 from inspection.records.store import Store
 from inspection.registry import Registry
@@ -33,6 +34,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = ARTIFACTS / "screenshots"
 STARTUP_TIMEOUT_S = 45.0
 COILS = (SampleCoil("C2001", 120.0, 30, periodic=True), SampleCoil("C2002", 60.0, 6))
+USER, PASSWORD = "eve", "eve-browser-password"  # an admin: every page has something to show
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
@@ -45,6 +47,8 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
     folder = tmp_path_factory.mktemp("browser")
     database = folder / "line.db"
     build(database, folder / "crops", COILS, seed=5)
+    with open_db(database) as db:
+        users.add_user(db, USER, "admin", PASSWORD, actor="test", params=ScryptParams(n=2**12, r=8, p=1))
     add_tiny_model(Registry(folder / "models"), folder, classes=("crazing", "inclusion"),
                    version="hot-20261123-1", activate=True)
     port = free_port()
@@ -120,10 +124,11 @@ def test_reviewer_opens_a_coil_rejects_a_defect_and_the_coil_is_regraded(console
                 store.set_status({"recorder:demo-hot-1": {"pid": 4242, "frames_per_s": 12.5, "messages": 99}})
             page.get_by_text("Recorder pid 4242 reporting").wait_for(timeout=20_000)
             assert page.get_by_test_id("stMetric").filter(has_text="Frames/s").inner_text().endswith("12.5")
-            reviewer = page.get_by_label("Reviewer name", exact=True)
-            reviewer.fill("Eve Browser")
-            reviewer.press("Enter")
-            page.get_by_text("Reviewing as").wait_for()
+            page.get_by_label("User name", exact=True).fill(USER)
+            page.get_by_label("Password", exact=True).fill(PASSWORD)
+            page.get_by_role("button", name="Sign in").click()
+            page.get_by_text("Signed in as").wait_for(timeout=30_000)
+            _settle(page)
 
             _nav(page, "Coils")
             page.get_by_test_id("stDataFrame").first.wait_for()
@@ -156,7 +161,7 @@ def test_reviewer_opens_a_coil_rejects_a_defect_and_the_coil_is_regraded(console
         reviews = conn.execute("SELECT defect_id, reviewer, action, reason FROM reviews").fetchall()
         grades = conn.execute(
             "SELECT trigger, defects_counted FROM grades WHERE coil = 'C2002' ORDER BY id").fetchall()
-    assert reviews == [(defect_id, "Eve Browser", "reject", "reflection on the strip")]
+    assert reviews == [(defect_id, USER, "reject", "reflection on the strip")]
     assert len(grades) == grades_before + 1
     assert grades[-1][0].startswith("review:") and grades[-1][1] == 5  # 6 detections, one rejected
     with open_db(database, readonly=True) as db:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import threading
@@ -71,3 +73,10 @@ def test_demo_runs_the_line_imports_mes_data_and_serves_the_console(tmp_path: Pa
     assert recorded and set(recorded) <= set(mes_coils)  # the demo's coils carry plant data
     assert (tmp_path / "ground_truth" / "top-1.jsonl").is_file()
     assert not _healthy(port), "console still up after Ctrl-C"
+    # a first start on a database without users: the console user and its password, printed once
+    shown = re.search(r"console sign-in: user 'inspector' \(quality engineer\), password (\S+)", err)
+    assert shown, err[-3000:]
+    login = tmp_path / "console-login"
+    assert stat.S_IMODE(login.stat().st_mode) == 0o600
+    assert f"password: {shown.group(1)}\n" in login.read_text()
+    assert shown.group(1) not in (tmp_path / "console.log").read_text()

@@ -3,9 +3,12 @@ bottom of a hot strip, inference workers, the recorder with PLC output, and the 
 
 Before the line starts, a matching MES extract for the simulated coils is written beside the
 line database and imported, so the demo's coils carry orders, customers, steel grades, heats
-and process data. The console (`streamlit run app.py`) is served on http://127.0.0.1:PORT and
-reads the same database. Ctrl-C stops everything cleanly; with ``--max-frames`` the line stops
-by itself and the console stays up for review until Ctrl-C.
+and process data. The console (`streamlit run app.py`) is served on http://127.0.0.1:PORT (the
+config's ``[console] address``) and reads the same database. On a database without users the
+demo adds the console user ``inspector`` (quality engineer) and prints its random password once
+(it is also in ``console-login`` beside the database, mode 0600); more users: `steel-inspect
+users add`. Ctrl-C stops everything cleanly; with ``--max-frames`` the line stops by itself and the
+console stays up for review until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from pathlib import Path
 from inspection.commands.run import add_pipeline_arguments, pipeline_options
 
 log = logging.getLogger("inspection.demo")
-APP = Path(__file__).resolve().parents[2] / "app.py"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_pipeline_arguments(parser)
-    parser.add_argument("--port", type=int, default=8501, help="console port on 127.0.0.1 (default 8501)")
+    parser.add_argument("--port", type=int, default=8501,
+                        help="console port on the config's [console] address, 127.0.0.1 by default (default 8501)")
     parser.add_argument("--no-console", action="store_true", help="run the line without the console")
     parser.add_argument("--mes-coils", type=int, default=50, metavar="N",
                         help="write and import MES data for the first N simulated coils (default 50; 0: none)")
@@ -54,12 +57,15 @@ def run(args: argparse.Namespace) -> int:
     if args.mes_coils > 0:
         import_mes(config, db, args.mes_coils, args.seed)
     stop = StopFlag()
-    console = None if args.no_console else start_console(db, args.port)
+    if not args.no_console:
+        announce_login(db)
+    console = None if args.no_console else start_console(db, args.port, config.console.address)
     try:
         summary = run_pipeline(config, stop=stop, **options)
         print(json.dumps(summary, indent=2, sort_keys=True))
         if console is not None and not stop.is_set():
-            log.info("the line stopped; the console stays up at http://127.0.0.1:%d: Ctrl-C quits", args.port)
+            log.info("the line stopped; the console stays up at http://%s:%d: Ctrl-C quits",
+                     config.console.address, args.port)
             while not stop.wait(1.0) and console.poll() is None:
                 pass
     finally:
@@ -91,14 +97,30 @@ def import_mes(config, db: Path, coils: int, seed: int | None) -> None:  # noqa:
         log.warning("MES import: skipped %s: %s", where, problem)
 
 
-def start_console(db: Path, port: int) -> subprocess.Popen:
-    """`streamlit run app.py` on 127.0.0.1:PORT for this database (a child process)."""
-    command = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
-               "--server.address", "127.0.0.1", "--server.headless", "true",
-               "--browser.gatherUsageStats", "false"]
+def announce_login(db: Path) -> None:
+    """Make the demo's console user on a database without users and print its password once, to the
+    terminal (stderr, not the log: a password must not end up in log files)."""
+    from inspection.demo_user import ensure_demo_user
+
+    login = ensure_demo_user(db)
+    if login.password is not None:
+        print(f"\n  console sign-in: user {login.name!r} (quality engineer), password {login.password}\n"
+              f"  shown once; also in {login.file} (mode 0600). More users: "
+              f"steel-inspect users add NAME --role ROLE --db {db}\n", file=sys.stderr, flush=True)
+    else:
+        where = f"; the demo user's password is in {login.file}" if login.file.is_file() else ""
+        log.info("console: %d user(s) in %s (steel-inspect users list --db %s)%s", login.users, db, db, where)
+
+
+def start_console(db: Path, port: int, address: str = "127.0.0.1") -> subprocess.Popen:
+    """`streamlit run app.py` on ADDRESS:PORT for this database (a child process)."""
+    from inspection.console.launch import console_command, warn_if_exposed
+
+    warn_if_exposed(address, log)
     log_path = db.parent / "console.log"
     with open(log_path, "ab") as log_file:  # Streamlit's own output, kept out of the summary on stdout
-        console = subprocess.Popen(command, env={**os.environ, "STEEL_INSPECT_DB": str(db.resolve())},
+        console = subprocess.Popen(console_command(port, address),
+                                   env={**os.environ, "STEEL_INSPECT_DB": str(db.resolve())},
                                    stdout=log_file, stderr=subprocess.STDOUT)
-    log.info("console: http://127.0.0.1:%d (database %s, log %s)", port, db, log_path)
+    log.info("console: http://%s:%d (database %s, log %s)", address, port, db, log_path)
     return console

@@ -5,5 +5,5 @@
 module here. Views read through `data` and `stats` (cached DataFrames over the records read API,
 `inspection.records.queries` and `analytics`; the console runs no SQL itself) and write only
 through `actions`, which calls the records write API (append-only, audited). `context` finds the
-database and holds the reviewer identity. Everything here needs the `console` extra.
+database; `auth` signs users in and checks their role before every action. Everything here needs the `console` extra.
 """

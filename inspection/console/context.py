@@ -1,4 +1,4 @@
-"""Where the console's data lives, who is reviewing, and when cached reads must be thrown away.
+"""Where the console's data lives and when cached reads must be thrown away (who is signed in: `auth`).
 
 The database is `$STEEL_INSPECT_DB` when set, else the line config's `line.database`
 (`$STEEL_INSPECT_CONFIG` names the config; default: the demo line). Crops live in the config's
@@ -13,7 +13,6 @@ stale shows after it; widget interactions that change nothing re-use the cache.
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,13 +27,9 @@ from inspection.errors import SteelInspectError
 from inspection.records import queries
 from inspection.records.db import open_db
 
-REVIEWER_KEY = "reviewer"
-_REVIEWER_WIDGET = "reviewer_name_box"
-_REVIEWER_PATTERN = re.compile(r"[^\x00-\x1f\x7f]{2,80}")
-
 
 class ConsoleError(SteelInspectError):
-    """The console cannot do what was asked: no database, no reviewer name, unknown coil."""
+    """The console cannot do what was asked: no database, nobody signed in, a role that may not."""
 
 
 @dataclass(frozen=True)
@@ -95,42 +90,6 @@ def change_token(path: str | Path) -> tuple[int, ...]:
     with read_db(path) as db:
         marks = queries.change_marks(db)
     return Path(path).stat().st_ino, *marks
-
-
-def reviewer_sidebar() -> None:
-    """The reviewer names themselves once per session; every action carries the name.
-
-    The name lives in a plain session key: Streamlit drops a widget's own state when a run is
-    cut short by a page switch, and a reviewer must not silently lose their identity.
-    """
-    if REVIEWER_KEY in st.session_state:
-        st.session_state[_REVIEWER_WIDGET] = st.session_state[REVIEWER_KEY]
-    st.sidebar.text_input(
-        "Reviewer name", key=_REVIEWER_WIDGET, placeholder="required before any review action",
-        on_change=lambda: st.session_state.update({REVIEWER_KEY: st.session_state[_REVIEWER_WIDGET]}),
-        help="Every confirm / relabel / reject and grade override is recorded with this name "
-             "in the audit log.",
-    )
-    name = current_reviewer()
-    if name:
-        st.sidebar.caption(f"Reviewing as **{name}**")
-    else:
-        st.sidebar.warning("Enter your name to review defects or override grades.")
-
-
-def current_reviewer() -> str | None:
-    """The reviewer's name, or None when it is missing or not a plausible name."""
-    name = str(st.session_state.get(REVIEWER_KEY) or "").strip()
-    return name if _REVIEWER_PATTERN.fullmatch(name) else None
-
-
-def require_reviewer() -> str:
-    """The reviewer's name; raise `ConsoleError` (shown to the user) when there is none."""
-    name = current_reviewer()
-    if name is None:
-        raise ConsoleError("Action refused: enter your name (2-80 characters) in the sidebar "
-                           "as reviewer first; every action is recorded with it.")
-    return name
 
 
 def page_database() -> tuple[str, tuple[int, ...]]:

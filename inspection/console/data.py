@@ -104,3 +104,10 @@ def coil_reviews(path: str, token: Token, coil: str) -> pd.DataFrame:
                                         "reason", "time_ns"])
     frame["time"] = pd.to_datetime(frame.pop("time_ns"), unit="ns", utc=True)
     return frame
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def pending_overrides(path: str, token: Token, coil: str) -> list[dict[str, Any]]:
+    """The coil's overrides that wait for a second person (not in effect yet)."""
+    with read_db(path) as db:
+        return queries.pending_overrides(db, coil)

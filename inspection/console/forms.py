@@ -1,6 +1,6 @@
-"""Forms that act: review a defect, override a grade, download the coil report.
+"""Forms that act: review a defect, override a grade, approve another person's override, download the report.
 
-Each action needs the reviewer's name (sidebar); without it the action is refused with a
+Each action needs a signed-in user whose role allows it (`auth`); otherwise it is refused with a
 message and nothing is written. After a write the page reruns, and the changed audit head
 invalidates every cached read, so the new state shows at once.
 """
@@ -64,12 +64,41 @@ def override_form(path: str, coil: str) -> None:
         st.error("Override refused: a grade override needs a reason.", icon=":material/block:")
         return
     try:
-        actions.override_grade(path, coil, grade, reason)
+        outcome = actions.override_grade(path, coil, grade, reason)
     except (SteelInspectError, sqlite3.OperationalError) as exc:  # refused, or the database stayed locked
         st.error(str(exc), icon=":material/block:")
         return
-    flash(f"Coil {coil}: grade overridden to {grade}.")
+    if outcome.pending:
+        flash(f"Coil {coil}: override to {grade} recorded as pending (#{outcome.override_id}): a held coil "
+              "becomes prime only when a second quality engineer or admin approves it.")
+    else:
+        flash(f"Coil {coil}: grade overridden to {grade}.")
     st.rerun()
+
+
+def pending_overrides_panel(path: str, coil: str, pending: list[dict[str, Any]]) -> None:
+    """Each override of the coil that waits for a second person, with Approve / Decline."""
+    for item in pending:
+        override_id = item["override_id"]
+        st.warning(f"Pending override #{override_id} to **{item['grade']}** by {item['requested_by']} "
+                   f"({item['time']}): {item['reason']}  \nNot in effect: a second quality engineer or admin "
+                   "must approve it.", icon=":material/group:")
+        cols = st.columns(2)
+        approve = cols[0].button("Approve", key=f"approve_override_{override_id}", type="primary")
+        decline = cols[1].button("Decline", key=f"decline_override_{override_id}")
+        if not (approve or decline):
+            continue
+        try:
+            if approve:
+                actions.approve_override(path, override_id)
+            else:
+                actions.decline_override(path, override_id)
+        except (SteelInspectError, sqlite3.OperationalError) as exc:
+            st.error(str(exc), icon=":material/block:")
+            return
+        flash(f"Coil {coil}: override #{override_id} to {item['grade']} "
+              + ("approved: it is in effect now." if approve else "declined: it never took effect."))
+        st.rerun()
 
 
 def report_downloads(path: str, token: Any, coil: str) -> None:

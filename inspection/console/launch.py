@@ -6,6 +6,8 @@ and anything it spawned) once the health endpoint answers.
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
 import signal
 import subprocess
@@ -31,11 +33,29 @@ def console_command(port: int, address: str = "127.0.0.1") -> list[str]:
             "--server.address", address, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
 
 
+def is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_if_exposed(address: str, logger: logging.Logger) -> None:
+    """Streamlit serves plain HTTP: a console listening beyond loopback sends passwords in clear."""
+    if not is_loopback(address):
+        logger.warning("console: listening on %s, not loopback: sign-in passwords and sessions travel in "
+                       "clear HTTP; keep 127.0.0.1 and put a TLS reverse proxy in front (README, Security)",
+                       address)
+
+
 def start_console(database: Path, port: int, *, env: dict[str, str] | None = None, log: IO[str] | None = None,
                   timeout_s: float = 60.0, address: str = "127.0.0.1") -> subprocess.Popen:
     """Run the console on `database` at http://`address`:`port`; return once it is healthy."""
     # Say which extra is missing here: the child process would only exit with a status.
     require_extra("console", "the review console", "streamlit")
+    warn_if_exposed(address, logging.getLogger(__name__))
     environment = {**os.environ, **(env or {}), "STEEL_INSPECT_DB": str(database)}
     process = subprocess.Popen(console_command(port, address), cwd=REPO_DIR, env=environment,
                                stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT,

@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import statistics
 import tempfile
 import time
@@ -65,11 +66,24 @@ def _apptest(database: Path, repeat: int) -> dict[str, float]:
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
+    from inspection.records import users
+    from inspection.records.db import open_db
+
     os.environ["STEEL_INSPECT_DB"] = str(database)
+    password = secrets.token_urlsafe(16)
+    db = open_db(database)
+    try:
+        users.add_user(db, "measure", "quality_engineer", password, actor="measure")
+    finally:
+        db.close()
     at = AppTest.from_file(str(REPO_DIR / "app.py"), default_timeout=120)
     at.run()
+    at.sidebar.text_input(key="sign_in_name").input("measure")
+    at.sidebar.text_input(key="sign_in_password").input(password)
+    at.sidebar.button(key="sign_in_submit").click().run()  # reviews are recorded with the signed-in user
+    if not any(c.value.startswith("Signed in as") for c in at.sidebar.caption):
+        raise RuntimeError("the measuring user could not sign in: the reject timings would time a refusal")
     at.session_state["selected_coil"] = COIL
-    at.session_state["reviewer"] = "measure"
     at.switch_page("inspection/console/pages/coil_detail.py").run()  # imports everything once
     cold, warm, gallery, review = [], [], [], []
     for i in range(repeat):
@@ -81,8 +95,8 @@ def _apptest(database: Path, repeat: int) -> dict[str, float]:
     for label in defect_ids:
         at.selectbox(key="defect_id_box").select(int(label.split()[0].lstrip("#"))).run()
         review.append(_timed(at.button(key="detail_review_reject").click().run))
-    if at.exception:
-        raise RuntimeError(f"the page raised: {at.exception}")
+    if at.exception or at.error:
+        raise RuntimeError(f"the page raised or refused: {at.exception or [e.value for e in at.error]}")
     return {"cold_cache_s": _median(cold), "warm_cache_s": _median(warm), "gallery_page_s": _median(gallery),
             "reject_and_regrade_s": _median(review)}
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from inspection.console.context import ConsoleError, reviewer_sidebar, sources
+from inspection.console.auth import login_sidebar
+from inspection.console.context import ConsoleError, sources
 
 PAGES_DIR = Path(__file__).resolve().parent / "pages"
 # (file, title, icon, url path); the first is the default page.
@@ -30,9 +31,9 @@ def _page(name: str) -> st.Page:
 
 
 def build_navigation() -> st.navigation:
-    """The navigation object; the sidebar also carries the reviewer and the database in use."""
+    """The navigation object; the sidebar also carries the sign-in and the database in use."""
     navigation = st.navigation([_page(file) for file, *_ in PAGES])
-    reviewer_sidebar()
+    login_sidebar()
     try:
         st.sidebar.caption(f"Database: `{sources().database}`")
     except ConsoleError as exc:

@@ -4,6 +4,9 @@ claims. Part of `store.Store` (mixed in); each call is one write transaction wit
 - ``add_review(defect_id, reviewer, action, new_class=None, reason=None)``: append-only; action is
   confirm | relabel (needs new_class) | reject; a graded coil is regraded in the same transaction.
 - ``override_grade(coil, reviewer, grade, reason)``: reason mandatory; stands until the next override.
+  One that needs a second person (`grading.needs_second_person`: hold -> prime) is stored pending
+  (an ``override_approvals`` "requested" row, no ``grades`` row) and takes effect only through
+  ``approve_override(override_id, approver)`` by someone else; ``decline_override`` closes it.
 - ``add_alarm(kind, message, coil=..., surface=, class_=, across_mm=, pitch_mm=, roll_diameter_mm=,
   count=, details=)``; the recorder keeps the alarm's severity in ``details``.
 - ``open_claim`` / ``close_claim(coil, claim_no, by, reason=None)``: crops of claimed coils are kept.
@@ -11,14 +14,27 @@ claims. Part of `store.Store` (mixed in); each call is one write transaction wit
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from inspection.records import audit
+from inspection.records import audit, queries
 from inspection.records.db import write_transaction
 from inspection.records.errors import StoreError
-from inspection.records.grading import ALL_GRADES
+from inspection.records.grading import ALL_GRADES, needs_second_person
 
 REVIEW_ACTIONS = ("confirm", "relabel", "reject")
+
+
+@dataclass(frozen=True)
+class OverrideOutcome:
+    """What `override_grade` stored: the override's id and its ``grades`` row, None while pending."""
+
+    override_id: int
+    grade_id: int | None
+
+    @property
+    def pending(self) -> bool:
+        return self.grade_id is None
 
 
 class InspectorActions:
@@ -54,30 +70,84 @@ class InspectorActions:
                 self.grade_coil(coil, f"review:{review_id}")
         return review_id
 
-    def override_grade(self, coil: str, reviewer: str, grade_name: str, reason: str) -> int:
-        """An inspector's grade for `coil`; it stands until the next override."""
+    def override_grade(self, coil: str, reviewer: str, grade_name: str, reason: str) -> OverrideOutcome:
+        """An inspector's grade for `coil`; it stands until the next override. One that needs a second
+        person is stored pending: not in effect until `approve_override`."""
         reviewer = _name("reviewer", reviewer)
         if grade_name not in ALL_GRADES:
             raise StoreError(f"grade: expected one of {', '.join(ALL_GRADES)}, got {grade_name!r}")
         if not isinstance(reason, str) or not reason.strip():
             raise StoreError("reason: a grade override needs a reason")
+        reason = reason.strip()
         with write_transaction(self.db):
             if not self.db.execute("SELECT 1 FROM coils WHERE id=?", (coil,)).fetchone():
                 raise StoreError(f"coil: no coil {coil!r}")
+            effective = queries.current_grade(self.db, coil)
+            automatic = queries.automatic_grade(self.db, coil)
             override_id = self._insert_audited(
                 "grade_overrides", {"coil": coil, "reviewer": reviewer, "grade": grade_name,
-                                    "reason": reason.strip(), "time_ns": self.clock()},
+                                    "reason": reason, "time_ns": self.clock()},
                 "grade_override", {"coil": coil, "grade": grade_name}, actor=reviewer)
+            if needs_second_person(effective and effective["grade"], automatic, grade_name):
+                self._insert_audited(
+                    "override_approvals", {"override_id": override_id, "coil": coil, "action": "requested",
+                                           "by": reviewer, "reason": None, "time_ns": self.clock()},
+                    "override_requested", {"coil": coil, "override_id": override_id, "grade": grade_name},
+                    actor=reviewer)
+                return OverrideOutcome(override_id, None)
+            grade_id = self._insert_grade(coil, grade_name, "override", f"override:{override_id}",
+                                          [f"override by {reviewer}: {reason}"], None, None, reviewer)
+            return OverrideOutcome(override_id, grade_id)
+
+    def approve_override(self, override_id: int, approver: str) -> int:
+        """The second person's approval of a pending override: its grade takes effect now; returns the
+        ``grades`` row id. Refused when `approver` made the override (names compared without case),
+        when it is not pending, or when a later override of the coil superseded it."""
+        approver = _name("approver", approver)
+        with write_transaction(self.db):
+            override = self._pending_override(override_id)
+            if override["reviewer"].casefold() == approver.casefold():
+                raise StoreError(f"approval refused: override #{override_id} ({override['grade']} for coil "
+                                 f"{override['coil']}) needs a second person: {override['reviewer']} made it, "
+                                 "someone else must approve it")
+            self._insert_audited(
+                "override_approvals", {"override_id": override_id, "coil": override["coil"], "action": "approved",
+                                       "by": approver, "reason": None, "time_ns": self.clock()},
+                "override_approved", {"coil": override["coil"], "override_id": override_id}, actor=approver)
             return self._insert_grade(
-                coil,
-                grade_name,
-                "override",
-                f"override:{override_id}",
-                [f"override by {reviewer}: {reason.strip()}"],
-                None,
-                None,
-                reviewer,
-            )
+                override["coil"], override["grade"], "override", f"override:{override_id}",
+                [f"override by {override['reviewer']}: {override['reason']}",
+                 f"second person: approved by {approver}"], None, None, override["reviewer"], actor=approver)
+
+    def decline_override(self, override_id: int, by: str, reason: str | None = None) -> int:
+        """Close a pending override without effect (the second person says no, or its author withdraws
+        it); returns the ``override_approvals`` row id."""
+        by = _name("by", by)
+        with write_transaction(self.db):
+            override = self._pending_override(override_id)
+            return self._insert_audited(
+                "override_approvals", {"override_id": override_id, "coil": override["coil"], "action": "declined",
+                                       "by": by, "reason": (reason or "").strip() or None, "time_ns": self.clock()},
+                "override_declined", {"coil": override["coil"], "override_id": override_id}, actor=by)
+
+    def _pending_override(self, override_id: int) -> dict[str, Any]:
+        """The override row if it waits for a second person; `StoreError` saying why not otherwise."""
+        row = self.db.execute("SELECT id, coil, reviewer, grade, reason FROM grade_overrides WHERE id=?",
+                              (override_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"override: no override #{override_id}")
+        override = dict(zip(("id", "coil", "reviewer", "grade", "reason"), row, strict=True))
+        steps = dict(self.db.execute("SELECT action, by FROM override_approvals WHERE override_id=?",
+                                     (override_id,)).fetchall())
+        if "requested" not in steps:
+            raise StoreError(f"override #{override_id} needs no second person: it took effect when it was made")
+        for done in ("approved", "declined"):
+            if done in steps:
+                raise StoreError(f"override #{override_id} was {done} by {steps[done]} already")
+        if self.db.execute("SELECT 1 FROM grade_overrides WHERE coil=? AND id>?",
+                           (override["coil"], override_id)).fetchone():
+            raise StoreError(f"override #{override_id} is superseded by a later override of coil {override['coil']}")
+        return override
 
     def add_alarm(self, kind: str, message: str, *, coil: str | None = None, **fields: Any) -> int:
         """Record an alarm (periodic defect, critical defect, incomplete coverage)."""

@@ -4,6 +4,9 @@ The rule-set format and the grade names are documented in `inspection/rules/stan
 built-in set). `grade` is a pure function of a `GradeInput`: the coil's effective defects (after
 reviews), its length, width and inspection coverage. A coil whose coverage is below
 ``coverage_min`` gets ``hold`` ("inspection incomplete"), never prime, whatever its defects.
+
+A grade override that releases a held coil as prime needs a second person (`needs_second_person`):
+until another quality engineer approves it, the override is pending and not in effect.
 """
 
 from __future__ import annotations
@@ -165,6 +168,13 @@ def _build(path: Path, sha: str, raw: dict[str, Any]) -> RuleSet:
         limits=tuple(limits),
         severity=rule_from_table(raw.get("severity")),
     )
+
+
+def needs_second_person(effective: str | None, automatic: str | None, target: str) -> bool:
+    """True when an override to `target` may not take effect on one person's word: prime for a coil
+    whose effective grade or latest automatic grade is hold. The automatic grade counts too, so that
+    hold -> secondary -> prime by one person is not a way around it."""
+    return target == GRADES[0] and HOLD in (effective, automatic)
 
 
 def grade(data: GradeInput, rules: RuleSet, coverage_min: float) -> GradeResult:

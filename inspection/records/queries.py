@@ -345,6 +345,31 @@ def current_grade(db: Database, coil: str) -> dict[str, Any] | None:
     return (overrides or history or [None])[-1]
 
 
+def automatic_grade(db: Database, coil: str) -> str | None:
+    """The coil's latest automatic grade (what the rules say, whatever overrides say), or None."""
+    row = db.execute("SELECT grade FROM grades WHERE coil=? AND source='auto' ORDER BY id DESC LIMIT 1",
+                     (coil,)).fetchone()
+    return row[0] if row else None
+
+
+def pending_overrides(db: Database, coil: str | None = None) -> list[dict[str, Any]]:
+    """Overrides that wait for a second person (requested, neither approved nor declined, not
+    superseded by a later override of their coil), oldest first; all coils when `coil` is None."""
+    if not db["override_approvals"].exists():
+        return []
+    rows = _dicts(db.execute(
+        "SELECT o.id AS override_id, o.coil, o.grade, o.reviewer AS requested_by, o.reason, o.time_ns "
+        "FROM grade_overrides o JOIN override_approvals a ON a.override_id = o.id AND a.action = 'requested' "
+        "WHERE (? IS NULL OR o.coil = ?) "
+        "AND NOT EXISTS (SELECT 1 FROM override_approvals d WHERE d.override_id = o.id "
+        "AND d.action IN ('approved', 'declined')) "
+        "AND NOT EXISTS (SELECT 1 FROM grade_overrides n WHERE n.coil = o.coil AND n.id > o.id) "
+        "ORDER BY o.id", (coil, coil)))
+    for r in rows:
+        r["time"] = iso(r["time_ns"])
+    return rows
+
+
 def platform_data(db: Database, coil: str) -> dict[str, Any]:
     """The plant's data for the coil (MES coil row + process data + order), empty when not imported."""
     row = _dicts(db.execute("SELECT * FROM platform_coils WHERE coil_id=?", (coil,)))

@@ -32,6 +32,18 @@ Inspection records -- append-only, each insert covered by a content digest in `a
   model could not tell what it is), its best guesses as JSON ``[[class, score], ...]``, written in
   the transaction that recorded the defect.
 
+- ``override_approvals`` (``m007_override_approvals``): the second person of a grade override that
+  needs one (hold -> prime, see `grading.needs_second_person`): ``requested`` (written with the
+  override, by its author), then ``approved`` or ``declined`` by someone else. UNIQUE (override_id,
+  action). Until it is approved such an override has no ``grades`` row, so it is not in effect.
+
+Console users (``m006_users``; mutable, so not evidence, but every change is an audit event without
+the password hash): ``users`` (name unique without regard to case, role inspector |
+quality_engineer | ml_engineer | admin, scrypt hash ``scrypt$n$r$p$salt$key``, created / disabled /
+password-changed times, failed attempts since the last success, locked until) and ``login_events``
+(every sign-in attempt: name as typed, bounded, and its outcome; the newest 10,000 kept); see
+`users`.
+
 Audit: ``audit_log`` (seq, time, kind, actor, canonical JSON event, prev_hash, hash), a hash chain
 over every mutating event; see `audit`. From ``m003_append_only`` on, triggers refuse UPDATE and
 DELETE on every evidence table (``m004_seam_links`` adds them for ``defect_links``).
@@ -68,6 +80,7 @@ AUDITED_TABLES: tuple[str, ...] = (
     "claims",
     "defect_links",
     "defect_guesses",
+    "override_approvals",
 )
 # What m003 protected when it was written: a migration must do the same thing on every database,
 # whatever later migrations add to AUDITED_TABLES (they add their own triggers).
@@ -195,6 +208,40 @@ def m005_defect_guesses(db: Database) -> None:
     _append_only(db, "defect_guesses")
 
 
+_USERS = """
+CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+  role TEXT NOT NULL CHECK (role IN ('inspector', 'quality_engineer', 'ml_engineer', 'admin')),
+  password_hash TEXT NOT NULL, created_ns INTEGER NOT NULL, disabled_ns INTEGER,
+  failed_attempts INTEGER NOT NULL DEFAULT 0, locked_until_ns INTEGER, password_changed_ns INTEGER NOT NULL);
+CREATE TABLE login_events (id INTEGER PRIMARY KEY, name TEXT NOT NULL, outcome TEXT NOT NULL,
+  time_ns INTEGER NOT NULL);
+CREATE INDEX login_events_time ON login_events (time_ns)
+"""
+
+
+@migrations(name="m006_users")
+def m006_users(db: Database) -> None:
+    # Users change (failed attempts, lockouts, passwords), so their rows cannot be append-only
+    # evidence; what changed, and who changed it, goes to the audit chain instead (`users`).
+    # The name is unique whatever its case: "Ana" and "ana" are one person to the second-person rule.
+    _script(db, _USERS)
+
+
+_OVERRIDE_APPROVALS = """
+CREATE TABLE override_approvals (id INTEGER PRIMARY KEY, override_id INTEGER NOT NULL, coil TEXT NOT NULL,
+  action TEXT NOT NULL, by TEXT NOT NULL, reason TEXT, time_ns INTEGER NOT NULL, UNIQUE (override_id, action));
+CREATE INDEX override_approvals_coil ON override_approvals (coil)
+"""
+
+
+@migrations(name="m007_override_approvals")
+def m007_override_approvals(db: Database) -> None:
+    # A table of its own (grade_overrides gets no column): a new column would change the stored
+    # digest of every override recorded before it.
+    _script(db, _OVERRIDE_APPROVALS)
+    _append_only(db, "override_approvals")
+
+
 def _append_only(db: Database, table: str) -> None:
     for op in ("UPDATE", "DELETE"):
         db.execute(f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
@@ -209,5 +256,5 @@ def _script(db: Database, script: str) -> None:
 
 
 MIGRATION_NAMES: tuple[str, ...] = ("m001_core", "m002_platform", "m003_append_only", "m004_seam_links",
-                                    "m005_defect_guesses")
+                                    "m005_defect_guesses", "m006_users", "m007_override_approvals")
 SCHEMA_VERSION = len(MIGRATION_NAMES)

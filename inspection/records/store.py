@@ -7,11 +7,13 @@ evidence and its audit entry commit or vanish together.
   Fragments of a defect cut by a frame seam are linked in the same transaction (`seams`).
 - `Store.grade_coil(coil, trigger)`: grade from the effective defects; history row when it changes.
 - `Store.add_review(defect_id, reviewer, action, new_class, reason)`: append-only; regrades the coil.
-- `Store.override_grade(coil, reviewer, grade, reason)`: an inspector's grade, reason mandatory.
+- `Store.override_grade(coil, reviewer, grade, reason)`: an inspector's grade, reason mandatory;
+  hold -> prime waits for `Store.approve_override` by a second person (see `actions`).
 - `Store.add_alarm`, `Store.open_claim` / `close_claim`, `Store.enqueue_reviews`, `Store.set_status`,
   `Store.register_line`.
 
-Effective grade of a coil: its latest ``override`` row if it has any, else its latest ``auto`` row.
+Effective grade of a coil: its latest ``override`` row if it has any, else its latest ``auto`` row
+(a pending override has no row until it is approved, so it is never effective before that).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 
 from inspection.frame import CoilEvent
 from inspection.records import audit, queries, seams
-from inspection.records.actions import REVIEW_ACTIONS, InspectorActions
+from inspection.records.actions import REVIEW_ACTIONS, InspectorActions, OverrideOutcome
 from inspection.records.crops import CropStore
 from inspection.records.db import open_db, write_transaction
 from inspection.records.errors import StoreError
@@ -33,7 +35,7 @@ from inspection.records.grading import GradeResult, RuleSet, grade, load_rules
 from inspection.records.review_queue import select_for_review
 from inspection.results import FrameDropped, FrameResult, ResultMessage
 
-__all__ = ["REVIEW_ACTIONS", "BatchResult", "Store"]
+__all__ = ["REVIEW_ACTIONS", "BatchResult", "OverrideOutcome", "Store"]
 _BATCH_TABLES = ("models", "coils", "coil_events", "frames", "defects", "defect_links", "defect_guesses")
 
 
@@ -311,6 +313,7 @@ class Store(InspectorActions):
         coverage: float | None,
         counted: int | None,
         by: str | None,
+        actor: str | None = None,
     ) -> int:
         r = self.rules
         return self._insert_audited(
@@ -318,7 +321,7 @@ class Store(InspectorActions):
                        "reasons": audit.canonical_json(reasons), "rule_set": r.name, "rule_version": r.version,
                        "rule_sha256": r.sha256, "coverage": coverage, "defects_counted": counted, "by": by,
                        "time_ns": self.clock()},
-            "grade", {"coil": coil, "grade": grade_name, "source": source, "trigger": trigger}, actor=by)
+            "grade", {"coil": coil, "grade": grade_name, "source": source, "trigger": trigger}, actor=actor or by)
 
     def _insert_audited(self, table: str, row: dict[str, Any], kind: str, event: dict[str, Any],
                         actor: str | None = None) -> int:

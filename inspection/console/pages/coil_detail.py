@@ -84,6 +84,7 @@ widgets.gallery(defects, classes, sources().crops_dir, SELECTED_DEFECT_KEY)
 grade_col, plant_col = st.columns(2)
 with grade_col:
     widgets.grade_panel(grades)
+    forms.pending_overrides_panel(path, coil, data.pending_overrides(path, token, coil))
     forms.override_form(path, coil)
     reviews = data.coil_reviews(path, token, coil)
     with st.expander(f"Reviews of this coil ({len(reviews)})"):

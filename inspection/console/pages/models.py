@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
+from inspection.console.auth import page_needs
 from inspection.console.models_view import registry_root, registry_snapshot
 from inspection.errors import SteelInspectError
 from inspection.frame import LINE_TYPES
 
 st.title("Models")
+page_needs("models", "The Models page")
 st.caption(f"Registry `{registry_root()}` · read-only here; ML engineers promote and roll back with "
            "`steel-inspect models promote VERSION` / `rollback LINE_TYPE`.")
 try:

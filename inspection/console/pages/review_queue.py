@@ -5,7 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from inspection.console import data, forms, stats, widgets
-from inspection.console.context import current_reviewer, page_database, sources
+from inspection.console.auth import missing_permission
+from inspection.console.context import page_database, sources
 from inspection.console.navigation import open_coil
 
 SKIPPED_KEY = "queue_skipped"
@@ -39,8 +40,8 @@ if not len(waiting):
 
 item = waiting.iloc[0]
 defect_id = int(item["defect_id"])
-if current_reviewer() is None:
-    st.warning("Enter your name in the sidebar first: decisions are refused without it.")
+if (hint := missing_permission("review", "A review")) is not None:
+    st.warning(hint)
 st.caption(f"Shortcuts: **A** confirm · **L** relabel (pick the class first) · **X** reject · **S** skip. "
            f"{len(waiting)} shown in this view.")
 crop_col, info_col = st.columns([1, 2])
