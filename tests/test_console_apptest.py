@@ -9,6 +9,7 @@ intact audit chain.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import sys
 import time
@@ -238,12 +239,13 @@ def test_relabel_and_grade_override_need_their_inputs(db: Path) -> None:
 def test_review_queue_shows_the_top_item_and_records_a_confirmation(db: Path) -> None:
     top = rows(db, "SELECT defect_id FROM review_queue ORDER BY priority DESC, defect_id LIMIT 1")[0][0]
     queued = rows(db, "SELECT count(*) FROM review_queue")[0][0]
+    not_queued = rows(db, "SELECT count(*) FROM defects WHERE id NOT IN (SELECT defect_id FROM review_queue)")[0][0]
     at = app("review_queue", user="cy")
-    assert f"0 of {queued} queued defects reviewed" in at.get("progress")[0].proto.text
+    assert f"Reviewed=0 of {queued}" in texts(at) and f"Not queued={not_queued}" in texts(at)
     assert f"#{top} " in texts(at)
     at.button(key="queue_review_confirm").click().run()
     assert rows(db, "SELECT defect_id, action, reviewer FROM reviews") == [(top, "confirm", "cy")]
-    assert f"1 of {queued} queued defects reviewed" in at.get("progress")[0].proto.text
+    assert f"Reviewed=1 of {queued}" in texts(at) and f"Waiting={queued - 1}" in texts(at)
     assert f"#{top} " not in "\n".join(m.value for m in at.markdown if m.value.startswith("###"))
     at.button(key="queue_skip").click().run()
     assert rows(db, "SELECT count(*) FROM reviews") == [(1,)]  # skipping writes nothing
@@ -420,3 +422,34 @@ def test_a_user_disabled_after_signing_in_is_refused_at_the_next_action(db: Path
     assert [e.value for e in at.error] == ["Action refused: The account ana is disabled: signed out (ask an admin)."]
     assert signed_in_as(at) is None
     assert rows(db, "SELECT count(*) FROM reviews") == [(0,)]
+
+
+def test_selected_defect_shows_its_crop_with_box_and_relabel_starts_at_its_class(db: Path) -> None:
+    at = app("coil_detail", user="bo", selected_coil="C1001")
+    defect_id, cls = rows(db, "SELECT id, class FROM defects WHERE coil = 'C1001' ORDER BY id LIMIT 1")[0]
+    images_before = len(at.get("image"))
+    _select_defect(at, defect_id)
+    assert len(at.get("image")) == images_before + 1  # the selected crop beside the map
+    captions = [img.proto.imgs[0].caption for img in at.get("image")]
+    assert captions[0] == "box in the class colour; bar in millimetres"  # drawn with box and scale bar
+    assert at.selectbox(key="detail_review_class").value == cls
+    at.button(key="detail_review_relabel").click().run()  # sent without choosing: not a relabel
+    assert any("already " + cls in e.value for e in at.error)
+    assert rows(db, "SELECT count(*) FROM reviews") == [(0,)]
+
+
+def test_an_override_keeps_the_automatic_grade_and_its_reasons_in_view(db: Path) -> None:
+    at = app("coil_detail", user="bo", selected_coil="C1001")
+    automatic = rows(db, "SELECT grade, reasons FROM grades WHERE coil = 'C1001' AND source = 'auto' "
+                         "ORDER BY id DESC LIMIT 1")[0]
+    target = "secondary" if automatic[0] != "secondary" else "downgrade"
+    at.selectbox(key="override_grade").select(target)
+    at.text_area(key="override_reason").input("customer accepts edge marks (claim 42)")
+    at.button(key="FormSubmitter:override_form-Override grade").click().run()
+    assert not at.exception, at.exception
+    shown = texts(at)
+    assert "Automatic grade, for reference:" in shown and f"**{automatic[0]}** (auto" in shown
+    for reason in json.loads(automatic[1]):
+        assert reason in shown
+    history = next(d.value for d in at.dataframe if "trigger" in d.value.columns)
+    assert "None" not in set(history["by"].astype(str)) and "bo" in set(history["by"])

@@ -20,7 +20,7 @@ from inspection.records import queries
 Token = tuple[int, ...]
 DEFECT_COLUMNS = ("id", "surface", "camera", "frame_index", "along_mm", "across_mm", "length_mm", "width_mm",
                   "area_mm2", "class", "score", "severity", "crop_sha256", "captured_ns", "model_version",
-                  "effective_class", "review_status", "reviewer")
+                  "effective_class", "review_status", "reviewer", "x1", "y1", "x2", "y2", "parts")
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -30,9 +30,13 @@ DONE = {"confirm": "confirmed", "reject": "rejected as false alarm"}
 def review_form(path: str, coil: str, defect_id: int, row: pd.Series, classes: list[str], form_key: str,
                 shortcuts: bool = False) -> None:
     """Confirm / relabel / reject one defect; reruns the page once the review is recorded."""
-    others = [c for c in classes if c != row["effective_class"]]
+    # Relabel starts at the defect's own class: a form sent without a choice must not relabel it as
+    # whatever class happens to come first in the list.
+    current = row["effective_class"]
+    options = classes if current in classes else [current, *classes]
     with st.form(form_key, clear_on_submit=True):
-        new_class = st.selectbox("New class (for relabel)", others, key=f"{form_key}_class")
+        new_class = st.selectbox("New class (for relabel)", options, index=options.index(current),
+                                 key=f"{form_key}_class")
         reason = st.text_input("Reason (optional)", key=f"{form_key}_reason")
         cols = st.columns(3)
         pressed = {action: cols[i].form_submit_button(
@@ -41,6 +45,10 @@ def review_form(path: str, coil: str, defect_id: int, row: pd.Series, classes: l
                    for i, action in enumerate(ACTION_LABELS)}
     action = next((a for a, hit in pressed.items() if hit), None)
     if action is None:
+        return
+    if action == "relabel" and new_class == current:
+        st.error(f"Relabel refused: the defect is already {current}; choose its new class, or Confirm.",
+                 icon=":material/block:")
         return
     try:
         review_id = actions.review(path, defect_id, action, new_class, reason)

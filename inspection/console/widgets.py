@@ -169,21 +169,54 @@ def gallery(defects: pd.DataFrame, classes: list[str], crops_dir: Path, state_ke
 
 
 def grade_panel(grades: pd.DataFrame) -> None:
+    """The grade in effect and its reasons; under an override, the automatic grade and its reasons
+    stay visible (they say what the strip has, the override only what was decided)."""
     st.subheader("Grade")
     latest = current_grade(grades)
     if latest is None:
         st.info("Not graded yet (grading runs at coil end).")
         return
-    by = f" by {latest['by']}" if isinstance(latest["by"], str) and latest["by"] else ""
-    rule = f" · rule set `{latest['rule_set']}` {latest['rule_version']}" if latest["rule_set"] else ""
-    st.markdown(f"**{latest['grade']}** ({latest['source']}{by}, trigger {latest['trigger']}){rule}")
-    for reason in latest["reasons"] or ["no rule limit exceeded"]:
-        st.markdown(f"- {reason}")
+    _grade_line(latest)
+    if latest["source"] != "auto":
+        automatic = grades[grades["source"] == "auto"]
+        if len(automatic):
+            st.markdown("Automatic grade, for reference:")
+            _grade_line(automatic.iloc[-1])
     with st.expander(f"Grade history ({len(grades)} step(s))", expanded=len(grades) > 1):
-        history = grades.assign(reasons=grades["reasons"].map(lambda r: "; ".join(r)))
+        history = grades.assign(reasons=grades["reasons"].map(lambda r: "; ".join(r)),
+                                by=[_who(row) for row in grades.itertuples(index=False)])
         st.dataframe(history[["time", "grade", "source", "trigger", "by", "defects_counted", "coverage",
                               "reasons"]], hide_index=True,
                      column_config={"coverage": st.column_config.NumberColumn(format="percent")})
+
+
+def _who(row: Any) -> str:
+    """Who made a grade: the person for an override, the rule set for an automatic grade."""
+    if isinstance(row.by, str) and row.by:
+        return row.by
+    return f"rule set {row.rule_set} {row.rule_version}" if row.source == "auto" and row.rule_set else "automatic"
+
+
+def _grade_line(row: pd.Series) -> None:
+    rule = f" · rule set `{row['rule_set']}` {row['rule_version']}" if row["rule_set"] else ""
+    by = f" by {row['by']}" if isinstance(row["by"], str) and row["by"] else ""
+    st.markdown(f"**{row['grade']}** ({row['source']}{by}, trigger {row['trigger']}){rule}")
+    for reason in row["reasons"] or ["no rule limit exceeded"]:
+        st.markdown(f"- {reason}")
+
+
+def selected_crop(crops_dir: Path, defect_id: int, row: pd.Series) -> None:
+    """The selected defect's crop at true proportions with its box and a millimetre scale bar."""
+    from inspection.records.report_figures import crop_picture
+
+    sha = row["crop_sha256"]
+    data = CropStore(crops_dir).get(str(sha)) if isinstance(sha, str) and sha else None
+    # the camera's mm per pixel is not in the row: crop_picture reads it from the box and the defect's size
+    picture = crop_picture(data, {**row.to_dict(), "id": defect_id}, (None, None)) if data is not None else None
+    if picture is None:
+        crop_image(crops_dir, sha, width=320)
+    else:
+        st.image(picture, width=320, caption="box in the class colour; bar in millimetres")
 
 
 PLANT_FIELDS = (("Order", "order_no"), ("Customer", "customer"), ("Product spec", "product_spec"),

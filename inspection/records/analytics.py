@@ -72,10 +72,15 @@ def _merge_queued(db: Database, rows: list[dict[str, Any]]) -> list[dict[str, An
 
 
 def review_progress(db: Database) -> dict[str, int]:
+    """Queued items reviewed and waiting, and the detections of queued coils never queued (sampled out:
+    the review budget left them to the grade alone; seam fragments count one by one)."""
     queued = db.execute("SELECT count(*) FROM review_queue").fetchone()[0]
     done = db.execute("SELECT count(*) FROM review_queue q WHERE EXISTS "
                       "(SELECT 1 FROM reviews r WHERE r.defect_id = q.defect_id)").fetchone()[0]
-    return {"queued": queued, "reviewed": done, "waiting": queued - done}
+    not_queued = db.execute(
+        "SELECT count(*) FROM defects d WHERE d.coil IN (SELECT DISTINCT coil FROM review_queue) "
+        "AND NOT EXISTS (SELECT 1 FROM review_queue q WHERE q.defect_id = d.id)").fetchone()[0]
+    return {"queued": queued, "reviewed": done, "waiting": queued - done, "not_queued": not_queued}
 
 
 def queue_filters(db: Database) -> tuple[list[str], list[str]]:

@@ -1,4 +1,5 @@
-"""Coil detail: defect map (top | bottom), selected crop and review, gallery, grade, plant data, report."""
+"""Coil detail, built for the decision: grade, reasons and coverage first; the defect map beside the selected
+defect's crop (box and millimetre scale) and its review form; then the gallery, overrides and the report."""
 
 from __future__ import annotations
 
@@ -38,12 +39,18 @@ defects["periodic"] = periodic_members(defects, alarms)
 classes = widgets.class_names(header["line_type"], defects)
 
 widgets.coil_summary(header, defects, grades, data.coil_coverage(path, token, coil))
+grade_col, plant_col = st.columns([3, 2])
+with grade_col:
+    widgets.grade_panel(grades)  # the decision first: grade, its reasons, the automatic grade under an override
+    forms.pending_overrides_panel(path, coil, data.pending_overrides(path, token, coil))
+with plant_col, st.expander("Plant data", expanded=True):
+    widgets.plant_panel(header["platform"])
+periodic = alarms[alarms["kind"] == "periodic"]
+for alarm in periodic.itertuples():
+    st.warning(f"Periodic defect: {alarm.message}", icon=":material/autorenew:")
 
-# -- defect map ---------------------------------------------------------------------------
+# -- defect map beside the selected defect -----------------------------------------------------
 length_m, width_mm = widgets.map_extent(header, defects)
-hide_rejected = st.toggle("Hide rejected false alarms", key="hide_rejected")
-shown = defects[defects["review_status"] != "rejected"] if hide_rejected else defects
-selected = st.session_state.get(SELECTED_DEFECT_KEY)
 
 
 def _picked(chart_key: str) -> None:
@@ -52,39 +59,39 @@ def _picked(chart_key: str) -> None:
         st.session_state[SELECTED_DEFECT_KEY] = defect
 
 
-left, right = st.columns(2)
-for column, surface in ((left, "top"), (right, "bottom")):
-    chart = map_chart(shown, alarms, surface, classes, length_m, width_mm, selected)
-    column.altair_chart(chart, on_select=lambda k=f"map_{surface}": _picked(k), key=f"map_{surface}",
-                        selection_mode="pick", width="stretch")
-periodic = alarms[alarms["kind"] == "periodic"]
-for alarm in periodic.itertuples():
-    st.warning(f"Periodic defect: {alarm.message}", icon=":material/autorenew:")
+@st.fragment
+def map_and_selection() -> None:
+    """A click on the map reruns only this part: the crop and the review form appear beside the map
+    without the page (summary, gallery, plant data) being rebuilt."""
+    map_col, pick_col = st.columns([3, 2])
+    with map_col:
+        hide_rejected = st.toggle("Hide rejected false alarms", key="hide_rejected")
+        shown = defects[defects["review_status"] != "rejected"] if hide_rejected else defects
+        selected = st.session_state.get(SELECTED_DEFECT_KEY)
+        for surface in ("top", "bottom"):
+            chart = map_chart(shown, alarms, surface, classes, length_m, width_mm, selected)
+            st.altair_chart(chart, on_select=lambda k=f"map_{surface}": _picked(k), key=f"map_{surface}",
+                            selection_mode="pick", width="stretch")
+    with pick_col:
+        st.subheader("Selected defect")
+        widgets.defect_picker(defects, SELECTED_DEFECT_KEY)
+        defect_id = st.session_state.get(SELECTED_DEFECT_KEY)
+        if defect_id is not None and defect_id in set(defects["id"]):
+            row = defects.set_index("id").loc[defect_id]
+            widgets.selected_crop(sources().crops_dir, defect_id, row)
+            widgets.defect_facts(defect_id, row)
+            forms.review_form(path, coil, defect_id, row, classes, form_key="detail_review")
+        else:
+            st.caption("Click a point on the map, pick a defect in the gallery, or enter its id above.")
 
-# -- selected defect and review actions -------------------------------------------------------
-st.subheader("Selected defect")
-widgets.defect_picker(defects, SELECTED_DEFECT_KEY)
-defect_id = st.session_state.get(SELECTED_DEFECT_KEY)
-if defect_id is not None and defect_id in set(defects["id"]):
-    row = defects.set_index("id").loc[defect_id]
-    crop_col, form_col = st.columns([1, 2])
-    with crop_col:
-        widgets.crop_image(sources().crops_dir, row["crop_sha256"], width=320)
-        widgets.defect_facts(defect_id, row)
-    with form_col:
-        forms.review_form(path, coil, defect_id, row, classes, form_key="detail_review")
-else:
-    st.caption("Click a point on the map, pick a defect in the gallery, or enter its id above.")
 
-# -- gallery ------------------------------------------------------------------------------
-st.subheader("Crop gallery")
-widgets.gallery(defects, classes, sources().crops_dir, SELECTED_DEFECT_KEY)
+map_and_selection()
 
-# -- grade, plant data, report ---------------------------------------------------------------
-grade_col, plant_col = st.columns(2)
-with grade_col:
-    widgets.grade_panel(grades)
-    forms.pending_overrides_panel(path, coil, data.pending_overrides(path, token, coil))
+# -- gallery, overrides, reviews, report --------------------------------------------------------
+with st.expander(f"Crop gallery ({len(defects)} defects)", expanded=True):
+    widgets.gallery(defects, classes, sources().crops_dir, SELECTED_DEFECT_KEY)
+action_col, report_col = st.columns(2)
+with action_col:
     forms.override_form(path, coil)
     reviews = data.coil_reviews(path, token, coil)
     with st.expander(f"Reviews of this coil ({len(reviews)})"):
@@ -92,6 +99,5 @@ with grade_col:
             st.dataframe(reviews, hide_index=True)
         else:
             st.caption("No review yet.")
-with plant_col:
-    widgets.plant_panel(header["platform"])
+with report_col:
     forms.report_downloads(path, token, coil)

@@ -10,16 +10,23 @@ from inspection.console.context import page_database, sources
 from inspection.console.navigation import open_coil
 
 SKIPPED_KEY = "queue_skipped"
-REASONS = {"high_severity": "critical severity", "low_confidence": "low confidence",
-           "sample": "random sample (estimates precision)"}
+REASONS = {"unknown": "the model could not name it", "high_severity": "critical severity",
+           "low_confidence": "low confidence", "sample": "random sample (estimates precision)"}
 
 st.title("Review queue")
 path, token = page_database()
 widgets.show_flash()
 progress = stats.review_progress(path, token)
 done, queued = progress["reviewed"], progress["queued"]
-st.progress(done / queued if queued else 1.0,
-            text=f"{done} of {queued} queued defects reviewed · {progress['waiting']} waiting")
+figures = st.columns(3)
+figures[0].metric("Reviewed", f"{done} of {queued}", help="queued defects an inspector has reviewed")
+figures[1].metric("Waiting", progress["waiting"], help="queued defects not reviewed yet")
+figures[2].metric("Not queued", progress["not_queued"],
+                  help="detections of these coils left out of the queue (sampled out): unknown and critical "
+                       "defects are always queued, the rest only as a random sample and the most uncertain "
+                       "detections, within [records] review_budget_per_hour")
+st.progress(done / queued if queued else 1.0, text=f"{done / queued:.0%} of the queue reviewed" if queued else
+            "nothing queued")
 
 coils, classes = stats.queue_filters(path, token)
 cols = st.columns(2)
