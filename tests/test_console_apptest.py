@@ -122,6 +122,25 @@ def test_line_page_shows_the_line_its_current_coil_and_alarms(db: Path) -> None:
     alarms = at.dataframe[-1].value
     assert list(alarms["coil"]) == ["C1001"] and "periodic" in alarms["message"].iloc[0]
     assert len(at.get("vega_lite_chart")) == 1  # defects of the recent coils
+    cameras = next(d.value for d in at.dataframe if "frames inspected" in d.value.columns)
+    expected = rows(db, "SELECT camera, count(*) FROM frames WHERE coil = 'C1003' AND status = 'inspected' "
+                        "GROUP BY camera ORDER BY camera")
+    assert sorted(zip(cameras["camera"], cameras["frames inspected"], strict=True)) == expected
+    critical = rows(db, "SELECT id FROM defects WHERE severity >= 3 OR class = 'unknown' ORDER BY id DESC LIMIT 6")
+    assert critical, "the sample line has critical defects"
+    shown = texts(at)
+    assert "Latest critical and unknown defects" in shown
+    assert all(f"#{defect_id} " in shown for (defect_id,) in critical)
+    at.button(key=f"line_open_{critical[0][0]}").click().run()
+    assert at.session_state["selected_coil"] == rows(db, "SELECT coil FROM defects WHERE id = ?", critical[0])[0][0]
+
+
+def test_line_page_process_details_read_as_text() -> None:
+    from inspection.console.widgets import process_details
+
+    text = process_details({"pid": 7, "updated": "x", "messages": 1204, "frames_per_s": 12.345,
+                            "pending_coils": ["C1", "C2"], "last_error": None, "curve": True})
+    assert text == "messages 1,204 · frames/s 12.3 · pending coils C1, C2 · curve yes"
 
 
 def test_coils_page_lists_filters_and_opens_a_coil(db: Path) -> None:

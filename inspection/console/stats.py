@@ -82,4 +82,5 @@ def line_status(path: str) -> dict[str, Any]:
         status = analytics.line_status(db, alarms=15)
         for line in status["lines"]:
             line["megapixels_per_frame"] = analytics.frame_megapixels(db, line["current_coil"])
+        status["critical"] = analytics.latest_critical(db)
     return status

@@ -235,3 +235,26 @@ def plant_panel(platform: dict[str, Any]) -> None:
         st.info("No MES / ERP data imported for this coil.")
         return
     st.dataframe(pd.DataFrame(rows, columns=["field", "value"]).astype({"value": str}), hide_index=True)
+
+
+def process_details(value: dict[str, Any]) -> str:
+    """A process's status as a reader wants it: 'messages 1,204 · frames/s 12.5 · pending coils C1, C2'."""
+    parts = []
+    for key, item in value.items():
+        if key in ("pid", "updated") or item in (None, "", [], {}):
+            continue
+        label = key.replace("_per_s", "/s").replace("_", " ")
+        if isinstance(item, bool):
+            text = "yes" if item else "no"
+        elif isinstance(item, float):
+            text = f"{item:,.1f}"
+        elif isinstance(item, int):
+            text = f"{item:,}"
+        elif isinstance(item, list):
+            text = ", ".join(str(i) for i in item[:5]) + (f" (+{len(item) - 5})" if len(item) > 5 else "")
+        elif isinstance(item, dict):
+            text = ", ".join(f"{k} {v}" for k, v in list(item.items())[:5])
+        else:
+            text = str(item)
+        parts.append(f"{label} {text}")
+    return " · ".join(parts)[:300]

@@ -261,6 +261,18 @@ def line_status(db: Database, *, alarms: int = 10) -> dict[str, Any]:
     return {"lines": lines, "alarms": recent, "status": status}
 
 
+def latest_critical(db: Database, limit: int = 6) -> list[dict[str, Any]]:
+    """The newest critical (severity 3) or ``unknown`` defects of every line, newest first, with
+    their crop: what the Line page shows live."""
+    rows = _dicts(db.execute(
+        "SELECT d.id, d.coil, d.surface, d.camera, d.class, d.score, d.severity, d.along_mm, d.across_mm, "
+        "d.crop_sha256, d.captured_ns FROM defects d WHERE d.severity >= 3 OR d.class = 'unknown' "
+        "ORDER BY d.id DESC LIMIT ?", (limit,)))
+    for r in rows:
+        r["time"] = iso(r["captured_ns"]) if r["captured_ns"] else None
+    return rows
+
+
 def frame_megapixels(db: Database, coil: str | None) -> float | None:
     """Mean megapixels of the coil's last 50 inspected frames: camera width x rows (frame length / mm per row).
 
