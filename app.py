@@ -7,9 +7,14 @@ sign-in form in the sidebar (`inspection.console.auth`), and runs the chosen pag
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from inspection.console.navigation import build_navigation
 
-st.set_page_config(page_title="steel-inspect console", page_icon=":material/view_agenda:", layout="wide")
+# A file, not an emoji or a Material icon: Streamlit fetches those favicons from fonts.gstatic.com,
+# which a plant network does not reach (tests/test_console_browser.py checks no request leaves).
+FAVICON = Path(__file__).parent / "inspection" / "console" / "static" / "favicon.png"
+st.set_page_config(page_title="steel-inspect console", page_icon=str(FAVICON), layout="wide")
 build_navigation().run()

@@ -115,6 +115,8 @@ def test_reviewer_opens_a_coil_rejects_a_defect_and_the_coil_is_regraded(console
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 3000})  # Streamlit scrolls inside
+            requested: list[str] = []  # a plant PC may have no internet: nothing may be fetched from it
+            page.on("request", lambda request: requested.append(request.url))
             page.goto(url)
             page.get_by_role("heading", name="Line").wait_for(timeout=30_000)
             page.get_by_text("demo-hot-1 (hot)").wait_for()
@@ -157,6 +159,8 @@ def test_reviewer_opens_a_coil_rejects_a_defect_and_the_coil_is_regraded(console
         finally:
             browser.close()
 
+    outside = sorted({u for u in requested if not u.startswith((url, "data:", "blob:"))})
+    assert not outside, f"the console fetched from outside the machine: {outside[:5]}"
     with sqlite3.connect(database) as conn:
         reviews = conn.execute("SELECT defect_id, reviewer, action, reason FROM reviews").fetchall()
         grades = conn.execute(
