@@ -11,12 +11,18 @@ its PLC output) in a scratch folder (`_line.scratch_line`), plus a PLC subscribe
   the soak would measure overload instead of leaks.
 
 Memory: each process's resident set (``VmRSS`` from ``/proc``, Linux) is sampled every ``--sample-s``;
-``rss_start_mb`` is the first sample after the warm-up (``--warmup-s``, default a fifth of the run, at
-least 10 s and at most 60 s, counted from the start of the camera processes: imports, model sessions,
-buffers and SQLite's cache fill in the first seconds), ``rss_end_mb`` the
-last sample before the line is stopped. ``rss_growth_ratio`` = the largest end / start - 1 over all
-processes (a process restarted during the soak is reported with ``restarted``, its figures from its
-last incarnation). Latency: capture -> record of the frames captured after the warm-up.
+``rss_start_mb`` is the first sample after the warm-up, ``rss_end_mb`` the last sample before the line
+is stopped. The warm-up ends when both ``--warmup-s`` seconds have passed since the cameras started
+(default a fifth of the run, 10 to 60 s) and ``--warmup-frames`` frames per camera (default 20) are
+recorded: a worker's memory grows with its first frames, not with time (ONNX Runtime's arena takes
+each new window shape once; freed frame buffers stay in the heap, up to the 256 MB that
+`transport.tune_malloc_for_frames` allows), and then stays flat; measured here, worker-1 went from
+214 MB to 351 MB over its first ~10 frames, then to 352 MB in the next 80 s. A run too short to
+finish its warm-up reports no growth (``rss_growth_ratio`` null, ``warmup_ended_s`` null).
+``rss_growth_ratio`` = the largest end / start - 1 over all processes (a process restarted during the
+soak is reported with ``restarted``, its figures from its last incarnation); ``series_s_mb`` shows
+each process's samples, a plateau or a slope. Latency: capture -> record of the frames captured after
+the warm-up.
 
 Figures of the whole run: ``frames_sent``, ``frames_inspected``, ``frames_dropped`` (by the cameras,
 workers behind, and by the workers, recorded), ``frames_lost`` (sent, in no record: 0 in a healthy
@@ -30,10 +36,12 @@ import argparse
 import json
 import logging
 import os
+import sqlite3
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, metavar="K", help="inference worker processes (default 1)")
     parser.add_argument("--warmup-s", type=float, metavar="S",
                         help="seconds before memory and latency count (default: a fifth of the run, 10 to 60)")
+    parser.add_argument("--warmup-frames", type=int, default=20, metavar="N",
+                        help="frames per camera recorded before memory and latency count (default 20)")
     parser.add_argument("--sample-s", type=float, metavar="S",
                         help="memory sampling interval (default: a fiftieth of the run, 1 to 10 s)")
     parser.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
@@ -78,13 +88,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         config = scratch_line(args.config, folder, **{"simulator.seed": args.seed, "line.speed_m_per_s": speed})
         log.info("soak: %.1f min at %.2f frames/s per camera (%.2f m/s), warm-up %.0f s, samples every %.1f s",
                  args.minutes, fps, speed, warmup, sample)
-        figures = soak(config, seconds, warmup, sample, args.workers, folder)
+        figures = soak(config, seconds, Warmup(warmup, args.warmup_frames * len(config.cameras)), sample,
+                       args.workers, folder)
     px = sum(c.width_px * c.frame_height_px for c in config.cameras)
     return {**figures, "minutes": args.minutes, "fps_per_camera": fps,
             "fps_source": "--fps" if args.fps else "measured",
             "calibration": calibration, "megapixels_per_s": round(fps * px / 1e6, 3), "speed_m_per_s": round(speed, 4),
             "cameras": len(config.cameras), "frame_px": [camera.width_px, camera.frame_height_px],
-            "workers": args.workers, "warmup_s": warmup, "sample_s": sample,
+            "workers": args.workers, "warmup_s": warmup, "warmup_frames": args.warmup_frames, "sample_s": sample,
             "load_average": {"start": [round(v, 2) for v in load_start],
                              "end": [round(v, 2) for v in os.getloadavg()]},
             "hardware": hardware(), "command": "steel-inspect bench soak " + " ".join(_argv(args))}
@@ -95,12 +106,15 @@ def _check(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and not value > 0:
             raise SteelInspectError(f"--{name.replace('_', '-')}: expected a number > 0, got {value}")
+    if args.warmup_frames < 0:
+        raise SteelInspectError(f"--warmup-frames: expected 0 or more, got {args.warmup_frames}")
     if args.workers < 1:
         raise SteelInspectError(f"--workers: expected at least 1, got {args.workers}")
 
 
 def _argv(args: argparse.Namespace) -> list[str]:
-    items = [f"--minutes {args.minutes:g}", f"--workers {args.workers}", f"--seed {args.seed}"]
+    items = [f"--minutes {args.minutes:g}", f"--workers {args.workers}", f"--seed {args.seed}",
+             f"--warmup-frames {args.warmup_frames}"]
     items += [f"--fps {args.fps:g}"] if args.fps else [f"--load {args.load:g}"]
     items += [f"--{k.replace('_', '-')} {getattr(args, k):g}" for k in ("warmup_s", "sample_s")
               if getattr(args, k) is not None]
@@ -130,7 +144,15 @@ def sustainable_rate(config: LineConfig, seed: int, frames: int = 12) -> dict[st
     return {"worker_fps": round(len(sample) / elapsed, 3), "frames": len(sample), "model": slot.manifest.version}
 
 
-def soak(config: LineConfig, seconds: float, warmup: float, sample_s: float, workers: int,
+@dataclass(frozen=True)
+class Warmup:
+    """The warm-up ends once `seconds` have passed since the cameras started and `frames` are recorded."""
+
+    seconds: float
+    frames: int
+
+
+def soak(config: LineConfig, seconds: float, warmup: Warmup, sample_s: float, workers: int,
          folder: Path) -> dict[str, Any]:
     """Run the line (and a PLC subscriber) for `seconds` after its cameras started; the figures."""
     from inspection.line.pipeline import run_pipeline
@@ -144,7 +166,7 @@ def soak(config: LineConfig, seconds: float, warmup: float, sample_s: float, wor
     with Supervisor(grace_s=30.0) as listeners:
         listeners.start("plc-listener", plc_listener_child, str(config.path), config.overrides,
                         str(folder / "plc.json"))
-        sampler = RssSampler(sample_s, warmup, seconds, clock, stop.set)
+        sampler = RssSampler(sample_s, warmup, seconds, clock, stop.set, lambda: _frames(config.database))
         sampler.start()
         try:
             summary = run_pipeline(config, workers=workers, stop=stop)
@@ -153,7 +175,7 @@ def soak(config: LineConfig, seconds: float, warmup: float, sample_s: float, wor
             sampler.join()
             listeners.stop()
     plc = json.loads((folder / "plc.json").read_text()) if (folder / "plc.json").is_file() else {}
-    latencies = _latencies(config.database, clock.warm_ns)
+    latencies = _latencies(config.database, clock.warm_ns) if clock.warm_ns else {}
     rss = sampler.report()
     worst = max(rss.items(), key=lambda kv: kv[1]["growth_ratio"], default=(None, {"growth_ratio": None}))
     grades: dict[str, int] = {}
@@ -167,7 +189,8 @@ def soak(config: LineConfig, seconds: float, warmup: float, sample_s: float, wor
         "frames_lost": summary.get("frames_lost"), "frames_lost_by_coil": summary.get("frames_lost_by_coil"),
         **latencies, "latency_ms_run": summary.get("latency_ms_capture_to_record"),
         "rss": rss, "rss_growth_ratio": worst[1]["growth_ratio"], "rss_growth_process": worst[0],
-        "seconds_line": clock.line_seconds(), "coils": summary.get("coils"), "grades": grades,
+        "seconds_line": clock.line_seconds(), "warmup_ended_s": clock.warm_at, "coils": summary.get("coils"),
+        "grades": grades,
         "restarts": summary.get("restarts"), "crashes": summary.get("crashes"), "failed": summary.get("failed"),
         "exit_codes": summary.get("exit_codes"), "recorder": summary.get("recorder"),
         "plc": {k: plc.get(k) for k in ("messages", "received", "invalid", "gaps", "missing", "restarts")},
@@ -180,7 +203,8 @@ class _Clock:
     def __init__(self) -> None:
         self.started: float | None = None
         self.stopped: float | None = None
-        self.warm_ns: int = 0
+        self.warm_at: float | None = None  # seconds after the start
+        self.warm_ns: int = 0  # wall clock, for the capture times of the records
 
     def line_seconds(self) -> float | None:
         if self.started is None or self.stopped is None:
@@ -192,11 +216,11 @@ class RssSampler(threading.Thread):
     """Samples the resident set of this process's children (the line's and the PLC subscriber's
     processes); sets the stop flag `seconds` after the cameras started."""
 
-    def __init__(self, every_s: float, warmup_s: float, seconds: float, clock: _Clock,
-                 stop_line: Callable[[], None]) -> None:
+    def __init__(self, every_s: float, warmup: Warmup, seconds: float, clock: _Clock,
+                 stop_line: Callable[[], None], frames: Callable[[], int]) -> None:
         super().__init__(name="rss-sampler", daemon=True)
-        self.every_s, self.warmup_s, self.seconds = every_s, warmup_s, seconds
-        self.clock, self.stop_line = clock, stop_line
+        self.every_s, self.warmup, self.seconds = every_s, warmup, seconds
+        self.clock, self.stop_line, self.frames = clock, stop_line, frames
         self.samples: dict[str, list[tuple[float, int, float]]] = {}  # name -> (t after warm-up, pid, MB)
         self.done = threading.Event()
 
@@ -209,10 +233,11 @@ class RssSampler(threading.Thread):
             now = time.monotonic()
             if clock.started is None and any(n.startswith("camera-") for n in children):
                 clock.started = now
-                clock.warm_ns = time.time_ns() + int(self.warmup_s * 1e9)
             if clock.started is not None:
                 t = now - clock.started
-                if t >= self.warmup_s:
+                if clock.warm_at is None and t >= self.warmup.seconds and self.frames() >= self.warmup.frames:
+                    clock.warm_at, clock.warm_ns = round(t, 1), time.time_ns()
+                if clock.warm_at is not None:
                     for name, pid in children.items():
                         rss = _rss_mb(pid)
                         if rss is not None:
@@ -233,9 +258,12 @@ class RssSampler(threading.Thread):
             last_pid = samples[-1][1]
             mine = [s for s in samples if s[1] == last_pid]  # the last incarnation of a restarted process
             start, end = mine[0][2], mine[-1][2]
+            step = max(1, len(mine) // 20)  # at most ~20 points: enough to tell a plateau from a slope
             out[name] = {"rss_start_mb": start, "rss_end_mb": end, "rss_max_mb": max(s[2] for s in mine),
                          "growth_ratio": round(end / start - 1, 4) if start else None, "samples": len(mine),
-                         "restarted": len({s[1] for s in samples}) > 1}
+                         "restarted": len({s[1] for s in samples}) > 1,
+                         "series_s_mb": [[t, mb] for t, _, mb in mine[::step]] + ([[mine[-1][0], end]]
+                                                                                  if (len(mine) - 1) % step else [])}
         return out
 
 
@@ -247,6 +275,21 @@ def _rss_mb(pid: int) -> float | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def _frames(db: Path) -> int:
+    from inspection.records import line_reads
+    from inspection.records.db import open_db
+
+    if not db.is_file():
+        return 0
+    reader = open_db(db, readonly=True)
+    try:
+        return line_reads.frame_count(reader)
+    except sqlite3.Error:  # the recorder has not made its tables yet
+        return 0
+    finally:
+        reader.close()
 
 
 def _latencies(db: Path, after_ns: int) -> dict[str, float | None]:

@@ -139,6 +139,11 @@ def defect_count(db: Database) -> int:
     return db.execute("SELECT count(*) FROM defects").fetchone()[0]
 
 
+def frame_count(db: Database) -> int:
+    """Frames recorded (inspected or dropped by a worker), all coils and cameras."""
+    return db.execute("SELECT count(*) FROM frames").fetchone()[0]
+
+
 def inspected_length_mm(db: Database) -> float:
     """Strip length of every inspected frame, all cameras."""
     return db.execute("SELECT coalesce(sum(length_mm), 0) FROM frames WHERE status = 'inspected'").fetchone()[0]
