@@ -16,6 +16,7 @@ from tests.tiny_models import add_tiny_model
 NEU = ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_bench_soak_runs_the_line_and_reports_losses_latency_and_memory(
         tmp_path: Path, ipc_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

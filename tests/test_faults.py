@@ -34,7 +34,7 @@ from tests.line_runs import cameras_running, check_books, child, in_background, 
 from tests.tiny_models import add_tiny_model
 from tests.waits import wait_for
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(150)]
 
 NEU = ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches")
 
