@@ -222,4 +222,25 @@ class CoilEvent:
         }
 
 
+@dataclass(frozen=True)
+class BrokenFrame:
+    """A frame that arrived malformed (pixels cut short, a part missing) but whose header still says
+    which frame it was: the worker records it as dropped with `reason`, so the coil's coverage counts
+    it as a known drop instead of a frame no record shows (`inspection.wire.identify`)."""
+
+    source: StreamKey
+    coil: str
+    seq: int
+    index: int
+    captured_ns: int
+    reason: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.source, StreamKey):
+            raise FrameError(f"source: expected a StreamKey, got {_show(self.source)}")
+        check_ident("coil", self.coil)
+        for name in ("seq", "index", "captured_ns"):
+            _check_int(name, getattr(self, name))
+
+
 StreamMessage = Frame | CoilEvent

@@ -102,11 +102,14 @@ def periodic_defect_alarm(*, coil: str, surface: str, defect_class: str, across_
                         f"{count} marks, pitch {_mm(pitch_mm)}, roll diameter ~{_mm(diameter)}")}
 
 
-def coverage_alarm(*, coil: str, coverage: float, required: float, severity: int = 2) -> dict[str, Any]:
-    """The ``coverage`` alarm payload: a coil inspected below the required share (put on hold)."""
+def coverage_alarm(*, coil: str, coverage: float, required: float, severity: int = 2,
+                   frames_lost: int | None = None) -> dict[str, Any]:
+    """The ``coverage`` alarm payload: a coil inspected below the required share (put on hold), with
+    the frames no record shows when the recorder counted any (``frames_lost``)."""
+    lost = {"frames_lost": frames_lost} if frames_lost else {}
     return {"kind": "coverage", "coil": coil, "severity": severity,
             "message": f"coil {coil} inspected {coverage:.2%} < required {required:.2%}: on hold",
-            "details": {"coverage": coverage, "required": required}}
+            "details": {"coverage": coverage, "required": required, **lost}}
 
 
 class PlcPublisher:
@@ -257,7 +260,8 @@ def alarm_payload(event: AlarmRaised) -> dict[str, Any]:
             roll_diameter_mm=details.get("roll_diameter_mm"), severity=event.severity)
     elif event.kind == "coverage":
         payload = {**coverage_alarm(coil=event.coil or "", coverage=details.get("coverage") or 0.0,
-                                    required=details.get("required") or 0.0, severity=event.severity),
+                                    required=details.get("required") or 0.0, severity=event.severity,
+                                    frames_lost=details.get("frames_lost")),
                    "message": event.message}
     else:  # severe_defect, model, worker: the recorder's message and figures as they are
         payload = {"kind": event.kind, "coil": event.coil, "severity": event.severity, "message": event.message,

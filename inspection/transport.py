@@ -46,8 +46,8 @@ import zmq
 from inspection import curve as curve_module
 from inspection.curve import Curve
 from inspection.errors import FrameError, TransportError
-from inspection.frame import CoilEvent, Frame, StreamMessage
-from inspection.wire import DEFAULT_MAX_PIXELS, decode, encode
+from inspection.frame import BrokenFrame, CoilEvent, Frame, StreamMessage
+from inspection.wire import DEFAULT_MAX_PIXELS, decode, encode, identify
 
 log = logging.getLogger(__name__)
 
@@ -333,7 +333,10 @@ class FrameReceiver:
     """PULL socket over one or more camera endpoints; `recv` returns None on timeout.
 
     The endpoints are the workers' side: `peer_endpoint` of each camera's configured endpoint (a
-    bare address: the camera binds, the worker connects)."""
+    bare address: the camera binds, the worker connects). With `report_broken`, a malformed frame
+    whose header still names it (`wire.identify`) comes back as a `BrokenFrame` (counted in
+    `malformed` and `broken`) for the worker to record as dropped; other malformed messages are
+    counted and skipped."""
 
     def __init__(
         self,
@@ -344,7 +347,9 @@ class FrameReceiver:
         linger_ms: int = 0,
         context: zmq.Context | None = None,
         curve: Curve | None = None,
+        report_broken: bool = False,
     ) -> None:
+        self.report_broken = report_broken
         if isinstance(endpoints, str | Endpoint):
             endpoints = [endpoints]
         if not endpoints:
@@ -360,12 +365,13 @@ class FrameReceiver:
         except TransportError:
             self._close_context()
             raise
-        self.frames = self.events = self.malformed = 0
+        self.frames = self.events = self.malformed = self.broken = 0
         self.last_error = ""
         log.info("receiver %s: RCVHWM %d, %s", ", ".join(map(str, self.endpoints)), hwm, curve_module.describe(curve))
 
-    def recv(self, timeout_ms: int | None = 1000) -> StreamMessage | None:
-        """The next valid message, or None when nothing valid arrives within `timeout_ms`."""
+    def recv(self, timeout_ms: int | None = 1000) -> StreamMessage | BrokenFrame | None:
+        """The next valid message (or `BrokenFrame`, see the class), or None when nothing arrives
+        within `timeout_ms`."""
         deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000.0
         while True:
             try:  # frames already queued are taken without any waiting machinery
@@ -382,7 +388,11 @@ class FrameReceiver:
                 self.last_error = str(exc)
                 if self.malformed <= 10 or self.malformed % 100 == 0:
                     log.warning("receiver: malformed message #%d dropped: %s", self.malformed, exc)
-                continue
+                broken = identify(parts, str(exc)) if self.report_broken else None
+                if broken is None:
+                    continue
+                self.broken += 1
+                return broken
             if isinstance(message, Frame):
                 self.frames += 1
             else:

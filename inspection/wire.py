@@ -8,7 +8,9 @@ A message is a ZeroMQ multipart message:
 - ``pixels`` is the raw C-order buffer, sent and received without a copy.
 
 `decode` must be safe against any bytes a broken camera or an attacker can send: every
-failure is a `FrameError` naming what was wrong, and nothing else escapes it.
+failure is a `FrameError` naming what was wrong, and nothing else escapes it. `identify` reads
+which frame a malformed message claims to be (its header intact, its pixels not), so a worker can
+record it as dropped rather than lose it without a trace.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from typing import Any
 import numpy as np
 
 from inspection.errors import FrameError
-from inspection.frame import CoilEvent, Frame, StreamMessage
+from inspection.frame import BrokenFrame, CoilEvent, Frame, StreamMessage
 from inspection.json_header import check_keys, coil_event, parse_object, stream_source
 
-__all__ = ["WIRE_VERSION", "FrameError", "decode", "encode", "DEFAULT_MAX_PIXELS", "MAX_HEADER_BYTES"]
+__all__ = ["WIRE_VERSION", "FrameError", "decode", "encode", "identify", "DEFAULT_MAX_PIXELS", "MAX_HEADER_BYTES"]
 
 WIRE_VERSION = 1
 DEFAULT_MAX_PIXELS = 64 * 1024 * 1024  # 64 Mpx: far above any line-scan frame, far below memory limits
@@ -92,6 +94,24 @@ def _decode(parts: Sequence[Any], max_pixels: int) -> StreamMessage:
         check_keys(header, _EVENT_KEYS, "header", FrameError)
         return coil_event(kind, header, FrameError)
     raise FrameError(f"header.type: expected frame, coil_start or coil_end, got {kind!r}")
+
+
+def identify(parts: Sequence[Any], reason: str) -> BrokenFrame | None:
+    """The frame a message that failed to `decode` claims to be (its header parses and names a frame
+    of a valid stream: line, camera, surface, coil, seq, index, capture time), as a `BrokenFrame`
+    carrying `reason`; None when not even that can be read. Like `decode`, nothing but None or a
+    `BrokenFrame` comes out, whatever the bytes."""
+    try:
+        if isinstance(parts, bytes | bytearray | memoryview | str) or not isinstance(parts, Sequence) or not parts:
+            return None
+        header = parse_object(_buffer(parts[0], "header"), MAX_HEADER_BYTES, FrameError)
+        if header.get("v") != WIRE_VERSION or header.get("type") != "frame":
+            return None
+        return BrokenFrame(source=stream_source(header, FrameError), coil=header.get("coil"),
+                           seq=header.get("seq"), index=header.get("index"), captured_ns=header.get("captured_ns"),
+                           reason=reason)
+    except Exception:  # noqa: BLE001 - an unreadable header names no frame
+        return None
 
 
 def _buffer(part: Any, name: str) -> memoryview:

@@ -4,8 +4,9 @@ The loop receives camera messages, batches frames (up to `batch_size` frames, or
 arrived within `max_wait_ms` of the first), runs them through `FrameInspector`, and sends
 one `FrameResult` per frame to the recorder. Coil events are forwarded in stream order: a
 batch is flushed before the event that follows it, so a coil end never overtakes the
-coil's frames inside one worker. A frame the model fails on is reported as `FrameDropped`
-(it counts against coverage), never silently lost.
+coil's frames inside one worker. A frame the model fails on, or one that arrived malformed but
+still named (`BrokenFrame`), is reported as `FrameDropped` (it counts against coverage), never
+silently lost.
 
 Hot reload: every `reload_check_s` the worker compares the registry's state token; when
 the model it runs is no longer the active one, it loads the new model beside the old one
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from inspection.candidates import CandidateSettings
 from inspection.config import LineConfig, WorkerConfig
 from inspection.detector import Detector
-from inspection.frame import LINE_TYPES, CoilEvent, Frame, StreamMessage
+from inspection.frame import LINE_TYPES, BrokenFrame, CoilEvent, Frame, StreamMessage
 from inspection.frame_inspector import FrameInspection, FrameInspector, InspectorSettings
 from inspection.registry import Manifest, Registry
 from inspection.results import FrameDropped, FrameResult, ResultMessage
@@ -35,7 +36,7 @@ from inspection.shapes import ShapeBuckets
 
 log = logging.getLogger(__name__)
 
-Receive = Callable[[float], StreamMessage | None]  # timeout in seconds -> message or None
+Receive = Callable[[float], StreamMessage | BrokenFrame | None]  # timeout in seconds -> message or None
 Send = Callable[[ResultMessage], None]
 
 
@@ -200,7 +201,13 @@ class InferenceWorker:
             self.flush()
         return self.stats
 
-    def handle(self, message: StreamMessage) -> None:
+    def handle(self, message: StreamMessage | BrokenFrame) -> None:
+        if isinstance(message, BrokenFrame):  # malformed on the wire, but it says which frame it was
+            self.send(FrameDropped(message.source, message.coil, message.seq, message.index, message.captured_ns,
+                                   reason=f"malformed on the wire: {message.reason}"[:500]))
+            self.stats.frames_received += 1
+            self.stats.frames_failed += 1
+            return
         if isinstance(message, CoilEvent):
             self.flush()  # the coil's frames go before its end event
             self.send(message)

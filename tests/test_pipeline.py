@@ -1,4 +1,5 @@
 """The line pipeline end to end: simulated cameras, worker processes, recorder, PLC output.
+(Processes killed, links broken, disks full and overload: tests/test_faults.py.)
 
 Real processes, real ZeroMQ sockets on loopback, a real SQLite file, a tiny real ONNX model
 (tests/tiny_models.py) registered in a registry under tmp_path.
@@ -8,11 +9,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
-import signal
 import sqlite3
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,6 +23,7 @@ from inspection.records.db import open_db
 from inspection.registry import Registry
 from inspection.security import ensure_keys
 from tests.line_configs import write_line_config
+from tests.line_runs import in_background, recorded
 from tests.tiny_models import add_tiny_model
 from tests.waits import wait_for
 
@@ -40,33 +38,6 @@ def line(tmp_path: Path, ipc_dir: Path, monkeypatch: pytest.MonkeyPatch):  # noq
     return load_config(write_line_config(tmp_path, ipc_dir=ipc_dir))
 
 
-def _recorded(db: Path, sql: str = "SELECT count(*) FROM frames") -> int:
-    """A count from the line's database as another process sees it; 0 until the recorder made it."""
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        try:
-            return int(con.execute(sql).fetchone()[0])
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0
-
-
-def _in_background(target: Callable[..., None], *args: object) -> dict[str, str]:
-    """Run `target(*args)` in a daemon thread; the returned dict gets "failed" (the reason) if it
-    raised, for the test to assert on once the line has ended."""
-    outcome: dict[str, str] = {}
-
-    def run() -> None:
-        try:
-            target(*args)
-        except AssertionError as exc:
-            outcome["failed"] = str(exc)
-
-    threading.Thread(target=run, daemon=True).start()
-    return outcome
-
-
 def test_one_short_coil_end_to_end(line) -> None:  # noqa: ANN001
     ensure_keys(line)  # the tap is a PLC client: its keys must exist before the line's first start
     tap = PlcTap.from_config(line)
@@ -77,7 +48,8 @@ def test_one_short_coil_end_to_end(line) -> None:  # noqa: ANN001
     assert summary["workers_reported"]["frames_received"] == 24
     assert 0 < summary["workers_reported"]["model_px_share"] <= 2  # the workers' pixel counts reach the summary
     assert summary["inspecting_s"] > 0
-    assert summary["worker_restarts"] == 0
+    assert summary["worker_restarts"] == summary["recorder_restarts"] == 0 and summary["crashes"] == []
+    assert summary["frames_lost"] == 0 and summary["frames_lost_by_coil"] == {} == summary["coil_ends_missing"]
     assert summary["curve"] is True and set(summary["curve_refused"].values()) == {0}  # every link ran CURVE
     [(coil, grade)] = summary["grades"].items()
     assert grade != "hold"  # every frame was inspected: the coverage gate lets it through
@@ -99,53 +71,11 @@ def test_one_short_coil_end_to_end(line) -> None:  # noqa: ANN001
     assert max(m["seq"] for m in messages if m["topic"] == "defect") == defects
 
 
-def _kill_worker_once(db: Path) -> None:
-    """SIGKILL the worker once, while the cameras are sending and the worker is at work: it has
-    inspected frames that the recorder has written (so it is past its start, in the middle of the
-    stream)."""
-
-    def working_worker() -> multiprocessing.process.BaseProcess | None:
-        children = {c.name: c for c in multiprocessing.active_children()}
-        cameras_running = any(name.startswith("camera-") for name in children)
-        if cameras_running and "worker-1" in children and _recorded(db) > 0:
-            return children["worker-1"]
-        return None
-
-    worker = wait_for(working_worker, 60, "worker-1 to have frames recorded while the cameras still send")
-    os.kill(worker.pid, signal.SIGKILL)
-
-
-def test_a_killed_worker_is_restarted_and_nothing_is_counted_twice(line) -> None:  # noqa: ANN001
-    killer = _in_background(_kill_worker_once, line.database)
-    # Paced cameras (100 frames of 256 mm at 5 m/s: about 5 s) so the kill lands while the line runs.
-    summary = run_pipeline(line, max_frames=100, camera_overrides={"realtime": True})
-    assert "failed" not in killer, killer.get("failed")
-    assert summary["worker_restarts"] == 1, summary
-    con = sqlite3.connect(line.database)
-    rows = con.execute(
-        "SELECT count(*), count(DISTINCT coil || ':' || camera || ':' || frame_index) FROM frames"
-    ).fetchone()
-    assert rows[0] == rows[1]  # no frame recorded twice
-    # Per coil: coil ends received, frames the cameras produced (coil_end) and frames recorded as inspected.
-    per_coil = con.execute(
-        "SELECT e.coil, count(*), sum(e.frames), (SELECT count(*) FROM frames f WHERE f.coil = e.coil "
-        "AND f.status = 'inspected') FROM coil_events e WHERE e.kind = 'coil_end' GROUP BY e.coil"
-    ).fetchall()
-    con.close()
-    assert per_coil, "no coil ended"
-    # Frames or coil ends the killed worker held are lost to the line: such a coil must be on hold,
-    # never graded; complete coils (both cameras ended, every frame inspected) are graded normally.
-    for coil, ends, produced, inspected in per_coil:
-        complete = ends == len(line.cameras) and inspected == produced
-        assert (summary["grades"][coil] == "hold") == (not complete), (coil, ends, produced, inspected)
-    assert summary["frames_inspected"] == rows[0]
-
-
 def _stop_once_every_camera_is_recorded(stop: StopFlag, db: Path, cameras: int) -> None:
     """Stop the line (as SIGTERM would) once frames of every camera are in the database: the whole
     line is running, so the stop has frames in flight everywhere to finish."""
     try:
-        wait_for(lambda: _recorded(db, "SELECT count(DISTINCT camera) FROM frames") >= cameras, 120,
+        wait_for(lambda: recorded(db, "SELECT count(DISTINCT camera) FROM frames") >= cameras, 120,
                  f"frames of all {cameras} cameras in the line's database")
     finally:
         stop.set()  # also when that never happened: the line must end for the test to report it
@@ -153,7 +83,7 @@ def _stop_once_every_camera_is_recorded(stop: StopFlag, db: Path, cameras: int) 
 
 def test_stop_flag_ends_the_line_cleanly(line) -> None:  # noqa: ANN001
     stop = StopFlag(install=False)
-    stopper = _in_background(_stop_once_every_camera_is_recorded, stop, line.database, len(line.cameras))
+    stopper = in_background(_stop_once_every_camera_is_recorded, stop, line.database, len(line.cameras))
     summary = run_pipeline(line, camera_overrides={"realtime": True}, stop=stop)
     assert "failed" not in stopper, stopper.get("failed")
     assert all(code == 0 for code in summary["exit_codes"].values()), summary
@@ -172,7 +102,7 @@ def _stop_while_starting(stop: StopFlag) -> None:
 
 def test_a_line_stopped_while_starting_stops_cleanly(line) -> None:  # noqa: ANN001
     stop = StopFlag(install=False)
-    stopper = _in_background(_stop_while_starting, stop)
+    stopper = in_background(_stop_while_starting, stop)
     summary = run_pipeline(line, camera_overrides={"realtime": True}, stop=stop)
     assert "failed" not in stopper, stopper.get("failed")
     assert summary.get("started") is False, summary  # stopped before its cameras were started

@@ -138,3 +138,38 @@ def test_retention_keeps_reviewed_claimed_and_recent(line: tuple[Path, Path]) ->
             store.db.execute("SELECT kind FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()[0]
             == "crops_pruned"
         )
+
+
+def test_crops_left_staged_by_a_recorder_that_died_are_put_in_place_or_deleted(tmp_path: Path) -> None:
+    """A recorder writes a batch's crops to staging, commits the batch, then moves them into place.
+    Killed before the commit, its staged crops belong to nothing (deleted at the next start); killed
+    after the commit but before the move, its crops belong to recorded defects (moved into place)."""
+    crops = CropStore(tmp_path / "crops")
+    with Store(tmp_path / "line.db", crops=crops) as store:
+        store.register_line("demo-hot-1", "hot", 1600.0, [{"id": "top-1", "surface": "top"},
+                                                          {"id": "bottom-1", "surface": "bottom"}])
+        result = store.apply_batch(coil_messages("C-1", length_m=3, defects_per_frame=2.0, crops=True))
+        assert result.crops_written > 0 and result.crops_failed == 0
+        assert not crops.staged_files()  # committed: every crop in place
+        named = {r[0] for r in store.db.execute("SELECT crop_sha256 FROM defects WHERE crop_sha256 IS NOT NULL")}
+        assert {p.stem for p in crops.files()} == named
+        committed = sorted(named)[0]  # as if the recorder died between its commit and the move
+        crops.staged(committed).parent.mkdir(parents=True, exist_ok=True)
+        crops.path(committed).replace(crops.staged(committed))
+        assert crops.get(committed) is not None  # still readable while it waits in staging
+        orphan = crops.stage(b"\x89PNG of a batch that never committed")
+        recovered = store.recover_crops()
+    assert (recovered.moved, recovered.deleted) == (1, 1)
+    assert crops.path(committed).is_file() and not crops.staged_files() and crops.get(orphan) is None
+    assert {p.stem for p in crops.files()} == named
+
+
+def test_a_crop_that_cannot_be_written_leaves_its_defect_without_one(tmp_path: Path) -> None:
+    (tmp_path / "crops").write_text("a file where the crop folder should be: every crop write fails\n")
+    with Store(tmp_path / "line.db", crops=CropStore(tmp_path / "crops")) as store:
+        store.register_line("demo-hot-1", "hot", 1600.0, [{"id": "top-1", "surface": "top"},
+                                                          {"id": "bottom-1", "surface": "bottom"}])
+        result = store.apply_batch(coil_messages("C-1", length_m=3, defects_per_frame=2.0, crops=True))
+        rows = store.db.execute("SELECT count(*), count(crop_sha256) FROM defects").fetchone()
+    assert result.crops_failed == rows[0] > 0 and rows[1] == 0 and result.new_defects == rows[0]
+    assert "cannot write crop" in result.crop_error

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from inspection.frame import IDENT_PATTERN, CoilEvent, Frame, StreamKey
-from inspection.wire import FrameError, decode, encode
+from inspection.frame import IDENT_PATTERN, BrokenFrame, CoilEvent, Frame, StreamKey
+from inspection.wire import FrameError, decode, encode, identify
 
 idents = st.from_regex(IDENT_PATTERN, fullmatch=True)
 finite = st.floats(min_value=-1e9, max_value=1e9, allow_nan=False, allow_infinity=False)
@@ -178,3 +178,43 @@ def test_mutated_valid_messages_only_ever_raise_frame_error(data: st.DataObject)
     except FrameError:
         return
     assert isinstance(result, Frame)
+
+
+@pytest.mark.parametrize("cut", [
+    lambda h, p: [h, p[: len(p) // 2]],  # pixels cut short
+    lambda h, p: [h],  # pixels part missing
+    lambda h, p: [h, p + b"\0"],  # one byte too many
+    lambda h, p: [h, p, b"extra"],  # a third part
+])
+def test_a_broken_frame_whose_header_is_intact_is_identified(cut) -> None:  # noqa: ANN001
+    frame = make_frame()
+    header, pixels = (bytes(p) for p in encode(frame))
+    parts = cut(header, pixels)
+    with pytest.raises(FrameError) as error:
+        decode(parts)
+    broken = identify(parts, str(error.value))
+    assert broken is not None
+    assert (broken.source, broken.coil, broken.seq, broken.index, broken.captured_ns) == (
+        frame.source, frame.coil, frame.seq, frame.index, frame.captured_ns)
+    assert broken.reason == str(error.value)
+
+
+@pytest.mark.parametrize("parts", [
+    [],
+    [b"{not json"],
+    [json.dumps({"v": 1, "type": "coil_end", "coil": "C-1"}).encode()],  # not a frame
+    [json.dumps({"v": 2, "type": "frame"}).encode(), b""],  # another wire version
+    [json.dumps({"v": 1, "type": "frame", "line": "L1", "line_type": "hot", "camera": "top-1", "surface": "top",
+                 "coil": "C-1", "seq": 2**64, "index": 0, "captured_ns": 1}).encode()],  # seq out of range
+    [json.dumps({"v": 1, "type": "frame", "line": "L1", "line_type": "hot", "camera": "top-1", "surface": "top",
+                 "coil": "../x", "seq": 1, "index": 0, "captured_ns": 1}).encode()],  # coil not an identifier
+])
+def test_a_message_that_names_no_valid_frame_is_not_identified(parts: list[bytes]) -> None:
+    assert identify(parts, "malformed") is None
+
+
+@given(st.lists(st.binary(max_size=300), min_size=0, max_size=3))
+@settings(max_examples=300, deadline=None)
+def test_identify_never_raises_on_random_bytes(parts: list[bytes]) -> None:
+    broken = identify(parts, "malformed")
+    assert broken is None or isinstance(broken, BrokenFrame)

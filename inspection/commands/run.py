@@ -1,10 +1,12 @@
 """`steel-inspect run`: the line pipeline (cameras, K inference workers, recorder + PLC output).
 
 Without ``--config`` it runs the demo line. Every part is its own process, supervised: a
-crashed worker is restarted (logged and counted). SIGTERM / Ctrl-C stop the line cleanly:
+crashed worker or recorder is restarted (at once, then after a doubling delay; given up on after
+5 restarts within 5 minutes), logged and counted. SIGTERM / Ctrl-C stop the line cleanly:
 cameras close their coils, workers drain, the recorder flushes and grades. At the end a JSON
-summary is printed: frames sent, received, inspected and dropped; defects; coils and their
-grades; throughput; capture-to-record latency percentiles.
+summary is printed: frames sent, received, inspected, dropped and lost (sent but in no record,
+per coil too); restarts and crashes; defects; coils and their grades; throughput;
+capture-to-record latency percentiles.
 """
 
 from __future__ import annotations
@@ -62,6 +64,14 @@ def run(args: argparse.Namespace) -> int:
     summary = run_pipeline(config, **pipeline_options(args))
     text = json.dumps(summary, indent=2, sort_keys=True)
     print(text)
+    for crash in summary.get("crashes", []):  # the operator's last look: what died, and what came back
+        after = ("not restarted" if crash["restart_in_s"] is None
+                 else f"restart scheduled {crash['restart_in_s']:.1f} s later")
+        log.warning("%s died %.1f s into the run (exit status %s), %s", crash["process"], crash["at_s"],
+                    crash["status"], after)
+    if summary.get("frames_lost"):
+        log.warning("%d frame(s) sent by the cameras are in no record (held by a process that died or "
+                    "malformed): their coils are held", summary["frames_lost"])
     if args.json:
         args.json.write_text(text + "\n", encoding="utf-8")
     return 0 if all(code == 0 for code in summary["exit_codes"].values()) else 1

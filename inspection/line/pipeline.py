@@ -6,9 +6,18 @@ the recorder, which binds `endpoints.results` and publishes to PLCs on `endpoint
 
 Children are started with plain arguments and read the config themselves (`inspection.line`:
 camera, worker, recorder, each one `main`). Each writes a JSON summary of what it did when it
-ends, which `run_pipeline` adds up. A worker that dies while the line runs is restarted at once;
-the restart is logged and counted, and the frames it held are visible as missing coverage in the
-recorder (the coil is held, not graded prime).
+ends, which `run_pipeline` adds up. A worker or the recorder that dies while the line runs is
+restarted (at once, then with a growing delay; given up on after too many restarts, see
+`inspection.line.restarts`); each crash and restart is logged and counted in the summary.
+
+What a dead process held is counted, never silently gone. A worker's queued frames are lost with
+it; the recorder loses the batch it had not committed and what its socket had queued. Results the
+workers send while the recorder is down are not lost: the recorder binds and the workers connect,
+so each worker's PUSH socket keeps up to ``worker.results_hwm`` results for the recorder that comes
+back, then blocks (the worker stops taking frames and live cameras count drops). Every coil_end
+carries the camera's own frame count, so the recorder counts the frames in no record per coil
+(``lost`` in `queries.coverage`, ``frames_lost`` in the hold alarm) and such a coil is held, never
+graded prime; the summary's ``frames_lost`` is frames sent - inspected - dropped.
 
 Every link runs CURVE unless the config turns it off: on a first start (a key folder without keys)
 `run_pipeline` makes the line's keys, and a key file missing later stops the line before anything
@@ -16,9 +25,9 @@ starts (`inspection.security.ensure_keys`); each child reads the keys of its own
 
 A line starts only when every endpoint it binds is free (`transport.check_bindable`): otherwise
 one error names the endpoint and nothing starts. A worker of a line whose camera could not bind
-would connect to whoever holds that port (another line) and take its frames. A camera or the
-recorder that exits with an error while the line runs stops the whole line (`failed` in the
-summary).
+would connect to whoever holds that port (another line) and take its frames. A camera that exits
+with an error while the line runs stops the whole line, and so does the recorder, or every worker,
+given up on (`failed` in the summary).
 
 Shutdown order: cameras end (after `max_frames`, or on SIGTERM) with a coil_end each; then
 workers drain until their sockets stay quiet for `drain_s` and exit; then the recorder
@@ -31,12 +40,15 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from inspection.config import LineConfig
 from inspection.errors import TransportError
 from inspection.line.process import StopFlag
+from inspection.line.restarts import RestartPolicy, Restarts
+from inspection.line.run_summary import merged, summarize
 from inspection.line.supervisor import Supervisor
 from inspection.security import ensure_keys
 from inspection.transport import Endpoint, check_bindable, parse_endpoint
@@ -89,8 +101,13 @@ def run_pipeline(
     camera_overrides: dict[str, Any] | None = None,
     stop: StopFlag | None = None,
     verbose: bool = False,
+    restart_policy: RestartPolicy | None = None,
 ) -> dict[str, Any]:
-    """Run the line until the cameras end (`max_frames`) or `stop`; return the JSON summary."""
+    """Run the line until the cameras end (`max_frames`) or `stop`; return the JSON summary.
+
+    A worker or the recorder that dies while the line runs is restarted under `restart_policy`
+    (`inspection.line.restarts`): logged, counted in the summary (``restarts``, ``crashes``). When the
+    recorder is given up on, or every worker, the line stops (``failed``)."""
     stop = stop or StopFlag()
     db = Path(db or config.database)
     db.parent.mkdir(parents=True, exist_ok=True)
@@ -99,58 +116,49 @@ def run_pipeline(
     except TransportError as exc:
         raise TransportError(f"line {config.id} does not start: {exc} (another line or process holds it)") from None
     ensure_keys(config)  # a first start makes the line's CURVE keys; a missing one stops it here
-    config_path, overrides = str(config.path), config.overrides
     first_coil = next_coil_number(db, config.type)
     if first_coil is not None:  # the database holds this line's coils: continue after them
         camera_overrides = {"first_coil": first_coil, **(camera_overrides or {})}
         log.info("the database holds earlier coils: new coils are numbered from %d", first_coil)
-    restarts = 0
+    restarts = Restarts(restart_policy)
     started, started_ns = time.monotonic(), time.time_ns()
     with tempfile.TemporaryDirectory(prefix="steel-run-") as tmp, Supervisor(verbose=verbose) as sup:
-        out = Path(tmp)
-        sup.start("recorder", recorder_child, config_path, overrides, str(db), str(out / "recorder.json"))
-        incarnation = {f"worker-{i + 1}": 0 for i in range(workers)}
-
-        def start_worker(name: str) -> None:
-            sup.start(name, worker_child, config_path, overrides, name, str(out / f"{name}.{incarnation[name]}.json"),
-                      str(out / f"{name}.ready"))
-
-        for name in incarnation:
-            start_worker(name)
-        if not _wait_ready(sup, [out / f"{name}.ready" for name in incarnation], ["recorder", *incarnation], stop):
+        line = _Children(sup, config, Path(tmp), db, [f"worker-{i + 1}" for i in range(workers)])
+        line.start("recorder")
+        for name in line.workers:
+            line.start(name)
+        if not _wait_ready(sup, [line.ready(name) for name in line.workers], ["recorder", *line.workers], stop):
             codes = sup.stop()
             log.error("the line did not start: a worker failed or was stopped before its model was loaded")
-            return {"exit_codes": codes, "worker_restarts": 0, "started": False}
+            return {"exit_codes": codes, "worker_restarts": 0, "recorder_restarts": 0, "started": False}
         cameras = []
         for cam in config.cameras:
             name = f"camera-{cam.id}"
-            sup.start(name, camera_child, config_path, overrides, cam.id, str(out / f"{name}.json"),
+            sup.start(name, camera_child, str(config.path), config.overrides, cam.id, str(line.out / f"{name}.json"),
                       max_frames=max_frames, **(camera_overrides or {}))
             cameras.append(name)
         log.info("line %s running: %s", config.id, ", ".join(sup.names))
         failed: str | None = None
         while not stop.is_set() and any(sup.alive(c) for c in cameras):
-            failed = _failed(sup, ["recorder", *cameras])
-            if failed:  # a camera that could not bind, or the recorder: the line stops as a whole
+            failed = _failed(sup, cameras) or line.watch(restarts, stop.is_set)
+            if failed:  # a camera that could not bind, or a process given up on: the line stops as a whole
                 log.error("%s exited with status %s: stopping the line", failed, sup.exit_codes()[failed])
                 break
-            for name in incarnation:
-                if not sup.alive(name):
-                    restarts += 1
-                    log.error("%s exited with status %s while the line runs: restart #%d", name,
-                              sup.exit_codes()[name], restarts)
-                    incarnation[name] += 1
-                    start_worker(name)
             time.sleep(0.2)
-        failed = failed or _failed(sup, ["recorder", *cameras])
+        failed = failed or _failed(sup, cameras)
         codes = sup.stop(cameras)
-        codes |= sup.stop(list(incarnation), grace_s=60.0)
+        if not failed:
+            # A recorder that died as the cameras ended (or waits for its restart) must come back to
+            # record what the workers still hold and to grade the last coils.
+            failed = line.watch(restarts, stop.is_set, final=True)
+        codes |= sup.stop(line.workers, grace_s=60.0)
         codes |= sup.stop(["recorder"], grace_s=60.0)
         elapsed = time.monotonic() - started
-        camera_stats = {c: _read_json(out / f"{c}.json") or {} for c in cameras}
-        worker_stats = [s for p in sorted(out.glob("worker-*.json")) if (s := _read_json(p))]
-        recorder_stats = _read_json(out / "recorder.json") or {}
-    summary = summarize(db, started_ns, codes, camera_stats, worker_stats, recorder_stats, restarts, elapsed)
+        camera_stats = {c: _read_json(line.out / f"{c}.json") or {} for c in cameras}
+        worker_stats = [s for p in sorted(line.out.glob("worker-*.json")) if (s := _read_json(p))]
+        recorder_stats = merged([s for p in sorted(line.out.glob("recorder.*.json")) if (s := _read_json(p))])
+    summary = summarize(db, started_ns, codes, camera_stats, worker_stats, recorder_stats, restarts.summary(),
+                        elapsed)
     summary["curve"] = config.security.curve
     if config.security.curve:  # clients refused for unknown keys, per process (`inspection.curve`)
         refused = {name: int(stats.get("curve_refused", 0)) for name, stats in camera_stats.items()}
@@ -160,6 +168,54 @@ def run_pipeline(
     if failed:
         summary["failed"] = failed
     return summary
+
+
+class _Children:
+    """The line's restartable children (the recorder and the workers): each start of one is an
+    incarnation with its own summary file, so a restart never overwrites what the one before wrote."""
+
+    def __init__(self, sup: Supervisor, config: LineConfig, out: Path, db: Path, workers: list[str]) -> None:
+        self.sup, self.config, self.out, self.db = sup, config, out, db
+        self.workers = workers
+        self.incarnation = dict.fromkeys(["recorder", *workers], 0)
+
+    def ready(self, name: str) -> Path:
+        return self.out / f"{name}.ready"
+
+    def start(self, name: str) -> None:
+        config_path, overrides = str(self.config.path), self.config.overrides
+        summary = str(self.out / f"{name}.{self.incarnation[name]}.json")
+        if name == "recorder":
+            self.sup.start(name, recorder_child, config_path, overrides, str(self.db), summary)
+        else:
+            self.sup.start(name, worker_child, config_path, overrides, name, summary, str(self.ready(name)))
+
+    def watch(self, restarts: Restarts, stopping: Callable[[], bool], *, final: bool = False) -> str | None:
+        """Note the children that died, restart those whose time has come (`final`: the recorder now,
+        whatever its delay); the name of a child the line cannot do without that was given up on."""
+        for name in self.incarnation:
+            if self.sup.alive(name) or restarts.waiting(name):
+                continue
+            status = self.sup.exit_codes()[name]
+            if status == 0 and (final or stopping()):  # stopped with the line (Ctrl-C reaches every child)
+                continue
+            delay = restarts.crashed(name, status)
+            if delay is None:
+                policy = restarts.policy
+                log.error("%s exited with status %s: restarted %d times within %.0f s already, not again", name,
+                          status, policy.max_restarts, policy.window_s)
+            else:
+                log.error("%s exited with status %s while the line runs: restart #%d in %.1f s", name, status,
+                          restarts.counts.get(name, 0) + 1, delay)
+        if "recorder" in restarts.given_up:
+            return "recorder"
+        if all(w in restarts.given_up for w in self.workers):
+            return self.workers[-1]
+        # at the end only the recorder matters: a worker restarted now would find no frames
+        for name in restarts.due(["recorder"] if final else None, force=final):
+            self.incarnation[name] += 1
+            self.start(name)
+        return None
 
 
 def next_coil_number(db: Path, line_type: str) -> int | None:
@@ -192,65 +248,3 @@ def _wait_ready(sup: Supervisor, files: list[Path], workers: list[str], stop: St
             return False
         time.sleep(0.1)
     return True
-
-
-def summarize(db: Path, started_ns: int, codes: dict[str, int | None], cameras: dict[str, dict[str, Any]],
-              workers: list[dict[str, Any]], recorder: dict[str, Any], restarts: int,
-              elapsed: float) -> dict[str, Any]:
-    """The run's figures: what was sent, received, inspected and dropped, and how fast.
-
-    Counts of what was recorded come from the database (frames captured since the run started),
-    so they stay true when a worker died without reporting; the workers' own counts are kept
-    beside them.
-    """
-    megapixels = sum(float(c.get("megapixels", 0.0)) for c in cameras.values())
-    summary: dict[str, Any] = {
-        "exit_codes": codes,
-        "worker_restarts": restarts,
-        "frames_sent": sum(int(c.get("sent", 0)) for c in cameras.values()),
-        "frames_dropped_by_cameras": sum(int(c.get("dropped", 0)) for c in cameras.values()),
-        "workers_reported": {
-            "frames_received": sum(int(w.get("frames_received", 0)) for w in workers),
-            "frames_inspected": sum(int(w.get("frames_inspected", 0)) for w in workers),
-            "frames_failed": sum(int(w.get("frames_failed", 0)) for w in workers),
-            "malformed": sum(int(w.get("malformed", 0)) for w in workers),
-            "tiles_inspected_share": _share(workers),
-            "model_px_share": _share(workers, "model_px", "frame_px"),
-        },
-        "seconds": round(elapsed, 2),
-        "megapixels_sent": round(megapixels, 2),
-        "throughput_mpx_per_s": round(megapixels / elapsed, 2) if elapsed > 0 else None,
-        "recorder": {k: recorder.get(k) for k in ("messages", "rejected", "new_defects", "coils_graded", "alarms")},
-        "database": str(db),
-    }
-    if not db.is_file():
-        return summary
-    from inspection.records import line_reads
-    from inspection.records.db import open_db
-
-    reader = open_db(db, readonly=True)
-    try:
-        recorded = line_reads.run_summary(reader, started_ns)
-    finally:
-        reader.close()
-    latencies = recorded.pop("latencies_ms")
-    summary.update(recorded)
-    summary["latency_ms_capture_to_record"] = _percentiles(latencies)
-    return summary
-
-
-def _share(workers: list[dict[str, Any]], part: str = "tiles_inspected", whole: str = "tiles_total") -> float | None:
-    """Summed `part` / summed `whole` of the workers' stats: tiles (or windows) the model saw per grid
-    tile, or pixels the model saw per frame pixel (above 1 when overlapping tiles see pixels twice)."""
-    total = sum(int(w.get(whole, 0)) for w in workers)
-    return round(sum(int(w.get(part, 0)) for w in workers) / total, 4) if total else None
-
-
-def _percentiles(values: list[float]) -> dict[str, float] | None:
-    if not values:
-        return None
-    def pick(q: float) -> float:
-        return round(values[min(len(values) - 1, int(q * len(values)))], 2)
-
-    return {"p50": pick(0.50), "p90": pick(0.90), "p99": pick(0.99), "max": round(values[-1], 2),
-            "n": len(values)}

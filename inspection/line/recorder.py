@@ -239,6 +239,10 @@ def main(config_path: str | None, config_overrides: dict[str, Any] | None = None
              "mm_per_px_along": c.mm_per_px_along, "offset_mm": c.offset_mm} for c in config.cameras])
         log.info("recorder: database %s, rule set %s v%s (sha256 %s), coverage_min %.3f", store.path,
                  rules.name, rules.version, rules.sha256[:12], store.coverage_min)
+        recovered = store.recover_crops()  # a recorder that died mid-batch left staged crops
+        if recovered is not None and (recovered.moved or recovered.deleted):
+            log.warning("crops left by a recorder that stopped mid-batch: %d of recorded defects put in place, "
+                        "%d of a batch that never committed deleted", recovered.moved, recovered.deleted)
         options.setdefault("flush_ms", config.records.flush_ms)
         with PlcPublisher.from_config(config, process="recorder", curve=plc_curve) as publisher:
             loop = RecorderLoop(store, results, config.id, publisher=publisher, curve=results_curve,

@@ -77,7 +77,8 @@ def main(config_path: str | None, config_overrides: dict[str, Any] | None, name:
                              load_rules(config.records.rules).severity)
     try:
         slot = worker.load(config.type)  # a bad model fails here, at start, not on the first frame
-        receiver = FrameReceiver(cameras, hwm=max(c.send_hwm for c in config.cameras), curve=frames_curve)
+        receiver = FrameReceiver(cameras, hwm=max(c.send_hwm for c in config.cameras), curve=frames_curve,
+                                 report_broken=True)
         warm = slot.detector.warm_up_s
         log.info("%s ready: model %s on %s%s", name, slot.manifest.version, slot.detector.providers,
                  f", warmed up on {len(warm)} shapes in {sum(warm.values()):.1f} s" if warm else "")

@@ -1,7 +1,17 @@
 """Defect crops on disk, content-addressed: ``<crops_dir>/<sha[:2]>/<sha>.png``.
 
 The same bytes are stored once, writes are atomic (temp file + rename), and a re-sent frame
-re-uses the file. Retention (`prune`): a crop is kept while any defect that uses it is reviewed,
+re-uses the file.
+
+The recorder writes a batch's crops before the transaction that records their defects (a committed
+row must never name a file that is not there), so it `stage`s them in ``<crops_dir>/.staging`` and
+`commit`s them into place once the transaction has committed. A recorder killed in between leaves
+staged files only: `recover` (at the recorder's start) moves those the database references into
+place and deletes the others, the crops of a transaction that never committed. So a file in place
+always belongs to a recorded defect, and no crash leaves orphans behind. (A crop whose defect was
+committed just before the crash waits in staging until then; `get` finds it there.)
+
+Retention (`prune`): a crop is kept while any defect that uses it is reviewed,
 belongs to a coil under an open claim, or belongs to a coil first seen within the last
 ``retention_days``; otherwise its file is deleted. Rows keep their ``crop_sha256`` (the report
 then says the crop was pruned). Each prune is written to the audit log.
@@ -12,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +31,8 @@ from sqlite_utils import Database
 from inspection.records import audit
 from inspection.records.db import write_transaction
 from inspection.records.errors import StoreError
+
+STAGING = ".staging"  # crops written for a transaction that has not committed yet
 
 
 class CropStore:
@@ -36,24 +49,84 @@ class CropStore:
         sha = hashlib.sha256(png).hexdigest()
         target = self.path(sha)
         if not target.exists():
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_bytes(png)
-                os.replace(tmp, target)
-            except OSError as exc:
-                raise StoreError(f"{target}: cannot write crop: {exc}") from None
+            _write(target, png)
         return sha
+
+    def staged(self, sha256: str) -> Path:
+        return self.root / STAGING / f"{sha256}.png"
+
+    def stage(self, png: bytes) -> str:
+        """Write `png` where it waits for the transaction that records its defect (see the module
+        docstring); its sha256. `StoreError` when it cannot be written (a full or missing disk)."""
+        sha = hashlib.sha256(png).hexdigest()
+        if not self.path(sha).exists() and not self.staged(sha).exists():
+            _write(self.staged(sha), png)
+        return sha
+
+    def commit(self, shas: Iterable[str]) -> int:
+        """Move staged crops into place once their transaction committed; how many could not be
+        moved (they stay staged, and `recover` moves them at the next start)."""
+        failed = 0
+        for sha in dict.fromkeys(shas):
+            staged, target = self.staged(sha), self.path(sha)
+            try:
+                if staged.exists():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(staged, target)
+            except OSError:
+                failed += 1
+        return failed
+
+    def staged_files(self) -> list[Path]:
+        folder = self.root / STAGING
+        return sorted(folder.glob("*.png")) if folder.is_dir() else []
 
     def get(self, sha256: str) -> bytes | None:
         """The crop's bytes, or None when it was never stored or has been pruned."""
-        try:
-            return self.path(sha256).read_bytes()
-        except OSError:
-            return None
+        for path in (self.path(sha256), self.staged(sha256)):
+            try:
+                return path.read_bytes()
+            except OSError:
+                continue
+        return None
 
     def files(self) -> list[Path]:
         return sorted(self.root.glob("??/*.png")) if self.root.exists() else []
+
+
+def _write(target: Path, png: bytes) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(png)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise StoreError(f"{target}: cannot write crop: {exc}") from None
+
+
+@dataclass(frozen=True)
+class RecoverResult:
+    moved: int  # staged crops of committed defects, now in place
+    deleted: int  # staged crops of a transaction that never committed
+
+
+def recover(db: Database, crops: CropStore) -> RecoverResult:
+    """Finish what a recorder that died between a batch's transaction and `CropStore.commit` left
+    staged: crops the database references go into place, the others are deleted."""
+    staged = {p.stem: p for p in crops.staged_files()}
+    names = list(staged)
+    referenced: set[str] = set()
+    for i in range(0, len(names), 500):  # SQLite's bound-parameter limit
+        chunk = names[i:i + 500]
+        referenced |= {row[0] for row in db.execute(
+            f"SELECT DISTINCT crop_sha256 FROM defects WHERE crop_sha256 IN ({','.join('?' * len(chunk))})", chunk)}
+    failed = crops.commit(sorted(referenced))
+    deleted = 0
+    for sha, path in staged.items():
+        if sha not in referenced:
+            path.unlink(missing_ok=True)
+            deleted += 1
+    return RecoverResult(len(referenced) - failed, deleted)
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,8 @@ def model(db: Database, model_id: int) -> tuple[str, str] | None:
 def run_summary(db: Database, started_ns: int) -> dict[str, Any]:
     """What a run of the line recorded (frames captured since `started_ns`): frames inspected and
     dropped, defects (a defect cut by frame seams once) and fragments, coils and their latest grade,
+    per coil the frames its cameras' coil_ends count that no record shows (`queries.coverage`) and
+    the cameras whose coil_end never arrived,
     capture -> record latencies (ms, sorted) and the inspecting time (first capture to last record)."""
     run = (started_ns,)
     inspected, dropped = db.execute(
@@ -103,11 +105,20 @@ def run_summary(db: Database, started_ns: int) -> dict[str, Any]:
         "SELECT grade FROM grades WHERE coil = ? ORDER BY id DESC LIMIT 1", (coil,)).fetchone())}
     latencies = sorted(r[0] / 1e6 for r in db.execute(
         "SELECT recorded_ns - captured_ns FROM frames WHERE captured_ns >= ?", run))
+    lost, ends_missing = {}, {}
+    for coil in coils:
+        cover = queries.coverage(db, coil)
+        if cover["lost"]:
+            lost[coil] = cover["lost"]
+        missing = [c["camera"] for c in cover["cameras"] if not c["ended"]]
+        if missing:
+            ends_missing[coil] = missing
     first, last = db.execute("SELECT min(captured_ns), max(recorded_ns) FROM frames WHERE captured_ns >= ? "
                              "AND status = 'inspected'", run).fetchone()
     return {"frames_inspected": inspected, "frames_dropped_by_workers": dropped,
             "defects": fragments - seams.merged_away(db, started_ns), "defect_fragments": fragments,
-            "coils": len(coils), "grades": grades, "latencies_ms": latencies,
+            "coils": len(coils), "grades": grades, "frames_lost_by_coil": lost, "coil_ends_missing": ends_missing,
+            "latencies_ms": latencies,
             "inspecting_s": round((last - first) / 1e9, 3) if first is not None else None}
 
 
@@ -126,6 +137,11 @@ def first_count_day(db: Database) -> str | None:
 
 def defect_count(db: Database) -> int:
     return db.execute("SELECT count(*) FROM defects").fetchone()[0]
+
+
+def frame_count(db: Database) -> int:
+    """Frames recorded (inspected or dropped by a worker), all coils and cameras."""
+    return db.execute("SELECT count(*) FROM frames").fetchone()[0]
 
 
 def inspected_length_mm(db: Database) -> float:

@@ -216,7 +216,9 @@ def coverage(db: Database, coil: str) -> dict[str, Any]:
     """Frames received / inspected / dropped per camera, and the coil's inspected share (worst camera).
 
     ``complete`` is true when every camera sent coil_end and all its frames are accounted for
-    (inspected, dropped by a worker or dropped by the camera).
+    (inspected, dropped by a worker or dropped by the camera). ``lost`` (per camera, and summed)
+    counts the frames of a camera's coil_end that no record shows (None for a camera whose coil_end
+    never arrived).
 
     A camera counts the frames it captured, so a coil stopped half way (the line stopped, a camera
     died) would look fully inspected. Where the plant's data gives the coil's length
@@ -259,6 +261,9 @@ def coverage(db: Database, coil: str) -> dict[str, Any]:
             share = min(share, inspected_mm / planned_mm)
         done = end is not None and inspected + dropped + cam_dropped >= expected
         complete = complete and done
+        # frames the camera counted in its coil_end that no record shows (inspected, or dropped by a
+        # worker or by the camera): held by a process that died, or malformed on the wire
+        lost = max(0, expected - inspected - dropped - cam_dropped) if end else None
         shares.append(min(share, 1.0))
         per_camera.append(
             {
@@ -269,6 +274,7 @@ def coverage(db: Database, coil: str) -> dict[str, Any]:
                 "inspected": inspected,
                 "dropped_worker": dropped,
                 "dropped_camera": cam_dropped,
+                "lost": lost,
                 "share": min(share, 1.0),
                 "ended": end is not None,
                 "complete": done,
@@ -280,6 +286,7 @@ def coverage(db: Database, coil: str) -> dict[str, Any]:
         "coil": coil,
         "share": min(shares) if shares else 0.0,
         "complete": complete,
+        "lost": sum(c["lost"] or 0 for c in per_camera),  # cameras whose coil_end never came: unknown
         "planned_length_mm": planned_mm,
         "cameras": per_camera,
     }

@@ -57,6 +57,7 @@ class RecorderStats:
     seam_links: int = 0  # defect fragments linked across frame seams (one defect, counted once)
     coils_graded: int = 0
     alarms: int = 0
+    crops_failed: int = 0  # defects recorded without their crop (the crop folder could not be written)
     finalise_s: float = 0.0  # time spent grading coils, searching roll marks and filling the queue
     last_error: str | None = None
     grades: dict[str, str] = field(default_factory=dict)
@@ -84,6 +85,7 @@ class Recorder:
         self._worker_seen: dict[str, float] = {}
         self._worker_silent: set[str] = set()
         self._rejected_alarmed = 0
+        self._crops_failing = False  # alarmed once per run of failures, again after crops were written
         self._alarmed: dict[int, None] = {}
         self._models: dict[str, tuple[str, str]] = {}  # line type -> (version, sha256) inspecting it
         self._model_rows: dict[int, tuple[str, str] | None] = {}
@@ -147,6 +149,7 @@ class Recorder:
         self.stats.duplicate_defects += result.duplicate_defects
         self.stats.new_frames += result.new_frames
         self.stats.seam_links += result.seam_links
+        self._watch_crops(result.crops_written, result.crops_failed, result.crop_error)
         log.debug("applied %d messages: %d new defects (%d duplicates), %d frames, audit seq %s", len(batch),
                   result.new_defects, result.duplicate_defects, result.new_frames, result.audit_seq)
         self._watch_models(batch)
@@ -225,8 +228,12 @@ class Recorder:
                         roll_diameter_mm=finding.roll_diameter_mm, count=finding.count,
                         details={"defect_ids": list(finding.defect_ids)})
         if result.grade == "hold":
-            self._alarm("coverage", f"coil {coil} on hold: {result.reasons[0]}", coil=coil,
-                        details={"coverage": result.coverage, "required": self.store.coverage_min})
+            # frames no record shows (a process died holding them): counted here, not only implied
+            lost = queries.coverage(self.store.db, coil)["lost"]
+            self._alarm("coverage", f"coil {coil} on hold: {result.reasons[0]}"
+                                    + (f"; {lost} frame(s) lost (in no record)" if lost else ""), coil=coil,
+                        details={"coverage": result.coverage, "required": self.store.coverage_min,
+                                 "frames_lost": lost})
         queued = self.store.enqueue_reviews(coil)
         self._pending.pop(coil, None)  # only now: a failure above leaves the coil pending, retried
         self.stats.finalise_s += time.perf_counter() - started
@@ -268,6 +275,26 @@ class Recorder:
                     f"{row['along_mm']:.0f} mm along, {row['across_mm']:.0f} mm across",
                     coil=row["coil"], severity=severity, surface=row["surface"], class_=row["class"],
                     across_mm=row["across_mm"], details=details)
+
+    def _watch_crops(self, written: int, failed: int, error: str | None) -> None:
+        """A crop folder that cannot be written (full, gone, read-only) raises one ``worker`` alarm;
+        the defects are recorded without their crops meanwhile, counted in ``crops_failed``."""
+        if failed:
+            self.stats.crops_failed += failed
+            self.stats.last_error = error
+            if not self._crops_failing:
+                self._crops_failing = True
+                self._alarm("worker", f"crop files cannot be written: defects are recorded without their crops "
+                                      f"({error})",
+                            details={"process": f"recorder:{self.line}", "reason": "crops not written",
+                                     "crops_failed": self.stats.crops_failed})
+            else:
+                log.error("%d more defect(s) recorded without their crop (%d in all): %s", failed,
+                          self.stats.crops_failed, error)
+        elif written and self._crops_failing:
+            self._crops_failing = False
+            log.warning("crop files are written again (%d defect(s) were recorded without theirs)",
+                        self.stats.crops_failed)
 
     def _watch_models(self, batch: list[ResultMessage]) -> None:
         for message in batch:
@@ -332,7 +359,7 @@ class Recorder:
             "pid": os.getpid(), "endpoint": self.endpoint, "messages": self.stats.messages,
             "rejected": self.stats.rejected, "frames_per_s": (self.stats.new_frames - frames0) / dt,
             "defects_per_s": (self.stats.new_defects - defects0) / dt, "pending_coils": sorted(self._pending),
-            "alarms": self.stats.alarms, "last_error": self.stats.last_error},
+            "alarms": self.stats.alarms, "crops_failed": self.stats.crops_failed, "last_error": self.stats.last_error},
             **{f"worker:{self.line}:{name}": status for name, status in self._workers.items()}})
         self._workers = {}
         self._rate = (now, self.stats.new_frames, self.stats.new_defects)

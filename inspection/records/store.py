@@ -27,6 +27,7 @@ from typing import Any
 
 from inspection.frame import CoilEvent
 from inspection.records import audit, queries, seams
+from inspection.records import crops as crops_module
 from inspection.records.actions import REVIEW_ACTIONS, InspectorActions, OverrideOutcome
 from inspection.records.crops import CropStore
 from inspection.records.db import open_db, write_transaction
@@ -96,6 +97,9 @@ class BatchResult:
     defect_rows: list[dict[str, Any]] = field(default_factory=list)
     seam_links: int = 0  # defect_links rows added
     audit_seq: int | None = None
+    crops_written: int = 0
+    crops_failed: int = 0  # defects recorded without their crop: the file could not be written
+    crop_error: str | None = None
 
 
 class Store(InspectorActions):
@@ -177,8 +181,12 @@ class Store(InspectorActions):
 
     # -- the recorder's path ------------------------------------------------------------------
     def apply_batch(self, messages: Sequence[ResultMessage], *, want_rows: bool = False) -> BatchResult:
-        """Record a batch of worker messages in one transaction; re-sent messages are ignored."""
+        """Record a batch of worker messages in one transaction; re-sent messages are ignored.
+
+        Crops are staged before the transaction and moved into place after it (`crops`); a crop that
+        cannot be written leaves its defect without one (``crops_failed`` in the result)."""
         result = BatchResult(messages=len(messages))
+        staged: list[str] = []
         now = self.clock()
         rows: dict[str, list[dict[str, Any]]] = {"coils": [], "coil_events": [], "frames": [], "defects": []}
         for m in messages:
@@ -190,7 +198,8 @@ class Store(InspectorActions):
                 rows["coils"].append(_coil_row(m.coil, m.source, m.captured_ns))
                 rows["frames"].append(_frame_row(m, now))
                 if isinstance(m, FrameResult):
-                    rows["defects"] += [self._defect_row(m, i, d) for i, d in enumerate(m.defects)]
+                    rows["defects"] += [self._defect_row(m, i, d, self._stage(d.crop_png, staged, result))
+                                        for i, d in enumerate(m.defects)]
             else:
                 raise StoreError(f"apply_batch: unknown message type {type(m).__name__}")
         with write_transaction(self.db):
@@ -229,10 +238,30 @@ class Store(InspectorActions):
             result.duplicate_frames = len(rows["frames"]) - result.new_frames
             if covered:
                 result.audit_seq = self._audit("batch", {"messages": len(messages), "rows": covered})
+        if staged and self.crops is not None:  # committed: the crops go into place (see `crops`)
+            self.crops.commit(staged)
         return result
 
-    def _defect_row(self, m: FrameResult, index: int, d: Any) -> dict[str, Any]:
-        crop = self.crops.put(d.crop_png) if self.crops is not None and d.crop_png else None
+    def _stage(self, png: bytes | None, staged: list[str], result: BatchResult) -> str | None:
+        """The crop's sha256 once written to staging; None (the defect is recorded without it) when
+        it cannot be written: a full crop disk must not stop the records."""
+        if self.crops is None or not png:
+            return None
+        try:
+            sha = self.crops.stage(png)
+        except StoreError as exc:
+            result.crops_failed += 1
+            result.crop_error = str(exc)
+            return None
+        staged.append(sha)
+        result.crops_written += 1
+        return sha
+
+    def recover_crops(self) -> crops_module.RecoverResult | None:
+        """Crops a recorder that died left staged: into place if recorded, deleted if not (`crops.recover`)."""
+        return crops_module.recover(self.db, self.crops) if self.crops is not None else None
+
+    def _defect_row(self, m: FrameResult, index: int, d: Any, crop: str | None) -> dict[str, Any]:
         x1, y1, x2, y2 = d.box
         return {"coil": m.coil, "surface": m.source.surface, "camera": m.source.camera, "frame_seq": m.seq,
                 "frame_index": m.index, "defect_index": index, "along_mm": d.along_mm, "across_mm": d.across_mm,
