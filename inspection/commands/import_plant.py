@@ -5,6 +5,7 @@ credentials, timeouts) in `inspection.records.plant_sql`. The line config's [pla
 the plant's time zone (for times without an offset), the password file, the timeouts and the
 batch size. Bad rows are reported with their line number and skipped; the exit status is 0 when
 every row was imported, 1 when some were skipped, 2 when the source could not be read at all.
+The import's audit events are signed with the line's audit key when its file exists.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo
 
+    from inspection.commands._audit_key import audit_key_path, writer_key
     from inspection.config import load_config
     from inspection.records import plant_sql, platform
     from inspection.records.db import open_db
@@ -45,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         raise PlatformImportError("--query needs --sql-url")
     config = load_config(args.config)
     plant = config.plant
+    audit_key = writer_key(audit_key_path(config, args.db, args.config is not None))
     if args.csv:
         rows, source = platform.read_csv(args.csv), str(args.csv)
     elif args.json:
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         db = open_db(args.db or config.database)
         try:
             report = platform.import_rows(db, rows, source, timezone=ZoneInfo(plant.timezone),
-                                          batch_rows=plant.batch_rows)
+                                          batch_rows=plant.batch_rows, audit_key=audit_key)
         finally:
             db.close()
     finally:

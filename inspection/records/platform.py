@@ -246,7 +246,8 @@ def _localise(naive: datetime, timezone: tzinfo, notes: Counter[str] | None) -> 
 
 
 def import_rows(db: Database, rows: Iterable[tuple[str, Any]], source: str, *, actor: str = "import",
-                timezone: tzinfo = UTC, batch_rows: int = BATCH_ROWS, audit_key: AuditKey | None = None) -> ImportReport:
+                timezone: tzinfo = UTC, batch_rows: int = BATCH_ROWS,
+                audit_key: AuditKey | None = None) -> ImportReport:
     """Validate and upsert rows, `batch_rows` per transaction; bad rows are reported and skipped.
 
     The last batch's audit event carries the digest of each plant table as the import leaves it
