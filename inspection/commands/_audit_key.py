@@ -1,4 +1,5 @@
-"""Where a command finds the line's audit key, and the key of a command that writes a database."""
+"""Where a command finds the line's audit key, and what a command that writes a database says
+when it has none."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from inspection.records.audit_keys import KEY_FILE_NAME, AuditKey, key_if_present
+from inspection.records.audit_keys import KEY_FILE_NAME
 
 
 def audit_key_path(config: Any, db: Path | None, config_given: bool) -> Path:
@@ -17,11 +18,8 @@ def audit_key_path(config: Any, db: Path | None, config_given: bool) -> Path:
     return db.parent / "keys" / KEY_FILE_NAME
 
 
-def writer_key(path: Path) -> AuditKey | None:
-    """The audit key at `path` when the file exists; otherwise None and one warning line: the
-    events written then are unsigned, which `audit verify` with the key reports."""
-    key = key_if_present(path)
-    if key is None:
-        print(f"warning: no audit key at {path}: this command's audit events are not signed "
-              "(steel-inspect keys generate makes the key)", file=sys.stderr)
-    return key
+def warn_unsigned(path: Path) -> None:
+    """After a command wrote audit events without the key (said once its work is done, so that an
+    error stays the only line it prints): `audit verify` with the key reports such events."""
+    print(f"warning: no audit key at {path}: the audit events just written are not signed "
+          "(steel-inspect keys generate makes the key)", file=sys.stderr)

@@ -34,9 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo
 
-    from inspection.commands._audit_key import audit_key_path, writer_key
+    from inspection.commands._audit_key import audit_key_path, warn_unsigned
     from inspection.config import load_config
     from inspection.records import plant_sql, platform
+    from inspection.records.audit_keys import key_if_present
     from inspection.records.db import open_db
     from inspection.records.errors import PlatformImportError
 
@@ -47,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
         raise PlatformImportError("--query needs --sql-url")
     config = load_config(args.config)
     plant = config.plant
-    audit_key = writer_key(audit_key_path(config, args.db, args.config is not None))
+    key_path = audit_key_path(config, args.db, args.config is not None)
+    audit_key = key_if_present(key_path)
     if args.csv:
         rows, source = platform.read_csv(args.csv), str(args.csv)
     elif args.json:
@@ -68,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(rows, plant_sql.SqlRows):
             rows.close()
     print(report.summary())
+    if audit_key is None:
+        warn_unsigned(key_path)
     return 1 if report.skipped else 0
 
 

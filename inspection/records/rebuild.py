@@ -11,7 +11,7 @@
   between the first and last capture day of the defects it counts, since a batch that arrives out of
   order may have set it from a later one), and ``review_queue``, re-picked by `review_queue.
   pick_for_review` from the defects and seam links recorded before each ``review_queue`` event,
-  with that event's seed.
+  with that event's seed and budget.
 
 Rows queued before ``review_queue`` events existed cannot be rebuilt (the budget they were picked
 with is not recorded) and are reported as not covered; a table whose newest change recorded no
@@ -22,7 +22,6 @@ reported as not covered (a note, not a failure) until the next registration or i
 from __future__ import annotations
 
 import math
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +30,7 @@ from sqlite_utils import Database
 
 from inspection.records import audit, seams
 from inspection.records.platform import PLATFORM_TABLES
-from inspection.records.review_queue import pick_for_review, select_for_review
+from inspection.records.review_queue import pick_for_review
 from inspection.records.schema import STATE_TABLES
 
 _STATE_KINDS = {"line_registered": ("lines", "cameras"), "platform_import": PLATFORM_TABLES}
@@ -48,7 +47,8 @@ class ChainFacts:
     # recorded none (an older version's event, or an import batch before its last one)
     state: dict[str, tuple[int, str, list[Any] | None]] = field(default_factory=dict)
     registrations: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
-    queue_fills: list[tuple[int, str, int, int, int]] = field(default_factory=list)  # seq, coil, seed, bounds
+    # seq, coil, seed, budget, and the defects / defect_links rowids recorded before the fill
+    queue_fills: list[tuple[int, str, int, int, int, int]] = field(default_factory=list)
     prunes: list[tuple[int, int, int, dict[str, int]]] = field(default_factory=list)  # seq, time, days, bounds
     notes: list[str] = field(default_factory=list)
 
@@ -58,7 +58,7 @@ class ChainFacts:
             if kind in _STATE_KINDS:
                 return self._state(seq, kind, event)
             if kind == "review_queue":
-                self.queue_fills.append((seq, str(event["coil"]), int(event["seed"]),
+                self.queue_fills.append((seq, str(event["coil"]), int(event["seed"]), int(event["budget"]),
                                          covered.get("defects", (0, 0))[1], covered.get("defect_links", (0, 0))[1]))
             elif kind == "crops_pruned":  # the rowids its decision saw (older events: the chain's)
                 upto = event.get("upto") or {t: covered.get(t, (0, 0))[1] for t in _PRUNE_BOUNDS}
@@ -213,20 +213,13 @@ def _defects_upto(db: Database, coil: str, defects_upto: int,
 
 
 def rebuilt_review_queue(db: Database, facts: ChainFacts) -> dict[int, tuple[str, str, float, str, str]]:
-    """defect_id -> (coil, class, priority, reason, what picked it), as the events filled the queue."""
+    """defect_id -> (coil, class, priority, reason, what picked it), as the events filled the queue
+    (a later fill keeps the rows of an earlier one, as INSERT OR IGNORE does)."""
     expected: dict[int, tuple[str, str, float, str, str]] = {}
-    for seq, coil, seed, defects_upto, links_upto in facts.queue_fills:
-        for d, cls, priority, reason in pick_for_review(coil, _defects_upto(db, coil, defects_upto, links_upto),
-                                                        seed=seed):
+    for seq, coil, seed, budget, defects_upto, links_upto in facts.queue_fills:
+        defects = _defects_upto(db, coil, defects_upto, links_upto)
+        for d, cls, priority, reason in pick_for_review(coil, defects, budget=budget, seed=seed):
             expected.setdefault(d, (coil, cls, priority, reason, f"audit seq {seq}"))
-    filled = {fill[1] for fill in facts.queue_fills}
-    try:
-        legacy = [c for (c,) in db.execute("SELECT DISTINCT coil FROM review_queue ORDER BY coil") if c not in filled]
-    except sqlite3.OperationalError:
-        return expected
-    for coil in legacy:  # queued before review_queue events existed: rebuilt from all evidence
-        for d, cls, priority, reason in select_for_review(db, coil):
-            expected.setdefault(d, (coil, cls, priority, reason, "rebuilt from all evidence (no review_queue event)"))
     return expected
 
 
@@ -234,6 +227,13 @@ def _check_review_queue(db: Database, facts: ChainFacts) -> str | None:
     expected = rebuilt_review_queue(db, facts)
     stored = {d: (coil, cls, priority, reason) for d, coil, cls, priority, reason in db.execute(
         "SELECT defect_id, coil, class, priority, reason FROM review_queue")}
+    filled = {fill[1] for fill in facts.queue_fills}
+    legacy = {d for d, row in stored.items() if row[0] not in filled}
+    if legacy:  # the budget they were picked with was not recorded: they cannot be rebuilt
+        coils = len({stored[d][0] for d in legacy})
+        facts.notes.append(f"review_queue: {len(legacy)} rows of {coils} coils queued without a review_queue "
+                           "event (an older version): not rebuilt")
+        stored = {d: row for d, row in stored.items() if d not in legacy}
     for d in sorted(set(expected) | set(stored)):
         if d not in stored:
             coil, _, _, reason, origin = expected[d]
