@@ -322,3 +322,23 @@ def test_frames_arriving_after_the_review_queue_was_filled_are_no_false_alarm(tm
         assert queued and store.enqueue_reviews("C-LATE")  # a second fill keeps the first rows (INSERT OR IGNORE)
         verdict = audit.verify(store.db)
         assert verdict.ok, verdict.problem
+
+
+def test_user_changes_and_lockouts_are_signed_with_the_key_beside_the_database(
+        line_db: Path, capsys, monkeypatch) -> None:  # noqa: ANN001
+    """Console users (their changes are audit events too) are written by the users command and the
+    console's sign-in: with the line's key they are signed, so the chain stays verifiable."""
+    import io
+
+    from inspection.demo_user import ensure_demo_user
+    from inspection.records import users
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a long enough password\n"))
+    assert cli(["users", "add", "ines", "--role", "inspector", "--db", str(line_db), "--password-stdin"]) == 0
+    key = load_key(_key_path(line_db.parent))
+    assert ensure_demo_user(line_db, key).password is None  # users exist already: nothing written
+    db = audit.sign_with(open_db(line_db), key)  # what the console's sign-in does
+    users.authenticate(db, "ines", "not the password", policy=users.LoginPolicy(attempts=1))  # locked
+    db.close()
+    code, out = _verify(line_db, capsys)
+    assert code == 0 and "unanchored tail: 2 events" in out, out  # user_added and user_locked, both signed
