@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from inspection.backends import SETTINGS as PROVIDER_SETTINGS
 from inspection.errors import ConfigError
 from inspection.frame import IDENT_PATTERN, LINE_TYPES, SURFACES
+from inspection.records.audit_keys import KEY_FILE_NAME as AUDIT_KEY_FILE
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
@@ -124,6 +125,9 @@ class RecordsConfig:
     flush_ms: float = 50.0  # the recorder writes (and publishes to the PLC) at least this often
     review_budget_per_hour: float = 60.0  # sampled + uncertain review items per hour of strip (one inspector)
     reports_dir: Path | None = None  # where `report` writes without --out; None: "reports" beside the database
+    audit_key: Path | None = None  # None: audit.hmac_key in the key folder (see `LineConfig.audit_key_path`)
+    audit_anchor: Path | None = None  # None: <database>.anchors.jsonl (see `LineConfig.audit_anchor_for`)
+    anchor_s: float = 60.0  # the recorder anchors the signed chain head at least this often (and at coil end)
 
 
 @dataclass(frozen=True)
@@ -176,6 +180,16 @@ class LineConfig:
     def keys_dir(self) -> Path:
         """The line's CURVE key folder (`inspection.keys` describes its layout)."""
         return self.security.keys_dir or self.database.parent / "keys"
+
+    @property
+    def audit_key_path(self) -> Path:
+        """The audit key file (`inspection.records.audit_keys`): outside the database, in the key folder."""
+        return self.records.audit_key or self.keys_dir / AUDIT_KEY_FILE
+
+    def audit_anchor_for(self, database: Path | None = None) -> Path:
+        """The anchor file of `database` (default: the config's): ``[records] audit_anchor``, or beside it."""
+        db = Path(database or self.database)
+        return self.records.audit_anchor or db.with_name(db.name + ".anchors.jsonl")
 
     def camera(self, camera_id: str | None = None) -> CameraConfig:
         """The camera with this id, or the first camera when `camera_id` is None."""
@@ -513,6 +527,9 @@ def _records(path: Path, table: Any) -> RecordsConfig:
         flush_ms=s.positive("flush_ms", float),
         review_budget_per_hour=s.get("review_budget_per_hour", float),
         reports_dir=s.path_value("reports_dir"),
+        audit_key=s.path_value("audit_key"),
+        audit_anchor=s.path_value("audit_anchor"),
+        anchor_s=s.positive("anchor_s", float),
     )
     if records.review_budget_per_hour < 0:
         raise s.error("review_budget_per_hour", f"expected a number >= 0, got {records.review_budget_per_hour!r}")

@@ -14,7 +14,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from inspection.records import users
+from inspection.records import audit, users
+from inspection.records.audit_keys import AuditKey
 from inspection.records.db import open_db
 
 DEMO_USER = "inspector"
@@ -35,11 +36,12 @@ class DemoLogin:
         return f"DemoLogin(name={self.name!r}, file={self.file}, users={self.users})"
 
 
-def ensure_demo_user(database: Path) -> DemoLogin:
-    """Add the demo user when `database` has no user at all; write its password file 0600."""
+def ensure_demo_user(database: Path, audit_key: AuditKey | None = None) -> DemoLogin:
+    """Add the demo user when `database` has no user at all (its audit event signed with
+    `audit_key`); write its password file 0600."""
     file = Path(database).parent / LOGIN_FILE
     password = secrets.token_urlsafe(12)  # 16 characters, 96 random bits
-    db = open_db(database)
+    db = audit.sign_with(open_db(database), audit_key)
     try:
         added = users.add_first_user(db, DEMO_USER, DEMO_ROLE, password, actor="demo")
         count = len(users.list_users(db))

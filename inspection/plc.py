@@ -127,6 +127,9 @@ class PlcPublisher:
         self.heartbeat_s = heartbeat_s
         self.counters: dict[str, int] = {"frames": 0, "defects": 0, "drops": 0}
         self.status = "ok"
+        # the newest signed audit chain head ({seq, head, key_id, hmac}), set by the recorder's loop:
+        # every heartbeat carries it, so the PLC / L2 side holds an anchor outside the line database
+        self.audit_anchor: dict[str, Any] | None = None
         self._seq = dict.fromkeys(TOPICS, 0)
         self._sent = dict.fromkeys(TOPICS, 0)
         self._refused = 0
@@ -184,11 +187,12 @@ class PlcPublisher:
     def heartbeat(self) -> dict[str, Any]:
         """Publish a heartbeat now with the current `status` and `counters`."""
         self._next_heartbeat = time.monotonic() + self.heartbeat_s
+        anchor = {"audit_anchor": dict(self.audit_anchor)} if self.audit_anchor else {}
         return self.publish("heartbeat", {
             "process": self.process, "pid": os.getpid(), "uptime_s": round(self.uptime_s, 3),
             "interval_s": self.heartbeat_s, "status": self.status,
             "counters": {**self.counters, "plc_refused": self._refused,
-                         "plc_send_failures": self._send_failures}})
+                         "plc_send_failures": self._send_failures}, **anchor})
 
     def tick(self) -> dict[str, Any] | None:
         """Send the heartbeat if it is due; returns it, or None. Call from the owner's loop."""

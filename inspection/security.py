@@ -82,7 +82,13 @@ def generate_for(config: LineConfig, folder: Path | None = None, *, force: bool 
 def ensure_keys(config: LineConfig) -> None:
     """Before `run` / `demo` start the line: make its keys when the folder has none (a first start),
     then check that every pair is there, so a missing file stops the line before anything starts.
-    Nothing to do with CURVE off."""
+    The audit key is made when missing, CURVE on or off (refused when the database holds
+    signatures of a lost key: `checkpoints.ensure_key`)."""
+    from inspection.records.checkpoints import ensure_key
+
+    _, made = ensure_key(config.audit_key_path, config.database)
+    if made:
+        log.info("audit key for line %s made: %s (first start)", config.id, config.audit_key_path)
     if not config.security.curve:
         return
     folder = config.keys_dir

@@ -243,7 +243,8 @@ def test_run_makes_the_keys_on_its_first_start_and_runs_the_line_with_curve(tmp_
 def test_curve_off_is_warned_about_at_every_start_of_every_process(tmp_path: Path, ipc_dir: Path) -> None:
     done, folder = _run_line(tmp_path, ipc_dir, curve=False)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout)["curve"] is False and not folder.exists()
+    assert json.loads(done.stdout)["curve"] is False and not keys.has_keys(folder)  # no CURVE key made
+    assert [p.name for p in folder.iterdir()] == ["audit.hmac_key"]  # the audit key does not depend on CURVE
     warned = {line.split()[3] for line in done.stderr.splitlines()  # date time level process name: message
               if " WARNING " in line and "[security] curve = false" in line}
     assert warned == {"MainProcess", "recorder", "worker-1", "camera-top-1", "camera-bottom-1"}

@@ -480,3 +480,47 @@ def test_listener_prints_numbers_rounded_for_reading(publisher, listener) -> Non
     heartbeats = [line for line in lines if " heartbeat " in line]
     assert heartbeats and all(re.search(r"uptime=\d+\.\ds ", line) for line in heartbeats)
     assert not [line for line in lines if re.search(r"\d\.\d{4,}", line)]  # no float printed at full precision
+
+
+def test_recorder_anchors_its_signed_head_in_a_file_and_in_the_heartbeat(tmp_path, publisher, listener) -> None:
+    """The recorder's store signs every audit event with the audit key; at coil end and at stop the
+    newest signed head goes to the anchor file, and every heartbeat carries it (``audit_anchor``)."""
+    from inspection.line.recorder import RecorderLoop
+    from inspection.records import checkpoints
+    from inspection.records.audit_keys import generate_key
+    from inspection.records.store import Store
+    from inspection.results import encode
+
+    key = generate_key(tmp_path / "keys" / "audit.hmac_key")
+    store = Store(tmp_path / "line.db", audit_key=key)
+    store.register_line("demo-hot-1", "hot", 1600.0, [{"id": "top-1", "surface": "top"},
+                                                      {"id": "bottom-1", "surface": "bottom"}])
+    anchors = checkpoints.AnchorLog(tmp_path / "line.db.anchors.jsonl")
+    loop = RecorderLoop(store, LOOPBACK, "demo-hot-1", publisher=publisher, batch_messages=50, flush_ms=50,
+                        anchors=anchors, anchor_s=3600)  # no periodic anchor here: coil end and stop only
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    thread.start()
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 5000)
+    push.connect(loop.receiver.address)
+    for message in _periodic_coil("COIL-A"):
+        push.send_multipart(encode(message))
+    push.close()
+    drain_until(listener, lambda m: m["topic"] == "coil")
+    stop.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    loop.tick()
+    beat = publisher.heartbeat()
+    VALIDATORS["heartbeat"].validate(beat)
+    head = checkpoints.latest(store.db)
+    events = store.db.execute("SELECT max(seq) FROM audit_log").fetchone()[0]
+    assert head is not None and head.seq == events and beat["audit_anchor"] == head.as_dict()
+    assert key.check(head.seq, head.head, beat["audit_anchor"]["hmac"])
+    written = [json.loads(line) for line in anchors.path.read_text().splitlines()]
+    assert written and written[-1]["seq"] == events  # at coil end (the stop found nothing newer to anchor)
+    found = checkpoints.check_anchors(store.db, anchors.path, key, events)
+    assert found.problem is None and found.tail == 0
+    assert checkpoints.check_signatures(store.db, key, events).problem is None
+    store.close()

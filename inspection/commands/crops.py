@@ -2,6 +2,8 @@
 
 Crops of reviewed defects and of coils under an open claim are always kept; the others are
 deleted once their coil is older than the retention period (``records.crop_retention_days``).
+The prune's audit event is signed with the line's audit key when its file exists; `audit verify`
+accepts a missing crop only when a recorded prune deleted it.
 """
 
 from __future__ import annotations
@@ -25,18 +27,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_prune(args: argparse.Namespace) -> int:
+    from inspection.commands._audit_key import audit_key_path, warn_unsigned
     from inspection.config import load_config
+    from inspection.records.audit_keys import key_if_present
     from inspection.records.crops import CropStore, prune
     from inspection.records.db import open_db
 
     config = load_config(args.config)
+    key_path = audit_key_path(config, args.db, args.config is not None)
+    audit_key = key_if_present(key_path)
     db = open_db(args.db or config.database)
     try:
         days = args.days if args.days is not None else config.records.crop_retention_days
-        result = prune(db, CropStore(args.crops or config.crops_dir), days, dry_run=args.dry_run)
+        result = prune(db, CropStore(args.crops or config.crops_dir), days, dry_run=args.dry_run,
+                       audit_key=audit_key)
     finally:
         db.close()
     verb = "would delete" if args.dry_run else "deleted"
     print(f"crops: kept {result.kept}, {verb} {result.deleted} ({result.bytes_freed / 1e6:.1f} MB), "
           f"retention {days} days")
+    if audit_key is None and not args.dry_run:
+        warn_unsigned(key_path)
     return 0

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from inspection.commands.run import add_pipeline_arguments, pipeline_options
+from inspection.records.audit_keys import AuditKey
 
 log = logging.getLogger("inspection.demo")
 
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from inspection.config import load_config, log_config
     from inspection.line.pipeline import run_pipeline
     from inspection.line.process import StopFlag
+    from inspection.records.checkpoints import ensure_key
 
     if not args.no_console:
         from inspection.extras import require_extra
@@ -54,11 +56,13 @@ def run(args: argparse.Namespace) -> int:
     options = pipeline_options(args)
     db = Path(args.db or config.database)
     db.parent.mkdir(parents=True, exist_ok=True)
+    # the line's first start makes the audit key here: the import and the demo user are signed too
+    audit_key, _ = ensure_key(config.audit_key_path, db)
     if args.mes_coils > 0:
-        import_mes(config, db, args.mes_coils, args.seed)
+        import_mes(config, db, args.mes_coils, args.seed, audit_key)
     stop = StopFlag()
     if not args.no_console:
-        announce_login(db)
+        announce_login(db, audit_key)
     console = None if args.no_console else start_console(db, args.port, config.console.address)
     try:
         summary = run_pipeline(config, stop=stop, **options)
@@ -78,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     return 0 if all(code == 0 for code in summary["exit_codes"].values()) else 1
 
 
-def import_mes(config, db: Path, coils: int, seed: int | None) -> None:  # noqa: ANN001 - LineConfig
+def import_mes(config, db: Path, coils: int, seed: int | None,  # noqa: ANN001 - LineConfig
+               audit_key: AuditKey | None = None) -> None:
     """Write the MES extract for the coils this run will simulate and import it into the line database."""
     from cameras.mes import write_mes_extract
     from inspection.line.pipeline import next_coil_number
@@ -88,7 +93,8 @@ def import_mes(config, db: Path, coils: int, seed: int | None) -> None:  # noqa:
     path = write_mes_extract(config, db.parent / "mes_extract.json", coils, seed, next_coil_number(db, config.type))
     database = open_db(db)
     try:
-        report = platform.import_rows(database, platform.read_json(path), str(path), actor="demo")
+        report = platform.import_rows(database, platform.read_json(path), str(path), actor="demo",
+                                      audit_key=audit_key)
     finally:
         database.close()
     log.info("MES import %s: %d rows read, %d imported, %d skipped", path, report.rows, report.imported,
@@ -97,12 +103,12 @@ def import_mes(config, db: Path, coils: int, seed: int | None) -> None:  # noqa:
         log.warning("MES import: skipped %s: %s", where, problem)
 
 
-def announce_login(db: Path) -> None:
+def announce_login(db: Path, audit_key: AuditKey | None = None) -> None:
     """Make the demo's console user on a database without users and print its password once, to the
     terminal (stderr, not the log: a password must not end up in log files)."""
     from inspection.demo_user import ensure_demo_user
 
-    login = ensure_demo_user(db)
+    login = ensure_demo_user(db, audit_key)
     if login.password is not None:
         print(f"\n  console sign-in: user {login.name!r} (quality engineer), password {login.password}\n"
               f"  shown once; also in {login.file} (mode 0600). More users: "

@@ -5,6 +5,7 @@ credentials, timeouts) in `inspection.records.plant_sql`. The line config's [pla
 the plant's time zone (for times without an offset), the password file, the timeouts and the
 batch size. Bad rows are reported with their line number and skipped; the exit status is 0 when
 every row was imported, 1 when some were skipped, 2 when the source could not be read at all.
+The import's audit events are signed with the line's audit key when its file exists.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo
 
+    from inspection.commands._audit_key import audit_key_path, warn_unsigned
     from inspection.config import load_config
     from inspection.records import plant_sql, platform
+    from inspection.records.audit_keys import key_if_present
     from inspection.records.db import open_db
     from inspection.records.errors import PlatformImportError
 
@@ -45,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
         raise PlatformImportError("--query needs --sql-url")
     config = load_config(args.config)
     plant = config.plant
+    key_path = audit_key_path(config, args.db, args.config is not None)
+    audit_key = key_if_present(key_path)
     if args.csv:
         rows, source = platform.read_csv(args.csv), str(args.csv)
     elif args.json:
@@ -58,13 +63,15 @@ def run(args: argparse.Namespace) -> int:
         db = open_db(args.db or config.database)
         try:
             report = platform.import_rows(db, rows, source, timezone=ZoneInfo(plant.timezone),
-                                          batch_rows=plant.batch_rows)
+                                          batch_rows=plant.batch_rows, audit_key=audit_key)
         finally:
             db.close()
     finally:
         if isinstance(rows, plant_sql.SqlRows):
             rows.close()
     print(report.summary())
+    if audit_key is None:
+        warn_unsigned(key_path)
     return 1 if report.skipped else 0
 
 

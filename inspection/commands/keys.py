@@ -1,4 +1,4 @@
-"""`steel-inspect keys generate`: the CURVE key pairs of a line's ZeroMQ links.
+"""`steel-inspect keys generate`: the CURVE key pairs of a line's ZeroMQ links, and its audit key.
 
 One pair per camera, one for the workers, one for the recorder and one for a PLC client, in the
 folder the line config names (``[security] keys_dir``; default ``keys`` beside the database) or
@@ -6,6 +6,10 @@ folder the line config names (``[security] keys_dir``; default ``keys`` beside t
 command refuses (exit 2) unless ``--force`` replaces them all (every machine of the line then needs
 its new files). Secret files are created 0600. The layout, and what each machine needs, is in
 `inspection/keys.py`. `run` and `demo` make the keys themselves on a first start.
+
+The audit key (HMAC-SHA256, ``[records] audit_key``, default ``audit.hmac_key`` in the same folder;
+see `inspection/records/audit_keys.py`) is made when missing and never replaced, not even with
+``--force``: the signatures in the database could no longer be checked.
 """
 
 from __future__ import annotations
@@ -28,14 +32,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_generate(args: argparse.Namespace) -> int:
     from inspection.config import load_config
-    from inspection.keys import public_path
+    from inspection.keys import line_pairs, public_path
+    from inspection.records.audit_keys import KEY_FILE_NAME
+    from inspection.records.checkpoints import ensure_key
     from inspection.security import generate_for
 
     config = load_config(args.config)
-    made = generate_for(config, args.dir, force=args.force)
+    folder = args.dir or config.keys_dir
+    audit_path = args.dir / KEY_FILE_NAME if args.dir else config.audit_key_path
+    audit_missing = not audit_path.exists()
+    curve_missing = args.force or not all(p.exists() for p in line_pairs(folder, [c.id for c in config.cameras]))
+    if audit_missing:  # refused when the database holds signatures of a key that is lost
+        ensure_key(audit_path, config.database)
+        print(f"{audit_path}  (audit key, HMAC-SHA256, mode 0600)")
+    made = generate_for(config, args.dir, force=args.force) if curve_missing or not audit_missing else []
     for secret in made:
         print(f"{public_path(secret)}  (secret: {secret.name}, mode 0600)")
-    folder = args.dir or config.keys_dir
     print(f"keys: {len(made)} key pair(s) written to {folder}", end="")
-    print("" if config.security.curve else " (note: this line's config has [security] curve = false)")
+    print("" if config.security.curve else " (note: this line's config has [security] curve = false)", end="")
+    print(f"; audit key {'made' if audit_missing else 'kept'}: {audit_path}")
     return 0

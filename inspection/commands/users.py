@@ -156,14 +156,19 @@ def _database(args: argparse.Namespace, *, create: bool = False) -> Iterator[tup
     (a missing, corrupt, read-only or locked file included)."""
     import sqlite3
 
+    from inspection.commands._audit_key import audit_key_path
     from inspection.config import load_config
+    from inspection.records import audit
+    from inspection.records.audit_keys import key_if_present
     from inspection.records.db import open_db
 
-    path = Path(args.db or load_config(args.config).database)
+    config = load_config(args.config)
+    path = Path(args.db or config.database)
+    key = key_if_present(audit_key_path(config, args.db, args.config is not None))
     if not create and not path.is_file():
         raise SteelInspectError(f"{path}: no such database (--db, or the config's line.database)")
     try:
-        db = open_db(path)
+        db = audit.sign_with(open_db(path), key)  # user changes are audit events: signed like the rest
     except (OSError, sqlite3.Error) as exc:
         raise SteelInspectError(f"{path}: cannot open the line database: {exc}") from None
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from inspection.console.auth import require
-from inspection.console.context import sources
+from inspection.console.context import audit_key, sources
 from inspection.records.grading import load_rules
 from inspection.records.store import OverrideOutcome, Store
 
@@ -19,9 +19,11 @@ from inspection.records.store import OverrideOutcome, Store
 def _store(path: str | Path) -> Store:
     line = sources().line
     if line is None:
-        return Store(path, actor="console")
+        return Store(path, actor="console", audit_key=audit_key())
+    # With the line's audit key the console signs its own events (an unsigned review or override
+    # after the first signed event is what `audit verify` reports as forged).
     return Store(path, rules=load_rules(line.records.rules), coverage_min=line.records.coverage_min,
-                 actor="console")
+                 actor="console", audit_key=audit_key())
 
 
 def review(path: str | Path, defect_id: int, action: str, new_class: str | None = None,

@@ -18,9 +18,9 @@ from pathlib import Path
 import streamlit as st
 
 from inspection.config import ConsoleConfig
-from inspection.console.context import ConsoleError, read_db, sources
+from inspection.console.context import ConsoleError, audit_key, read_db, sources
 from inspection.errors import SteelInspectError
-from inspection.records import users
+from inspection.records import audit, users
 from inspection.records.db import open_db
 
 SESSION_KEY = "_console_session"  # not a widget key: only this module sets it
@@ -81,7 +81,7 @@ def sign_in(database: Path, name: str, password: str) -> users.LoginResult:
     and start the session when they match."""
     config = settings()
     policy = users.LoginPolicy(attempts=config.lockout_attempts, lockout_ns=int(config.lockout_min * 60e9))
-    db = open_db(database)
+    db = audit.sign_with(open_db(database), audit_key())  # a lockout is an audit event: signed like the rest
     try:
         result = users.authenticate(db, name.strip(), password, policy=policy)
     finally:

@@ -25,6 +25,7 @@ from sqlite_utils import Database
 from inspection.config import LineConfig, load_config
 from inspection.errors import SteelInspectError
 from inspection.records import queries
+from inspection.records.audit_keys import KEY_FILE_NAME, AuditKey, key_if_present
 from inspection.records.db import open_db
 
 
@@ -70,6 +71,16 @@ def sources() -> Sources:
     else:
         crops = database.parent / "crops"
     return Sources(database=database.resolve(), crops_dir=crops.resolve(), line=config)
+
+
+def audit_key() -> AuditKey | None:
+    """The line's audit key, when its file exists, for the console's writes to sign their audit
+    events: the config's (``$STEEL_INSPECT_CONFIG``), or ``keys/audit.hmac_key`` beside a database
+    given by ``$STEEL_INSPECT_DB`` alone (where `audit verify --db` looks too)."""
+    src = sources()
+    if os.environ.get("STEEL_INSPECT_DB") and not os.environ.get("STEEL_INSPECT_CONFIG") or src.line is None:
+        return key_if_present(src.database.parent / "keys" / KEY_FILE_NAME)
+    return key_if_present(src.line.audit_key_path)
 
 
 @contextmanager

@@ -162,6 +162,8 @@ class RecorderLoop:
         s = self.recorder.stats
         try:
             self.publisher.counters.update(frames=s.new_frames, defects=s.new_defects, drops=s.rejected)
+            checkpoint = self.recorder.checkpoint  # the PLC / L2 keeps an anchor outside the line's machines
+            self.publisher.audit_anchor = checkpoint.as_dict() if checkpoint is not None else None
             if self.secured:
                 self.publisher.counters["curve_refused"] = curves.refused_total()
             self.publisher.tick()
@@ -210,9 +212,14 @@ def main(config_path: str | None, config_overrides: dict[str, Any] | None = None
          stop: StopFlag | None = None, **options: Any) -> RecorderStats:
     """The recorder process: config read once and logged, signals, store + sockets built, loop,
     everything closed in `finally`. `options` go to `Recorder` (batch_messages, grace_s,
-    finalise_on_stop, ...); ``flush_ms`` defaults to the config's ``[records] flush_ms``."""
+    finalise_on_stop, ...); ``flush_ms`` defaults to the config's ``[records] flush_ms``.
+
+    The store signs every audit event with the audit key (made here on a first start, refused when
+    the database holds signatures of a lost key) and the recorder anchors the signed head in the
+    anchor file (``[records] audit_anchor``, default beside the database) and the PLC heartbeat."""
     from inspection.config import load_config, log_config
     from inspection.plc import PlcPublisher
+    from inspection.records.checkpoints import AnchorLog, ensure_key
     from inspection.records.crops import CropStore
     from inspection.records.grading import load_rules
     from inspection.security import curve_for
@@ -228,10 +235,15 @@ def main(config_path: str | None, config_overrides: dict[str, Any] | None = None
     rules = load_rules(config.records.rules)
     if db and not crops and Path(db) != config.database:
         crops = str(Path(db).parent / "crops")  # a database given on the command line keeps its crops beside it
-    store = Store(db or config.database, rules=rules, coverage_min=config.records.coverage_min,
+    database = Path(db or config.database)
+    audit_key, made = ensure_key(config.audit_key_path, database)
+    if made:
+        log.info("audit key made: %s (first start; keep it: audit verify needs it)", config.audit_key_path)
+    anchors = AnchorLog(config.audit_anchor_for(database))
+    store = Store(database, rules=rules, coverage_min=config.records.coverage_min,
                   crops=CropStore(crops or config.crops_dir), seam_margin_px=config.records.seam_margin_px,
                   seam_min_overlap=config.records.seam_min_overlap,
-                  review_budget_per_hour=config.records.review_budget_per_hour)
+                  review_budget_per_hour=config.records.review_budget_per_hour, audit_key=audit_key)
     stats = RecorderStats()
     try:
         store.register_line(config.id, config.type, config.strip_width_mm, [
@@ -239,14 +251,17 @@ def main(config_path: str | None, config_overrides: dict[str, Any] | None = None
              "mm_per_px_along": c.mm_per_px_along, "offset_mm": c.offset_mm} for c in config.cameras])
         log.info("recorder: database %s, rule set %s v%s (sha256 %s), coverage_min %.3f", store.path,
                  rules.name, rules.version, rules.sha256[:12], store.coverage_min)
+        log.info("recorder: audit events signed with key %s (%s), anchored in %s every %.0f s and at coil end",
+                 audit_key.key_id, config.audit_key_path, anchors.path, config.records.anchor_s)
         recovered = store.recover_crops()  # a recorder that died mid-batch left staged crops
         if recovered is not None and (recovered.moved or recovered.deleted):
             log.warning("crops left by a recorder that stopped mid-batch: %d of recorded defects put in place, "
                         "%d of a batch that never committed deleted", recovered.moved, recovered.deleted)
         options.setdefault("flush_ms", config.records.flush_ms)
+        options.setdefault("anchor_s", config.records.anchor_s)
         with PlcPublisher.from_config(config, process="recorder", curve=plc_curve) as publisher:
             loop = RecorderLoop(store, results, config.id, publisher=publisher, curve=results_curve,
-                                sources=SourceCheck.from_config(config), **options)
+                                sources=SourceCheck.from_config(config), anchors=anchors, **options)
             stats = loop.run(stop)
     finally:
         store.close()

@@ -11,7 +11,9 @@ functions, which return plain rows (dicts, lists, tuples).
   read API for the console and the coil report.
 - `messages`: the worker -> recorder message format; `recorder`: the process that owns the database.
 - `seams`: defects cut by frame seams (fragments linked when recorded, merged when read).
-- `grading` (rule sets in `inspection/rules/`), `review_queue`, `periodic`, `crops`, `audit`,
+- `audit` (the hash chain), `audit_keys` (the HMAC key file), `checkpoints` (signatures, the anchor
+  file), `rebuild` and `crop_audit` (what `audit verify` rebuilds and hashes), `verify_db` (all of it).
+- `grading` (rule sets in `inspection/rules/`), `review_queue`, `periodic`, `crops`,
   `platform` (MES / ERP import), `report` / `report_pdf` (the PDF needs the `console` extra).
   Test and benchmark data are built by `inspection.testing`, outside the runtime.
 """

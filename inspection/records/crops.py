@@ -29,6 +29,7 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from inspection.records import audit
+from inspection.records.audit_keys import AuditKey
 from inspection.records.db import write_transaction
 from inspection.records.errors import StoreError
 
@@ -158,11 +159,16 @@ def prune(
     actor: str = "crops-prune",
     now_ns: int | None = None,
     dry_run: bool = False,
+    audit_key: AuditKey | None = None,
 ) -> PruneResult:
-    """Delete crop files the retention policy does not keep; audit what was done."""
+    """Delete crop files the retention policy does not keep; audit what was done (signed with
+    `audit_key`). `audit verify` accepts a missing crop only when one of these events, replayed
+    against the evidence recorded before it, would have deleted it (`crop_audit`)."""
     if retention_days < 0:
         raise StoreError(f"retention_days: expected >= 0, got {retention_days}")
     now_ns = time.time_ns() if now_ns is None else now_ns
+    # the evidence the decision saw (rows recorded while files are deleted are not in it)
+    upto = {t: audit.max_rowid(db, t) for t in ("coils", "defects", "reviews", "claims")}
     keep = keep_set(db, retention_days, now_ns)
     kept = deleted = freed = 0
     for path in crops.files():
@@ -180,7 +186,9 @@ def prune(
                 db,
                 "crops_pruned",
                 actor,
-                {"retention_days": retention_days, "deleted": deleted, "kept": kept, "bytes_freed": freed},
+                {"retention_days": retention_days, "deleted": deleted, "kept": kept, "bytes_freed": freed,
+                 "upto": upto},
                 now_ns,
+                key=audit_key,
             )
     return PruneResult(kept, deleted, freed)

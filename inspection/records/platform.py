@@ -58,6 +58,7 @@ from sqlite_utils import Database
 
 from inspection.frame import IDENT_PATTERN
 from inspection.records import audit, plant_sql
+from inspection.records.audit_keys import AuditKey
 from inspection.records.db import write_transaction
 from inspection.records.errors import PlatformImportError
 
@@ -66,6 +67,8 @@ NUMBERS = {"thickness_mm": (0.1, 30.0), "width_mm": (300.0, 2500.0), "length_m":
            "weight_t": (0.1, 60.0), "finishing_temp_c": (300.0, 1200.0), "coiling_temp_c": (200.0, 900.0),
            "speed_m_per_s": (0.0, 40.0)}
 COLUMNS = ("coil_id", *TEXT, *NUMBERS, "produced_at")
+# the tables an import upserts (the digest of each, whole, goes into the import's last audit event)
+PLATFORM_TABLES = ("platform_coils", "process_data", "customers", "steel_grades", "heats", "orders")
 _COIL_COLS = ("heat", "slab_id", "steel_grade", "thickness_mm", "width_mm", "length_m", "weight_t",
               "order_no",
               "customer", "product_spec", "produced_at", "shift", "line")
@@ -243,8 +246,12 @@ def _localise(naive: datetime, timezone: tzinfo, notes: Counter[str] | None) -> 
 
 
 def import_rows(db: Database, rows: Iterable[tuple[str, Any]], source: str, *, actor: str = "import",
-                timezone: tzinfo = UTC, batch_rows: int = BATCH_ROWS) -> ImportReport:
-    """Validate and upsert rows, `batch_rows` per transaction; bad rows are reported and skipped."""
+                timezone: tzinfo = UTC, batch_rows: int = BATCH_ROWS,
+                audit_key: AuditKey | None = None) -> ImportReport:
+    """Validate and upsert rows, `batch_rows` per transaction; bad rows are reported and skipped.
+
+    The last batch's audit event carries the digest of each plant table as the import leaves it
+    (``state``: `audit verify` compares it with the tables); with `audit_key` every event is signed."""
     report = ImportReport(source=source)
     batch: list[tuple[dict[str, Any], dict[str, str]]] = []
     unknown: set[str] = set()
@@ -261,9 +268,9 @@ def import_rows(db: Database, rows: Iterable[tuple[str, Any]], source: str, *, a
         unknown |= set(extra)
         batch.append((fields, extra))
         if len(batch) >= batch_rows:
-            _commit(db, batch, report, actor, read=read, skipped=skipped, last=False)
+            _commit(db, batch, report, actor, read=read, skipped=skipped, last=False, key=audit_key)
             batch, read, skipped = [], 0, 0
-    _commit(db, batch, report, actor, read=read, skipped=skipped, last=True)
+    _commit(db, batch, report, actor, read=read, skipped=skipped, last=True, key=audit_key)
     if unknown:
         report.warnings.append(f"unknown column(s) kept as extra process data: {', '.join(sorted(unknown))}")
     zone = getattr(timezone, "key", str(timezone))
@@ -277,14 +284,16 @@ def import_rows(db: Database, rows: Iterable[tuple[str, Any]], source: str, *, a
 
 
 def _commit(db: Database, batch: list[tuple[dict[str, Any], dict[str, str]]], report: ImportReport,
-            actor: str, *, read: int, skipped: int, last: bool) -> None:
+            actor: str, *, read: int, skipped: int, last: bool, key: AuditKey | None = None) -> None:
     now = time.time_ns()
     digest = hashlib.sha256(audit.canonical_json([[f, e] for f, e in batch]).encode()).hexdigest()
     with write_transaction(db):
         _upsert(db, batch, report.source, now)
+        # whole-table digests once per import, not per batch: a streamed import stays linear
+        state = {"state": {t: audit.table_state(db, t) for t in PLATFORM_TABLES}} if last else {}
         audit.append(db, "platform_import", actor, {
             "source": report.source, "batch": report.batches + 1, "last": last, "rows_read": read,
-            "imported": len(batch), "skipped": skipped, "sha256": digest}, now)
+            "imported": len(batch), "skipped": skipped, "sha256": digest, **state}, now, key=key)
     report.batches += 1
     report.imported += len(batch)
 

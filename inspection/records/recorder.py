@@ -17,6 +17,10 @@ and only then emitted (`events.AlarmRaised`, with the row's id):
 - ``model``: the model that inspects a line type changed (a promote or rollback reached the line);
 - ``worker``: messages rejected as malformed, or a worker that stopped reporting.
 
+Anchors: the store signs every audit event it writes when it holds the audit key; the recorder
+copies the newest signed checkpoint (`checkpoints.latest`, O(1)) to the append-only anchor file
+every `anchor_s`, at every coil end and at stop, and keeps it in `checkpoint` for the PLC heartbeat.
+
 Grade rows are emitted as `events.GradeDecided` whoever wrote them (this recorder, or an override or
 review in the console, another process): `housekeeping` looks for new rows every second.
 """
@@ -32,7 +36,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inspection.frame import CoilEvent
-from inspection.records import line_reads, queries
+from inspection.records import checkpoints, line_reads, queries
+from inspection.records.checkpoints import AnchorLog, Checkpoint
+from inspection.records.errors import StoreError
 from inspection.records.events import AlarmRaised, DefectRecorded, GradeDecided, RecorderEvent
 from inspection.records.periodic import Point, find_periodic
 from inspection.records.store import Store
@@ -68,7 +74,8 @@ class Recorder:
 
     def __init__(self, store: Store, line: str, *, batch_messages: int = 500, flush_ms: float = 200.0,
                  grace_s: float = 30.0, on_event: EventHook | None = None, finalise_on_stop: bool = False,
-                 alarm_min_severity: int | None = DEFAULT_ALARM_SEVERITY, endpoint: str = "") -> None:
+                 alarm_min_severity: int | None = DEFAULT_ALARM_SEVERITY, endpoint: str = "",
+                 anchors: AnchorLog | None = None, anchor_s: float = 60.0) -> None:
         self.store, self.line, self.endpoint = store, line, endpoint
         self.batch_messages, self.flush_s, self.grace_s = batch_messages, flush_ms / 1000.0, grace_s
         self.on_event = on_event
@@ -91,6 +98,9 @@ class Recorder:
         self._model_rows: dict[int, tuple[str, str] | None] = {}
         # Grades recorded before this process started were published by its predecessor.
         self._last_grade_id = line_reads.last_grade_id(store.db)
+        self.anchors, self.anchor_s = anchors, anchor_s
+        self.checkpoint: Checkpoint | None = None  # the newest signed chain head (the PLC heartbeat's anchor)
+        self._anchored_at = time.monotonic()
 
     # -- input ---------------------------------------------------------------------------------
     def add(self, messages: Sequence[ResultMessage], received: int = 0, rejected: int = 0,
@@ -181,6 +191,7 @@ class Recorder:
             self._watch_workers()
             self._status()
             self._publish_grades()
+            self.anchor()
         except sqlite3.OperationalError as exc:  # locked or full: try again next second
             log.error("grading / status update failed, will retry: %s", exc)
 
@@ -197,6 +208,7 @@ class Recorder:
                 self._finalise(coil, "line-stopped")
         self._status()
         self._publish_grades()
+        self.anchor(force=True)
         if self._buffer:
             log.error("recorder stopping with %d unwritten messages (database unavailable)", len(self._buffer))
 
@@ -236,6 +248,7 @@ class Recorder:
                                  "frames_lost": lost})
         queued = self.store.enqueue_reviews(coil)
         self._pending.pop(coil, None)  # only now: a failure above leaves the coil pending, retried
+        self.anchor(force=True)  # the coil's grade and alarms, signed and anchored before it leaves the line
         self.stats.finalise_s += time.perf_counter() - started
         log.info("coil %s graded %s (%s, coverage %.2f%%, %d defects, %d queued for review)", coil,
                  result.grade, trigger, result.coverage * 100, result.counted, queued)
@@ -253,6 +266,21 @@ class Recorder:
                                     reasons=row["reasons"], coverage=row["coverage"], counts=row["counts"],
                                     defects_total=row["defects_total"], rule_set=row["rule_set"],
                                     rule_set_version=row["rule_set_version"], by=row["by"]))
+
+    def anchor(self, *, force: bool = False) -> None:
+        """Read the newest signed checkpoint; append it to the anchor file when `anchor_s` has passed
+        (or `force`) and it is newer than the last one written. A failed append is logged, never
+        fatal: recording goes on, and the next anchor covers everything before it."""
+        self.checkpoint = checkpoints.latest(self.store.db)
+        now = time.monotonic()
+        if self.anchors is None or self.checkpoint is None or not (force or now - self._anchored_at >= self.anchor_s):
+            return
+        self._anchored_at = now
+        try:
+            if self.anchors.append(self.checkpoint, time.time_ns()):
+                log.debug("audit anchor: seq %d", self.checkpoint.seq)
+        except StoreError as exc:
+            log.error("audit anchor not written: %s", exc)
 
     # -- alarms ------------------------------------------------------------------------------------
     def _severe_alarm(self, row: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import random
 import zlib
+from collections.abc import Iterable
 
 from sqlite_utils import Database
 
@@ -52,7 +53,21 @@ def select_for_review(
 ) -> list[tuple[int, str, float, str]]:
     """(defect_id, class, priority, reason) of the coil's defects to queue; `budget` bounds the
     sample and uncertain items (unknown and critical defects are always queued)."""
-    rows = sorted((d["id"], d["class"], d["score"], d["severity"]) for d in coil_defects(db, coil))
+    defects = [(d["id"], d["class"], d["score"], d["severity"]) for d in coil_defects(db, coil)]
+    return pick_for_review(coil, defects, budget=budget, low_confidence=low_confidence, seed=seed)
+
+
+def pick_for_review(
+    coil: str,
+    defects: Iterable[tuple[int, str, float, int]],
+    *,
+    budget: int,
+    low_confidence: float = 0.5,
+    seed: int = 0,
+) -> list[tuple[int, str, float, str]]:
+    """`select_for_review` on given defects, (id, class, score, severity) each, merged across seams;
+    `audit verify` rebuilds the queue with it from the evidence of the time."""
+    rows = sorted(defects)
     picked: dict[int, tuple[int, str, float, str]] = {}
     for defect_id, cls, score, sev in rows:
         if cls == UNKNOWN:

@@ -47,6 +47,9 @@ password-changed times, failed attempts since the last success, locked until) an
 Audit: ``audit_log`` (seq, time, kind, actor, canonical JSON event, prev_hash, hash), a hash chain
 over every mutating event; see `audit`. From ``m003_append_only`` on, triggers refuse UPDATE and
 DELETE on every evidence table (``m004_seam_links`` adds them for ``defect_links``).
+``audit_checkpoints`` (``m008_audit_checkpoints``, append-only): one row per audit event signed by
+the process that wrote it: (seq, head hash, key id, HMAC-SHA256 with the audit key, which lives in
+a file, never here); see `checkpoints`.
 
 Plant data (``m002_platform``, imported from MES / ERP, upserted, each import audited):
 ``platform_coils``, ``orders``, ``customers``, ``steel_grades``, ``heats``, ``process_data``.
@@ -55,7 +58,11 @@ Derived, recomputable (not evidence; kept for fast console queries): ``coil_clas
 (defects per coil / class / surface / severity with the coil's day; a defect cut by frame seams
 counts once, see `seams.recount_classes`), ``review_queue``
 (defects picked for expert review, see `store.Store.enqueue_reviews`), ``status`` (recorder
-live figures).
+live figures). `audit verify` rebuilds the first two from the evidence and compares.
+
+Upserted tables (``lines``, ``cameras`` and the plant data, `STATE_TABLES`) change in place; each
+event that changes them records a digest of their whole content afterwards (``"state"``), so
+`audit verify` can tell an edit made behind the system's back.
 """
 
 from __future__ import annotations
@@ -82,6 +89,18 @@ AUDITED_TABLES: tuple[str, ...] = (
     "defect_guesses",
     "override_approvals",
 )
+# Tables changed in place by upserts -> the columns their content digest is ordered by (the primary
+# key: unlike rowid, it survives VACUUM).
+STATE_TABLES: dict[str, str] = {
+    "lines": "id",
+    "cameras": "line, id",
+    "customers": "name",
+    "steel_grades": "name",
+    "heats": "heat",
+    "orders": "order_no",
+    "platform_coils": "coil_id",
+    "process_data": "coil_id",
+}
 # What m003 protected when it was written: a migration must do the same thing on every database,
 # whatever later migrations add to AUDITED_TABLES (they add their own triggers).
 _M003_TABLES: tuple[str, ...] = ("models", "coils", "coil_events", "frames", "defects", "grades", "reviews",
@@ -242,6 +261,19 @@ def m007_override_approvals(db: Database) -> None:
     _append_only(db, "override_approvals")
 
 
+_AUDIT_CHECKPOINTS = """
+CREATE TABLE audit_checkpoints (seq INTEGER PRIMARY KEY, head TEXT NOT NULL, key_id TEXT NOT NULL,
+  hmac TEXT NOT NULL)
+"""
+
+
+@migrations(name="m008_audit_checkpoints")
+def m008_audit_checkpoints(db: Database) -> None:
+    # The chain alone can be recomputed by anyone with the file; the signatures need the key.
+    _script(db, _AUDIT_CHECKPOINTS)
+    _append_only(db, "audit_checkpoints")
+
+
 def _append_only(db: Database, table: str) -> None:
     for op in ("UPDATE", "DELETE"):
         db.execute(f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
@@ -256,5 +288,8 @@ def _script(db: Database, script: str) -> None:
 
 
 MIGRATION_NAMES: tuple[str, ...] = ("m001_core", "m002_platform", "m003_append_only", "m004_seam_links",
-                                    "m005_defect_guesses", "m006_users", "m007_override_approvals")
+                                    "m005_defect_guesses", "m006_users", "m007_override_approvals",
+                                    "m008_audit_checkpoints")
+# Every table with append-only triggers (`audit verify` checks that they are still there).
+APPEND_ONLY_TABLES: tuple[str, ...] = (*AUDITED_TABLES, "audit_log", "audit_checkpoints")
 SCHEMA_VERSION = len(MIGRATION_NAMES)

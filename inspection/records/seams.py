@@ -247,9 +247,11 @@ def _fragments(db: Database, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     return out
 
 
-def coil_groups(db: Database, coil: str) -> tuple[list[dict[str, Any]], dict[int, int]]:
-    """The coil's linked fragments merged (unlinked defects left out), and fragment id -> head id."""
-    links = coil_links(db, coil)
+def coil_groups(db: Database, coil: str, links: Sequence[tuple[int, int, int]] | None = None
+                ) -> tuple[list[dict[str, Any]], dict[int, int]]:
+    """The coil's linked fragments merged (unlinked defects left out), and fragment id -> head id;
+    `links` replaces the coil's links (`audit verify` merges with those recorded up to a point)."""
+    links = coil_links(db, coil) if links is None else links
     if not links:
         return [], {}
     fragments = _fragments(db, sorted({i for u, lo, _ in links for i in (u, lo)}))

@@ -29,6 +29,7 @@ from inspection.frame import CoilEvent
 from inspection.records import audit, queries, seams
 from inspection.records import crops as crops_module
 from inspection.records.actions import REVIEW_ACTIONS, InspectorActions, OverrideOutcome
+from inspection.records.audit_keys import AuditKey
 from inspection.records.crops import CropStore
 from inspection.records.db import open_db, write_transaction
 from inspection.records.errors import StoreError
@@ -117,8 +118,10 @@ class Store(InspectorActions):
         seam_margin_px: float | None = seams.DEFAULT_MARGIN_PX,
         seam_min_overlap: float = seams.DEFAULT_MIN_OVERLAP,
         review_budget_per_hour: float = 60.0,
+        audit_key: AuditKey | None = None,
     ) -> None:
-        """`seam_margin_px` None turns seam linking off (fragments stay separate defects)."""
+        """`seam_margin_px` None turns seam linking off (fragments stay separate defects); with
+        `audit_key` every audit event this store appends is signed (`audit.append`)."""
         self.seam_rule = (None if seam_margin_px is None
                           else seams.SeamRule(margin_px=seam_margin_px, min_overlap=seam_min_overlap))
         self.path = Path(path)
@@ -131,6 +134,8 @@ class Store(InspectorActions):
         self.crops = crops
         self.actor = actor
         self.clock = clock
+        self.audit_key = audit_key
+        audit.sign_with(self.db, audit_key)
         self._models: dict[tuple[str, str], int] = {}
 
     def close(self) -> None:
@@ -176,6 +181,8 @@ class Store(InspectorActions):
                     "type": line_type,
                     "strip_width_mm": strip_width_mm,
                     "cameras": list(cameras),
+                    # what the tables hold now (an upsert keeps cameras of earlier registrations)
+                    "state": {t: audit.table_state(self.db, t) for t in ("lines", "cameras")},
                 },
             )
 
@@ -371,15 +378,20 @@ class Store(InspectorActions):
 
     def enqueue_reviews(self, coil: str, *, seed: int = 0, budget: int | None = None) -> int:
         """Put the coil's defects that need an expert into the review queue (see `review_queue`);
-        `budget` (default `review_budget`) bounds the sampled and uncertain items."""
+        `budget` (default `review_budget`) bounds the sampled and uncertain items.
+
+        The queue is derived, but the event says when it was filled, with which seed and budget:
+        `audit verify` rebuilds it from the evidence recorded before this event and compares."""
         with write_transaction(self.db):
-            picked = select_for_review(self.db, coil, seed=seed,
-                                       budget=self.review_budget(coil) if budget is None else budget)
+            budget = self.review_budget(coil) if budget is None else budget
+            picked = select_for_review(self.db, coil, seed=seed, budget=budget)
             self.db.conn.executemany(
                 "INSERT OR IGNORE INTO review_queue (defect_id, coil, class, priority, reason, created_ns) "
                 "VALUES (?,?,?,?,?,?)",
                 [(d, coil, c, p, r, self.clock()) for d, c, p, r in picked],
             )
+            if picked:
+                self._audit("review_queue", {"coil": coil, "seed": seed, "budget": budget, "queued": len(picked)})
         return len(picked)
 
     def set_status(self, values: dict[str, Any]) -> None:
