@@ -30,7 +30,7 @@ from inspection.security import curve_for, ensure_keys
 from inspection.transport import FrameSender, parse_endpoint
 from inspection.wire import encode
 from tests.line_configs import write_line_config
-from tests.line_runs import cameras_running, check_books, child, in_background, latest_grades, recorded
+from tests.line_runs import audit_verify, cameras_running, check_books, child, in_background, latest_grades, recorded
 from tests.tiny_models import add_tiny_model
 from tests.waits import wait_for
 
@@ -280,6 +280,11 @@ def test_a_crop_folder_that_cannot_be_written_raises_an_alarm_and_records_keep_f
     summary = run_pipeline(line, max_frames=100, camera_overrides={"realtime": True})
     assert "failed" not in breaker, breaker.get("failed")
     assert "failed" not in summary and summary["recorder_restarts"] == 0, summary
+    crops = tmp_path / "crops"
+    verdict = audit_verify(line.database)  # the crops written before the fault are not where they belong
+    assert verdict.returncode == 1 and f"crops folder {crops}: is not a folder" in verdict.stdout + verdict.stderr
+    crops.unlink()  # the operator mends the disk: the crops written before the fault are back
+    crops.with_name("crops-before").rename(crops)
     check_books(line.database, summary, line.records.coverage_min)
     # nothing was lost: every frame was recorded, before and after the crops stopped
     assert summary["frames_inspected"] == summary["frames_sent"] and summary["frames_lost"] == 0, summary

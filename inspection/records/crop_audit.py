@@ -80,12 +80,20 @@ def _sha256_file(path: object) -> str | None:
                 digest.update(block)
     except FileNotFoundError:
         return None
+    except OSError as exc:  # e.g. the crops "folder" is a file: not readable as a crop at all
+        raise CropFolderError(f"{path}: cannot read the crop: {exc.strerror or exc}") from None
     return digest.hexdigest()
+
+
+class CropFolderError(Exception):
+    """A crop file could not be read for another reason than being absent."""
 
 
 def check_crops(db: Database, crops: CropStore,
                 prunes: Iterable[tuple[int, int, int, dict[str, int]]]) -> CropVerdict:
     """Every crop the defects name: intact, or deleted by a recorded prune; stops at the first problem."""
+    if crops.root.exists() and not crops.root.is_dir():
+        return CropVerdict(f"crops folder {crops.root}: is not a folder, so no crop can be checked", 0, 0)
     explain = _Prunes(db, list(prunes))
     checked = pruned = 0
     rows = db.execute("SELECT crop_sha256, id, coil FROM defects WHERE crop_sha256 IS NOT NULL "
@@ -93,7 +101,10 @@ def check_crops(db: Database, crops: CropStore,
     for sha, group in itertools.groupby(rows, key=lambda r: r[0]):
         defects = [(d, c) for _, d, c in group]
         path = crops.path(sha)
-        actual = _sha256_file(path)
+        try:
+            actual = _sha256_file(path)
+        except CropFolderError as exc:
+            return CropVerdict(f"crop file {exc} (defect id {defects[0][0]}, coil {defects[0][1]})", checked, pruned)
         if actual is None:
             if explain.deleted_by(defects) is None:
                 return CropVerdict(f"crop file {path} (defect id {defects[0][0]}, coil {defects[0][1]}): missing, "
