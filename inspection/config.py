@@ -19,7 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from inspection.backends import SETTINGS as PROVIDER_SETTINGS
-from inspection.errors import ConfigError
+from inspection.errors import ConfigError, TransportError
 from inspection.frame import IDENT_PATTERN, LINE_TYPES, SURFACES
 from inspection.records.audit_keys import KEY_FILE_NAME as AUDIT_KEY_FILE
 
@@ -282,6 +282,15 @@ class _Section:
             raise self.error(key, f"expected an identifier matching {IDENT_PATTERN!r}, got {value!r}")
         return value
 
+    def endpoint(self, key: str) -> str:
+        """A ZeroMQ endpoint spec, checked here so a typo names its key when the config is loaded
+        instead of failing later in whichever process opens the socket."""
+        value = self.get(key, str)
+        try:
+            return check_endpoint(value)
+        except TransportError as exc:
+            raise self.error(key, str(exc)) from None
+
     def path_value(self, key: str) -> Path | None:
         """A path; absent or empty means the field's default."""
         value = self.get(key, str, "")
@@ -291,6 +300,19 @@ class _Section:
         unknown = sorted(set(self.table) - self.used)
         if unknown:
             raise self.error(unknown[0], "unknown key (a typo?)")
+
+
+def check_endpoint(spec: str) -> str:
+    """`spec` when it is a well-formed endpoint (``bind:ADDR``, ``connect:ADDR`` or ``ADDR``; a tcp
+    address with a port 1..65535 or ``*``), else `TransportError` saying what is wrong with it."""
+    from inspection.transport import parse_endpoint  # zmq: imported when an endpoint is checked
+
+    address = parse_endpoint(spec, "bind").address
+    if address.startswith("tcp://"):
+        port = address.rsplit(":", 1)[-1]
+        if address.count(":") < 2 or not (port == "*" or (port.isdigit() and 1 <= int(port) <= 65535)):
+            raise TransportError(f"endpoint {spec!r}: expected tcp://HOST:PORT with a port 1..65535 (or *)")
+    return spec
 
 
 def _field_defaults(cls: type) -> dict[str, Callable[[], Any]]:
@@ -406,7 +428,7 @@ def _cameras(path: Path, items: list[Any]) -> tuple[CameraConfig, ...]:
             mm_per_px_across=s.positive("mm_per_px_across", float),
             mm_per_px_along=s.positive("mm_per_px_along", float),
             offset_mm=s.get("offset_mm", float),
-            endpoint=s.get("endpoint", str),
+            endpoint=s.endpoint("endpoint"),
             live=s.get("live", bool),
             send_hwm=s.positive("send_hwm", int),
             options=dict(s.get("options", dict)),
@@ -422,7 +444,7 @@ def _cameras(path: Path, items: list[Any]) -> tuple[CameraConfig, ...]:
 
 def _endpoints(path: Path, table: Any) -> EndpointsConfig:
     s = _Section(path, "endpoints", table, EndpointsConfig)
-    endpoints = EndpointsConfig(results=s.get("results", str), plc=s.get("plc", str))
+    endpoints = EndpointsConfig(results=s.endpoint("results"), plc=s.endpoint("plc"))
     s.check_unknown()
     return endpoints
 

@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from inspection.arguments import non_negative_float, non_negative_int, positive_int, unit_float
 from inspection.benchmarks._line import hardware, scratch_line
 from inspection.benchmarks._matching import best_matches, ground_truth_defects, inside, iou, read_records
 from inspection.errors import SteelInspectError
@@ -58,21 +59,21 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="line config (default: the demo line)")
-    parser.add_argument("--frames", type=int, default=150, help="frames per camera (default 150)")
-    parser.add_argument("--defects-per-100m", type=float, default=40.0, help="simulated defect density")
-    parser.add_argument("--seam-share", type=float, default=0.25,
+    parser.add_argument("--frames", type=positive_int, default=150, help="frames per camera (default 150)")
+    parser.add_argument("--defects-per-100m", type=non_negative_float, default=40.0, help="simulated defect density")
+    parser.add_argument("--seam-share", type=unit_float, default=0.25,
                         help="share of pasted defects placed across a frame seam (default 0.25)")
     parser.add_argument("--first-stage", nargs="+", choices=("windows", "candidates", "none"),
                         default=["windows", "none"], help="first stage(s) to run, side by side (default: windows none)")
-    parser.add_argument("--iou", type=float, default=0.3)
+    parser.add_argument("--iou", type=unit_float, default=0.3)
     parser.add_argument("--model", default=None, help="model name or version (default: the config's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a line config key for this run, e.g. worker.window_context_px=128 "
                              "(VALUE is read as TOML: numbers, true/false, quoted strings)")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"),
                         help="dataset split the pasted defects come from (default test; tune on val)")
-    parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--seed", type=non_negative_int, default=11)
+    parser.add_argument("--workers", type=positive_int, default=1)
     parser.add_argument("--dir", type=Path, help="keep the run's database and ground truth here")
     parser.add_argument("--explain", action="store_true",
                         help="attribute every missed and every false defect to a cause, per class, with the "

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from inspection.arguments import non_negative_float, non_negative_int, positive_float, positive_int
 from inspection.benchmarks._line import hardware, simulated_frames
 from inspection.errors import SteelInspectError
 
@@ -36,13 +37,14 @@ HELP = "first stage: share of tiles passed vs share of real defects kept, per k_
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="line config (default: the demo line)")
-    parser.add_argument("--frames", type=int, default=120, help="simulated frames of the first camera")
-    parser.add_argument("--k-sigma", type=float, nargs="+", default=[2.5, 3.0, 3.5, 4.0, 5.0, 6.0])
-    parser.add_argument("--defects-per-100m", type=float, default=40.0)
-    parser.add_argument("--seed", type=int, default=21)
+    parser.add_argument("--frames", type=positive_int, default=120, help="simulated frames of the first camera")
+    parser.add_argument("--k-sigma", type=positive_float, nargs="+", default=[2.5, 3.0, 3.5, 4.0, 5.0, 6.0])
+    parser.add_argument("--defects-per-100m", type=non_negative_float, default=40.0)
+    parser.add_argument("--seed", type=non_negative_int, default=21)
     parser.add_argument("--split", default="val", help="dataset split the pasted defects come from (default val: "
                         "calibrate on val, report on test with `bench e2e`)")
-    parser.add_argument("--context-px", type=int, default=None, help="window context (default: the config's)")
+    parser.add_argument("--context-px", type=non_negative_int, default=None,
+                        help="window context (default: the config's)")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from inspection.arguments import non_negative_int, positive_float, positive_int
+
 HELP = "GPU check (~10 min on a GPU): providers, engine build, Mpx/s, parity with the CPU, engine cache; 'no GPU' here"
 BATCHES = (8, 16, 32)
 PEAK_TEST = ("MaxPool", "Equal")  # the graph's peak test, left to CUDA (fp32) in one TensorRT fp16 variant
@@ -35,10 +37,10 @@ PEAK_TEST = ("MaxPool", "Equal")  # the graph's peak test, left to CUDA (fp32) i
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="line config (default: the demo line)")
     parser.add_argument("--model", default=None, help="model name or version (default: the config's)")
-    parser.add_argument("--images", type=int, default=64, help="validation images for parity (default 64)")
-    parser.add_argument("--frames", type=int, default=8, help="simulated frames whose first-stage windows are "
-                                                              "compared too (default 8)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="time per speed figure (default 5)")
+    parser.add_argument("--images", type=positive_int, default=64, help="validation images for parity (default 64)")
+    parser.add_argument("--frames", type=non_negative_int, default=8,
+                        help="simulated frames whose first-stage windows are compared too (default 8)")
+    parser.add_argument("--seconds", type=positive_float, default=5.0, help="time per speed figure (default 5)")
     parser.add_argument("--cache", type=Path, help="engine cache root for this run (default: a new empty folder, "
                                                    "so build times are real)")
     parser.add_argument("--skip-pipeline", action="store_true", help="leave out `bench inference`")

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from inspection.arguments import non_negative_int, positive_float, positive_int
 from inspection.benchmarks._line import hardware, scratch_line, simulated_frames
 from inspection.benchmarks._runtimes import (
     RUNTIMES,
@@ -54,7 +55,6 @@ from inspection.benchmarks._runtimes import (
     runtimes_to_run,
 )
 from inspection.benchmarks._runtimes import setting as runtime_setting
-from inspection.errors import SteelInspectError
 from inspection.plc_tap import PlcTap
 
 HELP = ("throughput (Mpx/s) and latency, each runtime side by side (ONNX Runtime, OpenVINO): bare, PyTorch, "
@@ -66,17 +66,19 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="line config (default: the demo line)")
     parser.add_argument("--model", default=None, help="model name or version (default: the config's)")
-    parser.add_argument("--frames", type=int, default=12, help="pre-loaded frames for bare / torch / inspector")
-    parser.add_argument("--seconds", type=float, default=8.0, help="time per bare / torch / inspector measurement")
-    parser.add_argument("--offered-mpx-per-s", type=float, nargs="+", default=[40.0], metavar="MPX_PER_S",
+    parser.add_argument("--frames", type=positive_int, default=12,
+                        help="pre-loaded frames for bare / torch / inspector")
+    parser.add_argument("--seconds", type=positive_float, default=8.0,
+                        help="time per bare / torch / inspector measurement")
+    parser.add_argument("--offered-mpx-per-s", type=positive_float, nargs="+", default=[40.0], metavar="MPX_PER_S",
                         help="pipeline load, all cameras (default 40); more values add load points, each a "
                              "separate run listed in pipeline_load_points; the first one gives the headline keys")
-    parser.add_argument("--pipeline-seconds", type=float, default=30.0, help="length of the pipeline run")
-    parser.add_argument("--workers", type=int, default=1, help="pipeline worker processes (default 1)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--pipeline-seconds", type=positive_float, default=30.0, help="length of the pipeline run")
+    parser.add_argument("--workers", type=positive_int, default=1, help="pipeline worker processes (default 1)")
+    parser.add_argument("--threads", type=non_negative_int, default=None,
                         help="threads per worker and runtime (ONNX Runtime's intra-op threads, OpenVINO's "
                              "INFERENCE_NUM_THREADS; default: the config's; 0 = one per core)")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=positive_int, default=3,
                         help="bare: rounds over every runtime, model and batch size, best of each (default 3)")
     parser.add_argument("--skip-pipeline", action="store_true")
     parser.add_argument("--runtimes", nargs="+", choices=tuple(RUNTIMES), default=None,
@@ -90,12 +92,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from inspection.config import load_config
     from inspection.registry import Registry
 
-    if any(load <= 0 for load in args.offered_mpx_per_s):
-        raise SteelInspectError(f"--offered-mpx-per-s: expected loads > 0, got {args.offered_mpx_per_s}")
-    if args.rounds < 1:
-        raise SteelInspectError(f"--rounds: expected >= 1, got {args.rounds}")
-    if args.workers < 1 or (args.threads is not None and args.threads < 0):
-        raise SteelInspectError(f"--workers >= 1 and --threads >= 0 expected, got {args.workers}, {args.threads}")
     config = load_config(args.config, {} if args.threads is None else {"worker.intra_op_threads": args.threads})
     registry = Registry(config.model.registry)
     manifest = registry.resolve(args.model or config.model.name)

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from inspection.arguments import positive_int
 from inspection.config import DEMO_CONFIG
 from inspection.testing import pg_cluster
 
@@ -28,8 +29,8 @@ PASSWORD = "bench-only-password"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000], help="coils per run")
-    parser.add_argument("--batch-rows", type=int, default=5000, help="[plant] batch_rows for the import")
+    parser.add_argument("--rows", type=positive_int, nargs="+", default=[10_000, 100_000], help="coils per run")
+    parser.add_argument("--batch-rows", type=positive_int, default=5000, help="[plant] batch_rows for the import")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from inspection.arguments import positive_float, positive_int
 from inspection.records import analytics, line_reads, queries
 from inspection.records.crops import CropStore
 from inspection.records.db import checkpoint
@@ -38,14 +39,14 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--defects", type=int, default=2_000_000,
+    parser.add_argument("--defects", type=positive_int, default=2_000_000,
                         help="defects in the large database (the goal is 10,000,000; default 2,000,000)")
-    parser.add_argument("--insert-defects", type=int, default=300_000, help="defects for the insert-rate run")
-    parser.add_argument("--defects-per-frame", type=float, default=20.0, help="defects per worker message")
-    parser.add_argument("--batch", type=int, default=250, help="messages per transaction")
-    parser.add_argument("--coil-defects", type=int, default=5000, help="defects per coil in the large DB")
-    parser.add_argument("--queries", type=int, default=40, help="repetitions of each query")
-    parser.add_argument("--crops", type=int, default=1000, help="crops for the disk-cost figure")
+    parser.add_argument("--insert-defects", type=positive_int, default=300_000, help="defects for the insert-rate run")
+    parser.add_argument("--defects-per-frame", type=positive_float, default=20.0, help="defects per worker message")
+    parser.add_argument("--batch", type=positive_int, default=250, help="messages per transaction")
+    parser.add_argument("--coil-defects", type=positive_int, default=5000, help="defects per coil in the large DB")
+    parser.add_argument("--queries", type=positive_int, default=40, help="repetitions of each query")
+    parser.add_argument("--crops", type=positive_int, default=1000, help="crops for the disk-cost figure")
     parser.add_argument("--dir", type=Path, help="work folder (default: a temporary one, deleted after)")
     parser.add_argument("--existing-db", type=Path,
                         help="measure the queries on a large DB an earlier run built (with --dir) instead of building")

@@ -47,34 +47,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inspection.arguments import non_negative_int, positive_float, positive_int
 from inspection.benchmarks._line import hardware, scratch_line, simulated_frames
 from inspection.config import LineConfig
-from inspection.errors import SteelInspectError
 
 HELP = "run the line at a steady load for M minutes: frames lost and dropped, latency, memory growth per process"
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--minutes", type=float, default=10.0, metavar="M", help="how long the line runs (default 10)")
+    parser.add_argument("--minutes", type=positive_float, default=10.0, metavar="M",
+                        help="how long the line runs (default 10)")
     parser.add_argument("--config", type=Path, help="line config (default: the demo line)")
-    parser.add_argument("--fps", type=float, metavar="F",
+    parser.add_argument("--fps", type=positive_float, metavar="F",
                         help="frames per second per camera (default: measured, see --load)")
-    parser.add_argument("--load", type=float, default=0.5,
+    parser.add_argument("--load", type=positive_float, default=0.5,
                         help="without --fps: this share of one worker's measured rate, over all cameras (default 0.5)")
-    parser.add_argument("--workers", type=int, default=1, metavar="K", help="inference worker processes (default 1)")
-    parser.add_argument("--warmup-s", type=float, metavar="S",
+    parser.add_argument("--workers", type=positive_int, default=1, metavar="K",
+                        help="inference worker processes (default 1)")
+    parser.add_argument("--warmup-s", type=positive_float, metavar="S",
                         help="seconds before memory and latency count (default: a fifth of the run, 10 to 60)")
-    parser.add_argument("--warmup-frames", type=int, default=20, metavar="N",
+    parser.add_argument("--warmup-frames", type=non_negative_int, default=20, metavar="N",
                         help="frames per camera recorded before memory and latency count (default 20)")
-    parser.add_argument("--sample-s", type=float, metavar="S",
+    parser.add_argument("--sample-s", type=positive_float, metavar="S",
                         help="memory sampling interval (default: a fiftieth of the run, 1 to 10 s)")
-    parser.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
+    parser.add_argument("--seed", type=non_negative_int, default=7, help="simulator seed (default 7)")
     parser.add_argument("--dir", type=Path, help="keep the line's database here (default: a temporary folder)")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    _check(args)
     seconds = args.minutes * 60.0
     warmup = args.warmup_s if args.warmup_s is not None else min(60.0, max(10.0, seconds / 5), seconds / 2)
     sample = args.sample_s if args.sample_s is not None else min(10.0, max(1.0, seconds / 50))
@@ -101,17 +102,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "load_average": {"start": [round(v, 2) for v in load_start],
                              "end": [round(v, 2) for v in os.getloadavg()]},
             "hardware": hardware(), "command": "steel-inspect bench soak " + " ".join(_argv(args))}
-
-
-def _check(args: argparse.Namespace) -> None:
-    for name in ("minutes", "fps", "load", "warmup_s", "sample_s"):
-        value = getattr(args, name)
-        if value is not None and not value > 0:
-            raise SteelInspectError(f"--{name.replace('_', '-')}: expected a number > 0, got {value}")
-    if args.warmup_frames < 0:
-        raise SteelInspectError(f"--warmup-frames: expected 0 or more, got {args.warmup_frames}")
-    if args.workers < 1:
-        raise SteelInspectError(f"--workers: expected at least 1, got {args.workers}")
 
 
 def _argv(args: argparse.Namespace) -> list[str]:

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from inspection.arguments import positive_int
 from inspection.errors import SteelInspectError
 from inspection.transport import tune_malloc_for_frames
 
@@ -52,10 +53,10 @@ HELP = "frames/s and MB/s of the ZeroMQ frame transport (tcp, ipc) against raw p
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--frames", type=int, default=100, help="messages per trial (default 100)")
-    parser.add_argument("--trials", type=int, default=9, help="trials per transport and mode (default 9)")
-    parser.add_argument("--width", type=int, default=4096)
-    parser.add_argument("--height", type=int, default=1024)
+    parser.add_argument("--frames", type=positive_int, default=100, help="messages per trial (default 100)")
+    parser.add_argument("--trials", type=positive_int, default=9, help="trials per transport and mode (default 9)")
+    parser.add_argument("--width", type=positive_int, default=4096)
+    parser.add_argument("--height", type=positive_int, default=1024)
     parser.add_argument("--transports", default="tcp,ipc", help="comma-separated: tcp, ipc")
     parser.add_argument("--no-curve", action="store_true", help="leave out the trials with CURVE keys")
 

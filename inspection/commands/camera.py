@@ -13,6 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
+from inspection.arguments import endpoint, non_negative_int, positive_int
 from inspection.config import CAMERA_SOURCES
 
 
@@ -26,10 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", type=Path, help="line config TOML (default: the demo line)")
     parser.add_argument("--camera", help="camera id in the config (default: its first camera)")
     parser.add_argument("--source", choices=CAMERA_SOURCES, help="override the configured source")
-    parser.add_argument("--frames", type=int, metavar="N", help="stop after N frames (ends the coil cleanly)")
+    parser.add_argument("--frames", type=positive_int, metavar="N", help="stop after N frames (ends the coil cleanly)")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--connect", metavar="ENDPOINT", help="connect to this ZeroMQ address (a worker binds it)")
-    where.add_argument("--bind", metavar="ENDPOINT", help="bind this ZeroMQ address instead of the configured one")
+    where.add_argument("--connect", type=endpoint, metavar="ENDPOINT",
+                       help="connect to this ZeroMQ address (a worker binds it)")
+    where.add_argument("--bind", type=endpoint, metavar="ENDPOINT",
+                       help="bind this ZeroMQ address instead of the configured one")
     parser.add_argument(
         "--folder",
         type=Path,
@@ -40,14 +43,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="as fast as possible, with backpressure, instead of paced at the line speed",
     )
-    parser.add_argument("--seed", type=int, help="simulator seed (default: the config's)")
+    parser.add_argument("--seed", type=non_negative_int, help="simulator seed (default: the config's)")
     parser.add_argument(
         "--ground-truth",
         type=Path,
         metavar="FILE",
         help="simulator ground truth JSON lines (default: ground_truth/<camera>.jsonl beside the line database)",
     )
-    parser.add_argument("--coils", type=int, metavar="N", help="simulator: stop after N coils")
+    parser.add_argument("--coils", type=positive_int, metavar="N", help="simulator: stop after N coils")
     parser.set_defaults(func=run)
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from inspection.arguments import positive_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("crops", help="manage stored defect crops", description=__doc__)
@@ -20,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prune.add_argument("--config", type=Path, help="line config (default: the demo line)")
     prune.add_argument("--db", type=Path, help="database path (default: the config's line.database)")
     prune.add_argument("--crops", type=Path, help="crops folder (default: the config's line.crops_dir)")
-    prune.add_argument("--days", type=int,
+    prune.add_argument("--days", type=positive_int,
                        help="retention in days (default: the config's records.crop_retention_days)")
     prune.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
     prune.set_defaults(func=run_prune)
@@ -31,16 +33,18 @@ def run_prune(args: argparse.Namespace) -> int:
     from inspection.config import load_config
     from inspection.records.audit_keys import key_if_present
     from inspection.records.crops import CropStore, prune
-    from inspection.records.db import open_db
+    from inspection.records.db import database_errors, open_db
 
     config = load_config(args.config)
     key_path = audit_key_path(config, args.db, args.config is not None)
     audit_key = key_if_present(key_path)
-    db = open_db(args.db or config.database)
+    path = args.db or config.database
+    db = open_db(path)
     try:
         days = args.days if args.days is not None else config.records.crop_retention_days
-        result = prune(db, CropStore(args.crops or config.crops_dir), days, dry_run=args.dry_run,
-                       audit_key=audit_key)
+        with database_errors(path):  # a damaged page shows only when a query reaches it
+            result = prune(db, CropStore(args.crops or config.crops_dir), days, dry_run=args.dry_run,
+                           audit_key=audit_key)
     finally:
         db.close()
     verb = "would delete" if args.dry_run else "deleted"

@@ -14,6 +14,7 @@ import argparse
 from datetime import UTC, datetime
 from pathlib import Path
 
+from inspection.arguments import non_negative_int
 from inspection.errors import SteelInspectError
 
 
@@ -27,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--config", type=Path, help="line config (default: the demo line)")
     export.add_argument("--db", type=Path, help="database path (default: the config's line.database)")
     export.add_argument("--crops", type=Path, help="crops folder (default: the config's line.crops_dir)")
-    export.add_argument("--crop-margin", type=int, metavar="PX",
+    export.add_argument("--crop-margin", type=non_negative_int, metavar="PX",
                         help="context the worker kept around each box (default: the config's "
                              "records.crop_margin_px)")
     export.add_argument("--since", type=_utc, metavar="ISO", help="only reviews at or after this time (UTC)")

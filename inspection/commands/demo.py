@@ -21,7 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from inspection.commands.run import add_pipeline_arguments, pipeline_options
+from inspection.arguments import non_negative_int, port
+from inspection.commands.run import add_pipeline_arguments, pipeline_options, preflight
 from inspection.records.audit_keys import AuditKey
 
 log = logging.getLogger("inspection.demo")
@@ -33,10 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_pipeline_arguments(parser)
-    parser.add_argument("--port", type=int, default=8501,
+    parser.add_argument("--port", type=port, default=8501,
                         help="console port on the config's [console] address, 127.0.0.1 by default (default 8501)")
     parser.add_argument("--no-console", action="store_true", help="run the line without the console")
-    parser.add_argument("--mes-coils", type=int, default=50, metavar="N",
+    parser.add_argument("--mes-coils", type=non_negative_int, default=50, metavar="N",
                         help="write and import MES data for the first N simulated coils (default 50; 0: none)")
     parser.set_defaults(func=run)
 
@@ -46,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from inspection.line.pipeline import run_pipeline
     from inspection.line.process import StopFlag
     from inspection.records.checkpoints import ensure_key
+    from inspection.records.db import open_db
 
     if not args.no_console:
         from inspection.extras import require_extra
@@ -53,9 +55,10 @@ def run(args: argparse.Namespace) -> int:
         require_extra("console", "the demo's review console", "streamlit")
     config = load_config(args.config)
     log_config(config, log)
+    preflight(config)
     options = pipeline_options(args)
     db = Path(args.db or config.database)
-    db.parent.mkdir(parents=True, exist_ok=True)
+    open_db(db).close()  # the database and its folder (the MES extract goes there), or one line saying why not
     # the line's first start makes the audit key here: the import and the demo user are signed too
     audit_key, _ = ensure_key(config.audit_key_path, db)
     if args.mes_coils > 0:

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from inspection.config import load_config
     from inspection.records import plant_sql, platform
     from inspection.records.audit_keys import key_if_present
-    from inspection.records.db import open_db
+    from inspection.records.db import database_errors, open_db
     from inspection.records.errors import PlatformImportError
 
     query = _query(args)
@@ -60,10 +60,12 @@ def run(args: argparse.Namespace) -> int:
                                    statement_timeout_s=plant.statement_timeout_s, password_file=plant.password_file)
         source = rows.source  # host, port and database only: never a user or password
     try:
-        db = open_db(args.db or config.database)
+        db_path = args.db or config.database
+        db = open_db(db_path)
         try:
-            report = platform.import_rows(db, rows, source, timezone=ZoneInfo(plant.timezone),
-                                          batch_rows=plant.batch_rows, audit_key=audit_key)
+            with database_errors(db_path):
+                report = platform.import_rows(db, rows, source, timezone=ZoneInfo(plant.timezone),
+                                              batch_rows=plant.batch_rows, audit_key=audit_key)
         finally:
             db.close()
     finally:

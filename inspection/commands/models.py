@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from inspection.arguments import non_negative_int, positive_int
 from inspection.frame import LINE_TYPES
 
 
@@ -48,9 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument("--split", choices=("train", "val", "test"), default=None,
                          help="only this split of a dataset (figures on 'train' are not test figures)")
     compare.add_argument("--providers", choices=("auto", "cpu", "openvino"), default="auto")
-    compare.add_argument("--threads", type=int, default=1,
+    compare.add_argument("--threads", type=non_negative_int, default=1,
                          help="CPU threads per model (default 1: both models measured alike)")
-    compare.add_argument("--rounds", type=int, default=3, help="alternating timing rounds (default 3)")
+    compare.add_argument("--rounds", type=positive_int, default=3, help="alternating timing rounds (default 3)")
     compare.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the figures here")
     compare.add_argument("--no-progress", action="store_true", help="no progress bar")
     history = actions.add_parser("history", help="what was active when")
@@ -162,8 +163,6 @@ def run_compare(args: argparse.Namespace, registry: Any) -> int:
     from inspection.errors import SteelInspectError
     from training.compare import compare, table, worst_recall_drop
 
-    if args.rounds < 1 or args.threads < 0:
-        raise SteelInspectError("--rounds: expected >= 1 and --threads >= 0")
     manifests = [registry.resolve(args.a), registry.resolve(args.b)]
     if manifests[0].line_type != manifests[1].line_type:
         raise SteelInspectError(f"{manifests[0].version} is a {manifests[0].line_type} model and "

@@ -27,6 +27,8 @@ from typing import Any, TextIO
 
 import zmq
 
+from inspection.arguments import endpoint as endpoint_type
+from inspection.arguments import positive_float, positive_int
 from inspection.curve import Curve
 from inspection.errors import ConfigError, TransportError
 from inspection.schemas import TOPICS, load_schema
@@ -42,15 +44,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, metavar="F",
                         help="line config: the endpoint and the CURVE keys of its PLC output")
-    parser.add_argument("--connect", metavar="ENDPOINT",
+    parser.add_argument("--connect", type=endpoint_type, metavar="ENDPOINT",
                         help="the publisher's endpoint, e.g. tcp://127.0.0.1:5570 (instead of the config's); "
                              "alone, without --config or --keys: no CURVE")
     parser.add_argument("--keys", type=Path, metavar="DIR",
                         help="CURVE key folder (layout of `steel-inspect keys generate`; default: the config's)")
     parser.add_argument("--topic", action="append", choices=TOPICS, metavar="T",
                         help=f"only this topic ({', '.join(TOPICS)}); repeat for several; default all")
-    parser.add_argument("--count", type=int, metavar="N", help="exit after N messages")
-    parser.add_argument("--timeout", type=float, metavar="S",
+    parser.add_argument("--count", type=positive_int, metavar="N", help="exit after N messages")
+    parser.add_argument("--timeout", type=positive_float, metavar="S",
                         help="exit after S seconds in all (a deadline: heartbeats never let a link go idle)")
     parser.add_argument("--json", action="store_true", help="print each message as its JSON, summary as JSON")
     parser.set_defaults(func=_run)
@@ -72,11 +74,8 @@ def _link(args: argparse.Namespace) -> tuple[str | Endpoint, Curve | None]:
     from inspection.security import curve_for, side_curve
 
     endpoint: Endpoint | None = None
-    if args.connect is not None:
-        try:
-            endpoint = parse_endpoint(args.connect, "connect")
-        except TransportError as exc:
-            raise TransportError(f"--connect {args.connect!r}: {exc}") from None
+    if args.connect is not None:  # its form was checked when it was parsed (`inspection.arguments.endpoint`)
+        endpoint = parse_endpoint(args.connect, "connect")
     if args.config is not None:
         config = load_config(args.config)
         warn_if_curve_off(config)

@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from inspection.arguments import non_negative_int, unit_float
 from inspection.config import default_models_dir
-from inspection.errors import SteelInspectError
+from inspection.errors import SteelInspectError, write_problem
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -35,8 +36,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--providers", choices=("auto", "cpu", "openvino"), default="auto",
                         help="auto probes TensorRT, CUDA, then OpenVINO and ONNX Runtime on the CPU; cpu is ONNX "
                              "Runtime's CPU provider, openvino OpenVINO's CPU plugin (default: auto)")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: one per core)")
-    parser.add_argument("--min-score", type=float, default=None, metavar="S",
+    parser.add_argument("--threads", type=non_negative_int, default=0, help="CPU threads (0: one per core)")
+    parser.add_argument("--min-score", type=unit_float, default=None, metavar="S",
                         help="score threshold (default: the model's operating threshold)")
 
 
@@ -49,8 +50,11 @@ def load_detector(args: argparse.Namespace):  # noqa: ANN201 - Detector, importe
 
 
 def write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise SteelInspectError(f"{path}: cannot write: {write_problem(path, exc)}") from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

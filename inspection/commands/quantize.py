@@ -12,6 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
+from inspection.arguments import non_negative_int, positive_int
 from inspection.config import default_datasets_dir, default_models_dir
 from inspection.errors import SteelInspectError
 
@@ -24,9 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("quantize", help="make, measure and register an int8 copy of a model",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("version", help="the model to quantize: a version, hot/cold (the active one), or a path")
-    parser.add_argument("--calibration-images", type=int, default=120,
+    parser.add_argument("--calibration-images", type=positive_int, default=120,
                         help="training-split images for the activation ranges (default 120)")
-    parser.add_argument("--calibration-backgrounds", type=int, default=4,
+    parser.add_argument("--calibration-backgrounds", type=non_negative_int, default=4,
                         help="defect-free background frames (6 tiles each) added to the calibration (default 4)")
     parser.add_argument("--no-register", action="store_true", help="measure, but do not register")
     parser.add_argument("--datasets", type=Path, default=None, help="datasets root (default ../shared/datasets)")
@@ -36,10 +37,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    if args.calibration_images < 1:
-        raise QuantizeCommandError(f"--calibration-images: expected >= 1, got {args.calibration_images}")
-    if args.calibration_backgrounds < 0:
-        raise QuantizeCommandError(f"--calibration-backgrounds: expected >= 0, got {args.calibration_backgrounds}")
     try:
         import onnx  # noqa: F401
     except ImportError:

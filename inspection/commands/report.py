@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from inspection.config import load_config
     from inspection.records import report
-    from inspection.records.db import open_db
+    from inspection.records.db import database_errors, open_db
     from inspection.records.grading import load_rules
 
     config = load_config(args.config)
@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     rules = load_rules(config.records.rules)
     db = open_db(database, readonly=True)
     try:
-        data = report.collect(db, args.coil, rules)
+        with database_errors(database):  # a damaged page shows only when a query reaches it
+            data = report.collect(db, args.coil, rules)
     finally:
         db.close()
     out = args.out or report.default_path(config.records.reports_dir or database.parent / "reports", args.coil,

@@ -15,6 +15,12 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from inspection.arguments import non_negative_int, positive_int
+
+if TYPE_CHECKING:
+    from inspection.config import LineConfig
 
 log = logging.getLogger("inspection.run")
 
@@ -32,20 +38,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="line config TOML (default: the demo line)")
     parser.add_argument("--db", type=Path, help="line database (default: the config's line.database)")
-    parser.add_argument("--max-frames", type=int, metavar="N", help="each camera stops after N frames")
-    parser.add_argument("--workers", type=int, default=1, metavar="K", help="inference worker processes (default 1)")
+    parser.add_argument("--max-frames", type=positive_int, metavar="N", help="each camera stops after N frames")
+    parser.add_argument("--workers", type=positive_int, default=1, metavar="K",
+                        help="inference worker processes (default 1)")
     parser.add_argument("--fast", action="store_true",
                         help="simulated cameras run as fast as the line can take (backpressure) instead of paced")
-    parser.add_argument("--seed", type=int, help="simulator seed (default: the config's)")
+    parser.add_argument("--seed", type=non_negative_int, help="simulator seed (default: the config's)")
+
+
+def preflight(config: LineConfig) -> None:
+    """What a line's children would refuse, checked before any starts: the model (manifest and sha256)
+    and the rule set, so a bad one is one line naming its file here, not a worker that dies at start.
+    (`run_pipeline` checks the database, the endpoints and the keys.)"""
+    from inspection.records.grading import load_rules
+    from inspection.registry import Registry
+
+    Registry(config.model.registry).resolve(config.model.name)
+    load_rules(config.records.rules)
 
 
 def pipeline_options(args: argparse.Namespace) -> dict:
-    from inspection.errors import ConfigError
-
-    if args.workers < 1:
-        raise ConfigError(f"--workers: expected at least 1, got {args.workers}")
-    if args.max_frames is not None and args.max_frames < 1:
-        raise ConfigError(f"--max-frames: expected at least 1, got {args.max_frames}")
     overrides = {}
     if args.fast:
         overrides["realtime"] = False
@@ -61,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     log_config(config, log)
+    preflight(config)
     summary = run_pipeline(config, **pipeline_options(args))
     text = json.dumps(summary, indent=2, sort_keys=True)
     print(text)

@@ -10,6 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from inspection.arguments import at_least, non_negative_int, positive_float, positive_int
 from inspection.config import REPO_DIR, default_datasets_dir, default_models_dir
 from inspection.errors import SteelInspectError
 
@@ -25,12 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "the best epoch on val, export to ONNX with a parity check, evaluate on the test split "
                     "and register the model as active. Needs the `train` extra (torch).")
     parser.add_argument("--line-type", choices=("hot", "cold"), required=True)
-    parser.add_argument("--epochs", type=int, default=None, help="epochs (default: the line type's recipe)")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="epochs (default: the line type's recipe)")
     parser.add_argument("--out", type=Path, default=None, help="checkpoint folder (default var/train/LINE_TYPE)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--time-budget-min", type=float, default=None,
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--time-budget-min", type=positive_float, default=None,
                         help="shorten the epoch plan so training ends within this many minutes")
-    parser.add_argument("--max-images", type=int, default=None, help="use at most N images per split (smoke)")
+    parser.add_argument("--max-images", type=at_least(2), default=None, help="use at most N images per split (smoke)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt; if training is "
                         "complete, only run the export / evaluate / register step")
     parser.add_argument("--negatives", type=float, default=None, metavar="SHARE",
@@ -52,23 +53,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-register", action="store_true", help="export and evaluate, but do not register")
     parser.add_argument("--datasets", type=Path, default=None, help="datasets root (default ../shared/datasets)")
     parser.add_argument("--models", type=Path, default=None, help="registry root (default models/)")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=positive_int, default=1,
                         help="torch threads (default 1: on a shared 2-core machine, 2 threads measured 15x "
                              "slower per step than 1 because the OpenMP workers wait on each other)")
     parser.set_defaults(func=_handle)
 
 
 def _handle(args: argparse.Namespace) -> int:
-    if args.epochs is not None and args.epochs < 1:
-        raise TrainingError(f"--epochs: expected >= 1, got {args.epochs}")
     if args.negatives is not None and not 0.0 <= args.negatives <= 4.0:
         raise TrainingError(f"--negatives: expected a share per defect image in 0..4, got {args.negatives}")
     if args.line_views is not None and not 0.0 <= args.line_views <= 1.0:
         raise TrainingError(f"--line-views: expected a share of defect images in 0..1, got {args.line_views}")
     if args.background_cap is not None and args.background_cap < 0:
         raise TrainingError(f"--background-cap: expected >= 0 detections per Mpx, got {args.background_cap}")
-    if args.max_images is not None and args.max_images < 2:
-        raise TrainingError(f"--max-images: expected >= 2, got {args.max_images}")
     try:
         import torch  # noqa: F401
     except ImportError:

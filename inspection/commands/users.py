@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from inspection.arguments import positive_int
 from inspection.errors import SteelInspectError
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     role = _action(sub, "role", "change a user's role", run_role)
     role.add_argument("role", choices=ROLE_CHOICES, help="the new role")
     log = _action(sub, "log", "the latest sign-in attempts (failures and lockouts included)", run_log, name=False)
-    log.add_argument("--limit", type=_positive, default=50, metavar="N", help="how many (default 50)")
+    log.add_argument("--limit", type=positive_int, default=50, metavar="N", help="how many (default 50)")
 
 
 def _action(sub: argparse._SubParsersAction, action: str, help_text: str, func: object, *,
@@ -55,16 +56,6 @@ def _action(sub: argparse._SubParsersAction, action: str, help_text: str, func: 
     parser.add_argument("--db", type=Path, help="database path (default: the config's line.database)")
     parser.set_defaults(func=func)
     return parser
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number > 0, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number > 0, got {value}")
-    return value
 
 
 def run_add(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from inspection.arguments import positive_int
 from inspection.config import REPO_DIR
 from inspection.console.launch import start_console, stop_console
 from inspection.extras import require_extra
@@ -37,8 +38,9 @@ COIL = "BIG-1"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--defects", type=int, default=5000, help="defects on the measured coil (default 5000)")
-    parser.add_argument("--repeat", type=int, default=3, help="repetitions of each timing (median reported)")
+    parser.add_argument("--defects", type=positive_int, default=5000,
+                        help="defects on the measured coil (default 5000)")
+    parser.add_argument("--repeat", type=positive_int, default=3, help="repetitions of each timing (median reported)")
     parser.add_argument("--no-browser", action="store_true", help="skip the headless Chromium timing")
 
 

@@ -36,20 +36,22 @@ drains, flushes, grades what is complete and exits.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from inspection.config import LineConfig
-from inspection.errors import TransportError
+from inspection.errors import SteelInspectError, TransportError, write_problem
 from inspection.line.process import StopFlag
 from inspection.line.restarts import RestartPolicy, Restarts
 from inspection.line.run_summary import merged, summarize
 from inspection.line.supervisor import Supervisor
+from inspection.records.errors import StoreError
 from inspection.security import ensure_keys
 from inspection.transport import Endpoint, check_bindable, parse_endpoint
 
@@ -63,11 +65,24 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+@contextlib.contextmanager
+def _error_reported(summary_path: str) -> Iterator[None]:
+    """A child's `SteelInspectError` also goes to ``<summary>.error``: the supervisor sees only exit
+    status 2, and a line that does not start raises the first such error (`run_pipeline`)."""
+    try:
+        yield
+    except SteelInspectError as exc:
+        with contextlib.suppress(OSError):
+            Path(summary_path).with_suffix(".error").write_text(f"{exc}", encoding="utf-8")
+        raise
+
+
 def camera_child(config_path: str, config_overrides: dict[str, Any], camera_id: str, summary_path: str,
                  **overrides: Any) -> int:
     from inspection.line.camera import main
 
-    main(config_path, camera_id, config_overrides=config_overrides, summary_path=summary_path, **overrides)
+    with _error_reported(summary_path):
+        main(config_path, camera_id, config_overrides=config_overrides, summary_path=summary_path, **overrides)
     return 0
 
 
@@ -75,14 +90,16 @@ def worker_child(config_path: str, config_overrides: dict[str, Any], name: str, 
                  ready_path: str | None = None, drain_s: float = 1.0) -> int:
     from inspection.line.worker import main
 
-    return main(config_path, config_overrides, name, summary_path, ready_path, drain_s)
+    with _error_reported(summary_path):
+        return main(config_path, config_overrides, name, summary_path, ready_path, drain_s)
 
 
 def recorder_child(config_path: str, config_overrides: dict[str, Any], db: str | None, summary_path: str) -> int:
     """The recorder with the whole line: coils cut short when the line stops are graded (held) at once."""
     from inspection.line.recorder import main
 
-    main(config_path, config_overrides, db=db, summary_path=summary_path, finalise_on_stop=True)
+    with _error_reported(summary_path):
+        main(config_path, config_overrides, db=db, summary_path=summary_path, finalise_on_stop=True)
     return 0
 
 
@@ -110,7 +127,10 @@ def run_pipeline(
     recorder is given up on, or every worker, the line stops (``failed``)."""
     stop = stop or StopFlag()
     db = Path(db or config.database)
-    db.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"{db}: cannot create the database: {write_problem(db, exc)}") from None
     try:
         check_bindable(bound_endpoints(config))
     except TransportError as exc:
@@ -129,6 +149,10 @@ def run_pipeline(
             line.start(name)
         if not _wait_ready(sup, [line.ready(name) for name in line.workers], ["recorder", *line.workers], stop):
             codes = sup.stop()
+            errors = sorted(line.out.glob("*.error"))
+            if errors:  # a child refused its input: the line cannot start, say why in one line
+                raise SteelInspectError(f"line {config.id} did not start: {errors[0].stem.split('.')[0]}: "
+                                        f"{errors[0].read_text(encoding='utf-8')}")
             log.error("the line did not start: a worker failed or was stopped before its model was loaded")
             return {"exit_codes": codes, "worker_restarts": 0, "recorder_restarts": 0, "started": False}
         cameras = []
@@ -222,13 +246,14 @@ def next_coil_number(db: Path, line_type: str) -> int | None:
     """The number a new run's first simulated coil gets (None: a new database, the seed decides)."""
     from cameras.base import coil_prefix
     from inspection.records import line_reads
-    from inspection.records.db import open_db
+    from inspection.records.db import database_errors, open_db
 
-    if not db.is_file():
+    if not db.is_file() or db.stat().st_size == 0:  # an empty file is a new database to the recorder
         return None
-    reader = open_db(db, readonly=True)
+    reader = open_db(db, readonly=True)  # not a line database: one line naming it, before anything starts
     try:
-        return line_reads.next_coil_number(reader, coil_prefix(line_type))
+        with database_errors(db):
+            return line_reads.next_coil_number(reader, coil_prefix(line_type))
     finally:
         reader.close()
 

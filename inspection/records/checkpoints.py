@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from inspection.errors import write_problem
 from inspection.records.audit_keys import AuditKey, AuditKeyError, generate_key, load_key
 from inspection.records.errors import StoreError
 
@@ -169,7 +170,7 @@ def _last_seq(path: Path) -> int:
     except FileNotFoundError:
         return 0
     except OSError as exc:
-        raise StoreError(f"{path}: cannot read the audit anchor file: {exc.strerror}") from None
+        raise StoreError(f"{path}: cannot read the audit anchor file: {write_problem(path, exc)}") from None
     for line in reversed(lines):
         try:
             return int(json.loads(line)["seq"])

@@ -26,6 +26,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from inspection import __version__
+from inspection.errors import write_problem
 from inspection.extras import require_extra
 from inspection.records import queries
 from inspection.records.errors import ReportError
@@ -128,5 +129,5 @@ def write(data: dict[str, Any], fmt: str, out: Path, crops_dir: Path | None = No
 
             render_pdf(data, out, crops_dir=crops_dir)
     except OSError as exc:
-        raise ReportError(f"{out}: cannot write report: {exc.strerror or exc}") from None
+        raise ReportError(f"{out}: cannot write report: {write_problem(out, exc)}") from None
     return out
