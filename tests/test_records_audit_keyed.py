@@ -342,3 +342,19 @@ def test_user_changes_and_lockouts_are_signed_with_the_key_beside_the_database(
     db.close()
     code, out = _verify(line_db, capsys)
     assert code == 0 and "unanchored tail: 2 events" in out, out  # user_added and user_locked, both signed
+
+
+def test_a_committed_crop_still_staged_counts_as_present_until_the_recorder_moves_it(line_db: Path,
+                                                                                      capsys) -> None:  # noqa: ANN001
+    # the crop disk failed between a batch's commit and the move into place (CropStore.commit): the
+    # file waits in staging, and the recorder's next start puts it in place (crops.recover)
+    placed = _crop_of(line_db, "C-1")
+    crops = CropStore(line_db.parent / "crops")
+    sha = placed.stem
+    crops.staged(sha).parent.mkdir(parents=True, exist_ok=True)
+    placed.rename(crops.staged(sha))
+    code, out = _verify(line_db, capsys)
+    assert code == 0, out
+    crops.staged(sha).unlink()
+    code, out = _verify(line_db, capsys)
+    assert code == 1 and "missing, and no recorded retention prune deleted it" in out

@@ -103,6 +103,8 @@ def check_crops(db: Database, crops: CropStore,
         path = crops.path(sha)
         try:
             actual = _sha256_file(path)
+            if actual is None:  # committed, but its move into place failed: staged until the recorder's next start
+                actual = _sha256_file(crops.staged(sha))
         except CropFolderError as exc:
             return CropVerdict(f"crop file {exc} (defect id {defects[0][0]}, coil {defects[0][1]})", checked, pruned)
         if actual is None:
