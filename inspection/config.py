@@ -268,6 +268,19 @@ class _Section:
             raise self.error(key, f"expected a number > 0, got {value!r}")
         return value
 
+    def share(self, key: str) -> float:
+        """A share between 0 and 1 (inclusive)."""
+        value = self.get(key, float)
+        if not 0.0 <= value <= 1.0:
+            raise self.error(key, f"expected a share between 0 and 1, got {value!r}")
+        return value
+
+    def non_negative(self, key: str, kind: type) -> Any:
+        value = self.get(key, kind)
+        if value < 0:
+            raise self.error(key, f"expected a number >= 0, got {value!r}")
+        return value
+
     def choice(self, key: str, choices: tuple[str, ...], default: Any = ...) -> str:
         value = self.get(key, str, default)
         if value not in choices:
@@ -400,17 +413,10 @@ def _build(path: Path, raw: dict[str, Any], overrides: dict[str, Any]) -> LineCo
 def _model(path: Path, table: Any, line_type: str) -> ModelConfig:
     s = _Section(path, "model", table, ModelConfig)
     model = ModelConfig(name=s.get("name", str, line_type), registry=s.path_value("registry"),
-                        promote_max_recall_drop=_share(s, "promote_max_recall_drop"),
-                        promote_max_detection_rate_drop=_share(s, "promote_max_detection_rate_drop"))
+                        promote_max_recall_drop=s.share("promote_max_recall_drop"),
+                        promote_max_detection_rate_drop=s.share("promote_max_detection_rate_drop"))
     s.check_unknown()
     return model
-
-
-def _share(s: _Section, key: str) -> float:
-    value = s.get(key, float)
-    if not 0.0 <= value <= 1.0:
-        raise s.error(key, f"expected a share between 0 and 1, got {value!r}")
-    return value
 
 
 def _cameras(path: Path, items: list[Any]) -> tuple[CameraConfig, ...]:
@@ -512,11 +518,9 @@ def _simulator(path: Path, table: Any) -> SimulatorConfig:
         split=s.choice("split", ("train", "val", "test")),
         datasets=s.path_value("datasets"),
         realtime=s.get("realtime", bool),
-        seam_share=s.get("seam_share", float),
+        seam_share=s.share("seam_share"),
         coil_mix=_coil_mix(s),
     )
-    if not 0.0 <= sim.seam_share <= 1.0:
-        raise s.error("seam_share", f"expected a share between 0 and 1, got {sim.seam_share!r}")
     s.check_unknown()
     return sim
 
@@ -536,29 +540,20 @@ def _coil_mix(s: _Section) -> tuple[tuple[float, float], ...]:
 
 def _records(path: Path, table: Any) -> RecordsConfig:
     s = _Section(path, "records", table, RecordsConfig)
-    coverage_min = s.get("coverage_min", float)
-    if not 0.0 <= coverage_min <= 1.0:
-        raise s.error("coverage_min", f"expected a share between 0 and 1, got {coverage_min!r}")
     records = RecordsConfig(
         rules=s.path_value("rules"),
-        coverage_min=coverage_min,
+        coverage_min=s.share("coverage_min"),
         crop_margin_px=s.get("crop_margin_px", int),
         crop_retention_days=s.positive("crop_retention_days", int),
-        seam_margin_px=s.get("seam_margin_px", float),
-        seam_min_overlap=s.get("seam_min_overlap", float),
+        seam_margin_px=s.non_negative("seam_margin_px", float),
+        seam_min_overlap=s.share("seam_min_overlap"),
         flush_ms=s.positive("flush_ms", float),
-        review_budget_per_hour=s.get("review_budget_per_hour", float),
+        review_budget_per_hour=s.non_negative("review_budget_per_hour", float),
         reports_dir=s.path_value("reports_dir"),
         audit_key=s.path_value("audit_key"),
         audit_anchor=s.path_value("audit_anchor"),
         anchor_s=s.positive("anchor_s", float),
     )
-    if records.review_budget_per_hour < 0:
-        raise s.error("review_budget_per_hour", f"expected a number >= 0, got {records.review_budget_per_hour!r}")
-    if records.seam_margin_px < 0:
-        raise s.error("seam_margin_px", f"expected a number >= 0, got {records.seam_margin_px!r}")
-    if not 0.0 <= records.seam_min_overlap <= 1.0:
-        raise s.error("seam_min_overlap", f"expected a share between 0 and 1, got {records.seam_min_overlap!r}")
     s.check_unknown()
     return records
 
