@@ -131,6 +131,7 @@ def export_reviewed(
             group_review[head] = latest
     fragment_review = {fid: group_review[head] for head, ids in groups.items() if head in group_review
                        for fid in ids}
+    group_of = {fid: sorted(ids) for ids in groups.values() for fid in ids}
     neighbours = _frame_neighbours(db, fragments.values())
 
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -190,7 +191,7 @@ def export_reviewed(
             "file": f"images/{stem}.png", "defect_id": fid, "coil": fragment.coil, "camera": fragment.camera,
             "surface": fragment.surface, "frame_seq": fragment.frame_seq, "detected_as": fragment.cls,
             "score": fragment.score, "label": label, "negative": label == NEGATIVE,
-            "seam_group": sorted(next((ids for ids in groups.values() if fid in ids), [fid])),
+            "seam_group": group_of.get(fid, [fid]),
             "model_version": fragment.model_version, "model_sha256": fragment.model_sha256,
             "review_id": review.id, "reviewed_defect_id": review.defect_id, "reviewer": review.reviewer,
             "action": review.action, "reviewed_ns": review.time_ns,
@@ -198,7 +199,7 @@ def export_reviewed(
     for item in skipped:
         result.skipped[item["reason"]] = result.skipped.get(item["reason"], 0) + 1
     result.new_classes = sorted(c for c in result.classes if c not in known)
-    used = [r for r in fragment_review.values()]
+    used = list(fragment_review.values())
     manifest = {
         "format": FORMAT, "database": database_name, "line_type": line_type,
         "exported_ns": time.time_ns(), "crop_margin_px": crop_margin_px,
@@ -262,33 +263,29 @@ def _seam_groups(db: Database, reviewed: set[int], coils: list[str]) -> dict[int
     return {head: ids for head, ids in groups.items() if ids & reviewed}
 
 
+_FRAGMENT_SQL = ("SELECT d.id, d.coil, d.camera, d.surface, d.frame_seq, d.x1, d.y1, d.x2, d.y2, d.class, d.score, "
+                 "d.crop_sha256, m.version, m.sha256 FROM defects d LEFT JOIN models m ON m.id = d.model_id ")
+
+
+def _fragment(row: Any) -> _Fragment:
+    return _Fragment(row[0], row[1], row[2], row[3], row[4], tuple(row[5:9]), row[9], row[10], row[11], row[12],
+                     row[13])
+
+
 def _fragments(db: Database, ids: set[int]) -> dict[int, _Fragment]:
-    out: dict[int, _Fragment] = {}
-    ordered = sorted(ids)
-    for start in range(0, len(ordered), 500):
+    ordered, out = sorted(ids), {}
+    for start in range(0, len(ordered), 500):  # SQLite bounds the number of parameters per statement
         chunk = ordered[start:start + 500]
-        for row in db.execute(
-            "SELECT d.id, d.coil, d.camera, d.surface, d.frame_seq, d.x1, d.y1, d.x2, d.y2, d.class, d.score, "
-            "d.crop_sha256, m.version, m.sha256 FROM defects d LEFT JOIN models m ON m.id = d.model_id "
-            f"WHERE d.id IN ({','.join('?' * len(chunk))})", chunk):
-            out[row[0]] = _Fragment(row[0], row[1], row[2], row[3], row[4], tuple(row[5:9]), row[9], row[10],
-                                    row[11], row[12], row[13])
+        for row in db.execute(_FRAGMENT_SQL + f"WHERE d.id IN ({','.join('?' * len(chunk))})", chunk):
+            out[row[0]] = _fragment(row)
     return out
 
 
 def _frame_neighbours(db: Database, fragments: Iterable[_Fragment]) -> dict[tuple[str, str, int], list[_Fragment]]:
     """Every defect of the frames the exported fragments come from."""
-    frames = {(f.coil, f.camera, f.frame_seq) for f in fragments}
-    out: dict[tuple[str, str, int], list[_Fragment]] = {}
-    for coil, camera, seq in frames:
-        for row in db.execute(
-            "SELECT d.id, d.coil, d.camera, d.surface, d.frame_seq, d.x1, d.y1, d.x2, d.y2, d.class, d.score, "
-            "d.crop_sha256, m.version, m.sha256 FROM defects d LEFT JOIN models m ON m.id = d.model_id "
-            "WHERE d.coil=? AND d.camera=? AND d.frame_seq=?", (coil, camera, seq)):
-            out.setdefault((coil, camera, seq), []).append(
-                _Fragment(row[0], row[1], row[2], row[3], row[4], tuple(row[5:9]), row[9], row[10], row[11],
-                          row[12], row[13]))
-    return out
+    return {(coil, camera, seq): [_fragment(row) for row in db.execute(
+                _FRAGMENT_SQL + "WHERE d.coil=? AND d.camera=? AND d.frame_seq=?", (coil, camera, seq))]
+            for coil, camera, seq in {(f.coil, f.camera, f.frame_seq) for f in fragments}}
 
 
 def _crop_origin(box: tuple[float, float, float, float], margin: int) -> tuple[int, int]:
