@@ -20,6 +20,7 @@ then says the crop was pruned). Each prune is written to the audit log.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import time
 from collections.abc import Iterable
@@ -34,6 +35,22 @@ from inspection.records.db import write_transaction
 from inspection.records.errors import StoreError
 
 STAGING = ".staging"  # crops written for a transaction that has not committed yet
+
+
+def crop_origin(box: tuple[float, float, float, float], width: int, height: int,
+                margin: int | None = None) -> tuple[int, int] | None:
+    """Top-left corner, in frame pixels, of the crop the worker cut around `box` (frame pixels):
+    the box grown by `margin` on each side and clipped to the frame (`frame_inspector._crop_png`).
+    With `margin` None it is read back from the crop's `width` x `height`: an axis clipped on
+    neither side is the box plus twice the margin. None when the box is not a box."""
+    x1, y1, x2, y2 = box
+    if any(math.isnan(v) for v in box) or x2 <= x1 or y2 <= y1:
+        return None
+    if margin is None:
+        margin = max(width - (math.ceil(x2) - int(x1)), height - (math.ceil(y2) - int(y1))) // 2
+    if margin < 0:
+        return None
+    return max(0, int(x1) - margin), max(0, int(y1) - margin)
 
 
 class CropStore:

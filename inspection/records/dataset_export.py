@@ -13,7 +13,7 @@ of the public sets (``images/`` + ``annotations/``, Pascal VOC XML, one file per
 The images are the stored crops, byte for byte: the defect's box plus ``crop_margin_px`` of
 context on each side (the worker's ``records.crop_margin_px``; raise it where crops are meant
 for training). The box in crop coordinates follows from how the worker cuts a crop
-(`frame_inspector._crop_png`): the crop starts at ``max(0, int(x1) - margin)``. Every box
+(`crops.crop_origin`, mirroring `frame_inspector._crop_png`). Every box
 is checked against the crop's real size before it is written.
 
 Other reviewed defects of the same frame that overlap a crop are labelled in it as well (a
@@ -44,7 +44,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from inspection.records import seams
-from inspection.records.crops import CropStore
+from inspection.records.crops import CropStore, crop_origin
 from inspection.records.errors import StoreError
 from inspection.results import UNKNOWN
 
@@ -156,9 +156,9 @@ def export_reviewed(
             skipped.append({"defect_id": fid, "reason": reason})
             continue
         size = _png_size(png)
-        origin = _crop_origin(fragment.box, crop_margin_px)
-        own = _in_crop(fragment.box, origin, size)
-        if size is None or own is None:
+        origin = crop_origin(fragment.box, *size, margin=crop_margin_px) if size else None
+        own = _in_crop(fragment.box, origin, size) if origin else None
+        if own is None:
             skipped.append({"defect_id": fid, "reason": f"crop geometry does not fit the box with a "
                                                         f"{crop_margin_px} px margin"})
             continue
@@ -288,16 +288,9 @@ def _frame_neighbours(db: Database, fragments: Iterable[_Fragment]) -> dict[tupl
             for coil, camera, seq in {(f.coil, f.camera, f.frame_seq) for f in fragments}}
 
 
-def _crop_origin(box: tuple[float, float, float, float], margin: int) -> tuple[int, int]:
-    # Mirrors frame_inspector._crop_png: the crop's top-left corner in frame pixels.
-    return max(0, int(box[0]) - margin), max(0, int(box[1]) - margin)
-
-
-def _in_crop(box: tuple[float, float, float, float], origin: tuple[int, int], size: tuple[int, int] | None,
+def _in_crop(box: tuple[float, float, float, float], origin: tuple[int, int], size: tuple[int, int],
              *, clip: bool = False) -> tuple[float, float, float, float] | None:
     """`box` in crop pixels; None when it does not lie in the crop (or, with `clip`, misses it)."""
-    if size is None:
-        return None
     w, h = size
     x1, y1, x2, y2 = (box[0] - origin[0], box[1] - origin[1], box[2] - origin[0], box[3] - origin[1])
     if clip:

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from inspection.defect_style import MAP_X, MAP_Y, SEVERITY_AREAS, class_colour, rgb
+from inspection.records.crops import crop_origin
 
 SURFACES = ("top", "bottom")
 POINT_SCALE = 0.35  # screen px^2 -> matplotlib pt^2 at the report's size: markers as big on paper as on screen
@@ -144,21 +145,14 @@ def _scales(defect: dict[str, Any], mm_per_px: tuple[float | None, float | None]
 
 
 def _box_in_crop(box: tuple[float, float, float, float], w: int, h: int) -> tuple[float, ...] | None:
-    """The box in crop pixels. The worker cut the crop as the box grown by a margin on each side and
-    clipped to the frame (`frame_inspector._crop_png`); the margin is not stored, so it is read back
-    from the crop's size: an axis clipped on neither side is the box plus twice the margin."""
-    x1, y1, x2, y2 = box
-    if any(math.isnan(v) for v in box) or x2 <= x1 or y2 <= y1:
+    """The box in crop pixels (the margin is not stored: `crops.crop_origin` reads it back from the
+    crop's size); None when the crop does not hold this box: draw none rather than a wrong one."""
+    origin = crop_origin(box, w, h)
+    if origin is None:
         return None
-    grow = [w - (math.ceil(x2) - int(x1)), h - (math.ceil(y2) - int(y1))]
-    margin = max(grow) // 2
-    if margin < 0:
-        return None
-    left, top = max(0, int(x1) - margin), max(0, int(y1) - margin)
-    inside = (x1 - left, y1 - top, x2 - left, y2 - top)
-    if inside[2] > w + 1 or inside[3] > h + 1:
-        return None  # the crop does not hold this box: draw none rather than a wrong one
-    return inside
+    left, top = origin
+    inside = (box[0] - left, box[1] - top, box[2] - left, box[3] - top)
+    return None if inside[2] > w + 1 or inside[3] > h + 1 else inside
 
 
 def _with_scale_bar(image: np.ndarray, mm_per_px: float) -> np.ndarray:
