@@ -3,6 +3,7 @@ evaluate -> register path runs on a tiny dataset the test writes; outputs load i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -120,6 +121,8 @@ def test_train_command_path_end_to_end(tmp_path: Path, monkeypatch: pytest.Monke
     assert (tmp_path / "run" / "last.pt").is_file() and (tmp_path / "run" / "best.pt").is_file()
     opts.resume = True
     assert run(opts)["epoch"] == 2  # complete: resuming trains nothing more
+    with pytest.raises(train_module.TrainingError, match="resume it with --backbone plain"):
+        run(dataclasses.replace(opts, backbone="lite0"))
     result = finalize(opts, state, models_dir=tmp_path / "models")
     registry = Registry(tmp_path / "models")
     version = registry.active("hot")

@@ -95,6 +95,7 @@ class Options:
     negatives: float | None = None  # overrides the recipe's share
     background_cap: float | None = None  # overrides the recipe's cap; <= 0 turns the cap off
     line_views: float | None = None  # overrides the recipe's share of line views
+    backbone: str | None = None  # overrides the recipe's backbone ("plain" or "lite0")
     exclude_classes: tuple[str, ...] = ()  # classes left out of training (measuring `unknown`)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -108,6 +109,8 @@ def effective_recipe(opts: Options) -> Recipe:
         recipe["negatives"] = opts.negatives
     if opts.line_views is not None:
         recipe["line_views"] = opts.line_views
+    if opts.backbone is not None:
+        recipe["backbone"] = opts.backbone
     if opts.background_cap is not None:
         recipe["background_cap"] = opts.background_cap if opts.background_cap > 0 else None
     return Recipe(**recipe)
@@ -223,6 +226,10 @@ def run(opts: Options) -> dict[str, Any]:
         if state.get("classes_excluded", []) != list(opts.exclude_classes):
             raise TrainingError(f"{last_path} was trained without {state.get('classes_excluded', [])}; "
                                 f"resume it with the same --exclude-class options")
+        trained_backbone = ckpt.get("recipe", {}).get("backbone", recipe.backbone)
+        if trained_backbone != recipe.backbone:
+            raise TrainingError(f"{last_path} was trained with the {trained_backbone} backbone; "
+                                f"resume it with --backbone {trained_backbone}")
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
         optimizer.load_state_dict(ckpt["optimizer"])
