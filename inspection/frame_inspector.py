@@ -17,7 +17,7 @@ from inspection.detector import UNKNOWN, Detections, Detector
 from inspection.frame import Frame
 from inspection.results import Defect
 from inspection.severity import SeverityRule, severity
-from inspection.tiling import Tile, merge_boxes, tile_grid, tiles_touching, windows_around
+from inspection.tiling import Tile, merge_boxes, suppress_other_classes, tile_grid, tiles_touching, windows_around
 
 FIRST_STAGES = ("windows", "candidates", "none")
 
@@ -35,6 +35,10 @@ class InspectorSettings:
     uint16_shift: int = 8  # uint16 frames are reduced to the model's 8 bits by this right shift
     crop_margin_px: int = 16
     min_score: float | None = None  # None: the model's operating threshold
+    # one defect, boxes of several classes: the lower-scoring ones go when they overlap a kept box of
+    # another class at this IoU (0: off) or lie this much inside it (0: off); see suppress_other_classes
+    cross_class_iou: float = 0.0
+    cross_class_containment: float = 0.0
 
     def __post_init__(self) -> None:
         if self.first_stage not in FIRST_STAGES:
@@ -90,17 +94,21 @@ class FrameInspector:
             found = detections[at:at + len(tiles)]
             at += len(tiles)
             boxes, scores, labels, views, cut, local = view_boxes(tiles, found, image.shape)
-            merged = merge_boxes(boxes, scores, labels, views=views, cut=cut, best=True)
+            merged = self.merge(boxes, scores, labels, views, cut)
             names = [_reported(found[views[i]], local[i]) for i in merged[3]]
             defects = self._defects(frame, image, merged[:3], names)
             results.append(FrameInspection(frame, defects, total, len(tiles), sum(t.width * t.height for t in tiles)))
         return results
 
-    @staticmethod
-    def merge(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, views: np.ndarray,
-              cut: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One box per defect from what the views saw (see `merge_boxes`)."""
-        return merge_boxes(boxes, scores, labels, views=views, cut=cut)
+    def merge(self, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, views: np.ndarray,
+              cut: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One box per defect from what the views saw (`merge_boxes`), then one class per defect
+        (`suppress_other_classes`): boxes, scores, labels, and each box's highest-scoring input."""
+        merged = merge_boxes(boxes, scores, labels, views=views, cut=cut, best=True)
+        s = self.settings
+        keep = suppress_other_classes(merged[0], merged[1], merged[2], iou=s.cross_class_iou,
+                                      containment=s.cross_class_containment)
+        return tuple(part[keep] for part in merged)  # type: ignore[return-value]
 
     def _defects(self, frame: Frame, image: np.ndarray, merged: tuple[np.ndarray, ...],
                  names: list[tuple[str, tuple[tuple[str, float], ...]]]) -> tuple[Defect, ...]:

@@ -203,3 +203,33 @@ def merge_boxes(
     merged = (np.array(out_boxes, dtype=np.float32)[order], np.array(out_scores, dtype=np.float32)[order],
               labels[chosen])
     return (*merged, chosen) if best else merged
+
+
+def suppress_other_classes(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, *, iou: float,
+                           containment: float = 0.0) -> np.ndarray:
+    """Indices of the boxes kept when one defect carries boxes of several classes.
+
+    The model's own NMS works per class, so one defect can come out as a box of each class it
+    half-resembles (`bench e2e --explain`: "other_class" false defects). Going down the scores,
+    a box is dropped when a kept box of another class overlaps it at IoU >= `iou`, or, with
+    `containment` > 0, covers at least that share of it (a fragment called something else).
+    `iou` <= 0 keeps everything. Returns kept indices in the input order.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    n = len(boxes)
+    if n <= 1 or iou <= 0:
+        return np.arange(n)
+    iou_m, iomin_m = _overlap_matrix(boxes)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    labels = np.asarray(labels).reshape(-1)
+    overlaps = iou_m >= iou
+    if containment > 0:
+        # the share of box j that box i covers: intersection / area of j, from the smaller-box ratio
+        smaller = np.minimum(area[:, None], area[None, :])
+        covered = iomin_m * smaller / np.maximum(area[None, :], 1e-9)
+        overlaps |= covered >= containment
+    kept: list[int] = []
+    for j in np.argsort(-np.asarray(scores, dtype=np.float32).reshape(-1), kind="stable"):
+        if not any(labels[i] != labels[j] and overlaps[i, j] for i in kept):
+            kept.append(int(j))
+    return np.sort(np.array(kept, dtype=np.int64))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from inspection.candidates import CandidateSettings, find_candidates
-from inspection.tiling import Tile, merge_boxes, tile_grid, tiles_touching, windows_around
+from inspection.tiling import Tile, merge_boxes, suppress_other_classes, tile_grid, tiles_touching, windows_around
 
 
 @pytest.mark.parametrize(
@@ -104,6 +104,27 @@ def test_merge_joins_views_not_neighbours_inside_one_view() -> None:
         [(0, 0, 100, 100), (10, 10, 30, 30), (200, 0, 260, 60), (210, 10, 220, 20)])
     # without views, containment merges the neighbours too (the old behaviour, kept for callers without views)
     assert len(merge_boxes(boxes, scores, labels)[0]) == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "kept"),
+    [
+        ({"iou": 0.0}, [0, 1, 2, 3, 4]),  # off
+        ({"iou": 0.5}, [0, 2, 3, 4]),  # the lower-scoring other-class box on defect A goes
+        ({"iou": 0.5, "containment": 0.8}, [0, 2, 3]),  # and the other-class fragment inside defect B
+        ({"iou": 0.95}, [0, 1, 2, 3, 4]),  # A's two boxes overlap at IoU 0.81 only
+    ],
+)
+def test_suppress_other_classes(kwargs, kept) -> None:  # noqa: ANN001
+    """One defect, one class: a lower-scoring box of another class on the same defect is dropped;
+    boxes of the same class (the merge's business) and of separate defects stay."""
+    boxes = np.array([[0, 0, 100, 100], [0, 0, 90, 100],  # defect A: class 0 and class 1
+                      [200, 0, 300, 100],  # defect B, class 1
+                      [210, 10, 220, 20],  # class 1 inside B: same class, kept
+                      [250, 50, 270, 70]], np.float32)  # class 0 inside B: a fragment called something else
+    scores = np.array([0.9, 0.8, 0.7, 0.3, 0.2], np.float32)
+    labels = np.array([0, 1, 1, 1, 0])
+    assert suppress_other_classes(boxes, scores, labels, **kwargs).tolist() == kept
 
 
 def test_view_boxes_marks_boxes_cut_by_an_inner_view_edge() -> None:
