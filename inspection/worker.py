@@ -61,8 +61,7 @@ def inspector_settings(config: LineConfig) -> InspectorSettings:
     return InspectorSettings(
         tile_px=w.tile_px, tile_overlap_px=w.tile_overlap_px, first_stage=w.first_stage,
         candidates=CandidateSettings(k_sigma=w.candidate_k_sigma), window_context_px=w.window_context_px,
-        uint16_shift=w.uint16_shift, cross_class_iou=w.cross_class_iou,
-        cross_class_containment=w.cross_class_containment,
+        uint16_shift=w.uint16_shift, suppress_iou=w.suppress_iou, suppress_containment=w.suppress_containment,
         crop_margin_px=config.records.crop_margin_px,
     )
 
