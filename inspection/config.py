@@ -418,6 +418,10 @@ def _model(path: Path, table: Any, line_type: str) -> ModelConfig:
     model = ModelConfig(name=s.get("name", str, line_type), registry=s.path_value("registry"),
                         promote_max_recall_drop=s.share("promote_max_recall_drop"),
                         promote_max_detection_rate_drop=s.share("promote_max_detection_rate_drop"))
+    if model.name in LINE_TYPES and model.name != line_type:
+        # a hot model on cold strip finds plausible-looking nonsense: refuse before anything runs
+        raise s.error("name", f"{model.name!r} is the {model.name} line's active model but this line is "
+                      f"{line_type}: name {line_type!r} or a {line_type} version")
     s.check_unknown()
     return model
 

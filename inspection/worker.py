@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from inspection.candidates import CandidateSettings
 from inspection.config import LineConfig, WorkerConfig
 from inspection.detector import Detector
+from inspection.errors import ManifestError
 from inspection.frame import LINE_TYPES, BrokenFrame, CoilEvent, Frame, StreamMessage
 from inspection.frame_inspector import FrameInspection, FrameInspector, InspectorSettings
 from inspection.registry import Manifest, Registry
@@ -176,6 +177,9 @@ class InferenceWorker:
             name = configured if line_type == self.config.type or configured not in LINE_TYPES else line_type
             w = self.config.worker
             slot = ModelSlot(self.registry, name, w.providers, w.intra_op_threads, max(16, w.batch_size * 8), w)
+            if slot.manifest.line_type != line_type:
+                raise ManifestError(f"model {slot.manifest.version} was trained for {slot.manifest.line_type} "
+                                    f"strip; frames of {line_type} strip need a {line_type} model ([model] name)")
             self.slots[line_type] = slot
             self.stats.models[line_type] = slot.manifest.version
         return slot
