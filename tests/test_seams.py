@@ -435,4 +435,7 @@ def test_e2e_compare_counts_a_cut_defect_once_and_reports_splits(store: Store) -
     assert (merged["detection_rate"], merged["seam_detection_rate"], merged["seam_split"]) == (
         pytest.approx(2 / 3, abs=1e-4), 1.0, 0)
     assert merged["class_accuracy"] == 1.0  # the merged defect has the best-scoring fragment's class
+    assert merged["wrong_class"] == {}
+    truth[2]["class"] = "scratches"  # the inclusion record now names a true scratch wrong
+    assert compare(store.path, truth, 0.3)["wrong_class"] == {"scratches": {"inclusion": 1}}
     assert raw["seam_split"] == 1  # fragment by fragment, the cut defect is found twice
