@@ -86,7 +86,7 @@ class WorkerConfig:
     window_context_px: int = 64  # strip kept around a flagged region in a model window
     uint16_shift: int = 8
     # one box per defect whatever its class: see InspectorSettings / tiling.suppress_overlaps (0: off)
-    suppress_iou: float = 0.0
+    suppress_iou: float = 0.3
     suppress_containment: float = 0.0
     reload_check_s: float = 1.0  # how often the registry is checked for a new active model
     heartbeat_s: float = 1.0

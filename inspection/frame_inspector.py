@@ -37,7 +37,7 @@ class InspectorSettings:
     min_score: float | None = None  # None: the model's operating threshold
     # one box per defect whatever its class, after the merge of views: a lower-scoring box goes when it
     # overlaps a kept one at this IoU (0: off) or lies this much inside it (0: off); see suppress_overlaps
-    suppress_iou: float = 0.0
+    suppress_iou: float = 0.3
     suppress_containment: float = 0.0
 
     def __post_init__(self) -> None:
