@@ -85,9 +85,9 @@ class WorkerConfig:
     candidate_k_sigma: float = 2.5
     window_context_px: int = 64  # strip kept around a flagged region in a model window
     uint16_shift: int = 8
-    # one box per defect whatever its class: see InspectorSettings / tiling.suppress_overlaps (0: off)
-    suppress_iou: float = 0.3
-    suppress_containment: float = 0.0
+    # one class per defect: see InspectorSettings / tiling.suppress_other_classes (0: off)
+    other_class_iou: float = 0.3
+    other_class_containment: float = 0.0
     reload_check_s: float = 1.0  # how often the registry is checked for a new active model
     heartbeat_s: float = 1.0
     results_hwm: int = 1000  # result messages a worker queues for the recorder before it waits
@@ -475,8 +475,8 @@ def _worker(path: Path, table: Any) -> WorkerConfig:
         candidate_k_sigma=s.positive("candidate_k_sigma", float),
         window_context_px=s.get("window_context_px", int),
         uint16_shift=s.get("uint16_shift", int),
-        suppress_iou=s.share("suppress_iou"),
-        suppress_containment=s.share("suppress_containment"),
+        other_class_iou=s.share("other_class_iou"),
+        other_class_containment=s.share("other_class_containment"),
         reload_check_s=s.positive("reload_check_s", float),
         heartbeat_s=s.positive("heartbeat_s", float),
         results_hwm=s.positive("results_hwm", int),

@@ -17,7 +17,7 @@ from inspection.detector import UNKNOWN, Detections, Detector
 from inspection.frame import Frame
 from inspection.results import Defect
 from inspection.severity import SeverityRule, severity
-from inspection.tiling import Tile, merge_boxes, suppress_overlaps, tile_grid, tiles_touching, windows_around
+from inspection.tiling import Tile, merge_boxes, suppress_other_classes, tile_grid, tiles_touching, windows_around
 
 FIRST_STAGES = ("windows", "candidates", "none")
 
@@ -35,10 +35,10 @@ class InspectorSettings:
     uint16_shift: int = 8  # uint16 frames are reduced to the model's 8 bits by this right shift
     crop_margin_px: int = 16
     min_score: float | None = None  # None: the model's operating threshold
-    # one box per defect whatever its class, after the merge of views: a lower-scoring box goes when it
-    # overlaps a kept one at this IoU (0: off) or lies this much inside it (0: off); see suppress_overlaps
-    suppress_iou: float = 0.3
-    suppress_containment: float = 0.0
+    # one class per defect, after the merge of views: a lower-scoring box of another class goes when it
+    # overlaps a kept one at this IoU (0: off) or lies this much inside it (0: off); see suppress_other_classes
+    other_class_iou: float = 0.3
+    other_class_containment: float = 0.0
 
     def __post_init__(self) -> None:
         if self.first_stage not in FIRST_STAGES:
@@ -102,11 +102,12 @@ class FrameInspector:
 
     def merge(self, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, views: np.ndarray,
               cut: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """One box per defect from what the views saw (`merge_boxes`), then one box per defect whatever
-        its class (`suppress_overlaps`): boxes, scores, labels, and each box's highest-scoring input."""
+        """One box per defect from what the views saw (`merge_boxes`), then one class per defect
+        (`suppress_other_classes`): boxes, scores, labels, and each box's highest-scoring input."""
         merged = merge_boxes(boxes, scores, labels, views=views, cut=cut, best=True)
         s = self.settings
-        keep = suppress_overlaps(merged[0], merged[1], iou=s.suppress_iou, containment=s.suppress_containment)
+        keep = suppress_other_classes(merged[0], merged[1], merged[2], iou=s.other_class_iou,
+                                      containment=s.other_class_containment)
         return tuple(part[keep] for part in merged)  # type: ignore[return-value]
 
     def _defects(self, frame: Frame, image: np.ndarray, merged: tuple[np.ndarray, ...],

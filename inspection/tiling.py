@@ -205,15 +205,17 @@ def merge_boxes(
     return (*merged, chosen) if best else merged
 
 
-def suppress_overlaps(boxes: np.ndarray, scores: np.ndarray, *, iou: float, containment: float = 0.0) -> np.ndarray:
-    """Indices of the boxes kept when one defect carries several boxes, whatever their classes.
+def suppress_other_classes(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, *, iou: float,
+                           containment: float = 0.0) -> np.ndarray:
+    """Indices of the boxes kept when one defect carries boxes of several classes.
 
-    The model's own NMS works per class and at a loose IoU (chosen for mAP on dataset images), so
-    on the line one defect can come out as a box of each class it half-resembles, as near-copies
-    of one box, or as fragments inside a larger box (`bench e2e --explain`: "other_class",
-    "duplicate" and "near_defect" records). Going down the scores, a box is dropped when a kept
-    box overlaps it at IoU >= `iou` (<= 0: off) or, with `containment` > 0, covers at least that
-    share of its area. Returns kept indices in the input order.
+    The model's own NMS works per class, so one defect can come out as a box of each class it
+    half-resembles (`bench e2e --explain`: "other_class" records, a false defect each, and a wrong
+    class whenever the wrong box fits the defect better). Going down the scores, a box is dropped
+    when a kept box of another class overlaps it at IoU >= `iou` (<= 0: off) or, with
+    `containment` > 0, covers at least that share of its area. Boxes of one class are left alone:
+    the model's NMS, chosen on val, decided those are separate defects (suppressing them too lost
+    hot defects lying side by side, `merged_away`). Returns kept indices in the input order.
     """
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     n = len(boxes)
@@ -226,6 +228,8 @@ def suppress_overlaps(boxes: np.ndarray, scores: np.ndarray, *, iou: float, cont
         area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         inter = iomin_m * np.minimum(area[:, None], area[None, :])
         overlaps |= inter / np.maximum(area[None, :], 1e-9) >= containment
+    labels = np.asarray(labels).reshape(-1)
+    overlaps &= labels[:, None] != labels[None, :]
     kept: list[int] = []
     for j in np.argsort(-np.asarray(scores, dtype=np.float32).reshape(-1), kind="stable"):
         if not any(overlaps[i, j] for i in kept):

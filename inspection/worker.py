@@ -62,7 +62,8 @@ def inspector_settings(config: LineConfig) -> InspectorSettings:
     return InspectorSettings(
         tile_px=w.tile_px, tile_overlap_px=w.tile_overlap_px, first_stage=w.first_stage,
         candidates=CandidateSettings(k_sigma=w.candidate_k_sigma), window_context_px=w.window_context_px,
-        uint16_shift=w.uint16_shift, suppress_iou=w.suppress_iou, suppress_containment=w.suppress_containment,
+        uint16_shift=w.uint16_shift, other_class_iou=w.other_class_iou,
+        other_class_containment=w.other_class_containment,
         crop_margin_px=config.records.crop_margin_px,
     )
 

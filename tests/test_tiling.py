@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from inspection.candidates import CandidateSettings, find_candidates
-from inspection.tiling import Tile, merge_boxes, suppress_overlaps, tile_grid, tiles_touching, windows_around
+from inspection.tiling import Tile, merge_boxes, suppress_other_classes, tile_grid, tiles_touching, windows_around
 
 
 @pytest.mark.parametrize(
@@ -109,24 +109,24 @@ def test_merge_joins_views_not_neighbours_inside_one_view() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "kept"),
     [
-        ({"iou": 0.0}, [0, 1, 2, 3, 4]),  # off
-        ({"iou": 0.5}, [0, 2, 3, 4]),  # the lower-scoring box on defect A goes, whatever its class
-        ({"iou": 0.5, "containment": 0.8}, [0, 2]),  # and the fragments inside defect B
-        ({"iou": 0.0, "containment": 0.8}, [0, 2]),  # containment alone: A's second box lies 100 % inside
-        ({"iou": 0.95}, [0, 1, 2, 3, 4]),  # A's two boxes overlap at IoU 0.9 only
+        ({"iou": 0.0}, [0, 1, 2, 3, 4, 5]),  # off
+        ({"iou": 0.5}, [0, 2, 3, 4, 5]),  # the lower-scoring box of another class on defect A goes
+        ({"iou": 0.5, "containment": 0.8}, [0, 2, 3, 5]),  # and the other-class fragment inside defect B
+        ({"iou": 0.0, "containment": 0.8}, [0, 2, 3, 5]),  # containment alone: A's class-1 box lies inside
+        ({"iou": 0.95}, [0, 1, 2, 3, 4, 5]),  # A's two boxes overlap at IoU 0.9 only
     ],
 )
-def test_suppress_overlaps(kwargs, kept) -> None:  # noqa: ANN001
-    """One box per defect: a lower-scoring box on the same defect (another class, a near-copy or a
-    fragment inside it) is dropped; separate defects stay."""
+def test_suppress_other_classes(kwargs, kept) -> None:  # noqa: ANN001
+    """One class per defect: a lower-scoring box of another class on the same defect is dropped;
+    boxes of one class (separate defects to the model's NMS) and separate defects stay."""
     boxes = np.array([[0, 0, 100, 100], [0, 0, 90, 100],  # defect A: class 0 and class 1
                       [200, 0, 300, 100],  # defect B, class 1
-                      [210, 10, 220, 20],  # class 1 inside B
-                      [250, 50, 270, 70]], np.float32)  # class 0 inside B
-    scores = np.array([0.9, 0.8, 0.7, 0.3, 0.2], np.float32)
-    assert suppress_overlaps(boxes, scores, **kwargs).tolist() == kept
-    assert suppress_overlaps(boxes[[2, 3]], scores[[3, 2]], iou=0.0, containment=0.8).tolist() == [0, 1]  # a
-    # small box scoring higher than the large one around it is kept, and so is the large one
+                      [210, 10, 220, 20],  # class 1 inside B: the same class, kept
+                      [250, 50, 270, 70],  # class 0 inside B: a fragment called something else
+                      [5, 0, 100, 100]], np.float32)  # class 0 again on A, IoU 0.95 with box 0: kept
+    scores = np.array([0.9, 0.8, 0.7, 0.3, 0.2, 0.1], np.float32)
+    labels = np.array([0, 1, 1, 1, 0, 0])
+    assert suppress_other_classes(boxes, scores, labels, **kwargs).tolist() == kept
 
 
 def test_view_boxes_marks_boxes_cut_by_an_inner_view_edge() -> None:
