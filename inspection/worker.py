@@ -64,7 +64,7 @@ class WorkerStats:
     shadow_frames: int = 0  # frames the shadow model also inspected
     shadow_s: float = 0.0  # what that cost: inspection, comparison, crops of the disagreements
     shadow_disagreements: int = 0
-    shadow_failed: int = 0  # frames a failing shadow model could not inspect (their results went out)
+    shadow_failed: int = 0  # frames of batches the shadow model failed on (their own results went out)
     shadow_error: str | None = None  # why the shadow model last failed to load or run
     shadow_models: dict[str, str] = field(default_factory=dict)  # line type -> shadow version in use
 
@@ -281,6 +281,7 @@ class InferenceWorker:
             slot = self._slot(line_type)
             started = time.perf_counter()  # after a first-use model load
             results = FrameInspector(slot.detector, self.settings, self.severity_rule).inspect(frames)
+            inspected_s = time.perf_counter() - started  # before sending: a slow recorder is not inspection
         except Exception as exc:  # noqa: BLE001 - report the frames as not inspected, keep running
             log.exception("inspection of %d %s frame(s) failed", len(frames), line_type)
             for frame in frames:
@@ -297,7 +298,7 @@ class InferenceWorker:
             self.stats.tiles_inspected += result.tiles_inspected
             self.stats.frame_px += result.frame.pixels.size
             self.stats.model_px += result.model_px
-        self.stats.inspect_s += time.perf_counter() - started
+        self.stats.inspect_s += inspected_s
         self._shadow(line_type, results, manifest)
 
     def _shadow(self, line_type: str, results: list[FrameInspection], active: Manifest) -> None:
