@@ -65,6 +65,12 @@ class ModelConfig:
     # model's (recall of any class; detection rate), unless forced with a reason
     promote_max_recall_drop: float = 0.02
     promote_max_detection_rate_drop: float = 0.0
+    # A candidate beside the active model on the live stream (`inspection.shadow`): "" follows the
+    # registry (`models shadow VERSION|off`), "off" never, else a version or path. Its results touch
+    # neither records of defects nor grades nor the PLC; only where the two disagree is recorded.
+    shadow: str = ""
+    shadow_share: float = 0.25  # share of frames the shadow model also inspects (chosen by frame, not by batch)
+    shadow_iou: float = 0.3  # boxes of the two models overlapping this much are the same defect
 
 
 @dataclass(frozen=True)
@@ -417,11 +423,16 @@ def _model(path: Path, table: Any, line_type: str) -> ModelConfig:
     s = _Section(path, "model", table, ModelConfig)
     model = ModelConfig(name=s.get("name", str, line_type), registry=s.path_value("registry"),
                         promote_max_recall_drop=s.share("promote_max_recall_drop"),
-                        promote_max_detection_rate_drop=s.share("promote_max_detection_rate_drop"))
+                        promote_max_detection_rate_drop=s.share("promote_max_detection_rate_drop"),
+                        shadow=s.get("shadow", str).strip(), shadow_share=s.share("shadow_share"),
+                        shadow_iou=s.share("shadow_iou"))
     if model.name in LINE_TYPES and model.name != line_type:
         # a hot model on cold strip finds plausible-looking nonsense: refuse before anything runs
         raise s.error("name", f"{model.name!r} is the {model.name} line's active model but this line is "
                       f"{line_type}: name {line_type!r} or a {line_type} version")
+    if model.shadow_iou <= 0.0:
+        raise s.error("shadow_iou", f"expected a share > 0 (boxes that do not overlap are never one defect), "
+                                    f"got {model.shadow_iou!r}")
     s.check_unknown()
     return model
 

@@ -26,6 +26,8 @@ camera stream's sequence number). Types:
 - ``coil_start`` / ``coil_end``: the camera's coil events, forwarded as they arrived (fields of
   `inspection.frame.CoilEvent`: ``time_ns``, and at coil end ``length_mm``, ``frames`` (captured by
   the camera) and ``dropped`` (frames the camera could not send)).
+- ``shadow_result``: where a candidate model running in shadow disagrees with the active model on
+  an inspected frame; documented in `inspection.shadow_results`.
 
 `decode` raises `RecordError` naming the field for anything malformed; nothing else escapes.
 """
@@ -165,6 +167,10 @@ def encode(message: ResultMessage) -> list[bytes]:
     """Encode a message into multipart parts: [JSON header, crop PNG, crop PNG, ...]."""
     if isinstance(message, CoilEvent):
         return [_dump({"v": RESULTS_VERSION, "type": message.kind, **message.header_fields()})]
+    from inspection import shadow_results  # it builds on this module: imported here, not at load time
+
+    if isinstance(message, shadow_results.ShadowResult):
+        return shadow_results.encode(message)
     if isinstance(message, WorkerStatus):
         return [_dump({"v": RESULTS_VERSION, "type": "worker_status", "worker": message.worker,
                        "host": message.host, "pid": message.pid, "time_ns": message.time_ns,
@@ -275,9 +281,14 @@ def _decode(parts: Sequence[Any]) -> ResultMessage:
             captured_ns=header["captured_ns"],
             reason=header["reason"],
         )
+    if kind == "shadow_result":
+        from inspection import shadow_results
+
+        return shadow_results.decode(header, extra)  # type: ignore[return-value]
     if kind != "frame_result":
         raise RecordError(
-            f"header.type: expected frame_result, frame_dropped, worker_status, coil_start or coil_end, got {kind!r}"
+            f"header.type: expected frame_result, frame_dropped, worker_status, shadow_result, coil_start or "
+            f"coil_end, got {kind!r}"
         )
     _keys(header, _RESULT_KEYS, "header")
     model = header["model"]

@@ -23,9 +23,11 @@ from inspection.console.auth import SESSION_KEY, Session, idle_expired
 from inspection.console.launch import is_loopback
 from inspection.passwords import ScryptParams
 from inspection.records import audit, users
+from inspection.records.crops import CropStore
 from inspection.records.db import open_db
+from inspection.records.store import Store
 from inspection.registry import Registry
-from inspection.testing.sample_db import SampleCoil, build
+from inspection.testing.sample_db import SampleCoil, add_shadow_run, build
 from tests.tiny_models import add_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -296,6 +298,40 @@ def test_models_page_shows_versions_and_the_active_one(db: Path) -> None:
     assert set(versions["version"]) == {"hot-20261120-1", "hot-20261122-1"}
     assert versions.set_index("version").loc["hot-20261122-1", "active"] == "yes"
 
+
+
+def test_models_page_shows_what_the_shadow_model_disagreed_on(db: Path, models_dir: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    crops = tmp_path / "own-crops"  # the shadow crops of this test only (the sample's crops are shared)
+    monkeypatch.setenv("STEEL_INSPECT_CROPS", str(crops))
+    with Store(db, crops=CropStore(crops)) as store:
+        sent = add_shadow_run(store, "C1001", "hot-20261120-1")
+    registry = Registry(models_dir)
+    registry.set_shadow("hot-20261120-1", by="mel", reason="older candidate, for the test")
+    try:
+        at = app("models", user="mel")
+    finally:
+        registry.set_shadow(None, line_type="hot", by="mel")
+    shown = texts(at)
+    items = [d for m in sent for d in m.disagreements]
+    expected = {kind: sum(d.kind == kind for d in items) for kind in ("active_only", "shadow_only", "other_class")}
+    assert all(expected.values())
+    assert "Shadow mode: what a promotion would change" in shown
+    assert "Shadow hot model=hot-20261120-1" in shown and "older candidate, for the test" in shown
+    assert f"Frames compared={len(sent)}" in shown
+    assert all(f"{kind.replace('_', ' ')}={n}" in shown for kind, n in expected.items())
+    runs = next(d.value for d in at.dataframe if "frames compared" in d.value.columns)
+    assert runs.iloc[0][["active", "shadow", "frames compared"]].tolist() == ["hot-20261123-1", "hot-20261120-1",
+                                                                              len(sent)]
+    per_class = next(d.value for d in at.dataframe if "shadow class" in d.value.columns)
+    assert per_class.groupby("kind")["n"].sum().to_dict() == expected  # counts per kind and class
+    other = [d for d in items if d.kind == "other_class"][0]
+    pairs = per_class[per_class["kind"] == "other_class"][["active class", "shadow class"]].values.tolist()
+    assert [other.active_class, other.shadow_class] in pairs
+    captions = [img.proto.imgs[0].caption for img in at.get("image")]
+    assert len(captions) == sum(min(n, 8) for n in expected.values())  # a sample of each kind, with crops
+    assert any(c.startswith("active: ") and "/ shadow: " in c for c in captions)
+    assert any(c.startswith("shadow: scratches 0.55") for c in captions)
 
 
 def test_coil_report_downloads_render_through_the_records_report_module(db: Path) -> None:

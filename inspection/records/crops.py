@@ -40,7 +40,7 @@ STAGING = ".staging"  # crops written for a transaction that has not committed y
 def crop_origin(box: tuple[float, float, float, float], width: int, height: int,
                 margin: int | None = None) -> tuple[int, int] | None:
     """Top-left corner, in frame pixels, of the crop the worker cut around `box` (frame pixels):
-    the box grown by `margin` on each side and clipped to the frame (`frame_inspector._crop_png`).
+    the box grown by `margin` on each side and clipped to the frame (`frame_inspector.crop_png`).
     With `margin` None it is read back from the crop's `width` x `height`: an axis clipped on
     neither side is the box plus twice the margin. None when the box is not a box."""
     x1, y1, x2, y2 = box
@@ -128,16 +128,19 @@ class RecoverResult:
     deleted: int  # staged crops of a transaction that never committed
 
 
-def recover(db: Database, crops: CropStore) -> RecoverResult:
+def recover(db: Database, crops: CropStore, table: str = "defects") -> RecoverResult:
     """Finish what a recorder that died between a batch's transaction and `CropStore.commit` left
-    staged: crops the database references go into place, the others are deleted."""
+    staged: crops the database references (``table``'s ``crop_sha256``: the defects', or the shadow
+    disagreements' in their own folder) go into place, the others are deleted."""
+    if table not in ("defects", "shadow_disagreements"):  # a table name from this package, never from outside
+        raise StoreError(f"recover: no crops are recorded in {table!r}")
     staged = {p.stem: p for p in crops.staged_files()}
     names = list(staged)
     referenced: set[str] = set()
     for i in range(0, len(names), 500):  # SQLite's bound-parameter limit
         chunk = names[i:i + 500]
         referenced |= {row[0] for row in db.execute(
-            f"SELECT DISTINCT crop_sha256 FROM defects WHERE crop_sha256 IN ({','.join('?' * len(chunk))})", chunk)}
+            f"SELECT DISTINCT crop_sha256 FROM {table} WHERE crop_sha256 IN ({','.join('?' * len(chunk))})", chunk)}
     failed = crops.commit(sorted(referenced))
     deleted = 0
     for sha, path in staged.items():

@@ -21,6 +21,9 @@ Anchors: the store signs every audit event it writes when it holds the audit key
 copies the newest signed checkpoint (`checkpoints.latest`, O(1)) to the append-only anchor file
 every `anchor_s`, at every coil end and at stop, and keeps it in `checkpoint` for the PLC heartbeat.
 
+Shadow mode's messages (`shadow_results.ShadowResult`) are taken out of each batch and written after
+it, in their own transaction and tables (`Store.record_shadow`): no event, alarm or grade comes of them.
+
 Grade rows are emitted as `events.GradeDecided` whoever wrote them (this recorder, or an override or
 review in the console, another process): `housekeeping` looks for new rows every second.
 """
@@ -43,6 +46,7 @@ from inspection.records.events import AlarmRaised, DefectRecorded, GradeDecided,
 from inspection.records.periodic import Point, find_periodic
 from inspection.records.store import Store
 from inspection.results import FrameResult, ResultMessage, WorkerStatus
+from inspection.shadow_results import ShadowResult
 
 log = logging.getLogger(__name__)
 EventHook = Callable[[RecorderEvent], None]
@@ -65,6 +69,8 @@ class RecorderStats:
     alarms: int = 0
     crops_failed: int = 0  # defects recorded without their crop (the crop folder could not be written)
     finalise_s: float = 0.0  # time spent grading coils, searching roll marks and filling the queue
+    shadow_frames: int = 0  # frames a shadow model also inspected, and where it disagreed (`record_shadow`)
+    shadow_disagreements: int = 0
     last_error: str | None = None
     grades: dict[str, str] = field(default_factory=dict)
 
@@ -144,12 +150,15 @@ class Recorder:
         if not self._buffer:
             return
         batch, self._buffer = self._buffer, []
+        shadow = [m for m in batch if isinstance(m, ShadowResult)]
+        if shadow:
+            batch = [m for m in batch if not isinstance(m, ShadowResult)]
         try:
             result = self.store.apply_batch(batch, want_rows=True)
         except sqlite3.OperationalError as exc:
             # Locked past the busy timeout (a long console write) or a full disk: keep the batch
             # in memory and retry at the next flush instead of dropping what the workers sent.
-            self._buffer = batch + self._buffer
+            self._buffer = batch + shadow + self._buffer
             self._first_at = time.monotonic()
             self.stats.last_error = f"flush failed, will retry: {exc}"
             log.error("flush of %d messages failed, will retry: %s", len(batch), exc)
@@ -180,8 +189,25 @@ class Recorder:
         for coil in touched:  # late frames of an already graded coil: regrade (recorded only if it changes)
             if coil in self.stats.grades or line_reads.has_grade(self.store.db, coil):
                 self._grade(coil, "late-frames", finalise=False)
+        self._record_shadow(shadow)  # before finalising: a coil's queue reads its disagreements
         self._check_pending()
         self._publish_grades()
+
+    def _record_shadow(self, shadow: list[ShadowResult]) -> None:
+        if not shadow:
+            return
+        try:
+            written = self.store.record_shadow(shadow)
+        except sqlite3.OperationalError as exc:  # as in `flush`: kept, retried at the next flush
+            self._buffer = [*shadow, *self._buffer]
+            self._first_at = time.monotonic()
+            log.error("shadow results of %d frames not written, will retry: %s", len(shadow), exc)
+            return
+        self.stats.shadow_frames += written.new_frames
+        self.stats.shadow_disagreements += written.new_disagreements
+        if written.crops_failed:
+            log.error("%d shadow disagreement(s) recorded without their crop: %s", written.crops_failed,
+                      written.crop_error)
 
     def housekeeping(self) -> None:
         """Once a second: finalise coils whose grace ran out, watch worker health, write the live
@@ -387,7 +413,8 @@ class Recorder:
             "pid": os.getpid(), "endpoint": self.endpoint, "messages": self.stats.messages,
             "rejected": self.stats.rejected, "frames_per_s": (self.stats.new_frames - frames0) / dt,
             "defects_per_s": (self.stats.new_defects - defects0) / dt, "pending_coils": sorted(self._pending),
-            "alarms": self.stats.alarms, "crops_failed": self.stats.crops_failed, "last_error": self.stats.last_error},
+            "alarms": self.stats.alarms, "crops_failed": self.stats.crops_failed, "last_error": self.stats.last_error,
+            "shadow_frames": self.stats.shadow_frames, "shadow_disagreements": self.stats.shadow_disagreements},
             **{f"worker:{self.line}:{name}": status for name, status in self._workers.items()}})
         self._workers = {}
         self._rate = (now, self.stats.new_frames, self.stats.new_defects)

@@ -11,6 +11,7 @@ evidence and its audit entry commit or vanish together.
   hold -> prime waits for `Store.approve_override` by a second person (see `actions`).
 - `Store.add_alarm`, `Store.open_claim` / `close_claim`, `Store.enqueue_reviews`, `Store.set_status`,
   `Store.register_line`.
+- `Store.record_shadow(messages)`: shadow mode's disagreements, in tables of their own (`shadow`).
 
 Effective grade of a coil: its latest ``override`` row if it has any, else its latest ``auto`` row
 (a pending override has no row until it is approved, so it is never effective before that).
@@ -35,6 +36,7 @@ from inspection.records.db import open_db, write_transaction
 from inspection.records.errors import StoreError
 from inspection.records.grading import GradeResult, RuleSet, grade, load_rules
 from inspection.records.review_queue import select_for_review
+from inspection.records.shadow import ShadowRecords
 from inspection.results import FrameDropped, FrameResult, ResultMessage
 
 __all__ = ["REVIEW_ACTIONS", "BatchResult", "OverrideOutcome", "Store"]
@@ -103,7 +105,7 @@ class BatchResult:
     crop_error: str | None = None
 
 
-class Store(InspectorActions):
+class Store(InspectorActions, ShadowRecords):
     """Writer of one line database (the recorder, and the console through the same API)."""
 
     def __init__(
@@ -265,8 +267,15 @@ class Store(InspectorActions):
         return sha
 
     def recover_crops(self) -> crops_module.RecoverResult | None:
-        """Crops a recorder that died left staged: into place if recorded, deleted if not (`crops.recover`)."""
-        return crops_module.recover(self.db, self.crops) if self.crops is not None else None
+        """Crops a recorder that died left staged: into place if recorded, deleted if not (`crops.recover`);
+        the defects' and the shadow disagreements' together."""
+        if self.crops is None:
+            return None
+        found = crops_module.recover(self.db, self.crops)
+        shadow = self.recover_shadow_crops()
+        if shadow is None:
+            return found
+        return crops_module.RecoverResult(found.moved + shadow.moved, found.deleted + shadow.deleted)
 
     def _defect_row(self, m: FrameResult, index: int, d: Any, crop: str | None) -> dict[str, Any]:
         x1, y1, x2, y2 = d.box
