@@ -196,10 +196,11 @@ def load_plant_data(folders: Sequence[Path], line_type: str, public_classes: Seq
     splits: dict[str, list[PlantSample]] = {s: [] for s in SPLITS}
     for p in sorted(kept, key=lambda p: (p.database, p.defect_id)):
         splits[split_of[p.coil]].append(p)
-    new = sorted({label for p in kept for label in p.sample.labels} - set(public_classes))
+    # from every sample, so that --exclude-class can name a new class too (the model's classes leave it out)
+    new = sorted({label for p in seen.values() for label in p.sample.labels} - set(public_classes))
     trained = {label for p in splits["train"] for label in p.sample.labels}
     for cls in new:
-        if cls not in trained:
+        if cls not in trained and cls not in excluded:
             held = sorted({p.coil for p in kept if cls in p.sample.labels})
             raise PlantDataError(f"class {cls!r} (new at this plant) is only on held-out coils ({', '.join(held)}): "
                                  "the model could not learn it; review it on more coils")
