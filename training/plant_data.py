@@ -18,7 +18,8 @@ public dataset of the line type. Rules, and why:
 - **New classes.** A class the inspectors relabelled to that the public set lacks (a new defect type
   at this plant) extends the model's classes, after the public ones, sorted. It must have a training
   sample: a class seen only in held-out coils could not be learned.
-- **Rejected false alarms** are exported as images without boxes and train as background.
+- **Rejected false alarms** are exported without a box of their own and train as background (a reviewed
+  neighbour inside the crop keeps its box, as the export writes it).
 - **Duplicates.** Two exports of one database may both hold a defect (overlapping time ranges): the
   sample carrying the later review is kept, once.
 
@@ -114,7 +115,8 @@ class PlantData:
                           "files_sha256": _names_sha256(self.splits[s])} for s in SPLITS},
             "new_classes": list(self.new_classes), "duplicates_dropped": self.duplicates_dropped,
             "samples_with_excluded_classes": self.excluded_samples,
-            "rejected_false_alarms": "trained as background images (no boxes)",
+            "rejected_false_alarms": "trained as background: no box of their own (a reviewed neighbour in the "
+                                     "crop keeps its box)",
         }
 
 
