@@ -185,6 +185,16 @@ def _gate(args: argparse.Namespace, registry: Any, candidate: Any, previous: str
     return findings
 
 
+def _voc_classes(data: Path) -> set[str]:
+    """The box class names of a VOC folder (empty for YOLO, whose ids index the model's own classes)."""
+    from inspection.datasets import DatasetError, load_samples
+
+    try:
+        return {label for sample in load_samples(data) for label in sample.labels}
+    except DatasetError:  # YOLO without class names, or a bad folder: the evaluation's loader says what is wrong
+        return set()
+
+
 def run_compare(args: argparse.Namespace, registry: Any) -> int:
     from inspection.commands.evaluate import load_evaluation_samples
     from inspection.commands.predict import write_json
@@ -198,8 +208,13 @@ def run_compare(args: argparse.Namespace, registry: Any) -> int:
                                 f"{manifests[1].version} a {manifests[1].line_type} model: compare models of one "
                                 "line type")
     detectors = [Detector(m, providers=args.providers, intra_op_threads=args.threads) for m in manifests]
-    samples = [load_evaluation_samples(args.data, args.split, m.classes, m.line_type) for m in manifests]
-    figures = compare(*detectors, *samples, rounds=args.rounds, progress=not args.no_progress)
+    # A class new at the plant (in a model trained with --plant-data) is one the other model never learned:
+    # its boxes are judged for that model as an unseen defect type (found or not, called what).
+    present = _voc_classes(args.data) if args.split is None else set()
+    unseen = [tuple(sorted(present - set(m.classes))) for m in manifests]
+    samples = [load_evaluation_samples(args.data, args.split, m.classes, m.line_type, u)
+               for m, u in zip(manifests, unseen, strict=True)]
+    figures = compare(*detectors, *samples, rounds=args.rounds, progress=not args.no_progress, unseen=unseen)
     names = (manifests[0].version, manifests[1].version)
     if names[0] == names[1]:
         names = (f"A: {names[0]}", f"B: {names[1]}")
