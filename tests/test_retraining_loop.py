@@ -50,6 +50,9 @@ from training import finalize as finalize_module  # noqa: E402
 from training import train as train_module  # noqa: E402
 from training.split import make_split, write_split  # noqa: E402
 
+# the line runs paced for about 6 coils before training starts; a loaded machine took 350 s
+pytestmark = pytest.mark.timeout(900)
+
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
 NEU = ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches")
