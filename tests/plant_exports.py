@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from inspection.frame import CoilEvent, StreamKey
-from inspection.frame_inspector import _crop_png
+from inspection.frame_inspector import crop_png
 from inspection.records.crops import CropStore
 from inspection.records.dataset_export import export_reviewed
 from inspection.records.db import open_db
@@ -35,7 +35,7 @@ def record_reviews(folder: Path, coils: Mapping[str, Sequence[Review]], line_typ
             image = rng.integers(0, 256, (256, 512), dtype=np.uint8)
             boxes = [(20.0 + 80 * i, 60.0, 60.0 + 80 * i, 100.0) for i in range(len(reviews))]  # apart: own crops
             defects = tuple(Defect(cls=detected_as, score=0.8, severity=2, box=b, along_mm=b[1], across_mm=b[0],
-                                   length_mm=40.0, width_mm=40.0, area_mm2=1600.0, crop_png=_crop_png(image, b, MARGIN))
+                                   length_mm=40.0, width_mm=40.0, area_mm2=1600.0, crop_png=crop_png(image, b, MARGIN))
                             for b in boxes)
             t = t0 + n * 10**9
             store.apply_batch([CoilEvent("coil_start", source, coil, 0, t),
