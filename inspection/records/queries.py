@@ -322,18 +322,26 @@ def coil_width_mm(db: Database, coil: str) -> float:
     return float(width[0]) if width and width[0] else 1000.0
 
 
-def grade_input(db: Database, coil: str) -> GradeInput:
-    """Everything grading needs, with reviews applied (rejected defects left out)."""
-    defects = [
+def not_rejected(defects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`coil_defects` rows without those reviewed as false alarms (what grading and alarms count)."""
+    return [d for d in defects if d["review_status"] != "rejected"]
+
+
+def grade_input(db: Database, coil: str, defects: list[dict[str, Any]] | None = None) -> GradeInput:
+    """Everything grading needs, with reviews applied (rejected defects left out). `defects` are the
+    coil's `coil_defects` rows (rejected ones included) when the caller has read them already:
+    finalising a coil reads them once for grading, the roll-mark search and the review queue."""
+    defects = coil_defects(db, coil) if defects is None else defects
+    counted = [
         GradeDefect(d["effective_class"], d["severity"], d["surface"], d["along_mm"], d["across_mm"])
-        for d in coil_defects(db, coil, include_rejected=False)
+        for d in not_rejected(defects)
     ]
     return GradeInput(
         coil=coil,
         length_m=coil_length_m(db, coil),
         width_mm=coil_width_mm(db, coil),
         coverage=coverage(db, coil)["share"],
-        defects=defects,
+        defects=counted,
     )
 
 

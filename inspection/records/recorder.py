@@ -27,17 +27,19 @@ review in the console, another process): `housekeeping` looks for new rows every
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from inspection.frame import CoilEvent
 from inspection.records import checkpoints, line_reads, queries
 from inspection.records.checkpoints import AnchorLog, Checkpoint
+from inspection.records.db import write_transaction
 from inspection.records.errors import StoreError
 from inspection.records.events import AlarmRaised, DefectRecorded, GradeDecided, RecorderEvent
 from inspection.records.periodic import Point, find_periodic
@@ -96,6 +98,8 @@ class Recorder:
         self._alarmed: dict[int, None] = {}
         self._models: dict[str, tuple[str, str]] = {}  # line type -> (version, sha256) inspecting it
         self._model_rows: dict[int, tuple[str, str] | None] = {}
+        self._grade_counts: dict[int, dict[str, int]] = {}  # grade id -> the class counts it was decided on
+        self._held: list[RecorderEvent] | None = None  # events of a decision whose transaction is open
         # Grades recorded before this process started were published by its predecessor.
         self._last_grade_id = line_reads.last_grade_id(store.db)
         self.anchors, self.anchor_s = anchors, anchor_s
@@ -179,7 +183,7 @@ class Recorder:
         touched = {m.coil for m in batch} - set(self._pending)
         for coil in touched:  # late frames of an already graded coil: regrade (recorded only if it changes)
             if coil in self.stats.grades or line_reads.has_grade(self.store.db, coil):
-                self._grade(coil, "late-frames", finalise=False)
+                self._regrade(coil)
         self._check_pending()
         self._publish_grades()
 
@@ -231,36 +235,48 @@ class Recorder:
 
     def _finalise(self, coil: str, trigger: str) -> None:
         started = time.perf_counter()
-        result = self._grade(coil, trigger, finalise=True)
-        points = [Point(d["id"], d["surface"], d["effective_class"], d["along_mm"], d["across_mm"])
-                  for d in queries.coil_defects(self.store.db, coil, include_rejected=False)]
-        for finding in find_periodic(points):
-            self._alarm("periodic", finding.message(), coil=coil, surface=finding.surface, class_=finding.cls,
-                        across_mm=finding.across_mm, pitch_mm=finding.pitch_mm,
-                        roll_diameter_mm=finding.roll_diameter_mm, count=finding.count,
-                        details={"defect_ids": list(finding.defect_ids)})
-        if result.grade == "hold":
-            # frames no record shows (a process died holding them): counted here, not only implied
-            lost = queries.coverage(self.store.db, coil)["lost"]
-            self._alarm("coverage", f"coil {coil} on hold: {result.reasons[0]}"
-                                    + (f"; {lost} frame(s) lost (in no record)" if lost else ""), coil=coil,
-                        details={"coverage": result.coverage, "required": self.store.coverage_min,
-                                 "frames_lost": lost})
-        queued = self.store.enqueue_reviews(coil)
-        self._pending.pop(coil, None)  # only now: a failure above leaves the coil pending, retried
+        db = self.store.db
+        # One transaction, one read of the coil's defects (the costliest query of a coil) for the
+        # grade, the roll-mark search, the review queue and the grade's class counts: a review from
+        # the console cannot slip in between them, and nothing is published before it commits.
+        with self._decision():
+            defects = queries.coil_defects(db, coil)
+            counted = queries.not_rejected(defects)
+            result = self.store.grade_coil(coil, trigger, force=True, defects=defects)
+            grade_id, counts = line_reads.last_grade_id(db), line_reads.class_counts(db, coil, counted)
+            points = [Point(d["id"], d["surface"], d["effective_class"], d["along_mm"], d["across_mm"])
+                      for d in counted]
+            for finding in find_periodic(points):
+                self._alarm("periodic", finding.message(), coil=coil, surface=finding.surface,
+                            class_=finding.cls, across_mm=finding.across_mm, pitch_mm=finding.pitch_mm,
+                            roll_diameter_mm=finding.roll_diameter_mm, count=finding.count,
+                            details={"defect_ids": list(finding.defect_ids)})
+            if result.grade == "hold":
+                # frames no record shows (a process died holding them): counted here, not only implied
+                lost = queries.coverage(db, coil)["lost"]
+                self._alarm("coverage", f"coil {coil} on hold: {result.reasons[0]}"
+                                        + (f"; {lost} frame(s) lost (in no record)" if lost else ""), coil=coil,
+                            details={"coverage": result.coverage, "required": self.store.coverage_min,
+                                     "frames_lost": lost})
+            queued = self.store.enqueue_reviews(coil, defects=defects)
+        # committed: only now (a failure above leaves the coil pending, retried)
+        self._grade_counts[grade_id] = counts
+        self.stats.grades[coil] = result.grade
+        self.stats.coils_graded += 1
+        self._pending.pop(coil, None)
         self.anchor(force=True)  # the coil's grade and alarms, signed and anchored before it leaves the line
         self.stats.finalise_s += time.perf_counter() - started
         log.info("coil %s graded %s (%s, coverage %.2f%%, %d defects, %d queued for review)", coil,
                  result.grade, trigger, result.coverage * 100, result.counted, queued)
 
-    def _grade(self, coil: str, trigger: str, *, finalise: bool) -> Any:
-        result = self.store.grade_coil(coil, trigger, force=finalise)
-        self.stats.grades[coil] = result.grade
-        self.stats.coils_graded += finalise
-        return result
+    def _regrade(self, coil: str) -> None:
+        """Late frames of a coil already graded: grade again (a row only if the grade changes)."""
+        self.stats.grades[coil] = self.store.grade_coil(coil, "late-frames").grade
 
     def _publish_grades(self) -> None:
-        for row in line_reads.grades_since(self.store.db, self._last_grade_id):
+        rows = line_reads.grades_since(self.store.db, self._last_grade_id, self._grade_counts)
+        self._grade_counts = {}
+        for row in rows:
             self._last_grade_id = row["id"]
             self._emit(GradeDecided(grade_id=row["id"], coil=row["coil"], event=row["event"], grade=row["grade"],
                                     reasons=row["reasons"], coverage=row["coverage"], counts=row["counts"],
@@ -357,10 +373,23 @@ class Recorder:
         severity = severity if severity is not None else SEVERITY[kind]
         stored = {**(details or {}), "severity": severity}
         alarm_id = self.store.add_alarm(kind, message, coil=coil, details=stored, **fields)
-        self.stats.alarms += 1
-        log.warning("alarm %d: %s", alarm_id, message)
         extra = {("class" if k == "class_" else k): v for k, v in fields.items()}
         self._emit(AlarmRaised(alarm_id, kind, coil, severity, message, {**extra, **stored}))
+
+    @contextlib.contextmanager
+    def _decision(self) -> Iterator[None]:
+        """One write transaction for a decision and what it stores; the events it emits are held
+        until it commits (a PLC must never hear of a row that was rolled back) and dropped if it
+        does not (the coil stays pending and is decided again)."""
+        held: list[RecorderEvent] = []
+        outer, self._held = self._held, held
+        try:
+            with write_transaction(self.store.db):
+                yield
+        finally:
+            self._held = outer
+        for event in held:
+            self._emit(event)
 
     # -- outputs -------------------------------------------------------------------------------------
     def _model_of(self, model_id: int | None) -> tuple[str | None, str | None]:
@@ -372,6 +401,12 @@ class Recorder:
         return found if found is not None else (None, None)
 
     def _emit(self, event: RecorderEvent) -> None:
+        if self._held is not None:  # inside a decision's transaction: after it commits
+            self._held.append(event)
+            return
+        if isinstance(event, AlarmRaised):
+            self.stats.alarms += 1
+            log.warning("alarm %d: %s", event.alarm_id, event.message)
         if self.on_event is None:
             return
         try:

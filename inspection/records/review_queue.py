@@ -28,6 +28,7 @@ from __future__ import annotations
 import random
 import zlib
 from collections.abc import Iterable
+from typing import Any
 
 from sqlite_utils import Database
 
@@ -50,11 +51,14 @@ def select_for_review(
     budget: int,
     low_confidence: float = 0.5,
     seed: int = 0,
+    defects: list[dict[str, Any]] | None = None,
 ) -> list[tuple[int, str, float, str]]:
     """(defect_id, class, priority, reason) of the coil's defects to queue; `budget` bounds the
-    sample and uncertain items (unknown and critical defects are always queued)."""
-    defects = [(d["id"], d["class"], d["score"], d["severity"]) for d in coil_defects(db, coil)]
-    return pick_for_review(coil, defects, budget=budget, low_confidence=low_confidence, seed=seed)
+    sample and uncertain items (unknown and critical defects are always queued). `defects`: the
+    coil's `coil_defects` rows (rejected ones included), when the caller has read them already."""
+    rows = coil_defects(db, coil) if defects is None else defects
+    picked = [(d["id"], d["class"], d["score"], d["severity"]) for d in rows]
+    return pick_for_review(coil, picked, budget=budget, low_confidence=low_confidence, seed=seed)
 
 
 def pick_for_review(

@@ -314,10 +314,13 @@ class Store(InspectorActions):
             "ON CONFLICT(coil, class, surface, severity) DO UPDATE SET n = n + excluded.n", (before, *skipped))
 
     # -- grading -------------------------------------------------------------------------------
-    def grade_coil(self, coil: str, trigger: str, *, force: bool = False) -> GradeResult:
-        """Grade `coil` from its effective defects; a history row is added when the result changes."""
+    def grade_coil(self, coil: str, trigger: str, *, force: bool = False,
+                   defects: list[dict[str, Any]] | None = None) -> GradeResult:
+        """Grade `coil` from its effective defects; a history row is added when the result changes.
+        `defects`: the coil's `queries.coil_defects` rows, read by the caller in the transaction
+        this call joins (so no review can slip in between the read and the grade)."""
         with write_transaction(self.db):
-            result = grade(queries.grade_input(self.db, coil), self.rules, self.coverage_min)
+            result = grade(queries.grade_input(self.db, coil, defects), self.rules, self.coverage_min)
             last = self.db.execute(
                 "SELECT grade, reasons FROM grades WHERE coil=? AND source='auto' ORDER BY id DESC LIMIT 1",
                 (coil,),
@@ -376,15 +379,17 @@ class Store(InspectorActions):
         hours = queries.coil_duration_s(self.db, coil) / 3600.0
         return max(1, round(self.review_budget_per_hour * hours))
 
-    def enqueue_reviews(self, coil: str, *, seed: int = 0, budget: int | None = None) -> int:
+    def enqueue_reviews(self, coil: str, *, seed: int = 0, budget: int | None = None,
+                        defects: list[dict[str, Any]] | None = None) -> int:
         """Put the coil's defects that need an expert into the review queue (see `review_queue`);
-        `budget` (default `review_budget`) bounds the sampled and uncertain items.
+        `budget` (default `review_budget`) bounds the sampled and uncertain items; `defects` as for
+        `grade_coil`.
 
         The queue is derived, but the event says when it was filled, with which seed and budget:
         `audit verify` rebuilds it from the evidence recorded before this event and compares."""
         with write_transaction(self.db):
             budget = self.review_budget(coil) if budget is None else budget
-            picked = select_for_review(self.db, coil, seed=seed, budget=budget)
+            picked = select_for_review(self.db, coil, seed=seed, budget=budget, defects=defects)
             self.db.conn.executemany(
                 "INSERT OR IGNORE INTO review_queue (defect_id, coil, class, priority, reason, created_ns) "
                 "VALUES (?,?,?,?,?,?)",
