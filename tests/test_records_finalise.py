@@ -1,8 +1,11 @@
-"""Finalising a coil in the records-side recorder (no sockets): one read of its defects, one
-transaction, nothing published before it commits."""
+"""The records-side recorder (no sockets): a coil finalised with one read of its defects in one
+transaction, a batch's severe-defect alarms stored in the batch's own; nothing published before it
+commits."""
 
 from __future__ import annotations
 
+import json
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -10,7 +13,7 @@ import pytest
 
 from inspection.records import line_reads, queries, review_queue
 from inspection.records.audit import verify
-from inspection.records.events import AlarmRaised, GradeDecided
+from inspection.records.events import AlarmRaised, DefectRecorded, GradeDecided
 from inspection.records.recorder import Recorder
 from inspection.records.store import Store
 from inspection.testing.synthetic import coil_messages
@@ -74,4 +77,55 @@ def test_a_failed_finalisation_stores_and_publishes_nothing(tmp_path: Path,
     assert [e.kind for e in events if isinstance(e, AlarmRaised)] == ["coverage"]
     assert [e.grade for e in events if isinstance(e, GradeDecided)] == ["hold"]
     assert recorder.stats.coils_graded == 1 and recorder.stats.alarms == 1
+    assert verify(store.db).ok
+
+
+def test_severe_alarms_are_stored_with_their_batch_and_logged_as_a_summary(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Every severe defect keeps its own stored, audited alarm sent right after the defect, but the
+    batch's alarms share one insert and one audit event, and the log gets one line for them all."""
+    store = Store(tmp_path / "line.db", seam_margin_px=None)  # no seam links: one alarm per severe fragment
+    store.register_line("demo-hot-1", "hot", 1600.0, CAMERAS)
+    events: list = []
+    recorder = Recorder(store, "demo-hot-1", on_event=events.append)
+    with caplog.at_level(logging.WARNING, logger="inspection.records.recorder"):
+        recorder.add(coil_messages("COIL-S", length_m=30, defects_per_frame=3.0, seed=2))
+        recorder.flush()  # one batch (62 messages)
+    severe = [r[0] for r in store.db.execute("SELECT id FROM defects WHERE severity >= 3 ORDER BY id")]
+    assert len(severe) > 5
+    stored = [json.loads(r[0])["defect_id"] for r in store.db.execute(
+        "SELECT details FROM alarms WHERE kind = 'severe_defect' ORDER BY id")]
+    assert stored == severe and recorder.stats.alarms == len(severe)
+    batch_events = [json.loads(r[0]) for r in store.db.execute(
+        "SELECT event FROM audit_log WHERE kind = 'alarm' AND event LIKE '%severe_defect%'")]
+    assert len(batch_events) == 1 and batch_events[0]["alarms"] == len(severe)
+    order = [(type(e).__name__, e.row["id"] if isinstance(e, DefectRecorded) else e.details.get("defect_id"))
+             for e in events if isinstance(e, DefectRecorded) or (isinstance(e, AlarmRaised)
+                                                                   and e.kind == "severe_defect")]
+    for defect_id in severe:  # each alarm follows its defect on the PLC output
+        assert order[order.index(("AlarmRaised", defect_id)) - 1] == ("DefectRecorded", defect_id)
+    summaries = [r.getMessage() for r in caplog.records if "severe_defect" in r.getMessage()]
+    assert len(summaries) == 1 and f"{len(severe)} severe_defect on coil COIL-S" in summaries[0]
+    assert verify(store.db).ok
+
+
+def test_a_batch_whose_alarms_fail_is_not_recorded_and_is_retried(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A defect is never committed without the alarm it raised: the batch rolls back and stays buffered."""
+    store = _store(tmp_path)
+    events: list = []
+    recorder = Recorder(store, "demo-hot-1", on_event=events.append)
+    real = store.add_alarms
+    monkeypatch.setattr(store, "add_alarms", lambda *a, **k: (_ for _ in ()).throw(
+        sqlite3.OperationalError("database or disk is full")))
+    recorder.add(coil_messages("COIL-F", length_m=10, defects_per_frame=3.0, seed=2))
+    recorder.flush()
+    assert "will retry" in recorder.stats.last_error
+    assert store.db.execute("SELECT count(*) FROM defects").fetchone()[0] == 0 and not events
+
+    monkeypatch.setattr(store, "add_alarms", real)
+    recorder.flush()
+    severe = store.db.execute("SELECT count(*) FROM defects WHERE severity >= 3").fetchone()[0]
+    assert severe and recorder.stats.new_defects == store.db.execute("SELECT count(*) FROM defects").fetchone()[0]
+    assert len([e for e in events if isinstance(e, AlarmRaised) and e.kind == "severe_defect"]) == severe
     assert verify(store.db).ok

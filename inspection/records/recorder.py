@@ -8,10 +8,13 @@ coil_end and all its frames are inspected or explicitly dropped -- or `grace_s` 
 coil_end, in which case the coverage gate puts it on hold. Late frames regrade it.
 
 Every alarm is decided here, stored in the audited ``alarms`` table (its severity in ``details``)
-and only then emitted (`events.AlarmRaised`, with the row's id):
+and only then emitted (`events.AlarmRaised`, with the row's id; a coil's finalisation -- grade,
+alarms, review queue -- is one transaction whose events wait for its commit):
 
 - ``severe_defect``: a recorded defect at or above `alarm_min_severity` (a defect cut by frame
-  seams is judged on its whole size, and alarmed once);
+  seams is judged on its whole size, and alarmed once; `alarms.severe_defects`), stored in the
+  batch's own transaction with one audit event for the batch's alarms, each sent right after its
+  defect, and summarised in the log (`alarms.SevereLog`: one line at most every 5 s);
 - ``periodic``: a roll mark found when the coil is finalised;
 - ``coverage``: a coil finalised below the coverage gate (on hold);
 - ``model``: the model that inspects a line type changed (a promote or rollback reached the line);
@@ -37,13 +40,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inspection.frame import CoilEvent
-from inspection.records import checkpoints, line_reads, queries
+from inspection.records import alarms, checkpoints, line_reads, queries
 from inspection.records.checkpoints import AnchorLog, Checkpoint
 from inspection.records.db import write_transaction
 from inspection.records.errors import StoreError
 from inspection.records.events import AlarmRaised, DefectRecorded, GradeDecided, RecorderEvent
 from inspection.records.periodic import Point, find_periodic
-from inspection.records.store import Store
+from inspection.records.store import BatchResult, Store
 from inspection.results import FrameResult, ResultMessage, WorkerStatus
 
 log = logging.getLogger(__name__)
@@ -95,7 +98,8 @@ class Recorder:
         self._worker_silent: set[str] = set()
         self._rejected_alarmed = 0
         self._crops_failing = False  # alarmed once per run of failures, again after crops were written
-        self._alarmed: dict[int, None] = {}
+        self._alarmed: dict[int, None] = {}  # heads of the defects alarmed lately (insertion order: oldest first)
+        self._severe_log = alarms.SevereLog(log)
         self._models: dict[str, tuple[str, str]] = {}  # line type -> (version, sha256) inspecting it
         self._model_rows: dict[int, tuple[str, str] | None] = {}
         self._grade_counts: dict[int, dict[str, int]] = {}  # grade id -> the class counts it was decided on
@@ -149,7 +153,7 @@ class Recorder:
             return
         batch, self._buffer = self._buffer, []
         try:
-            result = self.store.apply_batch(batch, want_rows=True)
+            result = self.store.apply_batch(batch, want_rows=True, alarms=self._severe_alarms)
         except sqlite3.OperationalError as exc:
             # Locked past the busy timeout (a long console write) or a full disk: keep the batch
             # in memory and retry at the next flush instead of dropping what the workers sent.
@@ -167,10 +171,7 @@ class Recorder:
         log.debug("applied %d messages: %d new defects (%d duplicates), %d frames, audit seq %s", len(batch),
                   result.new_defects, result.duplicate_defects, result.new_frames, result.audit_seq)
         self._watch_models(batch)
-        for row in result.defect_rows:
-            version, sha256 = self._model_of(row.get("model_id"))
-            self._emit(DefectRecorded(row, version, sha256))
-            self._severe_alarm(row)
+        self._emit_recorded(result)
         now = time.monotonic()
         for coil in result.coil_ends:
             self._pending.setdefault(coil, now)
@@ -187,6 +188,20 @@ class Recorder:
         self._check_pending()
         self._publish_grades()
 
+    def _emit_recorded(self, result: BatchResult) -> None:
+        """Each new defect, and right after it the severe-defect alarm committed with it."""
+        raised = {alarm.details["defect_id"]: (alarm_id, alarm) for alarm_id, alarm in result.alarms}
+        for row in result.defect_rows:
+            version, sha256 = self._model_of(row.get("model_id"))
+            self._emit(DefectRecorded(row, version, sha256))
+            if row["id"] in raised:
+                alarm_id, alarm = raised[row["id"]]
+                self._remember_alarmed(alarms.head_of(row))
+                self.stats.alarms += 1
+                self._severe_log.add(alarm_id, alarm)
+                self._emit(alarm.event(alarm_id))
+        self._severe_log.flush(time.monotonic())
+
     def housekeeping(self) -> None:
         """Once a second: finalise coils whose grace ran out, watch worker health, write the live
         status, emit grade rows written by other processes (console overrides and reviews)."""
@@ -196,6 +211,7 @@ class Recorder:
             self._status()
             self._publish_grades()
             self.anchor()
+            self._severe_log.flush(time.monotonic())
         except sqlite3.OperationalError as exc:  # locked or full: try again next second
             log.error("grading / status update failed, will retry: %s", exc)
 
@@ -213,6 +229,7 @@ class Recorder:
         self._status()
         self._publish_grades()
         self.anchor(force=True)
+        self._severe_log.flush(time.monotonic(), force=True)
         if self._buffer:
             log.error("recorder stopping with %d unwritten messages (database unavailable)", len(self._buffer))
 
@@ -299,26 +316,16 @@ class Recorder:
             log.error("audit anchor not written: %s", exc)
 
     # -- alarms ------------------------------------------------------------------------------------
-    def _severe_alarm(self, row: dict[str, Any]) -> None:
-        """One alarm per defect at or above the alarm severity; a defect cut by frame seams is judged
-        on its whole size (`group_severity`) and alarmed once, by whichever fragment reaches it first."""
+    def _severe_alarms(self, rows: list[dict[str, Any]]) -> list[alarms.Alarm]:
+        """The batch's severe-defect alarms (`alarms.severe_defects`), stored with its defects."""
         if self.alarm_min_severity is None:
-            return
-        head = row.get("merged_into") or row["id"]
-        severity = max(int(row.get("severity") or 0), int(row.get("group_severity") or 0))
-        if head in self._alarmed or severity < self.alarm_min_severity:
-            return
+            return []
+        return alarms.severe_defects(rows, self.alarm_min_severity, self._alarmed)
+
+    def _remember_alarmed(self, head: int) -> None:
         self._alarmed[head] = None
         while len(self._alarmed) > ALARMED_MEMORY:
             self._alarmed.pop(next(iter(self._alarmed)))
-        keys = ("camera", "surface", "frame_index", "defect_index", "class", "score", "along_mm", "across_mm",
-                "merged_into")
-        details = {"defect_id": row["id"], **{k: row[k] for k in keys if row.get(k) is not None}}
-        self._alarm("severe_defect",
-                    f"severity {severity} {row['class']} on coil {row['coil']} ({row['surface']}) at "
-                    f"{row['along_mm']:.0f} mm along, {row['across_mm']:.0f} mm across",
-                    coil=row["coil"], severity=severity, surface=row["surface"], class_=row["class"],
-                    across_mm=row["across_mm"], details=details)
 
     def _watch_crops(self, written: int, failed: int, error: str | None) -> None:
         """A crop folder that cannot be written (full, gone, read-only) raises one ``worker`` alarm;
@@ -368,13 +375,12 @@ class Recorder:
                 self._alarm("worker", f"worker {worker} has not reported for {now - seen:.0f} s",
                             details={"process": worker, "reason": "silent"})
 
-    def _alarm(self, kind: str, message: str, *, coil: str | None = None, severity: int | None = None,
-               details: dict[str, Any] | None = None, **fields: Any) -> None:
-        severity = severity if severity is not None else SEVERITY[kind]
-        stored = {**(details or {}), "severity": severity}
-        alarm_id = self.store.add_alarm(kind, message, coil=coil, details=stored, **fields)
-        extra = {("class" if k == "class_" else k): v for k, v in fields.items()}
-        self._emit(AlarmRaised(alarm_id, kind, coil, severity, message, {**extra, **stored}))
+    def _alarm(self, kind: str, message: str, *, coil: str | None = None, details: dict[str, Any] | None = None,
+               **fields: Any) -> None:
+        """Store one alarm of `kind` (its severity: `SEVERITY`), then emit it."""
+        alarm = alarms.Alarm(kind, message, coil, SEVERITY[kind], fields, details or {})
+        alarm_id = self.store.add_alarm(kind, message, coil=coil, details=alarm.stored_details(), **fields)
+        self._emit(alarm.event(alarm_id))
 
     @contextlib.contextmanager
     def _decision(self) -> Iterator[None]:
@@ -404,7 +410,7 @@ class Recorder:
         if self._held is not None:  # inside a decision's transaction: after it commits
             self._held.append(event)
             return
-        if isinstance(event, AlarmRaised):
+        if isinstance(event, AlarmRaised) and event.kind != "severe_defect":  # those: `SevereLog`, per batch
             self.stats.alarms += 1
             log.warning("alarm %d: %s", event.alarm_id, event.message)
         if self.on_event is None:

@@ -4,7 +4,8 @@ Every mutating call runs in one write transaction together with its audit row (`
 evidence and its audit entry commit or vanish together.
 
 - `Store.apply_batch(messages)`: the recorder's path; idempotent (natural keys + INSERT OR IGNORE).
-  Fragments of a defect cut by a frame seam are linked in the same transaction (`seams`).
+  Fragments of a defect cut by a frame seam are linked in the same transaction (`seams`), and the
+  severe-defect alarms the recorder decides on the new rows are stored in it (`alarms`).
 - `Store.grade_coil(coil, trigger)`: grade from the effective defects; history row when it changes.
 - `Store.add_review(defect_id, reviewer, action, new_class, reason)`: append-only; regrades the coil.
 - `Store.override_grade(coil, reviewer, grade, reason)`: an inspector's grade, reason mandatory;
@@ -29,6 +30,7 @@ from inspection.frame import CoilEvent
 from inspection.records import audit, queries, seams
 from inspection.records import crops as crops_module
 from inspection.records.actions import REVIEW_ACTIONS, InspectorActions, OverrideOutcome
+from inspection.records.alarms import Alarm
 from inspection.records.audit_keys import AuditKey
 from inspection.records.crops import CropStore
 from inspection.records.db import open_db, write_transaction
@@ -101,6 +103,7 @@ class BatchResult:
     crops_written: int = 0
     crops_failed: int = 0  # defects recorded without their crop: the file could not be written
     crop_error: str | None = None
+    alarms: list[tuple[int, Alarm]] = field(default_factory=list)  # (alarm id, alarm) stored with the batch
 
 
 class Store(InspectorActions):
@@ -187,11 +190,15 @@ class Store(InspectorActions):
             )
 
     # -- the recorder's path ------------------------------------------------------------------
-    def apply_batch(self, messages: Sequence[ResultMessage], *, want_rows: bool = False) -> BatchResult:
+    def apply_batch(self, messages: Sequence[ResultMessage], *, want_rows: bool = False,
+                    alarms: Callable[[list[dict[str, Any]]], Sequence[Alarm]] | None = None) -> BatchResult:
         """Record a batch of worker messages in one transaction; re-sent messages are ignored.
 
-        Crops are staged before the transaction and moved into place after it (`crops`); a crop that
-        cannot be written leaves its defect without one (``crops_failed`` in the result)."""
+        `alarms` decides, from the new defect rows (as in ``defect_rows``), the alarms to store in
+        the same transaction (`add_alarms`): a defect is never committed without the alarm it
+        raised. Crops are staged before the transaction and moved into place after it (`crops`); a
+        crop that cannot be written leaves its defect without one (``crops_failed`` in the result)."""
+        want_rows = want_rows or alarms is not None
         result = BatchResult(messages=len(messages))
         staged: list[str] = []
         now = self.clock()
@@ -245,6 +252,9 @@ class Store(InspectorActions):
             result.duplicate_frames = len(rows["frames"]) - result.new_frames
             if covered:
                 result.audit_seq = self._audit("batch", {"messages": len(messages), "rows": covered})
+            if alarms is not None and result.defect_rows:
+                decided = alarms(result.defect_rows)
+                result.alarms = list(zip(self.add_alarms(decided), decided, strict=True))
         if staged and self.crops is not None:  # committed: the crops go into place (see `crops`)
             self.crops.commit(staged)
         return result
