@@ -332,12 +332,12 @@ def _defect(i: int, item: Any, extra: list[bytes], used: set[int]) -> Defect:
     record.__dict__.update(cls=item["class"], score=item["score"], severity=item["severity"], box=tuple(box),
                            along_mm=item["along_mm"], across_mm=item["across_mm"], length_mm=item["length_mm"],
                            width_mm=item["width_mm"], area_mm2=item["area_mm2"], crop_png=crop,
-                           guesses=_guesses(item.get("guesses", ()), name))
+                           guesses=_guesses(item["guesses"], name) if "guesses" in item else ())
     _check_defect(record, name)
     return record
 
 
-_NUMBER_TYPES = (int, float)
+_NUMBER_TYPES = frozenset({int, float})  # exactly: a bool is not a number here
 
 
 def _guesses(value: Any, name: str) -> tuple[tuple[str, float], ...]:
@@ -387,7 +387,7 @@ def _plainly_valid(d: Defect) -> bool:
     if type(box) is not tuple or len(box) != 4 or type(d.cls) is not str or not 0 < len(d.cls) <= 64 or d.guesses:
         return False
     numbers = (d.score, d.along_mm, d.across_mm, d.length_mm, d.width_mm, d.area_mm2, *box)
-    if not all(type(v) in _NUMBER_TYPES for v in numbers) or not math.isfinite(sum(numbers)):
+    if not _NUMBER_TYPES.issuperset(map(type, numbers)) or not math.isfinite(sum(numbers)):  # C loops, no genexpr
         return False
     return (0.0 <= d.score <= 1.0 and d.severity in (1, 2, 3) and type(d.severity) is int and d.along_mm >= 0
             and d.length_mm >= 0 and d.width_mm >= 0 and d.area_mm2 >= 0 and box[2] >= box[0]
