@@ -68,10 +68,14 @@ def severe_defects(defects: Iterable[dict[str, Any]], min_severity: int, alarmed
     (`alarmed`: heads alarmed by earlier batches). Pure: the caller remembers the heads once stored."""
     out: list[Alarm] = []
     seen: set[int] = set()
-    for d in defects:
-        severity = max(int(d.get("severity") or 0), int(d.get("group_severity") or 0))
+    for d in defects:  # every new defect of the batch passes here: the common case returns early
+        severity = d["severity"]
+        if d.get("group_severity"):
+            severity = max(severity, d["group_severity"])
+        if severity < min_severity:
+            continue
         head = head_of(d)
-        if severity < min_severity or head in seen or head in alarmed:
+        if head in seen or head in alarmed:
             continue
         seen.add(head)
         details = {"defect_id": d["id"], **{k: d[k] for k in _DEFECT_KEYS if d.get(k) is not None}}

@@ -257,7 +257,7 @@ class Recorder:
         # grade, the roll-mark search, the review queue and the grade's class counts: a review from
         # the console cannot slip in between them, and nothing is published before it commits.
         with self._decision():
-            defects = queries.coil_defects(db, coil)
+            defects = queries.coil_defects(db, coil, lean=True)
             counted = queries.not_rejected(defects)
             result = self.store.grade_coil(coil, trigger, force=True, defects=defects)
             grade_id, counts = line_reads.last_grade_id(db), line_reads.class_counts(db, coil, counted)
