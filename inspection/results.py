@@ -254,7 +254,8 @@ def _decode(parts: Sequence[Any]) -> ResultMessage:
     if header.get("v") != RESULTS_VERSION:
         raise RecordError(f"header.v: expected version {RESULTS_VERSION}, got {header.get('v')!r}")
     kind = header.get("type")
-    extra = [bytes(memoryview(p)) for p in parts[1:]]
+    # crops arrive as bytes from recv_multipart: no second copy of each PNG (only other buffers are copied)
+    extra = [p if type(p) is bytes else bytes(memoryview(p)) for p in parts[1:]]
     if kind in ("coil_start", "coil_end"):
         _keys(header, _EVENT_KEYS, "header")
         _no_extra(extra, kind)
