@@ -429,8 +429,11 @@ def _num(name: str, value: Any, minimum: float | None = None, maximum: float | N
         raise RecordError(f"{name}: expected a number in [{minimum}, {maximum}], got {value!r}")
 
 
+_HEX = frozenset("0123456789abcdef")  # lowercase only
+
+
 def _sha(name: str, value: Any) -> None:
-    if not isinstance(value, str) or len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+    if not isinstance(value, str) or len(value) != 64 or not _HEX.issuperset(value):
         raise RecordError(f"{name}: expected 64 lowercase hex characters, got {value!r}")
 
 
