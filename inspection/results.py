@@ -260,7 +260,8 @@ def _decode(parts: Sequence[Any]) -> ResultMessage:
     if header.get("v") != RESULTS_VERSION:
         raise RecordError(f"header.v: expected version {RESULTS_VERSION}, got {header.get('v')!r}")
     kind = header.get("type")
-    extra = [bytes(memoryview(p)) for p in parts[1:]]
+    # crops arrive as bytes from recv_multipart: no second copy of each PNG (only other buffers are copied)
+    extra = [p if type(p) is bytes else bytes(memoryview(p)) for p in parts[1:]]
     if kind in ("coil_start", "coil_end"):
         _keys(header, _EVENT_KEYS, "header")
         _no_extra(extra, kind)
@@ -343,12 +344,12 @@ def _defect(i: int, item: Any, extra: list[bytes], used: set[int]) -> Defect:
     record.__dict__.update(cls=item["class"], score=item["score"], severity=item["severity"], box=tuple(box),
                            along_mm=item["along_mm"], across_mm=item["across_mm"], length_mm=item["length_mm"],
                            width_mm=item["width_mm"], area_mm2=item["area_mm2"], crop_png=crop,
-                           guesses=_guesses(item.get("guesses", ()), name))
+                           guesses=_guesses(item["guesses"], name) if "guesses" in item else ())
     _check_defect(record, name)
     return record
 
 
-_NUMBER_TYPES = (int, float)
+_NUMBER_TYPES = frozenset({int, float})  # exactly: a bool is not a number here
 
 
 def _guesses(value: Any, name: str) -> tuple[tuple[str, float], ...]:
@@ -398,7 +399,7 @@ def _plainly_valid(d: Defect) -> bool:
     if type(box) is not tuple or len(box) != 4 or type(d.cls) is not str or not 0 < len(d.cls) <= 64 or d.guesses:
         return False
     numbers = (d.score, d.along_mm, d.across_mm, d.length_mm, d.width_mm, d.area_mm2, *box)
-    if not all(type(v) in _NUMBER_TYPES for v in numbers) or not math.isfinite(sum(numbers)):
+    if not _NUMBER_TYPES.issuperset(map(type, numbers)) or not math.isfinite(sum(numbers)):  # C loops, no genexpr
         return False
     return (0.0 <= d.score <= 1.0 and d.severity in (1, 2, 3) and type(d.severity) is int and d.along_mm >= 0
             and d.length_mm >= 0 and d.width_mm >= 0 and d.area_mm2 >= 0 and box[2] >= box[0]
@@ -439,8 +440,11 @@ def _num(name: str, value: Any, minimum: float | None = None, maximum: float | N
         raise RecordError(f"{name}: expected a number in [{minimum}, {maximum}], got {value!r}")
 
 
+_HEX = frozenset("0123456789abcdef")  # lowercase only
+
+
 def _sha(name: str, value: Any) -> None:
-    if not isinstance(value, str) or len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+    if not isinstance(value, str) or len(value) != 64 or not _HEX.issuperset(value):
         raise RecordError(f"{name}: expected 64 lowercase hex characters, got {value!r}")
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import random
 import zlib
 from collections.abc import Collection, Iterable
+from typing import Any
 
 from sqlite_utils import Database
 
@@ -58,15 +59,17 @@ def select_for_review(
     budget: int,
     low_confidence: float = 0.5,
     seed: int = 0,
+    defects: list[dict[str, Any]] | None = None,
 ) -> list[tuple[int, str, float, str]]:
     """(defect_id, class, priority, reason) of the coil's defects to queue; `budget` bounds the
-    sample, disputed and uncertain items (unknown and critical defects are always queued)."""
-    rows = coil_defects(db, coil)
+    sample, disputed and uncertain items (unknown and critical defects are always queued). `defects`:
+    the coil's `coil_defects` rows (rejected ones included), when the caller has read them already."""
+    rows = coil_defects(db, coil) if defects is None else defects
     fragments = disputed_defects(db, coil)
-    defects = [(d["id"], d["class"], d["score"], d["severity"]) for d in rows]
+    picked = [(d["id"], d["class"], d["score"], d["severity"]) for d in rows]
     # a defect cut by frame seams is queued under its head: disputed when any fragment is
     disputed = {d["id"] for d in rows if fragments.intersection(d["parts"])}
-    return pick_for_review(coil, defects, budget=budget, low_confidence=low_confidence, seed=seed,
+    return pick_for_review(coil, picked, budget=budget, low_confidence=low_confidence, seed=seed,
                            disputed=disputed)
 
 
