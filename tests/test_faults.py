@@ -21,11 +21,14 @@ import numpy as np
 import pytest
 
 from cameras.base import coil_prefix
+from inspection.commands.plc_listen import SequenceTracker
 from inspection.config import LineConfig, load_config
 from inspection.frame import CoilEvent, Frame, StreamKey
 from inspection.line.pipeline import camera_child, recorder_child, run_pipeline, worker_child
 from inspection.line.supervisor import Supervisor
+from inspection.plc_tap import PlcTap
 from inspection.registry import Registry
+from inspection.schemas import TOPICS
 from inspection.security import curve_for, ensure_keys
 from inspection.transport import FrameSender, parse_endpoint
 from inspection.wire import encode
@@ -116,6 +119,44 @@ def test_the_recorder_killed_mid_batch_is_restarted_and_the_coil_is_recorded_and
     assert grade == "hold" and covers[coil]["lost"] == summary["frames_lost"]
     assert summary["frames_inspected"] > summary["frames_sent"] // 2, summary  # the rest was recorded
     _assert_crops_in_place(tmp_path / "crops", line.database)
+
+
+def _kill_recorder_once_it_published(tap: PlcTap) -> None:
+    """SIGKILL the recorder while the cameras send, once the PLC subscriber has had two heartbeats."""
+    def published() -> Any:
+        beats = sum(1 for _, m in list(tap.messages) if m["topic"] == "heartbeat")
+        return cameras_running() and beats >= 2 and child("recorder")
+
+    recorder = wait_for(published, 60, "two PLC heartbeats while the cameras send")
+    os.kill(recorder.pid, signal.SIGKILL)
+
+
+@pytest.mark.usefixtures("models")
+def test_the_plc_seq_rises_across_a_recorder_restart_under_a_new_epoch(tmp_path: Path, ipc_dir: Path) -> None:
+    """A PLC subscribed throughout sees every topic's seq rise, never a number twice, across the kill -9
+    and restart of the recorder; the restarted publisher's messages carry the next epoch."""
+    line = _line(tmp_path, ipc_dir, keys=True)
+    tap = PlcTap.from_config(line)
+    killer = in_background(_kill_recorder_once_it_published, tap)
+    try:
+        summary = run_pipeline(line, max_frames=100, camera_overrides={"realtime": True})
+    finally:
+        messages = tap.close()
+    assert "failed" not in killer, killer.get("failed")
+    assert summary["recorder_restarts"] == 1 and "failed" not in summary, summary
+    tracker = SequenceTracker()
+    for message in messages:
+        tracker.observe(message["topic"], message["seq"], message.get("epoch"))
+    for topic in TOPICS:
+        seqs = [m["seq"] for m in messages if m["topic"] == topic]
+        assert seqs == sorted(set(seqs)), f"{topic}: seq reused or going back: {seqs}"
+    beats = [(m["epoch"], m["seq"]) for m in messages if m["topic"] == "heartbeat"]
+    assert sorted({epoch for epoch, _ in beats}) == [1, 2], beats
+    assert dict(tracker.replays) == {} and tracker.restarts["heartbeat"] == 1, tracker
+    con = sqlite3.connect(line.database)
+    starts = con.execute("SELECT epoch, process FROM plc_publishers ORDER BY epoch").fetchall()
+    con.close()
+    assert starts == [(1, "recorder"), (2, "recorder")]
 
 
 def _assert_crops_in_place(crops: Path, db: Path) -> None:
