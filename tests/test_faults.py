@@ -226,6 +226,43 @@ def _coils(db: Path, camera: str) -> list[str]:
         con.close()
 
 
+# -- a camera process killed under `run` -----------------------------------------------------------------
+
+def _kill_camera_once(db: Path) -> None:
+    """SIGKILL the top camera's process once frames of it are recorded (it is in the middle of its coils)."""
+    camera = wait_for(lambda: recorded(db, "SELECT count(*) FROM frames WHERE camera = 'top-1'") > 0
+                      and child("camera-top-1"), 120, "frames of the top camera recorded while it runs")
+    os.kill(camera.pid, signal.SIGKILL)
+
+
+@pytest.mark.usefixtures("models")
+def test_a_camera_killed_under_run_is_restarted_and_frames_flow_again(tmp_path: Path, ipc_dir: Path) -> None:
+    """`run` restarts a killed camera as it restarts a worker: at once, counted in the summary. The
+    restarted camera starts with the coil after the one it was cutting (held: its coil_end died with the
+    process) and sends the frames left of --max-frames; what the killed one sent comes from its tally."""
+    line = _line(tmp_path, ipc_dir, speed_m_per_s=2.0)  # 8 frames of 256 mm per second, 12 per coil
+    killer = in_background(_kill_camera_once, line.database)
+    summary = run_pipeline(line, max_frames=60, camera_overrides={"realtime": True})
+    assert "failed" not in killer, killer.get("failed")
+    assert "failed" not in summary and summary["exit_codes"]["camera-top-1"] == 0, summary
+    assert summary["restarts"] == {"camera-top-1": 1} and summary["camera_restarts"] == 1, summary
+    assert summary["worker_restarts"] == summary["recorder_restarts"] == 0, summary
+    [crash] = summary["crashes"]
+    assert (crash["process"], crash["status"], crash["restart_in_s"]) == ("camera-top-1", -signal.SIGKILL, 0.0)
+    # each camera took its 60 frames in all: the restart sent only what its predecessor had not
+    assert summary["frames_sent"] + summary["frames_dropped_by_cameras"] == 120, summary
+    covers = check_books(line.database, summary, line.records.coverage_min)
+    cut = [coil for coil, cover in covers.items()
+           if any(c["camera"] == "top-1" and not c["ended"] for c in cover["cameras"])]
+    assert len(cut) == 1 and summary["grades"][cut[0]] == "hold", (cut, summary["grades"])
+    after = [coil for coil in covers if coil > cut[0]
+             and any(c["camera"] == "top-1" and c["inspected"] for c in covers[coil]["cameras"])]
+    assert after, "no frame of the restarted camera was recorded"
+    top = [next(c for c in covers[coil]["cameras"] if c["camera"] == "top-1") for coil in after]
+    assert top[0]["frames"] == top[0]["inspected"] > 0 and top[0]["lost"] == 0, top[0]  # a whole coil
+    assert all(t["inspected"] > 0 for t in top)
+
+
 # -- frames broken on the wire ---------------------------------------------------------------------------
 
 BROKEN = {  # frame index in the coil -> what a broken camera sends instead of the frame
