@@ -48,10 +48,12 @@ def pump(
     max_frames: int | None = None,
     stopping: Callable[[], bool] = lambda: False,
     progress_every_s: float = 10.0,
+    progress: Callable[[PumpStats], None] | None = None,
 ) -> PumpStats:
     """Send everything `source` yields until it ends, `max_frames` frames went out, or `stopping()`.
 
-    Stopping asks the source to end: its current coil still gets a ``coil_end``.
+    Stopping asks the source to end: its current coil still gets a ``coil_end``. `progress` is called
+    with the running stats after every message (the camera process keeps them where a kill leaves them).
     """
     stats = PumpStats()
     coil_drops = 0
@@ -85,6 +87,8 @@ def pump(
                 stats.events_lost += 1
             if stopping():
                 source.stop()
+        if progress is not None:
+            progress(stats)
         now = time.monotonic()
         if now - last_log >= progress_every_s:
             last_log = now

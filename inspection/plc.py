@@ -13,9 +13,16 @@ A refused message does not consume a sequence number (no false gap).
 Why ``seq``: a PUB socket never blocks and never tells the sender it dropped a message. When a
 subscriber is slower than the line and its queue (SNDHWM here, RCVHWM there) is full, ZeroMQ
 discards messages for that subscriber only, silently. So the publisher cannot count those
-drops; each subscriber sees them as a jump in the per-topic ``seq`` (starting at 1; a drop back
-to 1 means the publisher restarted). What the publisher can count (`stats`): messages sent per
-topic, messages refused by validation, and sends that failed outright.
+drops; each subscriber sees them as a jump in the per-topic ``seq``. What the publisher can count
+(`stats`): messages sent per topic, messages refused by validation, and sends that failed outright.
+
+Restarts: with a `SequenceLedger` (the recorder keeps one in the line database,
+`inspection.records.plc_sequence`) each start of the publisher is a new ``epoch``, carried in every
+message, and every topic's ``seq`` continues after the last one numbered before, so a PLC sees
+``seq`` rise across a recorder restart and can tell a restart (new epoch) from a replay (an epoch or
+``seq`` it has seen already). The ledger is written before the messages leave, once per burst
+(`batch`), so a ``seq`` is never sent twice. Without a ledger, ``seq`` starts at 1 and there is no
+``epoch``.
 
 Threading: a ZeroMQ socket must be used from one thread only, so this class has no timer
 thread and no queue. The owner (the recorder's loop) calls `tick()` between units of work and
@@ -25,13 +32,14 @@ alive, whereas a timer thread would keep beating while the loop is wedged.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 
@@ -46,11 +54,23 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 DEFAULT_SNDHWM = 10_000  # messages per subscriber; at ~500 B each about 5 MB, minutes of defects
 DEFAULT_HEARTBEAT_S = 1.0
-ENVELOPE = ("schema_version", "topic", "seq", "line", "time")
+ENVELOPE = ("schema_version", "topic", "seq", "epoch", "line", "time")
 
 
 class PlcMessageError(SteelInspectError, ValueError):
     """An outgoing PLC message does not match its JSON Schema; it was not sent."""
+
+
+class SequenceLedger(Protocol):
+    """Where a publisher keeps its epoch and sequence numbers across restarts."""
+
+    def resume(self, line: str, process: str) -> tuple[int, dict[str, int]]:
+        """A new epoch, and the last seq numbered per topic before it."""
+        ...
+
+    def save(self, last: Mapping[str, int]) -> None:
+        """Note the last seq numbered per topic; called before those messages are sent."""
+        ...
 
 
 def iso_time(time_ns: int | None = None) -> str:
@@ -62,15 +82,16 @@ def iso_time(time_ns: int | None = None) -> str:
 
 
 def build_message(topic: str, payload: Mapping[str, Any], *, seq: int, line: str,
-                  time_ns: int | None = None) -> dict[str, Any]:
+                  time_ns: int | None = None, epoch: int | None = None) -> dict[str, Any]:
     """The full message (envelope + payload), checked against the schema; `PlcMessageError` if not."""
     if topic not in TOPICS:
         raise PlcMessageError(f"PLC topic: expected one of {', '.join(TOPICS)}, got {topic!r}")
     clash = sorted(set(ENVELOPE) & set(payload))
     if clash:
         raise PlcMessageError(f"PLC {topic} payload: {clash[0]} is set by the publisher, not the payload")
-    message = {"schema_version": SCHEMA_VERSION, "topic": topic, "seq": seq, "line": line,
-               "time": iso_time(time_ns), **_plain(payload)}
+    message = {"schema_version": SCHEMA_VERSION, "topic": topic, "seq": seq,
+               **({"epoch": epoch} if epoch is not None else {}), "line": line, "time": iso_time(time_ns),
+               **_plain(payload)}
     errors = validate(topic, message)
     if errors:
         raise PlcMessageError(f"PLC {topic} message refused: {'; '.join(errors[:5])}")
@@ -118,9 +139,10 @@ class PlcPublisher:
     def __init__(self, endpoint: str, line: str, *, process: str = "recorder",
                  sndhwm: int = DEFAULT_SNDHWM, heartbeat_s: float = DEFAULT_HEARTBEAT_S, linger_ms: int = 500,
                  socket_options: Mapping[int, int] | None = None, context: zmq.Context | None = None,
-                 curve: Curve | None = None) -> None:
+                 curve: Curve | None = None, ledger: SequenceLedger | None = None) -> None:
         """`socket_options`: more ZeroMQ options set before bind / connect (e.g. ``zmq.TCP_KEEPALIVE``
-        for links through firewalls, ``zmq.SNDBUF``); `curve`: this side's keys (None: plain)."""
+        for links through firewalls, ``zmq.SNDBUF``); `curve`: this side's keys (None: plain);
+        `ledger`: where the epoch and sequence numbers survive a restart (None: from 1, no epoch)."""
         if heartbeat_s <= 0:
             raise ValueError(f"heartbeat_s: expected a number > 0, got {heartbeat_s!r}")
         self.line, self.process = line, process
@@ -134,6 +156,10 @@ class PlcPublisher:
         self._sent = dict.fromkeys(TOPICS, 0)
         self._refused = 0
         self._send_failures = 0
+        self._unsaved = 0  # bursts sent although the ledger could not note their seq (see `_send`)
+        self._ledger = ledger
+        self._held: list[tuple[str, bytes]] | None = None  # a burst being collected (`batch`)
+        self.epoch: int | None = None
         self._started = time.monotonic()
         self._next_heartbeat = self._started  # the first tick() beats at once
         spec = parse_endpoint(endpoint, "bind")
@@ -143,6 +169,15 @@ class PlcPublisher:
         except TransportError as exc:
             raise TransportError(f"PLC endpoint {endpoint!r}: {exc}") from None
         self.endpoint = bound_address(self._socket, spec)
+        if ledger is not None:
+            try:
+                self.epoch, last = ledger.resume(line, process)
+            except BaseException:
+                close_socket(self._socket)
+                raise
+            self._seq.update({topic: seq for topic, seq in last.items() if topic in self._seq})
+            log.info("PLC publisher epoch %d: seq continues after %s", self.epoch,
+                     json.dumps({t: s for t, s in self._seq.items() if s}) if any(self._seq.values()) else "none")
         log.info("PLC publisher %s %s (line %s, SNDHWM %d, heartbeat every %.1f s, %s)",
                  spec.role, self.endpoint, line, sndhwm, heartbeat_s, describe(curve))
 
@@ -153,24 +188,58 @@ class PlcPublisher:
         return cls(config.endpoints.plc, config.id, **kwargs)
 
     def publish(self, topic: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """Validate, number and send one message; returns what was sent."""
+        """Validate, number and send one message (inside `batch`: at the end of it); returns it."""
         try:
-            message = build_message(topic, payload, seq=self._seq.get(topic, 0) + 1, line=self.line)
+            message = build_message(topic, payload, seq=self._seq.get(topic, 0) + 1, line=self.line,
+                                    epoch=self.epoch)
             body = json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
         except (PlcMessageError, TypeError, ValueError) as exc:
             self._refused += 1
             raise exc if isinstance(exc, PlcMessageError) else PlcMessageError(
                 f"PLC {topic} message refused: {exc}") from None
         self._seq[topic] = message["seq"]
-        try:
-            self._socket.send_multipart([topic.encode(), body], flags=zmq.NOBLOCK)
-            self._sent[topic] += 1
-        except zmq.Again:  # not raised by PUB today (it drops instead); counted should that change
-            self._send_failures += 1
-        except zmq.ZMQError as exc:
-            self._send_failures += 1
-            raise TransportError(f"PLC publisher {self.endpoint}: send failed: {exc}") from None
+        if self._held is not None:
+            self._held.append((topic, body))
+        else:
+            self._send([(topic, body)])
         return message
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Messages published inside go out together at its end, after one ledger write for all of
+        them (a database commit per message would cost more than the recorder's inserts)."""
+        if self._held is not None:  # nested: the outer batch sends
+            yield
+            return
+        self._held = []
+        try:
+            yield
+        finally:
+            held, self._held = self._held, None
+            if held:
+                self._send(held)
+
+    def _send(self, messages: list[tuple[str, bytes]]) -> None:
+        if self._ledger is not None:
+            try:
+                self._ledger.save({topic: self._seq[topic] for topic, _ in messages})
+            except Exception as exc:  # noqa: BLE001 - the PLC still gets its messages
+                # Sent anyway: a PLC needs the defect more than the guarantee. Only a restart before the
+                # next successful write could number these again, and that restart has a new epoch.
+                self._unsaved += 1
+                log.error("PLC seq not saved in the line database, sending anyway: %s", exc)
+        failed: zmq.ZMQError | None = None
+        for topic, body in messages:
+            try:
+                self._socket.send_multipart([topic.encode(), body], flags=zmq.NOBLOCK)
+                self._sent[topic] += 1
+            except zmq.Again:  # not raised by PUB today (it drops instead); counted should that change
+                self._send_failures += 1
+            except zmq.ZMQError as exc:
+                self._send_failures += 1
+                failed = failed or exc
+        if failed is not None:
+            raise TransportError(f"PLC publisher {self.endpoint}: send failed: {failed}") from None
 
     def defect(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Publish a defect (its severe alarm, if any, is the recorder's decision: `alarm`)."""
@@ -191,8 +260,9 @@ class PlcPublisher:
         return self.publish("heartbeat", {
             "process": self.process, "pid": os.getpid(), "uptime_s": round(self.uptime_s, 3),
             "interval_s": self.heartbeat_s, "status": self.status,
-            "counters": {**self.counters, "plc_refused": self._refused,
-                         "plc_send_failures": self._send_failures}, **anchor})
+            "counters": {**self.counters, "plc_refused": self._refused, "plc_send_failures": self._send_failures,
+                         **({"plc_seq_unsaved": self._unsaved} if self._ledger is not None else {})},
+            **anchor})
 
     def tick(self) -> dict[str, Any] | None:
         """Send the heartbeat if it is due; returns it, or None. Call from the owner's loop."""
@@ -205,7 +275,7 @@ class PlcPublisher:
     def stats(self) -> dict[str, Any]:
         """What the sender can know: sent per topic, refused, failed sends, last seq per topic."""
         return {"sent": dict(self._sent), "refused": self._refused, "send_failures": self._send_failures,
-                "last_seq": dict(self._seq)}
+                "last_seq": dict(self._seq), "epoch": self.epoch, "seq_unsaved": self._unsaved}
 
     def close(self) -> None:
         """Close the socket; queued messages get up to the linger time to leave, never a hang."""

@@ -21,11 +21,14 @@ import numpy as np
 import pytest
 
 from cameras.base import coil_prefix
+from inspection.commands.plc_listen import SequenceTracker
 from inspection.config import LineConfig, load_config
 from inspection.frame import CoilEvent, Frame, StreamKey
 from inspection.line.pipeline import camera_child, recorder_child, run_pipeline, worker_child
 from inspection.line.supervisor import Supervisor
+from inspection.plc_tap import PlcTap
 from inspection.registry import Registry
+from inspection.schemas import TOPICS
 from inspection.security import curve_for, ensure_keys
 from inspection.transport import FrameSender, parse_endpoint
 from inspection.wire import encode
@@ -118,6 +121,44 @@ def test_the_recorder_killed_mid_batch_is_restarted_and_the_coil_is_recorded_and
     _assert_crops_in_place(tmp_path / "crops", line.database)
 
 
+def _kill_recorder_once_it_published(tap: PlcTap) -> None:
+    """SIGKILL the recorder while the cameras send, once the PLC subscriber has had two heartbeats."""
+    def published() -> Any:
+        beats = sum(1 for _, m in list(tap.messages) if m["topic"] == "heartbeat")
+        return cameras_running() and beats >= 2 and child("recorder")
+
+    recorder = wait_for(published, 60, "two PLC heartbeats while the cameras send")
+    os.kill(recorder.pid, signal.SIGKILL)
+
+
+@pytest.mark.usefixtures("models")
+def test_the_plc_seq_rises_across_a_recorder_restart_under_a_new_epoch(tmp_path: Path, ipc_dir: Path) -> None:
+    """A PLC subscribed throughout sees every topic's seq rise, never a number twice, across the kill -9
+    and restart of the recorder; the restarted publisher's messages carry the next epoch."""
+    line = _line(tmp_path, ipc_dir, keys=True)
+    tap = PlcTap.from_config(line)
+    killer = in_background(_kill_recorder_once_it_published, tap)
+    try:
+        summary = run_pipeline(line, max_frames=100, camera_overrides={"realtime": True})
+    finally:
+        messages = tap.close()
+    assert "failed" not in killer, killer.get("failed")
+    assert summary["recorder_restarts"] == 1 and "failed" not in summary, summary
+    tracker = SequenceTracker()
+    for message in messages:
+        tracker.observe(message["topic"], message["seq"], message.get("epoch"))
+    for topic in TOPICS:
+        seqs = [m["seq"] for m in messages if m["topic"] == topic]
+        assert seqs == sorted(set(seqs)), f"{topic}: seq reused or going back: {seqs}"
+    beats = [(m["epoch"], m["seq"]) for m in messages if m["topic"] == "heartbeat"]
+    assert sorted({epoch for epoch, _ in beats}) == [1, 2], beats
+    assert dict(tracker.replays) == {} and tracker.restarts["heartbeat"] == 1, tracker
+    con = sqlite3.connect(line.database)
+    starts = con.execute("SELECT epoch, process FROM plc_publishers ORDER BY epoch").fetchall()
+    con.close()
+    assert starts == [(1, "recorder"), (2, "recorder")]
+
+
 def _assert_crops_in_place(crops: Path, db: Path) -> None:
     """No crop is left in staging, and every crop file belongs to a recorded defect and back."""
     assert not list((crops / ".staging").glob("*")), "crops left in staging"
@@ -183,6 +224,43 @@ def _coils(db: Path, camera: str) -> list[str]:
                                           (camera,))]
     finally:
         con.close()
+
+
+# -- a camera process killed under `run` -----------------------------------------------------------------
+
+def _kill_camera_once(db: Path) -> None:
+    """SIGKILL the top camera's process once frames of it are recorded (it is in the middle of its coils)."""
+    camera = wait_for(lambda: recorded(db, "SELECT count(*) FROM frames WHERE camera = 'top-1'") > 0
+                      and child("camera-top-1"), 120, "frames of the top camera recorded while it runs")
+    os.kill(camera.pid, signal.SIGKILL)
+
+
+@pytest.mark.usefixtures("models")
+def test_a_camera_killed_under_run_is_restarted_and_frames_flow_again(tmp_path: Path, ipc_dir: Path) -> None:
+    """`run` restarts a killed camera as it restarts a worker: at once, counted in the summary. The
+    restarted camera starts with the coil after the one it was cutting (held: its coil_end died with the
+    process) and sends the frames left of --max-frames; what the killed one sent comes from its tally."""
+    line = _line(tmp_path, ipc_dir, speed_m_per_s=2.0)  # 8 frames of 256 mm per second, 12 per coil
+    killer = in_background(_kill_camera_once, line.database)
+    summary = run_pipeline(line, max_frames=60, camera_overrides={"realtime": True})
+    assert "failed" not in killer, killer.get("failed")
+    assert "failed" not in summary and summary["exit_codes"]["camera-top-1"] == 0, summary
+    assert summary["restarts"] == {"camera-top-1": 1} and summary["camera_restarts"] == 1, summary
+    assert summary["worker_restarts"] == summary["recorder_restarts"] == 0, summary
+    [crash] = summary["crashes"]
+    assert (crash["process"], crash["status"], crash["restart_in_s"]) == ("camera-top-1", -signal.SIGKILL, 0.0)
+    # each camera took its 60 frames in all: the restart sent only what its predecessor had not
+    assert summary["frames_sent"] + summary["frames_dropped_by_cameras"] == 120, summary
+    covers = check_books(line.database, summary, line.records.coverage_min)
+    cut = [coil for coil, cover in covers.items()
+           if any(c["camera"] == "top-1" and not c["ended"] for c in cover["cameras"])]
+    assert len(cut) == 1 and summary["grades"][cut[0]] == "hold", (cut, summary["grades"])
+    after = [coil for coil in covers if coil > cut[0]
+             and any(c["camera"] == "top-1" and c["inspected"] for c in covers[coil]["cameras"])]
+    assert after, "no frame of the restarted camera was recorded"
+    top = [next(c for c in covers[coil]["cameras"] if c["camera"] == "top-1") for coil in after]
+    assert top[0]["frames"] == top[0]["inspected"] > 0 and top[0]["lost"] == 0, top[0]  # a whole coil
+    assert all(t["inspected"] > 0 for t in top)
 
 
 # -- frames broken on the wire ---------------------------------------------------------------------------

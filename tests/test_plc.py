@@ -188,6 +188,69 @@ def test_sequence_tracker_table() -> None:
     assert (tracker.gaps["coil"], tracker.missing["coil"], tracker.restarts["coil"]) == (1, 2, 1)
 
 
+EPOCH_CASES = [  # (seq, epoch) in arrival order -> the reports, None where nothing is said
+    ("a restart continues the seq", [(5, 1), (6, 1), (7, 2), (8, 2)],
+     [None, None, "coil: publisher restarted (epoch 1 -> 2), seq continues at 7", None]),
+    ("a restart after lost messages", [(5, 1), (9, 2)],
+     [None, "publisher restarted (epoch 1 -> 2), gap on coil: expected seq 6, got 9 (3 missing)"]),
+    ("a seq again in the same epoch is a replay", [(5, 3), (6, 3), (5, 3), (7, 3)],
+     [None, None, "coil seq 5 again in epoch 3 (had 6): a replay, or a second publisher", None]),
+    ("an older epoch is a replay", [(5, 3), (9, 2), (6, 3)],
+     [None, "coil seq 9 of epoch 2 after epoch 3: a replay, or a second publisher", None]),
+    ("a restarted publisher without a ledger", [(5, 1), (1, 2)],
+     [None, "coil: publisher restarted (epoch 1 -> 2), seq back from 5 to 1"]),
+]
+
+
+@pytest.mark.parametrize(("case", "seen", "reports"), EPOCH_CASES, ids=[c[0] for c in EPOCH_CASES])
+def test_sequence_tracker_tells_a_restart_from_a_replay_by_the_epoch(case, seen, reports) -> None:
+    tracker = SequenceTracker()
+    assert [tracker.observe("coil", seq, epoch) for seq, epoch in seen] == reports
+    replayed = sum(1 for r in reports if r and "replay" in r)
+    assert tracker.replays["coil"] == replayed
+    assert tracker.restarts["coil"] == sum(1 for r in reports if r and "restarted" in r)
+
+
+def test_a_publisher_with_a_ledger_continues_seq_under_a_new_epoch(tmp_path, context) -> None:
+    """The recorder's ledger in a real line database: a second publisher (a restarted recorder) numbers
+    after the first; a burst is one ledger write, made before its messages leave."""
+    from inspection.records.db import open_db
+    from inspection.records.plc_sequence import PlcSequence
+
+    class Counted(PlcSequence):  # the real ledger; the test only counts its writes
+        saves: list[dict[str, int]] = []
+
+        def save(self, last):
+            self.saves.append(dict(last))
+            super().save(last)
+
+    db = open_db(tmp_path / "line.db")
+    with PlcPublisher(LOOPBACK, LINE, context=context, heartbeat_s=3600, ledger=Counted(db)) as first:
+        assert first.epoch == 1
+        with first.batch():
+            sent = [first.defect(a_defect(i)) for i in range(3)] + [first.coil(a_coil())]
+            assert first.stats()["sent"]["defect"] == 0  # held until the batch ends
+        assert Counted.saves == [{"defect": 3, "coil": 1}] and first.stats()["sent"]["defect"] == 3
+        with pytest.raises(PlcMessageError):
+            first.defect({**a_defect(9), "severity": 7})  # refused: no seq used, nothing written
+        first.heartbeat()
+        assert Counted.saves[-1] == {"heartbeat": 1}
+    assert [m["epoch"] for m in sent] == [1, 1, 1, 1]
+    with PlcPublisher(LOOPBACK, LINE, context=context, heartbeat_s=3600, ledger=PlcSequence(db)) as second, \
+            PlcListener(second.endpoint, context=context) as sub:
+        join(sub, lambda: second.alarm(coverage_alarm(coil="C-0002", coverage=0.9, required=0.995)))
+        second.defect(a_defect(0, coil="END"))
+        received = drain_until(sub, lambda m: m.get("coil") == "END")
+        beat = second.heartbeat()
+    defect = received[-1]
+    assert (defect["epoch"], defect["seq"]) == (2, 4)
+    assert (beat["epoch"], beat["seq"], beat["counters"]["plc_seq_unsaved"]) == (2, 2, 0)
+    VALIDATORS["defect"].validate(defect)
+    stored = dict(db.execute("SELECT topic, seq FROM plc_sequence WHERE line = ?", (LINE,)).fetchall())
+    assert stored["defect"] == 4 and stored["heartbeat"] == 2
+    db.close()
+
+
 def test_slow_subscriber_never_blocks_and_its_losses_show_as_gaps(context) -> None:
     # Small queues and kernel buffers: 3000 messages of ~560 bytes cannot all be held in flight.
     pub = PlcPublisher("tcp://127.0.0.1:*", LINE, context=context, sndhwm=5,

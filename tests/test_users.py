@@ -245,3 +245,101 @@ def test_users_command_names_an_unusable_database(tmp_path: Path, cli: Cli, wher
 
 def test_the_command_offers_exactly_the_roles_the_records_know() -> None:
     assert ROLE_CHOICES == users.ROLES
+
+
+# -- users against the audit chain ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def managed_users(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A line database whose users were only ever changed the legitimate way: the command, and sign-ins
+    (failed ones too, up to a lockout)."""
+    from inspection.cli import main
+
+    database = tmp_path_factory.mktemp("users") / "line.db"
+    steps = [(("add", "ana", "--role", "inspector", "--password-stdin"), "ana-password-1\n"),
+             (("add", "bo", "--role", "quality_engineer", "--password-stdin"), "bo-password-1\n"),
+             (("passwd", "ana", "--password-stdin"), "ana-password-2\n"), (("role", "bo", "ml_engineer"), ""),
+             (("disable", "ana"), ""), (("enable", "ana"), "")]
+    stdin = sys.stdin
+    try:
+        for args, text in steps:
+            sys.stdin = io.StringIO(text)
+            assert main(["users", *args, "--db", str(database)]) == 0, args
+    finally:
+        sys.stdin = stdin
+    with open_db(database) as db:
+        assert users.authenticate(db, "bo", "bo-password-1").ok  # resets counters: no audit event
+        for _ in range(users.LoginPolicy().attempts):
+            users.authenticate(db, "ana", "not-her-password")
+        assert users.get_user(db, "ana").locked_until_ns is not None  # locked: an audit event with a digest
+    return database
+
+
+def _verify(database: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    from inspection.cli import main
+
+    code = main(["audit", "verify", "--db", str(database), "--no-crops"])
+    return code, capsys.readouterr().out
+
+
+USER_TAMPERING = [  # an edit made with sqlite3 on the file -> what `audit verify` names
+    ("role raised to admin", "UPDATE users SET role = 'admin' WHERE name = 'ana'",
+     "users: 'ana' has role admin, audit seq 1 recorded inspector"),
+    ("another user's hash copied", "UPDATE users SET password_hash = (SELECT password_hash FROM users WHERE "
+     "name = 'bo') WHERE name = 'ana'", "users: 'ana' differs from what audit seq 7 (user_locked) recorded"),
+    ("disabled time edited", "UPDATE users SET disabled_ns = 1 WHERE name = 'bo'",
+     "users: 'bo' differs from what audit seq 4 (user_role) recorded"),
+    ("user renamed", "UPDATE users SET name = 'Bo' WHERE name = 'bo'", "users: 'Bo' differs from what audit seq 4"),
+    ("user added", "INSERT INTO users (name, role, password_hash, created_ns, password_changed_ns) SELECT "
+     "'mallory', 'admin', password_hash, 1, 1 FROM users WHERE name = 'bo'",
+     "users: 'mallory' (admin) has no audit event: added behind the system's back"),
+    ("user deleted", "DELETE FROM users WHERE name = 'bo'",
+     "users: 'bo' (audit seq 4, user_role) is missing: deleted behind the system's back"),
+]
+
+
+def test_users_changed_by_the_command_and_by_sign_ins_keep_audit_verify_green(
+        managed_users: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _verify(managed_users, capsys)
+    assert code == 0, out
+    assert "console users match their recorded digests" in out and "users (" not in out  # covered, not listed
+
+
+@pytest.mark.parametrize(("case", "sql", "named"), USER_TAMPERING, ids=[c[0] for c in USER_TAMPERING])
+def test_a_user_edited_in_the_database_file_fails_audit_verify_naming_the_user(
+        managed_users: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, sql: str,
+        named: str) -> None:
+    import shutil
+
+    database = tmp_path / "line.db"
+    shutil.copy(managed_users, database)  # every writer closed: the WAL is checkpointed into the file
+    con = sqlite3.connect(database)
+    with con:
+        con.execute(sql)
+    con.close()
+    code, out = _verify(database, capsys)
+    assert code == 1 and f"AUDIT BROKEN: {named}" in out, out
+
+
+def test_a_user_from_before_row_digests_still_has_its_role_checked(db: sqlite3.Connection) -> None:
+    """A database whose users were added by an older version (events without ``row_sha256``): the role
+    is replayed from the events, the rest is said to be uncovered until the user's next change."""
+    from inspection.records import audit
+    from inspection.records.db import write_transaction
+
+    with write_transaction(db):  # what the older version wrote
+        db.execute("INSERT INTO users (name, role, password_hash, created_ns, password_changed_ns) "
+                   "VALUES ('ana', 'inspector', ?, 1, 1)", (hash_password("ana-password-1", FAST),))
+        audit.append(db, "user_added", "cli:admin", {"name": "ana", "role": "inspector"}, 1)
+    verdict = verify(db)
+    assert verdict.ok, verdict
+    db.execute("UPDATE users SET role = 'admin' WHERE name = 'ana'")
+    db.conn.commit()
+    verdict = verify(db)
+    assert not verdict.ok and verdict.problem.startswith("users: 'ana' has role admin, audit seq 1 recorded"), verdict
+    db.execute("UPDATE users SET role = 'inspector' WHERE name = 'ana'")
+    db.conn.commit()
+    users.set_password(db, "ana", "ana-password-2", actor="cli:root", params=FAST)  # from now on: digested
+    db.execute("UPDATE users SET password_hash = 'scrypt$1$1$1$x$y' WHERE name = 'ana'")
+    db.conn.commit()
+    assert verify(db).problem.startswith("users: 'ana' differs from what audit seq 2 (user_password) recorded")

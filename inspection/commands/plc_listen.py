@@ -92,30 +92,56 @@ def _link(args: argparse.Namespace) -> tuple[str | Endpoint, Curve | None]:
 
 @dataclass
 class SequenceTracker:
-    """Per-topic sequence numbers: gaps (lost messages) and restarts (seq back to a lower value)."""
+    """Per-topic sequence numbers: gaps (lost messages), restarts of the publisher and replays.
+
+    A publisher with an ``epoch`` (the recorder) continues ``seq`` across its restarts: a higher epoch
+    is a restart; a ``seq`` that does not rise within an epoch, or an older epoch, is a replay (or a
+    second publisher on the same endpoint). Without an epoch, ``seq`` going back is taken for a restart.
+    """
 
     last: dict[str, int] = field(default_factory=dict)
     first: dict[str, int] = field(default_factory=dict)
+    epoch: dict[str, int] = field(default_factory=dict)
     gaps: Counter = field(default_factory=Counter)
     missing: Counter = field(default_factory=Counter)
     restarts: Counter = field(default_factory=Counter)
+    replays: Counter = field(default_factory=Counter)
 
-    def observe(self, topic: str, seq: int) -> str | None:
-        """Record `seq`; returns a one-line report when it is not the expected next number."""
-        previous = self.last.get(topic)
-        self.last[topic] = seq
+    def observe(self, topic: str, seq: int, epoch: int | None = None) -> str | None:
+        """Record `seq` (of publisher start `epoch`); a one-line report when it is not the expected next one."""
+        previous, was = self.last.get(topic), self.epoch.get(topic)
         if previous is None:
+            self._note(topic, seq, epoch)
             self.first[topic] = seq
             return None  # joining late is not a gap: nothing was promised before the first message
+        if epoch is not None and was is not None and epoch < was:
+            self.replays[topic] += 1  # not noted: the newer publisher's numbers stay the reference
+            return f"{topic} seq {seq} of epoch {epoch} after epoch {was}: a replay, or a second publisher"
+        # a first epoch after messages without one: the publisher was upgraded and restarted
+        restarted = epoch is not None and (was is None or epoch > was)
+        if not restarted and epoch is not None and seq <= previous:
+            self.replays[topic] += 1
+            return f"{topic} seq {seq} again in epoch {epoch} (had {previous}): a replay, or a second publisher"
+        self._note(topic, seq, epoch)
         expected = previous + 1
+        if restarted and seq < expected:  # a publisher that kept no ledger: it counts from 1 again
+            self.restarts[topic] += 1
+            return f"{topic}: publisher restarted (epoch {was or '-'} -> {epoch}), seq back from {previous} to {seq}"
+        restart = f"publisher restarted (epoch {was or '-'} -> {epoch}), " if restarted else ""
+        self.restarts[topic] += restarted
         if seq == expected:
-            return None
+            return f"{topic}: {restart}seq continues at {seq}" if restarted else None
         if seq > expected:
             self.gaps[topic] += 1
             self.missing[topic] += seq - expected
-            return f"gap on {topic}: expected seq {expected}, got {seq} ({seq - expected} missing)"
+            return f"{restart}gap on {topic}: expected seq {expected}, got {seq} ({seq - expected} missing)"
         self.restarts[topic] += 1
         return f"seq on {topic} went back from {previous} to {seq} (publisher restarted?)"
+
+    def _note(self, topic: str, seq: int, epoch: int | None) -> None:
+        self.last[topic] = seq
+        if epoch is not None:
+            self.epoch[topic] = epoch
 
 
 def _validator() -> tuple[str, Callable[[str, Any], list[str]]]:
@@ -197,7 +223,8 @@ class PlcListener:
             topic, message, problems = self.check(parts)
             self.received[topic] += 1
             if message is not None and isinstance(message.get("seq"), int):
-                report = self.tracker.observe(topic, message["seq"])
+                epoch = message.get("epoch")
+                report = self.tracker.observe(topic, message["seq"], epoch if isinstance(epoch, int) else None)
                 if report:
                     print(report, file=err, flush=True)
             if problems:
@@ -217,8 +244,9 @@ class PlcListener:
         t = self.tracker
         return {"endpoint": self.endpoint, "topics": list(self.topics) or list(TOPICS), "messages": total,
                 "received": dict(self.received), "invalid": self.invalid, "gaps": dict(t.gaps),
-                "missing": dict(t.missing), "restarts": dict(t.restarts), "first_seq": dict(t.first),
-                "last_seq": dict(t.last), "validator": self.validator_name, "exit_status": status}
+                "missing": dict(t.missing), "restarts": dict(t.restarts), "replays": dict(t.replays),
+                "first_seq": dict(t.first), "last_seq": dict(t.last), "epoch": dict(t.epoch),
+                "validator": self.validator_name, "exit_status": status}
 
     def close(self) -> None:
         self._subscriber.close()
@@ -236,7 +264,8 @@ def format_message(message: dict[str, Any]) -> str:
     Numbers are rounded for reading (millimetres to 0.1, scores to 0.001, coverage in % to 0.01);
     ``--json`` prints the message as received, at full precision."""
     m = message.get
-    head = f"{m('time')} {m('topic', '?'):<9} #{m('seq')}"
+    epoch = f" epoch {m('epoch')}" if m("epoch") is not None else ""
+    head = f"{m('time')} {m('topic', '?'):<9} #{m('seq')}{epoch}"
     topic = m("topic")
     if topic == "defect":
         body = (f"coil={m('coil')} {m('surface')} class={m('class')} sev={m('severity')} "
@@ -274,5 +303,5 @@ def _format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"  {topic:<9} received {summary['received'].get(topic, 0)}, "
                      f"seq {summary['first_seq'].get(topic, '-')}..{summary['last_seq'].get(topic, '-')}, "
                      f"{summary['gaps'].get(topic, 0)} gaps ({summary['missing'].get(topic, 0)} missing), "
-                     f"{summary['restarts'].get(topic, 0)} restarts")
+                     f"{summary['restarts'].get(topic, 0)} restarts, {summary['replays'].get(topic, 0)} replays")
     return "\n".join(lines)

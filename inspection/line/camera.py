@@ -47,12 +47,15 @@ def main(
     folder: Path | None = None,
     ground_truth: Path | None = None,
     coils: int | None = None,
+    tally_path: str | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """One camera process: config read once and logged, signals, source and sender built, pump until
     done (`max_frames`) or stopped, both closed; returns (and with `summary_path` writes) what it sent.
 
-    `options` are further source options that win over the config (e.g. ``realtime``, ``seed``).
+    `tally_path`: keep the running counts there too (`inspection.line.tally`), for a supervisor that
+    restarts a camera killed before it could write its summary. `options` are further source options
+    that win over the config (e.g. ``realtime``, ``seed``, ``first_coil``).
     """
     from cameras import open_source
     from cameras.pump import pump
@@ -60,6 +63,7 @@ def main(
     from inspection.config import load_config, log_config
     from inspection.errors import SourceError
     from inspection.line.process import StopFlag
+    from inspection.line.tally import Tally
     from inspection.security import curve_for
     from inspection.transport import FrameSender, parse_endpoint
 
@@ -81,10 +85,14 @@ def main(
         # dead worker cannot hang the camera): replay waits up to 60 s, a live camera 10 s.
         sender = FrameSender(spec, live=live, hwm=camera.send_hwm, stopping=stop.is_set,
                              linger_ms=10_000 if live else 60_000, curve=curve)
+        tally = Tally(tally_path) if tally_path else None
         try:
-            stats = pump(cam, sender, max_frames=max_frames, stopping=stop.is_set)
+            stats = pump(cam, sender, max_frames=max_frames, stopping=stop.is_set,
+                         progress=tally.update if tally is not None else None)
         finally:
             sender.close()
+            if tally is not None:
+                tally.close()
     result = {"camera": camera.id, "endpoint": str(sender.endpoint), "live": live, **stats.as_dict(),
               "events_lost": sender.events_lost}
     if curve is not None:  # workers with unknown keys this camera refused (`inspection.curve`)

@@ -6,9 +6,10 @@ the recorder, which binds `endpoints.results` and publishes to PLCs on `endpoint
 
 Children are started with plain arguments and read the config themselves (`inspection.line`:
 camera, worker, recorder, each one `main`). Each writes a JSON summary of what it did when it
-ends, which `run_pipeline` adds up. A worker or the recorder that dies while the line runs is
-restarted (at once, then with a growing delay; given up on after too many restarts, see
-`inspection.line.restarts`); each crash and restart is logged and counted in the summary.
+ends, which `run_pipeline` adds up. A camera, a worker or the recorder that dies while the line runs
+is restarted (at once, then with a growing delay; given up on after too many restarts, see
+`inspection.line.restarts`); each crash and restart is logged and counted in the summary. A restarted
+camera resumes with the next coil and the frames left of `max_frames` (`camera_runs`).
 
 What a dead process held is counted, never silently gone. A worker's queued frames are lost with
 it; the recorder loses the batch it had not committed and what its socket had queued. Results the
@@ -17,7 +18,9 @@ so each worker's PUSH socket keeps up to ``worker.results_hwm`` results for the 
 back, then blocks (the worker stops taking frames and live cameras count drops). Every coil_end
 carries the camera's own frame count, so the recorder counts the frames in no record per coil
 (``lost`` in `queries.coverage`, ``frames_lost`` in the hold alarm) and such a coil is held, never
-graded prime; the summary's ``frames_lost`` is frames sent - inspected - dropped.
+graded prime; the summary's ``frames_lost`` is frames sent - inspected - dropped. A killed camera
+loses the frames queued in its socket and its coil's coil_end: that coil is held; what it sent is
+counted from its tally, which outlives it (`tally`).
 
 Every link runs CURVE unless the config turns it off: on a first start (a key folder without keys)
 `run_pipeline` makes the line's keys, and a key file missing later stops the line before anything
@@ -25,9 +28,8 @@ starts (`inspection.security.ensure_keys`); each child reads the keys of its own
 
 A line starts only when every endpoint it binds is free (`transport.check_bindable`): otherwise
 one error names the endpoint and nothing starts. A worker of a line whose camera could not bind
-would connect to whoever holds that port (another line) and take its frames. A camera that exits
-with an error while the line runs stops the whole line, and so does the recorder, or every worker,
-given up on (`failed` in the summary).
+would connect to whoever holds that port (another line) and take its frames. A camera, the recorder,
+or every worker, given up on stops the whole line (`failed` in the summary).
 
 Shutdown order: cameras end (after `max_frames`, or on SIGTERM) with a coil_end each; then
 workers drain until their sockets stay quiet for `drain_s` and exit; then the recorder
@@ -47,6 +49,7 @@ from typing import Any
 
 from inspection.config import LineConfig
 from inspection.errors import SteelInspectError, TransportError, write_problem
+from inspection.line.camera_runs import CameraRuns
 from inspection.line.process import StopFlag
 from inspection.line.restarts import RestartPolicy, Restarts
 from inspection.line.run_summary import merged, summarize
@@ -143,7 +146,8 @@ def run_pipeline(
     restarts = Restarts(restart_policy)
     started, started_ns = time.monotonic(), time.time_ns()
     with tempfile.TemporaryDirectory(prefix="steel-run-") as tmp, Supervisor(verbose=verbose) as sup:
-        line = _Children(sup, config, Path(tmp), db, [f"worker-{i + 1}" for i in range(workers)])
+        runs = [CameraRuns(Path(tmp), cam.id, max_frames, camera_overrides or {}) for cam in config.cameras]
+        line = _Children(sup, config, Path(tmp), db, [f"worker-{i + 1}" for i in range(workers)], runs)
         line.start("recorder")
         for name in line.workers:
             line.start(name)
@@ -155,21 +159,21 @@ def run_pipeline(
                                         f"{errors[0].read_text(encoding='utf-8')}")
             log.error("the line did not start: a worker failed or was stopped before its model was loaded")
             return {"exit_codes": codes, "worker_restarts": 0, "recorder_restarts": 0, "started": False}
-        cameras = []
-        for cam in config.cameras:
-            name = f"camera-{cam.id}"
-            sup.start(name, camera_child, str(config.path), config.overrides, cam.id, str(line.out / f"{name}.json"),
-                      max_frames=max_frames, **(camera_overrides or {}))
-            cameras.append(name)
+        cameras = [run.name for run in runs]
+        for name in cameras:
+            line.start(name)
         log.info("line %s running: %s", config.id, ", ".join(sup.names))
         failed: str | None = None
-        while not stop.is_set() and any(sup.alive(c) for c in cameras):
-            failed = _failed(sup, cameras) or line.watch(restarts, stop.is_set)
-            if failed:  # a camera that could not bind, or a process given up on: the line stops as a whole
+        while not stop.is_set():
+            # alive before the watch: a camera that dies meanwhile is noted (and restarted) next round
+            sending = any(sup.alive(c) for c in cameras)
+            failed = line.watch(restarts, stop.is_set)
+            if failed:  # a process given up on: the line stops as a whole
                 log.error("%s exited with status %s: stopping the line", failed, sup.exit_codes()[failed])
                 break
+            if not (sending or any(restarts.scheduled(c) for c in cameras)):
+                break
             time.sleep(0.2)
-        failed = failed or _failed(sup, cameras)
         codes = sup.stop(cameras)
         if not failed:
             # A recorder that died as the cameras ended (or waits for its restart) must come back to
@@ -178,7 +182,7 @@ def run_pipeline(
         codes |= sup.stop(line.workers, grace_s=60.0)
         codes |= sup.stop(["recorder"], grace_s=60.0)
         elapsed = time.monotonic() - started
-        camera_stats = {c: _read_json(line.out / f"{c}.json") or {} for c in cameras}
+        camera_stats = {run.name: run.stats() for run in runs}
         worker_stats = [s for p in sorted(line.out.glob("worker-*.json")) if (s := _read_json(p))]
         recorder_stats = merged([s for p in sorted(line.out.glob("recorder.*.json")) if (s := _read_json(p))])
     summary = summarize(db, started_ns, codes, camera_stats, worker_stats, recorder_stats, restarts.summary(),
@@ -195,33 +199,53 @@ def run_pipeline(
 
 
 class _Children:
-    """The line's restartable children (the recorder and the workers): each start of one is an
+    """The line's restartable children (cameras, workers, the recorder): each start of one is an
     incarnation with its own summary file, so a restart never overwrites what the one before wrote."""
 
-    def __init__(self, sup: Supervisor, config: LineConfig, out: Path, db: Path, workers: list[str]) -> None:
+    def __init__(self, sup: Supervisor, config: LineConfig, out: Path, db: Path, workers: list[str],
+                 cameras: list[CameraRuns]) -> None:
         self.sup, self.config, self.out, self.db = sup, config, out, db
         self.workers = workers
+        self.cameras = {run.name: run for run in cameras}
+        self.finished: set[str] = set()  # cameras that died with nothing left to send: not restarted
         self.incarnation = dict.fromkeys(["recorder", *workers], 0)
 
     def ready(self, name: str) -> Path:
         return self.out / f"{name}.ready"
 
-    def start(self, name: str) -> None:
+    def start(self, name: str) -> bool:
+        """Start (or restart) `name`; False for a camera that has nothing left to send."""
         config_path, overrides = str(self.config.path), self.config.overrides
+        if name in self.cameras:
+            run = self.cameras[name]
+            start = run.next_start()
+            if start is None:
+                log.info("%s had sent all it was asked to before it died: not restarted", name)
+                self.finished.add(name)
+                return False
+            summary_path, options = start
+            self.sup.start(name, camera_child, config_path, overrides, run.camera_id, summary_path, **options)
+            return True
         summary = str(self.out / f"{name}.{self.incarnation[name]}.json")
         if name == "recorder":
             self.sup.start(name, recorder_child, config_path, overrides, str(self.db), summary)
         else:
             self.sup.start(name, worker_child, config_path, overrides, name, summary, str(self.ready(name)))
+        return True
 
     def watch(self, restarts: Restarts, stopping: Callable[[], bool], *, final: bool = False) -> str | None:
         """Note the children that died, restart those whose time has come (`final`: the recorder now,
         whatever its delay); the name of a child the line cannot do without that was given up on."""
-        for name in self.incarnation:
-            if self.sup.alive(name) or restarts.waiting(name):
+        ending = final or stopping()
+        for name in [*self.incarnation, *self.cameras]:
+            if (name not in self.sup.names or name in self.finished or self.sup.alive(name)
+                    or restarts.waiting(name)):
                 continue
             status = self.sup.exit_codes()[name]
-            if status == 0 and (final or stopping()):  # stopped with the line (Ctrl-C reaches every child)
+            camera = name in self.cameras
+            if camera and (status == 0 or ending):  # a camera's normal end, or the line's stop
+                continue
+            if status == 0 and ending:  # stopped with the line (Ctrl-C reaches every child)
                 continue
             delay = restarts.crashed(name, status)
             if delay is None:
@@ -231,13 +255,15 @@ class _Children:
             else:
                 log.error("%s exited with status %s while the line runs: restart #%d in %.1f s", name, status,
                           restarts.counts.get(name, 0) + 1, delay)
-        if "recorder" in restarts.given_up:
-            return "recorder"
+        given_up = [name for name in ("recorder", *self.cameras) if name in restarts.given_up]
+        if given_up:
+            return given_up[0]
         if all(w in restarts.given_up for w in self.workers):
             return self.workers[-1]
         # at the end only the recorder matters: a worker restarted now would find no frames
         for name in restarts.due(["recorder"] if final else None, force=final):
-            self.incarnation[name] += 1
+            if name in self.incarnation:
+                self.incarnation[name] += 1
             self.start(name)
         return None
 
@@ -256,12 +282,6 @@ def next_coil_number(db: Path, line_type: str) -> int | None:
             return line_reads.next_coil_number(reader, coil_prefix(line_type))
     finally:
         reader.close()
-
-
-def _failed(sup: Supervisor, names: list[str]) -> str | None:
-    """The first of `names` that ended with a non-zero status (a camera ending normally is fine)."""
-    codes = sup.exit_codes()
-    return next((n for n in names if codes.get(n) not in (None, 0)), None)
 
 
 def _wait_ready(sup: Supervisor, files: list[Path], workers: list[str], stop: StopFlag,

@@ -11,6 +11,7 @@ flush, finalise, close.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -115,7 +116,8 @@ class RecorderLoop:
                 self.tick()
                 now = time.monotonic()
                 if now - last_housekeeping >= 1.0:
-                    r.housekeeping()
+                    with self._burst():
+                        r.housekeeping()
                     self._report_refusals(now)
                     last_housekeeping = now
                 if now - last_log >= 30.0:  # what was applied, for the operator's log
@@ -133,10 +135,17 @@ class RecorderLoop:
         if self.receiver.poll(timeout_ms):
             self._take(self.recorder.room)
         if self.recorder.due():
-            self.recorder.flush()
+            self.flush()
 
     def flush(self) -> None:
-        self.recorder.flush()
+        with self._burst():
+            self.recorder.flush()
+
+    def _burst(self) -> contextlib.AbstractContextManager[Any]:
+        """What one unit of work decides goes to the PLC together (`PlcPublisher.batch`: one write
+        of the sequence numbers per burst); a plain publisher, or none, sends as it goes."""
+        batch = getattr(self.publisher, "batch", None)
+        return batch() if batch is not None else contextlib.nullcontext()
 
     def _take(self, limit: int) -> int:
         messages = self.receiver.receive(limit)
@@ -194,10 +203,11 @@ class RecorderLoop:
             while True:  # results still in flight from workers are not lost
                 before = self.receiver.messages
                 self._take(self.recorder.batch_messages)
-                self.recorder.flush()
+                self.flush()
                 if self.receiver.messages == before and not self.receiver.poll(self.quiet_ms):
                     break
-            self.recorder.finish()
+            with self._burst():
+                self.recorder.finish()
             self._refusals = (None, 0.0)  # the final count, whatever was written last
             self._report_refusals(time.monotonic())
             self.tick()
@@ -222,6 +232,7 @@ def main(config_path: str | None, config_overrides: dict[str, Any] | None = None
     from inspection.records.checkpoints import AnchorLog, ensure_key
     from inspection.records.crops import CropStore
     from inspection.records.grading import load_rules
+    from inspection.records.plc_sequence import PlcSequence
     from inspection.security import curve_for
     from inspection.transport import parse_endpoint
 
@@ -259,7 +270,9 @@ def main(config_path: str | None, config_overrides: dict[str, Any] | None = None
                         "%d of a batch that never committed deleted", recovered.moved, recovered.deleted)
         options.setdefault("flush_ms", config.records.flush_ms)
         options.setdefault("anchor_s", config.records.anchor_s)
-        with PlcPublisher.from_config(config, process="recorder", curve=plc_curve) as publisher:
+        # the PLC's seq continues after a restart, under a new epoch (`inspection.records.plc_sequence`)
+        with PlcPublisher.from_config(config, process="recorder", curve=plc_curve,
+                                      ledger=PlcSequence(store.db)) as publisher:
             loop = RecorderLoop(store, results, config.id, publisher=publisher, curve=results_curve,
                                 sources=SourceCheck.from_config(config), anchors=anchors, **options)
             stats = loop.run(stop)

@@ -2,10 +2,11 @@
 
 A child that dies once (a kill -9, an out-of-memory kill, a bug hit by one odd frame) is restarted at
 once: every second without a recorder is a second of results queued in the workers, every second
-without a worker is frames the cameras drop. A child that keeps dying is restarted after a delay that
-doubles each time (1 s, 2 s, 4 s, ...), so a crash loop (a corrupt database, a model that fails to
-load) does not spin the CPU and fill the log; after `max_restarts` restarts within `window_s` the
-supervisor stops trying and says so. What the line does then is the pipeline's decision.
+without a worker is frames the cameras drop, every second without a camera is strip not inspected. A
+child that keeps dying is restarted after a delay that doubles each time (1 s, 2 s, 4 s, ...), so a
+crash loop (a corrupt database, a model that fails to load) does not spin the CPU and fill the log;
+after `max_restarts` restarts within `window_s` the supervisor stops trying and says so. What the
+line does then is the pipeline's decision.
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ class Restarts:
     def waiting(self, name: str) -> bool:
         """`name` crashed and its restart is scheduled, or it was given up on: nothing more to note."""
         return name in self._due or name in self.given_up
+
+    def scheduled(self, name: str) -> bool:
+        """`name` crashed and waits for its restart."""
+        return name in self._due
 
     def due(self, names: list[str] | None = None, *, force: bool = False) -> list[str]:
         """Children (of `names`, default all) whose restart time has come (`force`: whatever their delay),

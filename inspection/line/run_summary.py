@@ -38,8 +38,9 @@ def summarize(db: Path, started_ns: int, codes: dict[str, int | None], cameras: 
     counts = restarts.get("restarts", {})
     summary: dict[str, Any] = {
         "exit_codes": codes,
-        "worker_restarts": sum(n for name, n in counts.items() if name != "recorder"),
+        "worker_restarts": sum(n for name, n in counts.items() if name.startswith("worker-")),
         "recorder_restarts": counts.get("recorder", 0),
+        "camera_restarts": sum(n for name, n in counts.items() if name.startswith("camera-")),
         **restarts,
         "frames_sent": sum(int(c.get("sent", 0)) for c in cameras.values()),
         "frames_dropped_by_cameras": sum(int(c.get("dropped", 0)) for c in cameras.values()),

@@ -16,7 +16,8 @@ order and, for each event, re-reads and re-hashes its rows; it stops at the firs
 
 An event that changed an upserted table (`schema.STATE_TABLES`: lines, cameras, plant data)
 carries ``"state": {table: [count, sha256]}``, the digest of the table's whole content afterwards
-(`table_state`); `verify` compares the newest one with the table as it is.
+(`table_state`); `verify` compares the newest one with the table as it is. An event that changed a
+console user carries the digest of that user's row (`user_audit`), compared the same way.
 
 The chain alone proves nothing against someone who can write the file: they can edit a row and
 recompute every digest and link with these very functions. A writer that holds the audit key
@@ -145,14 +146,16 @@ Observer = Callable[[int, int, str, dict[str, Any], dict[str, tuple[int, int]]],
 
 def verify(db: Database) -> Verdict:
     """Everything that needs neither the key nor the crop files: the chain and its row digests
-    (`verify_chain`), then the upserted tables and the derived tables (`rebuild`)."""
-    from inspection.records import rebuild  # it reads this module's digests
+    (`verify_chain`), then the upserted tables, the console users (`user_audit`) and the derived tables
+    (`rebuild`)."""
+    from inspection.records import rebuild, user_audit  # they read this module's digests
 
     facts = rebuild.ChainFacts()
     verdict = verify_chain(db, facts.observe)
     if not verdict.ok:
         return verdict
-    problem = rebuild.check_state_tables(db, facts) or rebuild.check_derived(db, facts)
+    problem = (rebuild.check_state_tables(db, facts) or user_audit.check_users(db, facts.users, facts.notes)
+               or rebuild.check_derived(db, facts))
     return Verdict(False, verdict.events, verdict.head, problem) if problem else verdict
 
 

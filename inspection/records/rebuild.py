@@ -33,6 +33,7 @@ from inspection.records.platform import PLATFORM_TABLES
 from inspection.records.review_queue import pick_for_review
 from inspection.records.schema import STATE_TABLES
 from inspection.records.shadow import disputed_defects
+from inspection.records.user_audit import USER_KINDS, UserFacts
 
 _STATE_KINDS = {"line_registered": ("lines", "cameras"), "platform_import": PLATFORM_TABLES}
 _PRUNE_BOUNDS = ("coils", "defects", "reviews", "claims")
@@ -51,6 +52,7 @@ class ChainFacts:
     # seq, coil, seed, budget, and the defects / defect_links / shadow_disagreements rowids recorded before the fill
     queue_fills: list[tuple[int, str, int, int, int, int, int]] = field(default_factory=list)
     prunes: list[tuple[int, int, int, dict[str, int]]] = field(default_factory=list)  # seq, time, days, bounds
+    users: UserFacts = field(default_factory=UserFacts)  # checked by `user_audit.check_users`
     notes: list[str] = field(default_factory=list)
 
     def observe(self, seq: int, time_ns: int, kind: str, event: dict[str, Any],
@@ -58,6 +60,8 @@ class ChainFacts:
         try:
             if kind in _STATE_KINDS:
                 return self._state(seq, kind, event)
+            if kind in USER_KINDS:
+                return self.users.observe(seq, kind, event)
             if kind == "review_queue":
                 self.queue_fills.append((seq, str(event["coil"]), int(event["seed"]), int(event["budget"]),
                                          covered.get("defects", (0, 0))[1], covered.get("defect_links", (0, 0))[1],

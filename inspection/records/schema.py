@@ -59,6 +59,10 @@ DELETE on every evidence table (``m004_seam_links`` adds them for ``defect_links
 the process that wrote it: (seq, head hash, key id, HMAC-SHA256 with the audit key, which lives in
 a file, never here); see `checkpoints`.
 
+PLC output (``m010_plc_sequence``; operational state, not evidence): ``plc_publishers`` (one row per
+start of a line's PLC publisher: its ``epoch``, never reused) and ``plc_sequence`` (per line and topic,
+the last ``seq`` the publisher numbered, written before the messages leave); see `plc_sequence`.
+
 Plant data (``m002_platform``, imported from MES / ERP, upserted, each import audited):
 ``platform_coils``, ``orders``, ``customers``, ``steel_grades``, ``heats``, ``process_data``.
 
@@ -311,6 +315,21 @@ def m009_shadow(db: Database) -> None:
         _append_only(db, table)
 
 
+_PLC_SEQUENCE = """
+CREATE TABLE plc_publishers (epoch INTEGER PRIMARY KEY AUTOINCREMENT, line TEXT NOT NULL, process TEXT NOT NULL,
+  pid INTEGER, started_ns INTEGER NOT NULL);
+CREATE TABLE plc_sequence (line TEXT NOT NULL, topic TEXT NOT NULL, seq INTEGER NOT NULL, epoch INTEGER NOT NULL,
+  updated_ns INTEGER NOT NULL, PRIMARY KEY (line, topic))
+"""
+
+
+@migrations(name="m010_plc_sequence")
+def m010_plc_sequence(db: Database) -> None:
+    # A recorder restarted by `run` must not number its PLC messages from 1 again: a PLC could not
+    # tell that from a replay. AUTOINCREMENT: an epoch is never handed out twice, even after a delete.
+    _script(db, _PLC_SEQUENCE)
+
+
 def _append_only(db: Database, table: str) -> None:
     for op in ("UPDATE", "DELETE"):
         db.execute(f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
@@ -326,7 +345,7 @@ def _script(db: Database, script: str) -> None:
 
 MIGRATION_NAMES: tuple[str, ...] = ("m001_core", "m002_platform", "m003_append_only", "m004_seam_links",
                                     "m005_defect_guesses", "m006_users", "m007_override_approvals",
-                                    "m008_audit_checkpoints", "m009_shadow")
+                                    "m008_audit_checkpoints", "m009_shadow", "m010_plc_sequence")
 # Every table with append-only triggers (`audit verify` checks that they are still there).
 APPEND_ONLY_TABLES: tuple[str, ...] = (*AUDITED_TABLES, "audit_log", "audit_checkpoints")
 SCHEMA_VERSION = len(MIGRATION_NAMES)

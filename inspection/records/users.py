@@ -13,7 +13,8 @@ Passwords are stored as scrypt hashes (`inspection.passwords`). A sign-in with a
 counts a failed attempt; `LoginPolicy.attempts` in a row lock the account for
 `LoginPolicy.lockout_ns` (a success resets the count; so does `set_password`). While locked, the
 password is not even checked. Every attempt is a ``login_events`` row; additions, role changes,
-password changes, disabling and lockouts are audit events (never with the hash).
+password changes, disabling and lockouts are audit events (never with the hash; with a digest of the
+row, so `audit verify` finds a role or hash edited in the file: `user_audit`).
 
 The slow hash is computed outside any write transaction: the recorder shares the database and
 must not wait for a sign-in.
@@ -34,6 +35,7 @@ from inspection.errors import SteelInspectError
 from inspection.passwords import DEFAULT_PARAMS, ScryptParams, burn_time, hash_password, verify_password
 from inspection.records import audit
 from inspection.records.db import write_transaction
+from inspection.records.user_audit import row_sha256
 
 ROLES: tuple[str, ...] = ("inspector", "quality_engineer", "ml_engineer", "admin")
 PERMISSIONS: dict[str, frozenset[str]] = {
@@ -144,7 +146,8 @@ def add_user(db: Database, name: str, role: str, password: str, *, actor: str,
         now = clock()
         db.execute("INSERT INTO users (name, role, password_hash, created_ns, password_changed_ns) "
                    "VALUES (?,?,?,?,?)", (name, role, hashed, now, now))
-        audit.append(db, "user_added", actor, {"name": name, "role": role}, now)
+        audit.append(db, "user_added", actor, {"name": name, "role": role, "row_sha256": row_sha256(db, name)},
+                     now)
     return _existing(db, name)
 
 
@@ -161,7 +164,8 @@ def add_first_user(db: Database, name: str, role: str, password: str, *, actor: 
         now = clock()
         db.execute("INSERT INTO users (name, role, password_hash, created_ns, password_changed_ns) "
                    "VALUES (?,?,?,?,?)", (name, role, hashed, now, now))
-        audit.append(db, "user_added", actor, {"name": name, "role": role}, now)
+        audit.append(db, "user_added", actor, {"name": name, "role": role, "row_sha256": row_sha256(db, name)},
+                     now)
     return _existing(db, name)
 
 
@@ -174,7 +178,7 @@ def set_password(db: Database, name: str, password: str, *, actor: str,
         now = clock()
         db.execute("UPDATE users SET password_hash = ?, password_changed_ns = ?, failed_attempts = 0, "
                    "locked_until_ns = NULL WHERE name = ?", (hashed, now, user.name))
-        audit.append(db, "user_password", actor, {"name": user.name}, now)
+        audit.append(db, "user_password", actor, {"name": user.name, "row_sha256": row_sha256(db, user.name)}, now)
 
 
 def set_role(db: Database, name: str, role: str, *, actor: str, clock: Callable[[], int] = time.time_ns) -> None:
@@ -185,7 +189,8 @@ def set_role(db: Database, name: str, role: str, *, actor: str, clock: Callable[
     with write_transaction(db):
         now = clock()
         db.execute("UPDATE users SET role = ? WHERE name = ?", (role, user.name))
-        audit.append(db, "user_role", actor, {"name": user.name, "role": role, "was": user.role}, now)
+        audit.append(db, "user_role", actor, {"name": user.name, "role": role, "was": user.role,
+                                              "row_sha256": row_sha256(db, user.name)}, now)
 
 
 def set_disabled(db: Database, name: str, disabled: bool, *, actor: str,
@@ -197,7 +202,8 @@ def set_disabled(db: Database, name: str, disabled: bool, *, actor: str,
     with write_transaction(db):
         now = clock()
         db.execute("UPDATE users SET disabled_ns = ? WHERE name = ?", (now if disabled else None, user.name))
-        audit.append(db, "user_disabled" if disabled else "user_enabled", actor, {"name": user.name}, now)
+        audit.append(db, "user_disabled" if disabled else "user_enabled", actor,
+                     {"name": user.name, "row_sha256": row_sha256(db, user.name)}, now)
 
 
 def authenticate(db: Database, name: str, password: str, *, policy: LoginPolicy = LoginPolicy(),
@@ -232,8 +238,8 @@ def authenticate(db: Database, name: str, password: str, *, policy: LoginPolicy 
             return _record(db, user.name, LoginResult("bad_password", refused, current), now)
         until = now + policy.lockout_ns
         db.execute("UPDATE users SET failed_attempts = 0, locked_until_ns = ? WHERE name = ?", (until, user.name))
-        audit.append(db, "user_locked", actor, {"name": user.name, "failed_attempts": failures, "until_ns": until},
-                     now)
+        audit.append(db, "user_locked", actor, {"name": user.name, "failed_attempts": failures, "until_ns": until,
+                                                "row_sha256": row_sha256(db, user.name)}, now)
         locked = _existing(db, user.name)
         return _record(db, user.name, LoginResult("locked_out", f"{refused} {_locked_message(locked, failures)}",
                                                   locked), now)

@@ -5,8 +5,9 @@
 3. with the audit key: every signature, and every event from the first signed one on signed
    (`checkpoints.check_signatures`); without it, what was not checked is said;
 4. with an anchor file: each anchor against the chain (`checkpoints.check_anchors`);
-5. the upserted tables (lines, cameras, plant data) against their newest recorded digest, the
-   derived tables rebuilt from the evidence (`rebuild`);
+5. the upserted tables (lines, cameras, plant data) against their newest recorded digest, each
+   console user against the digest of its newest audited change (`user_audit`), the derived tables
+   rebuilt from the evidence (`rebuild`);
 6. with a crop folder: every crop file by its sha256, missing ones against the recorded prunes
    (`crop_audit`);
 7. the append-only triggers are still there, as the migrations wrote them.
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
-from inspection.records import audit, checkpoints, crop_audit, rebuild
+from inspection.records import audit, checkpoints, crop_audit, rebuild, user_audit
 from inspection.records.audit_keys import AuditKey
 from inspection.records.crops import CropStore
 from inspection.records.db import open_db
@@ -31,10 +32,10 @@ from inspection.records.errors import StoreError
 from inspection.records.schema import APPEND_ONLY_TABLES, AUDITED_TABLES, STATE_TABLES
 
 CHECKED_TABLES = frozenset({*AUDITED_TABLES, *STATE_TABLES, "audit_log", "audit_checkpoints", "coil_class_counts",
-                            "review_queue"})
+                            "review_queue", "users"})
 NOT_EVIDENCE = {"status": "live figures", "_sqlite_migrations": "applied migrations",
-                # console accounts change at every sign-in; their changes are audit events, the rows are not
-                "users": "console accounts", "login_events": "sign-in attempts"}
+                "login_events": "sign-in attempts",
+                "plc_publishers": "PLC publisher starts", "plc_sequence": "PLC sequence numbers"}
 
 
 @dataclass
@@ -97,12 +98,13 @@ def _run_checks(db: Database, report: Report, key: AuditKey | None, key_note: st
     report.lines.append("integrity_check ok; chain and evidence row digests intact")
     if not (_signatures(db, report, key, key_note) and _anchors(db, report, key, anchor)):
         return
-    problem = rebuild.check_state_tables(db, facts) or rebuild.check_derived(db, facts)
+    problem = (rebuild.check_state_tables(db, facts) or user_audit.check_users(db, facts.users, facts.notes)
+               or rebuild.check_derived(db, facts))
     if problem:
         report.fail(problem)
         return
-    report.lines.append("lines, cameras, plant data match their recorded digests; coil_class_counts and "
-                        "review_queue match their rebuild from the evidence")
+    report.lines.append("lines, cameras, plant data and console users match their recorded digests; "
+                        "coil_class_counts and review_queue match their rebuild from the evidence")
     if crops is not None:
         found = crop_audit.check_crops(db, crops, facts.prunes)
         if found.problem:
