@@ -34,7 +34,8 @@ CHECKED_TABLES = frozenset({*AUDITED_TABLES, *STATE_TABLES, "audit_log", "audit_
                             "review_queue"})
 NOT_EVIDENCE = {"status": "live figures", "_sqlite_migrations": "applied migrations",
                 # console accounts change at every sign-in; their changes are audit events, the rows are not
-                "users": "console accounts", "login_events": "sign-in attempts"}
+                "users": "console accounts", "login_events": "sign-in attempts",
+                "console_sessions": "console sessions (token hashes)"}
 
 
 @dataclass
