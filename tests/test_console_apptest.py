@@ -190,15 +190,18 @@ def test_coil_detail_shows_map_grade_plant_data_and_periodic_alarm(db: Path) -> 
     assert "Periodic defect: periodic pitted_surface on top" in shown
     assert len(at.get("vega_lite_chart")) == 2  # top and bottom maps
     heat = rows(db, "SELECT heat FROM platform_coils WHERE coil_id = 'C1001'")[0][0]
-    plant = next(d.value for d in at.dataframe if "field" in d.value.columns)
+    plant = at.table[0].value
     assert heat in set(plant["value"])
+    assert not at.get("image") and not at.dataframe  # gallery, grade history, reviews: built when opened
+    at.session_state["gallery_open"] = True  # the inspector opens the gallery
+    at.run()
     assert len(at.get("image")) == 24  # first gallery page of 40 crops
     at.number_input(key="gallery_page").set_value(2).run()
     assert len(at.get("image")) == 16
 
 
 def _select_defect(at: AppTest, defect_id: int) -> None:
-    at.selectbox(key="defect_id_box").select(defect_id).run()
+    at.text_input(key="defect_id_box").input(str(defect_id)).run()
     assert not at.exception, at.exception
 
 
@@ -238,6 +241,9 @@ def test_relabel_and_grade_override_need_their_inputs(db: Path) -> None:
     at.button(key="detail_review_relabel").click().run()
     assert rows(db, "SELECT action, new_class, reviewer FROM reviews") == [
         ("relabel", "scratches", "bo")]
+    assert any(e.label == "Reviews of this coil (1)" for e in at.expander)
+    at.session_state["coil_reviews_open"] = True  # the inspector opens the list
+    at.run()
     history = next(d.value for d in at.dataframe if "detected_as" in d.value.columns)
     assert history[["defect", "action", "new_class", "reviewer"]].values.tolist() == [
         [defect_id, "relabel", "scratches", "bo"]]
@@ -328,7 +334,7 @@ def test_reads_are_cached_until_the_database_changes(db: Path, monkeypatch: pyte
         return real(conn, coil, **kwargs)
 
     monkeypatch.setattr(queries, "coil_defects", counting)
-    at = app("coil_detail", user="ana", selected_coil="C1003")
+    at = app("coil_detail", user="ana", selected_coil="C1003", gallery_open=True)
     assert calls == ["C1003"]
     at.number_input(key="gallery_page").set_value(2).run()
     at.toggle(key="hide_rejected").set_value(True).run()

@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import io
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking")
 SELECTED_CAPTION = "box in the class colour; bar in millimetres"  # under the selected defect's crop
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now, for the console's HTTP server (Streamlit cannot report the
+    port it picked; never for ZeroMQ, see tests/conftest.py)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def launch(playwright: Any) -> Any:
