@@ -52,6 +52,11 @@ password-changed times, failed attempts since the last success, locked until) an
 (every sign-in attempt: name as typed, bounded, and its outcome; the newest 10,000 kept); see
 `users`.
 
+Console sessions (``m011_console_sessions``; operational state, not evidence): ``console_sessions``,
+one row per signed-in browser: the sha256 of its random session token (never the token), the user,
+created and last-seen times; deleted on sign-out, when the user is disabled or gets a new password,
+and once idle longer than the console allows; see `sessions`.
+
 Audit: ``audit_log`` (seq, time, kind, actor, canonical JSON event, prev_hash, hash), a hash chain
 over every mutating event; see `audit`. From ``m003_append_only`` on, triggers refuse UPDATE and
 DELETE on every evidence table (``m004_seam_links`` adds them for ``defect_links``).
@@ -330,6 +335,21 @@ def m010_plc_sequence(db: Database) -> None:
     _script(db, _PLC_SEQUENCE)
 
 
+_CONSOLE_SESSIONS = """
+CREATE TABLE console_sessions (id INTEGER PRIMARY KEY, token_sha256 TEXT NOT NULL UNIQUE,
+  name TEXT NOT NULL COLLATE NOCASE, created_ns INTEGER NOT NULL, last_seen_ns INTEGER NOT NULL);
+CREATE INDEX console_sessions_name ON console_sessions (name)
+"""
+
+
+@migrations(name="m011_console_sessions")
+def m011_console_sessions(db: Database) -> None:
+    # A sign-in must outlive a page reload, which starts a new Streamlit session: the browser keeps a
+    # token, this table its hash. Rows are deleted when a session ends, so it is not evidence (sign-in
+    # attempts are `login_events`, user changes audit events).
+    _script(db, _CONSOLE_SESSIONS)
+
+
 def _append_only(db: Database, table: str) -> None:
     for op in ("UPDATE", "DELETE"):
         db.execute(f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
@@ -345,7 +365,8 @@ def _script(db: Database, script: str) -> None:
 
 MIGRATION_NAMES: tuple[str, ...] = ("m001_core", "m002_platform", "m003_append_only", "m004_seam_links",
                                     "m005_defect_guesses", "m006_users", "m007_override_approvals",
-                                    "m008_audit_checkpoints", "m009_shadow", "m010_plc_sequence")
+                                    "m008_audit_checkpoints", "m009_shadow", "m010_plc_sequence",
+                                    "m011_console_sessions")
 # Every table with append-only triggers (`audit verify` checks that they are still there).
 APPEND_ONLY_TABLES: tuple[str, ...] = (*AUDITED_TABLES, "audit_log", "audit_checkpoints")
 SCHEMA_VERSION = len(MIGRATION_NAMES)
