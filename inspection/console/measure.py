@@ -70,7 +70,7 @@ def _apptest(database: Path, repeat: int) -> dict[str, float]:
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    from inspection.records import users
+    from inspection.records import queries, users
     from inspection.records.db import open_db
 
     os.environ["STEEL_INSPECT_DB"] = str(database)
@@ -97,8 +97,7 @@ def _apptest(database: Path, repeat: int) -> dict[str, float]:
         warm.append(_timed(at.run))
         gallery.append(_timed(at.number_input(key="gallery_page").set_value(i + 2).run))
     with open_db(database, readonly=True) as db:
-        defect_ids = [i for (i,) in db.execute("SELECT id FROM defects WHERE coil = ? ORDER BY id LIMIT ?",
-                                               (COIL, repeat))]
+        defect_ids = queries.first_defect_ids(db, COIL, repeat)
     for defect_id in defect_ids:
         at.text_input(key="defect_id_box").input(str(defect_id)).run()
         review.append(_timed(at.button(key="detail_review_reject").click().run))

@@ -173,6 +173,11 @@ def coil_defects(db: Database, coil: str, *, include_rejected: bool = True,
     return out
 
 
+def first_defect_ids(db: Database, coil: str, limit: int) -> list[int]:
+    """The ids of a coil's first `limit` defects (by id)."""
+    return [i for (i,) in db.execute("SELECT id FROM defects WHERE coil = ? ORDER BY id LIMIT ?", (coil, limit))]
+
+
 def defect_guesses(db: Database, coil: str) -> dict[int, list[list[Any]]]:
     """defect id -> the model's guesses for the coil's unknown defects (none before m005)."""
     if not db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='defect_guesses'").fetchone():
