@@ -44,6 +44,7 @@ from inspection.registry import Manifest, Registry
 from inspection.results import Defect
 from inspection.severity import SeverityRule
 from inspection.shadow_results import Disagreement, ShadowResult
+from inspection.tiling import iou_matrix
 
 log = logging.getLogger(__name__)
 
@@ -66,21 +67,6 @@ class Match:
     active: int | None
     shadow: int | None
     iou: float
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in `a` [n, 4] with every box in `b` [m, 4] (x1, y1, x2, y2)."""
-    if not len(a) or not len(b):
-        return np.zeros((len(a), len(b)))
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
 def compare(active: Sequence[Defect], shadow: Sequence[Defect], iou_min: float) -> list[Match]:

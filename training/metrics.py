@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from inspection.tiling import iou_matrix  # one implementation for the runtime and the metrics
+
 IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 DETECTION_IOU = 0.3
 CONFUSION_IOU = 0.5
@@ -59,21 +61,6 @@ class ImageResult:
         if not len(self.pred_boxes) == len(self.pred_scores) == len(self.pred_labels):
             raise ValueError(f"predictions: {len(self.pred_boxes)} boxes, {len(self.pred_scores)} scores, "
                              f"{len(self.pred_labels)} labels")
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in `a` [n, 4] with every box in `b` [m, 4] -> [n, m]."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
 def average_precision(recall: np.ndarray, precision: np.ndarray) -> float:
