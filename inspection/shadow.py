@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -40,6 +39,7 @@ from inspection.config import ModelConfig
 from inspection.detector import Detector
 from inspection.frame import Frame
 from inspection.frame_inspector import FrameInspection, FrameInspector, InspectorSettings, crop_png, to_uint8
+from inspection.model_loading import BackgroundLoad
 from inspection.registry import Manifest, Registry
 from inspection.results import Defect
 from inspection.severity import SeverityRule
@@ -106,7 +106,7 @@ class ShadowSlot:
         self.detector: Detector | None = None
         self.error: str | None = None
         self._token: str | None = None
-        self._loading: _Loading | None = None
+        self._loading: BackgroundLoad | None = None
         self.refresh(wait=True)  # at start, before the worker takes frames
 
     @property
@@ -141,7 +141,7 @@ class ShadowSlot:
             return current is not None
         if current is not None and (manifest.version, manifest.sha256) == (current.version, current.sha256):
             return False
-        self._loading = _Loading(self._load, manifest)
+        self._loading = BackgroundLoad(self._load, manifest, name=f"shadow-{manifest.version}")
         if wait:
             self._loading.join()
             return self._collect()
@@ -164,21 +164,6 @@ class ShadowSlot:
         log.error("shadow model for %s not loaded, keeping %s: %s", self.line_type,
                   self.manifest.version if self.manifest else "none", self.error)
         return False
-
-
-class _Loading(threading.Thread):
-    def __init__(self, load: Callable[[Manifest], Detector], manifest: Manifest) -> None:
-        super().__init__(name=f"shadow-{manifest.version}", daemon=True)
-        self.load, self.manifest = load, manifest
-        self.detector: Detector | None = None
-        self.error: Exception | None = None
-        self.start()
-
-    def run(self) -> None:
-        try:
-            self.detector = self.load(self.manifest)
-        except Exception as exc:  # noqa: BLE001 - handed to the worker loop, which keeps what it had
-            self.error = exc
 
 
 class ShadowRunner:

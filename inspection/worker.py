@@ -23,7 +23,6 @@ active model's results never wait for it, and its time is counted apart (``shado
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from inspection.detector import Detector
 from inspection.errors import ManifestError
 from inspection.frame import LINE_TYPES, BrokenFrame, CoilEvent, Frame, StreamMessage
 from inspection.frame_inspector import FrameInspection, FrameInspector, InspectorSettings
+from inspection.model_loading import BackgroundLoad
 from inspection.registry import Manifest, Registry
 from inspection.results import FrameDropped, FrameResult, ResultMessage
 from inspection.severity import SeverityRule
@@ -85,14 +85,22 @@ class ModelSlot:
     """The model a worker runs for one line type, reloaded when the registry changes."""
 
     def __init__(self, registry: Registry, name: str, providers: str, threads: int, batch: int,
-                 gpu: WorkerConfig | None = None) -> None:
-        self.registry, self.name = registry, name
+                 gpu: WorkerConfig | None = None, line_type: str | None = None) -> None:
+        self.registry, self.name, self.line_type = registry, name, line_type
         self.providers, self.threads, self.batch = providers, threads, batch
         self.gpu = gpu or WorkerConfig()
         self.token = registry.state_token()
-        self.active = registry.resolve(name)  # what the registry names (on a GPU an int8 copy's source may run)
+        self.active = self._resolve()  # what the registry names (on a GPU an int8 copy's source may run)
         self.detector = self._load(self.active)  # on a GPU: warmed up, engines built, before the worker is ready
-        self._loading: _Loader | None = None
+        self._loading: BackgroundLoad | None = None
+
+    def _resolve(self) -> Manifest:
+        """The named model, refused before it is loaded when it was trained for the other strip."""
+        manifest = self.registry.resolve(self.name)
+        if self.line_type is not None and manifest.line_type != self.line_type:
+            raise ManifestError(f"model {manifest.version} was trained for {manifest.line_type} strip; frames of "
+                                f"{self.line_type} strip need a {self.line_type} model ([model] name)")
+        return manifest
 
     def _load(self, manifest: Manifest) -> Detector:
         g = self.gpu
@@ -121,11 +129,11 @@ class ModelSlot:
         if token == self.token:
             return False
         self.token = token
-        manifest = self.registry.resolve(self.name)
+        manifest = self._resolve()
         if manifest.version == self.active.version and manifest.sha256 == self.active.sha256:
             return False
         if self.detector.on_gpu:  # engines take minutes to build: the old model inspects meanwhile
-            self._loading = _Loader(self, manifest)
+            self._loading = BackgroundLoad(self._load, manifest, name=f"load-{manifest.version}")
             log.info("model for %s: loading %s beside %s", self.name, manifest.version, self.manifest.version)
             return False
         self._switch(manifest, self._load(manifest))  # loaded beside the old one: a failure keeps the old model
@@ -144,23 +152,6 @@ class ModelSlot:
     def _switch(self, manifest: Manifest, detector: Detector) -> None:
         log.info("model for %s: %s -> %s", self.name, self.manifest.version, detector.manifest.version)
         self.active, self.detector = manifest, detector
-
-
-class _Loader(threading.Thread):
-    """Loads (and on a GPU warms up) a new model beside the one in use."""
-
-    def __init__(self, slot: ModelSlot, manifest: Manifest) -> None:
-        super().__init__(name=f"load-{manifest.version}", daemon=True)
-        self.slot, self.manifest = slot, manifest
-        self.detector: Detector | None = None
-        self.error: Exception | None = None
-        self.start()
-
-    def run(self) -> None:
-        try:
-            self.detector = self.slot._load(self.manifest)
-        except Exception as exc:  # noqa: BLE001 - handed to the worker loop, which keeps the old model
-            self.error = exc
 
 
 class InferenceWorker:
@@ -191,10 +182,8 @@ class InferenceWorker:
             # The configured model serves the config's line type; other types use their active model.
             name = configured if line_type == self.config.type or configured not in LINE_TYPES else line_type
             w = self.config.worker
-            slot = ModelSlot(self.registry, name, w.providers, w.intra_op_threads, max(16, w.batch_size * 8), w)
-            if slot.manifest.line_type != line_type:
-                raise ManifestError(f"model {slot.manifest.version} was trained for {slot.manifest.line_type} "
-                                    f"strip; frames of {line_type} strip need a {line_type} model ([model] name)")
+            slot = ModelSlot(self.registry, name, w.providers, w.intra_op_threads, max(16, w.batch_size * 8), w,
+                             line_type=line_type)
             self.slots[line_type] = slot
             self.stats.models[line_type] = slot.manifest.version
             # like the model: the config's shadow for the config's line type, the registry's for others
