@@ -244,8 +244,9 @@ def suppress_other_classes(boxes: np.ndarray, scores: np.ndarray, labels: np.nda
         overlaps |= inter / np.maximum(area[None, :], 1e-9) >= containment
     labels = np.asarray(labels).reshape(-1)
     overlaps &= labels[:, None] != labels[None, :]
-    kept: list[int] = []
+    alive = np.ones(n, dtype=bool)
     for j in np.argsort(-np.asarray(scores, dtype=np.float32).reshape(-1), kind="stable"):
-        if not any(overlaps[i, j] for i in kept):
-            kept.append(int(j))
-    return np.sort(np.array(kept, dtype=np.int64))
+        if alive[j]:  # kept: what it overlaps goes (greedy NMS, one row per kept box)
+            alive &= ~overlaps[j]
+            alive[j] = True
+    return np.flatnonzero(alive)

@@ -11,22 +11,12 @@ from pathlib import Path
 import pytest
 
 from inspection.console import session_cookie
-from inspection.passwords import ScryptParams
 from inspection.records import sessions, users
 from inspection.records.db import open_db
 from inspection.records.verify_db import verify_database
+from tests.test_users import FAST, MINUTE, Clock
 
-FAST = ScryptParams(n=2**12, r=8, p=1)
-MINUTE = 60 * 10**9
 IDLE = 480 * MINUTE
-
-
-class Clock:
-    def __init__(self, start: int = 1_800_000_000 * 10**9) -> None:
-        self.now = start
-
-    def __call__(self) -> int:
-        return self.now
 
 
 @pytest.fixture
