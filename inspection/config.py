@@ -65,6 +65,12 @@ class ModelConfig:
     # model's (recall of any class; detection rate), unless forced with a reason
     promote_max_recall_drop: float = 0.02
     promote_max_detection_rate_drop: float = 0.0
+    # A candidate beside the active model on the live stream (`inspection.shadow`): "" follows the
+    # registry (`models shadow VERSION|off`), "off" never, else a version or path. Its results touch
+    # neither records of defects nor grades nor the PLC; only where the two disagree is recorded.
+    shadow: str = ""
+    shadow_share: float = 0.25  # share of frames the shadow model also inspects (chosen by frame, not by batch)
+    shadow_iou: float = 0.3  # boxes of the two models overlapping this much are the same defect
 
 
 @dataclass(frozen=True)
@@ -85,9 +91,9 @@ class WorkerConfig:
     candidate_k_sigma: float = 2.5
     window_context_px: int = 64  # strip kept around a flagged region in a model window
     uint16_shift: int = 8
-    # one class per defect: see InspectorSettings / tiling.suppress_other_classes (0 turns each off)
-    cross_class_iou: float = 0.0
-    cross_class_containment: float = 0.0
+    # one class per defect: see InspectorSettings / tiling.suppress_other_classes (0: off)
+    other_class_iou: float = 0.3
+    other_class_containment: float = 0.0
     reload_check_s: float = 1.0  # how often the registry is checked for a new active model
     heartbeat_s: float = 1.0
     results_hwm: int = 1000  # result messages a worker queues for the recorder before it waits
@@ -421,7 +427,16 @@ def _model(path: Path, table: Any, line_type: str) -> ModelConfig:
     s = _Section(path, "model", table, ModelConfig)
     model = ModelConfig(name=s.get("name", str, line_type), registry=s.path_value("registry"),
                         promote_max_recall_drop=s.share("promote_max_recall_drop"),
-                        promote_max_detection_rate_drop=s.share("promote_max_detection_rate_drop"))
+                        promote_max_detection_rate_drop=s.share("promote_max_detection_rate_drop"),
+                        shadow=s.get("shadow", str).strip(), shadow_share=s.share("shadow_share"),
+                        shadow_iou=s.share("shadow_iou"))
+    if model.name in LINE_TYPES and model.name != line_type:
+        # a hot model on cold strip finds plausible-looking nonsense: refuse before anything runs
+        raise s.error("name", f"{model.name!r} is the {model.name} line's active model but this line is "
+                      f"{line_type}: name {line_type!r} or a {line_type} version")
+    if model.shadow_iou <= 0.0:
+        raise s.error("shadow_iou", f"expected a share > 0 (boxes that do not overlap are never one defect), "
+                                    f"got {model.shadow_iou!r}")
     s.check_unknown()
     return model
 
@@ -475,8 +490,8 @@ def _worker(path: Path, table: Any) -> WorkerConfig:
         candidate_k_sigma=s.positive("candidate_k_sigma", float),
         window_context_px=s.get("window_context_px", int),
         uint16_shift=s.get("uint16_shift", int),
-        cross_class_iou=s.share("cross_class_iou"),
-        cross_class_containment=s.share("cross_class_containment"),
+        other_class_iou=s.share("other_class_iou"),
+        other_class_containment=s.share("other_class_containment"),
         reload_check_s=s.positive("reload_check_s", float),
         heartbeat_s=s.positive("heartbeat_s", float),
         results_hwm=s.positive("results_hwm", int),

@@ -34,11 +34,12 @@ class InspectorSettings:
     window_min_px: int = 256
     uint16_shift: int = 8  # uint16 frames are reduced to the model's 8 bits by this right shift
     crop_margin_px: int = 16
+    crops: bool = True  # False: defects without crops (the shadow model cuts its own, for disagreements only)
     min_score: float | None = None  # None: the model's operating threshold
-    # one defect, boxes of several classes: the lower-scoring ones go when they overlap a kept box of
-    # another class at this IoU (0: off) or lie this much inside it (0: off); see suppress_other_classes
-    cross_class_iou: float = 0.0
-    cross_class_containment: float = 0.0
+    # one class per defect, after the merge of views: a lower-scoring box of another class goes when it
+    # overlaps a kept one at this IoU (0: off) or lies this much inside it (0: off); see suppress_other_classes
+    other_class_iou: float = 0.3
+    other_class_containment: float = 0.0
 
     def __post_init__(self) -> None:
         if self.first_stage not in FIRST_STAGES:
@@ -52,6 +53,7 @@ class FrameInspection:
     tiles_total: int  # grid tiles of the frame
     tiles_inspected: int  # tiles (or windows) the model actually saw
     model_px: int  # pixels the model actually saw (overlaps counted twice)
+    views: tuple[Tile, ...] = ()  # those tiles or windows: a second model can see the very same ones
 
 
 def to_uint8(pixels: np.ndarray, uint16_shift: int) -> np.ndarray:
@@ -82,10 +84,13 @@ class FrameInspector:
             tiles = grid
         return tiles, len(grid)
 
-    def inspect(self, frames: list[Frame]) -> list[FrameInspection]:
+    def inspect(self, frames: list[Frame], plans: list[tuple[list[Tile], int]] | None = None
+                ) -> list[FrameInspection]:
+        """Defects per frame; `plans` (each frame's views and grid tile count) skips the first stage,
+        so a shadow model sees exactly the windows the active model saw."""
         s = self.settings
         images = [to_uint8(f.pixels, s.uint16_shift) for f in frames]
-        plans = [self.plan(image) for image in images]
+        plans = plans if plans is not None else [self.plan(image) for image in images]
         crops = [image[t.y:t.y + t.height, t.x:t.x + t.width] for image, (tiles, _) in zip(images, plans, strict=True)
                  for t in tiles]
         detections = self.detector.detect(crops, min_score=s.min_score) if crops else []
@@ -97,7 +102,8 @@ class FrameInspector:
             merged = self.merge(boxes, scores, labels, views, cut)
             names = [_reported(found[views[i]], local[i]) for i in merged[3]]
             defects = self._defects(frame, image, merged[:3], names)
-            results.append(FrameInspection(frame, defects, total, len(tiles), sum(t.width * t.height for t in tiles)))
+            results.append(FrameInspection(frame, defects, total, len(tiles), sum(t.width * t.height for t in tiles),
+                                           tuple(tiles)))
         return results
 
     def merge(self, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, views: np.ndarray,
@@ -106,8 +112,8 @@ class FrameInspector:
         (`suppress_other_classes`): boxes, scores, labels, and each box's highest-scoring input."""
         merged = merge_boxes(boxes, scores, labels, views=views, cut=cut, best=True)
         s = self.settings
-        keep = suppress_other_classes(merged[0], merged[1], merged[2], iou=s.cross_class_iou,
-                                      containment=s.cross_class_containment)
+        keep = suppress_other_classes(merged[0], merged[1], merged[2], iou=s.other_class_iou,
+                                      containment=s.other_class_containment)
         return tuple(part[keep] for part in merged)  # type: ignore[return-value]
 
     def _defects(self, frame: Frame, image: np.ndarray, merged: tuple[np.ndarray, ...],
@@ -127,7 +133,8 @@ class FrameInspector:
                 along_mm=max(0.0, frame.position_mm + (y1 + y2) / 2 * frame.mm_per_px_y),
                 across_mm=frame.offset_mm + (x1 + x2) / 2 * frame.mm_per_px_x,
                 length_mm=length, width_mm=width, area_mm2=length * width,
-                crop_png=_crop_png(image, (x1, y1, x2, y2), self.settings.crop_margin_px) or None,
+                crop_png=(crop_png(image, (x1, y1, x2, y2), self.settings.crop_margin_px) or None
+                          if self.settings.crops else None),
                 guesses=guesses,
             ))
         return tuple(defects)
@@ -167,7 +174,9 @@ def view_boxes(tiles: list[Tile], found: list[Detections], frame_shape: tuple[in
             np.concatenate(cut), np.concatenate(local))
 
 
-def _crop_png(image: np.ndarray, box: tuple[float, float, float, float], margin: int) -> bytes:
+def crop_png(image: np.ndarray, box: tuple[float, float, float, float], margin: int) -> bytes:
+    """The PNG crop of `box` (frame pixels) grown by `margin` and clipped to the frame (see
+    `crops.crop_origin`); b"" in the one case PNG encoding cannot happen."""
     h, w = image.shape
     x1, y1 = max(0, int(box[0]) - margin), max(0, int(box[1]) - margin)
     x2, y2 = min(w, int(np.ceil(box[2])) + margin), min(h, int(np.ceil(box[3])) + margin)

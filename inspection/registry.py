@@ -12,6 +12,10 @@ e.g. `hot-20261123-1`. Any identifier is accepted when given explicitly.
 
 Rollback semantics: promotions of a line type form a stack (promote pushes, rollback pops);
 `rollback(line_type)` re-activates the version that was active before the current one.
+
+Shadow: ``"shadow"`` names, per line type, a candidate that workers run beside the active model on a
+share of the frames (`inspection.shadow`); ``"shadow_history"`` keeps each change. Both live apart
+from ``"history"``, which stays the record of what was active (`active_at`, `rollback` read it).
 """
 
 from __future__ import annotations
@@ -80,7 +84,8 @@ class Registry:
         try:
             state = json.loads(self.state_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            return {"active": {lt: None for lt in LINE_TYPES}, "history": []}
+            return {"active": {lt: None for lt in LINE_TYPES}, "history": [], "shadow": {lt: None for lt in LINE_TYPES},
+                    "shadow_history": []}
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise RegistryError(f"{self.state_path}: cannot read registry state: {exc}") from None
         if (not isinstance(state, dict) or not isinstance(state.get("active"), dict)
@@ -88,6 +93,13 @@ class Registry:
             raise RegistryError(f"{self.state_path}: expected {{'active': {{...}}, 'history': [...]}}")
         for lt in LINE_TYPES:
             state["active"].setdefault(lt, None)
+        # registries written before shadow mode have neither key
+        if not isinstance(state.setdefault("shadow", {}), dict) or not isinstance(
+                state.setdefault("shadow_history", []), list):
+            raise RegistryError(f"{self.state_path}: expected 'shadow' to be {{line type: version}} and "
+                                f"'shadow_history' a list")
+        for lt in LINE_TYPES:
+            state["shadow"].setdefault(lt, None)
         return state
 
     @contextmanager
@@ -115,6 +127,35 @@ class Registry:
     def active(self, line_type: str) -> str | None:
         _check_line_type(line_type)
         return self._read_state()["active"][line_type]
+
+    def shadow(self, line_type: str) -> str | None:
+        """The candidate workers run beside the active model of `line_type` (None: none)."""
+        _check_line_type(line_type)
+        return self._read_state()["shadow"][line_type]
+
+    def shadow_history(self) -> list[dict[str, Any]]:
+        return list(self._read_state()["shadow_history"])
+
+    def set_shadow(self, version: str | None, *, line_type: str | None = None, by: str | None = None,
+                   reason: str | None = None) -> Manifest | None:
+        """Run `version` in shadow beside its line type's active model, or (`version` None) stop the
+        shadow of `line_type`. Running workers pick it up like a promotion; the active model is refused
+        (it would only disagree with itself)."""
+        if version is None and line_type is None:
+            raise RegistryError("turning a shadow off needs its line type (hot or cold)")
+        manifest = self._load_version(version) if version is not None else None
+        kind = manifest.line_type if manifest is not None else _check_line_type(line_type or "")
+        if manifest is not None and line_type is not None and line_type != kind:
+            raise RegistryError(f"{version} is a {kind} model, not {line_type}")
+        with self._locked_state() as state:
+            if manifest is not None and state["active"][kind] == manifest.version:
+                raise RegistryError(f"{version} is the active {kind} model: a shadow must be another version")
+            previous = state["shadow"][kind]
+            state["shadow"][kind] = version
+            state["shadow_history"].append(_entry(kind, version, previous, "shadow" if version else "shadow_off",
+                                                  by, reason))
+        log.info("shadow for %s: %s (previous: %s)", kind, version or "off", previous)
+        return manifest
 
     def history(self) -> list[dict[str, Any]]:
         return list(self._read_state()["history"])
@@ -241,6 +282,10 @@ class Registry:
             if gate:
                 entry["forced_past_gate"] = list(gate)
             state["history"].append(entry)
+            if state["shadow"][manifest.line_type] == version:  # promoted: no longer a candidate beside itself
+                state["shadow"][manifest.line_type] = None
+                state["shadow_history"].append(_entry(manifest.line_type, None, version, "shadow_off", by,
+                                                      "promoted"))
         log.info("promoted %s for %s (previous: %s)", version, manifest.line_type, previous)
         return manifest
 

@@ -26,6 +26,8 @@ camera stream's sequence number). Types:
 - ``coil_start`` / ``coil_end``: the camera's coil events, forwarded as they arrived (fields of
   `inspection.frame.CoilEvent`: ``time_ns``, and at coil end ``length_mm``, ``frames`` (captured by
   the camera) and ``dropped`` (frames the camera could not send)).
+- ``shadow_result``: where a candidate model running in shadow disagrees with the active model on
+  an inspected frame; documented in `inspection.shadow_results`.
 
 `decode` raises `RecordError` naming the field for anything malformed; nothing else escapes.
 """
@@ -165,6 +167,10 @@ def encode(message: ResultMessage) -> list[bytes]:
     """Encode a message into multipart parts: [JSON header, crop PNG, crop PNG, ...]."""
     if isinstance(message, CoilEvent):
         return [_dump({"v": RESULTS_VERSION, "type": message.kind, **message.header_fields()})]
+    from inspection import shadow_results  # it builds on this module: imported here, not at load time
+
+    if isinstance(message, shadow_results.ShadowResult):
+        return shadow_results.encode(message)
     if isinstance(message, WorkerStatus):
         return [_dump({"v": RESULTS_VERSION, "type": "worker_status", "worker": message.worker,
                        "host": message.host, "pid": message.pid, "time_ns": message.time_ns,
@@ -254,7 +260,8 @@ def _decode(parts: Sequence[Any]) -> ResultMessage:
     if header.get("v") != RESULTS_VERSION:
         raise RecordError(f"header.v: expected version {RESULTS_VERSION}, got {header.get('v')!r}")
     kind = header.get("type")
-    extra = [bytes(memoryview(p)) for p in parts[1:]]
+    # crops arrive as bytes from recv_multipart: no second copy of each PNG (only other buffers are copied)
+    extra = [p if type(p) is bytes else bytes(memoryview(p)) for p in parts[1:]]
     if kind in ("coil_start", "coil_end"):
         _keys(header, _EVENT_KEYS, "header")
         _no_extra(extra, kind)
@@ -275,9 +282,14 @@ def _decode(parts: Sequence[Any]) -> ResultMessage:
             captured_ns=header["captured_ns"],
             reason=header["reason"],
         )
+    if kind == "shadow_result":
+        from inspection import shadow_results
+
+        return shadow_results.decode(header, extra)  # type: ignore[return-value]
     if kind != "frame_result":
         raise RecordError(
-            f"header.type: expected frame_result, frame_dropped, worker_status, coil_start or coil_end, got {kind!r}"
+            f"header.type: expected frame_result, frame_dropped, worker_status, shadow_result, coil_start or "
+            f"coil_end, got {kind!r}"
         )
     _keys(header, _RESULT_KEYS, "header")
     model = header["model"]
@@ -332,12 +344,12 @@ def _defect(i: int, item: Any, extra: list[bytes], used: set[int]) -> Defect:
     record.__dict__.update(cls=item["class"], score=item["score"], severity=item["severity"], box=tuple(box),
                            along_mm=item["along_mm"], across_mm=item["across_mm"], length_mm=item["length_mm"],
                            width_mm=item["width_mm"], area_mm2=item["area_mm2"], crop_png=crop,
-                           guesses=_guesses(item.get("guesses", ()), name))
+                           guesses=_guesses(item["guesses"], name) if "guesses" in item else ())
     _check_defect(record, name)
     return record
 
 
-_NUMBER_TYPES = (int, float)
+_NUMBER_TYPES = frozenset({int, float})  # exactly: a bool is not a number here
 
 
 def _guesses(value: Any, name: str) -> tuple[tuple[str, float], ...]:
@@ -387,7 +399,7 @@ def _plainly_valid(d: Defect) -> bool:
     if type(box) is not tuple or len(box) != 4 or type(d.cls) is not str or not 0 < len(d.cls) <= 64 or d.guesses:
         return False
     numbers = (d.score, d.along_mm, d.across_mm, d.length_mm, d.width_mm, d.area_mm2, *box)
-    if not all(type(v) in _NUMBER_TYPES for v in numbers) or not math.isfinite(sum(numbers)):
+    if not _NUMBER_TYPES.issuperset(map(type, numbers)) or not math.isfinite(sum(numbers)):  # C loops, no genexpr
         return False
     return (0.0 <= d.score <= 1.0 and d.severity in (1, 2, 3) and type(d.severity) is int and d.along_mm >= 0
             and d.length_mm >= 0 and d.width_mm >= 0 and d.area_mm2 >= 0 and box[2] >= box[0]
@@ -428,8 +440,11 @@ def _num(name: str, value: Any, minimum: float | None = None, maximum: float | N
         raise RecordError(f"{name}: expected a number in [{minimum}, {maximum}], got {value!r}")
 
 
+_HEX = frozenset("0123456789abcdef")  # lowercase only
+
+
 def _sha(name: str, value: Any) -> None:
-    if not isinstance(value, str) or len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+    if not isinstance(value, str) or len(value) != 64 or not _HEX.issuperset(value):
         raise RecordError(f"{name}: expected 64 lowercase hex characters, got {value!r}")
 
 

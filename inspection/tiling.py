@@ -213,26 +213,28 @@ def suppress_other_classes(boxes: np.ndarray, scores: np.ndarray, labels: np.nda
     """Indices of the boxes kept when one defect carries boxes of several classes.
 
     The model's own NMS works per class, so one defect can come out as a box of each class it
-    half-resembles (`bench e2e --explain`: "other_class" false defects). Going down the scores,
-    a box is dropped when a kept box of another class overlaps it at IoU >= `iou`, or, with
-    `containment` > 0, covers at least that share of it (a fragment called something else).
-    `iou` <= 0 keeps everything. Returns kept indices in the input order.
+    half-resembles (`bench e2e --explain`: "other_class" records, a false defect each, and a wrong
+    class whenever the wrong box fits the defect better). Going down the scores, a box is dropped
+    when a kept box of another class overlaps it at IoU >= `iou` (<= 0: off) or, with
+    `containment` > 0, covers at least that share of its area. Boxes of one class are left alone:
+    the model's NMS, chosen on val, decided those are separate defects (suppressing them too lost
+    hot defects lying side by side, `merged_away`). Returns kept indices in the input order.
     """
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     n = len(boxes)
-    if n <= 1 or iou <= 0:
+    if n <= 1 or (iou <= 0 and containment <= 0):
         return np.arange(n)
     iou_m, iomin_m = _overlap_matrix(boxes)
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    labels = np.asarray(labels).reshape(-1)
-    overlaps = iou_m >= iou
+    overlaps = iou_m >= iou if iou > 0 else np.zeros((n, n), dtype=bool)
     if containment > 0:
-        # the share of box j that box i covers: intersection / area of j, from the smaller-box ratio
-        smaller = np.minimum(area[:, None], area[None, :])
-        covered = iomin_m * smaller / np.maximum(area[None, :], 1e-9)
-        overlaps |= covered >= containment
+        # share of box j covered by box i: the intersection (iomin x the smaller area) over j's area
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        inter = iomin_m * np.minimum(area[:, None], area[None, :])
+        overlaps |= inter / np.maximum(area[None, :], 1e-9) >= containment
+    labels = np.asarray(labels).reshape(-1)
+    overlaps &= labels[:, None] != labels[None, :]
     kept: list[int] = []
     for j in np.argsort(-np.asarray(scores, dtype=np.float32).reshape(-1), kind="stable"):
-        if not any(labels[i] != labels[j] and overlaps[i, j] for i in kept):
+        if not any(overlaps[i, j] for i in kept):
             kept.append(int(j))
     return np.sort(np.array(kept, dtype=np.int64))

@@ -15,6 +15,10 @@ result carries that model's version and sha256. On a GPU the new model is loaded
 up (its engines built) in a background thread while the old one keeps inspecting, because
 that takes minutes; on a CPU too when it warms up (every window shape run once, `cpu_runs`:
 seconds), else loading takes a fraction of a second and happens in the loop.
+
+Shadow mode (`inspection.shadow`): after a batch's results are sent, a candidate model inspects the
+chosen share of its frames on the same windows and the worker sends where the two disagree; the
+active model's results never wait for it, and its time is counted apart (``shadow_s``).
 """
 
 from __future__ import annotations
@@ -29,17 +33,20 @@ from inspection.candidates import CandidateSettings
 from inspection.config import LineConfig, WorkerConfig
 from inspection.cpu_runs import model_shapes
 from inspection.detector import Detector
+from inspection.errors import ManifestError
 from inspection.frame import LINE_TYPES, BrokenFrame, CoilEvent, Frame, StreamMessage
 from inspection.frame_inspector import FrameInspection, FrameInspector, InspectorSettings
 from inspection.registry import Manifest, Registry
 from inspection.results import FrameDropped, FrameResult, ResultMessage
 from inspection.severity import SeverityRule
+from inspection.shadow import ShadowRunner, ShadowSlot
+from inspection.shadow_results import ShadowResult
 from inspection.shapes import ShapeBuckets
 
 log = logging.getLogger(__name__)
 
 Receive = Callable[[float], StreamMessage | BrokenFrame | None]  # timeout in seconds -> message or None
-Send = Callable[[ResultMessage], None]
+Send = Callable[[ResultMessage | ShadowResult], None]
 
 
 @dataclass
@@ -56,6 +63,13 @@ class WorkerStats:
     model_px: int = 0  # pixels the model saw (the first stage's windows or tiles)
     reloads: int = 0
     models: dict[str, str] = field(default_factory=dict)  # line type -> version in use
+    inspect_s: float = 0.0  # the active model's inspection, first stage included (shadow_s is apart)
+    shadow_frames: int = 0  # frames the shadow model also inspected
+    shadow_s: float = 0.0  # what that cost: inspection, comparison, crops of the disagreements
+    shadow_disagreements: int = 0
+    shadow_failed: int = 0  # frames of batches the shadow model failed on (their own results went out)
+    shadow_error: str | None = None  # why the shadow model last failed to load or run
+    shadow_models: dict[str, str] = field(default_factory=dict)  # line type -> shadow version in use
 
 
 def inspector_settings(config: LineConfig) -> InspectorSettings:
@@ -63,8 +77,8 @@ def inspector_settings(config: LineConfig) -> InspectorSettings:
     return InspectorSettings(
         tile_px=w.tile_px, tile_overlap_px=w.tile_overlap_px, first_stage=w.first_stage,
         candidates=CandidateSettings(k_sigma=w.candidate_k_sigma), window_context_px=w.window_context_px,
-        uint16_shift=w.uint16_shift, cross_class_iou=w.cross_class_iou,
-        cross_class_containment=w.cross_class_containment,
+        uint16_shift=w.uint16_shift, other_class_iou=w.other_class_iou,
+        other_class_containment=w.other_class_containment,
         crop_margin_px=config.records.crop_margin_px,
     )
 
@@ -168,6 +182,7 @@ class InferenceWorker:
         self.settings = inspector_settings(config)
         self.severity_rule = severity_rule or SeverityRule()
         self.slots: dict[str, ModelSlot] = {}
+        self.shadows: dict[str, ShadowRunner] = {}
         self.stats = WorkerStats()
         self._pending: list[Frame] = []
         self._first_at = 0.0
@@ -190,8 +205,16 @@ class InferenceWorker:
                                       first_stage=w.first_stage, tile_px=w.tile_px,
                                       window_min_px=self.settings.window_min_px)
             slot = ModelSlot(self.registry, name, w.providers, w.intra_op_threads, w.cpu_batch, w, shapes)
+            if slot.manifest.line_type != line_type:
+                raise ManifestError(f"model {slot.manifest.version} was trained for {slot.manifest.line_type} "
+                                    f"strip; frames of {line_type} strip need a {line_type} model ([model] name)")
             self.slots[line_type] = slot
             self.stats.models[line_type] = slot.manifest.version
+            # like the model: the config's shadow for the config's line type, the registry's for others
+            shadow = self.config.model.shadow if line_type == self.config.type else ""
+            self.shadows[line_type] = ShadowRunner(ShadowSlot(self.registry, shadow, line_type, slot._load),
+                                                   self.config.model, self.settings, self.severity_rule)
+            self._shadow_status(line_type)
         return slot
 
     def run(self, should_stop: Callable[[], bool], max_frames: int | None = None) -> WorkerStats:
@@ -247,6 +270,17 @@ class InferenceWorker:
             if switched:
                 self.stats.reloads += 1
                 self.stats.models[line_type] = slot.manifest.version
+        for line_type, runner in self.shadows.items():
+            runner.slot.refresh()  # never raises: a bad shadow is logged and kept out (see inspection.shadow)
+            self._shadow_status(line_type)
+
+    def _shadow_status(self, line_type: str) -> None:
+        slot = self.shadows[line_type].slot
+        if slot.manifest is not None:
+            self.stats.shadow_models[line_type] = slot.manifest.version
+        else:
+            self.stats.shadow_models.pop(line_type, None)
+        self.stats.shadow_error = slot.error or self.stats.shadow_error
 
     def flush(self) -> None:
         if not self._pending:
@@ -262,7 +296,9 @@ class InferenceWorker:
     def _inspect(self, line_type: str, frames: list[Frame]) -> None:
         try:
             slot = self._slot(line_type)
+            started = time.perf_counter()  # after a first-use model load
             results = FrameInspector(slot.detector, self.settings, self.severity_rule).inspect(frames)
+            inspected_s = time.perf_counter() - started  # before sending: a slow recorder is not inspection
         except Exception as exc:  # noqa: BLE001 - report the frames as not inspected, keep running
             log.exception("inspection of %d %s frame(s) failed", len(frames), line_type)
             for frame in frames:
@@ -279,6 +315,23 @@ class InferenceWorker:
             self.stats.tiles_inspected += result.tiles_inspected
             self.stats.frame_px += result.frame.pixels.size
             self.stats.model_px += result.model_px
+        self.stats.inspect_s += inspected_s
+        self._shadow(line_type, results, manifest)
+
+    def _shadow(self, line_type: str, results: list[FrameInspection], active: Manifest) -> None:
+        """The shadow model on the chosen frames, after their own results went out."""
+        try:
+            messages, seconds = self.shadows[line_type].run(results, active)
+        except Exception as exc:  # noqa: BLE001 - the shadow must never cost the line a frame
+            log.exception("shadow inspection of %d %s frame(s) failed", len(results), line_type)
+            self.stats.shadow_failed += len(results)
+            self.stats.shadow_error = f"{type(exc).__name__}: {exc}"[:200]
+            return
+        for message in messages:
+            self.send(message)
+        self.stats.shadow_frames += len(messages)
+        self.stats.shadow_s += seconds
+        self.stats.shadow_disagreements += sum(len(m.disagreements) for m in messages)
 
     def _result(self, inspection: FrameInspection, manifest: Manifest) -> FrameResult:
         frame = inspection.frame

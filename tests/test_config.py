@@ -48,6 +48,8 @@ def _write(tmp_path: Path, old: str, new: str) -> Path:
     ("old", "new", "message"),
     [
         ('type = "hot"', 'type = "warm"', "line.type: expected one of hot, cold, got 'warm'"),
+        ('type = "hot"', 'type = "cold"', "model.name: 'hot' is the hot line's active model but this line is cold"),
+        ("other_class_iou = 0.3", "other_class_iou = 1.5", "worker.other_class_iou: expected a share"),
         ("strip_width_mm = 1600.0", "strip_width_mm = -5", "line.strip_width_mm: expected a number > 0"),
         ("strip_width_mm = 1600.0", 'strip_width_mm = "wide"', "line.strip_width_mm: expected a number"),
         ('surface = "top"', 'surface = "side"', "cameras[0].surface: expected one of top, bottom"),

@@ -19,13 +19,16 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from inspection.console.auth import SESSION_KEY, Session, idle_expired
+from inspection.console import browser_session, session_cookie
+from inspection.console.auth import ENDED, SESSION_KEY, Session, idle_expired
 from inspection.console.launch import is_loopback
 from inspection.passwords import ScryptParams
 from inspection.records import audit, users
+from inspection.records.crops import CropStore
 from inspection.records.db import open_db
+from inspection.records.store import Store
 from inspection.registry import Registry
-from inspection.testing.sample_db import SampleCoil, build
+from inspection.testing.sample_db import SampleCoil, add_shadow_run, build
 from tests.tiny_models import add_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,11 +76,12 @@ def db(line_db: Path, tmp_path: Path, models_dir: Path, monkeypatch: pytest.Monk
     return copy
 
 
-def app(page: str | None = None, user: str | None = None, **state: object) -> AppTest:
+def app(page: str | None = None, user: str | None = None, password: str | None = None,
+        **state: object) -> AppTest:
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
     at.run()
     if user:
-        sign_in(at, user)
+        sign_in(at, user, password)
     for key, value in state.items():
         at.session_state[key] = value
     if page:
@@ -188,15 +192,18 @@ def test_coil_detail_shows_map_grade_plant_data_and_periodic_alarm(db: Path) -> 
     assert "Periodic defect: periodic pitted_surface on top" in shown
     assert len(at.get("vega_lite_chart")) == 2  # top and bottom maps
     heat = rows(db, "SELECT heat FROM platform_coils WHERE coil_id = 'C1001'")[0][0]
-    plant = next(d.value for d in at.dataframe if "field" in d.value.columns)
+    plant = at.table[0].value
     assert heat in set(plant["value"])
+    assert not at.get("image") and not at.dataframe  # gallery, grade history, reviews: built when opened
+    at.session_state["gallery_open"] = True  # the inspector opens the gallery
+    at.run()
     assert len(at.get("image")) == 24  # first gallery page of 40 crops
     at.number_input(key="gallery_page").set_value(2).run()
     assert len(at.get("image")) == 16
 
 
 def _select_defect(at: AppTest, defect_id: int) -> None:
-    at.selectbox(key="defect_id_box").select(defect_id).run()
+    at.text_input(key="defect_id_box").input(str(defect_id)).run()
     assert not at.exception, at.exception
 
 
@@ -236,6 +243,9 @@ def test_relabel_and_grade_override_need_their_inputs(db: Path) -> None:
     at.button(key="detail_review_relabel").click().run()
     assert rows(db, "SELECT action, new_class, reviewer FROM reviews") == [
         ("relabel", "scratches", "bo")]
+    assert any(e.label == "Reviews of this coil (1)" for e in at.expander)
+    at.session_state["coil_reviews_open"] = True  # the inspector opens the list
+    at.run()
     history = next(d.value for d in at.dataframe if "detected_as" in d.value.columns)
     assert history[["defect", "action", "new_class", "reviewer"]].values.tolist() == [
         [defect_id, "relabel", "scratches", "bo"]]
@@ -298,6 +308,40 @@ def test_models_page_shows_versions_and_the_active_one(db: Path) -> None:
 
 
 
+def test_models_page_shows_what_the_shadow_model_disagreed_on(db: Path, models_dir: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    crops = tmp_path / "own-crops"  # the shadow crops of this test only (the sample's crops are shared)
+    monkeypatch.setenv("STEEL_INSPECT_CROPS", str(crops))
+    with Store(db, crops=CropStore(crops)) as store:
+        sent = add_shadow_run(store, "C1001", "hot-20261120-1")
+    registry = Registry(models_dir)
+    registry.set_shadow("hot-20261120-1", by="mel", reason="older candidate, for the test")
+    try:
+        at = app("models", user="mel")
+    finally:
+        registry.set_shadow(None, line_type="hot", by="mel")
+    shown = texts(at)
+    items = [d for m in sent for d in m.disagreements]
+    expected = {kind: sum(d.kind == kind for d in items) for kind in ("active_only", "shadow_only", "other_class")}
+    assert all(expected.values())
+    assert "Shadow mode: what a promotion would change" in shown
+    assert "Shadow hot model=hot-20261120-1" in shown and "older candidate, for the test" in shown
+    assert f"Frames compared={len(sent)}" in shown
+    assert all(f"{kind.replace('_', ' ')}={n}" in shown for kind, n in expected.items())
+    runs = next(d.value for d in at.dataframe if "frames compared" in d.value.columns)
+    assert runs.iloc[0][["active", "shadow", "frames compared"]].tolist() == ["hot-20261123-1", "hot-20261120-1",
+                                                                              len(sent)]
+    per_class = next(d.value for d in at.dataframe if "shadow class" in d.value.columns)
+    assert per_class.groupby("kind")["n"].sum().to_dict() == expected  # counts per kind and class
+    other = [d for d in items if d.kind == "other_class"][0]
+    pairs = per_class[per_class["kind"] == "other_class"][["active class", "shadow class"]].values.tolist()
+    assert [other.active_class, other.shadow_class] in pairs
+    captions = [img.proto.imgs[0].caption for img in at.get("image")]
+    assert len(captions) == sum(min(n, 8) for n in expected.values())  # a sample of each kind, with crops
+    assert any(c.startswith("active: ") and "/ shadow: " in c for c in captions)
+    assert any(c.startswith("shadow: scratches 0.55") for c in captions)
+
+
 def test_coil_report_downloads_render_through_the_records_report_module(db: Path) -> None:
     from inspection.console.forms import coil_report
 
@@ -326,7 +370,7 @@ def test_reads_are_cached_until_the_database_changes(db: Path, monkeypatch: pyte
         return real(conn, coil, **kwargs)
 
     monkeypatch.setattr(queries, "coil_defects", counting)
-    at = app("coil_detail", user="ana", selected_coil="C1003")
+    at = app("coil_detail", user="ana", selected_coil="C1003", gallery_open=True)
     assert calls == ["C1003"]
     at.number_input(key="gallery_page").set_value(2).run()
     at.toggle(key="hide_rejected").set_value(True).run()
@@ -441,6 +485,63 @@ def test_a_user_disabled_after_signing_in_is_refused_at_the_next_action(db: Path
     assert [e.value for e in at.error] == ["Action refused: The account ana is disabled: signed out (ask an admin)."]
     assert signed_in_as(at) is None
     assert rows(db, "SELECT count(*) FROM reviews") == [(0,)]
+
+
+def _browser_claims_the_cookie(at: AppTest) -> str:
+    """What the page's JavaScript does after a sign-in: swap the claim code for the token."""
+    code = at.session_state[browser_session.CLAIM_KEY]
+    scripts = [e.proto.body for e in at.get("html")]
+    assert any(session_cookie.CLAIM_PATH in body and code in body for body in scripts), scripts
+    token = session_cookie.take(code)
+    assert token is not None and not any(token in body for body in scripts)  # never in the page
+    return token
+
+
+def test_a_reload_or_a_new_tab_resumes_the_session_until_sign_out(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = app("coil_detail", user="ana", selected_coil="C1002")
+    token = _browser_claims_the_cookie(first)
+    assert rows(db, "SELECT name FROM console_sessions") == [("ana",)]
+    monkeypatch.setattr(browser_session, "cookie_token", lambda: token)  # the browser sends the cookie
+    reloaded = app("coil_detail", selected_coil="C1002")  # a new Streamlit session: a reload, a new tab
+    assert signed_in_as(reloaded) == "ana" and not reloaded.sidebar.text_input
+    _select_defect(reloaded, rows(db, "SELECT min(id) FROM defects WHERE coil = 'C1002'")[0][0])
+    reloaded.button(key="detail_review_confirm").click().run()
+    assert rows(db, "SELECT reviewer FROM reviews") == [("ana",)]
+    reloaded.sidebar.button(key="sign_out").click().run()
+    assert signed_in_as(reloaded) is None and rows(db, "SELECT count(*) FROM console_sessions") == [(0,)]
+    assert any(session_cookie.END_PATH in e.proto.body for e in reloaded.get("html"))  # the cookie is dropped
+    first.run()  # the other tab holds the same token: signed out at its next run
+    assert signed_in_as(first) is None and any(i.value == ENDED for i in first.sidebar.info)
+    again = app("coil_detail", selected_coil="C1002")  # a reload after sign-out, the old cookie still sent
+    assert signed_in_as(again) is None and again.sidebar.text_input(key="sign_in_name")
+
+
+def test_a_new_password_or_a_disabled_account_ends_open_sessions(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app("coil_detail", user="ana", selected_coil="C1002")
+    token = _browser_claims_the_cookie(at)
+    with open_db(db) as conn:
+        users.set_password(conn, "ana", "ana-password-2", actor="cli:admin", params=FAST)
+    _select_defect(at, rows(db, "SELECT min(id) FROM defects WHERE coil = 'C1002'")[0][0])
+    at.button(key="detail_review_confirm").click().run()
+    assert [e.value for e in at.error] == [f"Action refused: {ENDED}"] and signed_in_as(at) is None
+    monkeypatch.setattr(browser_session, "cookie_token", lambda: token)
+    assert signed_in_as(app()) is None  # the old token resumes nothing
+    at = app(user="ana", password="ana-password-2")
+    monkeypatch.setattr(browser_session, "cookie_token", lambda: _browser_claims_the_cookie(at))
+    with open_db(db) as conn:
+        users.set_disabled(conn, "ana", True, actor="cli:admin")
+    assert signed_in_as(app()) is None and rows(db, "SELECT count(*) FROM console_sessions") == [(0,)]
+    assert rows(db, "SELECT count(*) FROM reviews") == [(0,)]
+
+
+def test_a_resumed_session_idle_too_long_is_refused(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = _browser_claims_the_cookie(app(user="bo"))
+    with sqlite3.connect(db) as conn:  # the tab was closed 481 minutes ago
+        conn.execute("UPDATE console_sessions SET last_seen_ns = ?", (time.time_ns() - 481 * 60 * 10**9,))
+    monkeypatch.setattr(browser_session, "cookie_token", lambda: token)
+    at = app()
+    assert signed_in_as(at) is None
+    assert any("Your session ended after 480 min without an action" in i.value for i in at.sidebar.info)
 
 
 def test_selected_defect_shows_its_crop_with_box_and_relabel_starts_at_its_class(db: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 from inspection.cli import main
 from inspection.datasets import load_samples
 from inspection.frame import CoilEvent, StreamKey
-from inspection.frame_inspector import _crop_png
+from inspection.frame_inspector import crop_png
 from inspection.records.crops import CropStore
 from inspection.records.dataset_export import NEGATIVE, export_reviewed
 from inspection.records.db import open_db
@@ -48,7 +48,7 @@ def _record(tmp_path: Path) -> tuple[Path, Path, dict[str, int], np.ndarray]:
     image = _frame()
     defects = tuple(
         Defect(cls=cls, score=0.8, severity=2, box=box, along_mm=box[1] + 10, across_mm=box[0] + 10, length_mm=30.0,
-               width_mm=30.0, area_mm2=900.0, crop_png=_crop_png(image, box, MARGIN),
+               width_mm=30.0, area_mm2=900.0, crop_png=crop_png(image, box, MARGIN),
                guesses=(("inclusion", 0.4),) if cls == UNKNOWN else ())
         for cls, box in DEFECTS.values())
     t0 = 1_763_900_000 * 10**9

@@ -173,3 +173,18 @@ def test_a_crop_that_cannot_be_written_leaves_its_defect_without_one(tmp_path: P
         rows = store.db.execute("SELECT count(*), count(crop_sha256) FROM defects").fetchone()
     assert result.crops_failed == rows[0] > 0 and rows[1] == 0 and result.new_defects == rows[0]
     assert "cannot write crop" in result.crop_error
+
+
+def test_crop_folders_removed_while_the_recorder_runs_are_made_again(tmp_path: Path) -> None:
+    """The crop store makes each folder once per process; one removed behind its back (an operator
+    emptying the crop disk) is made again at the next crop, staged or in place, nothing lost."""
+    crops = CropStore(tmp_path / "crops")
+    with Store(tmp_path / "line.db", crops=crops) as store:
+        store.register_line("demo-hot-1", "hot", 1600.0, [{"id": "top-1", "surface": "top"},
+                                                          {"id": "bottom-1", "surface": "bottom"}])
+        first = store.apply_batch(coil_messages("C-1", length_m=3, defects_per_frame=2.0, crops=True, seed=1))
+        shutil.rmtree(tmp_path / "crops")
+        second = store.apply_batch(coil_messages("C-2", length_m=3, defects_per_frame=2.0, crops=True, seed=2))
+        named = {r[0] for r in store.db.execute("SELECT crop_sha256 FROM defects WHERE coil = 'C-2'")}
+    assert first.crops_written > 0 and second.crops_written == len(named) > 0 and second.crops_failed == 0
+    assert named <= {p.stem for p in crops.files()} and not crops.staged_files()

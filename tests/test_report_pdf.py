@@ -20,7 +20,7 @@ from inspection.cli import main
 from inspection.datasets import DATASET_CLASSES, LINE_DATASETS
 from inspection.defect_style import CLASS_COLOURS, MAP_X, MAP_Y, class_colour, rgb
 from inspection.frame import CoilEvent, StreamKey
-from inspection.frame_inspector import _crop_png
+from inspection.frame_inspector import crop_png
 from inspection.records import platform, report
 from inspection.records.crops import CropStore
 from inspection.records.db import open_db
@@ -53,7 +53,7 @@ def _defect(frame: np.ndarray, index: int, cls: str, box: tuple[int, int, int, i
     return Defect(cls=cls, score=score, severity=severity(cls, length, width, length * width, score),
                   box=(float(x1), float(y1), float(x2), float(y2)), along_mm=index * 1024.0 + (y1 + y2) / 2,
                   across_mm=(x1 + x2) / 2, length_mm=length, width_mm=width, area_mm2=length * width,
-                  crop_png=_crop_png(frame, (x1, y1, x2, y2), MARGIN))
+                  crop_png=crop_png(frame, (x1, y1, x2, y2), MARGIN))
 
 
 def _coil_messages() -> list[Any]:

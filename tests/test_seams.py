@@ -262,7 +262,7 @@ def test_a_database_at_m003_migrates_and_links(tmp_path: Path) -> None:
     assert [d["parts"] for d in queries.coil_defects(readonly, "OLD")] == [[1]]
     readonly.close()
     with Store(path) as store:
-        assert schema_version(store.db) == SCHEMA_VERSION == 9
+        assert schema_version(store.db) == SCHEMA_VERSION == 11
         store.register_line(LINE, "hot", 1600.0, CAMERAS)
         assert store.apply_batch([frame(0, UP), frame(1, DOWN)]).seam_links == 1
 
@@ -435,4 +435,24 @@ def test_e2e_compare_counts_a_cut_defect_once_and_reports_splits(store: Store) -
     assert (merged["detection_rate"], merged["seam_detection_rate"], merged["seam_split"]) == (
         pytest.approx(2 / 3, abs=1e-4), 1.0, 0)
     assert merged["class_accuracy"] == 1.0  # the merged defect has the best-scoring fragment's class
+    assert merged["wrong_class"] == {}
+    truth[2]["class"] = "scratches"  # the inclusion record now names a true scratch wrong
+    assert compare(store.path, truth, 0.3)["wrong_class"] == {"scratches": {"inclusion": 1}}
     assert raw["seam_split"] == 1  # fragment by fragment, the cut defect is found twice
+
+
+def test_lean_coil_defects_are_the_full_rows_cut_down(store: Store) -> None:
+    """The recorder's finalisation reads a coil lean (`coil_defects(lean=True)`): the same defects,
+    merged across seams and reviewed alike, with the columns it uses."""
+    store.apply_batch([frame(0, UP, piece((100, 140), (10, 40), "inclusion")), frame(1, DOWN),
+                       frame(2, piece((2100, 2160), (300, 330), "unknown", 0.4)),
+                       frame(4, piece((4100, 4130), (700, 720), "patches"))])
+    ids = {r[1]: r[0] for r in store.db.execute("SELECT id, class FROM defects")}
+    store.add_review(ids["inclusion"], "anna", "reject", reason="dust")
+    store.add_review(ids["patches"], "bert", "relabel", new_class="crazing")
+    for include_rejected in (True, False):
+        full = queries.coil_defects(store.db, "C-1", include_rejected=include_rejected)
+        lean = queries.coil_defects(store.db, "C-1", include_rejected=include_rejected, lean=True)
+        assert len(full) == len(lean) and [{k: f[k] for k in r} for f, r in zip(full, lean, strict=True)] == lean
+    assert {"parts", "effective_class", "review_status", "score", "length_mm"} <= set(lean[0])
+    assert any(len(r["parts"]) == 2 for r in lean) and any(r["class"] == "unknown" for r in lean)

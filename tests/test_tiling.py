@@ -109,21 +109,23 @@ def test_merge_joins_views_not_neighbours_inside_one_view() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "kept"),
     [
-        ({"iou": 0.0}, [0, 1, 2, 3, 4]),  # off
-        ({"iou": 0.5}, [0, 2, 3, 4]),  # the lower-scoring other-class box on defect A goes
-        ({"iou": 0.5, "containment": 0.8}, [0, 2, 3]),  # and the other-class fragment inside defect B
-        ({"iou": 0.95}, [0, 1, 2, 3, 4]),  # A's two boxes overlap at IoU 0.81 only
+        ({"iou": 0.0}, [0, 1, 2, 3, 4, 5]),  # off
+        ({"iou": 0.5}, [0, 2, 3, 4, 5]),  # the lower-scoring box of another class on defect A goes
+        ({"iou": 0.5, "containment": 0.8}, [0, 2, 3, 5]),  # and the other-class fragment inside defect B
+        ({"iou": 0.0, "containment": 0.8}, [0, 2, 3, 5]),  # containment alone: A's class-1 box lies inside
+        ({"iou": 0.95}, [0, 1, 2, 3, 4, 5]),  # A's two boxes overlap at IoU 0.9 only
     ],
 )
 def test_suppress_other_classes(kwargs, kept) -> None:  # noqa: ANN001
-    """One defect, one class: a lower-scoring box of another class on the same defect is dropped;
-    boxes of the same class (the merge's business) and of separate defects stay."""
+    """One class per defect: a lower-scoring box of another class on the same defect is dropped;
+    boxes of one class (separate defects to the model's NMS) and separate defects stay."""
     boxes = np.array([[0, 0, 100, 100], [0, 0, 90, 100],  # defect A: class 0 and class 1
                       [200, 0, 300, 100],  # defect B, class 1
-                      [210, 10, 220, 20],  # class 1 inside B: same class, kept
-                      [250, 50, 270, 70]], np.float32)  # class 0 inside B: a fragment called something else
-    scores = np.array([0.9, 0.8, 0.7, 0.3, 0.2], np.float32)
-    labels = np.array([0, 1, 1, 1, 0])
+                      [210, 10, 220, 20],  # class 1 inside B: the same class, kept
+                      [250, 50, 270, 70],  # class 0 inside B: a fragment called something else
+                      [5, 0, 100, 100]], np.float32)  # class 0 again on A, IoU 0.95 with box 0: kept
+    scores = np.array([0.9, 0.8, 0.7, 0.3, 0.2, 0.1], np.float32)
+    labels = np.array([0, 1, 1, 1, 0, 0])
     assert suppress_other_classes(boxes, scores, labels, **kwargs).tolist() == kept
 
 

@@ -134,6 +134,18 @@ def test_a_broken_new_model_keeps_the_old_one(registry: Registry, tmp_path: Path
     assert [m.model_version for m in sent if isinstance(m, FrameResult)] == ["hot-a", "hot-a"]
 
 
+def test_a_model_of_the_other_line_type_is_refused_by_name(registry: Registry) -> None:
+    """A configured version trained for hot strip does not inspect cold strip: the worker says so
+    (frames of a line type it has no model for are reported dropped with that reason)."""
+    from inspection.errors import ManifestError
+
+    config = _config(registry.root, batch_size=1)
+    cold = dataclasses.replace(config, type="cold", model=dataclasses.replace(config.model, name="hot-a"))
+    worker = InferenceWorker(cold, registry, Feed([]).receive, [].append)
+    with pytest.raises(ManifestError, match="model hot-a was trained for hot strip; frames of cold strip"):
+        worker.load("cold")
+
+
 # -- the CPU path: one window per run, every window shape run before the worker is ready ------------------
 
 @pytest.mark.parametrize(("height", "width"), [(1024, 1600), (256, 512), (300, 700), (200, 1000)])

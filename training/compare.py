@@ -23,15 +23,18 @@ SUMMARY = (("map50", "mAP@0.5"), ("map50_95", "mAP@0.5:0.95"), ("detection_rate"
 
 
 def compare(a: Detector, b: Detector, samples_a: Sequence[Sample], samples_b: Sequence[Sample], *,
-            rounds: int = 3, progress: bool = True) -> dict[str, Any]:
+            rounds: int = 3, progress: bool = True,
+            unseen: Sequence[Sequence[str]] = ((), ())) -> dict[str, Any]:
     """Both models' evaluation figures on the same images and their speed measured in alternation.
 
     The samples are loaded per model (a new class is a name only the model that learned it knows);
-    they must name the same images.
+    they must name the same images. `unseen`: per model, the box classes it never learned (judged
+    apart, see `training.evaluate`).
     """
     if [s.image_path for s in samples_a] != [s.image_path for s in samples_b]:
         raise ValueError("compare: both models must be evaluated on the same images")
-    figures = {"a": evaluate(a, samples_a, progress=progress), "b": evaluate(b, samples_b, progress=progress)}
+    figures = {"a": evaluate(a, samples_a, progress=progress, unseen=unseen[0]),
+               "b": evaluate(b, samples_b, progress=progress, unseen=unseen[1])}
     speed = _alternating_speed(a, b, samples_a[:SPEED_IMAGES], rounds)
     for key in ("a", "b"):
         figures[key]["ms_per_image_alternating"] = speed[key]
@@ -83,6 +86,10 @@ def table(figures: dict[str, Any], names: tuple[str, str]) -> list[str]:
         pa, pb = a["per_class"].get(cls, {}), b["per_class"].get(cls, {})
         row(f"{cls}: recall", pa.get("recall_at_threshold"), pb.get("recall_at_threshold"))
         row(f"{cls}: precision", pa.get("precision_at_threshold"), pb.get("precision_at_threshold"))
+    ua, ub = a.get("unseen_classes") or {}, b.get("unseen_classes") or {}
+    for cls in sorted(set(ua) | set(ub)):  # e.g. a class new at the plant, against the model without it
+        row(f"{cls}: found (not learned)", (ua.get(cls) or {}).get("found_rate"),
+            (ub.get(cls) or {}).get("found_rate"))
     return rows
 
 

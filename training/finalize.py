@@ -20,6 +20,12 @@ The background false-positive figure in `metrics.background` is measured through
 `Detector` at the operating threshold on held-out frames (`training.negatives.REPORT_FAMILY`), for
 the new model and for the line type's previously active model (`previous_active`), so the change
 is visible in one place.
+
+With plant data (`--plant-data`), the choices above are made on the public and the plant val parts
+together; `metrics.val` and `metrics.test` stay the public splits' (comparable with every earlier
+model), `metrics.plant_val` and `metrics.plant_test` are the plant parts', the held-out plant samples
+are written to `OUT/plant-test/` for `models compare`, and the model is registered but not activated:
+public val alone cannot judge what it learned at the plant, so it is promoted by hand through the gate.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ import numpy as np
 import torch
 
 from inspection.config import REPO_DIR
-from inspection.datasets import load_split, read_image, read_split_file, split_path
+from inspection.datasets import DATASET_CLASSES, load_split, read_image, read_split_file, split_path
 from training.export import SIZE_MULTIPLE, export_onnx, parity_check
 from training.metrics import ImageResult, detection_rate, false_detections, mean_ap
 from training.model import PRETRAINED_INFO
@@ -51,6 +57,7 @@ from training.negatives import (
     background_tiles,
     per_mpx,
 )
+from training.plant_data import PlantData, write_holdout
 from training.split import split_hashes
 from training.thresholds import class_thresholds, val_line_views
 from training.train import (
@@ -58,10 +65,12 @@ from training.train import (
     _limit,
     build_model,
     effective_recipe,
+    load_plant,
     model_classes,
+    plant_part,
     predict_samples,
+    split_samples,
     val_results,
-    without_excluded,
 )
 
 log = logging.getLogger(__name__)
@@ -201,12 +210,11 @@ def _background_floor(background: Callable[[float], float] | None, cap: float | 
 
 
 def _unknown_rule(model: Any, opts: Options, recipe: Any, classes: tuple[str, ...], images: list[np.ndarray],
-                  boxes: list[np.ndarray], thresholds: np.ndarray) -> dict[str, Any]:
+                  boxes: list[np.ndarray], thresholds: np.ndarray, plant: PlantData | None) -> dict[str, Any]:
     """Set the model's class prototypes from the train split and choose the unknown rule on val."""
     from training.unknown import SHRINK, choose_rule, detections, prototypes
 
-    train = _limit(load_split(opts.datasets_dir, recipe.dataset, "train", opts.splits_dir), opts.max_images)
-    train = without_excluded(train, opts.exclude_classes)
+    train = split_samples(opts, recipe, "train", plant)
     means, precision, counts = prototypes(model, train, [read_image(s.image_path) for s in train], classes)
     model.set_prototypes(torch.from_numpy(means), torch.from_numpy(precision))
     described = {"split": "train", "boxes_per_class": counts, "shrink": SHRINK, "features": int(means.shape[1])}
@@ -217,6 +225,20 @@ def _unknown_rule(model: Any, opts: Options, recipe: Any, classes: tuple[str, ..
         return {"rule": None, "why": str(exc), "prototypes": described}
     log.info("unknown rule: %s", rule)
     return {**rule, "prototypes": described}
+
+
+def _plant_metrics(detector: Any, plant: PlantData, max_images: int | None, eval_dir: Path) -> dict[str, Any]:
+    """The model's figures on the plant val part and on the held-out plant coils, reported apart from
+    the public splits' (their images are the plant's own crops, not comparable with the public figures)."""
+    from training.evaluate import evaluate
+
+    out = {}
+    for split in ("val", "test"):
+        samples = plant_part(plant, split, max_images)
+        figures = evaluate(detector, samples, eval_dir, plot_prefix=f"plant-{split}-")
+        figures["coils"] = plant.coils[split]
+        out[f"plant_{split}"] = figures
+    return out
 
 
 def finalize(opts: Options, state: dict[str, Any], models_dir: Path, register: bool = True) -> dict[str, Any]:
@@ -230,13 +252,14 @@ def finalize(opts: Options, state: dict[str, Any], models_dir: Path, register: b
                     ", ".join(opts.exclude_classes))
         register = False
     recipe = effective_recipe(opts)
-    classes = model_classes(recipe, opts)
+    plant = load_plant(opts, recipe)
+    classes = model_classes(recipe, opts, plant)
     model = build_model(recipe, num_classes=len(classes))
     best = torch.load(opts.out_dir / "best.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(best["ema"])
     model.eval()
-    val = without_excluded(_limit(load_split(opts.datasets_dir, recipe.dataset, "val", opts.splits_dir),
-                                  opts.max_images), opts.exclude_classes)
+    public_val = split_samples(opts, recipe, "val")
+    val = public_val + plant_part(plant, "val", opts.max_images)  # choices are made on both
     test = _limit(load_split(opts.datasets_dir, recipe.dataset, "test", opts.splits_dir), opts.max_images)
     val_images = [read_image(s.image_path) for s in val]
 
@@ -261,7 +284,7 @@ def finalize(opts: Options, state: dict[str, Any], models_dir: Path, register: b
     log.info("per-class thresholds (val images + %d line views, floor %.2f): %s", len(views), floor, per_class)
     unknown = _unknown_rule(model, opts, recipe, classes, [*val_images, *(v[0] for v in views)],
                             [*(s.boxes for s in val), *(v[1] for v in views)],
-                            np.array([per_class[c] for c in classes], np.float32))
+                            np.array([per_class[c] for c in classes], np.float32), plant)
 
     export_dir = opts.out_dir / "export"
     shutil.rmtree(export_dir, ignore_errors=True)
@@ -276,6 +299,7 @@ def finalize(opts: Options, state: dict[str, Any], models_dir: Path, register: b
         "schema": 1, "version": version, "line_type": opts.line_type,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model_file": "model.onnx", "classes": list(classes),
+        "class_sources": {c: recipe.dataset if c in DATASET_CLASSES[recipe.dataset] else "plant" for c in classes},
         **({"classes_excluded": list(opts.exclude_classes)} if opts.exclude_classes else {}),
         "input": {"name": "image", "dtype": "uint8", "layout": "NCHW", "channels": 1,
                   "size_multiple": SIZE_MULTIPLE, "train_size": list(recipe.window)},
@@ -314,7 +338,8 @@ def finalize(opts: Options, state: dict[str, Any], models_dir: Path, register: b
         "data": {"dataset": recipe.dataset,
                  "split_file": str(split_file.relative_to(REPO_DIR) if split_file.is_relative_to(REPO_DIR)
                                    else split_file),
-                 "split_sha256": split_hashes(split), "split_seed": split["seed"]},
+                 "split_sha256": split_hashes(split), "split_seed": split["seed"],
+                 **({"plant": plant.describe()} if plant is not None else {})},
         "code_version": _code_version(), "parity": parity, "speed_bare_ort": speed,
     }
     from inspection.manifest import file_sha256
@@ -323,12 +348,21 @@ def finalize(opts: Options, state: dict[str, Any], models_dir: Path, register: b
     (export_dir / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     detector = RuntimeDetector(load_manifest(export_dir / "manifest.json"), providers="cpu")
     metrics = {"test": evaluate(detector, test, export_dir / "eval", plot_prefix="test-"),
-               "val": evaluate(detector, val, export_dir / "eval", plot_prefix="val-")}
+               "val": evaluate(detector, public_val, export_dir / "eval", plot_prefix="val-")}
+    holdout = None
+    if plant is not None:
+        metrics.update(_plant_metrics(detector, plant, opts.max_images, export_dir / "eval"))
+        holdout = write_holdout(plant, plant_part(plant, "test", opts.max_images), opts.out_dir / "plant-test")
     if opts.line_type in TEXTURE_MAKERS:
         metrics["background"] = _background(detector, opts.line_type, registry)
     manifest["metrics"] = metrics
     (export_dir / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-    activate, reason = promotion_decision(registry, opts.line_type, metrics["val"].get("map50"))
+    if plant is not None:
+        activate, reason = False, ("not activated: trained on plant data; compare it on the plant hold-out "
+                                   f"(models compare {opts.line_type} {version} --data {holdout}) and promote it "
+                                   "through the gate (models promote)")
+    else:
+        activate, reason = promotion_decision(registry, opts.line_type, metrics["val"].get("map50"))
     manifest["promotion"] = {"activated": activate if register else False, "reason": reason}
     (export_dir / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     if register:
@@ -345,5 +379,8 @@ def finalize(opts: Options, state: dict[str, Any], models_dir: Path, register: b
                "training_s": round(state["elapsed_s"], 1), "bare_ort_mpx_per_s": speed["mpx_per_s"],
                "parity_max_abs_diff": parity["max_abs_diff"], "background": summary_bg,
                "activated": manifest["promotion"]["activated"], "promotion": reason}
+    if plant is not None:
+        summary.update({k: {f: metrics[k].get(f) for f in keys} for k in ("plant_val", "plant_test")},
+                       plant_holdout=str(holdout), new_classes=list(plant.new_classes))
     (opts.out_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return {"summary": json.dumps(summary), "manifest": manifest}

@@ -6,6 +6,10 @@ per defect image are mixed into every epoch (0.25: one per four images), cut fro
 textures of a seed family disjoint from the simulator's (see `training.negatives`); their targets
 are empty. The hot recipe uses them by default; `--negatives 0` trains on the dataset alone.
 
+Plant data (`Options.plant_data`, CLI `--plant-data DIR [DIR ...]`): folders written by `steel-inspect
+dataset export` join the public train and val splits, split by coil (`training.plant_data`); the test
+split stays the public one. Classes new at the plant follow the public classes.
+
 `run(options)` is what `steel-inspect train` calls; the final export/evaluate/register step is in
 `training.finalize` and also runs on its own when a resumed run finds training complete.
 """
@@ -35,6 +39,7 @@ from training.line_views import LineViews
 from training.metrics import ImageResult, mean_ap
 from training.model import Detector, pretrained_path
 from training.negatives import NegativePool, negatives_per_epoch
+from training.plant_data import PlantData, load_plant_data
 from training.targets import focal_loss, giou_loss
 
 log = logging.getLogger(__name__)
@@ -97,6 +102,8 @@ class Options:
     line_views: float | None = None  # overrides the recipe's share of line views
     backbone: str | None = None  # overrides the recipe's backbone ("plain" or "lite0")
     exclude_classes: tuple[str, ...] = ()  # classes left out of training (measuring `unknown`)
+    plant_data: tuple[Path, ...] = ()  # `dataset export` folders added to train and val (split by coil)
+    plant_split_seed: int = 0  # apart from `seed`: the plant hold-out stays put when the training seed changes
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -116,9 +123,18 @@ def effective_recipe(opts: Options) -> Recipe:
     return Recipe(**recipe)
 
 
-def model_classes(recipe: Recipe, opts: Options) -> tuple[str, ...]:
-    """The dataset's classes in order, without those the run leaves out (`--exclude-class`)."""
-    known = DATASET_CLASSES[recipe.dataset]
+def load_plant(opts: Options, recipe: Recipe) -> PlantData | None:
+    """The run's --plant-data folders, read and split by coil (None without them)."""
+    if not opts.plant_data:
+        return None
+    return load_plant_data(opts.plant_data, opts.line_type, DATASET_CLASSES[recipe.dataset],
+                           seed=opts.plant_split_seed, excluded=opts.exclude_classes)
+
+
+def model_classes(recipe: Recipe, opts: Options, plant: PlantData | None = None) -> tuple[str, ...]:
+    """The dataset's classes in order, then the classes new at the plant, without those the run leaves
+    out (`--exclude-class`)."""
+    known = DATASET_CLASSES[recipe.dataset] + (plant.new_classes if plant is not None else ())
     wrong = sorted(set(opts.exclude_classes) - set(known))
     if wrong:
         raise TrainingError(f"--exclude-class {wrong[0]!r}: not a class of {recipe.dataset} ({', '.join(known)})")
@@ -205,11 +221,41 @@ def _limit(samples: list[Sample], n: int | None) -> list[Sample]:
     return samples if n is None else samples[:: max(1, len(samples) // n)][:n]
 
 
+def plant_part(plant: PlantData | None, split: str, max_images: int | None) -> list[Sample]:
+    """The plant samples of `split` (at most `max_images`, like each public split); none without plant data."""
+    return [] if plant is None else _limit(plant.samples(split), max_images)
+
+
+def split_samples(opts: Options, recipe: Recipe, split: str, plant: PlantData | None = None) -> list[Sample]:
+    """The public samples of `split` (train or val; at most --max-images, without excluded classes), then
+    the plant part. The test split is never built here: it is the public one alone (see `finalize`)."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split_samples: train or val only, got {split!r}")
+    public = without_excluded(_limit(load_split(opts.datasets_dir, recipe.dataset, split, opts.splits_dir),
+                                     opts.max_images), opts.exclude_classes)
+    return public + plant_part(plant, split, opts.max_images)
+
+
+def _check_resume_data(state: dict[str, Any], opts: Options, plant: PlantData | None, last_path: Path) -> None:
+    """A resumed run trains on the data it started with: the same excluded classes and plant folders."""
+    if state.get("classes_excluded", []) != list(opts.exclude_classes):
+        raise TrainingError(f"{last_path} was trained without {state.get('classes_excluded', [])}; "
+                            f"resume it with the same --exclude-class options")
+    trained = state.get("plant_data", [])
+    given = plant.identity if plant is not None else []
+    if sorted(d["content_sha256"] for d in trained) != sorted(d["content_sha256"] for d in given):
+        if not trained:
+            raise TrainingError(f"{last_path} was trained without --plant-data; resume it without")
+        raise TrainingError(f"{last_path} was trained with --plant-data {' '.join(d['path'] for d in trained)}; "
+                            "resume it with the same plant folders, unchanged")
+
+
 def run(opts: Options) -> dict[str, Any]:
     """Train (or resume) and return the training summary written into `out_dir/summary.json`."""
     torch.set_num_threads(opts.threads)
     recipe = effective_recipe(opts)
-    classes = model_classes(recipe, opts)
+    plant = load_plant(opts, recipe)
+    classes = model_classes(recipe, opts, plant)
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = opts.out_dir / "last.pt", opts.out_dir / "best.pt"
     torch.manual_seed(opts.seed)
@@ -219,13 +265,12 @@ def run(opts: Options) -> dict[str, Any]:
     optimizer = make_optimizer(model, recipe)
     state: dict[str, Any] = {"epoch": 0, "step": 0, "best_map": -1.0, "best_epoch": None, "history": [],
                              "elapsed_s": 0.0, "planned_epochs": recipe.epochs, "budget_cut": False,
-                             "commands": [opts.command], "classes_excluded": list(opts.exclude_classes)}
+                             "commands": [opts.command], "classes_excluded": list(opts.exclude_classes),
+                             "plant_data": plant.identity if plant is not None else []}
     if opts.resume and last_path.is_file():
         ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
         state = ckpt["state"]
-        if state.get("classes_excluded", []) != list(opts.exclude_classes):
-            raise TrainingError(f"{last_path} was trained without {state.get('classes_excluded', [])}; "
-                                f"resume it with the same --exclude-class options")
+        _check_resume_data(state, opts, plant, last_path)
         trained_backbone = ckpt.get("recipe", {}).get("backbone", recipe.backbone)
         if trained_backbone != recipe.backbone:
             raise TrainingError(f"{last_path} was trained with the {trained_backbone} backbone; "
@@ -247,10 +292,8 @@ def run(opts: Options) -> dict[str, Any]:
         log.info("training already complete (%d epochs): only the final step runs", state["epoch"])
         return state
 
-    train = without_excluded(_limit(load_split(opts.datasets_dir, recipe.dataset, "train", opts.splits_dir),
-                                    opts.max_images), opts.exclude_classes)
-    val = without_excluded(_limit(load_split(opts.datasets_dir, recipe.dataset, "val", opts.splits_dir),
-                                  opts.max_images), opts.exclude_classes)
+    train = split_samples(opts, recipe, "train", plant)
+    val = split_samples(opts, recipe, "val", plant)
     batch_size = min(recipe.batch_size, max(2, len(train)))
     augment_cfg = AugmentConfig(out_size=recipe.window, scale=recipe.scale)
     pool, negatives = None, negatives_per_epoch(recipe.negatives, len(train))
@@ -265,9 +308,10 @@ def run(opts: Options) -> dict[str, Any]:
     batches = TrainBatches(train, classes, augment_cfg, recipe.stride, batch_size, pool, negatives, views,
                            recipe.line_views)
     val_images = [read_image(s.image_path) for s in val]
-    log.info("%s: %d train / %d val images of %s + %d background negatives, %d steps per epoch, "
-             "%d epochs planned", opts.line_type, len(train), len(val), recipe.dataset, negatives, len(batches),
-             state["planned_epochs"])
+    log.info("%s: %d train / %d val images of %s (%d / %d of them plant samples) + %d background negatives, "
+             "%d steps per epoch, %d epochs planned", opts.line_type, len(train), len(val), recipe.dataset,
+             len(plant_part(plant, "train", opts.max_images)), len(plant_part(plant, "val", opts.max_images)),
+             negatives, len(batches), state["planned_epochs"])
     from tqdm import tqdm
 
     while state["epoch"] < state["planned_epochs"]:

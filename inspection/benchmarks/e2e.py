@@ -9,7 +9,8 @@ recorder wrote is compared with the ground truth, per coil and camera, in strip 
   IoU >= `--iou` (0.3, as in `steel-inspect evaluate`'s detection rate);
 - ``class_accuracy``: share of detected defects whose best-overlapping record has the right class
   (a record of class ``unknown`` counts as wrong); ``unknown_share``: share recorded as ``unknown``;
-  ``class_accuracy_named``: the class accuracy among the others;
+  ``class_accuracy_named``: the class accuracy among the others; ``wrong_class``: what each true
+  class was recorded as when it was recorded wrong (true -> recorded -> count);
 - ``position_error_mm_p95``: 95th percentile of the centre distance of matched pairs;
 - ``false_defects_per_m``: recorded defects that overlap no ground truth, per metre of strip
   inspected per surface (sum over cameras).
@@ -175,6 +176,7 @@ def compare(db: Path, truth: list[dict[str, Any]], iou_min: float, *, merge_seam
     detected = correct = unknown = seam_detected = seam_split = 0
     errors = []
     per_class: dict[str, list[int]] = {}
+    confusion: dict[str, dict[str, int]] = {}  # true class -> recorded class -> count, wrong ones only
     for t, (best, best_iou) in zip(gts, best_matches(gts, by_key), strict=True):
         gt = t["box"]
         candidates = by_key.get((t["coil"], t["camera"]), [])
@@ -188,6 +190,9 @@ def compare(db: Path, truth: list[dict[str, Any]], iou_min: float, *, merge_seam
         cls, box = candidates[best]
         correct += cls == t["class"]
         unknown += cls == UNKNOWN
+        if cls != t["class"]:
+            row = confusion.setdefault(t["class"], {})
+            row[cls] = row.get(cls, 0) + 1
         errors.append(float(np.hypot(*((gt[:2] + gt[2:]) / 2 - (box[:2] + box[2:]) / 2))))
         if t["seam"]:
             seam_detected += 1
@@ -217,6 +222,7 @@ def compare(db: Path, truth: list[dict[str, Any]], iou_min: float, *, merge_seam
         "false_defects_per_m": round(unmatched / metres, 4) if metres else None,
         "strip_m_inspected": round(metres, 1),
         "detection_rate_per_class": {c: round(d / n, 3) for c, (n, d) in sorted(per_class.items())},
+        "wrong_class": {c: dict(sorted(row.items())) for c, row in sorted(confusion.items())},
         "seam_defects": seam_gts,
         "seam_detection_rate": round(seam_detected / seam_gts, 4) if seam_gts else None,
         "seam_split": seam_split,

@@ -1,10 +1,12 @@
 """`steel-inspect models list | show VERSION | compare A B --data DIR | promote VERSION | rollback LINE_TYPE |
-history`.
+shadow VERSION|off | history`.
 
 The registry lives in `--registry DIR` (default: $STEEL_INSPECT_MODELS or the checkout's
 models/). `show` verifies the model file's sha256 against the manifest; `promote` refuses a
 version that does not verify. Every promote and rollback is appended to the history in
-`registry.json` with the time, who, why and what was active before.
+`registry.json` with the time, who, why and what was active before. `shadow` names a candidate that
+running workers inspect a share of the frames with, beside the active model, recording only where the
+two disagree (`[model] shadow` in a line config overrides it; `off` stops it).
 """
 
 from __future__ import annotations
@@ -41,6 +43,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rollback.add_argument("line_type", choices=LINE_TYPES)
     rollback.add_argument("--by", default=None)
     rollback.add_argument("--reason", default=None)
+    shadow = actions.add_parser("shadow", help="run a candidate beside the active model on the live stream "
+                                              "(workers pick it up between batches), or stop it")
+    shadow.add_argument("version", help="a registered version, or off")
+    shadow.add_argument("--line-type", choices=LINE_TYPES, default=None,
+                        help="whose shadow to stop (with off; a version knows its own)")
+    shadow.add_argument("--by", default=None, help="who (default: $USER)")
+    shadow.add_argument("--reason", default=None)
     compare = actions.add_parser("compare", help="two models side by side on the same labelled images")
     compare.add_argument("a", metavar="A", help="the reference: hot/cold (the active model), a version or a path")
     compare.add_argument("b", metavar="B", help="the candidate")
@@ -75,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "list":
         versions = registry.versions(args.line_type)
         active = {lt: registry.active(lt) for lt in LINE_TYPES}
+        shadows = {lt: registry.shadow(lt) for lt in LINE_TYPES}
         rows = [{"version": m.version, "line_type": m.line_type, "active": active[m.line_type] == m.version,
+                 "shadow": shadows[m.line_type] == m.version,
                  "created": m.data.get("created"), "size_bytes": m.data.get("size_bytes"),
                  "classes": len(m.classes), "map50_test": _test_figure(m.data, "map50"),
                  "detection_rate_test": _test_figure(m.data, "detection_rate")} for m in versions]
@@ -87,10 +98,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"{'':2}{'version':<24}{'line':<6}{'created':<27}{'MB':>7}  {'mAP50':>6}  {'det.rate':>8}")
             for r in rows:
                 size = f"{(r['size_bytes'] or 0) / 1e6:.2f}"
-                mark = "*" if r["active"] else " "
+                mark = "*" if r["active"] else "s" if r["shadow"] else " "
                 print(f"{mark:2}{r['version']:<24}{r['line_type']:<6}{r['created'] or '-':<27}"
                       f"{size:>7}  {r['map50_test']:>6}  {r['detection_rate_test']:>8}")
-            print("* = active")
+            print("* = active, s = shadow (runs beside the active model)")
     elif args.action == "show":
         manifest = registry.resolve(args.version)
         print(json.dumps(manifest.data, indent=2))
@@ -104,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
         registry.promote(manifest.version, by=args.by, reason=args.reason, gate=findings)
         forced = f"; forced past the gate: {'; '.join(findings)}" if findings else ""
         print(f"{manifest.line_type}: active model is now {manifest.version} (was {previous}){forced}")
+    elif args.action == "shadow":
+        _shadow(args, registry)
     elif args.action == "rollback":
         previous = registry.active(args.line_type)
         manifest = registry.rollback(args.line_type, by=args.by, reason=args.reason)
@@ -125,6 +138,22 @@ def run(args: argparse.Namespace) -> int:
             print(f"{e.get('time')}  {e.get('line_type'):<5} {e.get('action'):<9} {e.get('version')} "
                   f"(was {e.get('previous')}) by {e.get('by')}{reason}")
     return 0
+
+
+def _shadow(args: argparse.Namespace, registry: Any) -> None:
+    from inspection.errors import SteelInspectError
+
+    if args.version == "off":
+        if args.line_type is None:
+            raise SteelInspectError("models shadow off needs --line-type hot|cold")
+        previous = registry.shadow(args.line_type)
+        registry.set_shadow(None, line_type=args.line_type, by=args.by, reason=args.reason)
+        print(f"{args.line_type}: shadow off (was {previous or 'none'})")
+        return
+    manifest = registry.set_shadow(args.version, line_type=args.line_type, by=args.by, reason=args.reason)
+    print(f"{manifest.line_type}: {manifest.version} runs in shadow beside the active "
+          f"{registry.active(manifest.line_type)} (running workers pick it up between batches and inspect "
+          f"[model] shadow_share of the frames with it)")
 
 
 def _aware_time(text: str) -> Any:
@@ -156,6 +185,16 @@ def _gate(args: argparse.Namespace, registry: Any, candidate: Any, previous: str
     return findings
 
 
+def _voc_classes(data: Path) -> set[str]:
+    """The box class names of a VOC folder (empty for YOLO, whose ids index the model's own classes)."""
+    from inspection.datasets import DatasetError, load_samples
+
+    try:
+        return {label for sample in load_samples(data) for label in sample.labels}
+    except DatasetError:  # YOLO without class names, or a bad folder: the evaluation's loader says what is wrong
+        return set()
+
+
 def run_compare(args: argparse.Namespace, registry: Any) -> int:
     from inspection.commands.evaluate import load_evaluation_samples
     from inspection.commands.predict import write_json
@@ -169,8 +208,13 @@ def run_compare(args: argparse.Namespace, registry: Any) -> int:
                                 f"{manifests[1].version} a {manifests[1].line_type} model: compare models of one "
                                 "line type")
     detectors = [Detector(m, providers=args.providers, intra_op_threads=args.threads) for m in manifests]
-    samples = [load_evaluation_samples(args.data, args.split, m.classes, m.line_type) for m in manifests]
-    figures = compare(*detectors, *samples, rounds=args.rounds, progress=not args.no_progress)
+    # A class new at the plant (in a model trained with --plant-data) is one the other model never learned:
+    # its boxes are judged for that model as an unseen defect type (found or not, called what).
+    present = _voc_classes(args.data) if args.split is None else set()
+    unseen = [tuple(sorted(present - set(m.classes))) for m in manifests]
+    samples = [load_evaluation_samples(args.data, args.split, m.classes, m.line_type, u)
+               for m, u in zip(manifests, unseen, strict=True)]
+    figures = compare(*detectors, *samples, rounds=args.rounds, progress=not args.no_progress, unseen=unseen)
     names = (manifests[0].version, manifests[1].version)
     if names[0] == names[1]:
         names = (f"A: {names[0]}", f"B: {names[1]}")

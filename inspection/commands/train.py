@@ -55,6 +55,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="choose the operating threshold (max F2 on val) only among thresholds with at "
                              "most this many detections per megapixel on defect-free background frames "
                              "(default: the recipe's: 1.0; 0 turns the cap off)")
+    parser.add_argument("--plant-data", type=Path, nargs="+", default=[], metavar="DIR",
+                        help="folders written by `steel-inspect dataset export` (this line type): their samples join "
+                             "the public train and val splits, all samples of a coil in one split, a held-out part "
+                             "of the coils is evaluated apart (metrics.plant_test, written to OUT/plant-test for "
+                             "`models compare`); classes new at the plant extend the model's classes; rejected "
+                             "false alarms train as background. The public test split is unchanged. The model is "
+                             "registered, not activated: promote it with `models promote`")
+    parser.add_argument("--plant-split-seed", type=non_negative_int, default=0, metavar="N",
+                        help="seed of the plant split by coil (default 0; apart from --seed, so the plant hold-out "
+                             "stays the same when the training seed changes)")
     parser.add_argument("--no-register", action="store_true", help="export and evaluate, but do not register")
     parser.add_argument("--datasets", type=Path, default=None, help="datasets root (default ../shared/datasets)")
     parser.add_argument("--models", type=Path, default=None, help="registry root (default models/)")
@@ -87,6 +97,7 @@ def _handle(args: argparse.Namespace) -> int:
                    resume=args.resume, threads=args.threads, negatives=args.negatives,
                    background_cap=args.background_cap, line_views=args.line_views, backbone=args.backbone,
                    exclude_classes=tuple(dict.fromkeys(args.exclude_class)),
+                   plant_data=tuple(dict.fromkeys(args.plant_data)), plant_split_seed=args.plant_split_seed,
                    command="steel-inspect " + shlex.join(sys.argv[1:]))
     state = run(opts)
     result = finalize(opts, state, models_dir=args.models or default_models_dir(),

@@ -2,10 +2,13 @@
 
 Users, roles and passwords are the line database's (`inspection.records.users`; managed with
 `steel-inspect users`). A session is a `Session` in Streamlit's server-side session state under a
-key no widget has, so a browser cannot set it; it ends on "Sign out", after the line config's
-``[console] session_idle_min`` without a script run started by the user, or when the browser tab is
-reloaded (a new Streamlit session). Every action calls `require`, which re-reads the user from the
-database: someone disabled, or given another role, since signing in is refused at once.
+key no widget has, so a browser cannot set it. A reload or a new tab (a new Streamlit session)
+gets it back from the browser's HttpOnly cookie and the session's row in the line database
+(`browser_session`). It ends on "Sign out" (in every tab), after the line config's
+``[console] session_idle_min`` without a script run started by the user, or when the user is
+disabled or given a new password. Every action calls `require`, which re-reads the user and the
+session's row from the database: someone disabled, or given another role, since signing in is
+refused at once.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 import streamlit as st
 
 from inspection.config import ConsoleConfig
+from inspection.console import browser_session
 from inspection.console.context import ConsoleError, audit_key, read_db, sources
 from inspection.errors import SteelInspectError
 from inspection.records import audit, users
@@ -25,6 +29,8 @@ from inspection.records.db import open_db
 
 SESSION_KEY = "_console_session"  # not a widget key: only this module sets it
 NOTICE_KEY = "_console_session_notice"
+ENDED = ("Your session was ended (signed out in another tab, a new password, or by an admin): "
+         "sign in again.")
 NO_USERS = "No users: create one with `steel-inspect users add NAME --role ROLE`; until then every action is refused."
 ROLE_NAMES = {"inspector": "inspector", "quality_engineer": "quality engineer", "ml_engineer": "ML engineer",
               "admin": "admin"}
@@ -32,12 +38,15 @@ ROLE_NAMES = {"inspector": "inspector", "quality_engineer": "quality engineer", 
 
 @dataclass(frozen=True)
 class Session:
-    """A signed-in user: name as stored, role when signing in (re-read for every action), times."""
+    """A signed-in user: name as stored, role when signing in (re-read for every action), times; `key`
+    names its row in the database (`records.sessions`), `synced_ns` when that row last saw activity."""
 
     name: str
     role: str
     signed_in_ns: int
     last_seen_ns: int
+    key: str | None = None
+    synced_ns: int = 0
 
 
 def idle_expired(session: Session, now_ns: int, idle_min: float) -> bool:
@@ -55,23 +64,63 @@ def settings() -> ConsoleConfig:
 
 
 def current_session(*, touch: bool = True, now_ns: int | None = None) -> Session | None:
-    """The signed-in session, or None; an idle one is ended here (with a notice for the sidebar and
-    for the refusal of the action that found it expired). `touch` counts this run as activity."""
+    """The signed-in session, or None; resumed from the browser's cookie in a new tab or after a
+    reload; an idle one is ended here (with a notice for the sidebar and for the refusal of the
+    action that found it expired). `touch` counts this run as activity."""
     session = st.session_state.get(SESSION_KEY)
-    if not isinstance(session, Session):
-        return None
-    now = time.time_ns() if now_ns is None else now_ns
     idle_min = settings().session_idle_min
+    if not isinstance(session, Session):
+        session = _resumed(idle_min)
+        if session is None:
+            return None
+    now = time.time_ns() if now_ns is None else now_ns
     if idle_expired(session, now, idle_min):
-        sign_out(f"Your session ended after {idle_min:g} min without an action: sign in again.")
+        sign_out(_idle_notice(idle_min))
         return None
     if touch:
-        st.session_state[SESSION_KEY] = replace(session, last_seen_ns=now)
+        session = replace(session, last_seen_ns=now)
+        if session.key is not None and now - session.synced_ns > browser_session.TOUCH_EVERY_NS:
+            browser_session.touch(str(sources().database), session.key, now)
+            session = replace(session, synced_ns=now)
+        st.session_state[SESSION_KEY] = session
+    return session
+
+
+def _idle_notice(idle_min: float) -> str:
+    return f"Your session ended after {idle_min:g} min without an action: sign in again."
+
+
+def _resumed(idle_min: float) -> Session | None:
+    """The session of the browser's cookie (a reload, a new tab), put in this Streamlit session."""
+    try:
+        database = str(sources().database)
+    except ConsoleError:
+        return None
+    found = browser_session.resume(database, int(idle_min * 60e9))
+    if found is None or found.user is None:
+        return None
+    if found.outcome == "expired":
+        st.session_state[NOTICE_KEY] = _idle_notice(idle_min)
+    elif found.outcome == "disabled":
+        st.session_state[NOTICE_KEY] = _disabled(found.user.name)
+    if found.outcome != "ok":
+        return None
+    now = found.last_seen_ns or time.time_ns()
+    session = Session(found.user.name, found.user.role, now, now, key=found.digest, synced_ns=now)
+    st.session_state[SESSION_KEY] = session
     return session
 
 
 def sign_out(notice: str | None = None) -> None:
-    st.session_state.pop(SESSION_KEY, None)
+    """End the session: in this tab, in the database (so in every tab and browser that holds its
+    token) and the browser's cookie at the next run."""
+    session = st.session_state.pop(SESSION_KEY, None)
+    try:
+        database = str(sources().database)
+    except ConsoleError:
+        database = None
+    if database is not None:
+        browser_session.end(database, session.key if isinstance(session, Session) else None)
     if notice:
         st.session_state[NOTICE_KEY] = notice
 
@@ -84,12 +133,14 @@ def sign_in(database: Path, name: str, password: str) -> users.LoginResult:
     db = audit.sign_with(open_db(database), audit_key())  # a lockout is an audit event: signed like the rest
     try:
         result = users.authenticate(db, name.strip(), password, policy=policy)
+        if result.ok and result.user is not None:
+            key = browser_session.start(db, result.user.name, int(config.session_idle_min * 60e9))
+            now = time.time_ns()
+            st.session_state[SESSION_KEY] = Session(result.user.name, result.user.role, now, now, key=key,
+                                                    synced_ns=now)
+            st.session_state.pop(NOTICE_KEY, None)
     finally:
         db.close()
-    if result.ok and result.user is not None:
-        now = time.time_ns()
-        st.session_state[SESSION_KEY] = Session(result.user.name, result.user.role, now, now)
-        st.session_state.pop(NOTICE_KEY, None)
     return result
 
 
@@ -102,6 +153,7 @@ def require(permission: str, what: str) -> str:
         with read_db(database) as db:
             enabled = users.count_enabled(db)
             user = users.get_user(db, session.name) if session else None
+            revoked = session is not None and not browser_session.is_open(db, session.key)
     except (SteelInspectError, sqlite3.DatabaseError) as exc:
         raise ConsoleError(f"Action refused: cannot read the users of {database}: {exc}") from None
     if enabled == 0:
@@ -114,6 +166,9 @@ def require(permission: str, what: str) -> str:
     if user is None or user.disabled:
         sign_out(_disabled(session.name))
         raise ConsoleError(f"Action refused: {_disabled(session.name)}")
+    if revoked:
+        sign_out(ENDED)
+        raise ConsoleError(f"Action refused: {ENDED}")
     if not user.may(permission):
         allowed = " or ".join(ROLE_NAMES[r] for r in users.ROLES if r in users.PERMISSIONS[permission])
         raise ConsoleError(f"Action refused: {what} needs the role {allowed}; {user.name} is signed in as "
@@ -157,6 +212,7 @@ def login_sidebar() -> None:
         with read_db(database) as db:
             enabled = users.count_enabled(db)
             user = users.get_user(db, session.name) if session else None
+            revoked = session is not None and not browser_session.is_open(db, session.key)
     except (SteelInspectError, sqlite3.DatabaseError):
         return  # the page reports the unreadable database
     if enabled == 0:
@@ -167,9 +223,13 @@ def login_sidebar() -> None:
     if session is not None and (user is None or user.disabled):
         sign_out(_disabled(session.name))
         session = None
+    elif revoked:
+        sign_out(ENDED)
+        session = None
     elif session is not None and user is not None and user.role != session.role:  # changed since sign-in
         session = replace(session, role=user.role)
         st.session_state[SESSION_KEY] = session
+    browser_session.emit_scripts()
     if session is not None:
         st.sidebar.caption(f"Signed in as **{session.name}** ({ROLE_NAMES.get(session.role, session.role)})")
         if st.sidebar.button("Sign out", key="sign_out", icon=":material/logout:"):

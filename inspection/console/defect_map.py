@@ -32,14 +32,21 @@ def periodic_members(defects: pd.DataFrame, alarms: pd.DataFrame) -> pd.Series:
 def map_chart(defects: pd.DataFrame, alarms: pd.DataFrame, surface: str, classes: list[str],
               length_m: float, width_mm: float, selected: int | None) -> alt.LayerChart:
     """The map of one surface; clicking a point selects it (selection parameter `pick` on `id`)."""
-    # Only the columns the chart uses travel to the browser (the spec carries its data inline).
+    # Only the columns the chart uses travel to the browser (the spec carries its data as Arrow):
+    # categories, small numbers, and the opacity and the selection ring as values computed here, not
+    # as per-point expressions the browser's Vega interpreter evaluates for thousands of points.
     on_surface = defects[defects["surface"] == surface]
+    rejected = on_surface["review_status"] == "rejected"
     points = pd.DataFrame({
-        "id": on_surface["id"], "along_m": (on_surface["along_mm"] / 1000.0).round(3),
-        "across_mm": on_surface["across_mm"].round(1), "effective_class": on_surface["effective_class"],
-        "severity": on_surface["severity"], "score": on_surface["score"].round(3),
-        "status": on_surface["review_status"],
-        "shape": on_surface["periodic"].map({True: "periodic", False: "single"})})
+        "id": on_surface["id"].astype("int32"), "along_m": (on_surface["along_mm"] / 1000.0).round(3),
+        "across_mm": on_surface["across_mm"].round(1),
+        "effective_class": pd.Categorical(on_surface["effective_class"]),
+        "severity": on_surface["severity"].astype("int8"), "score": on_surface["score"].round(3),
+        "status": pd.Categorical(on_surface["review_status"]),
+        "shape": pd.Categorical(on_surface["periodic"].map({True: "periodic", False: "single"})),
+        "opacity": rejected.map({True: 0.25, False: 0.85}).astype("float32"),
+        "ring": pd.Categorical((on_surface["id"] == selected).map({True: "black", False: None}),
+                               categories=["black"])})
     pick = alt.selection_point(name=SELECTION, fields=["id"], on="click", clear="dblclick")
     # Axes and class colours come from `inspection.defect_style`, which the PDF report draws with too.
     x = alt.X(f"{MAP_X.field}:Q", title=MAP_X.title, scale=alt.Scale(domain=[0, length_m]))
@@ -53,9 +60,8 @@ def map_chart(defects: pd.DataFrame, alarms: pd.DataFrame, surface: str, classes
                       legend=alt.Legend(values=[1, 2, 3], format="d")),
         shape=alt.Shape("shape:N", title="pattern", scale=alt.Scale(domain=["single", "periodic"],
                                                                    range=["circle", "diamond"])),
-        opacity=alt.condition(alt.datum.status == "rejected", alt.value(0.25), alt.value(0.85)),
-        stroke=alt.condition(alt.datum.id == (selected if selected is not None else -1),
-                             alt.value("black"), alt.value(None)),
+        opacity=alt.Opacity("opacity:Q", scale=None, legend=None),
+        stroke=alt.Stroke("ring:N", scale=None, legend=None),
         strokeWidth=alt.value(2),
         tooltip=[alt.Tooltip("id:Q", title="defect"), alt.Tooltip("effective_class:N", title="class"),
                  alt.Tooltip("score:Q", format=".2f"), "severity:Q",

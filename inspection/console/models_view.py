@@ -61,7 +61,10 @@ def _registry(root: str, token: Any) -> dict[str, Any]:
                     "dataset": (data.get("data") or {}).get("dataset"),
                     "architecture": data.get("architecture")})
         rows.append(row)
-    return {"active": active, "since": since, "versions": pd.DataFrame(rows),
+    shadow = {lt: registry.shadow(lt) for lt in LINE_TYPES}
+    shadow_since = {lt: _active_since(registry.shadow_history(), lt, shadow[lt]) for lt in LINE_TYPES}
+    return {"active": active, "since": since, "shadow": shadow, "shadow_since": shadow_since,
+            "versions": pd.DataFrame(rows),
             "history": pd.DataFrame(history), "details": {m.version: m.data for m in registry.versions()}}
 
 

@@ -86,25 +86,23 @@ def _time(ns: Any) -> str:
     return dt.datetime.fromtimestamp(int(ns) / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def defect_picker(defects: pd.DataFrame, state_key: str) -> None:
-    """A searchable defect box: the keyboard way to select a defect (the map and gallery set it too)."""
-    labels = defect_labels(defects)
+def defect_picker(state_key: str) -> None:
+    """The keyboard way to select a defect: type its id (the map and the gallery set it too).
+
+    A text box, not a select box of every defect: on a coil of 5,000 defects the options alone were
+    190 KB for the browser to receive and index before the page was usable (`bench console`)."""
     current = st.session_state.get(state_key)
     # Follow a selection made on the map or in the gallery (set before the widget is created).
-    st.session_state[PICKER_KEY] = current if current in labels else None
+    st.session_state[PICKER_KEY] = f"#{current}" if current is not None else ""
 
     def _changed() -> None:
-        st.session_state[state_key] = st.session_state[PICKER_KEY]
+        typed = st.session_state[PICKER_KEY].strip().lstrip("#").strip()
+        if typed.isdigit():
+            st.session_state[state_key] = int(typed)
+        elif not typed:
+            st.session_state.pop(state_key, None)
 
-    st.selectbox("Defect", list(labels), placeholder="defect id, class, surface...", key=PICKER_KEY,
-                 on_change=_changed, format_func=labels.__getitem__)
-
-
-def defect_labels(defects: pd.DataFrame) -> dict[int, str]:
-    """id -> one-line label, built column-wise (a per-row lookup is quadratic on big coils)."""
-    text = ("#" + defects["id"].astype(str) + " " + defects["effective_class"].astype(str) + " · "
-            + defects["surface"].astype(str) + " · " + (defects["along_mm"] / 1000).map("{:.2f} m".format))
-    return dict(zip(defects["id"].astype(int), text, strict=True))
+    st.text_input("Defect id", key=PICKER_KEY, placeholder="e.g. 4711, then Enter", on_change=_changed)
 
 
 def crop_image(crops_dir: Path, sha: Any, width: int = 160, caption: str | None = None) -> None:
@@ -182,7 +180,13 @@ def grade_panel(grades: pd.DataFrame) -> None:
         if len(automatic):
             st.markdown("Automatic grade, for reference:")
             _grade_line(automatic.iloc[-1])
-    with st.expander(f"Grade history ({len(grades)} step(s))", expanded=len(grades) > 1):
+    # Lazy (on_change="rerun"): a closed expander's table is neither built nor sent, and the table
+    # grid's code is the heaviest thing the browser would load for a coil page opened from a link.
+    history_box = st.expander(f"Grade history ({len(grades)} step(s))", expanded=len(grades) > 1,
+                              key="grade_history_open", on_change="rerun")
+    if not history_box.open:
+        return
+    with history_box:
         history = grades.assign(reasons=grades["reasons"].map(lambda r: "; ".join(r)),
                                 by=[_who(row) for row in grades.itertuples(index=False)])
         st.dataframe(history[["time", "grade", "source", "trigger", "by", "defects_counted", "coverage",
@@ -234,7 +238,10 @@ def plant_panel(platform: dict[str, Any]) -> None:
     if not rows:
         st.info("No MES / ERP data imported for this coil.")
         return
-    st.dataframe(pd.DataFrame(rows, columns=["field", "value"]).astype({"value": str}), hide_index=True)
+    # A static table, not st.dataframe: 16 rows need no grid, and the grid's code is the heaviest
+    # thing a browser loads for this page.
+    st.table(pd.DataFrame(rows, columns=["field", "value"]).astype({"value": str}), hide_index=True,
+             hide_header=True)
 
 
 def process_details(value: dict[str, Any]) -> str:

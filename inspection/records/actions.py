@@ -8,16 +8,18 @@ claims. Part of `store.Store` (mixed in); each call is one write transaction wit
   (an ``override_approvals`` "requested" row, no ``grades`` row) and takes effect only through
   ``approve_override(override_id, approver)`` by someone else; ``decline_override`` closes it.
 - ``add_alarm(kind, message, coil=..., surface=, class_=, across_mm=, pitch_mm=, roll_diameter_mm=,
-  count=, details=)``; the recorder keeps the alarm's severity in ``details``.
+  count=, details=)``; the recorder keeps the alarm's severity in ``details``. ``add_alarms``: many
+  `alarms.Alarm` in one insert and one audit event (a batch's severe-defect alarms).
 - ``open_claim`` / ``close_claim(coil, claim_no, by, reason=None)``: crops of claimed coils are kept.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from inspection.records import audit, queries
+from inspection.records import alarms, audit, queries
 from inspection.records.db import write_transaction
 from inspection.records.errors import StoreError
 from inspection.records.grading import ALL_GRADES, needs_second_person
@@ -151,16 +153,27 @@ class InspectorActions:
 
     def add_alarm(self, kind: str, message: str, *, coil: str | None = None, **fields: Any) -> int:
         """Record an alarm (periodic defect, critical defect, incomplete coverage)."""
-        allowed = {"surface", "class_", "across_mm", "pitch_mm", "roll_diameter_mm", "count", "details"}
-        if set(fields) - allowed:
-            raise StoreError(f"add_alarm: unknown field {sorted(set(fields) - allowed)[0]!r}")
-        details = fields.get("details")
-        row = {"coil": coil, "kind": kind, "surface": fields.get("surface"), "class": fields.get("class_"),
-               "across_mm": fields.get("across_mm"), "pitch_mm": fields.get("pitch_mm"),
-               "roll_diameter_mm": fields.get("roll_diameter_mm"), "count": fields.get("count"), "message": message,
-               "details": audit.canonical_json(details) if details is not None else None, "time_ns": self.clock()}
+        row = alarms.row(kind, message, coil, fields, self.clock())
         with write_transaction(self.db):
             return self._insert_audited("alarms", row, "alarm", {"coil": coil, "kind": kind})
+
+    def add_alarms(self, decided: Sequence[alarms.Alarm]) -> list[int]:
+        """Record alarms in one insert with one audit event (joining the caller's transaction, as
+        `Store.apply_batch` does for a batch's severe-defect alarms); their ids, in order."""
+        if not decided:
+            return []
+        now = self.clock()
+        rows = [alarms.row(a.kind, a.message, a.coil, {**a.fields, "details": a.stored_details()}, now)
+                for a in decided]
+        with write_transaction(self.db):
+            before = audit.max_rowid(self.db, "alarms")
+            self.db.conn.executemany(f"INSERT INTO alarms ({', '.join(rows[0])}) "
+                                     f"VALUES ({', '.join(':' + k for k in rows[0])})", rows)
+            entry, stored = self._new_rows("alarms", before, as_dicts=False)
+            self._audit("alarm", {"kinds": sorted({a.kind for a in decided}),
+                                  "coils": sorted({a.coil for a in decided if a.coil is not None}),
+                                  "alarms": len(decided), "rows": {"alarms": entry}})
+        return [r[0] for r in stored]
 
     def open_claim(self, coil: str, claim_no: str, by: str, reason: str | None = None) -> int:
         return self._claim(coil, claim_no, "open", by, reason)

@@ -40,7 +40,7 @@ STAGING = ".staging"  # crops written for a transaction that has not committed y
 def crop_origin(box: tuple[float, float, float, float], width: int, height: int,
                 margin: int | None = None) -> tuple[int, int] | None:
     """Top-left corner, in frame pixels, of the crop the worker cut around `box` (frame pixels):
-    the box grown by `margin` on each side and clipped to the frame (`frame_inspector._crop_png`).
+    the box grown by `margin` on each side and clipped to the frame (`frame_inspector.crop_png`).
     With `margin` None it is read back from the crop's `width` x `height`: an axis clipped on
     neither side is the box plus twice the margin. None when the box is not a box."""
     x1, y1, x2, y2 = box
@@ -54,31 +54,46 @@ def crop_origin(box: tuple[float, float, float, float], width: int, height: int,
 
 
 class CropStore:
-    """Content-addressed PNG files under `root`."""
+    """Content-addressed PNG files under `root`.
+
+    The recorder stages and commits one file per defect, thousands a second on a busy line, so the
+    hot path (`stage`, `commit`) works on plain strings (a pathlib object costs microseconds, and
+    there were ten per crop), makes each folder once per process instead of asking the kernel at
+    every crop, and lets a rename say that nothing was staged instead of a stat before it."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self._root = str(self.root)
+        self._staging = os.path.join(self._root, STAGING)
+        self._made: set[str] = set()  # folders this process made (or found there)
 
     def path(self, sha256: str) -> Path:
-        return self.root / sha256[:2] / f"{sha256}.png"
+        return Path(self._path(sha256))
+
+    def _path(self, sha256: str) -> str:
+        return f"{self._root}/{sha256[:2]}/{sha256}.png"
 
     def put(self, png: bytes) -> str:
         """Store `png` (idempotent) and return its sha256."""
         sha = hashlib.sha256(png).hexdigest()
-        target = self.path(sha)
-        if not target.exists():
-            _write(target, png)
+        target = self._path(sha)
+        if not os.path.exists(target):
+            self._write(target, png)
         return sha
 
     def staged(self, sha256: str) -> Path:
-        return self.root / STAGING / f"{sha256}.png"
+        return Path(self._staged(sha256))
+
+    def _staged(self, sha256: str) -> str:
+        return f"{self._staging}/{sha256}.png"
 
     def stage(self, png: bytes) -> str:
         """Write `png` where it waits for the transaction that records its defect (see the module
         docstring); its sha256. `StoreError` when it cannot be written (a full or missing disk)."""
         sha = hashlib.sha256(png).hexdigest()
-        if not self.path(sha).exists() and not self.staged(sha).exists():
-            _write(self.staged(sha), png)
+        staged = self._staged(sha)
+        if not os.path.exists(self._path(sha)) and not os.path.exists(staged):
+            self._write(staged, png)
         return sha
 
     def commit(self, shas: Iterable[str]) -> int:
@@ -86,10 +101,14 @@ class CropStore:
         moved (they stay staged, and `recover` moves them at the next start)."""
         failed = 0
         for sha in dict.fromkeys(shas):
-            staged, target = self.staged(sha), self.path(sha)
+            staged, target = self._staged(sha), self._path(sha)
             try:
-                if staged.exists():
-                    target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.replace(staged, target)
+                except FileNotFoundError:
+                    if not os.path.exists(staged):
+                        continue  # nothing was staged: the crop was in place already
+                    self._folder(os.path.dirname(target), known=False)  # its folder was not there
                     os.replace(staged, target)
             except OSError:
                 failed += 1
@@ -111,15 +130,31 @@ class CropStore:
     def files(self) -> list[Path]:
         return sorted(self.root.glob("??/*.png")) if self.root.exists() else []
 
+    def _folder(self, folder: str, *, known: bool = True) -> None:
+        """Make `folder` unless this process made it already (`known` False: make sure again)."""
+        if not known or folder not in self._made:
+            os.makedirs(folder, exist_ok=True)
+            self._made.add(folder)
 
-def _write(target: Path, png: bytes) -> None:
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(png)
-        os.replace(tmp, target)
-    except OSError as exc:
-        raise StoreError(f"{target}: cannot write crop: {exc}") from None
+    def _write(self, target: str, png: bytes) -> None:
+        """Write atomically (temp file + rename: a crash never leaves half a crop under its name)."""
+        tmp = f"{target[:-4]}.{os.getpid()}.tmp"
+        folder = os.path.dirname(target)
+        try:
+            self._folder(folder)
+            try:
+                _write_new(tmp, png)
+            except FileNotFoundError:  # removed since this process made it
+                self._folder(folder, known=False)
+                _write_new(tmp, png)
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise StoreError(f"{target}: cannot write crop: {exc}") from None
+
+
+def _write_new(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
 
 
 @dataclass(frozen=True)
@@ -128,16 +163,19 @@ class RecoverResult:
     deleted: int  # staged crops of a transaction that never committed
 
 
-def recover(db: Database, crops: CropStore) -> RecoverResult:
+def recover(db: Database, crops: CropStore, table: str = "defects") -> RecoverResult:
     """Finish what a recorder that died between a batch's transaction and `CropStore.commit` left
-    staged: crops the database references go into place, the others are deleted."""
+    staged: crops the database references (``table``'s ``crop_sha256``: the defects', or the shadow
+    disagreements' in their own folder) go into place, the others are deleted."""
+    if table not in ("defects", "shadow_disagreements"):  # a table name from this package, never from outside
+        raise StoreError(f"recover: no crops are recorded in {table!r}")
     staged = {p.stem: p for p in crops.staged_files()}
     names = list(staged)
     referenced: set[str] = set()
     for i in range(0, len(names), 500):  # SQLite's bound-parameter limit
         chunk = names[i:i + 500]
         referenced |= {row[0] for row in db.execute(
-            f"SELECT DISTINCT crop_sha256 FROM defects WHERE crop_sha256 IN ({','.join('?' * len(chunk))})", chunk)}
+            f"SELECT DISTINCT crop_sha256 FROM {table} WHERE crop_sha256 IN ({','.join('?' * len(chunk))})", chunk)}
     failed = crops.commit(sorted(referenced))
     deleted = 0
     for sha, path in staged.items():

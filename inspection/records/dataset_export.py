@@ -13,7 +13,7 @@ of the public sets (``images/`` + ``annotations/``, Pascal VOC XML, one file per
 The images are the stored crops, byte for byte: the defect's box plus ``crop_margin_px`` of
 context on each side (the worker's ``records.crop_margin_px``; raise it where crops are meant
 for training). The box in crop coordinates follows from how the worker cuts a crop
-(`crops.crop_origin`, mirroring `frame_inspector._crop_png`). Every box
+(`crops.crop_origin`, mirroring `frame_inspector.crop_png`). Every box
 is checked against the crop's real size before it is written.
 
 Other reviewed defects of the same frame that overlap a crop are labelled in it as well (a

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from inspection.records.errors import RulesError
 from inspection.severity import SeverityError, SeverityRule, rule_from_table
@@ -65,9 +66,9 @@ class RuleSet:
     severity: SeverityRule
 
 
-@dataclass(frozen=True)
-class GradeDefect:
-    """What grading needs of one defect (its effective class after reviews)."""
+class GradeDefect(NamedTuple):
+    """What grading needs of one defect (its effective class after reviews). A named tuple: a coil
+    may have 10,000 of them, built at every grading, and a frozen dataclass costs 5x as much."""
 
     cls: str
     severity: int
@@ -187,9 +188,13 @@ def grade(data: GradeInput, rules: RuleSet, coverage_min: float) -> GradeResult:
         return GradeResult(HOLD, (reason,), len(data.defects), data.coverage)
     length_m = max(data.length_m, 1e-6)
     worst, reasons = GRADES[0], []
-    zones = [zone_of(d, rules, length_m, data.width_mm) for d in data.defects]  # once per defect
+    # Defects every limit treats alike (class, severity, surface, zones) counted once: a coil of
+    # 10,000 defects has a few hundred such kinds, so each limit tests those, not every defect.
+    kinds = Counter((d.cls, d.severity, d.surface, _zones(d, rules, length_m, data.width_mm))
+                    for d in data.defects)
     for limit in rules.limits:
-        count = sum(1 for d, z in zip(data.defects, zones, strict=True) if _matches(limit, d, z))
+        count = sum(n for (cls, severity, surface, zones), n in kinds.items()
+                    if _matches(limit, cls, severity, surface, zones))
         zone_len, zone_width = _zone_size(limit.zone, rules, length_m, data.width_mm)
         surfaces = 2 if limit.surface == "any" else 1
         if limit.per == "coil":
@@ -213,31 +218,26 @@ def grade(data: GradeInput, rules: RuleSet, coverage_min: float) -> GradeResult:
     return GradeResult(worst, tuple(reasons), len(data.defects), data.coverage)
 
 
-def zone_of(d: GradeDefect, rules: RuleSet, length_m: float, width_mm: float) -> set[str]:
-    zones = {"any"}
+def _zones(d: GradeDefect, rules: RuleSet, length_m: float, width_mm: float) -> tuple[str, str, str]:
+    """The zones `d` lies in: any, one of head / tail / body, one of edge / centre."""
     along_m = d.along_mm / 1000.0
-    if along_m < rules.head_m:
-        zones.add("head")
-    elif along_m > length_m - rules.tail_m:
-        zones.add("tail")
-    else:
-        zones.add("body")
-    zones.add("edge" if d.across_mm < rules.edge_mm or d.across_mm > width_mm - rules.edge_mm else "centre")
-    return zones
+    lengthwise = "head" if along_m < rules.head_m else "tail" if along_m > length_m - rules.tail_m else "body"
+    across = "edge" if d.across_mm < rules.edge_mm or d.across_mm > width_mm - rules.edge_mm else "centre"
+    return "any", lengthwise, across
 
 
 def limits_counting(d: GradeDefect, rules: RuleSet, length_m: float, width_mm: float) -> tuple[str, ...]:
     """Ids of the rule set's limits that count `d` (the same test `grade` applies); empty when no
     limit of the set counts it, so it cannot change the grade."""
-    zones = zone_of(d, rules, max(length_m, 1e-6), width_mm)
-    return tuple(limit.id for limit in rules.limits if _matches(limit, d, zones))
+    zones = _zones(d, rules, max(length_m, 1e-6), width_mm)
+    return tuple(limit.id for limit in rules.limits if _matches(limit, d.cls, d.severity, d.surface, zones))
 
 
-def _matches(limit: Limit, d: GradeDefect, zones: set[str]) -> bool:
+def _matches(limit: Limit, cls: str, severity: int, surface: str, zones: tuple[str, ...]) -> bool:
     return (
-        (not limit.classes or d.cls in limit.classes)
-        and d.severity >= limit.severity_min
-        and (limit.surface == "any" or d.surface == limit.surface)
+        (not limit.classes or cls in limit.classes)
+        and severity >= limit.severity_min
+        and (limit.surface == "any" or surface == limit.surface)
         and limit.zone in zones
     )
 

@@ -7,6 +7,7 @@ publishes, models, the run summary of `steel-inspect run` and the accuracy bench
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from sqlite_utils import Database
@@ -55,15 +56,20 @@ def last_grade_id(db: Database) -> int:
     return db.execute("SELECT coalesce(max(id), 0) FROM grades").fetchone()[0]
 
 
-def grades_since(db: Database, after_id: int) -> list[dict[str, Any]]:
+def grades_since(db: Database, after_id: int,
+                 known_counts: Mapping[int, dict[str, int]] | None = None) -> list[dict[str, Any]]:
     """Grade rows with id > `after_id`, oldest first, each with its `event` (graded, regraded, hold,
-    override), its reasons decoded and the coil's effective defect counts per class at that moment."""
+    override), its reasons decoded and the coil's effective defect counts per class at that moment.
+    `known_counts` (grade id -> counts) are the counts a grade was decided on, when its writer
+    knows them: reading a coil's defects again for them costs as much as grading it."""
     rows = db.execute("SELECT id, coil, grade, source, reasons, rule_set, rule_version, coverage, defects_counted, "
                       "by FROM grades WHERE id > ? ORDER BY id", (after_id,)).fetchall()
     out = []
     for gid, coil, grade, source, reasons, rule_set, rule_version, coverage, counted, by in rows:
         earlier = db.execute("SELECT 1 FROM grades WHERE coil=? AND id<? LIMIT 1", (coil, gid)).fetchone()
-        counts = class_counts(db, coil)
+        counts = (known_counts or {}).get(gid)
+        if counts is None:
+            counts = class_counts(db, coil)
         out.append({"id": gid, "coil": coil, "grade": grade, "reasons": json.loads(reasons),
                     "event": ("override" if source == "override" else "hold" if grade == "hold"
                               else "regraded" if earlier else "graded"),
@@ -73,10 +79,12 @@ def grades_since(db: Database, after_id: int) -> list[dict[str, Any]]:
     return out
 
 
-def class_counts(db: Database, coil: str) -> dict[str, int]:
-    """Effective defects per class (reviews applied, rejected ones left out, seam fragments once)."""
+def class_counts(db: Database, coil: str, defects: list[dict[str, Any]] | None = None) -> dict[str, int]:
+    """Effective defects per class (reviews applied, rejected ones left out, seam fragments once);
+    `defects`: the coil's `queries.coil_defects` rows when the caller has read them already."""
+    rows = queries.coil_defects(db, coil) if defects is None else defects
     counts: dict[str, int] = {}
-    for d in queries.coil_defects(db, coil, include_rejected=False):
+    for d in queries.not_rejected(rows):
         counts[d["effective_class"]] = counts.get(d["effective_class"], 0) + 1
     return counts
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -54,8 +55,7 @@ class PeriodicFinding:
                 f"pitch {self.pitch_mm:.0f} mm -> roll diameter {self.roll_diameter_mm:.0f} mm")
 
 
-@dataclass(frozen=True)
-class Point:
+class Point(NamedTuple):  # 10,000 per coil at every finalisation: a tuple is 5x cheaper to build
     id: int
     surface: str
     cls: str

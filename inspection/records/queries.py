@@ -128,30 +128,36 @@ def review_states(db: Database, coil: str, alias: dict[int, int] | None = None) 
     return states
 
 
+_DEFECT_COLUMNS = ("d.id, d.surface, d.camera, d.frame_seq, d.frame_index, d.defect_index, d.along_mm, d.across_mm, "
+                   "d.x1, d.y1, d.x2, d.y2, d.length_mm, d.width_mm, d.area_mm2, d.class, d.score, d.severity, "
+                   "d.crop_sha256, d.captured_ns, m.version AS model_version, m.sha256 AS model_sha256")
+# what grading, the review queue, the roll-mark search and the seam merge read: half the columns,
+# no join, for the recorder's read of a whole coil at every finalisation
+_LEAN_COLUMNS = ("d.id, d.surface, d.frame_index, d.defect_index, d.along_mm, d.across_mm, d.length_mm, "
+                 "d.width_mm, d.class, d.score, d.severity")
+
+
 def coil_defects(db: Database, coil: str, *, include_rejected: bool = True,
-                 merge_seams: bool = True) -> list[dict[str, Any]]:
+                 merge_seams: bool = True, lean: bool = False) -> list[dict[str, Any]]:
     """The coil's defects in along order, with ``effective_class``, ``review_status``, ``model_version``
     and ``parts`` (fragment ids; ``[id]`` for a defect inside one frame); a defect of class
     ``unknown`` has ``guesses`` (the model's best classes, ``[[class, score], ...]``).
 
     A defect cut by frame seams is one row (see `seams.merge_fragments`); `merge_seams` False gives
-    the fragments as recorded, each with its own reviews.
+    the fragments as recorded, each with its own reviews. `lean` reads only id, surface, frame and
+    defect index, position, size, class, score and severity (`_LEAN_COLUMNS`).
     """
-    cur = db.execute(
-        "SELECT d.id, d.surface, d.camera, d.frame_seq, d.frame_index, d.defect_index, d.along_mm, "
-        "d.across_mm, "
-        "d.x1, d.y1, d.x2, d.y2, d.length_mm, d.width_mm, d.area_mm2, d.class, d.score, d.severity, "
-        "d.crop_sha256, d.captured_ns, m.version AS model_version, m.sha256 AS model_sha256 "
-        "FROM defects d LEFT JOIN models m ON m.id = d.model_id WHERE d.coil=? ORDER BY d.along_mm, d.id",
-        (coil,),
-    )
-    rows = _dicts(cur)
+    join = "" if lean else " LEFT JOIN models m ON m.id = d.model_id"
+    rows = _dicts(db.execute(f"SELECT {_LEAN_COLUMNS if lean else _DEFECT_COLUMNS} FROM defects d{join} "
+                             "WHERE d.coil=? ORDER BY d.along_mm, d.id", (coil,)))
     alias: dict[int, int] = {}
-    if merge_seams:
-        rows, alias = seams.merge_fragments(rows, seams.coil_links(db, coil))
+    links = seams.coil_links(db, coil) if merge_seams else []
+    if links:
+        rows, alias = seams.merge_fragments(rows, links)
         rows.sort(key=lambda r: (r["along_mm"], r["id"]))
-    else:
-        rows = [{**r, "parts": [r["id"]]} for r in rows]
+    else:  # nothing to merge (most coils): the fresh rows as they are, in the query's order
+        for r in rows:
+            r["parts"] = [r["id"]]
     states = review_states(db, coil, alias)
     guesses = defect_guesses(db, coil) if any(r["class"] == UNKNOWN for r in rows) else {}
     out = []
@@ -165,6 +171,11 @@ def coil_defects(db: Database, coil: str, *, include_rejected: bool = True,
         if include_rejected or r["review_status"] != "rejected":
             out.append(r)
     return out
+
+
+def first_defect_ids(db: Database, coil: str, limit: int) -> list[int]:
+    """The ids of a coil's first `limit` defects (by id)."""
+    return [i for (i,) in db.execute("SELECT id FROM defects WHERE coil = ? ORDER BY id LIMIT ?", (coil, limit))]
 
 
 def defect_guesses(db: Database, coil: str) -> dict[int, list[list[Any]]]:
@@ -322,18 +333,26 @@ def coil_width_mm(db: Database, coil: str) -> float:
     return float(width[0]) if width and width[0] else 1000.0
 
 
-def grade_input(db: Database, coil: str) -> GradeInput:
-    """Everything grading needs, with reviews applied (rejected defects left out)."""
-    defects = [
+def not_rejected(defects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`coil_defects` rows without those reviewed as false alarms (what grading and alarms count)."""
+    return [d for d in defects if d["review_status"] != "rejected"]
+
+
+def grade_input(db: Database, coil: str, defects: list[dict[str, Any]] | None = None) -> GradeInput:
+    """Everything grading needs, with reviews applied (rejected defects left out). `defects` are the
+    coil's `coil_defects` rows (rejected ones included) when the caller has read them already:
+    finalising a coil reads them once for grading, the roll-mark search and the review queue."""
+    defects = coil_defects(db, coil) if defects is None else defects
+    counted = [
         GradeDefect(d["effective_class"], d["severity"], d["surface"], d["along_mm"], d["across_mm"])
-        for d in coil_defects(db, coil, include_rejected=False)
+        for d in not_rejected(defects)
     ]
     return GradeInput(
         coil=coil,
         length_m=coil_length_m(db, coil),
         width_mm=coil_width_mm(db, coil),
         coverage=coverage(db, coil)["share"],
-        defects=defects,
+        defects=counted,
     )
 
 

@@ -10,8 +10,8 @@
   by frame seams counts once, under its merged class and severity; the stored ``day`` must lie
   between the first and last capture day of the defects it counts, since a batch that arrives out of
   order may have set it from a later one), and ``review_queue``, re-picked by `review_queue.
-  pick_for_review` from the defects and seam links recorded before each ``review_queue`` event,
-  with that event's seed and budget.
+  pick_for_review` from the defects, seam links and shadow disagreements recorded before each
+  ``review_queue`` event, with that event's seed and budget.
 
 Rows queued before ``review_queue`` events existed cannot be rebuilt (the budget they were picked
 with is not recorded) and are reported as not covered; a table whose newest change recorded no
@@ -32,6 +32,7 @@ from inspection.records import audit, seams
 from inspection.records.platform import PLATFORM_TABLES
 from inspection.records.review_queue import pick_for_review
 from inspection.records.schema import STATE_TABLES
+from inspection.records.shadow import disputed_defects
 from inspection.records.user_audit import USER_KINDS, UserFacts
 
 _STATE_KINDS = {"line_registered": ("lines", "cameras"), "platform_import": PLATFORM_TABLES}
@@ -48,8 +49,8 @@ class ChainFacts:
     # recorded none (an older version's event, or an import batch before its last one)
     state: dict[str, tuple[int, str, list[Any] | None]] = field(default_factory=dict)
     registrations: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
-    # seq, coil, seed, budget, and the defects / defect_links rowids recorded before the fill
-    queue_fills: list[tuple[int, str, int, int, int, int]] = field(default_factory=list)
+    # seq, coil, seed, budget, and the defects / defect_links / shadow_disagreements rowids recorded before the fill
+    queue_fills: list[tuple[int, str, int, int, int, int, int]] = field(default_factory=list)
     prunes: list[tuple[int, int, int, dict[str, int]]] = field(default_factory=list)  # seq, time, days, bounds
     users: UserFacts = field(default_factory=UserFacts)  # checked by `user_audit.check_users`
     notes: list[str] = field(default_factory=list)
@@ -63,7 +64,8 @@ class ChainFacts:
                 return self.users.observe(seq, kind, event)
             if kind == "review_queue":
                 self.queue_fills.append((seq, str(event["coil"]), int(event["seed"]), int(event["budget"]),
-                                         covered.get("defects", (0, 0))[1], covered.get("defect_links", (0, 0))[1]))
+                                         covered.get("defects", (0, 0))[1], covered.get("defect_links", (0, 0))[1],
+                                         covered.get("shadow_disagreements", (0, 0))[1]))
             elif kind == "crops_pruned":  # the rowids its decision saw (older events: the chain's)
                 upto = event.get("upto") or {t: covered.get(t, (0, 0))[1] for t in _PRUNE_BOUNDS}
                 self.prunes.append((seq, time_ns, int(event["retention_days"]),
@@ -199,30 +201,33 @@ def _check_class_counts(db: Database) -> str | None:
 
 
 def _defects_upto(db: Database, coil: str, defects_upto: int,
-                  links_upto: int) -> list[tuple[int, str, float, int]]:
+                  links_upto: int) -> tuple[list[tuple[int, str, float, int]], dict[int, int]]:
     """(id, class, score, severity) of the coil's defects merged across seams, as they stood when the
-    evidence ended at these rowids (tuples: a coil may have thousands, and only linked ones merge)."""
+    evidence ended at these rowids (tuples: a coil may have thousands, and only linked ones merge), and
+    fragment id -> merged id for the linked ones."""
     rows = db.execute("SELECT id, class, score, severity FROM defects WHERE coil = ? AND id <= ?",
                       (coil, defects_upto)).fetchall()
     if not _has(db, "defect_links"):
-        return rows
+        return rows, {}
     links = [tuple(r) for r in db.execute(
         "SELECT upper_id, lower_id, severity FROM defect_links WHERE coil = ? AND id <= ? ORDER BY id",
         (coil, links_upto))]
     if not links:
-        return rows
+        return rows, {}
     merged, alias = seams.coil_groups(db, coil, links)
     return [r for r in rows if r[0] not in alias] + [(m["id"], m["class"], m["score"], m["severity"])
-                                                     for m in merged]
+                                                     for m in merged], alias
 
 
 def rebuilt_review_queue(db: Database, facts: ChainFacts) -> dict[int, tuple[str, str, float, str, str]]:
     """defect_id -> (coil, class, priority, reason, what picked it), as the events filled the queue
     (a later fill keeps the rows of an earlier one, as INSERT OR IGNORE does)."""
     expected: dict[int, tuple[str, str, float, str, str]] = {}
-    for seq, coil, seed, budget, defects_upto, links_upto in facts.queue_fills:
-        defects = _defects_upto(db, coil, defects_upto, links_upto)
-        for d, cls, priority, reason in pick_for_review(coil, defects, budget=budget, seed=seed):
+    for seq, coil, seed, budget, defects_upto, links_upto, shadow_upto in facts.queue_fills:
+        defects, alias = _defects_upto(db, coil, defects_upto, links_upto)
+        disputed = ({alias.get(d, d) for d in disputed_defects(db, coil, upto=shadow_upto, defects_upto=defects_upto)}
+                    if shadow_upto else set())
+        for d, cls, priority, reason in pick_for_review(coil, defects, budget=budget, seed=seed, disputed=disputed):
             expected.setdefault(d, (coil, cls, priority, reason, f"audit seq {seq}"))
     return expected
 

@@ -8,10 +8,13 @@ coil_end and all its frames are inspected or explicitly dropped -- or `grace_s` 
 coil_end, in which case the coverage gate puts it on hold. Late frames regrade it.
 
 Every alarm is decided here, stored in the audited ``alarms`` table (its severity in ``details``)
-and only then emitted (`events.AlarmRaised`, with the row's id):
+and only then emitted (`events.AlarmRaised`, with the row's id; a coil's finalisation -- grade,
+alarms, review queue -- is one transaction whose events wait for its commit):
 
 - ``severe_defect``: a recorded defect at or above `alarm_min_severity` (a defect cut by frame
-  seams is judged on its whole size, and alarmed once);
+  seams is judged on its whole size, and alarmed once; `alarms.severe_defects`), stored in the
+  batch's own transaction with one audit event for the batch's alarms, each sent right after its
+  defect, and summarised in the log (`alarms.SevereLog`: one line at most every 5 s);
 - ``periodic``: a roll mark found when the coil is finalised;
 - ``coverage``: a coil finalised below the coverage gate (on hold);
 - ``model``: the model that inspects a line type changed (a promote or rollback reached the line);
@@ -21,28 +24,34 @@ Anchors: the store signs every audit event it writes when it holds the audit key
 copies the newest signed checkpoint (`checkpoints.latest`, O(1)) to the append-only anchor file
 every `anchor_s`, at every coil end and at stop, and keeps it in `checkpoint` for the PLC heartbeat.
 
+Shadow mode's messages (`shadow_results.ShadowResult`) are taken out of each batch and written after
+it, in their own transaction and tables (`Store.record_shadow`): no event, alarm or grade comes of them.
+
 Grade rows are emitted as `events.GradeDecided` whoever wrote them (this recorder, or an override or
 review in the console, another process): `housekeeping` looks for new rows every second.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from inspection.frame import CoilEvent
-from inspection.records import checkpoints, line_reads, queries
+from inspection.records import alarms, checkpoints, line_reads, queries
 from inspection.records.checkpoints import AnchorLog, Checkpoint
+from inspection.records.db import write_transaction
 from inspection.records.errors import StoreError
 from inspection.records.events import AlarmRaised, DefectRecorded, GradeDecided, RecorderEvent
 from inspection.records.periodic import Point, find_periodic
-from inspection.records.store import Store
+from inspection.records.store import BatchResult, Store
 from inspection.results import FrameResult, ResultMessage, WorkerStatus
+from inspection.shadow_results import ShadowResult
 
 log = logging.getLogger(__name__)
 EventHook = Callable[[RecorderEvent], None]
@@ -65,6 +74,8 @@ class RecorderStats:
     alarms: int = 0
     crops_failed: int = 0  # defects recorded without their crop (the crop folder could not be written)
     finalise_s: float = 0.0  # time spent grading coils, searching roll marks and filling the queue
+    shadow_frames: int = 0  # frames a shadow model also inspected, and where it disagreed (`record_shadow`)
+    shadow_disagreements: int = 0
     last_error: str | None = None
     grades: dict[str, str] = field(default_factory=dict)
 
@@ -93,9 +104,12 @@ class Recorder:
         self._worker_silent: set[str] = set()
         self._rejected_alarmed = 0
         self._crops_failing = False  # alarmed once per run of failures, again after crops were written
-        self._alarmed: dict[int, None] = {}
+        self._alarmed: dict[int, None] = {}  # heads of the defects alarmed lately (insertion order: oldest first)
+        self._severe_log = alarms.SevereLog(log)
         self._models: dict[str, tuple[str, str]] = {}  # line type -> (version, sha256) inspecting it
         self._model_rows: dict[int, tuple[str, str] | None] = {}
+        self._grade_counts: dict[int, dict[str, int]] = {}  # grade id -> the class counts it was decided on
+        self._held: list[RecorderEvent] | None = None  # events of a decision whose transaction is open
         # Grades recorded before this process started were published by its predecessor.
         self._last_grade_id = line_reads.last_grade_id(store.db)
         self.anchors, self.anchor_s = anchors, anchor_s
@@ -144,12 +158,15 @@ class Recorder:
         if not self._buffer:
             return
         batch, self._buffer = self._buffer, []
+        shadow = [m for m in batch if isinstance(m, ShadowResult)]
+        if shadow:
+            batch = [m for m in batch if not isinstance(m, ShadowResult)]
         try:
-            result = self.store.apply_batch(batch, want_rows=True)
+            result = self.store.apply_batch(batch, want_rows=True, alarms=self._severe_alarms)
         except sqlite3.OperationalError as exc:
             # Locked past the busy timeout (a long console write) or a full disk: keep the batch
             # in memory and retry at the next flush instead of dropping what the workers sent.
-            self._buffer = batch + self._buffer
+            self._buffer = batch + shadow + self._buffer
             self._first_at = time.monotonic()
             self.stats.last_error = f"flush failed, will retry: {exc}"
             log.error("flush of %d messages failed, will retry: %s", len(batch), exc)
@@ -163,10 +180,7 @@ class Recorder:
         log.debug("applied %d messages: %d new defects (%d duplicates), %d frames, audit seq %s", len(batch),
                   result.new_defects, result.duplicate_defects, result.new_frames, result.audit_seq)
         self._watch_models(batch)
-        for row in result.defect_rows:
-            version, sha256 = self._model_of(row.get("model_id"))
-            self._emit(DefectRecorded(row, version, sha256))
-            self._severe_alarm(row)
+        self._emit_recorded(result)
         now = time.monotonic()
         for coil in result.coil_ends:
             self._pending.setdefault(coil, now)
@@ -179,9 +193,40 @@ class Recorder:
         touched = {m.coil for m in batch} - set(self._pending)
         for coil in touched:  # late frames of an already graded coil: regrade (recorded only if it changes)
             if coil in self.stats.grades or line_reads.has_grade(self.store.db, coil):
-                self._grade(coil, "late-frames", finalise=False)
+                self._regrade(coil)
+        self._record_shadow(shadow)  # before finalising: a coil's queue reads its disagreements
         self._check_pending()
         self._publish_grades()
+
+    def _record_shadow(self, shadow: list[ShadowResult]) -> None:
+        if not shadow:
+            return
+        try:
+            written = self.store.record_shadow(shadow)
+        except sqlite3.OperationalError as exc:  # as in `flush`: kept, retried at the next flush
+            self._buffer = [*shadow, *self._buffer]
+            self._first_at = time.monotonic()
+            log.error("shadow results of %d frames not written, will retry: %s", len(shadow), exc)
+            return
+        self.stats.shadow_frames += written.new_frames
+        self.stats.shadow_disagreements += written.new_disagreements
+        if written.crops_failed:
+            log.error("%d shadow disagreement(s) recorded without their crop: %s", written.crops_failed,
+                      written.crop_error)
+
+    def _emit_recorded(self, result: BatchResult) -> None:
+        """Each new defect, and right after it the severe-defect alarm committed with it."""
+        raised = {alarm.details["defect_id"]: (alarm_id, alarm) for alarm_id, alarm in result.alarms}
+        for row in result.defect_rows:
+            version, sha256 = self._model_of(row.get("model_id"))
+            self._emit(DefectRecorded(row, version, sha256))
+            if row["id"] in raised:
+                alarm_id, alarm = raised[row["id"]]
+                self._remember_alarmed(alarms.head_of(row))
+                self.stats.alarms += 1
+                self._severe_log.add(alarm_id, alarm)
+                self._emit(alarm.event(alarm_id))
+        self._severe_log.flush(time.monotonic())
 
     def housekeeping(self) -> None:
         """Once a second: finalise coils whose grace ran out, watch worker health, write the live
@@ -192,6 +237,7 @@ class Recorder:
             self._status()
             self._publish_grades()
             self.anchor()
+            self._severe_log.flush(time.monotonic())
         except sqlite3.OperationalError as exc:  # locked or full: try again next second
             log.error("grading / status update failed, will retry: %s", exc)
 
@@ -209,6 +255,7 @@ class Recorder:
         self._status()
         self._publish_grades()
         self.anchor(force=True)
+        self._severe_log.flush(time.monotonic(), force=True)
         if self._buffer:
             log.error("recorder stopping with %d unwritten messages (database unavailable)", len(self._buffer))
 
@@ -231,36 +278,48 @@ class Recorder:
 
     def _finalise(self, coil: str, trigger: str) -> None:
         started = time.perf_counter()
-        result = self._grade(coil, trigger, finalise=True)
-        points = [Point(d["id"], d["surface"], d["effective_class"], d["along_mm"], d["across_mm"])
-                  for d in queries.coil_defects(self.store.db, coil, include_rejected=False)]
-        for finding in find_periodic(points):
-            self._alarm("periodic", finding.message(), coil=coil, surface=finding.surface, class_=finding.cls,
-                        across_mm=finding.across_mm, pitch_mm=finding.pitch_mm,
-                        roll_diameter_mm=finding.roll_diameter_mm, count=finding.count,
-                        details={"defect_ids": list(finding.defect_ids)})
-        if result.grade == "hold":
-            # frames no record shows (a process died holding them): counted here, not only implied
-            lost = queries.coverage(self.store.db, coil)["lost"]
-            self._alarm("coverage", f"coil {coil} on hold: {result.reasons[0]}"
-                                    + (f"; {lost} frame(s) lost (in no record)" if lost else ""), coil=coil,
-                        details={"coverage": result.coverage, "required": self.store.coverage_min,
-                                 "frames_lost": lost})
-        queued = self.store.enqueue_reviews(coil)
-        self._pending.pop(coil, None)  # only now: a failure above leaves the coil pending, retried
+        db = self.store.db
+        # One transaction, one read of the coil's defects (the costliest query of a coil) for the
+        # grade, the roll-mark search, the review queue and the grade's class counts: a review from
+        # the console cannot slip in between them, and nothing is published before it commits.
+        with self._decision():
+            defects = queries.coil_defects(db, coil, lean=True)
+            counted = queries.not_rejected(defects)
+            result = self.store.grade_coil(coil, trigger, force=True, defects=defects)
+            grade_id, counts = line_reads.last_grade_id(db), line_reads.class_counts(db, coil, counted)
+            points = [Point(d["id"], d["surface"], d["effective_class"], d["along_mm"], d["across_mm"])
+                      for d in counted]
+            for finding in find_periodic(points):
+                self._alarm("periodic", finding.message(), coil=coil, surface=finding.surface,
+                            class_=finding.cls, across_mm=finding.across_mm, pitch_mm=finding.pitch_mm,
+                            roll_diameter_mm=finding.roll_diameter_mm, count=finding.count,
+                            details={"defect_ids": list(finding.defect_ids)})
+            if result.grade == "hold":
+                # frames no record shows (a process died holding them): counted here, not only implied
+                lost = queries.coverage(db, coil)["lost"]
+                self._alarm("coverage", f"coil {coil} on hold: {result.reasons[0]}"
+                                        + (f"; {lost} frame(s) lost (in no record)" if lost else ""), coil=coil,
+                            details={"coverage": result.coverage, "required": self.store.coverage_min,
+                                     "frames_lost": lost})
+            queued = self.store.enqueue_reviews(coil, defects=defects)
+        # committed: only now (a failure above leaves the coil pending, retried)
+        self._grade_counts[grade_id] = counts
+        self.stats.grades[coil] = result.grade
+        self.stats.coils_graded += 1
+        self._pending.pop(coil, None)
         self.anchor(force=True)  # the coil's grade and alarms, signed and anchored before it leaves the line
         self.stats.finalise_s += time.perf_counter() - started
         log.info("coil %s graded %s (%s, coverage %.2f%%, %d defects, %d queued for review)", coil,
                  result.grade, trigger, result.coverage * 100, result.counted, queued)
 
-    def _grade(self, coil: str, trigger: str, *, finalise: bool) -> Any:
-        result = self.store.grade_coil(coil, trigger, force=finalise)
-        self.stats.grades[coil] = result.grade
-        self.stats.coils_graded += finalise
-        return result
+    def _regrade(self, coil: str) -> None:
+        """Late frames of a coil already graded: grade again (a row only if the grade changes)."""
+        self.stats.grades[coil] = self.store.grade_coil(coil, "late-frames").grade
 
     def _publish_grades(self) -> None:
-        for row in line_reads.grades_since(self.store.db, self._last_grade_id):
+        rows = line_reads.grades_since(self.store.db, self._last_grade_id, self._grade_counts)
+        self._grade_counts = {}
+        for row in rows:
             self._last_grade_id = row["id"]
             self._emit(GradeDecided(grade_id=row["id"], coil=row["coil"], event=row["event"], grade=row["grade"],
                                     reasons=row["reasons"], coverage=row["coverage"], counts=row["counts"],
@@ -283,26 +342,16 @@ class Recorder:
             log.error("audit anchor not written: %s", exc)
 
     # -- alarms ------------------------------------------------------------------------------------
-    def _severe_alarm(self, row: dict[str, Any]) -> None:
-        """One alarm per defect at or above the alarm severity; a defect cut by frame seams is judged
-        on its whole size (`group_severity`) and alarmed once, by whichever fragment reaches it first."""
+    def _severe_alarms(self, rows: list[dict[str, Any]]) -> list[alarms.Alarm]:
+        """The batch's severe-defect alarms (`alarms.severe_defects`), stored with its defects."""
         if self.alarm_min_severity is None:
-            return
-        head = row.get("merged_into") or row["id"]
-        severity = max(int(row.get("severity") or 0), int(row.get("group_severity") or 0))
-        if head in self._alarmed or severity < self.alarm_min_severity:
-            return
+            return []
+        return alarms.severe_defects(rows, self.alarm_min_severity, self._alarmed)
+
+    def _remember_alarmed(self, head: int) -> None:
         self._alarmed[head] = None
         while len(self._alarmed) > ALARMED_MEMORY:
             self._alarmed.pop(next(iter(self._alarmed)))
-        keys = ("camera", "surface", "frame_index", "defect_index", "class", "score", "along_mm", "across_mm",
-                "merged_into")
-        details = {"defect_id": row["id"], **{k: row[k] for k in keys if row.get(k) is not None}}
-        self._alarm("severe_defect",
-                    f"severity {severity} {row['class']} on coil {row['coil']} ({row['surface']}) at "
-                    f"{row['along_mm']:.0f} mm along, {row['across_mm']:.0f} mm across",
-                    coil=row["coil"], severity=severity, surface=row["surface"], class_=row["class"],
-                    across_mm=row["across_mm"], details=details)
 
     def _watch_crops(self, written: int, failed: int, error: str | None) -> None:
         """A crop folder that cannot be written (full, gone, read-only) raises one ``worker`` alarm;
@@ -352,15 +401,27 @@ class Recorder:
                 self._alarm("worker", f"worker {worker} has not reported for {now - seen:.0f} s",
                             details={"process": worker, "reason": "silent"})
 
-    def _alarm(self, kind: str, message: str, *, coil: str | None = None, severity: int | None = None,
-               details: dict[str, Any] | None = None, **fields: Any) -> None:
-        severity = severity if severity is not None else SEVERITY[kind]
-        stored = {**(details or {}), "severity": severity}
-        alarm_id = self.store.add_alarm(kind, message, coil=coil, details=stored, **fields)
-        self.stats.alarms += 1
-        log.warning("alarm %d: %s", alarm_id, message)
-        extra = {("class" if k == "class_" else k): v for k, v in fields.items()}
-        self._emit(AlarmRaised(alarm_id, kind, coil, severity, message, {**extra, **stored}))
+    def _alarm(self, kind: str, message: str, *, coil: str | None = None, details: dict[str, Any] | None = None,
+               **fields: Any) -> None:
+        """Store one alarm of `kind` (its severity: `SEVERITY`), then emit it."""
+        alarm = alarms.Alarm(kind, message, coil, SEVERITY[kind], fields, details or {})
+        alarm_id = self.store.add_alarm(kind, message, coil=coil, details=alarm.stored_details(), **fields)
+        self._emit(alarm.event(alarm_id))
+
+    @contextlib.contextmanager
+    def _decision(self) -> Iterator[None]:
+        """One write transaction for a decision and what it stores; the events it emits are held
+        until it commits (a PLC must never hear of a row that was rolled back) and dropped if it
+        does not (the coil stays pending and is decided again)."""
+        held: list[RecorderEvent] = []
+        outer, self._held = self._held, held
+        try:
+            with write_transaction(self.store.db):
+                yield
+        finally:
+            self._held = outer
+        for event in held:
+            self._emit(event)
 
     # -- outputs -------------------------------------------------------------------------------------
     def _model_of(self, model_id: int | None) -> tuple[str | None, str | None]:
@@ -372,6 +433,12 @@ class Recorder:
         return found if found is not None else (None, None)
 
     def _emit(self, event: RecorderEvent) -> None:
+        if self._held is not None:  # inside a decision's transaction: after it commits
+            self._held.append(event)
+            return
+        if isinstance(event, AlarmRaised) and event.kind != "severe_defect":  # those: `SevereLog`, per batch
+            self.stats.alarms += 1
+            log.warning("alarm %d: %s", event.alarm_id, event.message)
         if self.on_event is None:
             return
         try:
@@ -387,7 +454,8 @@ class Recorder:
             "pid": os.getpid(), "endpoint": self.endpoint, "messages": self.stats.messages,
             "rejected": self.stats.rejected, "frames_per_s": (self.stats.new_frames - frames0) / dt,
             "defects_per_s": (self.stats.new_defects - defects0) / dt, "pending_coils": sorted(self._pending),
-            "alarms": self.stats.alarms, "crops_failed": self.stats.crops_failed, "last_error": self.stats.last_error},
+            "alarms": self.stats.alarms, "crops_failed": self.stats.crops_failed, "last_error": self.stats.last_error,
+            "shadow_frames": self.stats.shadow_frames, "shadow_disagreements": self.stats.shadow_disagreements},
             **{f"worker:{self.line}:{name}": status for name, status in self._workers.items()}})
         self._workers = {}
         self._rate = (now, self.stats.new_frames, self.stats.new_defects)

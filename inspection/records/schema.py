@@ -32,6 +32,14 @@ Inspection records -- append-only, each insert covered by a content digest in `a
   model could not tell what it is), its best guesses as JSON ``[[class, score], ...]``, written in
   the transaction that recorded the defect.
 
+- ``shadow_frames`` and ``shadow_disagreements`` (``m009_shadow``): shadow mode (`shadow`). One row
+  per frame a candidate model also inspected beside the active one (both models as ``models.id``, what
+  each found, the shadow's time) and one per defect they saw differently: kind ``active_only`` (the
+  active model's defect ``active_index`` in that frame, which the shadow missed), ``shadow_only``
+  or ``other_class``, both classes and scores, the overlap, box, position and crop sha256 (crops in
+  ``<crops_dir>/shadow``). UNIQUE per frame and shadow model (and item): re-sent results are ignored.
+  Nothing else reads them for a grade, a defect count or the PLC; the review queue does (`review_queue`).
+
 - ``override_approvals`` (``m007_override_approvals``): the second person of a grade override that
   needs one (hold -> prime, see `grading.needs_second_person`): ``requested`` (written with the
   override, by its author), then ``approved`` or ``declined`` by someone else. UNIQUE (override_id,
@@ -44,6 +52,11 @@ password-changed times, failed attempts since the last success, locked until) an
 (every sign-in attempt: name as typed, bounded, and its outcome; the newest 10,000 kept); see
 `users`.
 
+Console sessions (``m011_console_sessions``; operational state, not evidence): ``console_sessions``,
+one row per signed-in browser: the sha256 of its random session token (never the token), the user,
+created and last-seen times; deleted on sign-out, when the user is disabled or gets a new password,
+and once idle longer than the console allows; see `sessions`.
+
 Audit: ``audit_log`` (seq, time, kind, actor, canonical JSON event, prev_hash, hash), a hash chain
 over every mutating event; see `audit`. From ``m003_append_only`` on, triggers refuse UPDATE and
 DELETE on every evidence table (``m004_seam_links`` adds them for ``defect_links``).
@@ -51,7 +64,7 @@ DELETE on every evidence table (``m004_seam_links`` adds them for ``defect_links
 the process that wrote it: (seq, head hash, key id, HMAC-SHA256 with the audit key, which lives in
 a file, never here); see `checkpoints`.
 
-PLC output (``m009_plc_sequence``; operational state, not evidence): ``plc_publishers`` (one row per
+PLC output (``m010_plc_sequence``; operational state, not evidence): ``plc_publishers`` (one row per
 start of a line's PLC publisher: its ``epoch``, never reused) and ``plc_sequence`` (per line and topic,
 the last ``seq`` the publisher numbered, written before the messages leave); see `plc_sequence`.
 
@@ -92,6 +105,8 @@ AUDITED_TABLES: tuple[str, ...] = (
     "defect_links",
     "defect_guesses",
     "override_approvals",
+    "shadow_frames",
+    "shadow_disagreements",
 )
 # Tables changed in place by upserts -> the columns their content digest is ordered by (the primary
 # key: unlike rowid, it survives VACUUM).
@@ -278,6 +293,33 @@ def m008_audit_checkpoints(db: Database) -> None:
     _append_only(db, "audit_checkpoints")
 
 
+_SHADOW = """
+CREATE TABLE shadow_frames (id INTEGER PRIMARY KEY, coil TEXT NOT NULL, camera TEXT NOT NULL, surface TEXT NOT NULL,
+  frame_index INTEGER NOT NULL, active_model_id INTEGER NOT NULL, shadow_model_id INTEGER NOT NULL,
+  active_defects INTEGER NOT NULL, shadow_defects INTEGER NOT NULL, disagreements INTEGER NOT NULL,
+  shadow_ms REAL NOT NULL, captured_ns INTEGER NOT NULL, recorded_ns INTEGER NOT NULL,
+  UNIQUE (coil, camera, frame_index, shadow_model_id));
+CREATE INDEX shadow_frames_models ON shadow_frames (shadow_model_id, active_model_id);
+CREATE TABLE shadow_disagreements (id INTEGER PRIMARY KEY, coil TEXT NOT NULL, camera TEXT NOT NULL,
+  surface TEXT NOT NULL, frame_index INTEGER NOT NULL, item INTEGER NOT NULL, active_model_id INTEGER NOT NULL,
+  shadow_model_id INTEGER NOT NULL, kind TEXT NOT NULL, active_index INTEGER, active_class TEXT, active_score REAL,
+  shadow_class TEXT, shadow_score REAL, iou REAL NOT NULL, x1 REAL, y1 REAL, x2 REAL, y2 REAL,
+  along_mm REAL NOT NULL, across_mm REAL NOT NULL, crop_sha256 TEXT, captured_ns INTEGER NOT NULL,
+  UNIQUE (coil, camera, frame_index, shadow_model_id, item));
+CREATE INDEX shadow_disagreements_models ON shadow_disagreements (shadow_model_id, active_model_id, kind);
+CREATE INDEX shadow_disagreements_coil ON shadow_disagreements (coil)
+"""
+
+
+@migrations(name="m009_shadow")
+def m009_shadow(db: Database) -> None:
+    # Tables of their own: what a candidate model would have found is evidence for the decision to
+    # promote it (audited, append-only), but never a defect of the coil.
+    _script(db, _SHADOW)
+    for table in ("shadow_frames", "shadow_disagreements"):
+        _append_only(db, table)
+
+
 _PLC_SEQUENCE = """
 CREATE TABLE plc_publishers (epoch INTEGER PRIMARY KEY AUTOINCREMENT, line TEXT NOT NULL, process TEXT NOT NULL,
   pid INTEGER, started_ns INTEGER NOT NULL);
@@ -286,11 +328,26 @@ CREATE TABLE plc_sequence (line TEXT NOT NULL, topic TEXT NOT NULL, seq INTEGER 
 """
 
 
-@migrations(name="m009_plc_sequence")
-def m009_plc_sequence(db: Database) -> None:
+@migrations(name="m010_plc_sequence")
+def m010_plc_sequence(db: Database) -> None:
     # A recorder restarted by `run` must not number its PLC messages from 1 again: a PLC could not
     # tell that from a replay. AUTOINCREMENT: an epoch is never handed out twice, even after a delete.
     _script(db, _PLC_SEQUENCE)
+
+
+_CONSOLE_SESSIONS = """
+CREATE TABLE console_sessions (id INTEGER PRIMARY KEY, token_sha256 TEXT NOT NULL UNIQUE,
+  name TEXT NOT NULL COLLATE NOCASE, created_ns INTEGER NOT NULL, last_seen_ns INTEGER NOT NULL);
+CREATE INDEX console_sessions_name ON console_sessions (name)
+"""
+
+
+@migrations(name="m011_console_sessions")
+def m011_console_sessions(db: Database) -> None:
+    # A sign-in must outlive a page reload, which starts a new Streamlit session: the browser keeps a
+    # token, this table its hash. Rows are deleted when a session ends, so it is not evidence (sign-in
+    # attempts are `login_events`, user changes audit events).
+    _script(db, _CONSOLE_SESSIONS)
 
 
 def _append_only(db: Database, table: str) -> None:
@@ -308,7 +365,8 @@ def _script(db: Database, script: str) -> None:
 
 MIGRATION_NAMES: tuple[str, ...] = ("m001_core", "m002_platform", "m003_append_only", "m004_seam_links",
                                     "m005_defect_guesses", "m006_users", "m007_override_approvals",
-                                    "m008_audit_checkpoints", "m009_plc_sequence")
+                                    "m008_audit_checkpoints", "m009_shadow", "m010_plc_sequence",
+                                    "m011_console_sessions")
 # Every table with append-only triggers (`audit verify` checks that they are still there).
 APPEND_ONLY_TABLES: tuple[str, ...] = (*AUDITED_TABLES, "audit_log", "audit_checkpoints")
 SCHEMA_VERSION = len(MIGRATION_NAMES)

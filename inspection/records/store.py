@@ -4,13 +4,15 @@ Every mutating call runs in one write transaction together with its audit row (`
 evidence and its audit entry commit or vanish together.
 
 - `Store.apply_batch(messages)`: the recorder's path; idempotent (natural keys + INSERT OR IGNORE).
-  Fragments of a defect cut by a frame seam are linked in the same transaction (`seams`).
+  Fragments of a defect cut by a frame seam are linked in the same transaction (`seams`), and the
+  severe-defect alarms the recorder decides on the new rows are stored in it (`alarms`).
 - `Store.grade_coil(coil, trigger)`: grade from the effective defects; history row when it changes.
 - `Store.add_review(defect_id, reviewer, action, new_class, reason)`: append-only; regrades the coil.
 - `Store.override_grade(coil, reviewer, grade, reason)`: an inspector's grade, reason mandatory;
   hold -> prime waits for `Store.approve_override` by a second person (see `actions`).
 - `Store.add_alarm`, `Store.open_claim` / `close_claim`, `Store.enqueue_reviews`, `Store.set_status`,
   `Store.register_line`.
+- `Store.record_shadow(messages)`: shadow mode's disagreements, in tables of their own (`shadow`).
 
 Effective grade of a coil: its latest ``override`` row if it has any, else its latest ``auto`` row
 (a pending override has no row until it is approved, so it is never effective before that).
@@ -29,12 +31,14 @@ from inspection.frame import CoilEvent
 from inspection.records import audit, queries, seams
 from inspection.records import crops as crops_module
 from inspection.records.actions import REVIEW_ACTIONS, InspectorActions, OverrideOutcome
+from inspection.records.alarms import Alarm
 from inspection.records.audit_keys import AuditKey
 from inspection.records.crops import CropStore
 from inspection.records.db import open_db, write_transaction
 from inspection.records.errors import StoreError
 from inspection.records.grading import GradeResult, RuleSet, grade, load_rules
 from inspection.records.review_queue import select_for_review
+from inspection.records.shadow import ShadowRecords
 from inspection.results import FrameDropped, FrameResult, ResultMessage
 
 __all__ = ["REVIEW_ACTIONS", "BatchResult", "OverrideOutcome", "Store"]
@@ -101,9 +105,10 @@ class BatchResult:
     crops_written: int = 0
     crops_failed: int = 0  # defects recorded without their crop: the file could not be written
     crop_error: str | None = None
+    alarms: list[tuple[int, Alarm]] = field(default_factory=list)  # (alarm id, alarm) stored with the batch
 
 
-class Store(InspectorActions):
+class Store(InspectorActions, ShadowRecords):
     """Writer of one line database (the recorder, and the console through the same API)."""
 
     def __init__(
@@ -187,11 +192,15 @@ class Store(InspectorActions):
             )
 
     # -- the recorder's path ------------------------------------------------------------------
-    def apply_batch(self, messages: Sequence[ResultMessage], *, want_rows: bool = False) -> BatchResult:
+    def apply_batch(self, messages: Sequence[ResultMessage], *, want_rows: bool = False,
+                    alarms: Callable[[list[dict[str, Any]]], Sequence[Alarm]] | None = None) -> BatchResult:
         """Record a batch of worker messages in one transaction; re-sent messages are ignored.
 
-        Crops are staged before the transaction and moved into place after it (`crops`); a crop that
-        cannot be written leaves its defect without one (``crops_failed`` in the result)."""
+        `alarms` decides, from the new defect rows (as in ``defect_rows``), the alarms to store in
+        the same transaction (`add_alarms`): a defect is never committed without the alarm it
+        raised. Crops are staged before the transaction and moved into place after it (`crops`); a
+        crop that cannot be written leaves its defect without one (``crops_failed`` in the result)."""
+        want_rows = want_rows or alarms is not None
         result = BatchResult(messages=len(messages))
         staged: list[str] = []
         now = self.clock()
@@ -245,6 +254,9 @@ class Store(InspectorActions):
             result.duplicate_frames = len(rows["frames"]) - result.new_frames
             if covered:
                 result.audit_seq = self._audit("batch", {"messages": len(messages), "rows": covered})
+            if alarms is not None and result.defect_rows:
+                decided = alarms(result.defect_rows)
+                result.alarms = list(zip(self.add_alarms(decided), decided, strict=True))
         if staged and self.crops is not None:  # committed: the crops go into place (see `crops`)
             self.crops.commit(staged)
         return result
@@ -265,8 +277,15 @@ class Store(InspectorActions):
         return sha
 
     def recover_crops(self) -> crops_module.RecoverResult | None:
-        """Crops a recorder that died left staged: into place if recorded, deleted if not (`crops.recover`)."""
-        return crops_module.recover(self.db, self.crops) if self.crops is not None else None
+        """Crops a recorder that died left staged: into place if recorded, deleted if not (`crops.recover`);
+        the defects' and the shadow disagreements' together."""
+        if self.crops is None:
+            return None
+        found = crops_module.recover(self.db, self.crops)
+        shadow = self.recover_shadow_crops()
+        if shadow is None:
+            return found
+        return crops_module.RecoverResult(found.moved + shadow.moved, found.deleted + shadow.deleted)
 
     def _defect_row(self, m: FrameResult, index: int, d: Any, crop: str | None) -> dict[str, Any]:
         x1, y1, x2, y2 = d.box
@@ -314,10 +333,13 @@ class Store(InspectorActions):
             "ON CONFLICT(coil, class, surface, severity) DO UPDATE SET n = n + excluded.n", (before, *skipped))
 
     # -- grading -------------------------------------------------------------------------------
-    def grade_coil(self, coil: str, trigger: str, *, force: bool = False) -> GradeResult:
-        """Grade `coil` from its effective defects; a history row is added when the result changes."""
+    def grade_coil(self, coil: str, trigger: str, *, force: bool = False,
+                   defects: list[dict[str, Any]] | None = None) -> GradeResult:
+        """Grade `coil` from its effective defects; a history row is added when the result changes.
+        `defects`: the coil's `queries.coil_defects` rows, read by the caller in the transaction
+        this call joins (so no review can slip in between the read and the grade)."""
         with write_transaction(self.db):
-            result = grade(queries.grade_input(self.db, coil), self.rules, self.coverage_min)
+            result = grade(queries.grade_input(self.db, coil, defects), self.rules, self.coverage_min)
             last = self.db.execute(
                 "SELECT grade, reasons FROM grades WHERE coil=? AND source='auto' ORDER BY id DESC LIMIT 1",
                 (coil,),
@@ -376,15 +398,17 @@ class Store(InspectorActions):
         hours = queries.coil_duration_s(self.db, coil) / 3600.0
         return max(1, round(self.review_budget_per_hour * hours))
 
-    def enqueue_reviews(self, coil: str, *, seed: int = 0, budget: int | None = None) -> int:
+    def enqueue_reviews(self, coil: str, *, seed: int = 0, budget: int | None = None,
+                        defects: list[dict[str, Any]] | None = None) -> int:
         """Put the coil's defects that need an expert into the review queue (see `review_queue`);
-        `budget` (default `review_budget`) bounds the sampled and uncertain items.
+        `budget` (default `review_budget`) bounds the sampled and uncertain items; `defects` as for
+        `grade_coil`.
 
         The queue is derived, but the event says when it was filled, with which seed and budget:
         `audit verify` rebuilds it from the evidence recorded before this event and compares."""
         with write_transaction(self.db):
             budget = self.review_budget(coil) if budget is None else budget
-            picked = select_for_review(self.db, coil, seed=seed, budget=budget)
+            picked = select_for_review(self.db, coil, seed=seed, budget=budget, defects=defects)
             self.db.conn.executemany(
                 "INSERT OR IGNORE INTO review_queue (defect_id, coil, class, priority, reason, created_ns) "
                 "VALUES (?,?,?,?,?,?)",

@@ -14,7 +14,8 @@ counts a failed attempt; `LoginPolicy.attempts` in a row lock the account for
 `LoginPolicy.lockout_ns` (a success resets the count; so does `set_password`). While locked, the
 password is not even checked. Every attempt is a ``login_events`` row; additions, role changes,
 password changes, disabling and lockouts are audit events (never with the hash; with a digest of the
-row, so `audit verify` finds a role or hash edited in the file: `user_audit`).
+row, so `audit verify` finds a role or hash edited in the file: `user_audit`). Disabling a user or
+changing their password ends every console session they have open (`sessions`).
 
 The slow hash is computed outside any write transaction: the recorder shares the database and
 must not wait for a sign-in.
@@ -178,7 +179,9 @@ def set_password(db: Database, name: str, password: str, *, actor: str,
         now = clock()
         db.execute("UPDATE users SET password_hash = ?, password_changed_ns = ?, failed_attempts = 0, "
                    "locked_until_ns = NULL WHERE name = ?", (hashed, now, user.name))
-        audit.append(db, "user_password", actor, {"name": user.name, "row_sha256": row_sha256(db, user.name)}, now)
+        ended = _end_sessions(db, user.name)  # whoever knew the old password may hold a session
+        audit.append(db, "user_password", actor, {"name": user.name, "row_sha256": row_sha256(db, user.name),
+                                                 "sessions_ended": ended}, now)
 
 
 def set_role(db: Database, name: str, role: str, *, actor: str, clock: Callable[[], int] = time.time_ns) -> None:
@@ -202,8 +205,10 @@ def set_disabled(db: Database, name: str, disabled: bool, *, actor: str,
     with write_transaction(db):
         now = clock()
         db.execute("UPDATE users SET disabled_ns = ? WHERE name = ?", (now if disabled else None, user.name))
-        audit.append(db, "user_disabled" if disabled else "user_enabled", actor,
-                     {"name": user.name, "row_sha256": row_sha256(db, user.name)}, now)
+        event = {"name": user.name, "row_sha256": row_sha256(db, user.name)}
+        if disabled:
+            event["sessions_ended"] = _end_sessions(db, user.name)
+        audit.append(db, "user_disabled" if disabled else "user_enabled", actor, event, now)
 
 
 def authenticate(db: Database, name: str, password: str, *, policy: LoginPolicy = LoginPolicy(),
@@ -272,6 +277,13 @@ def _record(db: Database, name: str, result: LoginResult, now: int) -> LoginResu
         # bounded: anyone who reaches the console can try names, this table must not grow without end
         db.execute("DELETE FROM login_events WHERE id <= ?", (cursor.lastrowid - KEEP_LOGIN_EVENTS,))
     return result
+
+
+def _end_sessions(db: Database, name: str) -> int:
+    # Imported here: a session belongs to a user, so `sessions` imports this module.
+    from inspection.records import sessions
+
+    return sessions.end_all(db, name)
 
 
 def _existing(db: Database, name: str) -> User:

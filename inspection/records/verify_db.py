@@ -34,7 +34,7 @@ from inspection.records.schema import APPEND_ONLY_TABLES, AUDITED_TABLES, STATE_
 CHECKED_TABLES = frozenset({*AUDITED_TABLES, *STATE_TABLES, "audit_log", "audit_checkpoints", "coil_class_counts",
                             "review_queue", "users"})
 NOT_EVIDENCE = {"status": "live figures", "_sqlite_migrations": "applied migrations",
-                "login_events": "sign-in attempts",
+                "login_events": "sign-in attempts", "console_sessions": "console sessions (token hashes)",
                 "plc_publishers": "PLC publisher starts", "plc_sequence": "PLC sequence numbers"}
 
 

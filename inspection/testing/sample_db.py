@@ -27,6 +27,7 @@ from inspection.records.periodic import Point, find_periodic
 from inspection.records.platform import import_rows, synthetic_extract
 from inspection.records.store import Store
 from inspection.results import Defect, FrameResult
+from inspection.shadow_results import Disagreement, ShadowResult
 
 LINE = "demo-hot-1"
 CLASSES = ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches")
@@ -120,6 +121,45 @@ def _finalise(store: Store, coil: str, seed: int) -> None:
                         roll_diameter_mm=finding.roll_diameter_mm, count=finding.count,
                         details={"defect_ids": list(finding.defect_ids)})
     store.enqueue_reviews(coil, seed=seed)
+
+
+def add_shadow_run(store: Store, coil: str, shadow_version: str, seed: int = 0) -> list[ShadowResult]:
+    """Shadow results for every inspected frame of `coil`, written through `Store.record_shadow` as the
+    recorder would: the shadow misses the first defect of every frame that has any, calls the second
+    one another class, and finds one mark of its own in every third frame (crops in the store's
+    shadow folder). Returns what was recorded."""
+    rng = np.random.default_rng(seed)
+    frames = store.db.execute("SELECT camera, frame_index, seq, captured_ns FROM frames WHERE coil = ? "
+                              "AND status = 'inspected' ORDER BY camera, frame_index", (coil,)).fetchall()
+    messages = []
+    for camera, index, seq, captured in frames:
+        defects = [d for d in queries.coil_defects(store.db, coil, merge_seams=False)
+                   if d["camera"] == camera and d["frame_index"] == index]
+        defects.sort(key=lambda d: d["defect_index"])
+        items = []
+        if defects:
+            d = defects[0]
+            items.append(Disagreement("active_only", (d["x1"], d["y1"], d["x2"], d["y2"]), d["along_mm"],
+                                      d["across_mm"], 0.0, active_index=d["defect_index"], active_class=d["class"],
+                                      active_score=d["score"], crop_png=_crop(rng, d["class"])))
+        if len(defects) > 1:
+            d = defects[1]
+            other = CLASSES[(CLASSES.index(d["class"]) + 1) % len(CLASSES)] if d["class"] in CLASSES else CLASSES[0]
+            items.append(Disagreement("other_class", (d["x1"], d["y1"], d["x2"], d["y2"]), d["along_mm"],
+                                      d["across_mm"], 0.8, active_index=d["defect_index"], active_class=d["class"],
+                                      active_score=d["score"], shadow_class=other, shadow_score=0.6,
+                                      crop_png=_crop(rng, other)))
+        if index % 3 == 0:
+            items.append(Disagreement("shadow_only", (300.0, 40.0, 330.0, 70.0), index * FRAME_MM + 55.0, 315.0,
+                                      0.0, shadow_class="scratches", shadow_score=0.55,
+                                      crop_png=_crop(rng, "scratches")))
+        surface = "top" if camera.startswith("top") else "bottom"
+        messages.append(ShadowResult(StreamKey(LINE, "hot", camera, surface), coil, seq, index, captured,
+                                     MODEL_VERSION, MODEL_SHA, shadow_version, "cd" * 32, 40.0,
+                                     active_defects=len(defects), shadow_defects=len(defects) - (1 if defects else 0)
+                                     + (index % 3 == 0), disagreements=tuple(items)))
+    store.record_shadow(messages)
+    return messages
 
 
 def main() -> None:

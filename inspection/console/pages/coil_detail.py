@@ -74,9 +74,11 @@ def map_and_selection() -> None:
                             selection_mode="pick", width="stretch")
     with pick_col:
         st.subheader("Selected defect")
-        widgets.defect_picker(defects, SELECTED_DEFECT_KEY)
+        widgets.defect_picker(SELECTED_DEFECT_KEY)
         defect_id = st.session_state.get(SELECTED_DEFECT_KEY)
-        if defect_id is not None and defect_id in set(defects["id"]):
+        if defect_id is not None and defect_id not in set(defects["id"]):
+            st.warning(f"No defect #{defect_id} on coil {coil}.")
+        elif defect_id is not None:
             row = defects.set_index("id").loc[defect_id]
             widgets.selected_crop(sources().crops_dir, defect_id, row)
             widgets.defect_facts(defect_id, row)
@@ -88,16 +90,23 @@ def map_and_selection() -> None:
 map_and_selection()
 
 # -- gallery, overrides, reviews, report --------------------------------------------------------
-with st.expander(f"Crop gallery ({len(defects)} defects)", expanded=True):
-    widgets.gallery(defects, classes, sources().crops_dir, SELECTED_DEFECT_KEY)
+# Closed until asked for, and only then built (on_change="rerun"): its 24 crops with captions and
+# buttons were half of what a browser had to do to open a coil from a link (`bench console`).
+gallery_box = st.expander(f"Crop gallery ({len(defects)} defects, page by page)", key="gallery_open",
+                          on_change="rerun")
+if gallery_box.open:
+    with gallery_box:
+        widgets.gallery(defects, classes, sources().crops_dir, SELECTED_DEFECT_KEY)
 action_col, report_col = st.columns(2)
 with action_col:
     forms.override_form(path, coil)
     reviews = data.coil_reviews(path, token, coil)
-    with st.expander(f"Reviews of this coil ({len(reviews)})"):
-        if len(reviews):
-            st.dataframe(reviews, hide_index=True)
-        else:
-            st.caption("No review yet.")
+    reviews_box = st.expander(f"Reviews of this coil ({len(reviews)})", key="coil_reviews_open", on_change="rerun")
+    if reviews_box.open:  # built only when opened (see widgets.grade_panel)
+        with reviews_box:
+            if len(reviews):
+                st.dataframe(reviews, hide_index=True)
+            else:
+                st.caption("No review yet.")
 with report_col:
     forms.report_downloads(path, token, coil)

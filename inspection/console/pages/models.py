@@ -1,9 +1,11 @@
-"""Models: the registry, read-only for inspectors (promote / rollback are CLI actions)."""
+"""Models: the registry, read-only for inspectors (promote / rollback / shadow are CLI actions), and
+what a candidate running in shadow disagreed on (`shadow_view`)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
+from inspection.console import shadow_view
 from inspection.console.auth import page_needs
 from inspection.console.models_view import registry_root, registry_snapshot
 from inspection.errors import SteelInspectError
@@ -51,3 +53,5 @@ if len(history):
     st.dataframe(history.iloc[::-1], hide_index=True)
 else:
     st.caption("No promotion recorded yet.")
+
+shadow_view.show(snapshot, LINE_TYPES)

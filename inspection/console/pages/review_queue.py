@@ -11,7 +11,8 @@ from inspection.console.navigation import open_coil
 
 SKIPPED_KEY = "queue_skipped"
 REASONS = {"unknown": "the model could not name it", "high_severity": "critical severity",
-           "low_confidence": "low confidence", "sample": "random sample (estimates precision)"}
+           "low_confidence": "low confidence", "sample": "random sample (estimates precision)",
+           "disagreement": "the shadow model missed it or named it otherwise"}
 
 st.title("Review queue")
 path, token = page_database()
@@ -23,8 +24,8 @@ figures[0].metric("Reviewed", f"{done} of {queued}", help="queued defects an ins
 figures[1].metric("Waiting", progress["waiting"], help="queued defects not reviewed yet")
 figures[2].metric("Not queued", progress["not_queued"],
                   help="detections of these coils left out of the queue (sampled out): unknown and critical "
-                       "defects are always queued, the rest only as a random sample and the most uncertain "
-                       "detections, within [records] review_budget_per_hour")
+                       "defects are always queued, the rest only as a random sample and, first where a shadow "
+                       "model disagreed, the most uncertain detections, within [records] review_budget_per_hour")
 st.progress(done / queued if queued else 1.0, text=f"{done / queued:.0%} of the queue reviewed" if queued else
             "nothing queued")
 
