@@ -98,6 +98,10 @@ class WorkerConfig:
     heartbeat_s: float = 1.0
     results_hwm: int = 1000  # result messages a worker queues for the recorder before it waits
     results_linger_ms: int = 10_000  # at exit, queued results get this long to reach the recorder
+    # The CPU path (inspection/cpu_runs.py): one window per model run and every window shape run at start
+    # keep a worker's memory flat; cpu_batch 16 and cpu_warm_up false are how it ran before
+    cpu_batch: int = 1  # windows (of one shape) per model run on a CPU
+    cpu_warm_up: bool = True  # run every window shape before the worker reports ready
     # The GPU path (TensorRT / CUDA; a CPU worker ignores these): inspection/shapes.py, inspection/providers.py
     gpu_fp16: bool = True  # TensorRT may pick fp16 kernels (box maths stay within 1 px up to 2048 px)
     gpu_fp32_source: bool = True  # an int8 model runs as its fp32 source (TensorRT rejects its uint8 QDQ)
@@ -492,6 +496,8 @@ def _worker(path: Path, table: Any) -> WorkerConfig:
         heartbeat_s=s.positive("heartbeat_s", float),
         results_hwm=s.positive("results_hwm", int),
         results_linger_ms=s.positive("results_linger_ms", int),
+        cpu_batch=s.positive("cpu_batch", int),
+        cpu_warm_up=s.get("cpu_warm_up", bool),
         gpu_fp16=s.get("gpu_fp16", bool),
         gpu_fp32_source=s.get("gpu_fp32_source", bool),
         gpu_window_px=_window_sides(s),

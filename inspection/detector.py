@@ -231,6 +231,7 @@ class Detector:
         self.max_batch = max_batch
         self.precision = "fp16" if fp16 else "fp32"
         self.warm_up_s: dict[str, float] = {}
+        self.warmed_shapes: tuple[tuple[int, int], ...] = ()  # what `warm_up_cpu` ran (before padding)
         candidates = gpu_candidates(providers)
         chosen = (fp32_source(manifest) if candidates and use_fp32_source else None) or manifest
         self.buckets = _fitted(buckets or ShapeBuckets(), chosen.size_multiple)
@@ -294,6 +295,19 @@ class Detector:
                  self.providers[0], len(timings), self.buckets.batch, sum(timings.values()),
                  ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
         return timings
+
+    def warm_up_cpu(self, shapes: Sequence[tuple[int, int]], passes: int = 2) -> float:
+        """Run every input shape in `shapes`, one image per run, `passes` times, so the CPU arena has
+        grown to what those shapes need before the first frame (why: `inspection.cpu_runs`); seconds."""
+        started = time.perf_counter()
+        for _ in range(passes):
+            for height, width in shapes:
+                self._run(self._pad(np.zeros((height, width), np.uint8))[None, None])
+        took = time.perf_counter() - started
+        self.warmed_shapes = tuple(shapes)
+        log.info("warm-up of %s on %s: %d window shapes x %d in %.1f s", self.manifest.version, self.providers[0],
+                 len(shapes), passes, took)
+        return took
 
     def _check_io(self) -> None:
         inputs, outputs = self.backend.inputs, set(self.backend.outputs)

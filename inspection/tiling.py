@@ -81,6 +81,9 @@ def _union_overlapping(boxes: list[list[float]]) -> list[list[float]]:
     return boxes
 
 
+WINDOW_STEP_PX = 128  # window sides are multiples of this (or the frame's side): few shapes (`cpu_runs`)
+
+
 def _window_side(start: float, end: float, limit: int, min_px: int, step_px: int) -> tuple[int, int]:
     """A window side covering start..end: at least `min_px`, rounded up to `step_px`, inside 0..limit."""
     size = min(limit, max(min_px, -(-int(np.ceil(end - start)) // step_px) * step_px))
@@ -90,7 +93,7 @@ def _window_side(start: float, end: float, limit: int, min_px: int, step_px: int
 
 
 def windows_around(regions: np.ndarray, width: int, height: int, *, context_px: int = 64, min_px: int = 256,
-                   step_px: int = 128) -> list[Tile]:
+                   step_px: int = WINDOW_STEP_PX) -> list[Tile]:
     """Model windows around candidate regions (x1, y1, x2, y2 rows, frame px), instead of grid tiles.
 
     Each region is grown by `context_px` on every side (the model needs some strip around a

@@ -13,7 +13,8 @@ the model it runs is no longer the active one, it loads the new model beside the
 and switches between two batches. Every frame is inspected by exactly one model and every
 result carries that model's version and sha256. On a GPU the new model is loaded and warmed
 up (its engines built) in a background thread while the old one keeps inspecting, because
-that takes minutes; on a CPU loading takes a fraction of a second and happens in the loop.
+that takes minutes; on a CPU too when it warms up (every window shape run once, `cpu_runs`:
+seconds), else loading takes a fraction of a second and happens in the loop.
 
 Shadow mode (`inspection.shadow`): after a batch's results are sent, a candidate model inspects the
 chosen share of its frames on the same windows and the worker sends where the two disagree; the
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 
 from inspection.candidates import CandidateSettings
 from inspection.config import LineConfig, WorkerConfig
+from inspection.cpu_runs import model_shapes
 from inspection.detector import Detector
 from inspection.errors import ManifestError
 from inspection.frame import LINE_TYPES, BrokenFrame, CoilEvent, Frame, StreamMessage
@@ -85,10 +87,15 @@ class ModelSlot:
     """The model a worker runs for one line type, reloaded when the registry changes."""
 
     def __init__(self, registry: Registry, name: str, providers: str, threads: int, batch: int,
-                 gpu: WorkerConfig | None = None, line_type: str | None = None) -> None:
+                 gpu: WorkerConfig | None = None, cpu_shapes: list[tuple[int, int]] | None = None,
+                 line_type: str | None = None) -> None:
+        """`batch`: windows per model run on a CPU; `cpu_shapes`: what a CPU detector runs before it is
+        used (`cpu_runs`; None: nothing); `line_type`: the strip its frames come from (a model trained
+        for the other strip is refused)."""
         self.registry, self.name, self.line_type = registry, name, line_type
         self.providers, self.threads, self.batch = providers, threads, batch
         self.gpu = gpu or WorkerConfig()
+        self.cpu_shapes = cpu_shapes
         self.token = registry.state_token()
         self.active = self._resolve()  # what the registry names (on a GPU an int8 copy's source may run)
         self.detector = self._load(self.active)  # on a GPU: warmed up, engines built, before the worker is ready
@@ -104,11 +111,14 @@ class ModelSlot:
 
     def _load(self, manifest: Manifest) -> Detector:
         g = self.gpu
-        return Detector(
+        detector = Detector(
             manifest, providers=self.providers, intra_op_threads=self.threads, max_batch=self.batch,
             fp16=g.gpu_fp16, buckets=ShapeBuckets(g.gpu_window_px, g.gpu_batch), device_id=max(0, g.gpu_device),
             use_fp32_source=g.gpu_fp32_source, engine_cache=g.gpu_engine_cache, trt_exclude_ops=g.gpu_trt_exclude_ops,
         )
+        if self.cpu_shapes and not detector.on_gpu:
+            detector.warm_up_cpu(self.cpu_shapes)
+        return detector
 
     @property
     def manifest(self) -> Manifest:
@@ -132,7 +142,7 @@ class ModelSlot:
         manifest = self._resolve()
         if manifest.version == self.active.version and manifest.sha256 == self.active.sha256:
             return False
-        if self.detector.on_gpu:  # engines take minutes to build: the old model inspects meanwhile
+        if self.detector.on_gpu or self.cpu_shapes:  # engines, or the CPU warm-up: the old model inspects meanwhile
             self._loading = BackgroundLoad(self._load, manifest, name=f"load-{manifest.version}")
             log.info("model for %s: loading %s beside %s", self.name, manifest.version, self.manifest.version)
             return False
@@ -182,7 +192,12 @@ class InferenceWorker:
             # The configured model serves the config's line type; other types use their active model.
             name = configured if line_type == self.config.type or configured not in LINE_TYPES else line_type
             w = self.config.worker
-            slot = ModelSlot(self.registry, name, w.providers, w.intra_op_threads, max(16, w.batch_size * 8), w,
+            shapes = None
+            if w.cpu_warm_up:
+                shapes = model_shapes({(c.frame_height_px, c.width_px) for c in self.config.cameras},
+                                      first_stage=w.first_stage, tile_px=w.tile_px,
+                                      window_min_px=self.settings.window_min_px)
+            slot = ModelSlot(self.registry, name, w.providers, w.intra_op_threads, w.cpu_batch, w, shapes,
                              line_type=line_type)
             self.slots[line_type] = slot
             self.stats.models[line_type] = slot.manifest.version

@@ -22,8 +22,8 @@ SOURCE = StreamKey("demo-hot-1", "hot", "top-1", "top")
 def _config(registry_root: Path, **worker: object) -> LineConfig:
     config = load_config()
     model = dataclasses.replace(config.model, registry=registry_root, name="hot")
-    w = dataclasses.replace(config.worker, providers="cpu", first_stage="none", reload_check_s=0.01,
-                            max_wait_ms=5.0, **worker)
+    w = dataclasses.replace(config.worker, **{"providers": "cpu", "first_stage": "none", "reload_check_s": 0.01,
+                                              "max_wait_ms": 5.0, **worker})
     return dataclasses.replace(config, model=model, worker=w)
 
 
@@ -144,3 +144,55 @@ def test_a_model_of_the_other_line_type_is_refused_by_name(registry: Registry) -
     worker = InferenceWorker(cold, registry, Feed([]).receive, [].append)
     with pytest.raises(ManifestError, match="model hot-a was trained for hot strip; frames of cold strip"):
         worker.load("cold")
+
+
+# -- the CPU path: one window per run, every window shape run before the worker is ready ------------------
+
+@pytest.mark.parametrize(("height", "width"), [(1024, 1600), (256, 512), (300, 700), (200, 1000)])
+def test_the_warm_up_shapes_hold_every_window_the_first_stage_can_make(height: int, width: int) -> None:
+    from inspection.cpu_runs import model_shapes
+    from inspection.tiling import windows_around
+
+    shapes = set(model_shapes([(height, width)], first_stage="windows", tile_px=512, window_min_px=256))
+    rng = np.random.default_rng(height * width)
+    for _ in range(300):
+        x1, y1 = rng.uniform(0, width), rng.uniform(0, height)
+        regions = [[x1, y1, min(width, x1 + rng.exponential(150)), min(height, y1 + rng.exponential(150))]
+                   for _ in range(rng.integers(1, 4))]
+        for tile in windows_around(np.array(regions), width, height, context_px=64, min_px=256):
+            assert (tile.height, tile.width) in shapes, (tile, regions)
+
+
+def test_a_cpu_worker_runs_one_window_at_a_time_in_shapes_it_ran_before_it_was_ready(registry: Registry) -> None:
+    """Why (`inspection.cpu_runs`): ONNX Runtime's arena grows with every new (shape, count) a run brings;
+    one window per run and every shape run at start leave the line nothing new to grow for."""
+    from inspection.cpu_runs import model_shapes
+
+    config = _config(registry.root, first_stage="windows", batch_size=2)
+    config = dataclasses.replace(config, cameras=tuple(dataclasses.replace(c, frame_height_px=256, width_px=512)
+                                                       for c in config.cameras))
+    feed, sent = Feed([]), []
+    worker = InferenceWorker(config, registry, feed.receive, sent.append)
+    detector = worker.load("hot").detector
+    expected = model_shapes([(256, 512)], first_stage="windows", tile_px=config.worker.tile_px, window_min_px=256)
+    assert detector.warmed_shapes == tuple(expected) and detector.max_batch == 1
+    warmed = {detector._pad(np.zeros(shape, np.uint8)).shape for shape in expected}
+    runs: list[tuple[int, ...]] = []
+    real_run = detector.backend.run
+
+    def watched(feed_: dict, names: list[str]) -> list[np.ndarray]:  # the real run, its input shapes noted
+        runs.append(next(iter(feed_.values())).shape)
+        return real_run(feed_, names)
+
+    detector.backend.run = watched
+    rng = np.random.default_rng(1)
+    for index in range(6):
+        frame = _frame(index)
+        pixels = rng.normal(DARK, 2, frame.pixels.shape).clip(0, 255).astype(np.uint8)
+        for _ in range(index % 3 + 1):  # 1-3 defects per frame: windows of several shapes, several per batch
+            y, x = rng.integers(0, 246), rng.integers(0, 502)
+            pixels[y:y + 10, x:x + 10] = blob_value(1, 2)
+        feed.q.put(dataclasses.replace(frame, pixels=pixels))
+    worker.run(should_stop=lambda: sum(isinstance(m, FrameResult) for m in sent) >= 6)
+    assert runs and all(shape[0] == 1 for shape in runs), runs  # one window per run
+    assert {shape[2:] for shape in runs} <= warmed, (runs, warmed)

@@ -17,7 +17,9 @@ picks (``runtime``); ``inspector_runtimes`` and ``pipeline_runtimes`` hold one e
   present, else random (speed does not depend on the weights). Same batch size as the best bare.
 - ``inspector``: the worker's in-process path on the same frames: the cheap first stage, its
   windows (or tiles), batched model, merge, millimetres and crops (`FrameInspector`), without any
-  transport; ``inspector_model_px_share`` = pixels the model saw / frame pixels.
+  transport; ``inspector_model_px_share`` = pixels the model saw / frame pixels. On a CPU at the
+  config's windows per run (``[worker] cpu_batch``) and, alternating with it, at the other setting (1
+  or 16): ``inspector_by_cpu_batch`` (why one window per run: `inspection.cpu_runs`).
 - ``pipeline``: the whole line, camera processes -> worker process -> recorder -> PLC message,
   with live cameras paced at a steady offered load (`--offered-mpx-per-s`, default 40: one
   surface of a 2 m hot strip at 20 m/s, 1 mm/px). Measured: Mpx/s inspected over the run,
@@ -125,7 +127,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["beside"] = _beside(config, detector, args.beside, tiles, mine[main]["best_batch"], frame_mpx,
                                    args.seconds)
     result.update(_torch(manifest, tiles, mine[best]["best_batch"], frame_mpx, args.seconds))
-    inspectors = {label: {**_inspector(config, det, frames, frame_mpx, args.seconds),
+    inspectors = {label: {**_inspector(config, det, frames, frame_mpx, args.seconds, args.rounds),
                           "gives_the_models_results": mine[label]["gives_the_models_results"]}
                   for label, det in runtimes.items()}
     result["inspector_runtimes"] = inspectors
@@ -202,11 +204,14 @@ def _torch(manifest: Any, tiles: list[np.ndarray], batch: int, frame_mpx: float,
             "torch_threads": torch.get_num_threads()}
 
 
-def _inspector(config: Any, detector: Any, frames: list[Any], frame_mpx: float, seconds: float) -> dict[str, Any]:
+def _inspector(config: Any, detector: Any, frames: list[Any], frame_mpx: float, seconds: float,
+               rounds: int = 3) -> dict[str, Any]:
+    """The worker's in-process path at the config's windows per run on a CPU (``[worker] cpu_batch``),
+    and beside it, alternating in `rounds` rounds (best of each), at the other setting (1 or 16):
+    ``inspector_by_cpu_batch``, the throughput side of `inspection.cpu_runs`."""
     from inspection.frame_inspector import FrameInspector
     from inspection.worker import inspector_settings
 
-    detector.max_batch = 16
     inspector = FrameInspector(detector, inspector_settings(config))
     shares = []
 
@@ -214,10 +219,18 @@ def _inspector(config: Any, detector: Any, frames: list[Any], frame_mpx: float, 
         results = inspector.inspect(frames)
         shares.append(sum(r.model_px for r in results) / sum(r.frame.pixels.size for r in results))
 
-    rate = measure(step, frame_mpx, seconds)
+    mine = config.worker.cpu_batch
+    batches = [mine] if detector.on_gpu else [mine, 16 if mine != 16 else 1]
+    rates: dict[int, float] = {}
+    for round_ in range(rounds):
+        for batch in batches:
+            detector.max_batch = batch
+            rates[batch] = max(rates.get(batch, 0.0), measure(step, frame_mpx, seconds / rounds, warm_up=round_ == 0))
     # Pixels the model saw / frame pixels: the grid's overlapping tiles make "none" about 1.9 on
     # 1600 x 1024 frames; the first stage's windows bring it down.
-    return {"inspector_mpx_per_s": round(rate, 2), "inspector_first_stage": config.worker.first_stage,
+    return {"inspector_mpx_per_s": round(rates[mine], 2), "inspector_cpu_batch": mine,
+            "inspector_by_cpu_batch": {str(b): round(r, 2) for b, r in rates.items()},
+            "inspector_first_stage": config.worker.first_stage,
             "inspector_model_px_share": round(float(np.mean(shares)), 3)}
 
 

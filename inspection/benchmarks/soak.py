@@ -15,12 +15,12 @@ Memory: each process's resident set (``VmRSS`` from ``/proc``, Linux) is sampled
 is stopped. The warm-up ends when both ``--warmup-s`` seconds have passed since the cameras started
 (default a fifth of the run, 10 to 60 s) and ``--warmup-frames`` frames per camera (default 20) are
 recorded: a worker's memory grows with its first frames, not with time (freed frame buffers stay in
-the heap, up to the 256 MB that `transport.tune_malloc_for_frames` allows). It also grows later, in
-steps: ONNX Runtime's CPU arena keeps its high-water mark, and the first stage's windows come in many
-shapes (256 to the frame's size, 128-px steps), so a new largest window or batch extends it. Measured
-here: a session fed random window shapes went from 227 to 534 MB within 50 runs, then stayed there;
-with the arena off it peaked at 257 MB but took 19 % more CPU time, so the arena stays on. A run too
-short to finish its warm-up reports no growth (``rss_growth_ratio`` null, ``warmup_ended_s`` null).
+the heap, up to the 256 MB that `transport.tune_malloc_for_frames` allows). It used to grow later
+too, in steps (0.30 in 10 minutes): ONNX Runtime's CPU arena keeps what it grew to, and batches of
+windows of many shapes kept touching new arena pages; a CPU worker now runs one window per model run
+and every window shape before it is ready (`inspection.cpu_runs`; `bench window_memory` compares the
+ways). A run too short to finish its warm-up reports no growth (``rss_growth_ratio`` null,
+``warmup_ended_s`` null).
 ``rss_growth_ratio`` = the largest end / start - 1 over all processes (a process restarted during the
 soak is reported with ``restarted``, its figures from its last incarnation); ``series_s_mb`` shows
 each process's samples, a plateau or a slope. Latency: capture -> record of the frames captured after
