@@ -50,7 +50,7 @@ def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
 
 
 MAX_INT = 2**63 - 1  # what an SQLite INTEGER holds: a larger value from the network must not crash the recorder
-DIGEST_HEX = 32  # a frame's pixel digest: blake2b, 16 bytes, lowercase hex (`inspection.signing`)
+DIGEST_HEX = 64  # a frame's pixel digest: SHA-256, lowercase hex (`inspection.signing`)
 SIG_HEX = 128  # a camera's Ed25519 signature: 64 bytes, lowercase hex
 _HEX = frozenset("0123456789abcdef")
 

@@ -7,7 +7,7 @@ A message is a ZeroMQ multipart message:
   a frame header adds ``dtype`` (``uint8`` | ``uint16``, little-endian) and ``shape`` ``[rows, cols]``.
 - ``pixels`` is the raw C-order buffer, sent and received without a copy.
 - a signing camera (`inspection.signing`) adds ``"sig"`` (128 lowercase hex characters: its
-  Ed25519 signature) to every header, and ``"digest"`` (32 lowercase hex: BLAKE2b-128 of the pixel
+  Ed25519 signature) to every header, and ``"digest"`` (64 lowercase hex: SHA-256 of the pixel
   bytes) to a frame's; `decode` checks their form and that the digest is the pixels'. Verifying the
   signature is the recorder's job (`inspection.records.seals`): workers carry it on unchanged.
 
@@ -179,7 +179,7 @@ def _frame_from(header: dict[str, Any], pixels: memoryview, max_pixels: int) -> 
         check_hex("header.digest", digest, DIGEST_HEX)
         check_hex("header.sig", header["sig"], SIG_HEX)
     if digest is not None and pixel_digest(pixels) != digest:
-        raise FrameError("pixels: their BLAKE2b digest is not the header's digest (changed after the camera "
+        raise FrameError("pixels: their SHA-256 is not the header's digest (changed after the camera "
                          "signed them)")
     return Frame(
         source=stream_source(header, FrameError),

@@ -101,7 +101,7 @@ HEX = "0123456789abcdef"
 @settings(max_examples=200, deadline=None)
 @given(sig=st.one_of(st.text(alphabet=HEX, min_size=126, max_size=130), st.text(max_size=140),
                      st.integers(), st.none(), st.lists(st.integers(), max_size=3)),
-       digest=st.one_of(st.text(alphabet=HEX + "ABCDEF", min_size=31, max_size=33), st.text(max_size=40),
+       digest=st.one_of(st.text(alphabet=HEX + "ABCDEF", min_size=63, max_size=65), st.text(max_size=70),
                         st.integers(), st.none()),
        with_digest=st.booleans(), real_digest=st.booleans())
 def test_decode_accepts_sig_and_digest_only_in_their_one_spelling(sig: object, digest: object, with_digest: bool,
@@ -138,7 +138,7 @@ def _tamper(name: str, message: object, folder: Path) -> object:
     changes: dict[str, Callable[[], object]] = {
         "signature": lambda: dataclasses.replace(message, capture=dataclasses.replace(
             capture, sig=("0" if capture.sig[0] != "0" else "1") + capture.sig[1:])),
-        "pixel digest": lambda: dataclasses.replace(message, capture=dataclasses.replace(capture, digest="ab" * 16)),
+        "pixel digest": lambda: dataclasses.replace(message, capture=dataclasses.replace(capture, digest="ab" * 32)),
         "seq": lambda: dataclasses.replace(message, seq=message.seq + 1000),
         "coil": lambda: dataclasses.replace(message, coil="OTHER-COIL"),
         "position": lambda: dataclasses.replace(message, position_mm=message.position_mm + 1.0),
@@ -273,7 +273,7 @@ def test_an_identical_resend_is_silent_and_a_conflicting_one_is_an_alarm(tmp_pat
         frame = next(m for m in genuine if isinstance(m, FrameResult) and m.source.camera == "top-1")
         start = next(m for m in genuine if isinstance(m, CoilEvent) and m.source.camera == "bottom-1")
         other_pixels = signers["top-1"].seal(frame.source, frame.coil, frame.seq, frame.index, frame.captured_ns,
-                                             dataclasses.replace(frame.capture, digest="cd" * 16))
+                                             dataclasses.replace(frame.capture, digest="cd" * 32))
         conflicting = [
             dataclasses.replace(frame, defects=(*frame.defects, severe_defect(frame.index))),  # an extra defect
             dataclasses.replace(frame, capture=other_pixels),  # the camera signed other pixels for the frame

@@ -33,7 +33,7 @@ Inspection records -- append-only, each insert covered by a content digest in `a
   the transaction that recorded the defect.
 
 - ``frame_seals`` (``m012_frame_seals``): for a frame whose camera signed it (`inspection.signing`),
-  the pixels' BLAKE2b-128 digest and the camera's Ed25519 signature (hex), written in the transaction
+  the pixels' SHA-256 digest and the camera's Ed25519 signature (hex), written in the transaction
   that recorded the frame. UNIQUE (coil, camera, frame_index). A re-sent frame with another digest
   or signature is a conflicting duplicate (an alarm; the first record stays).
 
