@@ -246,7 +246,8 @@ def test_clients_with_keys_not_in_the_folder_are_refused_logged_and_counted(tmp_
         # the line's own worker gets in beside them: once its coil is recorded, a forged one would be too
         worker = ResultSender(config.endpoints.results, hwm=100, linger_ms=10_000,
                               curve=curve_for(config, "results", "worker", [peer_endpoint(config.endpoints.results)]))
-        for message in coil_messages("REAL-2", length_m=1.0):
+        for message in signed(coil_messages("REAL-2", length_m=1.0),  # as its cameras signed them
+                              {c.id: signer_for(config, c.id) for c in config.cameras}):
             worker.send(message)
         worker.close()
         wait_for(lambda: "REAL-2" in coils_in(config.database), 60, "the recorder to record REAL-2")
