@@ -145,7 +145,7 @@ class RecordsConfig:
 
 @dataclass(frozen=True)
 class SecurityConfig:
-    curve: bool = True  # CURVE on every link; false is allowed but warned about at every start
+    curve: bool = True  # CURVE on every link and camera signatures; false is allowed but warned about at every start
     keys_dir: Path | None = None  # None: "keys" beside the database (see `LineConfig.keys_dir`)
 
 
@@ -637,5 +637,5 @@ def warn_if_curve_off(config: LineConfig, logger: logging.Logger | None = None) 
     """The warning of a line whose links run without CURVE (``[security] curve = false``)."""
     if not config.security.curve:
         (logger or log).warning("%s: [security] curve = false: the line's ZeroMQ links are neither encrypted nor "
-                                "authenticated; anyone who reaches a port can take frames, forge results or "
-                                "read the PLC output", config.path)
+                                "authenticated, and cameras do not sign their frames; anyone who reaches a port can "
+                                "take frames, forge results or read the PLC output", config.path)

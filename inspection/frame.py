@@ -50,6 +50,17 @@ def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
 
 
 MAX_INT = 2**63 - 1  # what an SQLite INTEGER holds: a larger value from the network must not crash the recorder
+DIGEST_HEX = 64  # a frame's pixel digest: SHA-256, lowercase hex (`inspection.signing`)
+SIG_HEX = 128  # a camera's Ed25519 signature: 64 bytes, lowercase hex
+_HEX = frozenset("0123456789abcdef")
+
+
+def check_hex(name: str, value: object, length: int) -> str:
+    """`value` if it is exactly `length` lowercase hex characters, else `FrameError` naming the field
+    (a signature or digest from the network is bounded and of one spelling before anything uses it)."""
+    if not isinstance(value, str) or len(value) != length or not _HEX.issuperset(value):
+        raise FrameError(f"{name}: expected {length} lowercase hex characters, got {_show(value)}")
+    return value
 
 
 def _check_int(name: str, value: object, minimum: int = 0) -> None:
@@ -104,6 +115,10 @@ class Frame:
     mm_per_px_x: float
     mm_per_px_y: float
     pixels: np.ndarray = field(repr=False)
+    # What the camera signed (`inspection.signing`): the pixels' digest and its Ed25519 signature of
+    # the frame; None on a line that does not sign (``[security] curve = false``).
+    digest: str | None = None
+    sig: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, StreamKey):
@@ -127,6 +142,11 @@ class Frame:
             raise FrameError(f"pixels: expected a non-empty image, got shape {px.shape}")
         if not px.flags.c_contiguous:
             raise FrameError("pixels: expected a C-contiguous array (use np.ascontiguousarray)")
+        if (self.digest is None) != (self.sig is None):
+            raise FrameError("digest, sig: expected both (a signed frame) or neither")
+        if self.digest is not None:
+            check_hex("digest", self.digest, DIGEST_HEX)
+            check_hex("sig", self.sig, SIG_HEX)
 
     @property
     def height(self) -> int:
@@ -187,9 +207,12 @@ class CoilEvent:
     length_mm: float | None = None
     frames: int | None = None
     dropped: int | None = None
+    sig: str | None = None  # the camera's Ed25519 signature of the event (`inspection.signing`), hex
 
     def __post_init__(self) -> None:
         _check_choice("kind", self.kind, EVENT_KINDS)
+        if self.sig is not None:
+            check_hex("sig", self.sig, SIG_HEX)
         if not isinstance(self.source, StreamKey):
             raise FrameError(f"source: expected a StreamKey, got {_show(self.source)}")
         check_ident("coil", self.coil)
@@ -234,6 +257,7 @@ class BrokenFrame:
     index: int
     captured_ns: int
     reason: str
+    capture: Capture | None = None  # what the camera signed, when its header says (so the drop is signed)
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, StreamKey):
@@ -241,6 +265,68 @@ class BrokenFrame:
         check_ident("coil", self.coil)
         for name in ("seq", "index", "captured_ns"):
             _check_int(name, getattr(self, name))
+
+
+@dataclass(frozen=True)
+class Capture:
+    """What a camera signed about a frame beyond the stream identity, coil, seq, index and capture
+    time that every result carries: its placement, pixel format and size, the pixels' digest and the
+    signature (`inspection.signing.frame_bytes` is the byte string signed). Workers carry it unchanged
+    from the camera's header into the frame_result / frame_dropped they send, so the recorder can
+    check that the camera captured that frame; a worker never holds a camera's secret."""
+
+    position_mm: float
+    offset_mm: float
+    mm_per_px_x: float
+    mm_per_px_y: float
+    dtype: str
+    rows: int
+    cols: int
+    digest: str
+    sig: str
+
+    def __post_init__(self) -> None:
+        _check_float("capture.position_mm", self.position_mm, minimum=0.0)
+        _check_float("capture.offset_mm", self.offset_mm)
+        _check_float("capture.mm_per_px_x", self.mm_per_px_x, positive=True)
+        _check_float("capture.mm_per_px_y", self.mm_per_px_y, positive=True)
+        _check_choice("capture.dtype", self.dtype, PIXEL_DTYPES)
+        for name in ("rows", "cols"):
+            _check_int(f"capture.{name}", getattr(self, name), minimum=1)
+        check_hex("capture.digest", self.digest, DIGEST_HEX)
+        check_hex("capture.sig", self.sig, SIG_HEX)
+
+    @property
+    def length_mm(self) -> float:
+        """The strip length of the frame, computed as `Frame.length_mm` is (so the two compare equal)."""
+        return self.rows * self.mm_per_px_y
+
+    KEYS = frozenset("position_mm offset_mm mm_per_px_x mm_per_px_y dtype shape digest sig".split())
+
+    def as_wire(self) -> dict[str, object]:
+        return {"position_mm": self.position_mm, "offset_mm": self.offset_mm, "mm_per_px_x": self.mm_per_px_x,
+                "mm_per_px_y": self.mm_per_px_y, "dtype": self.dtype, "shape": [self.rows, self.cols],
+                "digest": self.digest, "sig": self.sig}
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, object]) -> Capture:
+        """From `as_wire`'s object whose keys were checked; `FrameError` naming a bad field."""
+        shape = obj["shape"]
+        if not isinstance(shape, list) or len(shape) != 2:
+            raise FrameError(f"capture.shape: expected [rows, cols], got {_show(shape)}")
+        return cls(position_mm=obj["position_mm"], offset_mm=obj["offset_mm"],  # type: ignore[arg-type]
+                   mm_per_px_x=obj["mm_per_px_x"], mm_per_px_y=obj["mm_per_px_y"],  # type: ignore[arg-type]
+                   dtype=obj["dtype"], rows=shape[0], cols=shape[1], digest=obj["digest"],  # type: ignore[arg-type]
+                   sig=obj["sig"])  # type: ignore[arg-type]
+
+    @classmethod
+    def of(cls, frame: Frame) -> Capture | None:
+        """The capture record of a signed frame (None for an unsigned one)."""
+        if frame.digest is None or frame.sig is None:
+            return None
+        rows, cols = frame.pixels.shape
+        return cls(frame.position_mm, frame.offset_mm, frame.mm_per_px_x, frame.mm_per_px_y, frame.pixels.dtype.name,
+                   int(rows), int(cols), frame.digest, frame.sig)
 
 
 StreamMessage = Frame | CoilEvent

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from inspection.errors import FrameError
-from inspection.frame import CoilEvent, StreamKey
+from inspection.frame import SIG_HEX, CoilEvent, StreamKey, check_hex
 
 # msgspec's JSON decoder (no schema: plain dicts, lists, str, int, float, bool, None) parses a
 # recorder's header about four times faster than the standard library. It accepts only strict JSON
@@ -72,8 +72,10 @@ def stream_source(header: dict[str, Any], error: type[Exception]) -> StreamKey:
 def coil_event(kind: str, header: dict[str, Any], error: type[Exception]) -> CoilEvent:
     """The `CoilEvent` of a coil_start / coil_end header whose keys were checked, or `error`."""
     try:
+        if "sig" in header:  # present means signed: a null or malformed signature is refused here
+            check_hex("header.sig", header["sig"], SIG_HEX)
         return CoilEvent(kind=kind, source=stream_source(header, error), coil=header["coil"], seq=header["seq"],
                          time_ns=header["time_ns"], length_mm=header["length_mm"], frames=header["frames"],
-                         dropped=header["dropped"])
+                         dropped=header["dropped"], sig=header.get("sig"))
     except FrameError as exc:
         raise error(str(exc)) from None

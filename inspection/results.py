@@ -20,6 +20,10 @@ camera stream's sequence number). Types:
   defect's crop as PNG bytes; each extra part is referenced exactly once.
 - ``frame_dropped``: a frame the worker received (or knows it lost) but could not inspect. Adds
   ``index``, ``captured_ns`` and ``reason`` (text). It counts against coverage.
+- ``capture`` (frame_result and frame_dropped, on a line whose cameras sign): what the camera signed
+  about the frame, carried unchanged from its header: ``position_mm``, ``offset_mm``,
+  ``mm_per_px_x``, ``mm_per_px_y``, ``dtype``, ``shape``, ``digest`` and ``sig``
+  (`inspection.frame.Capture`, `inspection.signing`); coil events carry the camera's ``sig``.
 - ``worker_status``: a worker's health, every heartbeat: ``worker`` (name), ``host``, ``pid``,
   ``time_ns`` and ``stats`` (a flat object of counters and short texts). Not evidence: the
   recorder keeps the latest per worker in the ``status`` table for the console.
@@ -41,7 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inspection.errors import FrameError, RecordError
-from inspection.frame import MAX_INT, CoilEvent, StreamKey, check_ident
+from inspection.frame import MAX_INT, Capture, CoilEvent, StreamKey, check_ident
 from inspection.json_header import check_keys, coil_event, parse_object, stream_source
 
 RESULTS_VERSION = 1
@@ -59,8 +63,11 @@ UNKNOWN = "unknown"  # the class of a defect the model could not name (see inspe
 _RESULT_KEYS = frozenset(_IDENTITY) | frozenset(
     "v type index captured_ns position_mm length_mm model inspected_ns defects".split()
 )
+_SIGNED_RESULT_KEYS = _RESULT_KEYS | {"capture"}
 _DROPPED_KEYS = frozenset(_IDENTITY) | {"v", "type", "index", "captured_ns", "reason"}
 _EVENT_KEYS = frozenset(_IDENTITY) | {"v", "type", "time_ns", "length_mm", "frames", "dropped"}
+_SIGNED_EVENT_KEYS = _EVENT_KEYS | {"sig"}
+_SIGNED_DROPPED_KEYS = _DROPPED_KEYS | {"capture"}
 _STATUS_KEYS = frozenset({"v", "type", "worker", "host", "pid", "time_ns", "stats"})
 MAX_STATUS_STATS = 64
 
@@ -101,6 +108,7 @@ class FrameResult:
     model_sha256: str
     inspected_ns: int
     defects: tuple[Defect, ...] = ()
+    capture: Capture | None = None  # what the camera signed about this frame, carried unchanged
 
     def __post_init__(self) -> None:
         _guard(lambda: check_ident("coil", self.coil))
@@ -124,6 +132,7 @@ class FrameDropped:
     index: int
     captured_ns: int
     reason: str
+    capture: Capture | None = None  # as in `FrameResult`: a drop is signed when its frame's header was
 
     def __post_init__(self) -> None:
         _guard(lambda: check_ident("coil", self.coil))
@@ -165,8 +174,9 @@ ResultMessage = FrameResult | FrameDropped | CoilEvent | WorkerStatus
 
 def encode(message: ResultMessage) -> list[bytes]:
     """Encode a message into multipart parts: [JSON header, crop PNG, crop PNG, ...]."""
-    if isinstance(message, CoilEvent):
-        return [_dump({"v": RESULTS_VERSION, "type": message.kind, **message.header_fields()})]
+    if isinstance(message, CoilEvent):  # forwarded as the camera sent it, its signature included
+        sig = {} if message.sig is None else {"sig": message.sig}
+        return [_dump({"v": RESULTS_VERSION, "type": message.kind, **message.header_fields(), **sig})]
     from inspection import shadow_results  # it builds on this module: imported here, not at load time
 
     if isinstance(message, shadow_results.ShadowResult):
@@ -193,6 +203,7 @@ def encode(message: ResultMessage) -> list[bytes]:
                     "index": message.index,
                     "captured_ns": message.captured_ns,
                     "reason": message.reason,
+                    **_capture_field(message.capture),
                 }
             )
         ]
@@ -233,8 +244,24 @@ def encode(message: ResultMessage) -> list[bytes]:
         "inspected_ns": message.inspected_ns,
         "model": {"version": message.model_version, "sha256": message.model_sha256},
         "defects": defects,
+        **_capture_field(message.capture),
     }
     return [_dump(header), *crops]
+
+
+def _capture_field(capture: Capture | None) -> dict[str, Any]:
+    return {} if capture is None else {"capture": capture.as_wire()}
+
+
+def _capture(header: dict[str, Any]) -> Capture | None:
+    """The ``capture`` object of a frame_result / frame_dropped header, checked (`RecordError`)."""
+    obj = header.get("capture")
+    if obj is None:
+        return None
+    if not isinstance(obj, dict):
+        raise RecordError(f"capture: expected an object, got {type(obj).__name__}")
+    _keys(obj, Capture.KEYS, "capture")
+    return _guard(lambda: Capture.from_wire(obj))  # type: ignore[no-any-return]
 
 
 def decode(parts: Sequence[Any]) -> ResultMessage:
@@ -263,7 +290,7 @@ def _decode(parts: Sequence[Any]) -> ResultMessage:
     # crops arrive as bytes from recv_multipart: no second copy of each PNG (only other buffers are copied)
     extra = [p if type(p) is bytes else bytes(memoryview(p)) for p in parts[1:]]
     if kind in ("coil_start", "coil_end"):
-        _keys(header, _EVENT_KEYS, "header")
+        _keys(header, _SIGNED_EVENT_KEYS if "sig" in header else _EVENT_KEYS, "header")
         _no_extra(extra, kind)
         return coil_event(kind, header, RecordError)
     if kind == "worker_status":
@@ -272,7 +299,7 @@ def _decode(parts: Sequence[Any]) -> ResultMessage:
         return WorkerStatus(worker=header["worker"], host=header["host"], pid=header["pid"],
                             time_ns=header["time_ns"], stats=header["stats"])
     if kind == "frame_dropped":
-        _keys(header, _DROPPED_KEYS, "header")
+        _keys(header, _SIGNED_DROPPED_KEYS if "capture" in header else _DROPPED_KEYS, "header")
         _no_extra(extra, kind)
         return FrameDropped(
             source=_source(header),
@@ -281,6 +308,7 @@ def _decode(parts: Sequence[Any]) -> ResultMessage:
             index=header["index"],
             captured_ns=header["captured_ns"],
             reason=header["reason"],
+            capture=_capture(header),
         )
     if kind == "shadow_result":
         from inspection import shadow_results
@@ -291,7 +319,7 @@ def _decode(parts: Sequence[Any]) -> ResultMessage:
             f"header.type: expected frame_result, frame_dropped, worker_status, shadow_result, coil_start or "
             f"coil_end, got {kind!r}"
         )
-    _keys(header, _RESULT_KEYS, "header")
+    _keys(header, _SIGNED_RESULT_KEYS if "capture" in header else _RESULT_KEYS, "header")
     model = header["model"]
     if not isinstance(model, dict):
         raise RecordError(f"model: expected an object with version and sha256, got {model!r}")
@@ -317,6 +345,7 @@ def _decode(parts: Sequence[Any]) -> ResultMessage:
         model_sha256=model["sha256"],
         inspected_ns=header["inspected_ns"],
         defects=defects,
+        capture=_capture(header),
     )
 
 

@@ -1,5 +1,6 @@
-"""From the line config to the CURVE keys of each side of each link (`curve_for`), and the key
-folder a line needs (`ensure_keys` for `run` and `demo`, `generate_for` for `keys generate`).
+"""From the line config to the CURVE keys of each side of each link (`curve_for`), the cameras'
+signing keys (`signer_for` in a camera, `verify_keys_for` in the recorder; on whenever CURVE is), and
+the key folder a line needs (`ensure_keys` for `run` and `demo`, `generate_for` for `keys generate`).
 
 | link | binds by default (CURVE server) | connects (client) |
 | --- | --- | --- |
@@ -18,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from inspection import keys
 from inspection.config import LineConfig
@@ -79,6 +81,26 @@ def generate_for(config: LineConfig, folder: Path | None = None, *, force: bool 
     return keys.generate(Path(folder or config.keys_dir), [c.id for c in config.cameras], force=force)
 
 
+def signer_for(config: LineConfig, camera: str, keys_dir: Path | None = None) -> Any:
+    """The camera process's `signing.Signer`, read from its ``.sign`` file; None when the config turns
+    CURVE (and with it signing) off. Every camera source signs: it is the camera process that does."""
+    from inspection.signing import Signer
+
+    if not config.security.curve:
+        return None
+    camera_id = config.camera(camera).id
+    return Signer(keys.load_signing_key(keys.sign_path(Path(keys_dir or config.keys_dir), camera_id)), camera_id)
+
+
+def verify_keys_for(config: LineConfig, keys_dir: Path | None = None) -> dict[str, Any] | None:
+    """The recorder's view: each configured camera's public signing key (read at start, so a missing
+    file stops it with one line); None when the config turns CURVE and signing off."""
+    if not config.security.curve:
+        return None
+    folder = Path(keys_dir or config.keys_dir)
+    return {c.id: keys.load_verify_key(keys.sign_public_path(keys.sign_path(folder, c.id))) for c in config.cameras}
+
+
 def ensure_keys(config: LineConfig) -> None:
     """Before `run` / `demo` start the line: make its keys when the folder has none (a first start),
     then check that every pair is there, so a missing file stops the line before anything starts.
@@ -95,6 +117,13 @@ def ensure_keys(config: LineConfig) -> None:
     if not keys.has_keys(folder):
         made = generate_for(config)
         log.info("CURVE keys for line %s made in %s (%d key pairs; first start)", config.id, folder, len(made))
-    for secret in keys.line_pairs(folder, [c.id for c in config.cameras]):
+    camera_ids = [c.id for c in config.cameras]
+    if not keys.has_sign_keys(folder):  # a folder from before cameras signed: their pairs are added once
+        made = keys.generate(folder, camera_ids, curve=False)
+        log.info("signing keys for the %d camera(s) of line %s made in %s", len(made), config.id, folder)
+    for secret in keys.line_pairs(folder, camera_ids):
         keys.load_pair(secret)
         keys.load_public(keys.public_path(secret))
+    for secret in keys.sign_keys(folder, camera_ids):
+        keys.load_signing_key(secret)
+        keys.load_verify_key(keys.sign_public_path(secret))

@@ -47,6 +47,7 @@ from inspection import curve as curve_module
 from inspection.curve import Curve
 from inspection.errors import FrameError, TransportError
 from inspection.frame import BrokenFrame, CoilEvent, Frame, StreamMessage
+from inspection.signing import Signer
 from inspection.wire import DEFAULT_MAX_PIXELS, decode, encode, identify
 
 log = logging.getLogger(__name__)
@@ -233,8 +234,10 @@ class FrameSender:
         stopping: Callable[[], bool] | None = None,
         context: zmq.Context | None = None,
         curve: Curve | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self.endpoint = parse_endpoint(endpoint, "bind")
+        self.signer = signer  # the camera's: every frame and coil event is signed as it is encoded
         tune_malloc_for_frames()
         self.live = live
         self.event_timeout_ms = event_timeout_ms
@@ -252,17 +255,18 @@ class FrameSender:
         self.sent = self.dropped = self.events_lost = 0
         self.bytes_sent = 0
         log.info(
-            "sender %s: %s mode, SNDHWM %d, linger %d ms, %s",
+            "sender %s: %s mode, SNDHWM %d, linger %d ms, %s, %s",
             Endpoint(self.endpoint.role, self.address),
             "live (drop and count)" if live else "replay (backpressure)",
             hwm,
             linger_ms,
             curve_module.describe(curve),
+            "frames signed (Ed25519)" if signer is not None else "frames not signed",
         )
 
     def send(self, message: StreamMessage) -> bool:
         """Send one frame or coil event; False if it was dropped (live frames, lost events)."""
-        parts = encode(message)
+        parts = encode(message, self.signer)
         is_event = isinstance(message, CoilEvent)
         if not is_event and self.live:
             try:

@@ -6,6 +6,10 @@ A message is a ZeroMQ multipart message:
 - ``header`` is UTF-8 JSON: ``{"v": 1, "type": "frame" | "coil_start" | "coil_end", ...fields}``;
   a frame header adds ``dtype`` (``uint8`` | ``uint16``, little-endian) and ``shape`` ``[rows, cols]``.
 - ``pixels`` is the raw C-order buffer, sent and received without a copy.
+- a signing camera (`inspection.signing`) adds ``"sig"`` (128 lowercase hex characters: its
+  Ed25519 signature) to every header, and ``"digest"`` (64 lowercase hex: SHA-256 of the pixel
+  bytes) to a frame's; `decode` checks their form and that the digest is the pixels'. Verifying the
+  signature is the recorder's job (`inspection.records.seals`): workers carry it on unchanged.
 
 `decode` must be safe against any bytes a broken camera or an attacker can send: every
 failure is a `FrameError` naming what was wrong, and nothing else escapes it. `identify` reads
@@ -23,8 +27,9 @@ from typing import Any
 import numpy as np
 
 from inspection.errors import FrameError
-from inspection.frame import BrokenFrame, CoilEvent, Frame, StreamMessage
+from inspection.frame import DIGEST_HEX, SIG_HEX, BrokenFrame, Capture, CoilEvent, Frame, StreamMessage, check_hex
 from inspection.json_header import check_keys, coil_event, parse_object, stream_source
+from inspection.signing import Signer, pixel_digest
 
 __all__ = ["WIRE_VERSION", "FrameError", "decode", "encode", "identify", "DEFAULT_MAX_PIXELS", "MAX_HEADER_BYTES"]
 
@@ -39,19 +44,30 @@ _FRAME_KEYS = frozenset(
 _EVENT_KEYS = frozenset(
     "v type line line_type camera surface coil seq time_ns length_mm frames dropped".split()
 )
+_SIGNED_FRAME_KEYS = _FRAME_KEYS | {"digest", "sig"}
+_SIGNED_EVENT_KEYS = _EVENT_KEYS | {"sig"}
 
 
-def encode(message: StreamMessage) -> list[bytes | memoryview]:
-    """Encode a `Frame` or `CoilEvent` into multipart message parts (pixels are not copied)."""
+def encode(message: StreamMessage, signer: Signer | None = None) -> list[bytes | memoryview]:
+    """Encode a `Frame` or `CoilEvent` into multipart message parts (pixels are not copied); with
+    `signer` (the camera's, `inspection.signing.Signer`) signed, else with the signature the message
+    already carries, if any."""
     if isinstance(message, Frame):
         pixels = message.pixels
         if pixels.dtype.byteorder == ">":
             pixels = pixels.astype("<u2")
+        view = memoryview(pixels).cast("B")
         header = {"v": WIRE_VERSION, "type": "frame", **message.header_fields(),
                   "dtype": pixels.dtype.name, "shape": list(pixels.shape)}
-        return [_dump(header), memoryview(pixels).cast("B")]
+        digest, sig = signer.frame(message, view) if signer is not None else (message.digest, message.sig)
+        if sig is not None:
+            header.update(digest=digest, sig=sig)
+        return [_dump(header), view]
     if isinstance(message, CoilEvent):
         header = {"v": WIRE_VERSION, "type": message.kind, **message.header_fields()}
+        sig = signer.event(message) if signer is not None else message.sig
+        if sig is not None:
+            header["sig"] = sig
         return [_dump(header)]
     raise FrameError(f"message: expected a Frame or CoilEvent, got {type(message).__name__}")
 
@@ -86,12 +102,12 @@ def _decode(parts: Sequence[Any], max_pixels: int) -> StreamMessage:
     if kind == "frame":
         if len(parts) != 2:
             raise FrameError(f"parts: a frame has 2 parts (header, pixels), got {len(parts)}")
-        check_keys(header, _FRAME_KEYS, "header", FrameError)
+        check_keys(header, _SIGNED_FRAME_KEYS if "sig" in header else _FRAME_KEYS, "header", FrameError)
         return _frame_from(header, _buffer(parts[1], "pixels"), max_pixels)
     if kind in ("coil_start", "coil_end"):
         if len(parts) != 1:
             raise FrameError(f"parts: a {kind} event has 1 part, got {len(parts)}")
-        check_keys(header, _EVENT_KEYS, "header", FrameError)
+        check_keys(header, _SIGNED_EVENT_KEYS if "sig" in header else _EVENT_KEYS, "header", FrameError)
         return coil_event(kind, header, FrameError)
     raise FrameError(f"header.type: expected frame, coil_start or coil_end, got {kind!r}")
 
@@ -109,8 +125,17 @@ def identify(parts: Sequence[Any], reason: str) -> BrokenFrame | None:
             return None
         return BrokenFrame(source=stream_source(header, FrameError), coil=header.get("coil"),
                            seq=header.get("seq"), index=header.get("index"), captured_ns=header.get("captured_ns"),
-                           reason=reason)
+                           reason=reason, capture=_capture(header))
     except Exception:  # noqa: BLE001 - an unreadable header names no frame
+        return None
+
+
+def _capture(header: dict[str, Any]) -> Capture | None:
+    """What the camera signed, as a broken frame's header tells it (its pixels cannot be checked
+    against the digest, but the signature still proves the camera captured that frame)."""
+    try:
+        return Capture.from_wire({k: header[k] for k in Capture.KEYS})
+    except Exception:  # noqa: BLE001 - unsigned, or not even that readable: the drop goes unsigned
         return None
 
 
@@ -149,6 +174,13 @@ def _frame_from(header: dict[str, Any], pixels: memoryview, max_pixels: int) -> 
         value = header[name]
         if isinstance(value, float) and not math.isfinite(value):
             raise FrameError(f"header.{name}: expected a finite number, got {value!r}")
+    digest = header.get("digest")
+    if "sig" in header:  # present means signed (a null is refused); the form first: what is compared is bounded
+        check_hex("header.digest", digest, DIGEST_HEX)
+        check_hex("header.sig", header["sig"], SIG_HEX)
+    if digest is not None and pixel_digest(pixels) != digest:
+        raise FrameError("pixels: their SHA-256 is not the header's digest (changed after the camera "
+                         "signed them)")
     return Frame(
         source=stream_source(header, FrameError),
         coil=header["coil"],
@@ -160,4 +192,6 @@ def _frame_from(header: dict[str, Any], pixels: memoryview, max_pixels: int) -> 
         mm_per_px_x=header["mm_per_px_x"],
         mm_per_px_y=header["mm_per_px_y"],
         pixels=array,
+        digest=digest,
+        sig=header.get("sig"),
     )

@@ -33,7 +33,7 @@ from inspection.config import LineConfig, WorkerConfig
 from inspection.cpu_runs import model_shapes
 from inspection.detector import Detector
 from inspection.errors import ManifestError
-from inspection.frame import LINE_TYPES, BrokenFrame, CoilEvent, Frame, StreamMessage
+from inspection.frame import LINE_TYPES, BrokenFrame, Capture, CoilEvent, Frame, StreamMessage
 from inspection.frame_inspector import FrameInspection, FrameInspector, InspectorSettings
 from inspection.model_loading import BackgroundLoad
 from inspection.registry import Manifest, Registry
@@ -232,7 +232,7 @@ class InferenceWorker:
     def handle(self, message: StreamMessage | BrokenFrame) -> None:
         if isinstance(message, BrokenFrame):  # malformed on the wire, but it says which frame it was
             self.send(FrameDropped(message.source, message.coil, message.seq, message.index, message.captured_ns,
-                                   reason=f"malformed on the wire: {message.reason}"[:500]))
+                                   reason=f"malformed on the wire: {message.reason}"[:500], capture=message.capture))
             self.stats.frames_received += 1
             self.stats.frames_failed += 1
             return
@@ -294,7 +294,8 @@ class InferenceWorker:
             log.exception("inspection of %d %s frame(s) failed", len(frames), line_type)
             for frame in frames:
                 self.send(FrameDropped(frame.source, frame.coil, frame.seq, frame.index, frame.captured_ns,
-                                       reason=f"inspection failed: {type(exc).__name__}: {exc}"[:500]))
+                                       reason=f"inspection failed: {type(exc).__name__}: {exc}"[:500],
+                                       capture=Capture.of(frame)))
             self.stats.frames_failed += len(frames)
             return
         manifest = slot.manifest
@@ -330,5 +331,5 @@ class InferenceWorker:
             source=frame.source, coil=frame.coil, seq=frame.seq, index=frame.index,
             captured_ns=frame.captured_ns, position_mm=frame.position_mm, length_mm=frame.length_mm,
             model_version=manifest.version, model_sha256=manifest.sha256, inspected_ns=time.time_ns(),
-            defects=inspection.defects,
+            defects=inspection.defects, capture=Capture.of(frame),  # the camera's signature, carried unchanged
         )

@@ -28,8 +28,8 @@ from inspection.config import LineConfig, load_config
 from inspection.frame import Frame
 from inspection.keys import load_public, public_path
 from inspection.results import encode
-from inspection.security import curve_for
-from inspection.testing.synthetic import coil_messages
+from inspection.security import curve_for, signer_for
+from inspection.testing.synthetic import coil_messages, signed
 from inspection.transport import FrameReceiver, ResultSender, peer_endpoint
 from tests._camera_config import receive_all
 from tests.conftest import REPO
@@ -164,6 +164,8 @@ def test_a_push_socket_without_the_line_keys_gets_no_result_recorded(tmp_path: P
     address = peer_endpoint(config.endpoints.results).address
     forged = coil_messages("FORGED-1", length_m=3.0, defects_per_frame=1.0, seed=1)
     real = coil_messages("REAL-1", length_m=3.0, defects_per_frame=1.0, seed=2)
+    if curve:  # a signing line: the real worker carries its cameras' signatures
+        real = signed(real, {c.id: signer_for(config, c.id) for c in config.cameras})
     with bare_socket(zmq.PUSH) as forger, line_process("recorder", "--config", str(config.path)) as proc:
         if who == "unknown key":
             stranger_keys(forger, server_key(config, "recorder/recorder.key_secret"))
@@ -244,7 +246,8 @@ def test_clients_with_keys_not_in_the_folder_are_refused_logged_and_counted(tmp_
         # the line's own worker gets in beside them: once its coil is recorded, a forged one would be too
         worker = ResultSender(config.endpoints.results, hwm=100, linger_ms=10_000,
                               curve=curve_for(config, "results", "worker", [peer_endpoint(config.endpoints.results)]))
-        for message in coil_messages("REAL-2", length_m=1.0):
+        for message in signed(coil_messages("REAL-2", length_m=1.0),  # as its cameras signed them
+                              {c.id: signer_for(config, c.id) for c in config.cameras}):
             worker.send(message)
         worker.close()
         wait_for(lambda: "REAL-2" in coils_in(config.database), 60, "the recorder to record REAL-2")

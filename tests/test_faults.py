@@ -29,7 +29,8 @@ from inspection.line.supervisor import Supervisor
 from inspection.plc_tap import PlcTap
 from inspection.registry import Registry
 from inspection.schemas import TOPICS
-from inspection.security import curve_for, ensure_keys
+from inspection.security import curve_for, ensure_keys, signer_for
+from inspection.signing import Signer
 from inspection.transport import FrameSender, parse_endpoint
 from inspection.wire import encode
 from tests.line_configs import write_line_config
@@ -273,8 +274,8 @@ BROKEN = {  # frame index in the coil -> what a broken camera sends instead of t
 }
 
 
-def _broken_parts(frame: Frame, how: str) -> list[bytes]:
-    header, pixels = (bytes(p) for p in encode(frame))
+def _broken_parts(frame: Frame, how: str, signer: Signer | None) -> list[bytes]:
+    header, pixels = (bytes(p) for p in encode(frame, signer))  # a camera's own frame, signed, then broken
     return {"pixels cut short": [header, pixels[: len(pixels) // 2]],
             "pixels part missing": [header],
             "header cut short": [header[: len(header) // 2], pixels],
@@ -288,7 +289,8 @@ def _play_cameras(line: LineConfig, coil: str, frames: int) -> None:
     for camera in line.cameras:
         spec = parse_endpoint(camera.endpoint, "bind")
         key = StreamKey(line.id, line.type, camera.id, camera.surface)
-        with FrameSender(spec, live=False, linger_ms=30_000,
+        signer = signer_for(line, camera.id)  # the test plays the camera process, which signs what it sends
+        with FrameSender(spec, live=False, linger_ms=30_000, signer=signer,
                          curve=curve_for(line, "frames", "camera", [spec], camera=camera.id)) as sender:
             seq = 0
             sender.send(CoilEvent("coil_start", key, coil, seq, 1))
@@ -297,7 +299,7 @@ def _play_cameras(line: LineConfig, coil: str, frames: int) -> None:
                 pixels = rng.integers(90, 110, (camera.frame_height_px, camera.width_px), dtype=np.uint8)
                 frame = Frame(key, coil, seq, index, 10 + index, index * 256.0, 0.0, 1.0, 1.0, pixels)
                 if camera.id == "top-1" and index in BROKEN:
-                    sender.socket.send_multipart(_broken_parts(frame, BROKEN[index]))
+                    sender.socket.send_multipart(_broken_parts(frame, BROKEN[index], signer))
                 else:
                     assert sender.send(frame)
             sender.send(CoilEvent("coil_end", key, coil, seq + 1, 2, length_mm=frames * 256.0, frames=frames,

@@ -262,7 +262,7 @@ def test_a_database_at_m003_migrates_and_links(tmp_path: Path) -> None:
     assert [d["parts"] for d in queries.coil_defects(readonly, "OLD")] == [[1]]
     readonly.close()
     with Store(path) as store:
-        assert schema_version(store.db) == SCHEMA_VERSION == 11
+        assert schema_version(store.db) == SCHEMA_VERSION == 12
         store.register_line(LINE, "hot", 1600.0, CAMERAS)
         assert store.apply_batch([frame(0, UP), frame(1, DOWN)]).seam_links == 1
 

@@ -59,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="measure the queries on a large DB an earlier run built (with --dir) instead of building")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), metavar="PART",
                         help=f"which figures to measure (default all: {' '.join(PARTS)})")
+    parser.add_argument("--signed", action="store_true",
+                        help="recorder_zmq: results carry their camera's signature and the recorder verifies each "
+                             "(as on a line with [security] curve = true)")
     parser.add_argument("--zmq-crops", action="store_true",
                         help="recorder_zmq: every defect with its PNG crop, staged and committed as workers send them")
 
@@ -119,14 +122,23 @@ def _insert_rate(path: Path, args: argparse.Namespace) -> dict[str, Any]:
                     "messages.decode of the encoded parts; ZeroMQ receive not included"}
 
 
-def _push_coils(endpoint: str, coils: int, per_frame: float, crops: bool = False) -> None:
-    """Child process: build and encode the messages first, then push them as fast as ZeroMQ takes them."""
+def _push_coils(endpoint: str, coils: int, per_frame: float, crops: bool = False, keys_dir: Path | None = None) -> None:
+    """Child process: build and encode the messages first (signed with the cameras' keys in
+    `keys_dir`, if given), then push them as fast as ZeroMQ takes them."""
     import zmq
 
     from inspection.transport import open_socket, peer_endpoint
 
-    parts = [encode(m) for c in range(coils)
-             for m in _coil_batch(f"ZMQ-{c}", 10_000, per_frame, 1_763_900_000 * 10**9, c, crops)]
+    messages = [m for c in range(coils) for m in _coil_batch(f"ZMQ-{c}", 10_000, per_frame, 1_763_900_000 * 10**9, c,
+                                                             crops)]
+    if keys_dir is not None:
+        from inspection.keys import load_signing_key, sign_path
+        from inspection.signing import Signer
+        from inspection.testing.synthetic import signed
+
+        messages = signed(messages, {c["id"]: Signer(load_signing_key(sign_path(keys_dir, c["id"])), c["id"])
+                                     for c in CAMERAS})
+    parts = [encode(m) for m in messages]
     sock = open_socket(zmq.Context.instance(), zmq.PUSH, peer_endpoint(endpoint), hwm=1000, linger_ms=60_000)
     for p in parts:
         sock.send_multipart(p)
@@ -142,14 +154,25 @@ def _recorder_rate(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     crops = getattr(args, "zmq_crops", False)
     store = Store(path, crops=CropStore(path.parent / "recorder-crops") if crops else None)
     store.register_line("bench-1", "hot", 1600.0, CAMERAS)
+    keys_dir, seals = None, None
+    if getattr(args, "signed", False):
+        from inspection import keys
+        from inspection.records.seals import SealCheck
+
+        keys_dir = path.parent / "keys"
+        if not keys.has_sign_keys(keys_dir):
+            keys.generate(keys_dir, [c["id"] for c in CAMERAS], curve=False)
+        seals = SealCheck({c["id"]: keys.load_verify_key(keys.sign_public_path(keys.sign_path(keys_dir, c["id"])))
+                           for c in CAMERAS})
     recorder = RecorderLoop(store, "tcp://127.0.0.1:*", "bench-1", batch_messages=args.batch, flush_ms=200,
-                            grace_s=3600)
+                            grace_s=3600, seals=seals)
     endpoint = recorder.receiver.address  # the port ZeroMQ picked
     coils = max(1, args.insert_defects // 10_000)
     expected = sum(len(getattr(m, "defects", ())) for c in range(coils)
                    for m in _coil_batch(f"ZMQ-{c}", 10_000, args.defects_per_frame, 0, c))
     child = multiprocessing.get_context("spawn").Process(target=_push_coils,
-                                                         args=(endpoint, coils, args.defects_per_frame, crops))
+                                                         args=(endpoint, coils, args.defects_per_frame, crops,
+                                                               keys_dir))
     child.start()
     first = cpu = None
     deadline = time.monotonic() + 600
@@ -172,7 +195,8 @@ def _recorder_rate(path: Path, args: argparse.Namespace) -> dict[str, Any]:
             "finalise_s": round(finalise, 2), "finalise_s_per_coil": round(finalise / coils, 2),
             "defects_per_s_excluding_finalise": round(recorder.stats.new_defects / max(elapsed - finalise, 1e-6)),
             "cpu_s": round(cpu_s, 2), "defects_per_cpu_s": round(recorder.stats.new_defects / cpu_s) if cpu_s else None,
-            "crops": crops, "alarms": recorder.stats.alarms,
+            "crops": crops, "alarms": recorder.stats.alarms, "signed": seals is not None,
+            "refused": recorder.stats.refused_unsigned + recorder.stats.refused_bad_signature,
             "note": "Recorder.poll loop (receive, decode, batched apply_batch with the severe-defect alarms, and "
                     "at each coil end grading, roll-mark search and review queue) fed by another process over tcp "
                     "loopback; from the first message received to the last commit; cpu_s: the recorder "

@@ -1,4 +1,5 @@
-"""`steel-inspect keys generate`: the CURVE key pairs of a line's ZeroMQ links, and its audit key.
+"""`steel-inspect keys generate`: the CURVE key pairs of a line's ZeroMQ links, each camera's
+Ed25519 signing pair (``cameras/<id>.sign``, ``.sign_pub``), and its audit key.
 
 One pair per camera, one for the workers, one for the recorder and one for a PLC client, in the
 folder the line config names (``[security] keys_dir``; default ``keys`` beside the database) or
@@ -32,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_generate(args: argparse.Namespace) -> int:
     from inspection.config import load_config
-    from inspection.keys import line_pairs, public_path
+    from inspection.keys import SIGN_SUFFIX, line_pairs, public_path, sign_keys, sign_public_path
     from inspection.records.audit_keys import KEY_FILE_NAME
     from inspection.records.checkpoints import ensure_key
     from inspection.security import generate_for
@@ -41,13 +42,16 @@ def run_generate(args: argparse.Namespace) -> int:
     folder = args.dir or config.keys_dir
     audit_path = args.dir / KEY_FILE_NAME if args.dir else config.audit_key_path
     audit_missing = not audit_path.exists()
-    curve_missing = args.force or not all(p.exists() for p in line_pairs(folder, [c.id for c in config.cameras]))
+    cameras = [c.id for c in config.cameras]
+    wanted = [*line_pairs(folder, cameras), *sign_keys(folder, cameras)]
+    curve_missing = args.force or not all(p.exists() for p in wanted)
     if audit_missing:  # refused when the database holds signatures of a key that is lost
         ensure_key(audit_path, config.database)
         print(f"{audit_path}  (audit key, HMAC-SHA256, mode 0600)")
     made = generate_for(config, args.dir, force=args.force) if curve_missing or not audit_missing else []
     for secret in made:
-        print(f"{public_path(secret)}  (secret: {secret.name}, mode 0600)")
+        public = sign_public_path(secret) if secret.suffix == SIGN_SUFFIX else public_path(secret)
+        print(f"{public}  (secret: {secret.name}, mode 0600)")
     print(f"keys: {len(made)} key pair(s) written to {folder}", end="")
     print("" if config.security.curve else " (note: this line's config has [security] curve = false)", end="")
     print(f"; audit key {'made' if audit_missing else 'kept'}: {audit_path}")

@@ -64,7 +64,7 @@ def main(
     from inspection.errors import SourceError
     from inspection.line.process import StopFlag
     from inspection.line.tally import Tally
-    from inspection.security import curve_for
+    from inspection.security import curve_for, signer_for
     from inspection.transport import FrameSender, parse_endpoint
 
     stop = StopFlag(install=install_signals)
@@ -75,6 +75,7 @@ def main(
     camera = line.camera(camera_id)
     spec = parse_endpoint(endpoint or camera.endpoint, "bind")
     curve = curve_for(line, "frames", "camera", [spec], camera=camera.id)  # keys first: no camera opened in vain
+    signer = signer_for(line, camera.id)  # every source signs what this process sends (`inspection.signing`)
     overrides = {**source_overrides(source or camera.source, source=source, seed=seed, fast=fast, folder=folder,
                                     ground_truth=ground_truth, coils=coils),
                  **options}
@@ -84,7 +85,7 @@ def main(
         # At exit the workers get time to take what is queued, the coil_end included (bounded, so a
         # dead worker cannot hang the camera): replay waits up to 60 s, a live camera 10 s.
         sender = FrameSender(spec, live=live, hwm=camera.send_hwm, stopping=stop.is_set,
-                             linger_ms=10_000 if live else 60_000, curve=curve)
+                             linger_ms=10_000 if live else 60_000, curve=curve, signer=signer)
         tally = Tally(tally_path) if tally_path else None
         try:
             stats = pump(cam, sender, max_frames=max_frames, stopping=stop.is_set,

@@ -233,7 +233,8 @@ def main(config_path: str | None, config_overrides: dict[str, Any] | None = None
     from inspection.records.crops import CropStore
     from inspection.records.grading import load_rules
     from inspection.records.plc_sequence import PlcSequence
-    from inspection.security import curve_for
+    from inspection.records.seals import SealCheck
+    from inspection.security import curve_for, verify_keys_for
     from inspection.transport import parse_endpoint
 
     stop = stop or StopFlag()
@@ -243,6 +244,11 @@ def main(config_path: str | None, config_overrides: dict[str, Any] | None = None
     results = parse_endpoint(endpoint or config.endpoints.results, "bind")
     results_curve = curve_for(config, "results", "recorder", [results])
     plc_curve = curve_for(config, "plc", "recorder", [parse_endpoint(config.endpoints.plc, "bind")])
+    verify_keys = verify_keys_for(config)  # each camera's public signing key: results must carry its signature
+    if verify_keys is not None:
+        options.setdefault("seals", SealCheck(verify_keys))
+        log.info("recorder: results must be signed by their camera (%d camera key(s) from %s)", len(verify_keys),
+                 config.keys_dir)
     rules = load_rules(config.records.rules)
     if db and not crops and Path(db) != config.database:
         crops = str(Path(db).parent / "crops")  # a database given on the command line keeps its crops beside it

@@ -18,7 +18,11 @@ alarms, review queue -- is one transaction whose events wait for its commit):
 - ``periodic``: a roll mark found when the coil is finalised;
 - ``coverage``: a coil finalised below the coverage gate (on hold);
 - ``model``: the model that inspects a line type changed (a promote or rollback reached the line);
-- ``worker``: messages rejected as malformed, or a worker that stopped reporting.
+- ``worker``: messages rejected as malformed, or a worker that stopped reporting; results refused
+  for a missing or wrong camera signature (`seals`: not recorded, counted in ``refused_unsigned`` /
+  ``refused_bad_signature``) and re-sent frames or coil events that conflict with their record
+  (`duplicates`, ``conflicting_duplicates``): at most one alarm per camera and reason every
+  `SOURCE_ALARM_S`, with the count it stands for (`alarm_gate`).
 
 Anchors: the store signs every audit event it writes when it holds the audit key; the recorder
 copies the newest signed checkpoint (`checkpoints.latest`, O(1)) to the append-only anchor file
@@ -44,11 +48,14 @@ from typing import Any
 
 from inspection.frame import CoilEvent
 from inspection.records import alarms, checkpoints, line_reads, queries
+from inspection.records import seals as seals_module
+from inspection.records.alarm_gate import AlarmGate
 from inspection.records.checkpoints import AnchorLog, Checkpoint
 from inspection.records.db import write_transaction
 from inspection.records.errors import StoreError
 from inspection.records.events import AlarmRaised, DefectRecorded, GradeDecided, RecorderEvent
 from inspection.records.periodic import Point, find_periodic
+from inspection.records.seals import SealCheck
 from inspection.records.store import BatchResult, Store
 from inspection.results import FrameResult, ResultMessage, WorkerStatus
 from inspection.shadow_results import ShadowResult
@@ -59,6 +66,7 @@ DEFAULT_ALARM_SEVERITY = 3  # critical defects raise an alarm
 SEVERITY = {"periodic": 2, "coverage": 2, "model": 1, "worker": 2}
 WORKER_SILENT_S = 10.0  # a worker that has not reported for this long gets an alarm (once)
 ALARMED_MEMORY = 10_000  # recent defects whose severe alarm was sent (the next fragment is a frame away)
+SOURCE_ALARM_S = 10.0  # refused or conflicting results: one alarm per camera and reason this often
 
 
 @dataclass
@@ -76,6 +84,9 @@ class RecorderStats:
     finalise_s: float = 0.0  # time spent grading coils, searching roll marks and filling the queue
     shadow_frames: int = 0  # frames a shadow model also inspected, and where it disagreed (`record_shadow`)
     shadow_disagreements: int = 0
+    refused_unsigned: int = 0  # results without their camera's signature (`seals`), not recorded
+    refused_bad_signature: int = 0  # results whose signature is not their camera's, not recorded
+    conflicting_duplicates: int = 0  # re-sent frames / coil events differing from their record (first kept)
     last_error: str | None = None
     grades: dict[str, str] = field(default_factory=dict)
 
@@ -86,7 +97,9 @@ class Recorder:
     def __init__(self, store: Store, line: str, *, batch_messages: int = 500, flush_ms: float = 200.0,
                  grace_s: float = 30.0, on_event: EventHook | None = None, finalise_on_stop: bool = False,
                  alarm_min_severity: int | None = DEFAULT_ALARM_SEVERITY, endpoint: str = "",
-                 anchors: AnchorLog | None = None, anchor_s: float = 60.0) -> None:
+                 anchors: AnchorLog | None = None, anchor_s: float = 60.0, seals: SealCheck | None = None) -> None:
+        """`seals`: the cameras' public signing keys; with them, only results their camera signed are
+        recorded (None: a line whose cameras do not sign, ``[security] curve = false``)."""
         self.store, self.line, self.endpoint = store, line, endpoint
         self.batch_messages, self.flush_s, self.grace_s = batch_messages, flush_ms / 1000.0, grace_s
         self.on_event = on_event
@@ -103,6 +116,8 @@ class Recorder:
         self._worker_seen: dict[str, float] = {}
         self._worker_silent: set[str] = set()
         self._rejected_alarmed = 0
+        self.seals = seals
+        self._gate = AlarmGate(SOURCE_ALARM_S)
         self._crops_failing = False  # alarmed once per run of failures, again after crops were written
         self._alarmed: dict[int, None] = {}  # heads of the defects alarmed lately (insertion order: oldest first)
         self._severe_log = alarms.SevereLog(log)
@@ -132,9 +147,27 @@ class Recorder:
                 self._worker_seen[message.worker] = now
                 self._worker_silent.discard(message.worker)
                 continue
+            if self.seals is not None and self._refused(message):
+                continue
             if not self._buffer:
                 self._first_at = now
             self._buffer.append(message)
+
+    def _refused(self, message: ResultMessage) -> bool:
+        """Count and hold for the alarm a result its camera did not sign (the rest of its batch is kept)."""
+        assert self.seals is not None
+        refusal = self.seals.refuse(message)
+        if refusal is None:
+            return False
+        reason, text = refusal
+        if reason == seals_module.UNSIGNED:
+            self.stats.refused_unsigned += 1
+        else:
+            self.stats.refused_bad_signature += 1
+        camera = message.source.camera  # type: ignore[union-attr]
+        self._gate.add((reason, camera), text, {"camera": camera})
+        log.debug("refused a result for camera %s: %s", camera, text)
+        return True
 
     def due(self) -> bool:
         """True when the buffer is full or its oldest message has waited `flush_ms`."""
@@ -177,6 +210,14 @@ class Recorder:
         self.stats.new_frames += result.new_frames
         self.stats.seam_links += result.seam_links
         self._watch_crops(result.crops_written, result.crops_failed, result.crop_error)
+        for conflict in result.conflicts:
+            self.stats.conflicting_duplicates += 1
+            what = (f"{conflict['kind']} for camera {conflict['camera']}, coil {conflict['coil']}, "
+                    f"seq {conflict['seq']}" + (f" (frame {conflict['index']})" if "index" in conflict else ""))
+            self._gate.add(("conflict", conflict["camera"]), f"{what} differs from the one recorded "
+                           f"({', '.join(conflict['differs'])}); the first is kept", conflict)
+        if result.conflicts:
+            self._watch_sources()
         log.debug("applied %d messages: %d new defects (%d duplicates), %d frames, audit seq %s", len(batch),
                   result.new_defects, result.duplicate_defects, result.new_frames, result.audit_seq)
         self._watch_models(batch)
@@ -234,6 +275,7 @@ class Recorder:
         try:
             self._check_pending()
             self._watch_workers()
+            self._watch_sources()
             self._status()
             self._publish_grades()
             self.anchor()
@@ -252,6 +294,7 @@ class Recorder:
                 self._finalise(coil, "coil_end")
             elif self.finalise_on_stop:
                 self._finalise(coil, "line-stopped")
+        self._watch_sources(force=True)
         self._status()
         self._publish_grades()
         self.anchor(force=True)
@@ -401,6 +444,19 @@ class Recorder:
                 self._alarm("worker", f"worker {worker} has not reported for {now - seen:.0f} s",
                             details={"process": worker, "reason": "silent"})
 
+    def _watch_sources(self, *, force: bool = False) -> None:
+        """The held refusals and conflicts, one ``worker`` alarm per camera and reason when due."""
+        titles = {seals_module.UNSIGNED: "refused: no camera signature",
+                  seals_module.BAD_SIGNATURE: "refused: not signed by the camera's key",
+                  "conflict": "conflicting duplicate(s): a frame or coil already recorded, reported differently"}
+        for gated in self._gate.due(time.monotonic(), force=force):
+            reason, camera = gated.key  # type: ignore[misc]
+            self._alarm("worker", f"{gated.count} result(s) for camera {camera} {titles[reason]} (last: {gated.last})",
+                        coil=gated.details.get("coil"),
+                        details={"process": f"recorder:{self.line}", "reason": reason, "camera": camera,
+                                 "count": gated.count, "last": gated.last,
+                                 **{k: v for k, v in gated.details.items() if k in ("seq", "index", "differs")}})
+
     def _alarm(self, kind: str, message: str, *, coil: str | None = None, details: dict[str, Any] | None = None,
                **fields: Any) -> None:
         """Store one alarm of `kind` (its severity: `SEVERITY`), then emit it."""
@@ -455,7 +511,9 @@ class Recorder:
             "rejected": self.stats.rejected, "frames_per_s": (self.stats.new_frames - frames0) / dt,
             "defects_per_s": (self.stats.new_defects - defects0) / dt, "pending_coils": sorted(self._pending),
             "alarms": self.stats.alarms, "crops_failed": self.stats.crops_failed, "last_error": self.stats.last_error,
-            "shadow_frames": self.stats.shadow_frames, "shadow_disagreements": self.stats.shadow_disagreements},
+            "shadow_frames": self.stats.shadow_frames, "shadow_disagreements": self.stats.shadow_disagreements,
+            "refused_unsigned": self.stats.refused_unsigned, "refused_bad_signature": self.stats.refused_bad_signature,
+            "conflicting_duplicates": self.stats.conflicting_duplicates},
             **{f"worker:{self.line}:{name}": status for name, status in self._workers.items()}})
         self._workers = {}
         self._rate = (now, self.stats.new_frames, self.stats.new_defects)

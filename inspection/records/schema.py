@@ -32,6 +32,11 @@ Inspection records -- append-only, each insert covered by a content digest in `a
   model could not tell what it is), its best guesses as JSON ``[[class, score], ...]``, written in
   the transaction that recorded the defect.
 
+- ``frame_seals`` (``m012_frame_seals``): for a frame whose camera signed it (`inspection.signing`),
+  the pixels' SHA-256 digest and the camera's Ed25519 signature (hex), written in the transaction
+  that recorded the frame. UNIQUE (coil, camera, frame_index). A re-sent frame with another digest
+  or signature is a conflicting duplicate (an alarm; the first record stays).
+
 - ``shadow_frames`` and ``shadow_disagreements`` (``m009_shadow``): shadow mode (`shadow`). One row
   per frame a candidate model also inspected beside the active one (both models as ``models.id``, what
   each found, the shadow's time) and one per defect they saw differently: kind ``active_only`` (the
@@ -107,6 +112,7 @@ AUDITED_TABLES: tuple[str, ...] = (
     "override_approvals",
     "shadow_frames",
     "shadow_disagreements",
+    "frame_seals",
 )
 # Tables changed in place by upserts -> the columns their content digest is ordered by (the primary
 # key: unlike rowid, it survives VACUUM).
@@ -350,6 +356,20 @@ def m011_console_sessions(db: Database) -> None:
     _script(db, _CONSOLE_SESSIONS)
 
 
+_FRAME_SEALS = """
+CREATE TABLE frame_seals (id INTEGER PRIMARY KEY, coil TEXT NOT NULL, camera TEXT NOT NULL,
+  frame_index INTEGER NOT NULL, digest TEXT NOT NULL, sig TEXT NOT NULL, UNIQUE (coil, camera, frame_index))
+"""
+
+
+@migrations(name="m012_frame_seals")
+def m012_frame_seals(db: Database) -> None:
+    # A table of its own rather than columns on frames: an added column would change the digest of
+    # every frame row recorded before it, which the audit chain holds.
+    _script(db, _FRAME_SEALS)
+    _append_only(db, "frame_seals")
+
+
 def _append_only(db: Database, table: str) -> None:
     for op in ("UPDATE", "DELETE"):
         db.execute(f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
@@ -366,7 +386,7 @@ def _script(db: Database, script: str) -> None:
 MIGRATION_NAMES: tuple[str, ...] = ("m001_core", "m002_platform", "m003_append_only", "m004_seam_links",
                                     "m005_defect_guesses", "m006_users", "m007_override_approvals",
                                     "m008_audit_checkpoints", "m009_shadow", "m010_plc_sequence",
-                                    "m011_console_sessions")
+                                    "m011_console_sessions", "m012_frame_seals")
 # Every table with append-only triggers (`audit verify` checks that they are still there).
 APPEND_ONLY_TABLES: tuple[str, ...] = (*AUDITED_TABLES, "audit_log", "audit_checkpoints")
 SCHEMA_VERSION = len(MIGRATION_NAMES)

@@ -3,7 +3,8 @@
 Every mutating call runs in one write transaction together with its audit row (`audit.append`), so
 evidence and its audit entry commit or vanish together.
 
-- `Store.apply_batch(messages)`: the recorder's path; idempotent (natural keys + INSERT OR IGNORE).
+- `Store.apply_batch(messages)`: the recorder's path; idempotent (natural keys + INSERT OR IGNORE);
+  a re-sent frame or coil event that differs from its record is reported (`duplicates`), never added.
   Fragments of a defect cut by a frame seam are linked in the same transaction (`seams`), and the
   severe-defect alarms the recorder decides on the new rows are stored in it (`alarms`).
 - `Store.grade_coil(coil, trigger)`: grade from the effective defects; history row when it changes.
@@ -30,6 +31,7 @@ from typing import Any
 from inspection.frame import CoilEvent
 from inspection.records import audit, queries, seams
 from inspection.records import crops as crops_module
+from inspection.records import duplicates as duplicates_module
 from inspection.records.actions import REVIEW_ACTIONS, InspectorActions, OverrideOutcome
 from inspection.records.alarms import Alarm
 from inspection.records.audit_keys import AuditKey
@@ -42,7 +44,8 @@ from inspection.records.shadow import ShadowRecords
 from inspection.results import FrameDropped, FrameResult, ResultMessage
 
 __all__ = ["REVIEW_ACTIONS", "BatchResult", "OverrideOutcome", "Store"]
-_BATCH_TABLES = ("models", "coils", "coil_events", "frames", "defects", "defect_links", "defect_guesses")
+_BATCH_TABLES = ("models", "coils", "coil_events", "frames", "defects", "defect_links", "defect_guesses",
+                 "frame_seals")
 
 
 def _insert(table: str, columns: str) -> str:
@@ -60,6 +63,7 @@ _BATCH_INSERTS = {
     "defects": _insert("defects", "coil surface camera frame_seq frame_index defect_index along_mm across_mm "
                                   "x1 y1 x2 y2 length_mm width_mm area_mm2 class score severity model_id "
                                   "crop_sha256 captured_ns"),
+    "frame_seals": _insert("frame_seals", "coil camera frame_index digest sig"),
 }
 # an unknown defect's guesses, keyed by the id its natural key got (re-sent: ignored like the defect)
 _GUESSES_INSERT = ("INSERT OR IGNORE INTO defect_guesses (defect_id, coil, guesses) SELECT id, coil, :guesses "
@@ -106,6 +110,8 @@ class BatchResult:
     crops_failed: int = 0  # defects recorded without their crop: the file could not be written
     crop_error: str | None = None
     alarms: list[tuple[int, Alarm]] = field(default_factory=list)  # (alarm id, alarm) stored with the batch
+    # re-sent frames and coil events that differ from what is recorded (`duplicates`; the first stays)
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Store(InspectorActions, ShadowRecords):
@@ -204,28 +210,53 @@ class Store(InspectorActions, ShadowRecords):
         result = BatchResult(messages=len(messages))
         staged: list[str] = []
         now = self.clock()
-        rows: dict[str, list[dict[str, Any]]] = {"coils": [], "coil_events": [], "frames": [], "defects": []}
+        rows: dict[str, list[dict[str, Any]]] = {"coils": [], "coil_events": [], "frames": [], "defects": [],
+                                                 "frame_seals": []}
+        framed: list[FrameDropped | FrameResult] = []
+        events: list[CoilEvent] = []
+        frame_defects: list[list[dict[str, Any]]] = []  # per frame message, its defect rows
         for m in messages:
             if isinstance(m, CoilEvent):
+                events.append(m)
                 rows["coil_events"].append(_coil_event_row(m))
                 (result.coil_starts if m.kind == "coil_start" else result.coil_ends).append(m.coil)
                 rows["coils"].append(_coil_row(m.coil, m.source, m.time_ns))
             elif isinstance(m, FrameDropped | FrameResult):
+                framed.append(m)
                 rows["coils"].append(_coil_row(m.coil, m.source, m.captured_ns))
                 rows["frames"].append(_frame_row(m, now))
-                if isinstance(m, FrameResult):
-                    rows["defects"] += [self._defect_row(m, i, d, self._stage(d.crop_png, staged, result))
-                                        for i, d in enumerate(m.defects)]
+                frame_defects.append([self._defect_row(m, i, d, self._stage(d.crop_png, staged, result))
+                                      for i, d in enumerate(m.defects)] if isinstance(m, FrameResult) else [])
             else:
                 raise StoreError(f"apply_batch: unknown message type {type(m).__name__}")
+        all_defects = sum(len(d) for d in frame_defects)
         with write_transaction(self.db):
             before = {t: audit.max_rowid(self.db, t) for t in _BATCH_TABLES}
-            for row in (*rows["frames"], *rows["defects"]):  # a model is recorded once, then named by its id
-                model = row.pop("model")
-                row["model_id"] = self._model_id(*model, now) if model else None
-            for table, insert in _BATCH_INSERTS.items():
-                self.db.conn.executemany(insert, rows[table])
+            for table in ("coils", "coil_events", "frames"):
+                if table == "frames":  # a model is recorded once, then named by its id
+                    for row in rows["frames"]:
+                        model = row.pop("model")
+                        row["model_id"] = self._model_id(*model, now) if model else None
+                self.db.conn.executemany(_BATCH_INSERTS[table], rows[table])
+            # Only a frame recorded now brings its defects and seal: a re-sent frame (a retry, or
+            # someone reporting a frame already recorded) must not add defects to the first record.
+            fresh, duplicates = self._split_new_frames(framed, before["frames"])
+            for i in fresh:
+                m = framed[i]
+                for row in frame_defects[i]:
+                    model = row.pop("model")
+                    row["model_id"] = self._model_id(*model, now)
+                rows["defects"] += frame_defects[i]
+                if m.capture is not None:
+                    rows["frame_seals"].append({"coil": m.coil, "camera": m.source.camera, "frame_index": m.index,
+                                                "digest": m.capture.digest, "sig": m.capture.sig})
+            for table in ("defects", "frame_seals"):
+                self.db.conn.executemany(_BATCH_INSERTS[table], rows[table])
             self.db.conn.executemany(_GUESSES_INSERT, [row for row in rows["defects"] if row["guesses"]])
+            result.conflicts = duplicates_module.frame_conflicts(self.db, duplicates)
+            if events:
+                result.conflicts += duplicates_module.event_conflicts(self.db, self._old_events(events,
+                                                                                               before["coil_events"]))
             linked = seams.LinkResult()
             if self.seam_rule is not None and audit.max_rowid(self.db, "defects") > before["defects"]:
                 linked = seams.link_new_defects(self.db, before["defects"], self.seam_rule, self.rules.severity,
@@ -250,7 +281,7 @@ class Store(InspectorActions, ShadowRecords):
                         result.defect_rows = fetched
                 elif table == "frames":
                     result.new_frames = len(fetched)
-            result.duplicate_defects = len(rows["defects"]) - result.new_defects
+            result.duplicate_defects = all_defects - result.new_defects
             result.duplicate_frames = len(rows["frames"]) - result.new_frames
             if covered:
                 result.audit_seq = self._audit("batch", {"messages": len(messages), "rows": covered})
@@ -260,6 +291,34 @@ class Store(InspectorActions, ShadowRecords):
         if staged and self.crops is not None:  # committed: the crops go into place (see `crops`)
             self.crops.commit(staged)
         return result
+
+    def _split_new_frames(self, framed: list[FrameDropped | FrameResult], before: int) -> tuple[list[int], list[Any]]:
+        """(indexes of the messages whose frame this batch recorded, the other messages): the first
+        message of a frame in the batch is the one INSERT OR IGNORE kept."""
+        if not framed:
+            return [], []
+        new = set(self.db.execute("SELECT coil, camera, frame_index FROM frames WHERE rowid > ?", (before,)))
+        fresh, duplicates = [], []
+        for i, m in enumerate(framed):
+            key = (m.coil, m.source.camera, m.index)
+            if key in new:
+                new.discard(key)
+                fresh.append(i)
+            else:
+                duplicates.append(m)
+        return fresh, duplicates
+
+    def _old_events(self, events: list[CoilEvent], before: int) -> list[CoilEvent]:
+        """The coil events of a batch that this batch did not record (already recorded before)."""
+        new = set(self.db.execute("SELECT coil, camera, kind FROM coil_events WHERE rowid > ?", (before,)))
+        old = []
+        for e in events:
+            key = (e.coil, e.source.camera, e.kind)
+            if key in new:
+                new.discard(key)
+            else:
+                old.append(e)
+        return old
 
     def _stage(self, png: bytes | None, staged: list[str], result: BatchResult) -> str | None:
         """The crop's sha256 once written to staging; None (the defect is recorded without it) when

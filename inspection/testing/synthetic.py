@@ -7,15 +7,17 @@ with the camera's frame and drop counts. Nothing here is used by the production 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from inspection.frame import CoilEvent, StreamKey
-from inspection.results import Defect, FrameResult, ResultMessage
+from inspection.frame import Capture, CoilEvent, StreamKey
+from inspection.results import Defect, FrameDropped, FrameResult, ResultMessage
 from inspection.severity import severity
+from inspection.signing import UNSIGNED, Signer, pixel_digest
 
 HOT_CLASSES = ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches")
 COLD_CLASSES = ("inclusions", "dents", "oil spots", "pits", "punching", "linear", "macular")
@@ -77,6 +79,32 @@ def coil_messages(coil: str, *, line: str = "demo-hot-1", line_type: str = "hot"
                                    t + 5_000_000, tuple(defects)))
         out.append(CoilEvent("coil_end", src, coil, seq + 1, start_ns + n_frames * 50_000_000,
                              length_mm=n_frames * frame_mm, frames=n_frames, dropped=camera_dropped))
+    return out
+
+
+def signed(messages: Sequence[ResultMessage], signers: Mapping[str, Signer]) -> list[ResultMessage]:
+    """`messages` as a signing line's workers send them: each frame result, drop and coil event with
+    the signature of its camera's `signers` entry (a frame of 1024 rows whose pixels are stood in for
+    by a digest of its name); messages of cameras without a signer stay unsigned."""
+    out: list[ResultMessage] = []
+    for m in messages:
+        signer = signers.get(getattr(getattr(m, "source", None), "camera", ""))
+        if signer is None:
+            out.append(m)
+        elif isinstance(m, CoilEvent):
+            out.append(dataclasses.replace(m, sig=signer.event(m)))  # the event's bytes leave its sig out
+        elif isinstance(m, FrameResult | FrameDropped):
+            position = m.position_mm if isinstance(m, FrameResult) else m.index * 1024.0
+            per_px = m.length_mm / 1024 if isinstance(m, FrameResult) else 1.0
+            digest = pixel_digest(f"{m.source.camera}:{m.coil}:{m.index}".encode())
+            capture = signer.seal(m.source, m.coil, m.seq, m.index, m.captured_ns,
+                                  Capture(position, 0.0, 1.0, per_px, "uint8", 1024, 1600, digest, UNSIGNED))
+            if isinstance(m, FrameResult):  # the length the camera's rows and pixel size give
+                out.append(dataclasses.replace(m, capture=capture, length_mm=capture.length_mm))
+            else:
+                out.append(dataclasses.replace(m, capture=capture))
+        else:
+            out.append(m)
     return out
 
 
