@@ -140,6 +140,8 @@ class RecorderLoop:
     def flush(self) -> None:
         with self._burst():
             self.recorder.flush()
+        if self.recorder.stage_log is not None:  # the burst's PLC messages have left
+            self.recorder.stage_log.sent(getattr(self.publisher, "last_send_ns", None))
 
     def _burst(self) -> contextlib.AbstractContextManager[Any]:
         """What one unit of work decides goes to the PLC together (`PlcPublisher.batch`: one write
@@ -213,6 +215,8 @@ class RecorderLoop:
             self.tick()
         finally:
             self.receiver.close()
+            if self.recorder.stage_log is not None:
+                self.recorder.stage_log.close()
             log.info("recorder stopped: %s",
                      {k: v for k, v in vars(self.recorder.stats).items() if k != "grades"})
 
@@ -270,6 +274,11 @@ def main(config_path: str | None, config_overrides: dict[str, Any] | None = None
                         "%d of a batch that never committed deleted", recovered.moved, recovered.deleted)
         options.setdefault("flush_ms", config.records.flush_ms)
         options.setdefault("anchor_s", config.records.anchor_s)
+        if config.records.stage_log is not None:  # the latency breakdown (`inspection.stage_times`)
+            from inspection.stage_times import StageLog
+
+            options.setdefault("stage_log", StageLog(config.records.stage_log))
+            log.info("recorder: stage times of every published defect appended to %s", config.records.stage_log)
         # the PLC's seq continues after a restart, under a new epoch (`inspection.records.plc_sequence`)
         with PlcPublisher.from_config(config, process="recorder", curve=plc_curve,
                                       ledger=PlcSequence(store.db)) as publisher:

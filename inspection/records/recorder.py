@@ -27,6 +27,10 @@ every `anchor_s`, at every coil end and at stop, and keeps it in `checkpoint` fo
 Shadow mode's messages (`shadow_results.ShadowResult`) are taken out of each batch and written after
 it, in their own transaction and tables (`Store.record_shadow`): no event, alarm or grade comes of them.
 
+Stage times (`inspection.stage_times`): with a `StageLog` the recorder stamps when it took each
+result, when the batch's write began and committed, and hands each new defect to the log as its
+event goes out; the owner's loop says when its PLC messages left (`StageLog.sent`).
+
 Grade rows are emitted as `events.GradeDecided` whoever wrote them (this recorder, or an override or
 review in the console, another process): `housekeeping` looks for new rows every second.
 """
@@ -52,6 +56,7 @@ from inspection.records.periodic import Point, find_periodic
 from inspection.records.store import BatchResult, Store
 from inspection.results import FrameResult, ResultMessage, WorkerStatus
 from inspection.shadow_results import ShadowResult
+from inspection.stage_times import StageLog
 
 log = logging.getLogger(__name__)
 EventHook = Callable[[RecorderEvent], None]
@@ -86,7 +91,8 @@ class Recorder:
     def __init__(self, store: Store, line: str, *, batch_messages: int = 500, flush_ms: float = 200.0,
                  grace_s: float = 30.0, on_event: EventHook | None = None, finalise_on_stop: bool = False,
                  alarm_min_severity: int | None = DEFAULT_ALARM_SEVERITY, endpoint: str = "",
-                 anchors: AnchorLog | None = None, anchor_s: float = 60.0) -> None:
+                 anchors: AnchorLog | None = None, anchor_s: float = 60.0,
+                 stage_log: StageLog | None = None) -> None:
         self.store, self.line, self.endpoint = store, line, endpoint
         self.batch_messages, self.flush_s, self.grace_s = batch_messages, flush_ms / 1000.0, grace_s
         self.on_event = on_event
@@ -113,6 +119,7 @@ class Recorder:
         # Grades recorded before this process started were published by its predecessor.
         self._last_grade_id = line_reads.last_grade_id(store.db)
         self.anchors, self.anchor_s = anchors, anchor_s
+        self.stage_log = stage_log  # the latency breakdown's stamps (None: off, nothing is timed)
         self.checkpoint: Checkpoint | None = None  # the newest signed chain head (the PLC heartbeat's anchor)
         self._anchored_at = time.monotonic()
 
@@ -125,6 +132,8 @@ class Recorder:
         if last_error is not None and rejected:
             self.stats.last_error = last_error
         now = time.monotonic()
+        if self.stage_log is not None:
+            self.stage_log.received(messages)
         for message in messages:
             if isinstance(message, WorkerStatus):  # health, not evidence: kept for the next status write
                 self._workers[message.worker] = {"host": message.host, "pid": message.pid,
@@ -161,6 +170,7 @@ class Recorder:
         shadow = [m for m in batch if isinstance(m, ShadowResult)]
         if shadow:
             batch = [m for m in batch if not isinstance(m, ShadowResult)]
+        flush_ns = time.time_ns()
         try:
             result = self.store.apply_batch(batch, want_rows=True, alarms=self._severe_alarms)
         except sqlite3.OperationalError as exc:
@@ -171,6 +181,8 @@ class Recorder:
             self.stats.last_error = f"flush failed, will retry: {exc}"
             log.error("flush of %d messages failed, will retry: %s", len(batch), exc)
             return
+        if self.stage_log is not None:
+            self.stage_log.committed(batch, flush_ns)
         self.stats.batches += 1
         self.stats.new_defects += result.new_defects
         self.stats.duplicate_defects += result.duplicate_defects
@@ -220,6 +232,8 @@ class Recorder:
         for row in result.defect_rows:
             version, sha256 = self._model_of(row.get("model_id"))
             self._emit(DefectRecorded(row, version, sha256))
+            if self.stage_log is not None:
+                self.stage_log.emitted(row)
             if row["id"] in raised:
                 alarm_id, alarm = raised[row["id"]]
                 self._remember_alarmed(alarms.head_of(row))
