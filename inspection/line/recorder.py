@@ -18,7 +18,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,9 @@ class RecorderLoop:
             if on_event is not None:
                 on_event(event)
 
-        self.recorder = Recorder(store, line, on_event=emit, endpoint=self.receiver.address, **options)
+        self._bursts = 0  # nesting depth of `_burst`: only the outermost one sends
+        self.recorder = Recorder(store, line, on_event=emit, endpoint=self.receiver.address, burst=self._burst,
+                                 **options)
         self.quiet_ms = 1000  # at stop, drain until nothing arrived for this long
 
     @property
@@ -138,16 +140,23 @@ class RecorderLoop:
             self.flush()
 
     def flush(self) -> None:
-        with self._burst():
-            self.recorder.flush()
-        if self.recorder.stage_log is not None:  # the burst's PLC messages have left
-            self.recorder.stage_log.sent(getattr(self.publisher, "last_send_ns", None))
+        self.recorder.flush()  # its own bursts: the batch's defects as soon as it commits, then the rest
 
-    def _burst(self) -> contextlib.AbstractContextManager[Any]:
+    @contextlib.contextmanager
+    def _burst(self) -> Iterator[None]:
         """What one unit of work decides goes to the PLC together (`PlcPublisher.batch`: one write
-        of the sequence numbers per burst); a plain publisher, or none, sends as it goes."""
+        of the sequence numbers per burst); a plain publisher, or none, sends as it goes. Nested
+        bursts send with the outermost one, which also tells the stage log when they left."""
         batch = getattr(self.publisher, "batch", None)
-        return batch() if batch is not None else contextlib.nullcontext()
+        self._bursts += 1
+        try:
+            with batch() if batch is not None else contextlib.nullcontext():
+                yield
+        finally:
+            self._bursts -= 1
+        stages = self.recorder.stage_log
+        if stages is not None and not self._bursts:
+            stages.sent(getattr(self.publisher, "last_send_ns", None))
 
     def _take(self, limit: int) -> int:
         messages = self.receiver.receive(limit)
