@@ -141,6 +141,7 @@ class RecordsConfig:
     audit_key: Path | None = None  # None: audit.hmac_key in the key folder (see `LineConfig.audit_key_path`)
     audit_anchor: Path | None = None  # None: <database>.anchors.jsonl (see `LineConfig.audit_anchor_for`)
     anchor_s: float = 60.0  # the recorder anchors the signed chain head at least this often (and at coil end)
+    stage_log: Path | None = None  # None: off; a file: one JSON line of stage times per published defect
 
 
 @dataclass(frozen=True)
@@ -579,6 +580,7 @@ def _records(path: Path, table: Any) -> RecordsConfig:
         audit_key=s.path_value("audit_key"),
         audit_anchor=s.path_value("audit_anchor"),
         anchor_s=s.positive("anchor_s", float),
+        stage_log=s.path_value("stage_log"),
     )
     s.check_unknown()
     return records

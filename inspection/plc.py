@@ -159,6 +159,7 @@ class PlcPublisher:
         self._unsaved = 0  # bursts sent although the ledger could not note their seq (see `_send`)
         self._ledger = ledger
         self._held: list[tuple[str, bytes]] | None = None  # a burst being collected (`batch`)
+        self.last_send_ns: int | None = None
         self.epoch: int | None = None
         self._started = time.monotonic()
         self._next_heartbeat = self._started  # the first tick() beats at once
@@ -229,6 +230,7 @@ class PlcPublisher:
                 self._unsaved += 1
                 log.error("PLC seq not saved in the line database, sending anyway: %s", exc)
         failed: zmq.ZMQError | None = None
+        self.last_send_ns = time.time_ns()  # when this burst was handed to the socket (`inspection.stage_times`)
         for topic, body in messages:
             try:
                 self._socket.send_multipart([topic.encode(), body], flags=zmq.NOBLOCK)

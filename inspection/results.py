@@ -17,7 +17,14 @@ camera stream's sequence number). Types:
   "area_mm2", "crop"[, "guesses"]}``. ``guesses`` (only for class ``unknown``: the model cannot tell
   what the defect is) lists its best classes as ``[class, score]`` pairs, best first, at most
   `MAX_GUESSES`. ``crop`` is null or the index (>= 1) of the message part holding that
-  defect's crop as PNG bytes; each extra part is referenced exactly once.
+  defect's crop as PNG bytes; each extra part is referenced exactly once. Optional ``timing``
+  (`WorkerTiming`): the worker's stage times for this frame, ``{"recv_ns", "infer_start_ns",
+  "infer_end_ns", "sent_ns"}`` (all four, integers in 0..2**63-1 ns since the epoch, CLOCK_REALTIME
+  of the worker's host; no other key): when it took the frame off its socket, when the model run
+  of the frame's batch started and ended, and when it began to send this result. Only for the
+  latency breakdown (`inspection.stage_times`); nothing is decided on it, so its order is not
+  checked (a clock step must not cost a frame its record). Across hosts the breakdown needs
+  synchronised clocks (PTP, or NTP for figures of milliseconds).
 - ``frame_dropped``: a frame the worker received (or knows it lost) but could not inspect. Adds
   ``index``, ``captured_ns`` and ``reason`` (text). It counts against coverage.
 - ``capture`` (frame_result and frame_dropped, on a line whose cameras sign): what the camera signed
@@ -63,7 +70,13 @@ UNKNOWN = "unknown"  # the class of a defect the model could not name (see inspe
 _RESULT_KEYS = frozenset(_IDENTITY) | frozenset(
     "v type index captured_ns position_mm length_mm model inspected_ns defects".split()
 )
-_SIGNED_RESULT_KEYS = _RESULT_KEYS | {"capture"}
+# A frame_result's optional parts: what the camera signed ("capture") and the worker's stage times
+# ("timing", `WorkerTiming`); the allowed keys for each combination present, built once.
+_RESULT_KEY_SETS = {
+    (signed, timed): _RESULT_KEYS | {key for key, present in (("capture", signed), ("timing", timed)) if present}
+    for signed in (False, True) for timed in (False, True)
+}
+_TIMING_KEYS = ("recv_ns", "infer_start_ns", "infer_end_ns", "sent_ns")  # in the order they happen
 _DROPPED_KEYS = frozenset(_IDENTITY) | {"v", "type", "index", "captured_ns", "reason"}
 _EVENT_KEYS = frozenset(_IDENTITY) | {"v", "type", "time_ns", "length_mm", "frames", "dropped"}
 _SIGNED_EVENT_KEYS = _EVENT_KEYS | {"sig"}
@@ -94,6 +107,23 @@ class Defect:
 
 
 @dataclass(frozen=True)
+class WorkerTiming:
+    """A worker's stage times for one frame (ns, CLOCK_REALTIME; see the module docstring)."""
+
+    recv_ns: int
+    infer_start_ns: int
+    infer_end_ns: int
+    sent_ns: int
+
+    def __post_init__(self) -> None:
+        for name in _TIMING_KEYS:
+            _int(f"timing.{name}", getattr(self, name))
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in _TIMING_KEYS}
+
+
+@dataclass(frozen=True)
 class FrameResult:
     """An inspected frame and the defects found in it."""
 
@@ -109,11 +139,14 @@ class FrameResult:
     inspected_ns: int
     defects: tuple[Defect, ...] = ()
     capture: Capture | None = None  # what the camera signed about this frame, carried unchanged
+    timing: WorkerTiming | None = None  # the worker's stage times, for the latency breakdown only
 
     def __post_init__(self) -> None:
         _guard(lambda: check_ident("coil", self.coil))
         for name in ("seq", "index", "captured_ns", "inspected_ns"):
             _int(name, getattr(self, name))
+        if self.timing is not None and not isinstance(self.timing, WorkerTiming):
+            raise RecordError(f"timing: expected WorkerTiming or None, got {type(self.timing).__name__}")
         _num("position_mm", self.position_mm, minimum=0.0)
         _num("length_mm", self.length_mm, minimum=0.0)
         _guard(lambda: check_ident("model.version", self.model_version))
@@ -246,6 +279,8 @@ def encode(message: ResultMessage) -> list[bytes]:
         "defects": defects,
         **_capture_field(message.capture),
     }
+    if message.timing is not None:
+        header["timing"] = message.timing.as_dict()
     return [_dump(header), *crops]
 
 
@@ -319,7 +354,7 @@ def _decode(parts: Sequence[Any]) -> ResultMessage:
             f"header.type: expected frame_result, frame_dropped, worker_status, shadow_result, coil_start or "
             f"coil_end, got {kind!r}"
         )
-    _keys(header, _SIGNED_RESULT_KEYS if "capture" in header else _RESULT_KEYS, "header")
+    _keys(header, _RESULT_KEY_SETS["capture" in header, "timing" in header], "header")
     model = header["model"]
     if not isinstance(model, dict):
         raise RecordError(f"model: expected an object with version and sha256, got {model!r}")
@@ -346,7 +381,15 @@ def _decode(parts: Sequence[Any]) -> ResultMessage:
         inspected_ns=header["inspected_ns"],
         defects=defects,
         capture=_capture(header),
+        timing=_timing(header["timing"]) if "timing" in header else None,
     )
+
+
+def _timing(value: Any) -> WorkerTiming:
+    if not isinstance(value, dict):
+        raise RecordError(f"timing: expected an object with {', '.join(_TIMING_KEYS)}, got {value!r}"[:300])
+    _keys(value, frozenset(_TIMING_KEYS), "timing")
+    return WorkerTiming(**value)
 
 
 def _defect(i: int, item: Any, extra: list[bytes], used: set[int]) -> Defect:

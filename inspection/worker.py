@@ -16,6 +16,11 @@ up (its engines built) in a background thread while the old one keeps inspecting
 that takes minutes; on a CPU too when it warms up (every window shape run once, `cpu_runs`:
 seconds), else loading takes a fraction of a second and happens in the loop.
 
+Stage times: every `FrameResult` carries `results.WorkerTiming` (when the worker took the frame,
+when its batch's model run started and ended, when its result was sent), for the latency
+breakdown of `bench inference` (`inspection.stage_times`); CLOCK_REALTIME, like the camera's
+``captured_ns``, so the stages of processes on one host (or on hosts with synchronised clocks) add up.
+
 Shadow mode (`inspection.shadow`): after a batch's results are sent, a candidate model inspects the
 chosen share of its frames on the same windows and the worker sends where the two disagree; the
 active model's results never wait for it, and its time is counted apart (``shadow_s``).
@@ -37,7 +42,7 @@ from inspection.frame import LINE_TYPES, BrokenFrame, Capture, CoilEvent, Frame,
 from inspection.frame_inspector import FrameInspection, FrameInspector, InspectorSettings
 from inspection.model_loading import BackgroundLoad
 from inspection.registry import Manifest, Registry
-from inspection.results import FrameDropped, FrameResult, ResultMessage
+from inspection.results import FrameDropped, FrameResult, ResultMessage, WorkerTiming
 from inspection.severity import SeverityRule
 from inspection.shadow import ShadowRunner, ShadowSlot
 from inspection.shadow_results import ShadowResult
@@ -178,6 +183,7 @@ class InferenceWorker:
         self.shadows: dict[str, ShadowRunner] = {}
         self.stats = WorkerStats()
         self._pending: list[Frame] = []
+        self._recv_ns: dict[int, int] = {}  # id of a pending frame -> when it came off the socket
         self._first_at = 0.0
         self._last_reload_check = time.monotonic()
 
@@ -244,6 +250,7 @@ class InferenceWorker:
         if not self._pending:
             self._first_at = time.monotonic()
         self._pending.append(message)
+        self._recv_ns[id(message)] = time.time_ns()
         self.stats.frames_received += 1
 
     def _maybe_reload(self) -> None:
@@ -277,19 +284,21 @@ class InferenceWorker:
         if not self._pending:
             return
         frames, self._pending = self._pending, []
+        received, self._recv_ns = self._recv_ns, {}
         by_type: dict[str, list[Frame]] = {}
         for frame in frames:
             by_type.setdefault(frame.source.line_type, []).append(frame)
         for line_type, group in by_type.items():
-            self._inspect(line_type, group)
+            self._inspect(line_type, group, received)
         self.stats.batches += 1
 
-    def _inspect(self, line_type: str, frames: list[Frame]) -> None:
+    def _inspect(self, line_type: str, frames: list[Frame], received: dict[int, int] | None = None) -> None:
         try:
             slot = self._slot(line_type)
-            started = time.perf_counter()  # after a first-use model load
+            started, started_ns = time.perf_counter(), time.time_ns()  # after a first-use model load
             results = FrameInspector(slot.detector, self.settings, self.severity_rule).inspect(frames)
             inspected_s = time.perf_counter() - started  # before sending: a slow recorder is not inspection
+            ended_ns = time.time_ns()
         except Exception as exc:  # noqa: BLE001 - report the frames as not inspected, keep running
             log.exception("inspection of %d %s frame(s) failed", len(frames), line_type)
             for frame in frames:
@@ -299,8 +308,10 @@ class InferenceWorker:
             self.stats.frames_failed += len(frames)
             return
         manifest = slot.manifest
+        received = received or {}
         for result in results:
-            self.send(self._result(result, manifest))
+            recv_ns = received.get(id(result.frame), started_ns)
+            self.send(self._result(result, manifest, (min(recv_ns, started_ns), started_ns, ended_ns)))
             self.stats.frames_inspected += 1
             self.stats.defects += len(result.defects)
             self.stats.tiles_total += result.tiles_total
@@ -325,11 +336,17 @@ class InferenceWorker:
         self.stats.shadow_s += seconds
         self.stats.shadow_disagreements += sum(len(m.disagreements) for m in messages)
 
-    def _result(self, inspection: FrameInspection, manifest: Manifest) -> FrameResult:
+    def _result(self, inspection: FrameInspection, manifest: Manifest,
+                stages: tuple[int, int, int] | None = None) -> FrameResult:
+        """The frame's result; `stages` = (received, model run started, ended) in ns, its timing."""
         frame = inspection.frame
+        now = time.time_ns()  # when this result is handed to the socket: the timing's sent_ns
+        timing = WorkerTiming(stages[0], stages[1], max(stages[2], stages[1]), max(now, stages[2])) \
+            if stages is not None else None
         return FrameResult(
             source=frame.source, coil=frame.coil, seq=frame.seq, index=frame.index,
             captured_ns=frame.captured_ns, position_mm=frame.position_mm, length_mm=frame.length_mm,
-            model_version=manifest.version, model_sha256=manifest.sha256, inspected_ns=time.time_ns(),
+            model_version=manifest.version, model_sha256=manifest.sha256, inspected_ns=now,
             defects=inspection.defects, capture=Capture.of(frame),  # the camera's signature, carried unchanged
+            timing=timing,
         )

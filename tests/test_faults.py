@@ -104,7 +104,7 @@ def test_the_recorder_killed_mid_batch_is_restarted_and_the_coil_is_recorded_and
         tmp_path: Path, ipc_dir: Path) -> None:
     # One long coil (30 m: 118 frames per camera), so the kill lands inside it; the recorder commits
     # every 5 s, so when it dies it holds every result of the last seconds.
-    line = _line(tmp_path, ipc_dir, coil_length_m=30.0, extra={"flush_ms = 50.0": "flush_ms = 5000.0"})
+    line = _line(tmp_path, ipc_dir, coil_length_m=30.0, extra={"flush_ms = 5.0 ": "flush_ms = 5000.0 "})
     killer = in_background(_kill_recorder_holding_results, line.database, line.id)
     summary = run_pipeline(line, max_frames=100, camera_overrides={"realtime": True})
     assert "failed" not in killer, killer.get("failed")

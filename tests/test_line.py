@@ -23,7 +23,7 @@ REPO = Path(__file__).parents[1]
 def test_standalone_recorder_publishes_heartbeats_to_a_plc_listener(tmp_path: Path, ipc_dir: Path) -> None:
     """`steel-inspect recorder` alone is the recorder `run` starts: its PLC publisher is attached
     from the config (the old standalone command never published anything)."""
-    config_path = write_line_config(tmp_path, ipc_dir=ipc_dir, extra={"flush_ms = 50.0": "flush_ms = 75.0"},
+    config_path = write_line_config(tmp_path, ipc_dir=ipc_dir, extra={"flush_ms = 5.0 ": "flush_ms = 75.0 "},
                                     keys=True)  # a recorder alone never makes keys: only run and demo do
     config = load_config(config_path)
     child = subprocess.Popen([sys.executable, "-m", "inspection", "recorder", "--config", str(config_path)],

@@ -26,6 +26,17 @@ picks (``runtime``); ``inspector_runtimes`` and ``pipeline_runtimes`` hold one e
   frames dropped by the cameras (counted, never silent) and latency from capture to the PLC
   defect message (a subscriber on the PLC endpoint) and from capture to the database row.
 
+Latency breakdown (``latency_breakdown_ms``, each pipeline load point): where the time from capture
+to the PLC goes, per stage (camera -> worker, batching, inference, worker send, worker -> recorder,
+recorder wait, commit, publish, PLC transport), mean / p50 / p99 in ms over the PLC defect messages,
+from the stamps each process takes (`inspection.stage_times`, which defines every stage and what
+"capture" is: the frame's last line); ``frame_period_ms`` is how much older a frame's first line is.
+Also printed as a table on stderr. ``--pipeline-only`` skips bare, torch and inspector;
+``--set KEY=VALUE`` changes the line for every pipeline run; ``--variant NAME [KEY=VALUE ...]``
+(repeatable) runs each load point once per variant, the variants alternating, ``--repeat`` times,
+into ``latency_variants`` (this machine's load changes from minute to minute: only runs side by side
+compare).
+
 ``pipeline_to_bare_ratio`` = pipeline Mpx/s / the fastest bare runtime's Mpx/s (the first stage
 lets the pipeline exceed 1 when most of the strip is clean), for the config's runtime; each entry of
 ``pipeline_runtimes`` has its own ``pipeline_to_fastest_bare_ratio``; ``pipeline_to_inspector_ratio``
@@ -38,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -85,6 +97,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-pipeline", action="store_true")
     parser.add_argument("--runtimes", nargs="+", choices=tuple(RUNTIMES), default=None,
                         help="CPU runtimes measured side by side (default: onnxruntime, and openvino when installed)")
+    parser.add_argument("--pipeline-only", action="store_true", help="only the pipeline (no bare, torch, inspector)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for every pipeline run (TOML value), e.g. worker.batch_size=1")
+    parser.add_argument("--variant", action="append", nargs="+", default=[], metavar="NAME_OR_KEY=VALUE",
+                        help="a named set of config overrides (NAME KEY=VALUE ...); several alternate at each load")
+    parser.add_argument("--repeat", type=positive_int, default=1,
+                        help="with --variant: rounds over every load and variant (default 1)")
     parser.add_argument("--beside", nargs="+", default=[], metavar="MODEL",
                         help="other models (names or versions) measured bare on the same tiles and batch, "
                              "alternating with the main model in rounds (a new model beside the one it replaces)")
@@ -95,6 +114,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from inspection.registry import Registry
 
     config = load_config(args.config, {} if args.threads is None else {"worker.intra_op_threads": args.threads})
+    if args.pipeline_only or args.variant:
+        return _pipelines_only(args, config)
     registry = Registry(config.model.registry)
     manifest = registry.resolve(args.model or config.model.name)
     detector, runtimes = runtimes_to_run(args.runtimes, config, manifest)
@@ -135,7 +156,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.skip_pipeline:
         pipelines: dict[str, Any] = {}
         for label in runtimes:
-            points = [_pipeline(args, config, load, runtime_setting(label, config)) for load in args.offered_mpx_per_s]
+            points = [_pipeline(args, config, load, runtime_setting(label, config), _settings(args.set))
+                      for load in args.offered_mpx_per_s]
             entry = {**points[0], "gives_the_models_results": mine[label]["gives_the_models_results"],
                      "pipeline_to_fastest_bare_ratio":
                      round(points[0]["pipeline_mpx_per_s"] / result["bare_mpx_per_s"], 3)}
@@ -234,25 +256,100 @@ def _inspector(config: Any, detector: Any, frames: list[Any], frame_mpx: float, 
             "inspector_model_px_share": round(float(np.mean(shares)), 3)}
 
 
-def _pipeline(args: argparse.Namespace, config: Any, offered_mpx_per_s: float, providers: str) -> dict[str, Any]:
+def _pipelines_only(args: argparse.Namespace, config: Any) -> dict[str, Any]:
+    """The pipeline alone at every load (`--pipeline-only`), or every `--variant` at every load,
+    alternating, `--repeat` rounds: the latency side by side."""
+    from inspection.benchmarks._runtimes import runtimes_to_run
+    from inspection.registry import Registry
+
+    manifest = Registry(config.model.registry).resolve(args.model or config.model.name)
+    detector, _ = runtimes_to_run(args.runtimes, config, manifest)
+    providers = runtime_setting(runtime_label(detector), config)
+    base = _settings(args.set)
+    result: dict[str, Any] = {"model": manifest.version, "runtime": runtime_label(detector), "hardware": hardware(),
+                              "set": base, "command": "steel-inspect bench inference"}
+    if not args.variant:
+        points = [_pipeline(args, config, load, providers, base) for load in args.offered_mpx_per_s]
+        result.update(points[0])
+        result["pipeline_load_points"] = points
+        return result
+    variants = {items[0]: _settings(items[1:]) for items in args.variant}
+    runs: list[dict[str, Any]] = []
+    for round_ in range(args.repeat):
+        for load in args.offered_mpx_per_s:
+            for name, overrides in variants.items():
+                point = _pipeline(args, config, load, providers, {**base, **overrides})
+                runs.append({"variant": name, "round": round_ + 1, **point})
+    result["variants"] = variants
+    result["latency_variants"] = runs
+    result["latency_variants_summary"] = _variant_summary(runs)
+    print(_variant_table(result["latency_variants_summary"]), file=sys.stderr)
+    return result
+
+
+def _variant_summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per variant and load: medians over the rounds, drops added up."""
+    out = []
+    for key in dict.fromkeys((r["variant"], r["pipeline_offered_mpx_per_s"]) for r in runs):
+        mine = [r for r in runs if (r["variant"], r["pipeline_offered_mpx_per_s"]) == key]
+
+        def median(field: str, rows: list[dict[str, Any]] = mine) -> float | None:
+            values = [r[field] for r in rows if r.get(field) is not None]
+            return round(float(np.median(values)), 1) if values else None
+
+        out.append({"variant": key[0], "offered_mpx_per_s": key[1], "rounds": len(mine),
+                    "pipeline_mpx_per_s": median("pipeline_mpx_per_s"),
+                    "frames_dropped_by_cameras": sum(r["pipeline_frames_dropped_by_cameras"] for r in mine),
+                    "frames_lost": sum(r.get("pipeline_frames_lost") or 0 for r in mine),
+                    "latency_ms_p50": median("latency_ms_p50"), "latency_ms_p99": median("latency_ms_p99"),
+                    "latency_ms_p99_each": [r["latency_ms_p99"] for r in mine]})
+    return out
+
+
+def _variant_table(summary: list[dict[str, Any]]) -> str:
+    lines = [f"{'variant':<16}{'offered':>8}{'Mpx/s':>8}{'dropped':>8}{'p50':>8}{'p99':>8}  p99 each round (ms)"]
+    for s in summary:
+        lines.append(f"{s['variant']:<16}{s['offered_mpx_per_s']:>8}{s['pipeline_mpx_per_s'] or 0:>8.1f}"
+                     f"{s['frames_dropped_by_cameras']:>8}{s['latency_ms_p50'] or 0:>8.1f}"
+                     f"{s['latency_ms_p99'] or 0:>8.1f}  {s['latency_ms_p99_each']}")
+    return "\n".join(lines)
+
+
+def _settings(items: list[str]) -> dict[str, Any]:
+    from inspection.benchmarks.e2e import _settings as parse
+
+    return parse(items)
+
+
+def _pipeline(args: argparse.Namespace, config: Any, offered_mpx_per_s: float, providers: str,
+              overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     from inspection.line.pipeline import run_pipeline
     from inspection.security import ensure_keys
+    from inspection.stage_times import breakdown, read, table
 
-    px_per_m = sum(c.width_px * 1000.0 / c.mm_per_px_along for c in config.cameras)
-    speed = offered_mpx_per_s * 1e6 / px_per_m
-    frames = max(4, int(args.pipeline_seconds * speed * 1000.0 / (config.cameras[0].frame_height_px
-                                                                  * config.cameras[0].mm_per_px_along)))
     with tempfile.TemporaryDirectory(prefix="steel-bench-") as tmp:
         threads = {} if args.threads is None else {"worker.intra_op_threads": args.threads}
-        line = scratch_line(args.config, Path(tmp), **{"line.speed_m_per_s": speed, "worker.providers": providers,
-                                                       **threads})
+        settings = {"worker.providers": providers, **threads, **(overrides or {}),
+                    "records.stage_log": str(Path(tmp) / "stages.jsonl")}
+        shaped = scratch_line(args.config, Path(tmp), **settings)  # frame height and width as overridden
+        px_per_m = sum(c.width_px * 1000.0 / c.mm_per_px_along for c in shaped.cameras)
+        speed = offered_mpx_per_s * 1e6 / px_per_m
+        camera = shaped.cameras[0]
+        frames = max(4, int(args.pipeline_seconds * speed * 1000.0 / (camera.frame_height_px
+                                                                      * camera.mm_per_px_along)))
+        line = scratch_line(args.config, Path(tmp), **{"line.speed_m_per_s": speed, **settings})
         ensure_keys(line)  # the tap is the line's PLC client: with CURVE on it needs the keys first
         tap = PlcTap.from_config(line, topic="defect")
         summary = run_pipeline(line, workers=args.workers, max_frames=frames,
                                camera_overrides={"realtime": True, "seed": 5})
         latencies = _latencies_ms(tap)
-    inspected_mpx = summary.get("frames_inspected", 0) * config.cameras[0].width_px \
-        * config.cameras[0].frame_height_px / 1e6
+        arrivals = {m["defect_id"]: int(arrived * 1e9) for arrived, m in tap.messages if "defect_id" in m}
+        stages = breakdown(read(Path(tmp) / "stages.jsonl"), arrivals)
+    frame_period_ms = camera.frame_height_px * camera.mm_per_px_along / speed  # mm / (m/s) = ms
+    title = (f"capture -> PLC at {offered_mpx_per_s} Mpx/s offered"
+             + (f" ({', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else ""))
+    print(table(stages, title), file=sys.stderr)
+    inspected_mpx = summary.get("frames_inspected", 0) * camera.width_px * camera.frame_height_px / 1e6
     # Throughput from the first capture to the last record (model loading and shutdown left out).
     seconds = summary.get("inspecting_s") or summary["seconds"]
     return {
@@ -270,8 +367,14 @@ def _pipeline(args: argparse.Namespace, config: Any, offered_mpx_per_s: float, p
         "pipeline_inspecting_s": summary.get("inspecting_s"),
         "latency_ms_p50": _pct(latencies, 50),
         "latency_ms_p99": _pct(latencies, 99),
-        "latency_basis": f"capture -> PLC defect message, {len(latencies)} messages",
+        "latency_basis": f"capture (the frame's last line) -> PLC defect message at the subscriber, "
+                         f"{len(latencies)} messages",
         "latency_ms_capture_to_record": summary.get("latency_ms_capture_to_record"),
+        "latency_breakdown_ms": stages,
+        "frame_height_px": camera.frame_height_px,
+        "frame_period_ms": round(frame_period_ms, 1),
+        "pipeline_frames_lost": summary.get("frames_lost"),
+        "pipeline_overrides": overrides or {},
     }
 
 

@@ -18,7 +18,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,9 @@ class RecorderLoop:
             if on_event is not None:
                 on_event(event)
 
-        self.recorder = Recorder(store, line, on_event=emit, endpoint=self.receiver.address, **options)
+        self._bursts = 0  # nesting depth of `_burst`: only the outermost one sends
+        self.recorder = Recorder(store, line, on_event=emit, endpoint=self.receiver.address, burst=self._burst,
+                                 **options)
         self.quiet_ms = 1000  # at stop, drain until nothing arrived for this long
 
     @property
@@ -138,14 +140,23 @@ class RecorderLoop:
             self.flush()
 
     def flush(self) -> None:
-        with self._burst():
-            self.recorder.flush()
+        self.recorder.flush()  # its own bursts: the batch's defects as soon as it commits, then the rest
 
-    def _burst(self) -> contextlib.AbstractContextManager[Any]:
+    @contextlib.contextmanager
+    def _burst(self) -> Iterator[None]:
         """What one unit of work decides goes to the PLC together (`PlcPublisher.batch`: one write
-        of the sequence numbers per burst); a plain publisher, or none, sends as it goes."""
+        of the sequence numbers per burst); a plain publisher, or none, sends as it goes. Nested
+        bursts send with the outermost one, which also tells the stage log when they left."""
         batch = getattr(self.publisher, "batch", None)
-        return batch() if batch is not None else contextlib.nullcontext()
+        self._bursts += 1
+        try:
+            with batch() if batch is not None else contextlib.nullcontext():
+                yield
+        finally:
+            self._bursts -= 1
+        stages = self.recorder.stage_log
+        if stages is not None and not self._bursts:
+            stages.sent(getattr(self.publisher, "last_send_ns", None))
 
     def _take(self, limit: int) -> int:
         messages = self.receiver.receive(limit)
@@ -213,6 +224,8 @@ class RecorderLoop:
             self.tick()
         finally:
             self.receiver.close()
+            if self.recorder.stage_log is not None:
+                self.recorder.stage_log.close()
             log.info("recorder stopped: %s",
                      {k: v for k, v in vars(self.recorder.stats).items() if k != "grades"})
 
@@ -276,6 +289,11 @@ def main(config_path: str | None, config_overrides: dict[str, Any] | None = None
                         "%d of a batch that never committed deleted", recovered.moved, recovered.deleted)
         options.setdefault("flush_ms", config.records.flush_ms)
         options.setdefault("anchor_s", config.records.anchor_s)
+        if config.records.stage_log is not None:  # the latency breakdown (`inspection.stage_times`)
+            from inspection.stage_times import StageLog
+
+            options.setdefault("stage_log", StageLog(config.records.stage_log))
+            log.info("recorder: stage times of every published defect appended to %s", config.records.stage_log)
         # the PLC's seq continues after a restart, under a new epoch (`inspection.records.plc_sequence`)
         with PlcPublisher.from_config(config, process="recorder", curve=plc_curve,
                                       ledger=PlcSequence(store.db)) as publisher:

@@ -31,6 +31,10 @@ every `anchor_s`, at every coil end and at stop, and keeps it in `checkpoint` fo
 Shadow mode's messages (`shadow_results.ShadowResult`) are taken out of each batch and written after
 it, in their own transaction and tables (`Store.record_shadow`): no event, alarm or grade comes of them.
 
+Stage times (`inspection.stage_times`): with a `StageLog` the recorder stamps when it took each
+result, when the batch's write began and committed, and hands each new defect to the log as its
+event goes out; the owner's loop says when its PLC messages left (`StageLog.sent`).
+
 Grade rows are emitted as `events.GradeDecided` whoever wrote them (this recorder, or an override or
 review in the console, another process): `housekeeping` looks for new rows every second.
 """
@@ -59,6 +63,7 @@ from inspection.records.seals import SealCheck
 from inspection.records.store import BatchResult, Store
 from inspection.results import FrameResult, ResultMessage, WorkerStatus
 from inspection.shadow_results import ShadowResult
+from inspection.stage_times import StageLog
 
 log = logging.getLogger(__name__)
 EventHook = Callable[[RecorderEvent], None]
@@ -97,9 +102,13 @@ class Recorder:
     def __init__(self, store: Store, line: str, *, batch_messages: int = 500, flush_ms: float = 200.0,
                  grace_s: float = 30.0, on_event: EventHook | None = None, finalise_on_stop: bool = False,
                  alarm_min_severity: int | None = DEFAULT_ALARM_SEVERITY, endpoint: str = "",
-                 anchors: AnchorLog | None = None, anchor_s: float = 60.0, seals: SealCheck | None = None) -> None:
+                 anchors: AnchorLog | None = None, anchor_s: float = 60.0, seals: SealCheck | None = None,
+                 stage_log: StageLog | None = None,
+                 burst: Callable[[], contextlib.AbstractContextManager[Any]] | None = None) -> None:
         """`seals`: the cameras' public signing keys; with them, only results their camera signed are
-        recorded (None: a line whose cameras do not sign, ``[security] curve = false``)."""
+        recorded (None: a line whose cameras do not sign, ``[security] curve = false``). `burst`: what
+        the outputs send together (`PlcPublisher.batch`): a batch's defects go out in one burst as soon
+        as it commits, what the flush decides next (coils) in another."""
         self.store, self.line, self.endpoint = store, line, endpoint
         self.batch_messages, self.flush_s, self.grace_s = batch_messages, flush_ms / 1000.0, grace_s
         self.on_event = on_event
@@ -128,6 +137,8 @@ class Recorder:
         # Grades recorded before this process started were published by its predecessor.
         self._last_grade_id = line_reads.last_grade_id(store.db)
         self.anchors, self.anchor_s = anchors, anchor_s
+        self.stage_log = stage_log  # the latency breakdown's stamps (None: off, nothing is timed)
+        self._burst = burst or contextlib.nullcontext
         self.checkpoint: Checkpoint | None = None  # the newest signed chain head (the PLC heartbeat's anchor)
         self._anchored_at = time.monotonic()
 
@@ -140,6 +151,8 @@ class Recorder:
         if last_error is not None and rejected:
             self.stats.last_error = last_error
         now = time.monotonic()
+        if self.stage_log is not None:
+            self.stage_log.received(messages)
         for message in messages:
             if isinstance(message, WorkerStatus):  # health, not evidence: kept for the next status write
                 self._workers[message.worker] = {"host": message.host, "pid": message.pid,
@@ -194,6 +207,7 @@ class Recorder:
         shadow = [m for m in batch if isinstance(m, ShadowResult)]
         if shadow:
             batch = [m for m in batch if not isinstance(m, ShadowResult)]
+        flush_ns = time.time_ns()
         try:
             result = self.store.apply_batch(batch, want_rows=True, alarms=self._severe_alarms)
         except sqlite3.OperationalError as exc:
@@ -204,6 +218,8 @@ class Recorder:
             self.stats.last_error = f"flush failed, will retry: {exc}"
             log.error("flush of %d messages failed, will retry: %s", len(batch), exc)
             return
+        if self.stage_log is not None:
+            self.stage_log.committed(batch, flush_ns)
         self.stats.batches += 1
         self.stats.new_defects += result.new_defects
         self.stats.duplicate_defects += result.duplicate_defects
@@ -220,8 +236,17 @@ class Recorder:
             self._watch_sources()
         log.debug("applied %d messages: %d new defects (%d duplicates), %d frames, audit seq %s", len(batch),
                   result.new_defects, result.duplicate_defects, result.new_frames, result.audit_seq)
-        self._watch_models(batch)
-        self._emit_recorded(result)
+        # Committed: the batch's defects (and their severe alarms) leave now, in their own burst. Coil
+        # work below (a finalisation reads and grades a whole coil) used to hold them back until the
+        # end of the flush: tens of ms at every coil end (`bench inference`'s latency breakdown).
+        with self._burst():
+            self._watch_models(batch)
+            self._emit_recorded(result)
+        with self._burst():
+            self._after_commit(batch, result, shadow)
+
+    def _after_commit(self, batch: list[ResultMessage], result: BatchResult, shadow: list[ShadowResult]) -> None:
+        """What a committed batch starts: coils ended or left open, late frames, shadow results, grades."""
         now = time.monotonic()
         for coil in result.coil_ends:
             self._pending.setdefault(coil, now)
@@ -261,6 +286,8 @@ class Recorder:
         for row in result.defect_rows:
             version, sha256 = self._model_of(row.get("model_id"))
             self._emit(DefectRecorded(row, version, sha256))
+            if self.stage_log is not None:
+                self.stage_log.emitted(row)
             if row["id"] in raised:
                 alarm_id, alarm = raised[row["id"]]
                 self._remember_alarmed(alarms.head_of(row))
