@@ -10,7 +10,8 @@
 2. Adds an admin with a random password (never shown) and starts the console on a free port.
 3. In headless Chromium (`inspection.testing.console_browser`): signs in; the Line page; the coil
    with the most defects, one of them selected on the map; the review queue; the Models page.
-4. Writes each as a 256-colour PNG to `--out` (default docs/screenshots/), small enough to commit.
+4. Writes each as a 256-colour PNG to `--out` (any folder: their crops are dataset pixels,
+   so they are not committed).
 
 Needs the `console` and `dev` extras, /usr/bin/chromium and the datasets folder.
 """
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=160, help="frames per camera (default 160: 4 coils)")
     parser.add_argument("--seed", type=int, help="simulator seed (default: the demo config's)")
-    parser.add_argument("--out", type=Path, default=REPO_DIR / "docs" / "screenshots")
+    parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--keep", type=Path, help="also keep the line's folder (database, crops, logs) here")
     args = parser.parse_args(argv)
     if not browser.CHROMIUM.exists():
