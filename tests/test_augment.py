@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.augment import AugmentConfig, augment, brightness_contrast, hflip, pad_to, scale_and_crop, vflip
+from training.augment import AugmentConfig, augment, brightness_contrast, hflip, mosaic, pad_to, scale_and_crop, vflip
 
 
 def _image_with_box(h: int, w: int, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -69,6 +69,37 @@ def test_random_augment_keeps_boxes_on_the_bright_square() -> None:
         assert out.shape == (64, 64) and out.dtype == np.uint8
         if len(boxes) and (boxes[0, 2] - boxes[0, 0]) > 4:
             np.testing.assert_allclose(_bright_box(out), boxes[0], atol=1.5)
+
+
+def test_mosaic_keeps_each_box_on_its_own_bright_square() -> None:
+    """Four images, each with one square of its own brightness: every box the mosaic keeps lies on
+    pixels of that brightness, carries that image's label, and nothing is shrunk."""
+    rng = np.random.default_rng(1)
+    cfg = AugmentConfig(out_size=(96, 96), noise_p=0.0, blur_p=0.0, gain=(1.0, 1.0), offset=(0.0, 0.0),
+                        scale=(1.0, 1.0))
+    parts = []
+    for label, level in enumerate((120, 160, 200, 240)):
+        image = np.full((80, 80), 40, np.uint8)
+        image[30:50, 25:45] = level
+        parts.append((image, np.array([[25, 30, 45, 50]], np.float32), np.array([label])))
+    seen = set()
+    for _ in range(40):
+        out, boxes, labels = mosaic(parts, cfg, rng)
+        assert out.shape == (96, 96) and out.dtype == np.uint8 and len(boxes) == len(labels)
+        for box, label in zip(boxes, labels, strict=True):
+            x1, y1, x2, y2 = np.round(box).astype(int)
+            assert x2 - x1 <= 20 and y2 - y1 <= 20  # native scale: never larger, never shrunk below the cut
+            inside = out[y1:y2, x1:x2]
+            assert np.mean(inside == (120, 160, 200, 240)[label]) > 0.9
+            seen.add(int(label))
+    assert seen == {0, 1, 2, 3}
+
+
+def test_mosaic_needs_four_samples() -> None:
+    cfg = AugmentConfig(out_size=(32, 32))
+    part = (np.zeros((20, 20), np.uint8), np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+    with pytest.raises(ValueError, match="expected 4 samples, got 3"):
+        mosaic([part] * 3, cfg, np.random.default_rng(0))
 
 
 @pytest.mark.parametrize(("gain", "offset", "expected_mean"), [(1.0, 0.0, 100), (1.0, 20.0, 120), (0.5, 0.0, 100)])

@@ -109,6 +109,41 @@ def augment(image: np.ndarray, boxes: Boxes, labels: np.ndarray, cfg: AugmentCon
     return photometric(image, cfg, rng), boxes, labels
 
 
+def mosaic(parts: list[tuple[np.ndarray, Boxes, np.ndarray]], cfg: AugmentConfig,
+           rng: np.random.Generator) -> tuple[np.ndarray, Boxes, np.ndarray]:
+    """Four samples in the quadrants of one `cfg.out_size` window, split at a random point.
+
+    Unlike YOLO's mosaic nothing is shrunk: each quadrant shows a random part of its (flipped,
+    slightly scaled) sample at the line's pixel scale, so the model sees defects cut by a view's
+    edge and beside other surfaces, as in a line's tiles, without learning a scale it never meets.
+    Boxes keep `scale_and_crop`'s visibility rule; one photometric draw covers the whole window.
+    """
+    if len(parts) != 4:
+        raise ValueError(f"mosaic: expected 4 samples, got {len(parts)}")
+    ow, oh = cfg.out_size
+    cx = int(rng.integers(round(0.25 * ow), round(0.75 * ow) + 1))
+    cy = int(rng.integers(round(0.25 * oh), round(0.75 * oh) + 1))
+    canvas = np.empty((oh, ow), np.uint8)
+    all_boxes, all_labels = [], []
+    for (image, boxes, labels), (x0, y0, x1, y1) in zip(
+            parts, ((0, 0, cx, cy), (cx, 0, ow, cy), (0, cy, cx, oh), (cx, cy, ow, oh)), strict=True):
+        if rng.random() < cfg.flip_h:
+            image, boxes = hflip(image, boxes)
+        if rng.random() < cfg.flip_v:
+            image, boxes = vflip(image, boxes)
+        scale = float(np.exp(rng.uniform(*np.log(cfg.scale))))
+        h, w = image.shape
+        sw, sh, qw, qh = round(w * scale), round(h * scale), x1 - x0, y1 - y0
+        ox = int(rng.integers(min(0, sw - qw), max(0, sw - qw) + 1))
+        oy = int(rng.integers(min(0, sh - qh), max(0, sh - qh) + 1))
+        crop, kept, kept_labels = scale_and_crop(image, boxes, labels, scale, (qw, qh), (ox, oy))
+        canvas[y0:y1, x0:x1] = crop
+        all_boxes.append(kept + np.array([x0, y0, x0, y0], np.float32))
+        all_labels.append(kept_labels)
+    return (photometric(canvas, cfg, rng), np.concatenate(all_boxes).reshape(-1, 4).astype(np.float32),
+            np.concatenate(all_labels))
+
+
 def photometric(image: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
     """What differs between lines and cameras: gain / offset, then sometimes focus blur and noise."""
     image = brightness_contrast(image, rng.uniform(*cfg.gain), rng.uniform(*cfg.offset))

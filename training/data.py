@@ -4,6 +4,8 @@ With a `NegativePool`, each epoch also holds `negatives` defect-free tiles (indi
 defect images in the shuffled order); their targets are empty: no heat, no box cells, no label.
 With `LineViews` and `line_share` > 0, that share of the defect images is shown as a line view
 (the defects pasted into strip texture, see `training.line_views`) instead of the plain augmentation.
+With `mosaic_share` > 0, that share of the other defect images is shown as a mosaic of four
+(`training.augment.mosaic`: the image and three others drawn at random, at the native scale).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 import torch
 
 from inspection.datasets import Sample, read_image
-from training.augment import AugmentConfig, augment, pad_to
+from training.augment import AugmentConfig, augment, mosaic, pad_to
 from training.line_views import LineViews
 from training.negatives import NegativePool
 from training.targets import make_targets
@@ -30,9 +32,13 @@ class TrainBatches:
 
     def __init__(self, samples: Sequence[Sample], classes: Sequence[str], augment_cfg: AugmentConfig,
                  stride: int, batch_size: int, negative_pool: NegativePool | None = None,
-                 negatives: int = 0, line_views: LineViews | None = None, line_share: float = 0.0) -> None:
+                 negatives: int = 0, line_views: LineViews | None = None, line_share: float = 0.0,
+                 mosaic_share: float = 0.0) -> None:
         if not 0.0 <= line_share <= 1.0:
             raise ValueError(f"line_share: expected a share in 0..1, got {line_share}")
+        if not 0.0 <= mosaic_share <= 1.0:
+            raise ValueError(f"mosaic_share: expected a share in 0..1, got {mosaic_share}")
+        self.mosaic_share = mosaic_share
         self.line_views = line_views
         self.line_share = line_share if line_views is not None else 0.0
         self.images = [read_image(s.image_path) for s in samples]
@@ -63,6 +69,11 @@ class TrainBatches:
         if self.line_share and rng.random() < self.line_share:
             image, boxes, labels = self.line_views.item(  # type: ignore[union-attr]
                 self.images[i], self.boxes[i], self.labels[i], rng)
+        elif self.mosaic_share and len(self.images) >= 4 and rng.random() < self.mosaic_share:
+            others = rng.choice(len(self.images) - 1, 3, replace=False)
+            picks = [i, *(int(j) + (j >= i) for j in others)]  # three distinct images other than i
+            image, boxes, labels = mosaic([(self.images[j], self.boxes[j], self.labels[j]) for j in picks],
+                                          self.cfg, rng)
         else:
             image, boxes, labels = augment(self.images[i], self.boxes[i], self.labels[i], self.cfg, rng)
         targets = make_targets(boxes, labels, self.num_classes, self.cfg.out_size, self.stride)

@@ -71,6 +71,7 @@ class Recipe:
     negative_textures: int = 24  # full-width textures the negative tiles are cut from
     background_cap: float | None = None  # max background detections per Mpx at the operating threshold
     line_views: float = 0.0  # share of defect images shown pasted into strip texture (training.line_views)
+    mosaic: float = 0.0  # share of the other defect images shown as a mosaic of four (training.augment.mosaic)
 
 
 # Epoch plans are longer than a 150-minute budget allows on 2 CPU cores; `--time-budget-min` shortens
@@ -100,6 +101,7 @@ class Options:
     negatives: float | None = None  # overrides the recipe's share
     background_cap: float | None = None  # overrides the recipe's cap; <= 0 turns the cap off
     line_views: float | None = None  # overrides the recipe's share of line views
+    mosaic: float | None = None  # overrides the recipe's share of mosaics
     backbone: str | None = None  # overrides the recipe's backbone ("plain" or "lite0")
     exclude_classes: tuple[str, ...] = ()  # classes left out of training (measuring `unknown`)
     plant_data: tuple[Path, ...] = ()  # `dataset export` folders added to train and val (split by coil)
@@ -116,6 +118,8 @@ def effective_recipe(opts: Options) -> Recipe:
         recipe["negatives"] = opts.negatives
     if opts.line_views is not None:
         recipe["line_views"] = opts.line_views
+    if opts.mosaic is not None:
+        recipe["mosaic"] = opts.mosaic
     if opts.backbone is not None:
         recipe["backbone"] = opts.backbone
     if opts.background_cap is not None:
@@ -305,8 +309,10 @@ def run(opts: Options) -> dict[str, Any]:
     if views is not None:
         state["line_views"] = {"share": recipe.line_views, **views.describe()}
     state["precision"] = "bf16 autocast" if native_bf16() else "fp32"
+    if recipe.mosaic:
+        state["mosaic"] = {"share": recipe.mosaic}
     batches = TrainBatches(train, classes, augment_cfg, recipe.stride, batch_size, pool, negatives, views,
-                           recipe.line_views)
+                           recipe.line_views, recipe.mosaic)
     val_images = [read_image(s.image_path) for s in val]
     log.info("%s: %d train / %d val images of %s (%d / %d of them plant samples) + %d background negatives, "
              "%d steps per epoch, %d epochs planned", opts.line_type, len(train), len(val), recipe.dataset,

