@@ -94,6 +94,13 @@ class AugmentConfig:
 def augment(image: np.ndarray, boxes: Boxes, labels: np.ndarray, cfg: AugmentConfig,
             rng: np.random.Generator) -> tuple[np.ndarray, Boxes, np.ndarray]:
     """One random training view of a sample, `cfg.out_size` large."""
+    image, boxes, labels = geometric(image, boxes, labels, cfg, cfg.out_size, rng)
+    return photometric(image, cfg, rng), boxes, labels
+
+
+def geometric(image: np.ndarray, boxes: Boxes, labels: np.ndarray, cfg: AugmentConfig, size: tuple[int, int],
+              rng: np.random.Generator) -> tuple[np.ndarray, Boxes, np.ndarray]:
+    """Random flips and scale, then a random `size` (w, h) window of the result."""
     if rng.random() < cfg.flip_h:
         image, boxes = hflip(image, boxes)
     if rng.random() < cfg.flip_v:
@@ -101,12 +108,11 @@ def augment(image: np.ndarray, boxes: Boxes, labels: np.ndarray, cfg: AugmentCon
     scale = float(np.exp(rng.uniform(*np.log(cfg.scale))))
     h, w = image.shape
     sw, sh = round(w * scale), round(h * scale)
-    ow, oh = cfg.out_size
+    ow, oh = size
     # A window larger than the image is placed so the image lies anywhere inside it.
     ox = int(rng.integers(min(0, sw - ow), max(0, sw - ow) + 1))
     oy = int(rng.integers(min(0, sh - oh), max(0, sh - oh) + 1))
-    image, boxes, labels = scale_and_crop(image, boxes, labels, scale, (ow, oh), (ox, oy))
-    return photometric(image, cfg, rng), boxes, labels
+    return scale_and_crop(image, boxes, labels, scale, (ow, oh), (ox, oy))
 
 
 def mosaic(parts: list[tuple[np.ndarray, Boxes, np.ndarray]], cfg: AugmentConfig,
@@ -127,16 +133,7 @@ def mosaic(parts: list[tuple[np.ndarray, Boxes, np.ndarray]], cfg: AugmentConfig
     all_boxes, all_labels = [], []
     for (image, boxes, labels), (x0, y0, x1, y1) in zip(
             parts, ((0, 0, cx, cy), (cx, 0, ow, cy), (0, cy, cx, oh), (cx, cy, ow, oh)), strict=True):
-        if rng.random() < cfg.flip_h:
-            image, boxes = hflip(image, boxes)
-        if rng.random() < cfg.flip_v:
-            image, boxes = vflip(image, boxes)
-        scale = float(np.exp(rng.uniform(*np.log(cfg.scale))))
-        h, w = image.shape
-        sw, sh, qw, qh = round(w * scale), round(h * scale), x1 - x0, y1 - y0
-        ox = int(rng.integers(min(0, sw - qw), max(0, sw - qw) + 1))
-        oy = int(rng.integers(min(0, sh - qh), max(0, sh - qh) + 1))
-        crop, kept, kept_labels = scale_and_crop(image, boxes, labels, scale, (qw, qh), (ox, oy))
+        crop, kept, kept_labels = geometric(image, boxes, labels, cfg, (x1 - x0, y1 - y0), rng)
         canvas[y0:y1, x0:x1] = crop
         all_boxes.append(kept + np.array([x0, y0, x0, y0], np.float32))
         all_labels.append(kept_labels)
