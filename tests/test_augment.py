@@ -88,7 +88,7 @@ def test_mosaic_keeps_each_box_on_its_own_bright_square() -> None:
         assert out.shape == (96, 96) and out.dtype == np.uint8 and len(boxes) == len(labels)
         for box, label in zip(boxes, labels, strict=True):
             x1, y1, x2, y2 = np.round(box).astype(int)
-            assert x2 - x1 <= 20 and y2 - y1 <= 20  # native scale: never larger, never shrunk below the cut
+            assert x2 - x1 <= 20 and y2 - y1 <= 20  # native scale: a box is never larger than its square
             inside = out[y1:y2, x1:x2]
             assert np.mean(inside == (120, 160, 200, 240)[label]) > 0.9
             seen.add(int(label))

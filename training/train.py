@@ -309,8 +309,6 @@ def run(opts: Options) -> dict[str, Any]:
     if views is not None:
         state["line_views"] = {"share": recipe.line_views, **views.describe()}
     state["precision"] = "bf16 autocast" if native_bf16() else "fp32"
-    if recipe.mosaic:
-        state["mosaic"] = {"share": recipe.mosaic}
     batches = TrainBatches(train, classes, augment_cfg, recipe.stride, batch_size, pool, negatives, views,
                            recipe.line_views, recipe.mosaic)
     val_images = [read_image(s.image_path) for s in val]
