@@ -146,16 +146,24 @@ def test_evaluate_figures_and_plots(registry: Registry, tmp_path: Path, fmt: str
         data = (out.parent / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
         assert cv2.imread(str(out.parent / name)).shape[0] > 300
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["map50"] == pytest.approx(0.5)
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["map50"] == pytest.approx(0.5)
+    # 95 % intervals over resampled images (training.bootstrap): they hold the figure, and 4 images say little
+    assert figures["bootstrap"]["resamples"] == 1000 and summary["ci95"] == figures["bootstrap"]["ci"]
+    for name in ("map50", "detection_rate", "false_detections_per_image", "image_accuracy"):
+        lo, hi = figures["bootstrap"]["ci"][name]
+        assert lo <= figures[name] <= hi and hi - lo >= 0.25, name
 
 
 def test_evaluate_min_score_moves_the_threshold_figures_only(registry: Registry, tmp_path: Path) -> None:
     folder = write_folder(tmp_path / "voc", "voc")
     out = tmp_path / "eval.json"
     assert cli("evaluate", "--model", "hot-test-1", "--registry", str(registry.root), "--data", str(folder),
-               "--json", str(out), "--providers", "cpu", "--no-progress", "--min-score", "0.6") == 0
+               "--json", str(out), "--providers", "cpu", "--no-progress", "--min-score", "0.6",
+               "--bootstrap", "0") == 0
     figures = json.loads(out.read_text())
     assert figures["map50"] == pytest.approx(0.5)  # AP uses every score
+    assert "bootstrap" not in figures  # --bootstrap 0
     assert figures["detection_rate"] == pytest.approx(0.5)  # the 0.549 prediction no longer counts
 
 
@@ -303,6 +311,11 @@ def test_models_compare_prints_both_models_on_the_same_images(registry: Registry
     a, b = singles["hot-test-1"]["detection_rate"], singles["hot-test-strict"]["detection_rate"]
     assert rate[-3:] == [f"{a:.3f}", f"{b:.3f}", f"{b - a:+.3f}"]
     assert b < a  # the stricter threshold finds less on these blobs, and the table says which class lost
+    paired = json.loads(out.read_text())["figures"]["paired_bootstrap"]["figures"]["detection_rate"]
+    lo, hi = paired["b_minus_a_ci"]
+    assert lo <= b - a <= hi <= 0.0 and paired["share_b_better"] == 0.0  # the stricter model never finds more
+    row = next(line for line in printed if line.strip().startswith("detection rate  ") and "[" in line)
+    assert f"[{lo:+.3f}, {hi:+.3f}]" in row
     assert printed[-1].startswith("largest recall drop from A to B: ")
 
 

@@ -15,7 +15,9 @@ import numpy as np
 
 from inspection.datasets import Sample, read_image
 from inspection.detector import Detector
-from training.evaluate import evaluate
+from training.bootstrap import DEFAULT_RESAMPLES, FIGURES, paired_intervals, tallies
+from training.evaluate import evaluate, operating_threshold
+from training.metrics import ImageResult
 
 SPEED_IMAGES = 32  # images per timing round; the first round warms both sessions up and is dropped
 SUMMARY = (("map50", "mAP@0.5"), ("map50_95", "mAP@0.5:0.95"), ("detection_rate", "detection rate"),
@@ -24,17 +26,25 @@ SUMMARY = (("map50", "mAP@0.5"), ("map50_95", "mAP@0.5:0.95"), ("detection_rate"
 
 def compare(a: Detector, b: Detector, samples_a: Sequence[Sample], samples_b: Sequence[Sample], *,
             rounds: int = 3, progress: bool = True,
-            unseen: Sequence[Sequence[str]] = ((), ())) -> dict[str, Any]:
+            unseen: Sequence[Sequence[str]] = ((), ()), bootstrap: int = DEFAULT_RESAMPLES) -> dict[str, Any]:
     """Both models' evaluation figures on the same images and their speed measured in alternation.
 
     The samples are loaded per model (a new class is a name only the model that learned it knows);
     they must name the same images. `unseen`: per model, the box classes it never learned (judged
-    apart, see `training.evaluate`).
+    apart, see `training.evaluate`). `bootstrap` > 0: each model's 95 % intervals and, under
+    "paired_bootstrap", the interval of B - A on the same resampled images (`training.bootstrap`).
     """
     if [s.image_path for s in samples_a] != [s.image_path for s in samples_b]:
         raise ValueError("compare: both models must be evaluated on the same images")
-    figures = {"a": evaluate(a, samples_a, progress=progress, unseen=unseen[0]),
-               "b": evaluate(b, samples_b, progress=progress, unseen=unseen[1])}
+    results: dict[str, list[ImageResult]] = {"a": [], "b": []}
+    figures: dict[str, Any] = {
+        "a": evaluate(a, samples_a, progress=progress, unseen=unseen[0], bootstrap=bootstrap, collect=results["a"]),
+        "b": evaluate(b, samples_b, progress=progress, unseen=unseen[1], bootstrap=bootstrap, collect=results["b"]),
+    }
+    if bootstrap > 0:
+        ta, tb = (tallies(results[key], len(d.manifest.classes), operating_threshold(d))
+                  for key, d in (("a", a), ("b", b)))
+        figures["paired_bootstrap"] = paired_intervals(ta, tb, bootstrap)
     speed = _alternating_speed(a, b, samples_a[:SPEED_IMAGES], rounds)
     for key in ("a", "b"):
         figures[key]["ms_per_image_alternating"] = speed[key]
@@ -86,6 +96,15 @@ def table(figures: dict[str, Any], names: tuple[str, str]) -> list[str]:
         pa, pb = a["per_class"].get(cls, {}), b["per_class"].get(cls, {})
         row(f"{cls}: recall", pa.get("recall_at_threshold"), pb.get("recall_at_threshold"))
         row(f"{cls}: precision", pa.get("precision_at_threshold"), pb.get("precision_at_threshold"))
+    paired = figures.get("paired_bootstrap")
+    if paired:  # is the difference more than the choice of images? (same resampled images for both)
+        rows.append(f"95 % interval of B - A, paired bootstrap over {paired['resamples']} resamples of the images:")
+        labels = dict(SUMMARY)
+        for name in FIGURES:
+            item = paired["figures"][name]
+            ci = item["b_minus_a_ci"]
+            rows.append(f"  {labels[name]:<32}" + ("-" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]")
+                        + f"   B better in {_fmt(item['share_b_better'])} of resamples")
     ua, ub = a.get("unseen_classes") or {}, b.get("unseen_classes") or {}
     for cls in sorted(set(ua) | set(ub)):  # e.g. a class new at the plant, against the model without it
         row(f"{cls}: found (not learned)", (ua.get(cls) or {}).get("found_rate"),

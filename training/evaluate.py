@@ -22,6 +22,7 @@ from tqdm import tqdm
 from inspection.datasets import Sample, read_image
 from inspection.detector import UNKNOWN, Detector
 from inspection.errors import SteelInspectError
+from training.bootstrap import intervals, tallies
 from training.metrics import ImageResult, compute_metrics, pr_curve
 
 log = logging.getLogger(__name__)
@@ -126,18 +127,28 @@ def check_unseen(manifest: Any, unseen: Sequence[str]) -> None:
         raise EvaluationError(f"--unseen-class {', '.join(learned)}: {manifest.version} learned these classes")
 
 
+def operating_threshold(detector: Detector, min_score: float | None = None) -> float | np.ndarray:
+    """The score the threshold-dependent figures use: `min_score` when given, else the model's
+    per-class operating thresholds (an array in class order) or its single one."""
+    if min_score is not None:
+        return float(min_score)
+    manifest = detector.manifest
+    return detector.thresholds if manifest.data.get("operating_thresholds") else manifest.operating_threshold
+
+
 def evaluate(detector: Detector, samples: Sequence[Sample], out_dir: Path | None = None,
              progress: bool = True, min_score: float | None = None, plot_prefix: str = "",
-             unseen: Sequence[str] = ()) -> dict[str, Any]:
+             unseen: Sequence[str] = (), bootstrap: int = 0,
+             collect: list[ImageResult] | None = None) -> dict[str, Any]:
     """Every evaluation figure for `samples`; with `out_dir`, also PR-curve and confusion PNGs.
     Boxes of `unseen` classes (and of the classes the model was trained without) are judged apart,
-    as defect types the model never learned."""
+    as defect types the model never learned. `bootstrap` > 0: 95 % intervals of the main figures
+    over that many resamples of the images (`training.bootstrap`, under "bootstrap"). `collect`, when
+    given, is extended with the per-image results (for paired statistics across two models)."""
     if not samples:
         raise EvaluationError("no samples to evaluate")
     manifest = detector.manifest
-    per_class = bool(manifest.data.get("operating_thresholds"))
-    threshold: float | np.ndarray = (float(min_score) if min_score is not None
-                                     else detector.thresholds if per_class else manifest.operating_threshold)
+    threshold = operating_threshold(detector, min_score)
     check_unseen(manifest, unseen)
     unseen = tuple(dict.fromkeys([*(manifest.data.get("classes_excluded") or ()), *unseen]))
     results: list[ImageResult] = []
@@ -157,6 +168,10 @@ def evaluate(detector: Detector, samples: Sequence[Sample], out_dir: Path | None
                 unknown.add(sample, det)
             bar.update(len(chunk))
     figures = compute_metrics(results, manifest.classes, threshold)
+    if bootstrap > 0:
+        figures["bootstrap"] = intervals(tallies(results, len(manifest.classes), threshold), bootstrap)
+    if collect is not None:
+        collect.extend(results)
     unjudged = sum(1 for r in results if r.image_label is None)
     overlap = training_overlap(manifest.data, samples)
     if overlap:

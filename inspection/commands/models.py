@@ -18,6 +18,7 @@ from typing import Any
 
 from inspection.arguments import non_negative_int, positive_int
 from inspection.frame import LINE_TYPES
+from training.bootstrap import DEFAULT_RESAMPLES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,6 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument("--threads", type=non_negative_int, default=1,
                          help="CPU threads per model (default 1: both models measured alike)")
     compare.add_argument("--rounds", type=positive_int, default=3, help="alternating timing rounds (default 3)")
+    compare.add_argument("--bootstrap", type=non_negative_int, default=DEFAULT_RESAMPLES, metavar="N",
+                         help="95 %% intervals of B - A over N resamples of the images, the same images for both "
+                              "models (default %(default)s; 0: none)")
     compare.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the figures here")
     compare.add_argument("--no-progress", action="store_true", help="no progress bar")
     history = actions.add_parser("history", help="what was active when")
@@ -214,7 +218,8 @@ def run_compare(args: argparse.Namespace, registry: Any) -> int:
     unseen = [tuple(sorted(present - set(m.classes))) for m in manifests]
     samples = [load_evaluation_samples(args.data, args.split, m.classes, m.line_type, u)
                for m, u in zip(manifests, unseen, strict=True)]
-    figures = compare(*detectors, *samples, rounds=args.rounds, progress=not args.no_progress, unseen=unseen)
+    figures = compare(*detectors, *samples, rounds=args.rounds, progress=not args.no_progress, unseen=unseen,
+                      bootstrap=args.bootstrap)
     names = (manifests[0].version, manifests[1].version)
     if names[0] == names[1]:
         names = (f"A: {names[0]}", f"B: {names[1]}")
