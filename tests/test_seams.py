@@ -415,6 +415,7 @@ def test_simulator_seam_share_is_configured_and_checked(tmp_path: Path) -> None:
 
 
 def test_e2e_compare_counts_a_cut_defect_once_and_reports_splits(store: Store) -> None:
+    from inspection.benchmarks import _intervals
     from inspection.benchmarks.e2e import compare
 
     store.apply_batch([frame(0, piece((900, 1024), (500, 520), "patches")),
@@ -435,6 +436,11 @@ def test_e2e_compare_counts_a_cut_defect_once_and_reports_splits(store: Store) -
     assert (merged["detection_rate"], merged["seam_detection_rate"], merged["seam_split"]) == (
         pytest.approx(2 / 3, abs=1e-4), 1.0, 0)
     assert merged["class_accuracy"] == 1.0  # the merged defect has the best-scoring fragment's class
+    # 2 of 3 found, 2 of 2 named right, no false defect: the Wilson and Poisson intervals of those counts
+    assert merged["intervals_95"]["detection_rate"] == _intervals.wilson(2, 3)
+    assert merged["intervals_95"]["class_accuracy"] == _intervals.wilson(2, 2)
+    low, high = merged["intervals_95"]["false_defects_per_m"]
+    assert low == 0.0 and high == pytest.approx(3.6889 / merged["strip_m_inspected"], rel=0.05)  # m rounded
     assert merged["wrong_class"] == {}
     truth[2]["class"] = "scratches"  # the inclusion record now names a true scratch wrong
     assert compare(store.path, truth, 0.3)["wrong_class"] == {"scratches": {"inclusion": 1}}

@@ -13,7 +13,10 @@ recorder wrote is compared with the ground truth, per coil and camera, in strip 
   class was recorded as when it was recorded wrong (true -> recorded -> count);
 - ``position_error_mm_p95``: 95th percentile of the centre distance of matched pairs;
 - ``false_defects_per_m``: recorded defects that overlap no ground truth, per metre of strip
-  inspected per surface (sum over cameras).
+  inspected per surface (sum over cameras);
+- ``intervals_95``: how far those three figures could move on another run of as many defects and
+  metres: Wilson intervals for the two shares, the exact Poisson interval for the false defects
+  (`inspection.benchmarks._intervals`).
 
 ``--explain`` attributes every missed and every false defect to one cause, per class, and runs the
 decisive control (the pasted image cut back out of the frame, through the model as `evaluate` does);
@@ -49,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from inspection.arguments import non_negative_float, non_negative_int, positive_int, unit_float
+from inspection.benchmarks._intervals import poisson_rate, wilson
 from inspection.benchmarks._line import hardware, scratch_line
 from inspection.benchmarks._matching import best_matches, ground_truth_defects, inside, iou, read_records
 from inspection.errors import SteelInspectError
@@ -92,7 +96,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results[stage] = run_once(args, stage, folder)
     main = results[stages[0]]
     return {**{k: main[k] for k in ("detection_rate", "class_accuracy", "unknown_share", "position_error_mm_p95",
-                                     "false_defects_per_m", "seam_defects", "seam_detection_rate", "seam_split")},
+                                     "false_defects_per_m", "intervals_95", "seam_defects", "seam_detection_rate",
+                                     "seam_split")},
             "first_stage": stages[0], "runs": results, "hardware": hardware(),
             "command": "steel-inspect bench e2e " + " ".join(_argv(args))}
 
@@ -220,6 +225,8 @@ def compare(db: Path, truth: list[dict[str, Any]], iou_min: float, *, merge_seam
         "class_accuracy_named": round(correct / (detected - unknown), 4) if detected > unknown else None,
         "position_error_mm_p95": round(float(np.percentile(errors, 95)), 1) if errors else None,
         "false_defects_per_m": round(unmatched / metres, 4) if metres else None,
+        "intervals_95": {"detection_rate": wilson(detected, len(gts)), "class_accuracy": wilson(correct, detected),
+                         "false_defects_per_m": poisson_rate(unmatched, metres)},
         "strip_m_inspected": round(metres, 1),
         "detection_rate_per_class": {c: round(d / n, 3) for c, (n, d) in sorted(per_class.items())},
         "wrong_class": {c: dict(sorted(row.items())) for c, row in sorted(confusion.items())},
