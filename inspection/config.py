@@ -135,6 +135,7 @@ class RecordsConfig:
     crop_retention_days: int = 30
     seam_margin_px: float = 6.0  # a defect cut by a frame seam: how close to the seam (px) its parts end
     seam_min_overlap: float = 0.3  # ... and how much they overlap across (share of the narrower part)
+    seam_one_to_one: bool = True  # ... and each fragment pairs with at most one across a seam (the best overlap)
     flush_ms: float = 50.0  # the recorder writes (and publishes to the PLC) at least this often
     review_budget_per_hour: float = 60.0  # sampled + uncertain review items per hour of strip (one inspector)
     reports_dir: Path | None = None  # where `report` writes without --out; None: "reports" beside the database
@@ -574,6 +575,7 @@ def _records(path: Path, table: Any) -> RecordsConfig:
         crop_retention_days=s.positive("crop_retention_days", int),
         seam_margin_px=s.non_negative("seam_margin_px", float),
         seam_min_overlap=s.share("seam_min_overlap"),
+        seam_one_to_one=s.get("seam_one_to_one", bool),
         flush_ms=s.positive("flush_ms", float),
         review_budget_per_hour=s.non_negative("review_budget_per_hour", float),
         reports_dir=s.path_value("reports_dir"),

@@ -77,3 +77,13 @@ def test_explain_tables_print(capsys: pytest.CaptureFixture[str], tmp_path: Path
     print_tables({"missed": missed, "false": false, "control": {"defects": 0}, "replay": {"frames": 1}}, sys.stdout)
     out = capsys.readouterr().out
     assert "missed defects by cause (4 of 10 ground-truth defects)" in out and "inclusion" in out
+
+
+def test_a_defect_found_in_its_frame_is_lost_after_the_worker_for_one_reason() -> None:
+    from inspection.benchmarks._e2e_explain import missed_cause
+
+    assert missed_cause(["below_threshold", None], cut_by_seam=True, fragment_recorded=True) == "below_threshold"
+    assert missed_cause([None, None], cut_by_seam=True, fragment_recorded=True) == "frame_seam"
+    # recorded as found, then joined across a seam with another defect's fragment (the box grew)
+    assert missed_cause([None], cut_by_seam=False, fragment_recorded=True) == "seam_joined"
+    assert missed_cause([None], cut_by_seam=False, fragment_recorded=False) == "records"

@@ -76,6 +76,14 @@ UP = piece((900.0, 1024.0), (500.0, 520.0))  # ends at the seam between frames 0
 DOWN = piece((1024.0, 1100.0), (502.0, 518.0))  # starts there
 A0, B0, B1 = ("C-1", "top-1", 0, 0), ("C-1", "top-1", 1, 0), ("C-1", "top-1", 1, 1)
 
+A1 = ("C-1", "top-1", 0, 1)
+# Two defects at one seam: U1 (500-560 mm across) continues as L1 (500-560), U2 (540-620) as L2 (565-620).
+# L1 also overlaps U2 by 20 mm (>= 0.3 of the narrower), which used to chain all four into one box;
+# one partner per fragment across a seam (largest overlap first) keeps two defects.
+SIDE_BY_SIDE_FRAMES = [frame(0, piece((900, 1024), (500, 560)), piece((950, 1024), (540, 620))),
+                       frame(1, piece((1024, 1100), (500, 560)), piece((1024, 1090), (565, 620)))]
+SIDE_BY_SIDE = ([SIDE_BY_SIDE_FRAMES], {frozenset({A0, B0}), frozenset({A1, B1})})
+
 CASES = {
     "touching": ([[frame(0, UP), frame(1, DOWN)]], {frozenset({A0, B0})}),
     "within the margin (5 mm short of the seam on both sides)": (
@@ -98,6 +106,11 @@ CASES = {
         [[frame(0, piece((900, 1024), (500, 560))),
           frame(1, piece((1024, 1100), (500, 515)), piece((1024, 1080), (540, 560)))]],
         {frozenset({A0, B0, B1})}),
+    "a lower part seen as a fork of the wider upper part joins too": (  # 15 mm wholly inside 60 mm
+        [[frame(0, piece((900, 1024), (500, 560))),
+          frame(1, piece((1024, 1100), (545, 560)), piece((1024, 1080), (500, 540)))]],
+        {frozenset({A0, B0, B1})}),
+    "two defects side by side each keep their own parts": SIDE_BY_SIDE,
     "different cameras never": ([[frame(0, UP), frame(1, DOWN, camera="bottom-1")]],
                                 {frozenset({A0}), frozenset({("C-1", "bottom-1", 1, 0)})}),
     "different coils never": ([[frame(0, UP), frame(1, DOWN, coil="C-2")]],
@@ -279,6 +292,17 @@ def test_linking_can_be_turned_off_and_options_are_checked(tmp_path: Path) -> No
 
     with pytest.raises(StoreError, match="seam_min_overlap"):
         Store(tmp_path / "bad.db", seam_min_overlap=1.5)
+    with pytest.raises(StoreError, match="seam_one_to_one: expected true or false, got 'yes'"):
+        Store(tmp_path / "bad2.db", seam_one_to_one="yes")
+
+
+def test_without_one_partner_per_fragment_side_by_side_defects_chain_into_one(tmp_path: Path) -> None:
+    """`seam_one_to_one = false` is the linking before 2026-12-02: every pair that meets the margin and
+    overlap rule is linked, so the side-by-side defects of SIDE_BY_SIDE become one."""
+    with Store(tmp_path / "all.db", seam_one_to_one=False) as store:
+        store.register_line(LINE, "hot", 1600.0, CAMERAS)
+        assert store.apply_batch(SIDE_BY_SIDE_FRAMES).seam_links == 3
+        assert groups(store) == {frozenset({A0, A1, B0, B1})}
 
 
 def test_plc_defect_messages_carry_merged_into_and_one_severe_alarm(store: Store) -> None:

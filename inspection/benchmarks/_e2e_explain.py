@@ -20,6 +20,9 @@ cause along the pipeline, judged on its fragment(s) in their frame(s):
 - ``merged_away``: a detection matched it before the merge of views, none after;
 - ``frame_seam``: found in its frame(s), but cut by a frame seam and not matched once the
   recorder joined the fragments;
+- ``seam_joined``: not cut by a seam, found in its frame and recorded (a fragment as recorded
+  matches it), but the recorder joined that fragment with another defect's across a frame seam, so
+  the merged box no longer matches;
 - ``records``: found in its frame, yet missing from the records (a loss between worker and database).
 
 Every recorded defect that is not the best match of a ground-truth defect is one of:
@@ -57,7 +60,7 @@ SCORE_FLOOR = 0.05  # detections below this are noise for the attribution
 TOUCH_IOU = 0.1  # "a detection overlaps it"
 VIEW_SHARE = 0.5  # a view "covers" a box when it holds this share of the box's area
 MISSED_CAUSES = ("first_stage", "no_detection", "below_threshold", "box_mismatch", "tile_seam", "merged_away",
-                 "frame_seam", "records")
+                 "frame_seam", "seam_joined", "records")
 FALSE_CAUSES = ("plain_texture", "near_defect", "duplicate", "other_class")
 
 
@@ -131,6 +134,17 @@ def replay_traces(line: LineConfig, frames: int, seed: int) -> tuple[dict[tuple[
     return traces, {"pixels": pixels, "detector": detector}
 
 
+def missed_cause(fragment_causes: list[str | None], cut_by_seam: bool, fragment_recorded: bool) -> str:
+    """The cause of a missed ground-truth defect (module docstring): the first step that lost one of its
+    fragments in its frame; when every fragment was found there, what happened after the worker."""
+    lost = [c for c in fragment_causes if c is not None]
+    if lost:
+        return lost[0]
+    if cut_by_seam:
+        return "frame_seam"
+    return "seam_joined" if fragment_recorded else "records"
+
+
 def explain(line: LineConfig, truth: list[dict[str, Any]], db: Path, *, frames: int, seed: int, stage: str,
             iou_min: float, datasets_dir: Path | None) -> dict[str, Any]:
     """The attribution tables of the module docstring, as JSON-able figures."""
@@ -139,8 +153,9 @@ def explain(line: LineConfig, truth: list[dict[str, Any]], db: Path, *, frames: 
     records, _, _ = read_records(db)
     gts = ground_truth_defects(truth)
     matches = best_matches(gts, records)
+    as_recorded = best_matches(gts, read_records(db, merge_seams=False)[0])  # fragment by fragment
     missed: dict[str, Counter] = defaultdict(Counter)
-    for t, (best, best_iou) in zip(gts, matches, strict=True):
+    for t, (best, best_iou), (_, fragment_iou) in zip(gts, matches, as_recorded, strict=True):
         if best is not None and best_iou >= iou_min:
             continue
         causes = []
@@ -150,9 +165,7 @@ def explain(line: LineConfig, truth: list[dict[str, Any]], db: Path, *, frames: 
                 causes.append("records")
                 continue
             causes.append(trace.fragment_cause(np.array(row["box_px"], float), stage, iou_min))
-        lost = [c for c in causes if c is not None]
-        cause = lost[0] if lost else ("frame_seam" if t["seam"] else "records")
-        missed[t["class"]][cause] += 1
+        missed[t["class"]][missed_cause(causes, t["seam"], fragment_iou >= iou_min)] += 1
     false = _false_defects(gts, matches, records, iou_min)
     return {
         "iou": iou_min, "score_floor": SCORE_FLOOR,

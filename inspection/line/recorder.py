@@ -272,7 +272,7 @@ def main(config_path: str | None, config_overrides: dict[str, Any] | None = None
     anchors = AnchorLog(config.audit_anchor_for(database))
     store = Store(database, rules=rules, coverage_min=config.records.coverage_min,
                   crops=CropStore(crops or config.crops_dir), seam_margin_px=config.records.seam_margin_px,
-                  seam_min_overlap=config.records.seam_min_overlap,
+                  seam_min_overlap=config.records.seam_min_overlap, seam_one_to_one=config.records.seam_one_to_one,
                   review_budget_per_hour=config.records.review_budget_per_hour, audit_key=audit_key)
     stats = RecorderStats()
     try:

@@ -128,13 +128,15 @@ class Store(InspectorActions, ShadowRecords):
         clock: Callable[[], int] = time.time_ns,
         seam_margin_px: float | None = seams.DEFAULT_MARGIN_PX,
         seam_min_overlap: float = seams.DEFAULT_MIN_OVERLAP,
+        seam_one_to_one: bool = True,
         review_budget_per_hour: float = 60.0,
         audit_key: AuditKey | None = None,
     ) -> None:
         """`seam_margin_px` None turns seam linking off (fragments stay separate defects); with
         `audit_key` every audit event this store appends is signed (`audit.append`)."""
         self.seam_rule = (None if seam_margin_px is None
-                          else seams.SeamRule(margin_px=seam_margin_px, min_overlap=seam_min_overlap))
+                          else seams.SeamRule(margin_px=seam_margin_px, min_overlap=seam_min_overlap,
+                                              one_to_one=seam_one_to_one))
         self.path = Path(path)
         self.db = open_db(self.path)
         self.rules = rules or load_rules(None)
