@@ -159,7 +159,12 @@ class RecorderLoop:
             stages.sent(getattr(self.publisher, "last_send_ns", None))
 
     def _take(self, limit: int) -> int:
+        cpu, decoded = time.thread_time(), self.receiver.decode_cpu_s
         messages = self.receiver.receive(limit)
+        decode = self.receiver.decode_cpu_s - decoded
+        stats = self.recorder.stats
+        stats.cpu_s["decode"] = stats.cpu_s.get("decode", 0.0) + decode
+        cpu = stats.charge("receive", cpu + decode)  # the socket's share: what `receive` took besides decoding
         if self.sources is not None:
             kept = []
             for message in messages:
@@ -173,6 +178,7 @@ class RecorderLoop:
             messages = kept
         last_error = self._foreign_error if self.foreign else self.receiver.last_error
         self.recorder.add(messages, self.receiver.messages, self.receiver.rejected + self.foreign, last_error)
+        stats.charge("verify", cpu)  # the line's sources and (with `seals`) each result's camera signature
         return len(messages)
 
     def tick(self) -> None:
