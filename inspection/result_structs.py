@@ -14,8 +14,9 @@ the slow way, which accepts it or raises the `RecordError` it always raised. So 
 gets exactly the error message it got before this module existed, and a message accepted here is
 the value the slow path builds from it (`tests/test_result_structs.py` compares the two).
 
-About 3-4x faster per defect than the schema-less parse plus the checks in Python
-(`steel-inspect bench records`, ``cpu_us_per_defect.decode``).
+Measured in-process on `bench records`' messages (20 defects each): 2.8 us per defect against
+4.7 for the schema-less parse plus the checks in Python (1.9 against 3.9 with the garbage collector
+off); `steel-inspect bench records` reports it as ``cpu_us_per_defect.decode``.
 """
 
 from __future__ import annotations
