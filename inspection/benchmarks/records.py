@@ -21,6 +21,7 @@ and crop disk cost per 1,000 defects.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import random
@@ -149,6 +150,7 @@ def _recorder_rate(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The recorder process's sustained rate: messages from another process over tcp loopback."""
     import multiprocessing
 
+    from inspection.line.process import settle_gc
     from inspection.line.recorder import RecorderLoop
 
     crops = getattr(args, "zmq_crops", False)
@@ -167,6 +169,8 @@ def _recorder_rate(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     recorder = RecorderLoop(store, "tcp://127.0.0.1:*", "bench-1", batch_messages=args.batch, flush_ms=200,
                             grace_s=3600, seals=seals)
     endpoint = recorder.receiver.address  # the port ZeroMQ picked
+    collector = gc.get_threshold()
+    settle_gc()  # as the recorder process does once it is built (`inspection.line.recorder.main`)
     coils = max(1, args.insert_defects // 10_000)
     expected = sum(len(getattr(m, "defects", ())) for c in range(coils)
                    for m in _coil_batch(f"ZMQ-{c}", 10_000, args.defects_per_frame, 0, c))
@@ -190,6 +194,8 @@ def _recorder_rate(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     child.join(60)
     recorder.close()
     store.close()
+    gc.unfreeze()  # the other parts of this run measure with the collector as they found it
+    gc.set_threshold(*collector)
     finalise = recorder.stats.finalise_s
     phases = _cpu_phases(recorder.stats.cpu_s, phases_before, cpu_s)
     per_defect = {k: round(v / max(recorder.stats.new_defects, 1) * 1e6, 2) for k, v in phases.items()}

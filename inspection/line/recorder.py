@@ -26,7 +26,7 @@ import zmq
 
 from inspection import curve as curves
 from inspection.curve import Curve
-from inspection.line.process import StopFlag
+from inspection.line.process import StopFlag, settle_gc
 from inspection.records.events import RecorderEvent
 from inspection.records.recorder import Recorder, RecorderStats
 from inspection.records.store import Store
@@ -305,6 +305,7 @@ def main(config_path: str | None, config_overrides: dict[str, Any] | None = None
                                       ledger=PlcSequence(store.db)) as publisher:
             loop = RecorderLoop(store, results, config.id, publisher=publisher, curve=results_curve,
                                 sources=SourceCheck.from_config(config), anchors=anchors, **options)
+            settle_gc()  # built: from here on the loop allocates and frees per batch (see `settle_gc`)
             stats = loop.run(stop)
     finally:
         store.close()
