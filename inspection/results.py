@@ -301,6 +301,17 @@ def _capture(header: dict[str, Any]) -> Capture | None:
 
 def decode(parts: Sequence[Any]) -> ResultMessage:
     """Decode multipart parts into a message; any problem is a `RecordError` naming the field."""
+    from inspection.result_structs import frame_result  # it builds on this module
+
+    fast = frame_result(parts)  # a plainly valid frame_result, decoded and checked by msgspec
+    if fast is not None:
+        return fast
+    return decode_slowly(parts)
+
+
+def decode_slowly(parts: Sequence[Any]) -> ResultMessage:
+    """`decode` field by field, without the fast path: the reference it must agree with, and what
+    names the field of anything malformed."""
     try:
         return _decode(parts)
     except RecordError:

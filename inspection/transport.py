@@ -472,6 +472,7 @@ class ResultReceiver:
         self.address = bound_address(self._socket, self.endpoint)
         self.messages = self.rejected = 0
         self.last_error: str | None = None
+        self.decode_cpu_s = 0.0  # this thread's CPU time in `decode` (the recorder's "decode" phase)
         log.info("results receiver %s: RCVHWM %d, %s", self.address, hwm, curve_module.describe(curve))
 
     def poll(self, timeout_ms: int) -> bool:
@@ -490,12 +491,14 @@ class ResultReceiver:
             except zmq.Again:
                 break
             self.messages += 1
+            cpu = time.thread_time()
             try:
                 out.append(self._decode(parts))
             except RecordError as exc:
                 self.rejected += 1
                 self.last_error = str(exc)
                 log.warning("rejected message %d: %s", self.messages, exc)
+            self.decode_cpu_s += time.thread_time() - cpu
         return out
 
     def close(self) -> None:

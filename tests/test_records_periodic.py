@@ -102,3 +102,30 @@ def _irregular(n: int, seed: int) -> list[float]:
 )
 def test_negative_cases(name: str, points: list[Point]) -> None:
     assert find_periodic(points) == [], name
+
+
+def _coil(seed: int, series: int, ints: bool) -> list[Point]:
+    """A coil's worth of defects: noise of several classes and surfaces, `series` planted roll marks
+    (some with marks missing, some two in one slot), positions as floats or as whole mm."""
+    rng = random.Random(seed)
+    points = [Point(i, rng.choice(("top", "bottom")), rng.choice(("a", "b", "c")), rng.uniform(0, 60_000),
+                    rng.uniform(0, 1600)) for i in range(rng.randrange(0, 3000))]
+    for s in range(series):
+        pitch = rng.uniform(160, 5000)
+        points += _series(pitch, rng.randrange(6, 30), start=rng.uniform(0, 5000), across=rng.uniform(0, 1600),
+                          jitter=rng.choice((0.0, 2.0, 8.0)), missing=tuple(rng.sample(range(30), 4)),
+                          cls=rng.choice(("a", "b")), seed=seed * 100 + s, first_id=100_000 * (s + 1))
+    points += points[:: rng.randrange(5, 50)][:20]  # exact duplicates: equal positions, ties in every sort
+    if ints:
+        points = [p._replace(along_mm=round(p.along_mm), across_mm=round(p.across_mm)) for p in points]
+    rng.shuffle(points)
+    return points
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_search_finds_exactly_what_the_reference_search_found(seed: int) -> None:
+    from tests import periodic_reference
+
+    for ints in (False, True):
+        points = _coil(seed, series=seed % 4, ints=ints)
+        assert find_periodic(points) == periodic_reference.find_periodic(points)

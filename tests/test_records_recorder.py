@@ -95,6 +95,11 @@ def test_recorder_records_grades_and_emits_events(tmp_path: Path) -> None:
     crop = reader.execute("SELECT crop_sha256 FROM defects LIMIT 1").fetchone()[0]
     assert CropStore(tmp_path / "crops").get(crop).startswith(b"\x89PNG")
     assert verify(reader).ok
+    # the recording thread's CPU time, per phase, for `bench records` (none of it is negative: the
+    # finalisation's share is taken out of "after_commit", not counted twice)
+    phases = recorder.stats.cpu_s
+    assert {"receive", "decode", "verify", "write", "publish", "after_commit", "finalise"} <= phases.keys()
+    assert all(v >= 0 for v in phases.values()) and phases["write"] > 0
 
 
 def test_malformed_messages_are_counted_not_recorded(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ and crop disk cost per 1,000 defects.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import random
@@ -149,6 +150,7 @@ def _recorder_rate(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The recorder process's sustained rate: messages from another process over tcp loopback."""
     import multiprocessing
 
+    from inspection.line.process import settle_gc
     from inspection.line.recorder import RecorderLoop
 
     crops = getattr(args, "zmq_crops", False)
@@ -167,6 +169,8 @@ def _recorder_rate(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     recorder = RecorderLoop(store, "tcp://127.0.0.1:*", "bench-1", batch_messages=args.batch, flush_ms=200,
                             grace_s=3600, seals=seals)
     endpoint = recorder.receiver.address  # the port ZeroMQ picked
+    collector = gc.get_threshold()
+    settle_gc()  # as the recorder process does once it is built (`inspection.line.recorder.main`)
     coils = max(1, args.insert_defects // 10_000)
     expected = sum(len(getattr(m, "defects", ())) for c in range(coils)
                    for m in _coil_batch(f"ZMQ-{c}", 10_000, args.defects_per_frame, 0, c))
@@ -175,11 +179,13 @@ def _recorder_rate(path: Path, args: argparse.Namespace) -> dict[str, Any]:
                                                                keys_dir))
     child.start()
     first = cpu = None
+    phases_before: dict[str, float] = {}
     deadline = time.monotonic() + 600
     while recorder.stats.new_defects < expected and time.monotonic() < deadline:
         recorder.poll(50)
         if first is None and recorder.stats.messages:
             first, cpu = time.perf_counter(), time.process_time()
+            phases_before = dict(recorder.stats.cpu_s)
     recorder.flush()
     elapsed = time.perf_counter() - (first or time.perf_counter())
     # the recorder process's own CPU time over the same window (its threads included): on a shared
@@ -188,19 +194,33 @@ def _recorder_rate(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     child.join(60)
     recorder.close()
     store.close()
+    gc.unfreeze()  # the other parts of this run measure with the collector as they found it
+    gc.set_threshold(*collector)
     finalise = recorder.stats.finalise_s
+    phases = _cpu_phases(recorder.stats.cpu_s, phases_before, cpu_s)
+    per_defect = {k: round(v / max(recorder.stats.new_defects, 1) * 1e6, 2) for k, v in phases.items()}
     return {"defects": recorder.stats.new_defects, "expected": expected, "coils": coils,
             "defects_per_coil": round(expected / coils), "seconds": round(elapsed, 2),
             "defects_per_s": round(recorder.stats.new_defects / elapsed) if elapsed else None,
             "finalise_s": round(finalise, 2), "finalise_s_per_coil": round(finalise / coils, 2),
             "defects_per_s_excluding_finalise": round(recorder.stats.new_defects / max(elapsed - finalise, 1e-6)),
             "cpu_s": round(cpu_s, 2), "defects_per_cpu_s": round(recorder.stats.new_defects / cpu_s) if cpu_s else None,
+            "cpu_phases_s": {k: round(v, 3) for k, v in phases.items()},
+            "cpu_us_per_defect": {**per_defect, "total": round(cpu_s / max(recorder.stats.new_defects, 1) * 1e6, 2)},
             "crops": crops, "alarms": recorder.stats.alarms, "signed": seals is not None,
             "refused": recorder.stats.refused_unsigned + recorder.stats.refused_bad_signature,
             "note": "Recorder.poll loop (receive, decode, batched apply_batch with the severe-defect alarms, and "
                     "at each coil end grading, roll-mark search and review queue) fed by another process over tcp "
                     "loopback; from the first message received to the last commit; cpu_s: the recorder "
-                    "process's CPU time over that window"}
+                    "process's CPU time over that window; cpu_phases_s: the recording thread's CPU time per phase "
+                    "(RecorderStats.cpu_s), 'other' the rest of the process (ZeroMQ's I/O thread, the poll loop)"}
+
+
+def _cpu_phases(after: dict[str, float], before: dict[str, float], total: float) -> dict[str, float]:
+    """CPU seconds per recorder phase over the measured window, and the rest of the process's as "other"."""
+    phases = {k: v - before.get(k, 0.0) for k, v in sorted(after.items())}
+    phases["other"] = total - sum(phases.values())
+    return phases
 
 
 def _large_db(path: Path, args: argparse.Namespace) -> dict[str, Any]:

@@ -26,7 +26,7 @@ import zmq
 
 from inspection import curve as curves
 from inspection.curve import Curve
-from inspection.line.process import StopFlag
+from inspection.line.process import StopFlag, settle_gc
 from inspection.records.events import RecorderEvent
 from inspection.records.recorder import Recorder, RecorderStats
 from inspection.records.store import Store
@@ -159,7 +159,12 @@ class RecorderLoop:
             stages.sent(getattr(self.publisher, "last_send_ns", None))
 
     def _take(self, limit: int) -> int:
+        cpu, decoded = time.thread_time(), self.receiver.decode_cpu_s
         messages = self.receiver.receive(limit)
+        decode = self.receiver.decode_cpu_s - decoded
+        stats = self.recorder.stats
+        stats.cpu_s["decode"] = stats.cpu_s.get("decode", 0.0) + decode
+        cpu = stats.charge("receive", cpu + decode)  # the socket's share: what `receive` took besides decoding
         if self.sources is not None:
             kept = []
             for message in messages:
@@ -173,6 +178,7 @@ class RecorderLoop:
             messages = kept
         last_error = self._foreign_error if self.foreign else self.receiver.last_error
         self.recorder.add(messages, self.receiver.messages, self.receiver.rejected + self.foreign, last_error)
+        stats.charge("verify", cpu)  # the line's sources and (with `seals`) each result's camera signature
         return len(messages)
 
     def tick(self) -> None:
@@ -299,6 +305,7 @@ def main(config_path: str | None, config_overrides: dict[str, Any] | None = None
                                       ledger=PlcSequence(store.db)) as publisher:
             loop = RecorderLoop(store, results, config.id, publisher=publisher, curve=results_curve,
                                 sources=SourceCheck.from_config(config), anchors=anchors, **options)
+            settle_gc()  # built: from here on the loop allocates and frees per batch (see `settle_gc`)
             stats = loop.run(stop)
     finally:
         store.close()

@@ -71,15 +71,12 @@ def find_periodic(points: Sequence[Point], params: PeriodicParams | None = None)
         groups.setdefault((p.surface, p.cls), []).append(p)
     findings: list[PeriodicFinding] = []
     for (surface, cls), pts in sorted(groups.items()):
-        for cluster in _across_windows(pts, params.across_tol_mm):
-            found = _best_series(cluster, params)
-            if found:
-                pitch, members = found
-                findings.append(PeriodicFinding(
-                    surface=surface, cls=cls, across_mm=float(np.median([m.across_mm for m in members])),
-                    pitch_mm=pitch, roll_diameter_mm=pitch / math.pi, count=len(members),
-                    first_along_mm=members[0].along_mm, last_along_mm=members[-1].along_mm,
-                    defect_ids=tuple(m.id for m in members)))
+        for members, pitch in _group_series(pts, params):
+            findings.append(PeriodicFinding(
+                surface=surface, cls=cls, across_mm=float(np.median([m.across_mm for m in members])),
+                pitch_mm=pitch, roll_diameter_mm=pitch / math.pi, count=len(members),
+                first_along_mm=members[0].along_mm, last_along_mm=members[-1].along_mm,
+                defect_ids=tuple(m.id for m in members)))
     kept: list[PeriodicFinding] = []
     for f in sorted(findings, key=lambda f: (-f.count, f.pitch_mm)):
         # Overlapping windows find the same series twice: keep the strongest copy.
@@ -88,34 +85,55 @@ def find_periodic(points: Sequence[Point], params: PeriodicParams | None = None)
     return kept
 
 
-def _across_windows(points: list[Point], tol: float) -> list[list[Point]]:
-    """Points in windows 2*tol wide, every tol across the strip (overlapping, so no series is cut)."""
+def _group_series(points: list[Point], params: PeriodicParams) -> list[tuple[list[Point], float]]:
+    """The series of one surface and class: (members in along order, pitch) per window that has one.
+
+    Windows are ``2 * across_tol_mm`` wide, every ``across_tol_mm`` across the strip (overlapping,
+    so no series is cut). The points are put in arrays once per group and each window is a slice of
+    them: a coil has hundreds of windows, nearly all without a series, and building a list of
+    points for each cost half the search. The order within a window is the points' along order,
+    ties kept in across order (a stable sort), as the search has always seen them."""
     pts = sorted(points, key=lambda p: p.across_mm)
     across = np.array([p.across_mm for p in pts])
-    windows = []
+    along = np.array([p.along_mm for p in pts])
+    tol = params.across_tol_mm
+    starts = []
     start = across[0] - tol
-    while start <= across[-1]:
-        lo, hi = np.searchsorted(across, start), np.searchsorted(across, start + 2 * tol, side="right")
-        if hi - lo > 0:
-            windows.append(sorted(pts[lo:hi], key=lambda p: p.along_mm))
+    while start <= across[-1]:  # the same float steps as ever: the same windows
+        starts.append(start)
         start += tol
-    return windows
+    first = np.array(starts)
+    los = np.searchsorted(across, first)
+    his = np.searchsorted(across, first + 2 * tol, side="right")
+    out = []
+    for lo, hi in zip(los.tolist(), his.tolist(), strict=True):
+        if not params.min_count <= hi - lo <= params.max_points:
+            continue  # too few for a series, or a band of thousands graded as such, not roll marks
+        order = lo + np.argsort(along[lo:hi], kind="stable")
+        found = _best_series(along[order], params)
+        if found:
+            pitch, inliers = found
+            out.append(([pts[i] for i in order[inliers].tolist()], pitch))
+    return out
 
 
-def _best_series(cluster: list[Point], params: PeriodicParams) -> tuple[float, list[Point]] | None:
-    n = len(cluster)
-    if n < params.min_count or n > params.max_points:
-        return None  # a band of thousands of defects is graded as such, not read as roll marks
-    x = np.array([p.along_mm for p in cluster])
-    gaps = np.concatenate([(x[j:] - x[:-j]) / k for j in (1, 2, 3) if j < n for k in (1, 2, 3)])
+def _best_series(x: np.ndarray, params: PeriodicParams) -> tuple[float, np.ndarray] | None:
+    """The best pitch among the along positions `x` (sorted) of one window, refined, and its inliers."""
+    n = len(x)
+    # the gaps to the next three occurrences, and their halves and thirds (missing marks)
+    near = np.concatenate([x[j:] - x[:-j] for j in (1, 2, 3) if j < n])
+    gaps = np.concatenate([near / k for k in (1, 2, 3)])
     gaps = np.sort(gaps[(gaps >= params.min_pitch_mm) & (gaps <= params.max_pitch_mm)])
     # A real pitch shows up again and again among the gaps (every pair of neighbouring marks gives
     # it); keep only candidates supported by at least min_count - 1 gaps, which prunes random ones.
     tol = params.along_tol_mm + 0.002 * gaps
     support = np.searchsorted(gaps, gaps + tol, side="right") - np.searchsorted(gaps, gaps - tol, side="left")
+    candidates = gaps[support >= params.min_count - 1]
+    if not len(candidates):
+        return None
     best: tuple[int, float, float, np.ndarray] | None = None
     offsets = np.arange(n)
-    for pitch in np.unique(np.round(gaps[support >= params.min_count - 1])):  # 1 mm steps
+    for pitch in np.unique(np.round(candidates)):  # 1 mm steps
         tol = params.along_tol_mm + 0.002 * pitch
         # Densest phase window (x mod pitch, circular) in O(n log n) instead of trying every anchor.
         phases = np.sort(np.mod(x, pitch))
@@ -136,8 +154,7 @@ def _best_series(cluster: list[Point], params: PeriodicParams) -> tuple[float, l
     if best is None:
         return None
     _, _, pitch, inliers = best
-    members = [p for p, keep in zip(cluster, inliers, strict=True) if keep]
-    xs = np.array([m.along_mm for m in members])
+    xs = x[inliers]
     steps = np.round((xs - xs[0]) / pitch)
-    refined = float(np.polyfit(steps, xs, 1)[0]) if len(set(steps)) > 1 else pitch
-    return refined, members
+    refined = float(np.polyfit(steps, xs, 1)[0]) if len(set(steps.tolist())) > 1 else pitch
+    return refined, inliers

@@ -94,6 +94,18 @@ class RecorderStats:
     conflicting_duplicates: int = 0  # re-sent frames / coil events differing from their record (first kept)
     last_error: str | None = None
     grades: dict[str, str] = field(default_factory=dict)
+    # CPU seconds of the recording thread per phase (`time.thread_time`): "receive" (socket),
+    # "decode", "write" (apply_batch with its alarms), "publish" (events of the batch), "finalise"
+    # (coil grading, roll marks, review queue) and "after_commit" (the rest of a flush). On a shared
+    # machine CPU time is the steady figure where the wall clock also counts other jobs; ZeroMQ's own
+    # I/O thread is in no phase (`bench records` reports the process total beside these).
+    cpu_s: dict[str, float] = field(default_factory=dict)
+
+    def charge(self, phase: str, since: float) -> float:
+        """Add the thread's CPU time from `since` (a `time.thread_time()`) to `phase`; the time now."""
+        now = time.thread_time()
+        self.cpu_s[phase] = self.cpu_s.get(phase, 0.0) + (now - since)
+        return now
 
 
 class Recorder:
@@ -204,10 +216,12 @@ class Recorder:
         if not self._buffer:
             return
         batch, self._buffer = self._buffer, []
+        finalised_before = self.stats.cpu_s.get("finalise", 0.0)
         shadow = [m for m in batch if isinstance(m, ShadowResult)]
         if shadow:
             batch = [m for m in batch if not isinstance(m, ShadowResult)]
         flush_ns = time.time_ns()
+        cpu = time.thread_time()
         try:
             result = self.store.apply_batch(batch, want_rows=True, alarms=self._severe_alarms)
         except sqlite3.OperationalError as exc:
@@ -217,7 +231,9 @@ class Recorder:
             self._first_at = time.monotonic()
             self.stats.last_error = f"flush failed, will retry: {exc}"
             log.error("flush of %d messages failed, will retry: %s", len(batch), exc)
+            self.stats.charge("write", cpu)
             return
+        cpu = self.stats.charge("write", cpu)
         if self.stage_log is not None:
             self.stage_log.committed(batch, flush_ns)
         self.stats.batches += 1
@@ -242,8 +258,12 @@ class Recorder:
         with self._burst():
             self._watch_models(batch)
             self._emit_recorded(result)
+        cpu = self.stats.charge("publish", cpu)
         with self._burst():
             self._after_commit(batch, result, shadow)
+        # the coils finalised in it charged their own phase: "after_commit" is what is left
+        self.stats.charge("after_commit", cpu)
+        self.stats.cpu_s["after_commit"] -= self.stats.cpu_s.get("finalise", 0.0) - finalised_before
 
     def _after_commit(self, batch: list[ResultMessage], result: BatchResult, shadow: list[ShadowResult]) -> None:
         """What a committed batch starts: coils ended or left open, late frames, shadow results, grades."""
@@ -347,7 +367,7 @@ class Recorder:
                 self._finalise(coil, "grace-timeout")
 
     def _finalise(self, coil: str, trigger: str) -> None:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         db = self.store.db
         # One transaction, one read of the coil's defects (the costliest query of a coil) for the
         # grade, the roll-mark search, the review queue and the grade's class counts: a review from
@@ -379,6 +399,7 @@ class Recorder:
         self._pending.pop(coil, None)
         self.anchor(force=True)  # the coil's grade and alarms, signed and anchored before it leaves the line
         self.stats.finalise_s += time.perf_counter() - started
+        self.stats.charge("finalise", cpu)
         log.info("coil %s graded %s (%s, coverage %.2f%%, %d defects, %d queued for review)", coil,
                  result.grade, trigger, result.coverage * 100, result.counted, queued)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from inspection.frame import CoilEvent
-from inspection.records import audit, queries, seams
+from inspection.records import audit, batch_rows, queries, seams
 from inspection.records import crops as crops_module
 from inspection.records import duplicates as duplicates_module
 from inspection.records.actions import REVIEW_ACTIONS, InspectorActions, OverrideOutcome
@@ -54,21 +54,15 @@ def _insert(table: str, columns: str) -> str:
     return f"INSERT OR IGNORE INTO {table} ({', '.join(names)}) VALUES ({', '.join(':' + n for n in names)})"
 
 
-# The order is the order of the foreign keys: a coil before its events, frames and defects.
+# The order is the order of the foreign keys: a coil before its events, frames and defects (the
+# defects' rows, the most numerous, are positional: `batch_rows`).
 _BATCH_INSERTS = {
     "coils": _insert("coils", "id line line_type first_seen_ns"),
     "coil_events": _insert("coil_events", "coil camera surface kind seq time_ns length_mm frames dropped"),
     "frames": _insert("frames", "coil camera frame_index seq status position_mm length_mm model_id defects reason "
                                 "captured_ns recorded_ns"),
-    "defects": _insert("defects", "coil surface camera frame_seq frame_index defect_index along_mm across_mm "
-                                  "x1 y1 x2 y2 length_mm width_mm area_mm2 class score severity model_id "
-                                  "crop_sha256 captured_ns"),
     "frame_seals": _insert("frame_seals", "coil camera frame_index digest sig"),
 }
-# an unknown defect's guesses, keyed by the id its natural key got (re-sent: ignored like the defect)
-_GUESSES_INSERT = ("INSERT OR IGNORE INTO defect_guesses (defect_id, coil, guesses) SELECT id, coil, :guesses "
-                   "FROM defects WHERE coil = :coil AND camera = :camera AND frame_index = :frame_index "
-                   "AND defect_index = :defect_index")
 
 
 def _coil_row(coil: str, source: Any, time_ns: int) -> dict[str, Any]:
@@ -212,11 +206,10 @@ class Store(InspectorActions, ShadowRecords):
         result = BatchResult(messages=len(messages))
         staged: list[str] = []
         now = self.clock()
-        rows: dict[str, list[dict[str, Any]]] = {"coils": [], "coil_events": [], "frames": [], "defects": [],
-                                                 "frame_seals": []}
+        rows: dict[str, list[dict[str, Any]]] = {"coils": [], "coil_events": [], "frames": [], "frame_seals": []}
         framed: list[FrameDropped | FrameResult] = []
         events: list[CoilEvent] = []
-        frame_defects: list[list[dict[str, Any]]] = []  # per frame message, its defect rows
+        frame_crops: list[list[str | None]] = []  # per frame message, its defects' staged crops
         for m in messages:
             if isinstance(m, CoilEvent):
                 events.append(m)
@@ -227,11 +220,13 @@ class Store(InspectorActions, ShadowRecords):
                 framed.append(m)
                 rows["coils"].append(_coil_row(m.coil, m.source, m.captured_ns))
                 rows["frames"].append(_frame_row(m, now))
-                frame_defects.append([self._defect_row(m, i, d, self._stage(d.crop_png, staged, result))
-                                      for i, d in enumerate(m.defects)] if isinstance(m, FrameResult) else [])
+                frame_crops.append([self._stage(d.crop_png, staged, result) for d in m.defects]
+                                   if isinstance(m, FrameResult) else [])
             else:
                 raise StoreError(f"apply_batch: unknown message type {type(m).__name__}")
-        all_defects = sum(len(d) for d in frame_defects)
+        all_defects = sum(len(c) for c in frame_crops)
+        defect_rows: list[tuple] = []  # positional, in `batch_rows.DEFECT_COLUMNS` order
+        guess_rows: list[tuple] = []
         with write_transaction(self.db):
             before = {t: audit.max_rowid(self.db, t) for t in _BATCH_TABLES}
             for table in ("coils", "coil_events", "frames"):
@@ -245,16 +240,16 @@ class Store(InspectorActions, ShadowRecords):
             fresh, duplicates = self._split_new_frames(framed, before["frames"])
             for i in fresh:
                 m = framed[i]
-                for row in frame_defects[i]:
-                    model = row.pop("model")
-                    row["model_id"] = self._model_id(*model, now)
-                rows["defects"] += frame_defects[i]
+                if isinstance(m, FrameResult) and m.defects:
+                    defect_rows += batch_rows.defect_rows(m, self._model_id(m.model_version, m.model_sha256, now),
+                                                          frame_crops[i])
+                    guess_rows += batch_rows.guess_rows(m)
                 if m.capture is not None:
                     rows["frame_seals"].append({"coil": m.coil, "camera": m.source.camera, "frame_index": m.index,
                                                 "digest": m.capture.digest, "sig": m.capture.sig})
-            for table in ("defects", "frame_seals"):
-                self.db.conn.executemany(_BATCH_INSERTS[table], rows[table])
-            self.db.conn.executemany(_GUESSES_INSERT, [row for row in rows["defects"] if row["guesses"]])
+            self.db.conn.executemany(batch_rows.DEFECT_INSERT, defect_rows)
+            self.db.conn.executemany(_BATCH_INSERTS["frame_seals"], rows["frame_seals"])
+            self.db.conn.executemany(batch_rows.GUESSES_INSERT, guess_rows)
             result.conflicts = duplicates_module.frame_conflicts(self.db, duplicates)
             if events:
                 result.conflicts += duplicates_module.event_conflicts(self.db, self._old_events(events,
@@ -347,15 +342,6 @@ class Store(InspectorActions, ShadowRecords):
         if shadow is None:
             return found
         return crops_module.RecoverResult(found.moved + shadow.moved, found.deleted + shadow.deleted)
-
-    def _defect_row(self, m: FrameResult, index: int, d: Any, crop: str | None) -> dict[str, Any]:
-        x1, y1, x2, y2 = d.box
-        return {"coil": m.coil, "surface": m.source.surface, "camera": m.source.camera, "frame_seq": m.seq,
-                "frame_index": m.index, "defect_index": index, "along_mm": d.along_mm, "across_mm": d.across_mm,
-                "x1": x1, "y1": y1, "x2": x2, "y2": y2, "length_mm": d.length_mm, "width_mm": d.width_mm,
-                "area_mm2": d.area_mm2, "class": d.cls, "score": d.score, "severity": d.severity,
-                "model": (m.model_version, m.model_sha256), "crop_sha256": crop, "captured_ns": m.captured_ns,
-                "guesses": audit.canonical_json([list(g) for g in d.guesses]) if d.guesses else None}
 
     def _model_id(self, version: str, sha: str, now: int) -> int:
         key = (version, sha)
