@@ -238,10 +238,27 @@ def plant_panel(platform: dict[str, Any]) -> None:
     if not rows:
         st.info("No MES / ERP data imported for this coil.")
         return
-    # A static table, not st.dataframe: 16 rows need no grid, and the grid's code is the heaviest
-    # thing a browser loads for this page.
-    st.table(pd.DataFrame(rows, columns=["field", "value"]).astype({"value": str}), hide_index=True,
-             hide_header=True)
+    # Markdown, not st.table or st.dataframe: both make the browser load Streamlit's Arrow decoder
+    # (about 1.2 MB of script to parse after the page's title shows), the heaviest thing left on a coil
+    # page opened from a link once the maps were a canvas (`bench console`); 16 rows need neither.
+    st.markdown(markdown_table(rows))
+
+
+def markdown_table(rows: list[tuple[str, Any]]) -> str:
+    """Two columns of text as a Markdown table, values escaped so that plant data stays text."""
+    lines = ["| | |", "| --- | --- |"]
+    lines += [f"| {_cell(label)} | {_cell(value)} |" for label, value in rows]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    text = " ".join(str(value).split())  # no line breaks inside a table row
+    return "".join(f"\\{c}" if c in MARKDOWN_SPECIAL else c for c in text)
+
+
+# Inside a table cell these would start markup: emphasis, code, links, HTML, columns, strike-through,
+# LaTeX ($) and Streamlit's :emoji: and :colour[text] shortcodes (:).
+MARKDOWN_SPECIAL = set("\\`*_[]<>|~$:")
 
 
 def process_details(value: dict[str, Any]) -> str:
