@@ -195,7 +195,7 @@ def test_coil_detail_shows_map_grade_plant_data_and_periodic_alarm(db: Path) -> 
     assert meta["n"] == 40 and len(the_map.proto.special_args[0].bytes) == 40 * map_data.BYTES_PER_POINT
     assert [(p["surface"], p["cls"]) for p in meta["periodic"]] == [("top", "pitted_surface")]
     heat = rows(db, "SELECT heat FROM platform_coils WHERE coil_id = 'C1001'")[0][0]
-    plant = next(m.value for m in at.markdown if m.value.startswith("| | |"))  # a Markdown table, no Arrow
+    plant = next(m.value for m in at.markdown if m.value.startswith("| Field | Value |"))  # a Markdown table, no Arrow
     assert f"| Heat | {heat} |" in plant.splitlines()
     assert not at.get("image") and not at.dataframe  # gallery, grade history, reviews: built when opened
     at.session_state["gallery_open"] = True  # the inspector opens the gallery

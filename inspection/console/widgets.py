@@ -246,7 +246,7 @@ def plant_panel(platform: dict[str, Any]) -> None:
 
 def markdown_table(rows: list[tuple[str, Any]]) -> str:
     """Two columns of text as a Markdown table, values escaped so that plant data stays text."""
-    lines = ["| | |", "| --- | --- |"]
+    lines = ["| Field | Value |", "| --- | --- |"]
     lines += [f"| {_cell(label)} | {_cell(value)} |" for label, value in rows]
     return "\n".join(lines)
 
