@@ -76,8 +76,11 @@ def coil_summary(header: dict[str, Any], defects: pd.DataFrame, grades: pd.DataF
                    help=f"worst camera; {inspected} frames inspected, {lost} dropped"
                         + ("" if ended else "; the coil has not ended on every camera yet"))
     pending = int((defects["review_status"] == "unreviewed").sum())
-    st.caption(f"Line {header['line']} ({header['line_type']}) · first seen "
-               f"{_time(header['first_seen_ns'])} · {pending} defect(s) not yet reviewed")
+    # Colons escaped: "11:06:40" looks like an :emoji: shortcode to Streamlit's Markdown, which then
+    # loads its emoji table (about 260 KB of script) before the coil page is usable (`bench console`).
+    first_seen = _time(header["first_seen_ns"]).replace(":", "\\:")
+    st.caption(f"Line {header['line']} ({header['line_type']}) · first seen {first_seen} · "
+               f"{pending} defect(s) not yet reviewed")
 
 
 def _time(ns: Any) -> str:
