@@ -1,7 +1,7 @@
 """How defects and grades look wherever they are drawn: one colour per class, per grade, and the
 defect map's axes.
 
-The console's coil map (Altair, `inspection.console.defect_map`) and the PDF coil report
+The console's coil map (a canvas, `inspection.console.map_data` and `static/defect_map/`) and the PDF coil report
 (matplotlib, `inspection.records.report`) both read this module, so a class has the same colour
 and the map the same orientation on screen and on paper. Pure data: no plotting library here.
 """

@@ -125,7 +125,7 @@ def _shoot(folder: Path, password: str, out: Path) -> list[Path]:
 
                 page.goto(f"{url}/coil?coil={coil}")
                 page.get_by_role("heading", name="Coil detail").wait_for()
-                page.get_by_test_id("stVegaLiteChart").first.wait_for()
+                browser.map_canvas(page).wait_for()
                 browser.settle(page)
                 browser.click_a_point(page)
                 page.get_by_test_id("stImage").filter(has_text=browser.SELECTED_CAPTION).wait_for()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from inspection.console import browser_session, session_cookie
+from inspection.console import browser_session, defect_map, map_data, session_cookie
 from inspection.console.auth import ENDED, SESSION_KEY, Session, idle_expired
 from inspection.console.launch import is_loopback
 from inspection.passwords import ScryptParams
@@ -190,16 +190,33 @@ def test_coil_detail_shows_map_grade_plant_data_and_periodic_alarm(db: Path) -> 
     grade = rows(db, "SELECT grade FROM grades WHERE coil = 'C1001' ORDER BY id DESC LIMIT 1")[0][0]
     assert f"Grade={grade}" in shown
     assert "Periodic defect: periodic pitted_surface on top" in shown
-    assert len(at.get("vega_lite_chart")) == 2  # top and bottom maps
+    (the_map,) = at.get("component_instance")  # the canvas map: both surfaces, every defect, periodic lines
+    meta = json.loads(the_map.proto.json_args)["meta"]
+    assert meta["n"] == 40 and len(the_map.proto.special_args[0].bytes) == 40 * map_data.BYTES_PER_POINT
+    assert [(p["surface"], p["cls"]) for p in meta["periodic"]] == [("top", "pitted_surface")]
     heat = rows(db, "SELECT heat FROM platform_coils WHERE coil_id = 'C1001'")[0][0]
-    plant = at.table[0].value
-    assert heat in set(plant["value"])
+    plant = next(m.value for m in at.markdown if m.value.startswith("| Field | Value |"))  # a Markdown table, no Arrow
+    assert f"| Heat | {heat} |" in plant.splitlines()
     assert not at.get("image") and not at.dataframe  # gallery, grade history, reviews: built when opened
     at.session_state["gallery_open"] = True  # the inspector opens the gallery
     at.run()
     assert len(at.get("image")) == 24  # first gallery page of 40 crops
     at.number_input(key="gallery_page").set_value(2).run()
     assert len(at.get("image")) == 16
+
+
+def test_a_click_on_the_map_selects_its_defect_once(db: Path) -> None:
+    at = app("coil_detail", user="bo", selected_coil="C1001")
+    first, second = (r[0] for r in rows(db, "SELECT id FROM defects WHERE coil = 'C1001' ORDER BY id LIMIT 2"))
+    at.session_state[defect_map.MAP_KEY] = {"id": first, "at": 1}  # what the canvas sends on a click
+    at.run()
+    assert f"#{first} " in texts(at) and at.text_input(key="defect_id_box").value == f"#{first}"
+    assert json.loads(at.get("component_instance")[0].proto.json_args)["selected"] == first  # ringed on the map
+    _select_defect(at, second)  # the id box; the map's last click must not take the selection back
+    assert f"#{second} " in texts(at) and f"#{first} " not in texts(at)
+    at.session_state[defect_map.MAP_KEY] = {"id": first, "at": 2}  # the same point clicked again
+    at.run()
+    assert f"#{first} " in texts(at)
 
 
 def _select_defect(at: AppTest, defect_id: int) -> None:

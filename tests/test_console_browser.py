@@ -2,10 +2,11 @@
 
 An inspector's shift, each step checked on what the page shows and then in the database: the
 Line page picks up a new recorder status on its own (fragment refresh); the inspector signs in,
-opens a coil, clicks a defect on the map (its crop and review form appear beside the map) and
-rejects it; then confirms the top item of the review queue. The review rows carry the signed-in
-user's name and the coil is regraded. A second test keeps a signed-in session across a reload and
-a new tab (the HttpOnly cookie), and after "Sign out" a reload shows the sign-in form again.
+opens a coil, clicks a defect on the canvas map (its crop and review form appear beside the map),
+rejects it and selects another with the keyboard; then confirms the top item of the review queue.
+The review rows carry the signed-in user's name and the coil is regraded. A second test keeps a
+signed-in session across a reload and a new tab (the HttpOnly cookie), and after "Sign out" a
+reload shows the sign-in form again.
 Screenshots of every page go to test-artifacts/screenshots/ (not committed; the README's come
 from scripts/console_screenshots.py).
 """
@@ -119,7 +120,7 @@ def test_inspector_selects_a_defect_on_the_map_rejects_it_and_works_the_review_q
     browser.choose(page, "Open coil", "C2002")
     page.get_by_role("button", name="Open coil").click()
     page.get_by_role("heading", name="Coil detail").wait_for()
-    page.get_by_test_id("stVegaLiteChart").first.wait_for()
+    browser.map_canvas(page).wait_for()
     browser.settle(page)
     assert page.get_by_text("Click a point on the map").is_visible()  # nothing selected yet
     browser.screenshot(page, SHOTS / "3-coil-detail.png")
@@ -129,7 +130,7 @@ def test_inspector_selects_a_defect_on_the_map_rejects_it_and_works_the_review_q
     reject = page.get_by_role("button", name="Reject as false alarm")
     crop.wait_for()
     # beside the maps, not further down the page: the crop next to the top map, the form above the gallery
-    map_box = page.get_by_test_id("stVegaLiteChart").first.bounding_box()
+    map_box = page.locator(browser.MAP_FRAME).bounding_box()
     gallery_box = page.get_by_test_id("stExpander").filter(has_text="Crop gallery").bounding_box()
     crop_box, reject_box = crop.bounding_box(), reject.bounding_box()
     assert crop_box["x"] > map_box["x"] + map_box["width"] / 2
@@ -142,6 +143,16 @@ def test_inspector_selects_a_defect_on_the_map_rejects_it_and_works_the_review_q
     page.get_by_text(done).wait_for()
     browser.settle(page)
     browser.screenshot(page, SHOTS / "4-coil-detail-after-reject.png")
+    with sqlite3.connect(database) as conn:  # the keyboard way: Home / End on the focused map, then Enter
+        top_ids = [r[0] for r in conn.execute("SELECT id FROM defects WHERE coil = 'C2002' AND surface = 'top' "
+                                              "ORDER BY along_mm, across_mm").fetchall()]
+    key, expected = ("Home", top_ids[0]) if top_ids[0] != defect_id else ("End", top_ids[-1])
+    canvas = browser.map_canvas(page)
+    canvas.focus()
+    canvas.press(key)
+    canvas.press("Enter")
+    page.get_by_test_id("stMarkdownContainer").filter(has_text=re.compile(rf"#{expected} .*review:", re.S)).wait_for()
+    browser.settle(page)
 
     browser.nav(page, "Review queue")
     reviewed_before = int(_metric(page, "Reviewed").split()[0])

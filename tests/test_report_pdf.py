@@ -185,17 +185,15 @@ def test_map_has_the_console_colours_and_axes(line: dict[str, Any], tmp_path: Pa
 
 
 def test_console_map_draws_with_the_same_table() -> None:
-    from inspection.console.defect_map import map_chart
+    from inspection.console.map_data import pack
 
     classes = ["crazing", "patches", "unknown", "made-up class"]
     defects = pd.DataFrame({"id": [1, 2, 3, 4], "surface": "top", "along_mm": [1000.0, 2000, 3000, 4000],
                             "across_mm": [100.0, 200, 300, 400], "effective_class": classes, "severity": 1,
-                            "score": 0.5, "review_status": "unreviewed", "periodic": False})
-    spec = map_chart(defects, pd.DataFrame(), "top", classes, 10.0, 1600.0, None).to_dict()
-    encoding = spec["layer"][0]["encoding"]
-    assert encoding["color"]["scale"] == {"domain": classes, "range": [class_colour(c) for c in classes]}
-    assert (encoding["x"]["field"], encoding["x"]["title"]) == (MAP_X.field, MAP_X.title)
-    assert (encoding["y"]["field"], encoding["y"]["title"]) == (MAP_Y.field, MAP_Y.title)
+                            "score": 0.5, "review_status": "unreviewed"})
+    meta, _ = pack(defects, pd.DataFrame(), classes, 10.0, 1600.0, version="v")
+    assert (meta["classes"], meta["colours"]) == (classes, [class_colour(c) for c in classes])
+    assert (meta["x_title"], meta["y_title"]) == (MAP_X.title, MAP_Y.title)
     assert class_colour("made-up class") == class_colour("made-up class")  # stable for names outside the table
     for line_type, dataset in LINE_DATASETS.items():  # every class a model of either line type names has its own
         named = DATASET_CLASSES[dataset]

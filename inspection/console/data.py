@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from inspection.console import map_data
 from inspection.console.context import read_db
 from inspection.records import queries
 
@@ -55,6 +56,16 @@ def coil_defects(path: str, token: Token, coil: str) -> pd.DataFrame:
     with read_db(path) as db:
         rows = queries.coil_defects(db, coil)
     return pd.DataFrame(rows, columns=list(DEFECT_COLUMNS))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def coil_map(path: str, token: Token, coil: str, classes: tuple[str, ...], length_m: float,
+             width_mm: float) -> tuple[dict[str, Any], bytes]:
+    """The coil's defect map, packed (`map_data.pack`). Cached on the coil and the change token: a
+    click on the map reruns the page's fragment, and must not pack 5,000 points again."""
+    defects = coil_defects(path, token, coil)
+    return map_data.pack(defects, coil_alarms(path, token, coil), list(classes), length_m, width_mm,
+                         version=f"{coil}:{'.'.join(map(str, token))}")
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

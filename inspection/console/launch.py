@@ -28,8 +28,8 @@ class ConsoleStartError(SteelInspectError):
     """The console process exited or did not become healthy in time."""
 
 
-def console_command(port: int, address: str = "127.0.0.1") -> list[str]:
-    return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
+def console_command(port: int, address: str = "127.0.0.1", app: Path = APP) -> list[str]:
+    return [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port),
             "--server.address", address, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
 
 
@@ -51,13 +51,22 @@ def warn_if_exposed(address: str, logger: logging.Logger) -> None:
 
 
 def start_console(database: Path, port: int, *, env: dict[str, str] | None = None, log: IO[str] | None = None,
-                  timeout_s: float = 60.0, address: str = "127.0.0.1") -> subprocess.Popen:
-    """Run the console on `database` at http://`address`:`port`; return once it is healthy."""
+                  timeout_s: float = 60.0, address: str = "127.0.0.1", checkout: Path | None = None,
+                  app: Path | None = None) -> subprocess.Popen:
+    """Run the console on `database` at http://`address`:`port`; return once it is healthy.
+
+    `checkout`: another working copy of this repository to run the console of (its `app.py`, its
+    `inspection` package and its `.streamlit/config.toml`), as `bench console --against` does;
+    `app`: another Streamlit script to run with this checkout's config (the bench's floor)."""
     # Say which extra is missing here: the child process would only exit with a status.
     require_extra("console", "the review console", "streamlit")
     warn_if_exposed(address, logging.getLogger(__name__))
     environment = {**os.environ, **(env or {}), "STEEL_INSPECT_DB": str(database)}
-    process = subprocess.Popen(console_command(port, address), cwd=REPO_DIR, env=environment,
+    root = checkout or REPO_DIR
+    if checkout is not None:  # its own package first, not the one this process imported
+        environment["PYTHONPATH"] = str(checkout)
+    command = console_command(port, address, app or root / "app.py")
+    process = subprocess.Popen(command, cwd=root, env=environment,
                                stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT,
                                start_new_session=True)
     try:

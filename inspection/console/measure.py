@@ -10,7 +10,11 @@ included), then measures:
   navigation to the coil page until both defect maps are drawn, the page's crops are loaded
   and the script run is over -- what an inspector waits for -- with the time to each of these
   phases; the coil's URL in a new browser context (empty cache, a new session, as a link opened
-  from an e-mail), again in the same tab, and by the sidebar link of a running session.
+  from an e-mail), again in the same tab, and by the sidebar link of a running session; a click
+  on the defect map until the selected defect's crop and form show;
+- with `--against DIR`, the same browser timings of another checkout's console (for example main
+  in a second worktree) in turn with this one's, in the same run, and always the floor: a
+  Streamlit app of one title timed the same way, what Streamlit itself costs on this machine.
 
 Same interface as the `inspection.benchmarks` modules (HELP, add_arguments, run).
 """
@@ -23,13 +27,17 @@ import os
 import platform
 import secrets
 import statistics
+import subprocess
 import tempfile
 import time
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from inspection.arguments import positive_int
 from inspection.config import REPO_DIR
+from inspection.console import measure_browser as mb
 from inspection.console.launch import start_console, stop_console
 from inspection.extras import require_extra
 from inspection.testing import console_browser
@@ -44,6 +52,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="defects on the measured coil (default 5000)")
     parser.add_argument("--repeat", type=positive_int, default=3, help="repetitions of each timing (median reported)")
     parser.add_argument("--no-browser", action="store_true", help="skip the headless Chromium timing")
+    parser.add_argument("--against", type=_checkout, metavar="DIR",
+                        help="another checkout of this repository (e.g. a worktree of main) whose console is timed "
+                             "in turn with this one's in the same run")
+
+
+def _checkout(value: str) -> Path:
+    path = Path(value).resolve()
+    if not (path / "app.py").is_file() or not (path / "inspection" / "console").is_dir():
+        raise argparse.ArgumentTypeError(f"{value}: not a checkout of this repository (no app.py and "
+                                         "inspection/console there)")
+    return path
+
+
+def _version(checkout: Path) -> str:
+    """The checkout's commit, with "+dirty" when its tree has changes (figures say what was measured)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(checkout), *args], capture_output=True, text=True).stdout.strip()
+    return git("rev-parse", "--short=12", "HEAD") + ("+dirty" if git("status", "--porcelain") else "")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -55,18 +81,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         figures: dict[str, Any] = {"defects": args.defects, "build_s": round(time.perf_counter() - t0, 2),
                                    "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
                                    "load_average_1min_at_start": round(os.getloadavg()[0], 2),
+                                   "checkouts": {"this": f"{REPO_DIR} {_version(REPO_DIR)}"},
                                    "apptest": _apptest(folder / "line.db", args.repeat)}
+        if args.against is not None:
+            figures["checkouts"]["against"] = f"{args.against} {_version(args.against)}"
         if args.no_browser:
             figures["browser"] = "skipped (--no-browser)"
         elif not console_browser.CHROMIUM.exists():
             figures["browser"] = f"skipped ({console_browser.CHROMIUM} missing)"
         else:
-            figures["browser"] = _browser(folder / "line.db", args.repeat)
+            figures["browser"] = _browser(folder / "line.db", args.repeat, args.against)
         figures["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     return figures
 
 
 def _apptest(database: Path, repeat: int) -> dict[str, float]:
+    """Server side, this checkout only (AppTest runs the script in this process)."""
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
@@ -107,110 +137,118 @@ def _apptest(database: Path, repeat: int) -> dict[str, float]:
             "reject_and_regrade_s": _median(review)}
 
 
-def _browser(database: Path, repeat: int) -> dict[str, Any]:
+FLOOR_TITLE = "Floor"
+FLOOR_APP = f"import streamlit as st\n\nst.title({FLOOR_TITLE!r})\n"  # what Streamlit itself costs
+
+
+@dataclass
+class _Target:
+    """One checkout's console (or the floor app) under measurement, and its samples."""
+
+    url: str
+    samples: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
+    page: Any = None  # the tab of a running session (reopen, in-app open, map clicks, gallery)
+
+    @property
+    def coil_url(self) -> str:
+        return f"{self.url}/coil?coil={COIL}"
+
+
+def _browser(database: Path, repeat: int, against: Path | None) -> dict[str, Any]:
+    """Every timing in turn on this checkout's console and, with `against`, another checkout's (the
+    order swapped every round), and a title-only app (the floor): the load of a shared machine
+    falls on both alike, so their ratio means more than either figure."""
     from playwright.sync_api import sync_playwright
 
-    port = console_browser.free_port()
-    server = start_console(database, port, timeout_s=180)
-    url = f"http://127.0.0.1:{port}"
-    coil_url = f"{url}/coil?coil={COIL}"
+    floor_app = database.parent / "floor_app.py"
+    floor_app.write_text(FLOOR_APP, encoding="utf-8")
+    servers: list[Any] = []
+
+    def serve(**where: Any) -> str:
+        port = console_browser.free_port()
+        servers.append(start_console(database, port, timeout_s=180, **where))
+        return f"http://127.0.0.1:{port}"
+
     try:
+        targets = {"this": _Target(serve())}
+        if against is not None:
+            targets["against"] = _Target(serve(checkout=against))
+        floor = _Target(serve(app=floor_app))
         with sync_playwright() as pw:
             browser = console_browser.launch(pw)
             try:
-                # The server imports the console's modules at its first page view: not what is measured.
-                _fresh(browser, lambda page: _open_light(page, url))
-                first_page = _new_page(browser)
-                first = _open_coil(first_page, coil_url)  # the coil's reads not cached yet on the server
-                fresh = [_fresh(browser, lambda page: _open_coil(page, coil_url)) for _ in range(repeat)]
-                light = [_fresh(browser, lambda page: _open_light(page, url)) for _ in range(repeat)]
-                again = [_open_coil(first_page, coil_url)["usable_s"] for _ in range(repeat)]
-                in_app = []
-                for _ in range(repeat):  # what an inspector does: a click inside the running app
-                    console_browser.nav(first_page, "Coils")
-                    in_app.append(_open_coil(first_page, None)["usable_s"])
-                gallery = _open_gallery(first_page)
+                _measure(browser, targets, floor, repeat)
             finally:
                 browser.close()
     finally:
-        stop_console(server)
+        for server in servers:
+            stop_console(server)
+    figures: dict[str, Any] = {name: _summary(target) for name, target in targets.items()}
+    floor_s = _median(floor.samples["floor"])
+    for name in targets:
+        figures[name]["fresh_url_over_floor"] = round(figures[name]["fresh_url_s"] / floor_s, 2)
+    return {**figures, "floor_url_s": floor_s, "floor_url_all_s": [round(f, 3) for f in floor.samples["floor"]],
+            "what": WHAT}
+
+
+def _rounds(targets: dict[str, _Target], i: int) -> list[_Target]:
+    ordered = list(targets.values())
+    return ordered if i % 2 == 0 else ordered[::-1]
+
+
+def _measure(browser: Any, targets: dict[str, _Target], floor: _Target, repeat: int) -> None:
+    # Each server imports the console's modules at its first page view: not what is measured.
+    for target in targets.values():
+        mb.fresh(browser, lambda page, t=target: mb.open_light(page, t.url))
+    mb.fresh(browser, lambda page: mb.open_title(page, floor.url, FLOOR_TITLE))
+    for target in targets.values():
+        target.page = mb.new_page(browser)
+        target.samples["first"].append(mb.open_coil(target.page, target.coil_url))  # reads not cached yet
+    for i in range(repeat):
+        for target in _rounds(targets, i):
+            target.samples["fresh"].append(mb.fresh(browser, lambda page, t=target: mb.open_coil(page, t.coil_url)))
+        floor.samples["floor"].append(mb.fresh(browser, lambda page: mb.open_title(page, floor.url, FLOOR_TITLE)))
+    for i in range(repeat):
+        for target in _rounds(targets, i):
+            target.samples["light"].append(mb.fresh(browser, lambda page, t=target: mb.open_light(page, t.url)))
+    for i in range(repeat):
+        for target in _rounds(targets, i):
+            target.samples["again"].append(mb.open_coil(target.page, target.coil_url)["usable_s"])
+    for i in range(repeat):  # what an inspector does: a click inside the running app
+        for target in _rounds(targets, i):
+            console_browser.nav(target.page, "Coils")
+            target.samples["in_app"].append(mb.open_coil(target.page, None)["usable_s"])
+    for i in range(repeat):  # a different marker each time, along the strip
+        for target in _rounds(targets, i):
+            target.samples["click"].append(mb.click_map(target.page, (i + 0.5) / repeat))
+    for target in targets.values():
+        target.samples["gallery"].append(mb.open_gallery(target.page))
+
+
+def _summary(target: _Target) -> dict[str, Any]:
+    s = target.samples
+    first, fresh = s["first"][0], s["fresh"]
     return {"first_open_url_s": first["usable_s"], "first_open_phases_s": first,
             "fresh_url_s": _median([f["usable_s"] for f in fresh]),
             "fresh_url_phases_s": {k: _median([f[k] for f in fresh]) for k in fresh[0]},
-            "reopen_url_s": _median(again), "open_in_app_s": _median(in_app), "light_page_url_s": _median(light),
-            "gallery_open_s": gallery,
-            "what": "until both maps are drawn, the crops on the page loaded and the script run is over. "
-                    "first_open_url_s: the coil's URL in a new browser context (empty browser cache, new session) "
-                    "while the server has not read this coil yet; fresh_url_s: the same with the server's reads "
-                    "cached (median); reopen_url_s: the URL again in the same tab; open_in_app_s: 'Coil detail' "
-                    "clicked in the sidebar of a running session; light_page_url_s: the Coils page of a one-coil "
-                    "database in a new context, the cost of loading the app itself. Phases: from navigation to "
-                    "the page's title, to both maps drawn, to the run's end with every crop shown loaded; "
-                    "gallery_open_s: a click on the closed crop gallery until its 24 crops are loaded"}
+            "fresh_url_all_s": [f["usable_s"] for f in fresh],
+            "reopen_url_s": _median(s["again"]), "open_in_app_s": _median(s["in_app"]),
+            "light_page_url_s": _median(s["light"]), "map_click_s": _median(s["click"]),
+            "map_click_all_s": [round(c, 3) for c in s["click"]], "gallery_open_s": s["gallery"][0]}
 
 
-def _new_page(browser: Any) -> Any:
-    page = browser.new_context(viewport={"width": 1500, "height": 1200}).new_page()
-    page.set_default_timeout(120_000)
-    page.set_default_navigation_timeout(120_000)
-    return page
-
-
-def _fresh(browser: Any, visit: Any) -> Any:
-    """`visit(page)` in a new browser context: empty cache, no cookies, a new Streamlit session."""
-    page = _new_page(browser)
-    try:
-        return visit(page)
-    finally:
-        page.context.close()
-
-
-def _open_light(page: Any, url: str) -> float:
-    """The cost of loading the app itself from a URL: the Coils page (one coil, no maps)."""
-    t0 = time.perf_counter()
-    page.goto(f"{url}/coils")
-    page.get_by_role("heading", name="Coils").wait_for()
-    page.get_by_test_id("stDataFrame").first.wait_for()
-    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", polling=50)
-    return time.perf_counter() - t0
-
-
-_RUN_OVER = ("!document.querySelector('[data-testid=stStatusWidget]') "
-             "&& !document.querySelector('[data-testid=stSkeleton]')")
-_IMAGES_LOADED = "[...document.querySelectorAll('[data-testid=stImage] img')].every(i => i.complete)"
-
-
-def _open_gallery(page: Any) -> float | None:
-    """Seconds from a click on the closed crop gallery until its crops are loaded (None when it is
-    open from the start, as before the gallery was built only on demand)."""
-    images = page.locator("[data-testid=stImage] img").count()
-    if images >= 24:
-        return None
-    t0 = time.perf_counter()
-    page.get_by_test_id("stExpander").filter(has_text="Crop gallery").locator("summary").click()
-    page.wait_for_function(f"() => document.querySelectorAll('[data-testid=stImage] img').length >= {images + 24}"
-                           f" && {_IMAGES_LOADED} && {_RUN_OVER}", polling=50)
-    return round(time.perf_counter() - t0, 3)
-
-
-def _open_coil(page: Any, url: str | None) -> dict[str, float]:
-    """Open the coil page (from `url`, or by the sidebar link); seconds until each phase, the last
-    (``usable_s``) when both maps are drawn, the page's crops loaded and the run is over."""
-    t0 = time.perf_counter()
-    if url is None:
-        page.get_by_test_id("stSidebarNav").get_by_text("Coil detail", exact=True).click()
-    else:
-        page.goto(url)
-    phases: dict[str, float] = {}
-    page.get_by_role("heading", name="Coil detail").wait_for()
-    phases["title_s"] = time.perf_counter() - t0
-    page.wait_for_function("() => document.querySelectorAll('[data-testid=stVegaLiteChart] canvas, "
-                           "[data-testid=stVegaLiteChart] svg.marks').length >= 2", polling=50)
-    phases["maps_s"] = time.perf_counter() - t0
-    page.wait_for_function(f"() => {_RUN_OVER}", polling=50)
-    page.wait_for_function(f"() => {_IMAGES_LOADED}", polling=50)
-    phases["usable_s"] = time.perf_counter() - t0
-    return {k: round(v, 3) for k, v in phases.items()}
+WHAT = ("this: the checkout bench console runs from; against: the --against checkout, timed in turn in the same "
+        "run (order swapped every round). Page times run until both maps are drawn, the crops on the page loaded "
+        "and the script run is over. first_open_url_s: the coil's URL in a new browser context (empty browser "
+        "cache, new session) while the server has not read this coil yet; fresh_url_s: the same with the "
+        "server's reads cached (median); reopen_url_s: the URL again in the same tab; open_in_app_s: 'Coil "
+        "detail' clicked in the sidebar of a running session; light_page_url_s: the Coils page of a one-coil "
+        "database in a new context, the cost of loading the app itself; map_click_s: a click on a marker of the "
+        "top map until the page shows that defect selected, its crop loaded and the run over; floor_url_s: a "
+        "Streamlit app of one title, with this checkout's config, from its URL in a new context until the title "
+        "shows and the run is over: what Streamlit itself costs on this machine. Phases: from navigation to the "
+        "page's title, to both maps drawn, to the run's end with every crop shown loaded; gallery_open_s: a "
+        "click on the closed crop gallery until its 24 crops are loaded")
 
 
 def _timed(fn: Any) -> float:

@@ -76,8 +76,11 @@ def coil_summary(header: dict[str, Any], defects: pd.DataFrame, grades: pd.DataF
                    help=f"worst camera; {inspected} frames inspected, {lost} dropped"
                         + ("" if ended else "; the coil has not ended on every camera yet"))
     pending = int((defects["review_status"] == "unreviewed").sum())
-    st.caption(f"Line {header['line']} ({header['line_type']}) · first seen "
-               f"{_time(header['first_seen_ns'])} · {pending} defect(s) not yet reviewed")
+    # Colons escaped: "11:06:40" looks like an :emoji: shortcode to Streamlit's Markdown, which then
+    # loads its emoji table (about 260 KB of script) before the coil page is usable (`bench console`).
+    first_seen = _time(header["first_seen_ns"]).replace(":", "\\:")
+    st.caption(f"Line {header['line']} ({header['line_type']}) · first seen {first_seen} · "
+               f"{pending} defect(s) not yet reviewed")
 
 
 def _time(ns: Any) -> str:
@@ -238,10 +241,27 @@ def plant_panel(platform: dict[str, Any]) -> None:
     if not rows:
         st.info("No MES / ERP data imported for this coil.")
         return
-    # A static table, not st.dataframe: 16 rows need no grid, and the grid's code is the heaviest
-    # thing a browser loads for this page.
-    st.table(pd.DataFrame(rows, columns=["field", "value"]).astype({"value": str}), hide_index=True,
-             hide_header=True)
+    # Markdown, not st.table or st.dataframe: both make the browser load Streamlit's Arrow decoder
+    # (about 1.2 MB of script to parse after the page's title shows), the heaviest thing left on a coil
+    # page opened from a link once the maps were a canvas (`bench console`); 16 rows need neither.
+    st.markdown(markdown_table(rows))
+
+
+def markdown_table(rows: list[tuple[str, Any]]) -> str:
+    """Two columns of text as a Markdown table, values escaped so that plant data stays text."""
+    lines = ["| Field | Value |", "| --- | --- |"]
+    lines += [f"| {_cell(label)} | {_cell(value)} |" for label, value in rows]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    text = " ".join(str(value).split())  # no line breaks inside a table row
+    return "".join(f"\\{c}" if c in MARKDOWN_SPECIAL else c for c in text)
+
+
+# Inside a table cell these would start markup: emphasis, code, links, HTML, columns, strike-through,
+# LaTeX ($) and Streamlit's :emoji: and :colour[text] shortcodes (:).
+MARKDOWN_SPECIAL = set("\\`*_[]<>|~$:")
 
 
 def process_details(value: dict[str, Any]) -> str:

@@ -64,6 +64,14 @@ def sign_in(page: Any, name: str, password: str) -> None:
     settle(page)
 
 
+MAP_FRAME = "iframe[title*='defect_map']"  # the coil page's canvas map (inspection/console/defect_map.py)
+
+
+def map_canvas(page: Any) -> Any:
+    """The coil page's defect map: the canvas inside the component's frame."""
+    return page.frame_locator(MAP_FRAME).locator("canvas")
+
+
 def click_a_point(page: Any) -> int:
     """Click the centre of the largest marker on the top-surface map; return the defect id the page
     then shows as selected (its crop's heading "#ID class ...")."""
@@ -71,17 +79,22 @@ def click_a_point(page: Any) -> int:
     import numpy as np
     from PIL import Image
 
-    plot = page.get_by_test_id("stVegaLiteChart").first.locator("svg.marks, canvas").first
+    plot = map_canvas(page)
     plot.scroll_into_view_if_needed()
-    box = plot.bounding_box()
     pixels = np.asarray(Image.open(io.BytesIO(plot.screenshot())).convert("RGB")).astype(int)
     coloured = (pixels.max(axis=2) - pixels.min(axis=2)) > 40  # markers are coloured; axes and grid are grey
-    coloured[:, int(coloured.shape[1] * 0.75):] = False  # the legend sits on the right
+    coloured[pixels.shape[0] // 2:] = False  # the top surface's panel is the upper half
     count, _, stats, centres = cv2.connectedComponentsWithStats(coloured.astype(np.uint8))
     if count <= 1:
         raise AssertionError("no coloured marker found on the map")
     x, y = centres[1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))]
-    page.mouse.click(box["x"] + x * box["width"] / pixels.shape[1], box["y"] + y * box["height"] / pixels.shape[0])
+    box = plot.bounding_box()
+    plot.click(position={"x": x * box["width"] / pixels.shape[1], "y": y * box["height"] / pixels.shape[0]})
+    return selected_id(page)
+
+
+def selected_id(page: Any) -> int:
+    """Wait for the selected defect's facts beside the map ("#ID class ... review: ..."); its id."""
     selected = page.get_by_test_id("stMarkdownContainer").filter(has_text=re.compile(r"#\d+ .*review:", re.S))
     selected.first.wait_for()
     return int(re.search(r"#(\d+) ", selected.first.inner_text()).group(1))

@@ -7,7 +7,7 @@ import streamlit as st
 
 from inspection.console import data, forms, widgets
 from inspection.console.context import page_database, sources
-from inspection.console.defect_map import map_chart, periodic_members, picked_id
+from inspection.console.defect_map import defect_map, take_click
 from inspection.console.navigation import SELECTED_COIL_KEY, selected_coil
 
 SELECTED_DEFECT_KEY = "selected_defect"
@@ -35,7 +35,6 @@ if header is None:
 defects = data.coil_defects(path, token, coil)
 alarms = data.coil_alarms(path, token, coil)
 grades = data.grade_history(path, token, coil)
-defects["periodic"] = periodic_members(defects, alarms)
 classes = widgets.class_names(header["line_type"], defects)
 
 widgets.coil_summary(header, defects, grades, data.coil_coverage(path, token, coil))
@@ -53,25 +52,16 @@ for alarm in periodic.itertuples():
 length_m, width_mm = widgets.map_extent(header, defects)
 
 
-def _picked(chart_key: str) -> None:
-    defect = picked_id(st.session_state.get(chart_key))
-    if defect is not None:
-        st.session_state[SELECTED_DEFECT_KEY] = defect
-
-
 @st.fragment
 def map_and_selection() -> None:
     """A click on the map reruns only this part: the crop and the review form appear beside the map
     without the page (summary, gallery, plant data) being rebuilt."""
+    take_click(SELECTED_DEFECT_KEY)  # before anything is drawn: the map rings, the box shows the new selection
     map_col, pick_col = st.columns([3, 2])
     with map_col:
         hide_rejected = st.toggle("Hide rejected false alarms", key="hide_rejected")
-        shown = defects[defects["review_status"] != "rejected"] if hide_rejected else defects
-        selected = st.session_state.get(SELECTED_DEFECT_KEY)
-        for surface in ("top", "bottom"):
-            chart = map_chart(shown, alarms, surface, classes, length_m, width_mm, selected)
-            st.altair_chart(chart, on_select=lambda k=f"map_{surface}": _picked(k), key=f"map_{surface}",
-                            selection_mode="pick", width="stretch")
+        meta, points = data.coil_map(path, token, coil, tuple(classes), length_m, width_mm)
+        defect_map(meta, points, st.session_state.get(SELECTED_DEFECT_KEY), hide_rejected)
     with pick_col:
         st.subheader("Selected defect")
         widgets.defect_picker(SELECTED_DEFECT_KEY)
