@@ -34,7 +34,6 @@ import json
 import logging
 import platform
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -44,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from inspection.code_version import code_version
 from inspection.config import REPO_DIR
 from inspection.datasets import DATASET_CLASSES, load_split, read_image, read_split_file, split_path
 from training.export import SIZE_MULTIPLE, export_onnx, parity_check
@@ -128,14 +128,6 @@ def bare_ort_speed(model_path: Path, batch: int = 8, size: int = 512, repeats: i
     seconds = (time.perf_counter() - started) / repeats
     return {"batch": batch, "tile": [size, size], "threads": 2, "seconds_per_batch": round(seconds, 4),
             "mpx_per_s": round(batch * size * size / seconds / 1e6, 2)}
-
-
-def _code_version() -> str:
-    try:
-        return subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=REPO_DIR,
-                              capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _hardware() -> str:
@@ -342,7 +334,7 @@ def finalize(opts: Options, state: dict[str, Any], models_dir: Path, register: b
                                    else split_file),
                  "split_sha256": split_hashes(split), "split_seed": split["seed"],
                  **({"plant": plant.describe()} if plant is not None else {})},
-        "code_version": _code_version(), "parity": parity, "speed_bare_ort": speed,
+        "code_version": code_version(), "parity": parity, "speed_bare_ort": speed,
     }
     from inspection.manifest import file_sha256
 

@@ -190,8 +190,9 @@ def quantize_version(source: str, *, models_dir: Path | None = None, datasets_di
                      splits_dir: Path | None = None, calibration_images: int = 120,
                      calibration_backgrounds: int = 4, register: bool = True) -> dict[str, Any]:
     """Quantize registered `source` (a version, hot/cold, or a path), evaluate, register; a summary dict."""
+    from inspection.code_version import code_version
     from training.evaluate import evaluate
-    from training.finalize import _code_version, background_metric, promotion_decision, register_gated
+    from training.finalize import background_metric, promotion_decision, register_gated
 
     registry = Registry(models_dir)
     parent = registry.resolve(source)
@@ -215,7 +216,7 @@ def quantize_version(source: str, *, models_dir: Path | None = None, datasets_di
         manifest = {k: v for k, v in parent.data.items() if k not in ("metrics", "promotion", "speed_bare_ort",
                                                                       "parity", "sha256", "size_bytes")}
         manifest.update(version=version, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                        code_version=_code_version(), sha256=file_sha256(onnx_path),
+                        code_version=code_version(), sha256=file_sha256(onnx_path),
                         size_bytes=onnx_path.stat().st_size)
         manifest["architecture"] = f"{parent.data.get('architecture', '')}; int8 (QDQ) quantized"
         (work / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")

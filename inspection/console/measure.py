@@ -27,7 +27,6 @@ import os
 import platform
 import secrets
 import statistics
-import subprocess
 import tempfile
 import time
 from collections import defaultdict
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from inspection.arguments import positive_int
+from inspection.code_version import code_version
 from inspection.config import REPO_DIR
 from inspection.console import measure_browser as mb
 from inspection.console.launch import start_console, stop_console
@@ -65,13 +65,6 @@ def _checkout(value: str) -> Path:
     return path
 
 
-def _version(checkout: Path) -> str:
-    """The checkout's commit, with "+dirty" when its tree has changes (figures say what was measured)."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(checkout), *args], capture_output=True, text=True).stdout.strip()
-    return git("rev-parse", "--short=12", "HEAD") + ("+dirty" if git("status", "--porcelain") else "")
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     require_extra("console", "bench console", "streamlit")
     with tempfile.TemporaryDirectory(prefix="console-measure-") as tmp:
@@ -81,10 +74,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         figures: dict[str, Any] = {"defects": args.defects, "build_s": round(time.perf_counter() - t0, 2),
                                    "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
                                    "load_average_1min_at_start": round(os.getloadavg()[0], 2),
-                                   "checkouts": {"this": f"{REPO_DIR} {_version(REPO_DIR)}"},
+                                   "checkouts": {"this": f"{REPO_DIR} {code_version(REPO_DIR)}"},
                                    "apptest": _apptest(folder / "line.db", args.repeat)}
         if args.against is not None:
-            figures["checkouts"]["against"] = f"{args.against} {_version(args.against)}"
+            figures["checkouts"]["against"] = f"{args.against} {code_version(args.against)}"
         if args.no_browser:
             figures["browser"] = "skipped (--no-browser)"
         elif not console_browser.CHROMIUM.exists():
