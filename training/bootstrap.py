@@ -7,13 +7,14 @@ figure needs its uncertainty beside it before anyone ships (or refuses) a model 
 The unit that is resampled is the **image** (boxes in one image share its texture and lighting,
 so they are not independent). Whatever a figure needs from one image is computed once:
 
-- AP@0.5: each prediction's true/false-positive flag. The greedy matching of `metrics.pr_curve`
-  only ever looks at one image's boxes, in that image's score order, so the flags do not depend on
-  which other images are in a sample. A resample repeats each image's entries as often as the
+- AP@0.5: each prediction's true/false-positive flag (`metrics.class_matches`). The greedy
+  matching only ever looks at one image's boxes, in that image's score order, so the flags do not
+  depend on which other images are in a sample. A resample repeats each image's entries as often as the
   image was drawn and accumulates them in the global score order; ties between equal scores of
   different images may be ordered differently from a plain evaluation of the resampled images,
   which moves AP by less than the rounding of the JSON.
-- detection rate, false detections, image accuracy: per-image counts, summed.
+- detection rate, false detections, image accuracy: per-image counts (`metrics.found_and_false`,
+  `metrics.top_class_correct`), summed.
 
 `intervals` gives one model's percentile intervals; `paired_intervals` draws the same images for
 two models and gives the interval of the difference B - A and the share of resamples in which B is
@@ -28,8 +29,14 @@ from typing import Any
 
 import numpy as np
 
-from inspection.tiling import iou_matrix
-from training.metrics import DETECTION_IOU, ImageResult, Threshold, _above, average_precision
+from training.metrics import (
+    ImageResult,
+    Threshold,
+    average_precision,
+    class_matches,
+    found_and_false,
+    top_class_correct,
+)
 
 DEFAULT_RESAMPLES = 1000
 LEVEL = 0.95
@@ -64,56 +71,26 @@ class Tallies:
 
 
 def tallies(results: Sequence[ImageResult], num_classes: int, threshold: Threshold) -> Tallies:
-    """Per-image counts and per-prediction flags of `results` (see the module docstring)."""
+    """Per-image counts and per-prediction flags of `results` (see the module docstring), from the same
+    per-image functions `training.metrics` sums."""
     if not results:
         raise ValueError("bootstrap: no images")
     per_class = []
     for c in range(num_classes):
-        images, flags = [], []
-        scores: list[np.ndarray] = []
-        gt_counts = np.zeros(len(results), dtype=np.int64)
+        images, scores, flags = [np.zeros(0, dtype=np.int64)], [np.zeros(0)], [np.zeros(0, dtype=bool)]
         for i, im in enumerate(results):
-            gt = im.gt_boxes[im.gt_labels == c]
-            gt_counts[i] = len(gt)
-            mine = np.nonzero(im.pred_labels == c)[0]
-            if not len(mine):
-                continue
-            mine = mine[np.argsort(-im.pred_scores[mine], kind="stable")]
-            taken = np.zeros(len(gt), dtype=bool)
-            tp = np.zeros(len(mine), dtype=bool)
-            if len(gt):
-                ious = iou_matrix(im.pred_boxes[mine], gt)
-                for k in range(len(mine)):
-                    row = np.where(taken, -1.0, ious[k])
-                    best = int(np.argmax(row))
-                    if row[best] >= 0.5:
-                        taken[best] = tp[k] = True
+            mine, true_pos = class_matches(im, c)
             images.append(np.full(len(mine), i))
-            flags.append(tp)
             scores.append(im.pred_scores[mine])
-        if scores:
-            all_scores = np.concatenate(scores)
-            order = np.argsort(-all_scores, kind="stable")  # ties: image order, as metrics.pr_curve
-            entries = _ClassEntries(np.concatenate(images)[order], np.concatenate(flags)[order], gt_counts)
-        else:
-            entries = _ClassEntries(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool), gt_counts)
-        per_class.append(entries)
-    found, gt, false = (np.zeros(len(results), dtype=np.int64) for _ in range(3))
-    judged, correct = (np.zeros(len(results), dtype=bool) for _ in range(2))
-    for i, im in enumerate(results):
-        preds = im.pred_boxes[_above(im, threshold)]
-        gt[i] = len(im.gt_boxes)
-        if len(im.gt_boxes) and len(preds):
-            ious = iou_matrix(im.gt_boxes, preds)
-            found[i] = int(np.sum(ious.max(axis=1) >= DETECTION_IOU))
-            false[i] = int(np.sum(ious.max(axis=0) < DETECTION_IOU))
-        else:
-            false[i] = len(preds) if not len(im.gt_boxes) else 0
-        if im.image_label is not None:
-            judged[i] = True
-            if len(im.pred_scores):  # the top prediction at any score, as metrics.image_accuracy
-                correct[i] = int(im.pred_labels[int(np.argmax(im.pred_scores))]) == im.image_label
-    return Tallies(tuple(per_class), found, gt, false, judged, correct)
+            flags.append(true_pos)
+        order = np.argsort(-np.concatenate(scores), kind="stable")  # ties: image order, as metrics.pr_curve
+        gt_counts = np.array([int(np.sum(im.gt_labels == c)) for im in results], dtype=np.int64)
+        per_class.append(_ClassEntries(np.concatenate(images)[order], np.concatenate(flags)[order], gt_counts))
+    counts = np.array([found_and_false(im, threshold) for im in results], dtype=np.int64).reshape(-1, 2)
+    correct = [top_class_correct(im) for im in results]
+    return Tallies(tuple(per_class), found=counts[:, 0], gt=np.array([len(im.gt_boxes) for im in results]),
+                   false=counts[:, 1], judged=np.array([c is not None for c in correct]),
+                   correct=np.array([bool(c) for c in correct]))
 
 
 def figures_for(t: Tallies, counts: np.ndarray) -> dict[str, float | None]:

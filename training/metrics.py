@@ -72,32 +72,41 @@ def average_precision(recall: np.ndarray, precision: np.ndarray) -> float:
     return float(np.sum((r[steps + 1] - r[steps]) * p[steps + 1]))
 
 
+def class_matches(im: ImageResult, class_index: int, iou: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """One image's predictions of a class in descending score order (ties keep input order), as
+    indices, and whether each is a true positive: matched greedily, in that order, to the unmatched
+    ground-truth box of the class with the highest IoU >= `iou`. Matching never looks past the
+    image, so `pr_curve` (and `training.bootstrap`) can put images together in any combination."""
+    mine = np.nonzero(im.pred_labels == class_index)[0]
+    mine = mine[np.argsort(-im.pred_scores[mine], kind="stable")]
+    gt = im.gt_boxes[im.gt_labels == class_index]
+    true_pos = np.zeros(len(mine), dtype=bool)
+    if len(gt) and len(mine):
+        ious = iou_matrix(im.pred_boxes[mine], gt)
+        taken = np.zeros(len(gt), dtype=bool)
+        for k in range(len(mine)):
+            row = np.where(taken, -1.0, ious[k])
+            best = int(np.argmax(row))
+            if row[best] >= iou:
+                taken[best] = true_pos[k] = True
+    return mine, true_pos
+
+
 def pr_curve(images: Sequence[ImageResult], class_index: int, iou: float = 0.5
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """(recall, precision, scores) after each prediction of the class, and the GT count."""
     n_gt = int(sum(int(np.sum(im.gt_labels == class_index)) for im in images))
-    entries = []  # (score, image index, prediction index)
-    for i, im in enumerate(images):
-        for j in np.nonzero(im.pred_labels == class_index)[0]:
-            entries.append((im.pred_scores[j], i, j))
-    entries.sort(key=lambda e: -e[0])  # stable: ties keep input order
-    taken = [np.zeros(int(np.sum(im.gt_labels == class_index)), dtype=bool) for im in images]
-    gt_of_class = [im.gt_boxes[im.gt_labels == class_index] for im in images]
-    true_pos = np.zeros(len(entries), dtype=bool)
-    for k, (_, i, j) in enumerate(entries):
-        if not len(gt_of_class[i]):
-            continue
-        ious = iou_matrix(images[i].pred_boxes[j], gt_of_class[i])[0]
-        ious[taken[i]] = -1.0
-        best = int(np.argmax(ious))
-        if ious[best] >= iou:
-            taken[i][best] = True
-            true_pos[k] = True
-    tp = np.cumsum(true_pos)
-    recall = tp / n_gt if n_gt else np.zeros(len(entries))
-    precision = tp / np.arange(1, len(entries) + 1)
-    scores = np.array([e[0] for e in entries], dtype=np.float64)
-    return recall, precision, scores, n_gt
+    scores, flags = [np.zeros(0)], [np.zeros(0, dtype=bool)]
+    for im in images:
+        mine, true_pos = class_matches(im, class_index, iou)
+        scores.append(im.pred_scores[mine])
+        flags.append(true_pos)
+    all_scores = np.concatenate(scores)
+    order = np.argsort(-all_scores, kind="stable")  # ties: image order, then each image's own order
+    tp = np.cumsum(np.concatenate(flags)[order])
+    recall = tp / n_gt if n_gt else np.zeros(len(order))
+    precision = tp / np.arange(1, len(order) + 1)
+    return recall, precision, all_scores[order], n_gt
 
 
 def class_ap(images: Sequence[ImageResult], class_index: int, iou: float = 0.5) -> float | None:
@@ -121,38 +130,42 @@ def _above(im: ImageResult, threshold: Threshold) -> np.ndarray:
     return im.pred_scores >= threshold
 
 
+def found_and_false(im: ImageResult, threshold: Threshold, iou: float = DETECTION_IOU) -> tuple[int, int]:
+    """One image's ground-truth boxes found at the threshold (overlapped at IoU >= `iou` by a
+    prediction of any class) and its predictions at the threshold that overlap no ground-truth box."""
+    preds = im.pred_boxes[_above(im, threshold)]
+    if not len(im.gt_boxes):
+        return 0, len(preds)
+    if not len(preds):
+        return 0, 0
+    ious = iou_matrix(im.gt_boxes, preds)
+    return int(np.sum(ious.max(axis=1) >= iou)), int(np.sum(ious.max(axis=0) < iou))
+
+
 def detection_rate(images: Sequence[ImageResult], threshold: Threshold,
                    iou: float = DETECTION_IOU) -> float | None:
-    found = total = 0
-    for im in images:
-        total += len(im.gt_boxes)
-        preds = im.pred_boxes[_above(im, threshold)]
-        if len(im.gt_boxes) and len(preds):
-            found += int(np.sum(iou_matrix(im.gt_boxes, preds).max(axis=1) >= iou))
+    total = sum(len(im.gt_boxes) for im in images)
+    found = sum(found_and_false(im, threshold, iou)[0] for im in images)
     return found / total if total else None
 
 
 def false_detections(images: Sequence[ImageResult], threshold: Threshold, iou: float = DETECTION_IOU) -> int:
-    count = 0
-    for im in images:
-        preds = im.pred_boxes[_above(im, threshold)]
-        if not len(im.gt_boxes):
-            count += len(preds)
-        elif len(preds):
-            count += int(np.sum(iou_matrix(preds, im.gt_boxes).max(axis=1) < iou))
-    return count
+    return sum(found_and_false(im, threshold, iou)[1] for im in images)
+
+
+def top_class_correct(im: ImageResult) -> bool | None:
+    """Whether the image's top-scoring prediction (any score) names its file-name class; None when
+    the image has no known class. An image without predictions is wrong."""
+    if im.image_label is None:
+        return None
+    if not len(im.pred_scores):
+        return False
+    return int(im.pred_labels[int(np.argmax(im.pred_scores))]) == im.image_label  # first of equal maxima
 
 
 def image_accuracy(images: Sequence[ImageResult]) -> float | None:
-    judged = correct = 0
-    for im in images:
-        if im.image_label is None:
-            continue
-        judged += 1
-        if len(im.pred_scores):
-            top = int(np.argmax(im.pred_scores))  # first of equal maxima, i.e. model order
-            correct += int(im.pred_labels[top] == im.image_label)
-    return correct / judged if judged else None
+    judged = [c for c in map(top_class_correct, images) if c is not None]
+    return sum(judged) / len(judged) if judged else None
 
 
 def confusion_matrix(images: Sequence[ImageResult], num_classes: int, threshold: Threshold,
