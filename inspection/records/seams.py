@@ -75,9 +75,8 @@ SELECT a.id, b.id, a.coil, a.camera, f.position_mm,
        coalesce(a.width_mm, 0), coalesce(b.width_mm, 0)
 FROM pairs p JOIN defects a ON a.id = p.upper_id JOIN defects b ON b.id = p.lower_id
 JOIN frames f ON f.coil = b.coil AND f.camera = b.camera AND f.frame_index = b.frame_index
-WHERE min(a.across_mm + coalesce(a.width_mm, 0) / 2, b.across_mm + coalesce(b.width_mm, 0) / 2)
-      - max(a.across_mm - coalesce(a.width_mm, 0) / 2, b.across_mm - coalesce(b.width_mm, 0) / 2)
-      >= max(:min_overlap * min(coalesce(a.width_mm, 0), coalesce(b.width_mm, 0)), 1e-9)
+WHERE overlap >= max(  -- SQLite lets WHERE name a result column: the overlap is written once
+      :min_overlap * min(coalesce(a.width_mm, 0), coalesce(b.width_mm, 0)), 1e-9)
 ORDER BY a.id, b.id
 """
 _FRAGMENT_COLUMNS = ("id, coil, surface, frame_index, defect_index, along_mm, across_mm, length_mm, width_mm, "
@@ -175,8 +174,8 @@ def link_new_defects(db: Database, before: int, rule: SeamRule, severity_rule: S
         by_coil.setdefault(coil, []).append((upper, lower, camera, seam, overlap, upper_w, lower_w))
     for coil, pairs in by_coil.items():
         existing = {(u, lo) for u, lo, _ in coil_links(db, coil)}
-        new = [p[:4] for p in (_one_to_one(pairs, existing) if rule.one_to_one else pairs)
-               if (p[0], p[1]) not in existing]
+        fresh = [p for p in pairs if (p[0], p[1]) not in existing]
+        new = [p[:4] for p in (_one_to_one(fresh, existing) if rule.one_to_one else fresh)]
         if not new:
             continue
         groups = components([*existing, *((u, lo) for u, lo, _, _ in new)])
@@ -201,10 +200,10 @@ def link_new_defects(db: Database, before: int, rule: SeamRule, severity_rule: S
 
 
 def _one_to_one(pairs: Sequence[Pair], existing: set[tuple[int, int]]) -> list[Pair]:
-    """The candidate pairs that keep to the one-partner rule of the module docstring, largest across
-    overlap first; links already recorded count as taken. All pairs of one seam are candidates in
-    the same call: they appear when the later of its two frames is recorded, and a frame's defects
-    are written together."""
+    """The new candidate pairs that keep to the one-partner rule of the module docstring, largest
+    across overlap first; the fragments of links already recorded count as taken. All pairs of one
+    seam are candidates in the same call: they appear when the later of its two frames is recorded,
+    and a frame's defects are written together."""
     has_lower = {u for u, _ in existing}
     has_upper = {lo for _, lo in existing}
     kept = []
@@ -213,7 +212,7 @@ def _one_to_one(pairs: Sequence[Pair], existing: set[tuple[int, int]]) -> list[P
         upper_taken, lower_taken = upper in has_lower, lower in has_upper
         fork = ((upper_taken and not lower_taken and lower_w <= upper_w and overlap >= FORK_INSIDE * lower_w)
                 or (lower_taken and not upper_taken and upper_w <= lower_w and overlap >= FORK_INSIDE * upper_w))
-        if (upper, lower) in existing or (not upper_taken and not lower_taken) or fork:
+        if (not upper_taken and not lower_taken) or fork:
             has_lower.add(upper)
             has_upper.add(lower)
             kept.append(pair)
