@@ -76,9 +76,9 @@ def coil_summary(header: dict[str, Any], defects: pd.DataFrame, grades: pd.DataF
                    help=f"worst camera; {inspected} frames inspected, {lost} dropped"
                         + ("" if ended else "; the coil has not ended on every camera yet"))
     pending = int((defects["review_status"] == "unreviewed").sum())
-    # Colons escaped: "11:06:40" looks like an :emoji: shortcode to Streamlit's Markdown, which then
-    # loads its emoji table (about 260 KB of script) before the coil page is usable (`bench console`).
-    first_seen = _time(header["first_seen_ns"]).replace(":", "\\:")
+    # Escaped: "11:06:40" looks like an :emoji: shortcode to Streamlit's Markdown, which then loads
+    # its emoji table (about 260 KB of script) before the coil page is usable (`bench console`).
+    first_seen = markdown_text(_time(header["first_seen_ns"]))
     st.caption(f"Line {header['line']} ({header['line_type']}) · first seen {first_seen} · "
                f"{pending} defect(s) not yet reviewed")
 
@@ -250,12 +250,14 @@ def plant_panel(platform: dict[str, Any]) -> None:
 def markdown_table(rows: list[tuple[str, Any]]) -> str:
     """Two columns of text as a Markdown table, values escaped so that plant data stays text."""
     lines = ["| Field | Value |", "| --- | --- |"]
-    lines += [f"| {_cell(label)} | {_cell(value)} |" for label, value in rows]
+    lines += [f"| {markdown_text(label)} | {markdown_text(value)} |" for label, value in rows]
     return "\n".join(lines)
 
 
-def _cell(value: Any) -> str:
-    text = " ".join(str(value).split())  # no line breaks inside a table row
+def markdown_text(value: Any) -> str:
+    """`value` as plain text inside Streamlit Markdown: one line, every character that would start
+    markup escaped (`MARKDOWN_SPECIAL`)."""
+    text = " ".join(str(value).split())  # no line breaks (inside a table row they would end it)
     return "".join(f"\\{c}" if c in MARKDOWN_SPECIAL else c for c in text)
 
 
