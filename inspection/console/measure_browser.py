@@ -5,22 +5,17 @@ Vega-Lite maps of an older checkout (`--against`), so both are timed by the same
 
 from __future__ import annotations
 
-import io
-import re
 import time
 from typing import Any
 
-from inspection.testing.console_browser import MAP_FRAME
+from inspection.testing.console_browser import MAP_FRAME, RUN_OVER, SELECTED_FACTS, coloured_pixels, map_canvas
 
-RUN_OVER = ("!document.querySelector('[data-testid=stStatusWidget]') "
-            "&& !document.querySelector('[data-testid=stSkeleton]')")
 IMAGES_LOADED = "[...document.querySelectorAll('[data-testid=stImage] img')].every(i => i.complete)"
 # Both maps drawn: the canvas component says so on its canvas; Vega-Lite draws one canvas per map.
 MAPS_DRAWN = (f"(() => {{ const f = document.querySelector(\"{MAP_FRAME}\"); "
               "const c = f && f.contentDocument && f.contentDocument.querySelector('canvas[data-drawn]'); "
               "return Boolean(c) || document.querySelectorAll('[data-testid=stVegaLiteChart] canvas, "
               "[data-testid=stVegaLiteChart] svg.marks').length >= 2; })()")
-SELECTED = re.compile(r"#(\d+) .*review:", re.S)
 
 
 def new_page(browser: Any) -> Any:
@@ -110,15 +105,15 @@ def click_map(page: Any, spot: float) -> float:
 
 def _map_plot(page: Any) -> Any:
     if page.locator(MAP_FRAME).count():
-        return page.frame_locator(MAP_FRAME).locator("canvas")
+        return map_canvas(page)
     return page.get_by_test_id("stVegaLiteChart").first.locator("canvas, svg.marks").first
 
 
 def _selected(page: Any) -> int | None:
-    shown = page.get_by_test_id("stMarkdownContainer").filter(has_text=SELECTED)
+    shown = page.get_by_test_id("stMarkdownContainer").filter(has_text=SELECTED_FACTS)
     if not shown.count():
         return None
-    found = SELECTED.search(shown.first.inner_text())
+    found = SELECTED_FACTS.search(shown.first.inner_text())
     return int(found.group(1)) if found else None
 
 
@@ -128,19 +123,17 @@ def _marker_pixel(plot: Any, spot: float) -> tuple[float, float]:
     centre may be a gap; a pixel whose neighbourhood is all colour is on a marker."""
     import cv2
     import numpy as np
-    from PIL import Image
 
-    pixels = np.asarray(Image.open(io.BytesIO(plot.screenshot())).convert("RGB")).astype(int)
-    coloured = ((pixels.max(axis=2) - pixels.min(axis=2)) > 40).astype(np.uint8)
+    coloured = coloured_pixels(plot)
     if plot.evaluate("e => e.tagName") == "CANVAS" and plot.evaluate("e => 'drawn' in e.dataset"):
-        coloured[pixels.shape[0] // 2:] = 0  # the component draws both surfaces: the top is the upper half
+        coloured[coloured.shape[0] // 2:] = 0  # the component draws both surfaces: the top is the upper half
     else:
         coloured[:, int(coloured.shape[1] * 0.75):] = 0  # Vega-Lite's legend sits on the right
     inside = cv2.erode(coloured, np.ones((5, 5), np.uint8))
     ys, xs = np.nonzero(inside)
     if not len(xs):
         raise RuntimeError("no marker found on the map")
-    start = spot * pixels.shape[1]
+    start = spot * coloured.shape[1]
     i = int(np.argmin(np.where(xs >= start, xs - start, np.inf)))
     box = plot.bounding_box()
-    return float(xs[i]) * box["width"] / pixels.shape[1], float(ys[i]) * box["height"] / pixels.shape[0]
+    return float(xs[i]) * box["width"] / coloured.shape[1], float(ys[i]) * box["height"] / coloured.shape[0]

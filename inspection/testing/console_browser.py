@@ -32,11 +32,17 @@ def launch(playwright: Any) -> Any:
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=list(FLAGS))
 
 
+# JavaScript: the script run finished and lazily loaded widgets replaced their skeletons
+RUN_OVER = ("!document.querySelector('[data-testid=stStatusWidget]') "
+            "&& !document.querySelector('[data-testid=stSkeleton]')")
+# The selected defect's facts beside the map: "#ID class ... review: ..."
+SELECTED_FACTS = re.compile(r"#(\d+) .*review:", re.S)
+
+
 def settle(page: Any, timeout_ms: int = 60_000) -> None:
     """Wait until the script run finished and lazily loaded widgets replaced their skeletons."""
     page.wait_for_load_state("networkidle")
-    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')"
-                           " && !document.querySelector('[data-testid=stSkeleton]')", timeout=timeout_ms)
+    page.wait_for_function(f"() => {RUN_OVER}", timeout=timeout_ms)
 
 
 def nav(page: Any, title: str) -> None:
@@ -77,27 +83,35 @@ def click_a_point(page: Any) -> int:
     then shows as selected (its crop's heading "#ID class ...")."""
     import cv2
     import numpy as np
-    from PIL import Image
 
     plot = map_canvas(page)
     plot.scroll_into_view_if_needed()
-    pixels = np.asarray(Image.open(io.BytesIO(plot.screenshot())).convert("RGB")).astype(int)
-    coloured = (pixels.max(axis=2) - pixels.min(axis=2)) > 40  # markers are coloured; axes and grid are grey
-    coloured[pixels.shape[0] // 2:] = False  # the top surface's panel is the upper half
-    count, _, stats, centres = cv2.connectedComponentsWithStats(coloured.astype(np.uint8))
+    coloured = coloured_pixels(plot)
+    coloured[coloured.shape[0] // 2:] = 0  # the top surface's panel is the upper half
+    count, _, stats, centres = cv2.connectedComponentsWithStats(coloured)
     if count <= 1:
         raise AssertionError("no coloured marker found on the map")
     x, y = centres[1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))]
     box = plot.bounding_box()
-    plot.click(position={"x": x * box["width"] / pixels.shape[1], "y": y * box["height"] / pixels.shape[0]})
+    plot.click(position={"x": x * box["width"] / coloured.shape[1], "y": y * box["height"] / coloured.shape[0]})
     return selected_id(page)
+
+
+def coloured_pixels(element: Any) -> Any:
+    """uint8 [height, width] of a screenshot of `element`: 1 where a pixel is coloured (the map's
+    markers), 0 where it is grey (axes, grid, text, background)."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(io.BytesIO(element.screenshot())).convert("RGB")).astype(int)
+    return ((pixels.max(axis=2) - pixels.min(axis=2)) > 40).astype(np.uint8)
 
 
 def selected_id(page: Any) -> int:
     """Wait for the selected defect's facts beside the map ("#ID class ... review: ..."); its id."""
-    selected = page.get_by_test_id("stMarkdownContainer").filter(has_text=re.compile(r"#\d+ .*review:", re.S))
+    selected = page.get_by_test_id("stMarkdownContainer").filter(has_text=SELECTED_FACTS)
     selected.first.wait_for()
-    return int(re.search(r"#(\d+) ", selected.first.inner_text()).group(1))
+    return int(SELECTED_FACTS.search(selected.first.inner_text()).group(1))
 
 
 def screenshot(page: Any, path: Path, *, full_page: bool = True) -> Path:
