@@ -17,7 +17,7 @@ from inspection.frame import StreamKey
 __all__ = ["CameraSource", "StripGeometry", "open_source", "stream_key", "geometry"]
 
 _OPTION_KEYS = {
-    "simulator": {"coil_length_m", "defects_per_100m", "ground_truth", "seam_share", "coil_mix"},
+    "simulator": {"coil_length_m", "defects_per_100m", "ground_truth", "seam_share", "coil_mix", "continuous_strip"},
     "folder": {"folder", "coil_length_m", "loop", "realtime"},
     "pylon": {
         "serial",
@@ -103,6 +103,7 @@ def _build(kind: str, line: LineConfig, camera: CameraConfig, key: Any, geo: Any
             seed=seed,
             defects_per_100m=float(options.pop("defects_per_100m", sim.defects_per_100m)),
             seam_share=float(options.pop("seam_share", sim.seam_share)),
+            continuous_strip=bool(options.pop("continuous_strip", sim.continuous_strip)),
             coil_mix=options.pop("coil_mix", sim.coil_mix),
             split=options.pop("split", sim.split),
             datasets_dir=options.pop("datasets_dir", sim.datasets),

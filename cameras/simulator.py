@@ -19,7 +19,10 @@ The patch is blended once over both frames, so the two frames put together show 
 whole defect. The seam decisions use their own random stream, and the next frame's background is
 rendered one frame ahead only when seams are on, so ``seam_share = 0`` gives the same pixels and
 ground truth as before the option existed. The last frame of a coil is shorter when the coil
-length is not a whole number of frames.
+length is not a whole number of frames. With ``continuous_strip`` (the line config's default) each
+frame's background continues the previous frame's without a step at the seam
+(`cameras.textures.TextureBank`); the random draws are the same either way, so defects and ground
+truth do not change with it.
 
 Ground truth is written as JSON lines beside the stream, one row per labelled box and frame::
 
@@ -98,6 +101,7 @@ class SimulatorSource(CameraSource):
         max_coils: int | None = None,
         seam_share: float = 0.0,
         coil_mix: Sequence[tuple[float, float]] = (),
+        continuous_strip: bool = False,
     ) -> None:
         super().__init__(key, geometry, seed=seed)
         if geometry.coil_length_mm is None:
@@ -122,6 +126,7 @@ class SimulatorSource(CameraSource):
         self._bg_rng = np.random.default_rng([seed, camera_salt, 1])
         self._defect_rng = np.random.default_rng([seed, camera_salt, 2])
         self.seam_share = seam_share
+        self.continuous_strip = continuous_strip
         self._seam_rng = np.random.default_rng([seed, camera_salt, 3])  # apart: the other streams stay as they were
         self._gt: IO[str] | None = None
         self.bank: TextureBank | None = None
@@ -131,7 +136,8 @@ class SimulatorSource(CameraSource):
 
     def open(self) -> None:
         geo = self.geometry
-        self.bank = TextureBank(self.key.line_type, geo.width_px, geo.frame_height_px, self._bg_rng)
+        self.bank = TextureBank(self.key.line_type, geo.width_px, geo.frame_height_px, self._bg_rng,
+                                continuous=self.continuous_strip)
         if self.defects_per_100m > 0 or any(density > 0 for _, density in self.coil_mix):
             self.library = defect_library(self.datasets_dir, self.key.line_type, self.split)
         if self.ground_truth_path is not None:
@@ -152,6 +158,7 @@ class SimulatorSource(CameraSource):
             "defects_per_100m": self.defects_per_100m,
             "coil_mix": [list(band) for band in self.coil_mix],
             "seam_share": self.seam_share,
+            "continuous_strip": self.continuous_strip,
             "split": self.split,
             "defect_source": getattr(self.library, "source", None),
             "realtime": self.realtime,

@@ -122,6 +122,9 @@ class SimulatorConfig:
     datasets: Path = field(default_factory=default_datasets_dir)  # read when the config is loaded
     realtime: bool = True
     seam_share: float = 0.0  # share of pasted defects placed across a frame seam (cut in two frames)
+    # each frame's background continues the previous one's, as a real strip does (`cameras.textures`);
+    # false: every frame a separate window of texture (a step at every seam), as before 2026-12-02
+    continuous_strip: bool = True
     # (share of coils, defects per 100 m) bands: each coil draws its density from them, the same on
     # every camera; empty: every coil at defects_per_100m (what the benchmarks need)
     coil_mix: tuple[tuple[float, float], ...] = ()
@@ -547,6 +550,7 @@ def _simulator(path: Path, table: Any) -> SimulatorConfig:
         datasets=s.path_value("datasets"),
         realtime=s.get("realtime", bool),
         seam_share=s.share("seam_share"),
+        continuous_strip=s.get("continuous_strip", bool),
         coil_mix=_coil_mix(s),
     )
     s.check_unknown()

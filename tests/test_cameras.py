@@ -313,3 +313,34 @@ def test_coil_mix_gives_each_coil_one_density_on_every_camera(tmp_path: Path, da
     assert set(per_camera["bottom-1"].values()) == {True, False}
     with pytest.raises(SourceError, match="coil_mix"):
         SimulatorSource(HOT, geo, strip_width_mm=600.0, coil_mix=[(0.5, -1.0)])
+
+
+@pytest.mark.parametrize("line_type", ["hot", "cold"])
+def test_a_continuous_strip_has_no_step_at_the_seams(line_type: str) -> None:
+    from cameras.textures import TextureBank
+
+    for continuous in (False, True):
+        rng = np.random.default_rng(3)
+        bank = TextureBank(line_type, 400, 128, rng, continuous=continuous)
+        pixels = np.concatenate([bank.frame(rng).astype(np.float32) for _ in range(12)])
+        step = np.abs(np.diff(pixels, axis=0)).mean(axis=1)  # mean brightness change from one row to the next
+        seams = np.arange(128, len(pixels), 128) - 1
+        ratio = float(step[seams].mean()) / float(np.delete(step, seams).mean())
+        if continuous:
+            assert 0.8 < ratio < 1.25  # a seam looks like any other row boundary
+        else:
+            assert ratio > 2.5  # separate windows of texture: a step at every seam
+
+
+def test_the_continuous_strip_changes_the_background_only(tmp_path: Path, datasets_dir: Path) -> None:
+    runs = {}
+    for continuous in (False, True):
+        geo = StripGeometry(640, 256, 1.0, 1.0, 0.0, 5.0, 2000.0)
+        gt = tmp_path / f"{continuous}.jsonl"
+        source = SimulatorSource(HOT, geo, strip_width_mm=600.0, seed=5, defects_per_100m=300.0,
+                                 datasets_dir=datasets_dir, realtime=False, ground_truth=gt, max_coils=1,
+                                 seam_share=0.5, continuous_strip=continuous)
+        with source:
+            runs[continuous] = (frames_of(list(source)), gt.read_text())
+    assert runs[True][1] == runs[False][1] and runs[True][1]  # the same defects in the same places
+    assert not np.array_equal(runs[True][0][1].pixels, runs[False][0][1].pixels)
