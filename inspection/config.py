@@ -54,7 +54,15 @@ class CameraConfig:
     endpoint: str
     live: bool = True
     send_hwm: int = 16
+    # rows of the previous frame repeated at the top of each frame of a coil (`cameras.pump`): the first
+    # stage and the model see a defect cut by the seam with what lies above it; 0: frames do not overlap
+    overlap_px: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def frame_shapes(self) -> set[tuple[int, int]]:
+        """(rows, columns) of the frames this camera sends: the first of a coil has no overlap."""
+        return {(self.frame_height_px, self.width_px), (self.frame_height_px + self.overlap_px, self.width_px)}
 
 
 @dataclass(frozen=True)
@@ -464,8 +472,12 @@ def _cameras(path: Path, items: list[Any]) -> tuple[CameraConfig, ...]:
             endpoint=s.endpoint("endpoint"),
             live=s.get("live", bool),
             send_hwm=s.positive("send_hwm", int),
+            overlap_px=s.get("overlap_px", int),
             options=dict(s.get("options", dict)),
         )
+        if not 0 <= cam.overlap_px < cam.frame_height_px:
+            raise s.error("overlap_px", f"expected 0 to frame_height_px - 1 ({cam.frame_height_px - 1}) rows, "
+                                        f"got {cam.overlap_px!r}")
         s.check_unknown()
         cameras.append(cam)
     ids = [c.id for c in cameras]

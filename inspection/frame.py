@@ -99,7 +99,12 @@ class Frame:
 
     - ``seq``: the camera stream's sequence number, shared with coil events, so a gap is visible.
     - ``index``: the frame's number within its coil (0, 1, ...), the unit of coverage.
-    - ``position_mm``: position of the first image row along the strip, from the coil head.
+    - ``position_mm``: position along the strip, from the coil head, of the frame's first new row:
+      the row after the ``overlap_rows`` rows repeated from the end of the camera's previous frame.
+    - ``overlap_rows``: rows at the top of ``pixels`` that repeat the end of the previous frame of
+      the coil (`cameras.pump.with_overlap`), so the first stage and the model see a defect cut by the
+      seam with what lies above it; they lie before ``position_mm`` and belong to the previous frame
+      (the frame's defects, length and coverage are its new rows only). 0: no overlap.
     - ``offset_mm``: position of the first image column across the strip, from the drive-side edge.
     - ``mm_per_px_x`` / ``mm_per_px_y``: pixel size across / along the strip.
     - ``pixels``: 2-D (rows along the strip, columns across), uint8 or uint16, C-contiguous.
@@ -119,6 +124,7 @@ class Frame:
     # the frame; None on a line that does not sign (``[security] curve = false``).
     digest: str | None = None
     sig: str | None = None
+    overlap_rows: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, StreamKey):
@@ -142,6 +148,7 @@ class Frame:
             raise FrameError(f"pixels: expected a non-empty image, got shape {px.shape}")
         if not px.flags.c_contiguous:
             raise FrameError("pixels: expected a C-contiguous array (use np.ascontiguousarray)")
+        _check_overlap("overlap_rows", self.overlap_rows, int(px.shape[0]))
         if (self.digest is None) != (self.sig is None):
             raise FrameError("digest, sig: expected both (a signed frame) or neither")
         if self.digest is not None:
@@ -158,8 +165,8 @@ class Frame:
 
     @property
     def length_mm(self) -> float:
-        """Strip length this frame covers."""
-        return self.height * self.mm_per_px_y
+        """Strip length this frame adds: its new rows (the overlap belongs to the previous frame)."""
+        return (self.height - self.overlap_rows) * self.mm_per_px_y
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Frame):
@@ -187,7 +194,16 @@ class Frame:
             "offset_mm": self.offset_mm,
             "mm_per_px_x": self.mm_per_px_x,
             "mm_per_px_y": self.mm_per_px_y,
+            # only when there is one: frames without overlap keep the header (and signature) they always had
+            **({"overlap_rows": self.overlap_rows} if self.overlap_rows else {}),
         }
+
+
+def _check_overlap(name: str, value: object, rows: int) -> None:
+    """Overlap rows: an int from 0 to one less than the frame's rows (a frame adds at least one row)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < rows:
+        raise FrameError(f"{name}: expected an integer from 0 to {rows - 1} (the frame's rows - 1), "
+                         f"got {_show(value)}")
 
 
 @dataclass(frozen=True)
@@ -284,6 +300,7 @@ class Capture:
     cols: int
     digest: str
     sig: str
+    overlap_rows: int = 0  # rows repeated from the previous frame (`Frame.overlap_rows`); signed when > 0
 
     def __post_init__(self) -> None:
         _check_float("capture.position_mm", self.position_mm, minimum=0.0)
@@ -295,18 +312,21 @@ class Capture:
             _check_int(f"capture.{name}", getattr(self, name), minimum=1)
         check_hex("capture.digest", self.digest, DIGEST_HEX)
         check_hex("capture.sig", self.sig, SIG_HEX)
+        _check_overlap("capture.overlap_rows", self.overlap_rows, self.rows)
 
     @property
     def length_mm(self) -> float:
         """The strip length of the frame, computed as `Frame.length_mm` is (so the two compare equal)."""
-        return self.rows * self.mm_per_px_y
+        return (self.rows - self.overlap_rows) * self.mm_per_px_y
 
     KEYS = frozenset("position_mm offset_mm mm_per_px_x mm_per_px_y dtype shape digest sig".split())
+    OPTIONAL_KEYS = frozenset({"overlap_rows"})
 
     def as_wire(self) -> dict[str, object]:
         return {"position_mm": self.position_mm, "offset_mm": self.offset_mm, "mm_per_px_x": self.mm_per_px_x,
                 "mm_per_px_y": self.mm_per_px_y, "dtype": self.dtype, "shape": [self.rows, self.cols],
-                "digest": self.digest, "sig": self.sig}
+                "digest": self.digest, "sig": self.sig,
+                **({"overlap_rows": self.overlap_rows} if self.overlap_rows else {})}
 
     @classmethod
     def from_wire(cls, obj: dict[str, object]) -> Capture:
@@ -317,7 +337,7 @@ class Capture:
         return cls(position_mm=obj["position_mm"], offset_mm=obj["offset_mm"],  # type: ignore[arg-type]
                    mm_per_px_x=obj["mm_per_px_x"], mm_per_px_y=obj["mm_per_px_y"],  # type: ignore[arg-type]
                    dtype=obj["dtype"], rows=shape[0], cols=shape[1], digest=obj["digest"],  # type: ignore[arg-type]
-                   sig=obj["sig"])  # type: ignore[arg-type]
+                   sig=obj["sig"], overlap_rows=obj.get("overlap_rows", 0))  # type: ignore[arg-type]
 
     @classmethod
     def of(cls, frame: Frame) -> Capture | None:
@@ -326,7 +346,7 @@ class Capture:
             return None
         rows, cols = frame.pixels.shape
         return cls(frame.position_mm, frame.offset_mm, frame.mm_per_px_x, frame.mm_per_px_y, frame.pixels.dtype.name,
-                   int(rows), int(cols), frame.digest, frame.sig)
+                   int(rows), int(cols), frame.digest, frame.sig, frame.overlap_rows)
 
 
 StreamMessage = Frame | CoilEvent

@@ -71,8 +71,17 @@ class FrameInspector:
         self.settings = settings
         self.severity_rule = severity_rule or SeverityRule()
 
-    def plan(self, image: np.ndarray) -> tuple[list[Tile], int]:
-        """The model views (windows or tiles) of one uint8 frame, and how many grid tiles it has."""
+    def plan(self, image: np.ndarray, overlap_rows: int = 0) -> tuple[list[Tile], int]:
+        """The model views (windows or tiles) of one uint8 frame, and how many grid tiles it has.
+        The first stage judges the whole image, overlap rows included (they give the frame's first
+        new rows the context a frame's border lacks); views lying wholly in the overlap are left out:
+        the previous frame inspected those rows."""
+        tiles, total = self._plan(image)
+        if overlap_rows:
+            tiles = [t for t in tiles if t.y + t.height > overlap_rows]
+        return tiles, total
+
+    def _plan(self, image: np.ndarray) -> tuple[list[Tile], int]:
         s = self.settings
         grid = tile_grid(image.shape[1], image.shape[0], s.tile_px, s.tile_overlap_px)
         if s.first_stage == "windows":
@@ -90,7 +99,8 @@ class FrameInspector:
         so a shadow model sees exactly the windows the active model saw."""
         s = self.settings
         images = [to_uint8(f.pixels, s.uint16_shift) for f in frames]
-        plans = plans if plans is not None else [self.plan(image) for image in images]
+        plans = plans if plans is not None else [self.plan(image, f.overlap_rows) for f, image in zip(frames, images,
+                                                                                                     strict=True)]
         crops = [image[t.y:t.y + t.height, t.x:t.x + t.width] for image, (tiles, _) in zip(images, plans, strict=True)
                  for t in tiles]
         detections = self.detector.detect(crops, min_score=s.min_score) if crops else []
@@ -100,6 +110,8 @@ class FrameInspector:
             at += len(tiles)
             boxes, scores, labels, views, cut, local = view_boxes(tiles, found, image.shape)
             merged = self.merge(boxes, scores, labels, views, cut)
+            if frame.overlap_rows:
+                merged, image = new_rows_only(merged, image, frame.overlap_rows)
             names = [_reported(found[views[i]], local[i]) for i in merged[3]]
             defects = self._defects(frame, image, merged[:3], names)
             results.append(FrameInspection(frame, defects, total, len(tiles), sum(t.width * t.height for t in tiles),
@@ -138,6 +150,21 @@ class FrameInspector:
                 guesses=guesses,
             ))
         return tuple(defects)
+
+
+def new_rows_only(merged: tuple[np.ndarray, ...], image: np.ndarray, overlap_rows: int
+                  ) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """A frame with `overlap_rows` repeated from the previous frame reports what lies in its new rows:
+    a box whose centre lies in the overlap is the previous frame's (which saw most of it and reported
+    it); any other box is cut at the seam, as if the frame had no overlap, so the two parts of a
+    defect across the seam meet exactly there and the records link them (`records.seams`). Boxes and
+    image are returned in the new rows' coordinates."""
+    boxes = merged[0]
+    keep = (boxes[:, 1] + boxes[:, 3]) / 2 >= overlap_rows
+    kept = tuple(part[keep] for part in merged)
+    shifted = kept[0].copy()
+    shifted[:, [1, 3]] = np.maximum(shifted[:, [1, 3]] - overlap_rows, 0.0)
+    return (shifted, *kept[1:]), image[overlap_rows:]
 
 
 def _reported(detections: Detections, i: int) -> tuple[str, tuple[tuple[str, float], ...]]:

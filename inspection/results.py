@@ -295,7 +295,7 @@ def _capture(header: dict[str, Any]) -> Capture | None:
         return None
     if not isinstance(obj, dict):
         raise RecordError(f"capture: expected an object, got {type(obj).__name__}")
-    _keys(obj, Capture.KEYS, "capture")
+    _keys(obj, Capture.KEYS | (Capture.OPTIONAL_KEYS & obj.keys()), "capture")
     return _guard(lambda: Capture.from_wire(obj))  # type: ignore[no-any-return]
 
 

@@ -15,7 +15,9 @@ without matching anyone's JSON or float formatting (inspection/schemas/README.md
 - frame: ``b"steel-inspect frame v1\\n"``, then text line, line_type, camera, surface, coil;
   integer seq, index, captured_ns; number position_mm, offset_mm, mm_per_px_x, mm_per_px_y; text
   dtype; integer rows, cols; then the 32 raw bytes of the pixels' digest (SHA-256 of the pixel bytes
-  exactly as sent: C order, little-endian).
+  exactly as sent: C order, little-endian); then, only for a frame that repeats rows of the previous
+  one (``overlap_rows`` > 0), integer overlap_rows (a frame without overlap signs the bytes it
+  always did).
 - coil event: ``b"steel-inspect coil event v1\\n"``, then text kind (coil_start | coil_end), line,
   line_type, camera, surface, coil; integer seq, time_ns; optional number length_mm; optional
   integer frames, dropped.
@@ -61,7 +63,7 @@ def frame_bytes(source: StreamKey, coil: str, seq: int, index: int, captured_ns:
     return b"".join([*_stream(FRAME_DOMAIN, source, coil), _U64.pack(seq), _U64.pack(index), _U64.pack(captured_ns),
                      _F64.pack(float(c.position_mm)), _F64.pack(float(c.offset_mm)), _F64.pack(float(c.mm_per_px_x)),
                      _F64.pack(float(c.mm_per_px_y)), _text(c.dtype), _U64.pack(c.rows), _U64.pack(c.cols),
-                     bytes.fromhex(c.digest)])
+                     bytes.fromhex(c.digest), _U64.pack(c.overlap_rows) if c.overlap_rows else b""])
 
 
 def event_bytes(event: CoilEvent) -> bytes:
@@ -87,7 +89,8 @@ class Signer:
         """(digest, sig) of `frame`, whose wire bytes are `pixels`."""
         rows, cols = frame.pixels.shape
         capture = Capture(frame.position_mm, frame.offset_mm, frame.mm_per_px_x, frame.mm_per_px_y,
-                          frame.pixels.dtype.name, int(rows), int(cols), pixel_digest(pixels), UNSIGNED)
+                          frame.pixels.dtype.name, int(rows), int(cols), pixel_digest(pixels), UNSIGNED,
+                          frame.overlap_rows)
         capture = self.seal(frame.source, frame.coil, frame.seq, frame.index, frame.captured_ns, capture)
         return capture.digest, capture.sig
 

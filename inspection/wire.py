@@ -4,7 +4,8 @@ A message is a ZeroMQ multipart message:
 
 - frame: ``[header, pixels]``; event: ``[header]``
 - ``header`` is UTF-8 JSON: ``{"v": 1, "type": "frame" | "coil_start" | "coil_end", ...fields}``;
-  a frame header adds ``dtype`` (``uint8`` | ``uint16``, little-endian) and ``shape`` ``[rows, cols]``.
+  a frame header adds ``dtype`` (``uint8`` | ``uint16``, little-endian) and ``shape`` ``[rows, cols]``,
+  and ``overlap_rows`` only when the frame repeats rows of the previous one (`Frame.overlap_rows`).
 - ``pixels`` is the raw C-order buffer, sent and received without a copy.
 - a signing camera (`inspection.signing`) adds ``"sig"`` (128 lowercase hex characters: its
   Ed25519 signature) to every header, and ``"digest"`` (64 lowercase hex: SHA-256 of the pixel
@@ -44,6 +45,7 @@ _FRAME_KEYS = frozenset(
 _EVENT_KEYS = frozenset(
     "v type line line_type camera surface coil seq time_ns length_mm frames dropped".split()
 )
+_OPTIONAL_FRAME_KEYS = frozenset({"overlap_rows"})
 _SIGNED_FRAME_KEYS = _FRAME_KEYS | {"digest", "sig"}
 _SIGNED_EVENT_KEYS = _EVENT_KEYS | {"sig"}
 
@@ -102,7 +104,8 @@ def _decode(parts: Sequence[Any], max_pixels: int) -> StreamMessage:
     if kind == "frame":
         if len(parts) != 2:
             raise FrameError(f"parts: a frame has 2 parts (header, pixels), got {len(parts)}")
-        check_keys(header, _SIGNED_FRAME_KEYS if "sig" in header else _FRAME_KEYS, "header", FrameError)
+        expected = _SIGNED_FRAME_KEYS if "sig" in header else _FRAME_KEYS
+        check_keys(header, expected | (_OPTIONAL_FRAME_KEYS & header.keys()), "header", FrameError)
         return _frame_from(header, _buffer(parts[1], "pixels"), max_pixels)
     if kind in ("coil_start", "coil_end"):
         if len(parts) != 1:
@@ -134,7 +137,7 @@ def _capture(header: dict[str, Any]) -> Capture | None:
     """What the camera signed, as a broken frame's header tells it (its pixels cannot be checked
     against the digest, but the signature still proves the camera captured that frame)."""
     try:
-        return Capture.from_wire({k: header[k] for k in Capture.KEYS})
+        return Capture.from_wire({k: header[k] for k in Capture.KEYS | (Capture.OPTIONAL_KEYS & header.keys())})
     except Exception:  # noqa: BLE001 - unsigned, or not even that readable: the drop goes unsigned
         return None
 
@@ -194,4 +197,5 @@ def _frame_from(header: dict[str, Any], pixels: memoryview, max_pixels: int) -> 
         pixels=array,
         digest=digest,
         sig=header.get("sig"),
+        overlap_rows=header.get("overlap_rows", 0),
     )

@@ -200,7 +200,7 @@ class InferenceWorker:
             w = self.config.worker
             shapes = None
             if w.cpu_warm_up:
-                shapes = model_shapes({(c.frame_height_px, c.width_px) for c in self.config.cameras},
+                shapes = model_shapes(set().union(*(c.frame_shapes for c in self.config.cameras)),
                                       first_stage=w.first_stage, tile_px=w.tile_px,
                                       window_min_px=self.settings.window_min_px)
             slot = ModelSlot(self.registry, name, w.providers, w.intra_op_threads, w.cpu_batch, w, shapes,

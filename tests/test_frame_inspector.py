@@ -104,3 +104,41 @@ def test_bad_settings() -> None:
 def test_tiny_model_fixture_is_real(tmp_path: Path, detector: Detector) -> None:
     assert Path(detector.manifest.model_path).stat().st_size > 0
     assert detector.providers == ["CPUExecutionProvider"]
+
+
+def _overlapped(pixels: np.ndarray, overlap_rows: int) -> Frame:
+    return Frame(source=SOURCE, coil="C1", seq=7, index=3, captured_ns=1, position_mm=5000.0, offset_mm=100.0,
+                 mm_per_px_x=0.5, mm_per_px_y=2.0, pixels=pixels, overlap_rows=overlap_rows)
+
+
+def test_overlap_rows_are_context_and_boxes_are_cut_at_the_seam(detector: Detector) -> None:
+    # 112 rows of the previous frame on top of 512 new ones; a blob across the seam (rows 104..126, centre
+    # in the new rows; inside one 32-px cell of the tiny model) is reported from the seam down, in the new
+    # rows' coordinates and millimetres
+    pixels = _noisy_strip((112 + 512, 1600))
+    pixels[104:126, 580:600] = blob_value(1, 2)
+    [result] = FrameInspector(detector, InspectorSettings(first_stage="none")).inspect([_overlapped(pixels, 112)])
+    [d] = result.defects
+    assert d.box == (580.0, 0.0, 600.0, 14.0)
+    assert d.along_mm == pytest.approx(5000.0 + 7.0 * 2.0)
+    assert d.length_mm == pytest.approx(28.0)
+    crop = cv2.imdecode(np.frombuffer(d.crop_png, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert crop.shape == (14 + 16, 20 + 32)  # cut from the new rows: no margin above the seam
+
+
+def test_a_box_centred_in_the_overlap_is_the_previous_frames(detector: Detector) -> None:
+    pixels = _noisy_strip((112 + 512, 1600))
+    pixels[96:118, 580:600] = blob_value(1, 2)  # centre row 107: mostly above the seam
+    pixels[300:310, 900:910] = blob_value(0, 2)  # wholly in the new rows
+    [result] = FrameInspector(detector, InspectorSettings(first_stage="none")).inspect([_overlapped(pixels, 112)])
+    assert [(d.cls, d.box) for d in result.defects] == [("dark_spot", (900.0, 188.0, 910.0, 198.0))]
+
+
+def test_views_wholly_in_the_overlap_are_not_inspected(detector: Detector) -> None:
+    pixels = _noisy_strip((256 + 512, 1600))
+    pixels[40:54, 600:620] = blob_value(1, 2)  # only in the previous frame's rows
+    strict = InspectorSettings(candidates=CandidateSettings(k_sigma=4.0))
+    [result] = FrameInspector(detector, strict).inspect([_overlapped(pixels, 256)])
+    assert result.defects == () and result.tiles_inspected == 0  # its window lies above the seam
+    [without] = FrameInspector(detector, strict).inspect([_overlapped(pixels, 0)])
+    assert {d.cls for d in without.defects} == {"bright_spot"}  # the same pixels as new rows: found

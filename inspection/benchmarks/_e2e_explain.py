@@ -78,14 +78,23 @@ def _bestiou(box: np.ndarray, boxes: np.ndarray) -> float:
 class FrameTrace:
     """What the worker's code did with one frame, step by step (frame pixels)."""
 
-    def __init__(self, inspector: Any, image: np.ndarray, tiles: list[Any], found: list[Any]) -> None:
-        from inspection.frame_inspector import view_boxes
+    def __init__(self, inspector: Any, image: np.ndarray, tiles: list[Any], found: list[Any],
+                 overlap_rows: int = 0) -> None:
+        from inspection.frame_inspector import new_rows_only, view_boxes
 
-        self.views = [t.box for t in tiles]
-        self.boxes, self.scores, self.labels, views, cut, _ = view_boxes(tiles, found, image.shape)
-        self.passed = inspector.detector.passes(self.scores, self.labels) if len(self.scores) else np.zeros(0, bool)
-        p = self.passed
-        self.merged = inspector.merge(self.boxes[p], self.scores[p], self.labels[p], views[p], cut[p])[0]
+        # in the coordinates of the frame's new rows, as the ground truth and the records are: a frame
+        # with overlap is merged whole, as the worker merges it, then keeps what the worker keeps
+        # (`new_rows_only`), raw detections and merged boxes alike
+        self.views = [(x1, y1 - overlap_rows, x2, y2 - overlap_rows) for x1, y1, x2, y2 in (t.box for t in tiles)]
+        raw = view_boxes(tiles, found, image.shape)
+        passed = inspector.detector.passes(raw[1], raw[2]) if len(raw[1]) else np.zeros(0, bool)
+        merged = inspector.merge(*(part[passed] for part in raw[:5]))
+        if overlap_rows:
+            *raw, passed = new_rows_only((*raw, passed), image, overlap_rows)[0]
+            merged = new_rows_only(merged, image, overlap_rows)[0]
+        self.boxes, self.scores, self.labels = raw[:3]
+        self.passed = passed
+        self.merged = merged[0]
 
     def fragment_cause(self, box: np.ndarray, stage: str, iou_min: float) -> str | None:
         """The first step that loses this box, or None when the frame's merged output matches it."""
@@ -106,6 +115,7 @@ def replay_traces(line: LineConfig, frames: int, seed: int) -> tuple[dict[tuple[
     """Render the first `frames` frames of every camera again and trace them through the worker's
     code; returns traces by (coil, camera, frame index) and the frames' pixels by the same key."""
     from cameras import open_source
+    from cameras.pump import FrameOverlap
     from inspection.frame import Frame
     from inspection.frame_inspector import FrameInspector, to_uint8
     from inspection.registry import Registry
@@ -116,18 +126,20 @@ def replay_traces(line: LineConfig, frames: int, seed: int) -> tuple[dict[tuple[
     inspector = FrameInspector(detector, inspector_settings(line))
     traces, pixels = {}, {}
     for camera in line.cameras:
+        overlap = FrameOverlap(camera.overlap_px)  # as the camera process sends them (`cameras.pump`)
         with open_source(line, camera, realtime=False, seed=seed) as source:
             count = 0
             for message in source:
                 if not isinstance(message, Frame):
                     continue
+                message = overlap.apply(message)
                 image = to_uint8(message.pixels, inspector.settings.uint16_shift)
-                tiles, _ = inspector.plan(image)
+                tiles, _ = inspector.plan(image, message.overlap_rows)
                 crops = [image[t.y:t.y + t.height, t.x:t.x + t.width] for t in tiles]
                 found = detector.detect(crops, min_score=SCORE_FLOOR) if crops else []
                 key = (message.coil, camera.id, message.index)
-                traces[key] = FrameTrace(inspector, image, tiles, found)
-                pixels[key] = image
+                traces[key] = FrameTrace(inspector, image, tiles, found, message.overlap_rows)
+                pixels[key] = image[message.overlap_rows:]
                 count += 1
                 if count >= frames:
                     break

@@ -71,7 +71,7 @@ def measure(config_path: str | None, setting: str, frames: int, warmup_frames: i
                         intra_op_threads=w.intra_op_threads, max_batch=batch)
     warm_up_s = None
     if warm:
-        shapes = model_shapes({(c.frame_height_px, c.width_px) for c in config.cameras}, first_stage=w.first_stage,
+        shapes = model_shapes(set().union(*(c.frame_shapes for c in config.cameras)), first_stage=w.first_stage,
                               tile_px=w.tile_px, window_min_px=settings.window_min_px)
         warm_up_s = round(detector.warm_up_cpu(shapes), 1)
     inspector = FrameInspector(detector, settings)

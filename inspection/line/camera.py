@@ -89,7 +89,7 @@ def main(
         tally = Tally(tally_path) if tally_path else None
         try:
             stats = pump(cam, sender, max_frames=max_frames, stopping=stop.is_set,
-                         progress=tally.update if tally is not None else None)
+                         progress=tally.update if tally is not None else None, overlap_rows=camera.overlap_px)
         finally:
             sender.close()
             if tally is not None:
