@@ -102,7 +102,7 @@ class Frame:
     - ``position_mm``: position along the strip, from the coil head, of the frame's first new row:
       the row after the ``overlap_rows`` rows repeated from the end of the camera's previous frame.
     - ``overlap_rows``: rows at the top of ``pixels`` that repeat the end of the previous frame of
-      the coil (`cameras.pump.with_overlap`), so the first stage and the model see a defect cut by the
+      the coil (`cameras.pump.FrameOverlap`), so the first stage and the model see a defect cut by the
       seam with what lies above it; they lie before ``position_mm`` and belong to the previous frame
       (the frame's defects, length and coverage are its new rows only). 0: no overlap.
     - ``offset_mm``: position of the first image column across the strip, from the drive-side edge.
