@@ -65,6 +65,28 @@ def test_trace_merges_like_the_worker(detector: Detector) -> None:
     assert sorted(b.tolist() for b in trace.merged) == [[40.0, 40.0, 60.0, 60.0], [200.0, 100.0, 220.0, 120.0]]
 
 
+@pytest.mark.parametrize("first_stage", ["none", "windows"])
+def test_a_frame_with_overlap_is_traced_in_its_new_rows_as_the_worker_reports_it(detector: Detector,
+                                                                                first_stage: str) -> None:
+    from inspection.frame import Frame, StreamKey
+
+    rng = np.random.default_rng(0)
+    image = np.clip(rng.normal(DARK, 2, (32 + 512, 768)), 0, 255).astype(np.uint8)  # 32 rows of overlap on top
+    image[72:92, 40:60] = blob_value(1, 2)  # rows 40..60 of the new rows
+    image[8:24, 300:316] = blob_value(1, 2)  # wholly in the overlap: the previous frame's
+    settings = InspectorSettings(tile_px=256, tile_overlap_px=64, first_stage=first_stage,
+                                 candidates=CandidateSettings(k_sigma=4.0))
+    inspector = FrameInspector(detector, settings)
+    tiles, _ = inspector.plan(image, 32)
+    found = detector.detect([image[t.y:t.y + t.height, t.x:t.x + t.width] for t in tiles], min_score=0.05)
+    trace = FrameTrace(inspector, image, tiles, found, overlap_rows=32)
+    frame = Frame(StreamKey("L1", "hot", "top-1", "top"), "C1", 1, 1, 1, 0.0, 0.0, 1.0, 1.0, image, overlap_rows=32)
+    [worker] = inspector.inspect([frame])
+    assert sorted(b.tolist() for b in trace.merged) == sorted(list(d.box) for d in worker.defects) \
+        == [[40.0, 40.0, 60.0, 60.0]]
+    assert trace.fragment_cause(np.array((40, 40, 60, 60), float), first_stage, 0.3) is None
+
+
 def test_explain_tables_print(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     import sys
 
