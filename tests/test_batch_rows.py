@@ -3,13 +3,16 @@ of its name, the guesses of unknown defects keyed to their defect, duplicates st
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from inspection.frame import StreamKey
-from inspection.records.audit import verify
-from inspection.records.batch_rows import DEFECT_COLUMNS
+from inspection.records.audit import digest_rows, verify
+from inspection.records.batch_rows import DEFECT_COLUMNS, STORED_NAMES, as_stored
 from inspection.records.crops import CropStore
 from inspection.records.store import Store
 from inspection.results import Defect, FrameResult
@@ -56,3 +59,54 @@ def test_every_value_lands_in_the_column_of_its_name(tmp_path: Path) -> None:
     again = store.apply_batch([*messages, extra])  # re-sent: nothing added, every defect a duplicate
     assert again.new_defects == 0 and again.duplicate_defects == len(sent)
     assert verify(store.db).ok
+
+
+def _frame(index: int, defects: tuple[Defect, ...]) -> FrameResult:
+    return FrameResult(StreamKey("demo-hot-1", "hot", "top-1", "top"), "C-2", index, index, 10**18 + index,
+                       index * 1024.0, 1024.0, TEST_MODEL[0], TEST_MODEL[1], 10**18 + index + 5, defects)
+
+
+def test_the_digest_of_the_rows_as_built_is_the_digest_of_the_rows_stored(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch's defects are digested as built, not read back: ints in REAL columns, -0.0 (stored as
+    0.0), a float severity (stored as an int) hash as SQLite stores them (`audit verify` re-reads them)."""
+    store = _store(tmp_path)
+    read_back: list[str] = []
+    real = store._new_rows
+    monkeypatch.setattr(store, "_new_rows", lambda table, *a, **k: (read_back.append(table), real(table, *a, **k))[1])
+    odd = (Defect("scratches", 1, 2.0, (0, -0.0, 3, 4), 0, -0.0, 0, 0, 0),  # type: ignore[arg-type]
+           Defect("patches", 0.5, 3, (1.5, 2, 3.5, 4), 10**17, -1e-300, 1e300, 5e-324, 12.0))
+    result = store.apply_batch([_frame(0, odd), *coil_messages("C-3", length_m=4, defects_per_frame=3, seed=1)],
+                               want_rows=True)
+    assert "defects" not in read_back and result.new_defects > 2
+    entry = json.loads(store.db.execute("SELECT event FROM audit_log WHERE kind = 'batch'").fetchone()[0])["rows"]
+    first, last, n, sha = entry["defects"]
+    assert (n, sha) == digest_rows(store.db, "defects", first, last)
+    stored = store.db.execute("SELECT rowid, * FROM defects ORDER BY rowid").fetchall()
+    as_read = [dict(zip(STORED_NAMES, r, strict=True)) for r in stored]
+    assert as_read == result.defect_rows  # the recorder's rows (events, alarms), as a read would give them
+    assert [list(map(type, d.values())) for d in as_read] == [list(map(type, d.values())) for d in result.defect_rows]
+    assert stored[0][-4] == 2 and type(stored[0][-4]) is int  # severity 2.0 sent
+    assert math.copysign(1.0, stored[0][9]) == 1.0  # across -0.0 sent, 0.0 stored
+    assert verify(store.db).ok
+
+
+def test_rows_of_other_types_are_read_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A value SQLite would not hand back as it is (a numpy float here) makes the batch read its rows back."""
+    store = _store(tmp_path)
+    read_back: list[str] = []
+    real = store._new_rows
+    monkeypatch.setattr(store, "_new_rows", lambda table, *a, **k: (read_back.append(table), real(table, *a, **k))[1])
+    numpy_along = Defect("scratches", 0.9, 2, (0, 1, 3, 4), np.float64(250.0), 7.0, 3, 4, 12)
+    result = store.apply_batch([_frame(0, (numpy_along,))], want_rows=True)
+    assert "defects" in read_back and result.new_defects == 1
+    assert type(result.defect_rows[0]["along_mm"]) is float
+    assert verify(store.db).ok
+
+
+def test_as_stored_refuses_rows_it_cannot_vouch_for() -> None:
+    row = ("C", "top", "top-1", 1, 1, 0, 1.0, 2.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, "x", 0.5, 2, 1, None, 5)
+    assert as_stored([row], 11, 1, 11) == [(11, 11, *row)]
+    assert as_stored([row, row], 11, 1, 11) is None  # one of them ignored (a duplicate)
+    assert as_stored([row], 11, 1, 12) is None  # not at the next rowid
+    assert as_stored([(*row[:-1], True)], 11, 1, 11) is None  # a bool is stored as 1

@@ -4,11 +4,19 @@ A dict per defect, bound by name, cost about a fifth of the write path: the dict
 lookup per column and row when SQLite binds it. A tuple in `DEFECT_COLUMNS` order is bound by
 position; the columns and the values in them are the ones the named rows had
 (`tests/test_batch_rows.py` reads every stored defect back by column name against its message).
+
+The rows are built as SQLite stores them (`as_stored`), so the batch's audit digest can be taken
+from them instead of reading the rows back (that read was a third of the write path): a REAL column
+gets a float (``+ 0.0`` turns an int sent on the wire into the float SQLite stores, and -0.0 into the
+0.0 it stores), severity an int. `as_stored` refuses (None: read back instead) any row holding a value
+of another type, and any insert that did not add exactly these rows at the next rowids.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain, count
+from typing import Any
 
 from inspection.records import audit
 from inspection.results import FrameResult
@@ -16,21 +24,48 @@ from inspection.results import FrameResult
 DEFECT_COLUMNS = ("coil", "surface", "camera", "frame_seq", "frame_index", "defect_index", "along_mm", "across_mm",
                   "x1", "y1", "x2", "y2", "length_mm", "width_mm", "area_mm2", "class", "score", "severity",
                   "model_id", "crop_sha256", "captured_ns")
+# `SELECT rowid, * FROM defects`: the rowid, then the table's columns (id, the rowid again, first)
+STORED_NAMES = ("id", "id", *DEFECT_COLUMNS)
 # INSERT OR IGNORE: a re-sent defect is a duplicate, not an error (its natural key is unique)
 DEFECT_INSERT = (f"INSERT OR IGNORE INTO defects ({', '.join(DEFECT_COLUMNS)}) "
                  f"VALUES ({', '.join('?' * len(DEFECT_COLUMNS))})")
 # an unknown defect's guesses, keyed by the id its natural key got (re-sent: ignored like the defect)
 GUESSES_INSERT = ("INSERT OR IGNORE INTO defect_guesses (defect_id, coil, guesses) SELECT id, coil, ? "
                   "FROM defects WHERE coil = ? AND camera = ? AND frame_index = ? AND defect_index = ?")
+# What SQLite hands back for these columns (bool, numpy scalars, str subclasses... are not: they
+# would hash differently from what it stores, so a batch holding one is read back instead).
+_STORED_TYPES = frozenset({int, float, str, type(None)})
 
 
 def defect_rows(m: FrameResult, model_id: int | None, crops: Sequence[str | None]) -> list[tuple]:
-    """The rows of `m`'s defects in `DEFECT_COLUMNS` order; `crops`: each defect's crop sha256 or None."""
+    """The rows of `m`'s defects in `DEFECT_COLUMNS` order; `crops`: each defect's crop sha256 or None.
+    REAL columns ``+ 0.0`` and severity ``int`` (see the module docstring): the values SQLite keeps."""
     coil, surface, camera, seq, index, captured = (m.coil, m.source.surface, m.source.camera, m.seq, m.index,
                                                    m.captured_ns)
-    return [(coil, surface, camera, seq, index, i, d.along_mm, d.across_mm, *d.box, d.length_mm, d.width_mm,
-             d.area_mm2, d.cls, d.score, d.severity, model_id, crop, captured)
-            for i, (d, crop) in enumerate(zip(m.defects, crops, strict=True))]
+    rows = []
+    for i, (d, crop) in enumerate(zip(m.defects, crops, strict=True)):
+        x1, y1, x2, y2 = d.box
+        rows.append((coil, surface, camera, seq, index, i, d.along_mm + 0.0, d.across_mm + 0.0, x1 + 0.0, y1 + 0.0,
+                     x2 + 0.0, y2 + 0.0, d.length_mm + 0.0, d.width_mm + 0.0, d.area_mm2 + 0.0, d.cls,
+                     d.score + 0.0, int(d.severity), model_id, crop, captured))
+    return rows
+
+
+def as_stored(rows: Sequence[tuple], first: int, inserted: int, last: int) -> list[tuple] | None:
+    """`rows` as ``SELECT rowid, * FROM defects`` returns them once inserted at rowids `first`,
+    `first` + 1, ...; None when that cannot be vouched for: the insert added `inserted` rows and the
+    table's highest rowid is now `last` (anything but all of them, at those rowids, is read back), or
+    a value is not of a type SQLite returns as it is."""
+    if not rows or inserted != len(rows) or last != first + len(rows) - 1:
+        return None
+    if not _STORED_TYPES.issuperset(map(type, chain.from_iterable(rows))):
+        return None
+    return [(rowid, rowid, *row) for rowid, row in zip(count(first), rows, strict=False)]
+
+
+def audit_entry(stored: list[tuple]) -> list[Any]:
+    """The ``rows`` entry of the batch's audit event for these stored rows (as `Store._new_rows` makes it)."""
+    return [stored[0][0], stored[-1][0], len(stored), audit.sha256_rows(stored)]
 
 
 def guess_rows(m: FrameResult) -> list[tuple]:

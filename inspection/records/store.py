@@ -247,7 +247,10 @@ class Store(InspectorActions, ShadowRecords):
                 if m.capture is not None:
                     rows["frame_seals"].append({"coil": m.coil, "camera": m.source.camera, "frame_index": m.index,
                                                 "digest": m.capture.digest, "sig": m.capture.sig})
-            self.db.conn.executemany(batch_rows.DEFECT_INSERT, defect_rows)
+            inserted = self.db.conn.executemany(batch_rows.DEFECT_INSERT, defect_rows).rowcount
+            # the batch's defects as stored, for its audit digest and the recorder, without reading them back
+            built = (batch_rows.as_stored(defect_rows, before["defects"] + 1, inserted,
+                                          audit.max_rowid(self.db, "defects")) if defect_rows else None)
             self.db.conn.executemany(_BATCH_INSERTS["frame_seals"], rows["frame_seals"])
             self.db.conn.executemany(batch_rows.GUESSES_INSERT, guess_rows)
             result.conflicts = duplicates_module.frame_conflicts(self.db, duplicates)
@@ -262,7 +265,12 @@ class Store(InspectorActions, ShadowRecords):
             covered: dict[str, Any] = {}
             for table in _BATCH_TABLES:
                 as_dicts = table != "defects" or want_rows
-                entry, fetched = self._new_rows(table, before[table], as_dicts=as_dicts)
+                if table == "defects" and built is not None:
+                    entry, fetched = batch_rows.audit_entry(built), built
+                    if as_dicts:
+                        fetched = [dict(zip(batch_rows.STORED_NAMES, row, strict=True)) for row in built]
+                else:
+                    entry, fetched = self._new_rows(table, before[table], as_dicts=as_dicts)
                 if entry:
                     covered[table] = entry
                 if table == "defects":
