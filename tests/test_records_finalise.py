@@ -27,8 +27,11 @@ def _store(tmp_path: Path) -> Store:
     return store
 
 
-def test_finalising_a_coil_reads_its_defects_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Grading, the roll-mark search, the review queue and the published class counts share one read."""
+@pytest.mark.parametrize("keep_coil_rows", [False, True])
+def test_finalising_a_coil_reads_its_defects_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  keep_coil_rows: bool) -> None:
+    """Grading, the roll-mark search, the review queue and the published class counts share one read,
+    and with the rows the recorder kept (`coil_rows`) none."""
     store = _store(tmp_path)
     reads: list[str] = []
     real = queries.coil_defects
@@ -40,11 +43,12 @@ def test_finalising_a_coil_reads_its_defects_once(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(queries, "coil_defects", counting)
     monkeypatch.setattr(review_queue, "coil_defects", counting)
     events: list = []
-    recorder = Recorder(store, "demo-hot-1", on_event=events.append)
+    recorder = Recorder(store, "demo-hot-1", on_event=events.append, keep_coil_rows=keep_coil_rows)
     recorder.add(coil_messages("COIL-R", length_m=30, defects_per_frame=3.0, seed=2))
     recorder.flush()
     assert recorder.stats.coils_graded == 1
-    assert reads == ["COIL-R"]
+    assert reads == ([] if keep_coil_rows else ["COIL-R"])
+    assert recorder.stats.coils_read_back == (0 if keep_coil_rows else 1)
     graded = [e for e in events if isinstance(e, GradeDecided)]
     assert len(graded) == 1 and graded[0].counts == line_reads.class_counts(store.db, "COIL-R")
     assert store.db.execute("SELECT count(*) FROM review_queue").fetchone()[0] > 0

@@ -18,6 +18,7 @@ once, merged, with the fragment ids in ``parts``, and a review of any fragment a
 from __future__ import annotations
 
 import json
+import operator
 import sqlite3
 import time
 from typing import Any
@@ -133,8 +134,9 @@ _DEFECT_COLUMNS = ("d.id, d.surface, d.camera, d.frame_seq, d.frame_index, d.def
                    "d.crop_sha256, d.captured_ns, m.version AS model_version, m.sha256 AS model_sha256")
 # what grading, the review queue, the roll-mark search and the seam merge read: half the columns,
 # no join, for the recorder's read of a whole coil at every finalisation
-_LEAN_COLUMNS = ("d.id, d.surface, d.frame_index, d.defect_index, d.along_mm, d.across_mm, d.length_mm, "
-                 "d.width_mm, d.class, d.score, d.severity")
+LEAN_NAMES = ("id", "surface", "frame_index", "defect_index", "along_mm", "across_mm", "length_mm", "width_mm",
+              "class", "score", "severity")
+_LEAN_COLUMNS = ", ".join(f"d.{name}" for name in LEAN_NAMES)
 
 
 def coil_defects(db: Database, coil: str, *, include_rejected: bool = True,
@@ -150,6 +152,23 @@ def coil_defects(db: Database, coil: str, *, include_rejected: bool = True,
     join = "" if lean else " LEFT JOIN models m ON m.id = d.model_id"
     rows = _dicts(db.execute(f"SELECT {_LEAN_COLUMNS if lean else _DEFECT_COLUMNS} FROM defects d{join} "
                              "WHERE d.coil=? ORDER BY d.along_mm, d.id", (coil,)))
+    return _with_reviews(db, coil, rows, include_rejected=include_rejected, merge_seams=merge_seams)
+
+
+def lean_coil_defects(db: Database, coil: str, lean_rows: list[tuple]) -> list[dict[str, Any]]:
+    """`coil_defects(db, coil, lean=True)` from the coil's defect rows already at hand, each a tuple
+    in `LEAN_NAMES` order (the recorder keeps those it committed: `coil_rows`); the links, reviews
+    and guesses are read as `coil_defects` reads them. The same rows in the same order as the query's."""
+    rows = [dict(zip(LEAN_NAMES, r, strict=True)) for r in sorted(lean_rows, key=_ALONG_THEN_ID)]
+    return _with_reviews(db, coil, rows, include_rejected=True, merge_seams=True)
+
+
+_ALONG_THEN_ID = operator.itemgetter(4, 0)  # ORDER BY d.along_mm, d.id on `LEAN_NAMES` tuples
+
+
+def _with_reviews(db: Database, coil: str, rows: list[dict[str, Any]], *, include_rejected: bool,
+                  merge_seams: bool) -> list[dict[str, Any]]:
+    """`coil_defects`' rows (dicts in along order) merged across seams, with their reviews and guesses."""
     alias: dict[int, int] = {}
     links = seams.coil_links(db, coil) if merge_seams else []
     if links:

@@ -55,6 +55,7 @@ from inspection.records import alarms, checkpoints, line_reads, queries
 from inspection.records import seals as seals_module
 from inspection.records.alarm_gate import AlarmGate
 from inspection.records.checkpoints import AnchorLog, Checkpoint
+from inspection.records.coil_rows import CoilRows
 from inspection.records.db import write_transaction
 from inspection.records.errors import StoreError
 from inspection.records.events import AlarmRaised, DefectRecorded, GradeDecided, RecorderEvent
@@ -84,6 +85,7 @@ class RecorderStats:
     new_frames: int = 0
     seam_links: int = 0  # defect fragments linked across frame seams (one defect, counted once)
     coils_graded: int = 0
+    coils_read_back: int = 0  # finalised from a read of the coil, not from the rows kept (`coil_rows`)
     alarms: int = 0
     crops_failed: int = 0  # defects recorded without their crop (the crop folder could not be written)
     finalise_s: float = 0.0  # time spent grading coils, searching roll marks and filling the queue
@@ -116,11 +118,13 @@ class Recorder:
                  alarm_min_severity: int | None = DEFAULT_ALARM_SEVERITY, endpoint: str = "",
                  anchors: AnchorLog | None = None, anchor_s: float = 60.0, seals: SealCheck | None = None,
                  stage_log: StageLog | None = None,
-                 burst: Callable[[], contextlib.AbstractContextManager[Any]] | None = None) -> None:
+                 burst: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+                 keep_coil_rows: bool = True) -> None:
         """`seals`: the cameras' public signing keys; with them, only results their camera signed are
         recorded (None: a line whose cameras do not sign, ``[security] curve = false``). `burst`: what
         the outputs send together (`PlcPublisher.batch`): a batch's defects go out in one burst as soon
-        as it commits, what the flush decides next (coils) in another."""
+        as it commits, what the flush decides next (coils) in another. `keep_coil_rows`: finalise a
+        coil from the defect rows this recorder committed (`coil_rows`) instead of reading it back."""
         self.store, self.line, self.endpoint = store, line, endpoint
         self.batch_messages, self.flush_s, self.grace_s = batch_messages, flush_ms / 1000.0, grace_s
         self.on_event = on_event
@@ -145,6 +149,7 @@ class Recorder:
         self._models: dict[str, tuple[str, str]] = {}  # line type -> (version, sha256) inspecting it
         self._model_rows: dict[int, tuple[str, str] | None] = {}
         self._grade_counts: dict[int, dict[str, int]] = {}  # grade id -> the class counts it was decided on
+        self._coil_rows = CoilRows() if keep_coil_rows else None  # committed defects of coils not yet finalised
         self._held: list[RecorderEvent] | None = None  # events of a decision whose transaction is open
         # Grades recorded before this process started were published by its predecessor.
         self._last_grade_id = line_reads.last_grade_id(store.db)
@@ -233,6 +238,8 @@ class Recorder:
             log.error("flush of %d messages failed, will retry: %s", len(batch), exc)
             self.stats.charge("write", cpu)
             return
+        if self._coil_rows is not None:
+            self._coil_rows.add(result.defect_rows)  # committed: what finalising the coil will read
         cpu = self.stats.charge("write", cpu)
         if self.stage_log is not None:
             self.stage_log.committed(batch, flush_ns)
@@ -280,6 +287,8 @@ class Recorder:
         for coil in touched:  # late frames of an already graded coil: regrade (recorded only if it changes)
             if coil in self.stats.grades or line_reads.has_grade(self.store.db, coil):
                 self._regrade(coil)
+                if self._coil_rows is not None:  # graded: its late rows are not kept (a regrade reads them)
+                    self._coil_rows.forget(coil)
         self._record_shadow(shadow)  # before finalising: a coil's queue reads its disagreements
         self._check_pending()
         self._publish_grades()
@@ -371,9 +380,17 @@ class Recorder:
         db = self.store.db
         # One transaction, one read of the coil's defects (the costliest query of a coil) for the
         # grade, the roll-mark search, the review queue and the grade's class counts: a review from
-        # the console cannot slip in between them, and nothing is published before it commits.
+        # the console cannot slip in between them, and nothing is published before it commits. The
+        # read is of the rows this recorder committed when they are all of the coil's (`coil_rows`);
+        # a recorder restarted in the middle of the coil reads it from the database.
         with self._decision():
-            defects = queries.coil_defects(db, coil, lean=True)
+            kept = self._coil_rows.rows(db, coil) if self._coil_rows is not None else None
+            if kept is None:
+                defects = queries.coil_defects(db, coil, lean=True)
+                self.stats.coils_read_back += 1
+                log.debug("coil %s: finalised from a read of its defects (not all of them kept)", coil)
+            else:
+                defects = queries.lean_coil_defects(db, coil, kept)
             counted = queries.not_rejected(defects)
             result = self.store.grade_coil(coil, trigger, force=True, defects=defects)
             grade_id, counts = line_reads.last_grade_id(db), line_reads.class_counts(db, coil, counted)
@@ -393,6 +410,8 @@ class Recorder:
                                      "frames_lost": lost})
             queued = self.store.enqueue_reviews(coil, defects=defects)
         # committed: only now (a failure above leaves the coil pending, retried)
+        if self._coil_rows is not None:
+            self._coil_rows.forget(coil)
         self._grade_counts[grade_id] = counts
         self.stats.grades[coil] = result.grade
         self.stats.coils_graded += 1

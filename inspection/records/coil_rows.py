@@ -1,0 +1,69 @@
+"""The defects the recorder committed for each coil not yet finalised, kept to finalise it without
+reading the coil back (that read was a third of a coil's finalisation: `Recorder._finalise`).
+
+Only committed rows are kept (`add` after `Store.apply_batch` returned), as lean tuples in
+`queries.LEAN_NAMES` order, the columns grading, the roll-mark search and the review queue read.
+`rows` hands them out only when they are provably all of the coil's defects: defects are
+append-only, so rows kept are rows stored, and the same count and id sum as the database's (one read
+of the coil's natural-key index, not of its rows) means no row is missing. A recorder restarted in
+the middle of a coil, a coil another writer added to or one forgotten to bound memory gives None,
+and the caller reads the coil from the database as before.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable
+from typing import Any
+
+from sqlite_utils import Database
+
+from inspection.records.queries import LEAN_NAMES
+
+MAX_ROWS = 1_000_000  # kept in all (about 150 MB): beyond, the coil kept longest is forgotten
+_LEAN = operator.itemgetter(*LEAN_NAMES)
+
+
+class CoilRows:
+    """Lean defect rows per coil (see the module docstring)."""
+
+    def __init__(self, max_rows: int = MAX_ROWS) -> None:
+        self.max_rows = max_rows
+        self._coils: dict[str, list[tuple]] = {}  # insertion order: the coil first kept first
+        self._kept = 0
+
+    def add(self, defects: Iterable[dict[str, Any]]) -> None:
+        """Keep committed defect rows (`BatchResult.defect_rows`: full rows, by column name)."""
+        coils = self._coils
+        last_coil, kept = None, None
+        n = 0
+        for d in defects:
+            coil = d["coil"]
+            if coil != last_coil:  # a batch comes frame by frame: one lookup per run of a coil
+                kept = coils.get(coil)
+                if kept is None:
+                    kept = coils[coil] = []
+                last_coil = coil
+            kept.append(_LEAN(d))  # type: ignore[union-attr]
+            n += 1
+        self._kept += n
+        while self._kept > self.max_rows and self._coils:
+            self.forget(next(iter(self._coils)))
+
+    def rows(self, db: Database, coil: str) -> list[tuple] | None:
+        """The coil's rows if they are all of its defects in `db` (else None: read the coil)."""
+        kept = self._coils.get(coil)
+        stored, id_sum = db.execute("SELECT count(*), coalesce(sum(id), 0) FROM defects WHERE coil = ?",
+                                    (coil,)).fetchone()
+        if kept is None:
+            return [] if stored == 0 else None
+        if len(kept) != stored or sum(r[0] for r in kept) != id_sum:
+            return None
+        return kept
+
+    def forget(self, coil: str) -> None:
+        """Drop a coil's rows (finalised: late frames regrade it from the database)."""
+        self._kept -= len(self._coils.pop(coil, ()))
+
+    def __contains__(self, coil: str) -> bool:
+        return coil in self._coils
