@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from inspection.records import line_reads, queries, review_queue
-from inspection.records.audit import verify
+from inspection.records import alarms, line_reads, queries, review_queue
+from inspection.records.audit import canonical_json, verify
 from inspection.records.events import AlarmRaised, DefectRecorded, GradeDecided
 from inspection.records.recorder import Recorder
 from inspection.records.store import Store
@@ -133,3 +135,41 @@ def test_a_batch_whose_alarms_fail_is_not_recorded_and_is_retried(tmp_path: Path
     assert severe and recorder.stats.new_defects == store.db.execute("SELECT count(*) FROM defects").fetchone()[0]
     assert len([e for e in events if isinstance(e, AlarmRaised) and e.kind == "severe_defect"]) == severe
     assert verify(store.db).ok
+
+
+@pytest.mark.parametrize("details", [
+    {"defect_id": 12, "camera": "top-1", "class": "inclusion", "score": 0.8734, "along_mm": 12345.678,
+     "across_mm": -456.7, "severity": 3, "merged_into": 11},
+    {"score": 5e-05, "along_mm": 0.0, "across_mm": -0.0, "x": 1e16, "y": 9999999999999998.0, "t": "é\u2028\n\"\\"},
+    {"ids": [1, 2, 3], "coverage": {"share": 0.5}, "flag": True, "none": None, "big": 2**70},
+    {"surrogate": "\ud800", "z": 1, "a": 2},
+])
+def test_alarm_details_are_spelled_as_canonical_json(details: dict[str, Any]) -> None:
+    assert alarms.details_json(details) == canonical_json(details)
+
+
+def test_alarm_details_of_random_values_are_spelled_as_canonical_json() -> None:
+    import random
+    import struct
+
+    rng = random.Random(7)
+
+    def value() -> Any:
+        kind = rng.randrange(5)
+        if kind == 0:  # any finite double, every exponent
+            while True:
+                x = struct.unpack("d", struct.pack("Q", rng.getrandbits(64)))[0]
+                if math.isfinite(x):
+                    return x
+        if kind == 1:
+            return rng.uniform(-2000, 200_000) * rng.choice((1, 1e-3, 1e-5, 1e3))
+        if kind == 2:
+            return rng.randrange(-2**64, 2**64)
+        if kind == 3:
+            return "".join(chr(rng.choice((rng.randrange(0, 0x80), rng.randrange(0x80, 0xD800),
+                                           rng.randrange(0xE000, 0x110000)))) for _ in range(rng.randrange(8)))
+        return None
+
+    for _ in range(3000):
+        details = {f"k{rng.randrange(20)}": value() for _ in range(rng.randrange(1, 10))}
+        assert alarms.details_json(details) == canonical_json(details)
