@@ -6,9 +6,10 @@ import itertools
 import math
 import random
 
+import numpy as np
 import pytest
 
-from inspection.records.periodic import Point, find_periodic
+from inspection.records.periodic import PeriodicParams, Point, find_periodic, may_have_series
 
 
 def _series(
@@ -129,3 +130,43 @@ def test_the_search_finds_exactly_what_the_reference_search_found(seed: int) -> 
     for ints in (False, True):
         points = _coil(seed, series=seed % 4, ints=ints)
         assert find_periodic(points) == periodic_reference.find_periodic(points)
+
+
+def _has_candidate(x: np.ndarray, params: PeriodicParams) -> bool:
+    """`_best_series`' first steps: is there any candidate pitch among the along positions `x`?"""
+    near = np.concatenate([x[j:] - x[:-j] for j in (1, 2, 3) if j < len(x)])
+    gaps = np.concatenate([near / k for k in (1, 2, 3)])
+    gaps = np.sort(gaps[(gaps >= params.min_pitch_mm) & (gaps <= params.max_pitch_mm)])
+    tol = params.along_tol_mm + 0.002 * gaps
+    support = np.searchsorted(gaps, gaps + tol, side="right") - np.searchsorted(gaps, gaps - tol, side="left")
+    return bool((support >= params.min_count - 1).any())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_window_filter_never_drops_a_window_with_a_candidate_pitch(seed: int) -> None:
+    """`may_have_series` rules windows out for all of them at once; it may keep one without a
+    candidate pitch, never drop one with: near series (gaps just inside and outside the tolerance),
+    ints, repeated positions and random windows."""
+    rng = np.random.default_rng(seed)
+    params = PeriodicParams()
+    windows, along, kept = [], [], 0
+    for _ in range(400):
+        n = int(rng.integers(params.min_count, 40))
+        pitch = float(rng.choice([150.0, 151.0, rng.uniform(150, 3000), rng.uniform(3000, 15_000), 15_000.0]))
+        kind = rng.integers(4)
+        if kind == 0:  # a series whose gaps wander by about the tolerance
+            x = np.arange(n) * pitch + rng.uniform(-1, 1, n) * (params.along_tol_mm + 0.002 * pitch) / 2
+        elif kind == 1:
+            x = rng.uniform(0, 200_000, n)
+        elif kind == 2:
+            x = np.round(rng.uniform(0, n * pitch, n))
+        else:
+            x = np.repeat(rng.uniform(0, 40_000, n // 2 + 1), 2)[:n]
+        windows.append((len(along), len(along) + n))
+        along.extend(x.tolist())
+    maybe = may_have_series(np.array(along), windows, params)
+    for (lo, hi), m in zip(windows, maybe, strict=True):
+        has = _has_candidate(np.sort(np.array(along[lo:hi])), params)
+        assert m or not has, (lo, hi)
+        kept += has
+    assert kept > 50 and not maybe.all()  # both kinds of window were there

@@ -19,6 +19,7 @@ Method, per coil, surface and (effective) class:
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -66,12 +67,20 @@ class Point(NamedTuple):  # 10,000 per coil at every finalisation: a tuple is 5x
 def find_periodic(points: Sequence[Point], params: PeriodicParams | None = None) -> list[PeriodicFinding]:
     """All periodic series among `points` (one coil), strongest first."""
     params = params or PeriodicParams()
-    groups: dict[tuple[str, str], list[Point]] = {}
-    for p in points:
-        groups.setdefault((p.surface, p.cls), []).append(p)
+    # Per point only C-level passes (`map`, `fromiter`): a coil has 10,000 points, and grouping them
+    # one by one in Python cost as much as the search itself.
+    keys = list(map(_GROUP_KEY, points))
+    groups = sorted(set(keys))
+    code_of = {key: i for i, key in enumerate(groups)}
+    codes = np.fromiter(map(code_of.__getitem__, keys), dtype=np.intp, count=len(keys))
+    across = np.fromiter(map(_ACROSS, points), dtype=float, count=len(keys))
+    along = np.fromiter(map(_ALONG, points), dtype=float, count=len(keys))
     findings: list[PeriodicFinding] = []
-    for (surface, cls), pts in sorted(groups.items()):
-        for members, pitch in _group_series(pts, params):
+    for code, (surface, cls) in enumerate(groups):
+        members_of = np.flatnonzero(codes == code)  # the group's points, in the order given
+        by_across = members_of[np.argsort(across[members_of], kind="stable")]
+        for series, pitch in _group_series(across[by_across], along[by_across], params):
+            members = [points[i] for i in by_across[series].tolist()]
             findings.append(PeriodicFinding(
                 surface=surface, cls=cls, across_mm=float(np.median([m.across_mm for m in members])),
                 pitch_mm=pitch, roll_diameter_mm=pitch / math.pi, count=len(members),
@@ -85,17 +94,20 @@ def find_periodic(points: Sequence[Point], params: PeriodicParams | None = None)
     return kept
 
 
-def _group_series(points: list[Point], params: PeriodicParams) -> list[tuple[list[Point], float]]:
-    """The series of one surface and class: (members in along order, pitch) per window that has one.
+_GROUP_KEY = operator.itemgetter(1, 2)  # (surface, cls) of a `Point`
+_ALONG, _ACROSS = operator.itemgetter(3), operator.itemgetter(4)
+
+
+def _group_series(across: np.ndarray, along: np.ndarray, params: PeriodicParams) -> list[tuple[np.ndarray, float]]:
+    """The series of one surface and class, whose points' positions are given in across order
+    (ties in the order the points came): (the members' indexes in along order, pitch) per window
+    that has one.
 
     Windows are ``2 * across_tol_mm`` wide, every ``across_tol_mm`` across the strip (overlapping,
     so no series is cut). The points are put in arrays once per group and each window is a slice of
     them: a coil has hundreds of windows, nearly all without a series, and building a list of
     points for each cost half the search. The order within a window is the points' along order,
     ties kept in across order (a stable sort), as the search has always seen them."""
-    pts = sorted(points, key=lambda p: p.across_mm)
-    across = np.array([p.across_mm for p in pts])
-    along = np.array([p.along_mm for p in pts])
     tol = params.across_tol_mm
     starts = []
     start = across[0] - tol
@@ -105,16 +117,56 @@ def _group_series(points: list[Point], params: PeriodicParams) -> list[tuple[lis
     first = np.array(starts)
     los = np.searchsorted(across, first)
     his = np.searchsorted(across, first + 2 * tol, side="right")
+    # too few for a series, or a band of thousands graded as such, not roll marks
+    windows = [(lo, hi) for lo, hi in zip(los.tolist(), his.tolist(), strict=True)
+               if params.min_count <= hi - lo <= params.max_points]
     out = []
-    for lo, hi in zip(los.tolist(), his.tolist(), strict=True):
-        if not params.min_count <= hi - lo <= params.max_points:
-            continue  # too few for a series, or a band of thousands graded as such, not roll marks
+    for (lo, hi), maybe in zip(windows, may_have_series(along, windows, params), strict=True):
+        if not maybe:
+            continue  # no candidate pitch: `_best_series` would find none
         order = lo + np.argsort(along[lo:hi], kind="stable")
         found = _best_series(along[order], params)
         if found:
             pitch, inliers = found
-            out.append(([pts[i] for i in order[inliers].tolist()], pitch))
+            out.append((order[inliers], pitch))
     return out
+
+
+# Relative and absolute slack of `may_have_series` over `_best_series`' own float comparisons: the
+# filter may let a window through that has no candidate, never the other way round.
+_SLACK = 1e-9
+
+
+def may_have_series(along: np.ndarray, windows: Sequence[tuple[int, int]], params: PeriodicParams) -> np.ndarray:
+    """For each window (``along[lo:hi]``), False when `_best_series` surely finds no candidate pitch
+    in it, for all windows at once: a coil has hundreds of windows, nearly all without a series, and
+    taking them one by one through `_best_series`' first steps was most of the roll-mark search.
+
+    A candidate is a gap g with at least ``min_count - 1`` gaps (g itself among them) within
+    ``tol(g) = along_tol + 0.002 g`` of it; those are consecutive among the window's sorted gaps, so
+    some run of ``min_count - 1`` consecutive gaps containing g spans at most ``2 tol(g)``, and
+    ``g <=`` the run's last gap. The test here is that, on the same gaps (differences of the sorted
+    positions of the next three occurrences and their halves and thirds, within the pitch range)."""
+    run = params.min_count - 1
+    if not windows or run < 2:
+        return np.ones(len(windows), dtype=bool)  # a single gap is a candidate: nothing to rule out
+    lo = np.array([w[0] for w in windows])
+    n = np.array([w[1] - w[0] for w in windows])
+    cols = np.arange(int(n.max()))
+    inside = cols[None, :] < n[:, None]
+    x = np.where(inside, along[np.minimum(lo[:, None] + cols[None, :], len(along) - 1)], np.inf)
+    x.sort(axis=1)  # each window's positions in along order, padded with inf
+    with np.errstate(invalid="ignore"):  # inf - inf in the padding: nan, never a gap
+        near = np.concatenate([x[:, j:] - x[:, :-j] for j in (1, 2, 3) if j < x.shape[1]], axis=1)
+        gaps = np.concatenate([near / k for k in (1, 2, 3)], axis=1)
+        gaps[~((gaps >= params.min_pitch_mm) & (gaps <= params.max_pitch_mm))] = np.inf
+        gaps.sort(axis=1)
+        if gaps.shape[1] < run:
+            return np.zeros(len(windows), dtype=bool)
+        last = gaps[:, run - 1:]
+        span = last - gaps[:, :gaps.shape[1] - run + 1]
+        limit = 2 * (params.along_tol_mm + 0.002 * last) * (1 + _SLACK) + _SLACK
+        return np.asarray(((span <= limit) & np.isfinite(last)).any(axis=1))  # a run into the padding is none
 
 
 def _best_series(x: np.ndarray, params: PeriodicParams) -> tuple[float, np.ndarray] | None:
