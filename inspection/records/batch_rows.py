@@ -63,6 +63,18 @@ def as_stored(rows: Sequence[tuple], first: int, inserted: int, last: int) -> li
     return [(rowid, rowid, *row) for rowid, row in zip(count(first), rows, strict=False)]
 
 
+def row_dict(stored: tuple) -> dict[str, Any]:
+    """A stored row by column name, as a read gives it (``dict(zip(STORED_NAMES, row))``): a dict
+    display, twice as fast as zip for the 20,000 rows a second the recorder hands its outputs."""
+    (_, id_, coil, surface, camera, frame_seq, frame_index, defect_index, along_mm, across_mm, x1, y1, x2, y2,
+     length_mm, width_mm, area_mm2, cls, score, severity, model_id, crop_sha256, captured_ns) = stored
+    return {"id": id_, "coil": coil, "surface": surface, "camera": camera, "frame_seq": frame_seq,
+            "frame_index": frame_index, "defect_index": defect_index, "along_mm": along_mm, "across_mm": across_mm,
+            "x1": x1, "y1": y1, "x2": x2, "y2": y2, "length_mm": length_mm, "width_mm": width_mm,
+            "area_mm2": area_mm2, "class": cls, "score": score, "severity": severity, "model_id": model_id,
+            "crop_sha256": crop_sha256, "captured_ns": captured_ns}
+
+
 def audit_entry(stored: list[tuple]) -> list[Any]:
     """The ``rows`` entry of the batch's audit event for these stored rows (as `Store._new_rows` makes it)."""
     return [stored[0][0], stored[-1][0], len(stored), audit.sha256_rows(stored)]

@@ -220,8 +220,12 @@ class Store(InspectorActions, ShadowRecords):
                 framed.append(m)
                 rows["coils"].append(_coil_row(m.coil, m.source, m.captured_ns))
                 rows["frames"].append(_frame_row(m, now))
-                frame_crops.append([self._stage(d.crop_png, staged, result) for d in m.defects]
-                                   if isinstance(m, FrameResult) else [])
+                if not isinstance(m, FrameResult):
+                    frame_crops.append([])
+                elif self.crops is None:  # nothing to stage (a line without a crop folder)
+                    frame_crops.append([None] * len(m.defects))
+                else:
+                    frame_crops.append([self._stage(d.crop_png, staged, result) for d in m.defects])
             else:
                 raise StoreError(f"apply_batch: unknown message type {type(m).__name__}")
         all_defects = sum(len(c) for c in frame_crops)
@@ -268,7 +272,7 @@ class Store(InspectorActions, ShadowRecords):
                 if table == "defects" and built is not None:
                     entry, fetched = batch_rows.audit_entry(built), built
                     if as_dicts:
-                        fetched = [dict(zip(batch_rows.STORED_NAMES, row, strict=True)) for row in built]
+                        fetched = list(map(batch_rows.row_dict, built))
                 else:
                     entry, fetched = self._new_rows(table, before[table], as_dicts=as_dicts)
                 if entry:
