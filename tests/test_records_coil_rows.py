@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from inspection.frame import CoilEvent
+from inspection.records import queries
 from inspection.records.audit import verify
 from inspection.records.coil_rows import CoilRows
 from inspection.records.events import DefectRecorded
@@ -167,3 +168,27 @@ def test_kept_rows_are_handed_out_only_when_they_are_the_whole_coil(tmp_path: Pa
                   "across_mm": 1.0, "length_mm": 1.0, "width_mm": 1.0, "class": "c", "score": 0.5, "severity": 1}
                  for i in range(6)])
     assert "X" not in bounded  # beyond the bound the coil kept longest is forgotten (read back)
+
+
+def test_the_kept_rows_read_as_the_coil_read(tmp_path: Path) -> None:
+    """`queries.lean_coil_defects` on a coil's rows gives `coil_defects(lean=True)`: the same rows, keys
+    (in the same order), values and types, with seam-cut fragments merged, reviews and guesses."""
+    store = Store(tmp_path / "line.db")
+    store.register_line(LINE, "hot", 1600.0, CAMERAS)
+    kept = CoilRows()
+    messages = _messages()
+    for k in range(0, len(messages), 25):
+        kept.add(store.apply_batch(messages[k:k + 25], want_rows=True).defect_rows)
+    first = [i for (i,) in store.db.execute("SELECT id FROM defects WHERE coil='C-2' ORDER BY id LIMIT 2")]
+    store.add_review(first[0], "ann", "reject")
+    store.add_review(first[1], "ann", "relabel", new_class="patches")
+    for coil in ("C-1", "C-2", "C-3"):
+        read = queries.coil_defects(store.db, coil, lean=True)
+        rows = kept.rows(store.db, coil)
+        assert rows is not None
+        got = queries.lean_coil_defects(store.db, coil, rows)
+        assert got == read and [list(r) for r in got] == [list(r) for r in read]
+        assert [[type(v) for v in r.values()] for r in got] == [[type(v) for v in r.values()] for r in read]
+    merged = queries.lean_coil_defects(store.db, "C-2", kept.rows(store.db, "C-2") or [])
+    assert any(len(r["parts"]) > 1 for r in merged) and any("guesses" in r for r in merged)
+    assert {r["review_status"] for r in merged} >= {"rejected", "relabelled", "unreviewed"}

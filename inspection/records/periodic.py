@@ -64,8 +64,12 @@ class Point(NamedTuple):  # 10,000 per coil at every finalisation: a tuple is 5x
     across_mm: float
 
 
-def find_periodic(points: Sequence[Point], params: PeriodicParams | None = None) -> list[PeriodicFinding]:
-    """All periodic series among `points` (one coil), strongest first."""
+# A `Point`, or the plain tuple of its fields (the recorder's, built in C by `operator.itemgetter`)
+PointFields = tuple[int, str, str, float, float]
+
+
+def find_periodic(points: Sequence[PointFields], params: PeriodicParams | None = None) -> list[PeriodicFinding]:
+    """All periodic series among `points` (one coil; `Point`s or tuples of their fields), strongest first."""
     params = params or PeriodicParams()
     # Per point only C-level passes (`map`, `fromiter`): a coil has 10,000 points, and grouping them
     # one by one in Python cost as much as the search itself.
@@ -82,10 +86,10 @@ def find_periodic(points: Sequence[Point], params: PeriodicParams | None = None)
         for series, pitch in _group_series(across[by_across], along[by_across], params):
             members = [points[i] for i in by_across[series].tolist()]
             findings.append(PeriodicFinding(
-                surface=surface, cls=cls, across_mm=float(np.median([m.across_mm for m in members])),
+                surface=surface, cls=cls, across_mm=float(np.median([m[4] for m in members])),
                 pitch_mm=pitch, roll_diameter_mm=pitch / math.pi, count=len(members),
-                first_along_mm=members[0].along_mm, last_along_mm=members[-1].along_mm,
-                defect_ids=tuple(m.id for m in members)))
+                first_along_mm=members[0][3], last_along_mm=members[-1][3],
+                defect_ids=tuple(m[0] for m in members)))
     kept: list[PeriodicFinding] = []
     for f in sorted(findings, key=lambda f: (-f.count, f.pitch_mm)):
         # Overlapping windows find the same series twice: keep the strongest copy.

@@ -159,8 +159,16 @@ def lean_coil_defects(db: Database, coil: str, lean_rows: list[tuple]) -> list[d
     """`coil_defects(db, coil, lean=True)` from the coil's defect rows already at hand, each a tuple
     in `LEAN_NAMES` order (the recorder keeps those it committed: `coil_rows`); the links, reviews
     and guesses are read as `coil_defects` reads them. The same rows in the same order as the query's."""
-    rows = [dict(zip(LEAN_NAMES, r, strict=True)) for r in sorted(lean_rows, key=_ALONG_THEN_ID)]
+    rows = list(map(_lean_dict, sorted(lean_rows, key=_ALONG_THEN_ID)))
     return _with_reviews(db, coil, rows, include_rejected=True, merge_seams=True)
+
+
+def _lean_dict(row: tuple) -> dict[str, Any]:
+    """``dict(zip(LEAN_NAMES, row))`` as a dict display: twice as fast, for 10,000 rows a coil."""
+    id_, surface, frame_index, defect_index, along_mm, across_mm, length_mm, width_mm, cls, score, severity = row
+    return {"id": id_, "surface": surface, "frame_index": frame_index, "defect_index": defect_index,
+            "along_mm": along_mm, "across_mm": across_mm, "length_mm": length_mm, "width_mm": width_mm,
+            "class": cls, "score": score, "severity": severity}
 
 
 _ALONG_THEN_ID = operator.itemgetter(4, 0)  # ORDER BY d.along_mm, d.id on `LEAN_NAMES` tuples

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import operator
 import os
 import sqlite3
 import time
@@ -59,7 +60,7 @@ from inspection.records.coil_rows import CoilRows
 from inspection.records.db import write_transaction
 from inspection.records.errors import StoreError
 from inspection.records.events import AlarmRaised, DefectRecorded, GradeDecided, RecorderEvent
-from inspection.records.periodic import Point, find_periodic
+from inspection.records.periodic import find_periodic
 from inspection.records.seals import SealCheck
 from inspection.records.store import BatchResult, Store
 from inspection.results import FrameResult, ResultMessage, WorkerStatus
@@ -72,6 +73,7 @@ DEFAULT_ALARM_SEVERITY = 3  # critical defects raise an alarm
 SEVERITY = {"periodic": 2, "coverage": 2, "model": 1, "worker": 2}
 WORKER_SILENT_S = 10.0  # a worker that has not reported for this long gets an alarm (once)
 ALARMED_MEMORY = 10_000  # recent defects whose severe alarm was sent (the next fragment is a frame away)
+_POINT_FIELDS = operator.itemgetter("id", "surface", "effective_class", "along_mm", "across_mm")
 SOURCE_ALARM_S = 10.0  # refused or conflicting results: one alarm per camera and reason this often
 
 
@@ -394,8 +396,7 @@ class Recorder:
             counted = queries.not_rejected(defects)
             result = self.store.grade_coil(coil, trigger, force=True, defects=defects)
             grade_id, counts = line_reads.last_grade_id(db), line_reads.class_counts(db, coil, counted)
-            points = [Point(d["id"], d["surface"], d["effective_class"], d["along_mm"], d["across_mm"])
-                      for d in counted]
+            points = list(map(_POINT_FIELDS, counted))  # `periodic.Point`'s fields, a tuple built in C
             for finding in find_periodic(points):
                 self._alarm("periodic", finding.message(), coil=coil, surface=finding.surface,
                             class_=finding.cls, across_mm=finding.across_mm, pitch_mm=finding.pitch_mm,

@@ -68,7 +68,7 @@ def select_for_review(
     fragments = disputed_defects(db, coil)
     picked = [(d["id"], d["class"], d["score"], d["severity"]) for d in rows]
     # a defect cut by frame seams is queued under its head: disputed when any fragment is
-    disputed = {d["id"] for d in rows if fragments.intersection(d["parts"])}
+    disputed = {d["id"] for d in rows if fragments.intersection(d["parts"])} if fragments else set()
     return pick_for_review(coil, picked, budget=budget, low_confidence=low_confidence, seed=seed,
                            disputed=disputed)
 
