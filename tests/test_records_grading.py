@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from inspection.records import grading
 from inspection.records.errors import RulesError
 from inspection.records.grading import GradeDefect, GradeInput, grade, load_rules
 from inspection.severity import rule_from_table, severity
@@ -129,3 +132,32 @@ def test_severity_table_overrides_and_validation() -> None:
 
     with pytest.raises(SeverityError, match="severity.classes.patches.colour"):
         rule_from_table({"classes": {"patches": {"colour": 1}}})
+
+
+def _kinds_one_by_one(data: GradeInput) -> Counter:
+    """What `grade` counted before its zones were computed on arrays: `_zones` per defect."""
+    length_m = max(data.length_m, 1e-6)
+    return Counter((d.cls, d.severity, d.surface, grading._zones(d, RULES, length_m, data.width_mm))
+                   for d in data.defects)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_zones_on_arrays_are_the_zones_of_each_defect(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random defects, many exactly on a zone's border (head, tail, edges) and some positions as ints:
+    the kinds `grade` counts, and so its result, are those of `_zones` called per defect."""
+    rng = random.Random(seed)
+    length_m, width = rng.choice((0.5, 30.0, 200.0)), rng.choice((1000.0, 1600.0))
+    borders = [RULES.head_m * 1000.0, (length_m - RULES.tail_m) * 1000.0, 0.0, length_m * 1000.0]
+    defects = []
+    for _ in range(3000):
+        along = rng.choice((rng.uniform(0, length_m * 1000.0), rng.choice(borders), rng.randrange(0, 200_000)))
+        across = rng.choice((rng.uniform(0, width), RULES.edge_mm, width - RULES.edge_mm, rng.randrange(0, 1600)))
+        defects.append(GradeDefect(rng.choice(("patches", "scratches", "punching")), rng.choice((1, 2, 3)),
+                                   rng.choice(("top", "bottom")), along, across))
+    data = GradeInput("C", length_m, width, 1.0, defects)
+    counted: list[Counter] = []
+    real_counter = grading.Counter
+    monkeypatch.setattr(grading, "Counter", lambda items: counted.append(real_counter(items)) or counted[-1])
+    result = grade(data, RULES, 0.995)
+    assert counted == [_kinds_one_by_one(data)]
+    assert sum(counted[0].values()) == len(defects) and result.counted == len(defects)

@@ -12,12 +12,15 @@ until another quality engineer approves it, the override is pending and not in e
 from __future__ import annotations
 
 import hashlib
+import operator
 import tomllib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from inspection.records.errors import RulesError
 from inspection.severity import SeverityError, SeverityRule, rule_from_table
@@ -190,8 +193,9 @@ def grade(data: GradeInput, rules: RuleSet, coverage_min: float) -> GradeResult:
     worst, reasons = GRADES[0], []
     # Defects every limit treats alike (class, severity, surface, zones) counted once: a coil of
     # 10,000 defects has a few hundred such kinds, so each limit tests those, not every defect.
-    kinds = Counter((d.cls, d.severity, d.surface, _zones(d, rules, length_m, data.width_mm))
-                    for d in data.defects)
+    defects = data.defects
+    kinds = Counter(zip(map(_CLS, defects), map(_SEVERITY, defects), map(_SURFACE, defects),
+                        _zones_of(defects, rules, length_m, data.width_mm), strict=True))
     for limit in rules.limits:
         count = sum(n for (cls, severity, surface, zones), n in kinds.items()
                     if _matches(limit, cls, severity, surface, zones))
@@ -216,6 +220,24 @@ def grade(data: GradeInput, rules: RuleSet, coverage_min: float) -> GradeResult:
             f"({len(data.defects)} defects counted, coverage {data.coverage:.2%})"
         )
     return GradeResult(worst, tuple(reasons), len(data.defects), data.coverage)
+
+
+_CLS, _SEVERITY, _SURFACE = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(2)
+_ALONG, _ACROSS = operator.itemgetter(3), operator.itemgetter(4)
+# `_zones`' answers, by (lengthwise, across) code: head / tail / body times edge / centre
+_ZONE_TUPLES = tuple(("any", lengthwise, across) for lengthwise in ("head", "tail", "body")
+                     for across in ("edge", "centre"))
+
+
+def _zones_of(defects: Sequence[GradeDefect], rules: RuleSet, length_m: float, width_mm: float) -> list[tuple]:
+    """`_zones` of every defect, with the same float operations on arrays: a coil of 10,000 defects
+    is graded at every finalisation, and a Python call per defect was half of it."""
+    n = len(defects)
+    along_m = np.fromiter(map(_ALONG, defects), dtype=float, count=n) / 1000.0
+    across = np.fromiter(map(_ACROSS, defects), dtype=float, count=n)
+    lengthwise = np.where(along_m < rules.head_m, 0, np.where(along_m > length_m - rules.tail_m, 1, 2))
+    centre = ~((across < rules.edge_mm) | (across > width_mm - rules.edge_mm))
+    return list(map(_ZONE_TUPLES.__getitem__, (lengthwise * 2 + centre).tolist()))
 
 
 def _zones(d: GradeDefect, rules: RuleSet, length_m: float, width_mm: float) -> tuple[str, str, str]:

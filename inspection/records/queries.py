@@ -17,6 +17,7 @@ once, merged, with the fragment ids in ``parts``, and a review of any fragment a
 
 from __future__ import annotations
 
+import functools
 import json
 import operator
 import sqlite3
@@ -365,15 +366,18 @@ def not_rejected(defects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [d for d in defects if d["review_status"] != "rejected"]
 
 
+_GRADE_FIELDS = operator.itemgetter("effective_class", "severity", "surface", "along_mm", "across_mm")
+_NEW_GRADE_DEFECT = functools.partial(tuple.__new__, GradeDefect)
+
+
 def grade_input(db: Database, coil: str, defects: list[dict[str, Any]] | None = None) -> GradeInput:
     """Everything grading needs, with reviews applied (rejected defects left out). `defects` are the
     coil's `coil_defects` rows (rejected ones included) when the caller has read them already:
     finalising a coil reads them once for grading, the roll-mark search and the review queue."""
     defects = coil_defects(db, coil) if defects is None else defects
-    counted = [
-        GradeDefect(d["effective_class"], d["severity"], d["surface"], d["along_mm"], d["across_mm"])
-        for d in not_rejected(defects)
-    ]
+    # GradeDefect(effective_class, severity, surface, along_mm, across_mm) per defect, built in C
+    # (`tuple.__new__` is what a named tuple's `_make` calls): 10,000 per coil at every finalisation
+    counted = list(map(_NEW_GRADE_DEFECT, map(_GRADE_FIELDS, not_rejected(defects))))
     return GradeInput(
         coil=coil,
         length_m=coil_length_m(db, coil),
