@@ -173,3 +173,13 @@ def test_alarm_details_of_random_values_are_spelled_as_canonical_json() -> None:
     for _ in range(3000):
         details = {f"k{rng.randrange(20)}": value() for _ in range(rng.randrange(1, 10))}
         assert alarms.details_json(details) == canonical_json(details)
+
+
+def test_a_defect_event_built_fast_is_the_event() -> None:
+    import dataclasses
+
+    row = {"id": 7, "coil": "C", "severity": 2}
+    fast, slow = DefectRecorded.of(row, "v1", None), DefectRecorded(row, "v1", None)
+    assert fast == slow and repr(fast) == repr(slow) and dataclasses.asdict(fast) == dataclasses.asdict(slow)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.row = {}  # type: ignore[misc]

@@ -314,11 +314,16 @@ class Recorder:
     def _emit_recorded(self, result: BatchResult) -> None:
         """Each new defect, and right after it the severe-defect alarm committed with it."""
         raised = {alarm.details["defect_id"]: (alarm_id, alarm) for alarm_id, alarm in result.alarms}
+        emit, stage_log, recorded = self._emit, self.stage_log, DefectRecorded.of
+        models: dict[int | None, tuple[str | None, str | None]] = {}  # a batch has a model or two
         for row in result.defect_rows:
-            version, sha256 = self._model_of(row.get("model_id"))
-            self._emit(DefectRecorded(row, version, sha256))
-            if self.stage_log is not None:
-                self.stage_log.emitted(row)
+            model_id = row.get("model_id")
+            model = models.get(model_id)
+            if model is None:
+                model = models[model_id] = self._model_of(model_id)
+            emit(recorded(row, *model))
+            if stage_log is not None:
+                stage_log.emitted(row)
             if row["id"] in raised:
                 alarm_id, alarm = raised[row["id"]]
                 self._remember_alarmed(alarms.head_of(row))
