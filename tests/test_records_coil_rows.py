@@ -170,7 +170,7 @@ def test_kept_rows_are_handed_out_only_when_they_are_the_whole_coil(tmp_path: Pa
     assert "X" not in bounded  # beyond the bound the coil kept longest is forgotten (read back)
 
 
-def test_the_kept_rows_read_as_the_coil_read(tmp_path: Path) -> None:
+def test_the_kept_rows_read_as_the_coil_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`queries.lean_coil_defects` on a coil's rows gives `coil_defects(lean=True)`: the same rows, keys
     (in the same order), values and types, with seam-cut fragments merged, reviews and guesses."""
     store = Store(tmp_path / "line.db")
@@ -182,6 +182,9 @@ def test_the_kept_rows_read_as_the_coil_read(tmp_path: Path) -> None:
     first = [i for (i,) in store.db.execute("SELECT id FROM defects WHERE coil='C-2' ORDER BY id LIMIT 2")]
     store.add_review(first[0], "ann", "reject")
     store.add_review(first[1], "ann", "relabel", new_class="patches")
+    plain = []
+    real_plain = queries._plain_dict
+    monkeypatch.setattr(queries, "_plain_dict", lambda row: (plain.append(row[0]), real_plain(row))[1])
     for coil in ("C-1", "C-2", "C-3"):
         read = queries.coil_defects(store.db, coil, lean=True)
         rows = kept.rows(store.db, coil)
@@ -189,6 +192,8 @@ def test_the_kept_rows_read_as_the_coil_read(tmp_path: Path) -> None:
         got = queries.lean_coil_defects(store.db, coil, rows)
         assert got == read and [list(r) for r in got] == [list(r) for r in read]
         assert [[type(v) for v in r.values()] for r in got] == [[type(v) for v in r.values()] for r in read]
+    # C-3 (no links, reviews or unknown defects) took the one-display path, the others the general one
+    assert plain and set(plain) == {r[0] for r in kept.rows(store.db, "C-3") or []}
     merged = queries.lean_coil_defects(store.db, "C-2", kept.rows(store.db, "C-2") or [])
     assert any(len(r["parts"]) > 1 for r in merged) and any("guesses" in r for r in merged)
     assert {r["review_status"] for r in merged} >= {"rejected", "relabelled", "unreviewed"}

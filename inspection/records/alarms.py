@@ -45,6 +45,7 @@ def details_json(details: Any) -> str:
 
 
 COLUMNS = ("surface", "class_", "across_mm", "pitch_mm", "roll_diameter_mm", "count")  # besides details
+_FIELDS = frozenset({*COLUMNS, "details"})
 _DEFECT_KEYS = ("camera", "surface", "frame_index", "defect_index", "class", "score", "along_mm", "across_mm",
                 "merged_into")
 
@@ -73,8 +74,8 @@ class Alarm:
 
 def row(kind: str, message: str, coil: str | None, fields: dict[str, Any], time_ns: int) -> dict[str, Any]:
     """The ``alarms`` row; `fields` are `COLUMNS` and ``details`` (anything else is refused)."""
-    unknown = set(fields) - {*COLUMNS, "details"}
-    if unknown:
+    if not _FIELDS.issuperset(fields):
+        unknown = set(fields) - _FIELDS
         raise StoreError(f"add_alarm: unknown field {sorted(unknown)[0]!r}")
     details = fields.get("details")
     return {"coil": coil, "kind": kind, "surface": fields.get("surface"), "class": fields.get("class_"),

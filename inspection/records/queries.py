@@ -160,8 +160,12 @@ def lean_coil_defects(db: Database, coil: str, lean_rows: list[tuple]) -> list[d
     """`coil_defects(db, coil, lean=True)` from the coil's defect rows already at hand, each a tuple
     in `LEAN_NAMES` order (the recorder keeps those it committed: `coil_rows`); the links, reviews
     and guesses are read as `coil_defects` reads them. The same rows in the same order as the query's."""
-    rows = list(map(_lean_dict, sorted(lean_rows, key=_ALONG_THEN_ID)))
-    return _with_reviews(db, coil, rows, include_rejected=True, merge_seams=True)
+    ordered = sorted(lean_rows, key=_ALONG_THEN_ID)
+    if (not seams.coil_links(db, coil) and UNKNOWN not in map(_CLASS_OF, ordered)
+            and not review_states(db, coil)):
+        # Nothing to merge, review or guess (the common coil): each row whole in one display.
+        return list(map(_plain_dict, ordered))
+    return _with_reviews(db, coil, list(map(_lean_dict, ordered)), include_rejected=True, merge_seams=True)
 
 
 def _lean_dict(row: tuple) -> dict[str, Any]:
@@ -172,7 +176,18 @@ def _lean_dict(row: tuple) -> dict[str, Any]:
             "class": cls, "score": score, "severity": severity}
 
 
+def _plain_dict(row: tuple) -> dict[str, Any]:
+    """`_with_reviews`' row for a defect of a coil without links, reviews or unknown defects: the
+    same keys in the same order (``parts``, then the review's), built at once."""
+    id_, surface, frame_index, defect_index, along_mm, across_mm, length_mm, width_mm, cls, score, severity = row
+    return {"id": id_, "surface": surface, "frame_index": frame_index, "defect_index": defect_index,
+            "along_mm": along_mm, "across_mm": across_mm, "length_mm": length_mm, "width_mm": width_mm,
+            "class": cls, "score": score, "severity": severity, "parts": [id_], "effective_class": cls,
+            "review_status": "unreviewed", "reviewer": None}
+
+
 _ALONG_THEN_ID = operator.itemgetter(4, 0)  # ORDER BY d.along_mm, d.id on `LEAN_NAMES` tuples
+_CLASS_OF = operator.itemgetter(8)
 
 
 def _with_reviews(db: Database, coil: str, rows: list[dict[str, Any]], *, include_rejected: bool,
