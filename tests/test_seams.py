@@ -136,11 +136,14 @@ def test_fragments_are_linked_when_they_meet_at_a_seam(store: Store, batches: li
 def test_linking_is_driven_by_the_new_rows_through_the_natural_key_indexes(store: Store) -> None:
     from inspection.records.seams import _CANDIDATES
 
-    plan = [row[3] for row in store.db.execute("EXPLAIN QUERY PLAN " + _CANDIDATES,
-                                               {"before": 0, "margin_px": 6.0, "min_overlap": 0.3})]
-    scanned = [step for step in plan if step.startswith("SCAN ")]
-    assert scanned and all(step.split()[1] in ("n", "p") for step in scanned), plan  # new rows, their pairs
-    assert sum("sqlite_autoindex_defects_1" in step for step in plan) == 2, plan
+    for only in ("", " AND d.id IN (SELECT value FROM json_each(:only))"):  # all new rows, or those near seams
+        plan = [row[3] for row in store.db.execute("EXPLAIN QUERY PLAN " + _CANDIDATES.format(only=only),
+                                                   {"before": 0, "margin_px": 6.0, "min_overlap": 0.3,
+                                                    "only": "[1, 2]"})]
+        scanned = [step for step in plan if step.startswith("SCAN ")]
+        # new rows, their pairs (and the list of the new rows near seams)
+        assert scanned and all(step.split()[1] in ("n", "p", "json_each") for step in scanned), plan
+        assert sum("sqlite_autoindex_defects_1" in step for step in plan) == 2, plan
 
 
 def test_three_frame_chain_arriving_out_of_order_is_one_defect(store: Store) -> None:
@@ -486,3 +489,78 @@ def test_lean_coil_defects_are_the_full_rows_cut_down(store: Store) -> None:
         assert len(full) == len(lean) and [{k: f[k] for k in r} for f, r in zip(full, lean, strict=True)] == lean
     assert {"parts", "effective_class", "review_status", "score", "length_mm"} <= set(lean[0])
     assert any(len(r["parts"]) == 2 for r in lean) and any(r["class"] == "unknown" for r in lean)
+
+
+def _random_frames(seed: int, step_mm: float, cameras: tuple[str, ...]) -> list[FrameResult]:
+    """Frames every `step_mm` (less than `FRAME_MM`: overlapping frames) with defects of which many end
+    within a hair of a seam plus or minus the margin (6 px at 1 or 0.5 mm per px)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for camera in cameras:
+        surface = "top" if camera == "top-1" else "bottom"
+        for index in range(24):
+            position = index * step_mm
+            defects = []
+            for _ in range(int(rng.integers(0, 12))):
+                length, width = float(rng.uniform(1, 150)), float(rng.uniform(2, 40))
+                across = float(rng.uniform(0, 1500))
+                kind = rng.integers(3)
+                if kind == 0:  # anywhere in the frame
+                    start = position + float(rng.uniform(0, FRAME_MM - length))
+                else:  # an edge near this frame's seam or the next one's, at the margin give or take a hair
+                    across = float(rng.choice([200.0, 700.0, 1200.0]) + rng.uniform(-5, 5))  # in lanes: partners
+                    seam = position if kind == 1 else (index + 1) * step_mm
+                    edge = seam + float(rng.choice([-6.0, -3.0, 0.0, 3.0, 6.0])) + float(rng.choice([-1e-9, 0, 1e-9]))
+                    start = edge if kind == 1 else edge - length
+                    start = min(max(start, position), position + FRAME_MM - length)
+                cls = str(rng.choice(["scratches", "patches"]))
+                score = float(rng.uniform(0.3, 0.99))
+                defects.append(Defect(cls, score, severity(cls, length, width, length * width, score),
+                                      (across, start - position, across + width, start - position + length),
+                                      start + length / 2, across + width / 2, length, width, length * width))
+            t = T0 + index * 50_000_000
+            frames.append(FrameResult(StreamKey(LINE, "hot", camera, surface), "C-R", index + 1, index, t, position,
+                                      FRAME_MM, *TEST_MODEL, t + 1, tuple(defects)))
+    return frames
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_looking_only_at_defects_near_seams_links_what_looking_at_all_links(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    """`seam_filter.seam_candidates` leaves out the new defects that cannot reach a seam: the same
+    links (and audit chain) as the query over every new defect, frames overlapping or not, arriving
+    out of order, on a camera registered at 0.5 mm per px and one not registered."""
+    from inspection.records import seam_filter
+
+    rng = np.random.default_rng(100 + seed)
+    frames = _random_frames(seed, float(rng.choice([FRAME_MM, 896.0])), ("top-1", "side-9"))
+    order = rng.permutation(len(frames))
+    batches = [[frames[i] for i in order[k:k + 5]] for k in range(0, len(frames), 5)]
+    heads, links, looked = [], [], []
+    real = seam_filter.seam_candidates
+
+    def counting(db: Any, rows: list[tuple], margin: float) -> list[int]:
+        kept = real(db, rows, margin)
+        looked.append((len(kept), len(rows)))
+        return kept
+
+    cameras = [{"id": "top-1", "surface": "top", "mm_per_px_along": 0.5}]
+    for name, filtered in (("all", False), ("near", True)):
+        if not filtered:
+            monkeypatch.setattr(seam_filter, "seam_candidates", lambda *a, **k: None)
+        else:
+            monkeypatch.undo()
+            monkeypatch.setattr(seam_filter, "seam_candidates", counting)
+        s = Store(tmp_path / f"{name}.db", clock=iter(range(10**18, 10**18 + 10**6)).__next__)
+        s.register_line(LINE, "hot", 1600.0, cameras)
+        for batch in batches:
+            s.apply_batch(batch)
+        links.append(s.db.execute("SELECT coil, camera, upper_id, lower_id, seam_mm, severity FROM defect_links "
+                                  "ORDER BY id").fetchall())
+        heads.append(s.db.execute("SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone())
+        assert verify(s.db).ok
+        s.close()
+    assert links[0] == links[1] and len(links[0]) > 5
+    kept, new = map(sum, zip(*looked, strict=True))
+    assert 0 < kept < new  # some defects were left out, and not the ones that link
+    assert heads[0] == heads[1]

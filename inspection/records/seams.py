@@ -35,6 +35,7 @@ the fragment and link severities, and ``parts``: the fragment ids.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ WITH new AS (
   SELECT d.id, d.coil, d.camera, d.frame_index, d.along_mm - coalesce(d.length_mm, 0) / 2 AS near,
          d.along_mm + coalesce(d.length_mm, 0) / 2 AS far, :margin_px * coalesce(k.mm_per_px_along, 1.0) AS margin
   FROM defects d JOIN coils c ON c.id = d.coil LEFT JOIN cameras k ON k.line = c.line AND k.id = d.camera
-  WHERE d.id > :before),
+  WHERE d.id > :before{only}),
 pairs AS (
   SELECT n.id AS upper_id, b.id AS lower_id FROM new n
   JOIN frames f ON f.coil = n.coil AND f.camera = n.camera AND f.frame_index = n.frame_index + 1
@@ -161,12 +162,20 @@ def merged_severity(fragments: Sequence[Mapping[str, Any]], rule: SeverityRule =
 
 
 def link_new_defects(db: Database, before: int, rule: SeamRule, severity_rule: SeverityRule,
-                     now_ns: int) -> LinkResult:
+                     now_ns: int, *, only: Sequence[int] | None = None) -> LinkResult:
     """Link the defects inserted after rowid `before` to their other fragments; call inside the
-    write transaction that inserted them. Existing links are kept (INSERT OR IGNORE)."""
+    write transaction that inserted them. Existing links are kept (INSERT OR IGNORE). `only`: the
+    new defects that may lie near a seam (`seam_filter.seam_candidates`), the others are not looked at."""
     result = LinkResult()
-    candidates = db.execute(_CANDIDATES, {"before": before, "margin_px": rule.margin_px,
-                                          "min_overlap": rule.min_overlap}).fetchall()
+    if only is not None and not only:
+        return result
+    params = {"before": before, "margin_px": rule.margin_px, "min_overlap": rule.min_overlap}
+    if only is None:
+        query = _CANDIDATES.format(only="")
+    else:
+        query = _CANDIDATES.format(only=" AND d.id IN (SELECT value FROM json_each(:only))")
+        params["only"] = json.dumps(list(only))
+    candidates = db.execute(query, params).fetchall()
     if not candidates:
         return result
     by_coil: dict[str, list[Pair]] = {}

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from inspection.frame import CoilEvent
-from inspection.records import audit, batch_rows, queries, seams
+from inspection.records import audit, batch_rows, queries, seam_filter, seams
 from inspection.records import crops as crops_module
 from inspection.records import duplicates as duplicates_module
 from inspection.records.actions import REVIEW_ACTIONS, InspectorActions, OverrideOutcome
@@ -263,8 +263,11 @@ class Store(InspectorActions, ShadowRecords):
                                                                                                before["coil_events"]))
             linked = seams.LinkResult()
             if self.seam_rule is not None and audit.max_rowid(self.db, "defects") > before["defects"]:
+                # the rows as built say which new defects may lie near a seam: only those are looked at
+                near = (None if built is None
+                        else seam_filter.seam_candidates(self.db, built, self.seam_rule.margin_px))
                 linked = seams.link_new_defects(self.db, before["defects"], self.seam_rule, self.rules.severity,
-                                                now)
+                                                now, only=near)
             result.seam_links = linked.links
             covered: dict[str, Any] = {}
             for table in _BATCH_TABLES:
