@@ -105,8 +105,11 @@ def test_rows_of_other_types_are_read_back(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_as_stored_refuses_rows_it_cannot_vouch_for() -> None:
-    row = ("C", "top", "top-1", 1, 1, 0, 1.0, 2.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, "x", 0.5, 2, 1, None, 5)
-    assert as_stored([row], 11, 1, 11) == [(11, 11, *row)]
-    assert as_stored([row, row], 11, 1, 11) is None  # one of them ignored (a duplicate)
-    assert as_stored([row], 11, 1, 12) is None  # not at the next rowid
-    assert as_stored([(*row[:-1], True)], 11, 1, 11) is None  # a bool is stored as 1
+    def row(rowid: int, captured: object = 5) -> tuple:
+        return (rowid, rowid, "C", "top", "top-1", 1, 1, 0, 1.0, 2.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, "x", 0.5, 2, 1,
+                None, captured)
+
+    assert as_stored([row(11), row(12)], 2, 12) == [row(11), row(12)]
+    assert as_stored([row(11), row(12)], 1, 12) is None  # one of them ignored (a duplicate)
+    assert as_stored([row(11)], 1, 12) is None  # not at the rowid expected
+    assert as_stored([row(11, True)], 1, 11) is None  # a bool is stored as 1

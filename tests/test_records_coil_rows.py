@@ -15,9 +15,9 @@ import pytest
 from inspection.frame import CoilEvent
 from inspection.records import queries
 from inspection.records.audit import verify
+from inspection.records.batch_rows import STORED_NAMES
 from inspection.records.coil_rows import CoilRows
 from inspection.records.events import DefectRecorded
-from inspection.records.queries import LEAN_NAMES
 from inspection.records.recorder import Recorder
 from inspection.records.store import Store
 from inspection.results import Defect, FrameResult, ResultMessage
@@ -157,16 +157,13 @@ def test_kept_rows_are_handed_out_only_when_they_are_the_whole_coil(tmp_path: Pa
     assert kept.rows(store.db, "C-9") == []  # nothing recorded, nothing kept: an empty coil
     store.apply_batch(head[:4])  # recorded by someone else (a predecessor): not kept here
     assert kept.rows(store.db, "C-9") is None
-    kept.add(store.apply_batch(head[4:], want_rows=True).defect_rows)
+    kept.add(store.apply_batch(head[4:], want_rows=True).stored_rows)
     assert kept.rows(store.db, "C-9") is None  # short of the coil's first frames: read it
     whole = CoilRows()
-    cur = store.db.execute(f"SELECT coil, {', '.join(LEAN_NAMES)} FROM defects")
-    whole.add(dict(zip(("coil", *LEAN_NAMES), r, strict=True)) for r in cur.fetchall())
+    whole.add_read(dict(zip(STORED_NAMES, r, strict=True)) for r in store.db.execute("SELECT rowid, * FROM defects"))
     assert whole.rows(store.db, "C-9") is not None
     bounded = CoilRows(max_rows=5)
-    bounded.add([{"id": 1, "coil": "X", "surface": "top", "frame_index": 0, "defect_index": i, "along_mm": 1.0,
-                  "across_mm": 1.0, "length_mm": 1.0, "width_mm": 1.0, "class": "c", "score": 0.5, "severity": 1}
-                 for i in range(6)])
+    bounded.add([(i, i, "X", *(None,) * 20) for i in range(6)])
     assert "X" not in bounded  # beyond the bound the coil kept longest is forgotten (read back)
 
 
@@ -178,7 +175,7 @@ def test_the_kept_rows_read_as_the_coil_read(tmp_path: Path, monkeypatch: pytest
     kept = CoilRows()
     messages = _messages()
     for k in range(0, len(messages), 25):
-        kept.add(store.apply_batch(messages[k:k + 25], want_rows=True).defect_rows)
+        kept.add(store.apply_batch(messages[k:k + 25], want_rows=True).stored_rows)
     first = [i for (i,) in store.db.execute("SELECT id FROM defects WHERE coil='C-2' ORDER BY id LIMIT 2")]
     store.add_review(first[0], "ann", "reject")
     store.add_review(first[1], "ann", "relabel", new_class="patches")

@@ -5,11 +5,13 @@ lookup per column and row when SQLite binds it. A tuple in `DEFECT_COLUMNS` orde
 position; the columns and the values in them are the ones the named rows had
 (`tests/test_batch_rows.py` reads every stored defect back by column name against its message).
 
-The rows are built as SQLite stores them (`as_stored`), so the batch's audit digest can be taken
-from them instead of reading the rows back (that read was a third of the write path): a REAL column
-gets a float (``+ 0.0`` turns an int sent on the wire into the float SQLite stores, and -0.0 into the
-0.0 it stores), severity an int. `as_stored` refuses (None: read back instead) any row holding a value
-of another type, and any insert that did not add exactly these rows at the next rowids.
+The rows are built as SQLite stores them and returns them (``SELECT rowid, * FROM defects``: the
+rowid they are expected at, twice, then the columns; the insert binds the columns only), so the
+batch's audit digest, the recorder's events and the rows it keeps per coil are taken from them
+instead of reading the rows back (that read was a third of the write path): a REAL column gets a
+float (``+ 0.0`` turns an int sent on the wire into the float SQLite stores, and -0.0 into the 0.0
+it stores), severity an int. `as_stored` refuses (None: read back instead) rows holding a value of
+another type, and an insert that did not add exactly these rows at the rowids expected.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ DEFECT_COLUMNS = ("coil", "surface", "camera", "frame_seq", "frame_index", "defe
                   "model_id", "crop_sha256", "captured_ns")
 # `SELECT rowid, * FROM defects`: the rowid, then the table's columns (id, the rowid again, first)
 STORED_NAMES = ("id", "id", *DEFECT_COLUMNS)
-# INSERT OR IGNORE: a re-sent defect is a duplicate, not an error (its natural key is unique)
+# INSERT OR IGNORE: a re-sent defect is a duplicate, not an error (its natural key is unique). The
+# parameters are a stored row: ?1 and ?2, its expected rowid, are not bound to a column (SQLite
+# gives the rowid; `as_stored` checks it is the one expected).
 DEFECT_INSERT = (f"INSERT OR IGNORE INTO defects ({', '.join(DEFECT_COLUMNS)}) "
-                 f"VALUES ({', '.join('?' * len(DEFECT_COLUMNS))})")
+                 f"VALUES ({', '.join(f'?{i + 3}' for i in range(len(DEFECT_COLUMNS)))})")
 # an unknown defect's guesses, keyed by the id its natural key got (re-sent: ignored like the defect)
 GUESSES_INSERT = ("INSERT OR IGNORE INTO defect_guesses (defect_id, coil, guesses) SELECT id, coil, ? "
                   "FROM defects WHERE coil = ? AND camera = ? AND frame_index = ? AND defect_index = ?")
@@ -37,30 +41,31 @@ GUESSES_INSERT = ("INSERT OR IGNORE INTO defect_guesses (defect_id, coil, guesse
 _STORED_TYPES = frozenset({int, float, str, type(None)})
 
 
-def defect_rows(m: FrameResult, model_id: int | None, crops: Sequence[str | None]) -> list[tuple]:
-    """The rows of `m`'s defects in `DEFECT_COLUMNS` order; `crops`: each defect's crop sha256 or None.
-    REAL columns ``+ 0.0`` and severity ``int`` (see the module docstring): the values SQLite keeps."""
+def defect_rows(m: FrameResult, model_id: int | None, crops: Sequence[str | None], first_id: int) -> list[tuple]:
+    """The stored rows of `m`'s defects (`STORED_NAMES` order), expected at rowids `first_id`, ...;
+    `crops`: each defect's crop sha256 or None. REAL columns ``+ 0.0`` and severity ``int`` (see the
+    module docstring): the values SQLite keeps."""
     coil, surface, camera, seq, index, captured = (m.coil, m.source.surface, m.source.camera, m.seq, m.index,
                                                    m.captured_ns)
     rows = []
-    for i, (d, crop) in enumerate(zip(m.defects, crops, strict=True)):
+    for (i, (d, crop)), rowid in zip(enumerate(zip(m.defects, crops, strict=True)), count(first_id), strict=False):
         x1, y1, x2, y2 = d.box
-        rows.append((coil, surface, camera, seq, index, i, d.along_mm + 0.0, d.across_mm + 0.0, x1 + 0.0, y1 + 0.0,
-                     x2 + 0.0, y2 + 0.0, d.length_mm + 0.0, d.width_mm + 0.0, d.area_mm2 + 0.0, d.cls,
-                     d.score + 0.0, int(d.severity), model_id, crop, captured))
+        rows.append((rowid, rowid, coil, surface, camera, seq, index, i, d.along_mm + 0.0, d.across_mm + 0.0,
+                     x1 + 0.0, y1 + 0.0, x2 + 0.0, y2 + 0.0, d.length_mm + 0.0, d.width_mm + 0.0, d.area_mm2 + 0.0,
+                     d.cls, d.score + 0.0, int(d.severity), model_id, crop, captured))
     return rows
 
 
-def as_stored(rows: Sequence[tuple], first: int, inserted: int, last: int) -> list[tuple] | None:
-    """`rows` as ``SELECT rowid, * FROM defects`` returns them once inserted at rowids `first`,
-    `first` + 1, ...; None when that cannot be vouched for: the insert added `inserted` rows and the
-    table's highest rowid is now `last` (anything but all of them, at those rowids, is read back), or
-    a value is not of a type SQLite returns as it is."""
-    if not rows or inserted != len(rows) or last != first + len(rows) - 1:
+def as_stored(rows: list[tuple], inserted: int, last: int) -> list[tuple] | None:
+    """`rows` (`defect_rows`), which ``SELECT rowid, * FROM defects`` now returns as they are; None
+    when that cannot be vouched for: the insert added `inserted` rows and the table's highest rowid
+    is now `last` (anything but all of them, at the rowids expected, is read back), or a value is
+    not of a type SQLite returns as it is."""
+    if not rows or inserted != len(rows) or last != rows[-1][0] or rows[0][0] != last - len(rows) + 1:
         return None
     if not _STORED_TYPES.issuperset(map(type, chain.from_iterable(rows))):
         return None
-    return [(rowid, rowid, *row) for rowid, row in zip(count(first), rows, strict=False)]
+    return rows
 
 
 def row_dict(stored: tuple) -> dict[str, Any]:

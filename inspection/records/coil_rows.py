@@ -1,8 +1,10 @@
 """The defects the recorder committed for each coil not yet finalised, kept to finalise it without
 reading the coil back (that read was a third of a coil's finalisation: `Recorder._finalise`).
 
-Only committed rows are kept (`add` after `Store.apply_batch` returned), as lean tuples in
-`queries.LEAN_NAMES` order, the columns grading, the roll-mark search and the review queue read.
+Only committed rows are kept (`add` after `Store.apply_batch` returned), as stored
+(`batch_rows.STORED_NAMES`: the very tuples the batch was inserted and digested from; rows read back
+are put in that shape).
+
 `rows` hands them out only when they are provably all of the coil's defects: defects are
 append-only, so rows kept are rows stored, and the same count and id sum as the database's (one read
 of the coil's natural-key index, not of its rows) means no row is missing. A recorder restarted in
@@ -18,10 +20,12 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from inspection.records.queries import LEAN_NAMES
+from inspection.records.batch_rows import STORED_NAMES
 
-MAX_ROWS = 1_000_000  # kept in all (about 150 MB): beyond, the coil kept longest is forgotten
-_LEAN = operator.itemgetter(*LEAN_NAMES)
+MAX_ROWS = 1_000_000  # kept in all (the tuples, their values shared with the events): beyond, the
+# coil kept longest is forgotten
+_COIL = STORED_NAMES.index("coil")
+_STORED = operator.itemgetter(*STORED_NAMES)  # a row read back, by column name, as stored
 
 
 class CoilRows:
@@ -32,23 +36,27 @@ class CoilRows:
         self._coils: dict[str, list[tuple]] = {}  # insertion order: the coil first kept first
         self._kept = 0
 
-    def add(self, defects: Iterable[dict[str, Any]]) -> None:
-        """Keep committed defect rows (`BatchResult.defect_rows`: full rows, by column name)."""
+    def add(self, stored: Iterable[tuple]) -> None:
+        """Keep committed defect rows, as stored (`BatchResult.stored_rows`)."""
         coils = self._coils
         last_coil, kept = None, None
         n = 0
-        for d in defects:
-            coil = d["coil"]
+        for row in stored:
+            coil = row[_COIL]
             if coil != last_coil:  # a batch comes frame by frame: one lookup per run of a coil
                 kept = coils.get(coil)
                 if kept is None:
                     kept = coils[coil] = []
                 last_coil = coil
-            kept.append(_LEAN(d))  # type: ignore[union-attr]
+            kept.append(row)  # type: ignore[union-attr]
             n += 1
         self._kept += n
         while self._kept > self.max_rows and self._coils:
             self.forget(next(iter(self._coils)))
+
+    def add_read(self, defects: Iterable[dict[str, Any]]) -> None:
+        """Keep committed defect rows read back (`BatchResult.defect_rows` when it has no `stored_rows`)."""
+        self.add(map(_STORED, defects))
 
     def rows(self, db: Database, coil: str) -> list[tuple] | None:
         """The coil's rows if they are all of its defects in `db` (else None: read the coil)."""

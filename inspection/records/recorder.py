@@ -240,8 +240,11 @@ class Recorder:
             log.error("flush of %d messages failed, will retry: %s", len(batch), exc)
             self.stats.charge("write", cpu)
             return
-        if self._coil_rows is not None:
-            self._coil_rows.add(result.defect_rows)  # committed: what finalising the coil will read
+        if self._coil_rows is not None:  # committed: what finalising the coil will read
+            if result.stored_rows:
+                self._coil_rows.add(result.stored_rows)
+            else:
+                self._coil_rows.add_read(result.defect_rows)
         cpu = self.stats.charge("write", cpu)
         if self.stage_log is not None:
             self.stage_log.committed(batch, flush_ns)

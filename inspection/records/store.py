@@ -98,6 +98,8 @@ class BatchResult:
     # only when asked for; a new fragment of a defect cut by a frame seam has ``merged_into`` (the
     # id of the defect's earliest recorded fragment, or None if it is that one) and ``group_severity``
     defect_rows: list[dict[str, Any]] = field(default_factory=list)
+    # the new defects as stored (`batch_rows.STORED_NAMES`), when built rather than read back
+    stored_rows: list[tuple] = field(default_factory=list)
     seam_links: int = 0  # defect_links rows added
     audit_seq: int | None = None
     crops_written: int = 0
@@ -229,7 +231,7 @@ class Store(InspectorActions, ShadowRecords):
             else:
                 raise StoreError(f"apply_batch: unknown message type {type(m).__name__}")
         all_defects = sum(len(c) for c in frame_crops)
-        defect_rows: list[tuple] = []  # positional, in `batch_rows.DEFECT_COLUMNS` order
+        defect_rows: list[tuple] = []  # as stored (`batch_rows.STORED_NAMES`), at the rowids expected
         guess_rows: list[tuple] = []
         with write_transaction(self.db):
             before = {t: audit.max_rowid(self.db, t) for t in _BATCH_TABLES}
@@ -246,15 +248,15 @@ class Store(InspectorActions, ShadowRecords):
                 m = framed[i]
                 if isinstance(m, FrameResult) and m.defects:
                     defect_rows += batch_rows.defect_rows(m, self._model_id(m.model_version, m.model_sha256, now),
-                                                          frame_crops[i])
+                                                          frame_crops[i], before["defects"] + 1 + len(defect_rows))
                     guess_rows += batch_rows.guess_rows(m)
                 if m.capture is not None:
                     rows["frame_seals"].append({"coil": m.coil, "camera": m.source.camera, "frame_index": m.index,
                                                 "digest": m.capture.digest, "sig": m.capture.sig})
             inserted = self.db.conn.executemany(batch_rows.DEFECT_INSERT, defect_rows).rowcount
             # the batch's defects as stored, for its audit digest and the recorder, without reading them back
-            built = (batch_rows.as_stored(defect_rows, before["defects"] + 1, inserted,
-                                          audit.max_rowid(self.db, "defects")) if defect_rows else None)
+            built = (batch_rows.as_stored(defect_rows, inserted, audit.max_rowid(self.db, "defects"))
+                     if defect_rows else None)
             self.db.conn.executemany(_BATCH_INSERTS["frame_seals"], rows["frame_seals"])
             self.db.conn.executemany(batch_rows.GUESSES_INSERT, guess_rows)
             result.conflicts = duplicates_module.frame_conflicts(self.db, duplicates)
@@ -285,6 +287,7 @@ class Store(InspectorActions, ShadowRecords):
                     if fetched:
                         # seams.recount_classes already rewrote the coils that got links
                         self._count_classes(before["defects"], skip=linked.coils)
+                    result.stored_rows = built or []
                     if want_rows:
                         for row in fetched:
                             merged_into, group_severity = linked.merged.get(row["id"], (None, None))
