@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from inspection.frame import StreamKey
+from inspection.records import batch_rows
 from inspection.records.audit import digest_rows, verify
 from inspection.records.batch_rows import DEFECT_COLUMNS, STORED_NAMES, as_stored
 from inspection.records.crops import CropStore
@@ -113,3 +114,31 @@ def test_as_stored_refuses_rows_it_cannot_vouch_for() -> None:
     assert as_stored([row(11), row(12)], 1, 12) is None  # one of them ignored (a duplicate)
     assert as_stored([row(11)], 1, 12) is None  # not at the rowid expected
     assert as_stored([row(11, True)], 1, 11) is None  # a bool is stored as 1
+
+
+def test_a_batch_recorded_from_its_rows_as_built_is_recorded_as_one_read_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rows as built (digest, seam candidates, class counts, the recorder's rows) against the
+    rows read back (as_stored refusing every batch): the same database, row for row, and the same
+    audit chain, with seam-cut fragments, unknown defects and interleaved coils."""
+    from tests.test_records_coil_rows import CAMERAS as LINE_CAMERAS
+    from tests.test_records_coil_rows import LINE, _messages
+
+    messages = _messages()
+    outcomes = []
+    for name in ("read", "built"):
+        if name == "read":
+            monkeypatch.setattr(batch_rows, "as_stored", lambda *a, **k: None)
+        else:
+            monkeypatch.undo()
+        store = Store(tmp_path / f"{name}.db", clock=iter(range(10**18, 10**18 + 10**7, 1000)).__next__)
+        store.register_line(LINE, "hot", 1600.0, LINE_CAMERAS)
+        results = [store.apply_batch(messages[k:k + 30], want_rows=True) for k in range(0, len(messages), 30)]
+        assert all(bool(r.stored_rows) == (name == "built") for r in results if r.new_defects)
+        tables = ("defects", "defect_links", "defect_guesses", "frames", "coil_class_counts", "audit_log")
+        outcomes.append({t: store.db.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall() for t in tables}
+                        | {"rows": [r.defect_rows for r in results]})
+        assert verify(store.db).ok
+        store.close()
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0]["defect_links"] and len(outcomes[0]["coil_class_counts"]) > 20

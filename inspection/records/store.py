@@ -286,7 +286,7 @@ class Store(InspectorActions, ShadowRecords):
                     result.new_defects = len(fetched)
                     if fetched:
                         # seams.recount_classes already rewrote the coils that got links
-                        self._count_classes(before["defects"], skip=linked.coils)
+                        self._count_classes(before["defects"], skip=linked.coils, built=built)
                     result.stored_rows = built or []
                     if want_rows:
                         for row in fetched:
@@ -386,7 +386,14 @@ class Store(InspectorActions, ShadowRecords):
         names = [col[0] for col in cur.description]
         return entry, [dict(zip(names, r, strict=True)) for r in raw]
 
-    def _count_classes(self, before: int, skip: set[str]) -> None:
+    def _count_classes(self, before: int, skip: set[str], built: list[tuple] | None = None) -> None:
+        if built is not None:  # counted from the rows as built; the same rows as the query's below
+            self.db.conn.executemany(
+                "INSERT INTO coil_class_counts (coil, class, surface, severity, day, n) "
+                "VALUES (?, ?, ?, ?, date(? / 1000000000, 'unixepoch'), ?) "
+                "ON CONFLICT(coil, class, surface, severity) DO UPDATE SET n = n + excluded.n",
+                batch_rows.class_counts(built, skip))
+            return
         # Derived per-coil counts, aggregated by SQLite itself over the rows this batch added.
         skipped = sorted(skip)
         self.db.execute(
