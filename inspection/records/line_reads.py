@@ -7,6 +7,8 @@ publishes, models, the run summary of `steel-inspect run` and the accuracy bench
 from __future__ import annotations
 
 import json
+import operator
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -83,10 +85,11 @@ def class_counts(db: Database, coil: str, defects: list[dict[str, Any]] | None =
     """Effective defects per class (reviews applied, rejected ones left out, seam fragments once);
     `defects`: the coil's `queries.coil_defects` rows when the caller has read them already."""
     rows = queries.coil_defects(db, coil) if defects is None else defects
-    counts: dict[str, int] = {}
-    for d in queries.not_rejected(rows):
-        counts[d["effective_class"]] = counts.get(d["effective_class"], 0) + 1
-    return counts
+    # counted in C (a coil's 10,000 rows at every finalisation); a plain dict, classes in first-seen order
+    return dict(Counter(map(_EFFECTIVE_CLASS, queries.not_rejected(rows))))
+
+
+_EFFECTIVE_CLASS = operator.itemgetter("effective_class")
 
 
 def model(db: Database, model_id: int) -> tuple[str, str] | None:
