@@ -183,3 +183,13 @@ def test_a_defect_event_built_fast_is_the_event() -> None:
     assert fast == slow and repr(fast) == repr(slow) and dataclasses.asdict(fast) == dataclasses.asdict(slow)
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.row = {}  # type: ignore[misc]
+
+
+def test_an_alarm_built_fast_is_the_alarm() -> None:
+    import dataclasses
+
+    args = ("severe_defect", "m", "C", 3, {"surface": "top"}, {"defect_id": 1})
+    fast, slow = alarms.Alarm.of(*args), alarms.Alarm(*args)
+    assert fast == slow and repr(fast) == repr(slow) and fast.event(5) == slow.event(5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.kind = "x"  # type: ignore[misc]

@@ -167,8 +167,9 @@ class InspectorActions:
                 for a in decided]
         with write_transaction(self.db):
             before = audit.max_rowid(self.db, "alarms")
+            # bound by position (every row has `alarms.row`'s keys, in its order): no lookup per value
             self.db.conn.executemany(f"INSERT INTO alarms ({', '.join(rows[0])}) "
-                                     f"VALUES ({', '.join(':' + k for k in rows[0])})", rows)
+                                     f"VALUES ({', '.join('?' * len(rows[0]))})", [tuple(r.values()) for r in rows])
             entry, stored = self._new_rows("alarms", before, as_dicts=False)
             self._audit("alarm", {"kinds": sorted({a.kind for a in decided}),
                                   "coils": sorted({a.coil for a in decided if a.coil is not None}),
