@@ -22,8 +22,9 @@ from sqlite_utils import Database
 
 from inspection.records.batch_rows import STORED_NAMES
 
-MAX_ROWS = 1_000_000  # kept in all (the tuples, their values shared with the events): beyond, the
-# coil kept longest is forgotten
+# Rows kept in all, about 430 bytes each with their values (20 coils of 10,000 defects pending at once):
+# beyond, the coil kept longest is forgotten (and read back when it is finalised)
+MAX_ROWS = 200_000
 _COIL = STORED_NAMES.index("coil")
 _STORED = operator.itemgetter(*STORED_NAMES)  # a row read back, by column name, as stored
 
