@@ -102,6 +102,9 @@ class WorkerConfig:
     # one class per defect: see InspectorSettings / tiling.suppress_other_classes (0: off)
     other_class_iou: float = 0.3
     other_class_containment: float = 0.0
+    same_class_containment: dict[str, float] = field(default_factory=dict)  # per line type: tiling.suppress_nested
+    # per line type, class -> the line's operating threshold in place of the model's (`detector.operating_thresholds`)
+    class_thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
     reload_check_s: float = 1.0  # how often the registry is checked for a new active model
     heartbeat_s: float = 1.0
     results_hwm: int = 1000  # result messages a worker queues for the recorder before it waits
@@ -509,6 +512,8 @@ def _worker(path: Path, table: Any) -> WorkerConfig:
         uint16_shift=s.get("uint16_shift", int),
         other_class_iou=s.share("other_class_iou"),
         other_class_containment=s.share("other_class_containment"),
+        same_class_containment=_same_class_containment(s),
+        class_thresholds=_class_thresholds(s),
         reload_check_s=s.positive("reload_check_s", float),
         heartbeat_s=s.positive("heartbeat_s", float),
         results_hwm=s.positive("results_hwm", int),
@@ -534,6 +539,37 @@ def _worker(path: Path, table: Any) -> WorkerConfig:
         raise s.error("gpu_device", f"expected -1 (by worker number) or a GPU index >= 0, got {worker.gpu_device}")
     s.check_unknown()
     return worker
+
+
+def _same_class_containment(s: _Section) -> dict[str, float]:
+    """`same_class_containment = { hot = 0.8 }`: a share per line type; a line type left out keeps every box."""
+    table = s.get("same_class_containment", dict, {})
+    for line_type, value in table.items():
+        if line_type not in LINE_TYPES:
+            raise s.error("same_class_containment", f"expected keys named by line type ({', '.join(LINE_TYPES)}), "
+                          f"got {line_type!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+            raise s.error(f"same_class_containment.{line_type}", f"expected a share between 0 and 1, got {value!r}")
+    return {str(k): float(v) for k, v in table.items()}
+
+
+def _class_thresholds(s: _Section) -> dict[str, dict[str, float]]:
+    """`[worker.class_thresholds.hot]` `inclusion = 0.35`: scores in (0, 1) by class, per line type. Class
+    names are checked against the model when it loads (a worker can swap models while running)."""
+    table = s.get("class_thresholds", dict, {})
+    out: dict[str, dict[str, float]] = {}
+    for line_type, per_class in table.items():
+        if line_type not in LINE_TYPES:
+            raise s.error("class_thresholds", f"expected tables named by line type ({', '.join(LINE_TYPES)}), "
+                          f"got {line_type!r}")
+        if not isinstance(per_class, dict):
+            raise s.error(f"class_thresholds.{line_type}", f"expected a table of class = threshold, got {per_class!r}")
+        for name, value in per_class.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value < 1.0:
+                raise s.error(f"class_thresholds.{line_type}.{name}",
+                              f"expected a score between 0 and 1, got {value!r}")
+        out[line_type] = {str(name): float(value) for name, value in per_class.items()}
+    return out
 
 
 def _window_sides(s: _Section) -> tuple[int, ...]:

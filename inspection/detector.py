@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,29 @@ UNKNOWN_OUTPUTS = ("class_scores", "novelty")
 
 class DetectorError(SteelInspectError, ValueError):
     """Images given to a detector are not 2-D uint8 arrays, or a score threshold is invalid."""
+
+
+def operating_thresholds(manifest: Manifest, line_thresholds: Mapping[str, float], quiet: bool = False) -> np.ndarray:
+    """float32 [classes]: the manifest's threshold per class, replaced by the line's where it names the
+    class. The manifest's are chosen on dataset images (`training.thresholds`); a line chooses its own
+    on its frames (`bench e2e --set worker.class_thresholds.LINE_TYPE.CLASS=...`)."""
+    bad = {name: value for name, value in line_thresholds.items()
+           if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value < 1.0}
+    if bad:
+        name, value = next(iter(bad.items()))
+        raise DetectorError(f"class thresholds for {manifest.version}: {name!r} must be a score between 0 and 1, "
+                            f"got {value!r}")
+    unknown = sorted(set(line_thresholds) - set(manifest.classes))
+    if unknown and not quiet:  # a tuning knob never stops the line: a model without the class just ignores it
+        log.warning("model %s has no class %s: the line's threshold for it is not used (classes: %s)",
+                    manifest.version, " or ".join(repr(c) for c in unknown), ", ".join(manifest.classes))
+    own = manifest.class_thresholds
+    thresholds = [float(line_thresholds.get(c, own[i])) for i, c in enumerate(manifest.classes)]
+    changed = [f"{c} {t:g} (model's {own[i]:g})" for i, (c, t) in enumerate(zip(manifest.classes, thresholds,
+                                                                                strict=True)) if t != own[i]]
+    if changed and not quiet:
+        log.info("model %s: the line's class thresholds: %s", manifest.version, ", ".join(changed))
+    return np.array(thresholds, np.float32)
 
 
 @dataclass(frozen=True)
@@ -223,10 +246,13 @@ class Detector:
     def __init__(self, manifest: Manifest, providers: str | Sequence[str] = "auto", intra_op_threads: int = 0,
                  max_batch: int = 16, fp16: bool = True, *, buckets: ShapeBuckets | None = None, device_id: int = 0,
                  use_fp32_source: bool = True, engine_cache: Path | None = None,
-                 trt_exclude_ops: Sequence[str] = ()) -> None:
+                 trt_exclude_ops: Sequence[str] = (), class_thresholds: Mapping[str, float] | None = None) -> None:
+        """`class_thresholds`: the line's own operating threshold for some classes, in place of the
+        manifest's (`[worker.class_thresholds]`); a class the model does not have is logged and left out."""
         if max_batch < 1:
             raise DetectorError(f"max_batch: expected >= 1, got {max_batch}")
         check_setting(providers)
+        operating_thresholds(manifest, class_thresholds or {}, quiet=True)  # a bad value fails before the model loads
         self.requested = manifest
         self.max_batch = max_batch
         self.precision = "fp16" if fp16 else "fp32"
@@ -248,6 +274,7 @@ class Detector:
                 manifest.model_path, manifest.sha256, providers, intra_op_threads, cache_root(engine_cache),
                 int8=isinstance(manifest.data.get("quantization"), dict))
             self.manifest = chosen
+            self._thresholds = operating_thresholds(chosen, class_thresholds or {})
             self.providers: list[str] = list(self.backend.providers)
             self._check_io()
             self.nodes = assignment(self.session) if self.on_gpu else {}
@@ -388,8 +415,8 @@ class Detector:
         return results  # type: ignore[return-value]
     @property
     def thresholds(self) -> np.ndarray:
-        """float32 [classes]: the operating threshold of each class."""
-        return np.array(self.manifest.class_thresholds, np.float32)
+        """float32 [classes]: the operating threshold of each class (the line's where it sets one)."""
+        return self._thresholds
 
     def passes(self, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Which detections (scores, labels) reach their class's operating threshold."""

@@ -7,7 +7,8 @@ together, so a GPU sees full batches even when each frame has only a few candida
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -17,7 +18,15 @@ from inspection.detector import UNKNOWN, Detections, Detector
 from inspection.frame import Frame
 from inspection.results import Defect
 from inspection.severity import SeverityRule, severity
-from inspection.tiling import Tile, merge_boxes, suppress_other_classes, tile_grid, tiles_touching, windows_around
+from inspection.tiling import (
+    Tile,
+    merge_boxes,
+    suppress_nested,
+    suppress_other_classes,
+    tile_grid,
+    tiles_touching,
+    windows_around,
+)
 
 FIRST_STAGES = ("windows", "candidates", "none")
 
@@ -40,6 +49,8 @@ class InspectorSettings:
     # overlaps a kept one at this IoU (0: off) or lies this much inside it (0: off); see suppress_other_classes
     other_class_iou: float = 0.3
     other_class_containment: float = 0.0
+    # per line type: a box this much inside a larger one of its class goes (`suppress_nested`; left out: off)
+    same_class_containment: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.first_stage not in FIRST_STAGES:
@@ -121,11 +132,15 @@ class FrameInspector:
     def merge(self, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, views: np.ndarray,
               cut: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """One box per defect from what the views saw (`merge_boxes`), then one class per defect
-        (`suppress_other_classes`): boxes, scores, labels, and each box's highest-scoring input."""
+        (`suppress_other_classes`), and no box inside a larger one of its class where the line asks
+        (`suppress_nested`): boxes, scores, labels, and each box's highest-scoring input."""
         merged = merge_boxes(boxes, scores, labels, views=views, cut=cut, best=True)
         s = self.settings
         keep = suppress_other_classes(merged[0], merged[1], merged[2], iou=s.other_class_iou,
                                       containment=s.other_class_containment)
+        merged = tuple(part[keep] for part in merged)
+        keep = suppress_nested(merged[0], merged[2],
+                               containment=s.same_class_containment.get(self.detector.manifest.line_type, 0.0))
         return tuple(part[keep] for part in merged)  # type: ignore[return-value]
 
     def _defects(self, frame: Frame, image: np.ndarray, merged: tuple[np.ndarray, ...],

@@ -253,3 +253,31 @@ def suppress_other_classes(boxes: np.ndarray, scores: np.ndarray, labels: np.nda
             alive &= ~overlaps[j]
             alive[j] = True
     return np.flatnonzero(alive)
+
+
+def suppress_nested(boxes: np.ndarray, labels: np.ndarray, *, containment: float) -> np.ndarray:
+    """Indices of the boxes kept when a box lies inside a larger box of its own class.
+
+    The model can mark one defect twice: a box over the whole of a textured area (crazing, rolled-in
+    scale) and a smaller one on its strongest part (`bench e2e --explain`: most "duplicate" records on
+    hot strip lie 80 % or more inside the record that matched the defect). Going from the largest box
+    down, a box of the same class covering at least `containment` of a smaller box's area drops it
+    (<= 0: off); the larger box keeps its own score and class. Returns kept indices in input order.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    n = len(boxes)
+    if n <= 1 or containment <= 0:
+        return np.arange(n)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    w = np.minimum(boxes[:, None, 2], boxes[None, :, 2]) - np.maximum(boxes[:, None, 0], boxes[None, :, 0])
+    h = np.minimum(boxes[:, None, 3], boxes[None, :, 3]) - np.maximum(boxes[:, None, 1], boxes[None, :, 1])
+    inter = np.clip(w, 0, None) * np.clip(h, 0, None)
+    labels = np.asarray(labels).reshape(-1)
+    # covers[i, j]: box i holds at least `containment` of box j, both of one class, i the larger
+    covers = (inter / np.maximum(area[None, :], 1e-9) >= containment) & (labels[:, None] == labels[None, :])
+    covers &= area[:, None] > area[None, :]
+    alive = np.ones(n, dtype=bool)
+    for i in np.argsort(-area, kind="stable"):
+        if alive[i]:
+            alive &= ~covers[i]
+    return np.flatnonzero(alive)

@@ -83,7 +83,7 @@ def inspector_settings(config: LineConfig) -> InspectorSettings:
         tile_px=w.tile_px, tile_overlap_px=w.tile_overlap_px, first_stage=w.first_stage,
         candidates=CandidateSettings(k_sigma=w.candidate_k_sigma), window_context_px=w.window_context_px,
         uint16_shift=w.uint16_shift, other_class_iou=w.other_class_iou,
-        other_class_containment=w.other_class_containment,
+        other_class_containment=w.other_class_containment, same_class_containment=w.same_class_containment,
         crop_margin_px=config.records.crop_margin_px,
     )
 
@@ -120,6 +120,7 @@ class ModelSlot:
             manifest, providers=self.providers, intra_op_threads=self.threads, max_batch=self.batch,
             fp16=g.gpu_fp16, buckets=ShapeBuckets(g.gpu_window_px, g.gpu_batch), device_id=max(0, g.gpu_device),
             use_fp32_source=g.gpu_fp32_source, engine_cache=g.gpu_engine_cache, trt_exclude_ops=g.gpu_trt_exclude_ops,
+            class_thresholds=g.class_thresholds.get(manifest.line_type, {}),
         )
         if self.cpu_shapes and not detector.on_gpu:
             detector.warm_up_cpu(self.cpu_shapes)

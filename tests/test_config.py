@@ -135,3 +135,34 @@ def test_left_out_keys_take_the_dataclass_defaults(tmp_path: Path) -> None:
     assert config.cameras == (CameraConfig(id="top-1", surface="top", width_px=100, frame_height_px=50,
                                            mm_per_px_across=1.0, mm_per_px_along=1.0,
                                            endpoint="tcp://192.0.2.1:7555"),)
+
+
+def test_class_thresholds_per_line_type_load_from_the_file_and_from_overrides() -> None:
+    """`bench e2e --set worker.class_thresholds.hot.inclusion=0.4` reaches the same table as the file."""
+    config = load_config(overrides={"worker.class_thresholds.hot.inclusion": 0.4,
+                                    "worker.class_thresholds.cold.pits": 0.3})
+    assert config.worker.class_thresholds["hot"]["inclusion"] == 0.4
+    assert config.worker.class_thresholds["cold"]["pits"] == 0.3
+    assert load_config().worker.class_thresholds == {"cold": {"oil spots": 0.2, "pits": 0.25, "inclusions": 0.2}}
+    assert load_config(overrides={"worker.class_thresholds.cold": {}}).worker.class_thresholds["cold"] == {}
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("worker.class_thresholds.warm.inclusion", 0.4, "worker.class_thresholds: expected tables named by line type"),
+    ("worker.class_thresholds.hot.inclusion", 1.5, "worker.class_thresholds.hot.inclusion: expected a score"),
+    ("worker.class_thresholds.hot.inclusion", "high", "worker.class_thresholds.hot.inclusion: expected a score"),
+    ("worker.class_thresholds.hot", 0.4, "worker.class_thresholds.hot: expected a table"),
+])
+def test_bad_class_thresholds_name_the_key(key: str, value: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides={key: value})
+
+
+def test_same_class_containment_is_set_per_line_type() -> None:
+    assert load_config().worker.same_class_containment == {}  # the demo's (demo.toml): off on both
+    assert load_config(overrides={"worker.same_class_containment.hot": 0.8}).worker.same_class_containment == {
+        "hot": 0.8}
+    with pytest.raises(ConfigError, match="worker.same_class_containment: expected keys named by line type"):
+        load_config(overrides={"worker.same_class_containment.warm": 0.5})
+    with pytest.raises(ConfigError, match="worker.same_class_containment.hot: expected a share"):
+        load_config(overrides={"worker.same_class_containment.hot": 1.5})

@@ -85,6 +85,39 @@ def test_bad_per_class_thresholds_are_named(tmp_path: Path, value: object) -> No
                        operating_thresholds=value)  # type: ignore[arg-type]
 
 
+def test_the_lines_class_thresholds_replace_the_models(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`[worker.class_thresholds]`: a line raises or lowers a class's threshold on its own frames; the
+    manifest (and so `evaluate`) keeps the model's, and the change is logged when the model loads."""
+    manifest = add_tiny_model(Registry(tmp_path / "models"), tmp_path, classes=CLASSES, version="hot-t4",
+                              operating_threshold=0.7)
+    image = blob_image(64, 64, [((2, 2, 8, 8), 0), ((40, 40, 50, 50), 1)])  # scores ~0.63 and ~0.88
+    with caplog.at_level(logging.INFO, logger="inspection.detector"):
+        detector = Detector(manifest, providers="cpu", class_thresholds={"dark_spot": 0.6, "bright_spot": 0.9})
+    assert detector.thresholds.tolist() == pytest.approx([0.6, 0.9])
+    assert manifest.class_thresholds == (0.7, 0.7)
+    (found,) = detector.detect([image])
+    assert found.class_names == ["dark_spot"]  # 0.63 >= 0.6; 0.88 < 0.9
+    assert "dark_spot 0.6 (model's 0.7), bright_spot 0.9 (model's 0.7)" in caplog.text
+
+
+def test_a_line_threshold_for_a_class_the_model_lacks_is_logged_not_fatal(manifest: Manifest,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """The thresholds belong to the line, so a model with other classes still runs (a tuning knob never
+    stops a line); the warning names the class and the model's classes, which shows a misspelling."""
+    with caplog.at_level(logging.WARNING, logger="inspection.detector"):
+        detector = Detector(manifest, providers="cpu", class_thresholds={"inclusion": 0.35, "dark_spot": 0.8})
+    assert detector.thresholds.tolist() == pytest.approx([0.8, 0.7])
+    assert "model hot-t1 has no class 'inclusion'" in caplog.text and "dark_spot, bright_spot" in caplog.text
+
+
+@pytest.mark.parametrize(("value", "message"), [({"dark_spot": 1.0}, "'dark_spot' must be a score between 0 and 1"),
+                                                ({"dark_spot": True}, "'dark_spot' must be a score")])
+def test_bad_line_class_thresholds_are_named(manifest: Manifest, value: dict,
+                                                                    message: str) -> None:
+    with pytest.raises(DetectorError, match=message):
+        Detector(manifest, providers="cpu", class_thresholds=value)
+
+
 def test_boxes_are_clipped_to_the_original_image(detector: Detector) -> None:
     # The blob touches the right and bottom edges; replicate padding extends it to 224,
     # so the model's box reaches 224 and must come back clipped to 200.

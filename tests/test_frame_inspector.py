@@ -142,3 +142,18 @@ def test_views_wholly_in_the_overlap_are_not_inspected(detector: Detector) -> No
     assert result.defects == () and result.tiles_inspected == 0  # its window lies above the seam
     [without] = FrameInspector(detector, strict).inspect([_overlapped(pixels, 0)])
     assert {d.cls for d in without.defects} == {"bright_spot"}  # the same pixels as new rows: found
+
+
+@pytest.mark.parametrize(("per_line_type", "kept"), [({}, 3), ({"cold": 0.8}, 3), ({"hot": 0.8}, 2)])
+def test_nested_boxes_of_one_class_go_only_on_the_line_types_that_ask(detector: Detector, per_line_type: dict,
+                                                                      kept: int) -> None:
+    """`[worker] same_class_containment = { hot = 0.8 }`: a hot model's box lying inside a larger one of
+    its class is dropped; on a cold line (small defects inside larger ones) the setting is left out."""
+    assert detector.manifest.line_type == "hot"
+    boxes = np.array([[0, 0, 200, 200], [20, 20, 60, 60], [300, 0, 400, 100]], np.float32)
+    scores, labels = np.array([0.5, 0.9, 0.6], np.float32), np.array([1, 1, 1])
+    views, cut = np.array([0, 0, 0]), np.zeros(3, bool)
+    inspector = FrameInspector(detector, InspectorSettings(same_class_containment=per_line_type))
+    merged = inspector.merge(boxes, scores, labels, views, cut)
+    assert len(merged[0]) == kept
+    assert [0, 0, 200, 200] in merged[0].tolist()  # the larger box stays, whatever the scores

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from inspection.candidates import CandidateSettings, find_candidates
-from inspection.tiling import Tile, merge_boxes, suppress_other_classes, tile_grid, tiles_touching, windows_around
+from inspection.tiling import (
+    Tile,
+    merge_boxes,
+    suppress_nested,
+    suppress_other_classes,
+    tile_grid,
+    tiles_touching,
+    windows_around,
+)
 
 
 @pytest.mark.parametrize(
@@ -205,3 +213,25 @@ def test_windows_around_regions(regions, width, height, kwargs, expected) -> Non
 def test_windows_reject_bad_settings() -> None:
     with pytest.raises(ValueError, match="context_px >= 0"):
         windows_around(np.zeros((0, 4), np.float32), 100, 100, context_px=-1)
+
+
+@pytest.mark.parametrize(("containment", "kept"), [
+    (0.0, [0, 1, 2, 3, 4]),  # off: the model's boxes as they are
+    (0.9, [0, 2, 3, 4]),     # box 1 lies wholly in box 0 (same class) and goes, whatever its score
+    (0.5, [0, 2, 4]),        # box 3 lies 0.6 inside box 2 (same class)
+])
+def test_suppress_nested_drops_a_box_inside_a_larger_one_of_its_class(containment: float, kept: list[int]) -> None:
+    boxes = np.array([[0, 0, 100, 100],     # 0 crazing, large
+                      [10, 10, 40, 40],     # 1 crazing, wholly inside 0
+                      [200, 0, 300, 100],   # 2 crazing
+                      [270, 0, 320, 100],   # 3 crazing, 0.6 of it inside 2: (300 - 270) / 50
+                      [20, 20, 50, 50]],    # 4 another class inside 0: not this rule's business
+                     np.float32)
+    labels = np.array([0, 0, 0, 0, 1])
+    assert suppress_nested(boxes, labels, containment=containment).tolist() == kept
+
+
+def test_suppress_nested_keeps_boxes_of_equal_size_and_single_boxes() -> None:
+    twins = np.array([[0, 0, 10, 10], [0, 0, 10, 10]], np.float32)  # the same box twice: neither is the larger
+    assert suppress_nested(twins, np.array([0, 0]), containment=0.9).tolist() == [0, 1]
+    assert suppress_nested(twins[:1], np.array([0]), containment=0.9).tolist() == [0]

@@ -125,6 +125,19 @@ def _boom(*_: object, **__: object) -> list[object]:
     raise RuntimeError("GPU fell off")
 
 
+def test_the_lines_class_thresholds_decide_what_the_worker_reports(registry: Registry) -> None:
+    """`[worker.class_thresholds.hot]`: the same frame's defect is reported at the model's threshold and
+    not at a line threshold above its score."""
+    found = []
+    for thresholds in ({}, {"hot": {"bright_spot": 0.99}}):
+        feed, sent = Feed([_frame(0, blob=True)]), []
+        worker = InferenceWorker(_config(registry.root, batch_size=1, class_thresholds=thresholds), registry,
+                                 feed.receive, sent.append)
+        worker.run(should_stop=lambda sent=sent: len(sent) >= 1)
+        found.append([d.cls for m in sent if isinstance(m, FrameResult) for d in m.defects])
+    assert found == [["bright_spot"], []]
+
+
 def test_a_broken_new_model_keeps_the_old_one(registry: Registry, tmp_path: Path) -> None:
     (tmp_path / "b").mkdir()
     manifest = add_tiny_model(registry, tmp_path / "b", version="hot-b")
