@@ -25,7 +25,9 @@ see `inspection.benchmarks._e2e_explain`.
 ``--first-stage`` takes one or more of ``windows`` (the default first stage), ``candidates`` and
 ``none`` (the model on every tile); the line runs once per value on the same frames (same seed), so
 what each first stage costs is measured side by side. Default: ``windows none``; the first value
-gives the headline keys.
+gives the headline keys. ``--variant NAME KEY=VALUE ...`` (repeatable) runs the line once per variant
+of its settings on the same frames, and reports what each trades against the first
+(`inspection.benchmarks._e2e_variants`): how a line chooses its own class thresholds.
 
 Defects cut by a frame seam (``--seam-share``, the share of pasted defects the simulator places
 across a frame's bottom seam): the ground-truth fragments of one box (same ``group``) are one
@@ -52,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from inspection.arguments import non_negative_float, non_negative_int, positive_int, unit_float
+from inspection.benchmarks._e2e_variants import parse_variants, print_variants, trade
 from inspection.benchmarks._intervals import poisson_rate, wilson
 from inspection.benchmarks._line import hardware, scratch_line
 from inspection.benchmarks._matching import best_matches, ground_truth_defects, inside, iou, read_records
@@ -84,29 +87,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="attribute every missed and every false defect to a cause, per class, with the "
                              "dataset-image and cut-out controls (replays the frames in this process; prints "
                              "tables on stderr, the JSON holds them under runs.STAGE.explain)")
+    parser.add_argument("--variant", action="append", nargs="+", default=[], metavar="NAME_OR_KEY=VALUE",
+                        help="NAME [KEY=VALUE ...] (repeatable): run the line once per variant on the same frames "
+                             "and print what each trades against the first (real defects lost, false defects "
+                             "removed); e.g. --variant model 'worker.class_thresholds.cold={}' --variant line")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     stages = tuple(dict.fromkeys(args.first_stage))  # in the order given, each once
-    results = {}
+    variants = parse_variants(args.variant, _settings)
+    by_variant: dict[str, dict[str, Any]] = {name: {} for name in variants}
     with tempfile.TemporaryDirectory(prefix="steel-e2e-") as tmp:
         for stage in stages:
-            folder = (args.dir or Path(tmp)) / stage
-            folder.mkdir(parents=True, exist_ok=True)
-            results[stage] = run_once(args, stage, folder)
+            for name, overrides in variants.items():
+                folder = (args.dir or Path(tmp)) / stage / name if name else (args.dir or Path(tmp)) / stage
+                folder.mkdir(parents=True, exist_ok=True)
+                by_variant[name][stage] = run_once(args, stage, folder, overrides, label=name)
+    first = next(iter(variants))
+    results = by_variant[first]
     main = results[stages[0]]
-    return {**{k: main[k] for k in ("detection_rate", "class_accuracy", "unknown_share", "position_error_mm_p95",
-                                     "false_defects_per_m", "intervals_95", "seam_defects", "seam_detection_rate",
-                                     "seam_split")},
-            "first_stage": stages[0], "runs": results, "hardware": hardware(),
-            "command": "steel-inspect bench e2e " + " ".join(_argv(args))}
+    out = {**{k: main[k] for k in ("detection_rate", "class_accuracy", "unknown_share", "position_error_mm_p95",
+                                    "false_defects_per_m", "intervals_95", "seam_defects", "seam_detection_rate",
+                                    "seam_split")},
+           "first_stage": stages[0], "runs": results, "hardware": hardware(),
+           "command": "steel-inspect bench e2e " + " ".join(_argv(args))}
+    if first:  # --variant given: every variant's runs, and each one's trade against the first
+        out["variants"] = {name: {"overrides": variants[name], "runs": runs,
+                                  "against_first": {stage: trade(results[stage], runs[stage]) for stage in stages}}
+                           for name, runs in by_variant.items()}
+        for stage in stages:
+            print_variants(by_variant, stage, sys.stderr)
+    return out
 
 
 def _argv(args: argparse.Namespace) -> list[str]:
     return [f"--frames {args.frames}", f"--first-stage {' '.join(args.first_stage)}", f"--seed {args.seed}",
             f"--defects-per-100m {args.defects_per_100m}", f"--seam-share {args.seam_share}",
             f"--split {args.split}", *([f"--model {args.model}"] if args.model else []),
-            *(f"--set {item}" for item in args.set), *(["--explain"] if args.explain else [])]
+            *(f"--set {item}" for item in args.set), *(["--explain"] if args.explain else []),
+            *(f"--variant {' '.join(item)}" for item in args.variant)]
 
 
 def _settings(items: list[str]) -> dict[str, Any]:
@@ -125,7 +144,9 @@ def _settings(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def run_once(args: argparse.Namespace, stage: str, folder: Path) -> dict[str, Any]:
+def run_once(args: argparse.Namespace, stage: str, folder: Path, overrides: dict[str, Any] | None = None,
+             label: str = "") -> dict[str, Any]:
+    """The line once with first stage `stage` in `folder`; `overrides` (variant `label`'s) go on top of `--set`."""
     from inspection.line.pipeline import run_pipeline
 
     line = scratch_line(args.config, folder, **{"worker.first_stage": stage,
@@ -134,7 +155,7 @@ def run_once(args: argparse.Namespace, stage: str, folder: Path) -> dict[str, An
                                                 "simulator.seam_share": args.seam_share,
                                                 "simulator.split": args.split,
                                                 **({"model.name": args.model} if args.model else {}),
-                                                **_settings(args.set)})
+                                                **_settings(args.set), **(overrides or {})})
     started = time.monotonic()
     summary = run_pipeline(line, workers=args.workers, max_frames=args.frames,
                            camera_overrides={"realtime": False, "seed": args.seed})
@@ -153,7 +174,7 @@ def run_once(args: argparse.Namespace, stage: str, folder: Path) -> dict[str, An
 
         figures["explain"] = explain(line, truth, line.database, frames=args.frames, seed=args.seed, stage=stage,
                                      iou_min=args.iou, datasets_dir=line.simulator.datasets)
-        print(f"\n== first stage {stage}", file=sys.stderr)
+        print(f"\n== first stage {stage}" + (f", variant {label}" if label else ""), file=sys.stderr)
         print_tables(figures["explain"], sys.stderr)
     figures.update({"seconds": round(elapsed, 1), "frames_inspected": summary.get("frames_inspected"),
                     "tiles_inspected_share": summary["workers_reported"]["tiles_inspected_share"],
@@ -216,6 +237,8 @@ def compare(db: Path, truth: list[dict[str, Any]], iou_min: float, *, merge_seam
     return {
         "ground_truth_defects": len(gts),
         "ground_truth_rows": len(truth),
+        "found": detected,
+        "false_defects": unmatched,
         "recorded_defects": sum(len(v) for v in by_key.values()),
         "recorded_fragments": fragments,
         "detection_rate": round(detected / len(gts), 4) if gts else None,
