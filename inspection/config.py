@@ -541,27 +541,29 @@ def _worker(path: Path, table: Any) -> WorkerConfig:
     return worker
 
 
+def _by_line_type(s: _Section, key: str) -> dict[str, Any]:
+    """A table of `key` keyed by line type (hot, cold); a type left out takes no setting."""
+    table = s.get(key, dict, {})
+    wrong = [name for name in table if name not in LINE_TYPES]
+    if wrong:
+        raise s.error(key, f"expected keys named by line type ({', '.join(LINE_TYPES)}), got {wrong[0]!r}")
+    return table
+
+
 def _same_class_containment(s: _Section) -> dict[str, float]:
     """`same_class_containment = { hot = 0.8 }`: a share per line type; a line type left out keeps every box."""
-    table = s.get("same_class_containment", dict, {})
+    table = _by_line_type(s, "same_class_containment")
     for line_type, value in table.items():
-        if line_type not in LINE_TYPES:
-            raise s.error("same_class_containment", f"expected keys named by line type ({', '.join(LINE_TYPES)}), "
-                          f"got {line_type!r}")
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
             raise s.error(f"same_class_containment.{line_type}", f"expected a share between 0 and 1, got {value!r}")
     return {str(k): float(v) for k, v in table.items()}
 
 
 def _class_thresholds(s: _Section) -> dict[str, dict[str, float]]:
-    """`[worker.class_thresholds.hot]` `inclusion = 0.35`: scores in (0, 1) by class, per line type. Class
+    """`[worker.class_thresholds.cold]` `pits = 0.25`: scores in (0, 1) by class, per line type. Class
     names are checked against the model when it loads (a worker can swap models while running)."""
-    table = s.get("class_thresholds", dict, {})
     out: dict[str, dict[str, float]] = {}
-    for line_type, per_class in table.items():
-        if line_type not in LINE_TYPES:
-            raise s.error("class_thresholds", f"expected tables named by line type ({', '.join(LINE_TYPES)}), "
-                          f"got {line_type!r}")
+    for line_type, per_class in _by_line_type(s, "class_thresholds").items():
         if not isinstance(per_class, dict):
             raise s.error(f"class_thresholds.{line_type}", f"expected a table of class = threshold, got {per_class!r}")
         for name, value in per_class.items():

@@ -75,7 +75,7 @@ class DetectorError(SteelInspectError, ValueError):
     """Images given to a detector are not 2-D uint8 arrays, or a score threshold is invalid."""
 
 
-def operating_thresholds(manifest: Manifest, line_thresholds: Mapping[str, float], quiet: bool = False) -> np.ndarray:
+def operating_thresholds(manifest: Manifest, line_thresholds: Mapping[str, float]) -> np.ndarray:
     """float32 [classes]: the manifest's threshold per class, replaced by the line's where it names the
     class. The manifest's are chosen on dataset images (`training.thresholds`); a line chooses its own
     on its frames (`bench e2e --set worker.class_thresholds.LINE_TYPE.CLASS=...`)."""
@@ -86,14 +86,14 @@ def operating_thresholds(manifest: Manifest, line_thresholds: Mapping[str, float
         raise DetectorError(f"class thresholds for {manifest.version}: {name!r} must be a score between 0 and 1, "
                             f"got {value!r}")
     unknown = sorted(set(line_thresholds) - set(manifest.classes))
-    if unknown and not quiet:  # a tuning knob never stops the line: a model without the class just ignores it
+    if unknown:  # a tuning knob never stops the line: a model without the class just ignores it
         log.warning("model %s has no class %s: the line's threshold for it is not used (classes: %s)",
                     manifest.version, " or ".join(repr(c) for c in unknown), ", ".join(manifest.classes))
     own = manifest.class_thresholds
     thresholds = [float(line_thresholds.get(c, own[i])) for i, c in enumerate(manifest.classes)]
     changed = [f"{c} {t:g} (model's {own[i]:g})" for i, (c, t) in enumerate(zip(manifest.classes, thresholds,
                                                                                 strict=True)) if t != own[i]]
-    if changed and not quiet:
+    if changed:
         log.info("model %s: the line's class thresholds: %s", manifest.version, ", ".join(changed))
     return np.array(thresholds, np.float32)
 
@@ -252,7 +252,8 @@ class Detector:
         if max_batch < 1:
             raise DetectorError(f"max_batch: expected >= 1, got {max_batch}")
         check_setting(providers)
-        operating_thresholds(manifest, class_thresholds or {}, quiet=True)  # a bad value fails before the model loads
+        # before the model loads: a bad value fails fast (an int8 copy's GPU source is judged again below)
+        thresholds = operating_thresholds(manifest, class_thresholds or {})
         self.requested = manifest
         self.max_batch = max_batch
         self.precision = "fp16" if fp16 else "fp32"
@@ -274,7 +275,8 @@ class Detector:
                 manifest.model_path, manifest.sha256, providers, intra_op_threads, cache_root(engine_cache),
                 int8=isinstance(manifest.data.get("quantization"), dict))
             self.manifest = chosen
-            self._thresholds = operating_thresholds(chosen, class_thresholds or {})
+            self._thresholds = (thresholds if chosen is manifest
+                                else operating_thresholds(chosen, class_thresholds or {}))
             self.providers: list[str] = list(self.backend.providers)
             self._check_io()
             self.nodes = assignment(self.session) if self.on_gpu else {}

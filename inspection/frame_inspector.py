@@ -138,9 +138,9 @@ class FrameInspector:
         s = self.settings
         keep = suppress_other_classes(merged[0], merged[1], merged[2], iou=s.other_class_iou,
                                       containment=s.other_class_containment)
-        merged = tuple(part[keep] for part in merged)
-        keep = suppress_nested(merged[0], merged[2],
-                               containment=s.same_class_containment.get(self.detector.manifest.line_type, 0.0))
+        nested = s.same_class_containment.get(self.detector.manifest.line_type, 0.0)
+        if nested > 0:  # off on both demo lines: no work in the frame loop then
+            keep = keep[suppress_nested(merged[0][keep], merged[2][keep], containment=nested)]
         return tuple(part[keep] for part in merged)  # type: ignore[return-value]
 
     def _defects(self, frame: Frame, image: np.ndarray, merged: tuple[np.ndarray, ...],

@@ -268,10 +268,7 @@ def suppress_nested(boxes: np.ndarray, labels: np.ndarray, *, containment: float
     n = len(boxes)
     if n <= 1 or containment <= 0:
         return np.arange(n)
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    w = np.minimum(boxes[:, None, 2], boxes[None, :, 2]) - np.maximum(boxes[:, None, 0], boxes[None, :, 0])
-    h = np.minimum(boxes[:, None, 3], boxes[None, :, 3]) - np.maximum(boxes[:, None, 1], boxes[None, :, 1])
-    inter = np.clip(w, 0, None) * np.clip(h, 0, None)
+    inter, area, _ = _intersections(boxes, boxes)
     labels = np.asarray(labels).reshape(-1)
     # covers[i, j]: box i holds at least `containment` of box j, both of one class, i the larger
     covers = (inter / np.maximum(area[None, :], 1e-9) >= containment) & (labels[:, None] == labels[None, :])

@@ -148,7 +148,8 @@ def test_class_thresholds_per_line_type_load_from_the_file_and_from_overrides() 
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [
-    ("worker.class_thresholds.warm.inclusion", 0.4, "worker.class_thresholds: expected tables named by line type"),
+    ("worker.class_thresholds.warm.inclusion", 0.4,
+     "worker.class_thresholds: expected keys named by line type \\(hot, cold\\), got .warm."),
     ("worker.class_thresholds.hot.inclusion", 1.5, "worker.class_thresholds.hot.inclusion: expected a score"),
     ("worker.class_thresholds.hot.inclusion", "high", "worker.class_thresholds.hot.inclusion: expected a score"),
     ("worker.class_thresholds.hot", 0.4, "worker.class_thresholds.hot: expected a table"),
