@@ -126,6 +126,8 @@ def test_train_command_path_end_to_end(tmp_path: Path, monkeypatch: pytest.Monke
     assert run(opts)["epoch"] == 2  # complete: resuming trains nothing more
     with pytest.raises(train_module.TrainingError, match="resume it with --backbone plain"):
         run(dataclasses.replace(opts, backbone="lite0"))
+    with pytest.raises(train_module.TrainingError, match="resume it with --stride 8"):
+        run(dataclasses.replace(opts, stride=4))
     result = finalize(opts, state, models_dir=tmp_path / "models")
     registry = Registry(tmp_path / "models")
     version = registry.active("hot")

