@@ -1,6 +1,6 @@
 """Screenshots of the review console for the README, from a line run on real dataset defects.
 
-    .venv/bin/python scripts/console_screenshots.py [--frames N] [--seed S] [--out DIR] [--keep DIR]
+    .venv/bin/python scripts/console_screenshots.py [--frames N] [--seed S] [--procedural] --out DIR [--keep DIR]
 
 1. Runs the demo line without its console (`steel-inspect demo --no-console --max-frames N --fast`:
    simulated cameras pasting NEU-DET test-split defects, the active hot model, the recorder, the
@@ -12,6 +12,12 @@
    with the most defects, one of them selected on the map; the review queue; the Models page.
 4. Writes each as a 256-colour PNG to `--out` (any folder: their crops are dataset pixels,
    so they are not committed).
+
+With `--procedural` the simulator pastes its own drawn stand-ins (scratches, spots, scale patches:
+`cameras.defects.ProceduralDefects`) instead of dataset images, so the pictures hold no dataset
+pixels and can be committed: the README's pictures are made that way, into
+inspection/console/screenshots. The hot model was not trained on such stand-ins, so what it finds
+in them, and how it names them, is not a picture of its accuracy.
 
 Needs the `console` and `dev` extras, /usr/bin/chromium and the datasets folder.
 """
@@ -45,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=160, help="frames per camera (default 160: 4 coils)")
     parser.add_argument("--seed", type=int, help="simulator seed (default: the demo config's)")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--procedural", action="store_true",
+                        help="drawn stand-in defects instead of dataset images (pictures that may be committed)")
     parser.add_argument("--keep", type=Path, help="also keep the line's folder (database, crops, logs) here")
     args = parser.parse_args(argv)
     if not browser.CHROMIUM.exists():
@@ -53,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     # A short folder: ipc:// socket paths must stay under about 100 characters.
     folder = Path(tempfile.mkdtemp(prefix="shots-"))
     try:
-        config = _line_config(folder)
+        config = _line_config(folder, procedural=args.procedural)
         _run_line(config, args.frames, args.seed, folder / "line.log")
         password = secrets.token_urlsafe(18)
         with open_db(folder / "line.db") as db:
@@ -70,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _line_config(folder: Path) -> Path:
-    """The demo config with every file and socket in `folder` and shorter coils."""
+def _line_config(folder: Path, procedural: bool = False) -> Path:
+    """The demo config with every file and socket in `folder` and shorter coils; with `procedural`,
+    a datasets folder that does not exist, so the simulator draws its own defects."""
     demo = load_config(DEMO_CONFIG)
     text = DEMO_CONFIG.read_text()
     links = {c.id: c.endpoint for c in demo.cameras}
@@ -81,10 +90,15 @@ def _line_config(folder: Path) -> Path:
     text = text.replace('"var/demo/line.db"', f'"{folder / "line.db"}"')
     text = text.replace('"var/demo/crops"', f'"{folder / "crops"}"')
     text = text.replace("coil_length_m = 120.0", f"coil_length_m = {COIL_LENGTH_M}")
+    if procedural:
+        text = text.replace('datasets = ""', f'datasets = "{folder / "no-datasets"}"')
     path = folder / "line.toml"
     path.write_text(text)
-    if load_config(path).simulator.coil_length_m != COIL_LENGTH_M:
+    written = load_config(path).simulator
+    if written.coil_length_m != COIL_LENGTH_M:
         raise SystemExit("console_screenshots: the demo config's coil length line changed: update this script")
+    if procedural and written.datasets != folder / "no-datasets":
+        raise SystemExit("console_screenshots: the demo config's datasets line changed: update this script")
     return path
 
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/report_first_page.py [--config F] [--db PATH] [--coil ID] [--out PNG] [--dpi N]
 
-Default coil: the newest in the database; default output: docs/screenshots/report-page1.png. Needs
+Default coil: the newest in the database; default output: inspection/console/screenshots/report-page1.png. Needs
 the `console` extra and poppler's `pdftoppm` (apt-get install -y poppler-utils).
 """
 
@@ -20,13 +20,15 @@ from inspection.records import queries, report
 from inspection.records.db import open_db
 from inspection.records.grading import load_rules
 
+SCREENSHOTS = REPO_DIR / "inspection" / "console" / "screenshots"
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, help="line config (default: the demo line)")
     parser.add_argument("--db", type=Path, help="database (default: the config's)")
     parser.add_argument("--coil", help="coil id (default: the newest)")
-    parser.add_argument("--out", type=Path, default=REPO_DIR / "docs" / "screenshots" / "report-page1.png")
+    parser.add_argument("--out", type=Path, default=SCREENSHOTS / "report-page1.png")
     parser.add_argument("--dpi", type=int, default=110)
     args = parser.parse_args(argv)
     if not shutil.which("pdftoppm"):

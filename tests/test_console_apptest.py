@@ -196,7 +196,9 @@ def test_coil_detail_shows_map_grade_plant_data_and_periodic_alarm(db: Path) -> 
     assert [(p["surface"], p["cls"]) for p in meta["periodic"]] == [("top", "pitted_surface")]
     heat = rows(db, "SELECT heat FROM platform_coils WHERE coil_id = 'C1001'")[0][0]
     plant = next(m.value for m in at.markdown if m.value.startswith("| Field | Value |"))  # a Markdown table, no Arrow
-    assert f"| Heat | {heat} |" in plant.splitlines()
+    assert f"| Heat | {heat} |" in plant  # two fields per row
+    source = rows(db, "SELECT source FROM platform_coils WHERE coil_id = 'C1001'")[0][0]
+    assert "Source" not in plant and source and any(c.value.startswith("Source: ") for c in at.caption)
     assert not at.get("image") and not at.dataframe  # gallery, grade history, reviews: built when opened
     at.session_state["gallery_open"] = True  # the inspector opens the gallery
     at.run()
@@ -322,6 +324,10 @@ def test_models_page_shows_versions_and_the_active_one(db: Path) -> None:
     versions = at.dataframe[0].value
     assert set(versions["version"]) == {"hot-20261120-1", "hot-20261122-1"}
     assert versions.set_index("version").loc["hot-20261122-1", "active"] == "yes"
+    history = at.dataframe[1]
+    assert "previous" in history.value.columns
+    labels = {c.get("label") for c in json.loads(history.proto.columns).values()}
+    assert {"line type", "previous version"} <= labels  # words in the headers, not the registry's keys
 
 
 

@@ -17,3 +17,9 @@ def test_markdown_table_has_a_header_and_one_escaped_row_per_field() -> None:
     table = markdown_table([("Customer", "A|B Steel"), ("Produced", "2026-11-23T06:00:04")])
     assert table.splitlines() == ["| Field | Value |", "| --- | --- |", "| Customer | A\\|B Steel |",
                                   "| Produced | 2026-11-23T06\\:00\\:04 |"]
+
+
+def test_markdown_table_puts_fields_side_by_side_in_reading_order() -> None:
+    table = markdown_table([("Order", 1), ("Customer", "Iberia"), ("Heat", 2)], fields_per_row=2)
+    assert table.splitlines() == ["| Field | Value | Field | Value |", "| --- | --- | --- | --- |",
+                                  "| Order | 1 | Customer | Iberia |", "| Heat | 2 |  |  |"]

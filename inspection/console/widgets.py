@@ -231,11 +231,12 @@ PLANT_FIELDS = (("Order", "order_no"), ("Customer", "customer"), ("Product spec"
                 ("Thickness (mm)", "thickness_mm"), ("Width (mm)", "width_mm"), ("Length (m)", "length_m"),
                 ("Weight (t)", "weight_t"), ("Produced", "produced_at"), ("Shift", "shift"),
                 ("Finishing temp (°C)", "finishing_temp_c"), ("Coiling temp (°C)", "coiling_temp_c"),
-                ("Speed (m/s)", "speed_m_per_s"), ("Source", "source"))
+                ("Speed (m/s)", "speed_m_per_s"))
 
 
 def plant_panel(platform: dict[str, Any]) -> None:
-    st.subheader("Plant data")
+    """The coil's MES / ERP data (inside the page's "Plant data" expander), two fields per row: beside
+    the grade it must not push the map a screen down (16 fields, one per row, were 3x the grade's height)."""
     rows = [(label, platform.get(key)) for label, key in PLANT_FIELDS if platform.get(key) is not None]
     rows += [(str(k), v) for k, v in (platform.get("extra") or {}).items()]
     if not rows:
@@ -244,13 +245,20 @@ def plant_panel(platform: dict[str, Any]) -> None:
     # Markdown, not st.table or st.dataframe: both make the browser load Streamlit's Arrow decoder
     # (about 1.2 MB of script to parse after the page's title shows), the heaviest thing left on a coil
     # page opened from a link once the maps were a canvas (`bench console`); 16 rows need neither.
-    st.markdown(markdown_table(rows))
+    st.markdown(markdown_table(rows, fields_per_row=2))
+    if platform.get("source") is not None:  # a file path or DSN: too long for a cell, it would widen the table
+        st.caption(f"Source: {markdown_text(platform['source'])}")
 
 
-def markdown_table(rows: list[tuple[str, Any]]) -> str:
-    """Two columns of text as a Markdown table, values escaped so that plant data stays text."""
-    lines = ["| Field | Value |", "| --- | --- |"]
-    lines += [f"| {markdown_text(label)} | {markdown_text(value)} |" for label, value in rows]
+def markdown_table(rows: list[tuple[str, Any]], fields_per_row: int = 1) -> str:
+    """(field, value) pairs as a Markdown table of `fields_per_row` pairs side by side, in reading
+    order (left to right, then down); values escaped so that plant data stays text."""
+    lines = ["|" + " Field | Value |" * fields_per_row, "|" + " --- | --- |" * fields_per_row]
+    for start in range(0, len(rows), fields_per_row):
+        pairs = rows[start:start + fields_per_row]
+        cells = [f" {markdown_text(label)} | {markdown_text(value)} |" for label, value in pairs]
+        cells += ["  |  |"] * (fields_per_row - len(cells))  # the last row's empty pairs
+        lines.append("|" + "".join(cells))
     return "\n".join(lines)
 
 

@@ -38,7 +38,7 @@ grades = data.grade_history(path, token, coil)
 classes = widgets.class_names(header["line_type"], defects)
 
 widgets.coil_summary(header, defects, grades, data.coil_coverage(path, token, coil))
-grade_col, plant_col = st.columns([3, 2])
+grade_col, plant_col = st.columns([1, 1])
 with grade_col:
     widgets.grade_panel(grades)  # the decision first: grade, its reasons, the automatic grade under an override
     forms.pending_overrides_panel(path, coil, data.pending_overrides(path, token, coil))

@@ -42,7 +42,7 @@ def live() -> None:
             mpx = fps * line["megapixels_per_frame"] if line.get("megapixels_per_frame") else None
             cover = line.get("coverage") or {}
             dropped = sum(c["dropped_worker"] + c["dropped_camera"] for c in cover.get("cameras", []))
-            cols = st.columns([2, 1, 1, 1, 1, 1])  # coil ids are long
+            cols = st.columns([1.8, 0.9, 0.8, 0.8, 1.5, 1])  # coil ids are long; "100.00%" must not be cut
             cols[0].metric("Current coil", line["current_coil"] or "-")
             position = line["position_m"]
             cols[1].metric("Position", f"{position:.1f} m" if position is not None else "-")

@@ -47,10 +47,14 @@ else:
     if choice:
         st.json(snapshot["details"][choice], expanded=1)
 
+# The registry's history keys, in the order an engineer reads an entry, with words for headers.
+HISTORY_COLUMNS = {"time": "time", "action": "action", "line_type": "line type", "version": "version",
+                   "previous": "previous version", "by": "by", "reason": "reason"}
 st.subheader("Promotions and rollbacks")
 history = snapshot["history"]
 if len(history):
-    st.dataframe(history.iloc[::-1], hide_index=True)
+    st.dataframe(history.iloc[::-1], hide_index=True, column_order=tuple(HISTORY_COLUMNS),
+                 column_config={key: st.column_config.TextColumn(label) for key, label in HISTORY_COLUMNS.items()})
 else:
     st.caption("No promotion recorded yet.")
 
