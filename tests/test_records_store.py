@@ -13,6 +13,7 @@ from inspection.records.db import open_db, schema_version
 from inspection.records.errors import StoreError
 from inspection.records.schema import SCHEMA_VERSION
 from inspection.records.store import Store
+from inspection.results import CoilEvent
 from inspection.testing.synthetic import coil_messages
 
 CAMERAS = [{"id": "top-1", "surface": "top"}, {"id": "bottom-1", "surface": "bottom"}]
@@ -295,3 +296,30 @@ def test_review_budget_follows_the_coil_duration(tmp_path: Path) -> None:
         assert store.review_budget("no-such-coil") == 1  # at least one item per coil
     with pytest.raises(StoreError, match="review_budget_per_hour"):
         Store(tmp_path / "other.db", review_budget_per_hour=-1.0)
+
+
+def test_a_camera_without_its_coil_end_counts_the_length_it_inspected(store: Store) -> None:
+    """The bottom camera lags: the top one has ended the coil, the bottom one's last 4 frames and its
+    coil_end are still on the way when the grace timeout grades the coil. Its coverage is the length the
+    bottom camera inspected over the length the top one reported, not 0 %; held all the same."""
+    messages = coil_messages("C-LAG", length_m=40, defects_per_frame=0.0, seed=5)
+    bottom = [m for m in messages if m.source.camera == "bottom-1"]
+    late = bottom[-5:]  # 4 frames and the coil_end
+    store.apply_batch([m for m in messages if m not in late])
+    lagging = queries.coverage(store.db, "C-LAG")
+    cams = {c["camera"]: c for c in lagging["cameras"]}
+    assert lagging["complete"] is False and cams["bottom-1"]["ended"] is False
+    assert cams["top-1"]["share"] == 1.0 and lagging["share"] == pytest.approx(35 / 39)
+    graded = store.grade_coil("C-LAG", "grace-timeout", force=True)
+    assert graded.grade == "hold" and "coverage 89.74%" in graded.reasons[0]
+    store.apply_batch(late)
+    caught_up = queries.coverage(store.db, "C-LAG")
+    assert caught_up["complete"] is True and caught_up["share"] == 1.0
+    assert store.grade_coil("C-LAG", "coil_end", force=True).grade == "prime"
+
+
+def test_without_any_coil_end_or_plant_length_the_coverage_stays_zero(store: Store) -> None:
+    """Nobody has said how long the coil is: no share can be claimed."""
+    messages = coil_messages("C-NOEND", length_m=20, defects_per_frame=0.0, seed=6)
+    store.apply_batch([m for m in messages if not (isinstance(m, CoilEvent) and m.kind == "coil_end")])
+    assert queries.coverage(store.db, "C-NOEND")["share"] == 0.0

@@ -288,6 +288,11 @@ def coverage(db: Database, coil: str) -> dict[str, Any]:
     (``platform_coils.length_m``) and a camera's coil ended more than `LENGTH_TOLERANCE` short of
     it, that camera's share is its inspected length over the plant's length instead, and
     ``cut_short`` says so: the coverage gate then holds the coil instead of grading it as complete.
+
+    A camera whose coil_end has not arrived (it lags behind the others, or died) has not said how many
+    frames it captured, so its share is its inspected length over the coil's length as far as anyone
+    knows it (the plant's, else the longest coil_end of the coil's other cameras), and 0 when nobody
+    knows it: a coil held at its grace timeout then shows how much of it was inspected, not 0 %.
     """
     line = db.execute("SELECT line FROM coils WHERE id=?", (coil,)).fetchone()
     cams = {
@@ -302,6 +307,9 @@ def coverage(db: Database, coil: str) -> dict[str, Any]:
     for cam, surface in seen:
         cams.setdefault(cam, surface)
     planned_mm = _planned_length_mm(db, coil)
+    ended_mm = db.execute("SELECT max(length_mm) FROM coil_events WHERE coil=? AND kind='coil_end'",
+                          (coil,)).fetchone()[0]
+    known_mm = planned_mm or ended_mm
     per_camera, shares, complete = [], [], bool(cams)
     for cam in sorted(cams):
         inspected, dropped = db.execute(
@@ -318,10 +326,10 @@ def coverage(db: Database, coil: str) -> dict[str, Any]:
         share = (inspected / expected if expected else (1.0 if expected == 0 else 0.0)) if end else 0.0
         cut_short = bool(end and planned_mm and end[2] is not None
                          and end[2] < planned_mm * (1.0 - LENGTH_TOLERANCE))
-        if cut_short:
-            inspected_mm = db.execute("SELECT coalesce(sum(length_mm), 0) FROM frames WHERE coil=? AND camera=? "
-                                      "AND status='inspected'", (coil, cam)).fetchone()[0]
-            share = min(share, inspected_mm / planned_mm)
+        if end is None and known_mm:
+            share = _inspected_mm(db, coil, cam) / known_mm
+        elif cut_short:
+            share = min(share, _inspected_mm(db, coil, cam) / planned_mm)
         done = end is not None and inspected + dropped + cam_dropped >= expected
         complete = complete and done
         # frames the camera counted in its coil_end that no record shows (inspected, or dropped by a
@@ -353,6 +361,11 @@ def coverage(db: Database, coil: str) -> dict[str, Any]:
         "planned_length_mm": planned_mm,
         "cameras": per_camera,
     }
+
+
+def _inspected_mm(db: Database, coil: str, camera: str) -> float:
+    return db.execute("SELECT coalesce(sum(length_mm), 0) FROM frames WHERE coil=? AND camera=? "
+                      "AND status='inspected'", (coil, camera)).fetchone()[0]
 
 
 def _planned_length_mm(db: Database, coil: str) -> float | None:
