@@ -155,15 +155,14 @@ def promotion_decision(registry: Any, line_type: str, new_map50: float | None) -
     return True, "activated when added: " + text
 
 
-def register_gated(registry: Any, onnx_path: Path, manifest: dict[str, Any], activate: bool, reason: str,
-                   eval_dir: Path) -> None:
-    """Add the model with its manifest and evaluation plots; promote it when the gate said so."""
-    registered = registry.add(onnx_path, manifest, version=manifest["version"])
+def register_gated(registry: Any, onnx_path: Path, manifest: dict[str, Any], activate: bool, reason: str) -> None:
+    """Add the model with its manifest; promote it when the gate said so. The evaluation plots stay in the
+    run's folder, not the registry: the manifest holds their figures, and `evaluate` draws them again."""
+    registry.add(onnx_path, manifest, version=manifest["version"])
     if activate:
         registry.promote(manifest["version"], reason=reason)
     else:
         log.warning("%s registered but NOT activated: %s", manifest["version"], reason)
-    shutil.copytree(eval_dir, registered.model_path.parent / "eval")
 
 
 def background_metric(detector: Any, line_type: str, frames: int | None = None) -> dict[str, Any]:
@@ -360,7 +359,7 @@ def finalize(opts: Options, state: dict[str, Any], models_dir: Path, register: b
     manifest["promotion"] = {"activated": activate if register else False, "reason": reason}
     (export_dir / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     if register:
-        register_gated(registry, onnx_path, manifest, activate, reason, export_dir / "eval")
+        register_gated(registry, onnx_path, manifest, activate, reason)
     if "background" in metrics:
         summary_bg = {"detections_per_mpx": metrics["background"]["detections_per_mpx"],
                       "previous_active": (metrics["background"].get("previous_active") or {}).get(

@@ -252,7 +252,7 @@ def quantize_version(source: str, *, models_dir: Path | None = None, datasets_di
                                       for split in ("val", "test")},
                    "background_per_mpx": metrics.get("background", {}).get("detections_per_mpx")}
         if register:
-            register_gated(registry, onnx_path, manifest, activate, reason, work / "eval")
+            register_gated(registry, onnx_path, manifest, activate, reason)
         return summary
     finally:
         shutil.rmtree(work, ignore_errors=True)
