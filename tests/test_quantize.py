@@ -103,6 +103,15 @@ def test_quantize_command_registers_a_measured_int8_version(tmp_path: Path, data
     assert new.data["metrics"]["val"]["images"] > 0 and new.data["metrics"]["test"]["images"] > 0
     assert new.data["metrics"]["test"]["training_images_evaluated"] == 0
     assert set(new.data["speed_side_by_side"]["threads_1"]) == {"fp32", "int8"}
+    # The unknown rule's budget split was chosen on the cold set's val defects, and the copy is measured
+    # on the cold set's test defects, types a hot model never learns.
+    unknown = new.data["unknown"]
+    assert unknown["novelty_share_of_budget"] in (0.25, 0.5, 0.75) and unknown["unseen_val"]["found"] > 0
+    assert max(unknown["unseen_val"]["called_unknown_per_split"].values()) == \
+        unknown["unseen_val"]["called_unknown_per_split"][str(unknown["novelty_share_of_budget"])]
+    unseen = new.data["metrics"]["unseen_test"]
+    assert unseen["dataset"] == "cr7-det" and unseen["boxes"] > 0 and 0 < unseen["found"] <= unseen["boxes"]
+    assert unseen["called_unknown"] == sum(c["found_as_unknown"] for c in unseen["per_class"].values())
     assert new.sha256 != source.sha256 and new.classes == source.classes
     # The gate decided; what it decided is what the registry shows.
     assert (Registry(registry_dir).active("hot") == new.version) == summary["activated"]

@@ -44,6 +44,58 @@ def test_rule_limits_are_quantiles_of_known_detections() -> None:
     assert rule["val_false_called_unknown"] == 1.0  # the far-away false alarms are all unknown
 
 
+def _known_val(rng: np.random.Generator) -> tuple[list[dict[str, np.ndarray]], list[np.ndarray]]:
+    """200 val images, one detection on its (known) defect in each: novelty 0.5-1.5, class share 0.7-1.0."""
+    found = [_found([float(rng.uniform(0.5, 1.5))], [float(rng.uniform(0.7, 1.0))], [[10, 10, 50, 50]])
+             for _ in range(200)]
+    return found, [np.array([[10, 10, 50, 50]], np.float32) for _ in found]
+
+
+@pytest.mark.parametrize(("unseen_novelty", "unseen_share", "expected_split"), [
+    ((1.3, 1.5), (0.70, 0.72), 0.25),  # unseen types the model half-names: the class share limit takes most
+    ((1.36, 1.44), (0.9, 1.0), 0.75),  # confidently named but far from every class: the novelty limit does
+])
+def test_the_budget_goes_to_the_signal_that_finds_unseen_types(unseen_novelty: tuple[float, float],
+                                                                unseen_share: tuple[float, float],
+                                                                expected_split: float) -> None:
+    rng = np.random.default_rng(1)
+    found, truth = _known_val(rng)
+    unseen_found = [_found([float(rng.uniform(*unseen_novelty))], [float(rng.uniform(*unseen_share))],
+                           [[0, 0, 30, 30]]) for _ in range(100)]
+    unseen_truth = [np.array([[0, 0, 30, 30]], np.float32) for _ in unseen_found]
+    thresholds = np.array([0.5, 0.5], np.float32)
+    rule = choose_rule(found, truth, thresholds, budget=0.1, unseen=(unseen_found, unseen_truth))
+    tried = rule["unseen_val"]["called_unknown_per_split"]
+    assert rule["novelty_share_of_budget"] == expected_split
+    assert tried[str(expected_split)] == max(tried.values()) > tried["0.5"]  # a real gain over the even split
+    assert rule["val_known_called_unknown"] <= 0.1 + 1e-9  # the known defects' budget is kept whatever the split
+    assert rule["unseen_val"]["found"] == 100 and rule["unseen_val"]["boxes"] == 100
+    even = choose_rule(found, truth, thresholds, budget=0.1)  # without unseen types: half each, as before
+    assert even["novelty_share_of_budget"] == 0.5 and "unseen_val" not in even
+
+
+def test_unseen_boxes_nothing_finds_are_not_counted_as_found() -> None:
+    rng = np.random.default_rng(2)
+    found, truth = _known_val(rng)
+    unseen_found = [_found([1.0], [0.9], [[0, 0, 30, 30]]), _found([1.0], [0.9], [[200, 200, 230, 230]])]
+    unseen_truth = [np.array([[0, 0, 30, 30]], np.float32), np.array([[0, 0, 30, 30]], np.float32)]
+    rule = choose_rule(found, truth, np.array([0.5, 0.5], np.float32), unseen=(unseen_found, unseen_truth))
+    assert rule["unseen_val"]["boxes"] == 2 and rule["unseen_val"]["found"] == 1
+
+
+def test_unseen_val_images_are_the_other_line_types(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from inspection.config import default_datasets_dir
+    from training.unknown import unseen_val_samples
+
+    assert unseen_val_samples("hot", tmp_path) == []  # no cr7-det beside it: a warning, the even split
+    assert "no cr7-det folder" in caplog.text
+    root = default_datasets_dir()
+    if not (root / "cr7-det").is_dir():
+        pytest.skip(f"datasets not found at {root}")
+    samples = unseen_val_samples("hot", root, max_images=5)
+    assert len(samples) == 5 and all("cr7-det" in str(s.image_path) for s in samples)
+
+
 def test_rule_needs_a_known_detection() -> None:
     found = [_found([1.0], [0.9], [[0, 0, 10, 10]])]
     with pytest.raises(ValueError, match="no val detection"):

@@ -205,14 +205,16 @@ def _background_floor(background: Callable[[float], float] | None, cap: float | 
 def _unknown_rule(model: Any, opts: Options, recipe: Any, classes: tuple[str, ...], images: list[np.ndarray],
                   boxes: list[np.ndarray], thresholds: np.ndarray, plant: PlantData | None) -> dict[str, Any]:
     """Set the model's class prototypes from the train split and choose the unknown rule on val."""
-    from training.unknown import SHRINK, choose_rule, detections, prototypes
+    from training.unknown import SHRINK, choose_rule, detections, prototypes, unseen_pairs, unseen_val_samples
 
     train = split_samples(opts, recipe, "train", plant)
     means, precision, counts = prototypes(model, train, [read_image(s.image_path) for s in train], classes)
     model.set_prototypes(torch.from_numpy(means), torch.from_numpy(precision))
     described = {"split": "train", "boxes_per_class": counts, "shrink": SHRINK, "features": int(means.shape[1])}
     try:
-        rule = choose_rule(detections(model, images), boxes, thresholds)
+        unseen = unseen_val_samples(opts.line_type, opts.datasets_dir, opts.splits_dir, opts.max_images)
+        unseen_found = detections(model, [read_image(s.image_path) for s in unseen])
+        rule = choose_rule(detections(model, images), boxes, thresholds, unseen=unseen_pairs(unseen_found, unseen))
     except ValueError as exc:  # a model that finds nothing on val: no rule, every class stays as detected
         log.warning("no unknown rule: %s", exc)
         return {"rule": None, "why": str(exc), "prototypes": described}
@@ -348,6 +350,11 @@ def finalize(opts: Options, state: dict[str, Any], models_dir: Path, register: b
         holdout = write_holdout(plant, plant_part(plant, "test", opts.max_images), opts.out_dir / "plant-test")
     if opts.line_type in TEXTURE_MAKERS:
         metrics["background"] = _background(detector, opts.line_type, registry)
+    if detector.unknown_rule is not None:
+        from training.unknown import unseen_test_figures
+
+        metrics["unseen_test"] = unseen_test_figures(detector, opts.line_type, opts.datasets_dir, opts.splits_dir,
+                                                     opts.max_images)
     manifest["metrics"] = metrics
     (export_dir / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     if plant is not None:

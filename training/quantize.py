@@ -114,18 +114,21 @@ def quantize_file(source: Path, target: Path, calibration: Sequence[np.ndarray],
     return excluded
 
 
-def _recalibrated_unknown(candidate: Detector, parent: Any, val: Sequence[Any], dataset: str) -> dict[str, Any]:
+def _recalibrated_unknown(candidate: Detector, parent: Any, val: Sequence[Any], dataset: str,
+                          unseen: Sequence[Any] = ()) -> dict[str, Any]:
     """The unknown rule chosen again on the int8 copy's own outputs (val images and their line views,
-    as at training): its features, and so its novelty, differ from the fp32 source's."""
+    as at training, and `unseen`: the other line type's val images): its features, and so its novelty,
+    differ from the fp32 source's."""
     from inspection.datasets import DATASET_CLASSES
     from training.thresholds import val_line_views
-    from training.unknown import choose_rule, runtime_detections
+    from training.unknown import choose_rule, runtime_detections, unseen_pairs
 
     images = [read_image(s.image_path) for s in val]
     views = val_line_views(val, images, parent.line_type, DATASET_CLASSES[dataset])
     boxes = [*(s.boxes for s in val), *(v[1] for v in views)]
+    unseen_found = runtime_detections(candidate, [read_image(s.image_path) for s in unseen])
     rule = choose_rule(runtime_detections(candidate, [*images, *(v[0] for v in views)]), boxes,
-                       candidate.thresholds)
+                       candidate.thresholds, unseen=unseen_pairs(unseen_found, unseen))
     return {**rule, "prototypes": parent.data["unknown"].get("prototypes"),
             "chosen_on": f"this int8 copy's outputs (the source {parent.version}'s rule: "
                          f"novelty_max {parent.data['unknown']['novelty_max']}, "
@@ -193,6 +196,7 @@ def quantize_version(source: str, *, models_dir: Path | None = None, datasets_di
     from inspection.code_version import code_version
     from training.evaluate import evaluate
     from training.finalize import background_metric, promotion_decision, register_gated
+    from training.unknown import unseen_test_figures, unseen_val_samples
 
     registry = Registry(models_dir)
     parent = registry.resolve(source)
@@ -231,7 +235,8 @@ def quantize_version(source: str, *, models_dir: Path | None = None, datasets_di
             "agreement_val": agreement(reference, candidate, [read_image(s.image_path) for s in val[:64]]),
             "command": f"steel-inspect quantize {parent.version}"}
         if isinstance(parent.data.get("unknown"), dict) and parent.data["unknown"].get("novelty_max") is not None:
-            manifest["unknown"] = _recalibrated_unknown(candidate, parent, val, dataset)
+            manifest["unknown"] = _recalibrated_unknown(
+                candidate, parent, val, dataset, unseen_val_samples(parent.line_type, datasets_dir, splits_dir))
             (work / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
             candidate = Detector(load_manifest(work / "manifest.json"), providers="cpu")
         manifest["speed_side_by_side"] = side_by_side_speed({"fp32": parent.model_path, "int8": onnx_path})
@@ -239,6 +244,8 @@ def quantize_version(source: str, *, models_dir: Path | None = None, datasets_di
                    "test": evaluate(candidate, test, work / "eval", plot_prefix="test-")}
         if parent.line_type in ("hot", "cold"):
             metrics["background"] = background_metric(candidate, parent.line_type)
+        if candidate.unknown_rule is not None:
+            metrics["unseen_test"] = unseen_test_figures(candidate, parent.line_type, datasets_dir, splits_dir)
         manifest["metrics"] = metrics
         activate, reason = promotion_decision(registry, parent.line_type, metrics["val"].get("map50"))
         manifest["promotion"] = {"activated": activate and register, "reason": reason}

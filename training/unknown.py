@@ -14,27 +14,40 @@ from the exported graph tell the runtime that it is guessing (`training.model`):
 `prototypes` computes the means and the precision from the training split (features at the cell
 of each labelled box's centre, as the heads were trained there); `choose_rule` sets the two limits
 on val, as quantiles of the detections that found a real, known defect: the rule calls at most
-about `budget` of them unknown. The runtime (`inspection.detector`) applies the rule from the
-manifest's ``unknown`` entry: novelty above ``novelty_max`` or class share below
-``class_share_min``. How well this finds a new type is measured by training without a class
-(`steel-inspect train --exclude-class`) and evaluating on that class's test defects.
+about `budget` of them unknown. How that budget is shared between the two signals is chosen on
+defect types the model never learns: the other line type's val split (a hot model meets the cold
+set's seven classes), the split of the budget that calls most of those found `unknown` wins
+(`unseen_val_samples`, `SPLITS`). Without them, each signal gets half. The runtime
+(`inspection.detector`) applies the rule from the manifest's ``unknown`` entry: novelty above
+``novelty_max`` or class share below ``class_share_min``. How well this finds a new type is
+measured by training without a class (`steel-inspect train --exclude-class`) and evaluating on that
+class's test defects, and by `evaluate --unseen-class` on the other line type's test split.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from inspection.datasets import Sample
+from inspection.datasets import DATASET_CLASSES, LINE_DATASETS, DatasetError, Sample, load_split
 from training.data import eval_batches
 from training.metrics import DETECTION_IOU, iou_matrix
 from training.model import Detector
 
+log = logging.getLogger(__name__)
+
 SHRINK = 0.1  # weight of the average variance in the shrunk covariance
-BUDGET = 0.05  # share of val detections of known defects that the rule may call unknown (half per signal)
+BUDGET = 0.05  # share of val detections of known defects that the rule may call unknown
+# Shares of the budget the novelty limit may take (the class share limit the rest), tried on unseen types.
+# Each signal keeps at least a quarter: one other dataset must not switch off a signal that another
+# plant's defects may need (a shape far from everything learned can still have one confident class).
+SPLITS = (0.25, 0.5, 0.75)
+DEFAULT_SPLIT = 0.5
 
 
 def head_features(model: Detector, images: Sequence[np.ndarray], batch_size: int = 16) -> list[np.ndarray]:
@@ -112,21 +125,50 @@ def is_unknown(novelty: np.ndarray, share: np.ndarray, rule: dict[str, float]) -
     return (novelty > rule["novelty_max"]) | (share < rule["class_share_min"])
 
 
+def _at_thresholds(det: dict[str, np.ndarray], thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes, novelty and class share of the detections at their class's operating threshold."""
+    keep = (det["scores"] >= thresholds[det["labels"]]) & (det["scores"] > 0)
+    return (det["boxes"][keep], det["novelty"][keep],
+            class_share(det["class_scores"][keep], det["labels"][keep]))
+
+
+def _unseen_found(found: Sequence[dict[str, np.ndarray]], gt_boxes: Sequence[np.ndarray],
+                  thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Novelty and class share of the detection that finds each unseen box (the best overlap at IoU >=
+    DETECTION_IOU, as `evaluate` judges an unseen type); boxes nothing finds are left out."""
+    novelty, share = [], []
+    for det, truth in zip(found, gt_boxes, strict=True):
+        boxes, det_novelty, det_share = _at_thresholds(det, thresholds)
+        if not len(truth) or not len(boxes):
+            continue
+        iou = iou_matrix(np.asarray(truth, np.float32), boxes)
+        best = iou.argmax(axis=1)
+        hit = iou[np.arange(len(truth)), best] >= DETECTION_IOU
+        novelty += det_novelty[best[hit]].tolist()
+        share += det_share[best[hit]].tolist()
+    return np.array(novelty, np.float64), np.array(share, np.float64)
+
+
+def _limits(known_novelty: np.ndarray, known_share: np.ndarray, budget: float, split: float) -> dict[str, float]:
+    return {"novelty_max": round(float(np.quantile(known_novelty, 1 - budget * split)), 4),
+            "class_share_min": round(float(np.quantile(known_share, budget * (1 - split))), 4)}
+
+
 def choose_rule(found: Sequence[dict[str, np.ndarray]], gt_boxes: Sequence[np.ndarray], thresholds: np.ndarray,
-                budget: float = BUDGET) -> dict[str, Any]:
+                budget: float = BUDGET,
+                unseen: tuple[Sequence[dict[str, np.ndarray]], Sequence[np.ndarray]] | None = None) -> dict[str, Any]:
     """The limits of the rule on val: quantiles of the detections (at their class's operating
-    threshold) that overlap a labelled defect at IoU >= DETECTION_IOU, so that each signal alone
-    calls at most `budget` / 2 of them unknown; with what the rule then does to val."""
+    threshold) that overlap a labelled defect at IoU >= DETECTION_IOU, so that the rule calls at
+    most about `budget` of them unknown; with what the rule then does to val. `unseen`: detections
+    and boxes of defect types the model never learned; the share of the budget the novelty limit
+    takes (`SPLITS`) is the one that calls most of those found unknown (else `DEFAULT_SPLIT`)."""
     known_novelty, known_share, false_novelty, false_share = [], [], [], []
     for det, truth in zip(found, gt_boxes, strict=True):
-        keep = det["scores"] >= thresholds[det["labels"]]
-        keep &= det["scores"] > 0
-        if not keep.any():
+        boxes, novelty, share = _at_thresholds(det, thresholds)
+        if not len(boxes):
             continue
-        novelty = det["novelty"][keep]
-        share = class_share(det["class_scores"][keep], det["labels"][keep])
         if len(truth):
-            hit = iou_matrix(det["boxes"][keep], np.asarray(truth, np.float32)).max(axis=1) >= DETECTION_IOU
+            hit = iou_matrix(boxes, np.asarray(truth, np.float32)).max(axis=1) >= DETECTION_IOU
         else:
             hit = np.zeros(len(novelty), bool)
         known_novelty += novelty[hit].tolist()
@@ -135,16 +177,85 @@ def choose_rule(found: Sequence[dict[str, np.ndarray]], gt_boxes: Sequence[np.nd
         false_share += share[~hit].tolist()
     if not known_novelty:
         raise ValueError("unknown rule: no val detection of a known defect to calibrate on")
-    rule = {"novelty_max": round(float(np.quantile(known_novelty, 1 - budget / 2)), 4),
-            "class_share_min": round(float(np.quantile(known_share, budget / 2)), 4)}
-    known = is_unknown(np.array(known_novelty), np.array(known_share), rule)
+    known_n, known_s = np.array(known_novelty), np.array(known_share)
+    split, tried = DEFAULT_SPLIT, None
+    if unseen is not None:
+        unseen_n, unseen_s = _unseen_found(*unseen, thresholds)
+        if len(unseen_n):
+            calls = {s: is_unknown(unseen_n, unseen_s, _limits(known_n, known_s, budget, s)) for s in SPLITS}
+            tried = {str(s): round(float(called.mean()), 4) for s, called in calls.items()}
+            split = max(SPLITS, key=lambda s: (tried[str(s)], -abs(s - DEFAULT_SPLIT)))  # ties: the even split
+        else:
+            log.warning("unknown rule: no unseen defect found on the unseen val images; each signal gets half")
+    rule = _limits(known_n, known_s, budget, split)
+    known = is_unknown(known_n, known_s, rule)
     false = is_unknown(np.array(false_novelty), np.array(false_share), rule) if false_novelty else np.zeros(0)
-    return {**rule, "budget": budget,
-            "val_known_detections": len(known_novelty), "val_known_called_unknown": round(float(known.mean()), 4),
-            "val_false_detections": len(false_novelty),
-            "val_false_called_unknown": round(float(false.mean()), 4) if len(false) else None,
-            "rule": "unknown when novelty > novelty_max or class share < class_share_min; limits are the "
-                    f"{1 - budget / 2:.3f} and {budget / 2:.3f} quantiles of val detections of known defects"}
+    out = {**rule, "budget": budget, "novelty_share_of_budget": split,
+           "val_known_detections": len(known_novelty), "val_known_called_unknown": round(float(known.mean()), 4),
+           "val_false_detections": len(false_novelty),
+           "val_false_called_unknown": round(float(false.mean()), 4) if len(false) else None,
+           "rule": "unknown when novelty > novelty_max or class share < class_share_min; limits are the "
+                   f"{1 - budget * split:.4f} and {budget * (1 - split):.4f} quantiles of val detections of "
+                   "known defects"}
+    if unseen is not None:
+        out["unseen_val"] = {"boxes": int(sum(len(b) for b in unseen[1])), "found": len(unseen_n),
+                             "called_unknown_per_split": tried,
+                             "choice": "the novelty share of the budget that calls most unseen defects found "
+                                       "unknown" if tried else "no unseen defect found: half each"}
+    return out
+
+
+def unseen_val_samples(line_type: str, datasets_dir: Path, splits_dir: Path | None = None,
+                       max_images: int | None = None) -> list[Sample]:
+    """The other line type's val split: defect types this model never learns (its classes are another
+    mill's). Empty, with a warning, where that dataset is not beside this one (a plant's own data)."""
+    other = next(d for t, d in LINE_DATASETS.items() if t != line_type)
+    if not (Path(datasets_dir) / other / "images").is_dir():
+        log.warning("unknown rule: no %s folder in %s for unseen val images: each signal gets half of the budget",
+                    other, datasets_dir)
+        return []
+    try:
+        samples = load_split(Path(datasets_dir) / other, other, "val", splits_dir)
+    except DatasetError as exc:
+        log.warning("unknown rule: no unseen val images (%s): each signal gets half of the budget", exc)
+        return []
+    return samples[:max_images] if max_images else samples
+
+
+def unseen_pairs(found: Sequence[dict[str, np.ndarray]], samples: Sequence[Sample]
+                 ) -> tuple[Sequence[dict[str, np.ndarray]], list[np.ndarray]] | None:
+    """`choose_rule`'s `unseen` argument from detections on `unseen_val_samples` (None when empty)."""
+    return (found, [s.boxes for s in samples]) if samples else None
+
+
+def unseen_test_figures(detector: Any, line_type: str, datasets_dir: Path, splits_dir: Path | None = None,
+                        max_images: int | None = None) -> dict[str, Any] | None:
+    """How a runtime `detector` reports defect types it never learned: the other line type's test split,
+    every box judged as unseen (`steel-inspect evaluate --unseen-class` for each of its classes); the
+    share of those boxes found and the share of the found ones called `unknown`. None without the data."""
+    from training.evaluate import evaluate
+
+    other = next(d for t, d in LINE_DATASETS.items() if t != line_type)
+    if not (Path(datasets_dir) / other / "images").is_dir():
+        return None
+    try:
+        samples = load_split(Path(datasets_dir) / other, other, "test", splits_dir)
+    except DatasetError as exc:
+        log.warning("no unseen test figures: %s", exc)
+        return None
+    samples = samples[:max_images] if max_images else samples
+    figures = evaluate(detector, samples, progress=False, unseen=DATASET_CLASSES[other])["unseen_classes"]
+    boxes = sum(v["gt_boxes"] for v in figures.values())
+    found = sum(v["found"] for v in figures.values())
+    called = sum(v["found_as_unknown"] for v in figures.values())
+    unseen_args = " ".join(f"--unseen-class {c!r}" if " " in c else f"--unseen-class {c}"
+                           for c in DATASET_CLASSES[other])
+    return {"dataset": other, "split": "test", "boxes": boxes, "found": found,
+            "found_rate": round(found / boxes, 4) if boxes else None,
+            "called_unknown": called, "unknown_share_of_found": round(called / found, 4) if found else None,
+            "per_class": figures,
+            "command": f"steel-inspect evaluate --model VERSION --data {Path(datasets_dir) / other} --split test "
+                       f"{unseen_args} --json OUT"}
 
 
 def runtime_detections(detector: Any, images: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
