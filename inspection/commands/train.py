@@ -53,8 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "(about 4x slower per training step and 0.6x the inference speed on this CPU). "
                              "Default: the recipe's (plain); --resume needs the run's own backbone")
     parser.add_argument("--stride", type=int, choices=(4, 8), default=None,
-                        help="output stride of the heatmaps: 4 keeps small and thin defects apart (the cold "
-                             "recipe's), 8 costs less (the hot recipe's). Default: the recipe's; --resume needs "
+                        help="output stride of the heatmaps: 4 keeps small and thin defects apart (both recipes' "
+                             "since hot-20261203-1), 8 costs a third less. Default: the recipe's; --resume needs "
                              "the run's own stride")
     parser.add_argument("--exclude-class", action="append", default=[], metavar="CLASS",
                         help="leave this class out (its images too) to measure how a defect type the model never "
