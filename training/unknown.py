@@ -27,6 +27,7 @@ class's test defects, and by `evaluate --unseen-class` on the other line type's 
 from __future__ import annotations
 
 import logging
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -205,21 +206,27 @@ def choose_rule(found: Sequence[dict[str, np.ndarray]], gt_boxes: Sequence[np.nd
     return out
 
 
-def unseen_val_samples(line_type: str, datasets_dir: Path, splits_dir: Path | None = None,
-                       max_images: int | None = None) -> list[Sample]:
-    """The other line type's val split: defect types this model never learns (its classes are another
-    mill's). Empty, with a warning, where that dataset is not beside this one (a plant's own data)."""
+def _other_split(line_type: str, datasets_dir: Path, split: str, splits_dir: Path | None,
+                 max_images: int | None) -> tuple[str, list[Sample]]:
+    """The other line type's dataset name and the samples of its `split`: defect types a model of
+    `line_type` never learns (another mill's classes). Empty, with a warning, where that dataset is not
+    beside this one (a plant training on its own data)."""
     other = next(d for t, d in LINE_DATASETS.items() if t != line_type)
     if not (Path(datasets_dir) / other / "images").is_dir():
-        log.warning("unknown rule: no %s folder in %s for unseen val images: each signal gets half of the budget",
-                    other, datasets_dir)
-        return []
+        log.warning("unknown rule: no %s folder in %s for unseen %s images", other, datasets_dir, split)
+        return other, []
     try:
-        samples = load_split(Path(datasets_dir) / other, other, "val", splits_dir)
+        samples = load_split(Path(datasets_dir) / other, other, split, splits_dir)
     except DatasetError as exc:
-        log.warning("unknown rule: no unseen val images (%s): each signal gets half of the budget", exc)
-        return []
-    return samples[:max_images] if max_images else samples
+        log.warning("unknown rule: no unseen %s images (%s)", split, exc)
+        return other, []
+    return other, samples[:max_images] if max_images else samples
+
+
+def unseen_val_samples(line_type: str, datasets_dir: Path, splits_dir: Path | None = None,
+                       max_images: int | None = None) -> list[Sample]:
+    """The other line type's val split, on which `choose_rule` shares its budget (empty: half each)."""
+    return _other_split(line_type, datasets_dir, "val", splits_dir, max_images)[1]
 
 
 def unseen_pairs(found: Sequence[dict[str, np.ndarray]], samples: Sequence[Sample]
@@ -235,15 +242,9 @@ def unseen_test_figures(detector: Any, line_type: str, datasets_dir: Path, split
     share of those boxes found and the share of the found ones called `unknown`. None without the data."""
     from training.evaluate import evaluate
 
-    other = next(d for t, d in LINE_DATASETS.items() if t != line_type)
-    if not (Path(datasets_dir) / other / "images").is_dir():
+    other, samples = _other_split(line_type, datasets_dir, "test", splits_dir, max_images)
+    if not samples:
         return None
-    try:
-        samples = load_split(Path(datasets_dir) / other, other, "test", splits_dir)
-    except DatasetError as exc:
-        log.warning("no unseen test figures: %s", exc)
-        return None
-    samples = samples[:max_images] if max_images else samples
     # a plant's own class of the same name was learned: `evaluate` judges it as known, not unseen
     unseen = tuple(c for c in DATASET_CLASSES[other] if c not in detector.manifest.classes)
     if not unseen:
@@ -252,8 +253,7 @@ def unseen_test_figures(detector: Any, line_type: str, datasets_dir: Path, split
     boxes = sum(v["gt_boxes"] for v in figures.values())
     found = sum(v["found"] for v in figures.values())
     called = sum(v["found_as_unknown"] for v in figures.values())
-    unseen_args = " ".join(f"--unseen-class {c!r}" if " " in c else f"--unseen-class {c}"
-                           for c in unseen)
+    unseen_args = " ".join(f"--unseen-class {shlex.quote(c)}" for c in unseen)
     return {"dataset": other, "split": "test", "boxes": boxes, "found": found,
             "found_rate": round(found / boxes, 4) if boxes else None,
             "called_unknown": called, "unknown_share_of_found": round(called / found, 4) if found else None,
