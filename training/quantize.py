@@ -114,11 +114,11 @@ def quantize_file(source: Path, target: Path, calibration: Sequence[np.ndarray],
     return excluded
 
 
-def _recalibrated_unknown(candidate: Detector, parent: Any, val: Sequence[Any], dataset: str,
-                          unseen: Sequence[Any] = ()) -> dict[str, Any]:
-    """The unknown rule chosen again on the int8 copy's own outputs (val images and their line views,
-    as at training, and `unseen`: the other line type's val images): its features, and so its novelty,
-    differ from the fp32 source's."""
+def recalibrated_unknown(candidate: Detector, parent: Any, val: Sequence[Any], dataset: str,
+                         unseen: Sequence[Any] = (), chosen_on: str = "this int8 copy's outputs") -> dict[str, Any]:
+    """The unknown rule chosen again on a derived model's own outputs (val images and their line views,
+    as at training, and `unseen`: the other line type's val images): an int8 copy's features, and so
+    its novelty, differ from the fp32 source's; a crop classifier changes the class scores."""
     from inspection.datasets import DATASET_CLASSES
     from training.thresholds import val_line_views
     from training.unknown import choose_rule, runtime_detections, unseen_pairs
@@ -130,7 +130,7 @@ def _recalibrated_unknown(candidate: Detector, parent: Any, val: Sequence[Any], 
     rule = choose_rule(runtime_detections(candidate, [*images, *(v[0] for v in views)]), boxes,
                        candidate.thresholds, unseen=unseen_pairs(unseen_found, unseen))
     return {**rule, "prototypes": parent.data["unknown"].get("prototypes"),
-            "chosen_on": f"this int8 copy's outputs (the source {parent.version}'s rule: "
+            "chosen_on": f"{chosen_on} (the source {parent.version}'s rule: "
                          f"novelty_max {parent.data['unknown']['novelty_max']}, "
                          f"class_share_min {parent.data['unknown']['class_share_min']})"}
 
@@ -235,7 +235,7 @@ def quantize_version(source: str, *, models_dir: Path | None = None, datasets_di
             "agreement_val": agreement(reference, candidate, [read_image(s.image_path) for s in val[:64]]),
             "command": f"steel-inspect quantize {parent.version}"}
         if isinstance(parent.data.get("unknown"), dict) and parent.data["unknown"].get("novelty_max") is not None:
-            manifest["unknown"] = _recalibrated_unknown(
+            manifest["unknown"] = recalibrated_unknown(
                 candidate, parent, val, dataset, unseen_val_samples(parent.line_type, datasets_dir, splits_dir))
             (work / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
             candidate = Detector(load_manifest(work / "manifest.json"), providers="cpu")

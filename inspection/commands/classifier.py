@@ -1,0 +1,66 @@
+"""`steel-inspect classifier VERSION`: a registered model with a crop classifier that names its detections again.
+
+Trains an ImageNet-initialised EfficientNet-Lite0 on crops of the train split's defects (the model's
+own dataset), chooses on val how much it counts against the detector's own class scores, appends it
+to the model's ONNX graph (`training.classifier`, `training.relabel`), chooses the per-class thresholds
+and the unknown rule again on val, evaluates val and test (the source model on test in the same run),
+measures speed beside the source, and registers the result as a new version; the val gate decides
+whether it becomes active. Boxes and scores stay the source's: only the class of a detection changes.
+Needs the `train` extra. About 100-200 s per epoch per thread on the cold set (2-core EPYC).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from inspection.arguments import positive_int
+from inspection.config import default_datasets_dir, default_models_dir
+from inspection.errors import SteelInspectError
+
+
+class ClassifierCommandError(SteelInspectError):
+    """`steel-inspect classifier` cannot start: missing extra, data folder or a bad option."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("classifier", help="append a crop classifier to a model, measure and register it",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("version", help="the model to extend: a version, hot/cold (the active one), or a path")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default 12)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-images", type=positive_int, default=None,
+                        help="use at most N images per split (smoke)")
+    parser.add_argument("--threads", type=positive_int, default=1,
+                        help="torch threads (default 1, as `train`: the line and other jobs share the cores)")
+    parser.add_argument("--no-register", action="store_true", help="measure, but do not register")
+    parser.add_argument("--datasets", type=Path, default=None, help="datasets root (default ../shared/datasets)")
+    parser.add_argument("--models", type=Path, default=None, help="registry root (default models/)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the summary here")
+    parser.set_defaults(func=_handle)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    try:
+        import onnx  # noqa: F401
+        import torch
+        import torchvision  # noqa: F401
+    except ImportError:
+        raise ClassifierCommandError("classifier needs the `train` extra: pip install -e '.[train]'") from None
+    from training.relabel import relabel_version
+
+    datasets = args.datasets or default_datasets_dir()
+    if not datasets.is_dir():
+        raise ClassifierCommandError(f"{datasets}: datasets folder not found (set --datasets or "
+                                     "STEEL_INSPECT_DATASETS)")
+    torch.set_num_threads(args.threads)
+    summary = relabel_version(args.version, models_dir=args.models or default_models_dir(), datasets_dir=datasets,
+                              epochs=args.epochs, seed=args.seed, max_images=args.max_images,
+                              register=not args.no_register)
+    text = json.dumps(summary, indent=1)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0

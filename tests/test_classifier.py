@@ -1,0 +1,167 @@
+"""The crop classifier stage: crop geometry, the combination rule, the ONNX graph surgery against PyTorch on a
+real model and real images, and the whole `steel-inspect classifier` command on a copy of the registry."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from inspection.cli import main
+from inspection.config import REPO_DIR
+from inspection.datasets import load_split, read_image
+from inspection.detector import Detector
+from inspection.registry import Registry
+from training.classifier import (
+    CONTEXT,
+    CROP,
+    MIN_SIDE,
+    CropClassifier,
+    RelabelStage,
+    choose_weight,
+    crops,
+    square_boxes,
+)
+from training.relabel import RelabelError, attach, export_stage, parity, relabel_version
+
+
+def test_square_boxes_are_centred_squares_with_a_margin_and_a_minimum_side() -> None:
+    boxes = torch.tensor([[10.0, 20.0, 50.0, 30.0], [5.0, 5.0, 7.0, 6.0]])
+    squares = square_boxes(boxes)
+    assert torch.allclose((squares[:, :2] + squares[:, 2:]) / 2, (boxes[:, :2] + boxes[:, 2:]) / 2)
+    sides = squares[:, 2:] - squares[:, :2]
+    assert torch.allclose(sides[:, 0], sides[:, 1])
+    assert sides[0, 0].item() == pytest.approx(40 * CONTEXT) and sides[1, 0].item() == pytest.approx(MIN_SIDE * CONTEXT)
+
+
+def test_crops_cut_the_box_region_and_read_mid_grey_outside_the_image() -> None:
+    image = torch.zeros(1, 1, 64, 64)
+    image[0, 0, 16:32, 16:32] = 1.0  # a bright square; the rest is the normalised mid-grey 0
+    out = crops(image, torch.tensor([0, 0]), torch.tensor([[16.0, 16.0, 32.0, 32.0], [-40.0, -40.0, -8.0, -8.0]]))
+    assert out.shape == (2, 1, CROP, CROP)
+    # the crop is the square (its outermost samples blend with the grey around it)
+    assert torch.allclose(out[0, 0, 3:-3, 3:-3], torch.ones(CROP - 6, CROP - 6))
+    assert out[1].abs().max().item() == 0.0  # wholly outside: nothing but grey
+
+
+def _stage(num_classes: int, weight: float, min_score: float) -> RelabelStage:
+    torch.manual_seed(0)
+    return RelabelStage(CropClassifier(num_classes, imagenet=False), weight, min_score)
+
+
+def _detections(n: int = 2, k: int = 5, c: int = 3) -> tuple[torch.Tensor, ...]:
+    rng = np.random.default_rng(0)
+    image = torch.from_numpy(rng.integers(0, 256, (n, 1, 64, 96), dtype=np.uint8))
+    boxes = torch.tensor([[[8.0, 8.0, 30.0, 24.0], [40.0, 10.0, 60.0, 50.0], [0.0, 0.0, 10.0, 10.0],
+                           [70.0, 30.0, 90.0, 60.0], [20.0, 30.0, 44.0, 44.0]]] * n)[:, :k]
+    scores = torch.tensor([[0.9, 0.5, 0.3, 0.08, 0.0]] * n)[:, :k]
+    class_scores = torch.from_numpy(rng.uniform(0.01, 1.0, (n, k, c)).astype(np.float32))
+    labels = class_scores.argmax(dim=2)
+    return image, boxes, scores, labels, class_scores
+
+
+def test_stage_relabels_only_detections_that_can_pass_a_threshold() -> None:
+    image, boxes, scores, labels, class_scores = _detections()
+    with torch.no_grad():
+        by_classifier = _stage(3, 1.0, 0.1)(image, boxes, scores, labels, class_scores)
+        by_detector = _stage(3, 0.0, 0.1)(image, boxes, scores, labels, class_scores)
+    looked_at = scores >= 0.1
+    normalised = class_scores / class_scores.sum(dim=2, keepdim=True)
+    # weight 0: the detector's own distribution, its own arg-max
+    assert torch.allclose(by_detector[1], normalised, atol=1e-5)
+    assert torch.equal(by_detector[0], labels)
+    # weight 1: the classifier alone decides the looked-at ones; the rest keep label and distribution
+    classifier = _stage(3, 1.0, 0.1).classifier
+    with torch.no_grad():
+        x = (image.float() - 127.5) / 128.0
+        flat = boxes.reshape(-1, 4)[looked_at.reshape(-1)]
+        index = torch.nonzero(looked_at.reshape(-1))[:, 0] // boxes.shape[1]
+        direct = torch.softmax(classifier(crops(x, index, square_boxes(flat))), dim=1)
+    assert torch.allclose(by_classifier[1][looked_at], direct, atol=1e-5)
+    assert torch.equal(by_classifier[0][looked_at], direct.argmax(dim=1))
+    assert torch.equal(by_classifier[0][~looked_at], labels[~looked_at])
+    assert torch.allclose(by_classifier[1].sum(dim=2), torch.ones(2, 5), atol=1e-5)
+
+
+def test_choose_weight_follows_the_better_namer_and_ties_keep_the_detector() -> None:
+    truth = np.array([0, 1, 1, 0])
+    detector = np.array([[0.6, 0.4], [0.7, 0.3], [0.2, 0.8], [0.9, 0.1]])  # one wrong
+    right = np.eye(2)[truth] * 0.98 + 0.01
+    weight, table = choose_weight(detector, right, truth)
+    assert weight > 0.0 and table[str(weight)] == 1.0 and table["0.0"] == 0.75
+    weight, _ = choose_weight(detector, detector, truth)  # the classifier adds nothing: keep the detector
+    assert weight == 0.0
+
+
+@pytest.mark.datasets
+def test_attached_graph_matches_pytorch_on_real_images_and_keeps_the_other_outputs(tmp_path: Path,
+                                                                                   datasets_dir: Path) -> None:
+    parent = Registry(REPO_DIR / "models").resolve("cold")
+    stage = _stage(len(parent.classes), 0.5, 0.1)
+    merged = attach(parent.model_path, export_stage(stage, tmp_path / "stage.onnx", len(parent.classes)),
+                    tmp_path / "model.onnx")
+    graph = onnx.load(str(merged)).graph
+    assert [o.name for o in graph.output] == ["boxes", "scores", "labels", "class_scores", "novelty"]
+    assert [i.name for i in graph.input] == ["image"]
+    reference = Detector(parent, providers="cpu")
+    images = [read_image(s.image_path) for s in load_split(datasets_dir, "cr7-det", "val")[::90]]
+    images.append(np.full((96, 160), 128, np.uint8))  # plain grey: no detection to look at
+    checked = parity(reference, stage, merged, images)
+    assert checked["images"] == len(images) and checked["labels_compared"] > 0
+    # A batch of two, another size: boxes, scores and novelty are the source's, bit for bit.
+    batch = np.stack([reference._pad(images[0][:256, :320]), reference._pad(images[1][:256, :320])])[:, None]
+    source, new = (ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": batch})
+                   for path in (parent.model_path, merged))
+    for i in (0, 1, 4):
+        assert np.array_equal(source[i], new[i])
+    assert (source[1] >= 0.1).any() and not np.array_equal(source[3], new[3])
+
+
+def test_attach_refuses_a_graph_without_class_scores(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["image"], ["boxes"])], "plain",
+                              [helper.make_tensor_value_info("image", TensorProto.UINT8, None)],
+                              [helper.make_tensor_value_info("boxes", TensorProto.UINT8, None)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "plain.onnx"))
+    stage = _stage(3, 0.5, 0.1)
+    with pytest.raises(RelabelError, match="expected input image and outputs labels, class_scores"):
+        attach(tmp_path / "plain.onnx", export_stage(stage, tmp_path / "stage.onnx", 3), tmp_path / "out.onnx")
+
+
+@pytest.mark.slow
+@pytest.mark.datasets
+def test_classifier_command_registers_a_measured_version(tmp_path: Path, datasets_dir: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    registry_dir = tmp_path / "models"
+    source = Registry(REPO_DIR / "models").resolve("cold")
+    (registry_dir / "cold").mkdir(parents=True)
+    shutil.copytree(source.model_path.parent, registry_dir / "cold" / source.version)
+    Registry(registry_dir).promote(source.version, reason="test setup")
+
+    code = main(["classifier", "cold", "--models", str(registry_dir), "--datasets", str(datasets_dir),
+                 "--max-images", "10", "--epochs", "1", "--threads", "2", "--json", str(tmp_path / "summary.json")])
+    assert code == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary == json.loads(capsys.readouterr().out)
+    new = Registry(registry_dir).resolve(summary["version"])  # loads = sha256 verified
+    info = new.data["classifier"]
+    assert info["source_version"] == source.version and info["source_sha256"] == source.sha256
+    assert info["weight"] in (0.0, 0.25, 0.5, 0.75, 1.0) and info["training"]["train_boxes"] > 0
+    assert info["parity"]["labels_compared"] > 0
+    assert set(new.data["operating_thresholds"]) == set(source.classes)
+    assert min(new.data["operating_thresholds"].values()) >= info["min_score"]
+    assert new.data["metrics"]["test"]["images"] > 0 and new.data["metrics"]["source_test_same_run"]["images"] > 0
+    assert set(new.data["speed_side_by_side"]["threads_1"]) == {"source", "classifier"}
+    image = read_image(load_split(datasets_dir, "cr7-det", "test")[0].image_path)
+    found = Detector(new, providers="cpu").detect([image])
+    assert all(0 <= label < len(new.classes) for label in found[0].labels)
+    assert (Registry(registry_dir).active("cold") == new.version) == summary["activated"]
+    with pytest.raises(RelabelError, match="already has a crop classifier"):
+        relabel_version(new.version, models_dir=registry_dir, datasets_dir=datasets_dir, register=False)

