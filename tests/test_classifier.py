@@ -56,6 +56,7 @@ def _stage(num_classes: int, weight: float, min_score: float) -> RelabelStage:
 
 
 def _detections(n: int = 2, k: int = 5, c: int = 3) -> tuple[torch.Tensor, ...]:
+    """Score-sorted detections as the detector outputs them; no two boxes overlap at IoU >= 0.3."""
     rng = np.random.default_rng(0)
     image = torch.from_numpy(rng.integers(0, 256, (n, 1, 64, 96), dtype=np.uint8))
     boxes = torch.tensor([[[8.0, 8.0, 30.0, 24.0], [40.0, 10.0, 60.0, 50.0], [0.0, 0.0, 10.0, 10.0],
@@ -63,14 +64,14 @@ def _detections(n: int = 2, k: int = 5, c: int = 3) -> tuple[torch.Tensor, ...]:
     scores = torch.tensor([[0.9, 0.5, 0.3, 0.08, 0.0]] * n)[:, :k]
     class_scores = torch.from_numpy(rng.uniform(0.01, 1.0, (n, k, c)).astype(np.float32))
     labels = class_scores.argmax(dim=2)
-    return image, boxes, scores, labels, class_scores
+    return image, boxes, scores, labels, class_scores, torch.rand(n, k)
 
 
 def test_stage_relabels_only_detections_that_can_pass_a_threshold() -> None:
-    image, boxes, scores, labels, class_scores = _detections()
+    image, boxes, scores, labels, class_scores, novelty = _detections()
     with torch.no_grad():
-        by_classifier = _stage(3, 1.0, 0.1)(image, boxes, scores, labels, class_scores)
-        by_detector = _stage(3, 0.0, 0.1)(image, boxes, scores, labels, class_scores)
+        by_classifier = _stage(3, 1.0, 0.1)(image, boxes, scores, labels, class_scores, novelty)[2:4]
+        by_detector = _stage(3, 0.0, 0.1)(image, boxes, scores, labels, class_scores, novelty)[2:4]
     looked_at = scores >= 0.1
     normalised = class_scores / class_scores.sum(dim=2, keepdim=True)
     # weight 0: the detector's own distribution, its own arg-max
@@ -87,6 +88,24 @@ def test_stage_relabels_only_detections_that_can_pass_a_threshold() -> None:
     assert torch.equal(by_classifier[0][looked_at], direct.argmax(dim=1))
     assert torch.equal(by_classifier[0][~looked_at], labels[~looked_at])
     assert torch.allclose(by_classifier[1].sum(dim=2), torch.ones(2, 5), atol=1e-5)
+
+
+def test_stage_keeps_one_box_where_two_detector_classes_on_one_defect_become_one_class() -> None:
+    image = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (1, 1, 64, 96), dtype=np.uint8))
+    same_place = [10.0, 10.0, 40.0, 40.0]
+    boxes = torch.tensor([[same_place, same_place, [50.0, 10.0, 80.0, 40.0], [50.0, 10.0, 80.0, 40.0]]])
+    scores = torch.tensor([[0.9, 0.6, 0.5, 0.4]])
+    labels = torch.tensor([[0, 1, 2, 2]])  # one defect as classes 0 and 1; another twice as class 2
+    class_scores, novelty = torch.full((1, 4, 3), 0.2), torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    with torch.no_grad():
+        out_boxes, out_scores, out_labels, _, out_novelty = _stage(3, 1.0, 0.1)(image, boxes, scores, labels,
+                                                                                class_scores, novelty)
+    # the same crop, so the same class for both boxes of the first defect: the second is dropped and sorted last
+    assert torch.equal(out_scores, torch.tensor([[0.9, 0.5, 0.4, 0.0]]))
+    assert out_novelty.tolist() == [[1.0, 3.0, 4.0, 2.0]]
+    assert torch.equal(out_boxes[0, 3], boxes[0, 1]) and out_labels[0, 0] == out_labels[0, 3]
+    # boxes the detector gave one class stay as its NMS left them
+    assert out_scores[0, 1] > 0 and out_scores[0, 2] > 0
 
 
 def test_choose_weight_follows_the_better_namer_and_ties_keep_the_detector() -> None:
@@ -114,12 +133,16 @@ def test_attached_graph_matches_pytorch_on_real_images_and_keeps_the_other_outpu
     images.append(np.full((96, 160), 128, np.uint8))  # plain grey: no detection to look at
     checked = parity(reference, stage, merged, images)
     assert checked["images"] == len(images) and checked["labels_compared"] > 0
-    # A batch of two, another size: boxes, scores and novelty are the source's, bit for bit.
+    # A batch of two, another size: every detection left is one of the source's (box, score, novelty).
     batch = np.stack([reference._pad(images[0][:256, :320]), reference._pad(images[1][:256, :320])])[:, None]
     source, new = (ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": batch})
                    for path in (parent.model_path, merged))
-    for i in (0, 1, 4):
-        assert np.array_equal(source[i], new[i])
+    def detections(outputs: list[np.ndarray], row: int) -> set[tuple[float, ...]]:
+        return {(float(s), *map(float, b), float(v))
+                for b, s, v in zip(outputs[0][row], outputs[1][row], outputs[4][row], strict=True) if s > 0}
+
+    for row in (0, 1):
+        assert detections(new, row) <= detections(source, row) and detections(new, row)
     assert (source[1] >= 0.1).any() and not np.array_equal(source[3], new[3])
 
 
@@ -131,7 +154,7 @@ def test_attach_refuses_a_graph_without_class_scores(tmp_path: Path) -> None:
                               [helper.make_tensor_value_info("boxes", TensorProto.UINT8, None)])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "plain.onnx"))
     stage = _stage(3, 0.5, 0.1)
-    with pytest.raises(RelabelError, match="expected input image and outputs labels, class_scores"):
+    with pytest.raises(RelabelError, match="expected input image and outputs boxes, scores, labels"):
         attach(tmp_path / "plain.onnx", export_stage(stage, tmp_path / "stage.onnx", 3), tmp_path / "out.onnx")
 
 
@@ -146,7 +169,8 @@ def test_classifier_command_registers_a_measured_version(tmp_path: Path, dataset
     Registry(registry_dir).promote(source.version, reason="test setup")
 
     code = main(["classifier", "cold", "--models", str(registry_dir), "--datasets", str(datasets_dir),
-                 "--max-images", "10", "--epochs", "1", "--threads", "2", "--json", str(tmp_path / "summary.json")])
+                 "--max-images", "10", "--epochs", "1", "--threads", "2", "--out", str(tmp_path / "cls"),
+                 "--json", str(tmp_path / "summary.json")])
     assert code == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary == json.loads(capsys.readouterr().out)
@@ -165,3 +189,12 @@ def test_classifier_command_registers_a_measured_version(tmp_path: Path, dataset
     assert (Registry(registry_dir).active("cold") == new.version) == summary["activated"]
     with pytest.raises(RelabelError, match="already has a crop classifier"):
         relabel_version(new.version, models_dir=registry_dir, datasets_dir=datasets_dir, register=False)
+    # The kept classifier is used again for the same source and recipe, not for another recipe.
+    again = relabel_version(source.version, models_dir=registry_dir, datasets_dir=datasets_dir, register=False,
+                            epochs=1, max_images=10, out_dir=tmp_path / "cls", reuse=True)
+    assert again["classifier_weight"] == summary["classifier_weight"]
+    assert again["val_accuracy_per_weight"] == summary["val_accuracy_per_weight"]
+    assert "reused_from" in again["training"] and "reused_from" not in info["training"]
+    other = relabel_version(source.version, models_dir=registry_dir, datasets_dir=datasets_dir, register=False,
+                            epochs=2, max_images=10, out_dir=tmp_path / "other", reuse=True)
+    assert "reused_from" not in other["training"]

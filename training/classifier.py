@@ -11,12 +11,13 @@ small where the detector's is large (every pixel).
 
 How it ships: `RelabelStage` (crop, classify, combine) is exported alone and appended to a registered
 model's graph (`attach`), so the registry, the worker, `evaluate`, `bench e2e` and the OpenVINO
-backend see one `model.onnx` with the same five outputs. Only `labels` and `class_scores` change:
+backend see one `model.onnx` with the same five outputs. What changes is `labels` and `class_scores`:
 for each detection whose score reaches `min_score` (the lowest operating threshold a class may get),
 the class is the arg-max of ``w * log p_classifier + (1 - w) * log p_detector`` (``p_detector``: the
 detector's class scores at the cell, normalised to sum to 1; `w` chosen on val detections), and
 `class_scores` holds that combined distribution (the unknown rule's class share reads it). Scores,
-boxes and novelty stay the detector's, so what is found does not change, only what it is called; the
+boxes and novelty stay the detector's, so what is found does not change, only what it is called
+(and a second box of one defect that now has the first one's class is dropped: `RelabelStage`); the
 per-class thresholds and the unknown rule are chosen again on val for the new labels
 (`training.relabel`).
 
@@ -108,15 +109,23 @@ def crops(images: torch.Tensor, batch_index: torch.Tensor, squares: torch.Tensor
 
 
 class RelabelStage(nn.Module):
-    """What is appended to the detector's graph: the detections' labels and class scores, looked at again."""
+    """What is appended to the detector's graph: each detection's class looked at again.
 
-    def __init__(self, classifier: CropClassifier, weight: float, min_score: float) -> None:
+    Takes the detector's five outputs (score-sorted) and returns them in the same form. Detections the
+    detector gave two classes (one peak per class on one defect) may now share a class: where two
+    looked-at detections of different detector classes get the same class and overlap at IoU >=
+    `other_class_iou`, the lower-scoring one is dropped (score 0, then re-sorted), as the line's own
+    "one class per defect" rule (`[worker] other_class_iou`, default 0.3) would have merged them before;
+    boxes of one detector class stay as the detector's NMS left them."""
+
+    def __init__(self, classifier: CropClassifier, weight: float, min_score: float,
+                 other_class_iou: float = 0.3) -> None:
         super().__init__()
         self.classifier = classifier.eval()
-        self.weight, self.min_score = float(weight), float(min_score)
+        self.weight, self.min_score, self.other_class_iou = float(weight), float(min_score), float(other_class_iou)
 
     def forward(self, image: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
-                class_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                class_scores: torch.Tensor, novelty: torch.Tensor) -> tuple[torch.Tensor, ...]:
         n, k, c = class_scores.shape
         x = (image.to(torch.float32) - MEAN) / STD
         flat_boxes = boxes.reshape(-1, 4)
@@ -130,8 +139,26 @@ class RelabelStage(nn.Module):
                                  + (1 - self.weight) * torch.log(detector[chosen].clamp(min=1e-6)), dim=1)
         probabilities = detector.clone()
         probabilities[chosen] = combined
-        new_labels = torch.where(looked_at, probabilities.argmax(dim=1), labels.reshape(-1))
-        return new_labels.reshape(n, k), probabilities.reshape(n, k, c)
+        new_labels = torch.where(looked_at, probabilities.argmax(dim=1), labels.reshape(-1)).reshape(n, k)
+        looked = looked_at.reshape(n, k)
+        pairs = ((new_labels[:, :, None] == new_labels[:, None, :]) & (labels[:, :, None] != labels[:, None, :])
+                 & looked[:, :, None] & looked[:, None, :])
+        earlier = torch.ones(k, k, dtype=torch.bool).tril(-1)  # [i, j]: j scored higher than i (sorted input)
+        suppressed = (pairs & earlier & (_iou(boxes) >= self.other_class_iou)).any(dim=2)
+        kept_scores, order = torch.topk(scores * (~suppressed).to(scores.dtype), k, dim=1)
+        return (torch.gather(boxes, 1, order[:, :, None].expand(n, k, 4)), kept_scores,
+                torch.gather(new_labels, 1, order),
+                torch.gather(probabilities.reshape(n, k, c), 1, order[:, :, None].expand(n, k, c)),
+                torch.gather(novelty, 1, order))
+
+
+def _iou(boxes: torch.Tensor) -> torch.Tensor:
+    """[N, K, 4] -> [N, K, K] pairwise IoU."""
+    lt = torch.max(boxes[:, :, None, :2], boxes[:, None, :, :2])
+    rb = torch.min(boxes[:, :, None, 2:], boxes[:, None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=3)
+    area = (boxes[:, :, 2:] - boxes[:, :, :2]).clamp(min=0).prod(dim=2)
+    return inter / (area[:, :, None] + area[:, None, :] - inter).clamp(min=1e-6)
 
 
 @dataclass

@@ -17,11 +17,13 @@ import tempfile
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from inspection.config import REPO_DIR
 from inspection.datasets import DATASET_CLASSES, Sample, load_split, read_image
 from inspection.detector import Detector
 from inspection.errors import SteelInspectError
@@ -30,8 +32,8 @@ from inspection.registry import Registry
 
 log = logging.getLogger(__name__)
 
-STAGE_OUTPUTS = ("labels", "class_scores")  # the detector outputs the stage replaces
-STAGE_INPUTS = ("image", "boxes", "scores", "labels", "class_scores")
+STAGE_OUTPUTS = ("boxes", "scores", "labels", "class_scores", "novelty")  # the detector's, all replaced
+STAGE_INPUTS = ("image", *STAGE_OUTPUTS)
 PREFIX = "relabel/"
 DETECTOR_PREFIX = "detector/"
 
@@ -50,7 +52,7 @@ def export_stage(stage: Any, path: Path, num_classes: int) -> Path:
     k = 6
     example = (torch.full((2, 1, 64, 96), 128, dtype=torch.uint8),
                torch.tensor([[[4.0, 4.0, 40.0, 30.0]] * k] * 2), torch.linspace(0.9, 0.0, 2 * k).reshape(2, k),
-               torch.zeros(2, k, dtype=torch.int64), torch.full((2, k, num_classes), 0.1))
+               torch.zeros(2, k, dtype=torch.int64), torch.full((2, k, num_classes), 0.1), torch.ones(2, k))
     path.parent.mkdir(parents=True, exist_ok=True)
     names = [f"{name}_out" for name in STAGE_OUTPUTS]
     # RoIAlign's own shape check warns that the trace treats it as constant: true and harmless here.
@@ -65,27 +67,25 @@ def export_stage(stage: Any, path: Path, num_classes: int) -> Path:
 
 
 def attach(detector_path: Path, stage_path: Path, out_path: Path) -> Path:
-    """Append the stage's graph to the detector's: the detector's `labels` and `class_scores` feed the
-    stage, whose outputs take their names; every other output, and the input, stay as they were."""
+    """Append the stage's graph to the detector's: the detector's outputs feed the stage, whose outputs
+    take their names; the input stays as it was."""
     import onnx
     from onnx import compose
 
     detector = onnx.load(str(detector_path))
     stage = onnx.load(str(stage_path))
     outputs = [o.name for o in detector.graph.output]
-    if [i.name for i in detector.graph.input] != ["image"] or not set(STAGE_OUTPUTS) <= set(outputs):
+    if [i.name for i in detector.graph.input] != ["image"] or outputs != list(STAGE_OUTPUTS):
         raise RelabelError(f"{detector_path}: expected input image and outputs {', '.join(STAGE_OUTPUTS)}, got "
                            f"{[i.name for i in detector.graph.input]} -> {outputs}")
-    if any(node.domain == "" and node.op_type == "RoiAlign" for node in detector.graph.node) and \
-            any(n.name.startswith(PREFIX) for n in detector.graph.node):
+    if any(node.name.startswith(PREFIX) for node in detector.graph.node):
         raise RelabelError(f"{detector_path} already has a classifier stage")
     renamed = {name: DETECTOR_PREFIX + name for name in STAGE_OUTPUTS}
     for node in detector.graph.node:
         node.output[:] = [renamed.get(n, n) for n in node.output]
         node.input[:] = [renamed.get(n, n) for n in node.input]
     stage = compose.add_prefix(stage, PREFIX)
-    wiring = {PREFIX + "image": "image", PREFIX + "boxes": "boxes", PREFIX + "scores": "scores",
-              **{PREFIX + name: DETECTOR_PREFIX + name for name in STAGE_OUTPUTS},
+    wiring = {PREFIX + "image": "image", **{PREFIX + name: DETECTOR_PREFIX + name for name in STAGE_OUTPUTS},
               **{f"{PREFIX}{name}_out": name for name in STAGE_OUTPUTS}}
     for node in stage.graph.node:
         node.input[:] = [wiring.get(n, n) for n in node.input]
@@ -133,8 +133,10 @@ def matched_detections(detector: Detector, samples: Sequence[Sample], images: Se
 def parity(reference: Detector, stage: Any, merged_path: Path, images: Sequence[np.ndarray],
            tolerance: float = 1e-3) -> dict[str, Any]:
     """The merged ONNX graph against the source model's outputs passed through the stage in PyTorch, on
-    real images: the same labels (where the two best combined scores are further apart than `tolerance`)
-    and class scores within `tolerance`. Raises `RelabelError` on a mismatch."""
+    real images. The detections left (score > 0), taken in the order of score and box, must have the same
+    boxes, scores and novelty, class scores within `tolerance`, and the same labels where the two best
+    class scores are further apart than `tolerance` (a closer pair may tip either way in float rounding).
+    Raises `RelabelError` on a mismatch."""
     import onnxruntime as ort
     import torch
 
@@ -143,21 +145,34 @@ def parity(reference: Detector, stage: Any, merged_path: Path, images: Sequence[
     worst = 0.0
     for image in images:
         batch = reference._pad(image)[None, None]  # noqa: SLF001 - the runtime's own padding
-        source = reference.backend.run({"image": batch}, list(STAGE_INPUTS[1:]))
-        merged = session.run(["labels", "class_scores"], {"image": batch})
+        source = reference.backend.run({"image": batch}, list(STAGE_OUTPUTS))
+        merged = session.run(list(STAGE_OUTPUTS), {"image": batch})
         with torch.no_grad():
-            labels, class_scores = stage(torch.from_numpy(batch), *(torch.from_numpy(o) for o in source))
-        worst = max(worst, float(np.abs(class_scores.numpy() - merged[1]).max()))
-        top2 = np.sort(class_scores.numpy(), axis=2)[..., -2:]
-        clear = (top2[..., 1] - top2[..., 0]) > tolerance
-        label_checks += int(clear.sum())
-        if (labels.numpy()[clear] != merged[0][clear]).any():
-            raise RelabelError(f"{merged_path}: labels differ from PyTorch's on a real image")
+            expected = [t.numpy() for t in stage(torch.from_numpy(batch), *(torch.from_numpy(o) for o in source))]
+        ours, theirs = _kept(expected), _kept(merged)
+        if len(ours[1]) != len(theirs[1]) or not all(np.array_equal(ours[i], theirs[i]) for i in (0, 1, 4)):
+            raise RelabelError(f"{merged_path}: the detections left differ from PyTorch's on a real image "
+                               f"({len(theirs[1])} against {len(ours[1])})")
+        if len(ours[1]):
+            worst = max(worst, float(np.abs(ours[3] - theirs[3]).max()))
+            top2 = np.sort(ours[3], axis=1)[:, -2:]
+            clear = (top2[:, 1] - top2[:, 0]) > tolerance
+            label_checks += int(clear.sum())
+            if (ours[2][clear] != theirs[2][clear]).any():
+                raise RelabelError(f"{merged_path}: labels differ from PyTorch's on a real image")
         compared += 1
     if worst > tolerance:
         raise RelabelError(f"{merged_path}: class scores differ from PyTorch's by {worst:.2e} (> {tolerance})")
     return {"images": compared, "labels_compared": label_checks, "max_abs_class_score_diff": round(worst, 7),
             "tolerance": tolerance}
+
+
+def _kept(outputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The detections of image 0 with score > 0, ordered by score (descending), then box."""
+    boxes, scores = outputs[0][0], outputs[1][0]
+    keep = scores > 0
+    order = np.lexsort((*boxes[keep].T[::-1], -scores[keep]))
+    return [o[0][keep][order] for o in outputs]
 
 
 def _min_score(parent: Any) -> float:
@@ -193,8 +208,13 @@ def class_thresholds_again(candidate: Detector, val: Sequence[Sample], images: S
 
 def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir: Path,
                     splits_dir: Path | None = None, epochs: int | None = None, seed: int = 0,
-                    max_images: int | None = None, register: bool = True) -> dict[str, Any]:
-    """Train the crop classifier for registered `source`, append it, measure, register; a summary dict."""
+                    max_images: int | None = None, register: bool = True, out_dir: Path | None = None,
+                    reuse: bool = False) -> dict[str, Any]:
+    """Train the crop classifier for registered `source`, append it, measure, register; a summary dict.
+
+    The trained classifier is kept in `out_dir` (``classifier.pt``: weights, classes, recipe, training
+    record); with `reuse`, a checkpoint there of the same source, classes, recipe, seed and images is
+    loaded instead of training again (the rest is built and measured anew)."""
     from inspection.code_version import code_version
     from training.classifier import (
         CONTEXT,
@@ -239,10 +259,20 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
     train_images, val_images = _images(train), _images(val)
     recipe = ClassifierRecipe(**({"epochs": epochs} if epochs else {}))
     views = LineViews(NegativePool(parent.line_type, 24, NO_AUGMENT, family=TRAIN_FAMILY), NO_AUGMENT)
-    log.info("training the crop classifier of %s: %d train / %d val images, %d epochs", parent.version,
-             len(train), len(val), recipe.epochs)
-    classifier, training = train_classifier(train_images, train, val_images, val, classes, recipe, seed=seed,
-                                            line_views=views)
+    key = {"source_sha256": parent.sha256, "classes": list(classes), "recipe": asdict(recipe), "seed": seed,
+           "max_images": max_images}
+    checkpoint = (out_dir or REPO_DIR / "var" / "classifier" / parent.version) / "classifier.pt"
+    loaded = _load_checkpoint(checkpoint, key, len(classes)) if reuse else None
+    if loaded is not None:
+        classifier, training = loaded
+        log.info("reusing the crop classifier in %s (trained %s)", checkpoint, training.get("finished"))
+    else:
+        log.info("training the crop classifier of %s: %d train / %d val images, %d epochs", parent.version,
+                 len(train), len(val), recipe.epochs)
+        classifier, training = train_classifier(train_images, train, val_images, val, classes, recipe, seed=seed,
+                                                line_views=views)
+        training["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        _save_checkpoint(checkpoint, key, classifier, training)
     min_score = _min_score(parent)
     matched = matched_detections(reference, val, val_images, classes, min_score)
     detector_probs = np.stack([m[2] for m in matched]) if matched else np.zeros((0, len(classes)), np.float32)
@@ -316,6 +346,8 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
         summary = {"version": version, "source": parent.version, "registered": register,
                    "activated": activate and register, "promotion": reason, "classifier_weight": weight,
                    "val_accuracy_per_weight": table, "val_crop_accuracy": training["val_crop_accuracy"],
+                   "training": {k: training[k] for k in ("best_epoch", "duration_s", "finished", "reused_from")
+                                if k in training},
                    "speed": manifest["speed_side_by_side"], "operating_thresholds": per_class,
                    **{split: {k: metrics[split].get(k) for k in keys}
                       for split in ("val", "test", "source_test_same_run")},
@@ -326,6 +358,40 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
         return summary
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _save_checkpoint(path: Path, key: dict[str, Any], classifier: Any, training: dict[str, Any]) -> None:
+    """Weights and what they were trained for, written atomically (a killed run leaves no half file)."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    torch.save({"key": key, "state_dict": classifier.state_dict(), "training": training}, partial)
+    partial.replace(path)
+    log.info("crop classifier saved to %s", path)
+
+
+def _load_checkpoint(path: Path, key: dict[str, Any], num_classes: int) -> tuple[Any, dict[str, Any]] | None:
+    """The classifier in `path` when it was trained for `key`; None (and why, logged) otherwise."""
+    import torch
+
+    from training.classifier import CropClassifier
+
+    if not path.is_file():
+        log.info("no crop classifier at %s: training one", path)
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if saved.get("key") != key:
+            log.warning("%s was trained for something else (%s): training again", path,
+                        {k: v for k, v in (saved.get("key") or {}).items() if key.get(k) != v})
+            return None
+        model = CropClassifier(num_classes, imagenet=False)
+        model.load_state_dict(saved["state_dict"])
+    except Exception as exc:  # noqa: BLE001 - a corrupt checkpoint is trained again, never trusted
+        log.warning("%s cannot be read (%s): training again", path, exc)
+        return None
+    return model.eval(), {**saved["training"], "reused_from": str(path)}
 
 
 def matched_class_accuracy(figures: dict[str, Any]) -> float | None:

@@ -34,6 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="use at most N images per split (smoke)")
     parser.add_argument("--threads", type=positive_int, default=1,
                         help="torch threads (default 1, as `train`: the line and other jobs share the cores)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where the trained classifier is kept (default var/classifier/VERSION)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="load the classifier kept in --out when it was trained for the same source, "
+                             "recipe, seed and images, instead of training again")
     parser.add_argument("--no-register", action="store_true", help="measure, but do not register")
     parser.add_argument("--datasets", type=Path, default=None, help="datasets root (default ../shared/datasets)")
     parser.add_argument("--models", type=Path, default=None, help="registry root (default models/)")
@@ -57,7 +62,7 @@ def _handle(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     summary = relabel_version(args.version, models_dir=args.models or default_models_dir(), datasets_dir=datasets,
                               epochs=args.epochs, seed=args.seed, max_images=args.max_images,
-                              register=not args.no_register)
+                              register=not args.no_register, out_dir=args.out, reuse=args.reuse)
     text = json.dumps(summary, indent=1)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
