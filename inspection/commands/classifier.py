@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("version", help="the model to extend: a version, hot/cold (the active one), or a path")
     parser.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default 12)")
+    parser.add_argument("--crop", type=int, choices=(64, 96, 128), default=None,
+                        help="side in pixels of the square crop the classifier sees (default 96; its cost per "
+                             "detection grows with the square of it)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-images", type=positive_int, default=None,
                         help="use at most N images per split (smoke)")
@@ -61,7 +64,7 @@ def _handle(args: argparse.Namespace) -> int:
                                      "STEEL_INSPECT_DATASETS)")
     torch.set_num_threads(args.threads)
     summary = relabel_version(args.version, models_dir=args.models or default_models_dir(), datasets_dir=datasets,
-                              epochs=args.epochs, seed=args.seed, max_images=args.max_images,
+                              epochs=args.epochs, crop=args.crop, seed=args.seed, max_images=args.max_images,
                               register=not args.no_register, out_dir=args.out, reuse=args.reuse)
     text = json.dumps(summary, indent=1)
     if args.json:
