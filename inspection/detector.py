@@ -175,10 +175,15 @@ def _describe(value: Any) -> str:
 def fp32_source(manifest: Manifest) -> Manifest | None:
     """The fp32 model an int8 copy was quantized from (`quantization.source_version`), found beside it
     in the registry and checked against `quantization.source_sha256`; None when `manifest` is no
-    quantized copy, or its source is missing or does not match (then said in a warning)."""
+    quantized copy, has a crop classifier appended (which its source lacks), or its source is missing
+    or does not match (then said in a warning)."""
     quantization = manifest.data.get("quantization")
     source = quantization.get("source_version") if isinstance(quantization, dict) else None
     if not isinstance(source, str) or not re.fullmatch(IDENT_PATTERN, source):
+        return None
+    if manifest.data.get("classifier"):  # `steel-inspect classifier`: the fp32 source lacks the appended stage
+        log.info("model %s appends a crop classifier to an int8 detector; its fp32 source %s has none, so "
+                 "the GPU runs %s as it is", manifest.version, source, manifest.version)
         return None
     try:
         found = load_manifest(manifest.model_path.parent.parent / source / MANIFEST_FILE)

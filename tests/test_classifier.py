@@ -17,6 +17,7 @@ from inspection.cli import main
 from inspection.config import REPO_DIR
 from inspection.datasets import load_split, read_image
 from inspection.detector import Detector
+from inspection.manifest import Manifest
 from inspection.registry import Registry
 from training.classifier import (
     CONTEXT,
@@ -48,6 +49,13 @@ def test_crops_cut_the_box_region_and_read_mid_grey_outside_the_image() -> None:
     # the crop is the square (its outermost samples blend with the grey around it)
     assert torch.allclose(out[0, 0, 3:-3, 3:-3], torch.ones(CROP - 6, CROP - 6))
     assert out[1].abs().max().item() == 0.0  # wholly outside: nothing but grey
+
+
+def _detector_without_classifier() -> Manifest:
+    """The active cold model, or the model its crop classifier was appended to."""
+    registry = Registry(REPO_DIR / "models")
+    active = registry.resolve("cold")
+    return registry.resolve(active.data["classifier"]["source_version"]) if active.data.get("classifier") else active
 
 
 def _stage(num_classes: int, weight: float, min_score: float) -> RelabelStage:
@@ -121,7 +129,7 @@ def test_choose_weight_follows_the_better_namer_and_ties_keep_the_detector() -> 
 @pytest.mark.datasets
 def test_attached_graph_matches_pytorch_on_real_images_and_keeps_the_other_outputs(tmp_path: Path,
                                                                                    datasets_dir: Path) -> None:
-    parent = Registry(REPO_DIR / "models").resolve("cold")
+    parent = _detector_without_classifier()
     stage = _stage(len(parent.classes), 0.5, 0.1)
     merged = attach(parent.model_path, export_stage(stage, tmp_path / "stage.onnx", len(parent.classes)),
                     tmp_path / "model.onnx")
@@ -163,12 +171,12 @@ def test_attach_refuses_a_graph_without_class_scores(tmp_path: Path) -> None:
 def test_classifier_command_registers_a_measured_version(tmp_path: Path, datasets_dir: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     registry_dir = tmp_path / "models"
-    source = Registry(REPO_DIR / "models").resolve("cold")
+    source = _detector_without_classifier()
     (registry_dir / "cold").mkdir(parents=True)
     shutil.copytree(source.model_path.parent, registry_dir / "cold" / source.version)
     Registry(registry_dir).promote(source.version, reason="test setup")
 
-    code = main(["classifier", "cold", "--models", str(registry_dir), "--datasets", str(datasets_dir),
+    code = main(["classifier", source.version, "--models", str(registry_dir), "--datasets", str(datasets_dir),
                  "--max-images", "10", "--epochs", "1", "--threads", "2", "--out", str(tmp_path / "cls"),
                  "--json", str(tmp_path / "summary.json")])
     assert code == 0

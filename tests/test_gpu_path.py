@@ -278,6 +278,15 @@ def test_an_int8_copy_runs_as_its_fp32_source_on_the_gpu(
     assert Detector(copy, providers="auto", buckets=SMALL, use_fp32_source=False).manifest.version == "hot-q"
 
 
+def test_a_copy_with_a_crop_classifier_is_not_replaced_by_its_source(
+        registry: Registry, tmp_path: Path, fake_gpu: type[FakeGpuSession]) -> None:
+    source = _add(registry, tmp_path, "hot-src", 20)
+    copy = _add(registry, tmp_path, "hot-c", 22, quantization={"source_version": "hot-src",
+                                                               "source_sha256": source.sha256},
+                classifier={"source_version": "hot-src"})
+    assert Detector(copy, providers="auto", buckets=SMALL).manifest.version == "hot-c"
+
+
 def test_a_source_that_does_not_match_is_not_run(
         registry: Registry, tmp_path: Path, fake_gpu: type[FakeGpuSession], caplog: pytest.LogCaptureFixture) -> None:
     _, copy = _int8_pair(registry, tmp_path, source_sha256="0" * 64)

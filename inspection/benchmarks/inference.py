@@ -111,6 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from inspection.config import load_config
+    from inspection.detector import fp32_source
     from inspection.registry import Registry
 
     config = load_config(args.config, {} if args.threads is None else {"worker.intra_op_threads": args.threads})
@@ -130,8 +131,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                               "bare_intra_op_threads": config.worker.intra_op_threads or "runtime default",
                               "frame": [frames[0].height, frames[0].width], "hardware": hardware()}
     pairs = {(label, manifest.version): det for label, det in runtimes.items()}
-    source = (manifest.data.get("quantization") or {}).get("source_version")
-    if source:  # an int8 model: its fp32 source on every runtime too, interleaved with the rest
+    source = fp32_source(manifest)  # an int8 model: its fp32 source on every runtime too, interleaved
+    source = source.version if source else None
+    if source:
         fp32 = registry.resolve(source)
         pairs.update({(label, fp32.version): make_detector(fp32, runtime_setting(label, config), config)
                       for label in runtimes})
