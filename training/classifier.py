@@ -45,7 +45,7 @@ from torch import nn
 from torchvision.ops import roi_align  # imported here: importing it while tracing the export fails
 
 from inspection.datasets import Sample
-from training.model import Lite0Backbone, pretrained_path
+from training.model import Lite0Backbone, pairwise_iou, pretrained_path
 
 log = logging.getLogger(__name__)
 
@@ -146,21 +146,12 @@ class RelabelStage(nn.Module):
         pairs = ((new_labels[:, :, None] == new_labels[:, None, :]) & (labels[:, :, None] != labels[:, None, :])
                  & looked[:, :, None] & looked[:, None, :])
         earlier = torch.ones(k, k, dtype=torch.bool).tril(-1)  # [i, j]: j scored higher than i (sorted input)
-        suppressed = (pairs & earlier & (_iou(boxes) >= self.other_class_iou)).any(dim=2)
+        suppressed = (pairs & earlier & (pairwise_iou(boxes) >= self.other_class_iou)).any(dim=2)
         kept_scores, order = torch.topk(scores * (~suppressed).to(scores.dtype), k, dim=1)
         return (torch.gather(boxes, 1, order[:, :, None].expand(n, k, 4)), kept_scores,
                 torch.gather(new_labels, 1, order),
                 torch.gather(probabilities.reshape(n, k, c), 1, order[:, :, None].expand(n, k, c)),
                 torch.gather(novelty, 1, order))
-
-
-def _iou(boxes: torch.Tensor) -> torch.Tensor:
-    """[N, K, 4] -> [N, K, K] pairwise IoU."""
-    lt = torch.max(boxes[:, :, None, :2], boxes[:, None, :, :2])
-    rb = torch.min(boxes[:, :, None, 2:], boxes[:, None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=3)
-    area = (boxes[:, :, 2:] - boxes[:, :, :2]).clamp(min=0).prod(dim=2)
-    return inter / (area[:, :, None] + area[:, None, :] - inter).clamp(min=1e-6)
 
 
 @dataclass

@@ -296,6 +296,15 @@ def decode(heat: torch.Tensor, dist: torch.Tensor, size_hw: torch.Tensor, k: int
     return boxes, scores * valid.to(scores.dtype), labels, pos
 
 
+def pairwise_iou(boxes: torch.Tensor) -> torch.Tensor:
+    """[N, K, 4] -> [N, K, K] IoU of every pair of boxes of an image (plain tensor ops: exports to ONNX)."""
+    lt = torch.max(boxes[:, :, None, :2], boxes[:, None, :, :2])
+    rb = torch.min(boxes[:, :, None, 2:], boxes[:, None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=3)
+    area = (boxes[:, :, 2:] - boxes[:, :, :2]).clamp(min=0).prod(dim=2)
+    return inter / (area[:, :, None] + area[:, None, :] - inter).clamp(min=1e-6)
+
+
 def fast_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou_threshold: float,
              *extra: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Fast NMS (YOLACT) over the score-sorted top-K: a detection is dropped (score 0) when a
@@ -307,11 +316,7 @@ def fast_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, io
     each regressing nearly the same box, which the 3x3 peak test alone cannot separate.
     """
     n, k, _ = boxes.shape
-    lt = torch.max(boxes[:, :, None, :2], boxes[:, None, :, :2])
-    rb = torch.min(boxes[:, :, None, 2:], boxes[:, None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=3)
-    area = (boxes[:, :, 2:] - boxes[:, :, :2]).clamp(min=0).prod(dim=2)
-    iou = inter / (area[:, :, None] + area[:, None, :] - inter).clamp(min=1e-6)
+    iou = pairwise_iou(boxes)
     earlier = torch.ones(k, k, dtype=torch.bool).tril(-1)  # [i, j]: j scored higher than i
     same = labels[:, :, None] == labels[:, None, :]
     suppressed = ((iou > iou_threshold) & same & earlier).any(dim=2)

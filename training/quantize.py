@@ -135,6 +135,40 @@ def recalibrated_unknown(candidate: Detector, parent: Any, val: Sequence[Any], d
                          f"class_share_min {parent.data['unknown']['class_share_min']})"}
 
 
+def with_unknown_rule_again(manifest: dict[str, Any], work: Path, candidate: Detector, parent: Any,
+                            val: Sequence[Any], datasets_dir: Path, splits_dir: Path | None,
+                            chosen_on: str = "this int8 copy's outputs") -> Detector:
+    """Where the source has an unknown rule: the rule chosen again on `candidate`'s outputs, written into
+    `manifest` (and `work`/manifest.json); the candidate loaded again with it. Else `candidate` as it was."""
+    from training.unknown import unseen_val_samples
+
+    if not (isinstance(parent.data.get("unknown"), dict) and parent.data["unknown"].get("novelty_max") is not None):
+        return candidate
+    manifest["unknown"] = recalibrated_unknown(candidate, parent, val, manifest["data"]["dataset"],
+                                               unseen_val_samples(parent.line_type, datasets_dir, splits_dir),
+                                               chosen_on=chosen_on)
+    (work / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    return Detector(load_manifest(work / "manifest.json"), providers="cpu")
+
+
+def derived_metrics(candidate: Detector, val: Sequence[Any], test: Sequence[Any], work: Path, datasets_dir: Path,
+                    splits_dir: Path | None) -> dict[str, Any]:
+    """What a model made from a registered one is measured by: val and test, defect-free background, and
+    (with an unknown rule) the other line type's test defects, which it never learned."""
+    from training.evaluate import evaluate
+    from training.finalize import background_metric
+    from training.unknown import unseen_test_figures
+
+    line_type = candidate.manifest.line_type
+    metrics = {"val": evaluate(candidate, val, work / "eval", plot_prefix="val-"),
+               "test": evaluate(candidate, test, work / "eval", plot_prefix="test-")}
+    if line_type in ("hot", "cold"):
+        metrics["background"] = background_metric(candidate, line_type)
+    if candidate.unknown_rule is not None:
+        metrics["unseen_test"] = unseen_test_figures(candidate, line_type, datasets_dir, splits_dir)
+    return metrics
+
+
 def agreement(reference: Detector, candidate: Detector, images: Sequence[np.ndarray]) -> dict[str, Any]:
     """How far the int8 model's detections at the operating threshold follow the fp32 model's.
 
@@ -194,9 +228,7 @@ def quantize_version(source: str, *, models_dir: Path | None = None, datasets_di
                      calibration_backgrounds: int = 4, register: bool = True) -> dict[str, Any]:
     """Quantize registered `source` (a version, hot/cold, or a path), evaluate, register; a summary dict."""
     from inspection.code_version import code_version
-    from training.evaluate import evaluate
-    from training.finalize import background_metric, promotion_decision, register_gated
-    from training.unknown import unseen_test_figures, unseen_val_samples
+    from training.finalize import promotion_decision, register_gated
 
     registry = Registry(models_dir)
     parent = registry.resolve(source)
@@ -234,18 +266,9 @@ def quantize_version(source: str, *, models_dir: Path | None = None, datasets_di
             "calibration_method": "MinMax", "kept_fp32": kept, "calibration": calibration_info,
             "agreement_val": agreement(reference, candidate, [read_image(s.image_path) for s in val[:64]]),
             "command": f"steel-inspect quantize {parent.version}"}
-        if isinstance(parent.data.get("unknown"), dict) and parent.data["unknown"].get("novelty_max") is not None:
-            manifest["unknown"] = recalibrated_unknown(
-                candidate, parent, val, dataset, unseen_val_samples(parent.line_type, datasets_dir, splits_dir))
-            (work / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-            candidate = Detector(load_manifest(work / "manifest.json"), providers="cpu")
+        candidate = with_unknown_rule_again(manifest, work, candidate, parent, val, datasets_dir, splits_dir)
         manifest["speed_side_by_side"] = side_by_side_speed({"fp32": parent.model_path, "int8": onnx_path})
-        metrics = {"val": evaluate(candidate, val, work / "eval", plot_prefix="val-"),
-                   "test": evaluate(candidate, test, work / "eval", plot_prefix="test-")}
-        if parent.line_type in ("hot", "cold"):
-            metrics["background"] = background_metric(candidate, parent.line_type)
-        if candidate.unknown_rule is not None:
-            metrics["unseen_test"] = unseen_test_figures(candidate, parent.line_type, datasets_dir, splits_dir)
+        metrics = derived_metrics(candidate, val, test, work, datasets_dir, splits_dir)
         manifest["metrics"] = metrics
         activate, reason = promotion_decision(registry, parent.line_type, metrics["val"].get("map50"))
         manifest["promotion"] = {"activated": activate and register, "reason": reason}

@@ -226,12 +226,11 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
         train_classifier,
     )
     from training.evaluate import evaluate
-    from training.finalize import background_metric, promotion_decision, register_gated
+    from training.finalize import promotion_decision, register_gated
     from training.line_views import LineViews
     from training.negatives import TRAIN_FAMILY, NegativePool
-    from training.quantize import recalibrated_unknown, side_by_side_speed
+    from training.quantize import derived_metrics, side_by_side_speed, with_unknown_rule_again
     from training.thresholds import NO_AUGMENT
-    from training.unknown import unseen_test_figures, unseen_val_samples
 
     registry = Registry(models_dir)
     parent = registry.resolve(source)
@@ -325,20 +324,11 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
                                            "per_class_chosen_on": "this model's labels (crop classifier appended)"}
         (work / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         candidate = Detector(load_manifest(work / "manifest.json"), providers="cpu")
-        if isinstance(parent.data.get("unknown"), dict) and parent.data["unknown"].get("novelty_max") is not None:
-            manifest["unknown"] = recalibrated_unknown(
-                candidate, parent, val, dataset, unseen_val_samples(parent.line_type, datasets_dir, splits_dir),
-                chosen_on="this model's outputs (crop classifier appended)")
-            (work / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-            candidate = Detector(load_manifest(work / "manifest.json"), providers="cpu")
+        candidate = with_unknown_rule_again(manifest, work, candidate, parent, val, datasets_dir, splits_dir,
+                                            chosen_on="this model's outputs (crop classifier appended)")
         manifest["speed_side_by_side"] = side_by_side_speed({"source": parent.model_path, "classifier": onnx_path})
-        metrics = {"val": evaluate(candidate, val, work / "eval", plot_prefix="val-"),
-                   "test": evaluate(candidate, test, work / "eval", plot_prefix="test-"),
-                   "source_test_same_run": evaluate(reference, test, work / "eval-source", plot_prefix="test-")}
-        if parent.line_type in ("hot", "cold"):
-            metrics["background"] = background_metric(candidate, parent.line_type)
-        if candidate.unknown_rule is not None:
-            metrics["unseen_test"] = unseen_test_figures(candidate, parent.line_type, datasets_dir, splits_dir)
+        metrics = derived_metrics(candidate, val, test, work, datasets_dir, splits_dir)
+        metrics["source_test_same_run"] = evaluate(reference, test, work / "eval-source", plot_prefix="test-")
         manifest["metrics"] = metrics
         activate, reason = promotion_decision(registry, parent.line_type, metrics["val"].get("map50"))
         manifest["promotion"] = {"activated": activate and register, "reason": reason}

@@ -12,11 +12,11 @@ Needs the `train` extra. About 100-200 s per epoch per thread on the cold set (2
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from inspection.arguments import positive_int
-from inspection.config import default_datasets_dir, default_models_dir
+from inspection.commands._derived import add_common_options, datasets_folder, print_summary
+from inspection.config import default_models_dir
 from inspection.errors import SteelInspectError
 
 
@@ -42,10 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--reuse", action="store_true",
                         help="load the classifier kept in --out when it was trained for the same source, "
                              "recipe, seed and images, instead of training again")
-    parser.add_argument("--no-register", action="store_true", help="measure, but do not register")
-    parser.add_argument("--datasets", type=Path, default=None, help="datasets root (default ../shared/datasets)")
-    parser.add_argument("--models", type=Path, default=None, help="registry root (default models/)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the summary here")
+    add_common_options(parser)
     parser.set_defaults(func=_handle)
 
 
@@ -58,17 +55,10 @@ def _handle(args: argparse.Namespace) -> int:
         raise ClassifierCommandError("classifier needs the `train` extra: pip install -e '.[train]'") from None
     from training.relabel import relabel_version
 
-    datasets = args.datasets or default_datasets_dir()
-    if not datasets.is_dir():
-        raise ClassifierCommandError(f"{datasets}: datasets folder not found (set --datasets or "
-                                     "STEEL_INSPECT_DATASETS)")
+    datasets = datasets_folder(args.datasets, ClassifierCommandError)
     torch.set_num_threads(args.threads)
     summary = relabel_version(args.version, models_dir=args.models or default_models_dir(), datasets_dir=datasets,
                               epochs=args.epochs, crop=args.crop, seed=args.seed, max_images=args.max_images,
                               register=not args.no_register, out_dir=args.out, reuse=args.reuse)
-    text = json.dumps(summary, indent=1)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n", encoding="utf-8")
-    print(text)
+    print_summary(summary, args.json)
     return 0

@@ -9,11 +9,10 @@ and the gate shares code with training). See `training.quantize` for the recipe.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from inspection.arguments import non_negative_int, positive_int
-from inspection.config import default_datasets_dir, default_models_dir
+from inspection.commands._derived import add_common_options, datasets_folder, print_summary
+from inspection.config import default_models_dir
 from inspection.errors import SteelInspectError
 
 
@@ -29,10 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="training-split images for the activation ranges (default 120)")
     parser.add_argument("--calibration-backgrounds", type=non_negative_int, default=4,
                         help="defect-free background frames (6 tiles each) added to the calibration (default 4)")
-    parser.add_argument("--no-register", action="store_true", help="measure, but do not register")
-    parser.add_argument("--datasets", type=Path, default=None, help="datasets root (default ../shared/datasets)")
-    parser.add_argument("--models", type=Path, default=None, help="registry root (default models/)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the summary here")
+    add_common_options(parser)
     parser.set_defaults(func=_handle)
 
 
@@ -43,16 +39,9 @@ def _handle(args: argparse.Namespace) -> int:
         raise QuantizeCommandError("quantize needs the `train` extra: pip install -e '.[train]'") from None
     from training.quantize import quantize_version
 
-    datasets = args.datasets or default_datasets_dir()
-    if not datasets.is_dir():
-        raise QuantizeCommandError(f"{datasets}: datasets folder not found (set --datasets or "
-                                   "STEEL_INSPECT_DATASETS)")
+    datasets = datasets_folder(args.datasets, QuantizeCommandError)
     summary = quantize_version(args.version, models_dir=args.models or default_models_dir(), datasets_dir=datasets,
                                calibration_images=args.calibration_images,
                                calibration_backgrounds=args.calibration_backgrounds, register=not args.no_register)
-    text = json.dumps(summary, indent=1)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n", encoding="utf-8")
-    print(text)
+    print_summary(summary, args.json)
     return 0
