@@ -204,5 +204,9 @@ def test_classifier_command_registers_a_measured_version(tmp_path: Path, dataset
     assert again["val_accuracy_per_weight"] == summary["val_accuracy_per_weight"]
     assert "reused_from" in again["training"] and "reused_from" not in info["training"]
     other = relabel_version(source.version, models_dir=registry_dir, datasets_dir=datasets_dir, register=False,
-                            epochs=2, max_images=10, out_dir=tmp_path / "other", reuse=True)
+                            epochs=2, max_images=10, out_dir=tmp_path / "cls", reuse=True)
     assert "reused_from" not in other["training"]
+    (tmp_path / "cls" / "classifier.pt").write_bytes(b"cut short by a full disk")  # never trusted: trained again
+    corrupt = relabel_version(source.version, models_dir=registry_dir, datasets_dir=datasets_dir, register=False,
+                              epochs=2, max_images=10, out_dir=tmp_path / "cls", reuse=True)
+    assert "reused_from" not in corrupt["training"]
