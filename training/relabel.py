@@ -256,7 +256,6 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
     test = limit(load_split(datasets_dir, dataset, "test", splits_dir))
     train_images, val_images = _images(train), _images(val)
     recipe = ClassifierRecipe(**({"epochs": epochs} if epochs else {}), **({"crop": crop} if crop else {}))
-    views = LineViews(NegativePool(parent.line_type, 24, NO_AUGMENT, family=TRAIN_FAMILY), NO_AUGMENT)
     key = {"source_sha256": parent.sha256, "classes": list(classes), "recipe": asdict(recipe), "seed": seed,
            "max_images": max_images}
     checkpoint = (out_dir or REPO_DIR / "var" / "classifier" / parent.version) / "classifier.pt"
@@ -267,6 +266,7 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
     else:
         log.info("training the crop classifier of %s: %d train / %d val images, %d epochs", parent.version,
                  len(train), len(val), recipe.epochs)
+        views = LineViews(NegativePool(parent.line_type, 24, NO_AUGMENT, family=TRAIN_FAMILY), NO_AUGMENT)
         classifier, training = train_classifier(train_images, train, val_images, val, classes, recipe, seed=seed,
                                                 line_views=views)
         training["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
