@@ -34,7 +34,7 @@ class EvaluationError(SteelInspectError):
     """Samples cannot be evaluated with this model (e.g. a box class the model does not know)."""
 
 
-def _image_result(sample: Sample, classes: tuple[str, ...], boxes: np.ndarray, scores: np.ndarray,
+def image_result(sample: Sample, classes: tuple[str, ...], boxes: np.ndarray, scores: np.ndarray,
                   labels: np.ndarray, unseen: Sequence[str] = ()) -> ImageResult:
     """Ground truth and predictions of one image; boxes of `unseen` classes (the model was trained
     without them on purpose) are left out here and judged by `_unseen`."""
@@ -164,7 +164,7 @@ def evaluate(detector: Detector, samples: Sequence[Sample], out_dir: Path | None
             detections = detector.detect(images, min_score=0.0)
             detect_seconds += time.perf_counter() - t0
             for sample, det in zip(chunk, detections, strict=True):
-                results.append(_image_result(sample, manifest.classes, det.boxes, det.scores, det.labels, unseen))
+                results.append(image_result(sample, manifest.classes, det.boxes, det.scores, det.labels, unseen))
                 unknown.add(sample, det)
             bar.update(len(chunk))
     figures = compute_metrics(results, manifest.classes, threshold)

@@ -190,16 +190,14 @@ def class_thresholds_again(candidate: Detector, val: Sequence[Sample], images: S
                            line_type: str, classes: Sequence[str], floor: float) -> tuple[dict[str, float], dict]:
     """Per-class thresholds for the new labels, by the rule training used (`training.thresholds`):
     val images and one line view of each, max F2 per class, never below `floor`."""
+    from training.evaluate import image_result
     from training.finalize import THRESHOLDS
     from training.metrics import ImageResult
     from training.thresholds import class_thresholds, val_line_views
 
-    index = {c: i for i, c in enumerate(classes)}
     views = val_line_views(val, images, line_type, classes)
-    results = []
-    for sample, found in zip(val, candidate.detect(images, min_score=floor), strict=True):
-        labels = np.array([index.get(n, -1) for n in sample.labels], np.int64)
-        results.append(ImageResult(sample.boxes.astype(np.float32), labels, found.boxes, found.scores, found.labels))
+    results = [image_result(sample, tuple(classes), found.boxes, found.scores, found.labels)
+               for sample, found in zip(val, candidate.detect(images, min_score=floor), strict=True)]
     for (_, boxes, labels), found in zip(views, candidate.detect([v[0] for v in views], min_score=floor),
                                          strict=True):
         results.append(ImageResult(boxes, labels, found.boxes, found.scores, found.labels))
@@ -254,7 +252,7 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
     train = limit(load_split(datasets_dir, dataset, "train", splits_dir))
     val = limit(load_split(datasets_dir, dataset, "val", splits_dir))
     test = limit(load_split(datasets_dir, dataset, "test", splits_dir))
-    train_images, val_images = _images(train), _images(val)
+    val_images = _images(val)
     recipe = ClassifierRecipe(**({"epochs": epochs} if epochs else {}), **({"crop": crop} if crop else {}))
     key = {"source_sha256": parent.sha256, "classes": list(classes), "recipe": asdict(recipe), "seed": seed,
            "max_images": max_images}
@@ -267,7 +265,7 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
         log.info("training the crop classifier of %s: %d train / %d val images, %d epochs", parent.version,
                  len(train), len(val), recipe.epochs)
         views = LineViews(NegativePool(parent.line_type, 24, NO_AUGMENT, family=TRAIN_FAMILY), NO_AUGMENT)
-        classifier, training = train_classifier(train_images, train, val_images, val, classes, recipe, seed=seed,
+        classifier, training = train_classifier(_images(train), train, val_images, val, classes, recipe, seed=seed,
                                                 line_views=views)
         training["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         _save_checkpoint(checkpoint, key, classifier, training)
