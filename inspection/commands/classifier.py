@@ -5,7 +5,9 @@ own dataset), chooses on val how much it counts against the detector's own class
 to the model's ONNX graph (`training.classifier`, `training.relabel`), chooses the per-class thresholds
 and the unknown rule again on val, evaluates val and test (the source model on test in the same run),
 measures speed beside the source, and registers the result as a new version; the val gate decides
-whether it becomes active. Boxes and scores stay the source's: only the class of a detection changes.
+whether it becomes active. Boxes and scores stay the source's: only the class of a detection changes,
+unless `--verify`: then the classifier also learns a background class from the source's own false
+detections and rescores each detection it looks at, and the thresholds chosen again decide what is found.
 Needs the `train` extra. About 100-200 s per epoch per thread on the cold set (2-core EPYC).
 """
 
@@ -32,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--crop", type=int, choices=(64, 96, 128), default=None,
                         help="side in pixels of the square crop the classifier sees (default 96; its cost per "
                              "detection grows with the square of it)")
+    parser.add_argument("--verify", action="store_true",
+                        help="also learn a background class from the model's own false detections and rescore "
+                             "each detection by it (what is recorded may change, not only its class)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-images", type=positive_int, default=None,
                         help="use at most N images per split (smoke)")
@@ -59,6 +64,7 @@ def _handle(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     summary = relabel_version(args.version, models_dir=args.models or default_models_dir(), datasets_dir=datasets,
                               epochs=args.epochs, crop=args.crop, seed=args.seed, max_images=args.max_images,
-                              register=not args.no_register, out_dir=args.out, reuse=args.reuse)
+                              register=not args.no_register, out_dir=args.out, reuse=args.reuse,
+                              verify=args.verify)
     print_summary(summary, args.json)
     return 0
