@@ -15,7 +15,7 @@ import torch
 
 from inspection.cli import main
 from inspection.config import REPO_DIR
-from inspection.datasets import load_split, read_image
+from inspection.datasets import Sample, load_split, read_image
 from inspection.detector import Detector
 from inspection.manifest import Manifest
 from inspection.registry import Registry
@@ -23,13 +23,17 @@ from training.classifier import (
     CONTEXT,
     CROP,
     MIN_SIDE,
+    ClassifierRecipe,
+    Crop,
     CropClassifier,
     RelabelStage,
+    choose_verify_weight,
     choose_weight,
     crops,
     square_boxes,
+    train_classifier,
 )
-from training.relabel import RelabelError, attach, export_stage, parity, relabel_version
+from training.relabel import RelabelError, attach, export_stage, false_detections, parity, relabel_version
 
 
 def test_square_boxes_are_centred_squares_with_a_margin_and_a_minimum_side() -> None:
@@ -58,9 +62,10 @@ def _detector_without_classifier() -> Manifest:
     return registry.resolve(active.data["classifier"]["source_version"]) if active.data.get("classifier") else active
 
 
-def _stage(num_classes: int, weight: float, min_score: float) -> RelabelStage:
+def _stage(num_classes: int, weight: float, min_score: float, verify_weight: float | None = None) -> RelabelStage:
     torch.manual_seed(0)
-    return RelabelStage(CropClassifier(num_classes, imagenet=False), weight, min_score)
+    outputs = num_classes + (verify_weight is not None)  # a verifying classifier has a background output
+    return RelabelStage(CropClassifier(outputs, imagenet=False), weight, min_score, verify_weight=verify_weight)
 
 
 def _detections(n: int = 2, k: int = 5, c: int = 3) -> tuple[torch.Tensor, ...]:
@@ -116,6 +121,80 @@ def test_stage_keeps_one_box_where_two_detector_classes_on_one_defect_become_one
     assert out_scores[0, 1] > 0 and out_scores[0, 2] > 0
 
 
+def test_verifying_stage_rescores_looked_at_detections_by_the_background_output() -> None:
+    image, boxes, scores, labels, class_scores, novelty = _detections()
+    stage = _stage(3, 1.0, 0.1, verify_weight=0.5)
+    looked_at = scores >= 0.1
+    with torch.no_grad():
+        out_boxes, out_scores, out_labels, out_class_scores, out_novelty = stage(image, boxes, scores, labels,
+                                                                                 class_scores, novelty)
+        x = (image.float() - 127.5) / 128.0
+        flat = boxes.reshape(-1, 4)[looked_at.reshape(-1)]
+        index = torch.nonzero(looked_at.reshape(-1))[:, 0] // boxes.shape[1]
+        logits = stage.classifier(crops(x, index, square_boxes(flat)))
+    background = torch.softmax(logits, dim=1)[:, 3]
+    expected = scores.clone()
+    expected[looked_at] = torch.sqrt(scores[looked_at] * (1 - background))
+    # the output is re-sorted by the new score: find each input detection by its (unique) box
+    for row in range(2):
+        for j in range(5):
+            where = (out_boxes[row] == boxes[row, j]).all(dim=1).nonzero()[:, 0]
+            assert out_scores[row, where].item() == pytest.approx(expected[row, j].item(), abs=1e-5)
+            assert out_novelty[row, where].item() == novelty[row, j].item()
+    assert torch.all(out_scores[:, :-1] >= out_scores[:, 1:])
+    # the class comes from the class outputs alone, the background output takes no part in it
+    assert torch.allclose(out_class_scores.sum(dim=2), torch.ones(2, 5), atol=1e-5)
+    direct = torch.softmax(logits[:, :3], dim=1).argmax(dim=1)
+    by_box = {tuple(b.tolist()): int(lab) for b, lab in zip(out_boxes.reshape(-1, 4), out_labels.reshape(-1),
+                                                            strict=True)}
+    assert [by_box[tuple(b.tolist())] for b in flat] == direct.tolist()
+    # weight 0: the detector's scores, untouched
+    with torch.no_grad():
+        plain = _stage(3, 1.0, 0.1, verify_weight=0.0)(image, boxes, scores, labels, class_scores, novelty)[1]
+    assert torch.equal(plain, scores)
+
+
+def test_choose_verify_weight_follows_a_background_output_that_separates_and_ties_keep_the_detector() -> None:
+    scores = np.array([0.9, 0.6, 0.3, 0.25, 0.2, 0.15])
+    real = np.array([True, False, False, True, True, False])
+    telling = np.where(real, 0.05, 0.95)  # the background output knows which are real
+    weight, table = choose_verify_weight(scores, telling, real)
+    assert weight > 0.0 and table[str(weight)] == 1.0 and table["0.0"] < 1.0
+    weight, _ = choose_verify_weight(scores, np.full(6, 0.5), real)  # says nothing: the detector's score alone
+    assert weight == 0.0
+
+
+def test_verifying_classifier_needs_background_crops_with_the_background_label() -> None:
+    images = [np.full((64, 64), 100, np.uint8)]
+    recipe = ClassifierRecipe(epochs=1, verify=True)
+
+    sample = Sample(image_path=Path("a.jpg"), boxes=np.array([[8, 8, 30, 30]], np.float32), labels=("a",),
+                    image_class="a")
+    with pytest.raises(ValueError, match="needs background crops"):
+        train_classifier(images, [sample], images, [sample], ("a", "b"), recipe)
+    with pytest.raises(ValueError, match="must have label 2"):
+        train_classifier(images, [sample], images, [sample], ("a", "b"), recipe,
+                         negatives=[Crop(0, np.array([1, 1, 9, 9], np.float32), 1)])
+
+
+@pytest.mark.datasets
+def test_false_detections_are_the_sources_detections_that_found_no_labelled_box(datasets_dir: Path) -> None:
+    from training.metrics import iou_matrix
+
+    parent = _detector_without_classifier()
+    reference = Detector(parent, providers="cpu")
+    samples = load_split(datasets_dir, "cr7-det", "val")[:40]
+    images = [read_image(s.image_path) for s in samples]
+    negatives = false_detections(reference, [*samples, None], [*images, images[0]], 0.05, len(parent.classes))
+    assert negatives and all(n.label == len(parent.classes) for n in negatives)
+    for n in negatives:
+        if n.image < len(samples) and len(samples[n.image].boxes):
+            assert iou_matrix(n.box[None], samples[n.image].boxes.astype(np.float32)).max() < 0.3
+    # the last image stands for defect-free strip: every detection on it is false, so it has at least as many
+    on_plain = sum(1 for n in negatives if n.image == len(samples))
+    assert on_plain == len(reference.detect([images[0]], min_score=0.05)[0].boxes)
+
+
 def test_choose_weight_follows_the_better_namer_and_ties_keep_the_detector() -> None:
     truth = np.array([0, 1, 1, 0])
     detector = np.array([[0.6, 0.4], [0.7, 0.3], [0.2, 0.8], [0.9, 0.1]])  # one wrong
@@ -127,10 +206,11 @@ def test_choose_weight_follows_the_better_namer_and_ties_keep_the_detector() -> 
 
 
 @pytest.mark.datasets
-def test_attached_graph_matches_pytorch_on_real_images_and_keeps_the_other_outputs(tmp_path: Path,
-                                                                                   datasets_dir: Path) -> None:
+@pytest.mark.parametrize("verify_weight", [None, 0.5])
+def test_attached_graph_matches_pytorch_on_real_images_and_keeps_the_other_outputs(
+        tmp_path: Path, datasets_dir: Path, verify_weight: float | None) -> None:
     parent = _detector_without_classifier()
-    stage = _stage(len(parent.classes), 0.5, 0.1)
+    stage = _stage(len(parent.classes), 0.5, 0.1, verify_weight)
     merged = attach(parent.model_path, export_stage(stage, tmp_path / "stage.onnx", len(parent.classes)),
                     tmp_path / "model.onnx")
     graph = onnx.load(str(merged)).graph
@@ -141,17 +221,32 @@ def test_attached_graph_matches_pytorch_on_real_images_and_keeps_the_other_outpu
     images.append(np.full((96, 160), 128, np.uint8))  # plain grey: no detection to look at
     checked = parity(reference, stage, merged, images)
     assert checked["images"] == len(images) and checked["labels_compared"] > 0
-    # A batch of two, another size: every detection left is one of the source's (box, score, novelty).
+    # A batch of two, another size: every detection left is one of the source's (box, score, novelty), with
+    # its score lowered (never raised above the source's) by the background output when the stage verifies.
     batch = np.stack([reference._pad(images[0][:256, :320]), reference._pad(images[1][:256, :320])])[:, None]
     source, new = (ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": batch})
                    for path in (parent.model_path, merged))
-    def detections(outputs: list[np.ndarray], row: int) -> set[tuple[float, ...]]:
-        return {(float(s), *map(float, b), float(v))
-                for b, s, v in zip(outputs[0][row], outputs[1][row], outputs[4][row], strict=True) if s > 0}
+    def detections(outputs: list[np.ndarray], row: int) -> dict[tuple[float, ...], list[float]]:
+        """(box, novelty) -> the scores there (one cell may hold detections of several classes)."""
+        out: dict[tuple[float, ...], list[float]] = {}
+        for b, s, v in zip(outputs[0][row], outputs[1][row], outputs[4][row], strict=True):
+            if s > 0:
+                out.setdefault((*map(float, b), float(v)), []).append(float(s))
+        return out
 
+    rescored = 0
     for row in (0, 1):
-        assert detections(new, row) <= detections(source, row) and detections(new, row)
+        mine, theirs = detections(new, row), detections(source, row)
+        assert mine and set(mine) <= set(theirs)
+        for place, scores in mine.items():
+            changed = [s for s in scores if s not in theirs[place]]
+            if verify_weight is None:
+                assert not changed
+            else:  # sqrt(score * (1 - p_background)) <= sqrt(score) of a looked-at (>= 0.1) source detection
+                assert all(s <= max(theirs[place]) ** 0.5 + 1e-6 and max(theirs[place]) >= 0.1 for s in changed)
+            rescored += len(changed)
     assert (source[1] >= 0.1).any() and not np.array_equal(source[3], new[3])
+    assert (rescored > 0) == (verify_weight is not None)
 
 
 def test_attach_refuses_a_graph_without_class_scores(tmp_path: Path) -> None:
@@ -210,3 +305,30 @@ def test_classifier_command_registers_a_measured_version(tmp_path: Path, dataset
     corrupt = relabel_version(source.version, models_dir=registry_dir, datasets_dir=datasets_dir, register=False,
                               epochs=2, max_images=10, out_dir=tmp_path / "cls", reuse=True)
     assert "reused_from" not in corrupt["training"]
+
+
+@pytest.mark.slow
+@pytest.mark.datasets
+def test_classifier_command_with_verify_rescores_and_records_how(tmp_path: Path, datasets_dir: Path) -> None:
+    registry_dir = tmp_path / "models"
+    source = _detector_without_classifier()
+    (registry_dir / "cold").mkdir(parents=True)
+    shutil.copytree(source.model_path.parent, registry_dir / "cold" / source.version)
+    Registry(registry_dir).promote(source.version, reason="test setup")
+
+    summary = relabel_version(source.version, models_dir=registry_dir, datasets_dir=datasets_dir, epochs=1,
+                              max_images=10, out_dir=tmp_path / "cls", verify=True)
+    new = Registry(registry_dir).resolve(summary["version"])
+    info = new.data["classifier"]
+    assert info["command"].endswith("--verify") and info["training"]["recipe"]["verify"] is True
+    crops_used = info["training"]["background_crops"]
+    assert crops_used["train"] > 0 and 0 < crops_used["per_epoch"] <= crops_used["train"]
+    verify = info["verify"]
+    assert verify["weight"] in (0.0, 0.25, 0.5, 0.75, 1.0) and set(verify["val_ap_per_weight"]) == {
+        "0.0", "0.25", "0.5", "0.75", "1.0"}
+    assert 0 < verify["val_real"] <= verify["val_detections"]
+    assert "rescored" in new.data["outputs"]["scores"]
+    image = read_image(load_split(datasets_dir, "cr7-det", "test")[0].image_path)
+    found = Detector(new, providers="cpu").detect([image], min_score=0.0)[0]
+    assert np.all(np.diff(found.scores) <= 0) and np.all((found.scores >= 0) & (found.scores <= 1))
+    assert all(0 <= label < len(new.classes) for label in found.labels)  # background is never a class

@@ -160,8 +160,9 @@ class RelabelStage(nn.Module):
             v = self.verify_weight
             background = torch.softmax(logits, dim=1)[:, c]
             logits = logits[:, :c]
-            new_scores[chosen] = torch.exp((1 - v) * torch.log(new_scores[chosen].clamp(min=1e-6))
-                                           + v * torch.log((1 - background).clamp(min=1e-6)))
+            if v > 0:  # (v = 0: the detector's scores, exactly)
+                new_scores[chosen] = torch.exp((1 - v) * torch.log(new_scores[chosen].clamp(min=1e-6))
+                                               + v * torch.log((1 - background).clamp(min=1e-6)))
         new_scores = new_scores.reshape(n, k)
         combined = torch.softmax(self.weight * torch.log_softmax(logits, dim=1)
                                  + (1 - self.weight) * torch.log(detector[chosen].clamp(min=1e-6)), dim=1)
