@@ -185,7 +185,8 @@ def test_false_detections_are_the_sources_detections_that_found_no_labelled_box(
     reference = Detector(parent, providers="cpu")
     samples = load_split(datasets_dir, "cr7-det", "val")[:40]
     images = [read_image(s.image_path) for s in samples]
-    negatives = false_detections(reference, [*samples, None], [*images, images[0]], 0.05, len(parent.classes))
+    negatives = false_detections(reference, [*(s.boxes for s in samples), None], [*images, images[0]], 0.05,
+                                 len(parent.classes))
     assert negatives and all(n.label == len(parent.classes) for n in negatives)
     for n in negatives:
         if n.image < len(samples) and len(samples[n.image].boxes):

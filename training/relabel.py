@@ -36,6 +36,7 @@ STAGE_OUTPUTS = ("boxes", "scores", "labels", "class_scores", "novelty")  # the 
 STAGE_INPUTS = ("image", *STAGE_OUTPUTS)
 PREFIX = "relabel/"
 DETECTOR_PREFIX = "detector/"
+LINE_VIEWS_PER_IMAGE = 2  # with --verify: line views of each train image whose false detections are background
 
 
 class RelabelError(SteelInspectError):
@@ -233,7 +234,7 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
     from training.line_views import LineViews
     from training.negatives import TRAIN_FAMILY, NegativePool
     from training.quantize import derived_metrics, side_by_side_speed, with_unknown_rule_again
-    from training.thresholds import NO_AUGMENT
+    from training.thresholds import NO_AUGMENT, val_line_views
 
     registry = Registry(models_dir)
     parent = registry.resolve(source)
@@ -274,13 +275,17 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
         train_images = _images(train)
         negatives: list[Any] = []
         val_negatives: list[Any] = []
-        if verify:  # the source's own false detections: on train images, and on plain strip
-            train_images += views.pool.textures
-            negatives = false_detections(reference, train + [None] * len(views.pool.textures), train_images,
-                                         NEGATIVE_MIN_SCORE, len(classes))
-            val_negatives = false_detections(reference, val, val_images, _min_score(parent), len(classes))
-            log.info("background crops: %d train (%d on strip textures), %d val", len(negatives),
-                     sum(1 for n in negatives if n.image >= len(train)), len(val_negatives))
+        if verify:  # the source's own false detections: on train images, their line views and plain strip
+            strip = train_line_views(views, train, train_images, classes, LINE_VIEWS_PER_IMAGE)
+            truth = [s.boxes for s in train] + [boxes for _, boxes in strip] + [None] * len(views.pool.textures)
+            train_images += [view for view, _ in strip] + views.pool.textures
+            negatives = false_detections(reference, truth, train_images, NEGATIVE_MIN_SCORE, len(classes))
+            val_negatives = false_detections(reference, [s.boxes for s in val], val_images, _min_score(parent),
+                                             len(classes))
+            on_views = sum(1 for n in negatives if len(train) <= n.image < len(train) + len(strip))
+            log.info("background crops: %d train (%d in %d line views, %d on strip textures), %d val",
+                     len(negatives), on_views, len(strip), sum(1 for n in negatives if n.image >= len(train))
+                     - on_views, len(val_negatives))
         classifier, training = train_classifier(train_images, train, val_images, val, classes, recipe, seed=seed,
                                                 line_views=views, negatives=negatives, val_negatives=val_negatives)
         training["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -298,19 +303,24 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
              len(matched), table, weight)
     verified: dict[str, Any] | None = None
     if verify:
-        looked = looked_at_detections(reference, classifier, val, val_images, min_score)
+        line = val_line_views(val, val_images, parent.line_type, classes)  # as the thresholds are chosen
+        looked = looked_at_detections(reference, classifier, [s.boxes for s in val] + [v[1] for v in line],
+                                      val_images + [v[0] for v in line], min_score)
         verify_weight, verify_table = choose_verify_weight(looked["scores"], looked["background"], looked["real"])
         log.info("val detections looked at (%d, %d real): ranking AP per verify weight %s; chosen %s",
                  len(looked["real"]), int(looked["real"].sum()), verify_table, verify_weight)
         verified = {"weight": verify_weight, "rule": "score ** (1 - weight) * (1 - p_background) ** weight for "
                                                      "detections >= min_score",
-                    "weight_rule": "max average precision of real (IoU >= 0.3 with a labelled box) over false val "
-                                   "detections >= min_score, ranked by the new score",
+                    "weight_rule": "max average precision of real (IoU >= 0.3 with a labelled box) over false "
+                                   "detections >= min_score of the val images and one line view of each, ranked "
+                                   "by the new score",
                     "val_detections": len(looked["real"]), "val_real": int(looked["real"].sum()),
                     "val_ap_per_weight": verify_table,
                     "background_crops": "the source's detections >= "
                                         f"{NEGATIVE_MIN_SCORE} with IoU < 0.3 to every labelled box of the train "
-                                        "split, and on the 24 strip textures of the train seed family"}
+                                        f"images and of {LINE_VIEWS_PER_IMAGE} line views of each (the defects "
+                                        "pasted into strip), and on the 24 strip textures of the train seed "
+                                        "family"}
     stage = RelabelStage(classifier, weight, min_score, verify_weight=verified["weight"] if verified else None)
     work = Path(tempfile.mkdtemp(prefix="steel-relabel-"))
     try:
@@ -386,41 +396,59 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
         shutil.rmtree(work, ignore_errors=True)
 
 
-def false_detections(detector: Detector, samples: Sequence[Sample | None], images: Sequence[np.ndarray],
+def train_line_views(views: Any, samples: Sequence[Sample], images: Sequence[np.ndarray], classes: Sequence[str],
+                     per_image: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`per_image` line views (image, boxes still in view) of every labelled train image, reproducibly: the
+    defects pasted into strip textures of the train seed family (`views`), as the line shows them."""
+    from training.negatives import TRAIN_FAMILY
+
+    index = {c: i for i, c in enumerate(classes)}
+    out = []
+    for i, (sample, image) in enumerate(zip(samples, images, strict=True)):
+        if not len(sample.boxes):
+            continue
+        labels = np.array([index.get(n, -1) for n in sample.labels], np.int64)
+        for k in range(per_image):
+            view, boxes, _ = views.item(image, sample.boxes.astype(np.float32), labels,
+                                        np.random.default_rng([TRAIN_FAMILY, 13, i, k]))
+            out.append((view, boxes))
+    return out
+
+
+def false_detections(detector: Detector, truth: Sequence[np.ndarray | None], images: Sequence[np.ndarray],
                      min_score: float, background: int) -> list[Any]:
     """Background crops: `detector`'s detections >= min_score with IoU < DETECTION_IOU to every labelled box
-    (a None sample: an image without defects, every detection is false), label `background`."""
+    of their image (`truth`, boxes per image; None: an image without defects, every detection is false),
+    label `background`."""
     from training.classifier import Crop
     from training.metrics import DETECTION_IOU, iou_matrix
 
     out = []
-    for i, (sample, found) in enumerate(zip(samples, detector.detect(list(images), min_score=min_score),
-                                            strict=True)):
+    for i, (boxes, found) in enumerate(zip(truth, detector.detect(list(images), min_score=min_score), strict=True)):
         if not len(found.boxes):
             continue
         false = np.ones(len(found.boxes), bool)
-        if sample is not None and len(sample.boxes):
-            false = iou_matrix(found.boxes, sample.boxes.astype(np.float32)).max(axis=1) < DETECTION_IOU
+        if boxes is not None and len(boxes):
+            false = iou_matrix(found.boxes, np.asarray(boxes, np.float32)).max(axis=1) < DETECTION_IOU
         out.extend(Crop(i, box.astype(np.float32), background) for box in found.boxes[false])
     return out
 
 
-def looked_at_detections(detector: Detector, classifier: Any, samples: Sequence[Sample],
+def looked_at_detections(detector: Detector, classifier: Any, truth: Sequence[np.ndarray],
                          images: Sequence[np.ndarray], min_score: float) -> dict[str, np.ndarray]:
-    """Every detection >= min_score of `samples`: its score, the classifier's background probability (its
-    last output) and whether it found a labelled box (IoU >= DETECTION_IOU)."""
+    """Every detection >= min_score of `images`: its score, the classifier's background probability (its
+    last output) and whether it found a labelled box of its image (`truth`, IoU >= DETECTION_IOU)."""
     from training.classifier import classify_boxes
     from training.metrics import DETECTION_IOU, iou_matrix
 
     scores, background, real = [], [], []
-    for sample, image, found in zip(samples, images, detector.detect(list(images), min_score=min_score),
-                                    strict=True):
+    for boxes, image, found in zip(truth, images, detector.detect(list(images), min_score=min_score), strict=True):
         if not len(found.boxes):
             continue
         scores.append(found.scores)
         background.append(classify_boxes(classifier, image, found.boxes)[:, -1])
-        real.append(iou_matrix(found.boxes, sample.boxes.astype(np.float32)).max(axis=1) >= DETECTION_IOU
-                    if len(sample.boxes) else np.zeros(len(found.boxes), bool))
+        real.append(iou_matrix(found.boxes, np.asarray(boxes, np.float32)).max(axis=1) >= DETECTION_IOU
+                    if len(boxes) else np.zeros(len(found.boxes), bool))
     if not scores:
         return {"scores": np.zeros(0, np.float32), "background": np.zeros(0, np.float32), "real": np.zeros(0, bool)}
     return {"scores": np.concatenate(scores), "background": np.concatenate(background), "real": np.concatenate(real)}
