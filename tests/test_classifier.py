@@ -333,3 +333,7 @@ def test_classifier_command_with_verify_rescores_and_records_how(tmp_path: Path,
     found = Detector(new, providers="cpu").detect([image], min_score=0.0)[0]
     assert np.all(np.diff(found.scores) <= 0) and np.all((found.scores >= 0) & (found.scores <= 1))
     assert all(0 <= label < len(new.classes) for label in found.labels)  # background is never a class
+    # the kept verifying classifier (one more output) is used again for the same source and recipe
+    again = relabel_version(source.version, models_dir=registry_dir, datasets_dir=datasets_dir, epochs=1,
+                            max_images=10, out_dir=tmp_path / "cls", verify=True, register=False, reuse=True)
+    assert "reused_from" in again["training"] and again["classifier_weight"] == summary["classifier_weight"]

@@ -27,7 +27,8 @@ did detect, below the threshold (inclusions at 0.19-0.25 against 0.25, rolled-in
 against 0.2: hot-20261204-1), while lowering the thresholds would add the false detections on plain
 strip that scored as high. With `verify` the classifier learns one more class, background, from the
 source detector's own false detections (score >= `NEGATIVE_MIN_SCORE`, IoU < 0.3 with every labelled
-box of a train image, and on defect-free strip textures of the train seed family), and each looked-at
+box of a train image or of a line view of one, and on defect-free strip textures of the train seed
+family: `training.relabel`), and each looked-at
 detection's score becomes ``score ** (1 - v) * (1 - p_background) ** v`` (`v` chosen on val by how
 well the new score ranks real detections above false ones: `choose_verify_weight`). Thresholds are
 then chosen again on val as above, so what the line records may change, not only what it is called.

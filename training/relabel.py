@@ -480,7 +480,9 @@ def _load_checkpoint(path: Path, key: dict[str, Any], num_classes: int) -> tuple
             log.warning("%s was trained for something else (%s): training again", path,
                         {k: v for k, v in (saved.get("key") or {}).items() if key.get(k) != v})
             return None
-        model = CropClassifier(num_classes, imagenet=False, crop=key["recipe"]["crop"])
+        # a verifying classifier has one more output, background
+        model = CropClassifier(num_classes + int(bool(key["recipe"].get("verify"))), imagenet=False,
+                               crop=key["recipe"]["crop"])
         model.load_state_dict(saved["state_dict"])
     except Exception as exc:  # noqa: BLE001 - a corrupt checkpoint is trained again, never trusted
         log.warning("%s cannot be read (%s): training again", path, exc)
