@@ -191,7 +191,7 @@ def test_false_detections_are_the_sources_detections_that_found_no_labelled_box(
     for n in negatives:
         if n.image < len(samples) and len(samples[n.image].boxes):
             assert iou_matrix(n.box[None], samples[n.image].boxes.astype(np.float32)).max() < 0.3
-    # the last image stands for defect-free strip: every detection on it is false, so it has at least as many
+    # the last image stands for defect-free strip (no labelled boxes): every detection on it is false
     on_plain = sum(1 for n in negatives if n.image == len(samples))
     assert on_plain == len(reference.detect([images[0]], min_score=0.05)[0].boxes)
 

@@ -35,7 +35,7 @@ class EvaluationError(SteelInspectError):
 
 
 def image_result(sample: Sample, classes: tuple[str, ...], boxes: np.ndarray, scores: np.ndarray,
-                  labels: np.ndarray, unseen: Sequence[str] = ()) -> ImageResult:
+                 labels: np.ndarray, unseen: Sequence[str] = ()) -> ImageResult:
     """Ground truth and predictions of one image; boxes of `unseen` classes (the model was trained
     without them on purpose) are left out here and judged by `_unseen`."""
     index = {name: i for i, name in enumerate(classes)}

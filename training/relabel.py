@@ -112,20 +112,29 @@ def _images(samples: Sequence[Sample]) -> list[np.ndarray]:
     return [read_image(s.image_path) for s in samples]
 
 
+def _best_overlap(found: np.ndarray, truth: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """For each detected box: its IoU with the labelled box it overlaps most, and that box's index
+    (0 and -1 when the image has no labelled box)."""
+    from training.metrics import iou_matrix
+
+    if truth is None or not len(truth) or not len(found):
+        return np.zeros(len(found), np.float32), np.full(len(found), -1)
+    overlap = iou_matrix(found, np.asarray(truth, np.float32))
+    return overlap.max(axis=1), overlap.argmax(axis=1)
+
+
 def matched_detections(detector: Detector, samples: Sequence[Sample], images: Sequence[np.ndarray],
                        classes: Sequence[str], min_score: float) -> list[tuple[int, np.ndarray, np.ndarray, int]]:
     """(image index, box, class scores, true class) of each detection >= min_score that overlaps a labelled
     box (IoU >= DETECTION_IOU, the best-overlapping box's class)."""
-    from training.metrics import DETECTION_IOU, iou_matrix
+    from training.metrics import DETECTION_IOU
 
     index = {c: i for i, c in enumerate(classes)}
     out = []
     for i, (sample, found) in enumerate(zip(samples, detector.detect(images, min_score=min_score), strict=True)):
-        if not len(found.boxes) or not len(sample.boxes):
-            continue
-        overlap = iou_matrix(found.boxes, sample.boxes.astype(np.float32))
-        for j in np.flatnonzero(overlap.max(axis=1) >= DETECTION_IOU):
-            name = sample.labels[int(overlap[j].argmax())]
+        iou, best = _best_overlap(found.boxes, sample.boxes)
+        for j in np.flatnonzero(iou >= DETECTION_IOU):
+            name = sample.labels[int(best[j])]
             if name in index:
                 out.append((i, found.boxes[j], found.class_scores[j], index[name]))
     return out
@@ -283,9 +292,9 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
             val_negatives = false_detections(reference, [s.boxes for s in val], val_images, _min_score(parent),
                                              len(classes))
             on_views = sum(1 for n in negatives if len(train) <= n.image < len(train) + len(strip))
+            on_textures = sum(1 for n in negatives if n.image >= len(train) + len(strip))
             log.info("background crops: %d train (%d in %d line views, %d on strip textures), %d val",
-                     len(negatives), on_views, len(strip), sum(1 for n in negatives if n.image >= len(train))
-                     - on_views, len(val_negatives))
+                     len(negatives), on_views, len(strip), on_textures, len(val_negatives))
         classifier, training = train_classifier(train_images, train, val_images, val, classes, recipe, seed=seed,
                                                 line_views=views, negatives=negatives, val_negatives=val_negatives)
         training["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -421,15 +430,11 @@ def false_detections(detector: Detector, truth: Sequence[np.ndarray | None], ima
     of their image (`truth`, boxes per image; None: an image without defects, every detection is false),
     label `background`."""
     from training.classifier import Crop
-    from training.metrics import DETECTION_IOU, iou_matrix
+    from training.metrics import DETECTION_IOU
 
     out = []
     for i, (boxes, found) in enumerate(zip(truth, detector.detect(list(images), min_score=min_score), strict=True)):
-        if not len(found.boxes):
-            continue
-        false = np.ones(len(found.boxes), bool)
-        if boxes is not None and len(boxes):
-            false = iou_matrix(found.boxes, np.asarray(boxes, np.float32)).max(axis=1) < DETECTION_IOU
+        false = _best_overlap(found.boxes, boxes)[0] < DETECTION_IOU
         out.extend(Crop(i, box.astype(np.float32), background) for box in found.boxes[false])
     return out
 
@@ -439,7 +444,7 @@ def looked_at_detections(detector: Detector, classifier: Any, truth: Sequence[np
     """Every detection >= min_score of `images`: its score, the classifier's background probability (its
     last output) and whether it found a labelled box of its image (`truth`, IoU >= DETECTION_IOU)."""
     from training.classifier import classify_boxes
-    from training.metrics import DETECTION_IOU, iou_matrix
+    from training.metrics import DETECTION_IOU
 
     scores, background, real = [], [], []
     for boxes, image, found in zip(truth, images, detector.detect(list(images), min_score=min_score), strict=True):
@@ -447,8 +452,7 @@ def looked_at_detections(detector: Detector, classifier: Any, truth: Sequence[np
             continue
         scores.append(found.scores)
         background.append(classify_boxes(classifier, image, found.boxes)[:, -1])
-        real.append(iou_matrix(found.boxes, np.asarray(boxes, np.float32)).max(axis=1) >= DETECTION_IOU
-                    if len(boxes) else np.zeros(len(found.boxes), bool))
+        real.append(_best_overlap(found.boxes, boxes)[0] >= DETECTION_IOU)
     if not scores:
         return {"scores": np.zeros(0, np.float32), "background": np.zeros(0, np.float32), "real": np.zeros(0, bool)}
     return {"scores": np.concatenate(scores), "background": np.concatenate(background), "real": np.concatenate(real)}

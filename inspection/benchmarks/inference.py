@@ -131,10 +131,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                               "bare_intra_op_threads": config.worker.intra_op_threads or "runtime default",
                               "frame": [frames[0].height, frames[0].width], "hardware": hardware()}
     pairs = {(label, manifest.version): det for label, det in runtimes.items()}
-    source = fp32_source(manifest)  # an int8 model: its fp32 source on every runtime too, interleaved
-    source = source.version if source else None
-    if source:
-        fp32 = registry.resolve(source)
+    fp32 = fp32_source(manifest)  # an int8 model: its fp32 source (checked) on every runtime too, interleaved
+    if fp32 is not None:
         pairs.update({(label, fp32.version): make_detector(fp32, runtime_setting(label, config), config)
                       for label in runtimes})
     bare = bare_side_by_side(pairs, tiles, frame_mpx, args.seconds, args.rounds)
@@ -143,9 +141,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result.update(bare_runtimes=bare, bare_fastest_runtime=best, bare_rounds=args.rounds,
                   bare_by_batch=mine[best]["by_batch"], bare_best_batch=mine[best]["best_batch"],
                   bare_mpx_per_s=mine[best]["mpx_per_s"])
-    if source:
-        result["bare_fp32_source"] = source
-        result["bare_fp32_mpx_per_s"] = bare[source][fastest(bare[source])]["mpx_per_s"]
+    if fp32 is not None:
+        result["bare_fp32_source"] = fp32.version
+        result["bare_fp32_mpx_per_s"] = bare[fp32.version][fastest(bare[fp32.version])]["mpx_per_s"]
     if args.beside:
         result["beside"] = _beside(config, detector, args.beside, tiles, mine[main]["best_batch"], frame_mpx,
                                    args.seconds)
