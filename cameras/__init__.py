@@ -17,7 +17,8 @@ from inspection.frame import StreamKey
 __all__ = ["CameraSource", "StripGeometry", "open_source", "stream_key", "geometry"]
 
 _OPTION_KEYS = {
-    "simulator": {"coil_length_m", "defects_per_100m", "ground_truth", "seam_share", "coil_mix", "continuous_strip"},
+    "simulator": {"coil_length_m", "defects_per_100m", "ground_truth", "seam_share", "coil_mix", "continuous_strip",
+                  "fresh_texture"},
     "folder": {"folder", "coil_length_m", "loop", "realtime"},
     "pylon": {
         "serial",
@@ -104,6 +105,7 @@ def _build(kind: str, line: LineConfig, camera: CameraConfig, key: Any, geo: Any
             defects_per_100m=float(options.pop("defects_per_100m", sim.defects_per_100m)),
             seam_share=float(options.pop("seam_share", sim.seam_share)),
             continuous_strip=bool(options.pop("continuous_strip", sim.continuous_strip)),
+            fresh_texture=bool(options.pop("fresh_texture", sim.fresh_texture)),
             coil_mix=options.pop("coil_mix", sim.coil_mix),
             split=options.pop("split", sim.split),
             datasets_dir=options.pop("datasets_dir", sim.datasets),

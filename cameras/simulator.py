@@ -22,7 +22,9 @@ ground truth as before the option existed. The last frame of a coil is shorter w
 length is not a whole number of frames. With ``continuous_strip`` (the line config's default) each
 frame's background continues the previous frame's without a step at the seam
 (`cameras.textures.TextureBank`); the random draws are the same either way, so defects and ground
-truth do not change with it.
+truth do not change with it. With ``fresh_texture`` every frame's background is generated anew
+instead of cut from a bank of four tiles (`cameras.textures`: the bank repeats its flakes all through
+the stream), from a random stream of its own: defects and ground truth do not change with it either.
 
 Ground truth is written as JSON lines beside the stream, one row per labelled box and frame::
 
@@ -102,6 +104,7 @@ class SimulatorSource(CameraSource):
         seam_share: float = 0.0,
         coil_mix: Sequence[tuple[float, float]] = (),
         continuous_strip: bool = False,
+        fresh_texture: bool = False,
     ) -> None:
         super().__init__(key, geometry, seed=seed)
         if geometry.coil_length_mm is None:
@@ -127,6 +130,8 @@ class SimulatorSource(CameraSource):
         self._defect_rng = np.random.default_rng([seed, camera_salt, 2])
         self.seam_share = seam_share
         self.continuous_strip = continuous_strip
+        self.fresh_texture = fresh_texture
+        self._texture_rng = np.random.default_rng([seed, camera_salt, 5]) if fresh_texture else None
         self._seam_rng = np.random.default_rng([seed, camera_salt, 3])  # apart: the other streams stay as they were
         self._gt: IO[str] | None = None
         self.bank: TextureBank | None = None
@@ -137,7 +142,7 @@ class SimulatorSource(CameraSource):
     def open(self) -> None:
         geo = self.geometry
         self.bank = TextureBank(self.key.line_type, geo.width_px, geo.frame_height_px, self._bg_rng,
-                                continuous=self.continuous_strip)
+                                continuous=self.continuous_strip, fresh=self._texture_rng)
         if self.defects_per_100m > 0 or any(density > 0 for _, density in self.coil_mix):
             self.library = defect_library(self.datasets_dir, self.key.line_type, self.split)
         if self.ground_truth_path is not None:
@@ -159,6 +164,7 @@ class SimulatorSource(CameraSource):
             "coil_mix": [list(band) for band in self.coil_mix],
             "seam_share": self.seam_share,
             "continuous_strip": self.continuous_strip,
+            "fresh_texture": self.fresh_texture,
             "split": self.split,
             "defect_source": getattr(self.library, "source", None),
             "realtime": self.realtime,

@@ -6,9 +6,15 @@ strip, so texture features are elongated along the rows' direction (vertical in 
 - hot strip: mid-grey oxide scale, blotchy and grainy, uneven brightness across and along;
 - cold strip: bright and smooth, fine grinding lines along the strip, specular streaks.
 
-Generating a texture takes tens of milliseconds, far too slow per frame at line rate, so a
-small bank of tall tiles is built at start; each frame is a random window of a random tile,
-optionally mirrored, with a random gain and offset (one OpenCV pass, a few ms for 1600x1024).
+Generating a texture takes tens of milliseconds (about 45 ms for a 1600 x 1088 hot frame on this
+CPU), too slow for a camera pushed as fast as the line takes frames, so a small bank of tall tiles is
+built at start; each frame is a random window of a random tile, optionally mirrored, with a random
+gain and offset (one OpenCV pass, a few ms for 1600x1024). The price is repetition: a flake in the
+middle of a tile is in about one frame in four, at the same place across the strip, for the whole
+stream. On the demo line one dark flake of the bottom camera's bank was found as an `unknown` defect
+104 times in 8 coils (every clean coil graded secondary for it). ``fresh`` (the demo's
+``[simulator] fresh_texture``) generates every frame's texture anew, from a random stream of its own,
+as a real strip never shows the same flake twice; mirror, gain and offset are drawn as for a window.
 
 A real strip is continuous from one frame to the next. With ``continuous`` (the simulator's
 default), a frame's gain and offset move from the previous frame's to its own along its rows, and
@@ -81,17 +87,21 @@ class TextureBank:
     """A few tall tiles of strip texture; `frame` cuts a varied window out of one of them."""
 
     def __init__(self, line_type: str, width: int, height: int, rng: np.random.Generator, tiles: int = 4,
-                 continuous: bool = False) -> None:
+                 continuous: bool = False, fresh: np.random.Generator | None = None) -> None:
         makers = {"hot": hot_texture, "cold": cold_texture}
         if line_type not in makers:
             raise SourceError(f"line_type: expected hot or cold, got {line_type!r}")
         if width <= 0 or height <= 0:
             raise SourceError(f"texture size: expected positive width and height, got {width}x{height}")
-        self.height = height
+        self.height, self.width = height, width
         self.continuous = continuous
+        self._make = makers[line_type]
         # continuous: BLEND_ROWS more rows below every window a frame can take, its texture's own continuation
-        extra = BLEND_ROWS if continuous else 0
-        self.tiles = [makers[line_type](rng, 2 * height + extra, width) for _ in range(tiles)]
+        self._extra = BLEND_ROWS if continuous else 0
+        # fresh: the stream every frame's own texture is drawn from; the tiles are not used then
+        self._fresh = fresh
+        self.tiles = [] if fresh is not None else [self._make(rng, 2 * height + self._extra, width)
+                                                   for _ in range(tiles)]
         self._last: tuple[np.ndarray, bool, int, float, float] | None = None  # tile, flipped, end row, gain, offset
 
     def frame(self, rng: np.random.Generator, rows: int | None = None) -> np.ndarray:
@@ -99,8 +109,11 @@ class TextureBank:
         rows = self.height if rows is None else rows
         if not 0 < rows <= self.height:
             raise SourceError(f"rows: expected 1..{self.height}, got {rows}")
-        tile = self.tiles[int(rng.integers(len(self.tiles)))]
-        start = int(rng.integers(0, 2 * self.height - rows + 1))
+        if self._fresh is None:
+            tile = self.tiles[int(rng.integers(len(self.tiles)))]
+            start = int(rng.integers(0, 2 * self.height - rows + 1))
+        else:  # a texture of its own, just tall enough (and its continuation below, for the next frame's blend)
+            tile, start = self._make(self._fresh, rows + self._extra, self.width), 0
         window = tile[start : start + rows]
         flipped = rng.random() < 0.5
         if flipped:

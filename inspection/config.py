@@ -136,6 +136,9 @@ class SimulatorConfig:
     # each frame's background continues the previous one's, as a real strip does (`cameras.textures`);
     # false: every frame a separate window of texture (a step at every seam), as before 2026-12-02
     continuous_strip: bool = True
+    # every frame's strip texture generated anew (about 45 ms a frame), so no flake of it comes back;
+    # false: frames cut from a bank of four tiles (`cameras.textures`), what the benchmarks measure on
+    fresh_texture: bool = False
     # (share of coils, defects per 100 m) bands: each coil draws its density from them, the same on
     # every camera; empty: every coil at defects_per_100m (what the benchmarks need)
     coil_mix: tuple[tuple[float, float], ...] = ()
@@ -601,6 +604,7 @@ def _simulator(path: Path, table: Any) -> SimulatorConfig:
         realtime=s.get("realtime", bool),
         seam_share=s.share("seam_share"),
         continuous_strip=s.get("continuous_strip", bool),
+        fresh_texture=s.get("fresh_texture", bool),
         coil_mix=_coil_mix(s),
     )
     s.check_unknown()

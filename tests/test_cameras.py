@@ -344,3 +344,57 @@ def test_the_continuous_strip_changes_the_background_only(tmp_path: Path, datase
             runs[continuous] = (frames_of(list(source)), gt.read_text())
     assert runs[True][1] == runs[False][1] and runs[True][1]  # the same defects in the same places
     assert not np.array_equal(runs[True][0][1].pixels, runs[False][0][1].pixels)
+
+
+def test_fresh_texture_draws_every_frame_anew_and_changes_nothing_else(tmp_path: Path, datasets_dir: Path) -> None:
+    # Frames cut from a bank of four tiles repeat its flakes all through the stream (on the demo line one
+    # of them was an `unknown` defect on every coil); fresh texture is new in every frame.
+    def stream(fresh: bool, name: str) -> tuple[list[Frame], str, SimulatorSource]:
+        geo = StripGeometry(640, 256, 1.0, 1.0, 0.0, 5.0, 2000.0)
+        gt = tmp_path / f"{name}.jsonl"
+        source = SimulatorSource(HOT, geo, strip_width_mm=600.0, seed=5, defects_per_100m=300.0,
+                                 datasets_dir=datasets_dir, realtime=False, ground_truth=gt, max_coils=2,
+                                 seam_share=0.5, continuous_strip=True, fresh_texture=fresh)
+        with source:
+            return frames_of(list(source)), gt.read_text(), source
+
+    bank, truth_bank, bank_source = stream(False, "bank")
+    fresh, truth_fresh, fresh_source = stream(True, "fresh")
+    again, _, _ = stream(True, "again")
+    assert truth_fresh == truth_bank and truth_bank  # the same defects in the same places
+    assert len(bank_source.bank.tiles) == 4 and fresh_source.bank.tiles == []  # no bank to repeat
+    assert not any(np.array_equal(a.pixels, b.pixels) for a, b in zip(bank, fresh, strict=True))
+    assert all(np.array_equal(a.pixels, b.pixels) for a, b in zip(fresh, again, strict=True))  # from the seed
+    # the same kind of strip: brightness and contrast of the whole stream within a few grey levels
+    both = [np.concatenate([f.pixels.ravel() for f in frames]).astype(np.float32) for frames in (bank, fresh)]
+    assert abs(float(both[0].mean() - both[1].mean())) < 6 and abs(float(both[0].std() - both[1].std())) < 4
+
+
+@pytest.mark.parametrize("line_type", ["hot", "cold"])
+def test_fresh_texture_has_no_step_at_the_seams_either(line_type: str) -> None:
+    from cameras.textures import TextureBank
+
+    rng = np.random.default_rng(3)
+    bank = TextureBank(line_type, 400, 128, rng, continuous=True, fresh=np.random.default_rng(4))
+    pixels = np.concatenate([bank.frame(rng).astype(np.float32) for _ in range(12)])
+    step = np.abs(np.diff(pixels, axis=0)).mean(axis=1)
+    seams = np.arange(128, len(pixels), 128) - 1
+    assert 0.8 < float(step[seams].mean()) / float(np.delete(step, seams).mean()) < 1.25
+
+
+def test_the_demo_line_draws_fresh_texture_and_bench_e2e_keeps_the_bank(tmp_path: Path) -> None:
+    import argparse
+
+    from inspection.benchmarks import e2e
+    from inspection.benchmarks._line import scratch_line
+
+    demo = load_config(None)
+    assert demo.simulator.fresh_texture
+    with open_source(demo, demo.cameras[0], max_coils=1) as source:
+        assert source.describe()["fresh_texture"] is True
+    parser = argparse.ArgumentParser()
+    e2e.add_arguments(parser)
+    args = parser.parse_args(["--set", "simulator.seed=3"])
+    pinned = scratch_line(None, tmp_path, **e2e.line_overrides(args, "windows"))
+    assert pinned.simulator.fresh_texture is False and pinned.simulator.coil_mix == ()
+    assert pinned.simulator.seed == 3  # --set still applies on top

@@ -144,18 +144,25 @@ def _settings(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def line_overrides(args: argparse.Namespace, stage: str) -> dict[str, Any]:
+    """What the benchmark sets on the line config: one defect density and one texture bank for the whole
+    stream (the figures per metre, and the frames the README's figures were measured on), then `--set`."""
+    return {"worker.first_stage": stage,
+            "simulator.defects_per_100m": args.defects_per_100m,
+            "simulator.coil_mix": [],
+            "simulator.fresh_texture": False,
+            "simulator.seam_share": args.seam_share,
+            "simulator.split": args.split,
+            **({"model.name": args.model} if args.model else {}),
+            **_settings(args.set)}
+
+
 def run_once(args: argparse.Namespace, stage: str, folder: Path, overrides: dict[str, Any] | None = None,
              label: str = "") -> dict[str, Any]:
     """The line once with first stage `stage` in `folder`; `overrides` (variant `label`'s) go on top of `--set`."""
     from inspection.line.pipeline import run_pipeline
 
-    line = scratch_line(args.config, folder, **{"worker.first_stage": stage,
-                                                "simulator.defects_per_100m": args.defects_per_100m,
-                                                "simulator.coil_mix": [],  # one density: the figures per metre
-                                                "simulator.seam_share": args.seam_share,
-                                                "simulator.split": args.split,
-                                                **({"model.name": args.model} if args.model else {}),
-                                                **_settings(args.set), **(overrides or {})})
+    line = scratch_line(args.config, folder, **{**line_overrides(args, stage), **(overrides or {})})  # variant last
     started = time.monotonic()
     summary = run_pipeline(line, workers=args.workers, max_frames=args.frames,
                            camera_overrides={"realtime": False, "seed": args.seed})

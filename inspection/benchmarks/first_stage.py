@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SteelInspectError(f"first-stage bench: expected --frames >= 1 and k_sigma > 0, got {args.frames}, "
                                 f"{args.k_sigma}")
     config = load_config(args.config, {"simulator.defects_per_100m": args.defects_per_100m,
-                                       "simulator.coil_mix": [], "simulator.split": args.split})
+                                       "simulator.coil_mix": [], "simulator.fresh_texture": False,
+                                       "simulator.split": args.split})
     context = config.worker.window_context_px if args.context_px is None else args.context_px
     camera, worker = config.cameras[0], config.worker
     frames, truth = simulated_frames(config, args.frames, args.seed)

@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from inspection.config import load_config
     from inspection.registry import Registry
 
-    overrides: dict[str, Any] = {"simulator.defects_per_100m": args.defects_per_100m, "simulator.coil_mix": []}
+    overrides: dict[str, Any] = {"simulator.defects_per_100m": args.defects_per_100m, "simulator.coil_mix": [],
+                                 "simulator.fresh_texture": False}
     if args.threads is not None:
         overrides["worker.intra_op_threads"] = args.threads
     config = load_config(args.config, overrides)
