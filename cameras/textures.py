@@ -12,7 +12,7 @@ built at start; each frame is a random window of a random tile, optionally mirro
 gain and offset (one OpenCV pass, a few ms for 1600x1024). The price is repetition: a flake in the
 middle of a tile is in about one frame in four, at the same place across the strip, for the whole
 stream. On the demo line one dark flake of the bottom camera's bank was found as an `unknown` defect
-104 times in 8 coils (every clean coil graded secondary for it). ``fresh`` (the demo's
+104 times in 8 coils, on every one of them, at the same place across the strip. ``fresh`` (the demo's
 ``[simulator] fresh_texture``) generates every frame's texture anew, from a random stream of its own,
 as a real strip never shows the same flake twice; mirror, gain and offset are drawn as for a window.
 
