@@ -15,7 +15,14 @@ owns everything that must be the same for every camera:
   time since the coil's first frame was captured (a free-running camera at a known speed);
 - coils are cut either by the source (the simulator knows its coils) or, for sources that
   cannot know, every ``coil_length_mm`` of strip (None: the whole stream is one coil);
-- `stop()` ends the stream cleanly: the current coil gets its ``coil_end`` and iteration stops.
+- `stop()` ends the stream cleanly after the current frame. The current coil gets its ``coil_end``
+  only if it is whole: a source that names its coils (the simulator) and knows their length
+  (``coil_length_mm``) and is stopped part way through one sends no ``coil_end`` for it, since the
+  coil did not end (a source that only cuts its stream by length ends its coil where it stops). A coil_end counts
+  the frames the camera captured, so one sent for a cut coil made a 16 m stub of a 120 m coil look
+  fully inspected (`run --max-frames`, graded prime at 100 % coverage); without it the recorder
+  holds the coil (`finalise_on_stop`, or when the camera's next coil starts), with the plant's
+  length where it has one.
 
 Subclasses implement `_grabs()`, a generator of `Grab` values, and optionally `open()` /
 `close()` for hardware.
@@ -160,7 +167,7 @@ class CameraSource(ABC):
         self.close()
 
     def stop(self) -> None:
-        """End the stream after the current frame; the current coil still gets its coil_end."""
+        """End the stream after the current frame; the current coil gets its coil_end if it is whole."""
         self._stop.set()
 
     @property
@@ -196,11 +203,14 @@ class CameraSource(ABC):
             if coil != state.coil:
                 yield from state.end()
                 yield state.start(check_ident("coil", coil))
+                state.named = grab.coil is not None
             frame = state.add(grab)
             if frame is not None:
                 self._on_frame(frame, grab)
                 yield frame
             if self.stopping:
+                if state.cut_short():
+                    state.abandon()
                 break
         yield from state.end()
 
@@ -215,6 +225,7 @@ class _CoilState:
         self.frames = self.dropped = 0
         self.length_mm = 0.0
         self.first_ns: int | None = None
+        self.named = False  # the source named the current coil (it knows its coils), see cut_short
 
     def _next_seq(self) -> int:
         self.seq += 1
@@ -223,6 +234,18 @@ class _CoilState:
     def full(self) -> bool:
         limit = self.source.geometry.coil_length_mm
         return limit is not None and self.length_mm >= limit - 1e-6
+
+    def cut_short(self) -> bool:
+        """The source named this coil and knows it to be longer than what was streamed of it (a source that
+        only cuts its stream every coil_length_mm does not know where a coil ends: its coils end where it stops)."""
+        return (self.coil is not None and self.named and self.source.geometry.coil_length_mm is not None
+                and not self.full())
+
+    def abandon(self) -> None:
+        """Leave the current coil without a coil_end (see the module docstring: stop())."""
+        log.warning("%s: coil %s stopped after %.0f of %.0f mm: no coil_end, the recorder holds it",
+                    self.source.key.camera, self.coil, self.length_mm, self.source.geometry.coil_length_mm)
+        self.coil = None
 
     def start(self, coil: str) -> CoilEvent:
         self.coil, self.frames, self.dropped, self.length_mm, self.first_ns = coil, 0, 0, 0.0, None

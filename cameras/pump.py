@@ -85,8 +85,9 @@ def pump(
 ) -> PumpStats:
     """Send everything `source` yields until it ends, `max_frames` frames went out, or `stopping()`.
 
-    Stopping asks the source to end: its current coil still gets a ``coil_end``. `progress` is called
-    with the running stats after every message (the camera process keeps them where a kill leaves them).
+    Stopping asks the source to end: its current coil gets a ``coil_end`` if it is whole (`cameras.base`).
+    `progress` is called with the running stats after every message (the camera process keeps them where a
+    kill leaves them).
     `overlap_rows`: rows of the previous frame put on top of each frame (`FrameOverlap`).
     """
     stats = PumpStats()

@@ -179,17 +179,26 @@ def test_position_from_line_speed_and_coil_cut_by_length() -> None:
     assert frames[3].coil != frames[0].coil and frames[3].index == 0
 
 
-def test_stop_ends_the_current_coil_cleanly(tmp_path: Path) -> None:
-    geo = StripGeometry(640, 256, 1.0, 1.0, 0.0, 5.0, 100_000.0)
-    source = SimulatorSource(HOT, geo, strip_width_mm=600.0, defects_per_100m=0.0, realtime=False)
-    got = []
-    with source:
-        for message in source:
-            got.append(message)
-            if isinstance(message, Frame) and message.index == 2:
-                source.stop()
-    assert isinstance(got[-1], CoilEvent) and got[-1].kind == "coil_end"
-    assert got[-1].frames == 3 and got[-1].length_mm == 768.0
+def test_stop_ends_a_whole_coil_with_its_coil_end_and_a_cut_one_without(tmp_path: Path,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    # A coil_end counts the frames the camera captured: sent for a coil the stop cut, it made a 16 m stub of
+    # a 120 m coil look fully inspected (`run --max-frames`: graded prime at 100 % coverage).
+    for stop_after, whole in ((3, True), (2, False)):  # 768 mm coils of 256-line frames: 3 frames make one
+        geo = StripGeometry(640, 256, 1.0, 1.0, 0.0, 5.0, 768.0)
+        source = SimulatorSource(HOT, geo, strip_width_mm=600.0, defects_per_100m=0.0, realtime=False)
+        got = []
+        with source, caplog.at_level(logging.WARNING, logger="cameras.base"):
+            for message in source:
+                got.append(message)
+                if isinstance(message, Frame) and len(frames_of(got)) == stop_after:
+                    source.stop()
+        events = [m for m in got if isinstance(m, CoilEvent)]
+        if whole:
+            assert [e.kind for e in events] == ["coil_start", "coil_end"]
+            assert got[-1] is events[-1] and got[-1].frames == 3 and got[-1].length_mm == 768.0
+        else:
+            assert [e.kind for e in events] == ["coil_start"] and isinstance(got[-1], Frame)
+            assert f"coil {events[0].coil} stopped after 512 of 768 mm: no coil_end" in caplog.text
 
 
 def test_replay_folder_sorted_any_size_and_bad_files_counted(tmp_path: Path) -> None:

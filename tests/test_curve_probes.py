@@ -128,9 +128,9 @@ def server_key(config: LineConfig, role: str) -> bytes:
 def test_a_stray_pull_socket_takes_no_frame_from_a_camera(tmp_path: Path, ipc_dir: Path, curve: bool,
                                                           who: str) -> None:
     """Issue 12: a stray PULL socket took 11 frames from a camera port (the coil held at 50 %)."""
-    config = load_config(write_line_config(tmp_path, ipc_dir=ipc_dir, keys=True, curve=curve,
+    config = load_config(write_line_config(tmp_path, ipc_dir=ipc_dir, keys=True, curve=curve, coil_length_m=1.536,
                                            extra={"live = true": "live = false"}))  # replay: no frame dropped
-    camera = config.cameras[0]
+    camera = config.cameras[0]  # its 6 frames of 256 mm are a whole coil, so it ends with a coil_end
     address = peer_endpoint(camera.endpoint).address
     with bare_socket(zmq.PULL) as stray, line_process("camera", "--config", str(config.path), "--camera", camera.id,
                                                       "--frames", "6", "--fast") as proc:

@@ -135,6 +135,35 @@ def test_two_runs_on_one_database_both_record_their_coils(tmp_path: Path, ipc_di
     assert set(runs[0]["grades"]).isdisjoint(runs[1]["grades"])
 
 
+
+def test_a_run_stopped_part_way_through_a_coil_holds_that_coil(tmp_path: Path, ipc_dir: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """`run --max-frames` used to send a coil_end for the coil it stopped in: a 16 m stub of a 120 m demo coil
+    was graded prime at coverage 100 %. The simulator knows its coils, so the cut coil gets no coil_end
+    and the recorder holds it; the whole coil before it is graded as usual."""
+    from inspection.line.pipeline import run_pipeline
+    from inspection.records import queries
+    from inspection.records.db import open_db
+    from inspection.registry import Registry
+    from tests.test_pipeline import NEU
+    from tests.tiny_models import add_tiny_model
+
+    models = tmp_path / "models"
+    add_tiny_model(Registry(models), tmp_path, classes=NEU, version="hot-tiny", activate=True)
+    monkeypatch.setenv("STEEL_INSPECT_MODELS", str(models))
+    config = load_config(write_line_config(tmp_path, ipc_dir=ipc_dir))  # 3 m coils of 256 mm frames: 12 frames
+    summary = run_pipeline(config, max_frames=15, camera_overrides={"realtime": False})
+    whole, cut = list(summary["grades"])
+    assert summary["grades"][cut] == "hold" and summary["grades"][whole] != "hold"
+    reader = open_db(config.database, readonly=True)
+    try:
+        ends = reader.execute("SELECT coil, count(*) FROM coil_events WHERE kind='coil_end' GROUP BY coil").fetchall()
+        assert ends == [(whole, 2)]  # both cameras ended the whole coil, neither the cut one
+        assert queries.coverage(reader, cut)["complete"] is False
+        assert queries.coverage(reader, whole)["complete"] is True
+    finally:
+        reader.close()
+
 SQL = re.compile(r"\.execute(many)?\(|sqlite3\.connect|executescript\(")
 
 

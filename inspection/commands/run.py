@@ -2,8 +2,10 @@
 
 Without ``--config`` it runs the demo line. Every part is its own process, supervised: a
 crashed worker or recorder is restarted (at once, then after a doubling delay; given up on after
-5 restarts within 5 minutes), logged and counted. SIGTERM / Ctrl-C stop the line cleanly:
-cameras close their coils, workers drain, the recorder flushes and grades. At the end a JSON
+5 restarts within 5 minutes), logged and counted. SIGTERM / Ctrl-C (or ``--max-frames``) stop the
+line cleanly: cameras end their coils (a simulated coil the stop cut gets no coil_end, so the
+recorder holds it instead of grading a stub as a whole coil), workers drain, the recorder flushes
+and grades. At the end a JSON
 summary is printed: frames sent, received, inspected, dropped and lost (sent but in no record,
 per coil too); restarts and crashes; defects; coils and their grades; throughput;
 capture-to-record latency percentiles.
