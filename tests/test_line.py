@@ -160,6 +160,9 @@ def test_a_run_stopped_part_way_through_a_coil_holds_that_coil(tmp_path: Path, i
         ends = reader.execute("SELECT coil, count(*) FROM coil_events WHERE kind='coil_end' GROUP BY coil").fetchall()
         assert ends == [(whole, 2)]  # both cameras ended the whole coil, neither the cut one
         assert queries.coverage(reader, cut)["complete"] is False
+        [reason] = json.loads(reader.execute("SELECT reasons FROM grades WHERE coil=? ORDER BY id DESC",
+                                             (cut,)).fetchone()[0])
+        assert "length is unknown" in reason and "coverage cannot be proven" in reason  # no plant data here
         assert queries.coverage(reader, whole)["complete"] is True
     finally:
         reader.close()

@@ -76,6 +76,17 @@ def test_grade_table(name: str, defects: list, coverage: float, expected: str, c
         assert result.reasons[0].startswith("prime: all")
 
 
+def test_a_hold_without_a_known_length_says_the_coverage_cannot_be_proven() -> None:
+    # A coil a stop cut has no coil_end, and without plant data nothing gives its length: its share is 0 because
+    # nothing proves more, and "coverage 0.00 %" would read as "nothing was inspected".
+    unknown = grade(GradeInput("C", 16.4, 1600.0, 0.0, [], length_known=False), RULES, coverage_min=0.995)
+    assert unknown.grade == "hold"
+    assert unknown.reasons == ("hold: inspection incomplete: the coil's length is unknown (no camera ended it, no "
+                               "plant data), so its coverage cannot be proven; 16.4 m of it seen (coverage gate)",)
+    known = grade(GradeInput("C", 16.4, 1600.0, 0.0, []), RULES, coverage_min=0.995)
+    assert known.grade == "hold" and "coverage 0.00% < required 99.50%" in known.reasons[0]
+
+
 def test_rule_set_is_versioned_and_hashed(tmp_path: Path) -> None:
     text = (Path(RULES.path)).read_text()
     copy = tmp_path / "order-4711.toml"

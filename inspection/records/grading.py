@@ -87,6 +87,9 @@ class GradeInput:
     width_mm: float
     coverage: float  # inspected share of the coil, 0..1 (worst camera)
     defects: Sequence[GradeDefect]
+    # whether anything gives the coil's length (the plant's data, a camera's coil_end): without it, as for
+    # a coil a stop cut (`cameras.base`), the share is 0 because nothing proves more, not because nothing was seen
+    length_known: bool = True
 
 
 @dataclass(frozen=True)
@@ -186,7 +189,9 @@ def grade(data: GradeInput, rules: RuleSet, coverage_min: float) -> GradeResult:
     if data.coverage < coverage_min:
         reason = (
             f"hold: inspection incomplete: coverage {data.coverage:.2%} < required {coverage_min:.2%}"
-            " (coverage gate)"
+            " (coverage gate)" if data.length_known else
+            f"hold: inspection incomplete: the coil's length is unknown (no camera ended it, no plant data), so "
+            f"its coverage cannot be proven; {data.length_m:.1f} m of it seen (coverage gate)"
         )
         return GradeResult(HOLD, (reason,), len(data.defects), data.coverage)
     length_m = max(data.length_m, 1e-6)

@@ -359,6 +359,7 @@ def coverage(db: Database, coil: str) -> dict[str, Any]:
         "complete": complete,
         "lost": sum(c["lost"] or 0 for c in per_camera),  # cameras whose coil_end never came: unknown
         "planned_length_mm": planned_mm,
+        "length_known": bool(known_mm),  # the plant's length or a camera's coil_end: else 0 % proves nothing
         "cameras": per_camera,
     }
 
@@ -415,12 +416,14 @@ def grade_input(db: Database, coil: str, defects: list[dict[str, Any]] | None = 
     # GradeDefect(effective_class, severity, surface, along_mm, across_mm) per defect, built in C
     # (`tuple.__new__` is what a named tuple's `_make` calls): 10,000 per coil at every finalisation
     counted = list(map(_NEW_GRADE_DEFECT, map(_GRADE_FIELDS, not_rejected(defects))))
+    cover = coverage(db, coil)
     return GradeInput(
         coil=coil,
         length_m=coil_length_m(db, coil),
         width_mm=coil_width_mm(db, coil),
-        coverage=coverage(db, coil)["share"],
+        coverage=cover["share"],
         defects=counted,
+        length_known=cover["length_known"],
     )
 
 
