@@ -202,8 +202,7 @@ class CameraSource(ABC):
                 coil = state.coil if state.coil and not state.full() else self.next_coil_id()
             if coil != state.coil:
                 yield from state.end()
-                yield state.start(check_ident("coil", coil))
-                state.named = grab.coil is not None
+                yield state.start(check_ident("coil", coil), named=grab.coil is not None)
             frame = state.add(grab)
             if frame is not None:
                 self._on_frame(frame, grab)
@@ -225,7 +224,7 @@ class _CoilState:
         self.frames = self.dropped = 0
         self.length_mm = 0.0
         self.first_ns: int | None = None
-        self.named = False  # the source named the current coil (it knows its coils), see cut_short
+        self.named = False  # the source named the current coil (see start, cut_short)
 
     def _next_seq(self) -> int:
         self.seq += 1
@@ -247,8 +246,10 @@ class _CoilState:
                     self.source.key.camera, self.coil, self.length_mm, self.source.geometry.coil_length_mm)
         self.coil = None
 
-    def start(self, coil: str) -> CoilEvent:
+    def start(self, coil: str, named: bool = False) -> CoilEvent:
+        """`named`: the source gave the coil (it knows its coils), not the cut every coil_length_mm."""
         self.coil, self.frames, self.dropped, self.length_mm, self.first_ns = coil, 0, 0, 0.0, None
+        self.named = named
         log.info("%s: coil %s starts", self.source.key.camera, coil)
         return CoilEvent("coil_start", self.source.key, coil, self._next_seq(), time.time_ns())
 

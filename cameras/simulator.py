@@ -142,7 +142,7 @@ class SimulatorSource(CameraSource):
     def open(self) -> None:
         geo = self.geometry
         self.bank = TextureBank(self.key.line_type, geo.width_px, geo.frame_height_px, self._bg_rng,
-                                continuous=self.continuous_strip, fresh=self._texture_rng)
+                                continuous=self.continuous_strip, fresh_rng=self._texture_rng)
         if self.defects_per_100m > 0 or any(density > 0 for _, density in self.coil_mix):
             self.library = defect_library(self.datasets_dir, self.key.line_type, self.split)
         if self.ground_truth_path is not None:

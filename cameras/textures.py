@@ -12,7 +12,7 @@ built at start; each frame is a random window of a random tile, optionally mirro
 gain and offset (one OpenCV pass, a few ms for 1600x1024). The price is repetition: a flake in the
 middle of a tile is in about one frame in four, at the same place across the strip, for the whole
 stream. On the demo line one dark flake of the bottom camera's bank was found as an `unknown` defect
-104 times in 8 coils, on every one of them, at the same place across the strip. ``fresh`` (the demo's
+104 times in 8 coils, on every one of them, at the same place across the strip. ``fresh_rng`` (the demo's
 ``[simulator] fresh_texture``) generates every frame's texture anew, from a random stream of its own,
 as a real strip never shows the same flake twice; mirror, gain and offset are drawn as for a window.
 
@@ -87,7 +87,7 @@ class TextureBank:
     """A few tall tiles of strip texture; `frame` cuts a varied window out of one of them."""
 
     def __init__(self, line_type: str, width: int, height: int, rng: np.random.Generator, tiles: int = 4,
-                 continuous: bool = False, fresh: np.random.Generator | None = None) -> None:
+                 continuous: bool = False, fresh_rng: np.random.Generator | None = None) -> None:
         makers = {"hot": hot_texture, "cold": cold_texture}
         if line_type not in makers:
             raise SourceError(f"line_type: expected hot or cold, got {line_type!r}")
@@ -98,9 +98,9 @@ class TextureBank:
         self._make = makers[line_type]
         # continuous: BLEND_ROWS more rows below every window a frame can take, its texture's own continuation
         self._extra = BLEND_ROWS if continuous else 0
-        # fresh: the stream every frame's own texture is drawn from; the tiles are not used then
-        self._fresh = fresh
-        self.tiles = [] if fresh is not None else [self._make(rng, 2 * height + self._extra, width)
+        # fresh_rng: the stream every frame's own texture is drawn from; no tiles are made then
+        self._fresh = fresh_rng
+        self.tiles = [] if fresh_rng is not None else [self._make(rng, 2 * height + self._extra, width)
                                                    for _ in range(tiles)]
         self._last: tuple[np.ndarray, bool, int, float, float] | None = None  # tile, flipped, end row, gain, offset
 

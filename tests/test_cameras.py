@@ -384,7 +384,7 @@ def test_fresh_texture_has_no_step_at_the_seams_either(line_type: str) -> None:
     from cameras.textures import TextureBank
 
     rng = np.random.default_rng(3)
-    bank = TextureBank(line_type, 400, 128, rng, continuous=True, fresh=np.random.default_rng(4))
+    bank = TextureBank(line_type, 400, 128, rng, continuous=True, fresh_rng=np.random.default_rng(4))
     pixels = np.concatenate([bank.frame(rng).astype(np.float32) for _ in range(12)])
     step = np.abs(np.diff(pixels, axis=0)).mean(axis=1)
     seams = np.arange(128, len(pixels), 128) - 1

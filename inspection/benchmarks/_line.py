@@ -15,6 +15,10 @@ from inspection.config import LineConfig, load_config
 # folder (say `bench e2e --dir` deep in a home directory) keeps its sockets in a short one instead.
 IPC_DIR_MAX = 80
 
+# The simulator every line benchmark measures on: one defect density for every coil (figures per metre)
+# and the texture bank of four tiles the README's figures were measured on (not the demo's fresh texture).
+BENCH_SIMULATOR: dict[str, Any] = {"simulator.coil_mix": [], "simulator.fresh_texture": False}
+
 
 def scratch_line(config_path: Path | None, folder: Path, **overrides: Any) -> LineConfig:
     """The line at `config_path` (default: the demo line) moved to `folder`: database, crops, and

@@ -56,7 +56,7 @@ import numpy as np
 from inspection.arguments import non_negative_float, non_negative_int, positive_int, unit_float
 from inspection.benchmarks._e2e_variants import parse_variants, print_variants, trade
 from inspection.benchmarks._intervals import poisson_rate, wilson
-from inspection.benchmarks._line import hardware, scratch_line
+from inspection.benchmarks._line import BENCH_SIMULATOR, hardware, scratch_line
 from inspection.benchmarks._matching import best_matches, ground_truth_defects, inside, iou, read_records
 from inspection.errors import SteelInspectError
 from inspection.results import UNKNOWN
@@ -145,12 +145,10 @@ def _settings(items: list[str]) -> dict[str, Any]:
 
 
 def line_overrides(args: argparse.Namespace, stage: str) -> dict[str, Any]:
-    """What the benchmark sets on the line config: one defect density and one texture bank for the whole
-    stream (the figures per metre, and the frames the README's figures were measured on), then `--set`."""
+    """What the benchmark sets on the line config (`BENCH_SIMULATOR` among it), then `--set`."""
     return {"worker.first_stage": stage,
             "simulator.defects_per_100m": args.defects_per_100m,
-            "simulator.coil_mix": [],
-            "simulator.fresh_texture": False,
+            **BENCH_SIMULATOR,
             "simulator.seam_share": args.seam_share,
             "simulator.split": args.split,
             **({"model.name": args.model} if args.model else {}),

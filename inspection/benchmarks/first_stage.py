@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from inspection.arguments import non_negative_float, non_negative_int, positive_float, positive_int
-from inspection.benchmarks._line import hardware, simulated_frames
+from inspection.benchmarks._line import BENCH_SIMULATOR, hardware, simulated_frames
 from inspection.errors import SteelInspectError
 
 MODES = ("candidates", "windows")
@@ -55,8 +55,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.frames < 1 or any(k <= 0 for k in args.k_sigma):
         raise SteelInspectError(f"first-stage bench: expected --frames >= 1 and k_sigma > 0, got {args.frames}, "
                                 f"{args.k_sigma}")
-    config = load_config(args.config, {"simulator.defects_per_100m": args.defects_per_100m,
-                                       "simulator.coil_mix": [], "simulator.fresh_texture": False,
+    config = load_config(args.config, {"simulator.defects_per_100m": args.defects_per_100m, **BENCH_SIMULATOR,
                                        "simulator.split": args.split})
     context = config.worker.window_context_px if args.context_px is None else args.context_px
     camera, worker = config.cameras[0], config.worker

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from inspection.arguments import non_negative_float, non_negative_int, positive_int, unit_float
-from inspection.benchmarks._line import hardware, simulated_frames
+from inspection.benchmarks._line import BENCH_SIMULATOR, hardware, simulated_frames
 from inspection.errors import SteelInspectError
 
 HELP = "shadow mode's cost: worker ms per frame with the shadow model off and at each share, side by side"
@@ -50,8 +50,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from inspection.config import load_config
     from inspection.registry import Registry
 
-    overrides: dict[str, Any] = {"simulator.defects_per_100m": args.defects_per_100m, "simulator.coil_mix": [],
-                                 "simulator.fresh_texture": False}
+    overrides: dict[str, Any] = {"simulator.defects_per_100m": args.defects_per_100m, **BENCH_SIMULATOR}
     if args.threads is not None:
         overrides["worker.intra_op_threads"] = args.threads
     config = load_config(args.config, overrides)

@@ -187,12 +187,12 @@ def needs_second_person(effective: str | None, automatic: str | None, target: st
 def grade(data: GradeInput, rules: RuleSet, coverage_min: float) -> GradeResult:
     """Grade one coil: the worst grade of every exceeded limit, or hold below the coverage gate."""
     if data.coverage < coverage_min:
-        reason = (
-            f"hold: inspection incomplete: coverage {data.coverage:.2%} < required {coverage_min:.2%}"
-            " (coverage gate)" if data.length_known else
-            f"hold: inspection incomplete: the coil's length is unknown (no camera ended it, no plant data), so "
-            f"its coverage cannot be proven; {data.length_m:.1f} m of it seen (coverage gate)"
-        )
+        if data.length_known:
+            reason = (f"hold: inspection incomplete: coverage {data.coverage:.2%} < required {coverage_min:.2%}"
+                      " (coverage gate)")
+        else:
+            reason = ("hold: inspection incomplete: the coil's length is unknown (no camera ended it, no plant "
+                      f"data), so its coverage cannot be proven; {data.length_m:.1f} m of it seen (coverage gate)")
         return GradeResult(HOLD, (reason,), len(data.defects), data.coverage)
     length_m = max(data.length_m, 1e-6)
     worst, reasons = GRADES[0], []

@@ -293,6 +293,8 @@ def coverage(db: Database, coil: str) -> dict[str, Any]:
     frames it captured, so its share is its inspected length over the coil's length as far as anyone
     knows it (the plant's, else the longest coil_end of the coil's other cameras), and 0 when nobody
     knows it: a coil held at its grace timeout then shows how much of it was inspected, not 0 %.
+    ``length_known`` is false when nobody knows it (no coil_end, no plant data: a coil a stop cut, see
+    `cameras.base`), so the share of 0 proves nothing either way and the hold says so (`grading.grade`).
     """
     line = db.execute("SELECT line FROM coils WHERE id=?", (coil,)).fetchone()
     cams = {
