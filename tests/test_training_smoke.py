@@ -128,6 +128,8 @@ def test_train_command_path_end_to_end(tmp_path: Path, monkeypatch: pytest.Monke
         run(dataclasses.replace(opts, backbone="lite0"))
     with pytest.raises(train_module.TrainingError, match="resume it with --stride 8"):
         run(dataclasses.replace(opts, stride=4))
+    with pytest.raises(train_module.TrainingError, match="resume it with --negative-textures 24"):
+        run(dataclasses.replace(opts, negative_textures=96))
     result = finalize(opts, state, models_dir=tmp_path / "models")
     registry = Registry(tmp_path / "models")
     version = registry.active("hot")
@@ -206,3 +208,17 @@ def test_fast_nms(boxes, scores, labels, iou, kept) -> None:  # noqa: ANN001
     assert s[0].tolist() == pytest.approx(kept)
     survivors = [box for box, sc in zip(boxes, scores, strict=True) if sc in kept]
     assert b[0, : len(survivors)].tolist() == survivors
+
+
+def test_negative_textures_option_sets_the_pool_size(tmp_path: Path) -> None:
+    """--negative-textures N reaches the recipe (and so the NegativePool); without it the recipe's 24 stay."""
+    from training.negatives import NegativePool
+    from training.train import effective_recipe
+
+    base = Options(line_type="hot", datasets_dir=tmp_path, out_dir=tmp_path / "run")
+    assert effective_recipe(base).negative_textures == 24
+    recipe = effective_recipe(dataclasses.replace(base, negative_textures=3))
+    assert recipe.negative_textures == 3
+    pool = NegativePool("hot", recipe.negative_textures, AugmentConfig(out_size=(64, 64)), rows=96, cols=160)
+    assert pool.describe()["textures"] == 3
+    assert pool.describe()["seeds"].endswith("for i in 0..2")

@@ -100,6 +100,7 @@ class Options:
     splits_dir: Path | None = None  # default: the committed models/splits
     speed_check: bool = True
     negatives: float | None = None  # overrides the recipe's share
+    negative_textures: int | None = None  # overrides the recipe's count of negative-pool textures
     background_cap: float | None = None  # overrides the recipe's cap; <= 0 turns the cap off
     line_views: float | None = None  # overrides the recipe's share of line views
     mosaic: float | None = None  # overrides the recipe's share of mosaics
@@ -118,6 +119,8 @@ def effective_recipe(opts: Options) -> Recipe:
         recipe["epochs"] = opts.epochs
     if opts.negatives is not None:
         recipe["negatives"] = opts.negatives
+    if opts.negative_textures is not None:
+        recipe["negative_textures"] = opts.negative_textures
     if opts.line_views is not None:
         recipe["line_views"] = opts.line_views
     if opts.mosaic is not None:
@@ -287,6 +290,11 @@ def run(opts: Options) -> dict[str, Any]:
         if trained_stride != recipe.stride:
             raise TrainingError(f"{last_path} was trained at output stride {trained_stride}; "
                                 f"resume it with --stride {trained_stride}")
+        # older checkpoints lack the field: they were all trained on the default 24 textures
+        trained_textures = ckpt.get("recipe", {}).get("negative_textures", 24)
+        if trained_textures != recipe.negative_textures:
+            raise TrainingError(f"{last_path} was trained on {trained_textures} negative-pool textures; "
+                                f"resume it with --negative-textures {trained_textures}")
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
         optimizer.load_state_dict(ckpt["optimizer"])

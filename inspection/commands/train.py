@@ -38,6 +38,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="defect-free background tiles per defect image per epoch, cut from simulator-style "
                              "strip textures of a seed family disjoint from the simulator's (default: the "
                              "recipe's: 0.25; 0 turns them off)")
+    parser.add_argument("--negative-textures", type=positive_int, default=None, metavar="N",
+                        help="full-width strip textures the negative tiles and the line views' backgrounds are "
+                             "cut from (texture i of seed family training.negatives.TRAIN_FAMILY; about 1.6 MB "
+                             "and 45 ms each, made once at the start). Default: the recipe's: 24; --resume "
+                             "needs the run's own count")
     parser.add_argument("--line-views", type=float, default=None, metavar="SHARE",
                         help="share of defect images shown pasted into simulator-style strip texture at the "
                              "line's window scale (copy-paste augmentation, training.line_views; default: the "
@@ -106,6 +111,7 @@ def _handle(args: argparse.Namespace) -> int:
     opts = Options(line_type=args.line_type, datasets_dir=datasets, out_dir=out, epochs=args.epochs,
                    seed=args.seed, time_budget_min=args.time_budget_min, max_images=args.max_images,
                    resume=args.resume, threads=args.threads, negatives=args.negatives,
+                   negative_textures=args.negative_textures,
                    background_cap=args.background_cap, line_views=args.line_views, mosaic=args.mosaic,
                    backbone=args.backbone, stride=args.stride,
                    exclude_classes=tuple(dict.fromkeys(args.exclude_class)),
