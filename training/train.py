@@ -290,7 +290,7 @@ def run(opts: Options) -> dict[str, Any]:
         if trained_stride != recipe.stride:
             raise TrainingError(f"{last_path} was trained at output stride {trained_stride}; "
                                 f"resume it with --stride {trained_stride}")
-        # older checkpoints lack the field: they were all trained on the default 24 textures
+        # a run's pool is part of its data: a resume on other textures would train on other negatives
         trained_textures = ckpt.get("recipe", {}).get("negative_textures", 24)
         if trained_textures != recipe.negative_textures:
             raise TrainingError(f"{last_path} was trained on {trained_textures} negative-pool textures; "
