@@ -202,13 +202,13 @@ class CameraSource(ABC):
                 coil = state.coil if state.coil and not state.full() else self.next_coil_id()
             if coil != state.coil:
                 yield from state.end()
-                yield state.start(check_ident("coil", coil), named=grab.coil is not None)
+                yield state.start(check_ident("coil", coil))
             frame = state.add(grab)
             if frame is not None:
                 self._on_frame(frame, grab)
                 yield frame
             if self.stopping:
-                if state.cut_short():
+                if grab.coil is not None and state.cut_short():  # the source named the coil: it knows its end
                     state.abandon()
                 break
         yield from state.end()
@@ -224,7 +224,6 @@ class _CoilState:
         self.frames = self.dropped = 0
         self.length_mm = 0.0
         self.first_ns: int | None = None
-        self.named = False  # the source named the current coil (see start, cut_short)
 
     def _next_seq(self) -> int:
         self.seq += 1
@@ -235,10 +234,10 @@ class _CoilState:
         return limit is not None and self.length_mm >= limit - 1e-6
 
     def cut_short(self) -> bool:
-        """The source named this coil and knows it to be longer than what was streamed of it (a source that
-        only cuts its stream every coil_length_mm does not know where a coil ends: its coils end where it stops)."""
-        return (self.coil is not None and self.named and self.source.geometry.coil_length_mm is not None
-                and not self.full())
+        """The coil is known to be longer than what was streamed of it. Asked only of a coil the source named:
+        a source that only cuts its stream every coil_length_mm does not know where a coil ends, so its coils
+        end where it stops."""
+        return self.coil is not None and self.source.geometry.coil_length_mm is not None and not self.full()
 
     def abandon(self) -> None:
         """Leave the current coil without a coil_end (see the module docstring: stop())."""
@@ -246,10 +245,8 @@ class _CoilState:
                     self.source.key.camera, self.coil, self.length_mm, self.source.geometry.coil_length_mm)
         self.coil = None
 
-    def start(self, coil: str, named: bool = False) -> CoilEvent:
-        """`named`: the source gave the coil (it knows its coils), not the cut every coil_length_mm."""
+    def start(self, coil: str) -> CoilEvent:
         self.coil, self.frames, self.dropped, self.length_mm, self.first_ns = coil, 0, 0, 0.0, None
-        self.named = named
         log.info("%s: coil %s starts", self.source.key.camera, coil)
         return CoilEvent("coil_start", self.source.key, coil, self._next_seq(), time.time_ns())
 

@@ -179,8 +179,7 @@ def test_position_from_line_speed_and_coil_cut_by_length() -> None:
     assert frames[3].coil != frames[0].coil and frames[3].index == 0
 
 
-def test_stop_ends_a_whole_coil_with_its_coil_end_and_a_cut_one_without(tmp_path: Path,
-                                                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_stop_ends_a_whole_coil_with_its_coil_end_and_a_cut_one_without(caplog: pytest.LogCaptureFixture) -> None:
     # A coil_end counts the frames the camera captured: sent for a coil the stop cut, it made a 16 m stub of
     # a 120 m coil look fully inspected (`run --max-frames`: graded prime at 100 % coverage).
     for stop_after, whole in ((3, True), (2, False)):  # 768 mm coils of 256-line frames: 3 frames make one

@@ -135,7 +135,6 @@ def test_two_runs_on_one_database_both_record_their_coils(tmp_path: Path, ipc_di
     assert set(runs[0]["grades"]).isdisjoint(runs[1]["grades"])
 
 
-
 def test_a_run_stopped_part_way_through_a_coil_holds_that_coil(tmp_path: Path, ipc_dir: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """`run --max-frames` used to send a coil_end for the coil it stopped in: a 16 m stub of a 120 m demo coil
@@ -166,6 +165,7 @@ def test_a_run_stopped_part_way_through_a_coil_holds_that_coil(tmp_path: Path, i
         assert queries.coverage(reader, whole)["complete"] is True
     finally:
         reader.close()
+
 
 SQL = re.compile(r"\.execute(many)?\(|sqlite3\.connect|executescript\(")
 
