@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from inspection.config import LineConfig, load_config
+from inspection.line.process import StopFlag
 
 # An ipc:// address is a Unix socket path, which Linux limits to 107 bytes: a longer scratch
 # folder (say `bench e2e --dir` deep in a home directory) keeps its sockets in a short one instead.
@@ -18,6 +19,22 @@ IPC_DIR_MAX = 80
 # The simulator every line benchmark measures on: one defect density for every coil (figures per metre)
 # and the texture bank of four tiles the README's figures were measured on (not the demo's fresh texture).
 BENCH_SIMULATOR: dict[str, Any] = {"simulator.coil_mix": [], "simulator.fresh_texture": False}
+
+
+def run_line(config: LineConfig, stop: StopFlag, **kwargs: Any) -> dict[str, Any]:
+    """`run_pipeline` under the benchmark's own stop flag, made once per benchmark: SIGTERM or Ctrl-C
+    stops the line that is running (its processes end cleanly) and then the whole benchmark, as
+    KeyboardInterrupt (the command exits "interrupted", no JSON written: the figures would be part of
+    a run). Each line used to make its own flag, so a signal ended only the point being measured and
+    the benchmark went on with the next one."""
+    from inspection.line.pipeline import run_pipeline
+
+    if stop.is_set():
+        raise KeyboardInterrupt
+    summary = run_pipeline(config, stop=stop, **kwargs)
+    if stop.is_set():
+        raise KeyboardInterrupt
+    return summary
 
 
 def scratch_line(config_path: Path | None, folder: Path, **overrides: Any) -> LineConfig:

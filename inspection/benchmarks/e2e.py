@@ -56,9 +56,10 @@ import numpy as np
 from inspection.arguments import non_negative_float, non_negative_int, positive_int, unit_float
 from inspection.benchmarks._e2e_variants import parse_variants, print_variants, trade
 from inspection.benchmarks._intervals import poisson_rate, wilson
-from inspection.benchmarks._line import BENCH_SIMULATOR, hardware, scratch_line
+from inspection.benchmarks._line import BENCH_SIMULATOR, hardware, run_line, scratch_line
 from inspection.benchmarks._matching import best_matches, ground_truth_defects, inside, iou, read_records
 from inspection.errors import SteelInspectError
+from inspection.line.process import StopFlag
 from inspection.results import UNKNOWN
 
 HELP = "detection rate, class accuracy, position error and false defects of the whole pipeline vs ground truth"
@@ -97,12 +98,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     stages = tuple(dict.fromkeys(args.first_stage))  # in the order given, each once
     variants = parse_variants(args.variant, _settings)
     by_variant: dict[str, dict[str, Any]] = {name: {} for name in variants}
+    stop = StopFlag()  # one for every line this benchmark runs (`run_line`)
     with tempfile.TemporaryDirectory(prefix="steel-e2e-") as tmp:
         for stage in stages:
             for name, overrides in variants.items():
                 folder = (args.dir or Path(tmp)) / stage / name if name else (args.dir or Path(tmp)) / stage
                 folder.mkdir(parents=True, exist_ok=True)
-                by_variant[name][stage] = run_once(args, stage, folder, overrides, label=name)
+                by_variant[name][stage] = run_once(args, stage, folder, overrides, label=name, stop=stop)
     first = next(iter(variants))
     results = by_variant[first]
     main = results[stages[0]]
@@ -156,14 +158,12 @@ def line_overrides(args: argparse.Namespace, stage: str) -> dict[str, Any]:
 
 
 def run_once(args: argparse.Namespace, stage: str, folder: Path, overrides: dict[str, Any] | None = None,
-             label: str = "") -> dict[str, Any]:
+             label: str = "", stop: StopFlag | None = None) -> dict[str, Any]:
     """The line once with first stage `stage` in `folder`; `overrides` (variant `label`'s) go on top of `--set`."""
-    from inspection.line.pipeline import run_pipeline
-
     line = scratch_line(args.config, folder, **{**line_overrides(args, stage), **(overrides or {})})  # variant last
     started = time.monotonic()
-    summary = run_pipeline(line, workers=args.workers, max_frames=args.frames,
-                           camera_overrides={"realtime": False, "seed": args.seed})
+    summary = run_line(line, stop or StopFlag(), workers=args.workers, max_frames=args.frames,
+                       camera_overrides={"realtime": False, "seed": args.seed})
     elapsed = time.monotonic() - started
     truth = []
     for cam in line.cameras:

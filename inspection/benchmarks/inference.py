@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 
 from inspection.arguments import non_negative_int, positive_float, positive_int
-from inspection.benchmarks._line import hardware, scratch_line, simulated_frames
+from inspection.benchmarks._line import hardware, run_line, scratch_line, simulated_frames
 from inspection.benchmarks._runtimes import (
     RUNTIMES,
     bare_side_by_side,
@@ -69,6 +69,7 @@ from inspection.benchmarks._runtimes import (
     runtimes_to_run,
 )
 from inspection.benchmarks._runtimes import setting as runtime_setting
+from inspection.line.process import StopFlag
 from inspection.plc_tap import PlcTap
 
 HELP = ("throughput (Mpx/s) and latency, each runtime side by side (ONNX Runtime, OpenVINO): bare, PyTorch, "
@@ -115,8 +116,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from inspection.registry import Registry
 
     config = load_config(args.config, {} if args.threads is None else {"worker.intra_op_threads": args.threads})
+    stop = StopFlag()  # one for every line this benchmark runs (`run_line`)
     if args.pipeline_only or args.variant:
-        return _pipelines_only(args, config)
+        return _pipelines_only(args, config, stop)
     registry = Registry(config.model.registry)
     manifest = registry.resolve(args.model or config.model.name)
     detector, runtimes = runtimes_to_run(args.runtimes, config, manifest)
@@ -156,7 +158,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.skip_pipeline:
         pipelines: dict[str, Any] = {}
         for label in runtimes:
-            points = [_pipeline(args, config, load, runtime_setting(label, config), _settings(args.set))
+            points = [_pipeline(args, config, load, runtime_setting(label, config), _settings(args.set), stop)
                       for load in args.offered_mpx_per_s]
             entry = {**points[0], "gives_the_models_results": mine[label]["gives_the_models_results"],
                      "pipeline_to_fastest_bare_ratio":
@@ -256,7 +258,7 @@ def _inspector(config: Any, detector: Any, frames: list[Any], frame_mpx: float, 
             "inspector_model_px_share": round(float(np.mean(shares)), 3)}
 
 
-def _pipelines_only(args: argparse.Namespace, config: Any) -> dict[str, Any]:
+def _pipelines_only(args: argparse.Namespace, config: Any, stop: StopFlag) -> dict[str, Any]:
     """The pipeline alone at every load (`--pipeline-only`), or every `--variant` at every load,
     alternating, `--repeat` rounds: the latency side by side."""
     from inspection.benchmarks._runtimes import runtimes_to_run
@@ -269,7 +271,7 @@ def _pipelines_only(args: argparse.Namespace, config: Any) -> dict[str, Any]:
     result: dict[str, Any] = {"model": manifest.version, "runtime": runtime_label(detector), "hardware": hardware(),
                               "set": base, "command": "steel-inspect bench inference"}
     if not args.variant:
-        points = [_pipeline(args, config, load, providers, base) for load in args.offered_mpx_per_s]
+        points = [_pipeline(args, config, load, providers, base, stop) for load in args.offered_mpx_per_s]
         result.update(points[0])
         result["pipeline_load_points"] = points
         return result
@@ -278,7 +280,7 @@ def _pipelines_only(args: argparse.Namespace, config: Any) -> dict[str, Any]:
     for round_ in range(args.repeat):
         for load in args.offered_mpx_per_s:
             for name, overrides in variants.items():
-                point = _pipeline(args, config, load, providers, {**base, **overrides})
+                point = _pipeline(args, config, load, providers, {**base, **overrides}, stop)
                 runs.append({"variant": name, "round": round_ + 1, **point})
     result["variants"] = variants
     result["latency_variants"] = runs
@@ -322,8 +324,7 @@ def _settings(items: list[str]) -> dict[str, Any]:
 
 
 def _pipeline(args: argparse.Namespace, config: Any, offered_mpx_per_s: float, providers: str,
-              overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    from inspection.line.pipeline import run_pipeline
+              overrides: dict[str, Any] | None, stop: StopFlag) -> dict[str, Any]:
     from inspection.security import ensure_keys
     from inspection.stage_times import breakdown, read, table
 
@@ -340,8 +341,8 @@ def _pipeline(args: argparse.Namespace, config: Any, offered_mpx_per_s: float, p
         line = scratch_line(args.config, Path(tmp), **{"line.speed_m_per_s": speed, **settings})
         ensure_keys(line)  # the tap is the line's PLC client: with CURVE on it needs the keys first
         tap = PlcTap.from_config(line, topic="defect")
-        summary = run_pipeline(line, workers=args.workers, max_frames=frames,
-                               camera_overrides={"realtime": True, "seed": 5})
+        summary = run_line(line, stop, workers=args.workers, max_frames=frames,
+                           camera_overrides={"realtime": True, "seed": 5})
         latencies = _latencies_ms(tap)
         arrivals = {m["defect_id"]: int(arrived * 1e9) for arrived, m in tap.messages if "defect_id" in m}
         stages = breakdown(read(Path(tmp) / "stages.jsonl"), arrivals)
