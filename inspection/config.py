@@ -102,7 +102,7 @@ class WorkerConfig:
     # one class per defect: see InspectorSettings / tiling.suppress_other_classes (0: off)
     other_class_iou: float = 0.3
     other_class_containment: float = 0.0
-    same_class_containment: dict[str, float] = field(default_factory=dict)  # per line type: tiling.suppress_nested
+    same_class_containment: dict[str, float | dict[str, float]] = field(default_factory=dict)  # tiling.suppress_nested
     # per line type, class -> the line's operating threshold in place of the model's (`detector.operating_thresholds`)
     class_thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
     reload_check_s: float = 1.0  # how often the registry is checked for a new active model
@@ -553,13 +553,22 @@ def _by_line_type(s: _Section, key: str) -> dict[str, Any]:
     return table
 
 
-def _same_class_containment(s: _Section) -> dict[str, float]:
-    """`same_class_containment = { hot = 0.8 }`: a share per line type; a line type left out keeps every box."""
-    table = _by_line_type(s, "same_class_containment")
-    for line_type, value in table.items():
+def _same_class_containment(s: _Section) -> dict[str, float | dict[str, float]]:
+    """`same_class_containment = { hot = 0.8 }`: a share per line type, or `{ hot = { crazing = 0.5 } }`:
+    a share per class (a class left out keeps every box); a line type left out keeps every box. Class
+    names are checked against the model when it loads, as `class_thresholds`' are."""
+    def share(name: str, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-            raise s.error(f"same_class_containment.{line_type}", f"expected a share between 0 and 1, got {value!r}")
-    return {str(k): float(v) for k, v in table.items()}
+            raise s.error(f"same_class_containment.{name}", f"expected a share between 0 and 1, got {value!r}")
+        return float(value)
+
+    out: dict[str, float | dict[str, float]] = {}
+    for line_type, value in _by_line_type(s, "same_class_containment").items():
+        if isinstance(value, dict):
+            out[str(line_type)] = {str(c): share(f"{line_type}.{c}", v) for c, v in value.items()}
+        else:
+            out[str(line_type)] = share(str(line_type), value)
+    return out
 
 
 def _class_thresholds(s: _Section) -> dict[str, dict[str, float]]:

@@ -7,6 +7,7 @@ together, so a GPU sees full batches even when each frame has only a few candida
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ import numpy as np
 from inspection.candidates import CandidateSettings, find_candidates
 from inspection.detector import UNKNOWN, Detections, Detector
 from inspection.frame import Frame
+from inspection.manifest import Manifest
 from inspection.results import Defect
 from inspection.severity import SeverityRule, severity
 from inspection.tiling import (
@@ -27,6 +29,8 @@ from inspection.tiling import (
     tiles_touching,
     windows_around,
 )
+
+log = logging.getLogger(__name__)
 
 FIRST_STAGES = ("windows", "candidates", "none")
 
@@ -49,8 +53,9 @@ class InspectorSettings:
     # overlaps a kept one at this IoU (0: off) or lies this much inside it (0: off); see suppress_other_classes
     other_class_iou: float = 0.3
     other_class_containment: float = 0.0
-    # per line type: a box this much inside a larger one of its class goes (`suppress_nested`; left out: off)
-    same_class_containment: Mapping[str, float] = field(default_factory=dict)
+    # per line type, or per line type and class: a box this much inside a larger one of its class goes
+    # (`suppress_nested`; left out: off)
+    same_class_containment: Mapping[str, float | Mapping[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.first_stage not in FIRST_STAGES:
@@ -73,6 +78,20 @@ def to_uint8(pixels: np.ndarray, uint16_shift: int) -> np.ndarray:
     return np.clip(pixels >> uint16_shift, 0, 255).astype(np.uint8)
 
 
+def nested_shares(setting: Mapping[str, float | Mapping[str, float]], manifest: Manifest) -> float | np.ndarray | None:
+    """`same_class_containment` for `manifest`'s model: its line type's share, or an array of shares by
+    class index (a class the model lacks is logged and left out, as a class threshold is); None: off."""
+    value = setting.get(manifest.line_type, 0.0)
+    if not isinstance(value, Mapping):
+        return float(value) if value > 0 else None
+    unknown = sorted(set(value) - set(manifest.classes))
+    if unknown:  # a tuning knob never stops the line
+        log.warning("model %s has no class %s: the line's same_class_containment for it is not used (classes: %s)",
+                    manifest.version, " or ".join(repr(c) for c in unknown), ", ".join(manifest.classes))
+    shares = np.array([float(value.get(c, 0.0)) for c in manifest.classes], np.float32)
+    return shares if (shares > 0).any() else None
+
+
 class FrameInspector:
     """Inspect batches of frames with one detector."""
 
@@ -81,6 +100,8 @@ class FrameInspector:
         self.detector = detector
         self.settings = settings
         self.severity_rule = severity_rule or SeverityRule()
+        self._nested_for: Manifest | None = None
+        self._nested: float | np.ndarray | None = None
 
     def plan(self, image: np.ndarray, overlap_rows: int = 0) -> tuple[list[Tile], int]:
         """The model views (windows or tiles) of one uint8 frame, and how many grid tiles it has.
@@ -138,10 +159,18 @@ class FrameInspector:
         s = self.settings
         keep = suppress_other_classes(merged[0], merged[1], merged[2], iou=s.other_class_iou,
                                       containment=s.other_class_containment)
-        nested = s.same_class_containment.get(self.detector.manifest.line_type, 0.0)
-        if nested > 0:  # off on both demo lines: no work in the frame loop then
+        nested = self._nested_shares()
+        if nested is not None:  # None when off: no work in the frame loop then
             keep = keep[suppress_nested(merged[0][keep], merged[2][keep], containment=nested)]
         return tuple(part[keep] for part in merged)  # type: ignore[return-value]
+
+    def _nested_shares(self) -> float | np.ndarray | None:
+        """The line's `same_class_containment` for this detector's model: one share, a share per class
+        index, or None when it is off. Looked up again when a promoted model replaces the detector's."""
+        manifest = self.detector.manifest
+        if self._nested_for is not manifest:
+            self._nested_for, self._nested = manifest, nested_shares(self.settings.same_class_containment, manifest)
+        return self._nested
 
     def _defects(self, frame: Frame, image: np.ndarray, merged: tuple[np.ndarray, ...],
                  names: list[tuple[str, tuple[tuple[str, float], ...]]]) -> tuple[Defect, ...]:

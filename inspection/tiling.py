@@ -255,23 +255,28 @@ def suppress_other_classes(boxes: np.ndarray, scores: np.ndarray, labels: np.nda
     return np.flatnonzero(alive)
 
 
-def suppress_nested(boxes: np.ndarray, labels: np.ndarray, *, containment: float) -> np.ndarray:
+def suppress_nested(boxes: np.ndarray, labels: np.ndarray, *, containment: float | np.ndarray) -> np.ndarray:
     """Indices of the boxes kept when a box lies inside a larger box of its own class.
 
     The model can mark one defect twice: a box over the whole of a textured area (crazing, rolled-in
     scale) and a smaller one on its strongest part (`bench e2e --explain`: most "duplicate" records on
     hot strip lie 80 % or more inside the record that matched the defect). Going from the largest box
     down, a box of the same class covering at least `containment` of a smaller box's area drops it
-    (<= 0: off); the larger box keeps its own score and class. Returns kept indices in input order.
+    (<= 0: off); the larger box keeps its own score and class. `containment` may be an array indexed
+    by label, a share per class (<= 0 for a class: its boxes are all kept). Returns kept indices in
+    input order.
     """
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     n = len(boxes)
-    if n <= 1 or containment <= 0:
+    labels = np.asarray(labels).reshape(-1)
+    share = (np.asarray(containment, dtype=np.float32)[labels] if np.ndim(containment)
+             else np.full(n, containment, dtype=np.float32))
+    if n <= 1 or not (share > 0).any():
         return np.arange(n)
     inter, area, _ = _intersections(boxes, boxes)
-    labels = np.asarray(labels).reshape(-1)
-    # covers[i, j]: box i holds at least `containment` of box j, both of one class, i the larger
-    covers = (inter / np.maximum(area[None, :], 1e-9) >= containment) & (labels[:, None] == labels[None, :])
+    # covers[i, j]: box i holds at least box j's class share of box j, both of one class, i the larger
+    covers = (inter / np.maximum(area[None, :], 1e-9) >= share[None, :]) & (share[None, :] > 0)
+    covers &= labels[:, None] == labels[None, :]
     covers &= area[:, None] > area[None, :]
     alive = np.ones(n, dtype=bool)
     for i in np.argsort(-area, kind="stable"):

@@ -169,3 +169,7 @@ def test_same_class_containment_is_set_per_line_type() -> None:
         load_config(overrides={"worker.same_class_containment.warm": 0.5})
     with pytest.raises(ConfigError, match="worker.same_class_containment.hot: expected a share"):
         load_config(overrides={"worker.same_class_containment.hot": 1.5})
+    per_class = load_config(overrides={"worker.same_class_containment.hot.crazing": 0.5})
+    assert per_class.worker.same_class_containment == {"hot": {"crazing": 0.5}}
+    with pytest.raises(ConfigError, match="worker.same_class_containment.hot.crazing: expected a share"):
+        load_config(overrides={"worker.same_class_containment.hot.crazing": "half"})

@@ -144,7 +144,8 @@ def test_views_wholly_in_the_overlap_are_not_inspected(detector: Detector) -> No
     assert {d.cls for d in without.defects} == {"bright_spot"}  # the same pixels as new rows: found
 
 
-@pytest.mark.parametrize(("per_line_type", "kept"), [({}, 3), ({"cold": 0.8}, 3), ({"hot": 0.8}, 2)])
+@pytest.mark.parametrize(("per_line_type", "kept"), [({}, 3), ({"cold": 0.8}, 3), ({"hot": 0.8}, 2),
+                                                    ({"hot": {"no such class": 0.8}}, 3)])
 def test_nested_boxes_of_one_class_go_only_on_the_line_types_that_ask(detector: Detector, per_line_type: dict,
                                                                       kept: int) -> None:
     """`[worker] same_class_containment = { hot = 0.8 }`: a hot model's box lying inside a larger one of
@@ -157,3 +158,15 @@ def test_nested_boxes_of_one_class_go_only_on_the_line_types_that_ask(detector: 
     merged = inspector.merge(boxes, scores, labels, views, cut)
     assert len(merged[0]) == kept
     assert [0, 0, 200, 200] in merged[0].tolist()  # the larger box stays, whatever the scores
+
+
+def test_nested_boxes_go_only_for_the_classes_that_ask(detector: Detector) -> None:
+    """`same_class_containment = { hot = { CLASS = 0.5 } }`: nested boxes of that class go, a small box
+    inside a larger one of a class the table leaves out stays."""
+    asked = detector.manifest.classes[0]  # labels 0; the other boxes are class 1
+    boxes = np.array([[0, 0, 200, 200], [20, 20, 60, 60], [300, 0, 400, 100], [310, 10, 330, 30]], np.float32)
+    scores, labels = np.array([0.5, 0.9, 0.6, 0.7], np.float32), np.array([0, 0, 1, 1])
+    views, cut = np.zeros(4, int), np.zeros(4, bool)
+    inspector = FrameInspector(detector, InspectorSettings(same_class_containment={"hot": {asked: 0.5}}))
+    merged = inspector.merge(boxes, scores, labels, views, cut)
+    assert sorted(merged[0].tolist()) == [[0, 0, 200, 200], [300, 0, 400, 100], [310, 10, 330, 30]]

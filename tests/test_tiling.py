@@ -231,6 +231,21 @@ def test_suppress_nested_drops_a_box_inside_a_larger_one_of_its_class(containmen
     assert suppress_nested(boxes, labels, containment=containment).tolist() == kept
 
 
+def test_suppress_nested_takes_a_share_per_class() -> None:
+    """An array of shares by label: crazing (0) at 0.5 drops its nested boxes, inclusion (1) at 0 keeps
+    a small inclusion inside a larger one (small defects lie inside larger ones of their class)."""
+    boxes = np.array([[0, 0, 100, 100],     # 0 crazing, large
+                      [10, 10, 40, 40],     # 1 crazing, wholly inside 0
+                      [200, 0, 300, 100],   # 2 inclusion
+                      [210, 10, 230, 30]],  # 3 inclusion, wholly inside 2
+                     np.float32)
+    labels = np.array([0, 0, 1, 1])
+    assert suppress_nested(boxes, labels, containment=np.array([0.5, 0.0])).tolist() == [0, 2, 3]
+    assert suppress_nested(boxes, labels, containment=np.array([0.0, 0.5])).tolist() == [0, 1, 2]
+    assert suppress_nested(boxes, labels, containment=np.array([0.0, 0.0])).tolist() == [0, 1, 2, 3]
+    assert suppress_nested(boxes[:0], labels[:0], containment=np.array([0.5, 0.5])).tolist() == []
+
+
 def test_suppress_nested_keeps_boxes_of_equal_size_and_single_boxes() -> None:
     twins = np.array([[0, 0, 10, 10], [0, 0, 10, 10]], np.float32)  # the same box twice: neither is the larger
     assert suppress_nested(twins, np.array([0, 0]), containment=0.9).tolist() == [0, 1]
