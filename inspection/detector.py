@@ -2,11 +2,12 @@
 
 Backends (`inspection.backends`): TensorRT, then CUDA through ONNX Runtime when a GPU provider
 really starts (`inspection.backends.onnxruntime`), else on the CPU OpenVINO when it is installed
-and compiles the model (`inspection.backends.openvino`; an int8 copy stays on ONNX Runtime), else
-ONNX Runtime's CPU provider; `providers` "openvino" or "cpu" (ONNX Runtime) names one. Every
-backend runs the same model.onnx and this module does the rest, so boxes, scores, thresholds and
-the unknown rule do not depend on it. The choice, and on a GPU which provider runs which nodes, is
-logged.
+and compiles the model (`inspection.backends.openvino`; an int8 copy stays on ONNX Runtime unless
+it carries its own OpenVINO quantization, which OpenVINO then runs), else ONNX Runtime's CPU
+provider; `providers` "openvino" or "cpu" (ONNX Runtime) names one. Every backend runs the same
+model.onnx (an int8 copy's OpenVINO IR is a quantization of the same fp32 source, measured apart:
+`training.quantize_openvino`) and this module does the rest, so thresholds and the unknown rule do
+not depend on it. The choice, and on a GPU which provider runs which nodes, is logged.
 
 GPU path (prepared from ONNX Runtime's documentation and code, not yet run on a GPU: the
 development machine has none; `steel-inspect bench gpu` is the check):
@@ -46,7 +47,7 @@ from inspection.backends import Backend, check_setting, cpu_backend
 from inspection.backends.onnxruntime import OnnxRuntimeBackend, gpu_candidates, gpu_session
 from inspection.errors import ManifestError, SteelInspectError
 from inspection.frame import IDENT_PATTERN
-from inspection.manifest import MANIFEST_FILE
+from inspection.manifest import MANIFEST_FILE, openvino_copy
 from inspection.providers import (
     GpuSettings,
     assignment,
@@ -278,7 +279,7 @@ class Detector:
                 chosen = manifest
             self.backend: Backend = OnnxRuntimeBackend(session) if session is not None else cpu_backend(
                 manifest.model_path, manifest.sha256, providers, intra_op_threads, cache_root(engine_cache),
-                int8=isinstance(manifest.data.get("quantization"), dict))
+                int8=isinstance(manifest.data.get("quantization"), dict), openvino_copy=openvino_copy(manifest))
             self.manifest = chosen
             self._thresholds = (thresholds if chosen is manifest
                                 else operating_thresholds(chosen, class_thresholds or {}))

@@ -20,6 +20,7 @@ from inspection.frame import IDENT_PATTERN, LINE_TYPES
 SCHEMA = 1
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
+OPENVINO_DIR = "openvino"  # an int8 copy's OpenVINO quantization, beside its model.onnx
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -121,6 +122,55 @@ def validate_manifest(path: Path, data: Any) -> None:
     _field(path, data, "outputs", dict)
     if "size_bytes" in data:
         _field(path, data, "size_bytes", int)
+    if "openvino" in data:
+        _validate_openvino(path, data["openvino"])
+
+
+def _validate_openvino(path: Path, entry: Any) -> None:
+    """The `openvino` entry of an int8 copy: its IR files under ``openvino/`` and their sha256."""
+    if not isinstance(entry, dict):
+        raise ManifestError(f"{path}: field 'openvino': expected an object, got {entry!r}"[:300])
+    for key, sha in (("model_file", "sha256"), ("weights_file", "weights_sha256")):
+        name = entry.get(key)
+        if not isinstance(name, str) or not re.fullmatch(rf"{OPENVINO_DIR}/[A-Za-z0-9._-]+", name) or ".." in name:
+            raise ManifestError(f"{path}: field 'openvino.{key}': expected '{OPENVINO_DIR}/<file name>', "
+                                f"got {name!r}"[:300])
+        if not isinstance(entry.get(sha), str) or not _SHA256.fullmatch(entry[sha]):
+            raise ManifestError(f"{path}: field 'openvino.{sha}': expected 64 lowercase hex digits, "
+                                f"got {entry.get(sha)!r}"[:300])
+
+
+@dataclass(frozen=True)
+class OpenVinoCopy:
+    """An int8 copy's own OpenVINO quantization (`steel-inspect quantize`, NNCF): an IR (``.xml`` graph,
+    ``.bin`` weights) beside the version's model.onnx, which OpenVINO runs in its place (why:
+    `training.quantize_openvino`)."""
+
+    model_path: Path
+    weights_path: Path
+    sha256: str
+    weights_sha256: str
+
+    def verify(self) -> None:
+        """`ManifestError` unless both files are there and match the manifest's sha256."""
+        for file, want in ((self.model_path, self.sha256), (self.weights_path, self.weights_sha256)):
+            try:
+                actual = file_sha256(file)
+            except OSError as exc:
+                raise ManifestError(f"{file}: cannot read the OpenVINO copy: {exc.strerror or exc}") from None
+            if actual != want:
+                raise ManifestError(f"{file}: sha256 is {actual}, the manifest says {want}: refusing to run an "
+                                    f"OpenVINO copy that does not match its manifest")
+
+
+def openvino_copy(manifest: Manifest) -> OpenVinoCopy | None:
+    """The version's OpenVINO copy (files not read here: `OpenVinoCopy.verify`), or None without one."""
+    entry = manifest.data.get("openvino")
+    if not isinstance(entry, dict):
+        return None
+    folder = manifest.model_path.parent
+    return OpenVinoCopy(folder / entry["model_file"], folder / entry["weights_file"], entry["sha256"],
+                        entry["weights_sha256"])
 
 
 def load_manifest(path: Path, verify: bool = True) -> Manifest:

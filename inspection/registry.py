@@ -30,7 +30,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,15 @@ from typing import Any
 from inspection.config import default_models_dir
 from inspection.errors import ManifestError, SteelInspectError
 from inspection.frame import IDENT_PATTERN, LINE_TYPES
-from inspection.manifest import MANIFEST_FILE, MODEL_FILE, SCHEMA, Manifest, file_sha256, load_manifest
+from inspection.manifest import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    SCHEMA,
+    Manifest,
+    file_sha256,
+    load_manifest,
+    openvino_copy,
+)
 
 __all__ = ["Manifest", "ManifestError", "Registry", "RegistryError", "file_sha256", "load_manifest"]
 
@@ -234,11 +242,21 @@ class Registry:
         return f"{prefix}{max(numbers, default=0) + 1}"
 
     def add(self, model_file: Path, manifest: dict[str, Any], version: str | None = None,
-            activate: bool = False, by: str | None = None) -> Manifest:
-        """Copy `model_file` into the registry with `manifest` (sha256/size computed here)."""
+            activate: bool = False, by: str | None = None, extra_files: Mapping[str, Path] | None = None) -> Manifest:
+        """Copy `model_file` into the registry with `manifest` (sha256/size computed here).
+
+        `extra_files`: more files of the version by their path inside its folder (an int8 copy's
+        OpenVINO IR, ``openvino/model.xml`` and ``.bin``), copied in the same atomic step."""
         model_file = Path(model_file)
         if not model_file.is_file():
             raise RegistryError(f"model file {model_file} does not exist")
+        extra = dict(extra_files or {})
+        for inside, source in extra.items():
+            parts = Path(inside).parts
+            if Path(inside).is_absolute() or ".." in parts or not parts or inside in (MODEL_FILE, MANIFEST_FILE):
+                raise RegistryError(f"extra file {inside!r}: expected a relative path inside the version folder")
+            if not Path(source).is_file():
+                raise RegistryError(f"extra file {source} does not exist")
         data = dict(manifest)
         line_type = data.get("line_type")
         if line_type not in LINE_TYPES:
@@ -255,8 +273,14 @@ class Registry:
         staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=final.parent))
         try:
             shutil.copyfile(model_file, staging / MODEL_FILE)
+            for inside, source in extra.items():
+                (staging / inside).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, staging / inside)
             atomic_write_json(staging / MANIFEST_FILE, data)
-            load_manifest(staging / MANIFEST_FILE)  # validates content and the copy's sha256
+            staged = load_manifest(staging / MANIFEST_FILE)  # validates content and the copy's sha256
+            copy = openvino_copy(staged)
+            if copy is not None:
+                copy.verify()  # its OpenVINO IR too: the registry never holds files its manifest does not name
             os.chmod(staging, 0o755)  # mkdtemp makes 0700
             os.rename(staging, final)
         except BaseException:

@@ -14,6 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from inspection.cli import main
 from inspection.config import REPO_DIR
+from inspection.detector import Detector
 from inspection.registry import Registry
 from training.quantize import QuantizeError, quantize_file, quantize_version
 
@@ -113,6 +114,15 @@ def test_quantize_command_registers_a_measured_int8_version(tmp_path: Path, data
     assert unseen["dataset"] == "cr7-det" and unseen["boxes"] > 0 and 0 < unseen["found"] <= unseen["boxes"]
     assert unseen["called_unknown"] == sum(c["found_as_unknown"] for c in unseen["per_class"].values())
     assert new.sha256 != source.sha256 and new.classes == source.classes
+    # Its own OpenVINO quantization (nncf and openvino come with the train extra), measured on OpenVINO
+    copy = new.data["openvino"]
+    folder = new.model_path.parent
+    assert (folder / copy["model_file"]).is_file() and (folder / copy["weights_file"]).is_file()
+    assert copy["metrics_runtime"] == "OpenVINO CPU" and copy["calibration_images"] == 14  # 8 images + 6 tiles
+    assert copy["metrics"]["val"]["images"] > 0 and copy["metrics"]["test"]["images"] > 0
+    assert 0.0 <= copy["agreement_val"]["fp32_found_by_int8"] <= 1.0
+    assert summary["openvino"]["val"]["map50"] == copy["metrics"]["val"]["map50"]
+    assert Detector(new, providers="auto").providers == ["OpenVINO CPU"]
     # The gate decided; what it decided is what the registry shows.
     assert (Registry(registry_dir).active("hot") == new.version) == summary["activated"]
     with pytest.raises(QuantizeError, match="already quantized"):

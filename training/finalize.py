@@ -155,10 +155,12 @@ def promotion_decision(registry: Any, line_type: str, new_map50: float | None) -
     return True, "activated when added: " + text
 
 
-def register_gated(registry: Any, onnx_path: Path, manifest: dict[str, Any], activate: bool, reason: str) -> None:
-    """Add the model with its manifest; promote it when the gate said so. The evaluation plots stay in the
-    run's folder, not the registry: the manifest holds their figures, and `evaluate` draws them again."""
-    registry.add(onnx_path, manifest, version=manifest["version"])
+def register_gated(registry: Any, onnx_path: Path, manifest: dict[str, Any], activate: bool, reason: str,
+                   extra_files: dict[str, Path] | None = None) -> None:
+    """Add the model with its manifest (and `extra_files`, see `Registry.add`); promote it when the gate
+    said so. The evaluation plots stay in the run's folder, not the registry: the manifest holds their
+    figures, and `evaluate` draws them again."""
+    registry.add(onnx_path, manifest, version=manifest["version"], extra_files=extra_files)
     if activate:
         registry.promote(manifest["version"], reason=reason)
     else:

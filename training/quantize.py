@@ -223,12 +223,41 @@ def side_by_side_speed(paths: dict[str, Path], threads: Sequence[int] = (1, 2), 
     return result
 
 
+def with_openvino_copy(manifest: dict[str, Any], work: Path, parent: Any, reference: Detector,
+                       calibration: Sequence[np.ndarray], val: Sequence[Any], test: Sequence[Any]) -> dict[str, Path]:
+    """Make the copy's OpenVINO quantization in `work`, measure it on OpenVINO (agreement with the fp32
+    source, val and test) into `manifest["openvino"]`; the files for `Registry.add`'s `extra_files`."""
+    from training.evaluate import evaluate
+    from training.quantize_openvino import BIN, XML, quantize_for_openvino
+
+    entry = quantize_for_openvino(parent.model_path, work, calibration)
+    manifest["openvino"] = entry
+    (work / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    on_openvino = Detector(load_manifest(work / "manifest.json"), providers="openvino")
+    entry["agreement_val"] = agreement(reference, on_openvino, [read_image(s.image_path) for s in val[:64]])
+    entry["metrics"] = {"val": evaluate(on_openvino, val, work / "eval-openvino", plot_prefix="val-"),
+                        "test": evaluate(on_openvino, test, work / "eval-openvino", plot_prefix="test-")}
+    entry["metrics_runtime"] = on_openvino.providers[0]
+    return {XML: work / XML, BIN: work / BIN}
+
+
 def quantize_version(source: str, *, models_dir: Path | None = None, datasets_dir: Path,
                      splits_dir: Path | None = None, calibration_images: int = 120,
-                     calibration_backgrounds: int = 4, register: bool = True) -> dict[str, Any]:
-    """Quantize registered `source` (a version, hot/cold, or a path), evaluate, register; a summary dict."""
+                     calibration_backgrounds: int = 4, register: bool = True,
+                     openvino: bool | None = None) -> dict[str, Any]:
+    """Quantize registered `source` (a version, hot/cold, or a path), evaluate, register; a summary dict.
+
+    `openvino`: also make the copy's own OpenVINO quantization (`training.quantize_openvino`); None:
+    when nncf and openvino are installed (else one INFO line says why not)."""
     from inspection.code_version import code_version
     from training.finalize import promotion_decision, register_gated
+    from training.quantize_openvino import missing_packages
+
+    if openvino is None:
+        missing = missing_packages()
+        openvino = not missing
+        if missing:
+            log.info("no OpenVINO copy: %s not installed (pip install -e '.[train]')", " and ".join(missing))
 
     registry = Registry(models_dir)
     parent = registry.resolve(source)
@@ -270,6 +299,7 @@ def quantize_version(source: str, *, models_dir: Path | None = None, datasets_di
         manifest["speed_side_by_side"] = side_by_side_speed({"fp32": parent.model_path, "int8": onnx_path})
         metrics = derived_metrics(candidate, val, test, work, datasets_dir, splits_dir)
         manifest["metrics"] = metrics
+        extra_files = with_openvino_copy(manifest, work, parent, reference, calibration, val, test) if openvino else {}
         activate, reason = promotion_decision(registry, parent.line_type, metrics["val"].get("map50"))
         manifest["promotion"] = {"activated": activate and register, "reason": reason}
         summary = {"version": version, "source": parent.version, "registered": register,
@@ -281,8 +311,12 @@ def quantize_version(source: str, *, models_dir: Path | None = None, datasets_di
                    "source_metrics": {split: (parent.data.get("metrics") or {}).get(split, {}).get("map50")
                                       for split in ("val", "test")},
                    "background_per_mpx": metrics.get("background", {}).get("detections_per_mpx")}
+        if "openvino" in manifest:
+            figures = ("map50", "detection_rate", "false_detections_per_image", "image_accuracy")
+            summary["openvino"] = {split: {k: manifest["openvino"]["metrics"][split].get(k) for k in figures}
+                                   for split in ("val", "test")}
         if register:
-            register_gated(registry, onnx_path, manifest, activate, reason)
+            register_gated(registry, onnx_path, manifest, activate, reason, extra_files)
         return summary
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -337,8 +337,9 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
                            work / "model.onnx")
         checked = parity(reference, stage, onnx_path, val_images[:32])
         version = registry.next_version(parent.line_type)
+        # not "openvino": the parent's OpenVINO copy lacks the appended stage (and its files stay in its folder)
         manifest = {k: v for k, v in parent.data.items() if k not in ("metrics", "promotion", "parity", "sha256",
-                                                                      "size_bytes", "speed_side_by_side")}
+                                                                      "size_bytes", "speed_side_by_side", "openvino")}
         manifest.update(version=version, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                         code_version=code_version(), sha256=file_sha256(onnx_path),
                         size_bytes=onnx_path.stat().st_size)

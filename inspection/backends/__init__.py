@@ -9,9 +9,9 @@ does everything else (padding, thresholds, the unknown rule), the same for every
 - `openvino`: OpenVINO's CPU plugin, reading the same model.onnx (optional extra `openvino`).
 
 `providers` settings: "auto" probes the GPU providers (in `inspection.detector`), then OpenVINO on
-the CPU when it is installed and compiles the model (not for an int8 copy: `INT8_ON_OPENVINO`), then
-ONNX Runtime's CPU provider; "openvino" and "cpu" (ONNX Runtime) name one CPU backend; a list
-names ONNX Runtime providers. Without openvino installed, "auto" says so in one INFO line per
+the CPU when it is installed and compiles the model (an int8 copy only with its own OpenVINO
+quantization: `INT8_ON_OPENVINO`), then ONNX Runtime's CPU provider; "openvino" and "cpu" (ONNX
+Runtime) name one CPU backend; a list names ONNX Runtime providers. Without openvino installed, "auto" says so in one INFO line per
 process and runs ONNX Runtime; "openvino" stops with a `MissingExtraError` naming the extra.
 """
 
@@ -25,7 +25,8 @@ from typing import Protocol
 
 import numpy as np
 
-from inspection.errors import SteelInspectError
+from inspection.errors import ManifestError, SteelInspectError
+from inspection.manifest import OpenVinoCopy
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,9 @@ SETTINGS = ("auto", "cpu", "openvino")
 # stray from the file's own arithmetic (ONNX Runtime with graph optimisations off) 2x to 20x more than ONNX
 # Runtime's int8 kernels do, and val mAP@0.5 of hot-20261123-3 fell from 0.742 to 0.686 (cold-20261123-4: 0.639
 # -> 0.638). A runtime that may lose 0.06 mAP on one model is no drop-in. The fp32 models give the same results
-# on both (tests/test_openvino.py).
+# on both (tests/test_openvino.py). An int8 copy made since 2026-12-04 carries its own OpenVINO quantization
+# (`manifest.OpenVinoCopy`, NNCF on OpenVINO's own graph: `training.quantize_openvino`), which "auto" and
+# "openvino" run instead: hot-20261204-2's gave val mAP@0.5 0.771 on OpenVINO (its ONNX Runtime copy 0.774).
 INT8_ON_OPENVINO = ("OpenVINO's results for int8 (QDQ) copies differ from ONNX Runtime's: val mAP@0.5 0.742 -> "
                     "0.686 measured for hot-20261123-3")
 _said: set[str] = set()  # one-time INFO lines already logged in this process
@@ -69,13 +72,14 @@ def openvino_installed() -> bool:
 
 
 def cpu_backend(model_path: Path, sha256: str, providers: str | Sequence[str], threads: int,
-                cache: Path, int8: bool = False) -> Backend:
+                cache: Path, int8: bool = False, openvino_copy: OpenVinoCopy | None = None) -> Backend:
     """The CPU backend `providers` asks for: "openvino" must start (else an error); "auto" tries
     OpenVINO first and falls back to ONNX Runtime (an INFO line when openvino is not installed, a
     warning when it is and cannot compile the model); anything else is ONNX Runtime's CPU provider.
 
-    An `int8` model (a quantized copy) stays on ONNX Runtime under "auto" (`INT8_ON_OPENVINO`);
-    "openvino" runs it on OpenVINO all the same, with a warning."""
+    An `int8` model (a quantized copy) with an `openvino_copy` (its own OpenVINO quantization) runs
+    that copy on OpenVINO; without one it stays on ONNX Runtime under "auto" (`INT8_ON_OPENVINO`), and
+    "openvino" runs the QDQ file on OpenVINO all the same, with a warning."""
     from inspection.backends.onnxruntime import OnnxRuntimeBackend, cpu_session
 
     if providers == "openvino" and not openvino_installed():
@@ -86,6 +90,16 @@ def cpu_backend(model_path: Path, sha256: str, providers: str | Sequence[str], t
     if providers in ("auto", "openvino") and openvino_installed():
         from inspection.backends.openvino import OpenVinoBackend, OpenVinoError
 
+        if int8 and openvino_copy is not None:
+            try:
+                openvino_copy.verify()
+                return OpenVinoBackend(openvino_copy.model_path, openvino_copy.sha256, threads, cache)
+            except (ManifestError, OpenVinoError) as exc:
+                if providers == "openvino":
+                    raise
+                log.warning("OpenVINO cannot run the OpenVINO copy of %s, ONNX Runtime runs its int8 model: %s",
+                            model_path, exc)
+                return OnnxRuntimeBackend(cpu_session(model_path, threads))
         if int8 and providers == "auto":
             log.info("%s is an int8 copy: ONNX Runtime runs it (%s)", model_path, INT8_ON_OPENVINO)
             return OnnxRuntimeBackend(cpu_session(model_path, threads))

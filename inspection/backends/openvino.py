@@ -20,7 +20,9 @@ the graph; no conversion step), behind the backends' interface (`inspection.back
   AMX units OpenVINO would otherwise run in bf16 and results would differ from ONNX Runtime's.
 - int8 copies (`steel-inspect quantize`, QDQ) are read, but OpenVINO's results for them differ from
   the file's own arithmetic (`inspection.backends.INT8_ON_OPENVINO`), so "auto" leaves them to
-  ONNX Runtime.
+  ONNX Runtime, unless the copy carries its own OpenVINO quantization (an IR under ``openvino/``,
+  `inspection.manifest.OpenVinoCopy`): then this backend compiles that IR instead of model.onnx, and
+  its disk cache is keyed by the IR's sha256.
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 
 The new version is evaluated on val and test and on defect-free background, its speed is measured
 beside the fp32 model in one run, and the usual gate (validation mAP@0.5 against the active model)
-decides whether it becomes active. Needs the `train` extra (the quantizer needs the `onnx` package,
-and the gate shares code with training). See `training.quantize` for the recipe.
+decides whether it becomes active. With nncf and openvino installed (the `train` extra) the version also
+carries its own OpenVINO quantization (``openvino/``, measured on OpenVINO), which OpenVINO runs in
+place of the ONNX Runtime file (`training.quantize_openvino`). Needs the `train` extra (the quantizer
+needs the `onnx` package, and the gate shares code with training). See `training.quantize` for the recipe.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="training-split images for the activation ranges (default 120)")
     parser.add_argument("--calibration-backgrounds", type=non_negative_int, default=4,
                         help="defect-free background frames (6 tiles each) added to the calibration (default 4)")
+    parser.add_argument("--openvino", action=argparse.BooleanOptionalAction, default=None,
+                        help="also make the copy's own OpenVINO quantization (NNCF), run by OpenVINO in place of "
+                             "the ONNX Runtime copy (default: when nncf and openvino are installed)")
     add_common_options(parser)
     parser.set_defaults(func=_handle)
 
@@ -42,6 +47,7 @@ def _handle(args: argparse.Namespace) -> int:
     datasets = datasets_folder(args.datasets, QuantizeCommandError)
     summary = quantize_version(args.version, models_dir=args.models or default_models_dir(), datasets_dir=datasets,
                                calibration_images=args.calibration_images,
-                               calibration_backgrounds=args.calibration_backgrounds, register=not args.no_register)
+                               calibration_backgrounds=args.calibration_backgrounds, register=not args.no_register,
+                               openvino=args.openvino)
     print_summary(summary, args.json)
     return 0
