@@ -17,6 +17,8 @@ from typing import Any
 import onnxruntime as ort
 
 from inspection import gpu
+from inspection.errors import ManifestError
+from inspection.manifest import openvino_copy
 from inspection.providers import GpuSettings, cache_root, provider_list, session_options
 from inspection.registry import Manifest
 
@@ -58,18 +60,26 @@ def _openvino(model: Manifest | None) -> dict[str, Any]:
         return {"installed": False, "install": "pip install -e '.[openvino]'"}
     import openvino
 
-    from inspection.backends.openvino import OpenVinoBackend, OpenVinoError, core
+    from inspection.backends import cpu_backend
+    from inspection.backends.openvino import OPENVINO, OpenVinoBackend, OpenVinoError, core
 
     found: dict[str, Any] = {"installed": True, "version": openvino.__version__.split("-")[0],
                              "cpu": core().get_property("CPU", "FULL_DEVICE_NAME"), "session": None, "auto": None}
     if model is not None:
+        int8 = isinstance(model.data.get("quantization"), dict)
+        copy = openvino_copy(model) if int8 else None  # an int8 copy's own OpenVINO quantization, if any
+        if copy is not None:
+            found["openvino_copy"] = str(copy.model_path)
         try:
-            OpenVinoBackend(model.model_path, model.sha256)
+            if copy is not None:
+                copy.verify()
+            OpenVinoBackend(copy.model_path if copy else model.model_path, copy.sha256 if copy else model.sha256)
             found["session"] = "starts"
-        except OpenVinoError as exc:
+        except (OpenVinoError, ManifestError) as exc:
             found["session"] = f"fails: {exc}"
-        int8 = isinstance(model.data.get("quantization"), dict)  # the rule of `inspection.backends.cpu_backend`
-        found["auto"] = "OpenVINO" if found["session"] == "starts" and not int8 else "ONNX Runtime"
+        # what the worker's own choice gives (`inspection.backends.cpu_backend`), no disk cache
+        chosen = cpu_backend(model.model_path, model.sha256, "auto", 1, None, int8=int8, openvino_copy=copy)
+        found["auto"] = "OpenVINO" if chosen.providers[0] == OPENVINO else "ONNX Runtime"
     return found
 
 
@@ -78,8 +88,10 @@ def _openvino_line(v: dict[str, Any], model: dict[str, Any] | None) -> str:
         return f"OpenVINO: not installed ({v['install']}); ONNX Runtime runs models on the CPU"
     line = f"OpenVINO {v['version']} on {v['cpu']}"
     if model is None or v["session"] is None:
-        return line + ": auto runs fp32 models on it, int8 copies on ONNX Runtime (give --model to check one)"
-    return line + f": model {model['version']} {v['session']}; auto runs it on the CPU with {v['auto']}"
+        return line + (": auto runs fp32 models on it, int8 copies on ONNX Runtime unless they carry their own "
+                       "OpenVINO quantization (give --model to check one)")
+    own = " (its own OpenVINO quantization)" if v.get("openvino_copy") else ""
+    return line + f": model {model['version']}{own} {v['session']}; auto runs it on the CPU with {v['auto']}"
 
 
 def _session(model: Manifest, provider: str) -> str:

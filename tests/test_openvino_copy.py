@@ -86,6 +86,17 @@ def test_openvino_runs_the_copy_and_onnxruntime_the_int8_file(work: Path, tmp_pa
     assert auto.manifest.version == "hot-q1"  # results name the version the copy belongs to
 
 
+def test_doctor_says_auto_runs_the_copy_on_openvino(work: Path, tmp_path: Path) -> None:
+    from inspection import doctor
+
+    manifest = _add(Registry(tmp_path / "models"), work)
+    found = doctor.report(manifest)["openvino"]
+    assert (found["session"], found["auto"]) == ("starts", "OpenVINO")
+    assert found["openvino_copy"] == str(manifest.model_path.parent / XML)
+    assert any("model hot-q1 (its own OpenVINO quantization) starts; auto runs it on the CPU with OpenVINO" in line
+               for line in doctor.lines(doctor.report(manifest)))
+
+
 def test_a_copy_whose_files_do_not_match_is_refused(work: Path, tmp_path: Path,
                                                     caplog: pytest.LogCaptureFixture) -> None:
     registry = Registry(tmp_path / "models")

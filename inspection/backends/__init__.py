@@ -11,8 +11,9 @@ does everything else (padding, thresholds, the unknown rule), the same for every
 `providers` settings: "auto" probes the GPU providers (in `inspection.detector`), then OpenVINO on
 the CPU when it is installed and compiles the model (an int8 copy only with its own OpenVINO
 quantization: `INT8_ON_OPENVINO`), then ONNX Runtime's CPU provider; "openvino" and "cpu" (ONNX
-Runtime) name one CPU backend; a list names ONNX Runtime providers. Without openvino installed, "auto" says so in one INFO line per
-process and runs ONNX Runtime; "openvino" stops with a `MissingExtraError` naming the extra.
+Runtime) name one CPU backend; a list names ONNX Runtime providers. Without openvino installed,
+"auto" says so in one INFO line per process and runs ONNX Runtime; "openvino" stops with a
+`MissingExtraError` naming the extra.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def openvino_installed() -> bool:
 
 
 def cpu_backend(model_path: Path, sha256: str, providers: str | Sequence[str], threads: int,
-                cache: Path, int8: bool = False, openvino_copy: OpenVinoCopy | None = None) -> Backend:
+                cache: Path | None, int8: bool = False, openvino_copy: OpenVinoCopy | None = None) -> Backend:
     """The CPU backend `providers` asks for: "openvino" must start (else an error); "auto" tries
     OpenVINO first and falls back to ONNX Runtime (an INFO line when openvino is not installed, a
     warning when it is and cannot compile the model); anything else is ONNX Runtime's CPU provider.
