@@ -303,7 +303,9 @@ def _registry_with_the_line_model(root: Path) -> tuple[Registry, str]:
     """A registry under tmp_path whose active hot model is the repository's."""
     source = Registry(REPO / "models").resolve("hot")
     registry = Registry(root)
-    registry.add(source.model_path, source.data, version=source.version)
+    copy = source.data.get("openvino") or {}  # an int8 copy's own OpenVINO quantization comes along
+    extra = {copy[k]: source.model_path.parent / copy[k] for k in ("model_file", "weights_file") if k in copy}
+    registry.add(source.model_path, source.data, version=source.version, extra_files=extra)
     registry.promote(source.version, by="test", reason="the line's model when the test starts")
     return registry, source.version
 
