@@ -7,6 +7,7 @@ together, so a GPU sees full batches even when each frame has only a few candida
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -80,16 +81,24 @@ def to_uint8(pixels: np.ndarray, uint16_shift: int) -> np.ndarray:
 
 def nested_shares(setting: Mapping[str, float | Mapping[str, float]], manifest: Manifest) -> float | np.ndarray | None:
     """`same_class_containment` for `manifest`'s model: its line type's share, or an array of shares by
-    class index (a class the model lacks is logged and left out, as a class threshold is); None: off."""
+    class index; None: off."""
     value = setting.get(manifest.line_type, 0.0)
     if not isinstance(value, Mapping):
         return float(value) if value > 0 else None
-    unknown = sorted(set(value) - set(manifest.classes))
+    return _class_shares(manifest.version, manifest.classes, tuple(sorted(value.items())))
+
+
+@functools.lru_cache(maxsize=16)
+def _class_shares(version: str, classes: tuple[str, ...], table: tuple[tuple[str, float], ...]) -> np.ndarray | None:
+    """Shares by class index, once per model and table: the worker makes a `FrameInspector` per batch, and a
+    class the model lacks is logged once, not at every frame (as a line's class threshold is, at load)."""
+    shares = dict(table)
+    unknown = sorted(set(shares) - set(classes))
     if unknown:  # a tuning knob never stops the line
         log.warning("model %s has no class %s: the line's same_class_containment for it is not used (classes: %s)",
-                    manifest.version, " or ".join(repr(c) for c in unknown), ", ".join(manifest.classes))
-    shares = np.array([float(value.get(c, 0.0)) for c in manifest.classes], np.float32)
-    return shares if (shares > 0).any() else None
+                    version, " or ".join(repr(c) for c in unknown), ", ".join(classes))
+    by_index = np.array([float(shares.get(c, 0.0)) for c in classes], np.float32)
+    return by_index if (by_index > 0).any() else None
 
 
 class FrameInspector:
@@ -100,8 +109,6 @@ class FrameInspector:
         self.detector = detector
         self.settings = settings
         self.severity_rule = severity_rule or SeverityRule()
-        self._nested_for: Manifest | None = None
-        self._nested: float | np.ndarray | None = None
 
     def plan(self, image: np.ndarray, overlap_rows: int = 0) -> tuple[list[Tile], int]:
         """The model views (windows or tiles) of one uint8 frame, and how many grid tiles it has.
@@ -159,18 +166,10 @@ class FrameInspector:
         s = self.settings
         keep = suppress_other_classes(merged[0], merged[1], merged[2], iou=s.other_class_iou,
                                       containment=s.other_class_containment)
-        nested = self._nested_shares()
+        nested = nested_shares(s.same_class_containment, self.detector.manifest)
         if nested is not None:  # None when off: no work in the frame loop then
             keep = keep[suppress_nested(merged[0][keep], merged[2][keep], containment=nested)]
         return tuple(part[keep] for part in merged)  # type: ignore[return-value]
-
-    def _nested_shares(self) -> float | np.ndarray | None:
-        """The line's `same_class_containment` for this detector's model: one share, a share per class
-        index, or None when it is off. Looked up again when a promoted model replaces the detector's."""
-        manifest = self.detector.manifest
-        if self._nested_for is not manifest:
-            self._nested_for, self._nested = manifest, nested_shares(self.settings.same_class_containment, manifest)
-        return self._nested
 
     def _defects(self, frame: Frame, image: np.ndarray, merged: tuple[np.ndarray, ...],
                  names: list[tuple[str, tuple[tuple[str, float], ...]]]) -> tuple[Defect, ...]:

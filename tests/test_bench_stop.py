@@ -49,7 +49,6 @@ def test_sigterm_stops_the_running_line_and_the_benchmark(tmp_path: Path, ipc_di
         assert "failed" not in killer, killer.get("failed")
         assert time.monotonic() - started < 120  # the line stopped on the signal, not after 100,000 frames
         assert not cameras_running()
-        assert recorded(line.database) < 100_000
         with pytest.raises(KeyboardInterrupt):  # the next point of the benchmark does not start
             run_line(line, stop, max_frames=10, camera_overrides={"realtime": True})
     finally:

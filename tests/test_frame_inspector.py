@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import cv2
@@ -158,6 +159,18 @@ def test_nested_boxes_of_one_class_go_only_on_the_line_types_that_ask(detector: 
     merged = inspector.merge(boxes, scores, labels, views, cut)
     assert len(merged[0]) == kept
     assert [0, 0, 200, 200] in merged[0].tolist()  # the larger box stays, whatever the scores
+
+
+def test_a_class_the_model_lacks_is_logged_once_not_at_every_batch(detector: Detector,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """The worker makes a FrameInspector per batch: the per-class table is resolved once per model."""
+    boxes, scores, labels = np.array([[0, 0, 10, 10]], np.float32), np.array([0.5], np.float32), np.array([0])
+    settings = InspectorSettings(same_class_containment={"hot": {"a class no model has": 0.8}})
+    with caplog.at_level(logging.WARNING, logger="inspection.frame_inspector"):
+        for _ in range(3):  # three batches
+            FrameInspector(detector, settings).merge(boxes, scores, labels, np.zeros(1, int), np.zeros(1, bool))
+    said = [r for r in caplog.records if "a class no model has" in r.getMessage()]
+    assert len(said) == 1 and "has no class" in said[0].getMessage()
 
 
 def test_nested_boxes_go_only_for_the_classes_that_ask(detector: Detector) -> None:

@@ -36,6 +36,7 @@ pytest.importorskip("torch")
 from inspection import datasets as datasets_module  # noqa: E402
 from inspection.cli import main  # noqa: E402
 from inspection.config import LineConfig, load_config  # noqa: E402
+from inspection.manifest import openvino_copy  # noqa: E402
 from inspection.records import queries  # noqa: E402
 from inspection.records.audit_keys import key_if_present  # noqa: E402
 from inspection.records.db import open_db  # noqa: E402
@@ -303,8 +304,8 @@ def _registry_with_the_line_model(root: Path) -> tuple[Registry, str]:
     """A registry under tmp_path whose active hot model is the repository's."""
     source = Registry(REPO / "models").resolve("hot")
     registry = Registry(root)
-    copy = source.data.get("openvino") or {}  # an int8 copy's own OpenVINO quantization comes along
-    extra = {copy[k]: source.model_path.parent / copy[k] for k in ("model_file", "weights_file") if k in copy}
+    copy, folder = openvino_copy(source), source.model_path.parent  # an int8 copy's OpenVINO files come along
+    extra = {str(p.relative_to(folder)): p for p in (copy.model_path, copy.weights_path)} if copy else {}
     registry.add(source.model_path, source.data, version=source.version, extra_files=extra)
     registry.promote(source.version, by="test", reason="the line's model when the test starts")
     return registry, source.version

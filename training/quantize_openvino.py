@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from inspection.backends import openvino_installed
 from inspection.errors import SteelInspectError
 from inspection.manifest import OPENVINO_DIR, file_sha256
 
@@ -44,7 +45,8 @@ class OpenVinoQuantizeError(SteelInspectError):
 
 def missing_packages() -> list[str]:
     """What of nncf and openvino is not installed (both come with the `train` extra)."""
-    return [name for name in ("openvino", "nncf") if importlib.util.find_spec(name) is None]
+    return [name for name, there in (("openvino", openvino_installed()), ("nncf", importlib.util.find_spec("nncf")))
+            if not there]
 
 
 def quantize_for_openvino(source: Path, folder: Path, calibration: Sequence[np.ndarray]) -> dict[str, Any]:

@@ -98,9 +98,11 @@ def gives_the_models_results(label: str, manifest: Any) -> bool:
     which is why "auto" never runs it there; its speed is measured, but it is no baseline. True again
     when the copy carries its own OpenVINO quantization: that is what OpenVINO runs, measured in the
     manifest (``openvino.metrics``) as the file is."""
+    from inspection.manifest import openvino_copy
+
     if label != "openvino" or not isinstance(manifest.data.get("quantization"), dict):
         return True
-    return isinstance(manifest.data.get("openvino"), dict)
+    return openvino_copy(manifest) is not None
 
 
 def batched(detector: Any, tiles: list[np.ndarray], batch: int) -> None:

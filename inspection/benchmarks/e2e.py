@@ -158,11 +158,11 @@ def line_overrides(args: argparse.Namespace, stage: str) -> dict[str, Any]:
 
 
 def run_once(args: argparse.Namespace, stage: str, folder: Path, overrides: dict[str, Any] | None = None,
-             label: str = "", stop: StopFlag | None = None) -> dict[str, Any]:
+             label: str = "", *, stop: StopFlag) -> dict[str, Any]:
     """The line once with first stage `stage` in `folder`; `overrides` (variant `label`'s) go on top of `--set`."""
     line = scratch_line(args.config, folder, **{**line_overrides(args, stage), **(overrides or {})})  # variant last
     started = time.monotonic()
-    summary = run_line(line, stop or StopFlag(), workers=args.workers, max_frames=args.frames,
+    summary = run_line(line, stop, workers=args.workers, max_frames=args.frames,
                        camera_overrides={"realtime": False, "seed": args.seed})
     elapsed = time.monotonic() - started
     truth = []
