@@ -109,3 +109,32 @@ def test_a_defect_found_in_its_frame_is_lost_after_the_worker_for_one_reason() -
     # recorded as found, then joined across a seam with another defect's fragment (the box grew)
     assert missed_cause([None], cut_by_seam=False, fragment_recorded=True) == "seam_joined"
     assert missed_cause([None], cut_by_seam=False, fragment_recorded=False) == "records"
+
+
+def _gt(cls: str, box: tuple[float, ...]) -> dict:
+    return {"coil": "C1", "camera": "top", "class": cls, "box": np.array(box, float), "seam": False, "rows": []}
+
+
+def test_a_near_defect_record_inside_its_class_labelled_area_counts_as_a_fragment_of_it() -> None:
+    from inspection.benchmarks._e2e_explain import _false_defects, _fragments, _labels_overlapping, share_inside
+    from inspection.benchmarks._matching import best_matches
+
+    # one crazing area labelled as two overlapping boxes, an inclusion apart
+    gts = [_gt("crazing", (0, 0, 100, 60)), _gt("crazing", (50, 0, 150, 60)), _gt("inclusion", (300, 0, 320, 20))]
+    records = {("C1", "top"): [
+        ("crazing", np.array((0.0, 0.0, 100.0, 60.0))),  # matches the first box
+        ("crazing", np.array((80.0, 0.0, 120.0, 20.0))),  # a piece of the area, IoU < 0.3 with both boxes
+        ("inclusion", np.array((90.0, 0.0, 130.0, 20.0))),  # as much inside the crazing area, but another class
+        ("crazing", np.array((305.0, 5.0, 340.0, 30.0))),  # crazing on the inclusion: near it, not in its own area
+        ("crazing", np.array((500.0, 0.0, 520.0, 20.0))),  # plain strip
+    ]}
+    matches = best_matches(gts, records)
+    causes = _false_defects(gts, matches, records, 0.3)
+    assert causes["crazing"] == {"near_defect": 2, "plain_texture": 1} and causes["inclusion"] == {"near_defect": 1}
+    assert _fragments(gts, matches, records, 0.3) == {"crazing": 1}
+    assert _labels_overlapping(gts) == {"crazing": {"boxes": 2, "overlapping": 2},
+                                        "inclusion": {"boxes": 1, "overlapping": 0}}
+    # the share is of the union of the class's boxes: half in each of two boxes is wholly inside
+    assert share_inside(np.array((40.0, 0.0, 160.0, 60.0)), [gts[0]["box"], gts[1]["box"]]) == pytest.approx(
+        110 / 120, abs=0.04)
+    assert share_inside(np.array((0.0, 0.0, 10.0, 10.0)), []) == 0.0

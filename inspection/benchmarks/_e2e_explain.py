@@ -33,6 +33,11 @@ Every recorded defect that is not the best match of a ground-truth defect is one
 - ``other_class``: the same, with another class than the record that matched.
 
 The first two are the headline's false defects; the last two are extra records on a real defect.
+Of the ``near_defect`` records, ``fragments`` counts those lying at least half (`AREA_SHARE`) inside
+the ground-truth boxes of their own class: a piece of a labelled area, cut into other boxes by the
+labels than by the model (NEU-DET labels one crazing area as several overlapping boxes), not a
+false alarm on plain strip. Beside it, ``labels`` counts per class the ground-truth boxes that
+overlap another box of their class, so the two can be read together. Neither changes the headline.
 
 The decisive control (``control``): for each whole ground-truth box whose pasted image lies wholly
 inside one frame, the model runs on (a) the dataset image itself, as `steel-inspect evaluate` does,
@@ -62,6 +67,8 @@ VIEW_SHARE = 0.5  # a view "covers" a box when it holds this share of the box's 
 MISSED_CAUSES = ("first_stage", "no_detection", "below_threshold", "box_mismatch", "tile_seam", "merged_away",
                  "frame_seam", "seam_joined", "records")
 FALSE_CAUSES = ("plain_texture", "near_defect", "duplicate", "other_class")
+AREA_SHARE = 0.5  # a near-defect record this much inside its class's labelled boxes is a piece of that area
+AREA_SAMPLES = 16  # the share is measured on a 16 x 16 grid of points over the record's box
 
 
 def _inside_share(box: np.ndarray, view: tuple[int, int, int, int]) -> float:
@@ -184,7 +191,8 @@ def explain(line: LineConfig, truth: list[dict[str, Any]], db: Path, *, frames: 
         "thresholds": dict(zip(detector.manifest.classes, (round(float(v), 3) for v in detector.thresholds),
                                strict=True)),
         "missed": _table(missed, MISSED_CAUSES, sum(1 for t in gts)),
-        "false": _table(false, FALSE_CAUSES, None),
+        "false": {**_table(false, FALSE_CAUSES, None), "fragments": _fragments(gts, matches, records, iou_min),
+                  "labels": _labels_overlapping(gts)},
         "control": _control(gts, matches, extra["pixels"], detector, iou_min, datasets_dir),
         "replay": _replay_check(traces, db),
     }
@@ -227,6 +235,51 @@ def _false_defects(gts: list[dict[str, Any]], matches: list[tuple[int | None, fl
                                and iou(best_t["box"], recs[j][1]) >= iou_min), None)
                 out[cls]["duplicate" if winner == cls else "other_class"] += 1
     return out
+
+
+def share_inside(box: np.ndarray, areas: list[np.ndarray]) -> float:
+    """Share of `box` lying inside the union of `areas` (boxes of the same form), measured on a grid of
+    `AREA_SAMPLES` x `AREA_SAMPLES` points at the centres of the box's cells."""
+    if not areas:
+        return 0.0
+    steps = (np.arange(AREA_SAMPLES) + 0.5) / AREA_SAMPLES
+    a, b = np.meshgrid(box[0] + steps * (box[2] - box[0]), box[1] + steps * (box[3] - box[1]), indexing="ij")
+    inside_any = np.zeros(a.shape, dtype=bool)
+    for area in areas:
+        inside_any |= (a >= area[0]) & (a <= area[2]) & (b >= area[1]) & (b <= area[3])
+    return float(inside_any.mean())
+
+
+def _fragments(gts: list[dict[str, Any]], matches: list[tuple[int | None, float]],
+               records: dict[tuple[str, str], list[tuple[str, np.ndarray]]], iou_min: float) -> dict[str, int]:
+    """Per class, the ``near_defect`` records that lie at least `AREA_SHARE` inside the ground-truth boxes
+    of their own class (module docstring)."""
+    matched = {(t["coil"], t["camera"], best) for t, (best, best_iou) in zip(gts, matches, strict=True)
+               if best is not None and best_iou >= iou_min}
+    by_key: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for t in gts:
+        by_key[(t["coil"], t["camera"])].append(t)
+    out: Counter = Counter()
+    for key, recs in records.items():
+        for i, (cls, box) in enumerate(recs):
+            best_iou = max((iou(t["box"], box) for t in by_key.get(key, [])), default=0.0)
+            if (*key, i) in matched or not 0.0 < best_iou < iou_min:
+                continue  # only the near_defect records of `_false_defects`
+            own = [t["box"] for t in by_key.get(key, []) if t["class"] == cls]
+            if share_inside(box, own) >= AREA_SHARE:
+                out[cls] += 1
+    return dict(sorted(out.items()))
+
+
+def _labels_overlapping(gts: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per class, the ground-truth boxes and how many of them overlap another box of their class."""
+    out: dict[str, Counter] = defaultdict(Counter)
+    for i, t in enumerate(gts):
+        out[t["class"]]["boxes"] += 1
+        out[t["class"]]["overlapping"] += any(
+            j != i and (u["coil"], u["camera"], u["class"]) == (t["coil"], t["camera"], t["class"])
+            and iou(t["box"], u["box"]) > 0.0 for j, u in enumerate(gts))
+    return {cls: {"boxes": c["boxes"], "overlapping": c["overlapping"]} for cls, c in sorted(out.items())}
 
 
 def _control(gts: list[dict[str, Any]], matches: list[tuple[int | None, float]], pixels: dict, detector: Any,
@@ -297,6 +350,14 @@ def print_tables(figures: dict[str, Any], out: Any) -> None:
         for cls, row in table["per_class"].items():
             print("  ".join([cls.ljust(width), *(str(row[c]).rjust(len(c)) for c in causes)]), file=out)
         print("  ".join(["all".ljust(width), *(str(table["by_cause"][c]).rjust(len(c)) for c in causes)]), file=out)
+    false = figures["false"]
+    if "fragments" in false:
+        pieces = sum(false["fragments"].values())
+        print(f"near_defect: {pieces} of {false['by_cause']['near_defect']} lie at least half inside labelled "
+              f"boxes of their own class ({', '.join(f'{k} {v}' for k, v in false['fragments'].items()) or 'none'})",
+              file=out)
+        print("labelled boxes overlapping another of their class: "
+              + ", ".join(f"{k} {v['overlapping']}/{v['boxes']}" for k, v in false["labels"].items()), file=out)
     control = figures["control"]
     if control.get("defects"):
         print(f"\ncontrol on {control['defects']} whole pasted defects: found in the dataset image / cut back out "
