@@ -291,6 +291,13 @@ class Detector:
                 self.warm_up()
 
     @property
+    def file_sha256(self) -> str:
+        """sha256 of the model file that runs: the manifest's ONNX file, or, when OpenVINO runs an int8
+        copy's own quantization, that IR (the manifest's `openvino.sha256`). Results name it, so a record
+        says which of a version's two files found its defects."""
+        return getattr(self.backend, "sha256", None) or self.manifest.sha256
+
+    @property
     def session(self) -> Any:
         """The ONNX Runtime session when ONNX Runtime runs the model, else None."""
         return getattr(self.backend, "session", None)

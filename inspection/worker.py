@@ -11,7 +11,8 @@ silently lost.
 Hot reload: every `reload_check_s` the worker compares the registry's state token; when
 the model it runs is no longer the active one, it loads the new model beside the old one
 and switches between two batches. Every frame is inspected by exactly one model and every
-result carries that model's version and sha256. On a GPU the new model is loaded and warmed
+result carries that model's version and the sha256 of its file that ran (the ONNX file, or an
+int8 copy's OpenVINO IR). On a GPU the new model is loaded and warmed
 up (its engines built) in a background thread while the old one keeps inspecting, because
 that takes minutes; on a CPU too when it warms up (every window shape run once, `cpu_runs`:
 seconds), else loading takes a fraction of a second and happens in the loop.
@@ -312,7 +313,8 @@ class InferenceWorker:
         received = received or {}
         for result in results:
             recv_ns = received.get(id(result.frame), started_ns)
-            self.send(self._result(result, manifest, (min(recv_ns, started_ns), started_ns, ended_ns)))
+            self.send(self._result(result, manifest, slot.detector.file_sha256,
+                                   (min(recv_ns, started_ns), started_ns, ended_ns)))
             self.stats.frames_inspected += 1
             self.stats.defects += len(result.defects)
             self.stats.tiles_total += result.tiles_total
@@ -320,12 +322,12 @@ class InferenceWorker:
             self.stats.frame_px += result.frame.pixels.size
             self.stats.model_px += result.model_px
         self.stats.inspect_s += inspected_s
-        self._shadow(line_type, results, manifest)
+        self._shadow(line_type, results, manifest, slot.detector.file_sha256)
 
-    def _shadow(self, line_type: str, results: list[FrameInspection], active: Manifest) -> None:
+    def _shadow(self, line_type: str, results: list[FrameInspection], active: Manifest, active_sha256: str) -> None:
         """The shadow model on the chosen frames, after their own results went out."""
         try:
-            messages, seconds = self.shadows[line_type].run(results, active)
+            messages, seconds = self.shadows[line_type].run(results, active, active_sha256)
         except Exception as exc:  # noqa: BLE001 - the shadow must never cost the line a frame
             log.exception("shadow inspection of %d %s frame(s) failed", len(results), line_type)
             self.stats.shadow_failed += len(results)
@@ -337,9 +339,10 @@ class InferenceWorker:
         self.stats.shadow_s += seconds
         self.stats.shadow_disagreements += sum(len(m.disagreements) for m in messages)
 
-    def _result(self, inspection: FrameInspection, manifest: Manifest,
+    def _result(self, inspection: FrameInspection, manifest: Manifest, file_sha256: str,
                 stages: tuple[int, int, int] | None = None) -> FrameResult:
-        """The frame's result; `stages` = (received, model run started, ended) in ns, its timing."""
+        """The frame's result, naming the model version and the sha256 of its file that ran
+        (`Detector.file_sha256`); `stages` = (received, model run started, ended) in ns, its timing."""
         frame = inspection.frame
         now = time.time_ns()  # when this result is handed to the socket: the timing's sent_ns
         timing = WorkerTiming(stages[0], stages[1], max(stages[2], stages[1]), max(now, stages[2])) \
@@ -347,7 +350,7 @@ class InferenceWorker:
         return FrameResult(
             source=frame.source, coil=frame.coil, seq=frame.seq, index=frame.index,
             captured_ns=frame.captured_ns, position_mm=frame.position_mm, length_mm=frame.length_mm,
-            model_version=manifest.version, model_sha256=manifest.sha256, inspected_ns=now,
+            model_version=manifest.version, model_sha256=file_sha256, inspected_ns=now,
             defects=inspection.defects, capture=Capture.of(frame),  # the camera's signature, carried unchanged
             timing=timing,
         )

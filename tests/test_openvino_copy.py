@@ -84,6 +84,26 @@ def test_openvino_runs_the_copy_and_onnxruntime_the_int8_file(work: Path, tmp_pa
     on_copy, on_file = auto.detect([image], min_score=0.05)[0], onnxruntime.detect([image], min_score=0.05)[0]
     assert len(on_copy) > 0 and len(on_file) > 0
     assert auto.manifest.version == "hot-q1"  # results name the version the copy belongs to
+    # ... and the file that ran: the IR on OpenVINO, the int8 ONNX file on ONNX Runtime
+    assert auto.file_sha256 == named.file_sha256 == manifest.data["openvino"]["sha256"] != manifest.sha256
+    assert onnxruntime.file_sha256 == manifest.sha256
+
+
+@pytest.mark.parametrize("providers", ["auto", "cpu"])
+def test_the_worker_results_name_the_file_that_ran(work: Path, tmp_path: Path, providers: str) -> None:
+    from inspection.results import FrameResult
+    from inspection.worker import InferenceWorker
+    from tests.test_worker import Feed, _config, _frame
+
+    registry = Registry(tmp_path / "models")
+    data = json.loads((work / "manifest.json").read_text(encoding="utf-8"))
+    manifest = registry.add(work / "model.onnx", data, activate=True, extra_files={XML: work / XML, BIN: work / BIN})
+    config = _config(registry.root, providers=providers, batch_size=2)
+    feed, sent = Feed([_frame(0), _frame(1)]), []
+    worker = InferenceWorker(config, registry, feed.receive, sent.append)
+    worker.run(should_stop=lambda: sum(isinstance(m, FrameResult) for m in sent) >= 2)
+    ran = manifest.data["openvino"]["sha256"] if providers == "auto" else manifest.sha256
+    assert {(m.model_version, m.model_sha256) for m in sent if isinstance(m, FrameResult)} == {("hot-q1", ran)}
 
 
 def test_doctor_says_auto_runs_the_copy_on_openvino(work: Path, tmp_path: Path) -> None:

@@ -74,6 +74,7 @@ class OpenVinoBackend:
 
     def __init__(self, model_path: Path, sha256: str, threads: int = 0, cache_root: Path | None = None) -> None:
         self.model_path = Path(model_path)
+        self.sha256 = sha256  # the file compiled: records name it (`Detector.file_sha256`)
         self.cache: Path | None = None
         if cache_root is not None:
             try:

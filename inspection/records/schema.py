@@ -15,7 +15,8 @@ Inspection records -- append-only, each insert covered by a content digest in `a
   length / width (mm), area (mm2), class, score, severity (1..3), model (``models.id``), crop
   sha256, capture time. Natural key UNIQUE (coil, camera, frame_index, defect_index): a frame
   re-sent after a crash is ignored, not counted twice.
-- ``models``: model version + sha256 pairs referenced by frames and defects.
+- ``models``: model version + sha256 pairs referenced by frames and defects; the sha256 is that of the
+  file that ran (the version's ONNX file, or its OpenVINO copy's IR: manifest ``openvino.sha256``).
 - ``grades``: the grade history of each coil (``source`` auto | override), with rule-set name,
   version and sha256, reasons (JSON list), coverage and what triggered it.
 - ``reviews``: inspector decisions per defect (confirm | relabel | reject), never edited.
