@@ -277,9 +277,8 @@ OPENVINO_COPY = ("hot-20261204-4", "hot-20261204-2", "neu-det")
 def test_the_shipped_openvino_copy_follows_its_fp32_source(datasets_dir: Path, tmp_path: Path) -> None:
     """Not the same arithmetic as the ONNX Runtime file (another quantization of the same fp32 model),
     so not the set parity above: the tolerance is the agreement `steel-inspect quantize` measured on
-    64 val images (for hot-20261204-4: 0.998 of the fp32 detections found by the copy, 0.937 of the
-    copy's by the fp32 model, mean score difference 0.019; hot-20261204-6: 0.988 / 0.929 / 0.020), with
-    a margin: >= 0.95, >= 0.85 and <= 0.05."""
+    64 val images (0.998 of the fp32 detections found by the copy, 0.937 of the copy's by the fp32
+    model, mean score difference 0.019), with a margin: >= 0.95, >= 0.85 and <= 0.05."""
     from training.quantize import agreement
 
     version, source, dataset = OPENVINO_COPY
