@@ -175,12 +175,12 @@ class ShadowRunner:
         self.settings = dataclasses.replace(settings, crops=False)  # crops are cut for disagreements only
         self.severity_rule = severity_rule
 
-    def run(self, inspections: Sequence[FrameInspection], active: Manifest, active_sha256: str | None = None
+    def run(self, inspections: Sequence[FrameInspection], active_detector: Detector
             ) -> tuple[list[ShadowResult], float]:
         """The shadow results of the chosen frames, and the seconds they took (0 when none ran); each
-        model named by its version and the sha256 of its file that ran (`active_sha256`, default the
-        manifest's; `Detector.file_sha256`), as the frames' own results name them."""
-        detector = self.slot.detector
+        model named by its version and the sha256 of its file that ran (`Detector.file_sha256`), as the
+        frames' own results name them."""
+        detector, active = self.slot.detector, active_detector.manifest
         if detector is None or (detector.manifest.version, detector.manifest.sha256) == (active.version,
                                                                                          active.sha256):
             return [], 0.0
@@ -197,7 +197,7 @@ class ShadowRunner:
         shadow = detector.manifest
         return [ShadowResult(source=r.frame.source, coil=r.frame.coil, seq=r.frame.seq, index=r.frame.index,
                              captured_ns=r.frame.captured_ns, active_version=active.version,
-                             active_sha256=active_sha256 or active.sha256, shadow_version=shadow.version,
+                             active_sha256=active_detector.file_sha256, shadow_version=shadow.version,
                              shadow_sha256=detector.file_sha256, shadow_ms=ms, active_defects=len(r.defects),
                              shadow_defects=len(s.defects), disagreements=found)
                 for (r, s, _), found in zip(results, items, strict=True)], elapsed

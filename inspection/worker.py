@@ -309,12 +309,10 @@ class InferenceWorker:
                                        capture=Capture.of(frame)))
             self.stats.frames_failed += len(frames)
             return
-        manifest = slot.manifest
         received = received or {}
         for result in results:
             recv_ns = received.get(id(result.frame), started_ns)
-            self.send(self._result(result, manifest, slot.detector.file_sha256,
-                                   (min(recv_ns, started_ns), started_ns, ended_ns)))
+            self.send(self._result(result, slot.detector, (min(recv_ns, started_ns), started_ns, ended_ns)))
             self.stats.frames_inspected += 1
             self.stats.defects += len(result.defects)
             self.stats.tiles_total += result.tiles_total
@@ -322,12 +320,12 @@ class InferenceWorker:
             self.stats.frame_px += result.frame.pixels.size
             self.stats.model_px += result.model_px
         self.stats.inspect_s += inspected_s
-        self._shadow(line_type, results, manifest, slot.detector.file_sha256)
+        self._shadow(line_type, results, slot.detector)
 
-    def _shadow(self, line_type: str, results: list[FrameInspection], active: Manifest, active_sha256: str) -> None:
+    def _shadow(self, line_type: str, results: list[FrameInspection], active: Detector) -> None:
         """The shadow model on the chosen frames, after their own results went out."""
         try:
-            messages, seconds = self.shadows[line_type].run(results, active, active_sha256)
+            messages, seconds = self.shadows[line_type].run(results, active)
         except Exception as exc:  # noqa: BLE001 - the shadow must never cost the line a frame
             log.exception("shadow inspection of %d %s frame(s) failed", len(results), line_type)
             self.stats.shadow_failed += len(results)
@@ -339,9 +337,9 @@ class InferenceWorker:
         self.stats.shadow_s += seconds
         self.stats.shadow_disagreements += sum(len(m.disagreements) for m in messages)
 
-    def _result(self, inspection: FrameInspection, manifest: Manifest, file_sha256: str,
+    def _result(self, inspection: FrameInspection, detector: Detector,
                 stages: tuple[int, int, int] | None = None) -> FrameResult:
-        """The frame's result, naming the model version and the sha256 of its file that ran
+        """The frame's result, naming the version `detector` runs and the sha256 of its file that ran
         (`Detector.file_sha256`); `stages` = (received, model run started, ended) in ns, its timing."""
         frame = inspection.frame
         now = time.time_ns()  # when this result is handed to the socket: the timing's sent_ns
@@ -350,7 +348,7 @@ class InferenceWorker:
         return FrameResult(
             source=frame.source, coil=frame.coil, seq=frame.seq, index=frame.index,
             captured_ns=frame.captured_ns, position_mm=frame.position_mm, length_mm=frame.length_mm,
-            model_version=manifest.version, model_sha256=file_sha256, inspected_ns=now,
+            model_version=detector.manifest.version, model_sha256=detector.file_sha256, inspected_ns=now,
             defects=inspection.defects, capture=Capture.of(frame),  # the camera's signature, carried unchanged
             timing=timing,
         )

@@ -116,7 +116,7 @@ def _gt(cls: str, box: tuple[float, ...]) -> dict:
 
 
 def test_a_near_defect_record_inside_its_class_labelled_area_counts_as_a_fragment_of_it() -> None:
-    from inspection.benchmarks._e2e_explain import _false_defects, _fragments, _labels_overlapping, share_inside
+    from inspection.benchmarks._e2e_explain import _false_defects, _labels_overlapping, share_inside
     from inspection.benchmarks._matching import best_matches
 
     # one crazing area labelled as two overlapping boxes, an inclusion apart
@@ -129,9 +129,9 @@ def test_a_near_defect_record_inside_its_class_labelled_area_counts_as_a_fragmen
         ("crazing", np.array((500.0, 0.0, 520.0, 20.0))),  # plain strip
     ]}
     matches = best_matches(gts, records)
-    causes = _false_defects(gts, matches, records, 0.3)
+    causes, fragments = _false_defects(gts, matches, records, 0.3)
     assert causes["crazing"] == {"near_defect": 2, "plain_texture": 1} and causes["inclusion"] == {"near_defect": 1}
-    assert _fragments(gts, matches, records, 0.3) == {"crazing": 1}
+    assert fragments == {"crazing": 1}
     assert _labels_overlapping(gts) == {"crazing": {"boxes": 2, "overlapping": 2},
                                         "inclusion": {"boxes": 1, "overlapping": 0}}
     # the share is of the union of the class's boxes: half in each of two boxes is wholly inside

@@ -185,14 +185,13 @@ def explain(line: LineConfig, truth: list[dict[str, Any]], db: Path, *, frames: 
                 continue
             causes.append(trace.fragment_cause(np.array(row["box_px"], float), stage, iou_min))
         missed[t["class"]][missed_cause(causes, t["seam"], fragment_iou >= iou_min)] += 1
-    false = _false_defects(gts, matches, records, iou_min)
+    false, fragments = _false_defects(gts, matches, records, iou_min)
     return {
         "iou": iou_min, "score_floor": SCORE_FLOOR,
         "thresholds": dict(zip(detector.manifest.classes, (round(float(v), 3) for v in detector.thresholds),
                                strict=True)),
         "missed": _table(missed, MISSED_CAUSES, sum(1 for t in gts)),
-        "false": {**_table(false, FALSE_CAUSES, None), "fragments": _fragments(gts, matches, records, iou_min),
-                  "labels": _labels_overlapping(gts)},
+        "false": {**_table(false, FALSE_CAUSES, None), "fragments": fragments, "labels": _labels_overlapping(gts)},
         "control": _control(gts, matches, extra["pixels"], detector, iou_min, datasets_dir),
         "replay": _replay_check(traces, db),
     }
@@ -211,7 +210,9 @@ def _table(counts: dict[str, Counter], causes: tuple[str, ...], total: int | Non
 
 def _false_defects(gts: list[dict[str, Any]], matches: list[tuple[int | None, float]],
                    records: dict[tuple[str, str], list[tuple[str, np.ndarray]]], iou_min: float
-                   ) -> dict[str, Counter]:
+                   ) -> tuple[dict[str, Counter], dict[str, int]]:
+    """Per class, the causes of the records that match no ground-truth defect (module docstring), and
+    how many of the ``near_defect`` ones lie at least `AREA_SHARE` inside the boxes of their own class."""
     matched: dict[tuple[str, str, int], str] = {}
     for t, (best, best_iou) in zip(gts, matches, strict=True):
         if best is not None and best_iou >= iou_min:
@@ -220,6 +221,7 @@ def _false_defects(gts: list[dict[str, Any]], matches: list[tuple[int | None, fl
     for t in gts:
         by_key[(t["coil"], t["camera"])].append(t)
     out: dict[str, Counter] = defaultdict(Counter)
+    fragments: Counter = Counter()
     for key, recs in records.items():
         for i, (cls, box) in enumerate(recs):
             if (*key, i) in matched:
@@ -230,11 +232,13 @@ def _false_defects(gts: list[dict[str, Any]], matches: list[tuple[int | None, fl
                 out[cls]["plain_texture"] += 1
             elif best_iou < iou_min:
                 out[cls]["near_defect"] += 1
+                own = [t["box"] for t in by_key.get(key, []) if t["class"] == cls]
+                fragments[cls] += share_inside(box, own) >= AREA_SHARE
             else:
                 winner = next((c for (k0, k1, j), c in matched.items() if (k0, k1) == key
                                and iou(best_t["box"], recs[j][1]) >= iou_min), None)
                 out[cls]["duplicate" if winner == cls else "other_class"] += 1
-    return out
+    return out, {cls: n for cls, n in sorted(fragments.items()) if n}
 
 
 def share_inside(box: np.ndarray, areas: list[np.ndarray]) -> float:
@@ -248,27 +252,6 @@ def share_inside(box: np.ndarray, areas: list[np.ndarray]) -> float:
     for area in areas:
         inside_any |= (a >= area[0]) & (a <= area[2]) & (b >= area[1]) & (b <= area[3])
     return float(inside_any.mean())
-
-
-def _fragments(gts: list[dict[str, Any]], matches: list[tuple[int | None, float]],
-               records: dict[tuple[str, str], list[tuple[str, np.ndarray]]], iou_min: float) -> dict[str, int]:
-    """Per class, the ``near_defect`` records that lie at least `AREA_SHARE` inside the ground-truth boxes
-    of their own class (module docstring)."""
-    matched = {(t["coil"], t["camera"], best) for t, (best, best_iou) in zip(gts, matches, strict=True)
-               if best is not None and best_iou >= iou_min}
-    by_key: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for t in gts:
-        by_key[(t["coil"], t["camera"])].append(t)
-    out: Counter = Counter()
-    for key, recs in records.items():
-        for i, (cls, box) in enumerate(recs):
-            best_iou = max((iou(t["box"], box) for t in by_key.get(key, [])), default=0.0)
-            if (*key, i) in matched or not 0.0 < best_iou < iou_min:
-                continue  # only the near_defect records of `_false_defects`
-            own = [t["box"] for t in by_key.get(key, []) if t["class"] == cls]
-            if share_inside(box, own) >= AREA_SHARE:
-                out[cls] += 1
-    return dict(sorted(out.items()))
 
 
 def _labels_overlapping(gts: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
