@@ -73,6 +73,12 @@ class ModelConfig:
     # model's (recall of any class; detection rate), unless forced with a reason
     promote_max_recall_drop: float = 0.02
     promote_max_detection_rate_drop: float = 0.0
+    # ... and, before a model goes live (`models promote`, and the activation after train, quantize and
+    # classifier), runs both on this many frames per camera of simulated defect-free strip through the
+    # line (`inspection.clean_strip`; 0: off), refusing a candidate that records more than this many
+    # times the active model's defects (or `unknown` ones) there, beyond what chance would give
+    promote_clean_strip_frames: int = 600
+    promote_max_clean_strip_ratio: float = 1.25
     # A candidate beside the active model on the live stream (`inspection.shadow`): "" follows the
     # registry (`models shadow VERSION|off`), "off" never, else a version or path. Its results touch
     # neither records of defects nor grades nor the PLC; only where the two disagree is recorded.
@@ -447,12 +453,17 @@ def _model(path: Path, table: Any, line_type: str) -> ModelConfig:
     model = ModelConfig(name=s.get("name", str, line_type), registry=s.path_value("registry"),
                         promote_max_recall_drop=s.share("promote_max_recall_drop"),
                         promote_max_detection_rate_drop=s.share("promote_max_detection_rate_drop"),
+                        promote_clean_strip_frames=s.non_negative("promote_clean_strip_frames", int),
+                        promote_max_clean_strip_ratio=s.positive("promote_max_clean_strip_ratio", float),
                         shadow=s.get("shadow", str).strip(), shadow_share=s.share("shadow_share"),
                         shadow_iou=s.share("shadow_iou"))
     if model.name in LINE_TYPES and model.name != line_type:
         # a hot model on cold strip finds plausible-looking nonsense: refuse before anything runs
         raise s.error("name", f"{model.name!r} is the {model.name} line's active model but this line is "
                       f"{line_type}: name {line_type!r} or a {line_type} version")
+    if model.promote_max_clean_strip_ratio < 1.0:
+        raise s.error("promote_max_clean_strip_ratio", "expected a ratio >= 1 (below 1 a candidate equal to the "
+                      f"active model would be refused), got {model.promote_max_clean_strip_ratio!r}")
     if model.shadow_iou <= 0.0:
         raise s.error("shadow_iou", f"expected a share > 0 (boxes that do not overlap are never one defect), "
                                     f"got {model.shadow_iou!r}")

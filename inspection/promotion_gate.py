@@ -6,7 +6,8 @@ any class the active model also has, falls by more than the line config's allowa
 (``[model] promote_max_detection_rate_drop`` / ``promote_max_recall_drop``); figures measured on
 different images (another split file, another dataset) cannot be compared and are refused too.
 `models promote --force --reason TEXT` goes past the gate; the reason and what the gate found are
-recorded in the registry's history.
+recorded in the registry's history. After these figures, `models promote` runs the clean-strip check
+(`inspection.clean_strip`): both models through the line on defect-free strip.
 """
 
 from __future__ import annotations

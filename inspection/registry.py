@@ -293,10 +293,11 @@ class Registry:
 
     # -- activation --------------------------------------------------------------------
     def promote(self, version: str, by: str | None = None, reason: str | None = None,
-                gate: list[str] | None = None) -> Manifest:
+                gate: list[str] | None = None, clean_strip: dict[str, Any] | None = None) -> Manifest:
         """Make `version` the active model of its line type (refused if it does not load).
 
         `gate`: what the promotion gate found against it, recorded when the promotion was forced.
+        `clean_strip`: the clean-strip check's figures (`inspection.clean_strip`), or why it did not run.
         """
         manifest = self._load_version(version)
         with self._locked_state() as state:
@@ -305,6 +306,8 @@ class Registry:
             entry = _entry(manifest.line_type, version, previous, "promote", by, reason)
             if gate:
                 entry["forced_past_gate"] = list(gate)
+            if clean_strip is not None:
+                entry["clean_strip"] = clean_strip
             state["history"].append(entry)
             if state["shadow"][manifest.line_type] == version:  # promoted: no longer a candidate beside itself
                 state["shadow"][manifest.line_type] = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from inspection.config import DEMO_CONFIG, load_config
 from tests.conftest import IPC_DIR_MAX
@@ -73,3 +74,26 @@ def write_line_config(tmp_path: Path, *, ipc_dir: Path | None = None, endpoints:
 
         ensure_keys(load_config(path))
     return path
+
+
+def clean_strip_gate_config(tmp_path: Path, ipc_dir: Path, frames: int = 8,
+                            extra: dict[str, str] | None = None) -> Path:
+    """The demo line with the clean-strip check (`inspection.clean_strip`) on `frames` small frames per
+    camera: the --config of a test that makes and activates a model (the demo's 600 full frames per
+    camera take minutes)."""
+    return write_line_config(tmp_path, ipc_dir=ipc_dir, width_px=512, frame_height_px=256, coil_length_m=1.0,
+                             extra={"promote_clean_strip_frames = 600": f"promote_clean_strip_frames = {frames}",
+                                    **(extra or {})})
+
+
+def assert_clean_strip_decided(promotion: dict[str, Any], activated: bool) -> None:
+    """A new model's manifest says what decided its activation: when the val gate passed it over an active
+    model, the clean-strip check ran (both models on the same strip) and its findings agree with the
+    outcome; when the val gate refused it, the check did not run."""
+    if "clean_strip" not in promotion:
+        assert not activated and promotion["reason"].startswith("not activated: val mAP")
+        return
+    clean = promotion["clean_strip"]
+    assert clean["active"]["strip_m"] == clean["candidate"]["strip_m"] > 0
+    assert (clean["findings"] == []) == activated
+    assert ("clean strip" in promotion["reason"]) and promotion["activated"] == activated

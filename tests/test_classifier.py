@@ -19,6 +19,7 @@ from inspection.datasets import Sample, load_split, read_image
 from inspection.detector import Detector
 from inspection.manifest import Manifest
 from inspection.registry import Registry
+from tests.line_configs import assert_clean_strip_decided, clean_strip_gate_config
 from training.classifier import (
     CONTEXT,
     CROP,
@@ -264,7 +265,7 @@ def test_attach_refuses_a_graph_without_class_scores(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.datasets
-def test_classifier_command_registers_a_measured_version(tmp_path: Path, datasets_dir: Path,
+def test_classifier_command_registers_a_measured_version(tmp_path: Path, datasets_dir: Path, ipc_dir: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     registry_dir = tmp_path / "models"
     source = _detector_without_classifier()
@@ -274,7 +275,7 @@ def test_classifier_command_registers_a_measured_version(tmp_path: Path, dataset
 
     code = main(["classifier", source.version, "--models", str(registry_dir), "--datasets", str(datasets_dir),
                  "--max-images", "10", "--epochs", "1", "--threads", "2", "--out", str(tmp_path / "cls"),
-                 "--json", str(tmp_path / "summary.json")])
+                 "--json", str(tmp_path / "summary.json"), "--config", str(clean_strip_gate_config(tmp_path, ipc_dir))])
     assert code == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary == json.loads(capsys.readouterr().out)
@@ -291,6 +292,7 @@ def test_classifier_command_registers_a_measured_version(tmp_path: Path, dataset
     found = Detector(new, providers="cpu").detect([image])
     assert all(0 <= label < len(new.classes) for label in found[0].labels)
     assert (Registry(registry_dir).active("cold") == new.version) == summary["activated"]
+    assert_clean_strip_decided(new.data["promotion"], summary["activated"])
     with pytest.raises(RelabelError, match="already has a crop classifier"):
         relabel_version(new.version, models_dir=registry_dir, datasets_dir=datasets_dir, register=False)
     # The kept classifier is used again for the same source and recipe, not for another recipe.

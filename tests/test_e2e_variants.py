@@ -50,3 +50,14 @@ def test_the_variants_table_has_a_line_per_variant() -> None:
     assert lines[0] == "== variants, first stage windows (against 'model')"
     assert lines[2].split()[:2] == ["model", "196/200"] and lines[2].split()[-1] == "-"
     assert lines[3].split()[:2] == ["line", "194/200"] and lines[3].split()[-3:] == ["-2", "-17", "8.5"]
+
+
+def test_the_variants_table_reads_strip_without_defects() -> None:
+    """`--defects-per-100m 0` (clean strip): no detection rate or class accuracy, only false defects."""
+    clean = {"found": 0, "false_defects": 4, "recorded_defects": 4, "ground_truth_defects": 0,
+             "detection_rate": None, "class_accuracy": None, "false_defects_per_m": 4 / 300.0}
+    out = io.StringIO()
+    print_variants({"old": {"windows": clean}, "new": {"windows": {**clean, "false_defects": 1}}}, "windows", out)
+    lines = out.getvalue().strip().splitlines()
+    assert lines[2].split()[:5] == ["old", "0/0", "-", "-", "4"]
+    assert lines[3].split()[4] == "1" and lines[3].split()[-2] == "-3"

@@ -16,6 +16,7 @@ from inspection.cli import main
 from inspection.config import REPO_DIR
 from inspection.detector import Detector
 from inspection.registry import Registry
+from tests.line_configs import assert_clean_strip_decided, clean_strip_gate_config
 from training.quantize import QuantizeError, quantize_file, quantize_version
 
 
@@ -77,7 +78,7 @@ def test_quantize_file_names_the_model_when_it_fails(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.datasets
-def test_quantize_command_registers_a_measured_int8_version(tmp_path: Path, datasets_dir: Path,
+def test_quantize_command_registers_a_measured_int8_version(tmp_path: Path, datasets_dir: Path, ipc_dir: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     registry_dir = tmp_path / "models"
     shipped = Registry(REPO_DIR / "models")
@@ -91,7 +92,7 @@ def test_quantize_command_registers_a_measured_int8_version(tmp_path: Path, data
 
     code = main(["quantize", source.version, "--models", str(registry_dir), "--datasets", str(datasets_dir),
                  "--calibration-images", "8", "--calibration-backgrounds", "1", "--json",
-                 str(tmp_path / "summary.json")])
+                 str(tmp_path / "summary.json"), "--config", str(clean_strip_gate_config(tmp_path, ipc_dir))])
     assert code == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary == json.loads(capsys.readouterr().out)
@@ -125,5 +126,6 @@ def test_quantize_command_registers_a_measured_int8_version(tmp_path: Path, data
     assert Detector(new, providers="auto").providers == ["OpenVINO CPU"]
     # The gate decided; what it decided is what the registry shows.
     assert (Registry(registry_dir).active("hot") == new.version) == summary["activated"]
+    assert_clean_strip_decided(new.data["promotion"], summary["activated"])
     with pytest.raises(QuantizeError, match="already quantized"):
         quantize_version(new.version, models_dir=registry_dir, datasets_dir=datasets_dir, register=False)

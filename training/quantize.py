@@ -244,13 +244,14 @@ def with_openvino_copy(manifest: dict[str, Any], work: Path, parent: Any, refere
 def quantize_version(source: str, *, models_dir: Path | None = None, datasets_dir: Path,
                      splits_dir: Path | None = None, calibration_images: int = 120,
                      calibration_backgrounds: int = 4, register: bool = True,
-                     openvino: bool | None = None) -> dict[str, Any]:
+                     openvino: bool | None = None, clean_strip: Any = None) -> dict[str, Any]:
     """Quantize registered `source` (a version, hot/cold, or a path), evaluate, register; a summary dict.
 
     `openvino`: also make the copy's own OpenVINO quantization (`training.quantize_openvino`); None:
-    when nncf and openvino are installed (else one INFO line says why not)."""
+    when nncf and openvino are installed (else one INFO line says why not). `clean_strip`: an
+    `inspection.clean_strip.Gate` that may keep a copy the val gate passed from going live (None: not run)."""
     from inspection.code_version import code_version
-    from training.finalize import promotion_decision, register_gated
+    from training.finalize import clean_strip_decision, promotion_decision, register_gated
     from training.quantize_openvino import missing_packages
 
     if openvino is None:
@@ -301,7 +302,10 @@ def quantize_version(source: str, *, models_dir: Path | None = None, datasets_di
         manifest["metrics"] = metrics
         extra_files = with_openvino_copy(manifest, work, parent, reference, calibration, val, test) if openvino else {}
         activate, reason = promotion_decision(registry, parent.line_type, metrics["val"].get("map50"))
-        manifest["promotion"] = {"activated": activate and register, "reason": reason}
+        activate, reason, clean = clean_strip_decision(registry, parent.line_type, work, manifest,
+                                                       activate and register, reason, clean_strip)
+        manifest["promotion"] = {"activated": activate and register, "reason": reason,
+                                 **({"clean_strip": clean} if clean else {})}
         summary = {"version": version, "source": parent.version, "registered": register,
                    "activated": activate and register, "promotion": reason,
                    "speed": manifest["speed_side_by_side"], "agreement_val": manifest["quantization"]["agreement_val"],

@@ -220,12 +220,13 @@ def class_thresholds_again(candidate: Detector, val: Sequence[Sample], images: S
 def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir: Path,
                     splits_dir: Path | None = None, epochs: int | None = None, crop: int | None = None, seed: int = 0,
                     max_images: int | None = None, register: bool = True, out_dir: Path | None = None,
-                    reuse: bool = False, verify: bool = False) -> dict[str, Any]:
+                    reuse: bool = False, verify: bool = False, clean_strip: Any = None) -> dict[str, Any]:
     """Train the crop classifier for registered `source`, append it, measure, register; a summary dict.
 
     The trained classifier is kept in `out_dir` (``classifier.pt``: weights, classes, recipe, training
     record); with `reuse`, a checkpoint there of the same source, classes, recipe, seed and images is
-    loaded instead of training again (the rest is built and measured anew)."""
+    loaded instead of training again (the rest is built and measured anew). `clean_strip`: an
+    `inspection.clean_strip.Gate` that may keep a model the val gate passed from going live (None: not run)."""
     from inspection.code_version import code_version
     from training.classifier import (
         CONTEXT,
@@ -239,7 +240,7 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
         train_classifier,
     )
     from training.evaluate import evaluate
-    from training.finalize import promotion_decision, register_gated
+    from training.finalize import clean_strip_decision, promotion_decision, register_gated
     from training.line_views import LineViews
     from training.negatives import TRAIN_FAMILY, NegativePool
     from training.quantize import derived_metrics, side_by_side_speed, with_unknown_rule_again
@@ -387,7 +388,10 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
         metrics["source_test_same_run"] = evaluate(reference, test, work / "eval-source", plot_prefix="test-")
         manifest["metrics"] = metrics
         activate, reason = promotion_decision(registry, parent.line_type, metrics["val"].get("map50"))
-        manifest["promotion"] = {"activated": activate and register, "reason": reason}
+        activate, reason, clean = clean_strip_decision(registry, parent.line_type, work, manifest,
+                                                       activate and register, reason, clean_strip)
+        manifest["promotion"] = {"activated": activate and register, "reason": reason,
+                                 **({"clean_strip": clean} if clean else {})}
         keys = ("map50", "detection_rate", "false_detections_per_image", "image_accuracy", "detect_ms_per_image")
         summary = {"version": version, "source": parent.version, "registered": register,
                    "activated": activate and register, "promotion": reason, "classifier_weight": weight,

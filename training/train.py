@@ -109,6 +109,7 @@ class Options:
     exclude_classes: tuple[str, ...] = ()  # classes left out of training (measuring `unknown`)
     plant_data: tuple[Path, ...] = ()  # `dataset export` folders added to train and val (split by coil)
     plant_split_seed: int = 0  # apart from `seed`: the plant hold-out stays put when the training seed changes
+    clean_strip: Any = None  # `inspection.clean_strip.Gate`: may keep a model the val gate passed from going live
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -53,6 +53,11 @@ def print_variants(variants: dict[str, dict[str, Any]], stage: str, out: TextIO)
         f = variants[name][stage]
         t = trade(first, f)
         ratio = "-" if t["false_removed_per_defect_lost"] is None else f"{t['false_removed_per_defect_lost']:.1f}"
-        print(f"{name:<16} {f['found']:>4}/{f['ground_truth_defects']:<4} {f['detection_rate']:>6.3f}"
-              f" {f['class_accuracy'] or 0:>6.3f} {f['false_defects']:>6} {f['false_defects_per_m']:>6.3f}"
+        print(f"{name:<16} {f['found']:>4}/{f['ground_truth_defects']:<4} {_share(f['detection_rate'])}"
+              f" {_share(f['class_accuracy'])} {f['false_defects']:>6} {f['false_defects_per_m']:>6.3f}"
               f" {f['recorded_defects']:>7} {t['found']:>+7} {t['false_defects']:>+7} {ratio:>10}", file=out)
+
+
+def _share(value: float | None) -> str:
+    """A share for the table; "-" where there is none (no defect on the strip, or none found)."""
+    return f"{value:>6.3f}" if value is not None else f"{'-':>6}"

@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 
 from inspection.arguments import positive_int
-from inspection.commands._derived import add_common_options, datasets_folder, print_summary
+from inspection.commands._derived import add_common_options, clean_strip_gate, datasets_folder, print_summary
 from inspection.config import default_models_dir
 from inspection.errors import SteelInspectError
 
@@ -65,6 +65,6 @@ def _handle(args: argparse.Namespace) -> int:
     summary = relabel_version(args.version, models_dir=args.models or default_models_dir(), datasets_dir=datasets,
                               epochs=args.epochs, crop=args.crop, seed=args.seed, max_images=args.max_images,
                               register=not args.no_register, out_dir=args.out, reuse=args.reuse,
-                              verify=args.verify)
+                              verify=args.verify, clean_strip=clean_strip_gate(args))
     print_summary(summary, args.json)
     return 0

@@ -3,7 +3,9 @@ shadow VERSION|off | history`.
 
 The registry lives in `--registry DIR` (default: $STEEL_INSPECT_MODELS or the checkout's
 models/). `show` verifies the model file's sha256 against the manifest; `promote` refuses a
-version that does not verify. Every promote and rollback is appended to the history in
+version that does not verify, one worse than the active model on the test split, and one that records
+more on defect-free strip run through the line (the clean-strip check, a few minutes; `--force` skips it).
+Every promote and rollback is appended to the history in
 `registry.json` with the time, who, why and what was active before. `shadow` names a candidate that
 running workers inspect a share of the frames with, beside the active model, recording only where the
 two disagree (`[model] shadow` in a line config overrides it; `off` stops it).
@@ -115,8 +117,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.action == "promote":
         manifest = registry.resolve(args.version)
         previous = registry.active(manifest.line_type)
-        findings = _gate(args, registry, manifest, previous)
-        registry.promote(manifest.version, by=args.by, reason=args.reason, gate=findings)
+        findings, clean_strip = _gate(args, registry, manifest, previous)
+        registry.promote(manifest.version, by=args.by, reason=args.reason, gate=findings, clean_strip=clean_strip)
         forced = f"; forced past the gate: {'; '.join(findings)}" if findings else ""
         print(f"{manifest.line_type}: active model is now {manifest.version} (was {previous}){forced}")
     elif args.action == "shadow":
@@ -170,8 +172,15 @@ def _aware_time(text: str) -> Any:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
 
 
-def _gate(args: argparse.Namespace, registry: Any, candidate: Any, previous: str | None) -> list[str]:
-    """What the promotion gate finds against `candidate`; raises unless forced with a reason."""
+def _gate(args: argparse.Namespace, registry: Any, candidate: Any,
+          previous: str | None) -> tuple[list[str], dict[str, Any] | None]:
+    """What the promotion gate finds against `candidate`, and the clean-strip check's figures (None when it
+    did not run); raises unless forced with a reason.
+
+    The test-split figures come from the manifests; the clean-strip check runs both models through the
+    line (`inspection.clean_strip`, minutes). Forced, the check does not run: --force is the way back to
+    a known model when the line needs one now, and the history says it was not run."""
+    from inspection.clean_strip import Gate
     from inspection.config import load_config
     from inspection.errors import SteelInspectError
     from inspection.promotion_gate import gate_findings
@@ -179,14 +188,24 @@ def _gate(args: argparse.Namespace, registry: Any, candidate: Any, previous: str
     if args.force and not (args.reason or "").strip():
         raise SteelInspectError("--force needs --reason: why the gate is overridden goes into the history")
     if previous is None or previous == candidate.version:
-        return []
+        return [], None
     model = load_config(args.config).model
     findings = gate_findings(registry.resolve(previous), candidate, max_recall_drop=model.promote_max_recall_drop,
                              max_detection_rate_drop=model.promote_max_detection_rate_drop)
     if findings and not args.force:
         raise SteelInspectError(f"{candidate.version} is worse than the active {previous} on the test split: "
                                 f"{'; '.join(findings)} (promote with --force --reason TEXT to override)")
-    return findings
+    gate = Gate.from_config(args.config)
+    if args.force or gate.frames == 0:
+        return findings, {"run": False, "why": "--force" if args.force else "promote_clean_strip_frames = 0"}
+    print(f"clean-strip check: {previous} and {candidate.version} on {gate.frames} frames per camera of "
+          "defect-free strip through the line (a few minutes) ...", flush=True)
+    clean, figures = gate.compare(previous, candidate.version, line_type=candidate.line_type, registry=registry.root)
+    print(gate.summary(figures), flush=True)
+    if clean:
+        raise SteelInspectError(f"{candidate.version} is worse than the active {previous} on clean strip: "
+                                f"{'; '.join(clean)} (promote with --force --reason TEXT to override)")
+    return findings, {"run": True, **figures}
 
 
 def _voc_classes(data: Path) -> set[str]:

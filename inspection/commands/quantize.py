@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 from inspection.arguments import non_negative_int, positive_int
-from inspection.commands._derived import add_common_options, datasets_folder, print_summary
+from inspection.commands._derived import add_common_options, clean_strip_gate, datasets_folder, print_summary
 from inspection.config import default_models_dir
 from inspection.errors import SteelInspectError
 
@@ -48,6 +48,6 @@ def _handle(args: argparse.Namespace) -> int:
     summary = quantize_version(args.version, models_dir=args.models or default_models_dir(), datasets_dir=datasets,
                                calibration_images=args.calibration_images,
                                calibration_backgrounds=args.calibration_backgrounds, register=not args.no_register,
-                               openvino=args.openvino)
+                               openvino=args.openvino, clean_strip=clean_strip_gate(args))
     print_summary(summary, args.json)
     return 0

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from inspection.arguments import at_least, non_negative_int, positive_float, positive_int
+from inspection.commands._derived import add_gate_option, clean_strip_gate
 from inspection.config import REPO_DIR, default_datasets_dir, default_models_dir
 from inspection.errors import SteelInspectError
 
@@ -85,6 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=positive_int, default=1,
                         help="torch threads (default 1: on a shared 2-core machine, 2 threads measured 15x "
                              "slower per step than 1 because the OpenMP workers wait on each other)")
+    add_gate_option(parser)
     parser.set_defaults(func=_handle)
 
 
@@ -116,7 +118,7 @@ def _handle(args: argparse.Namespace) -> int:
                    backbone=args.backbone, stride=args.stride,
                    exclude_classes=tuple(dict.fromkeys(args.exclude_class)),
                    plant_data=tuple(dict.fromkeys(args.plant_data)), plant_split_seed=args.plant_split_seed,
-                   command="steel-inspect " + shlex.join(sys.argv[1:]))
+                   clean_strip=clean_strip_gate(args), command="steel-inspect " + shlex.join(sys.argv[1:]))
     state = run(opts)
     result = finalize(opts, state, models_dir=args.models or default_models_dir(),
                       register=not args.no_register)

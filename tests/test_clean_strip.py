@@ -1,0 +1,136 @@
+"""The clean-strip check (`inspection.clean_strip`): the test of two counts, and `models promote` running
+the real line (cameras, worker, recorder processes) on defect-free strip with real models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from inspection.clean_strip import excess_p_value, findings
+from inspection.cli import main
+from inspection.registry import Registry
+from tests.conftest import REPO
+from tests.line_configs import clean_strip_gate_config
+
+ACTIVE = "hot-20261204-4"  # a shipped model (int8, with its OpenVINO copy)
+LOOSE = "hot-20261204-99"  # the same file with thresholds that let plain texture through
+
+
+def _figures(records: int, unknown: int = 0, metres: float = 1220.0) -> dict[str, Any]:
+    return {"strip_m": metres, "records": records, "unknown": unknown}
+
+
+@pytest.mark.parametrize(("a", "b", "refused"), [
+    (30, 21, False),  # fewer than the active model
+    (30, 30, False),  # as many
+    (21, 30, False),  # more, but well within chance at 1.25x
+    (30, 60, True),  # twice as many on 1,220 m: chance gives that 2 % of the time
+    (0, 3, False),  # three where the active model had none: chance 17 %
+    (0, 6, True),  # six: chance 3 %
+])
+def test_a_count_is_refused_only_beyond_the_ratio_and_chance(a: int, b: int, refused: bool) -> None:
+    found = findings(_figures(a), _figures(b), max_ratio=1.25)
+    assert bool(found) is refused
+    if refused:
+        assert found[0].startswith(f"clean strip: {b} defects on 1220 m against the active model's {a}")
+
+
+def test_unknown_records_are_judged_on_their_own() -> None:
+    found = findings(_figures(30, unknown=1), _figures(30, unknown=12), max_ratio=1.25)
+    assert len(found) == 1 and "12 `unknown` defects" in found[0]
+
+
+def test_the_p_value_weighs_each_strip_by_its_length() -> None:
+    same_rate = excess_p_value(10, 20, 100.0, 200.0, 1.0)  # the same rate per metre on twice the strip
+    assert 0.3 < same_rate < 0.7
+    assert excess_p_value(10, 20, 200.0, 200.0, 1.0) < 0.05  # twice the rate
+    assert excess_p_value(5, 0, 100.0, 100.0, 1.25) == 1.0
+
+
+def test_no_strip_inspected_is_a_finding_not_a_pass() -> None:
+    found = findings(_figures(0, metres=0.0), _figures(0), max_ratio=1.25)
+    assert found and "no strip inspected" in found[0]
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    """A scratch registry: the shipped model active, and a copy of it whose manifest thresholds (0.03 for
+    every class) let plain texture through; the test figures are the same, so only the clean-strip
+    check can tell the two apart."""
+    root = tmp_path / "models"
+    source = REPO / "models" / "hot" / ACTIVE
+    shutil.copytree(source, root / "hot" / ACTIVE)
+    shutil.copytree(source, root / "hot" / LOOSE)
+    data = json.loads((root / "hot" / LOOSE / "manifest.json").read_text())
+    data.update(version=LOOSE, operating_threshold=0.03,
+                operating_thresholds={c: 0.03 for c in data["operating_thresholds"]})
+    (root / "hot" / LOOSE / "manifest.json").write_text(json.dumps(data, indent=1))
+    registry = Registry(root)
+    registry.promote(ACTIVE, by="test", reason="setup")
+    return registry
+
+
+@pytest.fixture
+def small_line(tmp_path: Path, ipc_dir: Path) -> Path:
+    """The demo line with small frames, the model on every tile and the check on 8 frames per camera (the
+    line's own thresholds for four hot classes apply to both models; crazing and inclusion differ)."""
+    return clean_strip_gate_config(tmp_path, ipc_dir, frames=8, extra={
+        'first_stage = "windows"': 'first_stage = "none"', 'providers = "auto"': 'providers = "cpu"'})
+
+
+@pytest.mark.slow
+@pytest.mark.datasets
+def test_models_promote_refuses_a_model_that_marks_clean_strip(registry: Registry, small_line: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["models", "--registry", str(registry.root), "promote"]
+    assert main([*argv, LOOSE, "--config", str(small_line), "--by", "test"]) == 2
+    err = capsys.readouterr().err
+    assert f"{LOOSE} is worse than the active {ACTIVE} on clean strip: clean strip:" in err
+    assert registry.active("hot") == ACTIVE  # nothing changed
+
+    # Forced: the check does not run, and the history says so.
+    assert main([*argv, LOOSE, "--config", str(small_line), "--force", "--reason", "test", "--by", "test"]) == 0
+    assert registry.active("hot") == LOOSE
+    forced = registry.history()[-1]
+    assert forced["clean_strip"] == {"run": False, "why": "--force"}
+
+    # The other way round the check runs, passes, and its figures go into the history.
+    capsys.readouterr()
+    assert main([*argv, ACTIVE, "--config", str(small_line), "--by", "test"]) == 0
+    assert "clean strip (" in capsys.readouterr().out
+    assert registry.active("hot") == ACTIVE
+    entry = registry.history()[-1]["clean_strip"]
+    assert entry["run"] is True and entry["findings"] == [] and entry["frames_per_camera"] == 8
+    active, candidate = entry["active"], entry["candidate"]  # the loose model was the active one then
+    assert active["model"] == LOOSE and candidate["model"] == ACTIVE
+    assert active["strip_m"] == candidate["strip_m"] > 0  # the same strip: 2 cameras x 8 frames
+    assert active["records"] > 2 * candidate["records"]
+    assert sum(active["by_class"].values()) == active["records"]
+
+
+@pytest.mark.slow
+@pytest.mark.datasets
+def test_the_activation_after_a_new_model_is_refused_by_the_clean_strip_check(registry: Registry, small_line: Path,
+                                                                              tmp_path: Path) -> None:
+    """train, quantize and classifier activate a model the val gate passed only if the check passes too: the
+    check runs the model folder they are about to register (its manifest written there first)."""
+    from inspection.clean_strip import Gate
+    from training.finalize import clean_strip_decision
+
+    folder = tmp_path / "work"
+    shutil.copytree(registry.root / "hot" / LOOSE, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").unlink()  # written by the decision, as the caller's dict holds it
+    gate = Gate.from_config(small_line)
+    activate, reason, figures = clean_strip_decision(registry, "hot", folder, manifest, True, "val passed", gate)
+    assert activate is False and reason.startswith("not activated: clean strip:") and reason.endswith("(val passed)")
+    assert figures is not None and figures["findings"] and figures["candidate"]["model"] == str(folder)
+    assert json.loads((folder / "manifest.json").read_text()) == manifest
+    # not run when the val gate already said no, or with the check off
+    assert clean_strip_decision(registry, "hot", folder, manifest, False, "no", gate) == (False, "no", None)
+    off = Gate(small_line, 0, 1.25)
+    assert clean_strip_decision(registry, "hot", folder, manifest, True, "yes", off) == (True, "yes", None)
