@@ -54,8 +54,9 @@ def measure(config_path: Path | None, models: dict[str, str], *, line_type: str,
     stop = stop or StopFlag()
     out: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="steel-clean-strip-") as tmp:
-        for label, name in models.items():
-            where = Path(folder or tmp) / label
+        for i, (label, name) in enumerate(models.items(), start=1):
+            # a folder per run, named by its place (a model may be given as a path, which is no folder name)
+            where = Path(folder or tmp) / f"{i}-{Path(str(name)).name}"
             where.mkdir(parents=True, exist_ok=True)
             settings = {**CLEAN_SIMULATOR, "line.type": line_type, "model.name": str(name), "model.shadow": "off",
                         **({"model.registry": str(registry)} if registry else {}), **(overrides or {})}
@@ -72,14 +73,14 @@ def read_figures(db: Path) -> dict[str, Any]:
     """Records, `unknown` records and coil grades in a line's database (every record there is false:
     the strip had no defect)."""
     from inspection.benchmarks._matching import read_records
+    from inspection.records import line_reads
     from inspection.records.db import open_db
 
     by_key, _, inspected_mm = read_records(db)
     classes = Counter(cls for records in by_key.values() for cls, _ in records)
     con = open_db(db, readonly=True)
     try:
-        grades = Counter(row[0] for row in con.execute(
-            "SELECT grade FROM grades WHERE trigger = 'coil_end' AND id IN (SELECT max(id) FROM grades GROUP BY coil)"))
+        grades = Counter(line_reads.grades_of_ended_coils(con))
     finally:
         con.close()
     metres = inspected_mm / 1000.0
@@ -117,8 +118,13 @@ def excess_p_value(count_a: int, count_b: int, metres_a: float, metres_b: float,
     if count_b == 0:
         return 1.0
     share = ratio * metres_b / (ratio * metres_b + metres_a)
-    return min(1.0, sum(math.comb(total, k) * share ** k * (1.0 - share) ** (total - k)
-                        for k in range(count_b, total + 1)))
+    if share >= 1.0:
+        return 1.0
+    # the binomial tail in logs: a model that floods the strip gives counts whose terms overflow a float
+    logs = [math.lgamma(total + 1) - math.lgamma(k + 1) - math.lgamma(total - k + 1) + k * math.log(share)
+            + (total - k) * math.log1p(-share) for k in range(count_b, total + 1)]
+    top = max(logs)
+    return min(1.0, math.exp(top) * sum(math.exp(v - top) for v in logs))
 
 
 def _per_100m(count: int, metres: float) -> float | None:

@@ -49,6 +49,9 @@ def test_the_p_value_weighs_each_strip_by_its_length() -> None:
     assert 0.3 < same_rate < 0.7
     assert excess_p_value(10, 20, 200.0, 200.0, 1.0) < 0.05  # twice the rate
     assert excess_p_value(5, 0, 100.0, 100.0, 1.25) == 1.0
+    # a model that floods the strip (thousands of records) gives an answer, not an overflow
+    assert excess_p_value(12000, 12000, 1220.0, 1220.0, 1.25) > 0.99
+    assert excess_p_value(100, 3000, 1220.0, 1220.0, 1.25) < 1e-9
 
 
 def test_no_strip_inspected_is_a_finding_not_a_pass() -> None:

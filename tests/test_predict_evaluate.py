@@ -27,6 +27,7 @@ import pytest
 
 from inspection.cli import main
 from inspection.registry import Registry
+from tests.line_configs import clean_strip_gate_config
 from tests.tiny_models import BRIGHT, DARK, add_tiny_model
 
 CLASSES = ("dark_spot", "bright_spot")
@@ -339,7 +340,8 @@ def _with_test_figures(registry: Registry, tmp_path: Path, version: str, rate: f
 
 
 def test_models_promote_gate_refuses_a_worse_candidate_unless_forced_with_a_reason(
-        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+        tmp_path: Path, ipc_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    """The test-split figures of the manifests (the clean-strip check, off here: tests/test_clean_strip.py)."""
     registry = Registry(tmp_path / "models")
     _with_test_figures(registry, tmp_path, "hot-a", 0.90, {"dark_spot": 0.80, "bright_spot": 0.90})
     _with_test_figures(registry, tmp_path, "hot-b", 0.91, {"dark_spot": 0.79, "bright_spot": 0.95})  # within 0.02
@@ -347,7 +349,13 @@ def test_models_promote_gate_refuses_a_worse_candidate_unless_forced_with_a_reas
     _with_test_figures(registry, tmp_path, "hot-d", 0.95, {"dark_spot": 0.99, "bright_spot": 0.99}, images=50)
     root = str(registry.root)
     registry.promote("hot-a")
+    line = str(clean_strip_gate_config(tmp_path, ipc_dir, frames=0))
+
+    def cli(*args: str) -> int:
+        return main([*args, "--config", line])
+
     assert cli("models", "--registry", root, "promote", "hot-b") == 0
+    assert registry.history()[-1]["clean_strip"] == {"run": False, "why": "promote_clean_strip_frames = 0"}
     assert cli("models", "--registry", root, "promote", "hot-c") == 2
     err = capsys.readouterr().err
     assert "hot-c is worse than the active hot-b" in err and "dark_spot recall 0.700 < 0.790" in err

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a line config key for every model (VALUE read as TOML), e.g. "
                              "'worker.class_thresholds.hot={crazing=0.15}'")
-    parser.add_argument("--dir", type=Path, help="keep each model's database here")
+    parser.add_argument("--dir", type=Path, help="keep each model's database here (DIR/1-NAME/line.db, ...)")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -160,6 +160,12 @@ def inspected_length_mm(db: Database) -> float:
     return db.execute("SELECT coalesce(sum(length_mm), 0) FROM frames WHERE status = 'inspected'").fetchone()[0]
 
 
+def grades_of_ended_coils(db: Database) -> list[str]:
+    """The latest grade of each coil a camera ended (not those held because the line stopped)."""
+    return [r[0] for r in db.execute("SELECT grade FROM grades WHERE trigger = 'coil_end' AND id IN "
+                                     "(SELECT max(id) FROM grades GROUP BY coil)")]
+
+
 def model_versions(db: Database) -> list[str]:
     return [r[0] for r in db.execute("SELECT DISTINCT version FROM models")]
 
