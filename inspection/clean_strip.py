@@ -5,7 +5,7 @@ The other gates look at dataset images (val mAP@0.5 when a model is made, test-s
 passes them. On a line clean strip is almost all there is, and one `unknown` record grades a clean
 coil secondary (the standard rule set's UNKNOWN limit). hot-20261204-6 passed both gates, the demo
 then graded its coils worse, and it was rolled back on that one demo run: nothing measured whether
-it marked clean strip more than the model before it (it did not: README, "The clean-strip check").
+it marked clean strip more than the model before it (it did not: README, "What clean strip shows").
 
 So before a model goes live, the line config's own pipeline (first stage, tiles, the line's class
 thresholds, the unknown rule, seam merging, the recorder's grading) runs the active model and the
@@ -157,6 +157,7 @@ class Gate:
                        "config": str(self.config_path) if self.config_path else "demo line", "findings": found}
 
     def summary(self, figures: dict[str, Any]) -> str:
+        """One line for the promotion's output and reason: both models' counts on the strip."""
         a, b = figures["active"], figures["candidate"]
         return (f"clean strip ({b['strip_m']:.0f} m): {b['records']} defects, {b['unknown']} `unknown` "
                 f"against the active model's {a['records']}, {a['unknown']}")

@@ -173,3 +173,15 @@ def test_same_class_containment_is_set_per_line_type() -> None:
     assert per_class.worker.same_class_containment == {"hot": {"crazing": 0.5}}
     with pytest.raises(ConfigError, match="worker.same_class_containment.hot.crazing: expected a share"):
         load_config(overrides={"worker.same_class_containment.hot.crazing": "half"})
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("model.promote_max_clean_strip_ratio", 0.9, "model.promote_max_clean_strip_ratio: expected a ratio >= 1"),
+    ("model.promote_max_clean_strip_ratio", 0.0, "model.promote_max_clean_strip_ratio: expected a number > 0"),
+    ("model.promote_clean_strip_frames", -1, "model.promote_clean_strip_frames: expected a number >= 0"),
+    ("model.promote_clean_strip_frames", 2.5, "model.promote_clean_strip_frames: expected an integer"),
+])
+def test_bad_clean_strip_settings_name_the_key(key: str, value: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides={key: value})
+    assert load_config().model.promote_clean_strip_frames == 600  # the demo's
