@@ -137,3 +137,22 @@ def test_the_activation_after_a_new_model_is_refused_by_the_clean_strip_check(re
     assert clean_strip_decision(registry, "hot", folder, manifest, False, "no", gate) == (False, "no", None)
     off = Gate(small_line, 0, 1.25)
     assert clean_strip_decision(registry, "hot", folder, manifest, True, "yes", off) == (True, "yes", None)
+
+
+@pytest.mark.slow
+@pytest.mark.datasets
+def test_bench_clean_strip_prints_each_models_figures_and_the_gates_finding(
+        registry: Registry, small_line: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("STEEL_INSPECT_MODELS", str(registry.root))
+    out = tmp_path / "clean.json"
+    assert main(["bench", "clean_strip", "--model", ACTIVE, LOOSE, "--frames", "8", "--config", str(small_line),
+                 "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    printed = capsys.readouterr()
+    assert figures == json.loads(printed.out)
+    assert f"{LOOSE}: {figures['models'][LOOSE]['records']} records" in printed.err
+    active, loose = figures["models"][ACTIVE], figures["models"][LOOSE]
+    assert active["strip_m"] == loose["strip_m"] > 0 and loose["records"] > 2 * active["records"]
+    assert figures["against_first"][LOOSE] and figures["against_first"][LOOSE][0].startswith("clean strip:")
+    assert figures["frames_per_camera"] == 8 and figures["seed"] == 21 and figures["line_type"] == "hot"

@@ -10,6 +10,7 @@ With two or more models, `against_first` holds what the promotion gate would fin
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     first = next(iter(figures.values()))
     command = (f"steel-inspect bench clean_strip --model {' '.join(models)} --frames {args.frames} --seed {seed}"
                + "".join(f" --set {item}" for item in args.set))
+    for name, f in figures.items():  # the figures at a glance, on stderr beside the JSON on stdout
+        grades = ", ".join(f"{grade} {n}" for grade, n in f["coils_graded"].items()) or "none ended"
+        print(f"{name}: {f['records']} records, {f['unknown']} `unknown` on {f['strip_m']:.0f} m of clean strip; "
+              f"coils: {grades}", file=sys.stderr)
     return {"models": figures, "line_type": line_type, "frames_per_camera": args.frames, "seed": seed,
             "against_first": {name: findings(first, f, max_ratio=ratio) for name, f in list(figures.items())[1:]},
             "max_ratio": ratio, "hardware": hardware(), "command": command}
