@@ -140,21 +140,22 @@ class Gate:
     max_ratio: float
 
     @classmethod
-    def from_config(cls, config_path: Path | None) -> Gate:
-        from inspection.config import load_config
+    def from_config(cls, config_path: Path | None, model: Any = None) -> Gate:
+        """The gate of the line at `config_path`; `model`: its `[model]` section when already loaded."""
+        if model is None:
+            from inspection.config import load_config
 
-        model = load_config(config_path).model
+            model = load_config(config_path).model
         return cls(config_path, model.promote_clean_strip_frames, model.promote_max_clean_strip_ratio)
 
-    def compare(self, active: str, candidate: str, *, line_type: str,
-                registry: Path | None = None) -> tuple[list[str], dict[str, Any]]:
-        """What the check finds against `candidate` beside `active` (each a version or a model folder),
-        and the figures: both models' and the settings they were measured with."""
+    def compare(self, active: str, candidate: str, *, line_type: str, registry: Path | None = None) -> dict[str, Any]:
+        """Both models' figures (`active`, `candidate`: each a version or a model folder), the settings they
+        were measured with, and `findings`: what the check finds against the candidate (empty: it passes)."""
         figures = measure(self.config_path, {"active": active, "candidate": candidate}, line_type=line_type,
                           frames=self.frames, registry=registry)
-        found = findings(figures["active"], figures["candidate"], max_ratio=self.max_ratio)
-        return found, {**figures, "frames_per_camera": self.frames, "seed": SEED, "max_ratio": self.max_ratio,
-                       "config": str(self.config_path) if self.config_path else "demo line", "findings": found}
+        return {**figures, "frames_per_camera": self.frames, "seed": SEED, "max_ratio": self.max_ratio,
+                "config": str(self.config_path) if self.config_path else "demo line",
+                "findings": findings(figures["active"], figures["candidate"], max_ratio=self.max_ratio)}
 
     def summary(self, figures: dict[str, Any]) -> str:
         """One line for the promotion's output and reason: both models' counts on the strip."""

@@ -122,21 +122,29 @@ def test_the_activation_after_a_new_model_is_refused_by_the_clean_strip_check(re
     """train, quantize and classifier activate a model the val gate passed only if the check passes too: the
     check runs the model folder they are about to register (its manifest written there first)."""
     from inspection.clean_strip import Gate
-    from training.finalize import clean_strip_decision
+    from training.finalize import decide_activation
 
     folder = tmp_path / "work"
     shutil.copytree(registry.root / "hot" / LOOSE, folder)
     manifest = json.loads((folder / "manifest.json").read_text())
+    given = json.loads(json.dumps(manifest))
     (folder / "manifest.json").unlink()  # written by the decision, as the caller's dict holds it
     gate = Gate.from_config(small_line)
-    activate, reason, figures = clean_strip_decision(registry, "hot", folder, manifest, True, "val passed", gate)
+    activate, reason = decide_activation(registry, "hot", folder, manifest, True, "val passed", gate, True)
     assert activate is False and reason.startswith("not activated: clean strip:") and reason.endswith("(val passed)")
-    assert figures is not None and figures["findings"] and figures["candidate"]["model"] == str(folder)
-    assert json.loads((folder / "manifest.json").read_text()) == manifest
-    # not run when the val gate already said no, or with the check off
-    assert clean_strip_decision(registry, "hot", folder, manifest, False, "no", gate) == (False, "no", None)
+    promotion = manifest["promotion"]
+    assert promotion["activated"] is False and promotion["reason"] == reason
+    figures = promotion["clean_strip"]
+    assert figures["findings"] and figures["candidate"]["model"] == str(folder)
+    assert json.loads((folder / "manifest.json").read_text()) == given
+    # not run when the val gate already said no, when the model is not registered, or with the check off
+    assert decide_activation(registry, "hot", folder, given, False, "no", gate, True) == (False, "no")
+    assert given["promotion"] == {"activated": False, "reason": "no"}
+    assert decide_activation(registry, "hot", folder, given, True, "yes", gate, False) == (False, "yes")
+    assert "clean_strip" not in given["promotion"]
     off = Gate(small_line, 0, 1.25)
-    assert clean_strip_decision(registry, "hot", folder, manifest, True, "yes", off) == (True, "yes", None)
+    assert decide_activation(registry, "hot", folder, given, True, "yes", off, True) == (True, "yes")
+    assert given["promotion"] == {"activated": True, "reason": "yes"}
 
 
 @pytest.mark.slow

@@ -155,22 +155,27 @@ def promotion_decision(registry: Any, line_type: str, new_map50: float | None) -
     return True, "activated when added: " + text
 
 
-def clean_strip_decision(registry: Any, line_type: str, folder: Path, manifest: dict[str, Any], activate: bool,
-                         reason: str, gate: Any) -> tuple[bool, str, dict[str, Any] | None]:
-    """After the val gate said yes: the clean-strip check (`inspection.clean_strip.Gate`) runs the active
-    model and the candidate in `folder` (its model file, and `manifest`, written there now, as it will be
-    registered) through the line on defect-free strip, and may say no. Not run (figures None) when the
-    val gate said no, without a gate or an active model, or with the gate's frames at 0."""
+def decide_activation(registry: Any, line_type: str, folder: Path, manifest: dict[str, Any], activate: bool,
+                      reason: str, gate: Any, register: bool) -> tuple[bool, str]:
+    """Whether the new model in `folder` goes live, written into ``manifest["promotion"]``: what the val gate
+    said (`activate`, `reason`), unless it is not registered, and then the clean-strip check
+    (`inspection.clean_strip.Gate`), which runs the active model and the candidate (its model file, and
+    `manifest`, written there now, as it will be registered) through the line on defect-free strip and
+    may say no. The check does not run when the val gate said no, without a gate or an active model, or
+    with the gate's frames at 0."""
+    activate = activate and register
     active = registry.active(line_type)
-    if not activate or gate is None or gate.frames == 0 or active is None:
-        return activate, reason, None
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-    log.info("clean-strip check: %s beside the active %s, %d frames per camera", manifest["version"], active,
-             gate.frames)
-    found, figures = gate.compare(active, str(folder), line_type=line_type, registry=registry.root)
-    if found:
-        return False, f"not activated: {'; '.join(found)} ({reason})", figures
-    return True, f"{reason}; {gate.summary(figures)}", figures
+    figures = None
+    if activate and gate is not None and gate.frames > 0 and active is not None:
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        log.info("clean-strip check: %s beside the active %s, %d frames per camera", manifest["version"], active,
+                 gate.frames)
+        figures = gate.compare(active, str(folder), line_type=line_type, registry=registry.root)
+        activate = not figures["findings"]
+        reason = (f"{reason}; {gate.summary(figures)}" if activate
+                  else f"not activated: {'; '.join(figures['findings'])} ({reason})")
+    manifest["promotion"] = {"activated": activate, "reason": reason, **({"clean_strip": figures} if figures else {})}
+    return activate, reason
 
 
 def register_gated(registry: Any, onnx_path: Path, manifest: dict[str, Any], activate: bool, reason: str,
@@ -383,10 +388,8 @@ def finalize(opts: Options, state: dict[str, Any], models_dir: Path, register: b
                                    "through the gate (models promote)")
     else:
         activate, reason = promotion_decision(registry, opts.line_type, metrics["val"].get("map50"))
-    activate, reason, clean = clean_strip_decision(registry, opts.line_type, export_dir, manifest,
-                                                   activate and register, reason, opts.clean_strip)
-    manifest["promotion"] = {"activated": activate if register else False, "reason": reason,
-                             **({"clean_strip": clean} if clean else {})}
+    activate, reason = decide_activation(registry, opts.line_type, export_dir, manifest, activate, reason,
+                                         opts.clean_strip, register)
     (export_dir / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     if register:
         register_gated(registry, onnx_path, manifest, activate, reason)

@@ -251,7 +251,7 @@ def quantize_version(source: str, *, models_dir: Path | None = None, datasets_di
     when nncf and openvino are installed (else one INFO line says why not). `clean_strip`: an
     `inspection.clean_strip.Gate` that may keep a copy the val gate passed from going live (None: not run)."""
     from inspection.code_version import code_version
-    from training.finalize import clean_strip_decision, promotion_decision, register_gated
+    from training.finalize import decide_activation, promotion_decision, register_gated
     from training.quantize_openvino import missing_packages
 
     if openvino is None:
@@ -302,12 +302,10 @@ def quantize_version(source: str, *, models_dir: Path | None = None, datasets_di
         manifest["metrics"] = metrics
         extra_files = with_openvino_copy(manifest, work, parent, reference, calibration, val, test) if openvino else {}
         activate, reason = promotion_decision(registry, parent.line_type, metrics["val"].get("map50"))
-        activate, reason, clean = clean_strip_decision(registry, parent.line_type, work, manifest,
-                                                       activate and register, reason, clean_strip)
-        manifest["promotion"] = {"activated": activate and register, "reason": reason,
-                                 **({"clean_strip": clean} if clean else {})}
+        activate, reason = decide_activation(registry, parent.line_type, work, manifest, activate, reason,
+                                             clean_strip, register)
         summary = {"version": version, "source": parent.version, "registered": register,
-                   "activated": activate and register, "promotion": reason,
+                   "activated": activate, "promotion": reason,
                    "speed": manifest["speed_side_by_side"], "agreement_val": manifest["quantization"]["agreement_val"],
                    **{split: {k: metrics[split].get(k) for k in ("map50", "map50_95", "detection_rate",
                                                                  "false_detections_per_image", "image_accuracy")}

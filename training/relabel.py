@@ -240,7 +240,7 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
         train_classifier,
     )
     from training.evaluate import evaluate
-    from training.finalize import clean_strip_decision, promotion_decision, register_gated
+    from training.finalize import decide_activation, promotion_decision, register_gated
     from training.line_views import LineViews
     from training.negatives import TRAIN_FAMILY, NegativePool
     from training.quantize import derived_metrics, side_by_side_speed, with_unknown_rule_again
@@ -388,13 +388,11 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
         metrics["source_test_same_run"] = evaluate(reference, test, work / "eval-source", plot_prefix="test-")
         manifest["metrics"] = metrics
         activate, reason = promotion_decision(registry, parent.line_type, metrics["val"].get("map50"))
-        activate, reason, clean = clean_strip_decision(registry, parent.line_type, work, manifest,
-                                                       activate and register, reason, clean_strip)
-        manifest["promotion"] = {"activated": activate and register, "reason": reason,
-                                 **({"clean_strip": clean} if clean else {})}
+        activate, reason = decide_activation(registry, parent.line_type, work, manifest, activate, reason,
+                                             clean_strip, register)
         keys = ("map50", "detection_rate", "false_detections_per_image", "image_accuracy", "detect_ms_per_image")
         summary = {"version": version, "source": parent.version, "registered": register,
-                   "activated": activate and register, "promotion": reason, "classifier_weight": weight,
+                   "activated": activate, "promotion": reason, "classifier_weight": weight,
                    "val_accuracy_per_weight": table, "val_crop_accuracy": training["val_crop_accuracy"],
                    "training": {k: training[k] for k in ("best_epoch", "duration_s", "finished", "reused_from")
                                 if k in training},

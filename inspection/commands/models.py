@@ -195,16 +195,16 @@ def _gate(args: argparse.Namespace, registry: Any, candidate: Any,
     if findings and not args.force:
         raise SteelInspectError(f"{candidate.version} is worse than the active {previous} on the test split: "
                                 f"{'; '.join(findings)} (promote with --force --reason TEXT to override)")
-    gate = Gate.from_config(args.config)
+    gate = Gate.from_config(args.config, model)
     if args.force or gate.frames == 0:
         return findings, {"run": False, "why": "--force" if args.force else "promote_clean_strip_frames = 0"}
     print(f"clean-strip check: {previous} and {candidate.version} on {gate.frames} frames per camera of "
           "defect-free strip through the line (a few minutes) ...", flush=True)
-    clean, figures = gate.compare(previous, candidate.version, line_type=candidate.line_type, registry=registry.root)
+    figures = gate.compare(previous, candidate.version, line_type=candidate.line_type, registry=registry.root)
     print(gate.summary(figures), flush=True)
-    if clean:
+    if figures["findings"]:
         raise SteelInspectError(f"{candidate.version} is worse than the active {previous} on clean strip: "
-                                f"{'; '.join(clean)} (promote with --force --reason TEXT to override)")
+                                f"{'; '.join(figures['findings'])} (promote with --force --reason TEXT to override)")
     return findings, {"run": True, **figures}
 
 
