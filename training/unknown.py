@@ -150,7 +150,8 @@ def _unseen_found(found: Sequence[dict[str, np.ndarray]], gt_boxes: Sequence[np.
     return np.array(novelty, np.float64), np.array(share, np.float64)
 
 
-def _limits(known_novelty: np.ndarray, known_share: np.ndarray, budget: float, split: float) -> dict[str, float]:
+def rule_limits(known_novelty: np.ndarray, known_share: np.ndarray, budget: float, split: float) -> dict[str, float]:
+    """The two limits that call about `budget` of the known detections `unknown`, `split` of it by novelty."""
     return {"novelty_max": round(float(np.quantile(known_novelty, 1 - budget * split)), 4),
             "class_share_min": round(float(np.quantile(known_share, budget * (1 - split))), 4)}
 
@@ -183,12 +184,12 @@ def choose_rule(found: Sequence[dict[str, np.ndarray]], gt_boxes: Sequence[np.nd
     if unseen is not None:
         unseen_n, unseen_s = _unseen_found(*unseen, thresholds)
         if len(unseen_n):
-            calls = {s: is_unknown(unseen_n, unseen_s, _limits(known_n, known_s, budget, s)) for s in SPLITS}
+            calls = {s: is_unknown(unseen_n, unseen_s, rule_limits(known_n, known_s, budget, s)) for s in SPLITS}
             tried = {str(s): round(float(called.mean()), 4) for s, called in calls.items()}
             split = max(SPLITS, key=lambda s: (tried[str(s)], -abs(s - DEFAULT_SPLIT)))  # ties: the even split
         else:
             log.warning("unknown rule: no unseen defect found on the unseen val images; each signal gets half")
-    rule = _limits(known_n, known_s, budget, split)
+    rule = rule_limits(known_n, known_s, budget, split)
     known = is_unknown(known_n, known_s, rule)
     false = is_unknown(np.array(false_novelty), np.array(false_share), rule) if false_novelty else np.zeros(0)
     out = {**rule, "budget": budget, "novelty_share_of_budget": split,
