@@ -18,6 +18,11 @@ sets the strip's length in frames per camera (0 turns the check off).
 
 Each line runs with ``realtime`` off (no frame dropped), with the frames' texture generated anew
 (`simulator.fresh_texture`, as the demo does), in a scratch folder with its own database and sockets.
+The simulator's texture is not a plant's strip: with `[model] promote_clean_strip_folder` (or `bench
+clean_strip --folder`) every camera replays the plant's own defect-free frames instead (the folder camera
+source, `cameras.replay`: a subfolder named after a camera's id is that camera's, else each camera
+replays the folder itself), cut into coils of the simulator's coil length, at most
+`promote_clean_strip_frames` frames per camera.
 """
 
 from __future__ import annotations
@@ -42,17 +47,40 @@ CLEAN_SIMULATOR: dict[str, Any] = {"simulator.defects_per_100m": 0.0, "simulator
                                    "simulator.fresh_texture": True, "simulator.seam_share": 0.0}
 
 
+def camera_folders(config_path: Path | None, frames_folder: Path,
+                   overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Config overrides that make every camera of the line replay the plant's own clean frames from
+    `frames_folder` (its subfolder named after the camera's id, else the folder itself), cut into coils
+    of the simulator's coil length; `SourceError` naming the folder when one holds no image file."""
+    from cameras.replay import list_images
+    from inspection.config import load_config
+
+    line = load_config(config_path, overrides)
+    settings: dict[str, Any] = {}
+    for i, camera in enumerate(line.cameras):
+        own = Path(frames_folder) / camera.id
+        folder = own if own.is_dir() else Path(frames_folder)
+        list_images(folder)  # before any line starts: an empty or missing folder is said at once
+        settings[f"cameras.{i}.source"] = "folder"
+        settings[f"cameras.{i}.options"] = {"folder": str(folder), "coil_length_m": line.simulator.coil_length_m}
+    return settings
+
+
 def measure(config_path: Path | None, models: dict[str, str], *, line_type: str, frames: int,
             registry: Path | None = None, seed: int = SEED, folder: Path | None = None,
-            overrides: dict[str, Any] | None = None, stop: Any = None) -> dict[str, dict[str, Any]]:
+            overrides: dict[str, Any] | None = None, frames_folder: Path | None = None,
+            stop: Any = None) -> dict[str, dict[str, Any]]:
     """The figures of each model (label -> a version, hot/cold, or a model folder) on the same clean
     strip, the line at `config_path` (None: the demo line) set to `line_type`, with `overrides` (config
-    keys, as `bench e2e --set` gives them) on top."""
+    keys, as `bench e2e --set` gives them) on top; `frames_folder`: the plant's own defect-free frames
+    instead of the simulator's strip."""
     from inspection.benchmarks._line import run_line, scratch_line
     from inspection.line.process import StopFlag
 
     stop = stop or StopFlag()
     out: dict[str, dict[str, Any]] = {}
+    if frames_folder is not None:
+        overrides = {**(overrides or {}), **camera_folders(config_path, frames_folder, overrides)}
     with tempfile.TemporaryDirectory(prefix="steel-clean-strip-") as tmp:
         for i, (label, name) in enumerate(models.items(), start=1):
             # a folder per run, named by its place (a model may be given as a path, which is no folder name)
@@ -67,6 +95,11 @@ def measure(config_path: Path | None, models: dict[str, str], *, line_type: str,
             log.info("clean strip: %s recorded %d defects (%d unknown) on %.0f m", label,
                      out[label]["records"], out[label]["unknown"], out[label]["strip_m"])
     return out
+
+
+def strip_words(frames_folder: Path | None) -> str:
+    """What the check runs on, in words (the figures' "strip")."""
+    return f"frames of {frames_folder}" if frames_folder else "simulated strip"
 
 
 def read_figures(db: Path) -> dict[str, Any]:
@@ -138,6 +171,7 @@ class Gate:
     config_path: Path | None  # None: the demo line
     frames: int  # per camera; 0: the check is off
     max_ratio: float
+    frames_folder: Path | None = None  # the plant's own clean frames (None: simulated strip)
 
     @classmethod
     def from_config(cls, config_path: Path | None, model: Any = None) -> Gate:
@@ -146,19 +180,26 @@ class Gate:
             from inspection.config import load_config
 
             model = load_config(config_path).model
-        return cls(config_path, model.promote_clean_strip_frames, model.promote_max_clean_strip_ratio)
+        return cls(config_path, model.promote_clean_strip_frames, model.promote_max_clean_strip_ratio,
+                   model.promote_clean_strip_folder)
 
     def compare(self, active: str, candidate: str, *, line_type: str, registry: Path | None = None) -> dict[str, Any]:
         """Both models' figures (`active`, `candidate`: each a version or a model folder), the settings they
         were measured with, and `findings`: what the check finds against the candidate (empty: it passes)."""
         figures = measure(self.config_path, {"active": active, "candidate": candidate}, line_type=line_type,
-                          frames=self.frames, registry=registry)
-        return {**figures, "frames_per_camera": self.frames, "seed": SEED, "max_ratio": self.max_ratio,
+                          frames=self.frames, registry=registry, frames_folder=self.frames_folder)
+        return {**figures, "frames_per_camera": self.frames, "strip": self.strip, "seed": SEED,
+                "max_ratio": self.max_ratio,
                 "config": str(self.config_path) if self.config_path else "demo line",
                 "findings": findings(figures["active"], figures["candidate"], max_ratio=self.max_ratio)}
+
+    @property
+    def strip(self) -> str:
+        return strip_words(self.frames_folder)
 
     def summary(self, figures: dict[str, Any]) -> str:
         """One line for the promotion's output and reason: both models' counts on the strip."""
         a, b = figures["active"], figures["candidate"]
-        return (f"clean strip ({b['strip_m']:.0f} m): {b['records']} defects, {b['unknown']} `unknown` "
+        where = f", {self.strip}" if self.frames_folder else ""
+        return (f"clean strip ({b['strip_m']:.0f} m{where}): {b['records']} defects, {b['unknown']} `unknown` "
                 f"against the active model's {a['records']}, {a['unknown']}")

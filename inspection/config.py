@@ -79,6 +79,9 @@ class ModelConfig:
     # times the active model's defects (or `unknown` ones) there, beyond what chance would give
     promote_clean_strip_frames: int = 600
     promote_max_clean_strip_ratio: float = 1.25
+    # None: the check runs on simulated clean strip; else a folder of the plant's own defect-free frames
+    # (a subfolder named after a camera's id is that camera's; without one every camera replays the folder)
+    promote_clean_strip_folder: Path | None = None
     # A candidate beside the active model on the live stream (`inspection.shadow`): "" follows the
     # registry (`models shadow VERSION|off`), "off" never, else a version or path. Its results touch
     # neither records of defects nor grades nor the PLC; only where the two disagree is recorded.
@@ -455,6 +458,7 @@ def _model(path: Path, table: Any, line_type: str) -> ModelConfig:
                         promote_max_detection_rate_drop=s.share("promote_max_detection_rate_drop"),
                         promote_clean_strip_frames=s.non_negative("promote_clean_strip_frames", int),
                         promote_max_clean_strip_ratio=s.positive("promote_max_clean_strip_ratio", float),
+                        promote_clean_strip_folder=s.path_value("promote_clean_strip_folder"),
                         shadow=s.get("shadow", str).strip(), shadow_share=s.share("shadow_share"),
                         shadow_iou=s.share("shadow_iou"))
     if model.name in LINE_TYPES and model.name != line_type:

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from inspection.clean_strip import excess_p_value, findings
@@ -145,6 +146,13 @@ def test_the_activation_after_a_new_model_is_refused_by_the_clean_strip_check(re
     off = Gate(small_line, 0, 1.25)
     assert decide_activation(registry, "hot", folder, given, True, "yes", off, True) == (True, "yes")
     assert given["promotion"] == {"activated": True, "reason": "yes"}
+    # a check that cannot run (the plant's frames folder is gone) keeps the model from going live, not from
+    # being registered: the decision says why
+    gone = Gate(small_line, 8, 1.25, tmp_path / "no-such-folder")
+    activate, reason = decide_activation(registry, "hot", folder, given, True, "yes", gone, True)
+    assert activate is False and reason.startswith("not activated: the clean-strip check could not run:")
+    assert str(tmp_path / "no-such-folder") in reason
+    assert given["promotion"]["clean_strip"]["run"] is False
 
 
 @pytest.mark.slow
@@ -164,3 +172,59 @@ def test_bench_clean_strip_prints_each_models_figures_and_the_gates_finding(
     assert active["strip_m"] == loose["strip_m"] > 0 and loose["records"] > 2 * active["records"]
     assert figures["against_first"][LOOSE] and figures["against_first"][LOOSE][0].startswith("clean strip:")
     assert figures["frames_per_camera"] == 8 and figures["seed"] == 21 and figures["line_type"] == "hot"
+
+
+def _clean_frames(folder: Path, count: int, rows: int = 256, cols: int = 512) -> Path:
+    """Defect-free hot-strip frames as a plant would keep them: image files in a folder (here the
+    simulator's texture generator, from a seed family of this test's own)."""
+    import cv2
+
+    from cameras.textures import hot_texture
+
+    folder.mkdir(parents=True)
+    for i in range(count):
+        cv2.imwrite(str(folder / f"frame-{i:03d}.png"), hot_texture(np.random.default_rng([777, i]), rows, cols))
+    return folder
+
+
+def test_each_camera_replays_its_own_subfolder_or_else_the_folder(tmp_path: Path, small_line: Path) -> None:
+    from inspection.clean_strip import camera_folders
+    from inspection.config import load_config
+    from inspection.errors import SteelInspectError
+
+    cameras = [c.id for c in load_config(small_line).cameras]
+    shared = _clean_frames(tmp_path / "clean", 2)
+    _clean_frames(shared / cameras[0], 1)
+    settings = camera_folders(small_line, shared)
+    assert settings["cameras.0.options"]["folder"] == str(shared / cameras[0])  # its own subfolder
+    assert settings["cameras.1.options"]["folder"] == str(shared)  # none of its own: the folder itself
+    assert settings["cameras.0.source"] == settings["cameras.1.source"] == "folder"
+    assert settings["cameras.1.options"]["coil_length_m"] == load_config(small_line).simulator.coil_length_m
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SteelInspectError, match=f"{tmp_path / 'empty'}: no image files"):
+        camera_folders(small_line, tmp_path / "empty")
+
+
+@pytest.mark.slow
+@pytest.mark.datasets
+def test_the_check_runs_on_the_plants_own_clean_frames(registry: Registry, small_line: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """`bench clean_strip --folder`: both models replay the same plant frames (16 per camera, fewer than
+    --frames) through the line; the loose model marks them, and the figures say what strip they come from."""
+    monkeypatch.setenv("STEEL_INSPECT_MODELS", str(registry.root))
+    frames = _clean_frames(tmp_path / "plant-clean", 16)
+    out = tmp_path / "clean.json"
+    argv = ["bench", "clean_strip", "--model", ACTIVE, LOOSE, "--frames", "20", "--config", str(small_line)]
+    assert main([*argv, "--folder", str(frames), "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["strip"] == f"frames of {frames}" and f"--folder {frames}" in figures["command"]
+    active, loose = figures["models"][ACTIVE], figures["models"][LOOSE]
+    # 2 cameras x 16 frames of 256 lines at 1 mm per line: the folder's strip, not 20 simulated frames each
+    assert active["strip_m"] == loose["strip_m"] == pytest.approx(2 * 16 * 0.256, abs=0.3)
+    assert loose["records"] > active["records"]
+    # an empty folder is said before any line starts
+    capsys.readouterr()
+    (tmp_path / "empty").mkdir()
+    assert main([*argv, "--folder", str(tmp_path / "empty")]) != 0
+    assert f"{tmp_path / 'empty'}: no image files" in capsys.readouterr().err

@@ -46,6 +46,7 @@ import torch
 from inspection.code_version import code_version
 from inspection.config import REPO_DIR
 from inspection.datasets import DATASET_CLASSES, load_split, read_image, read_split_file, split_path
+from inspection.errors import SteelInspectError
 from training.export import SIZE_MULTIPLE, export_onnx, parity_check
 from training.metrics import ImageResult, detection_rate, false_detections, mean_ap
 from training.model import PRETRAINED_INFO
@@ -162,7 +163,9 @@ def decide_activation(registry: Any, line_type: str, folder: Path, manifest: dic
     (`inspection.clean_strip.Gate`), which runs the active model and the candidate (its model file, and
     `manifest`, written there now, as it will be registered) through the line on defect-free strip and
     may say no. The check does not run when the val gate said no, without a gate or an active model, or
-    with the gate's frames at 0."""
+    with the gate's frames at 0. A check that cannot run (its frames folder gone, a line that does not
+    start) keeps the model from going live but not from being registered: hours of training are not lost
+    to it, and `models promote` runs the check again once the cause is mended."""
     activate = activate and register
     active = registry.active(line_type)
     figures = None
@@ -170,7 +173,14 @@ def decide_activation(registry: Any, line_type: str, folder: Path, manifest: dic
         (folder / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         log.info("clean-strip check: %s beside the active %s, %d frames per camera", manifest["version"], active,
                  gate.frames)
-        figures = gate.compare(active, str(folder), line_type=line_type, registry=registry.root)
+        try:
+            figures = gate.compare(active, str(folder), line_type=line_type, registry=registry.root)
+        except SteelInspectError as exc:
+            log.error("clean-strip check could not run: %s", exc)
+            reason = f"not activated: the clean-strip check could not run: {exc} ({reason})"
+            manifest["promotion"] = {"activated": False, "reason": reason,
+                                     "clean_strip": {"run": False, "why": str(exc)}}
+            return False, reason
         activate = not figures["findings"]
         reason = (f"{reason}; {gate.summary(figures)}" if activate
                   else f"not activated: {'; '.join(figures['findings'])} ({reason})")

@@ -32,28 +32,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a line config key for every model (VALUE read as TOML), e.g. "
                              "'worker.class_thresholds.hot={crazing=0.15}'")
     parser.add_argument("--dir", type=Path, help="keep each model's database here (DIR/1-NAME/line.db, ...)")
+    parser.add_argument("--folder", type=Path, default=None,
+                        help="the plant's own defect-free frames instead of simulated strip: image files, a "
+                             "subfolder per camera id or one folder every camera replays (default: the line "
+                             "config's [model] promote_clean_strip_folder, else simulated strip)")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from inspection.benchmarks._line import hardware
     from inspection.benchmarks.e2e import _settings
-    from inspection.clean_strip import SEED, Gate, findings, measure
+    from inspection.clean_strip import SEED, Gate, findings, measure, strip_words
     from inspection.registry import Registry
 
     registry = Registry()
     line_type = args.line_type or registry.resolve(args.model[0]).line_type
     seed = SEED if args.seed is None else args.seed
     models = {name: name for name in dict.fromkeys(args.model)}
+    gate = Gate.from_config(args.config)
+    frames_folder = args.folder or gate.frames_folder
     figures = measure(args.config, models, line_type=line_type, frames=args.frames, seed=seed, folder=args.dir,
-                      overrides=_settings(args.set))
-    ratio = Gate.from_config(args.config).max_ratio
+                      overrides=_settings(args.set), frames_folder=frames_folder)
+    ratio = gate.max_ratio
     first = next(iter(figures.values()))
     command = (f"steel-inspect bench clean_strip --model {' '.join(models)} --frames {args.frames} --seed {seed}"
+               + (f" --folder {frames_folder}" if frames_folder else "")
                + "".join(f" --set {item}" for item in args.set))
     for name, f in figures.items():  # the figures at a glance, on stderr beside the JSON on stdout
         grades = ", ".join(f"{grade} {n}" for grade, n in f["coils_graded"].items()) or "none ended"
         print(f"{name}: {f['records']} records, {f['unknown']} `unknown` on {f['strip_m']:.0f} m of clean strip; "
               f"coils: {grades}", file=sys.stderr)
     return {"models": figures, "line_type": line_type, "frames_per_camera": args.frames, "seed": seed,
+            "strip": strip_words(frames_folder),
             "against_first": {name: findings(first, f, max_ratio=ratio) for name, f in list(figures.items())[1:]},
             "max_ratio": ratio, "hardware": hardware(), "command": command}

@@ -198,8 +198,8 @@ def _gate(args: argparse.Namespace, registry: Any, candidate: Any,
     gate = Gate.from_config(args.config, model)
     if args.force or gate.frames == 0:
         return findings, {"run": False, "why": "--force" if args.force else "promote_clean_strip_frames = 0"}
-    print(f"clean-strip check: {previous} and {candidate.version} on {gate.frames} frames per camera of "
-          "defect-free strip through the line (a few minutes) ...", flush=True)
+    print(f"clean-strip check: {previous} and {candidate.version} on at most {gate.frames} frames per camera of "
+          f"defect-free strip ({gate.strip}) through the line (a few minutes) ...", flush=True)
     figures = gate.compare(previous, candidate.version, line_type=candidate.line_type, registry=registry.root)
     print(gate.summary(figures), flush=True)
     if figures["findings"]:
