@@ -10,9 +10,11 @@ module measures, for a runtime model (an ONNX file, as the line runs it):
   `metrics.unseen_test` use it) above the detections that find a known defect (val or test images plus
   one line view of each, as the rule is chosen). 0.5 is chance.
 - **Which limit fires** of the model's own rule, on dataset images and on line views apart.
-- **Other rules at the same budget**, limits set on val as `choose_rule` sets them: every share of the
-  budget for the novelty limit in `BUDGET_SPLITS` (0 switches novelty off; `choose_rule` offers 0.25 to
-  0.75), and the model's rule with a floor under the score (a detection below it is not `unknown`).
+- **Other rules at the same budget**, limits set as quantiles of the known val rows (`rule_limits`): every
+  share of the budget for the novelty limit in `BUDGET_SPLITS` (0 switches novelty off; `choose_rule`
+  offers 0.25 to 0.75), and the model's rule with a floor under the score (a detection below it is not
+  `unknown`). The rows are one detection per found box; `choose_rule` calibrates on every detection that
+  overlaps a labelled box, so its limits at the same split differ a little from these.
 
 Val chooses, test reports: the rules are built from val detections only and applied to test as they are.
 """
