@@ -15,7 +15,7 @@ DATASETS = REPO.parent / "shared" / "datasets"
 
 
 def _row(novelty: float, share: float, score: float = 0.5, view: bool = False) -> dict:
-    return {"view": view, "truth": "a", "label": "a", "score": score, "novelty": novelty, "share": share}
+    return {"view": view, "score": score, "novelty": novelty, "share": share}
 
 
 def test_auc_is_the_share_of_pairs_ranked_right_with_ties_half() -> None:

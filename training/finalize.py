@@ -177,13 +177,12 @@ def decide_activation(registry: Any, line_type: str, folder: Path, manifest: dic
             figures = gate.compare(active, str(folder), line_type=line_type, registry=registry.root)
         except SteelInspectError as exc:
             log.error("clean-strip check could not run: %s", exc)
+            activate, figures = False, {"run": False, "why": str(exc)}
             reason = f"not activated: the clean-strip check could not run: {exc} ({reason})"
-            manifest["promotion"] = {"activated": False, "reason": reason,
-                                     "clean_strip": {"run": False, "why": str(exc)}}
-            return False, reason
-        activate = not figures["findings"]
-        reason = (f"{reason}; {gate.summary(figures)}" if activate
-                  else f"not activated: {'; '.join(figures['findings'])} ({reason})")
+        else:
+            activate = not figures["findings"]
+            reason = (f"{reason}; {gate.summary(figures)}" if activate
+                      else f"not activated: {'; '.join(figures['findings'])} ({reason})")
     manifest["promotion"] = {"activated": activate, "reason": reason, **({"clean_strip": figures} if figures else {})}
     return activate, reason
 

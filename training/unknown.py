@@ -133,20 +133,29 @@ def _at_thresholds(det: dict[str, np.ndarray], thresholds: np.ndarray) -> tuple[
             class_share(det["class_scores"][keep], det["labels"][keep]))
 
 
+def finding_detections(det: dict[str, np.ndarray], truth: np.ndarray,
+                       thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The labelled boxes of `truth` that a detection finds (the best overlap at IoU >= DETECTION_IOU among
+    the detections at their class's operating threshold, as `evaluate` judges an unseen type): their
+    indices, and the indices into `det` of the detections that find them."""
+    keep = np.flatnonzero((det["scores"] >= thresholds[det["labels"]]) & (det["scores"] > 0))
+    if not len(truth) or not len(keep):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    iou = iou_matrix(np.asarray(truth, np.float32), det["boxes"][keep])
+    best = iou.argmax(axis=1)
+    hit = np.flatnonzero(iou[np.arange(len(truth)), best] >= DETECTION_IOU)
+    return hit, keep[best[hit]]
+
+
 def _unseen_found(found: Sequence[dict[str, np.ndarray]], gt_boxes: Sequence[np.ndarray],
                   thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Novelty and class share of the detection that finds each unseen box (the best overlap at IoU >=
-    DETECTION_IOU, as `evaluate` judges an unseen type); boxes nothing finds are left out."""
+    """Novelty and class share of the detection that finds each unseen box (`finding_detections`); boxes
+    nothing finds are left out."""
     novelty, share = [], []
     for det, truth in zip(found, gt_boxes, strict=True):
-        boxes, det_novelty, det_share = _at_thresholds(det, thresholds)
-        if not len(truth) or not len(boxes):
-            continue
-        iou = iou_matrix(np.asarray(truth, np.float32), boxes)
-        best = iou.argmax(axis=1)
-        hit = iou[np.arange(len(truth)), best] >= DETECTION_IOU
-        novelty += det_novelty[best[hit]].tolist()
-        share += det_share[best[hit]].tolist()
+        _, finders = finding_detections(det, truth, thresholds)
+        novelty += det["novelty"][finders].tolist()
+        share += class_share(det["class_scores"][finders], det["labels"][finders]).tolist()
     return np.array(novelty, np.float64), np.array(share, np.float64)
 
 

@@ -28,8 +28,7 @@ from typing import Any
 import numpy as np
 
 from inspection.datasets import DATASET_CLASSES, LINE_DATASETS, Sample, load_split, read_image
-from training.metrics import DETECTION_IOU, iou_matrix
-from training.unknown import BUDGET, class_share, is_unknown, rule_limits, runtime_detections
+from training.unknown import BUDGET, class_share, finding_detections, is_unknown, rule_limits, runtime_detections
 
 BUDGET_SPLITS = (0.0, 0.1, 0.25, 0.5, 0.75)  # novelty's share of the budget, tried side by side
 SCORE_FLOORS = (0.25, 0.3, 0.35)
@@ -37,26 +36,17 @@ SIGNALS = ("novelty", "1 - class share", "-score")
 
 
 def found_signals(detector: Any, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray],
-                  truth_labels: Sequence[Sequence[str]], views_from: int) -> list[dict[str, Any]]:
-    """For every labelled box that a detection at its class's operating threshold finds (best IoU >=
-    DETECTION_IOU, as `evaluate` judges it): that detection's class, score, novelty and class share.
-    Images from index `views_from` on are line views."""
+                  views_from: int) -> list[dict[str, Any]]:
+    """For every labelled box that a detection finds (`training.unknown.finding_detections`, as `evaluate`
+    judges it): that detection's score, novelty and class share. Images from index `views_from` on are
+    line views."""
     thresholds = np.asarray(detector.thresholds)
-    classes = detector.manifest.classes
     rows = []
-    for i, (det, truth, names) in enumerate(zip(runtime_detections(detector, images), boxes, truth_labels,
-                                                 strict=True)):
-        keep = (det["scores"] >= thresholds[det["labels"]]) & (det["scores"] > 0)
-        if not len(truth) or not keep.any():
-            continue
-        labels, scores = det["labels"][keep], det["scores"][keep]
-        novelty, share = det["novelty"][keep], class_share(det["class_scores"][keep], labels)
-        iou = iou_matrix(np.asarray(truth, np.float32), det["boxes"][keep])
-        best = iou.argmax(axis=1)
-        for g, j in enumerate(best):
-            if iou[g, j] >= DETECTION_IOU:
-                rows.append({"view": i >= views_from, "truth": names[g], "label": classes[int(labels[j])],
-                             "score": float(scores[j]), "novelty": float(novelty[j]), "share": float(share[j])})
+    for i, (det, truth) in enumerate(zip(runtime_detections(detector, images), boxes, strict=True)):
+        _, finders = finding_detections(det, truth, thresholds)
+        share = class_share(det["class_scores"][finders], det["labels"][finders])
+        rows += [{"view": i >= views_from, "score": float(det["scores"][j]), "novelty": float(det["novelty"][j]),
+                  "share": float(k)} for j, k in zip(finders, share, strict=True)]
     return rows
 
 
@@ -127,13 +117,12 @@ def rule_table(parts: dict[str, list[dict[str, Any]]], own_rule: dict[str, float
             for name, rule, floor in rules]
 
 
-def _views(samples: Sequence[Sample], images: list[np.ndarray], line_type: str, dataset: str
-           ) -> tuple[list[np.ndarray], list[np.ndarray], list[list[str]]]:
+def _views(samples: Sequence[Sample], images: list[np.ndarray], line_type: str,
+           dataset: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
     from training.thresholds import val_line_views
 
-    classes = DATASET_CLASSES[dataset]
-    views = val_line_views(samples, images, line_type, classes)
-    return [v[0] for v in views], [v[1] for v in views], [[classes[int(i)] for i in v[2]] for v in views]
+    views = val_line_views(samples, images, line_type, DATASET_CLASSES[dataset])
+    return [v[0] for v in views], [v[1] for v in views]
 
 
 def measure(detector: Any, datasets_dir: Path, splits_dir: Path | None = None,
@@ -149,14 +138,12 @@ def measure(detector: Any, datasets_dir: Path, splits_dir: Path | None = None,
     for split in ("val", "test"):
         known = load_split(Path(datasets_dir) / own, own, split, splits_dir)[:max_images]
         images = [read_image(s.image_path) for s in known]
-        view_images, view_boxes, view_labels = _views(known, images, line_type, own)
-        parts[f"known_{split}"] = found_signals(
-            detector, [*images, *view_images], [*(s.boxes for s in known), *view_boxes],
-            [*(s.labels for s in known), *view_labels], views_from=len(images))
+        view_images, view_boxes = _views(known, images, line_type, own)
+        parts[f"known_{split}"] = found_signals(detector, [*images, *view_images],
+                                                [*(s.boxes for s in known), *view_boxes], views_from=len(images))
         unseen = load_split(Path(datasets_dir) / other, other, split, splits_dir)[:max_images]
         parts[f"unseen_{split}"] = found_signals(detector, [read_image(s.image_path) for s in unseen],
-                                                 [s.boxes for s in unseen], [s.labels for s in unseen],
-                                                 views_from=len(unseen))
+                                                 [s.boxes for s in unseen], views_from=len(unseen))
     limits = {"novelty_max": rule.novelty_max, "class_share_min": rule.class_share_min}
     return {"model": detector.manifest.version, "unseen_dataset": other, "rule": limits, "budget": BUDGET,
             "found": {part: len(rows) for part, rows in parts.items()},
