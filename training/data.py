@@ -6,6 +6,8 @@ With `LineViews` and `line_share` > 0, that share of the defect images is shown 
 (the defects pasted into strip texture, see `training.line_views`) instead of the plain augmentation.
 With `mosaic_share` > 0, that share of the other defect images is shown as a mosaic of four
 (`training.augment.mosaic`: the image and three others drawn at random, at the native scale).
+With `outlier_share` > 0, that share of all crops (negatives too) gets one shape of no class drawn
+away from its boxes (`training.outliers`), with a ``spread`` target instead of a class peak.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from inspection.datasets import Sample, read_image
 from training.augment import AugmentConfig, augment, mosaic, pad_to
 from training.line_views import LineViews
 from training.negatives import NegativePool
+from training.outliers import paste_outlier
 from training.targets import make_targets
 
 
@@ -33,7 +36,10 @@ class TrainBatches:
     def __init__(self, samples: Sequence[Sample], classes: Sequence[str], augment_cfg: AugmentConfig,
                  stride: int, batch_size: int, negative_pool: NegativePool | None = None,
                  negatives: int = 0, line_views: LineViews | None = None, line_share: float = 0.0,
-                 mosaic_share: float = 0.0) -> None:
+                 mosaic_share: float = 0.0, outlier_share: float = 0.0) -> None:
+        if not 0.0 <= outlier_share <= 1.0:
+            raise ValueError(f"outlier_share: expected a share in 0..1, got {outlier_share}")
+        self.outlier_share = outlier_share
         if not 0.0 <= line_share <= 1.0:
             raise ValueError(f"line_share: expected a share in 0..1, got {line_share}")
         if not 0.0 <= mosaic_share <= 1.0:
@@ -62,11 +68,8 @@ class TrainBatches:
     def item(self, i: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         if i >= len(self.images):  # a defect-free negative
             image = self.negative_pool.item(rng)  # type: ignore[union-attr]
-            targets = make_targets(np.zeros((0, 4), np.float32), np.zeros(0, np.int64), self.num_classes,
-                                   self.cfg.out_size, self.stride)
-            targets["image_in"] = image[None]
-            return targets
-        if self.line_share and rng.random() < self.line_share:
+            boxes, labels = np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+        elif self.line_share and rng.random() < self.line_share:
             image, boxes, labels = self.line_views.item(  # type: ignore[union-attr]
                 self.images[i], self.boxes[i], self.labels[i], rng)
         elif self.mosaic_share and len(self.images) >= 4 and rng.random() < self.mosaic_share:
@@ -76,7 +79,11 @@ class TrainBatches:
                                           self.cfg, rng)
         else:
             image, boxes, labels = augment(self.images[i], self.boxes[i], self.labels[i], self.cfg, rng)
-        targets = make_targets(boxes, labels, self.num_classes, self.cfg.out_size, self.stride)
+        outlier = None
+        if self.outlier_share and rng.random() < self.outlier_share:  # no draw when off: old runs replay
+            image, outlier = paste_outlier(image, boxes, rng)
+        targets = make_targets(boxes, labels, self.num_classes, self.cfg.out_size, self.stride,
+                               None if outlier is None else outlier[None])
         targets["image_in"] = image[None]
         return targets
 

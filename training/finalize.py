@@ -363,6 +363,7 @@ def finalize(opts: Options, state: dict[str, Any], models_dir: Path, register: b
                      "max_images": opts.max_images,
                      "negatives": state.get("negatives", {"share": 0.0, "per_epoch": 0}),
                      "line_views": state.get("line_views", {"share": 0.0}),
+                     "outliers": state.get("outliers", {"share": 0.0}),
                      "precision": state.get("precision", "bf16 autocast")},
         "data": {"dataset": recipe.dataset,
                  "split_file": str(split_file.relative_to(REPO_DIR) if split_file.is_relative_to(REPO_DIR)

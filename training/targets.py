@@ -5,7 +5,9 @@ Targets per image, on the output grid (cell (i, j) sits at pixel ((j + 0.5) * s,
   sigma = ALPHA * box side / 6 (TTFNet), max over boxes of one class;
 - ``box`` [4, h, w] and ``weight`` [h, w]: every cell inside a box's (narrower) Gaussian regresses
   that box, weighted by the Gaussian, normalised per box and scaled by log(area) so large boxes
-  do not drown small ones; where boxes overlap the smaller box wins.
+  do not drown small ones; where boxes overlap the smaller box wins;
+- ``spread`` [h, w]: the Gaussians of outlier shapes (`training.outliers`), which regress their box
+  like a defect but teach every class the same middling score (`spread_loss`) instead of a peak.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 
 ALPHA = 0.54
 BETA = 0.54
+SPREAD_MIN = 0.05  # an outlier shape's cells: its Gaussian above this (left out of the focal loss's negatives)
 
 
 def _gaussian(h: int, w: int, cx: int, cy: int, sx: float, sy: float) -> np.ndarray:
@@ -23,13 +26,18 @@ def _gaussian(h: int, w: int, cx: int, cy: int, sx: float, sy: float) -> np.ndar
 
 
 def make_targets(boxes: np.ndarray, labels: np.ndarray, num_classes: int, size: tuple[int, int],
-                 stride: int) -> dict[str, np.ndarray]:
-    """boxes float [n, 4] in pixels, labels int [n]; size (w, h) of the input (multiple of stride)."""
+                 stride: int, outliers: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """boxes float [n, 4] in pixels, labels int [n]; size (w, h) of the input (multiple of stride);
+    outliers float [m, 4]: boxes of drawn shapes of no class (`training.outliers`)."""
     w, h = size[0] // stride, size[1] // stride
     heat = np.zeros((num_classes, h, w), np.float32)
     box = np.zeros((4, h, w), np.float32)
     weight = np.zeros((h, w), np.float32)
+    spread = np.zeros((h, w), np.float32)
     image = np.zeros(num_classes, np.float32)
+    if outliers is not None and len(outliers):
+        boxes = np.concatenate([np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(outliers, np.float32)])
+        labels = np.concatenate([np.asarray(labels, np.int64), np.full(len(outliers), -1, np.int64)])
     if len(boxes):
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         for k in np.argsort(-areas):  # large first, so smaller boxes overwrite shared cells
@@ -38,8 +46,11 @@ def make_targets(boxes: np.ndarray, labels: np.ndarray, num_classes: int, size: 
             cx = min(int((x1 + x2) / 2 / stride), w - 1)
             cy = min(int((y1 + y2) / 2 / stride), h - 1)
             g = _gaussian(h, w, cx, cy, max(ALPHA * bw / 6, 0.3), max(ALPHA * bh / 6, 0.3))
-            heat[labels[k]] = np.maximum(heat[labels[k]], g)
-            heat[labels[k], cy, cx] = 1.0
+            if labels[k] < 0:  # an outlier shape: no class's peak, one spread target
+                spread = np.maximum(spread, g)
+            else:
+                heat[labels[k]] = np.maximum(heat[labels[k]], g)
+                heat[labels[k], cy, cx] = 1.0
             gb = _gaussian(h, w, cx, cy, max(BETA * bw / 6, 0.3), max(BETA * bh / 6, 0.3))
             # only cells whose centre lies inside the box may regress it
             jx = (np.arange(w) + 0.5) * stride
@@ -51,21 +62,42 @@ def make_targets(boxes: np.ndarray, labels: np.ndarray, num_classes: int, size: 
             gb = gb / gb[cells].sum() * np.log(max(areas[k], 2.0))
             box[:, cells] = np.array([x1, y1, x2, y2], np.float32)[:, None]
             weight[cells] = gb[cells]
-            image[labels[k]] = 1.0
-    return {"heat": heat, "box": box, "weight": weight, "image": image}
+            if labels[k] >= 0:
+                image[labels[k]] = 1.0
+    return {"heat": heat, "box": box, "weight": weight, "spread": spread, "image": image}
 
 
-def focal_loss(logits, target):  # noqa: ANN001, ANN201 - torch tensors
-    """CenterNet's penalty-reduced focal loss on heatmap logits, normalised by the object count."""
+def focal_loss(logits, target, ignore=None):  # noqa: ANN001, ANN201 - torch tensors
+    """CenterNet's penalty-reduced focal loss on heatmap logits, normalised by the object count.
+
+    `ignore` [N, h, w] (bool): cells left out of the negative term (an outlier shape's, which
+    `spread_loss` trains instead)."""
     import torch
     import torch.nn.functional as F
 
     pred = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
     pos = target.eq(1).float()
     neg = 1 - pos
+    if ignore is not None:
+        neg = neg * (~ignore)[:, None].float()
     pos_loss = -F.logsigmoid(logits) * (1 - pred) ** 2 * pos
     neg_loss = -F.logsigmoid(-logits) * pred ** 2 * (1 - target) ** 4 * neg
     return (pos_loss.sum() + neg_loss.sum()) / pos.sum().clamp(min=1.0)
+
+
+def spread_loss(logits, spread, score: float):  # noqa: ANN001, ANN201 - torch tensors
+    """At an outlier shape's cells (`spread` > SPREAD_MIN), every class's score towards `score`
+    times the shape's Gaussian (binary cross-entropy, weighted by the Gaussian): a peak the decoder
+    finds, whose class share is 1 / C. Zero (with a graph) when the batch has no shape."""
+    import torch.nn.functional as F
+
+    cells = spread > SPREAD_MIN
+    if not bool(cells.any()):
+        return logits.sum() * 0.0
+    target = (score * spread)[:, None].expand_as(logits)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(dim=1)
+    wts = spread * cells.float()
+    return (bce * wts).sum() / wts.sum()
 
 
 def giou_loss(dist, box_target, weight, stride: int):  # noqa: ANN001, ANN201 - torch tensors

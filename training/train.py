@@ -39,8 +39,9 @@ from training.line_views import LineViews
 from training.metrics import ImageResult, mean_ap
 from training.model import Detector, pretrained_path
 from training.negatives import NegativePool, negatives_per_epoch
+from training.outliers import SHAPES, SPREAD_SCORE
 from training.plant_data import PlantData, load_plant_data
-from training.targets import focal_loss, giou_loss
+from training.targets import SPREAD_MIN, focal_loss, giou_loss, spread_loss
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class Recipe:
     background_cap: float | None = None  # max background detections per Mpx at the operating threshold
     line_views: float = 0.0  # share of defect images shown pasted into strip texture (training.line_views)
     mosaic: float = 0.0  # share of the other defect images shown as a mosaic of four (training.augment.mosaic)
+    outliers: float = 0.0  # share of crops with a shape of no class drawn in (training.outliers)
 
 
 # Epoch plans are longer than a 150-minute budget allows on 2 CPU cores; `--time-budget-min` shortens
@@ -104,6 +106,7 @@ class Options:
     background_cap: float | None = None  # overrides the recipe's cap; <= 0 turns the cap off
     line_views: float | None = None  # overrides the recipe's share of line views
     mosaic: float | None = None  # overrides the recipe's share of mosaics
+    outliers: float | None = None  # overrides the recipe's share of crops with an outlier shape
     backbone: str | None = None  # overrides the recipe's backbone ("plain", "plain-deep" or "lite0")
     stride: int | None = None  # overrides the recipe's output stride (4 or 8)
     exclude_classes: tuple[str, ...] = ()  # classes left out of training (measuring `unknown`)
@@ -126,6 +129,8 @@ def effective_recipe(opts: Options) -> Recipe:
         recipe["line_views"] = opts.line_views
     if opts.mosaic is not None:
         recipe["mosaic"] = opts.mosaic
+    if opts.outliers is not None:
+        recipe["outliers"] = opts.outliers
     if opts.backbone is not None:
         recipe["backbone"] = opts.backbone
     if opts.stride is not None:
@@ -296,6 +301,10 @@ def run(opts: Options) -> dict[str, Any]:
         if trained_textures != recipe.negative_textures:
             raise TrainingError(f"{last_path} was trained on {trained_textures} negative-pool textures; "
                                 f"resume it with --negative-textures {trained_textures}")
+        trained_outliers = ckpt.get("recipe", {}).get("outliers", 0.0)
+        if trained_outliers != recipe.outliers:
+            raise TrainingError(f"{last_path} was trained with outlier shapes in {trained_outliers} of the crops; "
+                                f"resume it with --outliers {trained_outliers}")
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -327,7 +336,9 @@ def run(opts: Options) -> dict[str, Any]:
         state["line_views"] = {"share": recipe.line_views, **views.describe()}
     state["precision"] = "bf16 autocast" if native_bf16() else "fp32"
     batches = TrainBatches(train, classes, augment_cfg, recipe.stride, batch_size, pool, negatives, views,
-                           recipe.line_views, recipe.mosaic)
+                           recipe.line_views, recipe.mosaic, recipe.outliers)
+    if recipe.outliers:
+        state["outliers"] = {"share": recipe.outliers, "spread_score": SPREAD_SCORE, "shapes": sorted(SHAPES)}
     val_images = [read_image(s.image_path) for s in val]
     log.info("%s: %d train / %d val images of %s (%d / %d of them plant samples) + %d background negatives, "
              "%d steps per epoch, %d epochs planned", opts.line_type, len(train), len(val), recipe.dataset,
@@ -391,7 +402,8 @@ def make_optimizer(model: Detector, recipe: Recipe) -> torch.optim.Optimizer:
 
 def train_step(model: Detector, ema: Detector, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
                recipe: Recipe, lr: float, step: int) -> np.ndarray:
-    """One optimiser step and the EMA update; returns the three loss terms.
+    """One optimiser step and the EMA update; returns the three loss terms (the heat term includes
+    the outlier shapes' `spread_loss` when the recipe draws them).
 
     bf16 autocast only where the CPU computes bf16 natively (see `native_bf16`): elsewhere it is
     emulated, and a step took 9x longer than in fp32 (AVX2 EPYC, 16 x 224 px, one thread).
@@ -402,7 +414,10 @@ def train_step(model: Detector, ema: Detector, optimizer: torch.optim.Optimizer,
     x = ((batch["image_in"].float() - model.mean) / model.std).contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=native_bf16()):
         heat, dist, image_logits = model(x)
-    losses = (focal_loss(heat.float(), batch["heat"]),
+    heat_loss = focal_loss(heat.float(), batch["heat"], batch["spread"] > SPREAD_MIN if recipe.outliers else None)
+    if recipe.outliers:
+        heat_loss = heat_loss + spread_loss(heat.float(), batch["spread"], SPREAD_SCORE)
+    losses = (heat_loss,
               giou_loss(dist.float(), batch["box"], batch["weight"], recipe.stride),
               F.binary_cross_entropy_with_logits(image_logits.float(), batch["image"]))
     loss = losses[0] + recipe.box_weight * losses[1] + recipe.image_weight * losses[2]

@@ -51,6 +51,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--mosaic", type=float, default=None, metavar="SHARE",
                         help="share of the remaining defect images shown as a mosaic of four images at the "
                              "native scale (training.augment.mosaic; default: the recipe's: 0)")
+    parser.add_argument("--outliers", type=float, default=None, metavar="SHARE",
+                        help="share of training crops with one geometric shape of no class drawn in, "
+                             "taught as a defect whose class is unclear (outlier exposure for the "
+                             "`unknown` rule, training.outliers; default: the recipe's: 0)")
     parser.add_argument("--backbone", choices=("plain", "plain-deep", "lite0"), default=None,
                         help="plain: the small CNN trained from scratch; plain-deep: the same with one more "
                              "residual block at strides 8, 16 and 32 (measured 0.65x its speed in fp32); lite0: "
@@ -97,6 +101,8 @@ def _handle(args: argparse.Namespace) -> int:
         raise TrainingError(f"--line-views: expected a share of defect images in 0..1, got {args.line_views}")
     if args.mosaic is not None and not 0.0 <= args.mosaic <= 1.0:
         raise TrainingError(f"--mosaic: expected a share of defect images in 0..1, got {args.mosaic}")
+    if args.outliers is not None and not 0.0 <= args.outliers <= 1.0:
+        raise TrainingError(f"--outliers: expected a share of training crops in 0..1, got {args.outliers}")
     if args.background_cap is not None and args.background_cap < 0:
         raise TrainingError(f"--background-cap: expected >= 0 detections per Mpx, got {args.background_cap}")
     try:
@@ -115,6 +121,7 @@ def _handle(args: argparse.Namespace) -> int:
                    resume=args.resume, threads=args.threads, negatives=args.negatives,
                    negative_textures=args.negative_textures,
                    background_cap=args.background_cap, line_views=args.line_views, mosaic=args.mosaic,
+                   outliers=args.outliers,
                    backbone=args.backbone, stride=args.stride,
                    exclude_classes=tuple(dict.fromkeys(args.exclude_class)),
                    plant_data=tuple(dict.fromkeys(args.plant_data)), plant_split_seed=args.plant_split_seed,
