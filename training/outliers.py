@@ -99,8 +99,8 @@ def _overlaps(box: np.ndarray, boxes: np.ndarray, margin: float) -> bool:
 def paste_outlier(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
                   margin: float = 4.0) -> tuple[np.ndarray, np.ndarray | None]:
     """`image` (uint8 [H, W]) with one shape drawn where it touches no box of `boxes` (float [n, 4],
-    `margin` pixels apart), and the shape's box float32 [4]; the image unchanged and None when no
-    free place was found (a crop full of defect)."""
+    `margin` pixels apart), and the shape's bounding box float32 [4]; the image unchanged and None
+    when no free place was found (a crop full of defect)."""
     if image.dtype != np.uint8 or image.ndim != 2:
         raise ValueError(f"outlier canvas: expected a uint8 [H, W] image, got {image.dtype} {image.shape}")
     height, width = image.shape
@@ -122,5 +122,9 @@ def paste_outlier(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator
         texture = 1.0 + 0.2 * rng.standard_normal((h, w)).astype(np.float32)
         out = image.astype(np.float32)
         out[y:y + h, x:x + w] += coverage * contrast * texture
+        # the box to learn is the shape's own extent (a thin triangle leaves much of its box empty)
+        rows, cols = np.nonzero(coverage > 0.25)
+        if len(rows):
+            box = np.array([x + cols.min(), y + rows.min(), x + cols.max() + 1, y + rows.max() + 1], np.float32)
         return np.clip(np.rint(out), 0, 255).astype(np.uint8), box
     return image, None
