@@ -131,9 +131,9 @@ def test_inspector_selects_a_defect_on_the_map_rejects_it_and_works_the_review_q
     reject = page.get_by_role("button", name="Reject as false alarm")
     crop.wait_for()
     # beside the maps, not further down the page: the crop next to the top map, the form above the gallery
-    map_box = page.locator(browser.MAP_FRAME).bounding_box()
-    gallery_box = page.get_by_test_id("stExpander").filter(has_text="Crop gallery").bounding_box()
-    crop_box, reject_box = crop.bounding_box(), reject.bounding_box()
+    map_box, gallery_box, crop_box, reject_box = browser.settled_boxes(
+        page, page.locator(browser.MAP_FRAME), page.get_by_test_id("stExpander").filter(has_text="Crop gallery"),
+        crop, reject)
     assert crop_box["x"] > map_box["x"] + map_box["width"] / 2
     assert map_box["y"] - 200 < crop_box["y"] < map_box["y"] + map_box["height"]
     assert reject_box["y"] + reject_box["height"] < gallery_box["y"]

@@ -78,6 +78,24 @@ def map_canvas(page: Any) -> Any:
     return page.frame_locator(MAP_FRAME).locator("canvas")
 
 
+def settled_boxes(page: Any, *locators: Any, timeout_s: float = 20.0) -> list[dict[str, float]]:
+    """The bounding boxes of `locators`, read together once two reads 250 ms apart agree: a crop's
+    image that loads after its column was drawn moves everything below it (boxes read one by one
+    around that moment once put the review form below the gallery that follows it)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    boxes = [loc.bounding_box() for loc in locators]
+    while True:
+        page.wait_for_timeout(250)
+        again = [loc.bounding_box() for loc in locators]
+        if again == boxes and None not in again:
+            return again
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the page's layout kept moving for {timeout_s:.0f} s: {boxes} -> {again}")
+        boxes = again
+
+
 def click_a_point(page: Any) -> int:
     """Click the centre of the largest marker on the top-surface map; return the defect id the page
     then shows as selected (its crop's heading "#ID class ...")."""
