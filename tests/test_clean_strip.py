@@ -141,8 +141,9 @@ def test_the_activation_after_a_new_model_is_refused_by_the_clean_strip_check(re
     # not run when the val gate already said no, when the model is not registered, or with the check off
     assert decide_activation(registry, "hot", folder, given, False, "no", gate, True) == (False, "no")
     assert given["promotion"] == {"activated": False, "reason": "no"}
-    assert decide_activation(registry, "hot", folder, given, True, "yes", gate, False) == (False, "yes")
-    assert "clean_strip" not in given["promotion"]
+    unregistered = "not registered (--no-register); the val gate said: yes"
+    assert decide_activation(registry, "hot", folder, given, True, "yes", gate, False) == (False, unregistered)
+    assert given["promotion"] == {"activated": False, "reason": unregistered}
     off = Gate(small_line, 0, 1.25)
     assert decide_activation(registry, "hot", folder, given, True, "yes", off, True) == (True, "yes")
     assert given["promotion"] == {"activated": True, "reason": "yes"}

@@ -169,6 +169,8 @@ CASES: list[Case] = [
          "argument --max-images: expected an integer >= 2, got '1'"),
     Case("train-negatives-high", "train --line-type hot --negatives 5", 2,
          "--negatives: expected a share per defect image"),
+    Case("train-outliers-high", "train --line-type hot --outliers 1.5", 2,
+         "--outliers: expected a share of training crops in 0..1, got 1.5"),
     Case("quantize-calibration-0", "quantize hot --calibration-images 0", 2,
          "argument --calibration-images: expected an integer >= 1, got '0'"),
     Case("quantize-backgrounds-negative", "quantize hot --calibration-backgrounds -1", 2,

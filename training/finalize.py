@@ -166,6 +166,8 @@ def decide_activation(registry: Any, line_type: str, folder: Path, manifest: dic
     with the gate's frames at 0. A check that cannot run (its frames folder gone, a line that does not
     start) keeps the model from going live but not from being registered: hours of training are not lost
     to it, and `models promote` runs the check again once the cause is mended."""
+    if not register:  # --no-register: the export's manifest must not claim an activation that never happened
+        reason = f"not registered (--no-register); the val gate said: {reason}"
     activate = activate and register
     active = registry.active(line_type)
     figures = None
