@@ -144,7 +144,8 @@ def test_class_thresholds_per_line_type_load_from_the_file_and_from_overrides() 
     assert config.worker.class_thresholds["hot"]["inclusion"] == 0.4
     assert config.worker.class_thresholds["cold"]["pits"] == 0.3
     assert load_config().worker.class_thresholds == {"hot": {"patches": 0.3, "rolled-in_scale": 0.2, "scratches": 0.2,
-                                                             "pitted_surface": 0.25, "crazing": 0.15},
+                                                             "pitted_surface": 0.25, "crazing": 0.15,
+                                                             "inclusion": 0.25},
                                                      "cold": {"oil spots": 0.2, "pits": 0.25, "inclusions": 0.2}}
     assert load_config(overrides={"worker.class_thresholds.cold": {}}).worker.class_thresholds["cold"] == {}
 
