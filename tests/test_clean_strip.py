@@ -80,10 +80,12 @@ def registry(tmp_path: Path) -> Registry:
 
 @pytest.fixture
 def small_line(tmp_path: Path, ipc_dir: Path) -> Path:
-    """The demo line with small frames, the model on every tile and the check on 8 frames per camera (the
-    line's own thresholds for four hot classes apply to both models; crazing and inclusion differ)."""
+    """The demo line with small frames, the model on every tile and the check on 8 frames per camera. The
+    line's own thresholds apply to both models; the demo's inclusion entry is left out, so that the
+    models' own inclusion thresholds (0.25 and the loose 0.03) tell them apart."""
     return clean_strip_gate_config(tmp_path, ipc_dir, frames=8, extra={
-        'first_stage = "windows"': 'first_stage = "none"', 'providers = "auto"': 'providers = "cpu"'})
+        'first_stage = "windows"': 'first_stage = "none"', 'providers = "auto"': 'providers = "cpu"',
+        "\ninclusion = 0.25 ": "\n# inclusion = 0.25 "})
 
 
 @pytest.mark.slow
