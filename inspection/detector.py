@@ -173,11 +173,13 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
-def fp32_source(manifest: Manifest) -> Manifest | None:
+def fp32_source(manifest: Manifest, gpu_expected: bool = True) -> Manifest | None:
     """The fp32 model an int8 copy was quantized from (`quantization.source_version`), found beside it
     in the registry and checked against `quantization.source_sha256`; None when `manifest` is no
     quantized copy, has a crop classifier appended (which its source lacks), or its source is missing
-    or does not match (then said in a warning)."""
+    or does not match (then said in a warning). `gpu_expected=False` (no GPU provider can start here)
+    says a missing source at INFO only: a copy checked from a folder of its own, e.g. by the clean-strip
+    check, has no source beside it, and on a CPU that changes nothing."""
     quantization = manifest.data.get("quantization")
     source = quantization.get("source_version") if isinstance(quantization, dict) else None
     if not isinstance(source, str) or not re.fullmatch(IDENT_PATTERN, source):
@@ -189,8 +191,9 @@ def fp32_source(manifest: Manifest) -> Manifest | None:
     try:
         found = load_manifest(manifest.model_path.parent.parent / source / MANIFEST_FILE)
     except ManifestError as exc:
-        log.warning("model %s is an int8 copy of %s, which cannot be loaded (%s): the GPU runs the int8 copy",
-                    manifest.version, source, exc)
+        log.log(logging.WARNING if gpu_expected else logging.INFO,
+                "model %s is an int8 copy of %s, which cannot be loaded (%s): a GPU would run the int8 copy",
+                manifest.version, source, exc)
         return None
     if quantization.get("source_sha256") not in (None, found.sha256):
         log.warning("model %s names source %s with sha256 %s, but %s has %s: the GPU runs the int8 copy",
@@ -266,7 +269,8 @@ class Detector:
         self.warm_up_s: dict[str, float] = {}
         self.warmed_shapes: tuple[tuple[int, int], ...] = ()  # what `warm_up_cpu` ran (before padding)
         candidates = gpu_candidates(providers)
-        chosen = (fp32_source(manifest) if candidates and use_fp32_source else None) or manifest
+        gpu_expected = any(gpu_libs.check(p).can_try for p in candidates)
+        chosen = (fp32_source(manifest, gpu_expected) if candidates and use_fp32_source else None) or manifest
         self.buckets = _fitted(buckets or ShapeBuckets(), chosen.size_multiple)
         cache = None
         if gpu_libs.TENSORRT in candidates and gpu_libs.check(gpu_libs.TENSORRT).can_try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -37,7 +38,7 @@ from inspection.providers import (
     provider_list,
     provider_options,
 )
-from inspection.registry import Manifest, Registry
+from inspection.registry import Manifest, Registry, load_manifest
 from inspection.results import FrameResult
 from inspection.shapes import ShapeBuckets, ShapeError
 from inspection.worker import InferenceWorker
@@ -301,6 +302,21 @@ def test_without_a_gpu_the_int8_copy_runs_as_registered(registry: Registry, tmp_
     _, copy = _int8_pair(registry, tmp_path)
     detector = Detector(copy, providers="auto")
     assert detector.providers == [CPU] and detector.manifest.version == "hot-q"
+
+
+@needs_no_gpu
+def test_without_a_gpu_a_copy_away_from_its_source_runs_without_a_warning(
+        registry: Registry, tmp_path: Path, fresh_probe: None, caplog: pytest.LogCaptureFixture) -> None:
+    """A copy checked from a folder of its own (the clean-strip check's candidate) has no source beside
+    it: without a GPU that changes nothing, so it is said at INFO, not as a warning."""
+    _, copy = _int8_pair(registry, tmp_path)
+    alone = tmp_path / "candidate" / copy.version
+    shutil.copytree(copy.model_path.parent, alone)
+    with caplog.at_level(logging.INFO, logger="inspection.detector"):
+        detector = Detector(load_manifest(alone / "manifest.json"), providers="auto")
+    assert detector.manifest.version == "hot-q" and detector.providers == [CPU]
+    said = [r for r in caplog.records if "which cannot be loaded" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.INFO]
 
 
 def _worker(registry: Registry, **worker: Any) -> InferenceWorker:
