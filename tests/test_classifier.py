@@ -34,7 +34,15 @@ from training.classifier import (
     square_boxes,
     train_classifier,
 )
-from training.relabel import RelabelError, attach, export_stage, false_detections, parity, relabel_version
+from training.relabel import (
+    RelabelError,
+    attach,
+    checkpoint_key,
+    export_stage,
+    false_detections,
+    parity,
+    relabel_version,
+)
 
 
 def test_square_boxes_are_centred_squares_with_a_margin_and_a_minimum_side() -> None:
@@ -61,6 +69,20 @@ def _detector_without_classifier() -> Manifest:
     registry = Registry(REPO_DIR / "models")
     active = registry.resolve("cold")
     return registry.resolve(active.data["classifier"]["source_version"]) if active.data.get("classifier") else active
+
+
+def test_a_kept_classifier_fits_every_detector_of_its_dataset_unless_it_verifies() -> None:
+    """`classifier --reuse`: a plain classifier learned from the dataset's boxes only, so a new detector
+    of that dataset may use it; a verifying one learned its source's false detections."""
+    registry = Registry(REPO_DIR / "models")
+    one, two = (registry.resolve(v) for v in ("cold-20261202-3", "cold-20261202-4"))
+    hot = registry.resolve("hot-20261205-2")
+    plain, verifying = ClassifierRecipe(), ClassifierRecipe(verify=True)
+    assert checkpoint_key(one, plain, 0, None) == checkpoint_key(two, plain, 0, None)
+    assert checkpoint_key(one, verifying, 0, None) != checkpoint_key(two, verifying, 0, None)
+    assert checkpoint_key(one, plain, 0, None) != checkpoint_key(hot, plain, 0, None)  # another dataset
+    assert checkpoint_key(one, plain, 0, None) != checkpoint_key(one, plain, 1, None)
+    assert checkpoint_key(one, plain, 0, None) != checkpoint_key(one, ClassifierRecipe(crop=64), 0, None)
 
 
 def _stage(num_classes: int, weight: float, min_score: float, verify_weight: float | None = None) -> RelabelStage:

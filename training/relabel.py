@@ -28,7 +28,7 @@ from inspection.datasets import DATASET_CLASSES, Sample, load_split, read_image
 from inspection.detector import Detector
 from inspection.errors import SteelInspectError
 from inspection.manifest import file_sha256, load_manifest
-from inspection.registry import Registry
+from inspection.registry import Manifest, Registry
 
 log = logging.getLogger(__name__)
 
@@ -224,8 +224,9 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
     """Train the crop classifier for registered `source`, append it, measure, register; a summary dict.
 
     The trained classifier is kept in `out_dir` (``classifier.pt``: weights, classes, recipe, training
-    record); with `reuse`, a checkpoint there of the same source, classes, recipe, seed and images is
-    loaded instead of training again (the rest is built and measured anew). `clean_strip`: an
+    record); with `reuse`, a checkpoint there of the same dataset, classes, recipe, seed and images (and,
+    with `verify`, the same source) is loaded instead of training again (the rest is built and measured
+    anew), whichever detector of that dataset it was trained beside. `clean_strip`: an
     `inspection.clean_strip.Gate` that may keep a model the val gate passed from going live (None: not run)."""
     from inspection.code_version import code_version
     from training.classifier import (
@@ -271,8 +272,7 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
     val_images = _images(val)
     recipe = ClassifierRecipe(**({"epochs": epochs} if epochs else {}), **({"crop": crop} if crop else {}),
                               verify=verify)
-    key = {"source_sha256": parent.sha256, "classes": list(classes), "recipe": asdict(recipe), "seed": seed,
-           "max_images": max_images}
+    key = checkpoint_key(parent, recipe, seed, max_images)
     checkpoint = (out_dir or REPO_DIR / "var" / "classifier" / parent.version) / "classifier.pt"
     loaded = _load_checkpoint(checkpoint, key, len(classes)) if reuse else None
     if loaded is not None:
@@ -470,6 +470,17 @@ def _save_checkpoint(path: Path, key: dict[str, Any], classifier: Any, training:
     torch.save({"key": key, "state_dict": classifier.state_dict(), "training": training}, partial)
     partial.replace(path)
     log.info("crop classifier saved to %s", path)
+
+
+def checkpoint_key(source: Manifest, recipe: Any, seed: int, max_images: int | None) -> dict[str, Any]:
+    """What a kept classifier must have been trained for to be used again (`reuse`) for `source`.
+
+    Without `recipe.verify` the classifier learns from the dataset's own boxes only, so it fits any
+    detector of that dataset (an ML engineer appends it to a new detector without 20+ minutes of
+    training); a verifying one also learns from its source's false detections, so it is that source's."""
+    return {"dataset": (source.data.get("data") or {}).get("dataset"), "classes": list(source.classes),
+            "recipe": asdict(recipe), "seed": seed, "max_images": max_images,
+            **({"source_sha256": source.sha256} if recipe.verify else {})}
 
 
 def _load_checkpoint(path: Path, key: dict[str, Any], num_classes: int) -> tuple[Any, dict[str, Any]] | None:

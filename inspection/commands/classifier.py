@@ -45,8 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="where the trained classifier is kept (default var/classifier/VERSION)")
     parser.add_argument("--reuse", action="store_true",
-                        help="load the classifier kept in --out when it was trained for the same source, "
-                             "recipe, seed and images, instead of training again")
+                        help="load the classifier kept in --out when it was trained on the same dataset with the "
+                             "same recipe, seed and images, instead of training again: it may come from "
+                             "another detector of that dataset (e.g. --out var/classifier/OLD_VERSION), "
+                             "except with --verify, which learns from its own source's false detections")
     add_common_options(parser)
     parser.set_defaults(func=_handle)
 
