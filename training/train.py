@@ -314,7 +314,7 @@ def run(opts: Options) -> dict[str, Any]:
             # More epochs after the schedule ended: the cosine restarts from where `epochs` puts it
             # (a warm restart); best.pt is only replaced by an epoch with a better val mAP.
             log.info("extending the plan from %d to %d epochs", state["planned_epochs"], opts.epochs)
-            state["planned_epochs"] = opts.epochs
+            state["planned_epochs"] = state["full_epochs"] = opts.epochs
         log.info("resumed %s at epoch %d of %d", last_path, state["epoch"], state["planned_epochs"])
     else:
         best_path.unlink(missing_ok=True)  # a fresh run never inherits an older run's best epoch
@@ -449,14 +449,27 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
                 e.copy_(m)
 
 
+BUDGET_PACE_EPOCHS = 3  # the pace of the time budget: median epoch time of this many recent epochs
+
+
 def _cut_to_budget(state: dict[str, Any], budget_min: float | None) -> None:
-    """Shorten the plan (and so the cosine schedule) when the remaining epochs would not fit."""
-    if not budget_min:
+    """Fit the plan (and so the cosine schedule) to the time the budget has left, at the pace of the last
+    few epochs.
+
+    Recent epochs, by their median: on a shared machine a burst of other work (a test run, a demo)
+    slows an epoch or two, and a plan cut for it should grow back once the burst is over (one run
+    here was cut from 32 to 22 epochs by two epochs run beside a demo). The plan never grows beyond
+    what was asked (`full_epochs`) nor shrinks below the epochs already done."""
+    if not budget_min or not state["history"]:
         return
-    per_epoch = state["elapsed_s"] / max(1, len(state["history"]))
-    fit = state["epoch"] + int((budget_min * 60 - state["elapsed_s"]) // per_epoch)
-    if fit < state["planned_epochs"]:
-        log.warning("time budget %.0f min: cutting the plan from %d to %d epochs", budget_min,
-                    state["planned_epochs"], max(fit, state["epoch"]))
-        state["planned_epochs"] = max(fit, state["epoch"])
-        state["budget_cut"] = True
+    full = state.setdefault("full_epochs", state["planned_epochs"])
+    recent = [r.get("epoch_s", r.get("train_s", 0.0)) for r in state["history"][-BUDGET_PACE_EPOCHS:]]
+    per_epoch = max(float(np.median(recent)), 1e-3)
+    fit = state["epoch"] + int(max(0.0, budget_min * 60 - state["elapsed_s"]) // per_epoch)
+    planned = max(state["epoch"], min(full, fit))
+    if planned != state["planned_epochs"]:
+        log.warning("time budget %.0f min at %.0f s per epoch: %s the plan from %d to %d epochs (asked: %d)",
+                    budget_min, per_epoch, "cutting" if planned < state["planned_epochs"] else "restoring",
+                    state["planned_epochs"], planned, full)
+        state["planned_epochs"] = planned
+    state["budget_cut"] = planned < full

@@ -31,7 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=None, help="checkpoint folder (default var/train/LINE_TYPE)")
     parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--time-budget-min", type=positive_float, default=None,
-                        help="shorten the epoch plan so training ends within this many minutes")
+                        help="fit the epoch plan to end within this many minutes, after each epoch at the "
+                             "pace of the last three (a plan cut while the machine was busy grows back, "
+                             "never beyond the epochs asked for)")
     parser.add_argument("--max-images", type=at_least(2), default=None, help="use at most N images per split (smoke)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt; if training is "
                         "complete, only run the export / evaluate / register step")
