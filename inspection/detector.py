@@ -269,8 +269,10 @@ class Detector:
         self.warm_up_s: dict[str, float] = {}
         self.warmed_shapes: tuple[tuple[int, int], ...] = ()  # what `warm_up_cpu` ran (before padding)
         candidates = gpu_candidates(providers)
-        gpu_expected = any(gpu_libs.check(p).can_try for p in candidates)
-        chosen = (fp32_source(manifest, gpu_expected) if candidates and use_fp32_source else None) or manifest
+        chosen = manifest
+        if candidates and use_fp32_source:
+            gpu_expected = any(gpu_libs.check(p).can_try for p in candidates)
+            chosen = fp32_source(manifest, gpu_expected) or manifest
         self.buckets = _fitted(buckets or ShapeBuckets(), chosen.size_multiple)
         cache = None
         if gpu_libs.TENSORRT in candidates and gpu_libs.check(gpu_libs.TENSORRT).can_try:
