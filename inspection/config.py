@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from inspection.backends import SETTINGS as PROVIDER_SETTINGS
 from inspection.errors import ConfigError, TransportError
+from inspection.flips import FlipError, check_flips
 from inspection.frame import IDENT_PATTERN, LINE_TYPES, SURFACES
 from inspection.records.audit_keys import KEY_FILE_NAME as AUDIT_KEY_FILE
 
@@ -114,6 +115,9 @@ class WorkerConfig:
     same_class_containment: dict[str, float | dict[str, float]] = field(default_factory=dict)  # tiling.suppress_nested
     # per line type, class -> the line's operating threshold in place of the model's (`detector.operating_thresholds`)
     class_thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
+    # test-time flips (inspection.flips): each window also runs mirrored these ways ("h", "v", "hv") and the
+    # views' detections are fused; each costs one more model run, so off by default (a GPU line can afford them)
+    flips: tuple[str, ...] = ()
     reload_check_s: float = 1.0  # how often the registry is checked for a new active model
     heartbeat_s: float = 1.0
     results_hwm: int = 1000  # result messages a worker queues for the recorder before it waits
@@ -532,6 +536,7 @@ def _worker(path: Path, table: Any) -> WorkerConfig:
         other_class_containment=s.share("other_class_containment"),
         same_class_containment=_same_class_containment(s),
         class_thresholds=_class_thresholds(s),
+        flips=_flips(s),
         reload_check_s=s.positive("reload_check_s", float),
         heartbeat_s=s.positive("heartbeat_s", float),
         results_hwm=s.positive("results_hwm", int),
@@ -608,6 +613,14 @@ def _window_sides(s: _Section) -> tuple[int, ...]:
             or list(sides) != sorted(set(sides))):
         raise s.error("gpu_window_px", f"expected ascending distinct sides of 32..2048 px, got {list(sides)!r}")
     return tuple(sides)
+
+
+def _flips(s: _Section) -> tuple[str, ...]:
+    flips = s.get("flips", (list, tuple))
+    try:
+        return check_flips(flips)
+    except FlipError as exc:
+        raise s.error("flips", str(exc)) from None
 
 
 def _op_types(s: _Section) -> tuple[str, ...]:

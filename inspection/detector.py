@@ -46,6 +46,7 @@ from inspection import gpu as gpu_libs
 from inspection.backends import Backend, check_setting, cpu_backend
 from inspection.backends.onnxruntime import OnnxRuntimeBackend, gpu_candidates, gpu_session
 from inspection.errors import ManifestError, SteelInspectError
+from inspection.flips import check_flips, flipped, fuse
 from inspection.frame import IDENT_PATTERN
 from inspection.manifest import MANIFEST_FILE, openvino_copy
 from inspection.providers import (
@@ -255,11 +256,15 @@ class Detector:
     def __init__(self, manifest: Manifest, providers: str | Sequence[str] = "auto", intra_op_threads: int = 0,
                  max_batch: int = 16, fp16: bool = True, *, buckets: ShapeBuckets | None = None, device_id: int = 0,
                  use_fp32_source: bool = True, engine_cache: Path | None = None,
-                 trt_exclude_ops: Sequence[str] = (), class_thresholds: Mapping[str, float] | None = None) -> None:
+                 trt_exclude_ops: Sequence[str] = (), class_thresholds: Mapping[str, float] | None = None,
+                 flips: Sequence[str] = ()) -> None:
         """`class_thresholds`: the line's own operating threshold for some classes, in place of the
-        manifest's (`[worker.class_thresholds]`); a class the model does not have is logged and left out."""
+        manifest's (`[worker.class_thresholds]`); a class the model does not have is logged and left out.
+        `flips`: test-time flips (`inspection.flips`, `[worker] flips`): each image also runs mirrored
+        these ways and the views' detections are fused; each flip costs one more model run."""
         if max_batch < 1:
             raise DetectorError(f"max_batch: expected >= 1, got {max_batch}")
+        self.flips = check_flips(flips)
         check_setting(providers)
         # before the model loads: a bad value fails fast (an int8 copy's GPU source is judged again below)
         thresholds = operating_thresholds(manifest, class_thresholds or {})
@@ -386,6 +391,29 @@ class Detector:
                     or image.size == 0):
                 raise DetectorError(f"images[{index}]: expected a non-empty 2-D uint8 array (H, W), "
                                     f"got {_describe(image)}")
+        if self.flips:
+            return self._detect_flipped(images, threshold)
+        return self._detect_views(images, threshold)
+
+    def _detect_flipped(self, images: Sequence[np.ndarray], threshold: np.ndarray) -> list[Detections]:
+        """Each image and its `flips` run as views of it; every detection of a view is kept (its score
+        counts in the fusion) and the fused score meets the operating threshold."""
+        views = ("", *self.flips)
+        found = self._detect_views([flipped(image, f) for image in images for f in views], threshold * 0)
+        results = []
+        for index, image in enumerate(images):
+            fused = fuse(found[index * len(views):(index + 1) * len(views)], views, *image.shape)
+            limit = threshold[fused["labels"]] if threshold.ndim else threshold
+            keep = (fused["scores"] >= limit) & (fused["scores"] > 0)
+            fields = {name: (values[keep] if values is not None else None) for name, values in fused.items()}
+            if self.unknown_rule is not None and fields["novelty"] is not None:
+                fields["unknown"] = self.unknown_rule.applies(fields["novelty"], fields["class_scores"],
+                                                              fields["labels"])
+            results.append(Detections(classes=self.manifest.classes, **fields))  # type: ignore[arg-type]
+        return results
+
+    def _detect_views(self, images: Sequence[np.ndarray], threshold: np.ndarray) -> list[Detections]:
+        """`detect` without flips: images batched by shape (or padded to the GPU's buckets)."""
         if self.bucketing:
             return self._detect_bucketed(images, threshold)
         results: list[Detections | None] = [None] * len(images)

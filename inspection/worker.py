@@ -121,7 +121,7 @@ class ModelSlot:
             manifest, providers=self.providers, intra_op_threads=self.threads, max_batch=self.batch,
             fp16=g.gpu_fp16, buckets=ShapeBuckets(g.gpu_window_px, g.gpu_batch), device_id=max(0, g.gpu_device),
             use_fp32_source=g.gpu_fp32_source, engine_cache=g.gpu_engine_cache, trt_exclude_ops=g.gpu_trt_exclude_ops,
-            class_thresholds=g.class_thresholds.get(manifest.line_type, {}),
+            class_thresholds=g.class_thresholds.get(manifest.line_type, {}), flips=g.flips,
         )
         if self.cpu_shapes and not detector.on_gpu:
             detector.warm_up_cpu(self.cpu_shapes)

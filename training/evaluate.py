@@ -183,6 +183,7 @@ def evaluate(detector: Detector, samples: Sequence[Sample], out_dir: Path | None
         "images_without_known_class": unjudged,
         **unknown.figures(),
         "providers": detector.providers,
+        "flips": list(detector.flips),  # test-time flips fused into every image's detections (inspection.flips)
         "seconds": round(time.perf_counter() - started, 3),
         "detect_ms_per_image": round(1000 * detect_seconds / len(samples), 3),
         "hardware": f"{platform.machine()} {platform.processor() or ''}".strip(),

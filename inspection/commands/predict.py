@@ -19,6 +19,7 @@ from typing import Any
 from inspection.arguments import non_negative_int, unit_float
 from inspection.config import default_models_dir
 from inspection.errors import SteelInspectError, write_problem
+from inspection.flips import FLIPS
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -39,6 +40,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=non_negative_int, default=0, help="CPU threads (0: one per core)")
     parser.add_argument("--min-score", type=unit_float, default=None, metavar="S",
                         help="score threshold (default: the model's operating threshold)")
+    parser.add_argument("--flip", dest="flips", action="append", choices=FLIPS, default=[],
+                        help="test-time flip: also run each image mirrored (h: left-right, v: top-bottom, hv: "
+                             "both) and fuse what the views found; repeat for several (each costs one more "
+                             "model run; inspection/flips.py)")
 
 
 def load_detector(args: argparse.Namespace):  # noqa: ANN201 - Detector, imported lazily
@@ -46,7 +51,7 @@ def load_detector(args: argparse.Namespace):  # noqa: ANN201 - Detector, importe
     from inspection.registry import Registry
 
     manifest = Registry(args.registry).resolve(args.model)
-    return Detector(manifest, providers=args.providers, intra_op_threads=args.threads)
+    return Detector(manifest, providers=args.providers, intra_op_threads=args.threads, flips=args.flips)
 
 
 def write_json(path: Path, data: Any) -> None:
