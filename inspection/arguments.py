@@ -66,6 +66,15 @@ def unit_float(text: str) -> float:
     return value
 
 
+def class_threshold(text: str) -> tuple[str, float]:
+    """CLASS=S: a class's operating threshold, S from 0 to 1 (class names may hold spaces)."""
+    name, sep, value = text.rpartition("=")
+    score = _finite(value) if sep else None
+    if not name.strip() or score is None or not 0.0 < score < 1.0:
+        raise argparse.ArgumentTypeError(f"expected CLASS=S with S between 0 and 1, got {text!r}")
+    return name.strip(), score
+
+
 def port(text: str) -> int:
     """A TCP port to listen on: 1..65535."""
     try:

@@ -159,4 +159,4 @@ def test_thresholds_refuses_a_fixed_score(capsys: pytest.CaptureFixture) -> None
 
     assert main(["thresholds", "--model", "hot", "--registry", str(REPO / "models"), "--min-score", "0.3",
                  "--data", str(DATASETS)]) != 0
-    assert "--min-score does not apply" in capsys.readouterr().err
+    assert "--min-score and --class-threshold do not apply" in capsys.readouterr().err

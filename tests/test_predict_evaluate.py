@@ -95,6 +95,28 @@ def test_predict_writes_one_entry_per_image(registry: Registry, tmp_path: Path, 
     assert "4 images, 4 defects at score >= 0.5, 0 unreadable" in capsys.readouterr().err
 
 
+def test_predict_with_a_class_threshold_and_a_flip(registry: Registry, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    folder = write_folder(tmp_path / "data", "voc")
+    out = tmp_path / "out" / "pred.json"
+    # bright_spot's blobs score 224/255 and 200/255: a threshold of 0.8 keeps the first, drops the second
+    assert cli("predict", "--model", "hot", "--registry", str(registry.root), "--images", str(folder / "images"),
+               "--json", str(out), "--providers", "cpu", "--no-progress", "--class-threshold", "bright_spot=0.8",
+               "--flip", "h") == 0
+    by_name = {e["image"]: e["defects"] for e in json.loads(out.read_text())}
+    assert by_name["bright_spot_1.png"] == [{"class": "bright_spot", "score": round(224 / 255, 6),
+                                             "box": [36.0, 36.0, 60.0, 60.0]}]
+    assert by_name["dark_spot_2.png"] == []
+    capsys.readouterr()
+    assert cli("predict", "--model", "hot", "--registry", str(registry.root), "--images", str(folder / "images"),
+               "--json", str(out), "--class-threshold", "bright spot=0.8") == 2
+    assert "--class-threshold: hot-test-1 has no class 'bright spot'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli("predict", "--model", "hot", "--images", str(folder / "images"), "--json", str(out),
+            "--class-threshold", "bright_spot=1")
+    assert "expected CLASS=S with S between 0 and 1, got 'bright_spot=1'" in capsys.readouterr().err
+
+
 def test_predict_min_score_and_unreadable_images(registry: Registry, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture) -> None:
     images = write_folder(tmp_path / "data", "voc") / "images"

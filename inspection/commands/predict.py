@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from inspection.arguments import non_negative_int, unit_float
+from inspection.arguments import class_threshold, non_negative_int, unit_float
 from inspection.config import default_models_dir
 from inspection.errors import SteelInspectError, write_problem
 from inspection.flips import FLIPS
@@ -40,6 +40,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=non_negative_int, default=0, help="CPU threads (0: one per core)")
     parser.add_argument("--min-score", type=unit_float, default=None, metavar="S",
                         help="score threshold (default: the model's operating threshold)")
+    parser.add_argument("--class-threshold", dest="class_thresholds", action="append", type=class_threshold,
+                        default=[], metavar="CLASS=S",
+                        help="a class's operating threshold in place of the model's, as a line's "
+                             "[worker.class_thresholds] sets it (e.g. what `thresholds` chose); repeatable")
     parser.add_argument("--flip", dest="flips", action="append", choices=FLIPS, default=[],
                         help="test-time flip: also run each image mirrored (h: left-right, v: top-bottom, hv: "
                              "both) and fuse what the views found; repeat for several (each costs one more "
@@ -51,7 +55,13 @@ def load_detector(args: argparse.Namespace):  # noqa: ANN201 - Detector, importe
     from inspection.registry import Registry
 
     manifest = Registry(args.registry).resolve(args.model)
-    return Detector(manifest, providers=args.providers, intra_op_threads=args.threads, flips=args.flips)
+    named = dict(args.class_thresholds)
+    unknown = sorted(set(named) - set(manifest.classes))
+    if unknown:  # on the command line a misspelt class is a mistake, not a line's tuning knob to skip
+        raise SteelInspectError(f"--class-threshold: {manifest.version} has no class {unknown[0]!r} "
+                                f"(classes: {', '.join(manifest.classes)})")
+    return Detector(manifest, providers=args.providers, intra_op_threads=args.threads, flips=args.flips,
+                    class_thresholds=named)
 
 
 def write_json(path: Path, data: Any) -> None:

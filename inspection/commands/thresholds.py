@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
     from training.evaluate import evaluate
     from training.relabel import _min_score, class_thresholds_again
 
-    if args.min_score is not None:
-        raise SteelInspectError("thresholds: --min-score does not apply here (the command chooses the thresholds)")
+    if args.min_score is not None or args.class_thresholds:
+        raise SteelInspectError("thresholds: --min-score and --class-threshold do not apply here "
+                                "(the command chooses the thresholds)")
     if args.max_images is not None and args.max_images < 1:
         raise SteelInspectError(f"thresholds: --max-images: expected a number >= 1, got {args.max_images}")
     detector = load_detector(args)
@@ -76,4 +78,6 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.json, figures)
     print(json.dumps({k: figures[k] for k in ("model", "flips", "chosen", "val_model_thresholds", "val_chosen")}))
     print(toml_table(manifest.line_type, chosen), end="")
+    print("# or, for evaluate / predict: " + " ".join(shlex.quote(f"--class-threshold={name}={value:g}")
+                                                    for name, value in chosen.items()))
     return 0
