@@ -325,6 +325,9 @@ class Detector:
     def _log_start(self) -> None:
         m = self.manifest
         log.info("model %s (%s, sha256 %s) on %s", m.version, m.line_type, m.sha256[:12], ", ".join(self.providers))
+        if self.flips:
+            log.info("model %s with test-time flips %s: %d model runs per image, views fused", m.version,
+                     ", ".join(self.flips), 1 + len(self.flips))
         if m is not self.requested:
             log.info("model %s is an int8 copy of %s: the GPU runs %s (%s), and results name it",
                      self.requested.version, m.version, m.version, self.precision)
