@@ -68,6 +68,32 @@ def unflipped_boxes(boxes: np.ndarray, flip: str, height: int, width: int) -> np
     return out
 
 
+def _groups(boxes: np.ndarray, labels: np.ndarray, views: np.ndarray) -> np.ndarray:
+    """Group index of each detection (sorted by score, highest first): a detection joins the group of
+    the first higher-scoring detection of its class it overlaps at IoU > `FUSE_IOU` that has no member
+    from its view yet, else it starts a group of its own."""
+    n = len(labels)
+    group = np.full(n, -1, np.int64)
+    if not n:
+        return group
+    partners = np.triu((iou_matrix(boxes, boxes) > FUSE_IOU) & (labels[:, None] == labels[None, :]), 1)
+    later: list[list[int]] = [[] for _ in range(n)]  # plain lists: numpy per row costs more than the work
+    for i, j in zip(*(side.tolist() for side in np.nonzero(partners)), strict=True):
+        later[i].append(j)
+    view_of = views.tolist()
+    count = 0
+    for i in range(n):
+        if group[i] >= 0:
+            continue
+        group[i], seen = count, {view_of[i]}
+        for j in later[i]:
+            if group[j] < 0 and view_of[j] not in seen:
+                group[j] = count
+                seen.add(view_of[j])
+        count += 1
+    return group
+
+
 def fuse(found: Sequence[Any], flips: Sequence[str], height: int, width: int) -> dict[str, np.ndarray | None]:
     """One set of detections from the views of one image: `found[i]` holds the `Detections` of the view
     `flips[i]` ("" for the image itself), every detection with a score > 0, boxes in view pixels.
@@ -84,28 +110,26 @@ def fuse(found: Sequence[Any], flips: Sequence[str], height: int, width: int) ->
     order = np.argsort(-scores, kind="stable")
     boxes, scores, labels, views = boxes[order], scores[order], labels[order], views[order]
     extras = {name: values[order] for name, values in extras.items()}
-    overlaps = iou_matrix(boxes, boxes) > FUSE_IOU if len(scores) else np.zeros((0, 0), bool)
-    taken = np.zeros(len(scores), bool)
-    groups: list[np.ndarray] = []
-    for i in range(len(scores)):
-        if taken[i]:
-            continue
-        members, seen = [i], {views[i]}
-        for j in np.flatnonzero(~taken & overlaps[i] & (labels == labels[i])):
-            if j != i and views[j] not in seen:
-                members.append(int(j))
-                seen.add(views[j])
-        taken[members] = True
-        groups.append(np.array(members))
-    weights = [scores[g] for g in groups]
+    group = _groups(boxes, labels, views)
+    count = int(group.max()) + 1 if len(group) else 0
+    weight = np.bincount(group, weights=scores, minlength=count)
+    members = np.bincount(group, minlength=count)
+    weighted = np.zeros((count, 4))
+    np.add.at(weighted, group, boxes * scores[:, None])
+    leader = np.full(count, len(group))
+    np.minimum.at(leader, group, np.arange(len(group)))  # the group's first (highest-scoring) member
     out: dict[str, np.ndarray | None] = {
-        "boxes": np.array([(boxes[g] * w[:, None]).sum(0) / w.sum() for g, w in zip(groups, weights, strict=True)],
-                          np.float32).reshape(-1, 4),
-        "scores": np.array([w.sum() / len(flips) for w in weights], np.float32),
-        "labels": np.array([labels[g[0]] for g in groups], np.int64),
+        "boxes": (weighted / np.maximum(weight, 1e-12)[:, None]).astype(np.float32),
+        "scores": (weight / len(flips)).astype(np.float32),
+        "labels": labels[leader].astype(np.int64) if count else np.zeros(0, np.int64),
     }
     for name in ("class_scores", "novelty"):
-        out[name] = (np.array([extras[name][g].mean(axis=0) for g in groups], np.float32)
-                     .reshape(len(groups), *extras[name].shape[1:]) if name in extras else None)
+        if name not in extras:
+            out[name] = None
+            continue
+        values = extras[name]
+        sums = np.zeros((count, *values.shape[1:]))
+        np.add.at(sums, group, values)
+        out[name] = (sums / members.reshape(-1, *([1] * (values.ndim - 1)))).astype(np.float32)
     rank = np.argsort(-out["scores"], kind="stable")  # type: ignore[arg-type]
     return {name: (values[rank] if values is not None else None) for name, values in out.items()}
