@@ -2,20 +2,21 @@
 
 Why: a single pass misses defects it would find mirrored and raises false ones a mirrored copy
 does not; fusing views trades compute for accuracy, which a GPU line can afford. Measured on the
-hot val split (hot-20261205-3, its int8 file on ONNX Runtime, box fusion as below): mAP@0.5 0.754
-alone, 0.768 with the horizontal mirror (2 views), 0.782 with the horizontal and the vertical one
-(3 views), 0.778 with all four; README, Models, has the test figures and the speed. Strip has a
-rolling direction, but the defect types look alike under both mirrors (training flips both ways,
-`training.augment`), so a mirrored view is a fair second opinion.
+val splits (`evaluate --split val --flip ...`, the active models' OpenVINO copies): mAP@0.5 hot
+0.760 alone, 0.774 with the left-right mirror (2 runs), 0.792 with both mirrors (3 runs), 0.790
+with all four; cold 0.760, 0.782, 0.790, 0.789. README, "Test-time flips", has the test and line
+figures and the cost. Strip has a rolling direction, but the defect types look alike under both
+mirrors (training flips both ways, `training.augment`), so a mirrored view is a fair second opinion.
 
 Fusion is weighted boxes fusion (Solovyev et al., 2019) per class: in score order, a detection
 starts a group or joins the group of a higher-scoring detection of its class that it overlaps at
 IoU > `FUSE_IOU`, one member per view; the group's box is the score-weighted mean of its members',
 its score the sum of their scores over the number of views. A defect some views miss keeps only
 their share of its score: that is what turns a detection only one view believes into a low score.
-Taking the best box of the views instead (plain NMS over their union) found more but raised the
-false detections by half (hot val: 2.6 false per image against 1.6 alone), because a single view's
-false detection survives.
+Taking the best box of the views instead (plain NMS over their union; a prototype on the hot val
+split, the ONNX Runtime file, 3 views) found more but raised the false detections by two thirds
+(2.6 per image against 1.6 alone) and lost mAP against this fusion (0.761 against 0.782), because a
+single view's false detection survives.
 """
 
 from __future__ import annotations
@@ -69,9 +70,9 @@ def unflipped_boxes(boxes: np.ndarray, flip: str, height: int, width: int) -> np
 
 
 def _groups(boxes: np.ndarray, labels: np.ndarray, views: np.ndarray) -> np.ndarray:
-    """Group index of each detection (sorted by score, highest first): a detection joins the group of
-    the first higher-scoring detection of its class it overlaps at IoU > `FUSE_IOU` that has no member
-    from its view yet, else it starts a group of its own."""
+    """Group index of each detection (sorted by score, highest first): a detection that no earlier
+    group took starts one (it leads it) and takes each later detection of its class that overlaps it
+    at IoU > `FUSE_IOU`, not yet taken, from a view the group has no member of yet."""
     n = len(labels)
     group = np.full(n, -1, np.int64)
     if not n:
