@@ -8,7 +8,8 @@ so the same thresholds find fewer defects (hot-20261205-3 on val, flips h and v:
 training uses (`training.thresholds`): val images and one line view of each, the best F2 per class,
 never below the model's per-class floor. Prints the `[worker.class_thresholds.<line type>]` table
 to paste into the line config beside `flips`, and the val figures with the model's own thresholds
-and with the chosen ones. Choose on val, as here; `evaluate --split test` then reports.
+and with the chosen ones. Choose on val, as here; `evaluate --split test` then reports. For flips
+h and v it kept hot-20261205-3's thresholds and lowered six of cold-20261204-1's seven by 0.05.
 """
 
 from __future__ import annotations
