@@ -188,7 +188,7 @@ def _kept(outputs: Sequence[np.ndarray]) -> list[np.ndarray]:
     return [o[0][keep][order] for o in outputs]
 
 
-def _min_score(parent: Any) -> float:
+def threshold_floor(parent: Any) -> float:
     """The lowest operating threshold the chosen classes may get: the per-class floor, or else the lowest
     of the source's thresholds."""
     from training.finalize import THRESHOLDS
@@ -290,7 +290,7 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
             truth = [s.boxes for s in train] + [boxes for _, boxes in strip] + [None] * len(views.pool.textures)
             train_images += [view for view, _ in strip] + views.pool.textures
             negatives = false_detections(reference, truth, train_images, NEGATIVE_MIN_SCORE, len(classes))
-            val_negatives = false_detections(reference, [s.boxes for s in val], val_images, _min_score(parent),
+            val_negatives = false_detections(reference, [s.boxes for s in val], val_images, threshold_floor(parent),
                                              len(classes))
             on_views = sum(1 for n in negatives if len(train) <= n.image < len(train) + len(strip))
             on_textures = sum(1 for n in negatives if n.image >= len(train) + len(strip))
@@ -300,7 +300,7 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
                                                 line_views=views, negatives=negatives, val_negatives=val_negatives)
         training["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         _save_checkpoint(checkpoint, key, classifier, training)
-    min_score = _min_score(parent)
+    min_score = threshold_floor(parent)
     matched = matched_detections(reference, val, val_images, classes, min_score)
     detector_probs = np.stack([m[2] for m in matched]) if matched else np.zeros((0, len(classes)), np.float32)
     classifier_probs = (np.concatenate([classify_boxes(classifier, val_images[m[0]], m[1][None]) for m in matched])

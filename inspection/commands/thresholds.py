@@ -20,6 +20,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from inspection.arguments import positive_int
 from inspection.commands.predict import add_model_arguments, load_detector, write_json
 from inspection.errors import SteelInspectError
 from inspection.extras import require_extra
@@ -32,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(parser)
     parser.add_argument("--data", type=Path, required=True, metavar="DIR",
                         help="the datasets root or the model's dataset folder (its val split is used)")
-    parser.add_argument("--max-images", type=int, default=None, metavar="N",
+    parser.add_argument("--max-images", type=positive_int, default=None, metavar="N",
                         help="use at most N val images (smoke; thresholds from few images are not for a line)")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the figures here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -51,18 +52,16 @@ def run(args: argparse.Namespace) -> int:
     from inspection.datasets import read_image
     from inspection.detector import Detector
     from training.evaluate import evaluate
-    from training.relabel import _min_score, class_thresholds_again
+    from training.relabel import class_thresholds_again, threshold_floor
 
     if args.min_score is not None or args.class_thresholds:
         raise SteelInspectError("thresholds: --min-score and --class-threshold do not apply here "
                                 "(the command chooses the thresholds)")
-    if args.max_images is not None and args.max_images < 1:
-        raise SteelInspectError(f"thresholds: --max-images: expected a number >= 1, got {args.max_images}")
     detector = load_detector(args)
     manifest = detector.manifest
     samples = load_evaluation_samples(args.data, "val", manifest.classes, manifest.line_type)[:args.max_images]
     images = [read_image(s.image_path) for s in samples]
-    floor = _min_score(manifest)
+    floor = threshold_floor(manifest)
     chosen, info = class_thresholds_again(detector, samples, images, manifest.line_type, manifest.classes, floor)
     figures: dict[str, Any] = {
         "model": manifest.version, "flips": list(detector.flips), "floor": floor, "val_images": len(samples),
