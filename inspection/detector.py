@@ -100,6 +100,13 @@ def operating_thresholds(manifest: Manifest, line_thresholds: Mapping[str, float
     return np.array(thresholds, np.float32)
 
 
+def _reaching(scores: np.ndarray, labels: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """Which detections score above 0 and at or above their class's threshold (`threshold` [classes]) or
+    the one threshold (0-d). A label outside the classes is clipped here; `_post` reports it."""
+    limit = threshold[np.clip(labels, 0, len(threshold) - 1)] if threshold.ndim else threshold
+    return (scores >= limit) & (scores > 0)
+
+
 @dataclass(frozen=True)
 class Detections:
     """Detections in one image: boxes x1, y1, x2, y2 in pixels of that image."""
@@ -406,8 +413,7 @@ class Detector:
         results = []
         for index, image in enumerate(images):
             fused = fuse(found[index * len(views):(index + 1) * len(views)], views, *image.shape)
-            limit = threshold[fused["labels"]] if threshold.ndim else threshold
-            keep = (fused["scores"] >= limit) & (fused["scores"] > 0)
+            keep = _reaching(fused["scores"], fused["labels"], threshold)  # type: ignore[arg-type]
             fields = {name: (values[keep] if values is not None else None) for name, values in fused.items()}
             if self.unknown_rule is not None and fields["novelty"] is not None:
                 fields["unknown"] = self.unknown_rule.applies(fields["novelty"], fields["class_scores"],
@@ -500,9 +506,7 @@ class Detector:
     def _post(self, outputs: tuple[np.ndarray, ...], row: int, height: int, width: int,
               threshold: np.ndarray) -> Detections:
         boxes, scores, labels = (o[row] for o in outputs[:3])
-        # per class (a label outside the classes is clipped here and reported below) or one for all
-        limit = threshold[np.clip(labels, 0, len(threshold) - 1)] if threshold.ndim else threshold
-        keep = (scores >= limit) & (scores > 0)
+        keep = _reaching(scores, labels, threshold)
         boxes = boxes[keep].astype(np.float32, copy=True)
         np.clip(boxes[:, 0::2], 0, width, out=boxes[:, 0::2])
         np.clip(boxes[:, 1::2], 0, height, out=boxes[:, 1::2])
