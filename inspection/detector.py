@@ -45,6 +45,7 @@ import numpy as np
 from inspection import gpu as gpu_libs
 from inspection.backends import Backend, check_setting, cpu_backend
 from inspection.backends.onnxruntime import OnnxRuntimeBackend, gpu_candidates, gpu_session
+from inspection.ensemble import Member, ensemble_members, fuse_members
 from inspection.errors import ManifestError, SteelInspectError
 from inspection.flips import check_flips, flipped, fuse
 from inspection.frame import IDENT_PATTERN
@@ -100,11 +101,19 @@ def operating_thresholds(manifest: Manifest, line_thresholds: Mapping[str, float
     return np.array(thresholds, np.float32)
 
 
-def _reaching(scores: np.ndarray, labels: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+def reaching(scores: np.ndarray, labels: np.ndarray, threshold: np.ndarray) -> np.ndarray:
     """Which detections score above 0 and at or above their class's threshold (`threshold` [classes]) or
     the one threshold (0-d). A label outside the classes is clipped here; `_post` reports it."""
     limit = threshold[np.clip(labels, 0, len(threshold) - 1)] if threshold.ndim else threshold
     return (scores >= limit) & (scores > 0)
+
+
+def check_min_score(min_score: float | None) -> float | None:
+    """`min_score` itself when it is None or a number in 0..1; else a DetectorError naming it."""
+    if min_score is not None and (isinstance(min_score, bool) or not isinstance(min_score, int | float)
+                                  or not 0.0 <= min_score <= 1.0):
+        raise DetectorError(f"min_score: expected a number in 0..1, got {min_score!r}")
+    return min_score
 
 
 @dataclass(frozen=True)
@@ -230,14 +239,18 @@ class UnknownRule:
 
 def unknown_rule(manifest: Manifest) -> UnknownRule | None:
     """The rule of a manifest's `unknown` entry, or None when it has none (older models)."""
-    entry = manifest.data.get("unknown")
-    if not isinstance(entry, dict) or entry.get("rule", "") is None:  # none, or none could be chosen on val
+    return rule_of(manifest.data.get("unknown"), f"{manifest.manifest_path}: field 'unknown'")
+
+
+def rule_of(entry: Any, where: str) -> UnknownRule | None:
+    """The rule an `unknown` entry sets (None: no entry, or no rule could be chosen on val)."""
+    if not isinstance(entry, dict) or entry.get("rule", "") is None:
         return None
     try:
         return UnknownRule(float(entry["novelty_max"]), float(entry["class_share_min"]))
     except (KeyError, TypeError, ValueError):
-        raise ManifestError(f"{manifest.manifest_path}: field 'unknown': expected novelty_max and "
-                            f"class_share_min numbers, got {entry!r}"[:300]) from None
+        raise ManifestError(f"{where}: expected novelty_max and class_share_min numbers, "
+                            f"got {entry!r}"[:300]) from None
 
 
 def _fitted(buckets: ShapeBuckets, multiple: int) -> ShapeBuckets:
@@ -380,19 +393,29 @@ class Detector:
         if inputs[self.manifest.input_name] != "uint8":
             raise ManifestError(f"{path}: input {self.manifest.input_name!r} is "
                                 f"{inputs[self.manifest.input_name]}, expected uint8")
-        missing = [name for name in OUTPUT_NAMES if name not in outputs]
-        if missing:
-            raise ManifestError(f"{path}: missing outputs {missing} (outputs: {sorted(outputs)})")
-        self.outputs = [*OUTPUT_NAMES, *(name for name in UNKNOWN_OUTPUTS if name in outputs)]
-        self.unknown_rule = unknown_rule(self.manifest) if len(self.outputs) == len(OUTPUT_NAMES) + 2 else None
+        # one group of outputs per model in the file: a registered ensemble holds several (inspection.ensemble)
+        members = ensemble_members(self.manifest) or [Member(self.manifest.version, "", None)]
+        self.outputs: list[str] = []
+        self._groups: list[tuple[int, int, UnknownRule | None]] = []  # (first output, outputs, member's rule)
+        for member in members:
+            names = [member.prefix + name for name in OUTPUT_NAMES]
+            missing = [name for name in names if name not in outputs]
+            if missing:
+                raise ManifestError(f"{path}: missing outputs {missing} (outputs: {sorted(outputs)})")
+            extra = [member.prefix + name for name in UNKNOWN_OUTPUTS if member.prefix + name in outputs]
+            rule = None
+            if len(extra) == len(UNKNOWN_OUTPUTS):
+                rule = (rule_of(member.unknown, f"{path.parent}: ensemble member {member.version}'s 'unknown'")
+                        if member.prefix else unknown_rule(self.manifest))
+            self._groups.append((len(self.outputs), len(names) + len(extra), rule))
+            self.outputs += [*names, *extra]
+        # what reports say of the model: an ensemble's detections are judged when any member has a rule
+        self.unknown_rule = next((rule for _, _, rule in self._groups if rule is not None), None)
 
     def detect(self, images: Sequence[np.ndarray], min_score: float | None = None) -> list[Detections]:
         """Detections per image, in input order; `min_score` defaults to each class's operating
         threshold (`Manifest.class_thresholds`)."""
-        if min_score is not None and (isinstance(min_score, bool) or not isinstance(min_score, int | float)
-                                      or not 0.0 <= min_score <= 1.0):
-            raise DetectorError(f"min_score: expected a number in 0..1, got {min_score!r}")
-        threshold = self.thresholds if min_score is None else np.float32(min_score)
+        threshold = self.thresholds if check_min_score(min_score) is None else np.float32(min_score)
         if isinstance(images, np.ndarray):
             raise DetectorError(f"images: expected a sequence of 2-D uint8 arrays, "
                                 f"got one {_describe(images)}")
@@ -413,7 +436,7 @@ class Detector:
         results = []
         for index, image in enumerate(images):
             fused = fuse(found[index * len(views):(index + 1) * len(views)], views, *image.shape)
-            keep = _reaching(fused["scores"], fused["labels"], threshold)  # type: ignore[arg-type]
+            keep = reaching(fused["scores"], fused["labels"], threshold)  # type: ignore[arg-type]
             fields = {name: (values[keep] if values is not None else None) for name, values in fused.items()}
             if self.unknown_rule is not None and fields["novelty"] is not None:
                 fields["unknown"] = self.unknown_rule.applies(fields["novelty"], fields["class_scores"],
@@ -489,9 +512,13 @@ class Detector:
         return cv2.copyMakeBorder(image, 0, bottom, 0, right, cv2.BORDER_REPLICATE)
 
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, ...]:
-        outputs = self.backend.run({self.manifest.input_name: batch}, self.outputs)
+        outputs = tuple(self.backend.run({self.manifest.input_name: batch}, self.outputs))
+        for start, count, _ in self._groups:
+            self._check_shapes(outputs[start:start + count], batch.shape[0])
+        return outputs
+
+    def _check_shapes(self, outputs: tuple[np.ndarray, ...], n: int) -> None:
         boxes, scores, labels = outputs[:3]
-        n = batch.shape[0]
         if boxes.ndim != 3 or boxes.shape[0] != n or boxes.shape[2] != 4 or scores.shape != boxes.shape[:2] \
                 or labels.shape != boxes.shape[:2]:
             raise ManifestError(f"{self.manifest.model_path}: outputs have shapes boxes {boxes.shape}, "
@@ -501,12 +528,23 @@ class Detector:
                                  or outputs[4].shape != boxes.shape[:2]):
             raise ManifestError(f"{self.manifest.model_path}: outputs class_scores {outputs[3].shape} and novelty "
                                 f"{outputs[4].shape}; expected [N, K, {len(self.manifest.classes)}] and [N, K]")
-        return tuple(outputs)
 
     def _post(self, outputs: tuple[np.ndarray, ...], row: int, height: int, width: int,
               threshold: np.ndarray) -> Detections:
+        """One image's detections at `threshold`; an ensemble's members' (each with every detection) fused."""
+        if len(self._groups) == 1:
+            return self._post_model(outputs, row, height, width, threshold, self.unknown_rule)
+        found = [self._post_model(outputs[start:start + count], row, height, width, threshold * 0, rule)
+                 for start, count, rule in self._groups]
+        fused = fuse_members(found, height, width)
+        keep = reaching(fused["scores"], fused["labels"], threshold)  # type: ignore[arg-type]
+        return Detections(classes=self.manifest.classes,
+                          **{name: (values[keep] if values is not None else None) for name, values in fused.items()})
+
+    def _post_model(self, outputs: tuple[np.ndarray, ...], row: int, height: int, width: int,
+                    threshold: np.ndarray, rule: UnknownRule | None) -> Detections:
         boxes, scores, labels = (o[row] for o in outputs[:3])
-        keep = _reaching(scores, labels, threshold)
+        keep = reaching(scores, labels, threshold)
         boxes = boxes[keep].astype(np.float32, copy=True)
         np.clip(boxes[:, 0::2], 0, width, out=boxes[:, 0::2])
         np.clip(boxes[:, 1::2], 0, height, out=boxes[:, 1::2])
@@ -522,7 +560,7 @@ class Detector:
             class_scores = outputs[3][row][keep][inside][order].astype(np.float32)
             novelty = outputs[4][row][keep][inside][order].astype(np.float32)
             extra = {"class_scores": class_scores, "novelty": novelty}
-            if self.unknown_rule is not None:
-                extra["unknown"] = self.unknown_rule.applies(novelty, class_scores, labels[order])
+            if rule is not None:
+                extra["unknown"] = rule.applies(novelty, class_scores, labels[order])
         return Detections(boxes=boxes[inside][order], scores=scores[keep][inside][order].astype(np.float32),
                           labels=labels[order], classes=self.manifest.classes, **extra)

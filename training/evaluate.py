@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from inspection.datasets import Sample, read_image
 from inspection.detector import UNKNOWN, Detector
+from inspection.ensemble import member_versions
 from inspection.errors import SteelInspectError
 from training.bootstrap import intervals, tallies
 from training.metrics import ImageResult, compute_metrics, pr_curve
@@ -184,6 +185,7 @@ def evaluate(detector: Detector, samples: Sequence[Sample], out_dir: Path | None
         **unknown.figures(),
         "providers": detector.providers,
         "flips": list(detector.flips),  # test-time flips fused into every image's detections (inspection.flips)
+        "ensemble": member_versions(manifest),  # an ensemble's members (inspection.ensemble); [] for one model
         "seconds": round(time.perf_counter() - started, 3),
         "detect_ms_per_image": round(1000 * detect_seconds / len(samples), 3),
         "hardware": f"{platform.machine()} {platform.processor() or ''}".strip(),

@@ -262,6 +262,9 @@ def quantize_version(source: str, *, models_dir: Path | None = None, datasets_di
 
     registry = Registry(models_dir)
     parent = registry.resolve(source)
+    if parent.data.get("ensemble"):  # its weights are stored as fp16 and its outputs are its members'
+        raise QuantizeError(f"{parent.version} is an ensemble: quantizing one is not supported; its members run "
+                            "in fp32 (on a GPU, as TensorRT fp16)")
     if parent.data.get("quantization"):
         raise QuantizeError(f"{parent.version} is already quantized (from "
                             f"{parent.data['quantization'].get('source_version')})")

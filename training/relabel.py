@@ -249,6 +249,8 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
 
     registry = Registry(models_dir)
     parent = registry.resolve(source)
+    if parent.data.get("ensemble"):  # its outputs are its members' (inspection.ensemble): none to append to
+        raise RelabelError(f"{parent.version} is an ensemble: give a crop classifier to a single detector")
     if parent.data.get("classifier"):
         raise RelabelError(f"{parent.version} already has a crop classifier (trained for "
                            f"{parent.data['classifier'].get('source_version')})")

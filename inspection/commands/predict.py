@@ -50,12 +50,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "model run; inspection/flips.py)")
 
 
-def load_detector(args: argparse.Namespace):  # noqa: ANN201 - Detector, imported lazily
+def load_detector(args: argparse.Namespace, class_thresholds: dict[str, float] | None = None):  # noqa: ANN201
+    """The Detector the options describe (imported lazily: the command line parses without onnxruntime);
+    `class_thresholds` in place of --class-threshold."""
     from inspection.detector import Detector
     from inspection.registry import Registry
 
     manifest = Registry(args.registry).resolve(args.model)
-    named = dict(args.class_thresholds)
+    named = dict(args.class_thresholds) if class_thresholds is None else class_thresholds
     unknown = sorted(set(named) - set(manifest.classes))
     if unknown:  # on the command line a misspelt class is a mistake, not a line's tuning knob to skip
         raise SteelInspectError(f"--class-threshold: {manifest.version} has no class {unknown[0]!r} "

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     require_extra("train", "thresholds (the line views of val defects)", "torch")
     from inspection.commands.evaluate import load_evaluation_samples
     from inspection.datasets import read_image
-    from inspection.detector import Detector
+    from inspection.ensemble import member_versions
     from training.evaluate import evaluate
     from training.relabel import class_thresholds_again, threshold_floor
 
@@ -64,19 +64,20 @@ def run(args: argparse.Namespace) -> int:
     floor = threshold_floor(manifest)
     chosen, info = class_thresholds_again(detector, samples, images, manifest.line_type, manifest.classes, floor)
     figures: dict[str, Any] = {
-        "model": manifest.version, "flips": list(detector.flips), "floor": floor, "val_images": len(samples),
+        "model": manifest.version, "ensemble": member_versions(manifest), "flips": list(detector.flips),
+        "floor": floor, "val_images": len(samples),
         "chosen": chosen, "per_class": info,
         "model_thresholds": {c: round(float(t), 4) for c, t in zip(manifest.classes, detector.thresholds, strict=True)},
     }
-    with_chosen = Detector(manifest, providers=args.providers, intra_op_threads=args.threads, flips=args.flips,
-                           class_thresholds=chosen)
+    with_chosen = load_detector(args, class_thresholds=chosen)
     for label, runs in (("val_model_thresholds", detector), ("val_chosen", with_chosen)):
         result = evaluate(runs, samples, progress=not args.no_progress, bootstrap=0)
         figures[label] = {k: result[k] for k in ("map50", "detection_rate", "false_detections_per_image",
                                                  "image_accuracy")}
     if args.json is not None:
         write_json(args.json, figures)
-    print(json.dumps({k: figures[k] for k in ("model", "flips", "chosen", "val_model_thresholds", "val_chosen")}))
+    print(json.dumps({k: figures[k] for k in ("model", "ensemble", "flips", "chosen", "val_model_thresholds",
+                                              "val_chosen")}))
     print(toml_table(manifest.line_type, chosen), end="")
     print("# or, for evaluate / predict: " + " ".join(shlex.quote(f"--class-threshold={name}={value:g}")
                                                     for name, value in chosen.items()))
