@@ -90,7 +90,8 @@ def test_a_frame_with_overlap_is_traced_in_its_new_rows_as_the_worker_reports_it
 def test_explain_tables_print(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     import sys
 
-    from inspection.benchmarks._e2e_explain import FALSE_CAUSES, MISSED_CAUSES, _table, print_tables
+    from inspection.benchmarks._causes import cause_table as _table
+    from inspection.benchmarks._e2e_explain import FALSE_CAUSES, MISSED_CAUSES, print_tables
 
     missed = _table({"inclusion": __import__("collections").Counter(below_threshold=3, no_detection=1)},
                     MISSED_CAUSES, 10)
@@ -116,7 +117,8 @@ def _gt(cls: str, box: tuple[float, ...]) -> dict:
 
 
 def test_a_near_defect_record_inside_its_class_labelled_area_counts_as_a_fragment_of_it() -> None:
-    from inspection.benchmarks._e2e_explain import _false_defects, _labels_overlapping, share_inside
+    from inspection.benchmarks._causes import share_inside
+    from inspection.benchmarks._e2e_explain import _false_defects, _labels_overlapping
     from inspection.benchmarks._matching import best_matches
 
     # one crazing area labelled as two overlapping boxes, an inclusion apart

@@ -404,3 +404,39 @@ def test_models_history_at_a_time(registry: Registry, tmp_path: Path, capsys: py
     with pytest.raises(SystemExit) as exited:  # argparse: usage line and exit 2
         cli("models", "--registry", str(registry.root), "history", "--at", "yesterday")
     assert exited.value.code == 2 and "expected an ISO time" in capsys.readouterr().err
+
+
+def test_evaluate_explain_accounts_for_every_miss_and_false_detection(registry: Registry, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    folder = write_folder(tmp_path / "voc", "voc")
+    out = tmp_path / "eval.json"
+    assert cli("evaluate", "--model", "hot", "--registry", str(registry.root), "--data", str(folder),
+               "--json", str(out), "--providers", "cpu", "--no-progress", "--bootstrap", "0", "--explain") == 0
+    figures = json.loads(out.read_text())
+    explained = figures["explain"]
+    # the attribution adds up to the headline figures it explains
+    assert explained["missed"]["total"] == round(figures["gt_boxes"] * (1 - figures["detection_rate"])) == 1
+    assert explained["false"]["total"] == figures["false_detections"] == 1
+    assert explained["missed"]["of_ground_truth"] == figures["gt_boxes"]
+    err = capsys.readouterr().err
+    assert "missed by cause (1 of 4 ground-truth boxes)" in err and "false by cause (1)" in err
+
+
+def test_each_cause_of_a_miss_and_of_a_false_detection() -> None:
+    from training.explain import explain_images
+    from training.metrics import ImageResult
+
+    gt = [[0, 0, 20, 20], [50, 50, 70, 70], [100, 100, 120, 120], [150, 0, 190, 40]]
+    preds = [([0, 0, 20, 20], 0.3, 0),       # on box 0 but below its class's threshold (0.5)
+             ([50, 50, 56, 56], 0.9, 0),     # inside box 1, far too small: box mismatch and a near-defect fragment
+             ([200, 200, 220, 220], 0.9, 1),  # on nothing: plain texture
+             ([150, 0, 190, 40], 0.9, 1)]    # finds box 3
+    im = ImageResult(gt_boxes=np.array(gt, float), gt_labels=np.array([0, 0, 1, 1]),
+                     pred_boxes=np.array([p[0] for p in preds], float), pred_scores=np.array([p[1] for p in preds]),
+                     pred_labels=np.array([p[2] for p in preds]), image_label=0)
+    out = explain_images([im], CLASSES, np.array([0.5, 0.5]))
+    assert out["missed"]["per_class"] == {"dark_spot": {"below_threshold": 1, "box_mismatch": 1, "no_detection": 0},
+                                          "bright_spot": {"below_threshold": 0, "box_mismatch": 0, "no_detection": 1}}
+    assert out["false"]["per_class"] == {"bright_spot": {"plain_texture": 1, "near_defect": 0},
+                                         "dark_spot": {"plain_texture": 0, "near_defect": 1}}
+    assert out["false"]["fragments"] == {"dark_spot": 1} and out["false"]["per_image"] == 2.0

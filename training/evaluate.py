@@ -140,12 +140,13 @@ def operating_threshold(detector: Detector, min_score: float | None = None) -> f
 def evaluate(detector: Detector, samples: Sequence[Sample], out_dir: Path | None = None,
              progress: bool = True, min_score: float | None = None, plot_prefix: str = "",
              unseen: Sequence[str] = (), bootstrap: int = 0,
-             collect: list[ImageResult] | None = None) -> dict[str, Any]:
+             collect: list[ImageResult] | None = None, explain: bool = False) -> dict[str, Any]:
     """Every evaluation figure for `samples`; with `out_dir`, also PR-curve and confusion PNGs.
     Boxes of `unseen` classes (and of the classes the model was trained without) are judged apart,
     as defect types the model never learned. `bootstrap` > 0: 95 % intervals of the main figures
     over that many resamples of the images (`training.bootstrap`, under "bootstrap"). `collect`, when
-    given, is extended with the per-image results (for paired statistics across two models)."""
+    given, is extended with the per-image results (for paired statistics across two models). `explain`:
+    why each missed box and each false detection is one, under "explain" (`training.explain`)."""
     if not samples:
         raise EvaluationError("no samples to evaluate")
     manifest = detector.manifest
@@ -171,6 +172,10 @@ def evaluate(detector: Detector, samples: Sequence[Sample], out_dir: Path | None
     figures = compute_metrics(results, manifest.classes, threshold)
     if bootstrap > 0:
         figures["bootstrap"] = intervals(tallies(results, len(manifest.classes), threshold), bootstrap)
+    if explain:
+        from training.explain import explain_images
+
+        figures["explain"] = explain_images(results, manifest.classes, threshold)
     if collect is not None:
         collect.extend(results)
     unjudged = sum(1 for r in results if r.image_label is None)

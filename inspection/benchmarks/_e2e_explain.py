@@ -56,6 +56,7 @@ from typing import Any
 
 import numpy as np
 
+from inspection.benchmarks._causes import AREA_SHARE, cause_table, print_cause_tables, share_inside
 from inspection.benchmarks._matching import best_matches, ground_truth_defects, iou, read_records
 from inspection.config import LineConfig
 
@@ -67,8 +68,6 @@ VIEW_SHARE = 0.5  # a view "covers" a box when it holds this share of the box's 
 MISSED_CAUSES = ("first_stage", "no_detection", "below_threshold", "box_mismatch", "tile_seam", "merged_away",
                  "frame_seam", "seam_joined", "records")
 FALSE_CAUSES = ("plain_texture", "near_defect", "duplicate", "other_class")
-AREA_SHARE = 0.5  # a near-defect record this much inside its class's labelled boxes is a piece of that area
-AREA_SAMPLES = 16  # the share is measured on a 16 x 16 grid of points over the record's box
 
 
 def _inside_share(box: np.ndarray, view: tuple[int, int, int, int]) -> float:
@@ -190,22 +189,11 @@ def explain(line: LineConfig, truth: list[dict[str, Any]], db: Path, *, frames: 
         "iou": iou_min, "score_floor": SCORE_FLOOR,
         "thresholds": dict(zip(detector.manifest.classes, (round(float(v), 3) for v in detector.thresholds),
                                strict=True)),
-        "missed": _table(missed, MISSED_CAUSES, sum(1 for t in gts)),
-        "false": {**_table(false, FALSE_CAUSES, None), "fragments": fragments, "labels": _labels_overlapping(gts)},
+        "missed": cause_table(missed, MISSED_CAUSES, sum(1 for t in gts)),
+        "false": {**cause_table(false, FALSE_CAUSES, None), "fragments": fragments, "labels": _labels_overlapping(gts)},
         "control": _control(gts, matches, extra["pixels"], detector, iou_min, datasets_dir),
         "replay": _replay_check(traces, db),
     }
-
-
-def _table(counts: dict[str, Counter], causes: tuple[str, ...], total: int | None) -> dict[str, Any]:
-    by_cause = Counter()
-    for c in counts.values():
-        by_cause.update(c)
-    out: dict[str, Any] = {"total": sum(by_cause.values()), "by_cause": {c: by_cause.get(c, 0) for c in causes},
-                           "per_class": {k: {c: v.get(c, 0) for c in causes} for k, v in sorted(counts.items())}}
-    if total is not None:
-        out["of_ground_truth"] = total
-    return out
 
 
 def _false_defects(gts: list[dict[str, Any]], matches: list[tuple[int | None, float]],
@@ -239,19 +227,6 @@ def _false_defects(gts: list[dict[str, Any]], matches: list[tuple[int | None, fl
                                and iou(best_t["box"], recs[j][1]) >= iou_min), None)
                 out[cls]["duplicate" if winner == cls else "other_class"] += 1
     return out, {cls: n for cls, n in sorted(fragments.items()) if n}
-
-
-def share_inside(box: np.ndarray, areas: list[np.ndarray]) -> float:
-    """Share of `box` lying inside the union of `areas` (boxes of the same form), measured on a grid of
-    `AREA_SAMPLES` x `AREA_SAMPLES` points at the centres of the box's cells."""
-    if not areas:
-        return 0.0
-    steps = (np.arange(AREA_SAMPLES) + 0.5) / AREA_SAMPLES
-    a, b = np.meshgrid(box[0] + steps * (box[2] - box[0]), box[1] + steps * (box[3] - box[1]), indexing="ij")
-    inside_any = np.zeros(a.shape, dtype=bool)
-    for area in areas:
-        inside_any |= (a >= area[0]) & (a <= area[2]) & (b >= area[1]) & (b <= area[3])
-    return float(inside_any.mean())
 
 
 def _labels_overlapping(gts: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -323,16 +298,7 @@ def _replay_check(traces: dict[tuple[str, str, int], FrameTrace], db: Path) -> d
 
 def print_tables(figures: dict[str, Any], out: Any) -> None:
     """The attribution as plain-text tables (the JSON holds the same numbers)."""
-    for name, causes in (("missed", MISSED_CAUSES), ("false", FALSE_CAUSES)):
-        table = figures[name]
-        print(f"\n{name} defects by cause ({table['total']}"
-              + (f" of {table['of_ground_truth']} ground-truth defects" if "of_ground_truth" in table else "")
-              + ")", file=out)
-        width = max([len("class"), *(len(k) for k in table["per_class"])])
-        print("  ".join(["class".ljust(width), *causes]), file=out)
-        for cls, row in table["per_class"].items():
-            print("  ".join([cls.ljust(width), *(str(row[c]).rjust(len(c)) for c in causes)]), file=out)
-        print("  ".join(["all".ljust(width), *(str(table["by_cause"][c]).rjust(len(c)) for c in causes)]), file=out)
+    print_cause_tables(figures, {"missed": MISSED_CAUSES, "false": FALSE_CAUSES}, "defects", out)
     false = figures["false"]
     if "fragments" in false:
         pieces = sum(false["fragments"].values())

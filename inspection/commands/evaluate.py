@@ -40,6 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="95 %% intervals of mAP@0.5, detection rate, false detections per image and image "
                              "accuracy over N resamples of the images (default %(default)s, about a second; "
                              "0: none)")
+    parser.add_argument("--explain", action="store_true",
+                        help="why each missed box and each false detection is one (below the threshold, box "
+                             "mismatch, no detection; plain texture, near a labelled box), per class, under "
+                             "explain in the JSON and as tables on stderr (training/explain.py)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -67,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
                                       tuple(args.unseen_class))
     figures = evaluate(detector, samples, out_dir=args.json.parent, progress=not args.no_progress,
                        min_score=args.min_score, plot_prefix=f"{args.json.stem}_", unseen=args.unseen_class,
-                       bootstrap=args.bootstrap)
+                       bootstrap=args.bootstrap, explain=args.explain)
     figures["data"] = {"folder": str(args.data), "split": args.split}
     write_json(args.json, figures)
     summary = {k: figures[k] for k in ("images", "gt_boxes", "map50", "map50_95", "detection_rate",
@@ -75,5 +79,9 @@ def run(args: argparse.Namespace) -> int:
     if "bootstrap" in figures:
         summary["ci95"] = figures["bootstrap"]["ci"]
     print(json.dumps(summary))
+    if args.explain:
+        from training.explain import print_explained
+
+        print_explained(figures["explain"], sys.stderr)
     print(f"wrote {args.json} and {', '.join(figures['plots'])}", file=sys.stderr)
     return 0
