@@ -162,7 +162,9 @@ def test_ensemble_command_registers_a_measured_version_that_is_not_live(tmp_path
     assert new.data["metrics"]["test"]["ensemble"] == ["hot-20261205-2", "hot-20261205-1"]
     assert new.data["metrics"]["val"]["images"] > 0 and new.data["metrics"]["test"]["training_images_evaluated"] == 0
     assert set(new.data["speed_side_by_side"]["threads_1"]) == {"hot-20261205-2", "ensemble"}
-    assert "quantization" not in new.data and "openvino" not in new.data
+    assert "quantization" not in new.data and "openvino" not in new.data and "unknown" not in new.data
+    assert entry["members"][0]["unknown"] == SHIPPED.resolve("hot-20261205-2").data["unknown"]
+    assert Detector(new, providers="cpu").unknown_rule is not None  # the members' rules judge its detections
     assert summary["val"]["map50"] == new.data["metrics"]["val"]["map50"]
 
 
