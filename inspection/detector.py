@@ -108,6 +108,12 @@ def reaching(scores: np.ndarray, labels: np.ndarray, threshold: np.ndarray) -> n
     return (scores >= limit) & (scores > 0)
 
 
+def reaching_fields(fused: dict[str, np.ndarray | None], threshold: np.ndarray) -> dict[str, np.ndarray | None]:
+    """Fused fields (`inspection.flips.fuse`) of the detections that reach their threshold (`reaching`)."""
+    keep = reaching(fused["scores"], fused["labels"], threshold)  # type: ignore[arg-type]
+    return {name: (values[keep] if values is not None else None) for name, values in fused.items()}
+
+
 def check_min_score(min_score: float | None) -> float | None:
     """`min_score` itself when it is None or a number in 0..1; else a DetectorError naming it."""
     if min_score is not None and (isinstance(min_score, bool) or not isinstance(min_score, int | float)
@@ -435,9 +441,8 @@ class Detector:
         found = self._detect_views([flipped(image, f) for image in images for f in views], threshold * 0)
         results = []
         for index, image in enumerate(images):
-            fused = fuse(found[index * len(views):(index + 1) * len(views)], views, *image.shape)
-            keep = reaching(fused["scores"], fused["labels"], threshold)  # type: ignore[arg-type]
-            fields = {name: (values[keep] if values is not None else None) for name, values in fused.items()}
+            fields = reaching_fields(fuse(found[index * len(views):(index + 1) * len(views)], views, *image.shape),
+                                     threshold)
             if self.unknown_rule is not None and fields["novelty"] is not None:
                 fields["unknown"] = self.unknown_rule.applies(fields["novelty"], fields["class_scores"],
                                                               fields["labels"])
@@ -536,10 +541,8 @@ class Detector:
             return self._post_model(outputs, row, height, width, threshold, self.unknown_rule)
         found = [self._post_model(outputs[start:start + count], row, height, width, threshold * 0, rule)
                  for start, count, rule in self._groups]
-        fused = fuse_members(found, height, width)
-        keep = reaching(fused["scores"], fused["labels"], threshold)  # type: ignore[arg-type]
         return Detections(classes=self.manifest.classes,
-                          **{name: (values[keep] if values is not None else None) for name, values in fused.items()})
+                          **reaching_fields(fuse_members(found, height, width), threshold))  # type: ignore[arg-type]
 
     def _post_model(self, outputs: tuple[np.ndarray, ...], row: int, height: int, width: int,
                     threshold: np.ndarray, rule: UnknownRule | None) -> Detections:

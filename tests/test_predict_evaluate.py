@@ -419,7 +419,7 @@ def test_evaluate_explain_accounts_for_every_miss_and_false_detection(registry: 
     assert explained["false"]["total"] == figures["false_detections"] == 1
     assert explained["missed"]["of_ground_truth"] == figures["gt_boxes"]
     err = capsys.readouterr().err
-    assert "missed by cause (1 of 4 ground-truth boxes)" in err and "false by cause (1)" in err
+    assert "missed boxes by cause (1 of 4 ground-truth boxes)" in err and "false detections by cause (1)" in err
 
 
 def test_each_cause_of_a_miss_and_of_a_false_detection() -> None:

@@ -157,7 +157,7 @@ def ensemble_version(names: Sequence[str], *, models_dir: Path | None = None, da
     `fp16_weights`: store the weights as fp16 (`stored_as_fp16`)."""
     from inspection.code_version import code_version
     from training.finalize import decide_activation, promotion_decision, register_gated
-    from training.quantize import derived_metrics, side_by_side_speed
+    from training.quantize import derived_metrics, headline, side_by_side_speed
 
     registry = Registry(models_dir)
     members = [registry.resolve(n) for n in names]
@@ -188,7 +188,6 @@ def ensemble_version(names: Sequence[str], *, models_dir: Path | None = None, da
             "weights": "fp16, cast to fp32 when loaded" if fp16_weights else "fp32",
             "command": "steel-inspect ensemble " + " ".join(m.version for m in members)
                        + ("" if fp16_weights else " --weights fp32")}
-        (work / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         val = load_split(datasets_dir, dataset, "val", splits_dir)
         test = load_split(datasets_dir, dataset, "test", splits_dir)
         manifest["ensemble"]["parity"] = member_parity(
@@ -206,9 +205,7 @@ def ensemble_version(names: Sequence[str], *, models_dir: Path | None = None, da
         go, reason = decide_activation(registry, primary.line_type, work, manifest, go, reason, clean_strip, register)
         summary = {"version": version, "members": [m.version for m in members], "registered": register,
                    "activated": go, "promotion": reason, "speed": manifest["speed_side_by_side"],
-                   **{split: {k: metrics[split].get(k) for k in ("map50", "map50_95", "detection_rate",
-                                                                 "false_detections_per_image", "image_accuracy")}
-                      for split in ("val", "test")},
+                   **headline(metrics),
                    "members_val_map50": {m.version: ((m.data.get("metrics") or {}).get("val") or {}).get("map50")
                                          for m in members},
                    "background_per_mpx": metrics.get("background", {}).get("detections_per_mpx")}

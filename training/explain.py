@@ -35,17 +35,11 @@ import numpy as np
 
 from inspection.benchmarks._causes import AREA_SHARE, cause_table, print_cause_tables, share_inside
 from inspection.tiling import iou_matrix
-from training.metrics import DETECTION_IOU, ImageResult, Threshold
+from training.metrics import DETECTION_IOU, ImageResult, Threshold, at_threshold
 
 SCORE_FLOOR = 0.05  # detections below this are noise for the attribution (as on the line)
 MISSED_CAUSES = ("below_threshold", "box_mismatch", "no_detection")
 FALSE_CAUSES = ("plain_texture", "near_defect")
-
-
-def _limits(im: ImageResult, threshold: Threshold) -> np.ndarray:
-    if isinstance(threshold, np.ndarray) and threshold.ndim:
-        return threshold[im.pred_labels]
-    return np.full(len(im.pred_scores), float(threshold))
 
 
 def explain_images(results: Sequence[ImageResult], classes: Sequence[str], threshold: Threshold) -> dict[str, Any]:
@@ -56,7 +50,7 @@ def explain_images(results: Sequence[ImageResult], classes: Sequence[str], thres
     gt_total = 0
     for im in results:
         gt_total += len(im.gt_boxes)
-        passing = im.pred_scores >= _limits(im, threshold)
+        passing = at_threshold(im, threshold)
         considered = im.pred_scores >= SCORE_FLOOR
         ious = (iou_matrix(im.pred_boxes, im.gt_boxes) if len(im.pred_boxes) and len(im.gt_boxes)
                 else np.zeros((len(im.pred_boxes), len(im.gt_boxes))))
@@ -91,7 +85,7 @@ def explain_images(results: Sequence[ImageResult], classes: Sequence[str], thres
 
 def print_explained(figures: dict[str, Any], out: TextIO) -> None:
     """The attribution as plain-text tables (the JSON holds the same numbers)."""
-    print_cause_tables(figures, {"missed": MISSED_CAUSES, "false": FALSE_CAUSES}, "boxes", out)
+    print_cause_tables(figures, {"missed": (MISSED_CAUSES, "boxes"), "false": (FALSE_CAUSES, "detections")}, out)
     false = figures["false"]
     pieces = sum(false["fragments"].values())
     print(f"near_defect: {pieces} of {false['by_cause']['near_defect']} lie at least half inside labelled boxes "

@@ -124,7 +124,8 @@ def mean_ap(images: Sequence[ImageResult], num_classes: int, iou: float = 0.5) -
 Threshold = float | np.ndarray  # one for every class, or one per class (indexed by label)
 
 
-def _above(im: ImageResult, threshold: Threshold) -> np.ndarray:
+def at_threshold(im: ImageResult, threshold: Threshold) -> np.ndarray:
+    """Which of the image's predictions score at or above their class's threshold (or the one threshold)."""
     if isinstance(threshold, np.ndarray) and threshold.ndim:
         return im.pred_scores >= threshold[im.pred_labels]
     return im.pred_scores >= threshold
@@ -133,7 +134,7 @@ def _above(im: ImageResult, threshold: Threshold) -> np.ndarray:
 def found_and_false(im: ImageResult, threshold: Threshold, iou: float = DETECTION_IOU) -> tuple[int, int]:
     """One image's ground-truth boxes found at the threshold (overlapped at IoU >= `iou` by a
     prediction of any class) and its predictions at the threshold that overlap no ground-truth box."""
-    preds = im.pred_boxes[_above(im, threshold)]
+    preds = im.pred_boxes[at_threshold(im, threshold)]
     if not len(im.gt_boxes):
         return 0, len(preds)
     if not len(preds):
@@ -174,7 +175,7 @@ def confusion_matrix(images: Sequence[ImageResult], num_classes: int, threshold:
     bg = num_classes
     matrix = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
     for im in images:
-        keep = _above(im, threshold)
+        keep = at_threshold(im, threshold)
         boxes, labels = im.pred_boxes[keep], im.pred_labels[keep]
         ious = iou_matrix(im.gt_boxes, boxes)
         gt_used = np.zeros(len(im.gt_boxes), dtype=bool)

@@ -169,6 +169,12 @@ def derived_metrics(candidate: Detector, val: Sequence[Any], test: Sequence[Any]
     return metrics
 
 
+def headline(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The val and test figures a derived model's summary prints, from `derived_metrics`' result."""
+    keys = ("map50", "map50_95", "detection_rate", "false_detections_per_image", "image_accuracy")
+    return {split: {k: metrics[split].get(k) for k in keys} for split in ("val", "test")}
+
+
 def agreement(reference: Detector, candidate: Detector, images: Sequence[np.ndarray]) -> dict[str, Any]:
     """How far the int8 model's detections at the operating threshold follow the fp32 model's.
 
@@ -310,9 +316,7 @@ def quantize_version(source: str, *, models_dir: Path | None = None, datasets_di
         summary = {"version": version, "source": parent.version, "registered": register,
                    "activated": activate, "promotion": reason,
                    "speed": manifest["speed_side_by_side"], "agreement_val": manifest["quantization"]["agreement_val"],
-                   **{split: {k: metrics[split].get(k) for k in ("map50", "map50_95", "detection_rate",
-                                                                 "false_detections_per_image", "image_accuracy")}
-                      for split in ("val", "test")},
+                   **headline(metrics),
                    "source_metrics": {split: (parent.data.get("metrics") or {}).get(split, {}).get("map50")
                                       for split in ("val", "test")},
                    "background_per_mpx": metrics.get("background", {}).get("detections_per_mpx")}

@@ -39,12 +39,12 @@ def share_inside(box: np.ndarray, areas: list[np.ndarray]) -> float:
     return float(inside_any.mean())
 
 
-def print_cause_tables(figures: dict[str, Any], tables: dict[str, tuple[str, ...]], noun: str, out: TextIO) -> None:
-    """`figures[name]` (a `cause_table`) for each name and its causes in `tables`, one row per class;
-    `noun` names what the ground truth counts ("defects", "boxes")."""
-    for name, causes in tables.items():
+def print_cause_tables(figures: dict[str, Any], tables: dict[str, tuple[tuple[str, ...], str]], out: TextIO) -> None:
+    """`figures[name]` (a `cause_table`) for each name in `tables`, one row per class; `tables[name]` holds
+    its causes and the noun its heading counts ("defects", "boxes", "detections")."""
+    for name, (causes, noun) in tables.items():
         table = figures[name]
-        print(f"\n{name} {'defects ' if noun == 'defects' else ''}by cause ({table['total']}"
+        print(f"\n{name} {noun} by cause ({table['total']}"
               + (f" of {table['of_ground_truth']} ground-truth {noun}" if "of_ground_truth" in table else "")
               + ")", file=out)
         width = max([len("class"), *(len(k) for k in table["per_class"])])

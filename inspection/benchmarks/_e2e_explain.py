@@ -298,7 +298,7 @@ def _replay_check(traces: dict[tuple[str, str, int], FrameTrace], db: Path) -> d
 
 def print_tables(figures: dict[str, Any], out: Any) -> None:
     """The attribution as plain-text tables (the JSON holds the same numbers)."""
-    print_cause_tables(figures, {"missed": MISSED_CAUSES, "false": FALSE_CAUSES}, "defects", out)
+    print_cause_tables(figures, {"missed": (MISSED_CAUSES, "defects"), "false": (FALSE_CAUSES, "defects")}, out)
     false = figures["false"]
     if "fragments" in false:
         pieces = sum(false["fragments"].values())
