@@ -32,9 +32,12 @@ import torch
 import torch.nn.functional as F
 
 from inspection.datasets import DATASET_CLASSES, Sample, load_split, read_image
+from inspection.ensemble import member_versions
 from inspection.errors import SteelInspectError
 from training.augment import AugmentConfig
 from training.data import TrainBatches, eval_batches
+from training.distill import distill_loss
+from training.from_onnx import freeze_batch_norms, load_onnx_weights
 from training.line_views import LineViews
 from training.metrics import ImageResult, mean_ap
 from training.model import Detector, pretrained_path
@@ -113,6 +116,11 @@ class Options:
     plant_data: tuple[Path, ...] = ()  # `dataset export` folders added to train and val (split by coil)
     plant_split_seed: int = 0  # apart from `seed`: the plant hold-out stays put when the training seed changes
     clean_strip: Any = None  # `inspection.clean_strip.Gate`: may keep a model the val gate passed from going live
+    lr: float | None = None  # overrides the recipe's peak learning rate (lower to fine-tune)
+    init_from: str | None = None  # a registered version whose weights the run starts from (training.from_onnx)
+    teacher: tuple[str, ...] = ()  # registered versions the student is distilled from (training.distill)
+    distill_weight: float = 1.0  # weight of the distillation term beside the labels' losses
+    models_dir: Path | None = None  # the registry `init_from` and `teacher` name versions of (default models/)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -121,6 +129,8 @@ def effective_recipe(opts: Options) -> Recipe:
     recipe = asdict(RECIPES[opts.line_type])
     if opts.epochs:
         recipe["epochs"] = opts.epochs
+    if opts.lr is not None:
+        recipe["lr"] = opts.lr
     if opts.negatives is not None:
         recipe["negatives"] = opts.negatives
     if opts.negative_textures is not None:
@@ -277,13 +287,17 @@ def run(opts: Options) -> dict[str, Any]:
     last_path, best_path = opts.out_dir / "last.pt", opts.out_dir / "best.pt"
     torch.manual_seed(opts.seed)
     model = build_model(recipe, pretrained=not (opts.resume and last_path.is_file()), num_classes=len(classes))
+    started_from = None
+    if opts.init_from and not (opts.resume and last_path.is_file()):
+        started_from = init_weights(model, opts)
     model = model.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).eval()
     optimizer = make_optimizer(model, recipe)
     state: dict[str, Any] = {"epoch": 0, "step": 0, "best_map": -1.0, "best_epoch": None, "history": [],
                              "elapsed_s": 0.0, "planned_epochs": recipe.epochs, "budget_cut": False,
                              "commands": [opts.command], "classes_excluded": list(opts.exclude_classes),
-                             "plant_data": plant.identity if plant is not None else []}
+                             "plant_data": plant.identity if plant is not None else [],
+                             **({"init_from": started_from} if started_from else {})}
     if opts.resume and last_path.is_file():
         ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
         state = ckpt["state"]
@@ -318,6 +332,7 @@ def run(opts: Options) -> dict[str, Any]:
         log.info("resumed %s at epoch %d of %d", last_path, state["epoch"], state["planned_epochs"])
     else:
         best_path.unlink(missing_ok=True)  # a fresh run never inherits an older run's best epoch
+    _check_resume_teacher(state, opts)
     if state["epoch"] >= state["planned_epochs"]:
         log.info("training already complete (%d epochs): only the final step runs", state["epoch"])
         return state
@@ -335,6 +350,14 @@ def run(opts: Options) -> dict[str, Any]:
     if views is not None:
         state["line_views"] = {"share": recipe.line_views, **views.describe()}
     state["precision"] = "bf16 autocast" if native_bf16() else "fp32"
+    teacher = None
+    if opts.teacher:
+        from training.distill import Teacher, teacher_manifests
+
+        teacher = Teacher(teacher_manifests(_registry(opts), opts.teacher), classes)
+        state["distill"] = {"teacher": list(opts.teacher), **teacher.describe(), "weight": opts.distill_weight,
+                            "loss": "quality-focal BCE towards the teachers' mean heatmap probability"}
+    frozen_norms = "init_from" in state
     batches = TrainBatches(train, classes, augment_cfg, recipe.stride, batch_size, pool, negatives, views,
                            recipe.line_views, recipe.mosaic, recipe.outliers)
     if recipe.outliers:
@@ -351,18 +374,20 @@ def run(opts: Options) -> dict[str, Any]:
         total = state["planned_epochs"] * len(batches)
         warmup = int(recipe.warmup_epochs * len(batches))
         model.train()
-        sums = np.zeros(3)
+        sums = np.zeros(4)
         bar = tqdm(batches.epoch(opts.seed, epoch), total=len(batches), desc=f"epoch {epoch + 1}",
                    unit="batch", mininterval=10, leave=False)
         for batch in bar:
             losses = train_step(model, ema, optimizer, batch, recipe, lr_at(state["step"], total, warmup, recipe.lr),
-                                state["step"])
+                                state["step"], teacher=teacher, distill_weight=opts.distill_weight,
+                                frozen_norms=frozen_norms)
             state["step"] += 1
             sums += losses
             bar.set_postfix(heat=f"{losses[0]:.3f}", box=f"{losses[1]:.3f}", img=f"{losses[2]:.3f}",
-                            refresh=False)
+                            **({"kd": f"{losses[3]:.3f}"} if teacher is not None else {}), refresh=False)
         state["epoch"] = epoch + 1
-        record = {"epoch": epoch + 1, "loss": [round(float(v) / max(1, len(batches)), 4) for v in sums],
+        record = {"epoch": epoch + 1, "loss": [round(float(v) / max(1, len(batches)), 4)
+                                               for v in sums[:4 if teacher is not None else 3]],
                   "lr": optimizer.param_groups[0]["lr"], "train_s": round(time.perf_counter() - started, 1)}
         last = state["epoch"] == state["planned_epochs"]
         if val and (state["epoch"] % recipe.val_every == 0 or last):
@@ -380,6 +405,45 @@ def run(opts: Options) -> dict[str, Any]:
     if not best_path.is_file():  # no validation data (smoke runs): the last EMA weights
         torch.save({"ema": ema.state_dict(), "epoch": state["epoch"]}, best_path)
     return state
+
+
+def _registry(opts: Options) -> Any:
+    from inspection.config import default_models_dir
+    from inspection.registry import Registry
+
+    return Registry(opts.models_dir or default_models_dir())
+
+
+def init_weights(model: Detector, opts: Options) -> dict[str, Any]:
+    """Load the registered version `opts.init_from` into `model` (see `training.from_onnx`); what the
+    manifest records of it."""
+    manifest = _registry(opts).resolve(opts.init_from)
+    if manifest.line_type != opts.line_type:
+        raise TrainingError(f"--init-from {opts.init_from}: a {manifest.line_type} model, this run trains "
+                            f"{opts.line_type}")
+    if manifest.data.get("quantization") or member_versions(manifest):
+        raise TrainingError(f"--init-from {opts.init_from}: an int8 copy or an ensemble has no single set of fp32 "
+                            "weights to train; name the fp32 model it was made from")
+    if len(manifest.classes) != model.num_classes:
+        raise TrainingError(f"--init-from {opts.init_from}: {len(manifest.classes)} classes, this run trains "
+                            f"{model.num_classes}")
+    check = load_onnx_weights(model, manifest.model_path)
+    log.info("weights from %s (%d convolutions, heatmaps within %.1g of ONNX Runtime's); batch norms frozen",
+             manifest.version, check["convolutions"], check["max_heat_diff"])
+    return {"version": manifest.version, "sha256": manifest.sha256, **check, "batch_norms": "frozen (eval mode)"}
+
+
+def _check_resume_teacher(state: dict[str, Any], opts: Options) -> None:
+    """A resumed run keeps its teacher: the same versions, or none named (then the run's own)."""
+    earlier = state.get("distill", {}).get("teacher")
+    if earlier is None:
+        if opts.teacher and state["epoch"] > 0:
+            raise TrainingError(f"this run was trained without a teacher; resume it without --teacher "
+                                f"(asked: {' '.join(opts.teacher)})")
+        return
+    if opts.teacher and list(opts.teacher) != earlier:
+        raise TrainingError(f"this run was distilled from {' '.join(earlier)}; resume it with that --teacher")
+    opts.teacher = tuple(earlier)
 
 
 def _earlier_command(out_dir: Path) -> str:
@@ -401,14 +465,19 @@ def make_optimizer(model: Detector, recipe: Recipe) -> torch.optim.Optimizer:
 
 
 def train_step(model: Detector, ema: Detector, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
-               recipe: Recipe, lr: float, step: int) -> np.ndarray:
-    """One optimiser step and the EMA update; returns the three loss terms (the heat term includes
-    the outlier shapes' `spread_loss` when the recipe draws them).
+               recipe: Recipe, lr: float, step: int, teacher: Any = None, distill_weight: float = 1.0,
+               frozen_norms: bool = False) -> np.ndarray:
+    """One optimiser step and the EMA update; returns the loss terms: heat (with the outlier shapes'
+    `spread_loss` when the recipe draws them), box, image, and distillation (0 without a `teacher`,
+    a `training.distill.Teacher`). `frozen_norms`: batch norms stay in eval mode (a run started from
+    a registered model's folded weights, see `training.from_onnx`).
 
     bf16 autocast only where the CPU computes bf16 natively (see `native_bf16`): elsewhere it is
     emulated, and a step took 9x longer than in fp32 (AVX2 EPYC, 16 x 224 px, one thread).
     """
     model.train()
+    if frozen_norms:
+        freeze_batch_norms(model)
     for group in optimizer.param_groups:
         group["lr"] = lr
     x = ((batch["image_in"].float() - model.mean) / model.std).contiguous(memory_format=torch.channels_last)
@@ -421,6 +490,13 @@ def train_step(model: Detector, ema: Detector, optimizer: torch.optim.Optimizer,
               giou_loss(dist.float(), batch["box"], batch["weight"], recipe.stride),
               F.binary_cross_entropy_with_logits(image_logits.float(), batch["image"]))
     loss = losses[0] + recipe.box_weight * losses[1] + recipe.image_weight * losses[2]
+    if teacher is not None:
+        target = teacher.heat(batch["image_in"], tuple(heat.shape[2:]))
+        kd = distill_loss(heat.float(), target, batch["heat"].eq(1).float().sum())
+        loss = loss + distill_weight * kd
+        losses = (*losses, kd)
+    else:
+        losses = (*losses, heat.new_zeros(()))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)

@@ -86,6 +86,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--plant-split-seed", type=non_negative_int, default=0, metavar="N",
                         help="seed of the plant split by coil (default 0; apart from --seed, so the plant hold-out "
                              "stays the same when the training seed changes)")
+    parser.add_argument("--init-from", default=None, metavar="VERSION",
+                        help="start from a registered fp32 model's weights instead of from scratch (fine-tuning: "
+                             "its batch norms, folded into its ONNX file, stay frozen; use a lower --lr). The "
+                             "recipe's backbone and stride must be the model's")
+    parser.add_argument("--teacher", nargs="+", default=[], metavar="VERSION",
+                        help="registered models of this line type and classes to distil from: the student also "
+                             "learns their mean heatmap probability on every training crop (an ensemble version "
+                             "stands for its members; each crop runs through every teacher, so epochs take longer)")
+    parser.add_argument("--distill-weight", type=positive_float, default=1.0, metavar="W",
+                        help="weight of the distillation term beside the labels' losses (default 1)")
+    parser.add_argument("--lr", type=positive_float, default=None,
+                        help="peak learning rate of the cosine schedule (default: the recipe's: 0.002)")
     parser.add_argument("--no-register", action="store_true", help="export and evaluate, but do not register")
     parser.add_argument("--datasets", type=Path, default=None, help="datasets root (default ../shared/datasets)")
     parser.add_argument("--models", type=Path, default=None, help="registry root (default models/)")
@@ -127,6 +139,8 @@ def _handle(args: argparse.Namespace) -> int:
                    backbone=args.backbone, stride=args.stride,
                    exclude_classes=tuple(dict.fromkeys(args.exclude_class)),
                    plant_data=tuple(dict.fromkeys(args.plant_data)), plant_split_seed=args.plant_split_seed,
+                   lr=args.lr, init_from=args.init_from, teacher=tuple(dict.fromkeys(args.teacher)),
+                   distill_weight=args.distill_weight, models_dir=args.models,
                    clean_strip=clean_strip_gate(args), command="steel-inspect " + shlex.join(sys.argv[1:]))
     state = run(opts)
     result = finalize(opts, state, models_dir=args.models or default_models_dir(),
