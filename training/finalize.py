@@ -366,6 +366,7 @@ def finalize(opts: Options, state: dict[str, Any], models_dir: Path, register: b
                      "negatives": state.get("negatives", {"share": 0.0, "per_epoch": 0}),
                      "line_views": state.get("line_views", {"share": 0.0}),
                      "outliers": state.get("outliers", {"share": 0.0}),
+                     **{key: state[key] for key in ("init_from", "distill") if key in state},
                      "precision": state.get("precision", "bf16 autocast")},
         "data": {"dataset": recipe.dataset,
                  "split_file": str(split_file.relative_to(REPO_DIR) if split_file.is_relative_to(REPO_DIR)
