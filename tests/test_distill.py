@@ -165,6 +165,8 @@ def test_a_registered_model_fine_tuned_and_distilled_end_to_end(tmp_path: Path,
     first = run(base)
     version = finalize(base, first, models_dir=tmp_path / "models")["manifest"]["version"]
 
+    with pytest.raises(train_module.TrainingError, match="trained without a teacher"):
+        run(dataclasses.replace(base, resume=True, teacher=(version,), epochs=2))
     opts = dataclasses.replace(base, out_dir=tmp_path / "student", init_from=version, teacher=(version,), lr=1e-4)
     state = run(opts)
     assert state["init_from"]["version"] == version and state["init_from"]["max_heat_diff"] < 1e-3
@@ -183,7 +185,7 @@ def test_a_registered_model_fine_tuned_and_distilled_end_to_end(tmp_path: Path,
     json.dumps(manifest)  # recorded as plain JSON
 
 
-def test_init_from_refuses_a_model_of_another_line_or_an_int8_copy(tmp_path: Path) -> None:
+def test_init_from_another_line_an_ensemble_or_an_int8_copy(tmp_path: Path) -> None:
     from training import train as train_module
 
     models = Path(__file__).resolve().parents[1] / "models"
@@ -192,7 +194,9 @@ def test_init_from_refuses_a_model_of_another_line_or_an_int8_copy(tmp_path: Pat
     model = Detector(7, stride=4)
     with pytest.raises(train_module.TrainingError, match="a hot model, this run trains cold"):
         train_module.init_weights(model, opts)
-    for version in ("hot-20261205-3", "hot-20261205-4"):  # the active int8 copy; the ensemble
-        with pytest.raises(train_module.TrainingError, match="name the fp32 model it was made from"):
-            train_module.init_weights(Detector(6, stride=4),
-                                      dataclasses.replace(opts, line_type="hot", init_from=version))
+    hot = dataclasses.replace(opts, line_type="hot", init_from="hot-20261205-4")  # the ensemble
+    with pytest.raises(train_module.TrainingError, match="name one of its members"):
+        train_module.init_weights(Detector(6, stride=4), hot)
+    # the active int8 copy hot-20261205-3 stands for its fp32 source, hot-20261205-2
+    started = train_module.init_weights(Detector(6, stride=4), dataclasses.replace(hot, init_from="hot-20261205-3"))
+    assert started["version"] == "hot-20261205-2" and started["max_heat_diff"] < 1e-3

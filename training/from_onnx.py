@@ -8,7 +8,8 @@ k-th convolution's weights. A convolution followed by a batch norm gets the fold
 identity-like norm that adds the folded bias (mean 0, variance 1, scale sqrt(1 + eps)), which gives
 the same function in eval mode. Those norms have no batch statistics of the model's own to learn
 from, so a run started this way keeps every batch norm in eval mode (`freeze_batch_norms`): the
-convolutions and the norms' scale and shift still train.
+convolutions and the norms' scale and shift still train. The image-level head (an auxiliary loss of
+training) is not in the file, because the exported graph does not use it: it starts anew.
 
 `load_onnx_weights` refuses a file whose convolutions do not match the recipe's network one for one,
 and checks the result: PyTorch and ONNX Runtime must give the same heatmaps on an image.

@@ -417,13 +417,19 @@ def _registry(opts: Options) -> Any:
 def init_weights(model: Detector, opts: Options) -> dict[str, Any]:
     """Load the registered version `opts.init_from` into `model` (see `training.from_onnx`); what the
     manifest records of it."""
-    manifest = _registry(opts).resolve(opts.init_from)
+    registry = _registry(opts)
+    manifest = registry.resolve(opts.init_from)
     if manifest.line_type != opts.line_type:
         raise TrainingError(f"--init-from {opts.init_from}: a {manifest.line_type} model, this run trains "
                             f"{opts.line_type}")
+    source = (manifest.data.get("quantization") or {}).get("source_version")
+    if source:  # an int8 copy (`--init-from hot` while the active model is one): its fp32 weights
+        log.info("--init-from %s: %s is an int8 copy; starting from its fp32 source %s",
+                 opts.init_from, manifest.version, source)
+        manifest = registry.resolve(source)
     if manifest.data.get("quantization") or member_versions(manifest):
-        raise TrainingError(f"--init-from {opts.init_from}: an int8 copy or an ensemble has no single set of fp32 "
-                            "weights to train; name the fp32 model it was made from")
+        raise TrainingError(f"--init-from {opts.init_from}: an ensemble has no single set of weights to train; "
+                            "name one of its members")
     if len(manifest.classes) != model.num_classes:
         raise TrainingError(f"--init-from {opts.init_from}: {len(manifest.classes)} classes, this run trains "
                             f"{model.num_classes}")

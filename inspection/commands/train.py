@@ -87,9 +87,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="seed of the plant split by coil (default 0; apart from --seed, so the plant hold-out "
                              "stays the same when the training seed changes)")
     parser.add_argument("--init-from", default=None, metavar="VERSION",
-                        help="start from a registered fp32 model's weights instead of from scratch (fine-tuning: "
-                             "its batch norms, folded into its ONNX file, stay frozen; use a lower --lr). The "
-                             "recipe's backbone and stride must be the model's")
+                        help="start from a registered model's weights instead of from scratch (fine-tuning: "
+                             "its batch norms, folded into its ONNX file, stay frozen; use a lower --lr). An int8 "
+                             "copy stands for its fp32 source (`--init-from hot`: the active model's weights); "
+                             "the recipe's backbone and stride must be the model's")
     parser.add_argument("--teacher", nargs="+", default=[], metavar="VERSION",
                         help="registered models of this line type and classes to distil from: the student also "
                              "learns their mean heatmap probability on every training crop (an ensemble version "
