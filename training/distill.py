@@ -4,8 +4,9 @@ The teacher is one or more registered detectors of the student's line type and c
 ensemble version stands for its members). Each training crop goes through every teacher in ONNX
 Runtime, with the graph opened up to give its raw class heatmap (the input of the Sigmoid before the
 peak search); the teacher's heatmap is the mean of the members' probabilities. That averaged map
-scored val mAP@0.5 0.814 for hot-20261205-4's three members, against 0.752-0.802 alone (README,
-Models, "Distillation").
+scored val mAP@0.5 0.814 for hot-20261205-4's three members, against 0.752-0.802 alone; what a
+student distilled from it gained and lost is in the README (Models, "Fine-tuning a registered model
+and distilling an ensemble into it").
 
 The student learns it beside the labels: `distill_loss` is a binary cross-entropy towards the
 teacher's probability at every cell, weighted by the squared gap between the student's and the
