@@ -319,6 +319,9 @@ def run(opts: Options) -> dict[str, Any]:
         if trained_outliers != recipe.outliers:
             raise TrainingError(f"{last_path} was trained with outlier shapes in {trained_outliers} of the crops; "
                                 f"resume it with --outliers {trained_outliers}")
+        if opts.init_from:
+            log.info("--init-from %s ignored on --resume: %s holds the run's weights (started from %s)", opts.init_from,
+                     last_path, state.get("init_from", {}).get("version", "scratch"))
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
         optimizer.load_state_dict(ckpt["optimizer"])
