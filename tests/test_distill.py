@@ -200,3 +200,6 @@ def test_init_from_another_line_an_ensemble_or_an_int8_copy(tmp_path: Path) -> N
     # the active int8 copy hot-20261205-3 stands for its fp32 source, hot-20261205-2
     started = train_module.init_weights(Detector(6, stride=4), dataclasses.replace(hot, init_from="hot-20261205-3"))
     assert started["version"] == "hot-20261205-2" and started["max_heat_diff"] < 1e-3
+    # the active cold model: an int8 copy with a crop classifier appended; training starts from its detector
+    started = train_module.init_weights(Detector(7, stride=4), dataclasses.replace(opts, init_from="cold"))
+    assert started["version"] == "cold-20261202-3" and started["max_heat_diff"] < 1e-3

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from inspection.errors import SteelInspectError
+from inspection.providers import session_options
 
 
 class TeacherError(SteelInspectError):
@@ -50,10 +51,7 @@ def maps_session(path: Path, threads: int = 1) -> Any:
     del graph.output[:]
     graph.output.extend([onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
                          for name in (sigmoids[0].input[0], dist)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
 
 
 class Teacher:

@@ -355,9 +355,10 @@ def run(opts: Options) -> dict[str, Any]:
     state["precision"] = "bf16 autocast" if native_bf16() else "fp32"
     teacher = None
     if opts.teacher:
+        from inspection.registry import Registry
         from training.distill import Teacher, teacher_manifests
 
-        teacher = Teacher(teacher_manifests(_registry(opts), opts.teacher), classes)
+        teacher = Teacher(teacher_manifests(Registry(opts.models_dir), opts.teacher), classes)
         state["distill"] = {"teacher": list(opts.teacher), **teacher.describe(), "weight": opts.distill_weight,
                             "loss": "quality-focal BCE towards the teachers' mean heatmap probability"}
     frozen_norms = "init_from" in state
@@ -410,27 +411,24 @@ def run(opts: Options) -> dict[str, Any]:
     return state
 
 
-def _registry(opts: Options) -> Any:
-    from inspection.config import default_models_dir
-    from inspection.registry import Registry
-
-    return Registry(opts.models_dir or default_models_dir())
-
-
 def init_weights(model: Detector, opts: Options) -> dict[str, Any]:
     """Load the registered version `opts.init_from` into `model` (see `training.from_onnx`); what the
     manifest records of it."""
-    registry = _registry(opts)
+    from inspection.registry import Registry
+
+    registry = Registry(opts.models_dir)
     manifest = registry.resolve(opts.init_from)
     if manifest.line_type != opts.line_type:
         raise TrainingError(f"--init-from {opts.init_from}: a {manifest.line_type} model, this run trains "
                             f"{opts.line_type}")
     source = (manifest.data.get("quantization") or {}).get("source_version")
-    if source:  # an int8 copy (`--init-from hot` while the active model is one): its fp32 weights
+    if source:  # an int8 copy (`--init-from hot` while the active model is one): its fp32 detector's weights.
+        # Not `inspection.detector.fp32_source`: that refuses a copy with a crop classifier appended, which
+        # a GPU cannot run as its source, but whose detector weights are exactly what training starts from.
         log.info("--init-from %s: %s is an int8 copy; starting from its fp32 source %s",
                  opts.init_from, manifest.version, source)
         manifest = registry.resolve(source)
-    if manifest.data.get("quantization") or member_versions(manifest):
+    if member_versions(manifest):
         raise TrainingError(f"--init-from {opts.init_from}: an ensemble has no single set of weights to train; "
                             "name one of its members")
     if len(manifest.classes) != model.num_classes:
