@@ -36,23 +36,35 @@ Records = dict[tuple[str, str], list[tuple[str, np.ndarray]]]  # (coil, camera) 
 def read_records(db: Path, *, merge_seams: bool = True) -> tuple[Records, int, float]:
     """Recorded defects per (coil, camera) as (class, [along1, across1, along2, across2] mm), the
     number of fragments in the database and the strip length inspected (mm, all cameras)."""
+    rows, fragments, inspected_mm = read_rows(db, merge_seams=merge_seams)
+    return by_coil_camera(rows), fragments, inspected_mm
+
+
+def read_rows(db: Path, *, merge_seams: bool = True) -> tuple[list[dict[str, Any]], int, float]:
+    """Every recorded defect as `queries.coil_defects` gives it, with its ``coil``; the number of
+    fragments in the database and the strip length inspected (mm, all cameras)."""
     from inspection.records import line_reads, queries
     from inspection.records.db import open_db
 
     con = open_db(db, readonly=True)
     try:
-        rows = [(coil, d) for coil in line_reads.coil_ids(con)
+        rows = [{**d, "coil": coil} for coil in line_reads.coil_ids(con)
                 for d in queries.coil_defects(con, coil, merge_seams=merge_seams)]
         fragments = line_reads.defect_count(con)
         inspected_mm = line_reads.inspected_length_mm(con)
     finally:
         con.close()
-    by_key: Records = {}
-    for coil, d in rows:
+    return rows, fragments, inspected_mm
+
+
+def by_coil_camera(rows: list[dict[str, Any]]) -> Records:
+    """`read_rows`' defects as `Records`: (class, strip mm box) per (coil, camera), in the rows' order."""
+    out: Records = {}
+    for d in rows:
         along, across, length, width = d["along_mm"], d["across_mm"], d["length_mm"], d["width_mm"]
         box = np.array([along - length / 2, across - width / 2, along + length / 2, across + width / 2])
-        by_key.setdefault((coil, d["camera"]), []).append((d["class"], box))
-    return by_key, fragments, inspected_mm
+        out.setdefault((d["coil"], d["camera"]), []).append((d["class"], box))
+    return out
 
 
 def best_matches(gts: list[dict[str, Any]], records: Records) -> list[tuple[int | None, float]]:

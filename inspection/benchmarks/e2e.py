@@ -57,7 +57,7 @@ from inspection.arguments import non_negative_float, non_negative_int, positive_
 from inspection.benchmarks._e2e_variants import parse_variants, print_variants, trade
 from inspection.benchmarks._intervals import poisson_rate, wilson
 from inspection.benchmarks._line import BENCH_SIMULATOR, hardware, run_line, scratch_line
-from inspection.benchmarks._matching import best_matches, ground_truth_defects, inside, iou, read_records
+from inspection.benchmarks._matching import Records, best_matches, ground_truth_defects, inside, iou, read_records
 from inspection.errors import SteelInspectError
 from inspection.line.process import StopFlag
 from inspection.results import UNKNOWN
@@ -202,6 +202,13 @@ def _models(db: Path) -> list[str]:
 def compare(db: Path, truth: list[dict[str, Any]], iou_min: float, *, merge_seams: bool = True) -> dict[str, Any]:
     """Match recorded defects with ground truth (see the module docstring)."""
     by_key, fragments, inspected_mm = read_records(db, merge_seams=merge_seams)
+    return compare_records(by_key, fragments, inspected_mm, truth, iou_min)
+
+
+def compare_records(by_key: Records, fragments: int, inspected_mm: float, truth: list[dict[str, Any]],
+                    iou_min: float) -> dict[str, Any]:
+    """`compare` on records already read (`_matching.read_records`), e.g. a subset of them: what a
+    line would have recorded at higher class thresholds (`bench line_thresholds`)."""
     gts = ground_truth_defects(truth)
     matched_records: set[tuple[str, str, int]] = set()
     detected = correct = unknown = seam_detected = seam_split = 0
