@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from inspection.benchmarks.line_thresholds import Pooled, _grid, _judged_as, choose
+from inspection.benchmarks.line_thresholds import Sample, _grid, _judged_as, choose
 from inspection.errors import SteelInspectError
 from inspection.records.db import open_db
 
@@ -38,9 +38,13 @@ def record(along: float, cls: str, score: float, guesses: list | None = None) ->
     return row
 
 
+def sample(rows: list[dict[str, Any]], gts: list[dict[str, Any]]) -> Sample:
+    return Sample(rows, gts, len(rows), 100_000.0, 0.3)
+
+
 def pick(rows: list[dict[str, Any]], gts: list[dict[str, Any]], reference: dict[str, float],
          worth: float = 5.0) -> dict[str, float]:
-    chosen, _ = choose(Pooled(rows, gts, len(rows), 100_000.0, 0.3), GRID, reference, worth=worth)
+    chosen, _ = choose([sample(rows, gts)], GRID, reference, worth=worth)
     return chosen
 
 
@@ -67,6 +71,27 @@ def test_a_class_the_sample_says_nothing_about_keeps_the_lines_threshold() -> No
     gts = [truth(0, "patches")]
     rows = [record(0, "patches", 0.5)]
     assert pick(rows, gts, {"patches": 0.3, "crazing": 0.25}) == {"patches": 0.3, "crazing": 0.25}
+
+
+def test_a_move_one_sample_pays_for_and_another_loses_by_is_not_made() -> None:
+    lucky = sample([record(5000 + 100 * i, "patches", 0.12) for i in range(10)], [])  # 10 false at 0.12
+    unlucky = sample([record(0, "patches", 0.12)], [truth(0, "patches")])  # a real defect at 0.12
+    # pooled, 0.15 costs 5 (the defect) against 10: cheaper, but the second sample loses by it
+    chosen, table = choose([lucky, unlucky], GRID, {"patches": 0.1}, worth=5.0)
+    assert chosen == {"patches": 0.1}
+    assert {row["threshold"]: row["cost"] for row in table["patches"]}[0.15] == 5.0
+    # with the defect scored above the false ones, the move holds on both samples
+    chosen, _ = choose([lucky, sample([record(0, "patches", 0.3)], [truth(0, "patches")])], GRID,
+                       {"patches": 0.1}, worth=5.0)
+    assert chosen == {"patches": 0.15}
+
+
+def test_of_equal_costs_the_smallest_move_wins() -> None:
+    gts = [truth(0, "crazing")]
+    rows = [record(0, "crazing", 0.5), record(5000, "crazing", 0.2)]  # 0.25 .. 0.5 all cost nothing
+    assert pick(rows, gts, {"crazing": 0.1}) == {"crazing": 0.25}
+    rows = [record(0, "crazing", 0.3), record(5000, "crazing", 0.2)]  # 0.25 and 0.3 cost nothing
+    assert pick(rows, gts, {"crazing": 0.4}) == {"crazing": 0.3}  # from above, the nearer of the two
 
 
 def test_an_unknown_record_is_judged_by_its_best_guess() -> None:
@@ -99,6 +124,7 @@ def test_the_command_confirms_its_choice_on_a_line_that_records_nothing_below_it
     assert all(t in figures["grid"] for t in figures["chosen"].values())
     assert figures["grid"][0] == figures["floor"]
     assert "[worker.class_thresholds.hot]" in done.stderr
+    assert "cost less on the sample the choice did not see" in done.stderr
     con = open_db(tmp_path / "runs" / "check-chosen" / "line.db", readonly=True)
     try:
         recorded = list(con.execute("SELECT d.class, d.score, g.guesses FROM defects d "
@@ -114,6 +140,10 @@ def test_the_command_confirms_its_choice_on_a_line_that_records_nothing_below_it
     for predicted in (choice["present_predicted"], choice["chosen_predicted"]):  # the floor runs' records kept
         assert predicted["found"] <= choice["floor"]["found"]
         assert predicted["false_defects"] <= choice["floor"]["false_defects"]
+    for name in ("config", "chosen"):  # the choice's measure, on the unseen sample
+        f = figures["check_sample"][name]
+        missed = f["ground_truth_defects"] - f["found"]
+        assert figures["check_sample"]["cost"][name] == 5 * missed + f["false_defects"]
     assert figures["check_sample"]["chosen_against_config"]["found"] == (
         figures["check_sample"]["chosen"]["found"] - figures["check_sample"]["config"]["found"])
 

@@ -165,10 +165,7 @@ def run_once(args: argparse.Namespace, stage: str, folder: Path, overrides: dict
     summary = run_line(line, stop, workers=args.workers, max_frames=args.frames,
                        camera_overrides={"realtime": False, "seed": args.seed})
     elapsed = time.monotonic() - started
-    truth = []
-    for cam in line.cameras:
-        path = folder / "ground_truth" / f"{cam.id}.jsonl"
-        truth += [json.loads(row) for row in path.read_text().splitlines() if row.strip()]
+    truth = read_ground_truth(line, folder)
     figures = compare(line.database, truth, args.iou)
     raw = compare(line.database, truth, args.iou, merge_seams=False)
     figures["without_seam_merge"] = {k: raw[k] for k in (
@@ -186,6 +183,15 @@ def run_once(args: argparse.Namespace, stage: str, folder: Path, overrides: dict
                     "model": _models(line.database), "ground_truth_source": sorted({t["source"] for t in truth})})
     log.info("e2e (%s): %s", stage, json.dumps(figures))
     return figures
+
+
+def read_ground_truth(line: Any, folder: Path) -> list[dict[str, Any]]:
+    """The ground-truth rows the simulated cameras of `line` (a `scratch_line` in `folder`) wrote."""
+    truth = []
+    for cam in line.cameras:
+        path = folder / "ground_truth" / f"{cam.id}.jsonl"
+        truth += [json.loads(row) for row in path.read_text().splitlines() if row.strip()]
+    return truth
 
 
 def _models(db: Path) -> list[str]:
