@@ -22,8 +22,8 @@ they were chosen by hand from `bench e2e --variant` runs. This benchmark chooses
 3. **Check**: the line on a sample the choice has not seen (`--check-seed`, default 13), once with the
    config's thresholds and once with the chosen ones, side by side. These two runs are the
    measurement; the choice samples' figures at the chosen and the present thresholds are only
-   predicted from the floor runs' records (removing records afterwards cannot show what the line's
-   duplicate and seam rules do without them).
+   predicted from the floor runs' records (removing records afterwards need not be what the line's
+   duplicate and seam rules make without them; on 250 cold frames it was, class by class: README).
 
 Prints the `[worker.class_thresholds.<line type>]` table to paste into the line config. Choose on
 val, as here; `bench e2e --split test` then reports.
@@ -41,7 +41,7 @@ from inspection.arguments import non_negative_int, positive_float, positive_int,
 from inspection.errors import SteelInspectError
 from inspection.results import UNKNOWN
 
-HELP = "choose the line's own class thresholds on the val split's line frames, and check them on a second sample"
+HELP = "choose the line's own class thresholds on two val samples of line frames, and check them on a third"
 FIGURES = ("ground_truth_defects", "found", "detection_rate", "class_accuracy", "false_defects",
            "false_defects_per_m", "recorded_defects", "strip_m_inspected")
 
