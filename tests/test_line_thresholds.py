@@ -1,8 +1,8 @@
-"""`bench line_thresholds`: the line's own class thresholds chosen from one replay's scored records.
+"""`bench line_thresholds`: the line's own class thresholds chosen from val replays' scored records.
 
 The choice is checked on records and ground truth written out by hand (what `_matching.read_rows`
-and the simulator give), and the command end to end on the shipped hot model: the line it confirms
-with must have recorded nothing below the thresholds it chose.
+and the simulator give), and the command end to end on the shipped hot model: its check run on a
+third sample must have recorded nothing below the thresholds it chose.
 """
 
 from __future__ import annotations
