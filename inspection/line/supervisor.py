@@ -69,6 +69,7 @@ class Supervisor:
         self.grace_s = grace_s
         self.verbose = verbose
         self._reported: set[str] = set()
+        self._stopped: set[str] = set()  # children our SIGTERM ended: killed by it while starting is a clean stop
 
     def start(self, name: str, target: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Start `target(*args, **kwargs)` in a new process called `name`."""
@@ -80,6 +81,7 @@ class Supervisor:
         process.start()
         self._children[name] = process
         self._reported.discard(name)
+        self._stopped.discard(name)
         log.info("started %s (pid %d)", name, process.pid)
 
     @property
@@ -91,13 +93,20 @@ class Supervisor:
 
     def exit_codes(self) -> dict[str, int | None]:
         """Exit status per child; None while it runs."""
-        return {name: p.exitcode for name, p in self._children.items()}
+        return {name: self._code(name) for name in self._children}
 
     def ended(self) -> dict[str, int | None]:
         """Children that ended since the last call, with their exit status (for logging or restarts)."""
-        done = {n: p.exitcode for n, p in self._children.items() if not p.is_alive() and n not in self._reported}
+        done = {n: self._code(n) for n, p in self._children.items() if not p.is_alive() and n not in self._reported}
         self._reported.update(done)
         return done
+
+    def _code(self, name: str) -> int | None:
+        """The child's exit status; 0 where our SIGTERM killed it before it had installed a handler (still
+        starting, under load even before `_child_main` ran): that is a clean stop, not a failure, and
+        `stop`, `ended` and `exit_codes` say so alike."""
+        code = self._children[name].exitcode
+        return 0 if code == -signal.SIGTERM and name in self._stopped else code
 
     def wait(
         self,
@@ -131,13 +140,11 @@ class Supervisor:
                 log.error("%s did not stop within %.0f s of SIGTERM: killing it", name, grace)
                 process.kill()
                 process.join(5.0)
-        codes = {name: self._children[name].exitcode for name in chosen}
+        self._stopped.update(terminated)
         for name in terminated:
-            # Our SIGTERM arrived before the child had installed its handler (still starting):
-            # that is a clean stop, not a failure.
-            if codes[name] == -signal.SIGTERM:
+            if self._children[name].exitcode == -signal.SIGTERM:
                 log.info("%s stopped while starting", name)
-                codes[name] = 0
+        codes = {name: self._code(name) for name in chosen}
         for name, code in codes.items():
             (log.info if code == 0 else log.warning)("%s exited with status %s", name, code)
         return codes
