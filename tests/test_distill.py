@@ -197,7 +197,7 @@ def test_init_from_another_line_an_ensemble_or_an_int8_copy(tmp_path: Path) -> N
     hot = dataclasses.replace(opts, line_type="hot", init_from="hot-20261205-4")  # the ensemble
     with pytest.raises(train_module.TrainingError, match="name one of its members"):
         train_module.init_weights(Detector(6, stride=4), hot)
-    # the active int8 copy hot-20261205-3 stands for its fp32 source, hot-20261205-2
+    # the int8 copy hot-20261205-3 stands for its fp32 source, hot-20261205-2
     started = train_module.init_weights(Detector(6, stride=4), dataclasses.replace(hot, init_from="hot-20261205-3"))
     assert started["version"] == "hot-20261205-2" and started["max_heat_diff"] < 1e-3
     # the active cold model: an int8 copy with a crop classifier appended; training starts from its detector

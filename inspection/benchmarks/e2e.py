@@ -58,6 +58,7 @@ from inspection.benchmarks._e2e_variants import parse_variants, print_variants, 
 from inspection.benchmarks._intervals import poisson_rate, wilson
 from inspection.benchmarks._line import BENCH_SIMULATOR, hardware, run_line, scratch_line
 from inspection.benchmarks._matching import Records, best_matches, ground_truth_defects, inside, iou, read_records
+from inspection.config import LineConfig
 from inspection.errors import SteelInspectError
 from inspection.line.process import StopFlag
 from inspection.results import UNKNOWN
@@ -185,7 +186,7 @@ def run_once(args: argparse.Namespace, stage: str, folder: Path, overrides: dict
     return figures
 
 
-def read_ground_truth(line: Any, folder: Path) -> list[dict[str, Any]]:
+def read_ground_truth(line: LineConfig, folder: Path) -> list[dict[str, Any]]:
     """The ground-truth rows the simulated cameras of `line` (a `scratch_line` in `folder`) wrote."""
     truth = []
     for cam in line.cameras:

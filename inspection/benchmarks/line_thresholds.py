@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from inspection.benchmarks._e2e_variants import trade
     from inspection.benchmarks._line import hardware
-    from inspection.benchmarks.e2e import _settings
+    from inspection.benchmarks.e2e import _settings, compare
     from inspection.commands.thresholds import toml_table
     from inspection.line.process import StopFlag
 
@@ -91,9 +91,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     stop = StopFlag()
     with tempfile.TemporaryDirectory(prefix="steel-line-thresholds-") as tmp:
         root = args.dir or Path(tmp)
-        runs = [_line_run(args, root / f"choice-{seed}", seed, {key: dict.fromkeys(classes, floor)}, stop)
-                for seed in seeds]
-        samples = [Sample.of(run, seed, args.iou) for run, seed in zip(runs, seeds, strict=True)]
+        samples = [Sample.of(*_line_run(args, root / f"choice-{seed}", seed, {key: dict.fromkeys(classes, floor)},
+                                        stop), seed, args.iou) for seed in seeds]
         pooled = Sample.pool(samples)
         present = {c: round(current.get(c, float(t)), 4)
                    for c, t in zip(classes, manifest.class_thresholds, strict=True)}
@@ -101,8 +100,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         low = pooled.at({})
         print(f"choice runs (seeds {', '.join(map(str, seeds))}, every class at {floor:g}): {low['found']}/"
               f"{low['ground_truth_defects']} found, {low['false_defects']} false", file=sys.stderr)
-        check_config = _line_run(args, root / "check-config", args.check_seed, {}, stop)
-        check_chosen = _line_run(args, root / "check-chosen", args.check_seed, {key: chosen}, stop)
+        check_config = compare(*_line_run(args, root / "check-config", args.check_seed, {}, stop), args.iou)
+        check_chosen = compare(*_line_run(args, root / "check-chosen", args.check_seed, {key: chosen}, stop), args.iou)
     figures = {
         "model": manifest.version, "line_type": line_type, "split": args.split, "floor": floor, "grid": grid,
         "defect_worth": args.defect_worth, "chosen": chosen, "config_thresholds": current,
@@ -112,12 +111,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            # predicted from the floor runs' records; the check runs below are the measurement
                            "present_predicted": _short(pooled.at(present)),
                            "chosen_predicted": _short(pooled.at(chosen))},
-        "check_sample": {"seed": args.check_seed, "config": _short(check_config["figures"]),
-                         "chosen": _short(check_chosen["figures"]),
-                         "chosen_against_config": trade(check_config["figures"], check_chosen["figures"]),
+        "check_sample": {"seed": args.check_seed, "config": _short(check_config),
+                         "chosen": _short(check_chosen),
+                         "chosen_against_config": trade(check_config, check_chosen),
                          # the choice's own measure on the unseen sample: lower is better
-                         "cost": {"config": _cost(check_config["figures"], args.defect_worth),
-                                  "chosen": _cost(check_chosen["figures"], args.defect_worth)}},
+                         "cost": {"config": _cost(check_config, args.defect_worth),
+                                  "chosen": _cost(check_chosen, args.defect_worth)}},
         "frames_per_camera": args.frames, "overrides": _settings(args.set), "hardware": hardware(),
         "command": "steel-inspect bench line_thresholds " + " ".join(_argv(args)),
     }
@@ -138,12 +137,12 @@ class Sample:
     iou_min: float
 
     @classmethod
-    def of(cls, run: dict[str, Any], seed: int, iou_min: float) -> Sample:
+    def of(cls, database: Path, truth: list[dict[str, Any]], seed: int, iou_min: float) -> Sample:
         from inspection.benchmarks._matching import read_rows
 
-        rows, fragments, inspected_mm = read_rows(run["database"])
+        rows, fragments, inspected_mm = read_rows(database)
         return cls([{**r, "coil": f"{seed}/{r['coil']}"} for r in rows],
-                   [{**t, "coil": f"{seed}/{t['coil']}"} for t in run["truth"]], fragments, inspected_mm, iou_min)
+                   [{**t, "coil": f"{seed}/{t['coil']}"} for t in truth], fragments, inspected_mm, iou_min)
 
     @classmethod
     def pool(cls, samples: list[Sample]) -> Sample:
@@ -173,14 +172,15 @@ def choose(samples: list[Sample], grid: list[float], reference: dict[str, float]
     for _ in range(len(classes) + 1):  # converges in two or three passes; bounded all the same
         changed = False
         for cls in classes:
-            now = [_cost(s.at(chosen), worth) for s in [pooled, *samples]]
-            best, best_cost = chosen[cls], now[0]
+            # the pooled cost is the samples' sum: their coils never meet, so misses and false ones just add up
+            now = [_cost(s.at(chosen), worth) for s in samples]
+            best, best_cost = chosen[cls], sum(now)
             # nearest first, so that of equal costs the smallest move wins
             for t in sorted(set(grid) | {reference[cls]}, key=lambda t, now=chosen[cls]: (abs(t - now), t)):
-                costs = [_cost(s.at({**chosen, cls: t}), worth) for s in [pooled, *samples]]
-                holds = all(c <= n for c, n in zip(costs[1:], now[1:], strict=True))
-                if holds and costs[0] < best_cost:
-                    best, best_cost = t, costs[0]
+                costs = [_cost(s.at({**chosen, cls: t}), worth) for s in samples]
+                holds = all(c <= n for c, n in zip(costs, now, strict=True))
+                if holds and sum(costs) < best_cost:
+                    best, best_cost = t, sum(costs)
             changed |= best != chosen[cls]
             chosen[cls] = best
         if not changed:
@@ -239,18 +239,16 @@ def _grid(floor: float, top: float, step: float) -> list[float]:
 
 
 def _line_run(args: argparse.Namespace, folder: Path, seed: int, thresholds: dict[str, Any],
-              stop: Any) -> dict[str, Any]:
-    """The line once on `seed`'s val frames with `thresholds` on top of --set; its figures, database
-    and ground truth."""
+              stop: Any) -> tuple[Path, list[dict[str, Any]]]:
+    """The line once on `seed`'s frames with `thresholds` on top of --set; its database and ground truth."""
     from inspection.benchmarks._line import run_line, scratch_line
-    from inspection.benchmarks.e2e import compare, line_overrides, read_ground_truth
+    from inspection.benchmarks.e2e import line_overrides, read_ground_truth
 
     folder.mkdir(parents=True, exist_ok=True)
     overrides = {**line_overrides(args, "windows"), **thresholds}  # `bench e2e`'s frames for the same seed
     line = scratch_line(args.config, folder, **overrides)
     run_line(line, stop, max_frames=args.frames, camera_overrides={"realtime": False, "seed": seed})
-    truth = read_ground_truth(line, folder)
-    return {"figures": compare(line.database, truth, args.iou), "database": line.database, "truth": truth}
+    return line.database, read_ground_truth(line, folder)
 
 
 def _short(figures: dict[str, Any]) -> dict[str, Any]:
