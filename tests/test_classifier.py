@@ -31,6 +31,7 @@ from training.classifier import (
     choose_verify_weight,
     choose_weight,
     crops,
+    feature_bank,
     square_boxes,
     train_classifier,
 )
@@ -38,6 +39,7 @@ from training.relabel import (
     RelabelError,
     attach,
     checkpoint_key,
+    classifier_of,
     export_stage,
     false_detections,
     parity,
@@ -177,6 +179,59 @@ def test_verifying_stage_rescores_looked_at_detections_by_the_background_output(
     assert torch.equal(plain, scores)
 
 
+def test_stage_with_a_feature_bank_measures_looked_at_novelty_against_it() -> None:
+    """Each looked-at detection's novelty: 1 - cosine similarity of its crop's features to the nearest bank
+    entry; a crop whose own features are in the bank is not novel; the rest keep the detector's novelty."""
+    image, boxes, scores, labels, class_scores, novelty = _detections()
+    classifier = _stage(3, 0.5, 0.1).classifier
+    looked_at = scores >= 0.1
+    with torch.no_grad():
+        x = (image.float() - 127.5) / 128.0
+        flat = boxes.reshape(-1, 4)[looked_at.reshape(-1)]
+        index = torch.nonzero(looked_at.reshape(-1))[:, 0] // boxes.shape[1]
+        features = classifier.features(crops(x, index, square_boxes(flat)))
+    unit = features / features.norm(dim=1, keepdim=True)
+    other = torch.nn.functional.normalize(torch.randn(20, unit.shape[1], generator=torch.Generator().manual_seed(3)))
+    bank = torch.cat([other, unit[:1]])  # the first looked-at detection's own crop is in the bank
+    stage = RelabelStage(classifier, 0.5, 0.1, bank=bank)
+    with torch.no_grad():
+        out_boxes, out_scores, _, _, out_novelty = stage(image, boxes, scores, labels, class_scores, novelty)
+    expected = novelty.clone()
+    expected[looked_at] = 1 - (unit @ bank.T).max(dim=1).values
+    assert expected[looked_at][0] == pytest.approx(0.0, abs=1e-6)
+    assert (expected[looked_at][1:] > 1e-3).all()  # the other crops' features are not in the bank
+    for row in range(2):
+        for j in range(5):
+            where = (out_boxes[row] == boxes[row, j]).all(dim=1).nonzero()[:, 0]
+            if looked_at[row, j]:  # int8 bank: within its rounding
+                assert out_novelty[row, where].item() == pytest.approx(expected[row, j].item(), abs=2e-3)
+            elif out_scores[row, where].item() > 0:
+                assert out_novelty[row, where].item() == novelty[row, j].item()
+    assert stage.bank.dtype == torch.int8 and stage.bank.shape == bank.shape  # a quarter of float32's bytes
+
+
+def test_feature_bank_is_unit_length_features_of_deployed_crops_and_keeps_a_seeded_limit() -> None:
+    classifier = _stage(3, 0.5, 0.1).classifier
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, (64, 96), dtype=np.uint8) for _ in range(3)]
+    items = [Crop(i, np.array([4.0 + 9 * j, 6.0, 30.0 + 9 * j, 40.0], np.float32), j % 3)
+             for i in range(3) for j in range(4)]
+    bank = feature_bank(classifier, images, items + [Crop(0, items[0].box.copy(), 1)])  # one box, two classes
+    assert bank.shape == (12, classifier.fc.in_features)
+    assert torch.allclose(bank.norm(dim=1), torch.ones(12), atol=1e-5)
+    with torch.no_grad():
+        first = classifier.features(crops((torch.from_numpy(images[0]).float()[None, None] - 127.5) / 128.0,
+                                          torch.zeros(1, dtype=torch.int64), square_boxes(
+                                              torch.from_numpy(items[0].box[None]))))[0]
+    assert torch.allclose(bank[0], first / first.norm(), atol=1e-5)
+    limited = feature_bank(classifier, images, items, limit=5, seed=1)
+    assert limited.shape[0] == 5 and torch.equal(limited, feature_bank(classifier, images, items, limit=5, seed=1))
+    # every row of the limited bank is one of the full bank's rows
+    assert ((limited @ bank.T).max(dim=1).values > 1 - 1e-5).all()
+    with pytest.raises(ValueError, match="needs boxes of defects"):
+        feature_bank(classifier, images, [])
+
+
 def test_choose_verify_weight_follows_a_background_output_that_separates_and_ties_keep_the_detector() -> None:
     scores = np.array([0.9, 0.6, 0.3, 0.25, 0.2, 0.15])
     real = np.array([True, False, False, True, True, False])
@@ -271,6 +326,65 @@ def test_attached_graph_matches_pytorch_on_real_images_and_keeps_the_other_outpu
             rescored += len(changed)
     assert (source[1] >= 0.1).any() and not np.array_equal(source[3], new[3])
     assert (rescored > 0) == (verify_weight is not None)
+
+
+def test_attached_graph_with_a_feature_bank_matches_pytorch_and_changes_only_looked_at_novelty(
+        tmp_path: Path, datasets_dir: Path) -> None:
+    parent = _detector_without_classifier()
+    classifier = _stage(len(parent.classes), 0.5, 0.1).classifier
+    train = load_split(datasets_dir, "cr7-det", "train")[:12]
+    bank = feature_bank(classifier, [read_image(s.image_path) for s in train],
+                        [Crop(i, box.astype(np.float32), 0) for i, s in enumerate(train) for box in s.boxes])
+    stage = RelabelStage(classifier, 0.5, 0.1, bank=bank)
+    merged = attach(parent.model_path, export_stage(stage, tmp_path / "stage.onnx", len(parent.classes)),
+                    tmp_path / "model.onnx")
+    assert any(i.data_type == onnx.TensorProto.INT8 and sorted(i.dims) == sorted(bank.shape)  # int8 bytes
+               for i in onnx.load(str(merged)).graph.initializer)
+    reference = Detector(parent, providers="cpu")
+    images = [read_image(s.image_path) for s in load_split(datasets_dir, "cr7-det", "val")[::90]]
+    images.append(np.full((96, 160), 128, np.uint8))  # plain grey: no detection to look at
+    checked = parity(reference, stage, merged, images)  # novelty within the tolerance, like the scores
+    assert checked["images"] == len(images) and checked["labels_compared"] > 0
+    batch = reference._pad(images[0])[None, None]
+    source, new = (ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": batch})
+                   for path in (parent.model_path, merged))
+    # (box, score) -> novelty: no verify, so what is found stays the source's (one box may carry several classes)
+    by_place = {(*map(float, b), float(s)): float(v) for b, s, v in zip(source[0][0], source[1][0], source[4][0],
+                                                                          strict=True) if s > 0}
+    looked = 0
+    for b, s, v in zip(new[0][0], new[1][0], new[4][0], strict=True):
+        if s <= 0:
+            continue
+        novelty = by_place[(*map(float, b), float(s))]
+        if s >= 0.1:  # looked at: novelty measured against the bank, 1 - cosine in [0, 2]
+            looked += 1
+            assert v != novelty and 0.0 <= v <= 2.0
+        else:
+            assert v == novelty
+    assert looked > 0
+
+
+@pytest.mark.datasets
+def test_a_registered_models_crop_classifier_is_read_back_from_its_graph(datasets_dir: Path) -> None:
+    """`classifier --classifier-from VERSION`: the classifier comes out of the version's ONNX file with
+    the same outputs as that file (checked on real images); versions without one, or of other classes,
+    are refused by name."""
+    registry = Registry(REPO_DIR / "models")
+    donor = registry.resolve("cold-20261204-1")  # the crop classifier appended to cold-20261202-4
+    parent = registry.resolve(donor.data["classifier"]["source_version"])
+    images = [read_image(s.image_path) for s in load_split(datasets_dir, "cr7-det", "val")[::70]]
+    classifier, training, verifies = classifier_of(registry, donor.version, parent, images)
+    assert not verifies and classifier.fc.out_features == len(parent.classes)
+    assert training["read_back_from"] == donor.version and training["read_back_convolutions"] > 40
+    assert training["read_back_parity"]["labels_compared"] > 0
+    assert training["best_epoch"] == donor.data["classifier"]["training"]["best_epoch"]
+    # the same crops give the same class probabilities as the stage inside the donor's graph
+    stage = RelabelStage(classifier, donor.data["classifier"]["weight"], donor.data["classifier"]["min_score"])
+    assert parity(Detector(parent, providers="cpu"), stage, donor.model_path, images[:2])["images"] == 2
+    with pytest.raises(RelabelError, match="has no crop classifier to take"):
+        classifier_of(registry, parent.version, parent, images)
+    with pytest.raises(RelabelError, match="names .* of cr7-det, hot-20261205-2"):
+        classifier_of(registry, donor.version, registry.resolve("hot-20261205-2"), images)
 
 
 def test_attach_refuses_a_graph_without_class_scores(tmp_path: Path) -> None:

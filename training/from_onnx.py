@@ -13,11 +13,15 @@ training) is not in the file, because the exported graph does not use it: it sta
 
 `load_onnx_weights` refuses a file whose convolutions do not match the recipe's network one for one,
 and checks the result: PyTorch and ONNX Runtime must give the same heatmaps on an image.
+`load_classifier_weights` does the same for a crop classifier appended to a model's graph
+(`training.relabel`, node names `relabel/...`), whose own outputs its caller checks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,15 +37,16 @@ class InitError(SteelInspectError):
     """A registered model's weights cannot be read into the recipe's network."""
 
 
-def _conv_order(model: Detector, size: tuple[int, int]) -> list[tuple[nn.Conv2d, nn.BatchNorm2d | None]]:
-    """The model's convolutions in the order a forward pass runs them, each with the batch norm that
-    directly follows it (None for a plain convolution with bias)."""
+def _conv_order(model: nn.Module, forward: Callable[[], Any]) -> list[tuple[nn.Conv2d, nn.BatchNorm2d | None]]:
+    """The model's convolutions in the order `forward` (one pass of the model) runs them, each with the
+    batch norm that directly follows it (None for a plain convolution with bias)."""
     order: list[nn.Module] = []
     hooks = [m.register_forward_hook(lambda mod, _i, _o: order.append(mod)) for m in model.modules()
              if isinstance(m, nn.Conv2d | nn.BatchNorm2d)]
     try:
         with torch.no_grad():
-            model.eval().maps(torch.zeros(1, 1, *size))
+            model.eval()
+            forward()
     finally:
         for h in hooks:
             h.remove()
@@ -62,10 +67,43 @@ def load_onnx_weights(model: Detector, path: Path) -> dict[str, float | int]:
     graph = onnx.load(str(path)).graph
     weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     nodes = [n for n in graph.node if n.op_type == "Conv"]
-    pairs = _conv_order(model, (64, 64))
+    pairs = _conv_order(model, lambda: model.maps(torch.zeros(1, 1, 64, 64)))
     if len(nodes) != len(pairs):
         raise InitError(f"{path}: {len(nodes)} convolutions in the file, {len(pairs)} in the recipe's network "
                         "(another backbone or stride? pass the recipe's --backbone / --stride)")
+    _copy_convolutions(path, nodes, pairs, weights)
+    return {"convolutions": len(nodes), "max_heat_diff": _heat_parity(model, path)}
+
+
+def load_classifier_weights(classifier: nn.Module, path: Path, prefix: str) -> int:
+    """Copy the weights of the crop classifier appended to the ONNX file at `path` (its nodes and constants
+    named `prefix`...) into `classifier` (`training.classifier.CropClassifier`); returns the number of
+    convolutions. The caller checks the outputs against the file (`training.relabel.parity`)."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    nodes = [n for n in graph.node if n.op_type == "Conv" and n.name.startswith(prefix)]
+    crop = classifier.crop  # type: ignore[attr-defined]
+    pairs = _conv_order(classifier, lambda: classifier(torch.zeros(1, 1, crop, crop)))
+    if len(nodes) != len(pairs):
+        raise InitError(f"{path}: {len(nodes)} convolutions in its crop classifier, {len(pairs)} in "
+                        "EfficientNet-Lite0's")
+    _copy_convolutions(path, nodes, pairs, weights)
+    fc = classifier.fc  # type: ignore[attr-defined]
+    for name, param in (("weight", fc.weight), ("bias", fc.bias)):
+        stored = weights.get(f"{prefix}classifier.fc.{name}")
+        if stored is None or tuple(stored.shape) != tuple(param.shape):
+            raise InitError(f"{path}: no crop classifier output layer {name} of shape {tuple(param.shape)}")
+        with torch.no_grad():
+            param.copy_(torch.from_numpy(np.array(stored, np.float32)))
+    return len(nodes)
+
+
+def _copy_convolutions(path: Path, nodes: Sequence[Any], pairs: Sequence[tuple[nn.Conv2d, nn.BatchNorm2d | None]],
+                       weights: dict[str, np.ndarray]) -> None:
+    """Each Conv node's (folded) weights into its convolution, the folded bias into the norm after it."""
     with torch.no_grad():
         for k, (node, (conv, norm)) in enumerate(zip(nodes, pairs, strict=True)):
             if node.input[1] not in weights:
@@ -86,7 +124,6 @@ def load_onnx_weights(model: Detector, path: Path) -> dict[str, float | int]:
                 conv.bias.copy_(b)
             else:
                 raise InitError(f"{path}: convolution {k} ({node.name}) has a bias the recipe's network lacks")
-    return {"convolutions": len(nodes), "max_heat_diff": _heat_parity(model, path)}
 
 
 def _heat_parity(model: Detector, path: Path) -> float:

