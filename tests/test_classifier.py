@@ -373,8 +373,10 @@ def test_a_registered_models_crop_classifier_is_read_back_from_its_graph(dataset
     donor = registry.resolve("cold-20261204-1")  # the crop classifier appended to cold-20261202-4
     parent = registry.resolve(donor.data["classifier"]["source_version"])
     images = [read_image(s.image_path) for s in load_split(datasets_dir, "cr7-det", "val")[::70]]
-    classifier, training, verifies = classifier_of(registry, donor.version, parent, images)
-    assert not verifies and classifier.fc.out_features == len(parent.classes)
+    taken = classifier_of(registry, donor.version, parent, images)
+    classifier, training = taken.classifier, taken.training
+    assert taken.verify_weight is None and classifier.fc.out_features == len(parent.classes)
+    assert taken.weight == donor.data["classifier"]["weight"]
     assert training["read_back_from"] == donor.version and training["read_back_convolutions"] > 40
     assert training["read_back_parity"]["labels_compared"] > 0
     assert training["best_epoch"] == donor.data["classifier"]["training"]["best_epoch"]
@@ -440,6 +442,11 @@ def test_classifier_command_registers_a_measured_version(tmp_path: Path, dataset
     other = relabel_version(source.version, models_dir=registry_dir, datasets_dir=datasets_dir, register=False,
                             epochs=2, max_images=10, out_dir=tmp_path / "cls", reuse=True)
     assert "reused_from" not in other["training"]
+    # --classifier-from: the registered version's classifier and weight, read back, nothing trained
+    taken = relabel_version(source.version, models_dir=registry_dir, datasets_dir=datasets_dir, register=False,
+                            max_images=10, classifier_from=new.version)
+    assert taken["training"]["read_back_from"] == new.version and taken["classifier_weight"] == info["weight"]
+    assert info["novelty"]["bank_boxes"] > 0 and new.data["unknown"]["novelty"] == info["novelty"]
     (tmp_path / "cls" / "classifier.pt").write_bytes(b"cut short by a full disk")  # never trusted: trained again
     corrupt = relabel_version(source.version, models_dir=registry_dir, datasets_dir=datasets_dir, register=False,
                               epochs=2, max_images=10, out_dir=tmp_path / "cls", reuse=True)

@@ -17,7 +17,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -310,16 +310,16 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
     donor = None
     if classifier_from is not None:
         donor = classifier_of(registry, classifier_from, parent, val_images[:16])
-        if verify and not donor[2]:
+        if verify and donor.verify_weight is None:
             raise RelabelError(f"--verify: the crop classifier of {classifier_from} has no background output")
-        verify = donor[2]
+        verify = donor.verify_weight is not None
     recipe = ClassifierRecipe(**({"epochs": epochs} if epochs else {}), **({"crop": crop} if crop else {}),
                               verify=verify)
     key = checkpoint_key(parent, recipe, seed, max_images)
     checkpoint = (out_dir or REPO_DIR / "var" / "classifier" / parent.version) / "classifier.pt"
     loaded = _load_checkpoint(checkpoint, key, len(classes)) if reuse and donor is None else None
     if donor is not None:
-        classifier, training = donor[0], donor[1]
+        classifier, training = donor.classifier, donor.training
         log.info("the crop classifier of %s, read back from its graph", classifier_from)
     elif loaded is not None:
         classifier, training = loaded
@@ -355,6 +355,9 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
     class_probs = classifier_probs[:, :len(classes)]
     class_probs = class_probs / np.maximum(class_probs.sum(axis=1, keepdims=True), 1e-12)
     weight, table = choose_weight(detector_probs, class_probs, np.array([m[3] for m in matched], np.int64))
+    weight_rule = "max class accuracy of val detections that found a labelled box (IoU >= 0.3)"
+    if donor is not None:  # the same naming as the version it comes from: only what is added may differ
+        weight, weight_rule = donor.weight, f"taken from {classifier_from} with its classifier"
     log.info("val detections (%d found a labelled box): class accuracy per classifier weight %s; chosen %s",
              len(matched), table, weight)
     verified: dict[str, Any] | None = None
@@ -363,11 +366,14 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
         looked = looked_at_detections(reference, classifier, [s.boxes for s in val] + [v[1] for v in line],
                                       val_images + [v[0] for v in line], min_score)
         verify_weight, verify_table = choose_verify_weight(looked["scores"], looked["background"], looked["real"])
+        if donor is not None:
+            verify_weight = donor.verify_weight
         log.info("val detections looked at (%d, %d real): ranking AP per verify weight %s; chosen %s",
                  len(looked["real"]), int(looked["real"].sum()), verify_table, verify_weight)
         verified = {"weight": verify_weight, "rule": "score ** (1 - weight) * (1 - p_background) ** weight for "
                                                      "detections >= min_score",
-                    "weight_rule": "max average precision of real (IoU >= 0.3 with a labelled box) over false "
+                    "weight_rule": f"taken from {classifier_from} with its classifier" if donor is not None else
+                                   "max average precision of real (IoU >= 0.3 with a labelled box) over false "
                                    "detections >= min_score of the val images and one line view of each, ranked "
                                    "by the new score",
                     "val_detections": len(looked["real"]), "val_real": int(looked["real"].sum()),
@@ -429,8 +435,7 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
                        "Apache-2.0) + global average pool + linear",
             "crop": {"size": classifier.crop, "context": CONTEXT, "min_side": MIN_SIDE,
                      "op": "RoiAlign, sampling 2, aligned"},
-            "min_score": min_score, "weight": weight, "weight_rule": "max class accuracy of val detections that "
-                                                                    "found a labelled box (IoU >= 0.3)",
+            "min_score": min_score, "weight": weight, "weight_rule": weight_rule,
             "val_detections": len(matched), "val_accuracy_per_weight": table, "training": training,
             "data": {"dataset": dataset, "train_images": len(train), "val_images": len(val),
                      "line_views": "training.line_views, negative pool family TRAIN_FAMILY, 24 textures"},
@@ -477,12 +482,22 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
         shutil.rmtree(work, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class TakenClassifier:
+    """A registered version's crop classifier (`classifier_of`) with the weights its stage combined by."""
+
+    classifier: Any
+    training: dict[str, Any]
+    weight: float
+    verify_weight: float | None
+
+
 def classifier_of(registry: Registry, version: str, parent: Manifest, images: Sequence[np.ndarray]
-                  ) -> tuple[Any, dict[str, Any], bool]:
+                  ) -> TakenClassifier:
     """The crop classifier of registered `version`, read back from its ONNX file (`training.from_onnx`) for
-    `parent` (same dataset and classes), with its training record and whether it verifies (has a
-    background output). Checked first: its stage on its own source's outputs must give that version's
-    outputs on `images` (`parity`)."""
+    `parent` (same dataset and classes), with its training record, its weight against the detector's class
+    scores and its verify weight (None: no background output). Checked first: its stage on its own
+    source's outputs must give that version's outputs on `images` (`parity`)."""
     from training.classifier import CropClassifier, RelabelStage
     from training.from_onnx import InitError, load_classifier_weights
 
@@ -502,12 +517,29 @@ def classifier_of(registry: Registry, version: str, parent: Manifest, images: Se
         convolutions = load_classifier_weights(classifier, donor.model_path, PREFIX)
     except InitError as exc:
         raise RelabelError(str(exc)) from None
-    stage = RelabelStage(classifier, info["weight"], info["min_score"], verify_weight=verify_weight)
+    stage = RelabelStage(classifier, info["weight"], info["min_score"], verify_weight=verify_weight,
+                         bank=stored_bank(donor.model_path))
     checked = parity(Detector(registry.resolve(info["source_version"]), providers="cpu"), stage, donor.model_path,
                      images)
     training = {**info["training"], "read_back_from": donor.version, "read_back_convolutions": convolutions,
                 "read_back_parity": checked}
-    return classifier.eval(), training, verify_weight is not None
+    return TakenClassifier(classifier.eval(), training, float(info["weight"]), verify_weight)
+
+
+def stored_bank(path: Path) -> Any | None:
+    """The feature bank [N, features] a model file's crop classifier stage holds (`bank_as_int8`), as the
+    graph dequantizes it; None when it holds none (its novelty is the detector's)."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    node = next((n for n in graph.node if n.name.endswith("feature_bank_dequantize")), None)
+    if node is None:
+        return None
+    stored = {t.name: numpy_helper.to_array(t) for t in graph.initializer if t.name in node.input[:2]}
+    # as the stage's MatMul reads it: [features, N]
+    return torch.from_numpy(stored[node.input[0]].astype(np.float32) * stored[node.input[1]]).T
 
 
 def train_line_views(views: Any, samples: Sequence[Sample], images: Sequence[np.ndarray], classes: Sequence[str],
