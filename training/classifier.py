@@ -170,8 +170,9 @@ class RelabelStage(nn.Module):
         self.classifier = classifier.eval()
         self.weight, self.min_score, self.other_class_iou = float(weight), float(min_score), float(other_class_iou)
         self.verify_weight = None if verify_weight is None else float(verify_weight)
-        # int8 with one scale in the graph (a quarter of float32's bytes; a cosine similarity moves by
-        # ~1e-3), dequantized to float32 to compute: `training.relabel.bank_as_int8` keeps it so in the file
+        # int8 with one scale in the graph (a quarter of float32's bytes; cold-20261206-1's rows come back
+        # 0.997-1.003 long, a nearest cosine moves by at most 2e-3, against a novelty limit of 0.18),
+        # dequantized to float32 to compute: `training.relabel.bank_as_int8` keeps it so in the file
         scale = None if bank is None else float(bank.abs().max()) / 127.0
         self.register_buffer("bank", None if bank is None
                              else torch.round(bank / scale).clamp(-127, 127).to(torch.int8))
