@@ -328,6 +328,7 @@ def test_attached_graph_matches_pytorch_on_real_images_and_keeps_the_other_outpu
     assert (rescored > 0) == (verify_weight is not None)
 
 
+@pytest.mark.datasets
 def test_attached_graph_with_a_feature_bank_matches_pytorch_and_changes_only_looked_at_novelty(
         tmp_path: Path, datasets_dir: Path) -> None:
     parent = _detector_without_classifier()
