@@ -319,6 +319,8 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
     key = checkpoint_key(parent, recipe, seed, max_images)
     checkpoint = (out_dir or REPO_DIR / "var" / "classifier" / parent.version) / "classifier.pt"
     loaded = _load_checkpoint(checkpoint, key, len(classes)) if reuse and donor is None else None
+    # read once: the classifier's training and the novelty bank both need them
+    own_train_images = _images(train) if novelty_bank or (donor is None and loaded is None) else []
     if donor is not None:
         classifier, training = donor.classifier, donor.training
         log.info("the crop classifier of %s, read back from its graph", classifier_from)
@@ -329,7 +331,7 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
         log.info("training the crop classifier of %s: %d train / %d val images, %d epochs", parent.version,
                  len(train), len(val), recipe.epochs)
         views = LineViews(NegativePool(parent.line_type, 24, NO_AUGMENT, family=TRAIN_FAMILY), NO_AUGMENT)
-        train_images = _images(train)
+        train_images = list(own_train_images)  # with --verify, line views and strip textures follow them
         negatives: list[Any] = []
         val_negatives: list[Any] = []
         if verify:  # the source's own false detections: on train images, their line views and plain strip
@@ -386,10 +388,9 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
                                         "family"}
     bank = None
     if novelty_bank:  # the crops the stage will look at: the source's train detections that find a defect
-        images = _images(train)
         found = [Crop(m[0], m[1].astype(np.float32), m[3])
-                 for m in matched_detections(reference, train, images, classes, min_score)]
-        bank = feature_bank(classifier, images, found, seed=seed)
+                 for m in matched_detections(reference, train, own_train_images, classes, min_score)]
+        bank = feature_bank(classifier, own_train_images, found, seed=seed)
         log.info("novelty bank: crop features of %d of the %d train detections that found a defect",
                  len(bank), len(found))
     stage = RelabelStage(classifier, weight, min_score, verify_weight=verified["weight"] if verified else None,
