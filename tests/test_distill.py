@@ -117,6 +117,43 @@ def test_the_teacher_is_the_mean_of_its_members_heatmaps(tmp_path: Path) -> None
     np.testing.assert_allclose(session_dist, want_dist.numpy(), rtol=1e-4, atol=1e-3)
 
 
+def test_a_teacher_with_flips_averages_its_mirrored_views_mirrored_back(tmp_path: Path) -> None:
+    model = _trained_looking(3)
+    path = export_onnx(model, tmp_path / "m.onnx")
+    x = _image(5, 64, 96)
+    with torch.no_grad():
+        def prob(image: torch.Tensor) -> torch.Tensor:
+            return torch.sigmoid(model((image.float() - model.mean) / model.std)[0])
+
+        plain = prob(x)
+        mirrored = {"h": prob(x.flip(3)).flip(3), "v": prob(x.flip(2)).flip(2), "hv": prob(x.flip(2, 3)).flip(2, 3)}
+    for flips in (("h",), ("h", "v"), ("h", "v", "hv")):
+        teacher = Teacher([_manifest(path, "v")], ("a", "b", "c"), flips=flips)
+        want = (plain + sum(mirrored[f] for f in flips)) / (1 + len(flips))
+        np.testing.assert_allclose(teacher.heat(x.float(), (16, 24)).numpy(), want.numpy(), atol=1e-5)
+        assert teacher.describe()["flips"] == list(flips)
+    # a random network's mirror is not its own: the views differ, so the mean is not the plain map
+    assert float((mirrored["h"] - plain).abs().max()) > 1e-2
+    for bad in (("x",), ("h", "h")):
+        with pytest.raises(TeacherError, match="teacher flips"):
+            Teacher([_manifest(path, "v")], ("a", "b", "c"), flips=bad)
+
+
+def test_a_resumed_run_keeps_its_teachers_flips() -> None:
+    from training.train import TrainingError, _check_resume_teacher
+
+    state = {"epoch": 3, "distill": {"teacher": ["hot-1"], "flips": ["h", "v"]}}
+    opts = Options(line_type="hot", datasets_dir=Path("."), out_dir=Path("."), resume=True)
+    _check_resume_teacher(state, opts)  # nothing named: the run's own
+    assert opts.teacher == ("hot-1",) and opts.teacher_flips == ("h", "v")
+    with pytest.raises(TrainingError, match="resume it with those --teacher-flips"):
+        _check_resume_teacher(state, Options(line_type="hot", datasets_dir=Path("."), out_dir=Path("."),
+                                             teacher_flips=("h",)))
+    with pytest.raises(TrainingError, match="trained without a teacher"):
+        _check_resume_teacher({"epoch": 3}, Options(line_type="hot", datasets_dir=Path("."), out_dir=Path("."),
+                                                    teacher_flips=("h",)))
+
+
 def test_a_teacher_that_cannot_teach_is_refused(tmp_path: Path) -> None:
     path = export_onnx(_trained_looking(1), tmp_path / "m.onnx")
     with pytest.raises(TeacherError, match="teacher v has classes"):

@@ -13,6 +13,11 @@ teacher's probability at every cell, weighted by the squared gap between the stu
 teacher's probability (the quality focal loss's weighting: cells where both agree, most of the
 background, add little), normalised like the focal loss by the labelled objects of the batch. The
 teacher also scores the defect-free tiles and line views, where labels say only "nothing here".
+
+`flips` ("h", "v", "hv"): each teacher also sees every crop mirrored, and its heatmap of the mirror,
+mirrored back, joins the mean (test-time flips as the teacher: the detector with flips is measured
+above the same detector without them, Models, "Test-time flips"). A mirror of a crop whose sides are
+multiples of the output stride maps every heatmap cell onto one cell, so the maps line up cell for cell.
 """
 
 from __future__ import annotations
@@ -54,36 +59,50 @@ def maps_session(path: Path, threads: int = 1) -> Any:
     return ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
 
 
-class Teacher:
-    """Registered detectors whose mean heatmap probability the student learns."""
+FLIP_AXES = {"h": (3,), "v": (2,), "hv": (2, 3)}  # of an [N, C, H, W] array
 
-    def __init__(self, manifests: Sequence[Any], classes: Sequence[str], threads: int = 1) -> None:
+
+class Teacher:
+    """Registered detectors whose mean heatmap probability the student learns (with `flips`, over the
+    mirrored crops too)."""
+
+    def __init__(self, manifests: Sequence[Any], classes: Sequence[str], threads: int = 1,
+                 flips: Sequence[str] = ()) -> None:
         if not manifests:
             raise TeacherError("a teacher needs at least one registered model")
+        unknown = [f for f in flips if f not in FLIP_AXES]
+        if unknown or len(set(flips)) != len(flips):
+            raise TeacherError(f"teacher flips: expected distinct values of {sorted(FLIP_AXES)}, got {list(flips)}")
         for m in manifests:
             if tuple(m.classes) != tuple(classes):
                 raise TeacherError(f"teacher {m.version} has classes {list(m.classes)}; the student learns "
                                    f"{list(classes)}")
+        self.flips = tuple(flips)
         self.versions = [m.version for m in manifests]
         self.sha256 = [m.sha256 for m in manifests]
         self._sessions = [maps_session(m.model_path, threads) for m in manifests]
 
     def describe(self) -> dict[str, Any]:
-        return {"versions": self.versions, "sha256": self.sha256}
+        return {"versions": self.versions, "sha256": self.sha256, "flips": list(self.flips)}
 
     def heat(self, images: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        """uint8-valued images [N, 1, H, W] -> mean heatmap probability [N, C, h, w] of the teachers;
-        `grid` (h, w) is the student's, which every teacher must match (same output stride)."""
+        """uint8-valued images [N, 1, H, W] -> mean heatmap probability [N, C, h, w] of the teachers
+        (and of their mirrored views, mirrored back); `grid` (h, w) is the student's, which every
+        teacher must match (same output stride)."""
         batch = images.clamp(0, 255).round().to(torch.uint8).numpy()
+        views = [()] + [FLIP_AXES[f] for f in self.flips]
         total = None
         for version, session in zip(self.versions, self._sessions, strict=True):
-            logits = session.run(None, {"image": batch})[0]
-            if tuple(logits.shape[2:]) != tuple(grid):
-                raise TeacherError(f"teacher {version} gives a {logits.shape[2]} x {logits.shape[3]} heatmap "
-                                   f"where the student's is {grid[0]} x {grid[1]}: teach at the same output stride")
-            prob = 1.0 / (1.0 + np.exp(-logits))
-            total = prob if total is None else total + prob
-        return torch.from_numpy(total / len(self._sessions))
+            for axes in views:
+                view = np.ascontiguousarray(np.flip(batch, axes)) if axes else batch
+                logits = session.run(None, {"image": view})[0]
+                if tuple(logits.shape[2:]) != tuple(grid):
+                    raise TeacherError(f"teacher {version} gives a {logits.shape[2]} x {logits.shape[3]} heatmap "
+                                       f"where the student's is {grid[0]} x {grid[1]}: teach at the same output "
+                                       "stride")
+                prob = 1.0 / (1.0 + np.exp(-(np.flip(logits, axes) if axes else logits)))
+                total = prob if total is None else total + prob
+        return torch.from_numpy(np.ascontiguousarray(total / (len(self._sessions) * len(views))))
 
 
 def teacher_manifests(registry: Any, names: Sequence[str]) -> list[Any]:

@@ -120,6 +120,7 @@ class Options:
     init_from: str | None = None  # a registered version whose weights the run starts from (training.from_onnx)
     teacher: tuple[str, ...] = ()  # registered versions the student is distilled from (training.distill)
     distill_weight: float = 1.0  # weight of the distillation term beside the labels' losses
+    teacher_flips: tuple[str, ...] = ()  # the teachers also see each crop mirrored ("h", "v", "hv")
     models_dir: Path | None = None  # the registry `init_from` and `teacher` name versions of (default models/)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -358,9 +359,11 @@ def run(opts: Options) -> dict[str, Any]:
         from inspection.registry import Registry
         from training.distill import Teacher, teacher_manifests
 
-        teacher = Teacher(teacher_manifests(Registry(opts.models_dir), opts.teacher), classes)
+        teacher = Teacher(teacher_manifests(Registry(opts.models_dir), opts.teacher), classes,
+                          flips=opts.teacher_flips)
         state["distill"] = {"teacher": list(opts.teacher), **teacher.describe(), "weight": opts.distill_weight,
-                            "loss": "quality-focal BCE towards the teachers' mean heatmap probability"}
+                            "loss": "quality-focal BCE towards the teachers' mean heatmap probability"
+                                    + (" over the crop and its mirrors" if opts.teacher_flips else "")}
     frozen_norms = "init_from" in state
     batches = TrainBatches(train, classes, augment_cfg, recipe.stride, batch_size, pool, negatives, views,
                            recipe.line_views, recipe.mosaic, recipe.outliers)
@@ -441,16 +444,21 @@ def init_weights(model: Detector, opts: Options) -> dict[str, Any]:
 
 
 def _check_resume_teacher(state: dict[str, Any], opts: Options) -> None:
-    """A resumed run keeps its teacher: the same versions, or none named (then the run's own)."""
+    """A resumed run keeps its teacher: the same versions and flips, or none named (then the run's own)."""
     earlier = state.get("distill", {}).get("teacher")
     if earlier is None:
-        if opts.teacher and state["epoch"] > 0:
+        if (opts.teacher or opts.teacher_flips) and state["epoch"] > 0:
             raise TrainingError(f"this run was trained without a teacher; resume it without --teacher "
-                                f"(asked: {' '.join(opts.teacher)})")
+                                f"(asked: {' '.join(opts.teacher) or '--teacher-flips alone'})")
         return
     if opts.teacher and list(opts.teacher) != earlier:
         raise TrainingError(f"this run was distilled from {' '.join(earlier)}; resume it with that --teacher")
+    earlier_flips = state["distill"].get("flips", [])
+    if opts.teacher_flips and list(opts.teacher_flips) != earlier_flips:
+        raise TrainingError(f"this run's teacher saw the flips {earlier_flips or 'none'}; resume it with those "
+                            "--teacher-flips (or none named)")
     opts.teacher = tuple(earlier)
+    opts.teacher_flips = tuple(earlier_flips)
 
 
 def _earlier_command(out_dir: Path) -> str:

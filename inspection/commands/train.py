@@ -95,6 +95,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="registered models of this line type and classes to distil from: the student also "
                              "learns their mean heatmap probability on every training crop (an ensemble version "
                              "stands for its members; each crop runs through every teacher, so epochs take longer)")
+    parser.add_argument("--teacher-flips", nargs="+", default=[], choices=("h", "v", "hv"), metavar="FLIP",
+                        help="the teachers also see each crop mirrored (h: left-right, v: top-bottom, hv: both) "
+                             "and the student learns the mean over the views, the teacher's test-time flips "
+                             "(one more teacher run per flip; needs --teacher)")
     parser.add_argument("--distill-weight", type=positive_float, default=1.0, metavar="W",
                         help="weight of the distillation term beside the labels' losses (default 1)")
     parser.add_argument("--lr", type=positive_float, default=None,
@@ -118,6 +122,8 @@ def _handle(args: argparse.Namespace) -> int:
         raise TrainingError(f"--mosaic: expected a share of defect images in 0..1, got {args.mosaic}")
     if args.outliers is not None and not 0.0 <= args.outliers <= 1.0:
         raise TrainingError(f"--outliers: expected a share of training crops in 0..1, got {args.outliers}")
+    if args.teacher_flips and not args.teacher and not args.resume:
+        raise TrainingError("--teacher-flips: name the teacher with --teacher (the flips are its views)")
     if args.background_cap is not None and args.background_cap < 0:
         raise TrainingError(f"--background-cap: expected >= 0 detections per Mpx, got {args.background_cap}")
     try:
@@ -141,7 +147,8 @@ def _handle(args: argparse.Namespace) -> int:
                    exclude_classes=tuple(dict.fromkeys(args.exclude_class)),
                    plant_data=tuple(dict.fromkeys(args.plant_data)), plant_split_seed=args.plant_split_seed,
                    lr=args.lr, init_from=args.init_from, teacher=tuple(dict.fromkeys(args.teacher)),
-                   distill_weight=args.distill_weight, models_dir=args.models,
+                   distill_weight=args.distill_weight, teacher_flips=tuple(dict.fromkeys(args.teacher_flips)),
+                   models_dir=args.models,
                    clean_strip=clean_strip_gate(args), command="steel-inspect " + shlex.join(sys.argv[1:]))
     state = run(opts)
     result = finalize(opts, state, models_dir=args.models or default_models_dir(),
