@@ -44,8 +44,8 @@ replaces each looked-at detection's novelty with 1 - that cosine similarity; the
 the crop features of the source detector's own detections on the train images that found a labelled
 defect, i.e. crops cut as the stage cuts them, unit length, int8, at most `BANK_LIMIT`; with
 `classifier --bank-line-views N` also those found in N line views of each train image, filling what the
-images' crops leave) goes into the graph, and the rule's limits are chosen again on val as before. (Crops of the labelled boxes
-themselves separated less on val: 0.436 of the never-learned val defects found called `unknown`
+images' crops leave) goes into the graph, and the rule's limits are chosen again on val as before.
+(Crops of the labelled boxes themselves separated less on val: 0.436 of the never-learned val defects found called `unknown`
 against 0.487 with every detection's crop, and 0.436 with a random 8,000 of those; README, Models.)
 
 Crops: a square around the box's centre, side ``max(w, h, MIN_SIDE) * CONTEXT``, resampled to
