@@ -45,8 +45,9 @@ the crop features of the source detector's own detections on the train images th
 defect, i.e. crops cut as the stage cuts them, unit length, int8, at most `BANK_LIMIT`; with
 `classifier --bank-line-views N` also those found in N line views of each train image, filling what the
 images' crops leave) goes into the graph, and the rule's limits are chosen again on val as before.
-(Crops of the labelled boxes themselves separated less on val: 0.436 of the never-learned val defects found called `unknown`
-against 0.487 with every detection's crop, and 0.436 with a random 8,000 of those; README, Models.)
+(Crops of the labelled boxes themselves separated less on val: 0.436 of the never-learned val defects
+found called `unknown` against 0.487 with every detection's crop, and 0.436 with a random 8,000 of
+those; README, Models.)
 
 Crops: a square around the box's centre, side ``max(w, h, MIN_SIDE) * CONTEXT``, resampled to
 ``crop x crop`` pixels (`ClassifierRecipe.crop`) by RoIAlign (torchvision's, which exports to the
