@@ -283,10 +283,8 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
     )
     from training.evaluate import evaluate
     from training.finalize import decide_activation, promotion_decision, register_gated
-    from training.line_views import LineViews
-    from training.negatives import TRAIN_FAMILY, NegativePool
     from training.quantize import derived_metrics, side_by_side_speed, with_unknown_rule_again
-    from training.thresholds import NO_AUGMENT, val_line_views
+    from training.thresholds import val_line_views
 
     registry = Registry(models_dir)
     parent = registry.resolve(source)
@@ -335,7 +333,7 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
     else:
         log.info("training the crop classifier of %s: %d train / %d val images, %d epochs", parent.version,
                  len(train), len(val), recipe.epochs)
-        views = LineViews(NegativePool(parent.line_type, 24, NO_AUGMENT, family=TRAIN_FAMILY), NO_AUGMENT)
+        views = train_family_views(parent.line_type)
         train_images = list(own_train_images)  # with --verify, line views and strip textures follow them
         negatives: list[Any] = []
         val_negatives: list[Any] = []
@@ -401,7 +399,7 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
         if bank_line_views and len(bank) < BANK_LIMIT:
             # the same in line views of the train images, as the line shows them; they fill what the
             # images' own crops leave of the bank (those stay whole: the unknown rule is chosen on images)
-            views = LineViews(NegativePool(parent.line_type, 24, NO_AUGMENT, family=TRAIN_FAMILY), NO_AUGMENT)
+            views = train_family_views(parent.line_type)
             strip = train_line_views(views, train, own_train_images, classes, bank_line_views)
             bank_views = len(strip)
             in_views = found_crops(reference, [boxes for _, boxes in strip], [view for view, _ in strip], min_score)
@@ -571,6 +569,16 @@ def stored_bank(path: Path) -> Any | None:
     return torch.from_numpy(stored[node.input[0]].astype(np.float32) * stored[node.input[1]]).T
 
 
+def train_family_views(line_type: str) -> Any:
+    """Line views on the 24 strip textures of the train seed family, unaugmented: where the classifier's
+    --verify background crops and the novelty bank's line-view crops are cut."""
+    from training.line_views import LineViews
+    from training.negatives import TRAIN_FAMILY, NegativePool
+    from training.thresholds import NO_AUGMENT
+
+    return LineViews(NegativePool(line_type, 24, NO_AUGMENT, family=TRAIN_FAMILY), NO_AUGMENT)
+
+
 def train_line_views(views: Any, samples: Sequence[Sample], images: Sequence[np.ndarray], classes: Sequence[str],
                      per_image: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """`per_image` line views (image, boxes still in view) of every labelled train image, reproducibly: the
@@ -594,14 +602,7 @@ def found_crops(detector: Detector, truth: Sequence[np.ndarray], images: Sequenc
                 first_image: int = 0) -> list[Any]:
     """`detector`'s detections >= min_score that find a labelled box of their image (`truth`, boxes per
     image; IoU >= DETECTION_IOU) as crops, image indices counted from `first_image`, label -1 (unused)."""
-    from training.classifier import Crop
-    from training.metrics import DETECTION_IOU
-
-    out = []
-    for i, (boxes, found) in enumerate(zip(truth, detector.detect(list(images), min_score=min_score), strict=True)):
-        real = _best_overlap(found.boxes, boxes)[0] >= DETECTION_IOU
-        out.extend(Crop(first_image + i, box.astype(np.float32), -1) for box in found.boxes[real])
-    return out
+    return _crops_by_overlap(detector, truth, images, min_score, real=True, label=-1, first_image=first_image)
 
 
 def false_detections(detector: Detector, truth: Sequence[np.ndarray | None], images: Sequence[np.ndarray],
@@ -609,13 +610,20 @@ def false_detections(detector: Detector, truth: Sequence[np.ndarray | None], ima
     """Background crops: `detector`'s detections >= min_score with IoU < DETECTION_IOU to every labelled box
     of their image (`truth`, boxes per image; None: an image without defects, every detection is false),
     label `background`."""
+    return _crops_by_overlap(detector, truth, images, min_score, real=False, label=background)
+
+
+def _crops_by_overlap(detector: Detector, truth: Sequence[np.ndarray | None], images: Sequence[np.ndarray],
+                      min_score: float, real: bool, label: int, first_image: int = 0) -> list[Any]:
+    """`detector`'s detections >= min_score that find (`real`) or miss every labelled box of their image
+    (IoU >= / < DETECTION_IOU) as crops of `label`, image indices counted from `first_image`."""
     from training.classifier import Crop
     from training.metrics import DETECTION_IOU
 
     out = []
     for i, (boxes, found) in enumerate(zip(truth, detector.detect(list(images), min_score=min_score), strict=True)):
-        false = _best_overlap(found.boxes, boxes)[0] < DETECTION_IOU
-        out.extend(Crop(i, box.astype(np.float32), background) for box in found.boxes[false])
+        keep = (_best_overlap(found.boxes, boxes)[0] >= DETECTION_IOU) == real
+        out.extend(Crop(first_image + i, box.astype(np.float32), label) for box in found.boxes[keep])
     return out
 
 
