@@ -74,6 +74,32 @@ def test_the_budget_goes_to_the_signal_that_finds_unseen_types(unseen_novelty: t
     assert even["novelty_share_of_budget"] == 0.5 and "unseen_val" not in even
 
 
+def test_with_an_unseen_target_the_budget_is_the_smallest_that_reaches_it() -> None:
+    rng = np.random.default_rng(3)
+    found, truth = _known_val(rng)
+    # confidently named, a little beyond the known defects' novelty: a larger budget calls more of them unknown
+    unseen_found = [_found([float(rng.uniform(1.35, 1.5))], [float(rng.uniform(0.9, 1.0))], [[0, 0, 30, 30]])
+                    for _ in range(100)]
+    unseen = (unseen_found, [np.array([[0, 0, 30, 30]], np.float32) for _ in unseen_found])
+    thresholds = np.array([0.5, 0.5], np.float32)
+    fixed = choose_rule(found, truth, thresholds, budget=0.1, unseen=unseen)
+    assert fixed["budget"] == 0.1 and "budget_choice" not in fixed  # no target: the budget as given
+    target = 0.3
+    rule = choose_rule(found, truth, thresholds, budget=0.1, unseen=unseen, unseen_target=target)
+    table = {float(b): share for b, share in rule["unseen_val"]["called_unknown_per_budget"].items()}
+    reaching = [b for b, share in table.items() if share >= target]
+    assert reaching and rule["budget"] == min(reaching) < 0.1  # a smaller budget than the most allowed
+    assert all(share < target for b, share in table.items() if b < rule["budget"])  # the smaller ones fall short
+    assert sorted(table) == [round(0.005 * k, 4) for k in range(1, len(table) + 1)]  # tried in steps, from 0.005
+    assert rule["unseen_val"]["called_unknown_per_split"][str(rule["novelty_share_of_budget"])] == table[rule["budget"]]
+    assert rule["val_known_called_unknown"] <= rule["budget"] + 1e-9 < fixed["val_known_called_unknown"]
+    assert rule["budget_choice"]["unseen_target"] == target
+    # a target no budget reaches: the most allowed, every step tried
+    out_of_reach = choose_rule(found, truth, thresholds, budget=0.1, unseen=unseen, unseen_target=0.99)
+    assert out_of_reach["budget"] == 0.1 and len(out_of_reach["unseen_val"]["called_unknown_per_budget"]) == 20
+    assert out_of_reach["novelty_max"] == fixed["novelty_max"]
+
+
 def test_unseen_boxes_nothing_finds_are_not_counted_as_found() -> None:
     rng = np.random.default_rng(2)
     found, truth = _known_val(rng)

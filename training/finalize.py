@@ -241,7 +241,15 @@ def _background_floor(background: Callable[[float], float] | None, cap: float | 
 def _unknown_rule(model: Any, opts: Options, recipe: Any, classes: tuple[str, ...], images: list[np.ndarray],
                   boxes: list[np.ndarray], thresholds: np.ndarray, plant: PlantData | None) -> dict[str, Any]:
     """Set the model's class prototypes from the train split and choose the unknown rule on val."""
-    from training.unknown import SHRINK, choose_rule, detections, prototypes, unseen_pairs, unseen_val_samples
+    from training.unknown import (
+        SHRINK,
+        UNSEEN_TARGET,
+        choose_rule,
+        detections,
+        prototypes,
+        unseen_pairs,
+        unseen_val_samples,
+    )
 
     train = split_samples(opts, recipe, "train", plant)
     means, precision, counts = prototypes(model, train, [read_image(s.image_path) for s in train], classes)
@@ -250,7 +258,8 @@ def _unknown_rule(model: Any, opts: Options, recipe: Any, classes: tuple[str, ..
     try:
         unseen = unseen_val_samples(opts.line_type, opts.datasets_dir, opts.splits_dir, opts.max_images)
         unseen_found = detections(model, [read_image(s.image_path) for s in unseen])
-        rule = choose_rule(detections(model, images), boxes, thresholds, unseen=unseen_pairs(unseen_found, unseen))
+        rule = choose_rule(detections(model, images), boxes, thresholds, unseen=unseen_pairs(unseen_found, unseen),
+                           unseen_target=UNSEEN_TARGET)
     except ValueError as exc:  # a model that finds nothing on val: no rule, every class stays as detected
         log.warning("no unknown rule: %s", exc)
         return {"rule": None, "why": str(exc), "prototypes": described}

@@ -116,22 +116,26 @@ def quantize_file(source: Path, target: Path, calibration: Sequence[np.ndarray],
 
 def recalibrated_unknown(candidate: Detector, parent: Any, val: Sequence[Any], dataset: str,
                          unseen: Sequence[Any] = (), chosen_on: str = "this int8 copy's outputs",
-                         novelty: dict[str, Any] | None = None) -> dict[str, Any]:
+                         novelty: dict[str, Any] | None = None, unseen_target: float | None = None
+                         ) -> dict[str, Any]:
     """The unknown rule chosen again on a derived model's own outputs (val images and their line views,
     as at training, and `unseen`: the other line type's val images): an int8 copy's features, and so
     its novelty, differ from the fp32 source's; a crop classifier changes the class scores. `novelty`:
     where the candidate measures novelty otherwise than the source (a crop classifier's feature bank),
-    what it measures, recorded in place of the source's prototypes."""
+    what it measures, recorded in place of the source's prototypes. `unseen_target`: the share of the
+    unseen types found that the budget is chosen to call unknown (`training.unknown.choose_rule`;
+    None: `training.unknown.UNSEEN_TARGET`)."""
     from inspection.datasets import DATASET_CLASSES
     from training.thresholds import val_line_views
-    from training.unknown import choose_rule, runtime_detections, unseen_pairs
+    from training.unknown import UNSEEN_TARGET, choose_rule, runtime_detections, unseen_pairs
 
     images = [read_image(s.image_path) for s in val]
     views = val_line_views(val, images, parent.line_type, DATASET_CLASSES[dataset])
     boxes = [*(s.boxes for s in val), *(v[1] for v in views)]
     unseen_found = runtime_detections(candidate, [read_image(s.image_path) for s in unseen])
     rule = choose_rule(runtime_detections(candidate, [*images, *(v[0] for v in views)]), boxes,
-                       candidate.thresholds, unseen=unseen_pairs(unseen_found, unseen))
+                       candidate.thresholds, unseen=unseen_pairs(unseen_found, unseen),
+                       unseen_target=UNSEEN_TARGET if unseen_target is None else unseen_target)
     measured = {"novelty": novelty} if novelty else {"prototypes": parent.data["unknown"].get("prototypes")}
     return {**rule, **measured,
             "chosen_on": f"{chosen_on} (the source {parent.version}'s rule: "
