@@ -80,9 +80,12 @@ def rule_again_version(source: str, *, models_dir: Path | None = None, datasets_
         candidate = Detector(load_manifest(work / "manifest.json"), providers="cpu")
         val = load_split(datasets_dir, dataset, "val", splits_dir)
         test = load_split(datasets_dir, dataset, "test", splits_dir)
-        manifest["unknown"] = recalibrated_unknown(
-            candidate, parent, val, dataset, unseen_val_samples(parent.line_type, datasets_dir, splits_dir),
-            chosen_on="this model's outputs, chosen again", novelty=rule.get("novelty"), unseen_target=target)
+        try:
+            manifest["unknown"] = recalibrated_unknown(
+                candidate, parent, val, dataset, unseen_val_samples(parent.line_type, datasets_dir, splits_dir),
+                chosen_on="this model's outputs, chosen again", novelty=rule.get("novelty"), unseen_target=target)
+        except ValueError as exc:  # e.g. no val detection of a known defect to set the limits on
+            raise RuleAgainError(f"{parent.version}: the rule cannot be chosen again: {exc}") from None
         log.info("unknown rule of %s chosen again: %s", parent.version,
                  {k: manifest["unknown"].get(k) for k in ("budget", "novelty_max", "class_share_min",
                                                           "val_known_called_unknown")})
