@@ -17,7 +17,6 @@ import json
 import logging
 import shutil
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from inspection.datasets import load_split, read_image
 from inspection.detector import Detector
 from inspection.ensemble import PREFIX, EnsembleError, check_members
 from inspection.flips import FUSE_IOU
-from inspection.registry import Manifest, Registry, file_sha256, load_manifest
+from inspection.registry import Manifest, Registry, load_manifest
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +154,7 @@ def ensemble_version(names: Sequence[str], *, models_dir: Path | None = None, da
     """Merge registered models `names` (the first is the primary: its thresholds and manifest fields),
     measure, register; a summary dict. `activate`: let the gates make it live (else registered only);
     `fp16_weights`: store the weights as fp16 (`stored_as_fp16`)."""
-    from inspection.code_version import code_version
-    from training.finalize import decide_activation, promotion_decision, register_gated
+    from training.finalize import decide_activation, new_version_manifest, promotion_decision, register_gated
     from training.quantize import derived_metrics, headline, side_by_side_speed
 
     registry = Registry(models_dir)
@@ -171,10 +169,7 @@ def ensemble_version(names: Sequence[str], *, models_dir: Path | None = None, da
         onnx_path = work / "model.onnx"
         merge_onnx([m.model_path for m in members], onnx_path, fp16_weights)
         version = registry.next_version(primary.line_type)
-        manifest = {k: v for k, v in primary.data.items() if k not in OWN_FIELDS}
-        manifest.update(version=version, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                        code_version=code_version(), sha256=file_sha256(onnx_path),
-                        size_bytes=onnx_path.stat().st_size)
+        manifest = new_version_manifest(primary.data, version, onnx_path, OWN_FIELDS)
         manifest["architecture"] = (f"ensemble of {len(members)} detectors, detections fused per class "
                                     f"(weighted boxes fusion, IoU {FUSE_IOU}): "
                                     + "; ".join(f"{m.version}: {m.data.get('architecture', '?')}" for m in members))

@@ -35,7 +35,7 @@ import logging
 import platform
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -187,6 +187,22 @@ def decide_activation(registry: Any, line_type: str, folder: Path, manifest: dic
                       else f"not activated: {'; '.join(figures['findings'])} ({reason})")
     manifest["promotion"] = {"activated": activate, "reason": reason, **({"clean_strip": figures} if figures else {})}
     return activate, reason
+
+
+def new_version_manifest(source: dict[str, Any], version: str, model_file: Path, drop: Iterable[str]
+                         ) -> dict[str, Any]:
+    """A version made from a registered one (`quantize`, `classifier`, `ensemble`, `unknown-rule`): the
+    `source` manifest's fields but `drop` (what describes the source's own file and figures), stamped as
+    `version` of `model_file`: created now, by this code, with the file's sha256 and size."""
+    from inspection.code_version import code_version
+    from inspection.manifest import file_sha256
+
+    dropped = set(drop)
+    manifest = {k: v for k, v in source.items() if k not in dropped}
+    manifest.update(version=version, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    code_version=code_version(), sha256=file_sha256(model_file),
+                    size_bytes=model_file.stat().st_size)
+    return manifest
 
 
 def register_gated(registry: Any, onnx_path: Path, manifest: dict[str, Any], activate: bool, reason: str,

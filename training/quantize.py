@@ -39,7 +39,7 @@ import numpy as np
 from inspection.datasets import load_split, read_image
 from inspection.detector import Detector
 from inspection.errors import SteelInspectError
-from inspection.manifest import file_sha256, load_manifest
+from inspection.manifest import load_manifest
 from inspection.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -146,16 +146,17 @@ def recalibrated_unknown(candidate: Detector, parent: Any, val: Sequence[Any], d
 def with_unknown_rule_again(manifest: dict[str, Any], work: Path, candidate: Detector, parent: Any,
                             val: Sequence[Any], datasets_dir: Path, splits_dir: Path | None,
                             chosen_on: str = "this int8 copy's outputs",
-                            novelty: dict[str, Any] | None = None) -> Detector:
+                            novelty: dict[str, Any] | None = None, unseen_target: float | None = None) -> Detector:
     """Where the source has an unknown rule: the rule chosen again on `candidate`'s outputs, written into
-    `manifest` (and `work`/manifest.json); the candidate loaded again with it. Else `candidate` as it was."""
+    `manifest` (and `work`/manifest.json); the candidate loaded again with it. Else `candidate` as it was.
+    `unseen_target`: as `recalibrated_unknown`'s."""
     from training.unknown import unseen_val_samples
 
     if not (isinstance(parent.data.get("unknown"), dict) and parent.data["unknown"].get("novelty_max") is not None):
         return candidate
     manifest["unknown"] = recalibrated_unknown(candidate, parent, val, manifest["data"]["dataset"],
                                                unseen_val_samples(parent.line_type, datasets_dir, splits_dir),
-                                               chosen_on=chosen_on, novelty=novelty)
+                                               chosen_on=chosen_on, novelty=novelty, unseen_target=unseen_target)
     (work / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return Detector(load_manifest(work / "manifest.json"), providers="cpu")
 
@@ -242,7 +243,6 @@ def with_openvino_copy(manifest: dict[str, Any], work: Path, parent: Any, refere
                        calibration: Sequence[np.ndarray], val: Sequence[Any], test: Sequence[Any]) -> dict[str, Path]:
     """Make the copy's OpenVINO quantization in `work`, measure it on OpenVINO (agreement with the fp32
     source, val and test) into `manifest["openvino"]`; the files for `Registry.add`'s `extra_files`."""
-    from training.evaluate import evaluate
     from training.quantize_openvino import BIN, XML, quantize_for_openvino
 
     entry = quantize_for_openvino(parent.model_path, work, calibration)
@@ -250,10 +250,19 @@ def with_openvino_copy(manifest: dict[str, Any], work: Path, parent: Any, refere
     (work / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     on_openvino = Detector(load_manifest(work / "manifest.json"), providers="openvino")
     entry["agreement_val"] = agreement(reference, on_openvino, [read_image(s.image_path) for s in val[:64]])
-    entry["metrics"] = {"val": evaluate(on_openvino, val, work / "eval-openvino", plot_prefix="val-"),
-                        "test": evaluate(on_openvino, test, work / "eval-openvino", plot_prefix="test-")}
-    entry["metrics_runtime"] = on_openvino.providers[0]
+    entry.update(openvino_figures(on_openvino, val, test, work))
     return {XML: work / XML, BIN: work / BIN}
+
+
+def openvino_figures(on_openvino: Detector, val: Sequence[Any], test: Sequence[Any], work: Path
+                     ) -> dict[str, Any]:
+    """A version's OpenVINO copy measured on val and test (its manifest's ``openvino.metrics`` and
+    ``metrics_runtime``); the plots go to `work`/eval-openvino."""
+    from training.evaluate import evaluate
+
+    return {"metrics": {"val": evaluate(on_openvino, val, work / "eval-openvino", plot_prefix="val-"),
+                        "test": evaluate(on_openvino, test, work / "eval-openvino", plot_prefix="test-")},
+            "metrics_runtime": on_openvino.providers[0]}
 
 
 def quantize_version(source: str, *, models_dir: Path | None = None, datasets_dir: Path,
@@ -265,8 +274,7 @@ def quantize_version(source: str, *, models_dir: Path | None = None, datasets_di
     `openvino`: also make the copy's own OpenVINO quantization (`training.quantize_openvino`); None:
     when nncf and openvino are installed (else one INFO line says why not). `clean_strip`: an
     `inspection.clean_strip.Gate` that may keep a copy the val gate passed from going live (None: not run)."""
-    from inspection.code_version import code_version
-    from training.finalize import decide_activation, promotion_decision, register_gated
+    from training.finalize import decide_activation, new_version_manifest, promotion_decision, register_gated
     from training.quantize_openvino import missing_packages
 
     if openvino is None:
@@ -297,11 +305,8 @@ def quantize_version(source: str, *, models_dir: Path | None = None, datasets_di
         kept = quantize_file(parent.model_path, onnx_path, calibration)
         log.info("quantized in %.1f s (%d conv nodes kept fp32)", time.perf_counter() - started, len(kept))
         version = registry.next_version(parent.line_type)
-        manifest = {k: v for k, v in parent.data.items() if k not in ("metrics", "promotion", "speed_bare_ort",
-                                                                      "parity", "sha256", "size_bytes")}
-        manifest.update(version=version, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                        code_version=code_version(), sha256=file_sha256(onnx_path),
-                        size_bytes=onnx_path.stat().st_size)
+        manifest = new_version_manifest(parent.data, version, onnx_path,
+                                        ("metrics", "promotion", "speed_bare_ort", "parity", "sha256", "size_bytes"))
         manifest["architecture"] = f"{parent.data.get('architecture', '')}; int8 (QDQ) quantized"
         (work / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         reference = Detector(parent, providers="cpu")

@@ -27,7 +27,7 @@ from inspection.config import REPO_DIR
 from inspection.datasets import DATASET_CLASSES, Sample, load_split, read_image
 from inspection.detector import Detector
 from inspection.errors import SteelInspectError
-from inspection.manifest import file_sha256, load_manifest
+from inspection.manifest import load_manifest
 from inspection.registry import Manifest, Registry
 
 log = logging.getLogger(__name__)
@@ -266,7 +266,6 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
     `inspection.clean_strip.Gate` that may keep a model the val gate passed from going live (None: not run)."""
     import torch
 
-    from inspection.code_version import code_version
     from training.classifier import (
         BANK_LIMIT,
         CONTEXT,
@@ -282,7 +281,7 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
         train_classifier,
     )
     from training.evaluate import evaluate
-    from training.finalize import decide_activation, promotion_decision, register_gated
+    from training.finalize import decide_activation, new_version_manifest, promotion_decision, register_gated
     from training.quantize import derived_metrics, side_by_side_speed, with_unknown_rule_again
     from training.thresholds import val_line_views
 
@@ -418,11 +417,9 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
         checked = parity(reference, stage, onnx_path, val_images[:32])
         version = registry.next_version(parent.line_type)
         # not "openvino": the parent's OpenVINO copy lacks the appended stage (and its files stay in its folder)
-        manifest = {k: v for k, v in parent.data.items() if k not in ("metrics", "promotion", "parity", "sha256",
-                                                                      "size_bytes", "speed_side_by_side", "openvino")}
-        manifest.update(version=version, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                        code_version=code_version(), sha256=file_sha256(onnx_path),
-                        size_bytes=onnx_path.stat().st_size)
+        manifest = new_version_manifest(parent.data, version, onnx_path, ("metrics", "promotion", "parity", "sha256",
+                                                                          "size_bytes", "speed_side_by_side",
+                                                                          "openvino"))
         manifest["architecture"] = (f"{parent.data.get('architecture', '')}; crop classifier appended "
                                     "(EfficientNet-Lite0, ImageNet init) that names each detection again")
         manifest["outputs"] = {**(parent.data.get("outputs") or {}),

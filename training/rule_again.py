@@ -15,14 +15,13 @@ import json
 import logging
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from inspection.datasets import load_split
 from inspection.detector import Detector
 from inspection.errors import SteelInspectError
-from inspection.manifest import file_sha256, load_manifest
+from inspection.manifest import load_manifest, openvino_copy
 from inspection.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -40,10 +39,9 @@ def rule_again_version(source: str, *, models_dir: Path | None = None, datasets_
     `unseen_target`: the share of never-learned val defects found that the rule's budget is chosen to call
     unknown (None: `training.unknown.UNSEEN_TARGET`). `clean_strip`: an `inspection.clean_strip.Gate`
     that may keep a new version the val gate passed from going live (None: not run)."""
-    from inspection.code_version import code_version
-    from training.finalize import decide_activation, promotion_decision, register_gated
-    from training.quantize import derived_metrics, recalibrated_unknown
-    from training.unknown import UNSEEN_TARGET, unseen_val_samples
+    from training.finalize import decide_activation, new_version_manifest, promotion_decision, register_gated
+    from training.quantize import derived_metrics, openvino_figures, with_unknown_rule_again
+    from training.unknown import UNSEEN_TARGET
 
     target = UNSEEN_TARGET if unseen_target is None else unseen_target
     if not 0.0 < target <= 1.0:
@@ -65,11 +63,8 @@ def rule_again_version(source: str, *, models_dir: Path | None = None, datasets_
         shutil.copyfile(parent.model_path, onnx_path)
         extra_files = _copy_openvino(parent, work)
         version = registry.next_version(parent.line_type)
-        manifest = {k: v for k, v in parent.data.items() if k not in ("metrics", "promotion", "sha256",
-                                                                      "size_bytes")}
-        manifest.update(version=version, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                        code_version=code_version(), sha256=file_sha256(onnx_path),
-                        size_bytes=onnx_path.stat().st_size)
+        manifest = new_version_manifest(parent.data, version, onnx_path, ("metrics", "promotion", "sha256",
+                                                                          "size_bytes"))
         command = f"steel-inspect unknown-rule {parent.version}" + (
             f" --unseen-target {unseen_target}" if unseen_target is not None else "")
         manifest["rule_again"] = {"source_version": parent.version, "source_sha256": parent.sha256,
@@ -81,24 +76,24 @@ def rule_again_version(source: str, *, models_dir: Path | None = None, datasets_
         val = load_split(datasets_dir, dataset, "val", splits_dir)
         test = load_split(datasets_dir, dataset, "test", splits_dir)
         try:
-            manifest["unknown"] = recalibrated_unknown(
-                candidate, parent, val, dataset, unseen_val_samples(parent.line_type, datasets_dir, splits_dir),
-                chosen_on="this model's outputs, chosen again", novelty=rule.get("novelty"), unseen_target=target)
+            candidate = with_unknown_rule_again(manifest, work, candidate, parent, val, datasets_dir, splits_dir,
+                                                chosen_on="this model's outputs, chosen again",
+                                                novelty=rule.get("novelty"), unseen_target=target)
         except ValueError as exc:  # e.g. no val detection of a known defect to set the limits on
             raise RuleAgainError(f"{parent.version}: the rule cannot be chosen again: {exc}") from None
         log.info("unknown rule of %s chosen again: %s", parent.version,
                  {k: manifest["unknown"].get(k) for k in ("budget", "novelty_max", "class_share_min",
                                                           "val_known_called_unknown")})
-        (work / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-        candidate = Detector(load_manifest(work / "manifest.json"), providers="cpu")
         metrics = derived_metrics(candidate, val, test, work, datasets_dir, splits_dir)
         manifest["metrics"] = metrics
-        if extra_files:
-            _measure_openvino(manifest, work, val, test)
+        if extra_files:  # its `unknown` shares change with the rule (the detections do not)
+            on_openvino = Detector(load_manifest(work / "manifest.json"), providers="openvino")
+            manifest["openvino"] = {**manifest["openvino"], **openvino_figures(on_openvino, val, test, work)}
         activate, reason = promotion_decision(registry, parent.line_type, metrics["val"].get("map50"))
         activate, reason = decide_activation(registry, parent.line_type, work, manifest, activate, reason,
                                              clean_strip, register)
-        unseen = metrics.get("unseen_test") or {}
+        unseen, known = _unknown_figures(metrics)
+        source_unseen, source_known = _unknown_figures(parent.data.get("metrics") or {})
         summary = {"version": version, "source": parent.version, "registered": register, "activated": activate,
                    "promotion": reason, "unseen_target": target,
                    "rule": {k: manifest["unknown"].get(k) for k in ("budget", "novelty_share_of_budget",
@@ -107,13 +102,8 @@ def rule_again_version(source: str, *, models_dir: Path | None = None, datasets_
                                                                     "val_false_called_unknown")},
                    "source_rule": manifest["rule_again"]["source_rule"],
                    "unseen_val": manifest["unknown"].get("unseen_val"),
-                   "unseen_test": {k: unseen.get(k) for k in ("found", "called_unknown", "unknown_share_of_found")},
-                   "source_unseen_test": {k: ((parent.data.get("metrics") or {}).get("unseen_test") or {}).get(k)
-                                          for k in ("found", "called_unknown", "unknown_share_of_found")},
-                   "known_test_called_unknown": (metrics["test"].get("unknown") or {}).get(
-                       "share_of_detections_on_defects"),
-                   "source_known_test_called_unknown": (((parent.data.get("metrics") or {}).get("test") or {})
-                                                        .get("unknown") or {}).get("share_of_detections_on_defects")}
+                   "unseen_test": unseen, "source_unseen_test": source_unseen,
+                   "known_test_called_unknown": known, "source_known_test_called_unknown": source_known}
         if register:
             register_gated(registry, onnx_path, manifest, activate, reason, extra_files)
         return summary
@@ -121,29 +111,26 @@ def rule_again_version(source: str, *, models_dir: Path | None = None, datasets_
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _unknown_figures(metrics: dict[str, Any]) -> tuple[dict[str, Any], float | None]:
+    """From a version's `metrics`: the never-learned test types found and called unknown, and the share
+    of its detections on known test defects called unknown."""
+    unseen = metrics.get("unseen_test") or {}
+    known = ((metrics.get("test") or {}).get("unknown") or {}).get("share_of_detections_on_defects")
+    return {k: unseen.get(k) for k in ("found", "called_unknown", "unknown_share_of_found")}, known
+
+
 def _copy_openvino(parent: Any, work: Path) -> dict[str, Path]:
-    """The source's own OpenVINO files (an int8 copy's, `training.quantize_openvino`) copied into `work`
-    under the same names, for `Registry.add`'s `extra_files`; none when it has none."""
-    entry = parent.data.get("openvino")
-    if not isinstance(entry, dict):
+    """The source's own OpenVINO files (an int8 copy's, `training.quantize_openvino`), checked against its
+    manifest and copied into `work` under the same names, for `Registry.add`'s `extra_files`; none when it
+    has none."""
+    copy = openvino_copy(parent)
+    if copy is None:
         return {}
+    copy.verify()
     files = {}
-    for key in ("model_file", "weights_file"):
-        inside = entry[key]
+    for path in (copy.model_path, copy.weights_path):
+        inside = path.relative_to(parent.model_path.parent).as_posix()
         (work / inside).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(parent.model_path.parent / inside, work / inside)
+        shutil.copyfile(path, work / inside)
         files[inside] = work / inside
     return files
-
-
-def _measure_openvino(manifest: dict[str, Any], work: Path, val: Any, test: Any) -> None:
-    """The OpenVINO copy's val and test figures again with the new rule (its `unknown` shares change;
-    the detections do not), in place of the source's."""
-    from training.evaluate import evaluate
-
-    on_openvino = Detector(load_manifest(work / "manifest.json"), providers="openvino")
-    manifest["openvino"] = {**manifest["openvino"],
-                            "metrics": {"val": evaluate(on_openvino, val, work / "eval-openvino", plot_prefix="val-"),
-                                        "test": evaluate(on_openvino, test, work / "eval-openvino",
-                                                         plot_prefix="test-")},
-                            "metrics_runtime": on_openvino.providers[0]}
