@@ -24,6 +24,7 @@ from inspection.arguments import positive_int
 from inspection.commands._derived import add_common_options, clean_strip_gate, datasets_folder, print_summary
 from inspection.config import default_models_dir
 from inspection.errors import SteelInspectError
+from inspection.extras import require_extra
 
 
 class ClassifierCommandError(SteelInspectError):
@@ -69,12 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    try:
-        import onnx  # noqa: F401
-        import torch
-        import torchvision  # noqa: F401
-    except ImportError:
-        raise ClassifierCommandError("classifier needs the `train` extra: pip install -e '.[train]'") from None
+    require_extra("train", "classifier", "onnx", "torch", "torchvision")
+    import torch
+
     from training.relabel import relabel_version
 
     if args.bank_line_views and args.detector_novelty:

@@ -19,6 +19,7 @@ import argparse
 from inspection.commands._derived import add_common_options, clean_strip_gate, datasets_folder, print_summary
 from inspection.config import default_models_dir
 from inspection.errors import SteelInspectError
+from inspection.extras import require_extra
 
 
 class EnsembleCommandError(SteelInspectError):
@@ -40,10 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    try:
-        import onnx  # noqa: F401
-    except ImportError:
-        raise EnsembleCommandError("ensemble needs the `train` extra (onnx): pip install -e '.[train]'") from None
+    require_extra("train", "ensemble", "onnx")
     from training.ensemble import ensemble_version
 
     datasets = datasets_folder(args.datasets, EnsembleCommandError)

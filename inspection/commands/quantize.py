@@ -16,6 +16,7 @@ from inspection.arguments import non_negative_int, positive_int
 from inspection.commands._derived import add_common_options, clean_strip_gate, datasets_folder, print_summary
 from inspection.config import default_models_dir
 from inspection.errors import SteelInspectError
+from inspection.extras import require_extra
 
 
 class QuantizeCommandError(SteelInspectError):
@@ -38,10 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    try:
-        import onnx  # noqa: F401
-    except ImportError:
-        raise QuantizeCommandError("quantize needs the `train` extra: pip install -e '.[train]'") from None
+    require_extra("train", "quantize", "onnx")
     from training.quantize import quantize_version
 
     datasets = datasets_folder(args.datasets, QuantizeCommandError)

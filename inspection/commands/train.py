@@ -14,6 +14,7 @@ from inspection.arguments import at_least, non_negative_int, positive_float, pos
 from inspection.commands._derived import add_gate_option, clean_strip_gate
 from inspection.config import REPO_DIR, default_datasets_dir, default_models_dir
 from inspection.errors import SteelInspectError
+from inspection.extras import require_extra
 
 
 class TrainingError(SteelInspectError):
@@ -126,10 +127,7 @@ def _handle(args: argparse.Namespace) -> int:
         raise TrainingError("--teacher-flips: name the teacher with --teacher (the flips are its views)")
     if args.background_cap is not None and args.background_cap < 0:
         raise TrainingError(f"--background-cap: expected >= 0 detections per Mpx, got {args.background_cap}")
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise TrainingError("training needs the `train` extra: pip install -e '.[train]'") from None
+    require_extra("train", "training", "torch", "torchvision")
     from training.finalize import finalize
     from training.train import Options, run
 

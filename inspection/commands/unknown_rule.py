@@ -18,6 +18,7 @@ import argparse
 from inspection.commands._derived import add_common_options, clean_strip_gate, datasets_folder, print_summary
 from inspection.config import default_models_dir
 from inspection.errors import SteelInspectError
+from inspection.extras import require_extra
 
 
 class UnknownRuleCommandError(SteelInspectError):
@@ -47,10 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise UnknownRuleCommandError("unknown-rule needs the `train` extra: pip install -e '.[train]'") from None
+    require_extra("train", "unknown-rule", "torch", "onnx")
     from training.rule_again import rule_again_version
 
     datasets = datasets_folder(args.datasets, UnknownRuleCommandError)
