@@ -129,3 +129,21 @@ def test_quantize_command_registers_a_measured_int8_version(tmp_path: Path, data
     assert_clean_strip_decided(new.data["promotion"], summary["activated"])
     with pytest.raises(QuantizeError, match="already quantized"):
         quantize_version(new.version, models_dir=registry_dir, datasets_dir=datasets_dir, register=False)
+
+
+def test_a_new_version_inherits_the_source_description_not_its_figures_or_stamps(tmp_path: Path) -> None:
+    from inspection.manifest import file_sha256
+    from training.finalize import new_version_manifest
+
+    model_file = tmp_path / "model.onnx"
+    model_file.write_bytes(b"not the source's bytes")
+    source = {"version": "hot-20260101-1", "created": "2026-01-01T00:00:00Z", "code_version": "old",
+              "sha256": "0" * 64, "size_bytes": 1, "metrics": {"val": {"map50": 0.7}}, "promotion": {"gate": "x"},
+              "classes": ["a", "b"], "parity": {"max_abs_diff": 0.0}, "unknown": {"budget": 0.05}}
+    manifest = new_version_manifest(source, "hot-20260101-2", model_file, ("parity",))
+    assert manifest["version"] == "hot-20260101-2"
+    assert manifest["sha256"] == file_sha256(model_file) and manifest["size_bytes"] == model_file.stat().st_size
+    assert manifest["created"] != source["created"] and manifest["code_version"] != "old"
+    assert "metrics" not in manifest and "promotion" not in manifest and "parity" not in manifest
+    assert manifest["classes"] == ["a", "b"] and manifest["unknown"] == {"budget": 0.05}
+    assert source["version"] == "hot-20260101-1" and "metrics" in source  # the source is left as it was

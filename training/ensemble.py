@@ -33,8 +33,9 @@ log = logging.getLogger(__name__)
 
 # fields of the primary's manifest that describe its own file or its own measurements, not the ensemble's
 # (its unknown rule and the figures it was chosen by: each member's rule is kept under ensemble.members)
-OWN_FIELDS = ("metrics", "promotion", "speed_bare_ort", "speed_side_by_side", "parity", "sha256", "size_bytes",
-              "openvino", "quantization", "classifier", "training", "unknown")
+# the primary's fields that describe its own file, beside what no new version inherits (finalize.NOT_INHERITED)
+OWN_FIELDS = ("speed_bare_ort", "speed_side_by_side", "parity", "openvino", "quantization", "classifier", "training",
+              "unknown")
 PARITY_IMAGES = 16
 PARITY_TOLERANCE = 1e-4
 FP16_MIN_ELEMENTS = 64  # biases and small constants stay fp32: they weigh nothing

@@ -47,6 +47,7 @@ from inspection.code_version import code_version
 from inspection.config import REPO_DIR
 from inspection.datasets import DATASET_CLASSES, load_split, read_image, read_split_file, split_path
 from inspection.errors import SteelInspectError
+from inspection.manifest import file_sha256
 from training.export import SIZE_MULTIPLE, export_onnx, parity_check
 from training.metrics import ImageResult, detection_rate, false_detections, mean_ap
 from training.model import PRETRAINED_INFO
@@ -189,15 +190,17 @@ def decide_activation(registry: Any, line_type: str, folder: Path, manifest: dic
     return activate, reason
 
 
-def new_version_manifest(source: dict[str, Any], version: str, model_file: Path, drop: Iterable[str]
+# what a new version never inherits: the source's figures and gate decision (the new file is measured and
+# gated again) and the stamps `new_version_manifest` writes for the new file
+NOT_INHERITED = ("metrics", "promotion", "version", "created", "code_version", "sha256", "size_bytes")
+
+
+def new_version_manifest(source: dict[str, Any], version: str, model_file: Path, also_drop: Iterable[str] = ()
                          ) -> dict[str, Any]:
     """A version made from a registered one (`quantize`, `classifier`, `ensemble`, `unknown-rule`): the
-    `source` manifest's fields but `drop` (what describes the source's own file and figures), stamped as
-    `version` of `model_file`: created now, by this code, with the file's sha256 and size."""
-    from inspection.code_version import code_version
-    from inspection.manifest import file_sha256
-
-    dropped = set(drop)
+    `source` manifest's fields but `NOT_INHERITED` and `also_drop` (what else describes the source's own
+    file), stamped as `version` of `model_file`: created now, by this code, with the file's sha256 and size."""
+    dropped = {*NOT_INHERITED, *also_drop}
     manifest = {k: v for k, v in source.items() if k not in dropped}
     manifest.update(version=version, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     code_version=code_version(), sha256=file_sha256(model_file),
@@ -400,7 +403,6 @@ def finalize(opts: Options, state: dict[str, Any], models_dir: Path, register: b
                  **({"plant": plant.describe()} if plant is not None else {})},
         "code_version": code_version(), "parity": parity, "speed_bare_ort": speed,
     }
-    from inspection.manifest import file_sha256
 
     manifest.update(sha256=file_sha256(onnx_path), size_bytes=onnx_path.stat().st_size)
     (export_dir / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")

@@ -305,8 +305,7 @@ def quantize_version(source: str, *, models_dir: Path | None = None, datasets_di
         kept = quantize_file(parent.model_path, onnx_path, calibration)
         log.info("quantized in %.1f s (%d conv nodes kept fp32)", time.perf_counter() - started, len(kept))
         version = registry.next_version(parent.line_type)
-        manifest = new_version_manifest(parent.data, version, onnx_path,
-                                        ("metrics", "promotion", "speed_bare_ort", "parity", "sha256", "size_bytes"))
+        manifest = new_version_manifest(parent.data, version, onnx_path, ("speed_bare_ort", "parity"))
         manifest["architecture"] = f"{parent.data.get('architecture', '')}; int8 (QDQ) quantized"
         (work / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         reference = Detector(parent, providers="cpu")

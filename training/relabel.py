@@ -417,9 +417,7 @@ def relabel_version(source: str, *, models_dir: Path | None = None, datasets_dir
         checked = parity(reference, stage, onnx_path, val_images[:32])
         version = registry.next_version(parent.line_type)
         # not "openvino": the parent's OpenVINO copy lacks the appended stage (and its files stay in its folder)
-        manifest = new_version_manifest(parent.data, version, onnx_path, ("metrics", "promotion", "parity", "sha256",
-                                                                          "size_bytes", "speed_side_by_side",
-                                                                          "openvino"))
+        manifest = new_version_manifest(parent.data, version, onnx_path, ("parity", "speed_side_by_side", "openvino"))
         manifest["architecture"] = (f"{parent.data.get('architecture', '')}; crop classifier appended "
                                     "(EfficientNet-Lite0, ImageNet init) that names each detection again")
         manifest["outputs"] = {**(parent.data.get("outputs") or {}),

@@ -63,8 +63,7 @@ def rule_again_version(source: str, *, models_dir: Path | None = None, datasets_
         shutil.copyfile(parent.model_path, onnx_path)
         extra_files = _copy_openvino(parent, work)
         version = registry.next_version(parent.line_type)
-        manifest = new_version_manifest(parent.data, version, onnx_path, ("metrics", "promotion", "sha256",
-                                                                          "size_bytes"))
+        manifest = new_version_manifest(parent.data, version, onnx_path)
         command = f"steel-inspect unknown-rule {parent.version}" + (
             f" --unseen-target {unseen_target}" if unseen_target is not None else "")
         manifest["rule_again"] = {"source_version": parent.version, "source_sha256": parent.sha256,
